@@ -1,0 +1,12 @@
+"""The ``mem`` command line: one entry point for the local QuestDB, ingestion, the pipeline and serving."""
+from __future__ import annotations
+
+import typer
+
+from mem_cli import questdb_cmd
+
+app = typer.Typer(help="MEM: memory-enhanced ML trading signals.", no_args_is_help=True, add_completion=False)
+app.add_typer(questdb_cmd.app, name="questdb")
+
+if __name__ == "__main__":
+    app()

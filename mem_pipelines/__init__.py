@@ -1,0 +1,1 @@
+"""MEM data and model pipelines: candles in QuestDB -> features -> labels -> model -> gate."""

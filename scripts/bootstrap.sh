@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a .venv with Python >= 3.12 and the project installed, plus the QuestDB
+# server jar fetched once from Maven Central with Maven. Source it or run it; it prints nothing
+# when everything is already in place.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+QUESTDB_VERSION="${MEM_QUESTDB_VERSION:-9.3.4}"
+CACHE="$ROOT/.cache"
+mkdir -p "$CACHE"
+
+die() { echo "bootstrap: $*" >&2; exit 1; }
+
+find_python() {
+  local c
+  for c in "${MEM_PYTHON:-}" python3.13 python3.12 python3 \
+           "$HOME"/.pyenv/versions/3.13*/bin/python3 "$HOME"/.pyenv/versions/3.12*/bin/python3 \
+           /usr/local/bin/python3.1[2-9] /usr/bin/python3.1[2-9]; do
+    [ -n "$c" ] || continue
+    command -v "$c" >/dev/null 2>&1 || [ -x "$c" ] || continue
+    if "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
+      # pyenv shims may point at a version that is not installed; resolve to a real binary
+      "$c" -c 'import sys; print(sys.executable)'; return 0
+    fi
+  done
+  return 1
+}
+
+# 1. Python virtual environment
+if [ ! -x .venv/bin/python ]; then
+  PY="$(find_python)" || die "no Python >= 3.12 found (pandas-ta needs it); install one, e.g. 'pyenv install 3.12', or set MEM_PYTHON"
+  echo "bootstrap: creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+STAMP=".venv/.mem-installed"
+WANT="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "bootstrap: installing the project and its dependencies into .venv (first time takes a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "$WANT" > "$STAMP"
+fi
+
+# 2. Java >= 17 and the QuestDB server jar
+JAR="$CACHE/questdb-$QUESTDB_VERSION.jar"
+if [ -z "${MEM_QUESTDB_HOST:-}" ]; then
+  command -v java >/dev/null 2>&1 || die "Java >= 17 is required to run the local QuestDB (install e.g. openjdk-17-jre-headless), or point MEM_QUESTDB_HOST at an external QuestDB"
+  JV="$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')"
+  [ "${JV%%.*}" -ge 17 ] 2>/dev/null || die "Java >= 17 is required for QuestDB, found '$JV'"
+  if [ ! -s "$JAR" ]; then
+    command -v mvn >/dev/null 2>&1 || die "Maven (mvn) is required once to fetch org.questdb:questdb:$QUESTDB_VERSION"
+    echo "bootstrap: fetching org.questdb:questdb:$QUESTDB_VERSION with Maven"
+    mvn -q -B dependency:copy -Dartifact="org.questdb:questdb:$QUESTDB_VERSION" -DoutputDirectory="$CACHE" \
+      || die "could not fetch org.questdb:questdb:$QUESTDB_VERSION from Maven Central"
+  fi
+  [ -s "$JAR" ] || die "QuestDB jar missing at $JAR"
+fi
+export MEM_QUESTDB_JAR="${MEM_QUESTDB_JAR:-$JAR}"
