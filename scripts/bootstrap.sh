@@ -44,8 +44,9 @@ fi
 # 2. Java >= 17 and the QuestDB server jar
 JAR="$CACHE/questdb-$QUESTDB_VERSION.jar"
 if [ -z "${MEM_QUESTDB_HOST:-}" ]; then
-  command -v java >/dev/null 2>&1 || die "Java >= 17 is required to run the local QuestDB (install e.g. openjdk-17-jre-headless), or point MEM_QUESTDB_HOST at an external QuestDB"
-  JV="$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')"
+  JAVA="${MEM_JAVA:-java}"
+  command -v "$JAVA" >/dev/null 2>&1 || die "Java >= 17 is required to run the local QuestDB ('$JAVA' not found; install e.g. openjdk-17-jre-headless), or point MEM_QUESTDB_HOST at an external QuestDB"
+  JV="$("$JAVA" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')"
   [ "${JV%%.*}" -ge 17 ] 2>/dev/null || die "Java >= 17 is required for QuestDB, found '$JV'"
   if [ ! -s "$JAR" ]; then
     command -v mvn >/dev/null 2>&1 || die "Maven (mvn) is required once to fetch org.questdb:questdb:$QUESTDB_VERSION"

@@ -60,9 +60,10 @@ def can_query(settings: QuestDBSettings, timeout: float = 2.0) -> bool:
 
 
 def _java() -> str:
-    java = shutil.which("java")
+    name = os.environ.get("MEM_JAVA", "java")
+    java = shutil.which(name)
     if java is None:
-        raise QuestDBError("Java >= 17 is required to run the local QuestDB, but 'java' is not on PATH")
+        raise QuestDBError(f"Java >= 17 is required to run the local QuestDB, but '{name}' was not found (set MEM_JAVA or PATH)")
     return java
 
 
