@@ -1,0 +1,348 @@
+"""Run the replay: candles from QuestDB, base signals, the running gRPC server, the memory learning.
+
+``run_replay(ReplayConfig) -> ReplayReport`` trades the same candles three times, with the same
+fills and costs (``simulator``):
+
+1. ``base``    — every base signal (``base_strategy``) is traded with the starting parameters
+   (size, stop, target) the server reports before the replay.
+2. ``base_ml`` — memory off: a base signal is traded only when the server's model supports it
+   (PredictReversal; the memory engine's own combination rule with the memory silent, see
+   ``ml_filter``). Nothing is written to memory.
+3. ``full``    — every base signal goes to EnhanceSignal with the candle history the features need;
+   the answer's action, size, stop and target are acted on (HOLD = no trade). Each exit goes back
+   with LogOutcome, in replay-time order, before any later decision; every ``learn_every``
+   outcomes the learning step the Dagster sensors trigger (pattern discovery, performance monitor)
+   runs in-process on the same memory store, so later decisions see what was learned.
+
+Before anything runs, the champion model's training window is checked: its last training candle
+must be before the replay window starts (``check_model_window``), or the replay refuses
+(``LookAheadError``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
+from mem_pipelines.replay.metrics import compute_metrics, equity_curve
+from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
+from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, drive
+
+CANDLE = pd.Timedelta(minutes=5)
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot run as asked (no candles, no server, ...); nothing is reported."""
+
+
+class LookAheadError(ReplayError):
+    """The champion model saw data from inside (or after the start of) the replay window, or its
+    training window is unknown; the replay refuses to run rather than report flattering numbers."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    version: str
+    data_start: pd.Timestamp | None
+    data_end: pd.Timestamp
+
+
+@dataclass(frozen=True)
+class MLView:
+    """What the model says about the newest candle (PredictReversal)."""
+
+    is_reversal: bool
+    confidence: float
+    direction: str  # "bullish" | "bearish"
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Enhanced:
+    """The server's enhanced signal (the fields the replay acts on)."""
+
+    decision_id: str
+    action: str
+    confidence: float
+    size: float
+    stop_loss: float  # price level
+    take_profit: float  # price level
+    strategy: str = ""
+
+
+class SignalService(Protocol):
+    """The server as the replay sees it (``grpc_client.GrpcSignalService`` is the real one)."""
+
+    def parameters(self) -> Mapping[str, float]: ...
+
+    def predict(self, symbol: str, candles: pd.DataFrame) -> MLView: ...
+
+    def enhance(
+        self, symbol: str, action: str, base_confidence: float, price: float, time: pd.Timestamp, strategy: str,
+        candles: pd.DataFrame, ml: MLView | None,
+    ) -> Enhanced: ...
+
+    def log_outcome(self, trade: Trade) -> None: ...
+
+
+class Learner(Protocol):
+    """The learning the Dagster sensors trigger, run in-process on the server's memory store."""
+
+    def step(self, now: pd.Timestamp) -> list[LearningEvent]: ...
+
+    def snapshot(self, now: pd.Timestamp, outcomes: int) -> EvolutionPoint: ...
+
+    def final_strategies(self) -> list[dict[str, object]]: ...
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Everything a replay depends on; the same config on the same data gives the same report."""
+
+    symbols: tuple[str, ...]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    server: str = "127.0.0.1:50051"
+    fee_bps: float = 10.0
+    slippage_bps: float = 5.0
+    capital: float = 10_000.0
+    base: BaseStrategyConfig = BaseStrategyConfig()
+    max_holding_bars: int = 24
+    learn_every: int = 10
+    history: int | None = None  # candles sent with each call; None = mem_pipelines.lib.features.SERVING_HISTORY
+    memory_db: Path | None = None  # the server's store; None = MEM_MEMORY_DB or project_paths().memory_db
+    tracking_uri: str | None = None  # MLflow; None = mem_pipelines.training.registry.tracking_uri()
+    timeout_s: float = 30.0
+    session_id: str = "replay"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "symbols", tuple(s.strip().upper() for s in self.symbols if s.strip()))
+        object.__setattr__(self, "start", _utc(self.start))
+        object.__setattr__(self, "end", _utc(self.end))
+        if not self.symbols:
+            raise ValueError("symbols: give at least one symbol")
+        if not self.start < self.end:
+            raise ValueError("start must be before end")
+        if self.learn_every < 1 or self.max_holding_bars < 1:
+            raise ValueError("learn_every and max_holding_bars must be >= 1")
+        Costs(self.fee_bps, self.slippage_bps)  # validates
+
+    @property
+    def costs(self) -> Costs:
+        return Costs(self.fee_bps, self.slippage_bps)
+
+
+def _utc(t: object) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+# --------------------------------------------------------------------------- the model's window
+def check_model_window(model: ModelInfo, start: pd.Timestamp) -> None:
+    """Refuse a model whose training data reaches the replay window.
+
+    ``data_end`` is the last candle the training saw (labels look H candles further, so even
+    ``data_end == start - 5 min`` would let labels peek into the window by H candles; the check
+    is therefore strict on the candles and the docs recommend a gap of a day).
+    """
+    if model.data_end is None or pd.isna(model.data_end):
+        raise LookAheadError(f"model version {model.version}: training window unknown (no data_end); refusing to replay")
+    if model.data_end >= start:
+        raise LookAheadError(
+            f"model version {model.version} was trained on data up to {model.data_end.isoformat()}, "
+            f"which is not before the replay window's start {start.isoformat()}: its scores would use the future"
+        )
+
+
+# --------------------------------------------------------------------------- policies
+@dataclass(frozen=True)
+class Defaults:
+    size: float
+    stop_pct: float
+    target_pct: float
+    ml_confidence_min: float
+
+
+def defaults_from_parameters(params: Mapping[str, float]) -> Defaults:
+    try:
+        return Defaults(
+            size=float(params["position_size"]),
+            stop_pct=float(params["stop_loss_pct"]),
+            target_pct=float(params["take_profit_pct"]),
+            ml_confidence_min=float(params["ml_confidence_min"]),
+        )
+    except KeyError as exc:
+        raise ReplayError(f"the server's parameters lack {exc.args[0]!r}") from None
+
+
+class _SignalPolicy(Policy):
+    def __init__(self, cfg: ReplayConfig, signals: Mapping[str, pd.DataFrame], defaults: Defaults) -> None:
+        self.cfg = cfg
+        self.signals = {s: (f["action"].to_numpy(), f["confidence"].to_numpy()) for s, f in signals.items()}
+        self.defaults = defaults
+        self.seen = 0
+        self.skipped = 0
+
+    def _signal(self, symbol: str, index: int) -> tuple[str, float] | None:
+        action, conf = self.signals[symbol]
+        if action[index] == "":
+            return None
+        self.seen += 1
+        return str(action[index]), float(conf[index])
+
+    def _order(self, symbol: str, side: str, ts: pd.Timestamp, conf: float, size: float | None = None,
+               stop_pct: float | None = None, target_pct: float | None = None, tag: str = "") -> Order:
+        d = self.defaults
+        return Order(symbol, side, ts, size or d.size, stop_pct or d.stop_pct, target_pct or d.target_pct,
+                     self.cfg.max_holding_bars, tag=tag, confidence=conf)
+
+
+class BasePolicy(_SignalPolicy):
+    def decide(self, symbol, index, candles):
+        sig = self._signal(symbol, index)
+        if sig is None:
+            return None
+        return self._order(symbol, sig[0], candles["ts"].iloc[-1], sig[1])
+
+
+def ml_supports(action: str, ml: MLView) -> float:
+    """How much the model supports ``action``: the probability it gives to the price going the
+    action's way. A predicted reversal towards the action (bullish for BUY) supports it with its
+    confidence; a reversal against it supports it with 1 - confidence."""
+    agrees = (ml.direction == "bullish") == (action == "BUY")
+    return ml.confidence if agrees else 1.0 - ml.confidence
+
+
+class MLFilterPolicy(_SignalPolicy):
+    """Base + ML with memory off: trade the base signal when the model's support of it reaches the
+    starting ``ml_confidence_min``; size/stop/target are the starting parameters."""
+
+    def __init__(self, cfg, signals, defaults, service: SignalService, history: int) -> None:
+        super().__init__(cfg, signals, defaults)
+        self.service = service
+        self.history = history
+
+    def decide(self, symbol, index, candles):
+        sig = self._signal(symbol, index)
+        if sig is None:
+            return None
+        ml = self.service.predict(symbol, candles.iloc[-self.history :])
+        if ml_supports(sig[0], ml) < self.defaults.ml_confidence_min:
+            self.skipped += 1
+            return None
+        return self._order(symbol, sig[0], candles["ts"].iloc[-1], sig[1])
+
+
+class FullPolicy(_SignalPolicy):
+    """The full system: EnhanceSignal decides; outcomes go back; learning runs as it goes."""
+
+    def __init__(self, cfg, signals, defaults, service: SignalService, history: int, learner: Learner | None) -> None:
+        super().__init__(cfg, signals, defaults)
+        self.service = service
+        self.history = history
+        self.learner = learner
+        self.outcomes = 0
+        self.since_learning = 0
+        self.events: list[LearningEvent] = []
+        self.evolution: list[EvolutionPoint] = []
+
+    def decide(self, symbol, index, candles):
+        sig = self._signal(symbol, index)
+        if sig is None:
+            return None
+        last = candles.iloc[-1]
+        ts = last["ts"]
+        hist = candles.iloc[-self.history :]
+        # No ML prediction passed: the server predicts from the same candles itself.
+        e = self.service.enhance(symbol, sig[0], sig[1], float(last["close"]), ts, self.cfg.base.name, hist, None)
+        if e.action not in ("BUY", "SELL") or not e.size > 0:
+            self.skipped += 1
+            return None
+        price = float(last["close"])
+        stop_pct = abs(price - e.stop_loss) / price if e.stop_loss > 0 else None
+        target_pct = abs(e.take_profit - price) / price if e.take_profit > 0 else None
+        return self._order(symbol, e.action, ts, e.confidence, e.size, stop_pct or None, target_pct or None, tag=e.decision_id)
+
+    def on_exit(self, trade: Trade) -> None:
+        self.service.log_outcome(trade)
+        self.outcomes += 1
+        self.since_learning += 1
+
+    def after_step(self, ts: pd.Timestamp) -> None:
+        if self.learner is not None and self.since_learning >= self.cfg.learn_every:
+            self.learn(ts)
+
+    def learn(self, ts: pd.Timestamp) -> None:
+        assert self.learner is not None
+        self.since_learning = 0
+        # The learning happens at the close of candle ts (after its exits), in replay time.
+        now = ts + CANDLE
+        self.events.extend(self.learner.step(now))
+        self.evolution.append(self.learner.snapshot(now, self.outcomes))
+
+
+# --------------------------------------------------------------------------- the run
+def replay_frames(
+    cfg: ReplayConfig, frames: Mapping[str, pd.DataFrame], service: SignalService, model: ModelInfo,
+    learner: Learner | None, history: int,
+) -> ReplayReport:
+    """The three variants over candle frames already loaded (each may start before ``cfg.start``:
+    warm-up). Pure apart from the calls to ``service`` and ``learner``."""
+    check_model_window(model, cfg.start)
+    frames = {s: frames[s] for s in cfg.symbols}
+    for s, f in frames.items():
+        inside = f[(f["ts"] >= cfg.start) & (f["ts"] < cfg.end)]
+        if inside.empty:
+            raise ReplayError(f"no candles of {s} in [{cfg.start.isoformat()}, {cfg.end.isoformat()})")
+        if int((f["ts"] < cfg.start).sum()) < max(history, cfg.base.warmup):
+            raise ReplayError(
+                f"{s}: fewer than {max(history, cfg.base.warmup)} candles before the window start for warm-up"
+            )
+    signals = {s: base_signals(f, cfg.base) for s, f in frames.items()}
+    defaults = defaults_from_parameters(service.parameters())
+    grid = pd.DatetimeIndex(sorted({t for f in frames.values() for t in f["ts"] if cfg.start <= t < cfg.end}))
+
+    def run(policy: Policy) -> list[Trade]:
+        return drive(frames, policy, Simulator(cfg.costs, cfg.capital), cfg.start, cfg.end).trades
+
+    variants: list[VariantResult] = []
+    base = BasePolicy(cfg, signals, defaults)
+    ml = MLFilterPolicy(cfg, signals, defaults, service, history)
+    full = FullPolicy(cfg, signals, defaults, service, history, learner)
+    for name, policy in (("base", base), ("base_ml", ml), ("full", full)):
+        trades = tuple(run(policy))
+        variants.append(
+            VariantResult(
+                name, trades, compute_metrics(trades, cfg.capital, grid), equity_curve(trades, cfg.capital, grid),
+                signals=policy.seen, skipped=policy.skipped,
+            )
+        )
+    if learner is not None and full.since_learning:
+        full.learn(grid[-1])
+    return ReplayReport(
+        symbols=cfg.symbols,
+        start=cfg.start,
+        end=cfg.end,
+        fee_bps=cfg.fee_bps,
+        slippage_bps=cfg.slippage_bps,
+        capital=cfg.capital,
+        model_version=model.version,
+        model_data_end=model.data_end.isoformat(),
+        variants=variants,
+        evolution=full.evolution,
+        events=full.events,
+        final_strategies=learner.final_strategies() if learner is not None else [],
+        notes=[
+            f"Base strategy: momentum over {cfg.base.momentum_bars} candles beyond ±{cfg.base.momentum_threshold:g}, "
+            f"RSI({cfg.base.rsi_period}) below {cfg.base.rsi_overbought:g} for BUY / above {cfg.base.rsi_oversold:g} for SELL.",
+            f"Starting parameters (base and base + ML): size {defaults.size:g} of capital, stop {defaults.stop_pct:.2%}, "
+            f"target {defaults.target_pct:.2%}, ML support needed {defaults.ml_confidence_min:g}; "
+            f"max holding {cfg.max_holding_bars} candles.",
+            f"Learning step (pattern discovery + performance monitor) every {cfg.learn_every} outcomes of the full system.",
+        ],
+    )
+

@@ -1,0 +1,115 @@
+"""The replay's orchestration over real candles with a scripted server (no gRPC): the variants,
+the refusal of a model trained into the window, outcomes reported in time order, learning steps."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mem_pipelines.replay.report import EvolutionPoint, LearningEvent
+from mem_pipelines.replay.runner import (
+    Enhanced,
+    LookAheadError,
+    MLView,
+    ModelInfo,
+    ReplayConfig,
+    ReplayError,
+    check_model_window,
+    replay_frames,
+)
+
+PARAMS = {"position_size": 0.1, "stop_loss_pct": 0.01, "take_profit_pct": 0.015, "ml_confidence_min": 0.5}
+
+
+class ScriptedServer:
+    """Supports a signal when the RSI-like last-bar move agrees; enhance passes the action through."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, pd.Timestamp]] = []
+        self.outcomes: list[pd.Timestamp] = []
+        self.decided_at: dict[str, pd.Timestamp] = {}
+
+    def parameters(self):
+        return dict(PARAMS)
+
+    def predict(self, symbol, candles):
+        self.calls.append(("predict", candles["ts"].iloc[-1]))
+        up = candles["close"].iloc[-1] >= candles["open"].iloc[-1]
+        return MLView(True, 0.7, "bullish" if up else "bearish", "1")
+
+    def enhance(self, symbol, action, base_confidence, price, time, strategy, candles, ml):
+        assert candles["ts"].iloc[-1] == time and len(candles) == 400
+        self.calls.append(("enhance", time))
+        did = f"{symbol}-{len(self.calls)}"
+        self.decided_at[did] = time
+        if base_confidence < 0.55:
+            return Enhanced(did, "HOLD", 0.4, 0.0, 0.0, 0.0)
+        return Enhanced(did, action, base_confidence, 0.05, price * (0.99 if action == "BUY" else 1.01),
+                        price * (1.02 if action == "BUY" else 0.98))
+
+    def log_outcome(self, trade):
+        assert trade.decision_ts == self.decided_at[trade.tag]
+        assert not self.outcomes or trade.exit_ts >= self.outcomes[-1]
+        self.outcomes.append(trade.exit_ts)
+
+
+class CountingLearner:
+    def __init__(self) -> None:
+        self.steps: list[pd.Timestamp] = []
+
+    def step(self, now):
+        self.steps.append(now)
+        return [LearningEvent(now, "noop", "-", "nothing")]
+
+    def snapshot(self, now, outcomes):
+        return EvolutionPoint(now, outcomes, 0, 0, {"position_size": 0.1})
+
+    def final_strategies(self):
+        return []
+
+
+def _cfg(**kw) -> ReplayConfig:
+    return ReplayConfig(symbols=("BTCUSDT", "ETHUSDT"), start="2025-06-03", end="2025-06-05", learn_every=5, **kw)
+
+
+def test_three_variants_on_real_candles(shared_csv) -> None:
+    frames = {s: shared_csv(s, "2025-06-01", "2025-06-05") for s in ("BTCUSDT", "ETHUSDT")}
+    model = ModelInfo("1", None, pd.Timestamp("2025-05-31T23:55", tz="UTC"))
+    server, learner = ScriptedServer(), CountingLearner()
+    rep = replay_frames(_cfg(), frames, server, model, learner, history=400)
+    by = {v.name: v for v in rep.variants}
+    assert list(by) == ["base", "base_ml", "full"]
+    assert by["base"].metrics.trades > 10
+    assert by["base_ml"].metrics.trades > 0 and by["base_ml"].skipped > 0
+    assert by["full"].metrics.trades > 0 and by["full"].skipped > 0
+    # Every full-system trade was reported, in time order, and every decision is inside the window.
+    assert len(server.outcomes) == by["full"].metrics.trades
+    assert all(rep.start <= t.decision_ts < rep.end for v in rep.variants for t in v.trades)
+    assert all(t.entry_ts > t.decision_ts for v in rep.variants for t in v.trades)
+    # Learning ran every 5 outcomes (and once at the end for the remainder).
+    assert len(learner.steps) == -(-len(server.outcomes) // 5)
+    assert rep.evolution[-1].outcomes == len(server.outcomes)
+    assert "Base + ML + memory" in rep.table_markdown()
+    # Same inputs, same report.
+    again = replay_frames(_cfg(), frames, ScriptedServer(), model, CountingLearner(), history=400)
+    assert again.table_markdown() == rep.table_markdown()
+    assert again.trades_frame().equals(rep.trades_frame())
+
+
+def test_refuses_a_model_trained_into_the_window(shared_csv) -> None:
+    start = pd.Timestamp("2025-06-03", tz="UTC")
+    with pytest.raises(LookAheadError, match="not before the replay window"):
+        check_model_window(ModelInfo("7", None, start), start)
+    with pytest.raises(LookAheadError, match="unknown"):
+        check_model_window(ModelInfo("7", None, None), start)  # type: ignore[arg-type]
+    check_model_window(ModelInfo("7", None, start - pd.Timedelta(minutes=5)), start)
+    frames = {s: shared_csv(s, "2025-06-01", "2025-06-05") for s in ("BTCUSDT", "ETHUSDT")}
+    server = ScriptedServer()
+    with pytest.raises(LookAheadError):
+        replay_frames(_cfg(), frames, server, ModelInfo("7", None, pd.Timestamp("2025-06-04", tz="UTC")), None, 400)
+    assert server.calls == []  # refused before asking the server anything
+
+
+def test_too_little_warm_up_is_an_error(shared_csv) -> None:
+    frames = {s: shared_csv(s, "2025-06-02T22:00", "2025-06-05") for s in ("BTCUSDT", "ETHUSDT")}
+    with pytest.raises(ReplayError, match="warm-up"):
+        replay_frames(_cfg(), frames, ScriptedServer(), ModelInfo("1", None, pd.Timestamp("2025-06-01", tz="UTC")), None, 400)
