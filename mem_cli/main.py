@@ -7,6 +7,7 @@ from mem_cli import questdb_cmd
 
 app = typer.Typer(help="MEM: memory-enhanced ML trading signals.", no_args_is_help=True, add_completion=False)
 app.add_typer(questdb_cmd.app, name="questdb")
+app.command(name="replay")(__import__("mem_cli.replay_cmd", fromlist=["replay"]).replay)
 
 if __name__ == "__main__":
     app()

@@ -31,6 +31,7 @@ from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
 from mem_pipelines.replay.metrics import compute_metrics, equity_curve
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
 from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, drive
+from mem_pipelines.settings import QuestDBSettings
 
 CANDLE = pd.Timedelta(minutes=5)
 
@@ -46,9 +47,34 @@ class LookAheadError(ReplayError):
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """The champion's training window. ``data_end`` is the last candle the training saw: the last
+    labelled row plus the label horizon (its label looked that far ahead)."""
+
     version: str
     data_start: pd.Timestamp | None
     data_end: pd.Timestamp
+    run_id: str = ""
+
+
+def champion_info(tracking_uri: str | None = None) -> ModelInfo:
+    """The champion's version and training window, from its MLflow run's lineage params
+    (``data.start``, ``data.end`` = the last labelled row, ``label.horizon``; see
+    ``mem_pipelines.training.train.lineage``). Raises ``ReplayError`` when there is no champion
+    and ``LookAheadError`` when its window is not recorded."""
+    from mem_pipelines.training import registry
+
+    uri = tracking_uri or registry.tracking_uri()
+    mv = registry.version_by_alias(registry.CHAMPION, uri)
+    if mv is None:
+        raise ReplayError(f"no @{registry.CHAMPION} model in {uri}; train one first (the pipeline's gate)")
+    run = registry.client(uri).get_run(mv.run_id)
+    lineage = {**run.data.tags, **run.data.params}
+    if "data.end" not in lineage:
+        raise LookAheadError(f"model version {mv.version}: its run {mv.run_id} records no data.end; refusing to replay")
+    horizon = int(lineage.get("label.horizon", "0") or 0)
+    end = _utc(lineage["data.end"]) + horizon * CANDLE
+    start = _utc(lineage["data.start"]) if lineage.get("data.start") else None
+    return ModelInfo(version=str(mv.version), data_start=start, data_end=end, run_id=mv.run_id)
 
 
 @dataclass(frozen=True)
@@ -116,6 +142,7 @@ class ReplayConfig:
     history: int | None = None  # candles sent with each call; None = mem_pipelines.lib.features.SERVING_HISTORY
     memory_db: Path | None = None  # the server's store; None = MEM_MEMORY_DB or project_paths().memory_db
     tracking_uri: str | None = None  # MLflow; None = mem_pipelines.training.registry.tracking_uri()
+    questdb: QuestDBSettings | None = None  # None = QuestDBSettings.from_env()
     timeout_s: float = 30.0
     session_id: str = "replay"
 
@@ -346,3 +373,38 @@ def replay_frames(
         ],
     )
 
+
+
+def load_frames(cfg: ReplayConfig, history: int) -> dict[str, pd.DataFrame]:
+    """Candles of each symbol from QuestDB: the window plus enough warm-up before it."""
+    from mem_pipelines.questdb.store import read_candles
+
+    settings = cfg.questdb or QuestDBSettings.from_env()
+    warm = max(history, cfg.base.warmup)
+    frames = {}
+    for symbol in cfg.symbols:
+        frame = read_candles(settings, symbol, cfg.start - 2 * warm * CANDLE, cfg.end)
+        if frame.empty:
+            raise ReplayError(f"QuestDB has no candles of {symbol} before {cfg.end.isoformat()}; ingest them first")
+        frames[symbol] = frame.reset_index(drop=True)
+    return frames
+
+
+def run_replay(settings: ReplayConfig) -> ReplayReport:
+    """Replay ``settings.symbols`` over ``[settings.start, settings.end)`` through the server at
+    ``settings.server`` and return the three-way report (``report.write(folder)`` for files).
+
+    The memory store must be the one the server uses (``settings.memory_db``); start from a fresh
+    one for a reproducible report. Deterministic: no randomness, no wall clock.
+    """
+    from mem_pipelines.learning.logic import MemoryLearner
+    from mem_pipelines.lib.features import SERVING_HISTORY
+    from mem_pipelines.replay.grpc_client import GrpcSignalService
+
+    model = champion_info(settings.tracking_uri)
+    check_model_window(model, settings.start)
+    history = settings.history or SERVING_HISTORY
+    frames = load_frames(settings, history)
+    with GrpcSignalService(settings.server, settings.timeout_s, settings.session_id) as service:
+        with MemoryLearner.open(settings.memory_db) as learner:
+            return replay_frames(settings, frames, service, model, learner, history)

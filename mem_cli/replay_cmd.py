@@ -1,0 +1,46 @@
+"""``mem replay``: trade a window of history through the running server; print and write the
+three-way comparison (base / base + ML / full system)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mem_pipelines.replay.runner import ReplayConfig, ReplayError, run_replay
+
+
+def replay(
+    symbols: str = typer.Option("BTCUSDT,ETHUSDT", help="Comma-separated symbols (candles must be in QuestDB)."),
+    start: str = typer.Option(..., help="Window start, UTC (e.g. 2025-06-01 or 2025-06-01T12:00)."),
+    end: str = typer.Option(..., help="Window end, UTC, exclusive."),
+    server: str = typer.Option("127.0.0.1:50051", help="host:port of the running `mem serve`."),
+    fee_bps: float = typer.Option(10.0, help="Fee per fill, basis points of notional."),
+    slippage_bps: float = typer.Option(5.0, help="Adverse slippage per fill, basis points."),
+    capital: float = typer.Option(10_000.0, help="Fixed capital positions are sized against."),
+    max_holding: int = typer.Option(24, help="Time exit after this many candles."),
+    learn_every: int = typer.Option(10, help="Run pattern discovery + performance monitor every N outcomes."),
+    memory_db: Path = typer.Option(None, help="The server's memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."),
+    out: Path = typer.Option(Path("reports"), help="Folder for report.md, CSVs and equity.png."),
+) -> None:
+    """Replay candles from QuestDB through the server (which must use the same memory store)."""
+    try:
+        cfg = ReplayConfig(
+            symbols=tuple(symbols.split(",")),
+            start=start,
+            end=end,
+            server=server,
+            fee_bps=fee_bps,
+            slippage_bps=slippage_bps,
+            capital=capital,
+            max_holding_bars=max_holding,
+            learn_every=learn_every,
+            memory_db=memory_db,
+        )
+        report = run_replay(cfg)
+    except (ReplayError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    paths = report.write(out)
+    typer.echo(report.table_markdown())
+    typer.echo(report.verdict())
+    typer.echo(f"Report: {paths['markdown']}  plot: {paths['equity_png']}")
