@@ -223,6 +223,7 @@ def log_model_version(
         # the input example is a named frame for reviewers; the model is fitted on arrays
         warnings.filterwarnings("ignore", message="X has feature names")
         info = _log_sklearn(model, signature, example)
+    mlflow.set_registry_uri(tracking_uri)  # the fluent API is global: register where we were told
     mv = mlflow.register_model(info.model_uri, model_name, await_registration_for=0)
     c = client(tracking_uri)
     tags = {
