@@ -57,3 +57,17 @@ if [ -z "${MEM_QUESTDB_HOST:-}" ]; then
   [ -s "$JAR" ] || die "QuestDB jar missing at $JAR"
 fi
 export MEM_QUESTDB_JAR="${MEM_QUESTDB_JAR:-$JAR}"
+
+# 3. grpcurl (serving's independent-client test): built once from the Go module proxy.
+# --- serving: grpcurl (owned by mem_serving; keep this block small) ---
+GRPCURL_VERSION="${MEM_GRPCURL_VERSION:-v1.9.4}"
+GRPCURL="$CACHE/bin/grpcurl"
+if [ ! -x "$GRPCURL" ] || [ "$(cat "$CACHE/bin/.grpcurl-version" 2>/dev/null)" != "$GRPCURL_VERSION" ]; then
+  command -v go >/dev/null 2>&1 || die "Go is required once to build grpcurl $GRPCURL_VERSION (the serving client test)"
+  echo "bootstrap: building grpcurl $GRPCURL_VERSION with go install"
+  GOBIN="$CACHE/bin" GOFLAGS=-buildvcs=false go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" \
+    || die "could not build grpcurl $GRPCURL_VERSION from the Go module proxy"
+  echo "$GRPCURL_VERSION" > "$CACHE/bin/.grpcurl-version"
+fi
+export MEM_GRPCURL="${MEM_GRPCURL:-$GRPCURL}"
+# --- end serving ---
