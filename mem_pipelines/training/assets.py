@@ -291,7 +291,7 @@ def champion_gate(
     """Champion vs challenger on the same holdout rows; alias ``champion`` moves only per the gate.
 
     On any error the alias is untouched, the failure is recorded (version tag ``gate.error`` and
-    an observation on this asset) and the step fails.
+    the metadata of the step's failure) and the step fails.
     """
     uri = mlflow.uri()
     version = str(reversal_model["version"])
@@ -305,14 +305,16 @@ def champion_gate(
             horizon=int(reversal_model.get("horizon", HORIZON)),
         )
     except GateError as exc:
-        context.log_event(
-            dg.AssetObservation(
-                asset_key=context.asset_key,
-                metadata={"verdict": "error", "error": str(exc), "challenger_version": version,
-                          "champion_version": str(registry.champion_version(uri))},
-            )
-        )
-        raise
+        # fail the step loudly; the failure's metadata shows in the run's step failure event
+        raise dg.Failure(
+            description=f"champion gate failed; alias {registry.CHAMPION!r} untouched: {exc}",
+            metadata={
+                "verdict": "error",
+                "error": str(exc),
+                "challenger_version": version,
+                "champion_version": str(registry.champion_version(uri)),
+            },
+        ) from exc
     d = outcome.decision
     verdict = "promoted" if d.promote else "rejected"
     context.log.info(f"gate: {verdict} v{version} ({d.reason}); champion is v{outcome.champion_after}")

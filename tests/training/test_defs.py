@@ -1,0 +1,88 @@
+"""Definitions: what the training domain offers, the schedule, and the gate asset on failure."""
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from mem_pipelines.settings import QuestDBSettings
+from mem_pipelines.training import registry
+from mem_pipelines.training.assets import MlflowResource, champion_gate
+from mem_pipelines.training.defs import training_defs
+from mem_pipelines.training.schedules import daily_retrain
+
+from .test_gate import _CHAMPION_COL, _champion, _copycat, _dataset, _register
+
+
+def _defs() -> dg.Definitions:
+    return training_defs({"questdb": QuestDBSettings()})
+
+
+def test_definitions_load_with_assets_checks_job_and_schedule() -> None:
+    defs = _defs()
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {"features", "labels", "training_dataset", "reversal_model", "champion_gate"} <= keys
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == {"features_are_finite", "label_rate_is_sane", "holdout_is_purged"}
+    assert defs.resolve_job_def("train_and_gate") is not None
+
+
+def test_daily_schedule_is_two_am_utc_on_the_last_30_days_over_all_symbols() -> None:
+    schedule = _defs().resolve_schedule_def("daily_retrain")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.job_name == "train_and_gate"
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=pd.Timestamp("2026-01-02T02:00:00Z").to_pydatetime()
+        )
+        request = daily_retrain(context)
+    assert request.run_config["ops"]["training_dataset"]["config"]["last_days"] == 30
+    assert request.tags["dagster/asset_partition_range_start"] < request.tags["dagster/asset_partition_range_end"]
+
+
+def test_gate_asset_failure_keeps_champion_and_fails_loudly(mlflow_uri: str) -> None:
+    champion = _register(mlflow_uri, _copycat(_CHAMPION_COL))
+    MlflowClient(mlflow_uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, champion)
+    broken = _register(mlflow_uri, _copycat(3, n_features=5), n_features=5)
+    data = _dataset(500, 200, 50)
+
+    @dg.asset(name="training_dataset")
+    def dataset_stub() -> pd.DataFrame:
+        return data
+
+    @dg.asset(name="reversal_model")
+    def model_stub() -> dict:
+        return {"version": broken, "holdout_fraction": 0.2, "horizon": 10}
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [dataset_stub, model_stub, champion_gate],
+            resources={"mlflow": MlflowResource(tracking_uri=mlflow_uri)},
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        failures = [
+            e.event_specific_data.user_failure_data
+            for e in result.all_events
+            if e.event_type_value == "STEP_FAILURE" and e.step_key == "champion_gate"
+        ]
+    assert _champion(mlflow_uri) == champion
+    assert failures and failures[0].metadata["verdict"].value == "error"
+    assert failures[0].metadata["champion_version"].value == champion
+    tags = MlflowClient(mlflow_uri).get_model_version(registry.MODEL_NAME, broken).tags
+    assert tags["gate.verdict"] == "error"
+
+
+def test_unknown_estimator_is_refused_not_swapped() -> None:
+    from mem_pipelines.training.train import make_estimator
+
+    with pytest.raises(ValueError):
+        make_estimator("xgboost")
+    seed = make_estimator()
+    assert (seed.n_estimators, seed.max_depth, seed.learning_rate, seed.min_samples_split, seed.random_state) == (
+        200, 5, 0.1, 20, 42,
+    )
