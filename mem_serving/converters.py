@@ -1,0 +1,340 @@
+"""Protobuf ⇄ domain records, at the edge. Input is validated here; a bad field raises
+``InvalidArgument`` naming it in proto terms (``candles[3].high``, ``ml_prediction.confidence``).
+
+Output converters take the handlers' results (serving records and the memory's records) and
+build replies; they never raise for valid domain values.
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.errors import InvalidArgument
+from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, OutcomeQuery, Prediction, PredictQuery
+
+MAX_SYMBOL_LEN = 64
+MAX_TEXT_LEN = 256
+MAX_CONTEXT_ITEMS = 64
+# Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31).
+_MAX_SECONDS = 253402300799
+
+ACTIONS = {pb.ACTION_BUY: "BUY", pb.ACTION_SELL: "SELL", pb.ACTION_HOLD: "HOLD"}
+ACTION_ENUMS = {v: k for k, v in ACTIONS.items()}
+DIRECTIONS = {pb.DIRECTION_BULLISH: "bullish", pb.DIRECTION_BEARISH: "bearish"}
+DIRECTION_ENUMS = {v: k for k, v in DIRECTIONS.items()}
+
+
+# ---- validation helpers ------------------------------------------------------------------
+
+def symbol(value: str, field: str = "symbol") -> str:
+    s = value.strip()
+    if not s:
+        raise InvalidArgument(field, "must not be empty")
+    if len(s) > MAX_SYMBOL_LEN:
+        raise InvalidArgument(field, f"longer than {MAX_SYMBOL_LEN} characters")
+    if not s.isprintable() or any(c.isspace() for c in s):
+        raise InvalidArgument(field, "must be printable, without spaces")
+    return s
+
+
+def text(value: str, field: str, max_len: int = MAX_TEXT_LEN) -> str:
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"longer than {max_len} characters")
+    return value
+
+
+def finite(value: float, field: str) -> float:
+    if not math.isfinite(value):
+        raise InvalidArgument(field, f"must be a finite number, got {value!r}")
+    return value
+
+
+def positive(value: float, field: str) -> float:
+    finite(value, field)
+    if value <= 0:
+        raise InvalidArgument(field, f"must be > 0, got {value!r}")
+    return value
+
+
+def probability(value: float, field: str) -> float:
+    finite(value, field)
+    if not 0.0 <= value <= 1.0:
+        raise InvalidArgument(field, f"must be within [0, 1], got {value!r}")
+    return value
+
+
+def action(value: int, field: str = "action") -> str:
+    try:
+        return ACTIONS[value]
+    except KeyError:
+        raise InvalidArgument(field, f"must be ACTION_BUY, ACTION_SELL or ACTION_HOLD, got {_enum_name(pb.Action, value)}") from None
+
+
+def direction(value: int, field: str) -> str:
+    try:
+        return DIRECTIONS[value]
+    except KeyError:
+        raise InvalidArgument(field, f"must be DIRECTION_BULLISH or DIRECTION_BEARISH, got {_enum_name(pb.Direction, value)}") from None
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        return enum.Name(value)
+    except ValueError:
+        return str(value)
+
+
+def timestamp(ts: Timestamp, field: str, *, has: bool, default: Callable[[], datetime] | None) -> datetime:
+    """A Timestamp as an aware UTC datetime; unset -> ``default()`` (or an error without one)."""
+    if not has:
+        if default is None:
+            raise InvalidArgument(field, "is required")
+        return default()
+    if not (0 <= ts.seconds <= _MAX_SECONDS) or not (0 <= ts.nanos < 1_000_000_000):
+        raise InvalidArgument(field, "out of range (1970-01-01 .. 9999-12-31, nanos in [0, 1e9))")
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ---- candles -----------------------------------------------------------------------------
+
+def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock | None:
+    """Repeated Candle -> CandleBlock (None when empty). Checks every value; names the first bad one."""
+    n = len(items)
+    if n == 0:
+        return None
+    if n > max_candles:
+        raise InvalidArgument(field, f"at most {max_candles} candles per request, got {n}")
+    secs = np.empty(n, dtype=np.int64)
+    nanos = np.empty(n, dtype=np.int64)
+    ohlcv = np.empty((n, 5), dtype=np.float64)
+    for i, c in enumerate(items):
+        t = c.ts
+        secs[i] = t.seconds
+        nanos[i] = t.nanos
+        ohlcv[i] = (c.open, c.high, c.low, c.close, c.volume)
+    if not np.isfinite(ohlcv).all():
+        i, j = np.argwhere(~np.isfinite(ohlcv))[0]
+        raise InvalidArgument(f"{field}[{i}].{('open', 'high', 'low', 'close', 'volume')[j]}", f"must be a finite number, got {ohlcv[i, j]!r}")
+    bad_ts = (secs <= 0) | (secs > _MAX_SECONDS) | (nanos < 0) | (nanos >= 1_000_000_000)
+    if bad_ts.any():
+        i = int(np.argmax(bad_ts))
+        problem = "is required" if secs[i] == 0 and nanos[i] == 0 else "out of range"
+        raise InvalidArgument(f"{field}[{i}].ts", problem)
+    o, h, lo, c, v = ohlcv.T
+    checks = (
+        (lo <= 0, "low", "must be > 0"),
+        (h < lo, "high", "must be >= low"),
+        ((o < lo) | (o > h), "open", "must lie within [low, high]"),
+        ((c < lo) | (c > h), "close", "must lie within [low, high]"),
+        (v < 0, "volume", "must be >= 0"),
+    )
+    for bad, name, problem in checks:
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InvalidArgument(f"{field}[{i}].{name}", f"{problem} (open={o[i]!r} high={h[i]!r} low={lo[i]!r} close={c[i]!r} volume={v[i]!r})")
+    ts_ms = secs * 1000 + nanos // 1_000_000
+    if n > 1:
+        step = np.diff(ts_ms)
+        if (step <= 0).any():
+            i = int(np.argmax(step <= 0)) + 1
+            raise InvalidArgument(f"{field}[{i}].ts", "candles must be ascending by ts with unique times (newest last)")
+    return CandleBlock(ts_ms, ohlcv)
+
+
+def candle_block_to_pb(block: CandleBlock) -> list[pb.Candle]:
+    out = []
+    for t, (o, h, lo, c, v) in zip(block.ts_ms.tolist(), block.ohlcv.tolist()):
+        ts = Timestamp()
+        ts.FromMilliseconds(t)
+        out.append(pb.Candle(ts=ts, open=o, high=h, low=lo, close=c, volume=v))
+    return out
+
+
+# ---- requests ------------------------------------------------------------------------------
+
+def predict_query(req: pb.PredictReversalRequest, max_candles: int) -> PredictQuery:
+    return PredictQuery(symbol=symbol(req.symbol), candles=candles(req.candles, max_candles))
+
+
+def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuery:
+    sym = symbol(req.symbol)
+    act = action(req.action)
+    base = probability(req.base_confidence, "base_confidence")
+    price = positive(req.price, "price")
+    when = timestamp(req.time, "time", has=req.HasField("time"), default=now_utc)
+    ml = None
+    if req.HasField("ml_prediction"):
+        m = req.ml_prediction
+        ml = MLInput(
+            confidence=probability(m.confidence, "ml_prediction.confidence"),
+            direction=direction(m.direction, "ml_prediction.direction"),
+            model_version=text(m.model_version, "ml_prediction.model_version", 64),
+        )
+    if len(req.market_context) > MAX_CONTEXT_ITEMS:
+        raise InvalidArgument("market_context", f"at most {MAX_CONTEXT_ITEMS} entries")
+    context = {text(k, "market_context", 64): text(v, f"market_context[{k}]") for k, v in req.market_context.items()}
+    return EnhanceQuery(
+        symbol=sym,
+        action=act,
+        base_confidence=base,
+        price=price,
+        time=when,
+        strategy=text(req.strategy, "strategy", 128),
+        ml=ml,
+        candles=candles(req.candles, max_candles),
+        market_context=context,
+        session_id=text(req.session_id, "session_id", 128),
+    )
+
+
+def outcome_query(req: pb.LogOutcomeRequest) -> OutcomeQuery:
+    decision_id = req.decision_id.strip()
+    if not decision_id:
+        raise InvalidArgument("decision_id", "must not be empty")
+    text(decision_id, "decision_id", 128)
+    size = finite(req.size, "size")
+    if size < 0:
+        raise InvalidArgument("size", f"must be >= 0, got {size!r}")
+    return OutcomeQuery(
+        decision_id=decision_id,
+        entry_price=positive(req.entry_price, "entry_price"),
+        exit_price=positive(req.exit_price, "exit_price"),
+        size=size,
+        pnl=finite(req.pnl, "pnl"),
+        pnl_pct=finite(req.pnl_pct, "pnl_pct"),
+        exit_reason=text(req.exit_reason, "exit_reason"),
+        time=timestamp(req.time, "time", has=req.HasField("time"), default=now_utc),
+    )
+
+
+# ---- replies -------------------------------------------------------------------------------
+
+def ts_pb(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    ts.FromDatetime(value.astimezone(timezone.utc))
+    return ts
+
+
+def ms_pb(ms: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(int(ms))
+    return ts
+
+
+def prediction_pb(p: Prediction) -> pb.PredictReversalResponse:
+    return pb.PredictReversalResponse(
+        symbol=p.symbol,
+        is_reversal=p.is_reversal,
+        confidence=p.confidence,
+        direction=DIRECTION_ENUMS.get(p.direction, pb.DIRECTION_UNSPECIFIED),
+        model_version=p.model_version,
+        out_of_distribution=p.out_of_distribution,
+        out_of_range_features=list(p.out_of_range_features),
+        candle_ts=ms_pb(p.candle_ts_ms),
+    )
+
+
+def _names(items: Iterable[str]) -> list[str]:
+    return [str(i) for i in items]
+
+
+def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# ---- memory records -> replies (attribute names from mem_memory's types) -------------------
+
+def enhanced_pb(result: Any, query: EnhanceQuery) -> pb.EnhancedSignal:
+    d = result.decision
+    reply = pb.EnhancedSignal(
+        decision_id=str(d.decision_id),
+        action=ACTION_ENUMS.get(str(d.action).upper(), pb.ACTION_UNSPECIFIED),
+        symbol=query.symbol,
+        confidence=float(d.confidence),
+        size=float(d.size),
+        stop_loss=float(d.stop_loss),
+        take_profit=float(d.take_profit),
+        reasoning=str(d.reasoning),
+        base_confidence=float(d.base_confidence),
+        learned_strategy=str(d.learned_strategy or ""),
+        model_version=str(getattr(d, "model_version", None) or result.model_version or ""),
+        time=ts_pb(query.time),
+    )
+    if d.ml_confidence is not None:
+        reply.ml_confidence = float(d.ml_confidence)
+    if d.memory_confidence is not None:
+        reply.memory_confidence = float(d.memory_confidence)
+    return reply
+
+
+def stats_pb(stats: Any) -> pb.StrategyStats:
+    if stats is None:
+        return pb.StrategyStats()
+    return pb.StrategyStats(
+        trades=int(stats.trades),
+        wins=int(stats.wins),
+        win_rate=float(stats.win_rate),
+        total_pnl=float(stats.total_pnl),
+        avg_pnl_pct=float(stats.avg_pnl_pct),
+    )
+
+
+def adjustment_pb(a: Any) -> pb.ParameterAdjustment:
+    return pb.ParameterAdjustment(
+        parameter=str(a.parameter),
+        from_value=float(a.from_value),
+        to_value=float(a.to_value),
+        reason=str(a.reason),
+        trigger=str(a.trigger),
+        time=ts_pb(a.time),
+    )
+
+
+def learning_pb(update: Any, query: OutcomeQuery) -> pb.LogOutcomeResponse:
+    return pb.LogOutcomeResponse(
+        decision_id=query.decision_id,
+        win=bool(update.win),
+        strategy=str(update.strategy or ""),
+        strategy_stats=stats_pb(update.strategy_stats),
+        adjustments=[adjustment_pb(a) for a in update.adjustments],
+        parameters_version=str(update.parameters_version),
+        summary=str(update.summary),
+    )
+
+
+def parameters_pb(params: Any) -> pb.GetParametersResponse:
+    return pb.GetParametersResponse(
+        parameters=_as_float_map(params.values),
+        version=str(params.version),
+        updated_at=ts_pb(params.updated_at),
+    )
+
+
+def strategy_pb(spec: Any) -> pb.StrategySpec:
+    return pb.StrategySpec(
+        name=str(spec.name),
+        conditions=[pb.Condition(feature=str(c.feature), op=str(c.op), threshold=float(c.threshold)) for c in spec.conditions],
+        action=ACTION_ENUMS.get(str(spec.action).upper(), pb.ACTION_UNSPECIFIED),
+        confidence=float(spec.confidence),
+        size=float(spec.size),
+        stop_loss_pct=float(spec.stop_loss_pct),
+        take_profit_pct=float(spec.take_profit_pct),
+        stats=stats_pb(spec.stats),
+        created_at=ts_pb(spec.created_at),
+        updated_at=ts_pb(spec.updated_at),
+        deprecated=bool(spec.deprecated),
+        deprecated_reason=str(spec.deprecated_reason or ""),
+    )

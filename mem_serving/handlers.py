@@ -1,0 +1,292 @@
+"""The serving logic, with no gRPC in it: predictions, enhanced signals, outcomes, memory reads.
+
+The servicer converts requests into the records of ``mem_serving.types``, calls a method here
+and converts the result back. Errors are raised as ``mem_serving.errors`` (or the memory's and
+the candle store's own), mapped to status codes in ``errors.to_status``.
+
+Hot path of EnhanceSignal (no ML prediction given, one new candle):
+merge the candle into the symbol's history (numpy) -> prediction cache lookup -> features of
+the newest row only (``latest_features``, numpy) -> one-row ``predict_proba`` -> memory engine
+(in-process index + one SQLite write) -> metrics.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import pandas as pd
+
+from mem_pipelines.lib import features as feats
+from mem_pipelines.lib.labels import TREND_LOOKBACK, reversal_direction
+from mem_serving.caches import TTLCache
+from mem_serving.candles import CandleHistory
+from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from mem_serving.metrics import ServingMetrics
+from mem_serving.model_provider import ModelProvider
+from mem_serving.settings import ServingSettings
+from mem_serving.types import OHLCV, CandleBlock, EnhanceQuery, OutcomeQuery, Prediction, PredictQuery
+
+log = logging.getLogger(__name__)
+
+#: Work is not started when less than this many seconds of the caller's deadline remain.
+MIN_BUDGET_S = 0.0005
+
+CandleSource = Callable[[str, int], CandleBlock]
+
+
+class Budget:
+    """The caller's deadline as seen by a handler (no gRPC: a ``time_remaining`` callable)."""
+
+    __slots__ = ("_remaining",)
+
+    def __init__(self, remaining: Callable[[], float | None] | None = None) -> None:
+        self._remaining = remaining
+
+    def check(self, before: str) -> None:
+        if self._remaining is None:
+            return
+        left = self._remaining()
+        if left is not None and left < MIN_BUDGET_S:
+            raise DeadlineExceeded(f"deadline exceeded before {before}")
+
+
+UNLIMITED = Budget()
+
+
+class MemoryEngineLike(Protocol):
+    def enhance(self, request: Any) -> Any: ...
+    def record_outcome(self, outcome: Any) -> Any: ...
+    def parameters(self) -> Any: ...
+    def strategies(self, include_deprecated: bool = False) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Enhanced:
+    """The memory's decision plus what serving knew when it was taken."""
+
+    decision: Any
+    prediction: Prediction | None
+    model_version: str
+
+
+def questdb_source(settings: Any) -> CandleSource:
+    """``read_latest`` from QuestDB as a CandleBlock source."""
+    from mem_pipelines.questdb.store import read_latest
+
+    def read(symbol: str, n: int) -> CandleBlock:
+        frame = read_latest(settings, symbol, n)
+        if frame.empty:
+            return CandleBlock.empty()
+        ts = frame["ts"].dt.tz_convert("UTC").astype("datetime64[ms, UTC]").astype("int64").to_numpy()
+        block = frame.loc[:, list(OHLCV)].to_numpy(dtype=np.float64)
+        return CandleBlock(np.ascontiguousarray(ts, dtype=np.int64), np.ascontiguousarray(block))
+
+    return read
+
+
+class Handlers:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        models: ModelProvider,
+        engine: MemoryEngineLike,
+        metrics: ServingMetrics | None = None,
+        candle_source: CandleSource | None = None,
+        *,
+        signal_request_type: type | None = None,
+        outcome_type: type | None = None,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.engine = engine
+        self.metrics = metrics or ServingMetrics()
+        self.candle_source = candle_source
+        self.history = CandleHistory(feats.SERVING_HISTORY)
+        self.predictions: TTLCache[Prediction] = TTLCache(settings.prediction_ttl_s)
+        self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
+        # The engine is shared by all worker threads; one writer at a time.
+        self._memory_lock = threading.RLock()
+        if signal_request_type is None or outcome_type is None:
+            import mem_memory
+
+            signal_request_type = signal_request_type or mem_memory.SignalRequest
+            outcome_type = outcome_type or mem_memory.Outcome
+        self._SignalRequest = signal_request_type
+        self._Outcome = outcome_type
+        self._signal_fields = {f.name for f in fields(signal_request_type)}
+        self._outcome_fields = {f.name for f in fields(outcome_type)}
+
+    # ---- candles and features ----------------------------------------------------------
+
+    def _candles(self, symbol: str, given: CandleBlock | None, budget: Budget) -> CandleBlock:
+        """The history to compute features on: the request's candles merged into the server's
+        history of the symbol (seeded from QuestDB when short), or QuestDB's latest alone."""
+        need = feats.MIN_HISTORY
+        if given is None:
+            if self.candle_source is None:
+                raise InvalidArgument("candles", f"no candles given and this server has no QuestDB to read them from; send at least {need} (best {feats.SERVING_HISTORY})")
+            budget.check("reading candles from QuestDB")
+            block = self.candle_source(symbol, feats.SERVING_HISTORY)
+            if len(block) < need:
+                raise FailedPrecondition(f"QuestDB holds {len(block)} candles of {symbol}; the features need at least {need}: send candles or ingest more")
+            return block
+        merged = self.history.merge(symbol, given)
+        if len(merged) < need and self.candle_source is not None:
+            budget.check("reading candles from QuestDB")
+            stored = self.candle_source(symbol, feats.SERVING_HISTORY + len(given))
+            older = stored.ts_ms < given.ts_ms[0]
+            if older.any():
+                seed = CandleBlock(stored.ts_ms[older], stored.ohlcv[older])
+                merged = self.history.merge(symbol, given, seed=seed)
+        if len(merged) < need:
+            held = len(merged) - len(given)
+            raise InvalidArgument(
+                "candles",
+                f"the features need at least {need} candles of {symbol} (best {feats.SERVING_HISTORY}); got {len(given)}"
+                + (f" plus {held} held by the server" if held > 0 else ""),
+            )
+        return merged
+
+    @staticmethod
+    def _features(block: CandleBlock) -> tuple[dict[str, float], str]:
+        frame = pd.DataFrame(block.ohlcv[-feats.SERVING_HISTORY :], columns=list(OHLCV), copy=False)
+        values = feats.latest_features(frame)
+        close = block.ohlcv[:, 3]
+        trend = "up" if len(close) <= TREND_LOOKBACK or close[-1] >= close[-1 - TREND_LOOKBACK] else "down"
+        return values, reversal_direction(trend)
+
+    def _model(self) -> Any:
+        model = self.models.model
+        if model is None:
+            detail = f" ({self.models.last_error})" if self.models.last_error else ""
+            raise Unavailable(f"no champion model yet: train and promote mem-reversal@champion{detail}")
+        return model
+
+    # ---- calls -------------------------------------------------------------------------
+
+    def predict(self, query: PredictQuery, budget: Budget = UNLIMITED) -> Prediction:
+        model = self._model()
+        block = self._candles(query.symbol, query.candles, budget)
+        key = (query.symbol, block.newest_key(), model.version)
+        cached = self.predictions.get(key)
+        if cached is not None:
+            self.metrics.prediction_cache.labels("hit").inc()
+            return cached
+        self.metrics.prediction_cache.labels("miss").inc()
+        budget.check("computing features")
+        started = time.perf_counter()
+        values, direction = self._features(block)
+        x = np.array([[values[name] for name in model.feature_names]], dtype=np.float64)
+        probability = float(model.predict_proba(x)[0, 1])
+        out_of_range = tuple(
+            name for name, (lo, hi) in model.feature_ranges.items() if name in values and not lo <= values[name] <= hi
+        )
+        self.metrics.ml_latency.observe(time.perf_counter() - started)
+        prediction = Prediction(
+            symbol=query.symbol,
+            is_reversal=probability >= self.settings.reversal_threshold,
+            confidence=probability,
+            direction=direction,
+            model_version=model.version,
+            out_of_range_features=out_of_range,
+            candle_ts_ms=block.newest_ts_ms,
+            features=values,
+        )
+        self.predictions.put(key, prediction)
+        return prediction
+
+    def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> Enhanced:
+        started = time.perf_counter()
+        prediction: Prediction | None = None
+        if query.ml is None:
+            prediction = self.predict(PredictQuery(query.symbol, query.candles), budget)
+            ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
+            features = dict(prediction.features)
+        else:
+            ml_confidence, ml_direction, version = query.ml.confidence, query.ml.direction, query.ml.model_version
+            features = self._snapshot(query, budget)
+        budget.check("recording the decision")
+        request = self._signal_request(query, ml_confidence, ml_direction, version, features)
+        memory_started = time.perf_counter()
+        with self._memory_lock:
+            decision = self.engine.enhance(request)
+        self.metrics.memory_load.observe(time.perf_counter() - memory_started)
+        self.metrics.decision(str(getattr(decision, "action", query.action)))
+        self.metrics.enhancement.observe(time.perf_counter() - started)
+        return Enhanced(decision=decision, prediction=prediction, model_version=version)
+
+    def _snapshot(self, query: EnhanceQuery, budget: Budget) -> dict[str, float]:
+        """Features for the decision snapshot when the caller brought its own ML prediction:
+        from the candles given (or already held); none when there are too few."""
+        if query.candles is None:
+            block = self.history.get(query.symbol)
+        else:
+            block = self.history.merge(query.symbol, query.candles)
+        if block is None or len(block) < feats.MIN_HISTORY:
+            return {}
+        budget.check("computing features")
+        try:
+            return self._features(block)[0]
+        except feats.InsufficientHistory:
+            return {}
+
+    def _signal_request(self, q: EnhanceQuery, ml_confidence, ml_direction, version, features) -> Any:
+        values = dict(
+            symbol=q.symbol,
+            action=q.action,
+            base_confidence=q.base_confidence,
+            price=q.price,
+            time=q.time,
+            strategy=q.strategy,
+            ml_confidence=ml_confidence,
+            ml_direction=ml_direction,
+            model_version=version or None,
+            features=features,
+            session_id=q.session_id,
+            market_context=dict(q.market_context),
+        )
+        return self._SignalRequest(**{k: v for k, v in values.items() if k in self._signal_fields})
+
+    def log_outcome(self, query: OutcomeQuery, budget: Budget = UNLIMITED) -> Any:
+        values = dict(
+            decision_id=query.decision_id,
+            entry_price=query.entry_price,
+            exit_price=query.exit_price,
+            size=query.size,
+            pnl=query.pnl,
+            pnl_pct=query.pnl_pct,
+            exit_reason=query.exit_reason,
+            time=query.time,
+        )
+        outcome = self._Outcome(**{k: v for k, v in values.items() if k in self._outcome_fields})
+        budget.check("learning from the outcome")
+        with self._memory_lock:
+            update = self.engine.record_outcome(outcome)
+            self.memory_cache.clear()
+        self.metrics.outcome(query.pnl > 0)
+        self.refresh_strategy_gauge()
+        return update
+
+    def parameters(self) -> Any:
+        return self.memory_cache.get_or_compute(("parameters",), self._read_parameters)
+
+    def _read_parameters(self) -> Any:
+        with self._memory_lock:
+            return self.engine.parameters()
+
+    def strategies(self, include_deprecated: bool = False) -> list[Any]:
+        def read() -> list[Any]:
+            with self._memory_lock:
+                return list(self.engine.strategies(include_deprecated=include_deprecated))
+
+        return self.memory_cache.get_or_compute(("strategies", bool(include_deprecated)), read)
+
+    def refresh_strategy_gauge(self) -> None:
+        with self._memory_lock:
+            specs = list(self.engine.strategies(include_deprecated=True))
+        deprecated = sum(1 for s in specs if getattr(s, "deprecated", False))
+        self.metrics.set_strategies(len(specs) - deprecated, deprecated)

@@ -1,0 +1,118 @@
+"""The champion model for serving: loaded from the MLflow registry, swapped when it changes.
+
+A background thread asks the registry for the champion's version every ``poll_s`` seconds
+(one cheap query); when it differs from the loaded one it loads that version completely and only
+then swaps the reference (one attribute assignment, atomic under the GIL). A call in flight
+keeps the model object it started with, so a promotion never fails a call; the next prediction
+uses the new champion.
+
+A model whose feature names the serving code cannot compute is refused (logged, the current
+one stays). When the registry loses the alias, the loaded model keeps serving (logged): a
+trading engine is better served by yesterday's champion than by none.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Model(Protocol):
+    version: str
+    feature_names: list[str]
+    feature_ranges: dict[str, tuple[float, float]]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+class ModelProvider:
+    def __init__(
+        self,
+        tracking_uri: str | None,
+        poll_s: float = 5.0,
+        known_features: Sequence[str] = (),
+        *,
+        version_fn: Callable[[str | None], str | None] | None = None,
+        load_fn: Callable[[str, str | None], Model] | None = None,
+        on_change: Callable[[Model | None], None] | None = None,
+    ) -> None:
+        from mem_pipelines.training import registry
+
+        self.tracking_uri = tracking_uri or registry.tracking_uri()
+        self.poll_s = poll_s
+        self.known_features = tuple(known_features)
+        self._version_fn = version_fn or registry.champion_version
+        self._load_fn = load_fn or (lambda version, uri: registry.load_version(version, uri))
+        self._on_change = on_change
+        self._model: Model | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._refresh_lock = threading.Lock()
+        self.last_error: str | None = None
+
+    @property
+    def model(self) -> Model | None:
+        return self._model
+
+    @property
+    def version(self) -> str | None:
+        m = self._model
+        return None if m is None else m.version
+
+    def refresh(self) -> bool:
+        """Check the registry once; load and swap in a new champion. True when the model changed."""
+        with self._refresh_lock:
+            try:
+                version = self._version_fn(self.tracking_uri)
+            except Exception as exc:  # registry unreachable: keep serving what we have
+                self._error(f"cannot read the champion version from {self.tracking_uri}: {exc}")
+                return False
+            current = self._model
+            if version is None:
+                if current is not None:
+                    self._error(f"the registry has no champion any more; still serving version {current.version}")
+                return False
+            if current is not None and current.version == str(version):
+                return False
+            try:
+                model = self._load_fn(str(version), self.tracking_uri)
+            except Exception as exc:
+                self._error(f"cannot load champion version {version}: {exc}")
+                return False
+            missing = [f for f in model.feature_names if self.known_features and f not in self.known_features]
+            if missing or not model.feature_names:
+                self._error(f"champion version {version} needs features {missing or '(none recorded)'} serving does not compute; refused")
+                return False
+            self._model = model
+            self.last_error = None
+            log.info("serving champion version %s (was %s)", model.version, None if current is None else current.version)
+            if self._on_change is not None:
+                self._on_change(model)
+            return True
+
+    def _error(self, message: str) -> None:
+        if message != self.last_error:
+            log.warning(message)
+        self.last_error = message
+
+    def start(self) -> "ModelProvider":
+        """Load the champion now (if any) and start polling."""
+        self.refresh()
+        if self.poll_s > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="champion-poller", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None

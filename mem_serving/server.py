@@ -1,0 +1,196 @@
+"""Build and run the gRPC server.
+
+``create_server(settings, handlers) -> (server, port)`` builds a started server (MemService,
+standard health checking, reflection, the bearer-token interceptor when a token is set, TLS when
+cert and key are set); ``build_app(settings)`` wires the real parts (champion provider, memory
+store, QuestDB, metrics); ``serve(settings)`` runs everything until SIGINT/SIGTERM and stops
+gracefully.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mem_serving._gen.mem.v1 import mem_pb2, mem_pb2_grpc
+from mem_serving.handlers import Handlers
+from mem_serving.servicer import MemServicer
+from mem_serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = mem_pb2.DESCRIPTOR.services_by_name["MemService"].full_name  # "mem.v1.MemService"
+#: Methods reachable without a token (orchestrator probes carry none).
+AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED).
+
+    Compared in constant time; the token is never logged or echoed.
+    """
+
+    def __init__(self, token: str, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
+        if not token:
+            raise ValueError("empty bearer token")
+        self._expected = f"Bearer {token}".encode()
+        self._exempt = exempt_prefixes
+
+    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(self._exempt):
+            return handler
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else bytes(value)
+                if hmac.compare_digest(given, self._expected):
+                    return handler
+                break
+        return _deny_like(handler)
+
+
+def _deny(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+
+def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming kind as ``handler`` that refuses the call."""
+    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(_deny, **kw)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(_deny, **kw)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(_deny, **kw)
+    return grpc.unary_unary_rpc_method_handler(_deny, **kw)
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server and the pieces to stop it cleanly."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    handlers: Handlers
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
+    metrics_port: int | None = None
+
+    def set_model_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set(SERVICE_NAME, status)
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for stop in reversed(self.stoppers):
+            try:
+                stop()
+            except Exception:  # keep stopping the rest; the failure is logged
+                log.exception("error while stopping")
+
+
+def create_server(settings: ServingSettings, handlers: Handlers) -> tuple[grpc.Server, int]:
+    """A started gRPC server bound to ``settings.host:settings.port`` (0 = a free port)."""
+    running = create_running_server(settings, handlers)
+    return running.server, running.port
+
+
+def create_running_server(settings: ServingSettings, handlers: Handlers) -> RunningServer:
+    interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="mem-grpc"),
+        interceptors=interceptors,
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    mem_pb2_grpc.add_MemServiceServicer_to_server(MemServicer(handlers), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls:
+        creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
+    if not port:
+        raise RuntimeError(f"cannot bind the gRPC server to {address}")
+    server.start()
+    running = RunningServer(server=server, port=port, health=health_servicer, handlers=handlers)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    running.set_model_health(handlers.models.model is not None)
+    log.info("MEM gRPC server on %s:%d (%s, auth %s)", settings.host, port, "TLS" if settings.tls else "plaintext", "on" if settings.token else "off")
+    return running
+
+
+def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> RunningServer:
+    """Everything ``mem serve`` runs: champion provider, memory engine, QuestDB source, metrics,
+    and the started gRPC server."""
+    from mem_memory import MemoryEngine, MemoryStore, key_from_env
+
+    from mem_pipelines.lib import features
+    from mem_pipelines.settings import QuestDBSettings, project_paths
+    from mem_serving.handlers import questdb_source
+    from mem_serving.metrics import ServingMetrics
+    from mem_serving.model_provider import ModelProvider
+
+    features.warm_up()
+    metrics = ServingMetrics()
+    holder: dict[str, RunningServer] = {}
+
+    def on_change(model: Any) -> None:
+        metrics.set_model(None if model is None else model.version)
+        if "running" in holder:
+            holder["running"].set_model_health(model is not None)
+
+    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, features.FEATURE_NAMES, on_change=on_change)
+    models.start()
+    memory_db = settings.memory_db or project_paths().memory_db
+    memory_db.parent.mkdir(parents=True, exist_ok=True)
+    store = MemoryStore.open(memory_db, key=key_from_env())
+    engine = MemoryEngine(store)
+    handlers = Handlers(settings, models, engine, metrics, questdb_source(QuestDBSettings.from_env()))
+    handlers.refresh_strategy_gauge()
+    running = create_running_server(settings, handlers)
+    holder["running"] = running
+    running.set_model_health(models.model is not None)
+    running.stoppers.append(models.stop)
+    running.stoppers.append(store.close)
+    if start_metrics and settings.metrics_port >= 0:
+        from prometheus_client import start_http_server
+
+        httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
+        running.metrics_port = httpd.server_address[1]
+        running.stoppers.append(httpd.shutdown)
+        log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, running.metrics_port)
+    return running
+
+
+def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServer], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace_s``)."""
+    settings = settings or ServingSettings.from_env()
+    running = build_app(settings)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if ready is not None:
+            ready(running)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        log.info("stopping (grace %.1f s)", settings.grace_s)
+        running.stop(settings.grace_s)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

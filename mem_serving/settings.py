@@ -1,0 +1,75 @@
+"""Serving configuration, read from the environment in one place (never at import time).
+
+=============================  =========================================  ==================
+variable                       meaning                                    default
+=============================  =========================================  ==================
+MEM_SERVING_HOST               address the gRPC server binds              127.0.0.1
+MEM_SERVING_PORT               gRPC port (0 = pick a free one)            50051
+MEM_SERVING_METRICS_PORT       Prometheus HTTP port (0 = free, -1 = off)  5001
+MEM_SERVING_WORKERS            gRPC worker threads                        8
+MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
+MEM_SERVING_TOKEN              bearer token the engine must send          (none: no auth)
+MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS                  (none: plaintext)
+MEM_MEMORY_DB                  memory store (SQLite) path                 <MEM_HOME>/.mem/memory/memory.db
+MLFLOW_TRACKING_URI            MLflow tracking/registry store             sqlite:///<root>/mlflow.db
+=============================  =========================================  ==================
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_PORT = 50051
+DEFAULT_METRICS_PORT = 5001
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    #: Prometheus HTTP port; 0 picks a free one, a negative value disables the endpoint.
+    metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_host: str = "127.0.0.1"
+    memory_db: Path | None = None
+    tracking_uri: str | None = None
+    max_workers: int = 8
+    #: Calls beyond this many in flight are refused with RESOURCE_EXHAUSTED (load shedding).
+    max_concurrent_rpcs: int = 512
+    model_poll_s: float = 5.0
+    prediction_ttl_s: float = 300.0
+    memory_ttl_s: float = 60.0
+    grace_s: float = 5.0
+    token: str | None = field(default=None, repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Largest number of candles accepted in one request.
+    max_candles: int = 5000
+    #: Probability at or above which a prediction counts as a reversal.
+    reversal_threshold: float = 0.5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "ServingSettings":
+        env = os.environ if env is None else env
+        cert, key = env.get("MEM_SERVING_TLS_CERT") or None, env.get("MEM_SERVING_TLS_KEY") or None
+        if bool(cert) != bool(key):
+            raise ValueError("set both MEM_SERVING_TLS_CERT and MEM_SERVING_TLS_KEY, or neither")
+        settings = cls(
+            host=env.get("MEM_SERVING_HOST", "127.0.0.1"),
+            port=int(env.get("MEM_SERVING_PORT", DEFAULT_PORT)),
+            metrics_port=int(env.get("MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT)),
+            memory_db=Path(env["MEM_MEMORY_DB"]) if env.get("MEM_MEMORY_DB") else None,
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+            max_workers=int(env.get("MEM_SERVING_WORKERS", 8)),
+            model_poll_s=float(env.get("MEM_SERVING_MODEL_POLL_S", 5.0)),
+            token=env.get("MEM_SERVING_TOKEN") or None,
+            tls_cert=Path(cert) if cert else None,
+            tls_key=Path(key) if key else None,
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **clean) if clean else settings
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None

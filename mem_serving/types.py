@@ -1,0 +1,101 @@
+"""Serving's own domain records: what the converters produce from protobuf and the handlers use.
+
+They know nothing of gRPC. Times are tz-aware UTC datetimes; candle times are epoch milliseconds
+in an int64 array (a candle block is columnar numpy, the shape the feature code wants).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping
+
+import numpy as np
+
+#: Column order of ``CandleBlock.ohlcv``.
+OHLCV = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, slots=True)
+class CandleBlock:
+    """Candles of one symbol, ascending by ``ts_ms`` (unique), columns ``OHLCV``."""
+
+    ts_ms: np.ndarray  # int64, shape (n,)
+    ohlcv: np.ndarray  # float64, shape (n, 5)
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+    @property
+    def newest_ts_ms(self) -> int:
+        return int(self.ts_ms[-1])
+
+    def newest_key(self) -> tuple[float, ...]:
+        """The newest candle's time and values: a new or revised candle gives a new key."""
+        return (float(self.ts_ms[-1]), *map(float, self.ohlcv[-1]))
+
+    def tail(self, n: int) -> "CandleBlock":
+        return self if len(self) <= n else CandleBlock(self.ts_ms[-n:], self.ohlcv[-n:])
+
+    @staticmethod
+    def empty() -> "CandleBlock":
+        return CandleBlock(np.empty(0, dtype=np.int64), np.empty((0, 5), dtype=np.float64))
+
+
+@dataclass(frozen=True, slots=True)
+class PredictQuery:
+    symbol: str
+    #: None: read recent candles from QuestDB.
+    candles: CandleBlock | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    symbol: str
+    is_reversal: bool
+    #: Probability of a reversal in [0, 1].
+    confidence: float
+    #: "bullish" (reversal up) or "bearish" (reversal down).
+    direction: str
+    model_version: str
+    out_of_range_features: tuple[str, ...]
+    candle_ts_ms: int
+    features: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return bool(self.out_of_range_features)
+
+
+@dataclass(frozen=True, slots=True)
+class MLInput:
+    """An ML prediction the caller already has."""
+
+    confidence: float
+    direction: str  # "bullish" | "bearish"
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnhanceQuery:
+    symbol: str
+    action: str  # "BUY" | "SELL" | "HOLD"
+    base_confidence: float
+    price: float
+    time: datetime
+    strategy: str
+    ml: MLInput | None
+    candles: CandleBlock | None
+    market_context: Mapping[str, str]
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeQuery:
+    decision_id: str
+    entry_price: float
+    exit_price: float
+    size: float
+    pnl: float
+    pnl_pct: float
+    exit_reason: str
+    time: datetime

@@ -1,0 +1,57 @@
+"""Real data and a real champion for the serving tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mem_pipelines.lib.features import compute_features
+from mem_pipelines.lib.labels import reversal_labels
+from mem_pipelines.training import registry, train
+from mem_serving._gen.mem.v1 import mem_pb2 as pb
+
+#: Small but real GradientBoosting models (the seed's estimator, fewer trees: fast tests).
+V1_PARAMS = {"n_estimators": 40, "max_depth": 3, "random_state": 42}
+V2_PARAMS = {"n_estimators": 20, "max_depth": 2, "random_state": 7}
+
+
+def load_candles(folder: Path, symbol: str, rows: int) -> pd.DataFrame:
+    raw = pd.read_csv(folder / f"{symbol}-5m.csv.gz", nrows=rows)
+    frame = pd.DataFrame({"ts": pd.to_datetime(raw["open_time"], unit="ms", utc=True)})
+    for col in ("open", "high", "low", "close", "volume"):
+        frame[col] = raw[col].astype("float64")
+    return frame
+
+
+def train_version(candles: pd.DataFrame, uri: str, params: dict, symbol: str = "BTCUSDT") -> str:
+    """Fit a GradientBoosting model on real features and labels; register it (alias challenger)."""
+    dataset = train.build_dataset({symbol: (compute_features(candles), reversal_labels(candles))})
+    return train.train_and_log(dataset, tracking_uri=uri, estimator_params=params).version
+
+
+def promote(uri: str, version: str) -> None:
+    registry.client(uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, version)
+
+
+def candle_pb(row: pd.Series | tuple) -> pb.Candle:
+    ts, o, h, lo, c, v = row
+    stamp = Timestamp()
+    stamp.FromMilliseconds(int(pd.Timestamp(ts).value // 1_000_000))
+    return pb.Candle(ts=stamp, open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v))
+
+
+def candles_pb(frame: pd.DataFrame) -> list[pb.Candle]:
+    cols = frame[["ts", "open", "high", "low", "close", "volume"]]
+    return [candle_pb(row) for row in cols.itertuples(index=False, name=None)]
+
+
+def now_pb() -> Timestamp:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+def finite(x: float) -> bool:
+    return bool(np.isfinite(x))

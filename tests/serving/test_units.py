@@ -1,0 +1,97 @@
+"""Pure pieces of serving: candle validation, the per-symbol history, the TTL cache, the bearer check."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mem_serving import converters as conv
+from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.caches import TTLCache
+from mem_serving.candles import CandleHistory
+from mem_serving.errors import InvalidArgument
+from mem_serving.types import CandleBlock
+
+STEP = 300_000
+
+
+def _candle(i: int, **over: float) -> pb.Candle:
+    ts = Timestamp()
+    ts.FromMilliseconds(1_700_000_000_000 + i * STEP)
+    values = dict(open=100.0, high=101.0, low=99.0, close=100.5, volume=3.0) | over
+    return pb.Candle(ts=ts, **values)
+
+
+def _block(start: int, n: int) -> CandleBlock:
+    ts = 1_700_000_000_000 + np.arange(start, start + n, dtype=np.int64) * STEP
+    return CandleBlock(ts, np.tile([100.0, 101.0, 99.0, 100.5, 3.0], (n, 1)) + np.arange(start, start + n)[:, None] * 0.0)
+
+
+def test_candles_become_a_columnar_block() -> None:
+    block = conv.candles([_candle(i) for i in range(3)], 10)
+    assert block is not None and len(block) == 3
+    assert block.ts_ms.dtype == np.int64 and block.ohlcv.shape == (3, 5)
+    assert list(np.diff(block.ts_ms)) == [STEP, STEP]
+    assert conv.candles([], 10) is None
+
+
+@pytest.mark.parametrize(
+    "candle, field",
+    [
+        (dict(high=98.0), "candles[1].high"),
+        (dict(close=math.nan), "candles[1].close"),
+        (dict(volume=math.inf), "candles[1].volume"),
+        (dict(volume=-1.0), "candles[1].volume"),
+        (dict(low=0.0, open=0.0, close=0.0), "candles[1].low"),
+        (dict(open=102.0), "candles[1].open"),
+    ],
+)
+def test_bad_candle_values_name_the_field(candle: dict, field: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        conv.candles([_candle(0), _candle(1, **candle)], 10)
+    assert err.value.field == field
+    assert str(err.value).startswith(field)
+
+
+def test_candle_times_must_be_set_and_ascending() -> None:
+    with pytest.raises(InvalidArgument, match=r"candles\[1\]\.ts: is required"):
+        conv.candles([_candle(0), pb.Candle(open=1, high=1, low=1, close=1)], 10)
+    with pytest.raises(InvalidArgument, match=r"candles\[2\]\.ts: candles must be ascending"):
+        conv.candles([_candle(0), _candle(2), _candle(1)], 10)
+    with pytest.raises(InvalidArgument, match="at most 2 candles"):
+        conv.candles([_candle(i) for i in range(3)], 2)
+
+
+def test_history_appends_replaces_the_revised_candle_and_drops_across_gaps() -> None:
+    history = CandleHistory(capacity=10)
+    assert len(history.merge("X", _block(0, 8))) == 8
+    assert len(history.merge("X", _block(8, 1))) == 9
+    revised = _block(8, 2)
+    merged = history.merge("X", revised)  # candle 8 again (revised) + candle 9
+    assert len(merged) == 10 and merged.newest_ts_ms == revised.newest_ts_ms
+    assert len(history.merge("X", _block(10, 3))) == 10  # capped at capacity
+    assert len(history.merge("X", _block(20, 1))) == 1  # a gap: stored history is dropped
+    seeded = history.merge("Y", _block(50, 1), seed=_block(40, 10))
+    assert len(seeded) == 10 and list(np.diff(seeded.ts_ms)) == [STEP] * 9  # capacity 10
+
+
+def test_ttl_cache_expires_and_clears() -> None:
+    now = [0.0]
+    cache: TTLCache[int] = TTLCache(ttl_s=60, max_items=2, clock=lambda: now[0])
+    cache.put("a", 1)
+    assert cache.get("a") == 1
+    now[0] = 61
+    assert cache.get("a") is None
+    cache.put("a", 1), cache.put("b", 2), cache.put("c", 3)
+    assert cache.get("a") is None and cache.get("c") == 3  # evicted beyond max_items
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_timestamps_out_of_protobuf_range_are_rejected() -> None:
+    bad = Timestamp(seconds=-5)
+    with pytest.raises(InvalidArgument, match="time: out of range"):
+        conv.timestamp(bad, "time", has=True, default=None)
+    assert conv.timestamp(Timestamp(), "time", has=False, default=conv.now_utc).tzinfo is not None
