@@ -9,6 +9,7 @@ app = typer.Typer(help="MEM: memory-enhanced ML trading signals.", no_args_is_he
 app.add_typer(questdb_cmd.app, name="questdb")
 app.add_typer(ingest_cmd.app, name="ingest")
 app.command(name="replay")(__import__("mem_cli.replay_cmd", fromlist=["replay"]).replay)
+app.command(name="serve")(__import__("mem_cli.serve_cmd", fromlist=["serve"]).serve)
 
 if __name__ == "__main__":
     app()
