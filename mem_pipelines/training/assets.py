@@ -21,9 +21,9 @@ from mem_pipelines.lib.features import FEATURE_NAMES, compute_features
 from mem_pipelines.lib.gate import GatePolicy
 from mem_pipelines.lib.labels import HORIZON, reversal_labels
 from mem_pipelines.questdb.store import read_candles
+from mem_pipelines.resources import QuestDBResource
 from mem_pipelines.settings import project_paths
 from mem_pipelines.training import registry
-from mem_pipelines.training.symbols import SYMBOL_PARTITIONS, questdb_settings
 from mem_pipelines.training.train import (
     SEED_ESTIMATOR,
     GateError,
@@ -87,68 +87,65 @@ class TrainingFramesIOManager(dg.ConfigurableIOManager):
         return {p: pd.read_parquet(self._path(key, p)) for p in present}
 
 
-def _per_symbol(context: dg.AssetExecutionContext, questdb: Any, compute) -> tuple[dict[str, pd.DataFrame], dict]:
-    settings = questdb_settings(questdb)
+def _per_symbol(context: dg.AssetExecutionContext, questdb: QuestDBResource, compute) -> tuple[dict[str, pd.DataFrame], dict]:
+    settings = questdb.settings()
     out, rows = {}, {}
     for symbol in context.partition_keys:
         candles = read_candles(settings, symbol)
         if candles.empty:
-            raise ValueError(f"no candles for {symbol} in QuestDB; materialize `candles` first")
+            raise ValueError(f"no candles for {symbol} in QuestDB; ingest them first")
         out[symbol] = compute(candles)
         rows[symbol] = len(out[symbol])
     return out, rows
 
 
-@dg.asset(
-    partitions_def=SYMBOL_PARTITIONS,
-    deps=[CANDLES],
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    io_manager_key="training_frames",
-    group_name=GROUP,
-    kinds={"pandas"},
-)
-def features(context: dg.AssetExecutionContext, questdb: dg.ResourceParam[Any]) -> dg.Output[dict[str, pd.DataFrame]]:
-    """The 12 scale-free features per candle (pandas-ta), warm-up dropped; see docs/ml.md."""
-    frames, rows = _per_symbol(context, questdb, compute_features)
-    sample = next(iter(frames.values()))
-    return dg.Output(
-        frames,
-        metadata={
-            "rows": dg.MetadataValue.int(sum(rows.values())),
-            "rows_per_symbol": dg.MetadataValue.json(rows),
-            "columns": dg.MetadataValue.json(list(FEATURE_NAMES)),
-            "latest": dg.MetadataValue.md(sample.tail(3).to_markdown(index=False) if _has_tabulate() else str(sample.tail(3))),
-        },
+def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """``features`` and ``labels``, partitioned exactly like ``candles``."""
+
+    @dg.asset(
+        partitions_def=partitions_def,
+        deps=[CANDLES],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        io_manager_key="training_frames",
+        group_name=GROUP,
+        kinds={"pandas"},
     )
+    def features(context: dg.AssetExecutionContext, questdb: QuestDBResource) -> dg.Output[dict[str, pd.DataFrame]]:
+        """The 12 scale-free features per candle (pandas-ta) over the symbol's stored history,
+        warm-up dropped; see docs/ml.md."""
+        frames, rows = _per_symbol(context, questdb, compute_features)
+        last = {s: f[list(FEATURE_NAMES)].iloc[-1].round(6).to_dict() for s, f in frames.items() if len(f)}
+        return dg.Output(
+            frames,
+            metadata={
+                "rows": dg.MetadataValue.int(sum(rows.values())),
+                "rows_per_symbol": dg.MetadataValue.json(rows),
+                "features": dg.MetadataValue.json(list(FEATURE_NAMES)),
+                "newest_row": dg.MetadataValue.json(last),
+            },
+        )
 
-
-@dg.asset(
-    partitions_def=SYMBOL_PARTITIONS,
-    deps=[CANDLES],
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    io_manager_key="training_frames",
-    group_name=GROUP,
-    kinds={"pandas"},
-)
-def labels(context: dg.AssetExecutionContext, questdb: dg.ResourceParam[Any]) -> dg.Output[dict[str, pd.DataFrame]]:
-    """Reversal labels (horizon 10, k·σ·√H against the prior 20-candle trend); see docs/ml.md."""
-    frames, rows = _per_symbol(context, questdb, reversal_labels)
-    rates = {s: round(float(f["label"].mean()), 4) if len(f) else None for s, f in frames.items()}
-    return dg.Output(
-        frames,
-        metadata={
-            "rows": dg.MetadataValue.int(sum(rows.values())),
-            "positive_rate_per_symbol": dg.MetadataValue.json(rates),
-        },
+    @dg.asset(
+        partitions_def=partitions_def,
+        deps=[CANDLES],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        io_manager_key="training_frames",
+        group_name=GROUP,
+        kinds={"pandas"},
     )
+    def labels(context: dg.AssetExecutionContext, questdb: QuestDBResource) -> dg.Output[dict[str, pd.DataFrame]]:
+        """Reversal labels (horizon 10, k·σ·√H against the prior 20-candle trend); see docs/ml.md."""
+        frames, rows = _per_symbol(context, questdb, reversal_labels)
+        rates = {s: round(float(f["label"].mean()), 4) if len(f) else None for s, f in frames.items()}
+        return dg.Output(
+            frames,
+            metadata={
+                "rows": dg.MetadataValue.int(sum(rows.values())),
+                "positive_rate_per_symbol": dg.MetadataValue.json(rates),
+            },
+        )
 
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return [features, labels]
 
 
 class WindowConfig(dg.Config):
@@ -174,7 +171,10 @@ def _window(config: WindowConfig, latest: pd.Timestamp) -> tuple[pd.Timestamp | 
 
 
 @dg.asset(
-    ins={"features": dg.AssetIn(input_manager_key="training_frames"), "labels": dg.AssetIn(input_manager_key="training_frames")},
+    ins={
+        "features": dg.AssetIn(key="features", input_manager_key="training_frames"),
+        "labels": dg.AssetIn(key="labels", input_manager_key="training_frames"),
+    },
     group_name=GROUP,
     kinds={"pandas"},
 )

@@ -6,17 +6,16 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mem_pipelines.settings import QuestDBSettings
+from mem_pipelines.resources import QuestDBResource
 from mem_pipelines.training import registry
 from mem_pipelines.training.assets import MlflowResource, champion_gate
 from mem_pipelines.training.defs import training_defs
-from mem_pipelines.training.schedules import daily_retrain
 
 from .test_gate import _CHAMPION_COL, _champion, _copycat, _dataset, _register
 
 
 def _defs() -> dg.Definitions:
-    return training_defs({"questdb": QuestDBSettings()})
+    return training_defs({"MEM_SYMBOLS": "BTCUSDT,ETHUSDT,SOLUSDT"}, {"questdb": QuestDBResource()})
 
 
 def test_definitions_load_with_assets_checks_job_and_schedule() -> None:
@@ -38,9 +37,10 @@ def test_daily_schedule_is_two_am_utc_on_the_last_30_days_over_all_symbols() -> 
         context = dg.build_schedule_context(
             instance=instance, scheduled_execution_time=pd.Timestamp("2026-01-02T02:00:00Z").to_pydatetime()
         )
-        request = daily_retrain(context)
+        request = schedule(context)
     assert request.run_config["ops"]["training_dataset"]["config"]["last_days"] == 30
-    assert request.tags["dagster/asset_partition_range_start"] < request.tags["dagster/asset_partition_range_end"]
+    assert request.tags["dagster/asset_partition_range_start"] == "BTCUSDT"
+    assert request.tags["dagster/asset_partition_range_end"] == "SOLUSDT"
 
 
 def test_gate_asset_failure_keeps_champion_and_fails_loudly(mlflow_uri: str) -> None:

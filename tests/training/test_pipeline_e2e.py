@@ -1,7 +1,7 @@
 """End to end, in process: shared real candles -> test QuestDB -> Dagster assets -> MLflow.
 
-Three adjacent symbol partitions (BTCUSDT, DOGEUSDT, ETHUSDT), the last 30 days of the shared
-files, the seed's model. Checks the MLflow run, the registered version, the champion alias and
+Two symbols (BTCUSDT, ETHUSDT; MEM_SYMBOLS), the last 30 days of the shared files, the seed's
+model. Checks the MLflow run, the registered version, the champion alias and
 the Dagster metadata (accuracy and baseline), and that a second run's challenger goes through the
 gate without disturbing the champion unless the gate says so.
 """
@@ -16,12 +16,13 @@ from mlflow import MlflowClient
 
 from mem_pipelines.ingest.csv_source import read_kline_csv
 from mem_pipelines.questdb.store import write_candles
+from mem_pipelines.resources import QuestDBResource
 from mem_pipelines.settings import QuestDBSettings
 from mem_pipelines.training import registry
 from mem_pipelines.training.assets import MlflowResource, TrainingFramesIOManager
 from mem_pipelines.training.defs import training_defs
 
-SYMBOLS = ("BTCUSDT", "DOGEUSDT", "ETHUSDT")  # adjacent partition keys: one partition range
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
 DAYS = 30
 
 
@@ -40,8 +41,9 @@ def loaded_questdb(questdb: QuestDBSettings, shared_candles: Path) -> QuestDBSet
 
 def _defs(questdb: QuestDBSettings, uri: str, frames: Path) -> dg.Definitions:
     return training_defs(
+        {"MEM_SYMBOLS": ",".join(SYMBOLS)},
         {
-            "questdb": questdb,
+            "questdb": QuestDBResource.from_settings(questdb),
             "mlflow": MlflowResource(tracking_uri=uri),
             "training_frames": TrainingFramesIOManager(base_dir=str(frames)),
         }
@@ -94,3 +96,14 @@ def test_train_and_gate_on_real_candles(loaded_questdb: QuestDBSettings, mlflow_
 
         loaded = registry.load_champion(mlflow_uri)
         assert loaded is not None and loaded.version == version and len(loaded.feature_ranges) == 12
+
+        # A second run on the same data trains the same model: not 2 points better -> rejected.
+        second = _run(defs, instance)
+        again = second.asset_materializations_for_node("champion_gate")[0].metadata
+        assert again["verdict"].value == "rejected" and again["margin"].value == pytest.approx(0.0)
+        new_version = again["challenger_version"].value
+        assert new_version != version
+        assert str(client.get_model_version_by_alias(registry.MODEL_NAME, registry.CHAMPION).version) == version
+        assert str(client.get_model_version_by_alias(registry.MODEL_NAME, registry.CHALLENGER).version) == new_version
+        tags = client.get_model_version(registry.MODEL_NAME, new_version).tags
+        assert tags["gate.verdict"] == "rejected" and tags["gate.champion_version"] == version
