@@ -61,10 +61,10 @@ def _suite(gx):
     tagged = []
     for col in ("ts", "open", "high", "low", "close", "volume"):
         tagged.append(("no_nulls", E.ExpectColumnValuesToNotBeNull(column=col)))
-    tagged.append(("high_not_below_low", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low", or_equal=True)))
+    tagged.append(("high_not_below_low", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low", or_equal=True, ignore_row_if="either_value_is_missing")))
     for col in ("open", "close"):
-        tagged.append(("high_covers_open_close", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=col, or_equal=True)))
-        tagged.append(("low_under_open_close", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=col, column_B="low", or_equal=True)))
+        tagged.append(("high_covers_open_close", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=col, or_equal=True, ignore_row_if="either_value_is_missing")))
+        tagged.append(("low_under_open_close", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=col, column_B="low", or_equal=True, ignore_row_if="either_value_is_missing")))
     tagged.append(("volume_non_negative", E.ExpectColumnValuesToBeBetween(column="volume", min_value=0)))
     tagged.append(("ts_strictly_increasing", E.ExpectColumnValuesToBeIncreasing(column="ts", strictly=True)))
     for check, expectation in tagged:

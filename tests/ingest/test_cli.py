@@ -1,0 +1,62 @@
+"""The `mem` CLI as a user runs it: questdb start/stop leaves nothing behind; ingest errors are one line."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from mem_pipelines.questdb.local import free_port
+
+MEM = str(Path(sys.executable).with_name("mem"))
+
+
+def run(args, env, timeout=120):
+    return subprocess.run([MEM, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _env(tmp_path, http_port, pg_port):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEM_QUESTDB")}
+    env.update(MEM_HOME=str(tmp_path), MEM_QUESTDB_HTTP_PORT=str(http_port), MEM_QUESTDB_PG_PORT=str(pg_port))
+    return env
+
+
+def test_start_ingest_stop_leaves_no_process(tmp_path):
+    env = _env(tmp_path, free_port(), free_port())
+    started = run(["questdb", "start"], env)
+    assert started.returncode == 0, started.stderr
+    pid = json.loads(run(["questdb", "status"], env).stdout)["pid"]
+    try:
+        ok = run(["ingest", "synthetic", "--symbols", "BTCUSDT", "--days", "1", "--seed", "1", "--end", "2026-01-02"], env)
+        assert ok.returncode == 0, ok.stderr
+        assert "ingested 288 candles" in ok.stdout
+
+        bad = tmp_path / "BTCUSDT-5m.csv"
+        bad.write_text("open_time,open,high,low,close,volume\n1704067200000,1,2,0.5,1.5,-1\n")
+        refused = run(["ingest", "csv", str(bad)], env)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == f"error: {bad}:2: negative volume: open=1.0 high=2.0 low=0.5 close=1.5 volume=-1.0"
+        assert "Traceback" not in refused.stderr
+    finally:
+        stopped = run(["questdb", "stop"], env)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes().split(b")")[-1][:3]
+    assert json.loads(run(["questdb", "status"], env).stdout)["running"] is False
+
+
+def test_start_on_a_taken_port_says_so_and_ingest_points_to_start(tmp_path):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        env = _env(tmp_path, free_port(), taken)
+        started = run(["questdb", "start"], env)
+        assert started.returncode == 1
+        assert f"port {taken}" in started.stderr and "already in use" in started.stderr
+        assert "Traceback" not in started.stderr
+    env = _env(tmp_path, free_port(), free_port())
+    nothing = run(["ingest", "synthetic", "--days", "1"], env)
+    assert nothing.returncode == 1
+    assert "mem questdb start" in nothing.stderr and "Traceback" not in nothing.stderr
