@@ -180,8 +180,8 @@ class Handlers:
         budget.check("computing features")
         started = time.perf_counter()
         values, direction = self._features(block)
-        x = np.array([[values[name] for name in model.feature_names]], dtype=np.float64)
-        probability = float(model.predict_proba(x)[0, 1])
+        x = np.array([values[name] for name in model.feature_names], dtype=np.float64)
+        probability = model.predict_one(x)
         out_of_range = tuple(
             name for name, (lo, hi) in model.feature_ranges.items() if name in values and not lo <= values[name] <= hi
         )

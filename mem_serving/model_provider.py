@@ -14,19 +14,50 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
+
+from mem_serving.fast_predict import one_row_predictor
 
 log = logging.getLogger(__name__)
 
 
 class Model(Protocol):
+    """What the registry's ``LoadedModel`` offers."""
+
     version: str
     feature_names: list[str]
     feature_ranges: dict[str, tuple[float, float]]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A loaded champion prepared for one-row predictions (see ``fast_predict``)."""
+
+    version: str
+    feature_names: tuple[str, ...]
+    feature_ranges: dict[str, tuple[float, float]]
+    predict_one: Callable[[np.ndarray], float]
+    compiled: bool
+    loaded: Any = None
+
+    @classmethod
+    def prepare(cls, loaded: Model) -> "ServingModel":
+        names = tuple(loaded.feature_names)
+        ranges = dict(loaded.feature_ranges)
+        lo = np.array([ranges.get(n, (-1.0, 1.0))[0] for n in names])
+        hi = np.array([ranges.get(n, (-1.0, 1.0))[1] for n in names])
+        probe = lo + (hi - lo) * np.random.default_rng(0).random((256, len(names)))
+        inner = getattr(loaded, "model", None)
+        if inner is not None:
+            predict_one, compiled = one_row_predictor(inner, probe)
+        else:
+            predict_one, compiled = (lambda x: float(loaded.predict_proba(np.asarray(x).reshape(1, -1))[0, 1])), False
+        return cls(str(loaded.version), names, ranges, predict_one, compiled, loaded)
 
 
 class ModelProvider:
@@ -38,7 +69,7 @@ class ModelProvider:
         *,
         version_fn: Callable[[str | None], str | None] | None = None,
         load_fn: Callable[[str, str | None], Model] | None = None,
-        on_change: Callable[[Model | None], None] | None = None,
+        on_change: Callable[[ServingModel | None], None] | None = None,
     ) -> None:
         from mem_pipelines.training import registry
 
@@ -47,15 +78,15 @@ class ModelProvider:
         self.known_features = tuple(known_features)
         self._version_fn = version_fn or registry.champion_version
         self._load_fn = load_fn or (lambda version, uri: registry.load_version(version, uri))
-        self._on_change = on_change
-        self._model: Model | None = None
+        self._listeners: list[Callable[[ServingModel | None], None]] = [on_change] if on_change else []
+        self._model: ServingModel | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
         self.last_error: str | None = None
 
     @property
-    def model(self) -> Model | None:
+    def model(self) -> ServingModel | None:
         return self._model
 
     @property
@@ -79,7 +110,7 @@ class ModelProvider:
             if current is not None and current.version == str(version):
                 return False
             try:
-                model = self._load_fn(str(version), self.tracking_uri)
+                model = ServingModel.prepare(self._load_fn(str(version), self.tracking_uri))
             except Exception as exc:
                 self._error(f"cannot load champion version {version}: {exc}")
                 return False
@@ -89,10 +120,16 @@ class ModelProvider:
                 return False
             self._model = model
             self.last_error = None
-            log.info("serving champion version %s (was %s)", model.version, None if current is None else current.version)
-            if self._on_change is not None:
-                self._on_change(model)
+            log.info("serving champion version %s (was %s; compiled one-row predictor: %s)", model.version,
+                     None if current is None else current.version, model.compiled)
+            for listener in list(self._listeners):
+                listener(model)
             return True
+
+    def subscribe(self, listener: Callable[[ServingModel | None], None]) -> None:
+        """Call ``listener(model)`` after every swap (and once now with the current model)."""
+        self._listeners.append(listener)
+        listener(self._model)
 
     def _error(self, message: str) -> None:
         if message != self.last_error:

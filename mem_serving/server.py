@@ -148,14 +148,8 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
 
     features.warm_up()
     metrics = ServingMetrics()
-    holder: dict[str, RunningServer] = {}
-
-    def on_change(model: Any) -> None:
-        metrics.set_model(None if model is None else model.version)
-        if "running" in holder:
-            holder["running"].set_model_health(model is not None)
-
-    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, features.FEATURE_NAMES, on_change=on_change)
+    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, features.FEATURE_NAMES)
+    models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
     models.start()
     memory_db = settings.memory_db or project_paths().memory_db
     memory_db.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +158,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     handlers = Handlers(settings, models, engine, metrics, questdb_source(QuestDBSettings.from_env()))
     handlers.refresh_strategy_gauge()
     running = create_running_server(settings, handlers)
-    holder["running"] = running
-    running.set_model_health(models.model is not None)
+    models.subscribe(lambda model: running.set_model_health(model is not None))
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
     if start_metrics and settings.metrics_port >= 0:
