@@ -79,11 +79,20 @@ def run_quality_suite(
     """Validate ``frame`` (a candle frame with a RangeIndex) and return one outcome per check, in CHECKS order."""
     _quiet_ge()
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     frame = frame.reset_index(drop=True)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),  # no docs site in /tmp
+        data_docs_sites={},
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
     batch_def = (
         context.data_sources.add_pandas("candles").add_dataframe_asset("candles").add_batch_definition_whole_dataframe("whole")
     )

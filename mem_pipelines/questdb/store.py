@@ -127,9 +127,14 @@ def write_candles(settings: QuestDBSettings, frame: pd.DataFrame, *, wal_timeout
 
 
 def wait_for_wal(settings: QuestDBSettings, timeout: float = 60.0) -> None:
-    """Block until the WAL of ``candles`` is fully applied (writerTxn == sequencerTxn)."""
+    """Block until the ``candles`` WAL is applied up to the transactions committed before this call.
+
+    The target is the sequencerTxn seen first, so concurrent writers committing later do not
+    keep us waiting.
+    """
     deadline = time.monotonic() + timeout
     sleep = 0.01
+    target: int | None = None
     with _connect(settings) as conn:
         while True:
             try:
@@ -146,12 +151,13 @@ def wait_for_wal(settings: QuestDBSettings, timeout: float = 60.0) -> None:
                     f"table candles on {_pg_where(settings)} is suspended (WAL apply failed); "
                     "see the QuestDB log, then ALTER TABLE candles RESUME WAL"
                 )
-            if writer_txn >= sequencer_txn:
+            target = sequencer_txn if target is None else target
+            if writer_txn >= target:
                 return
             if time.monotonic() > deadline:
                 raise CandleStoreError(
                     f"QuestDB at {settings.host}:{settings.pg_port} did not apply the candles WAL within {timeout:.0f}s "
-                    f"(writerTxn {writer_txn} < sequencerTxn {sequencer_txn})"
+                    f"(writerTxn {writer_txn} < sequencerTxn {target})"
                 )
             time.sleep(sleep)
             sleep = min(sleep * 2, 0.2)
