@@ -10,6 +10,7 @@ import logging
 
 import grpc
 
+from mem_memory import errors as memory_errors
 from mem_pipelines.lib.features import InsufficientHistory
 from mem_pipelines.questdb.store import CandleStoreError
 
@@ -58,29 +59,28 @@ class DeadlineExceeded(ServingError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def _memory_not_found() -> tuple[type[BaseException], ...]:
-    try:
-        from mem_memory.errors import UnknownDecision  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - mem_memory layout differs
-        try:
-            from mem_memory import UnknownDecision  # type: ignore[attr-defined]
-        except ImportError:
-            return ()
-    return (UnknownDecision,)
-
-
-_NOT_FOUND: tuple[type[BaseException], ...] | None = None
+#: Memory errors (mem_memory.errors) in the order they are tested (subclasses first).
+_MEMORY: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (memory_errors.InvalidRecord, grpc.StatusCode.INVALID_ARGUMENT),
+    (memory_errors.UnknownDecision, grpc.StatusCode.NOT_FOUND),
+    (memory_errors.DuplicateOutcome, grpc.StatusCode.ALREADY_EXISTS),
+    (memory_errors.DuplicateDecision, grpc.StatusCode.ALREADY_EXISTS),
+    (memory_errors.StoreClosed, grpc.StatusCode.UNAVAILABLE),
+    (memory_errors.CorruptRecord, grpc.StatusCode.DATA_LOSS),
+    (memory_errors.MemoryStoreError, grpc.StatusCode.INTERNAL),
+)
 
 
 def to_status(exc: BaseException, method: str = "") -> tuple[grpc.StatusCode, str]:
     """The status code and caller-facing message for ``exc`` (the only mapping in serving)."""
-    global _NOT_FOUND
-    if _NOT_FOUND is None:
-        _NOT_FOUND = _memory_not_found()
     if isinstance(exc, ServingError):
         return exc.code, str(exc)
-    if _NOT_FOUND and isinstance(exc, _NOT_FOUND):
-        return grpc.StatusCode.NOT_FOUND, str(exc) or "unknown decision id"
+    for kind, code in _MEMORY:
+        if isinstance(exc, kind):
+            if code is grpc.StatusCode.INTERNAL:
+                log.error("memory error in %s", method or "a call", exc_info=exc)
+                return code, "memory store error (logged on the server)"
+            return code, str(exc)
     if isinstance(exc, InsufficientHistory):
         return grpc.StatusCode.INVALID_ARGUMENT, f"candles: {exc}"
     if isinstance(exc, CandleStoreError):
