@@ -4,4 +4,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
+export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT}"
 exec .venv/bin/mem main "$@"

@@ -1,0 +1,31 @@
+"""``mem main``: the README's main job (see mem_cli.main_job)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def main(
+    csv: list[Path] = typer.Option(None, help="Binance kline CSV file(s) to ingest instead of synthetic candles (repeat the option)."),
+    symbols: str = typer.Option("BTCUSDT,ETHUSDT", help="Symbols of the synthetic candles."),
+    days: int = typer.Option(40, help="Days of synthetic candles."),
+    train_days: int = typer.Option(30, help="Days of training data before the replay window."),
+    replay_days: float = typer.Option(5.0, help="Days replayed through the server after the training window."),
+    seed: int = typer.Option(7, help="Seed of the synthetic generator."),
+) -> None:
+    """Start QuestDB, ingest candles, train and gate a champion, serve it, replay a later window, report."""
+    from mem_cli.main_job import MainConfig, run_main
+
+    cfg = MainConfig(
+        symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
+        csv=tuple(csv or ()), days=days, train_days=train_days, replay_days=replay_days, seed=seed,
+    )
+    if cfg.train_days + cfg.replay_days + 2 > cfg.days and not cfg.csv:
+        typer.echo(f"error: --days ({cfg.days}) must exceed --train-days + --replay-days + 2 (warm-up)", err=True)
+        raise typer.Exit(2)
+    try:
+        run_main(cfg, echo=typer.echo)
+    except Exception as exc:  # the CLI answers with a message, not a traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

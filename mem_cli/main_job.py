@@ -1,0 +1,214 @@
+"""The main job: the whole story on one machine, start to finish, leaving no process behind.
+
+1. start the local QuestDB (or use the external one the environment names)
+2. ingest candles: synthetic (seeded) or the CSV files given
+3. Dagster: materialize ``candles`` (with its quality checks) and ``train_and_gate`` on a window
+   that ends before the replay window, so the champion never saw the replayed candles
+4. start ``mem serve`` on free ports with a fresh memory store for this run
+5. replay the later window through the server and write the three-way report
+6. stop what it started and say where to look
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from mem_pipelines.questdb.local import LocalQuestDB, can_query, free_port, local_from_env
+from mem_pipelines.settings import ProjectPaths, QuestDBSettings, project_paths
+
+CANDLE = pd.Timedelta(minutes=5)
+#: Synthetic data ends here by default so that the main job's report is the same every day.
+DEFAULT_END = "2026-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class MainConfig:
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    csv: tuple[Path, ...] = ()
+    days: int = 40
+    train_days: int = 30
+    replay_days: float = 5.0
+    seed: int = 7
+    end: str = DEFAULT_END
+    fee_bps: float = 10.0
+    slippage_bps: float = 5.0
+
+
+@dataclass
+class Steps:
+    """Prints each step with its duration."""
+
+    echo: Callable[[str], None] = print
+    started: float = field(default_factory=time.monotonic)
+
+    def __call__(self, text: str) -> None:
+        self.echo(f"[{time.monotonic() - self.started:6.1f}s] {text}")
+
+
+def _ensure_questdb(paths: ProjectPaths, say: Steps) -> tuple[QuestDBSettings, LocalQuestDB | None]:
+    settings = QuestDBSettings.from_env()
+    if settings.external:
+        say(f"using the external QuestDB at {settings.host}:{settings.pg_port}")
+        return settings, None
+    server = local_from_env()
+    if server.pid() is not None and can_query(server.settings):
+        say(f"local QuestDB already running (pid {server.pid()}); leaving it running")
+        return server.settings, None
+    say(f"starting the local QuestDB (data in {server.root})")
+    return server.start(), server
+
+
+def _ingest(cfg: MainConfig, settings: QuestDBSettings, say: Steps) -> tuple[tuple[str, ...], pd.Timestamp]:
+    from mem_pipelines.ingest.load import ingest_csv_files, ingest_synthetic
+
+    if cfg.csv:
+        results = ingest_csv_files(settings, cfg.csv)
+    else:
+        results = ingest_synthetic(settings, cfg.symbols, cfg.days, cfg.seed, cfg.end)
+    for r in results:
+        say(f"ingested {r.rows:,} candles of {r.symbol} from {r.source} ({r.first} .. {r.last})")
+    symbols = tuple(sorted({r.symbol for r in results}))
+    last = min(pd.Timestamp(r.last) for r in results)
+    return symbols, last
+
+
+def _dagster(symbols: Sequence[str], settings: QuestDBSettings, train_start: pd.Timestamp, train_end: pd.Timestamp, say: Steps) -> dict:
+    """Run the Dagster jobs in-process on the project's instance, so the UI shows the runs."""
+    os.environ["MEM_SYMBOLS"] = ",".join(symbols)
+    import dagster as dg
+
+    from mem_pipelines.definitions import build_definitions
+    from mem_pipelines.training.schedules import all_symbols_tags
+
+    defs = build_definitions()
+    with dg.DagsterInstance.get() as instance:
+        candles_job = defs.resolve_job_def("candles_job")
+        for symbol in symbols:
+            res = candles_job.execute_in_process(instance=instance, partition_key=symbol, raise_on_error=False)
+            checks = res.get_asset_check_evaluations()
+            failed = [c.check_name for c in checks if not c.passed]
+            say(f"candles[{symbol}]: {'ok' if res.success else 'FAILED'}; {len(checks) - len(failed)}/{len(checks)} quality checks passed" + (f" (failed: {failed})" if failed else ""))
+            if not res.success:
+                raise RuntimeError(f"the candles job failed for {symbol}; see the Dagster UI (run {res.run_id})")
+        job = defs.resolve_job_def("train_and_gate")
+        partitions = job.partitions_def or defs.resolve_assets_def("features").partitions_def
+        say(f"train_and_gate on [{train_start}, {train_end}) for {', '.join(symbols)} (the seed's GradientBoosting)")
+        res = job.execute_in_process(
+            instance=instance,
+            tags=all_symbols_tags(partitions),
+            run_config={"ops": {"training_dataset": {"config": {"start": train_start.isoformat(), "end": train_end.isoformat()}}}},
+            raise_on_error=False,
+        )
+        if not res.success:
+            raise RuntimeError(f"train_and_gate failed; see the Dagster UI (run {res.run_id})")
+        model = res.asset_materializations_for_node("reversal_model")[0].metadata
+        gate = res.asset_materializations_for_node("champion_gate")[0].metadata
+        summary = {k: v.value for k, v in {**model, **gate}.items() if hasattr(v, "value") and isinstance(v.value, (int, float, str)) and len(str(v.value)) < 120}
+        say(
+            "model v{v}: holdout accuracy {a:.3f} vs majority baseline {b:.3f}; gate: {g}".format(
+                v=summary.get("model_version", "?"), a=float(summary.get("accuracy", float("nan"))),
+                b=float(summary.get("baseline_accuracy", float("nan"))), g=summary.get("verdict", summary.get("decision", "?")),
+            )
+        )
+        return summary
+
+
+def _start_server(paths: ProjectPaths, memory_db: Path, say: Steps) -> tuple[subprocess.Popen, str, int]:
+    port, metrics_port = free_port(), free_port()
+    log = open(paths.state / "main-serve.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mem_cli.main", "serve", "--port", str(port), "--metrics-port", str(metrics_port), "--memory-db", str(memory_db)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    log.close()
+    address = f"127.0.0.1:{port}"
+    _wait_serving(proc, address, paths.state / "main-serve.log")
+    say(f"gRPC server up at {address} (pid {proc.pid}); metrics http://127.0.0.1:{metrics_port}/metrics")
+    return proc, address, metrics_port
+
+
+def _wait_serving(proc: subprocess.Popen, address: str, log: Path, timeout: float = 120.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mem serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.25)
+    raise RuntimeError(f"mem serve did not become healthy within {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
+    """Run the whole story; returns the report's markdown path."""
+    say = Steps(echo)
+    paths = project_paths()
+    paths.state.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DAGSTER_HOME", str(paths.root))
+    qdb_server: LocalQuestDB | None = None
+    serve_proc: subprocess.Popen | None = None
+    try:
+        settings, qdb_server = _ensure_questdb(paths, say)
+        symbols, last = _ingest(cfg, settings, say)
+        replay_end = last.floor("5min") + CANDLE
+        replay_start = replay_end - pd.Timedelta(days=cfg.replay_days)
+        # Labels look HORIZON candles ahead: end training a margin before the replay window.
+        train_end = replay_start - pd.Timedelta(hours=1)
+        train_start = train_end - pd.Timedelta(days=cfg.train_days)
+        _dagster(symbols, settings, train_start, train_end, say)
+
+        memory_db = paths.state / "main" / "memory.db"
+        shutil.rmtree(memory_db.parent, ignore_errors=True)
+        memory_db.parent.mkdir(parents=True)
+        serve_proc, address, metrics_port = _start_server(paths, memory_db, say)
+
+        from mem_pipelines.replay.runner import ReplayConfig, run_replay
+
+        say(f"replaying {', '.join(symbols)} over [{replay_start}, {replay_end}) through the server")
+        report = run_replay(ReplayConfig(
+            symbols=symbols, start=replay_start, end=replay_end, server=address,
+            fee_bps=cfg.fee_bps, slippage_bps=cfg.slippage_bps, memory_db=memory_db, questdb=settings,
+        ))
+        files = report.write(paths.reports)
+        echo("")
+        echo(report.table_markdown())
+        echo(report.verdict())
+        echo("")
+        echo(f"Report: {files['markdown']}   equity curves: {files['equity_png']}")
+        return Path(files["markdown"])
+    finally:
+        _stop(serve_proc)
+        if qdb_server is not None:
+            qdb_server.stop()
+            say("stopped the local QuestDB this job started")
+        echo("")
+        echo("Where to look next:")
+        echo("  Dagster UI : bash scripts/ui.sh dagster   (runs, asset lineage, checks, metadata; start QuestDB first: .venv/bin/mem questdb start)")
+        echo("  MLflow UI  : bash scripts/ui.sh mlflow    (runs, registry mem-reversal with @champion / @challenger)")
+        echo("  Serving    : .venv/bin/mem serve          (gRPC :50051, Prometheus metrics http://127.0.0.1:5001/metrics)")
