@@ -236,17 +236,12 @@ class BasePolicy(_SignalPolicy):
         return self._order(symbol, sig[0], candles["ts"].iloc[-1], sig[1])
 
 
-def ml_supports(action: str, ml: MLView) -> float:
-    """How much the model supports ``action``: the probability it gives to the price going the
-    action's way. A predicted reversal towards the action (bullish for BUY) supports it with its
-    confidence; a reversal against it supports it with 1 - confidence."""
-    agrees = (ml.direction == "bullish") == (action == "BUY")
-    return ml.confidence if agrees else 1.0 - ml.confidence
-
-
 class MLFilterPolicy(_SignalPolicy):
-    """Base + ML with memory off: trade the base signal when the model's support of it reaches the
-    starting ``ml_confidence_min``; size/stop/target are the starting parameters."""
+    """Base + ML with memory off: the memory engine's own rule with the memory silent —
+    ``final = combine(base, ml_support, None)`` (0.4·base + 0.3·ML, renormalised) and HOLD below the
+    starting ``ml_confidence_min`` (``mem_memory.rules.combine``); size/stop/target are the
+    starting parameters. ML support: a predicted reversal towards the signal's side supports it
+    with its probability, one against it with 1 - probability."""
 
     def __init__(self, cfg, signals, defaults, service: SignalService, history: int) -> None:
         super().__init__(cfg, signals, defaults)
@@ -254,14 +249,17 @@ class MLFilterPolicy(_SignalPolicy):
         self.history = history
 
     def decide(self, symbol, index, candles):
+        from mem_memory.rules.combine import combine, hold_rule, ml_support
+
         sig = self._signal(symbol, index)
         if sig is None:
             return None
         ml = self.service.predict(symbol, candles.iloc[-self.history :])
-        if ml_supports(sig[0], ml) < self.defaults.ml_confidence_min:
+        final = combine(sig[1], ml_support(sig[0], ml.confidence, ml.direction or None), None)
+        if hold_rule(sig[0], final, self.defaults.ml_confidence_min) == "HOLD":
             self.skipped += 1
             return None
-        return self._order(symbol, sig[0], candles["ts"].iloc[-1], sig[1])
+        return self._order(symbol, sig[0], candles["ts"].iloc[-1], final)
 
 
 class FullPolicy(_SignalPolicy):
