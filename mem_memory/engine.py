@@ -1,0 +1,397 @@
+"""The memory engine: enhancement, learning from outcomes, discovery, the monitor, restore.
+
+Thread-safe: one re-entrant lock serialises calls within the process (gRPC worker threads);
+the store serialises writers across processes. Reads on the hot path come from the in-process
+``WorkingMemory``; other processes' writes are applied from the event log at most
+``refresh_interval_s`` (1 s) after they commit — checked with ``max(event_id)``, a b-tree
+lookup — and immediately after any write of this process.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time as _time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mem_memory.config import MemoryConfig
+from mem_memory.errors import DuplicateOutcome, UnknownParameterVersion
+from mem_memory.index import Similar, WorkingMemory
+from mem_memory.rules import discovery as discovery_rules
+from mem_memory.rules import parameters as prules
+from mem_memory.rules.adapter import adapt
+from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
+from mem_memory.rules.strategy_stats import update_strategy
+from mem_memory.store import MemoryStore
+from mem_memory.types import (
+    DECISION,
+    OUTCOME,
+    PARAMETER_ADJUSTMENT,
+    STRATEGY_UPSERT,
+    Decision,
+    DecisionView,
+    DiscoveryResult,
+    Event,
+    LearningUpdate,
+    MemoryStats,
+    Outcome,
+    ParameterAdjustment,
+    Parameters,
+    SignalRequest,
+    StrategySpec,
+)
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class MemoryEngine:
+    """The memory as serving and Dagster use it (see docs/CONTRACTS.md)."""
+
+    def __init__(self, store: MemoryStore, config: MemoryConfig | None = None) -> None:
+        self.store = store
+        self.config = config or MemoryConfig()
+        self._lock = threading.RLock()
+        self._wm = WorkingMemory(self.config.recent_per_symbol, self.config.max_symbols, self.config.closed_window)
+        self._params = Parameters(dict(self.config.parameters), _EPOCH)
+        self._last_seen = 0
+        self._checked = 0.0
+        self._load()
+
+    def __repr__(self) -> str:
+        return f"MemoryEngine(store={self.store!r}, last_event={self._last_seen})"
+
+    # ------------------------------------------------------------------ index upkeep
+    def _load(self) -> None:
+        cfg = self.config
+        with self.store.snapshot():
+            last = self.store.last_event_id()
+            latest = self.store.latest_parameters()
+            if latest is not None:
+                self._params = latest[1]
+            for spec in self.store.strategies().values():
+                self._wm.put_strategy(spec)
+            for d, o in self.store.closed_trades(2 * cfg.closed_window):
+                self._wm.add_closed(d, o)
+            for d, o in self.store.recent_by_symbol(cfg.recent_per_symbol):
+                self._wm.add_decision(d, o)
+        self._last_seen = last
+        self._checked = _time.monotonic()
+
+    def refresh(self, force: bool = True) -> int:
+        """Apply events written since the last look (by any process); returns how many."""
+        with self._lock:
+            now = _time.monotonic()
+            if not force and now - self._checked < self.config.refresh_interval_s:
+                return 0
+            self._checked = now
+            if self.store.last_event_id() <= self._last_seen:
+                return 0
+            applied = 0
+            while True:
+                batch = self.store.events_since(self._last_seen, limit=1000)
+                if not batch:
+                    return applied
+                for event in batch:
+                    self._apply(event)
+                    self._last_seen = event.event_id
+                applied += len(batch)
+
+    def _apply(self, event: Event) -> None:
+        p = event.payload
+        if event.kind == DECISION:
+            self._wm.add_decision(Decision.from_dict(p))
+        elif event.kind == OUTCOME:
+            outcome = Outcome.from_dict(p)
+            decision = self._held(outcome.decision_id)
+            if decision is None:
+                decision = self.store.get_decision(outcome.decision_id)[0]
+            self._wm.add_outcome(decision, outcome)
+        elif event.kind == PARAMETER_ADJUSTMENT:
+            self._params = Parameters.from_dict(p["parameters"])
+        elif event.kind == STRATEGY_UPSERT:
+            self._wm.put_strategy(StrategySpec.from_dict(p))
+
+    def _held(self, decision_id: str) -> Decision | None:
+        symbol = self._wm.open_ids.get(decision_id)
+        if symbol is None:
+            return None
+        for view in reversed(self._wm.recent[symbol]):
+            if view.decision.decision_id == decision_id:
+                return view.decision
+        return None
+
+    # ------------------------------------------------------------------ hot-path reads
+    def recent_decisions(self, symbol: str, n: int = 50) -> list[DecisionView]:
+        """The last ``n`` (<= ``recent_per_symbol``) decisions of ``symbol``, newest first."""
+        with self._lock:
+            self.refresh(force=False)
+            return self._wm.last(symbol, n)
+
+    def similar(self, action: str, features: Mapping[str, float], k: int | None = None) -> Similar:
+        """Closed trades of ``action`` among the ``k`` nearest neighbours of ``features`` (within
+        ``similar_radius``)."""
+        with self._lock:
+            self.refresh(force=False)
+            return self._wm.similar(action, features, k or self.config.neighbours, self.config.similar_radius)
+
+    def matching_strategies(self, action: str, features: Mapping[str, float]) -> list[StrategySpec]:
+        with self._lock:
+            self.refresh(force=False)
+            return self._wm.matching(action, features)
+
+    def parameters(self) -> Parameters:
+        with self._lock:
+            self.refresh(force=False)
+            return self._params
+
+    def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]:
+        with self._lock:
+            self.refresh(force=False)
+            specs = [s for s in self._wm.strategies.values() if include_deprecated or not s.deprecated]
+            return sorted(specs, key=lambda s: s.name)
+
+    # ------------------------------------------------------------------ enhancement
+    def enhance(self, request: SignalRequest) -> Decision:
+        """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
+        record the decision (durable when this returns)."""
+        cfg = self.config
+        with self._lock:
+            self.refresh(force=False)
+            params = self._params
+            features = request.features
+            base_action = request.action
+            ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
+            adaptation = adapt(features, request.strategy, cfg)
+            spec: StrategySpec | None = None
+            memory: float | None = None
+            memory_note = "memory silent"
+            if base_action != "HOLD":
+                matches = self._wm.matching(base_action, features)
+                spec = matches[0] if matches else None
+                sim = self._wm.similar(base_action, features, cfg.neighbours, cfg.similar_radius)
+                memory, memory_note = memory_confidence(
+                    sim.wins, sim.n, spec.confidence if spec else None, cfg.min_similar
+                )
+            final = combine(request.base_confidence, ml, memory, cfg)
+            action = base_action if base_action == "HOLD" else hold_rule(base_action, final, params["ml_confidence_min"])
+            if action == "HOLD":
+                size = stop = target = 0.0
+                stop_price = take_price = 0.0
+                sizing_note = ""
+            else:
+                sz = prules.sizing(params, spec, adaptation, cfg)
+                size, stop, target, sizing_note = sz.size, sz.stop_loss_pct, sz.take_profit_pct, sz.note
+                sign = 1.0 if action == "BUY" else -1.0
+                stop_price = request.price * (1.0 - sign * stop)
+                take_price = request.price * (1.0 + sign * target)
+            reasoning = _reasoning(
+                request, action, final, ml, memory, memory_note, spec, adaptation.regime, params["ml_confidence_min"], sizing_note
+            )
+            decision = Decision(
+                decision_id=str(uuid.uuid4()), time=request.time, symbol=request.symbol, strategy=request.strategy,
+                action=action, base_action=base_action, price=request.price, base_confidence=request.base_confidence,
+                ml_confidence=request.ml_confidence, memory_confidence=memory, confidence=final, size=size,
+                stop_loss=stop_price, take_profit=take_price, stop_loss_pct=stop, take_profit_pct=target,
+                reasoning=reasoning, learned_strategy=spec.name if spec else None, model_version=request.model_version,
+                ml_direction=request.ml_direction, features=features, regime=adaptation.regime,
+                parameters_version=params.version, session_id=request.session_id,
+            )
+            self.store.append_decision(decision)
+            self.refresh()
+            return decision
+
+    # ------------------------------------------------------------------ learning
+    def _current_parameters(self) -> tuple[Parameters, dict[str, Any]]:
+        latest = self.store.latest_parameters()
+        if latest is None:
+            return Parameters(dict(self.config.parameters), _EPOCH), {}
+        return latest[1], latest[2]
+
+    def record_outcome(self, outcome: Outcome) -> LearningUpdate:
+        """Store the outcome and learn from it, atomically: the matched strategy's stats (and
+        deprecation), the bounded parameter adjustment, the performance monitor. Raises
+        ``UnknownDecision`` for an unknown id and ``DuplicateOutcome`` for a second outcome."""
+        cfg = self.config
+        at = outcome.time
+        with self._lock:
+            with self.store.transaction():
+                decision, previous = self.store.get_decision(outcome.decision_id)
+                if previous is not None:
+                    raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome")
+                outcome_event = self.store.append_outcome(outcome)
+                spec_after: StrategySpec | None = None
+                deprecated = False
+                if decision.learned_strategy:
+                    spec = self.store.strategy(decision.learned_strategy)
+                    if spec is not None:
+                        spec_after, deprecated = update_strategy(spec, outcome, at, cfg)
+                        self.store.append_strategy(spec_after)
+                params, state = self._current_parameters()
+                adjustments = prules.adjust_after_outcome(params, outcome, at, cfg)
+                params = prules.apply(params, adjustments, at)
+                monitor_adj, state = self._monitor_step(params, state, outcome_event, at)
+                adjustments += monitor_adj
+                params = prules.apply(params, monitor_adj, at)
+                if adjustments:
+                    self.store.append_parameters(params, adjustments, state)
+            self.refresh()
+            summary = _outcome_summary(outcome, spec_after, deprecated, adjustments)
+            return LearningUpdate(
+                decision_id=outcome.decision_id, win=outcome.win,
+                strategy=spec_after.name if spec_after else decision.learned_strategy,
+                strategy_stats=spec_after.stats if spec_after else None, adjustments=tuple(adjustments),
+                parameters_version=self._params.version, summary=summary, deprecated=deprecated,
+            )
+
+    def _monitor_step(
+        self, params: Parameters, state: dict[str, Any], newest_outcome_event: int, at: datetime
+    ) -> tuple[list[ParameterAdjustment], dict[str, Any]]:
+        """The performance monitor inside a write transaction. It acts on a window of 20 trades
+        once: it looks again only when 20 trades have closed since it last fired."""
+        cfg = self.config
+        mark = int(state.get("monitor_mark", 0))
+        if self.store.outcomes_after(mark) < cfg.monitor_window:
+            return [], state
+        wins = [o.win for _, o in self.store.closed_trades(cfg.monitor_window)]
+        adjustments = prules.performance_monitor(params, wins, at, cfg)
+        if adjustments:
+            state = {**state, "monitor_mark": newest_outcome_event}
+        return adjustments, state
+
+    def monitor(self, now: datetime) -> list[ParameterAdjustment]:
+        """Run the performance monitor over the last 20 closed trades (the Dagster sensor's job);
+        returns the adjustments it made (none when the win rate is >= 45% or the window was
+        already acted on)."""
+        with self._lock:
+            with self.store.transaction():
+                params, state = self._current_parameters()
+                newest = self.store.last_event_id()
+                adjustments, state = self._monitor_step(params, state, newest, now)
+                if adjustments:
+                    self.store.append_parameters(prules.apply(params, adjustments, now), adjustments, state)
+            self.refresh()
+            return adjustments
+
+    def discover(self, now: datetime) -> DiscoveryResult:
+        """Pattern discovery over the last 500 closed trades: create, update and deprecate
+        learned strategies (rules.discovery)."""
+        with self._lock:
+            with self.store.transaction():
+                trades = self.store.closed_trades(self.config.discovery_window)
+                existing = self.store.strategies()
+                params, _ = self._current_parameters()
+                result = discovery_rules.discover(trades, existing, params, now, self.config)
+                for spec in (*result.deprecated, *result.updated, *result.created):
+                    self.store.append_strategy(spec)
+            self.refresh()
+            return result
+
+    def restore_parameters(self, version: str, reason: str, now: datetime | None = None) -> list[ParameterAdjustment]:
+        """Make an earlier parameter set (by version hash) current again, as a logged adjustment
+        with trigger ``restore:<version>``. ``UnknownParameterVersion`` when no set has it."""
+        at = now or datetime.now(UTC)
+        with self._lock:
+            with self.store.transaction():
+                target = self.store.parameters_by_version(version)
+                if target is None:
+                    defaults = Parameters(dict(self.config.parameters), _EPOCH)
+                    if defaults.version != version:
+                        raise UnknownParameterVersion(f"no stored parameter set has version {version!r}")
+                    target = defaults
+                params, state = self._current_parameters()
+                adjustments = prules.restore(params, target, reason, at, self.config)
+                if adjustments:
+                    self.store.append_parameters(prules.apply(params, adjustments, at), adjustments, state)
+            self.refresh()
+            return adjustments
+
+    # ------------------------------------------------------------------ reporting
+    def stats(self, now: datetime | None = None) -> MemoryStats:
+        """Counts, and the win rate of trades closed in the 24 h before ``now``."""
+        now = now or datetime.now(UTC)
+        since = now - timedelta(hours=24)
+        with self._lock:
+            self.refresh(force=False)
+            counts = self.store.counts()
+            specs = list(self._wm.strategies.values())
+            trades = wins = 0
+            offset, page = 0, 1000
+            while True:
+                batch = self.store.closed_trades(page, offset)
+                if not batch:
+                    break
+                older = False
+                for _, o in batch:
+                    if since <= o.time <= now:
+                        trades += 1
+                        wins += o.win
+                    elif o.time < since:
+                        older = True
+                if older or len(batch) < page:
+                    break
+                offset += page
+        return MemoryStats(
+            decisions=counts["decisions"], outcomes=counts["outcomes"],
+            active_strategies=sum(not s.deprecated for s in specs), deprecated_strategies=sum(s.deprecated for s in specs),
+            trades_24h=trades, win_rate_24h=(wins / trades) if trades else None,
+        )
+
+    def export_all(self, folder: str | Path) -> dict[str, Path]:
+        """Regenerate core_memory_updates.txt, parameter_updates.json and strategy_modules.py in
+        ``folder`` from the store; returns the paths by name."""
+        from mem_memory.exports import export_all
+
+        with self._lock:
+            return export_all(self.store, Path(folder), self.config)
+
+
+# ---------------------------------------------------------------------- sentences
+def _reasoning(
+    req: SignalRequest, action: str, final: float, ml: float | None, memory: float | None, memory_note: str,
+    spec: StrategySpec | None, regime: str, minimum: float, sizing_note: str,
+) -> str:
+    if req.action == "HOLD":
+        return f"HOLD kept: the base strategy {req.strategy or 'signal'} said HOLD."
+    parts = [f"base {req.base_confidence:.2f}"]
+    if ml is not None:
+        if req.ml_direction is None:
+            parts.append(f"ML {ml:.2f}")
+        else:
+            verb = "supports" if ml == req.ml_confidence else "opposes"
+            parts.append(f"ML {ml:.2f} ({req.ml_direction} reversal {verb} {req.action})")
+    else:
+        parts.append("no ML")
+    parts.append(f"memory {memory:.2f} ({memory_note})" if memory is not None else "memory silent")
+    weights = {"base": req.base_confidence - final}
+    if ml is not None:
+        weights["ML"] = ml - final
+    if memory is not None:
+        weights["memory"] = memory - final
+    driver = max(weights, key=lambda k: abs(weights[k])) if len(weights) > 1 else "base"
+    head = (
+        f"{action} at {final:.2f}" if action != "HOLD" else f"HOLD: final confidence {final:.2f} below minimum {minimum:.2f}"
+    )
+    tail = [f"driven most by {driver}"]
+    if spec is not None:
+        tail.append(f"learned strategy {spec.name} matched")
+    if regime != "normal":
+        tail.append(f"regime {regime}")
+    if sizing_note:
+        tail.append(sizing_note)
+    return f"{head} ({', '.join(parts)}); {'; '.join(tail)}."
+
+
+def _outcome_summary(outcome: Outcome, spec: StrategySpec | None, deprecated: bool, adjustments: list[ParameterAdjustment]) -> str:
+    text = f"{'win' if outcome.win else 'loss'} {outcome.pnl_pct:+.2%} on {outcome.decision_id}"
+    if spec is not None:
+        text += f"; {spec.name} now {spec.stats.wins}/{spec.stats.trades} ({spec.stats.win_rate:.0%})"
+        if deprecated:
+            text += ", deprecated"
+    if adjustments:
+        text += "; " + ", ".join(f"{a.parameter} {a.from_value:.4g}->{a.to_value:.4g}" for a in adjustments)
+    return text

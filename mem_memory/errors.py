@@ -1,0 +1,76 @@
+"""What can go wrong in the memory, by name. Each docstring says how the system reacts.
+
+Every error derives from ``MemoryStoreError`` so a caller can catch the family; the serving layer
+maps ``UnknownDecision`` to NOT_FOUND and ``InvalidRecord`` to INVALID_ARGUMENT. No message ever
+contains a key or a payload.
+"""
+from __future__ import annotations
+
+
+class MemoryStoreError(Exception):
+    """Base of every memory error. Unexpected ones are logged by the caller and fail the call."""
+
+
+class InvalidRecord(MemoryStoreError, ValueError):
+    """A record (signal request, outcome, decision, spec, parameters) has an invalid field.
+
+    Raised before anything is written; the caller gets the field name (``.field``) and fixes
+    the input. Nothing in the store changes.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class UnknownDecision(MemoryStoreError, LookupError):
+    """An outcome names a decision id the store has never recorded. Nothing is written; serving
+    answers NOT_FOUND."""
+
+
+class DuplicateOutcome(MemoryStoreError):
+    """A second outcome for a decision that is already closed. The first outcome stands and
+    nothing is written (a retried LogOutcome is therefore harmless but reported)."""
+
+
+class DuplicateDecision(MemoryStoreError):
+    """A decision id that is already stored (ids are random UUIDs, so this means a replayed
+    write). Nothing is written."""
+
+
+class UnknownParameterVersion(MemoryStoreError, LookupError):
+    """``restore_parameters`` was given a version hash that no stored parameter set has.
+    Parameters stay as they are."""
+
+
+class MemoryKeyError(MemoryStoreError):
+    """The encryption key does not fit the store: malformed, missing for an encrypted store,
+    wrong for this store, or given for a store created without encryption. The store is not
+    opened; fix MEM_MEMORY_KEY. Never shows the key."""
+
+
+class MalformedMemoryKey(MemoryKeyError):
+    """MEM_MEMORY_KEY is not base64 of exactly 32 bytes."""
+
+
+class MissingMemoryKey(MemoryKeyError):
+    """The store is encrypted and no key was given."""
+
+
+class WrongMemoryKey(MemoryKeyError):
+    """The key given is not the key the store was created with (its key-check record does not
+    decrypt)."""
+
+
+class UnencryptedStoreKeyError(MemoryKeyError):
+    """A key was given for a store created without encryption; refusing to mix clear and
+    encrypted records."""
+
+
+class CorruptRecord(MemoryStoreError):
+    """A stored payload fails authentication or decoding although the key is right: the file was
+    altered. The read fails loudly; nothing is guessed."""
+
+
+class StoreClosed(MemoryStoreError):
+    """The store was used after ``close()``."""

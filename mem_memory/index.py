@@ -1,0 +1,189 @@
+"""The in-process working memory the hot path reads (size-capped, like Letta's core blocks).
+
+- recent decisions per symbol: a deque of at most ``recent_per_symbol`` (100) views, for at most
+  ``max_symbols`` symbols (least recently used evicted);
+- closed trades per action for similarity search: a ring of the last ``closed_window`` (10,000)
+  feature snapshots as a contiguous float32 matrix, standardised per feature (z-scores over the
+  ring, re-estimated as it fills); a query is one matrix-vector product plus ``argpartition``;
+- the current parameters and the learned strategies.
+
+It is rebuilt from the store at start and kept current from the event log (``MemoryEngine``).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from mem_memory.types import Decision, DecisionView, Outcome, StrategySpec
+
+
+@dataclass(frozen=True)
+class Similar:
+    """Closed trades of one action taken in conditions close to a snapshot."""
+
+    n: int
+    wins: int
+    decision_ids: tuple[str, ...]
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.n if self.n else None
+
+
+class Ring:
+    """The last ``capacity`` closed trades of one action: features (float32) and win flags."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.names: list[str] = []
+        self.col: dict[str, int] = {}
+        self.X = np.zeros((capacity, 0), dtype=np.float32)  # raw values, NaN when missing
+        self.Z = np.zeros((capacity, 0), dtype=np.float32)  # standardised, 0 when missing
+        self.sq = np.zeros(capacity, dtype=np.float32)
+        self.win = np.zeros(capacity, dtype=bool)
+        self.ids: list[str] = [""] * capacity
+        self.n = 0
+        self.pos = 0
+        self.mean = np.zeros(0, dtype=np.float32)
+        self.std = np.ones(0, dtype=np.float32)
+        self._since_stats = 0
+
+    def _widen(self, features: Mapping[str, float]) -> None:
+        new = [k for k in features if k not in self.col]
+        if not new:
+            return
+        for k in sorted(new):
+            self.col[k] = len(self.names)
+            self.names.append(k)
+        f = len(self.names)
+        X = np.full((self.capacity, f), np.nan, dtype=np.float32)
+        X[:, : self.X.shape[1]] = self.X
+        self.X = X
+        self.Z = np.zeros((self.capacity, f), dtype=np.float32)
+        self._restat()
+
+    def _restat(self) -> None:
+        f = len(self.names)
+        if self.n == 0 or f == 0:
+            self.mean = np.zeros(f, dtype=np.float32)
+            self.std = np.ones(f, dtype=np.float32)
+            return
+        X = self.X[: self.n]
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(X, axis=0)
+            std = np.nanstd(X, axis=0)
+        mean = np.nan_to_num(mean)
+        std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        Z = np.nan_to_num((X - self.mean) / self.std)
+        self.Z[: self.n] = Z
+        self.sq[: self.n] = np.einsum("ij,ij->i", Z, Z)
+        self._since_stats = 0
+
+    def vector(self, features: Mapping[str, float]) -> np.ndarray:
+        x = np.full(len(self.names), np.nan, dtype=np.float32)
+        for k, v in features.items():
+            i = self.col.get(k)
+            if i is not None:
+                x[i] = v
+        return x
+
+    def add(self, decision_id: str, features: Mapping[str, float], win: bool) -> None:
+        self._widen(features)
+        i = self.pos
+        x = self.vector(features)
+        self.X[i] = x
+        self.win[i] = win
+        self.ids[i] = decision_id
+        self.pos = (i + 1) % self.capacity
+        self.n = min(self.n + 1, self.capacity)
+        self._since_stats += 1
+        if self._since_stats >= max(16, self.n // 8):
+            self._restat()
+        else:
+            z = np.nan_to_num((x - self.mean) / self.std)
+            self.Z[i] = z
+            self.sq[i] = float(z @ z)
+
+    def query(self, features: Mapping[str, float], k: int, radius: float) -> Similar:
+        n = self.n
+        f = len(self.names)
+        if n == 0 or f == 0:
+            return Similar(0, 0, ())
+        z = np.nan_to_num((self.vector(features) - self.mean) / self.std)
+        d2 = self.sq[:n] - 2.0 * (self.Z[:n] @ z) + float(z @ z)
+        if n > k:
+            idx = np.argpartition(d2, k)[:k]
+        else:
+            idx = np.arange(n)
+        idx = idx[d2[idx] <= radius * radius * f]
+        return Similar(int(idx.size), int(self.win[idx].sum()), tuple(self.ids[i] for i in idx))
+
+
+class WorkingMemory:
+    def __init__(self, recent_per_symbol: int, max_symbols: int, closed_window: int) -> None:
+        self.recent_cap = recent_per_symbol
+        self.max_symbols = max_symbols
+        self.recent: OrderedDict[str, deque[DecisionView]] = OrderedDict()
+        self.open_ids: dict[str, str] = {}  # decision id -> symbol, for views held in ``recent``
+        self.rings = {"BUY": Ring(closed_window), "SELL": Ring(closed_window)}
+        self.strategies: dict[str, StrategySpec] = {}
+
+    # -------------------------------------------------------------- updates
+    def add_decision(self, decision: Decision, outcome: Outcome | None = None) -> None:
+        if decision.decision_id in self.open_ids:
+            return
+        dq = self.recent.get(decision.symbol)
+        if dq is None:
+            if len(self.recent) >= self.max_symbols:
+                _, old = self.recent.popitem(last=False)
+                for v in old:
+                    self.open_ids.pop(v.decision.decision_id, None)
+            dq = self.recent[decision.symbol] = deque()
+        else:
+            self.recent.move_to_end(decision.symbol)
+        if len(dq) >= self.recent_cap:
+            gone = dq.popleft()
+            self.open_ids.pop(gone.decision.decision_id, None)
+        dq.append(DecisionView(decision, outcome))
+        self.open_ids[decision.decision_id] = decision.symbol
+
+    def add_outcome(self, decision: Decision, outcome: Outcome) -> None:
+        symbol = self.open_ids.get(outcome.decision_id)
+        if symbol is not None:
+            dq = self.recent[symbol]
+            for i in range(len(dq) - 1, -1, -1):
+                if dq[i].decision.decision_id == outcome.decision_id:
+                    dq[i] = DecisionView(dq[i].decision, outcome)
+                    break
+        self.add_closed(decision, outcome)
+
+    def add_closed(self, decision: Decision, outcome: Outcome) -> None:
+        ring = self.rings.get(decision.action)
+        if ring is not None:
+            ring.add(decision.decision_id, decision.features, outcome.win)
+
+    def put_strategy(self, spec: StrategySpec) -> None:
+        self.strategies[spec.name] = spec
+
+    # -------------------------------------------------------------- queries
+    def last(self, symbol: str, n: int) -> list[DecisionView]:
+        dq = self.recent.get(symbol)
+        if not dq:
+            return []
+        k = min(n, len(dq))
+        return [dq[-1 - i] for i in range(k)]
+
+    def similar(self, action: str, features: Mapping[str, float], k: int, radius: float) -> Similar:
+        ring = self.rings.get(action)
+        if ring is None:
+            return Similar(0, 0, ())
+        return ring.query(features, k, radius)
+
+    def matching(self, action: str, features: Mapping[str, float]) -> list[StrategySpec]:
+        found = [s for s in self.strategies.values() if s.matches(action, features)]
+        found.sort(key=lambda s: (-s.confidence, s.name))
+        return found

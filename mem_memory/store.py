@@ -1,0 +1,495 @@
+"""The durable memory: one SQLite file in WAL mode, an append-only event log plus two small
+lookup tables kept in the same transactions.
+
+Layout (docs/memory.md):
+
+- ``events(event_id INTEGER PRIMARY KEY AUTOINCREMENT, kind, subject, payload)`` — the audit
+  trail. Every change is one appended row; nothing is updated or deleted. ``payload`` is the
+  record as JSON, AES-GCM encrypted when the store has a key. ``subject`` is the decision id
+  (random UUID) for decisions and outcomes, and a keyed HMAC tag of the strategy name or the
+  parameter version otherwise (the text itself without a key).
+- ``decisions(decision_id PRIMARY KEY, symbol_tag, event_id, outcome_event_id)`` — finds a
+  decision, its symbol's recent decisions, and the closed trades; ``outcome_event_id`` set once
+  makes "one outcome per decision" atomic across processes.
+- ``heads(kind, subject, event_id)`` — the latest event per strategy name.
+- ``meta`` — format version, whether the store is encrypted, and the key-check record.
+
+Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
+to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
+has seen every event <= N. ``synchronous=FULL`` makes every acknowledged commit durable before
+it returns. The file is created 0600 and SQLite creates ``-wal``/``-shm`` with the database's
+mode; ``open`` tightens any of the three that are looser.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mem_memory.crypto import Codec
+from mem_memory.errors import (
+    DuplicateDecision,
+    DuplicateOutcome,
+    MemoryKeyError,
+    MissingMemoryKey,
+    StoreClosed,
+    UnencryptedStoreKeyError,
+    UnknownDecision,
+    WrongMemoryKey,
+)
+from mem_memory.types import (
+    DECISION,
+    OUTCOME,
+    PARAMETER_ADJUSTMENT,
+    STRATEGY_UPSERT,
+    Decision,
+    Event,
+    Outcome,
+    ParameterAdjustment,
+    Parameters,
+    StrategySpec,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, event_id);
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id TEXT PRIMARY KEY,
+    symbol_tag TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    outcome_event_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS decisions_symbol ON decisions(symbol_tag, event_id);
+CREATE INDEX IF NOT EXISTS decisions_closed ON decisions(outcome_event_id) WHERE outcome_event_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS heads (
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (kind, subject)
+);
+CREATE INDEX IF NOT EXISTS events_subject ON events(kind, subject, event_id);
+"""
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 (O_EXCL: a concurrent creator simply wins)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _tighten(path: Path) -> None:
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid():
+            os.chmod(p, 0o600)
+
+
+class MemoryStore:
+    """The shared, durable memory store. Thread-safe (one connection behind a lock); open one
+    per process (do not share across fork)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, codec: Codec) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = conn
+        self._codec = codec
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ open / close
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], key: bytes | None = None) -> MemoryStore:
+        """Open (creating when missing) the store at ``path``.
+
+        ``key`` (32 bytes, see ``key_from_env``) turns on encryption for a new store and must be
+        the same key for an existing encrypted one. Raises ``MissingMemoryKey``,
+        ``WrongMemoryKey`` or ``UnencryptedStoreKeyError`` (all ``MemoryKeyError``) otherwise.
+        """
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        codec = Codec(key)
+        _create_private(p)
+        conn = sqlite3.connect(p, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"could not switch {p} to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+            store = cls(p, conn, codec)
+            store._init_meta()
+        except BaseException:
+            conn.close()
+            raise
+        _tighten(p)
+        return store
+
+    def _init_meta(self) -> None:
+        conn = self._c()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
+            if "format" not in meta:
+                conn.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
+                conn.execute("INSERT INTO meta VALUES ('encrypted', ?)", ("1" if self._codec.encrypted else "0",))
+                if self._codec.encrypted:
+                    conn.execute("INSERT INTO meta VALUES ('key_check', ?)", (self._codec.key_check(),))
+            elif meta.get("encrypted") == "1":
+                if not self._codec.encrypted:
+                    raise MissingMemoryKey(
+                        f"the memory store {self.path} is encrypted; set MEM_MEMORY_KEY to the key it was created with"
+                    )
+                if not self._codec.verify(bytes(meta["key_check"])):
+                    raise WrongMemoryKey(f"the key given is not the key of the memory store {self.path}")
+            elif self._codec.encrypted:
+                raise UnencryptedStoreKeyError(
+                    f"the memory store {self.path} was created without encryption; unset MEM_MEMORY_KEY or use a new store"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(path={str(self.path)!r}, encrypted={self.encrypted}, open={self._conn is not None})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("MemoryStore holds a connection and key material; open it again in the other process")
+
+    @property
+    def encrypted(self) -> bool:
+        return self._codec.encrypted
+
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreClosed(f"the memory store {self.path} is closed")
+        return self._conn
+
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryStore]:
+        """One write transaction (``BEGIN IMMEDIATE``): reads inside see the latest committed
+        state and no other process writes until it ends. Nested use joins the outer one."""
+        with self._lock:
+            conn = self._c()
+            if conn.in_transaction:
+                yield self
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[MemoryStore]:
+        """A consistent read snapshot (``BEGIN DEFERRED``) for several queries."""
+        with self._lock:
+            conn = self._c()
+            if conn.in_transaction:
+                yield self
+                return
+            conn.execute("BEGIN")
+            try:
+                yield self
+            finally:
+                conn.execute("COMMIT")
+
+    def _insert(self, kind: str, subject: str, record: dict[str, Any]) -> int:
+        cur = self._c().execute(
+            "INSERT INTO events(kind, subject, payload) VALUES (?, ?, ?)", (kind, subject, self._codec.encode(kind, record))
+        )
+        return int(cur.lastrowid)
+
+    # ------------------------------------------------------------------ appends
+    def append_decision(self, decision: Decision) -> int:
+        """Record a decision; returns its event id once durable. ``DuplicateDecision`` if the id
+        exists."""
+        with self.transaction():
+            conn = self._c()
+            if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (decision.decision_id,)).fetchone():
+                raise DuplicateDecision(f"decision {decision.decision_id} is already recorded")
+            event_id = self._insert(DECISION, decision.decision_id, decision.to_dict())
+            conn.execute(
+                "INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES (?, ?, ?)",
+                (decision.decision_id, self._codec.tag(decision.symbol), event_id),
+            )
+            return event_id
+
+    def append_outcome(self, outcome: Outcome) -> int:
+        """Record the outcome of a decision. ``UnknownDecision`` when the id is not stored,
+        ``DuplicateOutcome`` when it already has one (checked and set atomically)."""
+        with self.transaction():
+            conn = self._c()
+            row = conn.execute(
+                "SELECT outcome_event_id FROM decisions WHERE decision_id = ?", (outcome.decision_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownDecision(f"no decision with id {outcome.decision_id!r} in memory")
+            if row[0] is not None:
+                raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome (event {row[0]})")
+            event_id = self._insert(OUTCOME, outcome.decision_id, outcome.to_dict())
+            conn.execute("UPDATE decisions SET outcome_event_id = ? WHERE decision_id = ?", (event_id, outcome.decision_id))
+            return event_id
+
+    def append_parameters(
+        self, parameters: Parameters, adjustments: Sequence[ParameterAdjustment], state: dict[str, Any] | None = None
+    ) -> int:
+        """Record a new current parameter set, the adjustments that led to it, and the rules'
+        small state carried with it (e.g. the performance monitor's last firing)."""
+        record = {
+            "parameters": parameters.to_dict(),
+            "adjustments": [a.to_dict() for a in adjustments],
+            "state": dict(state or {}),
+        }
+        with self.transaction():
+            return self._insert(PARAMETER_ADJUSTMENT, self._codec.tag(parameters.version), record)
+
+    def append_strategy(self, spec: StrategySpec) -> int:
+        """Record a created, updated or deprecated learned strategy (the newest record wins)."""
+        with self.transaction():
+            subject = self._codec.tag(spec.name)
+            event_id = self._insert(STRATEGY_UPSERT, subject, spec.to_dict())
+            self._c().execute(
+                "INSERT INTO heads(kind, subject, event_id) VALUES (?, ?, ?) "
+                "ON CONFLICT(kind, subject) DO UPDATE SET event_id = excluded.event_id",
+                (STRATEGY_UPSERT, subject, event_id),
+            )
+            return event_id
+
+    def bulk_append(self, decisions: Iterable[Decision], outcomes: Iterable[Outcome] = ()) -> int:
+        """Fast path for loading history (benchmarks, imports): every decision, then every
+        outcome, in ONE transaction with executemany. Outcomes must name decisions of this batch
+        or already stored ones without an outcome. Returns the number of events written."""
+        codec = self._codec
+        with self.transaction():
+            conn = self._c()
+            next_id = self.last_event_id() + 1
+            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+            next_id = max(next_id, (seq[0] if seq else 0) + 1)
+            ev_rows: list[tuple[int, str, str, bytes]] = []
+            dec_rows: list[tuple[str, str, int]] = []
+            for d in decisions:
+                ev_rows.append((next_id, DECISION, d.decision_id, codec.encode(DECISION, d.to_dict())))
+                dec_rows.append((d.decision_id, codec.tag(d.symbol), next_id))
+                next_id += 1
+            conn.executemany("INSERT INTO events(event_id, kind, subject, payload) VALUES (?, ?, ?, ?)", ev_rows)
+            try:
+                conn.executemany("INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES (?, ?, ?)", dec_rows)
+            except sqlite3.IntegrityError as exc:
+                raise DuplicateDecision(f"bulk load repeats a stored decision id ({exc})") from None
+            n = len(ev_rows)
+            ev_rows, out_rows = [], []
+            for o in outcomes:
+                ev_rows.append((next_id, OUTCOME, o.decision_id, codec.encode(OUTCOME, o.to_dict())))
+                out_rows.append((next_id, o.decision_id))
+                next_id += 1
+            conn.executemany("INSERT INTO events(event_id, kind, subject, payload) VALUES (?, ?, ?, ?)", ev_rows)
+            cur = conn.executemany(
+                "UPDATE decisions SET outcome_event_id = ? WHERE decision_id = ? AND outcome_event_id IS NULL", out_rows
+            )
+            if cur.rowcount != len(out_rows):
+                raise UnknownDecision("bulk load: an outcome names an unknown or already closed decision")
+            return n + len(ev_rows)
+
+    # ------------------------------------------------------------------ reads
+    def last_event_id(self) -> int:
+        """The newest event id (0 for an empty store); cheap (the rowid b-tree's last page)."""
+        with self._lock:
+            row = self._c().execute("SELECT max(event_id) FROM events").fetchone()
+            return int(row[0] or 0)
+
+    def events_since(self, event_id: int, limit: int = 1000) -> list[Event]:
+        """Events with id > ``event_id``, oldest first, at most ``limit`` (a cursor: pass the last
+        id you got to continue)."""
+        with self._lock:
+            rows = self._c().execute(
+                "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+                (int(event_id), int(limit)),
+            ).fetchall()
+        return [Event(int(i), k, s, self._codec.decode(k, p)) for i, k, s, p in rows]
+
+    def get_decision(self, decision_id: str) -> tuple[Decision, Outcome | None]:
+        """A decision and its outcome (None while open); ``UnknownDecision`` when absent."""
+        with self._lock:
+            row = self._c().execute(
+                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+                "LEFT JOIN events o ON o.event_id = x.outcome_event_id WHERE x.decision_id = ?",
+                (decision_id,),
+            ).fetchone()
+        if row is None:
+            raise UnknownDecision(f"no decision with id {decision_id!r} in memory")
+        return self._pair(row[0], row[1])
+
+    def _pair(self, d: bytes, o: bytes | None) -> tuple[Decision, Outcome | None]:
+        decision = Decision.from_dict(self._codec.decode(DECISION, d))
+        outcome = Outcome.from_dict(self._codec.decode(OUTCOME, o)) if o is not None else None
+        return decision, outcome
+
+    def recent_decisions(self, symbol: str, n: int) -> list[tuple[Decision, Outcome | None]]:
+        """The last ``n`` decisions of ``symbol``, newest first, with outcomes."""
+        return self._recent_by_tag(self._codec.tag(symbol), n)
+
+    def _recent_by_tag(self, tag: str, n: int) -> list[tuple[Decision, Outcome | None]]:
+        with self._lock:
+            rows = self._c().execute(
+                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+                "LEFT JOIN events o ON o.event_id = x.outcome_event_id WHERE x.symbol_tag = ? "
+                "ORDER BY x.event_id DESC LIMIT ?",
+                (tag, int(n)),
+            ).fetchall()
+        return [self._pair(d, o) for d, o in rows]
+
+    def recent_by_symbol(self, n: int) -> list[tuple[Decision, Outcome | None]]:
+        """The last ``n`` decisions of every symbol (for building the in-process index)."""
+        with self._lock:
+            tags = [r[0] for r in self._c().execute("SELECT DISTINCT symbol_tag FROM decisions").fetchall()]
+        out: list[tuple[Decision, Outcome | None]] = []
+        for tag in tags:
+            out.extend(reversed(self._recent_by_tag(tag, n)))
+        return out
+
+    def closed_trades(self, limit: int, offset: int = 0) -> list[tuple[Decision, Outcome]]:
+        """The last ``limit`` closed trades (by close order), oldest first; ``offset`` skips the
+        newest ones (for paging back)."""
+        with self._lock:
+            rows = self._c().execute(
+                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+                "JOIN events o ON o.event_id = x.outcome_event_id WHERE x.outcome_event_id IS NOT NULL "
+                "ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
+                (int(limit), int(offset)),
+            ).fetchall()
+        pairs = [self._pair(d, o) for d, o in rows]
+        pairs.reverse()
+        return pairs  # type: ignore[return-value]
+
+    def latest_parameters(self) -> tuple[int, Parameters, dict[str, Any]] | None:
+        """The current stored parameter set with its event id and rule state (None before the
+        first change)."""
+        with self._lock:
+            row = self._c().execute(
+                "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT 1", (PARAMETER_ADJUSTMENT,)
+            ).fetchone()
+        if row is None:
+            return None
+        rec = self._codec.decode(PARAMETER_ADJUSTMENT, row[1])
+        return int(row[0]), Parameters.from_dict(rec["parameters"]), dict(rec.get("state", {}))
+
+    def parameters_by_version(self, version: str) -> Parameters | None:
+        """A stored parameter set with this content hash, or None."""
+        with self._lock:
+            row = self._c().execute(
+                "SELECT payload FROM events WHERE kind = ? AND subject = ? ORDER BY event_id DESC LIMIT 1",
+                (PARAMETER_ADJUSTMENT, self._codec.tag(version)),
+            ).fetchone()
+        if row is None:
+            return None
+        return Parameters.from_dict(self._codec.decode(PARAMETER_ADJUSTMENT, row[0])["parameters"])
+
+    def parameter_history(self) -> list[tuple[int, Parameters, list[ParameterAdjustment]]]:
+        """Every parameter change, oldest first."""
+        with self._lock:
+            rows = self._c().execute(
+                "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id", (PARAMETER_ADJUSTMENT,)
+            ).fetchall()
+        out = []
+        for event_id, blob in rows:
+            rec = self._codec.decode(PARAMETER_ADJUSTMENT, blob)
+            out.append((int(event_id), Parameters.from_dict(rec["parameters"]), [ParameterAdjustment.from_dict(a) for a in rec["adjustments"]]))
+        return out
+
+    def strategies(self) -> dict[str, StrategySpec]:
+        """The newest spec of every learned strategy (deprecated included), by name."""
+        with self._lock:
+            rows = self._c().execute(
+                "SELECT e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? ORDER BY h.event_id",
+                (STRATEGY_UPSERT,),
+            ).fetchall()
+        specs = [StrategySpec.from_dict(self._codec.decode(STRATEGY_UPSERT, r[0])) for r in rows]
+        return {s.name: s for s in specs}
+
+    def strategy(self, name: str) -> StrategySpec | None:
+        with self._lock:
+            row = self._c().execute(
+                "SELECT e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? AND h.subject = ?",
+                (STRATEGY_UPSERT, self._codec.tag(name)),
+            ).fetchone()
+        return None if row is None else StrategySpec.from_dict(self._codec.decode(STRATEGY_UPSERT, row[0]))
+
+    def iter_events(self, kinds: Sequence[str] | None = None, page: int = 5000) -> Iterator[Event]:
+        """Every event, oldest first, paged (exports)."""
+        cursor = 0
+        while True:
+            batch = self.events_since(cursor, limit=page)
+            if not batch:
+                return
+            for e in batch:
+                if kinds is None or e.kind in kinds:
+                    yield e
+            cursor = batch[-1].event_id
+
+    def outcomes_after(self, event_id: int) -> int:
+        """How many outcomes were recorded after event ``event_id``."""
+        with self._lock:
+            row = self._c().execute(
+                "SELECT count(*) FROM decisions WHERE outcome_event_id > ?", (int(event_id),)
+            ).fetchone()
+        return int(row[0])
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            n, closed = self._c().execute("SELECT count(*), count(outcome_event_id) FROM decisions").fetchone()
+        return {"decisions": int(n), "outcomes": int(closed)}
+
+    # ------------------------------------------------------------------ maintenance
+    def integrity_check(self) -> str:
+        with self._lock:
+            return str(self._c().execute("PRAGMA integrity_check").fetchone()[0])
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the main file and truncate it."""
+        with self._lock:
+            self._c().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+__all__ = ["MemoryStore", "MemoryKeyError"]

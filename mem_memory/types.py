@@ -1,0 +1,523 @@
+"""The memory's vocabulary: small frozen records, validated on construction.
+
+Validation raises ``InvalidRecord`` naming the field, so the gRPC edge can answer
+INVALID_ARGUMENT with it. Times are timezone-aware UTC ``datetime`` (naive times are rejected:
+a trading log in local time is a bug). Serialisation (``to_dict``/``from_dict``) is explicit so
+the stored form stays stable when a field is added with a default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from mem_memory.errors import InvalidRecord
+
+Action = Literal["BUY", "SELL", "HOLD"]
+ACTIONS: tuple[str, ...] = ("BUY", "SELL", "HOLD")
+DIRECTIONS: tuple[str, ...] = ("bullish", "bearish")
+OPS: tuple[str, ...] = ("<", "<=", ">", ">=")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+# ---------------------------------------------------------------------------------- validators
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRecord(name, f"must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InvalidRecord(name, "must be finite")
+    return v
+
+
+def _unit(name: str, value: Any) -> float:
+    v = _finite(name, value)
+    if not 0.0 <= v <= 1.0:
+        raise InvalidRecord(name, f"must be in [0, 1], got {v}")
+    return v
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    v = _finite(name, value)
+    if v < 0 or (v == 0 and not allow_zero):
+        raise InvalidRecord(name, f"must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+    return v
+
+
+def _utc(name: str, value: Any) -> datetime:
+    if not isinstance(value, datetime):
+        raise InvalidRecord(name, f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidRecord(name, "must be timezone-aware (UTC)")
+    if hasattr(value, "to_pydatetime"):  # pandas Timestamp
+        value = value.to_pydatetime()
+    return value.astimezone(UTC)
+
+
+def _text(name: str, value: Any, *, empty: bool = True, max_len: int = 4000) -> str:
+    if not isinstance(value, str):
+        raise InvalidRecord(name, f"must be a string, got {type(value).__name__}")
+    if not empty and not value.strip():
+        raise InvalidRecord(name, "must not be empty")
+    if len(value) > max_len:
+        raise InvalidRecord(name, f"longer than {max_len} characters")
+    return value
+
+
+def _action(name: str, value: Any) -> str:
+    v = str(value).upper() if isinstance(value, str) else value
+    if v not in ACTIONS:
+        raise InvalidRecord(name, f"must be one of {', '.join(ACTIONS)}, got {value!r}")
+    return v
+
+
+def _features(name: str, value: Any) -> Mapping[str, float]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise InvalidRecord(name, "must be a mapping of feature name to number")
+    out: dict[str, float] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not IDENTIFIER.match(k):
+            raise InvalidRecord(f"{name}.{k}", "feature names must be identifiers")
+        out[k] = _finite(f"{name}.{k}", v)
+    return MappingProxyType(dict(sorted(out.items())))
+
+
+def _time_str(t: datetime) -> str:
+    return t.isoformat()
+
+
+def _parse_time(s: str) -> datetime:
+    return datetime.fromisoformat(s)
+
+
+# ---------------------------------------------------------------------------------- requests
+@dataclass(frozen=True, slots=True)
+class SignalRequest:
+    """A base signal to enhance. ``ml_direction`` is the predicted reversal direction: bullish
+    supports BUY, bearish supports SELL; when it disagrees with ``action`` the ML support is
+    ``1 - ml_confidence`` (see rules.combine)."""
+
+    symbol: str
+    action: str
+    base_confidence: float
+    price: float
+    time: datetime
+    strategy: str = ""
+    ml_confidence: float | None = None
+    ml_direction: str | None = None
+    model_version: str | None = None
+    features: Mapping[str, float] = field(default_factory=dict)
+    session_id: str = ""
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "symbol", _text("symbol", self.symbol, empty=False, max_len=64))
+        s(self, "action", _action("action", self.action))
+        s(self, "base_confidence", _unit("base_confidence", self.base_confidence))
+        s(self, "price", _positive("price", self.price))
+        s(self, "time", _utc("time", self.time))
+        s(self, "strategy", _text("strategy", self.strategy or "", max_len=128))
+        if self.ml_confidence is not None:
+            s(self, "ml_confidence", _unit("ml_confidence", self.ml_confidence))
+        if self.ml_direction in ("", None):
+            s(self, "ml_direction", None)
+        elif self.ml_direction not in DIRECTIONS:
+            raise InvalidRecord("ml_direction", f"must be bullish, bearish or empty, got {self.ml_direction!r}")
+        s(self, "model_version", self.model_version or None)
+        s(self, "features", _features("features", self.features))
+        s(self, "session_id", _text("session_id", self.session_id or "", max_len=128))
+
+
+# ---------------------------------------------------------------------------------- decisions
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One enhanced signal as recorded. ``confidence`` is the final (combined) confidence;
+    ``stop_loss``/``take_profit`` are price levels, ``*_pct`` the distances they came from."""
+
+    decision_id: str
+    time: datetime
+    symbol: str
+    strategy: str
+    action: str
+    base_action: str
+    price: float
+    base_confidence: float
+    ml_confidence: float | None
+    memory_confidence: float | None
+    confidence: float
+    size: float
+    stop_loss: float
+    take_profit: float
+    stop_loss_pct: float
+    take_profit_pct: float
+    reasoning: str
+    learned_strategy: str | None = None
+    model_version: str | None = None
+    ml_direction: str | None = None
+    features: Mapping[str, float] = field(default_factory=dict)
+    regime: str = "normal"
+    parameters_version: str = ""
+    session_id: str = ""
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        _text("decision_id", self.decision_id, empty=False, max_len=64)
+        s(self, "time", _utc("time", self.time))
+        s(self, "action", _action("action", self.action))
+        s(self, "base_action", _action("base_action", self.base_action))
+        for name in ("base_confidence", "confidence"):
+            _unit(name, getattr(self, name))
+        for name in ("ml_confidence", "memory_confidence"):
+            if getattr(self, name) is not None:
+                _unit(name, getattr(self, name))
+        _positive("price", self.price)
+        for name in ("size", "stop_loss", "take_profit", "stop_loss_pct", "take_profit_pct"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        s(self, "features", _features("features", self.features))
+
+    @property
+    def final_confidence(self) -> float:
+        return self.confidence
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id, "time": _time_str(self.time), "symbol": self.symbol,
+            "strategy": self.strategy, "action": self.action, "base_action": self.base_action,
+            "price": self.price, "base_confidence": self.base_confidence,
+            "ml_confidence": self.ml_confidence, "memory_confidence": self.memory_confidence,
+            "confidence": self.confidence, "size": self.size, "stop_loss": self.stop_loss,
+            "take_profit": self.take_profit, "stop_loss_pct": self.stop_loss_pct,
+            "take_profit_pct": self.take_profit_pct, "reasoning": self.reasoning,
+            "learned_strategy": self.learned_strategy, "model_version": self.model_version,
+            "ml_direction": self.ml_direction, "features": dict(self.features), "regime": self.regime,
+            "parameters_version": self.parameters_version, "session_id": self.session_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Decision:
+        values = dict(d)
+        values["time"] = _parse_time(values["time"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The close of a decision's trade. ``pnl_pct`` is a fraction (0.012 = +1.2%)."""
+
+    decision_id: str
+    entry_price: float
+    exit_price: float
+    size: float
+    pnl: float
+    pnl_pct: float
+    exit_reason: str
+    time: datetime
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "decision_id", _text("decision_id", self.decision_id, empty=False, max_len=64))
+        _positive("entry_price", self.entry_price)
+        _positive("exit_price", self.exit_price)
+        _positive("size", self.size, allow_zero=True)
+        _finite("pnl", self.pnl)
+        _finite("pnl_pct", self.pnl_pct)
+        s(self, "exit_reason", _text("exit_reason", self.exit_reason or "", max_len=256))
+        s(self, "time", _utc("time", self.time))
+
+    @property
+    def win(self) -> bool:
+        return self.pnl > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id, "entry_price": self.entry_price, "exit_price": self.exit_price,
+            "size": self.size, "pnl": self.pnl, "pnl_pct": self.pnl_pct, "exit_reason": self.exit_reason,
+            "time": _time_str(self.time),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Outcome:
+        values = dict(d)
+        values["time"] = _parse_time(values["time"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionView:
+    """A decision with its outcome once closed (what 'last N decisions' returns)."""
+
+    decision: Decision
+    outcome: Outcome | None = None
+
+
+# ---------------------------------------------------------------------------------- parameters
+@dataclass(frozen=True, slots=True)
+class ParameterAdjustment:
+    """One change of one parameter, with why (``reason``) and what caused it (``trigger``, e.g.
+    ``outcome:<decision id>``, ``monitor``, ``restore:<version>``). ``impact`` is filled in by the
+    export (win rate of the trades after vs before the change), never stored."""
+
+    parameter: str
+    from_value: float
+    to_value: float
+    reason: str
+    trigger: str
+    time: datetime
+    impact: str | None = None
+
+    def __post_init__(self) -> None:
+        if not IDENTIFIER.match(self.parameter):
+            raise InvalidRecord("parameter", "must be an identifier")
+        _finite("from_value", self.from_value)
+        _finite("to_value", self.to_value)
+        object.__setattr__(self, "time", _utc("time", self.time))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "parameter": self.parameter, "from_value": self.from_value, "to_value": self.to_value,
+            "reason": self.reason, "trigger": self.trigger, "time": _time_str(self.time),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ParameterAdjustment:
+        values = dict(d)
+        values["time"] = _parse_time(values["time"])
+        values.pop("impact", None)
+        return cls(**values)
+
+
+def parameters_version(values: Mapping[str, float]) -> str:
+    """The content hash identifying a parameter set (16 hex digits of SHA-256 over the sorted
+    values written with repr, so 0.1 and 0.1000000001 differ)."""
+    canonical = json.dumps({k: repr(float(v)) for k, v in sorted(values.items())}, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Parameters:
+    """A parameter set, identified by the hash of its content (``version``)."""
+
+    values: Mapping[str, float]
+    updated_at: datetime
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        vals = {}
+        for k, v in dict(self.values).items():
+            if not isinstance(k, str) or not IDENTIFIER.match(k):
+                raise InvalidRecord(f"values.{k}", "parameter names must be identifiers")
+            vals[k] = _finite(f"values.{k}", v)
+        object.__setattr__(self, "values", MappingProxyType(dict(sorted(vals.items()))))
+        object.__setattr__(self, "updated_at", _utc("updated_at", self.updated_at))
+        object.__setattr__(self, "version", parameters_version(vals))
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[name]
+
+    def with_values(self, changes: Mapping[str, float], at: datetime) -> Parameters:
+        return Parameters({**self.values, **changes}, at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": dict(self.values), "updated_at": _time_str(self.updated_at), "version": self.version}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Parameters:
+        return cls(dict(d["values"]), _parse_time(d["updated_at"]))
+
+
+# ---------------------------------------------------------------------------------- strategies
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``feature op threshold`` on the decision-time feature snapshot."""
+
+    feature: str
+    op: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.feature, str) or not IDENTIFIER.match(self.feature):
+            raise InvalidRecord("conditions.feature", f"must be an identifier, got {self.feature!r}")
+        if self.op not in OPS:
+            raise InvalidRecord("conditions.op", f"must be one of {' '.join(OPS)}, got {self.op!r}")
+        object.__setattr__(self, "threshold", _finite("conditions.threshold", self.threshold))
+
+    def holds(self, features: Mapping[str, float]) -> bool:
+        v = features.get(self.feature)
+        if v is None:
+            return False
+        t = self.threshold
+        op = self.op
+        return v < t if op == "<" else v <= t if op == "<=" else v > t if op == ">" else v >= t
+
+    def __str__(self) -> str:
+        return f"{self.feature} {self.op} {self.threshold:.6g}"
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyStats:
+    """Running trade statistics (Welford for the variance of pnl_pct, so Sharpe updates in O(1)).
+    Sharpe is per trade (mean / standard deviation of pnl_pct), not annualised."""
+
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    total_pnl: float = 0.0
+    avg_pnl_pct: float = 0.0
+    m2_pnl_pct: float = 0.0
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.trades if self.trades else 0.0
+
+    @property
+    def avg_gain(self) -> float:
+        return self.avg_pnl_pct
+
+    @property
+    def sharpe(self) -> float:
+        if self.trades < 2 or self.m2_pnl_pct <= 0:
+            return 0.0
+        return self.avg_pnl_pct / math.sqrt(self.m2_pnl_pct / (self.trades - 1))
+
+    def add(self, pnl: float, pnl_pct: float) -> StrategyStats:
+        n = self.trades + 1
+        delta = pnl_pct - self.avg_pnl_pct
+        mean = self.avg_pnl_pct + delta / n
+        return StrategyStats(
+            trades=n, wins=self.wins + (pnl > 0), losses=self.losses + (pnl <= 0), total_pnl=self.total_pnl + pnl,
+            avg_pnl_pct=mean, m2_pnl_pct=self.m2_pnl_pct + delta * (pnl_pct - mean),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trades": self.trades, "wins": self.wins, "losses": self.losses, "total_pnl": self.total_pnl,
+            "avg_pnl_pct": self.avg_pnl_pct, "m2_pnl_pct": self.m2_pnl_pct,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySpec:
+    """A learned strategy: declarative, the source of truth (``strategy_modules.py`` is only a
+    rendered view). ``name`` is an identifier; ``evidence`` says why it was created."""
+
+    name: str
+    conditions: tuple[Condition, ...]
+    action: str
+    confidence: float
+    size: float
+    stop_loss_pct: float
+    take_profit_pct: float
+    stats: StrategyStats
+    created_at: datetime
+    updated_at: datetime
+    deprecated: bool = False
+    deprecated_reason: str | None = None
+    evidence: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not IDENTIFIER.match(self.name):
+            raise InvalidRecord("name", f"must be an identifier (letters, digits, _), got {self.name!r}")
+        object.__setattr__(self, "conditions", tuple(self.conditions))
+        if not self.conditions or not all(isinstance(c, Condition) for c in self.conditions):
+            raise InvalidRecord("conditions", "must be one or more Condition")
+        if _action("action", self.action) == "HOLD":
+            raise InvalidRecord("action", "a strategy must BUY or SELL")
+        object.__setattr__(self, "action", _action("action", self.action))
+        _unit("confidence", self.confidence)
+        _positive("size", self.size)
+        _positive("stop_loss_pct", self.stop_loss_pct)
+        _positive("take_profit_pct", self.take_profit_pct)
+        object.__setattr__(self, "created_at", _utc("created_at", self.created_at))
+        object.__setattr__(self, "updated_at", _utc("updated_at", self.updated_at))
+
+    def matches(self, action: str, features: Mapping[str, float]) -> bool:
+        return not self.deprecated and action == self.action and all(c.holds(features) for c in self.conditions)
+
+    def evolve(self, **changes: Any) -> StrategySpec:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "conditions": [{"feature": c.feature, "op": c.op, "threshold": c.threshold} for c in self.conditions],
+            "action": self.action, "confidence": self.confidence, "size": self.size,
+            "stop_loss_pct": self.stop_loss_pct, "take_profit_pct": self.take_profit_pct,
+            "stats": self.stats.to_dict(), "created_at": _time_str(self.created_at),
+            "updated_at": _time_str(self.updated_at), "deprecated": self.deprecated,
+            "deprecated_reason": self.deprecated_reason, "evidence": self.evidence,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StrategySpec:
+        values = dict(d)
+        values["conditions"] = tuple(Condition(**c) for c in values["conditions"])
+        values["stats"] = StrategyStats(**values["stats"])
+        values["created_at"] = _parse_time(values["created_at"])
+        values["updated_at"] = _parse_time(values["updated_at"])
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------------------- results
+@dataclass(frozen=True, slots=True)
+class LearningUpdate:
+    """What one outcome taught the memory."""
+
+    decision_id: str
+    win: bool
+    strategy: str | None
+    strategy_stats: StrategyStats | None
+    adjustments: tuple[ParameterAdjustment, ...]
+    parameters_version: str
+    summary: str
+    deprecated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryResult:
+    """What one pattern-discovery run changed, and how much it looked at."""
+
+    window_trades: int
+    base_win_rate: float
+    candidates: int
+    rejected_by_guard: int
+    created: tuple[StrategySpec, ...] = ()
+    updated: tuple[StrategySpec, ...] = ()
+    deprecated: tuple[StrategySpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStats:
+    decisions: int
+    outcomes: int
+    active_strategies: int
+    deprecated_strategies: int
+    trades_24h: int
+    win_rate_24h: float | None
+
+
+# Event kinds of the audit trail (``MemoryStore.events_since``).
+DECISION = "decision"
+OUTCOME = "outcome"
+PARAMETER_ADJUSTMENT = "parameter_adjustment"
+STRATEGY_UPSERT = "strategy_upsert"
+EVENT_KINDS: tuple[str, ...] = (DECISION, OUTCOME, PARAMETER_ADJUSTMENT, STRATEGY_UPSERT)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One appended change. ``payload`` is the decrypted record as a dict: for ``decision`` a
+    Decision, ``outcome`` an Outcome, ``parameter_adjustment`` {"parameters", "adjustments"},
+    ``strategy_upsert`` a StrategySpec (``to_dict`` forms)."""
+
+    event_id: int
+    kind: str
+    subject: str
+    payload: Mapping[str, Any]
