@@ -242,8 +242,11 @@ def run_gate(
         champion_mv = registry.version_by_alias(registry.CHAMPION, tracking_uri, model_name)
         champion_before = None if champion_mv is None else str(champion_mv.version)
         split = split_dataset(dataset, holdout_fraction, horizon)
-        X = feature_matrix(dataset.iloc[split.holdout])
-        y = dataset["label"].to_numpy(dtype="int64")[split.holdout]
+        rows, seen = _rows_unseen_by(client, champion_mv, dataset, split.holdout, horizon)
+        if len(rows) == 0:
+            raise GateError(f"every holdout row was in the champion's (v{champion_before}) training data")
+        X = feature_matrix(dataset.iloc[rows])
+        y = dataset["label"].to_numpy(dtype="int64")[rows]
         challenger = registry.load_version(challenger_version, tracking_uri, model_name)
         challenger_pred = _predict(challenger, X)
         if champion_before is None:
@@ -263,6 +266,7 @@ def run_gate(
             "p_value": "" if decision.p_value is None else f"{decision.p_value:.6g}",
             "test": decision.test or "",
             "holdout_rows": str(decision.rows),
+            "holdout_rows_seen_by_champion": str(seen),
             "holdout_start": split.holdout_start.isoformat(),
             "min_margin": str(policy.min_margin),
             "alpha": str(policy.alpha),
@@ -279,6 +283,28 @@ def run_gate(
     after = registry.version_by_alias(registry.CHAMPION, tracking_uri, model_name)
     return GateOutcome(decision, str(challenger_version), champion_before,
                        None if after is None else str(after.version), split.holdout_start.isoformat())
+
+
+def _rows_unseen_by(client: Any, champion_mv: Any, dataset: pd.DataFrame, holdout: np.ndarray,
+                    horizon: int) -> tuple[np.ndarray, int]:
+    """Holdout rows the champion never trained on (nor on a label reaching them).
+
+    A champion trained on another window (a data scientist's custom run) may have trained on part
+    of today's holdout; those rows would flatter it. Rows up to its ``split.train_end`` + H candles
+    are left out of the comparison. Champions without that tag are compared on every row.
+    """
+    if champion_mv is None or not champion_mv.run_id:
+        return holdout, 0
+    train_end = client.get_run(champion_mv.run_id).data.tags.get("split.train_end")
+    if not train_end:
+        return holdout, 0
+    stamps = pd.Series(pd.unique(dataset["ts"])).sort_values()
+    bar = stamps.diff().median() if len(stamps) > 1 else pd.Timedelta(0)
+    end = pd.Timestamp(train_end)
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    ts = pd.to_datetime(dataset["ts"].iloc[holdout], utc=True)
+    keep = (ts > end + horizon * bar).to_numpy()
+    return holdout[keep], int((~keep).sum())
 
 
 def _predict(model: registry.LoadedModel, X: np.ndarray) -> np.ndarray:

@@ -125,3 +125,21 @@ def test_failure_while_scoring_keeps_the_champion(mlflow_uri: str, champion_v1: 
     assert _champion(mlflow_uri) == champion_v1
     tags = MlflowClient(mlflow_uri).get_model_version(registry.MODEL_NAME, broken).tags
     assert tags["gate.verdict"] == "error" and tags["gate.error"]
+
+
+def test_rows_the_champion_trained_on_are_left_out(mlflow_uri: str, champion_v1: str) -> None:
+    """A champion trained on a later window must not be scored on rows it has seen."""
+    data = _dataset(1000, 320, 300)
+    split = split_dataset(data)
+    client = MlflowClient(mlflow_uri)
+    run_id = client.get_model_version(registry.MODEL_NAME, champion_v1).run_id
+    seen_until = data["ts"].iloc[split.holdout[399]]
+    client.set_tag(run_id, "split.train_end", seen_until.isoformat())
+    challenger = _register(mlflow_uri, _copycat(_CHALLENGER_COL))
+    outcome = run_gate(data, challenger, tracking_uri=mlflow_uri)
+    # rows up to seen_until + 10 candles are excluded: 400 + 10 of 1000
+    assert outcome.decision.rows == 590
+    tags = client.get_model_version(registry.MODEL_NAME, challenger).tags
+    assert tags["gate.holdout_rows_seen_by_champion"] == "410"
+    # the champion's extra errors were all in the first 320 rows: on the rest both are equal
+    assert outcome.decision.margin == pytest.approx(0.0) and _champion(mlflow_uri) == champion_v1
