@@ -33,8 +33,14 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 EXPERIMENT = "mem-reversal"
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
-#: What the model needs to be loaded elsewhere (given, so MLflow does not infer it for seconds).
-PIP_REQUIREMENTS = ["scikit-learn", "skops", "numpy"]
+
+
+def pip_requirements() -> list[str]:
+    """What the model needs to be loaded elsewhere, pinned to the versions that trained it
+    (given explicitly so MLflow does not spend seconds inferring them)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy")]
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +196,7 @@ def _log_sklearn(model: Any, signature: Any, example: Any) -> Any:
         skops_trusted_types=skops_trusted_types(model),
         signature=signature,
         input_example=example,
-        pip_requirements=PIP_REQUIREMENTS,
+        pip_requirements=pip_requirements(),
         pyfunc_predict_fn="predict_proba",
     )
 
