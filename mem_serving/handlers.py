@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
 
+from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
 from mem_pipelines.lib import features as feats
 from mem_pipelines.lib.labels import TREND_LOOKBACK, reversal_direction
 from mem_serving.caches import TTLCache
@@ -59,17 +59,20 @@ UNLIMITED = Budget()
 
 
 class MemoryEngineLike(Protocol):
-    def enhance(self, request: Any) -> Any: ...
-    def record_outcome(self, outcome: Any) -> Any: ...
-    def parameters(self) -> Any: ...
-    def strategies(self, include_deprecated: bool = False) -> list[Any]: ...
+    """The part of ``mem_memory.MemoryEngine`` serving uses (thread-safe: it locks itself)."""
+
+    def enhance(self, request: SignalRequest) -> Decision: ...
+    def record_outcome(self, outcome: Outcome) -> LearningUpdate: ...
+    def parameters(self) -> Parameters: ...
+    def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]: ...
+    def stats(self, now: Any = None) -> MemoryStats: ...
 
 
 @dataclass(frozen=True)
 class Enhanced:
     """The memory's decision plus what serving knew when it was taken."""
 
-    decision: Any
+    decision: Decision
     prediction: Prediction | None
     model_version: str
 
@@ -113,6 +116,9 @@ def newest_features(block: CandleBlock) -> dict[str, float]:
 
 
 class Handlers:
+    """Serving's calls. Thread-safe: the memory engine locks itself; caches and the candle history
+    have their own locks; the model reference is swapped atomically by the provider."""
+
     def __init__(
         self,
         settings: ServingSettings,
@@ -120,9 +126,6 @@ class Handlers:
         engine: MemoryEngineLike,
         metrics: ServingMetrics | None = None,
         candle_source: CandleSource | None = None,
-        *,
-        signal_request_type: type | None = None,
-        outcome_type: type | None = None,
     ) -> None:
         self.settings = settings
         self.models = models
@@ -132,17 +135,6 @@ class Handlers:
         self.history = CandleHistory(feats.SERVING_HISTORY)
         self.predictions: TTLCache[Prediction] = TTLCache(settings.prediction_ttl_s)
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
-        # The engine is shared by all worker threads; one writer at a time.
-        self._memory_lock = threading.RLock()
-        if signal_request_type is None or outcome_type is None:
-            import mem_memory
-
-            signal_request_type = signal_request_type or mem_memory.SignalRequest
-            outcome_type = outcome_type or mem_memory.Outcome
-        self._SignalRequest = signal_request_type
-        self._Outcome = outcome_type
-        self._signal_fields = {f.name for f in fields(signal_request_type)}
-        self._outcome_fields = {f.name for f in fields(outcome_type)}
 
     # ---- candles and features ----------------------------------------------------------
 
@@ -236,10 +228,9 @@ class Handlers:
         budget.check("recording the decision")
         request = self._signal_request(query, ml_confidence, ml_direction, version, features)
         memory_started = time.perf_counter()
-        with self._memory_lock:
-            decision = self.engine.enhance(request)
+        decision = self.engine.enhance(request)
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
-        self.metrics.decision(str(getattr(decision, "action", query.action)))
+        self.metrics.decision(decision.action)
         self.metrics.enhancement.observe(time.perf_counter() - started)
         return Enhanced(decision=decision, prediction=prediction, model_version=version)
 
@@ -258,8 +249,10 @@ class Handlers:
         except feats.InsufficientHistory:
             return {}
 
-    def _signal_request(self, q: EnhanceQuery, ml_confidence, ml_direction, version, features) -> Any:
-        values = dict(
+    def _signal_request(self, q: EnhanceQuery, ml_confidence, ml_direction, version, features) -> SignalRequest:
+        # The memory's SignalRequest has no field for the free-form market_context, so it is not
+        # stored (see docs/serving.md); the feature snapshot drives strategies and similarity.
+        return SignalRequest(
             symbol=q.symbol,
             action=q.action,
             base_confidence=q.base_confidence,
@@ -271,12 +264,10 @@ class Handlers:
             model_version=version or None,
             features=features,
             session_id=q.session_id,
-            market_context=dict(q.market_context),
         )
-        return self._SignalRequest(**{k: v for k, v in values.items() if k in self._signal_fields})
 
-    def log_outcome(self, query: OutcomeQuery, budget: Budget = UNLIMITED) -> Any:
-        values = dict(
+    def log_outcome(self, query: OutcomeQuery, budget: Budget = UNLIMITED) -> LearningUpdate:
+        outcome = Outcome(
             decision_id=query.decision_id,
             entry_price=query.entry_price,
             exit_price=query.exit_price,
@@ -286,31 +277,20 @@ class Handlers:
             exit_reason=query.exit_reason,
             time=query.time,
         )
-        outcome = self._Outcome(**{k: v for k, v in values.items() if k in self._outcome_fields})
         budget.check("learning from the outcome")
-        with self._memory_lock:
-            update = self.engine.record_outcome(outcome)
-            self.memory_cache.clear()
-        self.metrics.outcome(query.pnl > 0)
-        self.refresh_strategy_gauge()
+        update = self.engine.record_outcome(outcome)
+        self.memory_cache.clear()
+        self.metrics.outcome(update.win)
         return update
 
-    def parameters(self) -> Any:
-        return self.memory_cache.get_or_compute(("parameters",), self._read_parameters)
+    def parameters(self) -> Parameters:
+        return self.memory_cache.get_or_compute(("parameters",), self.engine.parameters)
 
-    def _read_parameters(self) -> Any:
-        with self._memory_lock:
-            return self.engine.parameters()
+    def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]:
+        return self.memory_cache.get_or_compute(
+            ("strategies", bool(include_deprecated)), lambda: list(self.engine.strategies(include_deprecated=include_deprecated))
+        )
 
-    def strategies(self, include_deprecated: bool = False) -> list[Any]:
-        def read() -> list[Any]:
-            with self._memory_lock:
-                return list(self.engine.strategies(include_deprecated=include_deprecated))
-
-        return self.memory_cache.get_or_compute(("strategies", bool(include_deprecated)), read)
-
-    def refresh_strategy_gauge(self) -> None:
-        with self._memory_lock:
-            specs = list(self.engine.strategies(include_deprecated=True))
-        deprecated = sum(1 for s in specs if getattr(s, "deprecated", False))
-        self.metrics.set_strategies(len(specs) - deprecated, deprecated)
+    def memory_stats(self) -> MemoryStats:
+        """Counts and the 24 h win rate from the store (for the metrics; cached like memory queries)."""
+        return self.memory_cache.get_or_compute(("stats",), self.engine.stats)

@@ -6,8 +6,8 @@ name                                   type       meaning
 mem_decisions_total{action}            counter    enhanced signals recorded (rate()/increase())
 mem_decisions_last_hour                gauge      decisions recorded in the last 60 minutes
 mem_outcomes_total{result}             counter    outcomes logged, result = win | loss
-mem_win_rate_24h                       gauge      wins / outcomes logged in the last 24 h (NaN
-                                                  when none)
+mem_win_rate_24h                       gauge      wins / trades closed in the last 24 h, from the
+                                                  memory store (NaN when none)
 mem_ml_latency_seconds                 histogram  features + model inference of one prediction
 mem_memory_load_seconds                histogram  the memory engine's part of one enhancement
 mem_enhancement_seconds                histogram  one EnhanceSignal end to end in the handler
@@ -17,8 +17,9 @@ mem_prediction_cache_total{result}     counter    prediction cache hit | miss
 mem_model_info{version}                gauge      1 for the champion version being served
 =====================================  =========  ============================================
 
-The hour and 24 h windows are kept in this process (a deque of timestamps), so they restart from
-zero with the server; counters are the durable view for Prometheus.
+The last-hour decision window is kept in this process (a deque of timestamps) and restarts with
+the server; counters are the durable view for Prometheus. The 24 h win rate and the strategy
+counts come from the memory store (all processes).
 """
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ import math
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 class _Window:
@@ -56,12 +61,6 @@ class _Window:
             self._trim()
             return len(self._events)
 
-    def rate(self) -> float:
-        with self._lock:
-            self._trim()
-            if not self._events:
-                return math.nan
-            return sum(1 for _, f in self._events if f) / len(self._events)
 
 
 class ServingMetrics:
@@ -69,13 +68,12 @@ class ServingMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self._hour = _Window(3600.0, clock)
-        self._day = _Window(86400.0, clock)
         self.decisions = Counter("mem_decisions", "Enhanced signals recorded", ["action"], registry=r)
         self.decisions_last_hour = Gauge("mem_decisions_last_hour", "Decisions recorded in the last hour", registry=r)
         self.decisions_last_hour.set_function(self._hour.count)
         self.outcomes = Counter("mem_outcomes", "Outcomes logged", ["result"], registry=r)
-        self.win_rate_24h = Gauge("mem_win_rate_24h", "Win rate of outcomes logged in the last 24 h", registry=r)
-        self.win_rate_24h.set_function(self._day.rate)
+        self.win_rate_24h = Gauge("mem_win_rate_24h", "Win rate of trades closed in the last 24 h (memory store)", registry=r)
+        self.win_rate_24h.set(math.nan)
         self.ml_latency = Histogram(
             "mem_ml_latency_seconds", "Features + inference of one prediction", buckets=_LATENCY_BUCKETS, registry=r
         )
@@ -97,11 +95,14 @@ class ServingMetrics:
 
     def outcome(self, win: bool) -> None:
         self.outcomes.labels("win" if win else "loss").inc()
-        self._day.add(win)
 
-    def set_strategies(self, active: int, deprecated: int) -> None:
-        self.strategies.labels("active").set(active)
-        self.strategies.labels("deprecated").set(deprecated)
+    def bind_memory(self, stats: Callable[[], Any]) -> None:
+        """Read the 24 h win rate and the strategy counts from the memory store at scrape time
+        (``stats`` returns a ``MemoryStats``; cached by the caller), so trades and strategies
+        written by other processes (Dagster) count too."""
+        self.win_rate_24h.set_function(lambda: _nan_if_none(stats().win_rate_24h))
+        self.strategies.labels("active").set_function(lambda: stats().active_strategies)
+        self.strategies.labels("deprecated").set_function(lambda: stats().deprecated_strategies)
 
     def set_model(self, version: str | None) -> None:
         with self._model_lock:

@@ -156,7 +156,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     store = MemoryStore.open(memory_db, key=key_from_env())
     engine = MemoryEngine(store)
     handlers = Handlers(settings, models, engine, metrics, questdb_source(QuestDBSettings.from_env()))
-    handlers.refresh_strategy_gauge()
+    metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(settings, handlers)
     models.subscribe(lambda model: running.set_model_health(model is not None))
     running.stoppers.append(models.stop)

@@ -74,14 +74,15 @@ def test_grpcurl_enhances_a_signal_through_reflection(grpcurl: str, stack: Stack
     }
     done = _run(grpcurl, stack.address, "mem.v1.MemService/EnhanceSignal", data=request)
     assert done.returncode == 0, done.stderr
-    reply = json.loads(done.stdout)
-    assert reply["decisionId"]
+    reply = json.loads(done.stdout)  # grpcurl prints the proto field names
+    assert reply.get("decision_id"), done.stdout
     assert reply["symbol"] == "BTCUSDT"
     assert reply["action"] in ("ACTION_BUY", "ACTION_HOLD")
     assert 0.0 <= reply.get("confidence", 0.0) <= 1.0
-    assert reply["modelVersion"] == model_store.v1
-    assert 0.0 <= reply["mlConfidence"] <= 1.0
-    assert reply["baseConfidence"] == 0.65
+    assert reply["model_version"] == model_store.v1
+    assert 0.0 <= reply["ml_confidence"] <= 1.0
+    assert reply["base_confidence"] == 0.65
+    assert reply["reasoning"]
 
     bad = _run(grpcurl, stack.address, "mem.v1.MemService/EnhanceSignal", data={**request, "symbol": ""})
     assert bad.returncode != 0

@@ -1,0 +1,220 @@
+"""The real server on a free loopback port: full cycle, champion swap, statuses, health, auth."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pandas as pd
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mem_pipelines.lib.features import MIN_HISTORY, SERVING_HISTORY
+from mem_serving import converters as conv
+from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.errors import DeadlineExceeded
+from mem_serving.handlers import Budget
+
+from .conftest import ModelStore, Stack, start_stack
+from .helpers import candle_pb, candles_pb, now_pb, promote
+
+SYMBOL = "BTCUSDT"
+
+
+def _history(serve_candles: pd.DataFrame) -> pd.DataFrame:
+    return serve_candles.iloc[:SERVING_HISTORY]
+
+
+def _enhance(stack: Stack, candles: list, **over) -> pb.EnhancedSignal:
+    fields = dict(symbol=SYMBOL, action=pb.ACTION_BUY, base_confidence=0.65, price=100.0, time=now_pb(), strategy="momentum", candles=candles)
+    return stack.stub.EnhanceSignal(pb.EnhanceSignalRequest(**(fields | over)), timeout=10)
+
+
+def _code(call, *args, **kw) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as err:
+        call(*args, timeout=10, **kw)
+    return err.value.code(), err.value.details()
+
+
+def _health(channel: grpc.Channel, service: str = "") -> int:
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def test_predict_then_new_candles_use_the_servers_history(stack: Stack, model_store: ModelStore, serve_candles: pd.DataFrame) -> None:
+    history = _history(serve_candles)
+    first = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=candles_pb(history)), timeout=10)
+    assert first.model_version == model_store.v1 and 0.0 <= first.confidence <= 1.0
+    assert first.direction in (pb.DIRECTION_BULLISH, pb.DIRECTION_BEARISH)
+    assert first.is_reversal == (first.confidence >= 0.5)
+    assert first.candle_ts.ToMilliseconds() == int(history.ts.iloc[-1].value // 1_000_000)
+    # the next candle alone: the server appends it to the symbol's history
+    nxt = serve_candles.iloc[SERVING_HISTORY]
+    second = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=[candle_pb(tuple(nxt))]), timeout=10)
+    assert second.candle_ts.ToMilliseconds() == int(nxt.ts.value // 1_000_000)
+    # the same as sending the whole window
+    full = serve_candles.iloc[1 : SERVING_HISTORY + 1]
+    other = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="OTHER", candles=candles_pb(full)), timeout=10)
+    assert other.confidence == pytest.approx(second.confidence, abs=1e-12)
+
+
+def test_out_of_distribution_flags_features_outside_the_training_ranges(stack: Stack, serve_candles: pd.DataFrame) -> None:
+    history = _history(serve_candles).copy()
+    spike = history.iloc[-1].copy()
+    spike["volume"] *= 1000.0  # volume ratio far beyond anything seen in training
+    history.iloc[-1] = spike
+    reply = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="SPIKE", candles=candles_pb(history)), timeout=10)
+    assert reply.out_of_distribution and "volume_ratio" in reply.out_of_range_features
+
+
+def test_new_champion_is_used_without_restart_and_without_a_failed_call(
+    stack: Stack, model_store: ModelStore, serve_candles: pd.DataFrame
+) -> None:
+    history = candles_pb(_history(serve_candles))
+    stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=history), timeout=10)
+    seen: list[str] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def call_continuously() -> None:
+        i = SERVING_HISTORY
+        while not stop.is_set():
+            row = tuple(serve_candles.iloc[i])
+            i += 1
+            try:
+                seen.append(stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=[candle_pb(row)]), timeout=5).model_version)
+            except grpc.RpcError as exc:
+                failures.append(exc)
+
+    caller = threading.Thread(target=call_continuously)
+    caller.start()
+    try:
+        while len(seen) < 5:
+            time.sleep(0.01)
+        promote(stack.uri, model_store.v2)
+        deadline = time.monotonic() + 15
+        while (not seen or seen[-1] != model_store.v2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        n = len(seen)
+        while len(seen) < n + 5:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        caller.join(10)
+    assert not failures
+    assert seen[0] == model_store.v1 and seen[-1] == model_store.v2
+    switch = seen.index(model_store.v2)
+    assert set(seen[:switch]) == {model_store.v1} and set(seen[switch:]) == {model_store.v2}  # one clean swap
+
+
+def test_invalid_inputs_get_invalid_argument_naming_the_field(stack: Stack, serve_candles: pd.DataFrame) -> None:
+    history = candles_pb(_history(serve_candles))
+    cases = {
+        "symbol": dict(symbol=""),
+        "price": dict(price=float("nan")),
+        "action": dict(action=pb.ACTION_UNSPECIFIED),
+        "base_confidence": dict(base_confidence=1.5),
+        "ml_prediction.confidence": dict(ml_prediction=pb.MlPrediction(confidence=-0.1, direction=pb.DIRECTION_BULLISH)),
+        "ml_prediction.direction": dict(ml_prediction=pb.MlPrediction(confidence=0.5)),
+    }
+    for field, change in cases.items():
+        code, details = _code(stack.stub.EnhanceSignal, pb.EnhanceSignalRequest(**(dict(
+            symbol=SYMBOL, action=pb.ACTION_BUY, base_confidence=0.6, price=100.0, candles=history) | change)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert details.startswith(field + ":"), details
+    # an unknown enum number (a newer client) is refused like UNSPECIFIED
+    raw = pb.EnhanceSignalRequest(symbol=SYMBOL, base_confidence=0.6, price=100.0).SerializeToString() + b"\x10\x07"
+    code, details = _code(stack.channel.unary_unary("/mem.v1.MemService/EnhanceSignal"), raw)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("action:") and "7" in details
+
+    bad = list(history)
+    broken = pb.Candle()
+    broken.CopyFrom(bad[10])
+    broken.high = broken.low * 0.5
+    bad[10] = broken
+    code, details = _code(stack.stub.PredictReversal, pb.PredictReversalRequest(symbol=SYMBOL, candles=bad))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("candles[10].high:")
+
+    code, details = _code(stack.stub.PredictReversal, pb.PredictReversalRequest(symbol="FEW", candles=history[:10]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("candles:")
+    assert f"at least {MIN_HISTORY}" in details and "got 10" in details
+
+    code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(decision_id="", entry_price=1, exit_price=1))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("decision_id:")
+
+
+def test_unknown_decision_is_not_found(stack: Stack) -> None:
+    code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(
+        decision_id="no-such-decision", entry_price=100, exit_price=101, size=1, pnl=1, pnl_pct=0.01, exit_reason="take_profit"))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_expired_deadline_is_deadline_exceeded_and_records_nothing(stack: Stack, serve_candles: pd.DataFrame) -> None:
+    decisions = stack.handlers.metrics.decisions
+    before = sum(decisions.labels(a)._value.get() for a in ("BUY", "SELL", "HOLD"))
+    request = pb.EnhanceSignalRequest(
+        symbol=SYMBOL, action=pb.ACTION_BUY, base_confidence=0.6, price=100.0, candles=candles_pb(_history(serve_candles)))
+    with pytest.raises(grpc.RpcError) as err:
+        stack.stub.EnhanceSignal(request, timeout=0.0001)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # the handler checks the remaining time before each expensive step and records nothing
+    query = conv.enhance_query(request, 5000)
+    with pytest.raises(DeadlineExceeded):
+        stack.handlers.enhance(query, Budget(lambda: 0.0))
+    time.sleep(0.2)
+    assert sum(decisions.labels(a)._value.get() for a in ("BUY", "SELL", "HOLD")) == before
+    assert _health(stack.channel) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_no_champion_is_unavailable_and_not_serving(empty_mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
+    s = start_stack(empty_mlflow_uri, tmp_path / "memory.db")
+    try:
+        code, details = _code(s.stub.PredictReversal, pb.PredictReversalRequest(symbol=SYMBOL, candles=candles_pb(_history(serve_candles))))
+        assert code == grpc.StatusCode.UNAVAILABLE and "champion" in details
+        assert _health(s.channel) == health_pb2.HealthCheckResponse.SERVING  # the process is fine
+        assert _health(s.channel, "mem.v1.MemService") == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        s.channel.close()
+        s.running.stop(grace=1.0)
+
+
+def test_bearer_token_is_required_when_configured(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
+    s = start_stack(mlflow_uri, tmp_path / "memory.db", token="s3cret-token")
+    try:
+        code, details = _code(s.stub.GetParameters, pb.GetParametersRequest())
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "s3cret" not in details
+        code, _ = _code(s.stub.GetParameters, pb.GetParametersRequest(), metadata=(("authorization", "Bearer wrong"),))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        reply = s.stub.GetParameters(pb.GetParametersRequest(), timeout=10, metadata=(("authorization", "Bearer s3cret-token"),))
+        assert reply.version
+        assert _health(s.channel) == health_pb2.HealthCheckResponse.SERVING  # probes need no token
+    finally:
+        s.channel.close()
+        s.running.stop(grace=1.0)
+
+
+def test_symbol_alone_reads_recent_candles_from_questdb(
+    questdb, mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame, stack: Stack
+) -> None:
+    from mem_pipelines.questdb.local import free_port
+    from mem_pipelines.questdb.store import write_candles
+    from mem_pipelines.settings import QuestDBSettings
+    from mem_serving.handlers import questdb_source
+
+    history = _history(serve_candles)
+    write_candles(questdb, history.assign(symbol="QDBSERVE"))
+    s = start_stack(mlflow_uri, tmp_path / "memory-q.db", candle_source=questdb_source(questdb))
+    down = start_stack(mlflow_uri, tmp_path / "memory-d.db", candle_source=questdb_source(QuestDBSettings(pg_port=free_port())))
+    try:
+        reply = s.stub.PredictReversal(pb.PredictReversalRequest(symbol="QDBSERVE"), timeout=20)
+        direct = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="DIRECT", candles=candles_pb(history)), timeout=10)
+        assert reply.candle_ts == direct.candle_ts
+        assert reply.confidence == pytest.approx(direct.confidence, abs=1e-12)
+        code, details = _code(s.stub.PredictReversal, pb.PredictReversalRequest(symbol="NOSUCHSYMBOL"))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "holds 0 candles" in details
+        code, details = _code(down.stub.PredictReversal, pb.PredictReversalRequest(symbol="QDBSERVE"))
+        assert code == grpc.StatusCode.UNAVAILABLE and "QuestDB" in details
+    finally:
+        for x in (s, down):
+            x.channel.close()
+            x.running.stop(grace=1.0)
