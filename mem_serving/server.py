@@ -161,14 +161,22 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     models.subscribe(lambda model: running.set_model_health(model is not None))
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
-    if start_metrics and settings.metrics_port >= 0:
-        from prometheus_client import start_http_server
-
-        httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
-        running.metrics_port = httpd.server_address[1]
-        running.stoppers.append(httpd.shutdown)
-        log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, running.metrics_port)
+    if start_metrics:
+        start_metrics_http(running, settings)
     return running
+
+
+def start_metrics_http(running: RunningServer, settings: ServingSettings) -> None:
+    """Serve the handlers' metrics registry in Prometheus format (unless ``metrics_port < 0``)."""
+    if settings.metrics_port < 0:
+        return
+    from prometheus_client import start_http_server
+
+    httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=running.handlers.metrics.registry)
+    running.metrics_port = httpd.server_address[1]
+    running.stoppers.append(httpd.server_close)
+    running.stoppers.append(httpd.shutdown)
+    log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, running.metrics_port)
 
 
 def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServer], None] | None = None) -> None:

@@ -18,7 +18,7 @@ from mem_serving._gen.mem.v1 import mem_pb2_grpc
 from mem_serving.handlers import Handlers
 from mem_serving.metrics import ServingMetrics
 from mem_serving.model_provider import ModelProvider
-from mem_serving.server import RunningServer, create_running_server
+from mem_serving.server import RunningServer, create_running_server, start_metrics_http
 from mem_serving.settings import ServingSettings
 
 from .helpers import V1_PARAMS, V2_PARAMS, load_candles, promote, train_version
@@ -114,6 +114,7 @@ def start_stack(uri: str, memory_db: Path, candle_source=None, **settings: objec
     running = create_running_server(config, handlers)
     models.subscribe(lambda m: running.set_model_health(m is not None))
     running.stoppers += [models.stop, store.close]
+    start_metrics_http(running, config)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     return Stack(running, channel, mem_pb2_grpc.MemServiceStub(channel), uri, memory_db, engine, store)
 
