@@ -1,0 +1,154 @@
+"""The store file: permissions, encryption at rest, keys, integrity, audit trail."""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from mem_memory import (
+    MalformedMemoryKey,
+    MemoryEngine,
+    MemoryKeyError,
+    MemoryStore,
+    MissingMemoryKey,
+    StoreClosed,
+    UnencryptedStoreKeyError,
+    WrongMemoryKey,
+    key_from_env,
+)
+
+from tests.memory.conftest import b64, outcome, request
+
+REASONING_MARK = "zebra-quokka-7731"
+PRICE = 12345.6789
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_files_are_created_0600_even_with_a_loose_umask(db: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        store = MemoryStore.open(db)
+        MemoryEngine(store).enhance(request())
+        files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+        assert all(p.exists() for p in files)
+        assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+        store.close()
+    finally:
+        os.umask(old)
+
+
+def _write_marked(store: MemoryStore) -> str:
+    engine = MemoryEngine(store)
+    d = engine.enhance(request(price=PRICE, strategy=REASONING_MARK))
+    engine.record_outcome(outcome(d, 0.0123))
+    return d.decision_id
+
+
+def _needles(decision_id: str) -> list[bytes]:
+    return [REASONING_MARK.encode(), repr(PRICE).encode(), b"12345.67", b"BTCUSDT", b"momentum", b"take_profit", b"rsi14"]
+
+
+def test_with_a_key_no_decision_text_or_number_is_in_the_file(db: Path, key: bytes) -> None:
+    store = MemoryStore.open(db, key=key)
+    did = _write_marked(store)
+    wal = Path(f"{db}-wal").read_bytes()
+    assert wal  # the writes are in the WAL now ...
+    for needle in _needles(did):
+        assert needle not in wal, needle
+    store.checkpoint()  # ... and in the main file after a checkpoint
+    store.close()
+    data = db.read_bytes() + (Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else b"")
+    for needle in _needles(did):
+        assert needle not in data, needle
+    again = MemoryStore.open(db, key=key)  # and it reads back
+    d, o = again.get_decision(did)
+    assert d.price == PRICE and d.strategy == REASONING_MARK and o is not None
+    again.close()
+
+
+def test_control_without_a_key_the_text_is_visible(db: Path) -> None:
+    store = MemoryStore.open(db)
+    _write_marked(store)
+    store.checkpoint()
+    store.close()
+    assert REASONING_MARK.encode() in db.read_bytes()  # so the encrypted test above is meaningful
+
+
+def test_wrong_missing_and_unexpected_keys_are_clear_errors(db: Path, key: bytes) -> None:
+    MemoryStore.open(db, key=key).close()
+    with pytest.raises(WrongMemoryKey, match="not the key"):
+        MemoryStore.open(db, key=os.urandom(32))
+    with pytest.raises(MissingMemoryKey, match="encrypted; set MEM_MEMORY_KEY"):
+        MemoryStore.open(db)
+    plain = db.with_name("plain.db")
+    MemoryStore.open(plain).close()
+    with pytest.raises(UnencryptedStoreKeyError):
+        MemoryStore.open(plain, key=key)
+    assert issubclass(WrongMemoryKey, MemoryKeyError)
+
+
+def test_key_from_env(key: bytes) -> None:
+    assert key_from_env({}) is None
+    assert key_from_env({"MEM_MEMORY_KEY": "  "}) is None
+    assert key_from_env({"MEM_MEMORY_KEY": b64(key)}) == key
+    secret = b64(os.urandom(16))
+    with pytest.raises(MalformedMemoryKey, match="16 bytes") as e:
+        key_from_env({"MEM_MEMORY_KEY": secret})
+    assert secret not in str(e.value)
+    with pytest.raises(MalformedMemoryKey, match="base64"):
+        key_from_env({"MEM_MEMORY_KEY": "not base64!!"})
+
+
+def test_the_key_never_shows_in_repr_or_logs(db: Path, key: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = MemoryStore.open(db, key=key)
+    engine = MemoryEngine(store)
+    engine.enhance(request())
+    texts = [repr(store), str(store), repr(engine), repr(store._codec), caplog.text]
+    for t in texts:
+        assert b64(key) not in t and key.hex() not in t
+    assert "encrypted=True" in repr(store)
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(store)
+
+
+def test_store_reopens_with_integrity_and_is_append_only(db: Path) -> None:
+    store = MemoryStore.open(db)
+    _write_marked(store)
+    n = store.last_event_id()
+    store.close()
+    with pytest.raises(StoreClosed):
+        store.last_event_id()
+    again = MemoryStore.open(db)
+    assert again.integrity_check() == "ok"
+    assert again.last_event_id() == n
+    assert [e.event_id for e in again.events_since(0)] == list(range(1, n + 1))
+    again.close()
+
+
+def test_tampered_payload_fails_loudly(db: Path, key: bytes) -> None:
+    import sqlite3
+
+    from mem_memory import CorruptRecord
+
+    store = MemoryStore.open(db, key=key)
+    MemoryEngine(store).enhance(request())
+    store.close()
+    conn = sqlite3.connect(db)
+    blob = bytearray(conn.execute("SELECT payload FROM events WHERE event_id = 1").fetchone()[0])
+    blob[-1] ^= 1
+    conn.execute("UPDATE events SET payload = ? WHERE event_id = 1", (bytes(blob),))
+    conn.commit()
+    conn.close()
+    again = MemoryStore.open(db, key=key)
+    with pytest.raises(CorruptRecord):
+        again.events_since(0)
+    again.close()
