@@ -12,6 +12,7 @@ functions, so the replay learns exactly as the deployed loop does:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -204,11 +205,21 @@ def recent_performance(engine: Any, n: int = 20) -> tuple[int, float]:
 
 # --------------------------------------------------------------------------- the replay's learner
 class MemoryLearner:
-    """The sensors' learning for the replay: in-process, on the server's memory store."""
+    """The sensors' learning for the replay: in-process, on the server's memory store.
 
-    def __init__(self, engine: Any, exports: Path | None = None) -> None:
+    The server's engine applies other processes' writes on its next call once
+    ``refresh_interval_s`` (1 s) has passed since its last look. So that the next decision of the
+    replay sees what a step learned — every time, not depending on how fast the machine is — a
+    step that wrote anything waits ``settle_s`` (that interval plus a margin) before returning.
+    """
+
+    def __init__(self, engine: Any, exports: Path | None = None, settle_s: float | None = None) -> None:
         self.engine = engine
         self.exports = exports
+        self.settle_s = engine.config.refresh_interval_s + 0.25 if settle_s is None else settle_s
+        self.waits = 0
+        self._cursor = engine.store.last_event_id()  # changes before the replay are not its learning
+        self._deprecated = {name: s.deprecated for name, s in engine.store.strategies().items()}
 
     @classmethod
     @contextmanager
@@ -219,13 +230,66 @@ class MemoryLearner:
             yield cls(engine, exports)
 
     def step(self, now: pd.Timestamp) -> list[LearningEvent]:
+        before = self.engine.store.last_event_id()
         discovery = run_discovery(self.engine, now, self.exports)
         monitor = run_monitor(self.engine, now)
-        return [LearningEvent(pd.Timestamp(now), f"strategy_{c.kind}", c.subject, c.detail) for c in discovery.changes] + [
-            LearningEvent(pd.Timestamp(now), "parameter_adjusted", c.subject, c.detail) for c in monitor.changes
-        ]
+        if self.engine.store.last_event_id() != before and self.settle_s > 0:
+            self.waits += 1
+            time.sleep(self.settle_s)
+        del discovery, monitor  # their changes are in the event log, read below with the server's
+        return self.changes_since_last_step(pd.Timestamp(now))
+
+    def changes_since_last_step(self, now: pd.Timestamp) -> list[LearningEvent]:
+        """Every learning change in the audit trail since the previous step — the server's (after
+        each outcome: strategy stats, deprecation, parameter steps, the monitor) and this
+        process's (discovery, monitor) — summarised: one row per strategy and per parameter and
+        trigger kind."""
+        from mem_memory import PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, ParameterAdjustment, StrategySpec
+
+        strategies: dict[str, tuple[str, StrategySpec]] = {}
+        adjustments: dict[tuple[str, str], list[ParameterAdjustment]] = {}
+        while True:
+            batch = self.engine.store.events_since(self._cursor, limit=1000)
+            if not batch:
+                break
+            self._cursor = batch[-1].event_id
+            for e in batch:
+                if e.kind == STRATEGY_UPSERT:
+                    spec = StrategySpec.from_dict(e.payload)
+                    earlier = strategies.get(spec.name, (None,))[0]
+                    if spec.name not in self._deprecated:
+                        kind = "created"
+                    elif spec.deprecated and not self._deprecated[spec.name]:
+                        kind = "deprecated"
+                    else:
+                        kind = earlier or "updated"
+                    self._deprecated[spec.name] = spec.deprecated
+                    strategies[spec.name] = (kind, spec)
+                elif e.kind == PARAMETER_ADJUSTMENT:
+                    for a in e.payload["adjustments"]:
+                        adj = ParameterAdjustment.from_dict(a)
+                        adjustments.setdefault((adj.parameter, adj.trigger.split(":")[0]), []).append(adj)
+        out = []
+        for name in sorted(strategies):
+            kind, spec = strategies[name]
+            row = strategy_row(spec)
+            if kind == "deprecated":
+                detail = spec.deprecated_reason or "deprecated"
+            else:
+                detail = f"{row['conditions']} -> {row['action']}; {row['trades']} trades, win rate {row['win_rate']}"
+            out.append(LearningEvent(now, f"strategy_{kind}", name, detail))
+        for (parameter, trigger), adjs in sorted(adjustments.items()):
+            start, end = adjs[0].from_value, adjs[-1].to_value
+            if trigger == "outcome":
+                wins = sum(1 for a in adjs if a.reason.startswith("win"))
+                why = f"{len(adjs)} outcomes ({wins} wins x1.02, {len(adjs) - wins} losses x0.98)"
+            else:
+                why = "; ".join(dict.fromkeys(a.reason for a in adjs))
+            out.append(LearningEvent(now, f"parameter_{trigger}", parameter, f"{start:.4g} -> {end:.4g}: {why}"))
+        return out
 
     def snapshot(self, now: pd.Timestamp, outcomes: int) -> EvolutionPoint:
+        self.engine.refresh()  # the server's writes (outcomes, parameter adjustments) up to now
         specs = list(self.engine.strategies(include_deprecated=True))
         deprecated = sum(1 for s in specs if s.deprecated)
         return EvolutionPoint(
@@ -237,4 +301,5 @@ class MemoryLearner:
         )
 
     def final_strategies(self) -> list[dict[str, object]]:
+        self.engine.refresh()
         return [strategy_row(s) for s in self.engine.strategies(include_deprecated=True)]
