@@ -113,13 +113,13 @@ class Ring:
         f = len(self.names)
         if n == 0 or f == 0:
             return Similar(0, 0, ())
-        z = np.nan_to_num((self.vector(features) - self.mean) / self.std)
-        d2 = self.sq[:n] - 2.0 * (self.Z[:n] @ z) + float(z @ z)
-        if n > k:
-            idx = np.argpartition(d2, k)[:k]
-        else:
-            idx = np.arange(n)
-        idx = idx[d2[idx] <= radius * radius * f]
+        z = (self.vector(features) - self.mean) / self.std
+        z[np.isnan(z)] = 0.0
+        # squared distance up to the query's own constant |z|^2, which does not change the order
+        d2 = self.Z[:n] @ (z * np.float32(-2.0))
+        d2 += self.sq[:n]
+        idx = np.argpartition(d2, k)[:k] if n > k else np.arange(n)
+        idx = idx[d2[idx] + float(z @ z) <= radius * radius * f]
         return Similar(int(idx.size), int(self.win[idx].sum()), tuple(self.ids[i] for i in idx))
 
 
