@@ -176,17 +176,32 @@ class ReplayReport:
         return "\n".join(out) + "\n"
 
     def verdict(self) -> str:
+        """A plain sentence: did memory help (total P&L after costs, full system vs base + ML), and
+        is that an edge per trade or only trading fewer / smaller positions."""
         by = {v.name: v.metrics for v in self.variants}
         if "full" not in by or "base_ml" not in by:
             return ""
         full, ml = by["full"], by["base_ml"]
         diff = full.total_pnl - ml.total_pnl
-        word = "more" if diff > 0 else "less"
         helps = "helped" if diff > 0 else "did not help"
-        return (
-            f"Memory {helps} in this window: the full system made {_money(abs(diff))} {word} than base + ML "
-            f"({_money(full.total_pnl)} vs {_money(ml.total_pnl)} over {full.trades} vs {ml.trades} trades)."
+        text = (
+            f"Memory {helps} in this window on total P&L after costs: the full system made {_money(full.total_pnl)} "
+            f"vs {_money(ml.total_pnl)} for base + ML ({'+' if diff >= 0 else ''}{_money(diff)}; {full.trades} vs {ml.trades} trades)."
         )
+        if full.trades and ml.trades and not (math.isnan(full.avg_pnl_pct) or math.isnan(ml.avg_pnl_pct)):
+            better = full.avg_pnl_pct > ml.avg_pnl_pct
+            text += (
+                f" Per trade it was {'better' if better else 'worse'} ({_pct(full.avg_pnl_pct, 3)} vs {_pct(ml.avg_pnl_pct, 3)} of notional)"
+            )
+            if better != (diff > 0):
+                text += (
+                    ": the gain in total comes from how many and how large its positions were, not from better trades."
+                    if diff > 0
+                    else ": the loss in total comes from how many and how large its positions were."
+                )
+            else:
+                text += "."
+        return text
 
     # ------------------------------------------------------------------ files
     def write(self, folder: str | Path) -> dict[str, Path]:

@@ -71,7 +71,7 @@ def test_report_table_and_files(tmp_path: Path) -> None:
     assert len(rows) == 5
     assert "Base strategy alone" in rows[2] and "Base + ML filter" in rows[3] and "full system" in rows[4]
     assert "| 2 | 50.0% | -200.00 |" in rows[2]
-    assert "Memory helped" in rep.markdown()
+    assert "Memory helped in this window" in rep.markdown() and "Per trade it was" in rep.markdown()
     paths = rep.write(tmp_path / "a")
     assert set(paths) == {"markdown", "comparison", "trades", "evolution", "events", "equity_png"}
     assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
