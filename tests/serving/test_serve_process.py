@@ -1,0 +1,91 @@
+"""``mem serve`` as a process: ready line, health, metrics over HTTP, graceful stop on SIGTERM;
+and TLS with a bearer token end to end."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving._gen.mem.v1 import mem_pb2_grpc
+
+from .conftest import ModelStore, start_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_mem_serve_runs_and_stops_gracefully_on_sigterm(mlflow_uri: str, model_store: ModelStore, tmp_path: Path) -> None:
+    env = {**os.environ, "MEM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_uri, "MEM_QUESTDB_PG_PORT": "1"}
+    env.pop("MEM_SERVING_TOKEN", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "0", "--memory-db", str(tmp_path / "m.db")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        ready = json.loads(proc.stdout.readline())
+        assert ready["model_version"] == model_store.v1 and not ready["auth"] and not ready["tls"]
+        with grpc.insecure_channel(ready["grpc"]) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="mem.v1.MemService"), timeout=10)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            assert mem_pb2_grpc.MemServiceStub(channel).GetParameters(pb.GetParametersRequest(), timeout=10).version
+        text = urllib.request.urlopen(ready["metrics"], timeout=10).read().decode()
+        assert 'mem_requests_total{code="OK",method="GetParameters"} 1.0' in text
+        assert (tmp_path / "m.db").stat().st_mode & 0o777 == 0o600
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "stopping" in proc.stderr.read()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_with_bearer_token(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
+    cert, key = _self_signed(tmp_path)
+    s = start_stack(mlflow_uri, tmp_path / "memory.db", tls_cert=cert, tls_key=key, token="tls-token")
+    try:
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"localhost:{s.running.port}", creds) as channel:
+            stub = mem_pb2_grpc.MemServiceStub(channel)
+            reply = stub.GetParameters(pb.GetParametersRequest(), timeout=10, metadata=(("authorization", "Bearer tls-token"),))
+            assert reply.version
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetParameters(pb.GetParametersRequest(), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with grpc.insecure_channel(f"localhost:{s.running.port}") as plain:  # plaintext is refused
+            with pytest.raises(grpc.RpcError):
+                mem_pb2_grpc.MemServiceStub(plain).GetParameters(pb.GetParametersRequest(), timeout=3)
+    finally:
+        s.channel.close()
+        s.running.stop(grace=1.0)
