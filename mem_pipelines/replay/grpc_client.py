@@ -110,6 +110,7 @@ class GrpcSignalService:
             stop_loss=float(r.stop_loss),
             take_profit=float(r.take_profit),
             strategy=r.learned_strategy,
+            model_version=r.model_version,
         )
 
     def log_outcome(self, trade: Trade) -> None:

@@ -98,6 +98,7 @@ class Enhanced:
     stop_loss: float  # price level
     take_profit: float  # price level
     strategy: str = ""
+    model_version: str = ""
 
 
 class SignalService(Protocol):
@@ -228,6 +229,15 @@ class _SignalPolicy(Policy):
                      self.cfg.max_holding_bars, tag=tag, confidence=conf)
 
 
+def _same_model(expected: str, got: str) -> None:
+    """The server must score with the champion whose training window was checked."""
+    if expected and got and got != expected:
+        raise ReplayError(
+            f"the server answered with model version {got}, not the champion {expected} whose training window was "
+            "checked (a new champion during the replay?); rerun the replay"
+        )
+
+
 class BasePolicy(_SignalPolicy):
     def decide(self, symbol, index, candles):
         sig = self._signal(symbol, index)
@@ -243,10 +253,11 @@ class MLFilterPolicy(_SignalPolicy):
     starting parameters. ML support: a predicted reversal towards the signal's side supports it
     with its probability, one against it with 1 - probability."""
 
-    def __init__(self, cfg, signals, defaults, service: SignalService, history: int) -> None:
+    def __init__(self, cfg, signals, defaults, service: SignalService, history: int, model_version: str = "") -> None:
         super().__init__(cfg, signals, defaults)
         self.service = service
         self.history = history
+        self.model_version = model_version
 
     def decide(self, symbol, index, candles):
         from mem_memory.rules.combine import combine, hold_rule, ml_support
@@ -255,6 +266,7 @@ class MLFilterPolicy(_SignalPolicy):
         if sig is None:
             return None
         ml = self.service.predict(symbol, candles.iloc[-self.history :])
+        _same_model(self.model_version, ml.model_version)
         final = combine(sig[1], ml_support(sig[0], ml.confidence, ml.direction or None), None)
         if hold_rule(sig[0], final, self.defaults.ml_confidence_min) == "HOLD":
             self.skipped += 1
@@ -265,11 +277,13 @@ class MLFilterPolicy(_SignalPolicy):
 class FullPolicy(_SignalPolicy):
     """The full system: EnhanceSignal decides; outcomes go back; learning runs as it goes."""
 
-    def __init__(self, cfg, signals, defaults, service: SignalService, history: int, learner: Learner | None) -> None:
+    def __init__(self, cfg, signals, defaults, service: SignalService, history: int, learner: Learner | None,
+                 model_version: str = "") -> None:
         super().__init__(cfg, signals, defaults)
         self.service = service
         self.history = history
         self.learner = learner
+        self.model_version = model_version
         self.outcomes = 0
         self.since_learning = 0
         self.events: list[LearningEvent] = []
@@ -284,6 +298,7 @@ class FullPolicy(_SignalPolicy):
         hist = candles.iloc[-self.history :]
         # No ML prediction passed: the server predicts from the same candles itself.
         e = self.service.enhance(symbol, sig[0], sig[1], float(last["close"]), ts, self.cfg.base.name, hist, None)
+        _same_model(self.model_version, e.model_version)
         if e.action not in ("BUY", "SELL") or not e.size > 0:
             self.skipped += 1
             return None
@@ -336,8 +351,8 @@ def replay_frames(
 
     variants: list[VariantResult] = []
     base = BasePolicy(cfg, signals, defaults)
-    ml = MLFilterPolicy(cfg, signals, defaults, service, history)
-    full = FullPolicy(cfg, signals, defaults, service, history, learner)
+    ml = MLFilterPolicy(cfg, signals, defaults, service, history, model.version)
+    full = FullPolicy(cfg, signals, defaults, service, history, learner, model.version)
     for name, policy in (("base", base), ("base_ml", ml), ("full", full)):
         trades = tuple(run(policy))
         variants.append(

@@ -121,3 +121,58 @@ def test_replay_refuses_a_model_trained_into_the_window(loaded, tmp_path) -> Non
     with pytest.raises(LookAheadError, match="not before the replay window"):
         run_replay(cfg)
     assert not (tmp_path / "memory.db").exists()  # refused before touching anything
+
+
+def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_path, monkeypatch) -> None:
+    import dagster as dg
+
+    from mem_pipelines.learning.assets import replay_report
+    from mem_pipelines.learning.resources import MemoryStoreResource
+    from mem_pipelines.resources import QuestDBResource
+    from mem_pipelines.training.assets import MlflowResource
+    from mem_serving.server import build_app
+    from mem_serving.settings import ServingSettings
+
+    settings, _ = loaded
+    monkeypatch.setenv("MEM_HOME", str(tmp_path))  # reports/ under tmp_path, not the working tree
+    monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(settings.pg_port))
+    memory_db = tmp_path / "memory.db"
+    running = build_app(
+        ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=champion, max_workers=4),
+        start_metrics=False,
+    )
+    try:
+        result = dg.materialize(
+            [replay_report],
+            resources={
+                "memory_store": MemoryStoreResource(path=str(memory_db)),
+                "questdb": QuestDBResource.from_settings(settings),
+                "mlflow": MlflowResource(tracking_uri=champion),
+            },
+            run_config={"ops": {"replay_report": {"config": {
+                "symbols": list(SYMBOLS), "start": START, "end": "2025-06-02", "server": f"127.0.0.1:{running.port}",
+            }}}},
+        )
+    finally:
+        running.stop(grace=1.0)
+    assert result.success
+    meta = result.asset_materializations_for_node("replay_report")[0].metadata
+    assert "Base + ML + memory (full system)" in meta["comparison"].value
+    assert meta["equity_curves"].value.startswith("![equity curves](data:image/png;base64,")
+    png = Path(meta["equity_png"].value)
+    assert png.is_file() and png.is_relative_to(tmp_path / "reports")
+    assert {"base_trades", "base_ml_trades", "full_trades"} <= set(meta)
+
+
+def test_mem_replay_cli_explains_a_missing_champion(loaded, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from mem_cli.main import app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = CliRunner().invoke(
+        app, ["replay", "--symbols", "BTCUSDT", "--start", START, "--end", END, "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 1
+    assert "no @champion model" in result.output
+    assert not (tmp_path / "r").exists()

@@ -113,3 +113,15 @@ def test_too_little_warm_up_is_an_error(shared_csv) -> None:
     frames = {s: shared_csv(s, "2025-06-02T22:00", "2025-06-05") for s in ("BTCUSDT", "ETHUSDT")}
     with pytest.raises(ReplayError, match="warm-up"):
         replay_frames(_cfg(), frames, ScriptedServer(), ModelInfo("1", None, pd.Timestamp("2025-06-01", tz="UTC")), None, 400)
+
+
+def test_a_new_champion_during_the_replay_stops_it(shared_csv) -> None:
+    class Switched(ScriptedServer):
+        def predict(self, symbol, candles):
+            view = super().predict(symbol, candles)
+            return MLView(view.is_reversal, view.confidence, view.direction, "2")
+
+    frames = {s: shared_csv(s, "2025-06-01", "2025-06-05") for s in ("BTCUSDT", "ETHUSDT")}
+    model = ModelInfo("1", None, pd.Timestamp("2025-05-31T23:55", tz="UTC"))
+    with pytest.raises(ReplayError, match="not the champion 1"):
+        replay_frames(_cfg(), frames, Switched(), model, None, history=400)
