@@ -255,7 +255,7 @@ class MemoryEngine:
         once: it looks again only when 20 trades have closed since it last fired."""
         cfg = self.config
         mark = int(state.get("monitor_mark", 0))
-        if self.store.outcomes_after(mark) < cfg.monitor_window:
+        if self.store.outcomes_after(mark, cap=cfg.monitor_window) < cfg.monitor_window:
             return [], state
         wins = [o.win for _, o in self.store.closed_trades(cfg.monitor_window)]
         adjustments = prules.performance_monitor(params, wins, at, cfg)

@@ -468,11 +468,13 @@ class MemoryStore:
                     yield e
             cursor = batch[-1].event_id
 
-    def outcomes_after(self, event_id: int) -> int:
-        """How many outcomes were recorded after event ``event_id``."""
+    def outcomes_after(self, event_id: int, cap: int = 1_000_000_000) -> int:
+        """How many outcomes were recorded after event ``event_id`` (counting stops at ``cap``,
+        so "at least 20 since" costs 20 index steps, not a scan)."""
         with self._lock:
             row = self._c().execute(
-                "SELECT count(*) FROM decisions WHERE outcome_event_id > ?", (int(event_id),)
+                "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE outcome_event_id > ? LIMIT ?)",
+                (int(event_id), int(cap)),
             ).fetchone()
         return int(row[0])
 
