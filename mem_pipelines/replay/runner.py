@@ -171,12 +171,9 @@ def _utc(t: object) -> pd.Timestamp:
 
 # --------------------------------------------------------------------------- the model's window
 def check_model_window(model: ModelInfo, start: pd.Timestamp) -> None:
-    """Refuse a model whose training data reaches the replay window.
-
-    ``data_end`` is the last candle the training saw (labels look H candles further, so even
-    ``data_end == start - 5 min`` would let labels peek into the window by H candles; the check
-    is therefore strict on the candles and the docs recommend a gap of a day).
-    """
+    """Refuse a model whose training data reaches the replay window: ``model.data_end`` (the last
+    candle the training saw, the labels' look-ahead included — see ``champion_info``) must be
+    strictly before ``start``. An unknown window is refused too."""
     if model.data_end is None or pd.isna(model.data_end):
         raise LookAheadError(f"model version {model.version}: training window unknown (no data_end); refusing to replay")
     if model.data_end >= start:
