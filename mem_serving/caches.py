@@ -3,8 +3,8 @@
 - Predictions: 5 minutes, keyed by (symbol, newest candle's time and values, model version), so
   a new or revised candle, or a new champion, is a different key: new data invalidates by
   construction.
-- Memory queries (parameters, strategies): 1 minute, cleared whenever this server records a
-  decision or an outcome; the TTL bounds staleness from changes made by other processes
+- Memory queries (parameters, strategies, stats): 1 minute, cleared whenever this server records
+  a decision or an outcome; the TTL bounds staleness from changes made by other processes
   (Dagster's pattern discovery and performance monitor).
 """
 from __future__ import annotations

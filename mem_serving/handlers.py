@@ -229,6 +229,7 @@ class Handlers:
         request = self._signal_request(query, ml_confidence, ml_direction, version, features)
         memory_started = time.perf_counter()
         decision = self.engine.enhance(request)
+        self.memory_cache.clear()  # memory queries (stats) include decisions
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
         self.metrics.decision(decision.action)
         self.metrics.enhancement.observe(time.perf_counter() - started)

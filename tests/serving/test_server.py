@@ -218,3 +218,14 @@ def test_symbol_alone_reads_recent_candles_from_questdb(
         for x in (s, down):
             x.channel.close()
             x.running.stop(grace=1.0)
+
+
+def test_unexpected_error_is_internal_with_a_generic_message(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise RuntimeError("secret detail from deep inside")
+
+    monkeypatch.setattr(stack.handlers, "parameters", broken)
+    code, details = _code(stack.stub.GetParameters, pb.GetParametersRequest())
+    assert code == grpc.StatusCode.INTERNAL and "secret" not in details
+    assert _health(stack.channel) == health_pb2.HealthCheckResponse.SERVING
+    assert stack.stub.ListStrategies(pb.ListStrategiesRequest(), timeout=5) is not None  # still answering
