@@ -33,6 +33,10 @@ class Similar:
         return self.wins / self.n if self.n else None
 
 
+#: At most this many distinct feature names are indexed (later new names are ignored).
+MAX_FEATURES = 64
+
+
 class Ring:
     """The last ``capacity`` closed trades of one action: features (float32) and win flags."""
 
@@ -53,9 +57,9 @@ class Ring:
 
     def _widen(self, features: Mapping[str, float]) -> None:
         new = [k for k in features if k not in self.col]
-        if not new:
+        if not new or len(self.names) >= MAX_FEATURES:
             return
-        for k in sorted(new):
+        for k in sorted(new)[: MAX_FEATURES - len(self.names)]:
             self.col[k] = len(self.names)
             self.names.append(k)
         f = len(self.names)
@@ -113,8 +117,12 @@ class Ring:
         f = len(self.names)
         if n == 0 or f == 0:
             return Similar(0, 0, ())
-        z = (self.vector(features) - self.mean) / self.std
-        z[np.isnan(z)] = 0.0
+        x = self.vector(features)
+        missing = np.isnan(x)
+        if missing.all():  # nothing to compare on: memory stays silent rather than guess
+            return Similar(0, 0, ())
+        z = (x - self.mean) / self.std
+        z[missing] = 0.0
         # squared distance up to the query's own constant |z|^2, which does not change the order
         d2 = self.Z[:n] @ (z * np.float32(-2.0))
         d2 += self.sq[:n]

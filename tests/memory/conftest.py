@@ -58,7 +58,7 @@ def request(
 ) -> SignalRequest:
     return SignalRequest(
         symbol=symbol, action=action, base_confidence=base, price=price, time=time, strategy=strategy,
-        ml_confidence=ml, ml_direction=direction, model_version="7", features=dict(features or FEATURES),
+        ml_confidence=ml, ml_direction=direction, model_version="7", features=dict(FEATURES if features is None else features),
     )
 
 

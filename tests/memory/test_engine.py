@@ -217,3 +217,11 @@ def test_events_since_is_a_cursor(engine: MemoryEngine) -> None:
     assert engine.store.last_event_id() == 5
     assert rest[-1].kind == DECISION and rest[-1].payload["symbol"] == "BTCUSDT"
     assert STRATEGY_UPSERT == "strategy_upsert"
+
+
+def test_memory_is_silent_on_an_empty_snapshot(store: MemoryStore) -> None:
+    plant_history(store, wins=8, losses=2)
+    engine = MemoryEngine(store)
+    assert engine.similar("BUY", {}).n == 0
+    d = engine.enhance(request(features={}))
+    assert d.memory_confidence is None and "memory silent" in d.reasoning
