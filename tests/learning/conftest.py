@@ -1,0 +1,54 @@
+"""A memory store with a planted history, shared by the learning tests."""
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mem_pipelines.learning.resources import MemoryStoreResource
+
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def _plant(store, n: int = 240, seed: int = 7) -> None:
+    """BUY trades: RSI in the low third always wins, elsewhere 30% win; the last 20 trades lose."""
+    from mem_memory import Decision, Outcome
+
+    rng = np.random.default_rng(seed)
+    decisions, outcomes = [], []
+    for i in range(n):
+        rsi = float(rng.uniform(0, 100))
+        last_block = i >= n - 20
+        if last_block:
+            rsi = float(rng.uniform(70, 100))
+        win = (rsi < 30 or rng.random() < 0.3) and not last_block
+        did = uuid.UUID(int=i + 1).hex
+        t = T0 + timedelta(minutes=5 * i)
+        decisions.append(
+            Decision(
+                decision_id=did, time=t, symbol="BTCUSDT", strategy="momentum_rsi", action="BUY", base_action="BUY",
+                price=100.0, base_confidence=0.6, ml_confidence=0.6, memory_confidence=None, confidence=0.6, size=0.02,
+                stop_loss=98.0, take_profit=104.0, stop_loss_pct=0.02, take_profit_pct=0.04, reasoning="planted",
+                features={"rsi14": rsi, "sma20": float(rng.normal(0, 0.01))},
+            )
+        )
+        pnl = 2.0 if win else -1.0
+        outcomes.append(
+            Outcome(decision_id=did, entry_price=100.0, exit_price=101.0 if win else 99.5, size=0.02, pnl=pnl,
+                    pnl_pct=pnl / 100, exit_reason="target" if win else "stop", time=t + timedelta(minutes=30))
+        )
+    store.bulk_append(decisions, outcomes)
+
+
+@pytest.fixture
+def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryStoreResource:
+    monkeypatch.delenv("MEM_MEMORY_KEY", raising=False)
+    resource = MemoryStoreResource(path=str(tmp_path / "memory" / "memory.db"))
+    with resource.store() as store:
+        _plant(store)
+    return resource
+
+
