@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from mem_memory import LearningUpdate, ParameterAdjustment, Parameters, StrategySpec, StrategyStats
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.errors import InvalidArgument
+from mem_serving.handlers import Enhanced
 from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, OutcomeQuery, Prediction, PredictQuery
 
 MAX_SYMBOL_LEN = 64
@@ -150,15 +152,6 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
     return CandleBlock(ts_ms, ohlcv)
 
 
-def candle_block_to_pb(block: CandleBlock) -> list[pb.Candle]:
-    out = []
-    for t, (o, h, lo, c, v) in zip(block.ts_ms.tolist(), block.ohlcv.tolist()):
-        ts = Timestamp()
-        ts.FromMilliseconds(t)
-        out.append(pb.Candle(ts=ts, open=o, high=h, low=lo, close=c, volume=v))
-    return out
-
-
 # ---- requests ------------------------------------------------------------------------------
 
 def predict_query(req: pb.PredictReversalRequest, max_candles: int) -> PredictQuery:
@@ -247,17 +240,13 @@ def prediction_pb(p: Prediction) -> pb.PredictReversalResponse:
     )
 
 
-def _names(items: Iterable[str]) -> list[str]:
-    return [str(i) for i in items]
-
-
 def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-# ---- memory records -> replies (attribute names from mem_memory's types) -------------------
+# ---- memory records -> replies ---------------------------------------------------------------
 
-def enhanced_pb(result: Any, query: EnhanceQuery) -> pb.EnhancedSignal:
+def enhanced_pb(result: Enhanced, query: EnhanceQuery) -> pb.EnhancedSignal:
     d = result.decision
     reply = pb.EnhancedSignal(
         decision_id=str(d.decision_id),
@@ -270,7 +259,7 @@ def enhanced_pb(result: Any, query: EnhanceQuery) -> pb.EnhancedSignal:
         reasoning=str(d.reasoning),
         base_confidence=float(d.base_confidence),
         learned_strategy=str(d.learned_strategy or ""),
-        model_version=str(getattr(d, "model_version", None) or result.model_version or ""),
+        model_version=str(d.model_version or result.model_version or ""),
         time=ts_pb(query.time),
     )
     if d.ml_confidence is not None:
@@ -280,7 +269,7 @@ def enhanced_pb(result: Any, query: EnhanceQuery) -> pb.EnhancedSignal:
     return reply
 
 
-def stats_pb(stats: Any) -> pb.StrategyStats:
+def stats_pb(stats: StrategyStats | None) -> pb.StrategyStats:
     if stats is None:
         return pb.StrategyStats()
     return pb.StrategyStats(
@@ -292,7 +281,7 @@ def stats_pb(stats: Any) -> pb.StrategyStats:
     )
 
 
-def adjustment_pb(a: Any) -> pb.ParameterAdjustment:
+def adjustment_pb(a: ParameterAdjustment) -> pb.ParameterAdjustment:
     return pb.ParameterAdjustment(
         parameter=str(a.parameter),
         from_value=float(a.from_value),
@@ -303,7 +292,7 @@ def adjustment_pb(a: Any) -> pb.ParameterAdjustment:
     )
 
 
-def learning_pb(update: Any, query: OutcomeQuery) -> pb.LogOutcomeResponse:
+def learning_pb(update: LearningUpdate, query: OutcomeQuery) -> pb.LogOutcomeResponse:
     return pb.LogOutcomeResponse(
         decision_id=query.decision_id,
         win=bool(update.win),
@@ -315,7 +304,7 @@ def learning_pb(update: Any, query: OutcomeQuery) -> pb.LogOutcomeResponse:
     )
 
 
-def parameters_pb(params: Any) -> pb.GetParametersResponse:
+def parameters_pb(params: Parameters) -> pb.GetParametersResponse:
     return pb.GetParametersResponse(
         parameters=_as_float_map(params.values),
         version=str(params.version),
@@ -323,7 +312,7 @@ def parameters_pb(params: Any) -> pb.GetParametersResponse:
     )
 
 
-def strategy_pb(spec: Any) -> pb.StrategySpec:
+def strategy_pb(spec: StrategySpec) -> pb.StrategySpec:
     return pb.StrategySpec(
         name=str(spec.name),
         conditions=[pb.Condition(feature=str(c.feature), op=str(c.op), threshold=float(c.threshold)) for c in spec.conditions],

@@ -6,8 +6,8 @@ the candle store's own), mapped to status codes in ``errors.to_status``.
 
 Hot path of EnhanceSignal (no ML prediction given, one new candle):
 merge the candle into the symbol's history (numpy) -> prediction cache lookup -> features of
-the newest row only (``latest_features``, numpy) -> one-row ``predict_proba`` -> memory engine
-(in-process index + one SQLite write) -> metrics.
+the newest row only (``newest_features``, numpy) -> compiled one-row model -> memory engine
+(in-process index + one durable SQLite write) -> metrics.
 """
 from __future__ import annotations
 
