@@ -83,16 +83,24 @@ def _ingest(cfg: MainConfig, settings: QuestDBSettings, say: Steps) -> tuple[tup
 def _dagster(symbols: Sequence[str], settings: QuestDBSettings, train_start: pd.Timestamp, train_end: pd.Timestamp, say: Steps) -> dict:
     """Run the Dagster jobs in-process on the project's instance, so the UI shows the runs."""
     os.environ["MEM_SYMBOLS"] = ",".join(symbols)
+    import warnings
+
     import dagster as dg
+
+    # Our definitions knowingly use preview/beta Dagster features (partitioned asset checks,
+    # single-run backfills); the warnings are for developers, not for the main job's reader.
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
     from mem_pipelines.definitions import build_definitions
     from mem_pipelines.training.schedules import all_symbols_tags
 
     defs = build_definitions()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
         candles_job = defs.resolve_job_def("candles_job")
         for symbol in symbols:
-            res = candles_job.execute_in_process(instance=instance, partition_key=symbol, raise_on_error=False)
+            res = candles_job.execute_in_process(instance=instance, partition_key=symbol, run_config=quiet, raise_on_error=False)
             checks = res.get_asset_check_evaluations()
             failed = [c.check_name for c in checks if not c.passed]
             say(f"candles[{symbol}]: {'ok' if res.success else 'FAILED'}; {len(checks) - len(failed)}/{len(checks)} quality checks passed" + (f" (failed: {failed})" if failed else ""))
@@ -104,7 +112,7 @@ def _dagster(symbols: Sequence[str], settings: QuestDBSettings, train_start: pd.
         res = job.execute_in_process(
             instance=instance,
             tags=all_symbols_tags(partitions),
-            run_config={"ops": {"training_dataset": {"config": {"start": train_start.isoformat(), "end": train_end.isoformat()}}}},
+            run_config={**quiet, "ops": {"training_dataset": {"config": {"start": train_start.isoformat(), "end": train_end.isoformat()}}}},
             raise_on_error=False,
         )
         if not res.success:
