@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from mem_pipelines.replay.runner import ReplayConfig, ReplayError, run_replay
-
 
 def replay(
     symbols: str = typer.Option("BTCUSDT,ETHUSDT", help="Comma-separated symbols (candles must be in QuestDB)."),
@@ -23,6 +21,8 @@ def replay(
     out: Path = typer.Option(Path("reports"), help="Folder for report.md, CSVs and equity.png."),
 ) -> None:
     """Replay candles from QuestDB through the server (which must use the same memory store)."""
+    from mem_pipelines.replay.runner import ReplayConfig, ReplayError, run_replay  # lazy: keeps `mem --help` fast
+
     try:
         cfg = ReplayConfig(
             symbols=tuple(symbols.split(",")),
