@@ -39,14 +39,33 @@ def _candles(frame: pd.DataFrame) -> list[mem_pb2.Candle]:
 
 
 class GrpcSignalService:
-    """``SignalService`` over a gRPC channel to ``address`` (host:port)."""
+    """``SignalService`` over a gRPC channel to ``address`` (host:port); with ``token`` every call
+    carries ``authorization: Bearer <token>``; with ``root_cert`` (PEM) the channel is TLS."""
 
-    def __init__(self, address: str, timeout_s: float = 30.0, session_id: str = "replay", token: str | None = None) -> None:
+    @classmethod
+    def from_env(cls, address: str, timeout_s: float = 30.0, session_id: str = "replay") -> "GrpcSignalService":
+        """Token and TLS as ``mem serve`` is configured: MEM_SERVING_TOKEN, MEM_SERVING_TLS_CERT."""
+        import os
+        from pathlib import Path
+
+        cert = os.environ.get("MEM_SERVING_TLS_CERT") or None
+        return cls(
+            address, timeout_s, session_id, token=os.environ.get("MEM_SERVING_TOKEN") or None,
+            root_cert=Path(cert).read_bytes() if cert else None,
+        )
+
+    def __init__(
+        self, address: str, timeout_s: float = 30.0, session_id: str = "replay", token: str | None = None,
+        root_cert: bytes | None = None,
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self.session_id = session_id
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
-        self._channel = grpc.insecure_channel(address)
+        if root_cert is not None:
+            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root_cert))
+        else:
+            self._channel = grpc.insecure_channel(address)
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
         except grpc.FutureTimeoutError:

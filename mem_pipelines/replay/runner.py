@@ -415,6 +415,6 @@ def run_replay(settings: ReplayConfig) -> ReplayReport:
     check_model_window(model, settings.start)
     history = settings.history or SERVING_HISTORY
     frames = load_frames(settings, history)
-    with GrpcSignalService(settings.server, settings.timeout_s, settings.session_id) as service:
+    with GrpcSignalService.from_env(settings.server, settings.timeout_s, settings.session_id) as service:
         with MemoryLearner.open(settings.memory_db) as learner:
             return replay_frames(settings, frames, service, model, learner, history)

@@ -176,3 +176,27 @@ def test_mem_replay_cli_explains_a_missing_champion(loaded, tmp_path, monkeypatc
     assert result.exit_code == 1
     assert "no @champion model" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_replay_sends_the_servers_bearer_token(loaded, champion, tmp_path, monkeypatch) -> None:
+    from mem_pipelines.replay.runner import ReplayError
+    from mem_serving.server import build_app
+    from mem_serving.settings import ServingSettings
+
+    settings, _ = loaded
+    memory_db = tmp_path / "memory.db"
+    running = build_app(
+        ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=champion, token="s3cret-token"),
+        start_metrics=False,
+    )
+    cfg = ReplayConfig(symbols=("BTCUSDT",), start=START, end="2025-06-01T06:00", server=f"127.0.0.1:{running.port}",
+                       memory_db=memory_db, questdb=settings, tracking_uri=champion)
+    try:
+        monkeypatch.delenv("MEM_SERVING_TOKEN", raising=False)
+        with pytest.raises(ReplayError, match="UNAUTHENTICATED") as refused:
+            run_replay(cfg)
+        assert "s3cret" not in str(refused.value)
+        monkeypatch.setenv("MEM_SERVING_TOKEN", "s3cret-token")
+        assert [v.name for v in run_replay(cfg).variants] == ["base", "base_ml", "full"]
+    finally:
+        running.stop(grace=1.0)
