@@ -229,3 +229,21 @@ def test_unexpected_error_is_internal_with_a_generic_message(stack: Stack, monke
     assert code == grpc.StatusCode.INTERNAL and "secret" not in details
     assert _health(stack.channel) == health_pb2.HealthCheckResponse.SERVING
     assert stack.stub.ListStrategies(pb.ListStrategiesRequest(), timeout=5) is not None  # still answering
+
+
+def test_prediction_cache_is_keyed_by_the_newest_candle(stack: Stack, serve_candles: pd.DataFrame) -> None:
+    cache = stack.handlers.metrics.prediction_cache
+    hits, misses = cache.labels("hit"), cache.labels("miss")
+    history = candles_pb(_history(serve_candles))
+    request = pb.PredictReversalRequest(symbol="CACHED", candles=history)
+    h0, m0 = hits._value.get(), misses._value.get()
+    first = stack.stub.PredictReversal(request, timeout=10)
+    again = stack.stub.PredictReversal(request, timeout=10)
+    assert again == first and (hits._value.get(), misses._value.get()) == (h0 + 1, m0 + 1)
+    revised = pb.Candle()
+    revised.CopyFrom(history[-1])
+    revised.volume += 1.0  # the newest candle revised: a new key
+    stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="CACHED", candles=[revised]), timeout=10)
+    nxt = candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))
+    stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="CACHED", candles=[nxt]), timeout=10)
+    assert (hits._value.get(), misses._value.get()) == (h0 + 1, m0 + 3)
