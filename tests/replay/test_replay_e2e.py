@@ -17,7 +17,10 @@ from mem_pipelines.questdb.store import write_candles
 from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, champion_info, run_replay
 from mem_pipelines.training import registry, train
 
-SYMBOLS = ("BTCUSDT", "ETHUSDT")
+SOURCES = ("BTCUSDT", "ETHUSDT")
+#: Stored under names of their own, so candles other test modules leave in the session QuestDB
+#: (synthetic BTCUSDT, say) can never mix into this replay.
+SYMBOLS = tuple(f"E2E_{s}" for s in SOURCES)
 TRAIN_START, TRAIN_END = "2025-05-22", "2025-05-30"  # the model sees only these days
 WARM_START = "2025-05-30"
 START, END = "2025-06-01", "2025-06-03"  # the replay window
@@ -33,7 +36,7 @@ def _quiet() -> None:
 @pytest.fixture(scope="module")
 def loaded(questdb, shared_csv):
     """Candles of both symbols in the session QuestDB (training days, warm-up and the window)."""
-    frames = {s: shared_csv(s, TRAIN_START, END) for s in SYMBOLS}
+    frames = {f"E2E_{s}": shared_csv(s, TRAIN_START, END) for s in SOURCES}
     for s, f in frames.items():
         write_candles(questdb, f.assign(symbol=s))
     return questdb, frames
@@ -171,7 +174,7 @@ def test_mem_replay_cli_explains_a_missing_champion(loaded, tmp_path, monkeypatc
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     result = CliRunner().invoke(
-        app, ["replay", "--symbols", "BTCUSDT", "--start", START, "--end", END, "--out", str(tmp_path / "r")]
+        app, ["replay", "--symbols", SYMBOLS[0], "--start", START, "--end", END, "--out", str(tmp_path / "r")]
     )
     assert result.exit_code == 1
     assert "no @champion model" in result.output
@@ -189,7 +192,7 @@ def test_replay_sends_the_servers_bearer_token(loaded, champion, tmp_path, monke
         ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=champion, token="s3cret-token"),
         start_metrics=False,
     )
-    cfg = ReplayConfig(symbols=("BTCUSDT",), start=START, end="2025-06-01T06:00", server=f"127.0.0.1:{running.port}",
+    cfg = ReplayConfig(symbols=SYMBOLS[:1], start=START, end="2025-06-01T06:00", server=f"127.0.0.1:{running.port}",
                        memory_db=memory_db, questdb=settings, tracking_uri=champion)
     try:
         monkeypatch.delenv("MEM_SERVING_TOKEN", raising=False)
