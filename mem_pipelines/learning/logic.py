@@ -164,8 +164,7 @@ def run_discovery(engine: Any, now: pd.Timestamp, exports: Path | None = None) -
     paths: dict[str, Path] = {}
     if exports is not None:
         exports.mkdir(parents=True, exist_ok=True)
-        written = engine.export_all(exports)
-        paths = {Path(p).name: Path(p) for p in (written.values() if isinstance(written, Mapping) else written or [])}
+        paths = {Path(p).name: Path(p) for p in engine.export_all(exports).values()}
     return DiscoveryReport(
         now=now,
         changes=_discovery_changes(result),
@@ -191,7 +190,7 @@ def run_monitor(engine: Any, now: pd.Timestamp) -> MonitorReport:
         for a in adjustments
     ]
     trades, win_rate = recent_performance(engine)
-    return MonitorReport(now, changes, parameters_dict(params), str(getattr(params, "version", "")), trades, win_rate)
+    return MonitorReport(now, changes, parameters_dict(params), str(params.version), trades, win_rate)
 
 
 def recent_performance(engine: Any, n: int = 20) -> tuple[int, float]:
@@ -230,13 +229,14 @@ class MemoryLearner:
             yield cls(engine, exports)
 
     def step(self, now: pd.Timestamp) -> list[LearningEvent]:
+        """Discovery and the monitor at replay time ``now``; the changes since the previous step
+        (theirs and the server's, all read back from the audit trail)."""
         before = self.engine.store.last_event_id()
-        discovery = run_discovery(self.engine, now, self.exports)
-        monitor = run_monitor(self.engine, now)
+        run_discovery(self.engine, now, self.exports)
+        run_monitor(self.engine, now)
         if self.engine.store.last_event_id() != before and self.settle_s > 0:
             self.waits += 1
             time.sleep(self.settle_s)
-        del discovery, monitor  # their changes are in the event log, read below with the server's
         return self.changes_since_last_step(pd.Timestamp(now))
 
     def changes_since_last_step(self, now: pd.Timestamp) -> list[LearningEvent]:
