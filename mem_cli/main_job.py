@@ -218,5 +218,6 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         echo("")
         echo("Where to look next:")
         echo("  Dagster UI : bash scripts/ui.sh dagster   (runs, asset lineage, checks, metadata; start QuestDB first: .venv/bin/mem questdb start)")
+        echo(f"               this job's symbols and memory: MEM_SYMBOLS={','.join(cfg.symbols) if not cfg.csv else '<your symbols>'} MEM_MEMORY_DB={paths.state / 'main' / 'memory.db'}")
         echo("  MLflow UI  : bash scripts/ui.sh mlflow    (runs, registry mem-reversal with @champion / @challenger)")
         echo("  Serving    : .venv/bin/mem serve          (gRPC :50051, Prometheus metrics http://127.0.0.1:5001/metrics)")
