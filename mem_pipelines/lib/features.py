@@ -36,6 +36,7 @@ import math
 import numpy as np
 import pandas as pd
 import pandas_ta as ta
+from numpy.typing import ArrayLike
 from scipy.signal import lfilter
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -159,21 +160,50 @@ def latest_features(candles: pd.DataFrame) -> dict[str, float]:
     of ~5 ms for a pandas-ta pass over 400 candles). tests/lib/test_features.py proves it equals
     ``compute_features`` on real candles. Only the newest ``SERVING_HISTORY`` rows are used when
     more are given. Raises ``InsufficientHistory`` below ``MIN_HISTORY`` rows.
+
+    A thin wrapper: the columns go to :func:`latest_features_arrays` (call that directly when the
+    candles are already numpy columns; it skips the ~0.1 ms of pandas indexing).
     """
     if len(candles) < MIN_HISTORY:
         raise InsufficientHistory(f"need at least {MIN_HISTORY} candles, got {len(candles)}")
     recent = candles.iloc[-SERVING_HISTORY:]
-    values = _last_row(
-        recent["open"].to_numpy(dtype="float64"),
-        recent["high"].to_numpy(dtype="float64"),
-        recent["low"].to_numpy(dtype="float64"),
-        recent["close"].to_numpy(dtype="float64"),
-        recent["volume"].to_numpy(dtype="float64"),
-    )
+    return latest_features_arrays(*(recent[c].to_numpy(dtype="float64") for c in _PRICE_COLUMNS))
+
+
+def latest_features_arrays(
+    open: ArrayLike,  # noqa: A002 - named like the candle column
+    high: ArrayLike,
+    low: ArrayLike,
+    close: ArrayLike,
+    volume: ArrayLike,
+) -> dict[str, float]:
+    """Features of the newest candle from one symbol's OHLCV columns, oldest first (no DataFrame).
+
+    ``latest_features`` without pandas, for callers that hold candles as numpy columns (serving's
+    candle block: ~70 µs for 400 candles against ~0.2 ms through a DataFrame). The five columns
+    are 1-D, of equal length, ascending in time, newest last; any array-like of floats works
+    (strided views are not copied). Only the newest ``SERVING_HISTORY`` values are used, as in
+    ``latest_features``, whose result this is bit for bit.
+
+    Returns ``{name: float}`` in ``FEATURE_NAMES`` order. Raises ``InsufficientHistory`` (a
+    ``ValueError``) below ``MIN_HISTORY`` candles or when a feature of the newest candle is not
+    finite (NaN/inf input), and ``ValueError`` for columns of different lengths or not 1-D.
+    """
+    cols = [np.asarray(x, dtype=np.float64) for x in (open, high, low, close, volume)]
+    if any(c.ndim != 1 for c in cols):
+        raise ValueError(f"OHLCV columns must be 1-D, got shapes {[c.shape for c in cols]}")
+    n = cols[0].shape[0]
+    if any(c.shape[0] != n for c in cols):
+        raise ValueError(f"OHLCV columns must have equal lengths, got {[c.shape[0] for c in cols]}")
+    if n < MIN_HISTORY:
+        raise InsufficientHistory(f"need at least {MIN_HISTORY} candles, got {n}")
+    if n > SERVING_HISTORY:
+        cols = [c[-SERVING_HISTORY:] for c in cols]
+    values = _last_row(*cols)
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
         raise InsufficientHistory(f"features {bad} are undefined for the newest candle")
-    return values
+    return {k: float(v) for k, v in values.items()}
 
 
 def latest_features_reference(candles: pd.DataFrame) -> dict[str, float]:
@@ -200,6 +230,7 @@ def _ema_presma(x: np.ndarray, length: int) -> np.ndarray:
 
 
 def _last_row(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray) -> dict[str, float]:
+    """The numpy core of ``latest_features_arrays`` (unchecked: use the public function)."""
     last = c[-1]
     diff = np.diff(c)
     alpha = 1.0 / 14

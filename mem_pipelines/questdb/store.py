@@ -10,7 +10,9 @@ Every failure surfaces as :class:`CandleStoreError` with a message that names th
 """
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -180,16 +182,48 @@ def _utc(value: datetime | pd.Timestamp | str) -> datetime:
     return stamp.to_pydatetime()
 
 
+def _fetch(conn: psycopg.Connection, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with conn.cursor(binary=True) as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
 def _select(settings: QuestDBSettings, what: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     with _connect(settings) as conn:
         try:
-            with conn.cursor(binary=True) as cur:
-                cur.execute(sql, params)
-                return cur.fetchall()
+            return _fetch(conn, sql, params)
         except psycopg.Error as exc:
             if _missing_table(exc):
                 return []
             raise _query_error(settings, what, exc) from None
+
+
+def _candles_query(
+    symbol: str,
+    start: datetime | pd.Timestamp | str | None,
+    end: datetime | pd.Timestamp | str | None,
+) -> tuple[str, str, list[Any]]:
+    sql, params = _SELECT + " WHERE symbol = %s", [symbol]
+    if start is not None:
+        sql += " AND ts >= %s"
+        params.append(_utc(start))
+    if end is not None:
+        sql += " AND ts < %s"
+        params.append(_utc(end))
+    return f"reading candles of {symbol}", sql + " ORDER BY ts", params
+
+
+def _latest_query(symbol: str, n: int) -> tuple[str, str, list[Any]]:
+    return (
+        f"reading the latest {n} candles of {symbol}",
+        _SELECT + " WHERE symbol = %s ORDER BY ts DESC LIMIT %s",
+        [symbol, int(n)],
+    )
+
+
+def _latest_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    rows.reverse()
+    return _frame(rows)
 
 
 def read_candles(
@@ -202,29 +236,18 @@ def read_candles(
 
     Naive bounds are taken as UTC. A symbol with no candles (or no table yet) gives an empty frame.
     """
-    sql, params = _SELECT + " WHERE symbol = %s", [symbol]
-    if start is not None:
-        sql += " AND ts >= %s"
-        params.append(_utc(start))
-    if end is not None:
-        sql += " AND ts < %s"
-        params.append(_utc(end))
-    sql += " ORDER BY ts"
-    return _frame(_select(settings, f"reading candles of {symbol}", sql, params))
+    return _frame(_select(settings, *_candles_query(symbol, start, end)))
 
 
 def read_latest(settings: QuestDBSettings, symbol: str, n: int) -> pd.DataFrame:
-    """The newest ``n`` candles of ``symbol``, ascending (fewer when fewer are stored)."""
+    """The newest ``n`` candles of ``symbol``, ascending (fewer when fewer are stored).
+
+    Opens a connection for this one read (a few ms); repeated readers (serving) use
+    :class:`CandleReader`, which keeps one open.
+    """
     if n <= 0:
         return empty_candles()
-    rows = _select(
-        settings,
-        f"reading the latest {n} candles of {symbol}",
-        _SELECT + " WHERE symbol = %s ORDER BY ts DESC LIMIT %s",
-        [symbol, int(n)],
-    )
-    rows.reverse()
-    return _frame(rows)
+    return _latest_frame(_select(settings, *_latest_query(symbol, n)))
 
 
 def list_symbols(settings: QuestDBSettings) -> list[str]:
@@ -240,3 +263,118 @@ def count_candles(settings: QuestDBSettings, symbol: str | None = None) -> int:
     else:
         rows = _select(settings, f"counting candles of {symbol}", "SELECT count() FROM candles WHERE symbol = %s", [symbol])
     return int(rows[0][0]) if rows else 0
+
+
+class CandleReader:
+    """Reads over PG wire on kept-open connections, for a process that reads again and again
+    (serving's ``PredictReversal`` with a symbol alone): no connection set-up per read.
+
+    ``read_latest`` / ``read_candles`` return exactly what the module functions return and raise
+    the same :class:`CandleStoreError`. Thread-safe: a read takes an idle connection (or opens
+    one), so concurrent reads do not wait for each other, and gives it back afterwards; at most
+    ``max_idle`` stay open between reads. A connection the server dropped (QuestDB restarted, a
+    network reset) is discarded and the read retried once on a new connection (reads are
+    idempotent); a second failure raises. ``close()`` closes the idle connections, and ones in
+    use when they come back; a closed reader refuses to read. Also a context manager.
+    """
+
+    def __init__(self, settings: QuestDBSettings, *, max_idle: int = 4) -> None:
+        self.settings = settings
+        self.max_idle = max(1, int(max_idle))
+        self._lock = threading.Lock()
+        self._idle: list[psycopg.Connection] = []
+        self._closed = False
+        # Connections still idle when the reader is garbage-collected get closed too.
+        self._finalizer = weakref.finalize(self, _close_all, self._idle)
+
+    def __enter__(self) -> "CandleReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def read_latest(self, symbol: str, n: int) -> pd.DataFrame:
+        """As :func:`read_latest`: the newest ``n`` candles of ``symbol``, ascending."""
+        if n <= 0:
+            return empty_candles()
+        return _latest_frame(self._select(*_latest_query(symbol, n)))
+
+    def read_latest_arrays(self, symbol: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``read_latest`` as numpy, without a DataFrame (~1 ms less for 400 candles): ``ts_us``
+        (int64 epoch microseconds, shape ``(k,)``) and ``ohlcv`` (float64, shape ``(k, 5)``,
+        columns ``PRICE_COLUMNS``), ascending, ``k <= n``; both empty when nothing is stored."""
+        rows = self._select(*_latest_query(symbol, n)) if n > 0 else []
+        if not rows:
+            return np.empty(0, dtype=np.int64), np.empty((0, len(PRICE_COLUMNS)), dtype=np.float64)
+        block = np.array(rows, dtype=np.float64)[::-1]
+        return block[:, 0].astype(np.int64), np.ascontiguousarray(block[:, 1:])
+
+    def read_candles(
+        self,
+        symbol: str,
+        start: datetime | pd.Timestamp | str | None = None,
+        end: datetime | pd.Timestamp | str | None = None,
+    ) -> pd.DataFrame:
+        """As :func:`read_candles`: ``start <= ts < end``, ascending."""
+        return _frame(self._select(*_candles_query(symbol, start, end)))
+
+    def close(self) -> None:
+        """Close every idle connection now and each busy one when its read ends. Idempotent."""
+        with self._lock:
+            self._closed = True
+            idle = list(self._idle)
+            self._idle.clear()
+        _close_all(idle)
+
+    def _acquire(self, fresh: bool = False) -> psycopg.Connection:
+        """An idle connection, or a new one (opened outside the lock) when none is or ``fresh``."""
+        with self._lock:
+            if self._closed:
+                raise CandleStoreError(f"the candle reader for {_pg_where(self.settings)} is closed")
+            if self._idle and not fresh:
+                return self._idle.pop()
+        return _connect(self.settings)
+
+    def _release(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            if not self._closed and not conn.closed and len(self._idle) < self.max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _select(self, what: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        retried = False
+        while True:
+            # The retry opens a new connection: after a server restart every idle one is stale.
+            conn = self._acquire(fresh=retried)
+            try:
+                rows = _fetch(conn, sql, params)
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    conn.close()
+                    if not retried:
+                        retried = True  # the server dropped it: one retry on a new connection
+                        continue
+                    raise _query_error(self.settings, what, exc) from None
+                self._release(conn)  # a query error leaves the (autocommit) connection usable
+                if _missing_table(exc):
+                    return []
+                raise _query_error(self.settings, what, exc) from None
+            except BaseException:
+                conn.close()  # interrupted mid-read: the protocol state is unknown
+                raise
+            self._release(conn)
+            return rows
+
+
+def _close_all(conns: list[psycopg.Connection]) -> None:
+    for conn in list(conns):
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - closing a dead socket must not raise
+            pass
+    conns.clear()

@@ -15,10 +15,17 @@ from mem_pipelines.lib.features import (
     InsufficientHistory,
     compute_features,
     latest_features,
+    latest_features_arrays,
     latest_features_reference,
 )
 
 from .helpers import random_candles
+
+OHLCV = ("open", "high", "low", "close", "volume")
+
+
+def _arrays(candles: pd.DataFrame) -> list[np.ndarray]:
+    return [candles[c].to_numpy(dtype="float64") for c in OHLCV]
 
 
 def test_twelve_features_in_model_order() -> None:
@@ -65,6 +72,7 @@ def test_flat_market_has_defined_features() -> None:
     values = latest_features(candles)
     assert values["close_position"] == 0.5 and values["bb_position"] == 0.5
     assert values["rsi14"] == 50.0 and values["volume_ratio"] == 1.0
+    assert latest_features_arrays(*_arrays(candles)) == values
 
 
 def test_short_history_raises_instead_of_returning_none() -> None:
@@ -75,6 +83,8 @@ def test_short_history_raises_instead_of_returning_none() -> None:
         compute_features(candles)
     assert issubclass(InsufficientHistory, ValueError)
     assert latest_features(random_candles(MIN_HISTORY)).keys() == set(FEATURE_NAMES)
+    with pytest.raises(InsufficientHistory, match=f"at least {MIN_HISTORY}"):
+        latest_features_arrays(*_arrays(candles))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -98,6 +108,7 @@ def test_no_look_ahead(n: int, cut: float, seed: int, scale: float) -> None:
     assert upto.sum() == t - MIN_HISTORY + 2
     pd.testing.assert_frame_equal(a[upto].reset_index(drop=True), b[b["ts"] <= candles["ts"].iloc[t]].reset_index(drop=True))
     assert latest_features(candles.iloc[: t + 1]) == latest_features(changed.iloc[: t + 1])
+    assert latest_features_arrays(*_arrays(candles.iloc[: t + 1])) == latest_features_arrays(*_arrays(changed.iloc[: t + 1]))
 
 
 @pytest.mark.parametrize("which", ["btc", "eth"])
@@ -114,6 +125,7 @@ def test_live_features_from_serving_history_match_batch(which: str, request: pyt
     for end in ends:
         history = candles.iloc[end - SERVING_HISTORY + 1 : end + 1]
         live = latest_features(history)
+        assert latest_features_arrays(*_arrays(history)) == live  # the public numpy path, bit for bit
         reference = latest_features_reference(history)
         expected = batch.loc[candles["ts"].iloc[end]]
         for name in FEATURE_NAMES:
@@ -129,6 +141,35 @@ def test_hundred_candles_are_not_enough_for_parity(btc: pd.DataFrame) -> None:
     expected = batch.loc[btc["ts"].iloc[end]]
     worst = max(abs(live[k] - expected[k]) / max(abs(expected[k]), 1e-9) for k in ("rsi14", "macd", "macd_signal"))
     assert worst > 1e-4
+
+
+@pytest.mark.parametrize("rows", [MIN_HISTORY, 123, SERVING_HISTORY, SERVING_HISTORY + 250])
+def test_arrays_path_equals_latest_features(rows: int) -> None:
+    """``latest_features`` is ``latest_features_arrays`` of its columns: same values, bit for bit,
+    plain floats in model order, newest SERVING_HISTORY candles only, any 1-D float array-like."""
+    candles = random_candles(rows, seed=rows)
+    expected = latest_features(candles)
+    got = latest_features_arrays(*_arrays(candles))
+    assert got == expected and list(got) == list(FEATURE_NAMES)
+    assert all(type(v) is float for v in got.values())
+    assert latest_features_arrays(*_arrays(candles.iloc[-SERVING_HISTORY:])) == got
+    assert latest_features_arrays(*(a.tolist() for a in _arrays(candles))) == got
+    block = candles[list(OHLCV)].to_numpy(dtype="float64")  # strided column views, as serving has
+    assert latest_features_arrays(*block.T) == got
+    assert latest_features_arrays(**{c: candles[c] for c in OHLCV}) == got  # keywords, pandas Series
+
+
+def test_arrays_path_refuses_bad_columns() -> None:
+    o, h, lo, c, v = _arrays(random_candles(120))
+    with pytest.raises(ValueError, match="equal lengths") as info:
+        latest_features_arrays(o, h, lo, c[:-1], v)
+    assert not isinstance(info.value, InsufficientHistory)
+    with pytest.raises(ValueError, match="1-D"):
+        latest_features_arrays(o.reshape(-1, 1), h, lo, c, v)
+    c = c.copy()
+    c[-1] = np.nan
+    with pytest.raises(InsufficientHistory, match="undefined"):
+        latest_features_arrays(o, h, lo, c, v)
 
 
 def test_warm_up_runs() -> None:

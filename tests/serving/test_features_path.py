@@ -1,11 +1,21 @@
-"""Serving's feature path (numpy on the candle block) equals the pipeline's latest_features."""
+"""Serving's feature path (numpy on the candle block, through the public
+``latest_features_arrays``) equals the pipeline's latest_features."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mem_pipelines.lib.features import FEATURE_NAMES, MIN_HISTORY, SERVING_HISTORY, InsufficientHistory, latest_features
+from mem_pipelines.lib import features as feats
+from mem_pipelines.lib.features import (
+    FEATURE_NAMES,
+    MIN_HISTORY,
+    SERVING_HISTORY,
+    InsufficientHistory,
+    latest_features,
+    latest_features_arrays,
+)
+from mem_serving import handlers
 from mem_serving.handlers import newest_features
 from mem_serving.types import OHLCV, CandleBlock
 
@@ -23,8 +33,26 @@ def test_block_features_equal_latest_features(serve_candles: pd.DataFrame, rows:
         got = newest_features(_block(frame))
         assert list(got) == list(FEATURE_NAMES)
         assert got == expected  # bit for bit
+        assert latest_features_arrays(*(frame[c].to_numpy() for c in OHLCV)) == expected
 
 
 def test_too_short_history_raises_like_latest_features(serve_candles: pd.DataFrame) -> None:
     with pytest.raises(InsufficientHistory):
         newest_features(_block(serve_candles.iloc[: MIN_HISTORY - 1]))
+
+
+def test_serving_uses_the_public_function(serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No private feature internals in serving: the block goes to ``latest_features_arrays``."""
+    frame = serve_candles.iloc[: SERVING_HISTORY + 50].reset_index(drop=True)
+    expected = latest_features(frame)
+    calls: list[int] = []
+    real = feats.latest_features_arrays
+
+    def spy(*cols: np.ndarray) -> dict[str, float]:
+        calls.append(len(cols[0]))
+        return real(*cols)
+
+    monkeypatch.setattr(feats, "latest_features_arrays", spy)
+    assert newest_features(_block(frame)) == expected
+    assert calls == [SERVING_HISTORY]
+    assert "_last_row" not in open(handlers.__file__, encoding="utf-8").read()
