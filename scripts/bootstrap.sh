@@ -13,8 +13,8 @@ die() { echo "bootstrap: $*" >&2; exit 1; }
 
 find_python() {
   local c
-  for c in "${MEM_PYTHON:-}" python3.13 python3.12 python3 \
-           "$HOME"/.pyenv/versions/3.13*/bin/python3 "$HOME"/.pyenv/versions/3.12*/bin/python3 \
+  for c in "${MEM_PYTHON:-}" python3.12 python3.13 python3 \
+           "$HOME"/.pyenv/versions/3.12*/bin/python3 "$HOME"/.pyenv/versions/3.13*/bin/python3 \
            /usr/local/bin/python3.1[2-9] /usr/bin/python3.1[2-9]; do
     [ -n "$c" ] || continue
     command -v "$c" >/dev/null 2>&1 || [ -x "$c" ] || continue

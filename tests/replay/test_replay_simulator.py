@@ -24,7 +24,7 @@ def _frame(rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
 
 
 def _order(side: str = "BUY", decided: int = 0, stop: float = 0.01, target: float = 0.02, bars: int = 5) -> Order:
-    return Order("X", side, _ts(decided), size=0.5, stop_pct=stop, target_pct=target, max_bars=bars)
+    return Order("X", side, _ts(decided), size=0.5, stop_pct=stop, target_pct=target, max_bars=bars, confidence=0.6)
 
 
 def _run(order: Order, frame: pd.DataFrame, costs: Costs = Costs(10, 5)) -> Trade:
