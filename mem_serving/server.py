@@ -155,12 +155,14 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     memory_db.parent.mkdir(parents=True, exist_ok=True)
     store = MemoryStore.open(memory_db, key=key_from_env())
     engine = MemoryEngine(store)
-    handlers = Handlers(settings, models, engine, metrics, questdb_source(QuestDBSettings.from_env()))
+    source = questdb_source(QuestDBSettings.from_env())
+    handlers = Handlers(settings, models, engine, metrics, source)
     metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(settings, handlers)
     models.subscribe(lambda model: running.set_model_health(model is not None))
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
+    running.stoppers.append(source.close)
     if start_metrics:
         start_metrics_http(running, settings)
     return running
