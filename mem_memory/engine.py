@@ -1,10 +1,14 @@
 """The memory engine: enhancement, learning from outcomes, discovery, the monitor, restore.
 
-Thread-safe: one re-entrant lock serialises calls within the process (gRPC worker threads);
-the store serialises writers across processes. Reads on the hot path come from the in-process
-``WorkingMemory``; other processes' writes are applied from the event log at most
-``refresh_interval_s`` (1 s) after they commit — checked with ``max(event_id)``, a b-tree
-lookup — and immediately after any write of this process.
+Thread-safe. A re-entrant lock guards the in-process ``WorkingMemory`` (the hot path's reads)
+and is held only for index reads and updates, never through a commit. Decisions and outcomes
+are written by group commit (``mem_memory.group``): concurrent calls share one transaction and
+one fsync, and each returns only once its records are durable. The committed records are then
+applied to the index straight from the objects in hand (no read-back, no decoding) when nothing
+else was written in between; otherwise the index catches up from the event log. The store
+serialises writers across processes. Other processes' writes are applied from the event log at
+most ``refresh_interval_s`` (1 s) after they commit — checked with ``max(event_id)``, a b-tree
+lookup — and immediately after any write of this process that follows them.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any
 
 from mem_memory.config import MemoryConfig
 from mem_memory.errors import DuplicateOutcome, UnknownParameterVersion
+from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
 from mem_memory.rules import discovery as discovery_rules
 from mem_memory.rules import parameters as prules
@@ -61,6 +66,7 @@ class MemoryEngine:
         self._last_seen = 0
         self._checked = 0.0
         self._load()
+        self._group = GroupCommitter(store, self._after_commit)
 
     def __repr__(self) -> str:
         return f"MemoryEngine(store={self.store!r}, last_event={self._last_seen})"
@@ -125,6 +131,27 @@ class MemoryEngine:
                 return view.decision
         return None
 
+    def _after_commit(self, before: int, after: int, applies: Any) -> None:
+        """Called by the group committer, in commit order, with the committed group's event ids
+        ``before+1 .. after``: apply the records in hand when the index has seen everything up to
+        ``before`` (no other writer in between), else catch up from the log (which then includes
+        this group)."""
+        with self._lock:
+            if self._last_seen >= after:
+                return  # a refresh already read this group from the log
+            if self._last_seen != before:
+                self.refresh()
+                return
+            for apply, result in applies:
+                if apply is not None:
+                    apply(result)
+            self._last_seen = after
+
+    @property
+    def group_stats(self) -> dict[str, float]:
+        """Group commit counters: transactions, units written, mean and largest group."""
+        return self._group.stats.as_dict()
+
     # ------------------------------------------------------------------ hot-path reads
     def recent_decisions(self, symbol: str, n: int = 50) -> list[DecisionView]:
         """The last ``n`` (<= ``recent_per_symbol``) decisions of ``symbol``, newest first."""
@@ -160,50 +187,50 @@ class MemoryEngine:
         """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
         record the decision (durable when this returns)."""
         cfg = self.config
-        with self._lock:
+        features = request.features
+        base_action = request.action
+        spec: StrategySpec | None = None
+        sim: Similar | None = None
+        with self._lock:  # index reads only
             self.refresh(force=False)
             params = self._params
-            features = request.features
-            base_action = request.action
-            ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
-            adaptation = adapt(features, request.strategy, cfg)
-            spec: StrategySpec | None = None
-            memory: float | None = None
-            memory_note = "memory silent"
             if base_action != "HOLD":
                 matches = self._wm.matching(base_action, features)
                 spec = matches[0] if matches else None
                 sim = self._wm.similar(base_action, features, cfg.neighbours, cfg.similar_radius)
-                memory, memory_note = memory_confidence(
-                    sim.wins, sim.n, spec.confidence if spec else None, cfg.min_similar
-                )
-            final = combine(request.base_confidence, ml, memory, cfg)
-            action = base_action if base_action == "HOLD" else hold_rule(base_action, final, params["ml_confidence_min"])
-            if action == "HOLD":
-                size = stop = target = 0.0
-                stop_price = take_price = 0.0
-                sizing_note = ""
-            else:
-                sz = prules.sizing(params, spec, adaptation, cfg)
-                size, stop, target, sizing_note = sz.size, sz.stop_loss_pct, sz.take_profit_pct, sz.note
-                sign = 1.0 if action == "BUY" else -1.0
-                stop_price = request.price * (1.0 - sign * stop)
-                take_price = request.price * (1.0 + sign * target)
-            reasoning = _reasoning(
-                request, action, final, ml, memory, memory_note, spec, adaptation.regime, params["ml_confidence_min"], sizing_note
-            )
-            decision = Decision(
-                decision_id=str(uuid.uuid4()), time=request.time, symbol=request.symbol, strategy=request.strategy,
-                action=action, base_action=base_action, price=request.price, base_confidence=request.base_confidence,
-                ml_confidence=request.ml_confidence, memory_confidence=memory, confidence=final, size=size,
-                stop_loss=stop_price, take_profit=take_price, stop_loss_pct=stop, take_profit_pct=target,
-                reasoning=reasoning, learned_strategy=spec.name if spec else None, model_version=request.model_version,
-                ml_direction=request.ml_direction, features=features, regime=adaptation.regime,
-                parameters_version=params.version, session_id=request.session_id,
-            )
-            self.store.append_decision(decision)
-            self.refresh()
-            return decision
+        ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
+        adaptation = adapt(features, request.strategy, cfg)
+        memory: float | None = None
+        memory_note = "memory silent"
+        if sim is not None:
+            memory, memory_note = memory_confidence(sim.wins, sim.n, spec.confidence if spec else None, cfg.min_similar)
+        final = combine(request.base_confidence, ml, memory, cfg)
+        action = base_action if base_action == "HOLD" else hold_rule(base_action, final, params["ml_confidence_min"])
+        if action == "HOLD":
+            size = stop = target = 0.0
+            stop_price = take_price = 0.0
+            sizing_note = ""
+        else:
+            sz = prules.sizing(params, spec, adaptation, cfg)
+            size, stop, target, sizing_note = sz.size, sz.stop_loss_pct, sz.take_profit_pct, sz.note
+            sign = 1.0 if action == "BUY" else -1.0
+            stop_price = request.price * (1.0 - sign * stop)
+            take_price = request.price * (1.0 + sign * target)
+        reasoning = _reasoning(
+            request, action, final, ml, memory, memory_note, spec, adaptation.regime, params["ml_confidence_min"], sizing_note
+        )
+        decision = Decision(
+            decision_id=str(uuid.uuid4()), time=request.time, symbol=request.symbol, strategy=request.strategy,
+            action=action, base_action=base_action, price=request.price, base_confidence=request.base_confidence,
+            ml_confidence=request.ml_confidence, memory_confidence=memory, confidence=final, size=size,
+            stop_loss=stop_price, take_profit=take_price, stop_loss_pct=stop, take_profit_pct=target,
+            reasoning=reasoning, learned_strategy=spec.name if spec else None, model_version=request.model_version,
+            ml_direction=request.ml_direction, features=features, regime=adaptation.regime,
+            parameters_version=params.version, session_id=request.session_id, market_context=request.market_context,
+        )
+        prepared = self.store.prepare_decision(decision)  # JSON + AES-GCM outside any lock
+        self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
+        return decision
 
     # ------------------------------------------------------------------ learning
     def _current_parameters(self) -> tuple[Parameters, dict[str, Any]]:
@@ -215,38 +242,62 @@ class MemoryEngine:
     def record_outcome(self, outcome: Outcome) -> LearningUpdate:
         """Store the outcome and learn from it, atomically: the matched strategy's stats (and
         deprecation), the bounded parameter adjustment, the performance monitor. Raises
-        ``UnknownDecision`` for an unknown id and ``DuplicateOutcome`` for a second outcome."""
+        ``UnknownDecision`` for an unknown id and ``DuplicateOutcome`` for a second outcome.
+
+        Runs in a group commit: outcomes of concurrent calls are learned from one after the
+        other inside one transaction (each re-reads the strategy and parameters the previous
+        one wrote), so the result is the same as one transaction each."""
+        with self._lock:
+            held = self._held(outcome.decision_id)  # saves decoding the decision from the store
+        learned = self._group.submit(lambda store: self._learn(store, outcome, held), lambda w: self._apply_learned(outcome, w))
+        decision, spec_after, deprecated, adjustments, params = learned
+        summary = _outcome_summary(outcome, spec_after, deprecated, adjustments)
+        return LearningUpdate(
+            decision_id=outcome.decision_id, win=outcome.win,
+            strategy=spec_after.name if spec_after else decision.learned_strategy,
+            strategy_stats=spec_after.stats if spec_after else None, adjustments=tuple(adjustments),
+            parameters_version=params.version, summary=summary, deprecated=deprecated,
+        )
+
+    def _learn(
+        self, store: MemoryStore, outcome: Outcome, held: Decision | None
+    ) -> tuple[Decision, StrategySpec | None, bool, list[ParameterAdjustment], Parameters]:
+        """The writes of one outcome, inside the (group) write transaction. Store calls only: it
+        runs under the store's lock and must not take the engine's."""
         cfg = self.config
         at = outcome.time
-        with self._lock:
-            with self.store.transaction():
-                decision, previous = self.store.get_decision(outcome.decision_id)
-                if previous is not None:
-                    raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome")
-                outcome_event = self.store.append_outcome(outcome)
-                spec_after: StrategySpec | None = None
-                deprecated = False
-                if decision.learned_strategy:
-                    spec = self.store.strategy(decision.learned_strategy)
-                    if spec is not None:
-                        spec_after, deprecated = update_strategy(spec, outcome, at, cfg)
-                        self.store.append_strategy(spec_after)
-                params, state = self._current_parameters()
-                adjustments = prules.adjust_after_outcome(params, outcome, at, cfg)
-                params = prules.apply(params, adjustments, at)
-                monitor_adj, state = self._monitor_step(params, state, outcome_event, at)
-                adjustments += monitor_adj
-                params = prules.apply(params, monitor_adj, at)
-                if adjustments:
-                    self.store.append_parameters(params, adjustments, state)
-            self.refresh()
-            summary = _outcome_summary(outcome, spec_after, deprecated, adjustments)
-            return LearningUpdate(
-                decision_id=outcome.decision_id, win=outcome.win,
-                strategy=spec_after.name if spec_after else decision.learned_strategy,
-                strategy_stats=spec_after.stats if spec_after else None, adjustments=tuple(adjustments),
-                parameters_version=self._params.version, summary=summary, deprecated=deprecated,
-            )
+        if held is not None:
+            decision = held  # existence and "one outcome only" are checked by append_outcome
+        else:
+            decision, previous = store.get_decision(outcome.decision_id)
+            if previous is not None:
+                raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome")
+        outcome_event = store.append_outcome(outcome)
+        spec_after: StrategySpec | None = None
+        deprecated = False
+        if decision.learned_strategy:
+            spec = store.strategy(decision.learned_strategy)
+            if spec is not None:
+                spec_after, deprecated = update_strategy(spec, outcome, at, cfg)
+                store.append_strategy(spec_after)
+        params, state = self._current_parameters()
+        adjustments = prules.adjust_after_outcome(params, outcome, at, cfg)
+        params = prules.apply(params, adjustments, at)
+        monitor_adj, state = self._monitor_step(params, state, outcome_event, at)
+        adjustments += monitor_adj
+        params = prules.apply(params, monitor_adj, at)
+        if adjustments:
+            store.append_parameters(params, adjustments, state)
+        return decision, spec_after, deprecated, adjustments, params
+
+    def _apply_learned(self, outcome: Outcome, learned: tuple[Any, ...]) -> None:
+        """The index side of ``_learn``'s writes (called under the engine lock, in commit order)."""
+        decision, spec_after, _, adjustments, params = learned
+        self._wm.add_outcome(decision, outcome)
+        if spec_after is not None:
+            self._wm.put_strategy(spec_after)
+        if adjustments:
+            self._params = params
 
     def _monitor_step(
         self, params: Parameters, state: dict[str, Any], newest_outcome_event: int, at: datetime
@@ -267,48 +318,45 @@ class MemoryEngine:
         """Run the performance monitor over the last 20 closed trades (the Dagster sensor's job);
         returns the adjustments it made (none when the win rate is >= 45% or the window was
         already acted on)."""
-        with self._lock:
-            with self.store.transaction():
-                params, state = self._current_parameters()
-                newest = self.store.last_event_id()
-                adjustments, state = self._monitor_step(params, state, newest, now)
-                if adjustments:
-                    self.store.append_parameters(prules.apply(params, adjustments, now), adjustments, state)
-            self.refresh()
-            return adjustments
+        with self.store.transaction():
+            params, state = self._current_parameters()
+            newest = self.store.last_event_id()
+            adjustments, state = self._monitor_step(params, state, newest, now)
+            if adjustments:
+                self.store.append_parameters(prules.apply(params, adjustments, now), adjustments, state)
+        self.refresh()
+        return adjustments
 
     def discover(self, now: datetime) -> DiscoveryResult:
         """Pattern discovery over the last 500 closed trades: create, update and deprecate
         learned strategies (rules.discovery)."""
-        with self._lock:
-            with self.store.transaction():
-                trades = self.store.closed_trades(self.config.discovery_window)
-                existing = self.store.strategies()
-                params, _ = self._current_parameters()
-                result = discovery_rules.discover(trades, existing, params, now, self.config)
-                for spec in (*result.deprecated, *result.updated, *result.created):
-                    self.store.append_strategy(spec)
-            self.refresh()
-            return result
+        with self.store.transaction():
+            trades = self.store.closed_trades(self.config.discovery_window)
+            existing = self.store.strategies()
+            params, _ = self._current_parameters()
+            result = discovery_rules.discover(trades, existing, params, now, self.config)
+            for spec in (*result.deprecated, *result.updated, *result.created):
+                self.store.append_strategy(spec)
+        self.refresh()
+        return result
 
     def restore_parameters(self, version: str, reason: str, now: datetime | None = None) -> list[ParameterAdjustment]:
         """Make an earlier parameter set (by version hash) current again, as a logged adjustment
         with trigger ``restore:<version>``. ``UnknownParameterVersion`` when no set has it."""
         at = now or datetime.now(UTC)
-        with self._lock:
-            with self.store.transaction():
-                target = self.store.parameters_by_version(version)
-                if target is None:
-                    defaults = Parameters(dict(self.config.parameters), _EPOCH)
-                    if defaults.version != version:
-                        raise UnknownParameterVersion(f"no stored parameter set has version {version!r}")
-                    target = defaults
-                params, state = self._current_parameters()
-                adjustments = prules.restore(params, target, reason, at, self.config)
-                if adjustments:
-                    self.store.append_parameters(prules.apply(params, adjustments, at), adjustments, state)
-            self.refresh()
-            return adjustments
+        with self.store.transaction():
+            target = self.store.parameters_by_version(version)
+            if target is None:
+                defaults = Parameters(dict(self.config.parameters), _EPOCH)
+                if defaults.version != version:
+                    raise UnknownParameterVersion(f"no stored parameter set has version {version!r}")
+                target = defaults
+            params, state = self._current_parameters()
+            adjustments = prules.restore(params, target, reason, at, self.config)
+            if adjustments:
+                self.store.append_parameters(prules.apply(params, adjustments, at), adjustments, state)
+        self.refresh()
+        return adjustments
 
     # ------------------------------------------------------------------ reporting
     def stats(self, now: datetime | None = None) -> MemoryStats:
@@ -317,8 +365,9 @@ class MemoryEngine:
         since = now - timedelta(hours=24)
         with self._lock:
             self.refresh(force=False)
-            counts = self.store.counts()
             specs = list(self._wm.strategies.values())
+        with self.store.snapshot():  # the store's reads, without holding the index
+            counts = self.store.counts()
             trades = wins = 0
             offset, page = 0, 1000
             while True:

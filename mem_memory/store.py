@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mem_memory.crypto import Codec
 from mem_memory.errors import (
@@ -57,6 +57,15 @@ from mem_memory.types import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class PreparedDecision(NamedTuple):
+    """A decision encoded for storage: id, symbol lookup tag, (encrypted) payload."""
+
+    decision_id: str
+    symbol_tag: str
+    payload: bytes
+
 
 FORMAT_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
@@ -116,6 +125,7 @@ class MemoryStore:
         self._conn: sqlite3.Connection | None = conn
         self._codec = codec
         self._lock = threading.RLock()
+        self._span: list[int] | None = None  # event ids written by the open group transaction
 
     # ------------------------------------------------------------------ open / close
     @classmethod
@@ -239,22 +249,108 @@ class MemoryStore:
         cur = self._c().execute(
             "INSERT INTO events(kind, subject, payload) VALUES (?, ?, ?)", (kind, subject, self._codec.encode(kind, record))
         )
-        return int(cur.lastrowid)
+        event_id = int(cur.lastrowid)
+        self._note(event_id, event_id)
+        return event_id
+
+    @contextmanager
+    def group_transaction(self) -> Iterator[list[int]]:
+        """The write transaction of one group commit (``mem_memory.group``). Yields
+        ``[first, last]``: the lowest and highest event id written in it so far (0, 0 while none),
+        final once the block ends. The events of the group are exactly ``first .. last`` (ids are
+        consecutive: one writer at a time, and a rolled-back savepoint gives its ids back), and
+        the log held nothing above ``first - 1`` before it. Commits when the block ends (one fsync
+        for everything written in it), rolls back on an exception. Not nestable."""
+        with self._lock:
+            conn = self._c()
+            if conn.in_transaction:
+                raise RuntimeError("group_transaction cannot run inside another transaction")
+            conn.execute("BEGIN IMMEDIATE")
+            self._span = span = [0, 0]
+            try:
+                yield span
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._span = None
+
+    def _note(self, first: int, last: int) -> None:
+        span = self._span
+        if span is not None:
+            if not span[0]:
+                span[0] = first
+            span[1] = last
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit inside the current write transaction: an exception rolls back only what
+        was written inside it (one writer's records in a group commit)."""
+        with self._lock:
+            conn = self._c()
+            saved = list(self._span) if self._span is not None else None
+            conn.execute("SAVEPOINT unit")
+            try:
+                yield
+            except BaseException:
+                conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
+                if saved is not None and self._span is not None:
+                    self._span[:] = saved
+                raise
+            conn.execute("RELEASE unit")
 
     # ------------------------------------------------------------------ appends
+    def prepare_decision(self, decision: Decision) -> PreparedDecision:
+        """Encode (and encrypt) a decision for ``append_prepared`` — CPU work that needs no lock,
+        so concurrent writers do it before they queue for the commit."""
+        return PreparedDecision(
+            decision.decision_id, self._codec.tag(decision.symbol), self._codec.encode(DECISION, decision.to_dict())
+        )
+
+    def append_prepared(self, prepared: PreparedDecision) -> int:
+        """Write a prepared decision (joining the current transaction, or in its own); returns its
+        event id. ``DuplicateDecision`` if the id exists (nothing is written then)."""
+        with self.transaction():
+            conn = self._c()
+            if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (prepared.decision_id,)).fetchone():
+                raise DuplicateDecision(f"decision {prepared.decision_id} is already recorded")
+            return self.append_prepared_many([prepared])[0]
+
+    def append_prepared_many(self, prepared: Sequence[PreparedDecision]) -> list[int]:
+        """Write several prepared decisions with two statements (one multi-row INSERT per table),
+        inside the current transaction; returns their event ids. No duplicate check of its own:
+        a repeated decision id fails the whole statement with ``sqlite3.IntegrityError`` (the
+        caller rolls back). Few statements matter: each one lets other Python threads take the
+        GIL, and the committing thread then waits to get it back."""
+        conn = self._c()
+        if not conn.in_transaction:
+            raise RuntimeError("append_prepared_many needs an open write transaction")
+        n = len(prepared)
+        if not n:
+            return []
+        with self._lock:
+            ev_args: list[Any] = []
+            for p in prepared:
+                ev_args += (DECISION, p.decision_id, p.payload)
+            cur = conn.execute("INSERT INTO events(kind, subject, payload) VALUES " + ",".join(["(?,?,?)"] * n), ev_args)
+            last = int(cur.lastrowid)
+            first = last - n + 1  # one statement, AUTOINCREMENT: consecutive ids in VALUES order
+            dec_args: list[Any] = []
+            for i, p in enumerate(prepared):
+                dec_args += (p.decision_id, p.symbol_tag, first + i)
+            conn.execute(
+                "INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES " + ",".join(["(?,?,?)"] * n), dec_args
+            )
+            self._note(first, last)
+            return list(range(first, last + 1))
+
     def append_decision(self, decision: Decision) -> int:
         """Record a decision; returns its event id once durable. ``DuplicateDecision`` if the id
         exists."""
-        with self.transaction():
-            conn = self._c()
-            if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (decision.decision_id,)).fetchone():
-                raise DuplicateDecision(f"decision {decision.decision_id} is already recorded")
-            event_id = self._insert(DECISION, decision.decision_id, decision.to_dict())
-            conn.execute(
-                "INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES (?, ?, ?)",
-                (decision.decision_id, self._codec.tag(decision.symbol), event_id),
-            )
-            return event_id
+        return self.append_prepared(self.prepare_decision(decision))
 
     def append_outcome(self, outcome: Outcome) -> int:
         """Record the outcome of a decision. ``UnknownDecision`` when the id is not stored,
@@ -494,4 +590,4 @@ class MemoryStore:
             self._c().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-__all__ = ["MemoryStore", "MemoryKeyError"]
+__all__ = ["MemoryStore", "MemoryKeyError", "PreparedDecision"]

@@ -90,6 +90,27 @@ def _features(name: str, value: Any) -> Mapping[str, float]:
     return MappingProxyType(dict(sorted(out.items())))
 
 
+#: At most this many market_context entries; keys up to 64 characters, values up to 256.
+MAX_CONTEXT_ITEMS = 64
+
+
+def _context(name: str, value: Any) -> Mapping[str, str]:
+    """Free-form market context (string -> string), stored with the decision (encrypted like the
+    rest of the payload). Only validated and kept: no rule reads it."""
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise InvalidRecord(name, "must be a mapping of string to string")
+    if len(value) > MAX_CONTEXT_ITEMS:
+        raise InvalidRecord(name, f"at most {MAX_CONTEXT_ITEMS} entries, got {len(value)}")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or len(k) > 64:
+            raise InvalidRecord(name, "keys must be strings of at most 64 characters")
+        out[k] = _text(f"{name}[{k}]", v, max_len=256)
+    return MappingProxyType(dict(sorted(out.items())))
+
+
 def _time_str(t: datetime) -> str:
     return t.isoformat()
 
@@ -116,6 +137,7 @@ class SignalRequest:
     model_version: str | None = None
     features: Mapping[str, float] = field(default_factory=dict)
     session_id: str = ""
+    market_context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -134,6 +156,7 @@ class SignalRequest:
         s(self, "model_version", self.model_version or None)
         s(self, "features", _features("features", self.features))
         s(self, "session_id", _text("session_id", self.session_id or "", max_len=128))
+        s(self, "market_context", _context("market_context", self.market_context))
 
 
 # ---------------------------------------------------------------------------------- decisions
@@ -166,6 +189,7 @@ class Decision:
     regime: str = "normal"
     parameters_version: str = ""
     session_id: str = ""
+    market_context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -182,6 +206,7 @@ class Decision:
         for name in ("size", "stop_loss", "take_profit", "stop_loss_pct", "take_profit_pct"):
             _positive(name, getattr(self, name), allow_zero=True)
         s(self, "features", _features("features", self.features))
+        s(self, "market_context", _context("market_context", self.market_context))
 
     @property
     def final_confidence(self) -> float:
@@ -199,6 +224,7 @@ class Decision:
             "learned_strategy": self.learned_strategy, "model_version": self.model_version,
             "ml_direction": self.ml_direction, "features": dict(self.features), "regime": self.regime,
             "parameters_version": self.parameters_version, "session_id": self.session_id,
+            "market_context": dict(self.market_context),
         }
 
     @classmethod

@@ -1,0 +1,177 @@
+"""Group commit: concurrent writers of one process share one write transaction and one fsync.
+
+A writer hands ``submit`` a unit of work (a function of the store that writes its records), or
+``submit_decision`` a decision already encoded. Writers that arrive while a commit is in
+progress queue up; the first writer to find no commit in progress becomes the *leader*: it takes
+every queued unit (up to ``max_batch``), writes them in arrival order in ONE ``BEGIN IMMEDIATE``
+transaction and commits (``synchronous=FULL``: one fsync of the WAL for the whole group).
+Consecutive decisions are written with one multi-row INSERT per table; every other unit runs
+inside its own savepoint, so its error (unknown decision, second outcome, ...) rolls back only
+its own writes and is raised to its own writer. Should a decision id repeat (the multi-row
+INSERT fails), the transaction is rolled back and the group written again unit by unit, each in
+a savepoint, so only that writer gets ``DuplicateDecision``.
+
+Why so few statements: ``sqlite3`` lets other Python threads take the GIL during every
+statement, and under load the committing thread then waits to get it back, while every writer
+of the next group waits for this one. A group of decisions costs four statements (BEGIN, two
+INSERTs, COMMIT) however many writers it holds. Then, still as leader, it calls
+``after_commit`` with the group's event id span and each unit's result (the engine applies them
+to its in-process index in commit order), marks every unit done and wakes the writers. A writer
+returns only when the transaction holding its records has committed, so every acknowledged
+write is as durable as before; when the commit itself fails, every writer of the group gets
+the error and nothing of the group is stored.
+
+No thread of its own: with a single writer the leader is the caller itself (one transaction per
+call, as without grouping); under load a group forms while the previous one is in its fsync.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from mem_memory.store import MemoryStore, PreparedDecision
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: ``after_commit(before, after, [(apply, result), ...])``: the group's events are ids
+#: ``before+1 .. after``; ``apply(result)`` for every unit that succeeded, in commit order.
+AfterCommit = Callable[[int, int, Sequence[tuple[Callable[[Any], None] | None, Any]]], None]
+
+
+@dataclass(eq=False)
+class _Unit(Generic[T]):
+    work: Callable[[MemoryStore], T] | None
+    apply: Callable[[T], None] | None
+    prepared: PreparedDecision | None = None
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+    ok: bool = field(default=False)
+
+
+@dataclass
+class GroupStats:
+    """Counters since start: transactions committed, units in them, the largest group."""
+
+    commits: int = 0
+    units: int = 0
+    largest: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "commits": self.commits, "units": self.units, "largest_group": self.largest,
+            "mean_group": round(self.units / self.commits, 2) if self.commits else 0.0,
+        }
+
+
+class GroupCommitter:
+    """See the module docstring. Thread-safe; one per store connection (per process)."""
+
+    def __init__(self, store: MemoryStore, after_commit: AfterCommit | None = None, max_batch: int = 256) -> None:
+        self.store = store
+        self.after_commit = after_commit
+        self.max_batch = max_batch
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[_Unit[Any]] = []
+        self._leading = False
+        self.stats = GroupStats()
+
+    def submit(self, work: Callable[[MemoryStore], T], apply: Callable[[T], None] | None = None) -> T:
+        """Run ``work`` in the next group transaction; return its result once that transaction
+        has committed (durable), or raise its error (or the commit's)."""
+        return self._submit(_Unit(work, apply))
+
+    def submit_decision(self, prepared: PreparedDecision, apply: Callable[[int], None] | None = None) -> int:
+        """Write a prepared decision in the next group transaction; its event id once durable.
+        ``DuplicateDecision`` if the id is already stored."""
+        return self._submit(_Unit(None, apply, prepared))
+
+    def _submit(self, unit: _Unit[T]) -> T:
+        with self._cond:
+            self._queue.append(unit)
+        while True:
+            with self._cond:
+                while not unit.done and self._leading:
+                    self._cond.wait()
+                if unit.done:
+                    return self._outcome(unit)
+                self._leading = True
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            try:
+                self._run(batch)
+            finally:
+                with self._cond:
+                    self._leading = False
+                    for u in batch:
+                        u.done = True
+                    self._cond.notify_all()
+
+    @staticmethod
+    def _outcome(unit: _Unit[T]) -> T:
+        if unit.error is not None:
+            raise unit.error
+        return unit.result  # type: ignore[no-any-return]
+
+    def _run(self, batch: list[_Unit[Any]]) -> None:
+        store = self.store
+        for fast in (True, False):
+            for u in batch:
+                u.ok, u.error, u.result = False, None, None
+            try:
+                with store.group_transaction() as span:
+                    self._write(store, batch, fast)
+            except sqlite3.IntegrityError:
+                if fast:  # a repeated decision id in a multi-row INSERT: again, unit by unit
+                    continue
+                self._fail(batch, sys.exc_info()[1])
+                return
+            except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the group is stored
+                self._fail(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            break
+        done = [u for u in batch if u.ok]
+        self.stats.commits += 1
+        self.stats.units += len(done)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        if self.after_commit is not None and done:
+            try:
+                self.after_commit(span[0] - 1, span[1], [(u.apply, u.result) for u in done])
+            except Exception:  # the records are durable; the index catches up from the log later
+                log.exception("applying a committed group to the in-process index failed")
+
+    @staticmethod
+    def _fail(batch: list[_Unit[Any]], exc: BaseException | None) -> None:
+        for u in batch:
+            u.ok = False
+            u.error = exc
+
+    @staticmethod
+    def _write(store: MemoryStore, batch: list[_Unit[Any]], fast: bool) -> None:
+        i, n = 0, len(batch)
+        while i < n:
+            u = batch[i]
+            if fast and u.prepared is not None:
+                j = i + 1
+                while j < n and batch[j].prepared is not None:
+                    j += 1
+                run = batch[i:j]
+                for x, event_id in zip(run, store.append_prepared_many([x.prepared for x in run])):
+                    x.result, x.ok = event_id, True
+                i = j
+                continue
+            try:
+                with store.savepoint():
+                    u.result = store.append_prepared(u.prepared) if u.prepared is not None else u.work(store)
+                u.ok = True
+            except Exception as exc:  # this unit only: its savepoint is rolled back
+                u.error = exc
+            i += 1
