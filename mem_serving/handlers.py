@@ -246,8 +246,8 @@ class Handlers:
             return {}
 
     def _signal_request(self, q: EnhanceQuery, ml_confidence, ml_direction, version, features) -> SignalRequest:
-        # The memory's SignalRequest has no field for the free-form market_context, so it is not
-        # stored (see docs/serving.md); the feature snapshot drives strategies and similarity.
+        # market_context is stored with the decision (encrypted like the rest); the feature
+        # snapshot is what drives strategies and similarity.
         return SignalRequest(
             symbol=q.symbol,
             action=q.action,
@@ -260,6 +260,7 @@ class Handlers:
             model_version=version or None,
             features=features,
             session_id=q.session_id,
+            market_context=q.market_context,
         )
 
     def log_outcome(self, query: OutcomeQuery, budget: Budget = UNLIMITED) -> LearningUpdate:

@@ -149,6 +149,15 @@ def test_unknown_decision_is_not_found(stack: Stack) -> None:
     assert code == grpc.StatusCode.NOT_FOUND
 
 
+def test_market_context_is_stored_with_the_decision(stack: Stack, serve_candles: pd.DataFrame) -> None:
+    context = {"session": "london", "news": "CPI at 13:30", "funding": "0.01%"}
+    signal = _enhance(stack, candles_pb(_history(serve_candles)), market_context=context)
+    decision, _ = stack.engine.store.get_decision(signal.decision_id)
+    assert dict(decision.market_context) == context
+    without = _enhance(stack, [candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))])
+    assert dict(stack.engine.store.get_decision(without.decision_id)[0].market_context) == {}
+
+
 def test_expired_deadline_is_deadline_exceeded_and_records_nothing(stack: Stack, serve_candles: pd.DataFrame) -> None:
     decisions = stack.handlers.metrics.decisions
     before = sum(decisions.labels(a)._value.get() for a in ("BUY", "SELL", "HOLD"))
