@@ -308,7 +308,7 @@ class MemoryEngine:
         mark = int(state.get("monitor_mark", 0))
         if self.store.outcomes_after(mark, cap=cfg.monitor_window) < cfg.monitor_window:
             return [], state
-        wins = [o.win for _, o in self.store.closed_trades(cfg.monitor_window)]
+        wins = self.store.recent_wins(cfg.monitor_window)
         adjustments = prules.performance_monitor(params, wins, at, cfg)
         if adjustments:
             state = {**state, "monitor_mark": newest_outcome_event}

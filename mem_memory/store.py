@@ -499,6 +499,17 @@ class MemoryStore:
         pairs.reverse()
         return pairs  # type: ignore[return-value]
 
+    def recent_wins(self, n: int) -> list[bool]:
+        """Win flags (``pnl > 0``) of the last ``n`` closed trades, oldest first — what the
+        performance monitor needs, from the outcome payloads alone (no decision decoded)."""
+        with self._lock:
+            rows = self._c().execute(
+                "SELECT payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT ?", (OUTCOME, int(n))
+            ).fetchall()
+        wins = [float(self._codec.decode(OUTCOME, r[0])["pnl"]) > 0 for r in rows]
+        wins.reverse()
+        return wins
+
     def latest_parameters(self) -> tuple[int, Parameters, dict[str, Any]] | None:
         """The current stored parameter set with its event id and rule state (None before the
         first change)."""

@@ -167,3 +167,10 @@ def test_market_context_is_stored_encrypted(db: Path, key: bytes) -> None:
     engine.store.close()  # checkpoints into the main file
     data = db.read_bytes()
     assert b"zq81" not in data and b"FOMC-minutes-7731" not in data
+
+
+def test_recent_wins_are_the_closed_trades_win_flags(store: MemoryStore) -> None:
+    decisions = [make_decision(i, decision_id=f"r{i}") for i in range(30)]
+    store.bulk_append(decisions, [outcome(d, 0.01 if i % 3 else -0.01) for i, d in enumerate(decisions[:25])])
+    assert store.recent_wins(20) == [o.win for _, o in store.closed_trades(20)]
+    assert store.recent_wins(100) == [o.win for _, o in store.closed_trades(100)] and len(store.recent_wins(100)) == 25
