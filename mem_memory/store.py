@@ -17,7 +17,8 @@ Layout (docs/memory.md):
 Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
 to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
 has seen every event <= N. ``synchronous=FULL`` makes every acknowledged commit durable before
-it returns. The file is created 0600 and SQLite creates ``-wal``/``-shm`` with the database's
+it returns. ``group_transaction`` + ``savepoint`` + ``append_prepared_many`` are the pieces the
+group committer (``mem_memory.group``) writes several callers' records with, in one commit. The file is created 0600 and SQLite creates ``-wal``/``-shm`` with the database's
 mode; ``open`` tightens any of the three that are looser.
 """
 from __future__ import annotations
