@@ -18,12 +18,17 @@ from mem_serving.types import CandleBlock
 
 
 class CandleHistory:
-    """Thread-safe per-symbol candle history (numpy blocks, replaced atomically)."""
+    """Thread-safe per-symbol candle history (numpy blocks, replaced atomically).
+
+    One lock per symbol serialises merges of that symbol (the numpy work runs under it); the
+    table-wide lock is taken only to add a symbol (and evict the oldest), so concurrent calls for
+    different symbols never wait for each other."""
 
     def __init__(self, capacity: int, max_symbols: int = 10_000) -> None:
         self.capacity = capacity
         self.max_symbols = max_symbols
         self._blocks: dict[str, CandleBlock] = {}
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, symbol: str) -> CandleBlock | None:
@@ -31,15 +36,27 @@ class CandleHistory:
 
     def merge(self, symbol: str, incoming: CandleBlock, seed: CandleBlock | None = None) -> CandleBlock:
         """Merge ``incoming`` (and optionally an older ``seed``) into the history; return it."""
-        with self._lock:
+        lock = self._locks.get(symbol)
+        if lock is None:
+            with self._lock:
+                lock = self._locks.setdefault(symbol, threading.Lock())
+        with lock:
             base = self._blocks.get(symbol)
             if seed is not None and len(seed):
                 base = seed if base is None or len(base) == 0 else _merge(seed, base)
             merged = incoming if base is None or len(base) == 0 else _merge(base, incoming)
             merged = merged.tail(self.capacity)
-            if symbol not in self._blocks and len(self._blocks) >= self.max_symbols:
-                self._blocks.pop(next(iter(self._blocks)))  # oldest inserted symbol
-            self._blocks[symbol] = merged
+            if symbol in self._blocks:
+                self._blocks[symbol] = merged
+                return merged
+            with self._lock:
+                if symbol not in self._blocks and len(self._blocks) >= self.max_symbols:
+                    oldest = next(iter(self._blocks))  # oldest inserted symbol
+                    del self._blocks[oldest]
+                    if oldest != symbol:
+                        self._locks.pop(oldest, None)
+                self._blocks[symbol] = merged
+                self._locks.setdefault(symbol, lock)
             return merged
 
     def __len__(self) -> int:

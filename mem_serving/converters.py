@@ -115,6 +115,19 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
         return None
     if n > max_candles:
         raise InvalidArgument(field, f"at most {max_candles} candles per request, got {n}")
+    if n == 1:  # the hot path (one new candle): the same checks on Python floats, no numpy
+        c = items[0]
+        t = c.ts
+        s, ns = t.seconds, t.nanos
+        o, h, lo, cl, v = c.open, c.high, c.low, c.close, c.volume
+        isfinite = math.isfinite
+        if (
+            0 < s <= _MAX_SECONDS and 0 <= ns < 1_000_000_000
+            and isfinite(o) and isfinite(h) and isfinite(lo) and isfinite(cl) and isfinite(v)
+            and lo > 0 and h >= lo and lo <= o <= h and lo <= cl <= h and v >= 0
+        ):
+            return CandleBlock(np.array([s * 1000 + ns // 1_000_000], dtype=np.int64), np.array([[o, h, lo, cl, v]], dtype=np.float64))
+        # else: the general path below names the first bad field
     secs = np.empty(n, dtype=np.int64)
     nanos = np.empty(n, dtype=np.int64)
     ohlcv = np.empty((n, 5), dtype=np.float64)
