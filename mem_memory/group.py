@@ -23,6 +23,8 @@ the error and nothing of the group is stored.
 
 No thread of its own: with a single writer the leader is the caller itself (one transaction per
 call, as without grouping); under load a group forms while the previous one is in its fsync.
+Each writer sleeps on its own event: the leader wakes exactly the writers of its group and hands
+the leadership to the first queued writer, if any (no thundering herd on one condition).
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class _Unit(Generic[T]):
     error: BaseException | None = None
     done: bool = False
     ok: bool = field(default=False)
+    wake: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -94,24 +97,44 @@ class GroupCommitter:
         return self._submit(_Unit(None, apply, prepared))
 
     def _submit(self, unit: _Unit[T]) -> T:
+        # Each writer sleeps on its own event; the leader wakes exactly the writers of its group
+        # and, when more are queued, hands the leadership to the first of them (no thundering
+        # herd of every waiter on one condition).
         with self._cond:
             self._queue.append(unit)
+            lead = not self._leading
+            if lead:
+                self._leading = True
         while True:
-            with self._cond:
-                while not unit.done and self._leading:
-                    self._cond.wait()
+            if not lead:
+                unit.wake.wait()
+                unit.wake.clear()
                 if unit.done:
                     return self._outcome(unit)
-                self._leading = True
+                # promoted: this writer leads the next group
+            with self._cond:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             try:
                 self._run(batch)
             finally:
                 with self._cond:
-                    self._leading = False
                     for u in batch:
                         u.done = True
-                    self._cond.notify_all()
+                    nxt = None
+                    if not unit.done:
+                        pass  # still queued (group full): keep leading
+                    elif self._queue:
+                        nxt = self._queue[0]
+                    else:
+                        self._leading = False
+                for u in batch:
+                    if u is not unit:
+                        u.wake.set()
+                if nxt is not None:
+                    nxt.wake.set()
+            if unit.done:
+                return self._outcome(unit)
+            lead = True
 
     @staticmethod
     def _outcome(unit: _Unit[T]) -> T:
