@@ -13,11 +13,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mem_memory import LearningUpdate, ParameterAdjustment, Parameters, StrategySpec, StrategyStats
+from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters, StrategySpec, StrategyStats
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.errors import InvalidArgument
 from mem_serving.handlers import Enhanced
-from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, OutcomeQuery, Prediction, PredictQuery
+from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, Prediction, PredictQuery
 
 MAX_SYMBOL_LEN = 64
 MAX_TEXT_LEN = 256
@@ -202,7 +202,7 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuer
     )
 
 
-def outcome_query(req: pb.LogOutcomeRequest) -> OutcomeQuery:
+def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
     decision_id = req.decision_id.strip()
     if not decision_id:
         raise InvalidArgument("decision_id", "must not be empty")
@@ -210,7 +210,7 @@ def outcome_query(req: pb.LogOutcomeRequest) -> OutcomeQuery:
     size = finite(req.size, "size")
     if size < 0:
         raise InvalidArgument("size", f"must be >= 0, got {size!r}")
-    return OutcomeQuery(
+    return Outcome(
         decision_id=decision_id,
         entry_price=positive(req.entry_price, "entry_price"),
         exit_price=positive(req.exit_price, "exit_price"),
@@ -305,7 +305,7 @@ def adjustment_pb(a: ParameterAdjustment) -> pb.ParameterAdjustment:
     )
 
 
-def learning_pb(update: LearningUpdate, query: OutcomeQuery) -> pb.LogOutcomeResponse:
+def learning_pb(update: LearningUpdate, query: Outcome) -> pb.LogOutcomeResponse:
     return pb.LogOutcomeResponse(
         decision_id=query.decision_id,
         win=bool(update.win),

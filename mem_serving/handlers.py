@@ -27,7 +27,7 @@ from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgu
 from mem_serving.metrics import ServingMetrics
 from mem_serving.model_provider import ModelProvider
 from mem_serving.settings import ServingSettings
-from mem_serving.types import CandleBlock, EnhanceQuery, OutcomeQuery, Prediction, PredictQuery
+from mem_serving.types import CandleBlock, EnhanceQuery, Prediction, PredictQuery
 
 log = logging.getLogger(__name__)
 
@@ -263,17 +263,7 @@ class Handlers:
             market_context=q.market_context,
         )
 
-    def log_outcome(self, query: OutcomeQuery, budget: Budget = UNLIMITED) -> LearningUpdate:
-        outcome = Outcome(
-            decision_id=query.decision_id,
-            entry_price=query.entry_price,
-            exit_price=query.exit_price,
-            size=query.size,
-            pnl=query.pnl,
-            pnl_pct=query.pnl_pct,
-            exit_reason=query.exit_reason,
-            time=query.time,
-        )
+    def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED) -> LearningUpdate:
         budget.check("learning from the outcome")
         update = self.engine.record_outcome(outcome)
         self.memory_cache.clear()

@@ -88,14 +88,3 @@ class EnhanceQuery:
     market_context: Mapping[str, str]
     session_id: str
 
-
-@dataclass(frozen=True, slots=True)
-class OutcomeQuery:
-    decision_id: str
-    entry_price: float
-    exit_price: float
-    size: float
-    pnl: float
-    pnl_pct: float
-    exit_reason: str
-    time: datetime
