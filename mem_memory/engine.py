@@ -12,6 +12,7 @@ lookup — and immediately after any write of this process that follows them.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time as _time
@@ -30,7 +31,7 @@ from mem_memory.rules import parameters as prules
 from mem_memory.rules.adapter import adapt
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.rules.strategy_stats import update_strategy
-from mem_memory.store import MemoryStore
+from mem_memory.store import MemoryStore, PreparedDecision
 from mem_memory.types import (
     DECISION,
     OUTCOME,
@@ -186,6 +187,19 @@ class MemoryEngine:
     def enhance(self, request: SignalRequest) -> Decision:
         """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
         record the decision (durable when this returns)."""
+        decision, prepared = self._decide(request)
+        self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
+        return decision
+
+    async def enhance_async(self, request: SignalRequest) -> Decision:
+        """``enhance`` for asyncio callers: the same decision, durable when the await returns;
+        the event loop is not blocked while the decision is committed."""
+        decision, prepared = self._decide(request)
+        await asyncio.to_thread(self._group.submit_decision, prepared, lambda _: self._wm.add_decision(decision))
+        return decision
+
+    def _decide(self, request: SignalRequest) -> tuple[Decision, PreparedDecision]:
+        """The decision for ``request`` from the index (not yet stored) and its encoded form."""
         cfg = self.config
         features = request.features
         base_action = request.action
@@ -228,9 +242,7 @@ class MemoryEngine:
             ml_direction=request.ml_direction, features=features, regime=adaptation.regime,
             parameters_version=params.version, session_id=request.session_id, market_context=request.market_context,
         )
-        prepared = self.store.prepare_decision(decision)  # JSON + AES-GCM outside any lock
-        self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
-        return decision
+        return decision, self.store.prepare_decision(decision)  # JSON + AES-GCM outside any lock
 
     # ------------------------------------------------------------------ learning
     def _current_parameters(self) -> tuple[Parameters, dict[str, Any]]:
