@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
 from mem_memory.errors import DuplicateOutcome, UnknownParameterVersion
 from mem_memory.group import GroupCommitter
@@ -32,6 +33,7 @@ from mem_memory.rules.adapter import adapt
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.rules.strategy_stats import update_strategy
 from mem_memory.store import MemoryStore, PreparedDecision
+from mem_memory.writer import WriterProcess
 from mem_memory.types import (
     DECISION,
     OUTCOME,
@@ -58,7 +60,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class MemoryEngine:
     """The memory as serving and Dagster use it (see docs/CONTRACTS.md)."""
 
-    def __init__(self, store: MemoryStore, config: MemoryConfig | None = None) -> None:
+    def __init__(self, store: MemoryStore, config: MemoryConfig | None = None, *, writer_process: bool = False) -> None:
+        """``writer_process``: ``enhance_async`` commits through a writer process
+        (``mem_memory.async_commit``) instead of the in-process group commit on a worker thread."""
         self.store = store
         self.config = config or MemoryConfig()
         self._lock = threading.RLock()
@@ -68,6 +72,20 @@ class MemoryEngine:
         self._checked = 0.0
         self._load()
         self._group = GroupCommitter(store, self._after_commit)
+        self._async: AsyncDecisionCommitter | None = None
+        if writer_process:
+            self._async = AsyncDecisionCommitter(WriterProcess(store.path), store, self._after_commit, self._group.submit_decision)
+
+    def start_writer(self) -> None:
+        """Start the writer process now rather than on the first ``enhance_async`` (no-op
+        without ``writer_process``). ``MemoryUnavailable`` if it cannot open the store."""
+        if self._async is not None:
+            self._async.start()
+
+    def close(self) -> None:
+        """Stop the writer process, if any (the store stays open: its owner closes it)."""
+        if self._async is not None:
+            self._async.close()
 
     def __repr__(self) -> str:
         return f"MemoryEngine(store={self.store!r}, last_event={self._last_seen})"
@@ -150,7 +168,10 @@ class MemoryEngine:
 
     @property
     def group_stats(self) -> dict[str, float]:
-        """Group commit counters: transactions, units written, mean and largest group."""
+        """Group commit counters: transactions, units written, mean and largest group (the
+        writer process's batches under ``writer_process``, when it has any)."""
+        if self._async is not None and self._async.stats.commits:
+            return self._async.stats.as_dict()
         return self._group.stats.as_dict()
 
     # ------------------------------------------------------------------ hot-path reads
@@ -195,7 +216,11 @@ class MemoryEngine:
         """``enhance`` for asyncio callers: the same decision, durable when the await returns;
         the event loop is not blocked while the decision is committed."""
         decision, prepared = self._decide(request)
-        await asyncio.to_thread(self._group.submit_decision, prepared, lambda _: self._wm.add_decision(decision))
+        apply = lambda _: self._wm.add_decision(decision)  # noqa: E731
+        if self._async is not None:
+            await self._async.submit(prepared, apply)
+        else:
+            await asyncio.to_thread(self._group.submit_decision, prepared, apply)
         return decision
 
     def _decide(self, request: SignalRequest) -> tuple[Decision, PreparedDecision]:

@@ -74,3 +74,9 @@ class CorruptRecord(MemoryStoreError):
 
 class StoreClosed(MemoryStoreError):
     """The store was used after ``close()``."""
+
+
+class MemoryUnavailable(MemoryStoreError):
+    """The memory's writer process is gone or cannot start, and the call's decision is not
+    stored (a decision the process committed before it died is acknowledged, not lost). Serving
+    answers UNAVAILABLE; the next call starts a new writer."""

@@ -117,6 +117,22 @@ def _tighten(path: Path) -> None:
             os.chmod(p, 0o600)
 
 
+def _connect(p: Path) -> sqlite3.Connection:
+    """A connection in WAL mode with ``synchronous=FULL`` (every commit fsynced) and the busy
+    timeout that serialises writers across processes."""
+    conn = sqlite3.connect(p, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"could not switch {p} to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class MemoryStore:
     """The shared, durable memory store. Thread-safe (one connection behind a lock); open one
     per process (do not share across fork)."""
@@ -141,13 +157,8 @@ class MemoryStore:
         p.parent.mkdir(parents=True, exist_ok=True)
         codec = Codec(key)
         _create_private(p)
-        conn = sqlite3.connect(p, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        conn = _connect(p)
         try:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise RuntimeError(f"could not switch {p} to WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous=FULL")
             store = cls(p, conn, codec)
             store._init_meta()
         except BaseException:
@@ -155,6 +166,23 @@ class MemoryStore:
             raise
         _tighten(p)
         return store
+
+    @classmethod
+    def attach_prepared_writer(cls, path: str | os.PathLike[str]) -> MemoryStore:
+        """A connection to an existing store that only writes decisions prepared (encoded and
+        encrypted) by a store opened with the key: the writer process of
+        ``mem_memory.writer``. It holds no key; its reads would not decode."""
+        p = Path(path)
+        if not p.exists():
+            raise StoreClosed(f"the memory store {p} does not exist")
+        conn = _connect(p)
+        try:
+            if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'decisions'").fetchone()[0] != 1:
+                raise StoreClosed(f"{p} is not a memory store (no decisions table)")
+        except BaseException:
+            conn.close()
+            raise
+        return cls(p, conn, Codec(None))
 
     def _init_meta(self) -> None:
         conn = self._c()
@@ -445,6 +473,17 @@ class MemoryStore:
                 (int(event_id), int(limit)),
             ).fetchall()
         return [Event(int(i), k, s, self._codec.decode(k, p)) for i, k, s, p in rows]
+
+    def decision_event_ids(self, decision_ids: Sequence[str]) -> dict[str, int]:
+        """The event id of each of ``decision_ids`` that is stored (missing ones are absent)."""
+        if not decision_ids:
+            return {}
+        with self._lock:
+            rows = self._c().execute(
+                f"SELECT decision_id, event_id FROM decisions WHERE decision_id IN ({','.join('?' * len(decision_ids))})",
+                list(decision_ids),
+            ).fetchall()
+        return {str(d): int(e) for d, e in rows}
 
     def get_decision(self, decision_id: str) -> tuple[Decision, Outcome | None]:
         """A decision and its outcome (None while open); ``UnknownDecision`` when absent."""

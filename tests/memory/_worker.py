@@ -2,6 +2,8 @@
 
 write <db> <symbol> <seconds>  : enhance + record_outcome in a loop; prints "D <id>" / "O <id>"
                                  after each acknowledged (committed) write; seconds <= 0: forever
+write-async <db> <symbol> <s>  : enhance_async through the writer process, 16 callers; prints
+                                 "PID <writer pid>", then "D <id>" per acknowledged decision
 read <db> <done-file> <out>    : follows the event log with a cursor until <done-file> exists,
                                  then catches up and writes what it saw as JSON to <out>
 The key, if any, comes from MEM_MEMORY_KEY.
@@ -41,6 +43,39 @@ def write(db: str, symbol: str, seconds: float) -> None:
             out.write(f"O {d.decision_id}\n")
             out.flush()
         i += 1
+    out.write("DONE\n")
+    out.flush()
+
+
+def write_async(db: str, symbol: str, seconds: float) -> None:
+    """Decisions through ``enhance_async`` and the writer process, 16 callers at once; prints
+    "PID <writer pid>" first, then "D <id>" after each acknowledged decision."""
+    import asyncio
+
+    engine = MemoryEngine(MemoryStore.open(db, key=key_from_env()), writer_process=True)
+    engine.start_writer()
+    out = sys.stdout
+    out.write(f"PID {engine._async.writer.pid}\n")  # type: ignore[union-attr]
+    out.flush()
+    end = time.monotonic() + seconds if seconds > 0 else float("inf")
+    t0 = datetime(2026, 2, 1, tzinfo=UTC)
+
+    async def caller(k: int) -> None:
+        i = 0
+        while time.monotonic() < end:
+            d = await engine.enhance_async(
+                SignalRequest(symbol, "BUY", 0.7, 100.0 + i, t0 + timedelta(seconds=i), "momentum", 0.75, "bullish", "1",
+                              {"rsi14": 30.0 + (i * 7) % 40})
+            )
+            out.write(f"D {d.decision_id}\n")
+            out.flush()
+            i += 1
+
+    async def main() -> None:
+        await asyncio.gather(*(caller(k) for k in range(16)))
+
+    asyncio.run(main())
+    engine.close()
     out.write("DONE\n")
     out.flush()
 
@@ -85,6 +120,8 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "write":
         write(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+    elif mode == "write-async":
+        write_async(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     elif mode == "read":
         read(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

@@ -1,0 +1,261 @@
+"""Group commit of decisions for asyncio callers, through the writer process.
+
+``await committer.submit(prepared, apply)`` returns the decision's event id once the batch
+holding it is committed (fsynced) by the writer process (``mem_memory.writer``). Everything
+runs on the caller's event loop, with no thread of its own: a submit that finds no batch in
+flight sends the queue as one batch; the child's reply arrives through ``add_reader``; the reply
+handler applies the batch to the engine's index (``after_commit``), resolves its callers and
+sends whatever queued meanwhile as the next batch. So a batch forms while the previous one is in
+its fsync, as with the threads' group commit (``mem_memory.group``), but the serving thread never
+waits for a SQLite statement or for the GIL after one.
+
+Failures, each to the callers of its batch only:
+- a repeated decision id (``integrity``): the batch is written again decision by decision
+  through the in-process group commit on a worker thread, so only the duplicate's caller gets
+  ``DuplicateDecision``;
+- a SQLite error in the child (disk full, lock timeout): ``MemoryStoreError``, nothing stored;
+- the child died: the batch is in doubt, so the parent looks its ids up in the store. Those
+  committed are acknowledged; the rest were certainly not (one transaction, and the child is
+  gone), so they are sent once more to a new child, and get ``MemoryUnavailable`` if that one
+  fails them too.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mem_memory.errors import MemoryStoreError, MemoryUnavailable
+from mem_memory.group import AfterCommit, GroupStats
+from mem_memory.store import MemoryStore, PreparedDecision
+from mem_memory.writer import WriterProcess
+
+log = logging.getLogger(__name__)
+
+#: Sends of one decision to a writer process before its caller gets ``MemoryUnavailable``.
+MAX_ATTEMPTS = 2
+
+Apply = Callable[[int], None] | None
+#: ``fallback(prepared, apply) -> event id``: the in-process, blocking write of one decision.
+Fallback = Callable[[PreparedDecision, Apply], int]
+
+
+@dataclass(eq=False)
+class _Pending:
+    prepared: PreparedDecision
+    apply: Apply
+    future: asyncio.Future[int]
+    attempts: int = 0
+
+
+class AsyncDecisionCommitter:
+    """See the module docstring. Bound to the first event loop that submits; one per engine."""
+
+    def __init__(
+        self, writer: WriterProcess, store: MemoryStore, after_commit: AfterCommit, fallback: Fallback, max_batch: int = 256
+    ) -> None:
+        self.writer = writer
+        self.store = store
+        self.after_commit = after_commit
+        self.fallback = fallback
+        self.max_batch = max_batch
+        self.stats = GroupStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: deque[_Pending] = deque()
+        self._inflight: list[_Pending] | None = None
+        self._reader_fd: int | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the writer process now (otherwise the first submit does). Blocks until the
+        child has opened the store; ``MemoryUnavailable`` if it cannot."""
+        if not self.writer.alive:
+            self.writer.start()
+
+    async def submit(self, prepared: PreparedDecision, apply: Apply = None) -> int:
+        """Commit ``prepared`` in the next batch; its event id once durable."""
+        if self._closed:
+            raise MemoryUnavailable("the memory engine is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError("AsyncDecisionCommitter serves one event loop; this is another")
+        future: asyncio.Future[int] = loop.create_future()
+        self._queue.append(_Pending(prepared, apply, future))
+        if self._inflight is None:
+            self._send_next()
+        return await future
+
+    # ------------------------------------------------------------------ the cycle
+    def _ensure_writer(self) -> None:
+        if not self.writer.alive:
+            self._drop_reader()
+            self.writer.start()
+        if self._reader_fd is None:
+            assert self._loop is not None
+            self._reader_fd = self.writer.fileno()
+            self._loop.add_reader(self._reader_fd, self._on_reply)
+
+    def _send_next(self) -> None:
+        while self._queue and self._inflight is None:
+            n = min(len(self._queue), self.max_batch)
+            batch = [self._queue.popleft() for _ in range(n)]
+            for p in batch:
+                p.attempts += 1
+            try:
+                self._ensure_writer()
+                self._inflight = batch
+                self.writer.send([p.prepared for p in batch])
+            except MemoryUnavailable as exc:
+                self._inflight = None
+                self._writer_lost(batch, exc)
+
+    def _on_reply(self) -> None:
+        batch = self._inflight
+        if batch is None:  # nothing is in flight: the child wrote without being asked, or exited
+            try:
+                self.writer.recv()
+            except MemoryUnavailable as exc:
+                log.warning("%s while idle", exc)
+                self._drop_reader()
+                self.writer.stop()
+            return
+        try:
+            reply = self.writer.recv()
+        except MemoryUnavailable as exc:
+            self._inflight = None
+            self._writer_lost(batch, exc)
+            self._send_next()
+            return
+        self._inflight = None
+        status = reply[0]
+        if status == "ok":
+            self._committed(batch, int(reply[1]), int(reply[2]))
+        elif status == "integrity":
+            for p in batch:  # one by one in-process: only the repeated id's caller fails
+                asyncio.ensure_future(self._one_by_one(p), loop=self._loop)
+        else:
+            error = MemoryStoreError(f"the memory writer could not commit: {reply[1]}")
+            for p in batch:
+                _fail(p.future, error)
+        self._send_next()
+
+    def _committed(self, batch: list[_Pending], first: int, last: int) -> None:
+        if last - first + 1 != len(batch):  # cannot happen with one multi-row INSERT; be loud
+            error = MemoryStoreError(f"the memory writer reported events {first}..{last} for {len(batch)} decisions")
+            for p in batch:
+                _fail(p.future, error)
+            return
+        ids = range(first, last + 1)
+        self._count(len(batch))
+        try:
+            self.after_commit(first - 1, last, [(p.apply, e) for p, e in zip(batch, ids)])
+        except Exception:  # the records are durable; the index catches up from the log later
+            log.exception("applying a committed batch to the in-process index failed")
+        for p, e in zip(batch, ids):
+            if not p.future.done():  # a cancelled caller's decision is stored all the same
+                p.future.set_result(e)
+
+    def _writer_lost(self, batch: list[_Pending], exc: MemoryUnavailable) -> None:
+        """The child died with ``batch`` in flight (or before it could be sent): acknowledge
+        what the store holds, fail the rest."""
+        self._drop_reader()
+        self.writer.stop()
+        try:
+            stored = self.store.decision_event_ids([p.prepared.decision_id for p in batch])
+        except Exception:
+            log.exception("looking up an in-doubt batch failed")
+            stored = {}
+        log.warning("%s with %d decisions in flight; %d of them were committed", exc, len(batch), len(stored))
+        done = [(p, stored[p.prepared.decision_id]) for p in batch if p.prepared.decision_id in stored]
+        if done:
+            done.sort(key=lambda x: x[1])
+            self._count(len(done))
+            try:
+                self.after_commit(done[0][1] - 1, done[-1][1], [(p.apply, e) for p, e in done])
+            except Exception:
+                log.exception("applying a committed batch to the in-process index failed")
+            for p, e in done:
+                if not p.future.done():
+                    p.future.set_result(e)
+        lost = MemoryUnavailable(f"{exc}; the decision was not stored")
+        again = [p for p in batch if p.prepared.decision_id not in stored and not p.future.done()]
+        for p in again:
+            if p.attempts >= MAX_ATTEMPTS or self._closed:
+                _fail(p.future, lost)
+        for p in reversed([p for p in again if not p.future.done()]):
+            self._queue.appendleft(p)
+
+    async def _one_by_one(self, p: _Pending) -> None:
+        assert self._loop is not None
+        try:
+            event_id = await self._loop.run_in_executor(None, self.fallback, p.prepared, p.apply)
+        except BaseException as exc:
+            _fail(p.future, exc)
+        else:
+            if not p.future.done():
+                p.future.set_result(event_id)
+
+    def _count(self, n: int) -> None:
+        self.stats.commits += 1
+        self.stats.units += n
+        self.stats.largest = max(self.stats.largest, n)
+
+    def _drop_reader(self) -> None:
+        if self._reader_fd is not None and self._loop is not None:
+            try:
+                self._loop.remove_reader(self._reader_fd)
+            except Exception:  # the loop is closed already
+                pass
+        self._reader_fd = None
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self) -> None:
+        """Stop the writer process (it finishes the batch in flight). Callable from any thread;
+        queued callers get ``MemoryUnavailable``."""
+        self._closed = True
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _on_loop_thread(loop):
+            try:
+                asyncio.run_coroutine_threadsafe(self._aclose(), loop).result(timeout=30)
+                return
+            except Exception:  # the loop stopped meanwhile: close from here
+                pass
+        self._close_now()
+
+    async def _aclose(self) -> None:
+        self._close_now()
+
+    def _close_now(self) -> None:
+        self._drop_reader()
+        inflight, self._inflight = self._inflight, None
+        if inflight:  # wait for the reply so their callers learn the outcome
+            try:
+                reply = self.writer.recv()
+                if reply[0] == "ok":
+                    self._committed(inflight, int(reply[1]), int(reply[2]))
+                else:
+                    for p in inflight:
+                        _fail(p.future, MemoryUnavailable("the memory engine closed"))
+            except MemoryUnavailable as exc:
+                self._writer_lost(inflight, exc)
+        self.writer.stop()
+        closed = MemoryUnavailable("the memory engine closed before the decision was stored")
+        while self._queue:
+            _fail(self._queue.popleft().future, closed)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

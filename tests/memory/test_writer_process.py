@@ -1,0 +1,219 @@
+"""The writer process (mem_memory.writer) behind ``MemoryEngine.enhance_async``: real child
+processes on real SQLite files, killed with SIGKILL where the test says so."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mem_memory import KEY_ENV, DuplicateDecision, MemoryEngine, MemoryStore, MemoryUnavailable, Outcome
+from mem_memory.async_commit import AsyncDecisionCommitter
+from mem_memory.writer import WriterProcess
+
+from tests.memory.conftest import T0, b64, request
+
+WORKER = Path(__file__).with_name("_worker.py")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_dead(pid: int, seconds: float = 10.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _enhance_many(engine: MemoryEngine, n: int, callers: int = 8, symbol: str = "BTCUSDT"):
+    async def caller(k: int) -> list:
+        out = []
+        for i in range(n // callers):
+            out.append(await engine.enhance_async(request(symbol=symbol, price=100.0 + k * 1000 + i)))
+        return out
+
+    async def main() -> list:
+        return [d for part in await asyncio.gather(*(caller(k) for k in range(callers))) for d in part]
+
+    return asyncio.run(main())
+
+
+def test_decisions_through_the_writer_are_durable_indexed_and_encrypted(db: Path, key: bytes, monkeypatch) -> None:
+    monkeypatch.setenv(KEY_ENV, b64(key))
+    store = MemoryStore.open(db, key=key)
+    engine = MemoryEngine(store, writer_process=True)
+    engine.start_writer()
+    writer_pid = engine._async.writer.pid  # type: ignore[union-attr]
+    environ = Path(f"/proc/{writer_pid}/environ").read_bytes()
+    assert KEY_ENV.encode() not in environ and b64(key).encode() not in environ  # the child never holds the key
+    decisions = _enhance_many(engine, 400)
+    stats = engine.group_stats
+    assert stats["units"] == 400 and stats["commits"] < 400  # batched: fewer commits than decisions
+    assert len(engine.recent_decisions("BTCUSDT", 50)) == 50  # the index saw them without a refresh
+    engine.close()
+    assert _wait_dead(writer_pid)
+    store.close()
+
+    reopened = MemoryStore.open(db, key=key)
+    try:
+        assert reopened.counts()["decisions"] == 400
+        for d in decisions[::37]:
+            assert reopened.get_decision(d.decision_id)[0] == d
+        ids = [e.event_id for e in reopened.events_since(0, limit=10_000)]
+        assert ids == list(range(1, 401))
+    finally:
+        reopened.close()
+    raw = db.read_bytes() + Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else db.read_bytes()
+    assert b"momentum" not in raw  # payloads were encrypted by the parent before the child wrote them
+
+
+def test_outcomes_in_process_and_decisions_through_the_writer_keep_one_consistent_index(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for round_ in range(20):
+            batch = await asyncio.gather(*(engine.enhance_async(request(price=100.0 + round_ * 10 + i)) for i in range(6)))
+            # outcomes go through the in-process group commit on worker threads, interleaved with decisions
+            outcomes = [
+                loop.run_in_executor(None, engine.record_outcome, Outcome(d.decision_id, d.price, d.price * 1.01, 1.0, 1.0, 0.01, "tp", T0))
+                for d in batch[:3]
+            ]
+            more = [engine.enhance_async(request(price=200.0 + round_)) for _ in range(3)]
+            await asyncio.gather(*outcomes, *more)
+
+    asyncio.run(main())
+    live = [(v.decision.decision_id, v.outcome is not None) for v in engine.recent_decisions("BTCUSDT", 50)]
+    engine.close()
+    fresh = MemoryEngine(store)  # built from the log alone
+    assert [(v.decision.decision_id, v.outcome is not None) for v in fresh.recent_decisions("BTCUSDT", 50)] == live
+    assert store.counts() == {"decisions": 180, "outcomes": 60}
+    store.close()
+
+
+def test_a_repeated_decision_id_fails_only_its_own_caller(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    first = store.prepare_decision(engine._decide(request())[0])
+    others = [store.prepare_decision(engine._decide(request(price=101.0 + i))[0]) for i in range(5)]
+
+    async def main() -> list:
+        await committer.submit(first)
+        return await asyncio.gather(*(committer.submit(p) for p in [*others[:2], first, *others[2:]]), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert isinstance(results[2], DuplicateDecision)
+    assert all(isinstance(r, int) for i, r in enumerate(results) if i != 2)
+    assert store.counts()["decisions"] == 6
+    engine.close()
+    store.close()
+
+
+def test_a_killed_writer_loses_no_acknowledged_decision_and_is_replaced(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    engine.start_writer()
+    first_pid = engine._async.writer.pid  # type: ignore[union-attr]
+    acked: list[str] = []
+    failed: list[BaseException] = []
+
+    async def caller(k: int) -> None:
+        for i in range(150):
+            try:
+                d = await engine.enhance_async(request(symbol=f"K{k}", price=100.0 + i))
+                acked.append(d.decision_id)
+            except MemoryUnavailable as exc:
+                failed.append(exc)
+
+    async def killer() -> None:
+        while len(acked) < 300:
+            await asyncio.sleep(0.001)
+        os.kill(first_pid, signal.SIGKILL)  # mid-stream, batches in flight
+
+    async def main() -> None:
+        await asyncio.wait_for(asyncio.gather(killer(), *(caller(k) for k in range(8))), timeout=60)
+
+    asyncio.run(main())
+    assert _wait_dead(first_pid)
+    new_pid = engine._async.writer.pid  # type: ignore[union-attr]
+    assert new_pid != first_pid and _alive(new_pid)  # a new writer took over
+    assert engine._async.writer.starts == 2  # type: ignore[union-attr]
+    # in-doubt decisions are looked up, the rest resent once: nobody sees the crash
+    assert failed == [] and len(acked) == 1200
+    engine.close()
+    stored = store.decision_event_ids(acked)
+    assert len(stored) == len(acked)
+    assert store.counts()["decisions"] == 1200
+    assert store.integrity_check() == "ok"
+    store.close()
+
+
+def test_sigkill_of_the_parent_loses_no_acknowledged_decision_and_leaves_no_writer(db: Path, key: bytes) -> None:
+    MemoryStore.open(db, key=key).close()
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "write-async", str(db), "CRASH", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, KEY_ENV: b64(key)},
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("PID "), proc.stderr.read() if proc.poll() is not None else first  # type: ignore[union-attr]
+    writer_pid = int(first.split()[1])
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while len(lines) < 500 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    proc.send_signal(signal.SIGKILL)
+    rest, err = proc.communicate(timeout=30)
+    lines += rest.splitlines()
+    acked = {line.split()[1] for line in lines if line.startswith("D ")}
+    assert len(acked) >= 500, err
+    assert _wait_dead(writer_pid), "the writer outlived its parent"
+    store = MemoryStore.open(db, key=key)
+    try:
+        assert store.integrity_check() == "ok"
+        assert len(store.decision_event_ids(sorted(acked))) == len(acked)
+        ids = [e.event_id for e in store.events_since(0, limit=1_000_000)]
+        assert ids == list(range(1, len(ids) + 1))
+    finally:
+        store.close()
+
+
+def test_close_stops_the_writer_and_later_calls_fail_clearly(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    _enhance_many(engine, 16)
+    pid = engine._async.writer.pid  # type: ignore[union-attr]
+    engine.close()
+    assert _wait_dead(pid)
+    with pytest.raises(MemoryUnavailable, match="closed"):
+        asyncio.run(engine.enhance_async(request()))
+    assert store.counts()["decisions"] == 16
+    store.close()
+
+
+def test_a_writer_that_cannot_open_the_store_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_store = tmp_path / "plain.db"
+    not_a_store.write_bytes(b"")
+    with pytest.raises(MemoryUnavailable, match="could not open|failed to start"):
+        WriterProcess(not_a_store).start()
