@@ -66,6 +66,7 @@ _MEMORY: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (memory_errors.DuplicateOutcome, grpc.StatusCode.ALREADY_EXISTS),
     (memory_errors.DuplicateDecision, grpc.StatusCode.ALREADY_EXISTS),
     (memory_errors.StoreClosed, grpc.StatusCode.UNAVAILABLE),
+    (memory_errors.MemoryUnavailable, grpc.StatusCode.UNAVAILABLE),
     (memory_errors.CorruptRecord, grpc.StatusCode.DATA_LOSS),
     (memory_errors.MemoryStoreError, grpc.StatusCode.INTERNAL),
 )
