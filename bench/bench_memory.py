@@ -80,6 +80,49 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.array(xs), q))
 
 
+def _async_appends(store: MemoryStore, queries: list, symbols: list[str], callers_list: list[int], n: int) -> list[dict]:
+    """``enhance_async`` through the writer process (what the gRPC server's event loop calls),
+    with 1 and 16 concurrent callers on one event loop."""
+    import asyncio
+
+    engine = MemoryEngine(store, writer_process=True)
+    engine.start_writer()
+    results = []
+    perf = time.perf_counter
+    for callers in callers_list:
+        per = max(1, n // callers)
+        before = engine.group_stats
+        lat: list[float] = []
+
+        async def caller(k: int) -> None:
+            for i in range(per):
+                f = queries[(k * per + i) % len(queries)][2]
+                req = SignalRequest(symbols[(k + i) % len(symbols)], "BUY", 0.7, 100.0,
+                                    T0 + timedelta(days=600 + k, seconds=i), "momentum", 0.75, "bullish", "1", f)
+                t = perf()
+                await engine.enhance_async(req)
+                lat.append(perf() - t)
+
+        async def run() -> float:
+            t0 = perf()
+            await asyncio.gather(*(caller(k) for k in range(callers)))
+            return perf() - t0
+
+        wall = asyncio.run(run())
+        after = engine.group_stats
+        commits = after["commits"] - before["commits"]
+        results.append({
+            "callers": callers, "decisions": len(lat), "enhance_per_s": round(len(lat) / wall, 1),
+            "enhance_p50_ms": round(pct(lat, 50) * 1000, 3), "enhance_p99_ms": round(pct(lat, 99) * 1000, 3),
+            "commits": commits, "decisions_per_commit": round(len(lat) / commits, 2) if commits else None,
+        })
+        engine.close()
+        engine = MemoryEngine(store, writer_process=True)  # a new loop next round: a new engine binds to it
+        engine.start_writer()
+    engine.close()
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--decisions", type=int, default=1_000_000)
@@ -89,6 +132,7 @@ def main() -> None:
     ap.add_argument("--appends", type=int, default=300)
     ap.add_argument("--threads", type=int, nargs="*", default=[4, 8], help="concurrent enhance() callers")
     ap.add_argument("--concurrent-appends", type=int, default=2000, help="decisions per concurrent run")
+    ap.add_argument("--async-callers", type=int, nargs="*", default=[1, 16], help="concurrent enhance_async() callers (writer process)")
     ap.add_argument("--chunk", type=int, default=50_000)
     ap.add_argument("--key", action="store_true", help="encrypt the store (AES-GCM)")
     ap.add_argument("--db", type=Path, default=None, help="reuse/keep a store here (default: a temp dir, deleted)")
@@ -194,6 +238,7 @@ def main() -> None:
             "enhance_p50_ms": round(pct(flat, 50) * 1000, 3), "enhance_p99_ms": round(pct(flat, 99) * 1000, 3),
             "commits": commits, "decisions_per_commit": round(len(flat) / commits, 2) if commits else None,
         })
+    out["append_async_writer_process"] = _async_appends(store, queries, symbols, args.async_callers, args.concurrent_appends)
     ids = store.events_since(store.last_event_id() - 5000, limit=10_000)
     out["event_ids_consecutive"] = all(b.event_id == a.event_id + 1 for a, b in zip(ids, ids[1:]))
     store.close()
