@@ -59,22 +59,41 @@ class CandleHistory:
                 self._locks.setdefault(symbol, lock)
             return merged
 
+    def merged_length(self, symbol: str, incoming: CandleBlock) -> int:
+        """How many candles ``merge(symbol, incoming)`` (without a seed) would hold now; stores
+        nothing (a concurrent merge of the same symbol may change the answer)."""
+        base = self._blocks.get(symbol)
+        if base is None or len(base) == 0:
+            n = len(incoming)
+        elif len(incoming) == 0:
+            n = len(base)
+        else:
+            n = _kept(base, incoming) + len(incoming)
+        return min(n, self.capacity)
+
     def __len__(self) -> int:
         return len(self._blocks)
+
+
+def _kept(old: CandleBlock, new: CandleBlock) -> int:
+    """How many of ``old``'s rows a merge with ``new`` keeps (those before ``new``'s first
+    candle; none across a gap). ``new`` must not be empty."""
+    first = new.ts_ms[0]
+    keep = int(np.searchsorted(old.ts_ms, first, side="left"))
+    if keep >= 2:
+        interval = old.ts_ms[keep - 1] - old.ts_ms[keep - 2]
+        if interval > 0 and first - old.ts_ms[keep - 1] > interval:
+            return 0  # a gap: the stored history is not contiguous with the request
+    return keep
 
 
 def _merge(old: CandleBlock, new: CandleBlock) -> CandleBlock:
     """``old`` rows before ``new``'s first candle, then ``new``; old is dropped across a gap."""
     if len(new) == 0:
         return old
-    first = new.ts_ms[0]
-    keep = int(np.searchsorted(old.ts_ms, first, side="left"))
+    keep = _kept(old, new)
     if keep == 0:
         return new
-    if keep >= 2:
-        interval = old.ts_ms[keep - 1] - old.ts_ms[keep - 2]
-        if interval > 0 and first - old.ts_ms[keep - 1] > interval:
-            return new  # a gap: the stored history is not contiguous with the request
     if keep == len(old):
         ts = np.concatenate((old.ts_ms, new.ts_ms))
         ohlcv = np.concatenate((old.ohlcv, new.ohlcv))

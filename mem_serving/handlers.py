@@ -8,6 +8,10 @@ Hot path of EnhanceSignal (no ML prediction given, one new candle):
 merge the candle into the symbol's history (numpy) -> prediction cache lookup -> features of
 the newest row only (``newest_features``, numpy) -> compiled one-row model -> memory engine
 (in-process index + one durable SQLite write) -> metrics.
+
+The gRPC server runs on an asyncio event loop: ``enhance_async`` is that same path for the loop
+(it awaits the memory's ``enhance_async``), used when ``enhance_reads_candle_source`` says the
+call will not read QuestDB; every other call runs the synchronous methods in a thread pool.
 """
 from __future__ import annotations
 
@@ -60,6 +64,7 @@ class MemoryEngineLike(Protocol):
     """The part of ``mem_memory.MemoryEngine`` serving uses (thread-safe: it locks itself)."""
 
     def enhance(self, request: SignalRequest) -> Decision: ...
+    async def enhance_async(self, request: SignalRequest) -> Decision: ...
     def record_outcome(self, outcome: Outcome) -> LearningUpdate: ...
     def parameters(self) -> Parameters: ...
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]: ...
@@ -132,6 +137,24 @@ class Handlers:
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
 
     # ---- candles and features ----------------------------------------------------------
+
+    def reads_candle_source(self, symbol: str, given: CandleBlock | None) -> bool:
+        """Whether computing features for ``symbol`` from ``given`` would read the candle source
+        (QuestDB, blocking I/O): no candles given, or the history held plus ``given`` is shorter
+        than ``MIN_HISTORY`` so ``_candles`` would seed it. Never true without a source.
+
+        A guide for where to run the call, not a lock: a concurrent merge of the same symbol on
+        another thread may change the answer."""
+        if self.candle_source is None:
+            return False
+        if given is None:
+            return True
+        return self.history.merged_length(symbol, given) < feats.MIN_HISTORY
+
+    def enhance_reads_candle_source(self, query: EnhanceQuery) -> bool:
+        """Whether ``enhance(query)`` would read the candle source (only when it predicts: with an
+        ML prediction given, the snapshot uses the candles given or held and never reads it)."""
+        return query.ml is None and self.reads_candle_source(query.symbol, query.candles)
 
     def _candles(self, symbol: str, given: CandleBlock | None, budget: Budget) -> CandleBlock:
         """The history to compute features on: the request's candles merged into the server's
@@ -211,6 +234,24 @@ class Handlers:
         return prediction
 
     def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> Enhanced:
+        request, prediction, version, started = self._prepare_enhance(query, budget)
+        memory_started = time.perf_counter()
+        decision = self.engine.enhance(request)
+        return self._finish_enhance(decision, prediction, version, started, memory_started)
+
+    async def enhance_async(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> Enhanced:
+        """``enhance`` for the event loop: the same steps, awaiting the memory's durable write.
+
+        Everything before that await runs on the caller's thread, so call it on the loop only
+        when ``enhance_reads_candle_source(query)`` is false (no QuestDB read)."""
+        request, prediction, version, started = self._prepare_enhance(query, budget)
+        memory_started = time.perf_counter()
+        decision = await self.engine.enhance_async(request)
+        return self._finish_enhance(decision, prediction, version, started, memory_started)
+
+    def _prepare_enhance(self, query: EnhanceQuery, budget: Budget) -> tuple[SignalRequest, Prediction | None, str, float]:
+        """The memory's request for ``query`` (predicting when no ML prediction is given), the
+        prediction, the model version and the start time."""
         started = time.perf_counter()
         prediction: Prediction | None = None
         if query.ml is None:
@@ -222,8 +263,9 @@ class Handlers:
             features = self._snapshot(query, budget)
         budget.check("recording the decision")
         request = self._signal_request(query, ml_confidence, ml_direction, version, features)
-        memory_started = time.perf_counter()
-        decision = self.engine.enhance(request)
+        return request, prediction, version, started
+
+    def _finish_enhance(self, decision: Decision, prediction: Prediction | None, version: str, started: float, memory_started: float) -> Enhanced:
         self.memory_cache.clear()  # memory queries (stats) include decisions
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
         self.metrics.decision(decision.action)
