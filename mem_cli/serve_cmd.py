@@ -15,7 +15,7 @@ def serve(
     memory_db: Path = typer.Option(None, help="Memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."),
     tracking_uri: str = typer.Option(None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
     model_poll: float = typer.Option(None, help="Seconds between checks for a new champion (default 5)."),
-    workers: int = typer.Option(None, help="gRPC worker threads (default 8)."),
+    workers: int = typer.Option(None, help="Threads for the calls that block on QuestDB or SQLite (default MEM_SERVING_WORKERS or 8); the rest run on the event loop."),
 ) -> None:
     """Serve PredictReversal, EnhanceSignal, LogOutcome, GetParameters, ListStrategies over gRPC."""
     from mem_serving.server import serve as run

@@ -1,28 +1,32 @@
 """Build and run the gRPC server.
 
-``create_server(settings, handlers) -> (server, port)`` builds a started server (MemService,
-standard health checking, reflection, the bearer-token interceptor when a token is set, TLS when
-cert and key are set); ``build_app(settings)`` wires the real parts (champion provider, memory
-store, QuestDB, metrics); ``serve(settings)`` runs everything until SIGINT/SIGTERM and stops
-gracefully.
+The server is a ``grpc.aio`` server on its own asyncio event loop, in one daemon thread
+("mem-grpc-loop"); the API here stays synchronous. ``create_running_server(settings, handlers)``
+returns a started ``RunningServer`` (MemService, standard health checking, reflection, the
+bearer-token interceptor when a token is set, TLS when cert and key are set, and a thread pool of
+``settings.max_workers`` threads for the calls that block); ``build_app(settings)`` wires the
+real parts (champion provider, memory store, QuestDB, metrics); ``serve(settings)`` runs
+everything until SIGINT/SIGTERM and stops gracefully.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hmac
 import logging
 import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mem_serving._gen.mem.v1 import mem_pb2, mem_pb2_grpc
+from mem_serving._gen.mem.v1 import mem_pb2
 from mem_serving.handlers import Handlers
-from mem_serving.servicer import MemServicer
+from mem_serving.servicer import MemServicer, add_to_server
 from mem_serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -30,9 +34,13 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = mem_pb2.DESCRIPTOR.services_by_name["MemService"].full_name  # "mem.v1.MemService"
 #: Methods reachable without a token (orchestrator probes carry none).
 AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+#: Name of the thread running the server's event loop.
+LOOP_THREAD_NAME = "mem-grpc-loop"
+#: Name prefix of the thread pool's threads (blocking calls).
+WORKER_THREAD_PREFIX = "mem-grpc-worker"
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED).
 
     Compared in constant time; the token is never logged or echoed.
@@ -44,8 +52,10 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         self._expected = f"Bearer {token}".encode()
         self._exempt = exempt_prefixes
 
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
         if handler is None or details.method.startswith(self._exempt):
             return handler
         for key, value in details.invocation_metadata or ():
@@ -57,8 +67,8 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         return _deny_like(handler)
 
 
-def _deny(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+async def _deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
 
 def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -75,39 +85,114 @@ def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 @dataclass
 class RunningServer:
-    """A started gRPC server and the pieces to stop it cleanly."""
+    """A started gRPC server on its event-loop thread, and the pieces to stop it cleanly.
 
-    server: grpc.Server
+    Its methods are called from other threads (never from the loop's own)."""
+
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     handlers: Handlers
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    executor: futures.ThreadPoolExecutor
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    def _on_loop(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """Run ``coro`` on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def set_model_health(self, serving: bool) -> None:
+        """The health of ``mem.v1.MemService`` (callable from any thread, e.g. the model poller's);
+        ignored once the server is stopping."""
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        self.health.set(SERVICE_NAME, status)
+        if self._stopped or self.loop.is_closed():
+            return
+        coro = self.health.set(SERVICE_NAME, status)
+        if threading.current_thread() is self.thread:  # on the loop itself: waiting would deadlock
+            self.loop.create_task(coro)
+            return
+        try:
+            self._on_loop(coro, timeout=5.0)
+        except RuntimeError:  # the loop closed meanwhile: the server is stopping
+            coro.close()
+        except concurrent.futures.TimeoutError:
+            log.warning("the event loop did not set the model health within 5 s")
 
     def stop(self, grace: float | None = 5.0) -> None:
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        """Health NOT_SERVING, calls in flight get ``grace`` seconds, then the loop thread, the
+        thread pool and the stoppers (reverse order) are ended. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._on_loop(self._shutdown(grace))
+        except Exception:
+            log.exception("error while stopping the gRPC server")
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.executor.shutdown(wait=True)  # blocking calls still running end before the stores close
         for stop in reversed(self.stoppers):
             try:
                 stop()
             except Exception:  # keep stopping the rest; the failure is logged
                 log.exception("error while stopping")
 
+    async def _shutdown(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
 
-def create_server(settings: ServingSettings, handlers: Handlers) -> tuple[grpc.Server, int]:
-    """A started gRPC server bound to ``settings.host:settings.port`` (0 = a free port)."""
+
+def create_server(settings: ServingSettings, handlers: Handlers) -> tuple[RunningServer, int]:
+    """A started server bound to ``settings.host:settings.port`` (0 = a free port) and its port;
+    ``stop(grace)`` on the first stops it."""
     running = create_running_server(settings, handlers)
-    return running.server, running.port
+    return running, running.port
 
 
 def create_running_server(settings: ServingSettings, handlers: Handlers) -> RunningServer:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=_run_loop, args=(loop,), name=LOOP_THREAD_NAME, daemon=True)
+    thread.start()
+    executor = futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=WORKER_THREAD_PREFIX)
+    try:
+        server, health_servicer, port = asyncio.run_coroutine_threadsafe(_start(settings, handlers, executor), loop).result()
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        executor.shutdown(wait=False)
+        raise
+    running = RunningServer(server=server, port=port, health=health_servicer, handlers=handlers, loop=loop, thread=thread, executor=executor)
+    log.info("MEM gRPC server on %s:%d (%s, auth %s)", settings.host, port, "TLS" if settings.tls else "plaintext", "on" if settings.token else "off")
+    return running
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop thread: run until stopped, then cancel what is left and close the loop."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())  # e.g. the memory's commits
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+async def _start(settings: ServingSettings, handlers: Handlers, executor: futures.Executor) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """Build, bind and start the server (on the loop: grpc.aio objects belong to their loop)."""
     interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else []
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="mem-grpc"),
+    server = grpc.aio.server(
         interceptors=interceptors,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
@@ -115,24 +200,26 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
             ("grpc.so_reuseport", 0),
         ],
     )
-    mem_pb2_grpc.add_MemServiceServicer_to_server(MemServicer(handlers), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    add_to_server(MemServicer(handlers, executor), server)
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
-    if settings.tls:
-        creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
-        port = server.add_secure_port(address, creds)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if settings.tls:
+            creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
+            port = server.add_secure_port(address, creds)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc.aio raises where the sync server returned 0
+        raise RuntimeError(f"cannot bind the gRPC server to {address}") from exc
     if not port:
         raise RuntimeError(f"cannot bind the gRPC server to {address}")
-    server.start()
-    running = RunningServer(server=server, port=port, health=health_servicer, handlers=handlers)
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    running.set_model_health(handlers.models.model is not None)
-    log.info("MEM gRPC server on %s:%d (%s, auth %s)", settings.host, port, "TLS" if settings.tls else "plaintext", "on" if settings.token else "off")
-    return running
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    model_ok = handlers.models.model is not None
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING if model_ok else health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, health_servicer, port
 
 
 def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> RunningServer:

@@ -1,11 +1,24 @@
-"""The gRPC servicer: thin. Each method converts the request, calls a handler, converts the
-reply; every exception goes through ``errors.to_status`` (the one mapping) and ends the call
+"""The gRPC servicer (grpc.aio): thin. Each method converts the request, calls a handler, converts
+the reply; every exception goes through ``errors.to_status`` (the one mapping) and ends the call
 with that status. The server never dies of a request.
+
+Where a call runs: on the event loop when it does no blocking I/O (EnhanceSignal and
+PredictReversal when the candles given, with the history held, are enough: no QuestDB read;
+EnhanceSignal awaits the memory's durable write), else its synchronous handler runs in the
+server's thread pool (``executor``): QuestDB reads, LogOutcome's SQLite commit, the memory
+queries behind GetParameters and ListStrategies. A call cancelled while awaiting (deadline,
+client gone, server stopping) ends with ``CancelledError``, which is not mapped to a status.
+
+Register it with ``add_to_server``: a request whose bytes do not parse ends in INTERNAL
+"Exception deserializing request!" (as the synchronous grpc server answered; grpc.aio alone would
+answer UNKNOWN with the parser's message).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, Callable
+from concurrent.futures import Executor
+from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 
@@ -17,50 +30,110 @@ from mem_serving.handlers import Budget, Handlers
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: What the request deserializers return for bytes that do not parse.
+UNDECODABLE = object()
+DECODE_ERROR = "Exception deserializing request!"
+
+
+def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:
+            log.warning("%s: %s", DECODE_ERROR, exc)
+            return UNDECODABLE
+
+    return parse
+
+
+class _Collect:
+    """Stands in for the server in the generated ``add_MemServiceServicer_to_server``."""
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def add_to_server(servicer: "MemServicer", server: grpc.aio.Server) -> None:
+    """The generated registration, with deserializers that let the servicer refuse bad bytes."""
+    got = _Collect()
+    mem_pb2_grpc.add_MemServiceServicer_to_server(servicer, got)
+    handlers = {}
+    for name, h in got.handlers.items():
+        assert not (h.request_streaming or h.response_streaming), name  # MemService is unary
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            h.unary_unary, request_deserializer=_lenient(h.request_deserializer), response_serializer=h.response_serializer
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(got.service, handlers),))
+    server.add_registered_method_handlers(got.service, handlers)
+
 
 class MemServicer(mem_pb2_grpc.MemServiceServicer):
-    def __init__(self, handlers: Handlers) -> None:
+    def __init__(self, handlers: Handlers, executor: Executor | None = None) -> None:
+        """``executor`` runs the blocking calls (None: the event loop's default executor)."""
         self.h = handlers
+        self._executor = executor
         self._requests = handlers.metrics.requests
         self._max_candles = handlers.settings.max_candles
 
-    def _run(self, method: str, context: grpc.ServicerContext, work: Callable[[Budget], Any]) -> Any:
+    async def _run(self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]) -> Any:
+        if request is UNDECODABLE:
+            await context.abort(grpc.StatusCode.INTERNAL, DECODE_ERROR)
         try:
-            reply = work(Budget(context.time_remaining))
-        except Exception as exc:  # the one place errors become statuses
+            reply = await work(Budget(context.time_remaining))
+        except Exception as exc:  # the one place errors become statuses (CancelledError is not an Exception)
             code, message = to_status(exc, method)
             self._requests.labels(method, code.name).inc()
-            context.abort(code, message)  # raises; grpc ends the call with this status
+            await context.abort(code, message)  # raises; grpc ends the call with this status
         self._requests.labels(method, "OK").inc()
         return reply
 
-    def PredictReversal(self, request: pb.PredictReversalRequest, context: grpc.ServicerContext) -> pb.PredictReversalResponse:
-        def work(budget: Budget) -> pb.PredictReversalResponse:
+    def _blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """``fn(*args)`` in the thread pool (it may block on QuestDB or SQLite)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def PredictReversal(self, request: pb.PredictReversalRequest, context: grpc.aio.ServicerContext) -> pb.PredictReversalResponse:
+        async def work(budget: Budget) -> pb.PredictReversalResponse:
             query = conv.predict_query(request, self._max_candles)
-            return conv.prediction_pb(self.h.predict(query, budget))
+            if self.h.reads_candle_source(query.symbol, query.candles):
+                prediction = await self._blocking(self.h.predict, query, budget)
+            else:
+                prediction = self.h.predict(query, budget)
+            return conv.prediction_pb(prediction)
 
-        return self._run("PredictReversal", context, work)
+        return await self._run("PredictReversal", request, context, work)
 
-    def EnhanceSignal(self, request: pb.EnhanceSignalRequest, context: grpc.ServicerContext) -> pb.EnhancedSignal:
-        def work(budget: Budget) -> pb.EnhancedSignal:
+    async def EnhanceSignal(self, request: pb.EnhanceSignalRequest, context: grpc.aio.ServicerContext) -> pb.EnhancedSignal:
+        async def work(budget: Budget) -> pb.EnhancedSignal:
             query = conv.enhance_query(request, self._max_candles)
-            return conv.enhanced_pb(self.h.enhance(query, budget), query)
+            if self.h.enhance_reads_candle_source(query):
+                enhanced = await self._blocking(self.h.enhance, query, budget)
+            else:
+                enhanced = await self.h.enhance_async(query, budget)  # the hot path: inline on the loop
+            return conv.enhanced_pb(enhanced, query)
 
-        return self._run("EnhanceSignal", context, work)
+        return await self._run("EnhanceSignal", request, context, work)
 
-    def LogOutcome(self, request: pb.LogOutcomeRequest, context: grpc.ServicerContext) -> pb.LogOutcomeResponse:
-        def work(budget: Budget) -> pb.LogOutcomeResponse:
+    async def LogOutcome(self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext) -> pb.LogOutcomeResponse:
+        async def work(budget: Budget) -> pb.LogOutcomeResponse:
             query = conv.outcome_query(request)
-            return conv.learning_pb(self.h.log_outcome(query, budget), query)
+            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget), query)
 
-        return self._run("LogOutcome", context, work)
+        return await self._run("LogOutcome", request, context, work)
 
-    def GetParameters(self, request: pb.GetParametersRequest, context: grpc.ServicerContext) -> pb.GetParametersResponse:
-        return self._run("GetParameters", context, lambda budget: conv.parameters_pb(self.h.parameters()))
+    async def GetParameters(self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext) -> pb.GetParametersResponse:
+        async def work(budget: Budget) -> pb.GetParametersResponse:
+            return conv.parameters_pb(await self._blocking(self.h.parameters))
 
-    def ListStrategies(self, request: pb.ListStrategiesRequest, context: grpc.ServicerContext) -> pb.ListStrategiesResponse:
-        def work(budget: Budget) -> pb.ListStrategiesResponse:
-            specs = self.h.strategies(include_deprecated=request.include_deprecated)
+        return await self._run("GetParameters", request, context, work)
+
+    async def ListStrategies(self, request: pb.ListStrategiesRequest, context: grpc.aio.ServicerContext) -> pb.ListStrategiesResponse:
+        async def work(budget: Budget) -> pb.ListStrategiesResponse:
+            specs = await self._blocking(self.h.strategies, request.include_deprecated)
             return pb.ListStrategiesResponse(strategies=[conv.strategy_pb(s) for s in specs])
 
-        return self._run("ListStrategies", context, work)
+        return await self._run("ListStrategies", request, context, work)

@@ -6,7 +6,9 @@ variable                       meaning                                    defaul
 MEM_SERVING_HOST               address the gRPC server binds              127.0.0.1
 MEM_SERVING_PORT               gRPC port (0 = pick a free one)            50051
 MEM_SERVING_METRICS_PORT       Prometheus HTTP port (0 = free, -1 = off)  5001
-MEM_SERVING_WORKERS            gRPC worker threads                        8
+MEM_SERVING_WORKERS            threads for the calls that block (QuestDB  8
+                               reads, SQLite commits); the rest run on
+                               the server's event loop
 MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
 MEM_SERVING_TOKEN              bearer token the engine must send          (none: no auth)
 MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS                  (none: plaintext)
@@ -34,6 +36,8 @@ class ServingSettings:
     metrics_host: str = "127.0.0.1"
     memory_db: Path | None = None
     tracking_uri: str | None = None
+    #: Threads of the pool that runs the calls that block (QuestDB reads, SQLite commits, memory
+    #: queries); the hot path (EnhanceSignal with candles) runs on the server's event loop.
     max_workers: int = 8
     #: Calls beyond this many in flight are refused with RESOURCE_EXHAUSTED (load shedding).
     max_concurrent_rpcs: int = 512

@@ -1,0 +1,168 @@
+"""The grpc.aio server: where each call runs (the event loop or the thread pool), the predicate that
+decides it, cancellation, and a clean stop (no loop thread left)."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+
+from mem_pipelines.lib.features import MIN_HISTORY, SERVING_HISTORY
+from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.candles import CandleHistory
+from mem_serving.handlers import Handlers
+from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX
+from mem_serving.settings import ServingSettings
+from mem_serving.types import CandleBlock, EnhanceQuery, MLInput
+
+from .conftest import Stack, start_stack
+from .helpers import candle_pb, candles_pb, now_pb
+
+STEP = 300_000
+SYMBOL = "BTCUSDT"
+
+
+def _block(start: int, n: int) -> CandleBlock:
+    ts = 1_700_000_000_000 + np.arange(start, start + n, dtype=np.int64) * STEP
+    return CandleBlock(ts, np.tile([100.0, 101.0, 99.0, 100.5, 3.0], (n, 1)))
+
+
+def _query(symbol: str, candles: CandleBlock | None, ml: MLInput | None = None) -> EnhanceQuery:
+    return EnhanceQuery(symbol, "BUY", 0.6, 100.0, dt.datetime.now(dt.UTC), "momentum", ml, candles, {}, "")
+
+
+def _handlers(source) -> Handlers:
+    # the predicate needs neither the model provider nor the memory engine
+    return Handlers(ServingSettings(), models=None, engine=None, candle_source=source)  # type: ignore[arg-type]
+
+
+def _enhance_pb(candles: list, symbol: str = SYMBOL) -> pb.EnhanceSignalRequest:
+    return pb.EnhanceSignalRequest(
+        symbol=symbol, action=pb.ACTION_BUY, base_confidence=0.65, price=100.0, time=now_pb(), strategy="momentum", candles=candles)
+
+
+def test_merged_length_is_what_merge_would_hold() -> None:
+    history = CandleHistory(capacity=10)
+    cases = [("X", _block(0, 4)), ("X", _block(4, 1)), ("X", _block(4, 2)), ("X", _block(6, 8)), ("X", _block(30, 2)), ("Y", _block(0, 12))]
+    for symbol, block in cases:
+        expected = history.merged_length(symbol, block)
+        assert len(history.merge(symbol, block)) == expected
+
+
+def test_the_candle_source_predicate() -> None:
+    ml = MLInput(0.7, "bullish", "7")
+    without = _handlers(None)
+    assert not without.reads_candle_source("A", None)  # nothing to read from: no I/O (the call fails fast)
+    assert not without.enhance_reads_candle_source(_query("A", _block(0, 3)))
+
+    h = _handlers(lambda symbol, n: CandleBlock.empty())
+    assert h.reads_candle_source("A", None)  # symbol alone: QuestDB
+    assert h.enhance_reads_candle_source(_query("A", None))
+    assert not h.enhance_reads_candle_source(_query("A", None, ml))  # ML given: the snapshot never reads QuestDB
+    assert h.reads_candle_source("A", _block(0, MIN_HISTORY - 1))  # too few, nothing held: would seed
+    assert not h.reads_candle_source("A", _block(0, MIN_HISTORY))
+    h.history.merge("B", _block(0, MIN_HISTORY - 1))
+    assert not h.enhance_reads_candle_source(_query("B", _block(MIN_HISTORY - 1, 1)))  # held + the new candle suffice
+    assert h.reads_candle_source("B", _block(MIN_HISTORY - 2, 1))  # the newest revised: still one short
+    assert h.reads_candle_source("B", _block(MIN_HISTORY + 5, 1))  # a gap drops the history: would seed
+    assert len(h.history.get("B")) == MIN_HISTORY - 1  # the predicate stores nothing
+    h.history.merge("B", _block(MIN_HISTORY - 1, 1))
+    assert not h.reads_candle_source("B", _block(MIN_HISTORY - 1, 1))  # the newest revised: MIN_HISTORY held
+    assert not h.reads_candle_source("B", _block(MIN_HISTORY + 5, MIN_HISTORY))  # after a gap, enough given
+
+
+def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    submitted: list[str] = []
+    ran_on: list[str] = []
+    executor = stack.running.executor
+    submit = executor.submit
+    monkeypatch.setattr(executor, "submit", lambda fn, *a, **kw: (submitted.append(getattr(fn, "__name__", "?")), submit(fn, *a, **kw))[1])
+    enhance_async = stack.engine.enhance_async
+
+    async def spy(request):
+        ran_on.append(threading.current_thread().name)
+        return await enhance_async(request)
+
+    def no_sync(request):
+        raise AssertionError("the synchronous enhance ran")
+
+    monkeypatch.setattr(stack.engine, "enhance_async", spy)
+    monkeypatch.setattr(stack.engine, "enhance", no_sync)
+    first = stack.stub.EnhanceSignal(_enhance_pb(candles_pb(serve_candles.iloc[:SERVING_HISTORY])), timeout=10)
+    second = stack.stub.EnhanceSignal(_enhance_pb([candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))]), timeout=10)
+    assert first.decision_id and second.decision_id
+    assert ran_on == [LOOP_THREAD_NAME, LOOP_THREAD_NAME] and submitted == []
+    assert stack.engine.store.get_decision(second.decision_id)[0] is not None  # durable when answered
+    stack.stub.GetParameters(pb.GetParametersRequest(), timeout=10)  # blocking calls do use the pool
+    assert submitted == ["parameters"]
+
+
+def test_calls_that_read_questdb_run_in_the_thread_pool(mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
+    history = serve_candles.iloc[:SERVING_HISTORY]
+    block = CandleBlock(
+        (history.ts.astype("int64") // 1_000_000).to_numpy(np.int64), history[["open", "high", "low", "close", "volume"]].to_numpy(np.float64))
+    read_on: list[str] = []
+
+    def source(symbol: str, n: int) -> CandleBlock:
+        read_on.append(threading.current_thread().name)
+        return block.tail(n)
+
+    s = start_stack(mlflow_uri, tmp_path / "memory.db", candle_source=source)
+    try:
+        sync_on: list[str] = []
+        enhance = s.engine.enhance
+
+        def spy(request):
+            sync_on.append(threading.current_thread().name)
+            return enhance(request)
+
+        s.engine.enhance = spy
+        assert s.stub.EnhanceSignal(_enhance_pb([], symbol="SEEDED"), timeout=10).decision_id  # symbol alone
+        assert s.stub.PredictReversal(pb.PredictReversalRequest(symbol="SEEDED2"), timeout=10).model_version
+        assert len(read_on) == 2 and all(name.startswith(WORKER_THREAD_PREFIX) for name in read_on + sync_on), (read_on, sync_on)
+        assert len(sync_on) == 1
+    finally:
+        s.channel.close()
+        s.running.stop(grace=1.0)
+
+
+def test_a_call_cancelled_by_its_deadline_is_not_internal(stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    cancelled = threading.Event()
+    enhance_async = stack.engine.enhance_async
+
+    async def slow(request):
+        try:
+            await asyncio.sleep(2.0)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return await enhance_async(request)
+
+    monkeypatch.setattr(stack.engine, "enhance_async", slow)
+    requests = stack.handlers.metrics.requests
+    with pytest.raises(grpc.RpcError) as err:
+        stack.stub.EnhanceSignal(_enhance_pb(candles_pb(serve_candles.iloc[:SERVING_HISTORY])), timeout=0.3)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert cancelled.wait(5)
+    time.sleep(0.1)
+    assert requests.labels("EnhanceSignal", "INTERNAL")._value.get() == 0
+    assert stack.stub.GetParameters(pb.GetParametersRequest(), timeout=5).version  # still serving
+
+
+def test_stop_ends_the_loop_thread_and_the_pool(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
+    s = start_stack(mlflow_uri, tmp_path / "memory.db")
+    assert s.running.thread.is_alive() and s.running.thread.name == LOOP_THREAD_NAME
+    assert s.stub.GetParameters(pb.GetParametersRequest(), timeout=10).version
+    s.channel.close()
+    s.running.stop(grace=1.0)
+    assert not s.running.thread.is_alive() and s.running.loop.is_closed()
+    names = [t.name for t in threading.enumerate()]
+    assert LOOP_THREAD_NAME not in names and not any(n.startswith(WORKER_THREAD_PREFIX) for n in names), names
+    s.running.stop(grace=1.0)  # idempotent
+    s.running.set_model_health(True)  # e.g. a late poller callback: ignored
