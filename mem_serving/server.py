@@ -87,7 +87,7 @@ def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 class RunningServer:
     """A started gRPC server on its event-loop thread, and the pieces to stop it cleanly.
 
-    Its methods are called from other threads (never from the loop's own)."""
+    ``stop`` is called from another thread than the loop's; ``set_model_health`` from any."""
 
     server: grpc.aio.Server
     port: int
