@@ -241,7 +241,13 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     memory_db = settings.memory_db or project_paths().memory_db
     memory_db.parent.mkdir(parents=True, exist_ok=True)
     store = MemoryStore.open(memory_db, key=key_from_env())
-    engine = MemoryEngine(store)
+    engine = MemoryEngine(store, writer_process=settings.memory_writer_process)
+    try:
+        engine.start_writer()
+    except BaseException:
+        store.close()
+        models.stop()
+        raise
     source = questdb_source(QuestDBSettings.from_env())
     handlers = Handlers(settings, models, engine, metrics, source)
     metrics.bind_memory(handlers.memory_stats)
@@ -249,6 +255,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     models.subscribe(lambda model: running.set_model_health(model is not None))
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
+    running.stoppers.append(engine.close)  # stoppers run in reverse: the writer process stops before the store closes
     running.stoppers.append(source.close)
     if start_metrics:
         start_metrics_http(running, settings)

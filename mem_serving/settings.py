@@ -9,6 +9,9 @@ MEM_SERVING_METRICS_PORT       Prometheus HTTP port (0 = free, -1 = off)  5001
 MEM_SERVING_WORKERS            threads for the calls that block (QuestDB  8
                                reads, SQLite commits); the rest run on
                                the server's event loop
+MEM_SERVING_MEMORY_WRITER      how decisions are committed: ``process``   process
+                               (the memory's writer process) or
+                               ``inline`` (in-process group commit)
 MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
 MEM_SERVING_TOKEN              bearer token the engine must send          (none: no auth)
 MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS                  (none: plaintext)
@@ -39,6 +42,9 @@ class ServingSettings:
     #: Threads of the pool that runs the calls that block (QuestDB reads, SQLite commits, memory
     #: queries); the hot path (EnhanceSignal with candles) runs on the server's event loop.
     max_workers: int = 8
+    #: Commit EnhanceSignal's decisions through the memory's writer process (docs/memory.md);
+    #: False: the in-process group commit on a worker thread.
+    memory_writer_process: bool = True
     #: Calls beyond this many in flight are refused with RESOURCE_EXHAUSTED (load shedding).
     max_concurrent_rpcs: int = 512
     model_poll_s: float = 5.0
@@ -66,6 +72,7 @@ class ServingSettings:
             memory_db=Path(env["MEM_MEMORY_DB"]) if env.get("MEM_MEMORY_DB") else None,
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             max_workers=int(env.get("MEM_SERVING_WORKERS", 8)),
+            memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
             model_poll_s=float(env.get("MEM_SERVING_MODEL_POLL_S", 5.0)),
             token=env.get("MEM_SERVING_TOKEN") or None,
             tls_cert=Path(cert) if cert else None,
@@ -77,3 +84,10 @@ class ServingSettings:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None and self.tls_key is not None
+
+
+def _writer_mode(value: str) -> bool:
+    mode = value.strip().lower()
+    if mode not in ("process", "inline"):
+        raise ValueError(f"MEM_SERVING_MEMORY_WRITER must be 'process' or 'inline', got {value!r}")
+    return mode == "process"

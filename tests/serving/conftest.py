@@ -80,7 +80,9 @@ def open_engine(path: Path):
     from mem_memory import MemoryEngine, MemoryStore
 
     store = MemoryStore.open(path)
-    return store, MemoryEngine(store)
+    engine = MemoryEngine(store, writer_process=True)  # as `mem serve` runs it
+    engine.start_writer()
+    return store, engine
 
 
 @dataclass
@@ -113,7 +115,7 @@ def start_stack(uri: str, memory_db: Path, candle_source=None, **settings: objec
     metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(config, handlers)
     models.subscribe(lambda m: running.set_model_health(m is not None))
-    running.stoppers += [models.stop, store.close]
+    running.stoppers += [models.stop, store.close, engine.close]  # run in reverse: the writer stops first
     start_metrics_http(running, config)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     return Stack(running, channel, mem_pb2_grpc.MemServiceStub(channel), uri, memory_db, engine, store)

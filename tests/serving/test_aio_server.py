@@ -166,3 +166,23 @@ def test_stop_ends_the_loop_thread_and_the_pool(mlflow_uri: str, tmp_path: Path,
     assert LOOP_THREAD_NAME not in names and not any(n.startswith(WORKER_THREAD_PREFIX) for n in names), names
     s.running.stop(grace=1.0)  # idempotent
     s.running.set_model_health(True)  # e.g. a late poller callback: ignored
+
+
+def test_a_killed_memory_writer_is_replaced_without_a_failed_call(stack: Stack, serve_candles: pd.DataFrame) -> None:
+    import os
+    import signal
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    writer = stack.engine._async.writer  # type: ignore[attr-defined]
+    first_pid = writer.pid
+    stack.stub.EnhanceSignal(_enhance_pb(candles_pb(serve_candles.iloc[:SERVING_HISTORY])), timeout=10)
+    os.kill(first_pid, signal.SIGKILL)
+    ids = []
+    for i in range(20):  # the first of these finds the writer dead: its decision goes to a new one
+        row = tuple(serve_candles.iloc[SERVING_HISTORY + i])
+        ids.append(stack.stub.EnhanceSignal(_enhance_pb([candle_pb(row)]), timeout=10).decision_id)
+    assert writer.pid != first_pid and writer.starts == 2
+    assert len(stack.engine.store.decision_event_ids(ids)) == 20  # every answered decision is stored
+    health = health_pb2_grpc.HealthStub(stack.channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -95,3 +95,12 @@ def test_timestamps_out_of_protobuf_range_are_rejected() -> None:
     with pytest.raises(InvalidArgument, match="time: out of range"):
         conv.timestamp(bad, "time", has=True, default=None)
     assert conv.timestamp(Timestamp(), "time", has=False, default=conv.now_utc).tzinfo is not None
+
+
+def test_memory_writer_mode_comes_from_the_environment() -> None:
+    from mem_serving.settings import ServingSettings
+
+    assert ServingSettings.from_env({}).memory_writer_process is True
+    assert ServingSettings.from_env({"MEM_SERVING_MEMORY_WRITER": "inline"}).memory_writer_process is False
+    with pytest.raises(ValueError, match="MEM_SERVING_MEMORY_WRITER"):
+        ServingSettings.from_env({"MEM_SERVING_MEMORY_WRITER": "thread"})
