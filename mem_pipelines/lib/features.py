@@ -39,6 +39,11 @@ import pandas_ta as ta
 from numpy.typing import ArrayLike
 from scipy.signal import lfilter
 
+try:  # what ``lfilter`` runs for a 1-D IIR filter, without its ~3.5 µs of argument handling
+    from scipy.signal._sigtools import _linear_filter
+except ImportError:  # a SciPy that moved it: the public function gives the same numbers
+    _linear_filter = None
+
 FEATURE_NAMES: tuple[str, ...] = (
     "sma5",
     "sma20",
@@ -219,14 +224,29 @@ def _recursive_mean(x: np.ndarray, alpha: float, start: int, seed: float) -> np.
     y = np.empty(len(x) - start)
     y[0] = seed
     if len(y) > 1:
-        y[1:] = lfilter([alpha], [1.0, alpha - 1.0], x[start + 1 :], zi=[(1.0 - alpha) * seed])[0]
+        if _linear_filter is not None:  # the same arrays lfilter would pass (float64, axis -1)
+            b, a, zi = np.array([alpha]), np.array([1.0, alpha - 1.0]), np.array([(1.0 - alpha) * seed])
+            y[1:] = _linear_filter(b, a, x[start + 1 :], -1, zi)[0]
+        else:
+            y[1:] = lfilter([alpha], [1.0, alpha - 1.0], x[start + 1 :], zi=[(1.0 - alpha) * seed])[0]
     return y
+
+
+def _mean(x: np.ndarray) -> float:
+    """``x.mean()`` bit for bit (numpy's own sum, then one division), without its Python wrapper."""
+    return np.add.reduce(x) / x.shape[0]
+
+
+def _std1(x: np.ndarray) -> float:
+    """``x.std(ddof=1)`` bit for bit, the steps of numpy's ``_var``/``_std`` without the wrapper."""
+    d = x - np.add.reduce(x) / x.shape[0]
+    return math.sqrt(np.add.reduce(d * d) / (x.shape[0] - 1))
 
 
 def _ema_presma(x: np.ndarray, length: int) -> np.ndarray:
     """pandas-ta ``ema`` (presma=True): seeded with the SMA of the first ``length`` values;
     returns the values from index ``length - 1`` on."""
-    return _recursive_mean(x, 2.0 / (length + 1), length - 1, float(x[:length].mean()))
+    return _recursive_mean(x, 2.0 / (length + 1), length - 1, float(_mean(x[:length])))
 
 
 def _last_row(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray) -> dict[str, float]:
@@ -243,16 +263,16 @@ def _last_row(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: n
     macd = macd_series[-1]
     signal = _ema_presma(macd_series, 9)[-1]
     window = c[-20:]
-    mid = window.mean()
-    std = window.std(ddof=1)
+    mid = _mean(window)
+    std = _std1(window)
     width = 4.0 * std
     bbp = (last - (mid - 2.0 * std)) / width if width > 0 else 0.5
-    vmean = v[-20:].mean()
+    vmean = _mean(v[-20:])
     bar = h[-1] - low[-1]
     return {
-        "sma5": last / c[-5:].mean() - 1.0,
+        "sma5": last / _mean(c[-5:]) - 1.0,
         "sma20": last / mid - 1.0,
-        "sma50": last / c[-50:].mean() - 1.0,
+        "sma50": last / _mean(c[-50:]) - 1.0,
         "rsi14": float(rsi),
         "macd": macd / last,
         "macd_signal": signal / last,
