@@ -77,16 +77,28 @@ def _action(name: str, value: Any) -> str:
     return v
 
 
+#: Feature names already checked against IDENTIFIER (the same dozen names arrive on every call).
+_CHECKED_NAMES: set[str] = set()
+_MAX_CHECKED_NAMES = 4096
+
+
 def _features(name: str, value: Any) -> Mapping[str, float]:
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, Mapping):
         raise InvalidRecord(name, "must be a mapping of feature name to number")
     out: dict[str, float] = {}
+    checked = _CHECKED_NAMES
     for k, v in value.items():
-        if not isinstance(k, str) or not IDENTIFIER.match(k):
-            raise InvalidRecord(f"{name}.{k}", "feature names must be identifiers")
-        out[k] = _finite(f"{name}.{k}", v)
+        if k not in checked:
+            if not isinstance(k, str) or not IDENTIFIER.match(k):
+                raise InvalidRecord(f"{name}.{k}", "feature names must be identifiers")
+            if len(checked) < _MAX_CHECKED_NAMES:
+                checked.add(k)
+        if type(v) is float and math.isfinite(v):  # the common case, without _finite's call
+            out[k] = v
+        else:
+            out[k] = _finite(f"{name}.{k}", v)
     return MappingProxyType(dict(sorted(out.items())))
 
 
