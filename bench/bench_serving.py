@@ -325,7 +325,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3000, help="sequential EnhanceSignal calls measured")
     ap.add_argument("--clients", type=int, default=4, help="concurrent client processes")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the concurrent phase")
-    ap.add_argument("--workers", type=int, default=8, help="server worker threads")
+    ap.add_argument("--workers", type=int, default=8, help="server thread-pool size (blocking calls; EnhanceSignal runs on the event loop)")
     ap.add_argument("--lean-clients", type=int, default=4, help="lean client processes (pre-serialized bytes); 0 skips")
     ap.add_argument("--ghz-concurrency", default="8,32", help="ghz workers, one run per comma-separated value; 0 skips ghz")
     ap.add_argument("--ghz-symbols", type=int, default=500, help="symbols ghz's calls are spread over")
