@@ -150,13 +150,17 @@ class AsyncDecisionCommitter:
             for p in batch:
                 _fail(p.future, error)
             return
-        ids = range(first, last + 1)
-        self._count(len(batch))
+        self._acknowledge(list(zip(batch, range(first, last + 1))))
+
+    def _acknowledge(self, done: list[tuple[_Pending, int]]) -> None:
+        """Committed decisions with their consecutive event ids: apply them to the index, then
+        answer their callers."""
+        self._count(len(done))
         try:
-            self.after_commit(first - 1, last, [(p.apply, e) for p, e in zip(batch, ids)])
+            self.after_commit(done[0][1] - 1, done[-1][1], [(p.apply, e) for p, e in done])
         except Exception:  # the records are durable; the index catches up from the log later
             log.exception("applying a committed batch to the in-process index failed")
-        for p, e in zip(batch, ids):
+        for p, e in done:
             if not p.future.done():  # a cancelled caller's decision is stored all the same
                 p.future.set_result(e)
 
@@ -173,15 +177,7 @@ class AsyncDecisionCommitter:
         log.warning("%s with %d decisions in flight; %d of them were committed", exc, len(batch), len(stored))
         done = [(p, stored[p.prepared.decision_id]) for p in batch if p.prepared.decision_id in stored]
         if done:
-            done.sort(key=lambda x: x[1])
-            self._count(len(done))
-            try:
-                self.after_commit(done[0][1] - 1, done[-1][1], [(p.apply, e) for p, e in done])
-            except Exception:
-                log.exception("applying a committed batch to the in-process index failed")
-            for p, e in done:
-                if not p.future.done():
-                    p.future.set_result(e)
+            self._acknowledge(sorted(done, key=lambda x: x[1]))
         lost = MemoryUnavailable(f"{exc}; the decision was not stored")
         again = [p for p in batch if p.prepared.decision_id not in stored and not p.future.done()]
         for p in again:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,3 +84,22 @@ def make_decision(i: int, symbol: str = "BTCUSDT", action: str = "BUY", features
         memory_confidence=None, confidence=0.64, size=0.02, stop_loss=98.0, take_profit=104.0, stop_loss_pct=0.02,
         take_profit_pct=0.04, reasoning="bulk", features=dict(features or FEATURES),
     )
+
+
+def kill_after_lines(proc: "subprocess.Popen[str]", n: int, seconds: float = 60.0) -> tuple[list[str], str]:
+    """Read ``n`` lines of a worker's output (or until it stops or ``seconds`` pass), SIGKILL it
+    mid-stream and return every line it printed and its stderr."""
+    import signal
+    import time as _time
+
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = _time.monotonic() + seconds
+    while len(lines) < n and _time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    proc.send_signal(signal.SIGKILL)  # in the middle of the stream: the worker never stops on its own
+    rest, err = proc.communicate(timeout=30)
+    return lines + rest.splitlines(), err

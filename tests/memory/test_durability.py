@@ -10,14 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mem_memory import MemoryStore
 
-from tests.memory.conftest import b64
+from tests.memory.conftest import b64, kill_after_lines
 
 WORKER = Path(__file__).with_name("_worker.py")
 CONCURRENCY_SECONDS = float(os.environ.get("MEM_CONCURRENCY_SECONDS", "60"))
@@ -40,17 +39,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_write(db: Path, key: bytes) ->
     env = {"MEM_MEMORY_KEY": b64(key)}
     MemoryStore.open(db, key=key).close()
     proc = _spawn("write", str(db), "CRASH", "0", env=env)
-    lines: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while len(lines) < 150 and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-    proc.send_signal(signal.SIGKILL)  # in the middle of the stream: the writer never stops on its own
-    rest, err = proc.communicate(timeout=30)
-    lines += rest.splitlines()
+    lines, err = kill_after_lines(proc, 150)
     assert proc.returncode == -signal.SIGKILL, err
     acked_d, acked_o = _acked(lines)
     assert len(acked_d) >= 100, err

@@ -16,7 +16,7 @@ from mem_memory import KEY_ENV, DuplicateDecision, MemoryEngine, MemoryStore, Me
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.writer import WriterProcess
 
-from tests.memory.conftest import T0, b64, request
+from tests.memory.conftest import T0, b64, kill_after_lines, request
 
 WORKER = Path(__file__).with_name("_worker.py")
 
@@ -176,16 +176,8 @@ def test_sigkill_of_the_parent_loses_no_acknowledged_decision_and_leaves_no_writ
     first = proc.stdout.readline()
     assert first.startswith("PID "), proc.stderr.read() if proc.poll() is not None else first  # type: ignore[union-attr]
     writer_pid = int(first.split()[1])
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while len(lines) < 500 and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-    proc.send_signal(signal.SIGKILL)
-    rest, err = proc.communicate(timeout=30)
-    lines += rest.splitlines()
+    lines, err = kill_after_lines(proc, 500)
+    assert proc.returncode == -signal.SIGKILL, err
     acked = {line.split()[1] for line in lines if line.startswith("D ")}
     assert len(acked) >= 500, err
     assert _wait_dead(writer_pid), "the writer outlived its parent"
