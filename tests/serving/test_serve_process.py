@@ -40,13 +40,20 @@ def test_mem_serve_runs_and_stops_gracefully_on_sigterm(mlflow_uri: str, model_s
         text = urllib.request.urlopen(ready["metrics"], timeout=10).read().decode()
         assert 'mem_requests_total{code="OK",method="GetParameters"} 1.0' in text
         assert (tmp_path / "m.db").stat().st_mode & 0o777 == 0o600
+        children = _children(proc.pid)
+        assert len(children) == 1  # the memory's writer process
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in children), "the writer process outlived mem serve"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert "stopping" in proc.stderr.read()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
