@@ -160,9 +160,8 @@ class AsyncDecisionCommitter:
             self.after_commit(done[0][1] - 1, done[-1][1], [(p.apply, e) for p, e in done])
         except Exception:  # the records are durable; the index catches up from the log later
             log.exception("applying a committed batch to the in-process index failed")
-        for p, e in done:
-            if not p.future.done():  # a cancelled caller's decision is stored all the same
-                p.future.set_result(e)
+        for p, e in done:  # a cancelled caller's decision is stored all the same
+            _settle(p.future, e)
 
     def _writer_lost(self, batch: list[_Pending], exc: MemoryUnavailable) -> None:
         """The child died with ``batch`` in flight (or before it could be sent): acknowledge
@@ -193,8 +192,7 @@ class AsyncDecisionCommitter:
         except BaseException as exc:
             _fail(p.future, exc)
         else:
-            if not p.future.done():
-                p.future.set_result(event_id)
+            _settle(p.future, event_id)
 
     def _count(self, n: int) -> None:
         self.stats.commits += 1
@@ -229,25 +227,40 @@ class AsyncDecisionCommitter:
     def _close_now(self) -> None:
         self._drop_reader()
         inflight, self._inflight = self._inflight, None
-        if inflight:  # wait for the reply so their callers learn the outcome
-            try:
-                reply = self.writer.recv()
-                if reply[0] == "ok":
-                    self._committed(inflight, int(reply[1]), int(reply[2]))
-                else:
-                    for p in inflight:
-                        _fail(p.future, MemoryUnavailable("the memory engine closed"))
-            except MemoryUnavailable as exc:
-                self._writer_lost(inflight, exc)
-        self.writer.stop()
-        closed = MemoryUnavailable("the memory engine closed before the decision was stored")
-        while self._queue:
-            _fail(self._queue.popleft().future, closed)
+        try:
+            if inflight:  # wait for the reply: the batch is applied to the index if it committed
+                try:
+                    reply = self.writer.recv()
+                    if reply[0] == "ok":
+                        self._committed(inflight, int(reply[1]), int(reply[2]))
+                    else:
+                        for p in inflight:
+                            _fail(p.future, MemoryUnavailable("the memory engine closed"))
+                except MemoryUnavailable as exc:
+                    self._writer_lost(inflight, exc)
+            closed = MemoryUnavailable("the memory engine closed before the decision was stored")
+            while self._queue:
+                _fail(self._queue.popleft().future, closed)
+        finally:
+            self.writer.stop()
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+    _settle(future, exc)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Resolve ``future`` with a result or an exception, unless it is done (its caller was
+    cancelled) or its loop is closed (the server stopped: nobody is waiting any more)."""
+    if future.done():
+        return
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except RuntimeError:  # "Event loop is closed"
+        pass
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -209,3 +209,33 @@ def test_a_writer_that_cannot_open_the_store_is_a_clear_error(tmp_path: Path) ->
     not_a_store.write_bytes(b"")
     with pytest.raises(MemoryUnavailable, match="could not open|failed to start"):
         WriterProcess(not_a_store).start()
+
+
+def test_close_after_the_event_loop_is_gone_settles_the_batch_in_flight(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    loop = asyncio.new_event_loop()
+    tasks = [loop.create_task(engine.enhance_async(request(price=100.0 + i))) for i in range(5)]
+    loop.run_until_complete(asyncio.sleep(0))  # every task starts: the first decision is sent, four queue
+    assert len(engine._async._inflight) == 1 and len(engine._async._queue) == 4  # type: ignore[union-attr]
+    pid = engine._async.writer.pid  # type: ignore[union-attr]
+    for t in tasks:
+        t.cancel()  # as a stopping server cancels its calls; then its loop closes
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    engine.close()  # from another loop-less thread: must neither raise nor leave the writer behind
+    assert _wait_dead(pid)
+    assert store.counts()["decisions"] == 1  # the batch in flight committed; the queued ones never did
+    assert len(engine.recent_decisions("BTCUSDT", 50)) == 1  # and the index has it
+    store.close()
+
+
+def test_enhance_async_without_the_writer_process_commits_in_process(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store)  # writer_process=False: the group commit on a worker thread
+    decisions = _enhance_many(engine, 40)
+    assert engine._async is None
+    assert store.counts()["decisions"] == 40
+    assert {v.decision.decision_id for v in engine.recent_decisions("BTCUSDT", 50)} == {d.decision_id for d in decisions}
+    engine.close()  # a no-op here
+    store.close()
