@@ -41,6 +41,13 @@ MIN_BUDGET_S = 0.0005
 CandleSource = Callable[[str, int], CandleBlock]
 
 
+class WouldReadCandles(Exception):
+    """Raised instead of reading the candle source (blocking I/O) when the caller asked not to,
+    i.e. on the event loop; nothing was recorded, and the caller runs the call in its thread
+    pool instead. Only happens when another call changed the symbol's history between the
+    ``reads_candle_source`` check and the merge."""
+
+
 class Budget:
     """The caller's deadline as seen by a handler (no gRPC: a ``time_remaining`` callable)."""
 
@@ -156,10 +163,13 @@ class Handlers:
         ML prediction given, the snapshot uses the candles given or held and never reads it)."""
         return query.ml is None and self.reads_candle_source(query.symbol, query.candles)
 
-    def _candles(self, symbol: str, given: CandleBlock | None, budget: Budget) -> CandleBlock:
+    def _candles(self, symbol: str, given: CandleBlock | None, budget: Budget, may_read: bool = True) -> CandleBlock:
         """The history to compute features on: the request's candles merged into the server's
-        history of the symbol (seeded from QuestDB when short), or QuestDB's latest alone."""
+        history of the symbol (seeded from QuestDB when short), or QuestDB's latest alone.
+        ``may_read=False``: raise ``WouldReadCandles`` rather than read QuestDB."""
         need = feats.MIN_HISTORY
+        if not may_read and self.candle_source is not None and given is None:
+            raise WouldReadCandles(symbol)
         if given is None:
             if self.candle_source is None:
                 raise InvalidArgument("candles", f"no candles given and this server has no QuestDB to read them from; send at least {need} (best {feats.SERVING_HISTORY})")
@@ -170,6 +180,8 @@ class Handlers:
             return block
         merged = self.history.merge(symbol, given)
         if len(merged) < need and self.candle_source is not None:
+            if not may_read:
+                raise WouldReadCandles(symbol)
             budget.check("reading candles from QuestDB")
             stored = self.candle_source(symbol, feats.SERVING_HISTORY + len(given))
             older = stored.ts_ms < given.ts_ms[0]
@@ -202,9 +214,10 @@ class Handlers:
 
     # ---- calls -------------------------------------------------------------------------
 
-    def predict(self, query: PredictQuery, budget: Budget = UNLIMITED) -> Prediction:
+    def predict(self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True) -> Prediction:
+        """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
         model = self._model()
-        block = self._candles(query.symbol, query.candles, budget)
+        block = self._candles(query.symbol, query.candles, budget, may_read)
         key = (query.symbol, block.newest_key(), model.version)
         cached = self.predictions.get(key)
         if cached is not None:
@@ -242,20 +255,21 @@ class Handlers:
     async def enhance_async(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> Enhanced:
         """``enhance`` for the event loop: the same steps, awaiting the memory's durable write.
 
-        Everything before that await runs on the caller's thread, so call it on the loop only
-        when ``enhance_reads_candle_source(query)`` is false (no QuestDB read)."""
-        request, prediction, version, started = self._prepare_enhance(query, budget)
+        Everything before that await runs on the caller's thread, so it never reads QuestDB:
+        ``WouldReadCandles`` instead (call it when ``enhance_reads_candle_source(query)`` is
+        false, and run ``enhance`` in a thread pool if it raises that anyway)."""
+        request, prediction, version, started = self._prepare_enhance(query, budget, may_read=False)
         memory_started = time.perf_counter()
         decision = await self.engine.enhance_async(request)
         return self._finish_enhance(decision, prediction, version, started, memory_started)
 
-    def _prepare_enhance(self, query: EnhanceQuery, budget: Budget) -> tuple[SignalRequest, Prediction | None, str, float]:
+    def _prepare_enhance(self, query: EnhanceQuery, budget: Budget, may_read: bool = True) -> tuple[SignalRequest, Prediction | None, str, float]:
         """The memory's request for ``query`` (predicting when no ML prediction is given), the
         prediction, the model version and the start time."""
         started = time.perf_counter()
         prediction: Prediction | None = None
         if query.ml is None:
-            prediction = self.predict(PredictQuery(query.symbol, query.candles), budget)
+            prediction = self.predict(PredictQuery(query.symbol, query.candles), budget, may_read)
             ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
             features = dict(prediction.features)
         else:

@@ -26,7 +26,7 @@ from mem_serving import converters as conv
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving._gen.mem.v1 import mem_pb2_grpc
 from mem_serving.errors import to_status
-from mem_serving.handlers import Budget, Handlers
+from mem_serving.handlers import Budget, Handlers, WouldReadCandles
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,14 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
     async def PredictReversal(self, request: pb.PredictReversalRequest, context: grpc.aio.ServicerContext) -> pb.PredictReversalResponse:
         async def work(budget: Budget) -> pb.PredictReversalResponse:
             query = conv.predict_query(request, self._max_candles)
-            if self.h.reads_candle_source(query.symbol, query.candles):
+            prediction = None
+            if not self.h.reads_candle_source(query.symbol, query.candles):
+                try:
+                    prediction = self.h.predict(query, budget, False)  # inline: never reads QuestDB
+                except WouldReadCandles:  # the history changed under the check: go to the pool
+                    pass
+            if prediction is None:
                 prediction = await self._blocking(self.h.predict, query, budget)
-            else:
-                prediction = self.h.predict(query, budget)
             return conv.prediction_pb(prediction)
 
         return await self._run("PredictReversal", request, context, work)
@@ -110,10 +114,14 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
     async def EnhanceSignal(self, request: pb.EnhanceSignalRequest, context: grpc.aio.ServicerContext) -> pb.EnhancedSignal:
         async def work(budget: Budget) -> pb.EnhancedSignal:
             query = conv.enhance_query(request, self._max_candles)
-            if self.h.enhance_reads_candle_source(query):
+            enhanced = None
+            if not self.h.enhance_reads_candle_source(query):
+                try:
+                    enhanced = await self.h.enhance_async(query, budget)  # the hot path: inline on the loop
+                except WouldReadCandles:  # the history changed under the check: go to the pool
+                    pass
+            if enhanced is None:
                 enhanced = await self._blocking(self.h.enhance, query, budget)
-            else:
-                enhanced = await self.h.enhance_async(query, budget)  # the hot path: inline on the loop
             return conv.enhanced_pb(enhanced, query)
 
         return await self._run("EnhanceSignal", request, context, work)

@@ -186,3 +186,27 @@ def test_a_killed_memory_writer_is_replaced_without_a_failed_call(stack: Stack, 
     assert len(stack.engine.store.decision_event_ids(ids)) == 20  # every answered decision is stored
     health = health_pb2_grpc.HealthStub(stack.channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_an_inline_call_never_reads_questdb_on_the_loop(mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
+    """Should the history change between the check and the merge (another call of the symbol in
+    the pool), the inline call does not read QuestDB on the loop: it moves to the pool."""
+    history = serve_candles.iloc[:SERVING_HISTORY]
+    ts_ms = np.array([pd.Timestamp(t).value // 1_000_000 for t in history.ts], dtype=np.int64)  # whatever the resolution
+    block = CandleBlock(ts_ms, history[["open", "high", "low", "close", "volume"]].to_numpy(np.float64))
+    read_on: list[str] = []
+
+    def source(symbol: str, n: int) -> CandleBlock:
+        read_on.append(threading.current_thread().name)
+        return block.tail(n)
+
+    s = start_stack(mlflow_uri, tmp_path / "memory.db", candle_source=source)
+    try:
+        s.handlers.reads_candle_source = lambda symbol, given: False  # the check saw a long history
+        one = [candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))]
+        assert s.stub.EnhanceSignal(_enhance_pb(one, symbol="RACED"), timeout=10).decision_id
+        assert s.stub.PredictReversal(pb.PredictReversalRequest(symbol="RACED2", candles=one), timeout=10).model_version
+        assert len(read_on) == 2 and all(name.startswith(WORKER_THREAD_PREFIX) for name in read_on), read_on
+    finally:
+        s.channel.close()
+        s.running.stop(grace=1.0)
