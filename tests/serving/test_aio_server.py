@@ -103,16 +103,23 @@ def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(stack: Stack, s
     assert submitted == ["parameters"]
 
 
-def test_calls_that_read_questdb_run_in_the_thread_pool(mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
+def _recording_source(serve_candles: pd.DataFrame) -> tuple:
+    """A candle source holding the first SERVING_HISTORY serve candles, and the list of the
+    threads it was called on."""
     history = serve_candles.iloc[:SERVING_HISTORY]
-    block = CandleBlock(
-        (history.ts.astype("int64") // 1_000_000).to_numpy(np.int64), history[["open", "high", "low", "close", "volume"]].to_numpy(np.float64))
+    ts_ms = np.array([pd.Timestamp(t).value // 1_000_000 for t in history.ts], dtype=np.int64)  # whatever the resolution
+    block = CandleBlock(ts_ms, history[["open", "high", "low", "close", "volume"]].to_numpy(np.float64))
     read_on: list[str] = []
 
     def source(symbol: str, n: int) -> CandleBlock:
         read_on.append(threading.current_thread().name)
         return block.tail(n)
 
+    return source, read_on
+
+
+def test_calls_that_read_questdb_run_in_the_thread_pool(mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
+    source, read_on = _recording_source(serve_candles)
     s = start_stack(mlflow_uri, tmp_path / "memory.db", candle_source=source)
     try:
         sync_on: list[str] = []
@@ -191,15 +198,7 @@ def test_a_killed_memory_writer_is_replaced_without_a_failed_call(stack: Stack, 
 def test_an_inline_call_never_reads_questdb_on_the_loop(mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
     """Should the history change between the check and the merge (another call of the symbol in
     the pool), the inline call does not read QuestDB on the loop: it moves to the pool."""
-    history = serve_candles.iloc[:SERVING_HISTORY]
-    ts_ms = np.array([pd.Timestamp(t).value // 1_000_000 for t in history.ts], dtype=np.int64)  # whatever the resolution
-    block = CandleBlock(ts_ms, history[["open", "high", "low", "close", "volume"]].to_numpy(np.float64))
-    read_on: list[str] = []
-
-    def source(symbol: str, n: int) -> CandleBlock:
-        read_on.append(threading.current_thread().name)
-        return block.tail(n)
-
+    source, read_on = _recording_source(serve_candles)
     s = start_stack(mlflow_uri, tmp_path / "memory.db", candle_source=source)
     try:
         s.handlers.reads_candle_source = lambda symbol, given: False  # the check saw a long history
