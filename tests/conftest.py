@@ -6,6 +6,7 @@ without the database).
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -14,7 +15,32 @@ import pytest
 from mem_pipelines.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_pipelines.settings import QuestDBSettings
 
-SHARED_CANDLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "candles"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_candles() -> Path:
+    """Where the shared real candles are: ``MEM_SHARED_DATA`` (a ``data`` folder) when set, else
+    ``../shared/data`` beside this checkout, else beside the local repository this one was cloned
+    from (a CI-style clone into another folder, e.g. ``git clone . /tmp/ci-check``)."""
+    if os.environ.get("MEM_SHARED_DATA"):
+        return Path(os.environ["MEM_SHARED_DATA"]) / "candles"
+    beside = ROOT.parent / "shared" / "data" / "candles"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and "://" not in origin and Path(origin).is_dir():
+        cloned_from = Path(origin).resolve().parent / "shared" / "data" / "candles"
+        if cloned_from.is_dir():
+            return cloned_from
+    return beside
+
+
+SHARED_CANDLES = _shared_candles()
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +64,8 @@ def fresh_questdb(questdb: QuestDBSettings) -> QuestDBSettings:
 
 @pytest.fixture(scope="session")
 def shared_candles() -> Path:
-    """../shared/data/candles; required in CI, skipped only on a developer machine without it."""
+    """The shared real candles (see ``_shared_candles``); required in CI, skipped only on a
+    developer machine without them."""
     if not SHARED_CANDLES.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"shared candles missing at {SHARED_CANDLES}")
