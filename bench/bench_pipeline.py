@@ -35,7 +35,7 @@ SHARED = ROOT.parent / "shared" / "data" / "candles"
 def _ingest(settings, symbols: list[str], days: int) -> dict[str, str]:
     from mem_pipelines.ingest.csv_source import read_kline_csv
     from mem_pipelines.ingest.load import ingest_synthetic
-    from mem_pipelines.questdb.store import write_candles
+    from mem_core.questdb.store import write_candles
 
     sources = {}
     synthetic = []
@@ -64,10 +64,10 @@ def main() -> None:
     import dagster as dg
 
     from mem_pipelines.lib.evaluation import evaluate
-    from mem_pipelines.lib.features import feature_matrix
-    from mem_pipelines.questdb.local import LocalQuestDB, default_jar, free_port
+    from mem_core.features import feature_matrix
+    from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
     from mem_pipelines.resources import QuestDBResource
-    from mem_pipelines.training import registry
+    from mem_core import registry
     from mem_pipelines.training.assets import MlflowResource, TrainingFramesIOManager
     from mem_pipelines.training.defs import training_defs
     from mem_pipelines.training.schedules import all_symbols_tags

@@ -55,9 +55,10 @@ def _load(symbol: str, rows: int):
 
 
 def _train_champion(uri: str, quick: bool) -> tuple[str, float]:
-    from mem_pipelines.lib.features import compute_features
-    from mem_pipelines.lib.labels import reversal_labels
-    from mem_pipelines.training import registry, train
+    from mem_core.features import compute_features
+    from mem_core.labels import reversal_labels
+    from mem_core import registry
+    from mem_pipelines.training import train
 
     candles = _load("BTCUSDT", TRAIN_ROWS)
     dataset = train.build_dataset({"BTCUSDT": (compute_features(candles), reversal_labels(candles))})
@@ -332,7 +333,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a 50-tree model instead of the seed's 200 (faster set-up)")
     args = ap.parse_args()
 
-    from mem_pipelines.lib.features import SERVING_HISTORY
+    from mem_core.features import SERVING_HISTORY
 
     load_before = [round(x, 2) for x in os.getloadavg()]
     tmp = Path(tempfile.mkdtemp(prefix="mem-bench-serving-"))

@@ -16,8 +16,8 @@ _INTERVAL_HELP = f"Candle interval; one of {', '.join(INTERVALS)}."
 
 
 def _settings():
-    from mem_pipelines.questdb.local import can_query
-    from mem_pipelines.settings import QuestDBSettings
+    from mem_core.questdb.local import can_query
+    from mem_core.settings import QuestDBSettings
 
     settings = QuestDBSettings.from_env()
     if not can_query(settings):
@@ -46,7 +46,7 @@ def csv_cmd(
 ) -> None:
     """Validate every file, then write them; any bad row refuses the whole call (file:line in the message)."""
     from mem_pipelines.ingest.load import ingest_csv_files
-    from mem_pipelines.questdb.store import CandleStoreError
+    from mem_core.questdb.store import CandleStoreError
 
     settings = _settings()
     try:
@@ -68,7 +68,7 @@ def synthetic_cmd(
     import pandas as pd
 
     from mem_pipelines.ingest.load import ingest_synthetic
-    from mem_pipelines.questdb.store import CandleStoreError
+    from mem_core.questdb.store import CandleStoreError
 
     names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     if not names:

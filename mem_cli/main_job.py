@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mem_pipelines.questdb.local import LocalQuestDB, can_query, free_port, local_from_env
-from mem_pipelines.settings import ProjectPaths, QuestDBSettings, project_paths
+from mem_core.questdb.local import LocalQuestDB, can_query, free_port, local_from_env
+from mem_core.settings import ProjectPaths, QuestDBSettings, project_paths
 
 CANDLE = pd.Timedelta(minutes=5)
 #: Synthetic data ends here by default so that the main job's report is the same every day.

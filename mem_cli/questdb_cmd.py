@@ -5,8 +5,8 @@ import json
 
 import typer
 
-from mem_pipelines.questdb.local import QuestDBError, local_from_env
-from mem_pipelines.settings import QuestDBSettings
+from mem_core.questdb.local import QuestDBError, local_from_env
+from mem_core.settings import QuestDBSettings
 
 app = typer.Typer(help="Start, stop or inspect the local QuestDB (data under .mem/questdb).", no_args_is_help=True)
 

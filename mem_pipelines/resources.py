@@ -1,4 +1,4 @@
-"""Dagster resources, configured from environment variables (see mem_pipelines.settings).
+"""Dagster resources, configured from environment variables (see mem_core.settings).
 
 The environment is read once, in :func:`build_resources`, when the Definitions are built; the
 password reaches Dagster as an ``EnvVar`` (a secret, never shown in the UI) when it is set.
@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from mem_pipelines.settings import QuestDBSettings
+from mem_core.settings import QuestDBSettings
 
 
 class QuestDBResource(dg.ConfigurableResource):

@@ -11,8 +11,8 @@ import logging
 import grpc
 
 from mem_memory import errors as memory_errors
-from mem_pipelines.lib.features import InsufficientHistory
-from mem_pipelines.questdb.store import CandleStoreError
+from mem_core.features import InsufficientHistory
+from mem_core.questdb.store import CandleStoreError
 
 log = logging.getLogger(__name__)
 

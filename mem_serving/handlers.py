@@ -23,8 +23,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
-from mem_pipelines.lib import features as feats
-from mem_pipelines.lib.labels import TREND_LOOKBACK, reversal_direction
+from mem_core import features as feats
+from mem_core.labels import TREND_LOOKBACK, reversal_direction
 from mem_serving.caches import TTLCache
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
@@ -94,7 +94,7 @@ def questdb_source(settings: Any) -> CandleSource:
     replaced and the read retried once) instead of a new connection per call, and as numpy
     arrays without a DataFrame; the source's ``close()`` closes the connections.
     """
-    from mem_pipelines.questdb.store import CandleReader
+    from mem_core.questdb.store import CandleReader
 
     reader = CandleReader(settings)
 

@@ -71,7 +71,7 @@ class ModelProvider:
         load_fn: Callable[[str, str | None], Model] | None = None,
         on_change: Callable[[ServingModel | None], None] | None = None,
     ) -> None:
-        from mem_pipelines.training import registry
+        from mem_core import registry
 
         self.tracking_uri = tracking_uri or registry.tracking_uri()
         self.poll_s = poll_s

@@ -227,8 +227,8 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     and the started gRPC server."""
     from mem_memory import MemoryEngine, MemoryStore, key_from_env
 
-    from mem_pipelines.lib import features
-    from mem_pipelines.settings import QuestDBSettings, project_paths
+    from mem_core import features
+    from mem_core.settings import QuestDBSettings, project_paths
     from mem_serving.handlers import questdb_source
     from mem_serving.metrics import ServingMetrics
     from mem_serving.model_provider import ModelProvider

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mem_pipelines.questdb.local import LocalQuestDB, default_jar, free_port
-from mem_pipelines.settings import QuestDBSettings
+from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
+from mem_core.settings import QuestDBSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

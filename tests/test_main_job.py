@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mem_pipelines.questdb.local import free_port
+from mem_core.questdb.local import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

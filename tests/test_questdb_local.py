@@ -6,7 +6,7 @@ import socket
 import psycopg
 import pytest
 
-from mem_pipelines.questdb.local import LocalQuestDB, QuestDBError, default_jar, free_port
+from mem_core.questdb.local import LocalQuestDB, QuestDBError, default_jar, free_port
 
 
 def test_start_query_stop_leaves_no_process(tmp_path):

@@ -6,9 +6,9 @@ import psycopg
 import pytest
 
 from mem_pipelines.ingest.synthetic import synthetic_candles
-from mem_pipelines.questdb import store
-from mem_pipelines.questdb.store import CandleStoreError
-from mem_pipelines.settings import QuestDBSettings
+from mem_core.questdb import store
+from mem_core.questdb.store import CandleStoreError
+from mem_core.settings import QuestDBSettings
 
 END = "2026-01-10T00:00:00Z"
 
@@ -63,7 +63,7 @@ def test_reads_on_a_missing_table_are_empty(fresh_questdb):
 
 
 def test_unreachable_server_is_named(questdb):
-    from mem_pipelines.questdb.local import free_port
+    from mem_core.questdb.local import free_port
 
     port = free_port()
     with pytest.raises(CandleStoreError, match=f"127.0.0.1:{port}.*mem questdb start"):
@@ -266,7 +266,7 @@ def test_reader_is_thread_safe(fresh_questdb, monkeypatch):
 
 
 def test_closed_and_unreachable_readers_raise_the_store_error(questdb):
-    from mem_pipelines.questdb.local import free_port
+    from mem_core.questdb.local import free_port
 
     reader = store.CandleReader(questdb)
     reader.read_latest("BTCUSDT", 1)

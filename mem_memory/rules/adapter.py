@@ -1,6 +1,6 @@
 """The parameter adapter: market regime from the decision-time features -> multipliers.
 
-Regimes (features of mem_pipelines.lib.features, scale-free), checked in this order:
+Regimes (features of mem_core.features, scale-free), checked in this order:
 
 - ``high_volatility``: ``hl_range >= 0.02`` (the bar's high-low range is at least 2% of close)
   -> stops x1.5, size x0.8, targets x1.3.

@@ -12,9 +12,9 @@ import pandas as pd
 from pydantic import Field
 
 from mem_pipelines.ingest.quality import gap_stats, markdown_table
-from mem_pipelines.questdb.store import read_candles, read_latest
+from mem_core.questdb.store import read_candles, read_latest
 from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.settings import QuestDBSettings
+from mem_core.settings import QuestDBSettings
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
 INTERVAL_SECONDS = 300

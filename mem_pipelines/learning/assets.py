@@ -107,7 +107,7 @@ def replay_report(
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     from mem_pipelines.replay.runner import ReplayConfig, run_replay
-    from mem_pipelines.settings import project_paths
+    from mem_core.settings import project_paths
 
     cfg = ReplayConfig(
         symbols=tuple(config.symbols),

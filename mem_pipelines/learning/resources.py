@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mem_pipelines.settings import project_paths
+from mem_core.settings import project_paths
 
 
 def memory_db_path(explicit: str | Path | None = None) -> Path:

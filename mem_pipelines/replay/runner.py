@@ -31,7 +31,7 @@ from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
 from mem_pipelines.replay.metrics import compute_metrics, equity_curve
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
 from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, drive
-from mem_pipelines.settings import QuestDBSettings
+from mem_core.settings import QuestDBSettings
 
 CANDLE = pd.Timedelta(minutes=5)
 
@@ -61,7 +61,7 @@ def champion_info(tracking_uri: str | None = None) -> ModelInfo:
     (``data.start``, ``data.end`` = the last labelled row, ``label.horizon``; see
     ``mem_pipelines.training.train.lineage``). Raises ``ReplayError`` when there is no champion
     and ``LookAheadError`` when its window is not recorded."""
-    from mem_pipelines.training import registry
+    from mem_core import registry
 
     uri = tracking_uri or registry.tracking_uri()
     mv = registry.version_by_alias(registry.CHAMPION, uri)
@@ -140,9 +140,9 @@ class ReplayConfig:
     base: BaseStrategyConfig = BaseStrategyConfig()
     max_holding_bars: int = 24
     learn_every: int = 10
-    history: int | None = None  # candles sent with each call; None = mem_pipelines.lib.features.SERVING_HISTORY
+    history: int | None = None  # candles sent with each call; None = mem_core.features.SERVING_HISTORY
     memory_db: Path | None = None  # the server's store; None = MEM_MEMORY_DB or project_paths().memory_db
-    tracking_uri: str | None = None  # MLflow; None = mem_pipelines.training.registry.tracking_uri()
+    tracking_uri: str | None = None  # MLflow; None = mem_core.registry.tracking_uri()
     questdb: QuestDBSettings | None = None  # None = QuestDBSettings.from_env()
     timeout_s: float = 30.0
     session_id: str = "replay"
@@ -387,7 +387,7 @@ def replay_frames(
 
 def load_frames(cfg: ReplayConfig, history: int) -> dict[str, pd.DataFrame]:
     """Candles of each symbol from QuestDB: the window plus enough warm-up before it."""
-    from mem_pipelines.questdb.store import read_candles
+    from mem_core.questdb.store import read_candles
 
     settings = cfg.questdb or QuestDBSettings.from_env()
     warm = max(history, cfg.base.warmup)
@@ -408,7 +408,7 @@ def run_replay(settings: ReplayConfig) -> ReplayReport:
     one for a reproducible report. Deterministic: no randomness, no wall clock.
     """
     from mem_pipelines.learning.logic import MemoryLearner
-    from mem_pipelines.lib.features import SERVING_HISTORY
+    from mem_core.features import SERVING_HISTORY
     from mem_pipelines.replay.grpc_client import GrpcSignalService
 
     model = champion_info(settings.tracking_uri)

@@ -17,13 +17,13 @@ import pandas as pd
 from pydantic import Field
 
 from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION
-from mem_pipelines.lib.features import FEATURE_NAMES, compute_features
+from mem_core.features import FEATURE_NAMES, compute_features
 from mem_pipelines.lib.gate import GatePolicy
-from mem_pipelines.lib.labels import HORIZON, reversal_labels
-from mem_pipelines.questdb.store import read_candles
+from mem_core.labels import HORIZON, reversal_labels
+from mem_core.questdb.store import read_candles
 from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.settings import project_paths
-from mem_pipelines.training import registry
+from mem_core.settings import project_paths
+from mem_core import registry
 from mem_pipelines.training.train import (
     SEED_ESTIMATOR,
     GateError,

@@ -7,8 +7,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from mem_pipelines.lib.features import FEATURE_NAMES
-from mem_pipelines.lib.labels import HORIZON
+from mem_core.features import FEATURE_NAMES
+from mem_core.labels import HORIZON
 from mem_pipelines.training.assets import reversal_model, training_dataset
 
 #: Sane bounds for the share of reversals (30.5% on the shared data with k = 0.75).

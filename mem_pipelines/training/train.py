@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
 
-from mem_pipelines.lib import labels as label_defs
+from mem_core import labels as label_defs
 from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION, Metrics, Split, evaluate, time_split
-from mem_pipelines.lib.features import FEATURE_NAMES, SERVING_HISTORY, feature_matrix
+from mem_core.features import FEATURE_NAMES, SERVING_HISTORY, feature_matrix
 from mem_pipelines.lib.gate import GateDecision, GatePolicy, decide
-from mem_pipelines.training import registry
+from mem_core import registry
 
 log = logging.getLogger(__name__)
 

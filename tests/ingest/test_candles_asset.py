@@ -8,7 +8,7 @@ import pytest
 from mem_pipelines.ingest.assets import build_candles_asset, candle_symbols, candles_partitions, load_window
 from mem_pipelines.ingest.checks import build_candle_checks
 from mem_pipelines.ingest.synthetic import synthetic_candles
-from mem_pipelines.questdb import store
+from mem_core.questdb import store
 from mem_pipelines.resources import QuestDBResource
 
 END = "2026-02-01T00:00:00Z"

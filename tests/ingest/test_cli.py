@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mem_pipelines.questdb.local import free_port
+from mem_core.questdb.local import free_port
 
 MEM = str(Path(sys.executable).with_name("mem"))
 

@@ -11,7 +11,7 @@ import pytest
 
 from mem_pipelines.ingest.load import ingest_csv_files, ingest_synthetic
 from mem_pipelines.ingest.validation import IngestError
-from mem_pipelines.questdb import store
+from mem_core.questdb import store
 
 SHARED = ("BTCUSDT", "ETHUSDT")  # two of the seven shared files (~120k rows each) keep CI time sane
 

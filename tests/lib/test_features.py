@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mem_pipelines.lib import features as F
-from mem_pipelines.lib.features import (
+from mem_core import features as F
+from mem_core.features import (
     FEATURE_NAMES,
     MIN_HISTORY,
     SERVING_HISTORY,

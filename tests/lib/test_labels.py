@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mem_pipelines.lib.labels import (
+from mem_core.labels import (
     DEFAULT_K,
     HORIZON,
     TREND_LOOKBACK,

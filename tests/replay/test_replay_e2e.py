@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mem_pipelines.lib.features import compute_features
-from mem_pipelines.lib.labels import reversal_labels
-from mem_pipelines.questdb.store import write_candles
+from mem_core.features import compute_features
+from mem_core.labels import reversal_labels
+from mem_core.questdb.store import write_candles
 from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, champion_info, run_replay
-from mem_pipelines.training import registry, train
+from mem_core import registry
+from mem_pipelines.training import train
 
 SOURCES = ("BTCUSDT", "ETHUSDT")
 #: Stored under names of their own, so candles other test modules leave in the session QuestDB

@@ -13,7 +13,7 @@ import grpc
 import pandas as pd
 import pytest
 
-from mem_pipelines.lib import features
+from mem_core import features
 from mem_serving._gen.mem.v1 import mem_pb2_grpc
 from mem_serving.handlers import Handlers
 from mem_serving.metrics import ServingMetrics

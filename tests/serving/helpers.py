@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mem_pipelines.lib.features import compute_features
-from mem_pipelines.lib.labels import reversal_labels
-from mem_pipelines.training import registry, train
+from mem_core.features import compute_features
+from mem_core.labels import reversal_labels
+from mem_core import registry
+from mem_pipelines.training import train
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 
 #: Small but real GradientBoosting models (the seed's estimator, fewer trees: fast tests).

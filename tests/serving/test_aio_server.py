@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mem_pipelines.lib.features import MIN_HISTORY, SERVING_HISTORY
+from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.candles import CandleHistory
 from mem_serving.handlers import Handlers

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mem_pipelines.questdb import store
-from mem_pipelines.questdb.store import CandleStoreError, write_candles
+from mem_core.questdb import store
+from mem_core.questdb.store import CandleStoreError, write_candles
 from mem_serving.handlers import questdb_source
 from mem_serving.types import OHLCV
 

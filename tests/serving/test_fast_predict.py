@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
-from mem_pipelines.lib.features import compute_features, feature_matrix
-from mem_pipelines.lib.labels import reversal_labels
+from mem_core.features import compute_features, feature_matrix
+from mem_core.labels import reversal_labels
 from mem_pipelines.training.train import SEED_PARAMS
 from mem_serving.fast_predict import one_row_predictor
 

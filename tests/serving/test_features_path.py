@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mem_pipelines.lib import features as feats
-from mem_pipelines.lib.features import (
+from mem_core import features as feats
+from mem_core.features import (
     FEATURE_NAMES,
     MIN_HISTORY,
     SERVING_HISTORY,

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from mem_memory import Condition, MemoryStore, StrategySpec, StrategyStats
-from mem_pipelines.lib.features import SERVING_HISTORY
+from mem_core.features import SERVING_HISTORY
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 
 from .conftest import ModelStore, Stack, start_stack

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mem_pipelines.lib.features import SERVING_HISTORY
+from mem_core.features import SERVING_HISTORY
 
 from .conftest import ModelStore, Stack
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mem_pipelines.lib.features import MIN_HISTORY, SERVING_HISTORY
+from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving import converters as conv
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.errors import DeadlineExceeded
@@ -205,9 +205,9 @@ def test_bearer_token_is_required_when_configured(mlflow_uri: str, tmp_path: Pat
 def test_symbol_alone_reads_recent_candles_from_questdb(
     questdb, mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame, stack: Stack
 ) -> None:
-    from mem_pipelines.questdb.local import free_port
-    from mem_pipelines.questdb.store import write_candles
-    from mem_pipelines.settings import QuestDBSettings
+    from mem_core.questdb.local import free_port
+    from mem_core.questdb.store import write_candles
+    from mem_core.settings import QuestDBSettings
     from mem_serving.handlers import questdb_source
 
     history = _history(serve_candles)

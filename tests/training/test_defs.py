@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.training import registry
+from mem_core import registry
 from mem_pipelines.training.assets import MlflowResource, champion_gate
 from mem_pipelines.training.defs import training_defs
 

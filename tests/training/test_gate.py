@@ -13,9 +13,9 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.tree import DecisionTreeClassifier
 
-from mem_pipelines.lib.features import FEATURE_NAMES
+from mem_core.features import FEATURE_NAMES
 from mem_pipelines.lib.gate import GatePolicy
-from mem_pipelines.training import registry
+from mem_core import registry
 from mem_pipelines.training.train import GateError, run_gate, split_dataset
 
 _CHAMPION_COL, _CHALLENGER_COL = 10, 11

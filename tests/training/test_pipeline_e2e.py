@@ -15,10 +15,10 @@ import pytest
 from mlflow import MlflowClient
 
 from mem_pipelines.ingest.csv_source import read_kline_csv
-from mem_pipelines.questdb.store import write_candles
+from mem_core.questdb.store import write_candles
 from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.settings import QuestDBSettings
-from mem_pipelines.training import registry
+from mem_core.settings import QuestDBSettings
+from mem_core import registry
 from mem_pipelines.training.assets import MlflowResource, TrainingFramesIOManager
 from mem_pipelines.training.defs import training_defs
 

@@ -8,8 +8,8 @@ import numpy as np
 from mlflow import MlflowClient
 from sklearn.tree import DecisionTreeClassifier
 
-from mem_pipelines.lib.features import FEATURE_NAMES
-from mem_pipelines.training import registry
+from mem_core.features import FEATURE_NAMES
+from mem_core import registry
 
 
 def test_default_store_is_the_project_sqlite_database_and_env_overrides(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from mem_pipelines.settings import PROJECT_ROOT, QuestDBSettings
+from mem_core.settings import PROJECT_ROOT, QuestDBSettings
 
 DEFAULT_VERSION = "9.3.4"
 
@@ -216,7 +216,7 @@ class LocalQuestDB:
 
 def local_from_env(env: dict[str, str] | None = None) -> LocalQuestDB:
     """The project's local QuestDB as the environment configures it."""
-    from mem_pipelines.settings import project_paths
+    from mem_core.settings import project_paths
 
     env = os.environ if env is None else env
     s = QuestDBSettings.from_env(env)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from mem_pipelines.settings import QuestDBSettings
+from mem_core.settings import QuestDBSettings
 
 TABLE = "candles"
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")

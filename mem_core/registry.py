@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from mem_pipelines.settings import project_paths
+from mem_core.settings import project_paths
 
 MODEL_NAME = "mem-reversal"
 CHAMPION = "champion"
