@@ -1,6 +1,17 @@
 """The champion/challenger promotion rule (pure: no I/O, no MLflow).
 
-Both models are scored on the same holdout rows. The challenger is promoted only when
+:func:`judge` is the whole gate. First the **skill floor**: no challenger, the first included,
+becomes champion unless its holdout log-loss gain over the constant base rate (its training
+rows' positive rate) is positive with the day-block bootstrap lower bound above 0 (see
+``mem_pipelines.lib.skill``). Then, when there is a champion, the **comparison** on the same
+holdout rows by the policy's metric:
+
+* ``accuracy`` (the seed's rule, the default): :func:`decide` below;
+* ``log_loss`` (margin in thousandths of a nat) or ``brier``: the challenger's mean per-row loss
+  must be lower by at least ``min_margin`` and the paired day-block bootstrap one-sided p-value
+  below ``alpha``. Two skilful models tie on accuracy at a ~30% label, hence these.
+
+The accuracy rule (:func:`decide`): the challenger is promoted only when
 
 * its accuracy >= the champion's + ``min_margin`` (0.02 by default; compared with a 1e-9
   tolerance so that exactly +0.02 passes despite float rounding and +0.019 does not), and
@@ -15,9 +26,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
+from mem_pipelines.lib.skill import DEFAULT_RESAMPLES, SkillReport, paired_loss_comparison, skill_report
+
 EXACT_BELOW: int = 25
+METRICS: tuple[str, ...] = ("accuracy", "log_loss", "brier")
 _EPS: float = 1e-9
 
 
@@ -25,8 +40,13 @@ _EPS: float = 1e-9
 class GatePolicy:
     min_margin: float = 0.02
     alpha: float = 0.05
+    metric: str = "accuracy"
+    #: Refuse any challenger without skill over the constant base rate (DESIGN §4).
+    skill_floor: bool = True
 
     def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError("alpha must be in (0, 1)")
         if self.min_margin < 0.0:
@@ -108,3 +128,83 @@ def decide(
         reason = f"kept champion: p={test.p_value:.3g} >= {policy.alpha} (difference not significant)"
     return GateDecision(ahead and significant, reason, len(y), challenger_acc, champion_acc, margin,
                         test.p_value, test.method, policy.min_margin, policy.alpha)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's answer: promote or not, one plain sentence, and the evidence behind it."""
+
+    promote: bool
+    sentence: str
+    metric: str
+    skill: SkillReport
+    accuracy: GateDecision | None  # the accuracy rule's evidence (always computed when a champion exists)
+    improvement: float | None  # challenger minus champion on ``metric`` (accuracy points, mnat, Brier)
+    interval: tuple[float, float] | None
+    p_value: float | None
+
+    def tags(self) -> dict[str, str]:
+        """Short strings for MLflow tags (the sentence goes in the version description)."""
+        gain = self.skill.intervals["log_loss_gain_mnat"]
+        out = {
+            "gate.promoted": str(self.promote).lower(),
+            "gate.metric": self.metric,
+            "gate.verdict": self.sentence[:250],
+            "gate.log_loss_gain_mnat": f"{self.skill['log_loss_gain_mnat']:.2f}",
+            "gate.log_loss_gain_ci": f"[{gain.low:.2f}, {gain.high:.2f}]",
+            "gate.roc_auc": f"{self.skill['roc_auc']:.4f}",
+        }
+        if self.improvement is not None:
+            out["gate.improvement"] = f"{self.improvement:.4f}"
+        if self.p_value is not None:
+            out["gate.p_value"] = f"{self.p_value:.3g}"
+        return out
+
+
+def judge(
+    y_true: np.ndarray,
+    challenger_proba: np.ndarray,
+    champion_proba: np.ndarray | None,
+    ts: pd.Series | np.ndarray,
+    base_rate: float,
+    policy: GatePolicy = GatePolicy(),
+    threshold: float = 0.5,
+    resamples: int = DEFAULT_RESAMPLES,
+) -> Verdict:
+    """The gate on the holdout rows: skill floor, then the policy's comparison with the champion."""
+    y = np.asarray(y_true).astype(int)
+    challenger = np.asarray(challenger_proba, dtype="float64")
+    skill = skill_report(y, challenger, ts, base_rate, resamples)
+    gain, ci = skill["log_loss_gain_mnat"], skill.intervals["log_loss_gain_mnat"]
+    evidence = f"holdout log-loss gain {gain:+.1f} mnat [95% CI {ci.low:+.1f}, {ci.high:+.1f}] over the constant {base_rate:.3f}"
+    accuracy = None
+    if champion_proba is not None:
+        champion = np.asarray(champion_proba, dtype="float64")
+        accuracy = decide(y, (challenger >= threshold).astype(int), (champion >= threshold).astype(int), policy)
+    if policy.skill_floor and not skill.skilful():
+        sentence = f"Not promoted: the model has no skill over always predicting the base rate ({evidence})."
+        return Verdict(False, sentence, policy.metric, skill, accuracy, None, None, None)
+    if champion_proba is None:
+        sentence = f"Promoted as the first champion: it beats the constant base rate ({evidence})."
+        return Verdict(True, sentence, policy.metric, skill, None, None, None, None)
+    assert accuracy is not None
+    if policy.metric == "accuracy":
+        margin = accuracy.margin if accuracy.margin is not None else 0.0
+        verb = "Promoted" if accuracy.promote else "Champion kept"
+        sentence = (
+            f"{verb}: accuracy {accuracy.challenger_accuracy:.4f} vs the champion's {accuracy.champion_accuracy:.4f} "
+            f"({margin:+.4f}; needs +{policy.min_margin} with McNemar p < {policy.alpha}, p = {accuracy.p_value:.3g}); "
+            f"{evidence}."
+        )
+        return Verdict(accuracy.promote, sentence, "accuracy", skill, accuracy, margin, None, accuracy.p_value)
+    paired = paired_loss_comparison(y, champion, challenger, ts, policy.metric, resamples)
+    promote = paired.improvement >= policy.min_margin - _EPS and paired.p_value < policy.alpha
+    unit = "mnat" if policy.metric == "log_loss" else "Brier"
+    verb = "Promoted" if promote else "Champion kept"
+    sentence = (
+        f"{verb}: {policy.metric.replace('_', ' ')} better by {paired.improvement:+.4f} {unit} "
+        f"[95% CI {paired.interval.low:+.4f}, {paired.interval.high:+.4f}] (needs {policy.min_margin} with "
+        f"p < {policy.alpha}, p = {paired.p_value:.3g}); {evidence}."
+    )
+    return Verdict(promote, sentence, policy.metric, skill, accuracy, paired.improvement,
+                   (paired.interval.low, paired.interval.high), paired.p_value)

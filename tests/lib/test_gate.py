@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from mem_pipelines.lib.gate import GatePolicy, decide, mcnemar
+from mem_pipelines.lib.gate import GatePolicy, decide, judge, mcnemar
 
 
 def _predictions(n: int, champion_wrong: int, challenger_wrong: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,3 +56,56 @@ def test_mcnemar_exact_and_chi_square() -> None:
     big = mcnemar(a, b)
     assert big.method == "chi2_cc" and big.statistic == pytest.approx((20 - 1) ** 2 / 100)
     assert mcnemar(a, a).p_value == 1.0
+
+
+# --- judge: skill floor and configurable metric ------------------------------------------------
+
+
+def _holdout(n: int = 12_000, seed: int = 2):
+    rng = np.random.default_rng(seed)
+    score = rng.normal(size=n)
+    p = 1 / (1 + np.exp(-(1.5 * score - 1.0)))
+    y = (rng.random(n) < p).astype(int)
+    ts = pd.date_range("2025-03-01", periods=n, freq="5min", tz="UTC")
+    return y, p, ts
+
+
+def test_judge_refuses_a_first_model_without_skill() -> None:
+    y, _, ts = _holdout()
+    noise = np.random.default_rng(9).uniform(0.2, 0.4, len(y))
+    verdict = judge(y, noise, None, ts, float(y.mean()), resamples=200)
+    assert not verdict.promote
+    assert verdict.sentence.startswith("Not promoted: the model has no skill")
+    assert verdict.tags()["gate.promoted"] == "false"
+
+
+def test_judge_promotes_a_skilful_first_model_and_says_why() -> None:
+    y, p, ts = _holdout()
+    verdict = judge(y, p, None, ts, float(y.mean()), resamples=200)
+    assert verdict.promote and verdict.sentence.startswith("Promoted as the first champion")
+    assert "log-loss gain +" in verdict.sentence
+
+
+def test_judge_by_log_loss_promotes_a_significantly_better_challenger_only() -> None:
+    y, p, ts = _holdout()
+    weaker = 0.6 * p + 0.4 * y.mean()
+    by_ll = GatePolicy(metric="log_loss", min_margin=1.0)
+    better = judge(y, p, weaker, ts, float(y.mean()), by_ll, resamples=200)
+    assert better.promote and better.p_value is not None and better.p_value < 0.05
+    assert better.improvement is not None and better.improvement >= 1.0
+    same = judge(y, p, p, ts, float(y.mean()), by_ll, resamples=200)
+    assert not same.promote and same.sentence.startswith("Champion kept")
+    too_small = judge(y, p, weaker, ts, float(y.mean()), GatePolicy(metric="brier", min_margin=0.5), resamples=200)
+    assert not too_small.promote
+
+
+def test_judge_by_accuracy_keeps_the_seed_rule() -> None:
+    y, p, ts = _holdout()
+    verdict = judge(y, p, p, ts, float(y.mean()), GatePolicy(), resamples=200)
+    assert not verdict.promote and verdict.metric == "accuracy"
+    assert verdict.accuracy is not None and verdict.accuracy.margin == 0.0
+
+
+def test_policy_refuses_an_unknown_metric() -> None:
+    with pytest.raises(ValueError, match="metric"):
+        GatePolicy(metric="f1")
