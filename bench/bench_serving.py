@@ -88,11 +88,10 @@ def _client(address: str, symbol: str, rows: np.ndarray, history: int, calls: in
             start_at: float | None, out) -> None:
     import grpc
 
-    from mem_serving._gen.mem.v1 import mem_pb2 as pb
-    from mem_serving._gen.mem.v1 import mem_pb2_grpc
+    from mem_serving.api import MemServiceStub, pb
 
     channel = grpc.insecure_channel(address)
-    stub = mem_pb2_grpc.MemServiceStub(channel)
+    stub = MemServiceStub(channel)
     stub.PredictReversal(pb.PredictReversalRequest(symbol=symbol, candles=[_candle(pb, r) for r in rows[:history]]), timeout=30)
     requests = [
         pb.EnhanceSignalRequest(
@@ -141,11 +140,10 @@ def _seed_history(address: str, symbols: list[str], rows: np.ndarray) -> None:
     needs only its one new candle."""
     import grpc
 
-    from mem_serving._gen.mem.v1 import mem_pb2 as pb
-    from mem_serving._gen.mem.v1 import mem_pb2_grpc
+    from mem_serving.api import MemServiceStub, pb
 
     with grpc.insecure_channel(address) as channel:
-        stub = mem_pb2_grpc.MemServiceStub(channel)
+        stub = MemServiceStub(channel)
         candles = [_candle(pb, r) for r in rows]
         for s in symbols:
             stub.PredictReversal(pb.PredictReversalRequest(symbol=s, candles=candles), timeout=30)
@@ -157,7 +155,7 @@ def _lean_client(address: str, symbol: str, rows: np.ndarray, history: int, seco
     (identity serializers; the reply is not parsed, only its status is checked)."""
     import grpc
 
-    from mem_serving._gen.mem.v1 import mem_pb2 as pb
+    from mem_serving.api import pb
 
     _seed_history(address, [symbol], rows[:history])
     payloads = _enhance_bytes(pb, symbol, rows[history:])
@@ -226,7 +224,7 @@ def _ghz_run(exe: str, address: str, prefix: str, symbols: int, concurrency: int
     workers (S >> concurrency) the earlier one has long finished when the later one starts; the
     server needs each symbol's candles contiguous (a gap drops its history and the call fails),
     so an out-of-order call would show up as an error in the report."""
-    from mem_serving._gen.mem.v1 import mem_pb2 as pb
+    from mem_serving.api import pb
 
     total = calls + warmup
     per_symbol = -(-total // symbols)

@@ -1,6 +1,6 @@
 """The one Dagster ``Definitions`` of the project, gathered from each domain folder.
 
-Each domain (ingest, training, learning) owns a ``defs.py`` returning its assets, checks, jobs,
+Each domain (ingest, training, learning, replay) owns a ``defs.py`` returning its assets, checks, jobs,
 schedules and sensors; resources are bound once here.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import dagster as dg
 
 from mem_pipelines.ingest.defs import ingest_defs
 from mem_pipelines.learning.defs import learning_defs
+from mem_pipelines.replay.defs import replay_defs
 from mem_pipelines.resources import build_resources
 from mem_pipelines.training.defs import training_defs
 
@@ -18,6 +19,7 @@ def build_definitions() -> dg.Definitions:
         ingest_defs(),
         training_defs(),
         learning_defs(),
+        replay_defs(),
         dg.Definitions(resources=build_resources()),
     )
 

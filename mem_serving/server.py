@@ -24,14 +24,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mem_serving._gen.mem.v1 import mem_pb2
+from mem_serving.api import SERVICE_NAME
 from mem_serving.handlers import Handlers
 from mem_serving.servicer import MemServicer, add_to_server
 from mem_serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = mem_pb2.DESCRIPTOR.services_by_name["MemService"].full_name  # "mem.v1.MemService"
 #: Methods reachable without a token (orchestrator probes carry none).
 AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 #: Name of the thread running the server's event loop.

@@ -86,6 +86,21 @@ class ServingSettings:
         return self.tls_cert is not None and self.tls_key is not None
 
 
+@dataclass(frozen=True)
+class ClientSettings:
+    """What a client of ``mem serve`` takes from the same environment: the bearer token and, as
+    the trust root of a TLS channel, the server's certificate (its key is not needed)."""
+
+    token: str | None = field(default=None, repr=False)
+    root_cert: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ClientSettings":
+        env = os.environ if env is None else env
+        cert = env.get("MEM_SERVING_TLS_CERT") or None
+        return cls(token=env.get("MEM_SERVING_TOKEN") or None, root_cert=Path(cert) if cert else None)
+
+
 def _writer_mode(value: str) -> bool:
     mode = value.strip().lower()
     if mode not in ("process", "inline"):

@@ -1,31 +1,33 @@
-"""Assets of the learning loop: learned strategies, parameter memory, and the replay report.
+"""Assets of the learning loop: learned strategies and parameter memory.
 
-Thin: the work is in ``mem_pipelines.learning.logic`` and ``mem_pipelines.replay``; these bodies
-call it and turn the result into metadata a data scientist reads in the Dagster UI.
+Thin: the work is in ``mem_pipelines.learning.runners``; these bodies call it and turn the result
+into metadata a data scientist reads in the Dagster UI.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 
-from mem_pipelines.learning.logic import markdown_table, run_discovery, run_monitor
+from mem_memory import MemoryConfig
+from mem_pipelines.learning.render import rows_markdown
 from mem_pipelines.learning.resources import MemoryStoreResource
-from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.training.assets import MlflowResource
+from mem_pipelines.learning.runners import run_discovery, run_monitor
 
 GROUP = "learning"
+#: The memory's rules as the deployed engine applies them (its default config), for the descriptions.
+RULES = MemoryConfig()
 STRATEGY_COLUMNS = ["name", "conditions", "action", "confidence", "size", "stop_pct", "target_pct", "trades", "win_rate", "avg_pnl_pct"]
 
 
 def _now() -> pd.Timestamp:
-    return pd.Timestamp(datetime.now(timezone.utc))
+    return pd.Timestamp(datetime.now(UTC))
 
 
 @dg.asset(
     group_name=GROUP,
     description=(
-        "Learned strategies in the memory store: pattern discovery over the last 500 closed trades "
+        f"Learned strategies in the memory store: pattern discovery over the last {RULES.discovery_window} closed trades "
         "creates, updates or deprecates them; strategy_modules.py is re-rendered from the specs."
     ),
     kinds={"python", "sqlite"},
@@ -46,9 +48,9 @@ def learned_strategies(context: dg.AssetExecutionContext, memory_store: MemorySt
             "updated": report.count("updated"),
             "deprecated_now": report.count("deprecated"),
             "what_changed": dg.MetadataValue.md(report.changes_markdown()),
-            "active_strategies": dg.MetadataValue.md(markdown_table(report.active, STRATEGY_COLUMNS)),
+            "active_strategies": dg.MetadataValue.md(rows_markdown(report.active, STRATEGY_COLUMNS)),
             "deprecated_strategies": dg.MetadataValue.md(
-                markdown_table(report.deprecated, ["name", "trades", "win_rate", "deprecated_reason"])
+                rows_markdown(report.deprecated, ["name", "trades", "win_rate", "deprecated_reason"])
             ),
             **({"strategy_modules": dg.MetadataValue.path(str(module))} if module else {}),
         }
@@ -58,8 +60,9 @@ def learned_strategies(context: dg.AssetExecutionContext, memory_store: MemorySt
 @dg.asset(
     group_name=GROUP,
     description=(
-        "Parameter memory: the performance monitor checks the win rate over the last 20 closed "
-        "trades (below 45%: sizes x0.7, confidence minimum 0.70) and logs each adjustment with its reason."
+        f"Parameter memory: the performance monitor checks the win rate over the last {RULES.monitor_window} closed "
+        f"trades (below {RULES.monitor_min_win_rate:.0%}: sizes x{RULES.monitor_size_factor:g}, confidence minimum "
+        f"{RULES.monitor_confidence_min:.2f}) and logs each adjustment with its reason."
     ),
     kinds={"python", "sqlite"},
 )
@@ -77,72 +80,3 @@ def parameter_memory(context: dg.AssetExecutionContext, memory_store: MemoryStor
             "parameters": dg.MetadataValue.md(report.parameters_markdown()),
         }
     )
-
-
-class ReplayReportConfig(dg.Config):
-    """A replay to run against the running server (see docs/closed_loop.md)."""
-
-    symbols: list[str] = ["BTCUSDT", "ETHUSDT"]
-    start: str = "2025-06-01"
-    end: str = "2025-06-08"
-    server: str = "127.0.0.1:50051"
-    fee_bps: float = 10.0
-    slippage_bps: float = 5.0
-    learn_every: int = 10
-
-
-@dg.asset(
-    group_name=GROUP,
-    description=(
-        "Three-way replay report (base alone; base + ML filter; base + ML + memory) on candles from "
-        "QuestDB through the running gRPC server; files under reports/."
-    ),
-    kinds={"python", "grpc"},
-)
-def replay_report(
-    context: dg.AssetExecutionContext,
-    config: ReplayReportConfig,
-    memory_store: MemoryStoreResource,
-    questdb: QuestDBResource,
-    mlflow: MlflowResource,
-) -> dg.MaterializeResult:
-    from mem_pipelines.replay.runner import ReplayConfig, run_replay
-    from mem_core.settings import project_paths
-
-    cfg = ReplayConfig(
-        symbols=tuple(config.symbols),
-        start=config.start,
-        end=config.end,
-        server=config.server,
-        fee_bps=config.fee_bps,
-        slippage_bps=config.slippage_bps,
-        learn_every=config.learn_every,
-        memory_db=memory_store.db_path(),
-        questdb=questdb.settings(),
-        tracking_uri=mlflow.uri(),
-    )
-    report = run_replay(cfg)
-    folder = project_paths().reports / f"replay-{'-'.join(cfg.symbols)}-{cfg.start:%Y%m%d%H%M}-{cfg.end:%Y%m%d%H%M}"
-    paths = report.write(folder)
-    by = {v.name: v.metrics for v in report.variants}
-    context.log.info("replay report written to %s", folder)
-    return dg.MaterializeResult(
-        metadata={
-            "comparison": dg.MetadataValue.md(report.table_markdown() + "\n" + report.verdict()),
-            "equity_curves": dg.MetadataValue.md(_png_markdown(paths["equity_png"])),
-            "equity_png": dg.MetadataValue.path(str(paths["equity_png"])),
-            "report": dg.MetadataValue.path(str(paths["markdown"])),
-            "model_version": report.model_version,
-            "model_data_end": report.model_data_end,
-            **{f"{name}_total_pnl": dg.MetadataValue.float(float(m.total_pnl)) for name, m in by.items()},
-            **{f"{name}_trades": m.trades for name, m in by.items()},
-            "learning": dg.MetadataValue.md(markdown_table([e.__dict__ for e in report.events][-50:]) if report.events else "_no change_"),
-        }
-    )
-
-
-def _png_markdown(path) -> str:
-    import base64
-
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"![equity curves](data:image/png;base64,{data})"

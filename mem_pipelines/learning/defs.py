@@ -1,10 +1,10 @@
 """Dagster definitions of the learning domain: the memory store resource, the learned-strategies
-and parameter-memory assets with the sensors that keep them current, and the replay report."""
+and parameter-memory assets with the sensors that keep them current."""
 from __future__ import annotations
 
 import dagster as dg
 
-from mem_pipelines.learning.assets import learned_strategies, parameter_memory, replay_report
+from mem_pipelines.learning.assets import learned_strategies, parameter_memory
 from mem_pipelines.learning.resources import MemoryStoreResource
 from mem_pipelines.learning.sensors import (
     learned_strategies_job,
@@ -13,7 +13,7 @@ from mem_pipelines.learning.sensors import (
     performance_monitor_sensor,
 )
 
-ASSETS = [learned_strategies, parameter_memory, replay_report]
+ASSETS = [learned_strategies, parameter_memory]
 JOBS = [learned_strategies_job, parameter_memory_job]
 SENSORS = [pattern_discovery_sensor, performance_monitor_sensor]
 

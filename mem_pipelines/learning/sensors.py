@@ -1,27 +1,27 @@
 """Sensors over the memory store's event log, each with a cursor (docs/closed_loop.md §1).
 
 The cursor is the id of the last memory event the sensor has read. A tick reads the events after
-it; when some are outcomes it requests exactly one run (discovery and the monitor look at the last
-500 / 20 trades, so one run covers any number of new outcomes) and returns the new cursor with it
+it; when some are outcomes it requests exactly one run (discovery and the monitor look at a window
+of the last trades, so one run covers any number of new outcomes) and returns the new cursor with it
 in one ``SensorResult``, which Dagster stores atomically with the tick. The run key carries the
 cursor, so a sensor restarted from an older cursor cannot launch the same run twice.
 """
 
 import dagster as dg
 
-from mem_pipelines.learning.assets import learned_strategies, parameter_memory
-from mem_pipelines.learning.logic import scan_events
+from mem_pipelines.learning.assets import RULES, learned_strategies, parameter_memory
+from mem_pipelines.learning.cursor import scan_events
 from mem_pipelines.learning.resources import MemoryStoreResource
 
 learned_strategies_job = dg.define_asset_job(
     "learned_strategies_job",
     selection=[learned_strategies],
-    description="Pattern discovery over the last 500 closed trades; re-render strategy_modules.py.",
+    description=f"Pattern discovery over the last {RULES.discovery_window} closed trades; re-render strategy_modules.py.",
 )
 parameter_memory_job = dg.define_asset_job(
     "parameter_memory_job",
     selection=[parameter_memory],
-    description="Performance monitor over the last 20 closed trades; log parameter adjustments.",
+    description=f"Performance monitor over the last {RULES.monitor_window} closed trades; log parameter adjustments.",
 )
 
 
@@ -61,7 +61,7 @@ def pattern_discovery_sensor(context: dg.SensorEvaluationContext, memory_store: 
 @dg.sensor(
     job=parameter_memory_job,
     minimum_interval_seconds=60,
-    description="New closed trades in memory -> performance monitor (win rate over the last 20 trades).",
+    description=f"New closed trades in memory -> performance monitor (win rate over the last {RULES.monitor_window} trades).",
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def performance_monitor_sensor(context: dg.SensorEvaluationContext, memory_store: MemoryStoreResource) -> dg.SensorResult:

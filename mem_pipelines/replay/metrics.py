@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,9 @@ BARS_PER_YEAR_5M = 288 * 365
 
 
 @dataclass(frozen=True)
-class Metrics:
+class ReplayMetrics:
+    """Performance of one replay variant's closed trades (definitions above)."""
+
     trades: int
     wins: int
     win_rate: float
@@ -42,9 +44,6 @@ class Metrics:
     sharpe: float
     max_drawdown: float
     max_drawdown_pct: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def equity_curve(trades: Sequence[Trade], capital: float, grid: pd.DatetimeIndex) -> pd.Series:
@@ -63,7 +62,7 @@ def equity_curve(trades: Sequence[Trade], capital: float, grid: pd.DatetimeIndex
 
 def compute_metrics(
     trades: Sequence[Trade], capital: float, grid: pd.DatetimeIndex, bars_per_year: int = BARS_PER_YEAR_5M
-) -> Metrics:
+) -> ReplayMetrics:
     n = len(trades)
     pnls = np.array([t.pnl for t in trades], dtype="float64")
     wins = int((pnls > 0).sum())
@@ -75,7 +74,7 @@ def compute_metrics(
     values = np.concatenate([[capital], equity.to_numpy()])
     drawdown = peak - values
     k = int(drawdown.argmax())
-    return Metrics(
+    return ReplayMetrics(
         trades=n,
         wins=wins,
         win_rate=wins / n if n else math.nan,

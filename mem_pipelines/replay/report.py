@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mem_pipelines.replay.metrics import Metrics
+from mem_pipelines.replay.metrics import ReplayMetrics
 from mem_pipelines.replay.simulator import Trade
 
 VARIANTS: dict[str, str] = {
@@ -27,7 +27,7 @@ VARIANTS: dict[str, str] = {
 class VariantResult:
     name: str
     trades: tuple[Trade, ...]
-    metrics: Metrics
+    metrics: ReplayMetrics
     equity: pd.Series  # capital + realised P&L on the replay grid
     signals: int = 0  # base signals seen while flat
     skipped: int = 0  # of those, not traded (filtered / HOLD)
@@ -227,6 +227,7 @@ class ReplayReport:
 
 
 def plot_equity(variants: Sequence[VariantResult], path: Path, title: str = "") -> Path:
+    # Imported here: matplotlib is heavy and only a written report needs it.
     import matplotlib
 
     matplotlib.use("Agg")

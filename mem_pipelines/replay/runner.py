@@ -7,7 +7,7 @@ fills and costs (``simulator``):
    (size, stop, target) the server reports before the replay.
 2. ``base_ml`` — memory off: a base signal is traded only when the server's model supports it
    (PredictReversal; the memory engine's own combination rule with the memory silent, see
-   ``ml_filter``). Nothing is written to memory.
+   ``MLFilterPolicy``). Nothing is written to memory.
 3. ``full``    — every base signal goes to EnhanceSignal with the candle history the features need;
    the answer's action, size, stop and target are acted on (HOLD = no trade). Each exit goes back
    with LogOutcome, in replay-time order, before any later decision; every ``learn_every``
@@ -21,17 +21,32 @@ must be before the replay window starts (``check_model_window``), or the replay 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
 
+from mem_core import registry
+from mem_core.features import SERVING_HISTORY
+from mem_core.questdb.store import read_candles
+from mem_core.settings import QuestDBSettings
+from mem_memory.rules.combine import combine, hold_rule, ml_support
 from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
+from mem_pipelines.replay.learner import MemoryLearner
 from mem_pipelines.replay.metrics import compute_metrics, equity_curve
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
-from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, drive
-from mem_core.settings import QuestDBSettings
+from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, as_utc, drive
+from mem_serving.client import (
+    DEFAULT_ADDRESS,
+    EnhancedSignal,
+    MemClient,
+    MemClientError,
+    OutcomeLearning,
+    ParameterSet,
+    ReversalPrediction,
+)
 
 CANDLE = pd.Timedelta(minutes=5)
 
@@ -61,8 +76,6 @@ def champion_info(tracking_uri: str | None = None) -> ModelInfo:
     (``data.start``, ``data.end`` = the last labelled row, ``label.horizon``; see
     ``mem_pipelines.training.train.lineage``). Raises ``ReplayError`` when there is no champion
     and ``LookAheadError`` when its window is not recorded."""
-    from mem_core import registry
-
     uri = tracking_uri or registry.tracking_uri()
     mv = registry.version_by_alias(registry.CHAMPION, uri)
     if mv is None:
@@ -72,48 +85,28 @@ def champion_info(tracking_uri: str | None = None) -> ModelInfo:
     if "data.end" not in lineage:
         raise LookAheadError(f"model version {mv.version}: its run {mv.run_id} records no data.end; refusing to replay")
     horizon = int(lineage.get("label.horizon", "0") or 0)
-    end = _utc(lineage["data.end"]) + horizon * CANDLE
-    start = _utc(lineage["data.start"]) if lineage.get("data.start") else None
+    end = as_utc(lineage["data.end"]) + horizon * CANDLE
+    start = as_utc(lineage["data.start"]) if lineage.get("data.start") else None
     return ModelInfo(version=str(mv.version), data_start=start, data_end=end, run_id=mv.run_id)
 
 
-@dataclass(frozen=True)
-class MLView:
-    """What the model says about the newest candle (PredictReversal)."""
-
-    is_reversal: bool
-    confidence: float
-    direction: str  # "bullish" | "bearish"
-    model_version: str
-
-
-@dataclass(frozen=True)
-class Enhanced:
-    """The server's enhanced signal (the fields the replay acts on)."""
-
-    decision_id: str
-    action: str
-    confidence: float
-    size: float
-    stop_loss: float  # price level
-    take_profit: float  # price level
-    strategy: str = ""
-    model_version: str = ""
-
-
 class SignalService(Protocol):
-    """The server as the replay sees it (``grpc_client.GrpcSignalService`` is the real one)."""
+    """The server as the replay sees it: the calls of ``mem_serving.client.MemClient`` it makes."""
 
-    def parameters(self) -> Mapping[str, float]: ...
+    def get_parameters(self) -> ParameterSet: ...
 
-    def predict(self, symbol: str, candles: pd.DataFrame) -> MLView: ...
+    def predict_reversal(self, symbol: str, candles: pd.DataFrame | None = None) -> ReversalPrediction: ...
 
-    def enhance(
-        self, symbol: str, action: str, base_confidence: float, price: float, time: pd.Timestamp, strategy: str,
-        candles: pd.DataFrame, ml: MLView | None,
-    ) -> Enhanced: ...
+    def enhance_signal(
+        self, symbol: str, action: str, base_confidence: float, price: float, time: datetime, *, strategy: str = "",
+        candles: pd.DataFrame | None = None, ml: ReversalPrediction | None = None, session_id: str = "",
+        market_context: Mapping[str, str] | None = None,
+    ) -> EnhancedSignal: ...
 
-    def log_outcome(self, trade: Trade) -> None: ...
+    def log_outcome(
+        self, decision_id: str, entry_price: float, exit_price: float, size: float, pnl: float, pnl_pct: float,
+        exit_reason: str, time: datetime,
+    ) -> OutcomeLearning: ...
 
 
 class Learner(Protocol):
@@ -133,11 +126,11 @@ class ReplayConfig:
     symbols: tuple[str, ...]
     start: pd.Timestamp
     end: pd.Timestamp
-    server: str = "127.0.0.1:50051"
+    server: str = DEFAULT_ADDRESS
     fee_bps: float = 10.0
     slippage_bps: float = 5.0
     capital: float = 10_000.0
-    base: BaseStrategyConfig = BaseStrategyConfig()
+    base: BaseStrategyConfig = field(default_factory=BaseStrategyConfig)
     max_holding_bars: int = 24
     learn_every: int = 10
     history: int | None = None  # candles sent with each call; None = mem_core.features.SERVING_HISTORY
@@ -149,8 +142,8 @@ class ReplayConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "symbols", tuple(s.strip().upper() for s in self.symbols if s.strip()))
-        object.__setattr__(self, "start", _utc(self.start))
-        object.__setattr__(self, "end", _utc(self.end))
+        object.__setattr__(self, "start", as_utc(self.start))
+        object.__setattr__(self, "end", as_utc(self.end))
         if not self.symbols:
             raise ValueError("symbols: give at least one symbol")
         if not self.start < self.end:
@@ -162,11 +155,6 @@ class ReplayConfig:
     @property
     def costs(self) -> Costs:
         return Costs(self.fee_bps, self.slippage_bps)
-
-
-def _utc(t: object) -> pd.Timestamp:
-    ts = pd.Timestamp(t)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 # --------------------------------------------------------------------------- the model's window
@@ -257,12 +245,10 @@ class MLFilterPolicy(_SignalPolicy):
         self.model_version = model_version
 
     def decide(self, symbol, index, candles):
-        from mem_memory.rules.combine import combine, hold_rule, ml_support
-
         sig = self._signal(symbol, index)
         if sig is None:
             return None
-        ml = self.service.predict(symbol, candles.iloc[-self.history :])
+        ml = self.service.predict_reversal(symbol, candles.iloc[-self.history :])
         _same_model(self.model_version, ml.model_version)
         final = combine(sig[1], ml_support(sig[0], ml.confidence, ml.direction or None), None)
         if hold_rule(sig[0], final, self.defaults.ml_confidence_min) == "HOLD":
@@ -294,7 +280,10 @@ class FullPolicy(_SignalPolicy):
         ts = last["ts"]
         hist = candles.iloc[-self.history :]
         # No ML prediction passed: the server predicts from the same candles itself.
-        e = self.service.enhance(symbol, sig[0], sig[1], float(last["close"]), ts, self.cfg.base.name, hist, None)
+        e = self.service.enhance_signal(
+            symbol, sig[0], sig[1], float(last["close"]), ts, strategy=self.cfg.base.name, candles=hist,
+            session_id=self.cfg.session_id,
+        )
         _same_model(self.model_version, e.model_version)
         if e.action not in ("BUY", "SELL") or not e.size > 0:
             self.skipped += 1
@@ -305,7 +294,12 @@ class FullPolicy(_SignalPolicy):
         return self._order(symbol, e.action, ts, e.confidence, e.size, stop_pct or None, target_pct or None, tag=e.decision_id)
 
     def on_exit(self, trade: Trade) -> None:
-        self.service.log_outcome(trade)
+        if not trade.tag:
+            raise ReplayError("a full-system trade without a decision id cannot be reported")
+        self.service.log_outcome(
+            trade.tag, trade.entry_price, trade.exit_price, trade.size, trade.pnl, trade.pnl_pct, trade.exit_reason,
+            trade.exit_ts,
+        )
         self.outcomes += 1
         self.since_learning += 1
 
@@ -340,7 +334,7 @@ def replay_frames(
                 f"{s}: fewer than {max(history, cfg.base.warmup)} candles before the window start for warm-up"
             )
     signals = {s: base_signals(f, cfg.base) for s, f in frames.items()}
-    defaults = defaults_from_parameters(service.parameters())
+    defaults = defaults_from_parameters(service.get_parameters().values)
     grid = pd.DatetimeIndex(sorted({t for f in frames.values() for t in f["ts"] if cfg.start <= t < cfg.end}))
 
     def run(policy: Policy) -> list[Trade]:
@@ -374,11 +368,15 @@ def replay_frames(
         events=full.events,
         final_strategies=learner.final_strategies() if learner is not None else [],
         notes=[
-            f"Base strategy: momentum over {cfg.base.momentum_bars} candles beyond ±{cfg.base.momentum_threshold:g}, "
-            f"RSI({cfg.base.rsi_period}) below {cfg.base.rsi_overbought:g} for BUY / above {cfg.base.rsi_oversold:g} for SELL.",
-            f"Starting parameters (base and base + ML): size {defaults.size:g} of capital, stop {defaults.stop_pct:.2%}, "
-            f"target {defaults.target_pct:.2%}, ML support needed {defaults.ml_confidence_min:g}; "
-            f"max holding {cfg.max_holding_bars} candles.",
+            (
+                f"Base strategy: momentum over {cfg.base.momentum_bars} candles beyond ±{cfg.base.momentum_threshold:g}, "
+                f"RSI({cfg.base.rsi_period}) below {cfg.base.rsi_overbought:g} for BUY / above {cfg.base.rsi_oversold:g} for SELL."
+            ),
+            (
+                f"Starting parameters (base and base + ML): size {defaults.size:g} of capital, stop {defaults.stop_pct:.2%}, "
+                f"target {defaults.target_pct:.2%}, ML support needed {defaults.ml_confidence_min:g}; "
+                f"max holding {cfg.max_holding_bars} candles."
+            ),
             f"Learning step (pattern discovery + performance monitor) every {cfg.learn_every} outcomes of the full system.",
         ],
     )
@@ -387,8 +385,6 @@ def replay_frames(
 
 def load_frames(cfg: ReplayConfig, history: int) -> dict[str, pd.DataFrame]:
     """Candles of each symbol from QuestDB: the window plus enough warm-up before it."""
-    from mem_core.questdb.store import read_candles
-
     settings = cfg.questdb or QuestDBSettings.from_env()
     warm = max(history, cfg.base.warmup)
     frames = {}
@@ -405,16 +401,16 @@ def run_replay(settings: ReplayConfig) -> ReplayReport:
     ``settings.server`` and return the three-way report (``report.write(folder)`` for files).
 
     The memory store must be the one the server uses (``settings.memory_db``); start from a fresh
-    one for a reproducible report. Deterministic: no randomness, no wall clock.
+    one for a reproducible report. Deterministic: no randomness, no wall clock. Token and TLS
+    as ``mem serve`` is configured (``MemClient.from_env``); a failed call stops the replay
+    (``ReplayError``): a report with silently missing decisions would be wrong.
     """
-    from mem_pipelines.learning.logic import MemoryLearner
-    from mem_core.features import SERVING_HISTORY
-    from mem_pipelines.replay.grpc_client import GrpcSignalService
-
     model = champion_info(settings.tracking_uri)
     check_model_window(model, settings.start)
     history = settings.history or SERVING_HISTORY
     frames = load_frames(settings, history)
-    with GrpcSignalService.from_env(settings.server, settings.timeout_s, settings.session_id) as service:
-        with MemoryLearner.open(settings.memory_db) as learner:
-            return replay_frames(settings, frames, service, model, learner, history)
+    try:
+        with MemClient.from_env(settings.server, settings.timeout_s) as client, MemoryLearner.open(settings.memory_db) as learner:
+            return replay_frames(settings, frames, client, model, learner, history)
+    except MemClientError as exc:
+        raise ReplayError(str(exc)) from None

@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 
 SIDES = ("BUY", "SELL")
-EXIT_REASONS = ("stop", "target", "time", "end")
 
 
 @dataclass(frozen=True)
@@ -117,10 +116,6 @@ class Trade:
     tag: str = ""
     confidence: float = math.nan
 
-    @property
-    def win(self) -> bool:
-        return self.pnl > 0
-
 
 @dataclass
 class _Position:
@@ -149,9 +144,6 @@ class Simulator:
     def is_flat(self, symbol: str) -> bool:
         """No open position and no pending order for ``symbol``."""
         return symbol not in self._pending and symbol not in self._open
-
-    def open_symbols(self) -> list[str]:
-        return sorted(set(self._pending) | set(self._open))
 
     def submit(self, order: Order) -> None:
         """Queue an order decided at the close of ``order.decision_ts`` (fills on the next candle)."""
@@ -313,8 +305,8 @@ def drive(
         ts = arrays[symbol][0]
         events.extend((t, symbol, i) for i, t in enumerate(ts))
     events.sort(key=lambda e: (e[0], e[1]))
-    start64 = _utc(start).tz_localize(None).to_datetime64()
-    end64 = _utc(end).tz_localize(None).to_datetime64()
+    start64 = as_utc(start).tz_localize(None).to_datetime64()
+    end64 = as_utc(end).tz_localize(None).to_datetime64()
     i = 0
     while i < len(events):
         t = events[i][0]
@@ -324,7 +316,7 @@ def drive(
             i += 1
         ts = pd.Timestamp(t).tz_localize("UTC")
         for _, symbol, row in group:
-            ts_arr, o, h, lo, c = arrays[symbol]
+            _, o, h, lo, c = arrays[symbol]
             for trade in sim.on_candle(symbol, Candle(ts, o[row], h[row], lo[row], c[row])):
                 result.trades.append(trade)
                 policy.on_exit(trade)
@@ -343,7 +335,8 @@ def drive(
     return result
 
 
-def _utc(t: object) -> pd.Timestamp:
+def as_utc(t: object) -> pd.Timestamp:
+    """``t`` as a UTC timestamp (a naive one is taken as UTC)."""
     ts = pd.Timestamp(t)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
@@ -353,12 +346,4 @@ def _naive_utc(ts: pd.Series) -> np.ndarray:
     if s.dt.tz is not None:
         s = s.dt.tz_convert("UTC").dt.tz_localize(None)
     return s.to_numpy("datetime64[ns]")
-
-
-def candles_from_frame(frame: pd.DataFrame) -> list[Candle]:
-    """The rows of a candle frame as ``Candle`` records (test helper and small inputs)."""
-    return [
-        Candle(pd.Timestamp(r.ts), float(r.open), float(r.high), float(r.low), float(r.close))
-        for r in frame.itertuples(index=False)
-    ]
 

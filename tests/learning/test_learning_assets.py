@@ -7,15 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from mem_pipelines.learning.assets import learned_strategies, parameter_memory
 from mem_pipelines.learning.defs import learning_defs
 from mem_pipelines.learning.resources import MemoryStoreResource
-from mem_pipelines.learning.sensors import pattern_discovery_sensor
-from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.training.assets import MlflowResource
+from mem_pipelines.learning.sensors import pattern_discovery_sensor, performance_monitor_sensor
+
 
 def test_assets_learn_and_show_it_in_metadata(planted: MemoryStoreResource) -> None:
-    from mem_pipelines.learning.assets import learned_strategies, parameter_memory
-
     result = dg.materialize([learned_strategies, parameter_memory], resources={"memory_store": planted})
     assert result.success
     meta = result.asset_materializations_for_node("learned_strategies")[0].metadata
@@ -36,7 +34,7 @@ def test_assets_learn_and_show_it_in_metadata(planted: MemoryStoreResource) -> N
 
 
 def test_the_sensor_request_runs_the_discovery_job(planted: MemoryStoreResource) -> None:
-    defs = learning_defs({"memory_store": planted, "questdb": QuestDBResource(), "mlflow": MlflowResource()})
+    defs = learning_defs({"memory_store": planted})
     instance = dg.DagsterInstance.ephemeral()
     tick = pattern_discovery_sensor(
         dg.build_sensor_context(instance=instance, cursor=None, resources={"memory_store": planted})
@@ -56,3 +54,22 @@ def test_definitions_hold_the_learning_pieces() -> None:
     assert {s.name for s in defs.sensors} >= {"pattern_discovery_sensor", "performance_monitor_sensor"}
     for name in ("learned_strategies_job", "parameter_memory_job"):
         defs.resolve_job_def(name)
+
+
+def test_descriptions_state_the_rules_of_the_memorys_default_config() -> None:
+    """The numbers come from ``MemoryConfig``; for the default config the text reads as before."""
+    described = {k.to_user_string(): d for a in (learned_strategies, parameter_memory) for k, d in a.descriptions_by_key.items()}
+    assert described == {
+        "learned_strategies": (
+            "Learned strategies in the memory store: pattern discovery over the last 500 closed trades creates, "
+            "updates or deprecates them; strategy_modules.py is re-rendered from the specs."
+        ),
+        "parameter_memory": (
+            "Parameter memory: the performance monitor checks the win rate over the last 20 closed trades "
+            "(below 45%: sizes x0.7, confidence minimum 0.70) and logs each adjustment with its reason."
+        ),
+    }
+    assert pattern_discovery_sensor.description.endswith("(create/update/deprecate learned strategies).")
+    assert performance_monitor_sensor.description == (
+        "New closed trades in memory -> performance monitor (win rate over the last 20 trades)."
+    )

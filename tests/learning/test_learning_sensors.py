@@ -107,7 +107,7 @@ def test_cursor_one_run_per_batch_skip_and_restart(sensor, memory: MemoryStoreRe
 
 
 def test_a_large_backlog_is_read_in_bounded_pages(memory: MemoryStoreResource) -> None:
-    from mem_pipelines.learning.logic import scan_events
+    from mem_pipelines.learning.cursor import scan_events
 
     with memory.store() as store:
         for i in range(30):

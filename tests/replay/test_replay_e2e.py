@@ -8,15 +8,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from mem_cli.main import app
+from mem_core import registry
 from mem_core.features import compute_features
 from mem_core.labels import reversal_labels
 from mem_core.questdb.store import write_candles
-from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, champion_info, run_replay
-from mem_core import registry
+from mem_pipelines.learning.resources import MemoryStoreResource, open_engine
+from mem_pipelines.replay.assets import replay_report
+from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, ReplayError, champion_info, run_replay
+from mem_pipelines.resources import QuestDBResource
 from mem_pipelines.training import train
+from mem_pipelines.training.assets import MlflowResource
+from mem_serving.server import build_app
+from mem_serving.settings import ServingSettings
 
 SOURCES = ("BTCUSDT", "ETHUSDT")
 #: Stored under names of their own, so candles other test modules leave in the session QuestDB
@@ -63,9 +72,6 @@ def champion(loaded, tmp_path_factory) -> str:
 
 
 def _replay(settings, uri: str, memory_db: Path):
-    from mem_serving.server import build_app
-    from mem_serving.settings import ServingSettings
-
     running = build_app(
         ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=uri, model_poll_s=0.5, max_workers=4),
         start_metrics=False,
@@ -103,11 +109,8 @@ def test_replay_through_the_real_server_is_deterministic(loaded, champion, tmp_p
     assert len(pd.read_csv(paths["comparison"])) == 3
 
     # The memory saw exactly the full system's outcomes.
-    from mem_pipelines.learning.logic import count_outcomes
-    from mem_pipelines.learning.resources import open_engine
-
     with open_engine(tmp_path / "a" / "memory.db") as engine:
-        assert count_outcomes(engine) == by["full"].metrics.trades
+        assert engine.store.counts()["outcomes"] == by["full"].metrics.trades
 
     second = _replay(settings, champion, tmp_path / "b" / "memory.db")
     again = second.write(tmp_path / "report-b")
@@ -128,15 +131,6 @@ def test_replay_refuses_a_model_trained_into_the_window(loaded, tmp_path) -> Non
 
 
 def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_path, monkeypatch) -> None:
-    import dagster as dg
-
-    from mem_pipelines.learning.assets import replay_report
-    from mem_pipelines.learning.resources import MemoryStoreResource
-    from mem_pipelines.resources import QuestDBResource
-    from mem_pipelines.training.assets import MlflowResource
-    from mem_serving.server import build_app
-    from mem_serving.settings import ServingSettings
-
     settings, _ = loaded
     monkeypatch.setenv("MEM_HOME", str(tmp_path))  # reports/ under tmp_path, not the working tree
     monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(settings.pg_port))
@@ -169,10 +163,6 @@ def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_
 
 
 def test_mem_replay_cli_explains_a_missing_champion(loaded, tmp_path, monkeypatch) -> None:
-    from typer.testing import CliRunner
-
-    from mem_cli.main import app
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     result = CliRunner().invoke(
         app, ["replay", "--symbols", SYMBOLS[0], "--start", START, "--end", END, "--out", str(tmp_path / "r")]
@@ -183,10 +173,6 @@ def test_mem_replay_cli_explains_a_missing_champion(loaded, tmp_path, monkeypatc
 
 
 def test_replay_sends_the_servers_bearer_token(loaded, champion, tmp_path, monkeypatch) -> None:
-    from mem_pipelines.replay.runner import ReplayError
-    from mem_serving.server import build_app
-    from mem_serving.settings import ServingSettings
-
     settings, _ = loaded
     memory_db = tmp_path / "memory.db"
     running = build_app(

@@ -7,49 +7,52 @@ import pytest
 
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent
 from mem_pipelines.replay.runner import (
-    Enhanced,
     LookAheadError,
-    MLView,
     ModelInfo,
     ReplayConfig,
     ReplayError,
     check_model_window,
     replay_frames,
 )
+from mem_serving.client import EnhancedSignal, OutcomeLearning, ParameterSet, ReversalPrediction, TradeStats
 
 PARAMS = {"position_size": 0.1, "stop_loss_pct": 0.01, "take_profit_pct": 0.015, "ml_confidence_min": 0.5}
 
 
 class ScriptedServer:
-    """Supports a signal when the RSI-like last-bar move agrees; enhance passes the action through."""
+    """``MemClient``'s calls, scripted: supports a signal when the last candle's move agrees;
+    enhance passes the action through."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, pd.Timestamp]] = []
         self.outcomes: list[pd.Timestamp] = []
         self.decided_at: dict[str, pd.Timestamp] = {}
 
-    def parameters(self):
-        return dict(PARAMS)
+    def get_parameters(self):
+        return ParameterSet(dict(PARAMS), "v0")
 
-    def predict(self, symbol, candles):
+    def predict_reversal(self, symbol, candles=None):
         self.calls.append(("predict", candles["ts"].iloc[-1]))
         up = candles["close"].iloc[-1] >= candles["open"].iloc[-1]
-        return MLView(True, 0.7, "bullish" if up else "bearish", "1")
+        return ReversalPrediction(True, 0.7, "bullish" if up else "bearish", "1")
 
-    def enhance(self, symbol, action, base_confidence, price, time, strategy, candles, ml):
+    def enhance_signal(self, symbol, action, base_confidence, price, time, *, strategy="", candles=None, ml=None,
+                       session_id="", market_context=None):
         assert candles["ts"].iloc[-1] == time and len(candles) == 400
+        assert strategy == "momentum_rsi" and session_id == "replay" and ml is None
         self.calls.append(("enhance", time))
         did = f"{symbol}-{len(self.calls)}"
         self.decided_at[did] = time
         if base_confidence < 0.55:
-            return Enhanced(did, "HOLD", 0.4, 0.0, 0.0, 0.0)
-        return Enhanced(did, action, base_confidence, 0.05, price * (0.99 if action == "BUY" else 1.01),
-                        price * (1.02 if action == "BUY" else 0.98))
+            return EnhancedSignal(did, "HOLD", 0.4, 0.0, 0.0, 0.0)
+        return EnhancedSignal(did, action, base_confidence, 0.05, price * (0.99 if action == "BUY" else 1.01),
+                              price * (1.02 if action == "BUY" else 0.98))
 
-    def log_outcome(self, trade):
-        assert trade.decision_ts == self.decided_at[trade.tag]
-        assert not self.outcomes or trade.exit_ts >= self.outcomes[-1]
-        self.outcomes.append(trade.exit_ts)
+    def log_outcome(self, decision_id, entry_price, exit_price, size, pnl, pnl_pct, exit_reason, time):
+        assert time > self.decided_at.pop(decision_id)  # a decision of this server, reported once, after it
+        assert not self.outcomes or time >= self.outcomes[-1]
+        self.outcomes.append(time)
+        return OutcomeLearning(decision_id, pnl > 0, "", TradeStats(0, 0, 0.0, 0.0, 0.0), (), "v0", "")
 
 
 class CountingLearner:
@@ -117,9 +120,9 @@ def test_too_little_warm_up_is_an_error(shared_csv) -> None:
 
 def test_a_new_champion_during_the_replay_stops_it(shared_csv) -> None:
     class Switched(ScriptedServer):
-        def predict(self, symbol, candles):
-            view = super().predict(symbol, candles)
-            return MLView(view.is_reversal, view.confidence, view.direction, "2")
+        def predict_reversal(self, symbol, candles=None):
+            view = super().predict_reversal(symbol, candles)
+            return ReversalPrediction(view.is_reversal, view.confidence, view.direction, "2")
 
     frames = {s: shared_csv(s, "2025-06-01", "2025-06-05") for s in ("BTCUSDT", "ETHUSDT")}
     model = ModelInfo("1", None, pd.Timestamp("2025-05-31T23:55", tz="UTC"))

@@ -27,7 +27,10 @@ def _order(side: str = "BUY", decided: int = 0, stop: float = 0.01, target: floa
     return Order("X", side, _ts(decided), size=0.5, stop_pct=stop, target_pct=target, max_bars=bars, confidence=0.6)
 
 
-def _run(order: Order, frame: pd.DataFrame, costs: Costs = Costs(10, 5)) -> Trade:
+COSTS = Costs(10, 5)
+
+
+def _run(order: Order, frame: pd.DataFrame, costs: Costs = COSTS) -> Trade:
     sim = Simulator(costs, capital=10_000)
     trades: list[Trade] = []
     submitted = False

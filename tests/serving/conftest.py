@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from mem_core import features
-from mem_serving._gen.mem.v1 import mem_pb2_grpc
+from mem_serving.api import MemServiceStub
 from mem_serving.handlers import Handlers
 from mem_serving.metrics import ServingMetrics
 from mem_serving.model_provider import ModelProvider
@@ -89,7 +89,7 @@ def open_engine(path: Path):
 class Stack:
     running: RunningServer
     channel: grpc.Channel
-    stub: mem_pb2_grpc.MemServiceStub
+    stub: MemServiceStub
     uri: str
     memory_db: Path
     engine: object
@@ -118,7 +118,7 @@ def start_stack(uri: str, memory_db: Path, candle_source=None, **settings: objec
     running.stoppers += [models.stop, store.close, engine.close]  # run in reverse: the writer stops first
     start_metrics_http(running, config)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    return Stack(running, channel, mem_pb2_grpc.MemServiceStub(channel), uri, memory_db, engine, store)
+    return Stack(running, channel, MemServiceStub(channel), uri, memory_db, engine, store)
 
 
 @pytest.fixture

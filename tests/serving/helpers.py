@@ -1,17 +1,22 @@
-"""Real data and a real champion for the serving tests."""
+"""Real data, a real champion and a TLS certificate for the serving tests."""
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mem_core.features import compute_features
 from mem_core.labels import reversal_labels
 from mem_core import registry
 from mem_pipelines.training import train
-from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.api import pb
 
 #: Small but real GradientBoosting models (the seed's estimator, fewer trees: fast tests).
 V1_PARAMS = {"n_estimators": 40, "max_depth": 3, "random_state": 42}
@@ -56,3 +61,21 @@ def now_pb() -> Timestamp:
 
 def finite(x: float) -> bool:
     return bool(np.isfinite(x))
+
+
+def self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` and its key, as PEM files in ``tmp_path``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path

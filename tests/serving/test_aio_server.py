@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
-from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.api import pb
 from mem_serving.candles import CandleHistory
 from mem_serving.handlers import Handlers
 from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX

@@ -16,7 +16,7 @@ import pytest
 
 from mem_memory import Condition, MemoryStore, StrategySpec, StrategyStats
 from mem_core.features import SERVING_HISTORY
-from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.api import pb
 
 from .conftest import ModelStore, Stack, start_stack
 from .helpers import candle_pb, candles_pb, now_pb

@@ -10,8 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mem_serving._gen.mem.v1 import mem_pb2 as pb
-from mem_serving.server import SERVICE_NAME
+from mem_serving.api import SERVICE_NAME, pb
 
 from .conftest import Stack
 from .helpers import candles_pb

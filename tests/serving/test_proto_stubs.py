@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mem_serving._gen.mem.v1 import mem_pb2
+from mem_serving.api import pb
 
 ROOT = Path(__file__).resolve().parents[2]
 GEN = ROOT / "mem_serving" / "_gen"
@@ -24,9 +24,9 @@ def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
 
 
 def test_proto_is_versioned_and_names_the_csharp_namespace() -> None:
-    assert mem_pb2.DESCRIPTOR.package == "mem.v1"
-    assert mem_pb2.DESCRIPTOR.GetOptions().csharp_namespace == "Mem.V1"
-    methods = [m.name for m in mem_pb2.DESCRIPTOR.services_by_name["MemService"].methods]
+    assert pb.DESCRIPTOR.package == "mem.v1"
+    assert pb.DESCRIPTOR.GetOptions().csharp_namespace == "Mem.V1"
+    methods = [m.name for m in pb.DESCRIPTOR.services_by_name["MemService"].methods]
     assert methods == ["PredictReversal", "EnhanceSignal", "LogOutcome", "GetParameters", "ListStrategies"]
-    for enum in (mem_pb2.Action, mem_pb2.Direction):
+    for enum in (pb.Action, pb.Direction):
         assert enum.Name(0).endswith("_UNSPECIFIED")

@@ -2,7 +2,6 @@
 and TLS with a bearer token end to end."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
@@ -15,10 +14,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mem_serving._gen.mem.v1 import mem_pb2 as pb
-from mem_serving._gen.mem.v1 import mem_pb2_grpc
+from mem_serving.api import MemServiceStub, pb
 
 from .conftest import ModelStore, start_stack
+from .helpers import self_signed_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +35,7 @@ def test_mem_serve_runs_and_stops_gracefully_on_sigterm(mlflow_uri: str, model_s
         with grpc.insecure_channel(ready["grpc"]) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="mem.v1.MemService"), timeout=10)
             assert status.status == health_pb2.HealthCheckResponse.SERVING
-            assert mem_pb2_grpc.MemServiceStub(channel).GetParameters(pb.GetParametersRequest(), timeout=10).version
+            assert MemServiceStub(channel).GetParameters(pb.GetParametersRequest(), timeout=10).version
         text = urllib.request.urlopen(ready["metrics"], timeout=10).read().decode()
         assert 'mem_requests_total{code="OK",method="GetParameters"} 1.0' in text
         assert (tmp_path / "m.db").stat().st_mode & 0o777 == 0o600
@@ -56,35 +55,13 @@ def _children(pid: int) -> list[int]:
     return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_tls_with_bearer_token(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     s = start_stack(mlflow_uri, tmp_path / "memory.db", tls_cert=cert, tls_key=key, token="tls-token")
     try:
         creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         with grpc.secure_channel(f"localhost:{s.running.port}", creds) as channel:
-            stub = mem_pb2_grpc.MemServiceStub(channel)
+            stub = MemServiceStub(channel)
             reply = stub.GetParameters(pb.GetParametersRequest(), timeout=10, metadata=(("authorization", "Bearer tls-token"),))
             assert reply.version
             with pytest.raises(grpc.RpcError) as err:
@@ -92,7 +69,7 @@ def test_tls_with_bearer_token(mlflow_uri: str, tmp_path: Path, warm_features: N
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with grpc.insecure_channel(f"localhost:{s.running.port}") as plain:  # plaintext is refused
             with pytest.raises(grpc.RpcError):
-                mem_pb2_grpc.MemServiceStub(plain).GetParameters(pb.GetParametersRequest(), timeout=3)
+                MemServiceStub(plain).GetParameters(pb.GetParametersRequest(), timeout=3)
     finally:
         s.channel.close()
         s.running.stop(grace=1.0)

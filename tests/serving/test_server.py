@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving import converters as conv
-from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.api import pb
 from mem_serving.errors import DeadlineExceeded
 from mem_serving.handlers import Budget
 

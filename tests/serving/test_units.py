@@ -8,7 +8,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mem_serving import converters as conv
-from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.api import pb
 from mem_serving.caches import TTLCache
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import InvalidArgument

@@ -1,0 +1,81 @@
+"""The replay report as a Dagster asset (group ``learning``): a replay against the running server,
+its files under reports/, and the comparison and equity curves in the asset's metadata."""
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+
+from mem_core.settings import project_paths
+from mem_pipelines.learning.render import rows_markdown
+from mem_pipelines.learning.resources import MemoryStoreResource
+from mem_pipelines.replay.runner import ReplayConfig, run_replay
+from mem_pipelines.resources import QuestDBResource
+from mem_pipelines.training.assets import MlflowResource
+from mem_serving.client import DEFAULT_ADDRESS
+
+GROUP = "learning"
+
+
+class ReplayReportConfig(dg.Config):
+    """A replay to run against the running server (see docs/closed_loop.md)."""
+
+    symbols: list[str] = ["BTCUSDT", "ETHUSDT"]
+    start: str = "2025-06-01"
+    end: str = "2025-06-08"
+    server: str = DEFAULT_ADDRESS
+    fee_bps: float = 10.0
+    slippage_bps: float = 5.0
+    learn_every: int = 10
+
+
+@dg.asset(
+    group_name=GROUP,
+    description=(
+        "Three-way replay report (base alone; base + ML filter; base + ML + memory) on candles from "
+        "QuestDB through the running gRPC server; files under reports/."
+    ),
+    kinds={"python", "grpc"},
+)
+def replay_report(
+    context: dg.AssetExecutionContext,
+    config: ReplayReportConfig,
+    memory_store: MemoryStoreResource,
+    questdb: QuestDBResource,
+    mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    cfg = ReplayConfig(
+        symbols=tuple(config.symbols),
+        start=config.start,
+        end=config.end,
+        server=config.server,
+        fee_bps=config.fee_bps,
+        slippage_bps=config.slippage_bps,
+        learn_every=config.learn_every,
+        memory_db=memory_store.db_path(),
+        questdb=questdb.settings(),
+        tracking_uri=mlflow.uri(),
+    )
+    report = run_replay(cfg)
+    folder = project_paths().reports / f"replay-{'-'.join(cfg.symbols)}-{cfg.start:%Y%m%d%H%M}-{cfg.end:%Y%m%d%H%M}"
+    paths = report.write(folder)
+    by = {v.name: v.metrics for v in report.variants}
+    context.log.info("replay report written to %s", folder)
+    return dg.MaterializeResult(
+        metadata={
+            "comparison": dg.MetadataValue.md(report.table_markdown() + "\n" + report.verdict()),
+            "equity_curves": dg.MetadataValue.md(_png_markdown(paths["equity_png"])),
+            "equity_png": dg.MetadataValue.path(str(paths["equity_png"])),
+            "report": dg.MetadataValue.path(str(paths["markdown"])),
+            "model_version": report.model_version,
+            "model_data_end": report.model_data_end,
+            **{f"{name}_total_pnl": dg.MetadataValue.float(float(m.total_pnl)) for name, m in by.items()},
+            **{f"{name}_trades": m.trades for name, m in by.items()},
+            "learning": dg.MetadataValue.md(rows_markdown([e.__dict__ for e in report.events][-50:]) if report.events else "_no change_"),
+        }
+    )
+
+
+def _png_markdown(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"![equity curves](data:image/png;base64,{data})"

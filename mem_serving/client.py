@@ -1,0 +1,364 @@
+"""The public Python client of ``mem.v1.MemService`` (docs/CONTRACTS.md, docs/serving.md).
+
+``MemClient`` takes plain Python values (a candle frame as in docs/CONTRACTS.md, actions "BUY" /
+"SELL" / "HOLD", directions "bullish" / "bearish", tz-aware times) and returns frozen records;
+protobuf stays inside this module. Every call has a deadline (``timeout_s``); a failed call raises
+``MemClientError`` naming the call, the address and the status code (a token never appears in it).
+With ``token`` every call carries ``authorization: Bearer <token>``; with ``root_cert`` (PEM) the
+channel is TLS. For the raw wire types, see ``mem_serving.api``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import grpc
+import pandas as pd
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mem_serving.api import SERVICE_NAME, MemServiceStub, pb
+from mem_serving.settings import DEFAULT_PORT, ClientSettings
+
+#: Where ``mem serve`` listens by default.
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+
+_ACTIONS = {"BUY": pb.ACTION_BUY, "SELL": pb.ACTION_SELL, "HOLD": pb.ACTION_HOLD}
+_ACTION_NAMES = {v: k for k, v in _ACTIONS.items()}
+_DIRECTIONS = {"bullish": pb.DIRECTION_BULLISH, "bearish": pb.DIRECTION_BEARISH}
+_DIRECTION_NAMES = {v: k for k, v in _DIRECTIONS.items()}
+
+
+class MemClientError(RuntimeError):
+    """A call failed, or no server answered (``code`` is None then)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ReversalPrediction:
+    """PredictReversal's answer about the newest candle."""
+
+    is_reversal: bool
+    confidence: float  # probability of a reversal
+    direction: str  # "bullish" | "bearish" ("" when unspecified)
+    model_version: str
+    symbol: str = ""
+    out_of_range_features: tuple[str, ...] = ()
+    candle_ts: datetime | None = None
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return bool(self.out_of_range_features)
+
+
+@dataclass(frozen=True)
+class EnhancedSignal:
+    """EnhanceSignal's decision (recorded in the memory under ``decision_id``)."""
+
+    decision_id: str
+    action: str  # "BUY" | "SELL" | "HOLD"
+    confidence: float
+    size: float  # fraction of capital
+    stop_loss: float  # price level
+    take_profit: float  # price level
+    learned_strategy: str = ""
+    model_version: str = ""
+    symbol: str = ""
+    reasoning: str = ""
+    base_confidence: float = 0.0
+    ml_confidence: float | None = None  # None: no ML prediction was available
+    memory_confidence: float | None = None  # None: the memory had nothing to say
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TradeStats:
+    trades: int
+    wins: int
+    win_rate: float
+    total_pnl: float
+    avg_pnl_pct: float
+
+
+@dataclass(frozen=True)
+class ParameterChange:
+    parameter: str
+    from_value: float
+    to_value: float
+    reason: str
+    trigger: str
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OutcomeLearning:
+    """LogOutcome's answer: what the memory learned from the trade."""
+
+    decision_id: str
+    win: bool
+    strategy: str  # the learned strategy whose stats changed, "" when none
+    strategy_stats: TradeStats
+    adjustments: tuple[ParameterChange, ...]
+    parameters_version: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class ParameterSet:
+    """The parameter memory and its content hash."""
+
+    values: dict[str, float]
+    version: str
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """A learned strategy; ``conditions`` are (feature, op, threshold)."""
+
+    name: str
+    conditions: tuple[tuple[str, str, float], ...]
+    action: str
+    confidence: float
+    size: float
+    stop_loss_pct: float
+    take_profit_pct: float
+    stats: TradeStats
+    deprecated: bool
+    deprecated_reason: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class MemClient:
+    """A channel to the server at ``address`` (host:port) and typed calls over it.
+
+    The constructor waits up to ``timeout_s`` for the channel to be ready, so a missing server
+    fails here with a clear message rather than at the first call. ``options`` are gRPC channel
+    options (e.g. ``("grpc.max_receive_message_length", ...)``). Use it as a context manager, or
+    call ``close()``.
+    """
+
+    @classmethod
+    def from_env(cls, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0, **kwargs: Any) -> MemClient:
+        """Token and trust root as ``mem serve`` is configured (``ClientSettings.from_env``)."""
+        settings = ClientSettings.from_env()
+        root_cert = settings.root_cert.read_bytes() if settings.root_cert is not None else None
+        return cls(address, timeout_s, token=settings.token, root_cert=root_cert, **kwargs)
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        timeout_s: float = 30.0,
+        *,
+        token: str | None = None,
+        root_cert: bytes | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        if root_cert is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_cert)
+            self._channel = grpc.secure_channel(address, credentials, options=list(options))
+        else:
+            self._channel = grpc.insecure_channel(address, options=list(options))
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            self._channel.close()
+            raise MemClientError(
+                f"no gRPC server answers at {address} (waited {timeout_s:g} s); start it with `mem serve`"
+            ) from None
+        self._stub = MemServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, name: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, name)(request, timeout=self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise MemClientError(f"{name} at {self.address} failed: {code.name}: {exc.details()}", code) from None
+
+    # ------------------------------------------------------------------ calls
+    def health(self, service: str = SERVICE_NAME) -> str:
+        """The standard health status of ``service`` ("SERVING", "NOT_SERVING", ...); "" = the server's."""
+        try:
+            reply = health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s
+            )
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise MemClientError(f"Health at {self.address} failed: {code.name}: {exc.details()}", code) from None
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    def predict_reversal(self, symbol: str, candles: pd.DataFrame | None = None) -> ReversalPrediction:
+        """Is the newest candle a reversal? Without ``candles`` the server reads them from QuestDB."""
+        r = self._call("PredictReversal", pb.PredictReversalRequest(symbol=symbol, candles=_candles(candles)))
+        return ReversalPrediction(
+            is_reversal=bool(r.is_reversal),
+            confidence=float(r.confidence),
+            direction=_DIRECTION_NAMES.get(r.direction, ""),
+            model_version=r.model_version,
+            symbol=r.symbol,
+            out_of_range_features=tuple(r.out_of_range_features),
+            candle_ts=_datetime(r.candle_ts) if r.HasField("candle_ts") else None,
+        )
+
+    def enhance_signal(
+        self,
+        symbol: str,
+        action: str,
+        base_confidence: float,
+        price: float,
+        time: datetime,
+        *,
+        strategy: str = "",
+        candles: pd.DataFrame | None = None,
+        ml: ReversalPrediction | None = None,
+        session_id: str = "",
+        market_context: Mapping[str, str] | None = None,
+    ) -> EnhancedSignal:
+        """Enhance a base signal; ``ml`` passes a prediction the caller already has (else the
+        server predicts from ``candles``, or from QuestDB without them)."""
+        req = pb.EnhanceSignalRequest(
+            symbol=symbol,
+            action=_ACTIONS[action],
+            base_confidence=float(base_confidence),
+            price=float(price),
+            time=_timestamp(time),
+            strategy=strategy,
+            candles=_candles(candles),
+            session_id=session_id,
+        )
+        if ml is not None:
+            req.ml_prediction.CopyFrom(
+                pb.MlPrediction(
+                    confidence=ml.confidence, direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED), model_version=ml.model_version
+                )
+            )
+        if market_context:
+            req.market_context.update(market_context)
+        r = self._call("EnhanceSignal", req)
+        return EnhancedSignal(
+            decision_id=r.decision_id,
+            action=_ACTION_NAMES.get(r.action, "HOLD"),
+            confidence=float(r.confidence),
+            size=float(r.size),
+            stop_loss=float(r.stop_loss),
+            take_profit=float(r.take_profit),
+            learned_strategy=r.learned_strategy,
+            model_version=r.model_version,
+            symbol=r.symbol,
+            reasoning=r.reasoning,
+            base_confidence=float(r.base_confidence),
+            ml_confidence=float(r.ml_confidence) if r.HasField("ml_confidence") else None,
+            memory_confidence=float(r.memory_confidence) if r.HasField("memory_confidence") else None,
+            time=_datetime(r.time) if r.HasField("time") else None,
+        )
+
+    def log_outcome(
+        self,
+        decision_id: str,
+        entry_price: float,
+        exit_price: float,
+        size: float,
+        pnl: float,
+        pnl_pct: float,
+        exit_reason: str,
+        time: datetime,
+    ) -> OutcomeLearning:
+        """Report the exit of a trade opened from ``decision_id``; the memory learns from it."""
+        r = self._call(
+            "LogOutcome",
+            pb.LogOutcomeRequest(
+                decision_id=decision_id,
+                entry_price=float(entry_price),
+                exit_price=float(exit_price),
+                size=float(size),
+                pnl=float(pnl),
+                pnl_pct=float(pnl_pct),
+                exit_reason=exit_reason,
+                time=_timestamp(time),
+            ),
+        )
+        return OutcomeLearning(
+            decision_id=r.decision_id,
+            win=bool(r.win),
+            strategy=r.strategy,
+            strategy_stats=_stats(r.strategy_stats),
+            adjustments=tuple(
+                ParameterChange(a.parameter, a.from_value, a.to_value, a.reason, a.trigger,
+                                _datetime(a.time) if a.HasField("time") else None)
+                for a in r.adjustments
+            ),
+            parameters_version=r.parameters_version,
+            summary=r.summary,
+        )
+
+    def get_parameters(self) -> ParameterSet:
+        r = self._call("GetParameters", pb.GetParametersRequest())
+        return ParameterSet(
+            values=dict(r.parameters),
+            version=r.version,
+            updated_at=_datetime(r.updated_at) if r.HasField("updated_at") else None,
+        )
+
+    def list_strategies(self, include_deprecated: bool = False) -> list[StrategyInfo]:
+        r = self._call("ListStrategies", pb.ListStrategiesRequest(include_deprecated=include_deprecated))
+        return [
+            StrategyInfo(
+                name=s.name,
+                conditions=tuple((c.feature, c.op, c.threshold) for c in s.conditions),
+                action=_ACTION_NAMES.get(s.action, ""),
+                confidence=s.confidence,
+                size=s.size,
+                stop_loss_pct=s.stop_loss_pct,
+                take_profit_pct=s.take_profit_pct,
+                stats=_stats(s.stats),
+                deprecated=s.deprecated,
+                deprecated_reason=s.deprecated_reason,
+                created_at=_datetime(s.created_at) if s.HasField("created_at") else None,
+                updated_at=_datetime(s.updated_at) if s.HasField("updated_at") else None,
+            )
+            for s in r.strategies
+        ]
+
+
+def _timestamp(t: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(pd.Timestamp(t).tz_convert("UTC").to_pydatetime())
+    return out
+
+
+def _datetime(t: Timestamp) -> datetime:
+    return t.ToDatetime(tzinfo=UTC)
+
+
+def _candles(frame: pd.DataFrame | None) -> list[Any]:
+    if frame is None:
+        return []
+    out = []
+    for ts, o, h, lo, c, v in zip(
+        frame["ts"], frame["open"].to_numpy(), frame["high"].to_numpy(), frame["low"].to_numpy(),
+        frame["close"].to_numpy(), frame["volume"].to_numpy(),
+    ):
+        out.append(pb.Candle(ts=_timestamp(ts), open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v)))
+    return out
+
+
+def _stats(s: Any) -> TradeStats:
+    return TradeStats(int(s.trades), int(s.wins), float(s.win_rate), float(s.total_pnl), float(s.avg_pnl_pct))
