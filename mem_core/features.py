@@ -32,6 +32,7 @@ tests/lib/test_features.py). ``compute_features`` therefore drops the first
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -284,6 +285,13 @@ def _last_row(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: n
         "close_position": (last - low[-1]) / bar if bar > 0 else 0.5,
         "oc_range": (last - o[-1]) / o[-1],
     }
+
+
+def out_of_range(values: Mapping[str, float], ranges: Mapping[str, tuple[float, float]]) -> tuple[str, ...]:
+    """Names of the features whose value lies outside its training ``(min, max)`` (NaN included),
+    in ``ranges`` order; a feature missing from ``values`` is not checked. The model's
+    out-of-distribution flag in serving and in the registry."""
+    return tuple(name for name, (lo, hi) in ranges.items() if name in values and not lo <= values[name] <= hi)
 
 
 def feature_matrix(features: pd.DataFrame) -> np.ndarray:

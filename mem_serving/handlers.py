@@ -24,7 +24,7 @@ import numpy as np
 
 from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
 from mem_core import features as feats
-from mem_core.labels import TREND_LOOKBACK, reversal_direction
+from mem_core.labels import newest_direction
 from mem_serving.caches import TTLCache
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
@@ -200,10 +200,7 @@ class Handlers:
     @staticmethod
     def _features(block: CandleBlock) -> tuple[dict[str, float], str]:
         """Features of the newest candle and the direction a reversal would take."""
-        values = newest_features(block)
-        close = block.ohlcv[:, 3]
-        trend = "up" if close[-1] >= close[-1 - TREND_LOOKBACK] else "down"
-        return values, reversal_direction(trend)
+        return newest_features(block), newest_direction(block.ohlcv[:, 3])
 
     def _model(self) -> Any:
         model = self.models.model
@@ -229,9 +226,7 @@ class Handlers:
         values, direction = self._features(block)
         x = np.array([values[name] for name in model.feature_names], dtype=np.float64)
         probability = model.predict_one(x)
-        out_of_range = tuple(
-            name for name, (lo, hi) in model.feature_ranges.items() if name in values and not lo <= values[name] <= hi
-        )
+        out_of_range = feats.out_of_range(values, model.feature_ranges)
         self.metrics.ml_latency.observe(time.perf_counter() - started)
         prediction = Prediction(
             symbol=query.symbol,

@@ -174,3 +174,10 @@ def test_arrays_path_refuses_bad_columns() -> None:
 
 def test_warm_up_runs() -> None:
     F.warm_up()
+
+
+def test_out_of_range_names_features_outside_their_training_range() -> None:
+    ranges = {"rsi14": (10.0, 90.0), "sma5": (-0.1, 0.1), "hl_range": (0.0, 0.05)}
+    assert F.out_of_range({"rsi14": 50.0, "sma5": 0.1, "hl_range": 0.0}, ranges) == ()  # bounds are inside
+    assert F.out_of_range({"rsi14": 95.0, "sma5": -0.2, "hl_range": 0.01}, ranges) == ("rsi14", "sma5")
+    assert F.out_of_range({"hl_range": float("nan"), "volume_ratio": 1e9}, ranges) == ("hl_range",)  # unranged: not checked
