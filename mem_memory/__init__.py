@@ -23,6 +23,7 @@ from mem_memory.errors import (
 )
 from mem_memory.index import Similar
 from mem_memory.store import MemoryStore
+from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
 from mem_memory.types import (
     DECISION,
     EVENT_KINDS,
@@ -52,5 +53,6 @@ __all__ = [
     "MemoryConfig", "MemoryEngine", "MemoryKeyError", "MemoryStats", "MemoryStore", "MemoryStoreError", "MemoryUnavailable",
     "MissingMemoryKey", "Outcome", "ParameterAdjustment", "Parameters", "SignalRequest", "Similar", "StoreClosed",
     "StrategySpec", "StrategyStats", "UnencryptedStoreKeyError", "UnknownDecision", "UnknownParameterVersion",
-    "WrongMemoryKey", "key_from_env", "new_key", "parameters_version",
+    "WrongMemoryKey", "key_from_env", "new_key", "parameters_version", "MAX_SYMBOL_LEN", "symbol_problem",
+    "validate_symbol",
 ]

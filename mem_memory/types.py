@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from mem_memory.errors import InvalidRecord
+from mem_memory.symbols import validate_symbol
 
 Action = Literal["BUY", "SELL", "HOLD"]
 ACTIONS: tuple[str, ...] = ("BUY", "SELL", "HOLD")
@@ -153,7 +154,7 @@ class SignalRequest:
 
     def __post_init__(self) -> None:
         s = object.__setattr__
-        s(self, "symbol", _text("symbol", self.symbol, empty=False, max_len=64))
+        s(self, "symbol", validate_symbol(self.symbol))
         s(self, "action", _action("action", self.action))
         s(self, "base_confidence", _unit("base_confidence", self.base_confidence))
         s(self, "price", _positive("price", self.price))
