@@ -26,7 +26,6 @@ from mem_memory.store import MemoryStore
 from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
 from mem_memory.types import (
     DECISION,
-    EVENT_KINDS,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
     STRATEGY_UPSERT,
@@ -47,7 +46,7 @@ from mem_memory.types import (
 )
 
 __all__ = [
-    "DECISION", "EVENT_KINDS", "OUTCOME", "PARAMETER_ADJUSTMENT", "STRATEGY_UPSERT", "DEFAULT_PARAMETERS",
+    "DECISION", "OUTCOME", "PARAMETER_ADJUSTMENT", "STRATEGY_UPSERT", "DEFAULT_PARAMETERS",
     "PARAMETER_LIMITS", "KEY_ENV", "Condition", "CorruptRecord", "Decision", "DecisionView", "DiscoveryResult",
     "DuplicateDecision", "DuplicateOutcome", "Event", "InvalidRecord", "LearningUpdate", "MalformedMemoryKey",
     "MemoryConfig", "MemoryEngine", "MemoryKeyError", "MemoryStats", "MemoryStore", "MemoryStoreError", "MemoryUnavailable",

@@ -16,8 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters, StrategySpec, StrategyStats, symbol_problem
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.errors import InvalidArgument
-from mem_serving.handlers import Enhanced
-from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, Prediction, PredictQuery
+from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery
 
 MAX_TEXT_LEN = 256
 MAX_CONTEXT_ITEMS = 64
@@ -255,7 +254,7 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 
 # ---- memory records -> replies ---------------------------------------------------------------
 
-def enhanced_pb(result: Enhanced, query: EnhanceQuery) -> pb.EnhancedSignal:
+def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal:
     d = result.decision
     reply = pb.EnhancedSignal(
         decision_id=str(d.decision_id),
