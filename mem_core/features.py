@@ -26,7 +26,7 @@ History. RSI and MACD are exponential averages seeded at the start of whatever h
 given, so their value at a row depends (ever less) on how far back the history reaches. With
 ``SERVING_HISTORY`` candles the newest row agrees with a full-history computation to better than
 1e-6 relative on the shared data (measured by ``bench``-style scan in ``docs/ml.md``; asserted by
-tests/lib/test_features.py). ``compute_features`` therefore drops the first
+tests/core/test_features.py). ``compute_features`` therefore drops the first
 ``SERVING_HISTORY - 1`` rows by default, so every training row is what serving would compute.
 """
 from __future__ import annotations
@@ -158,7 +158,7 @@ def latest_features(candles: pd.DataFrame) -> dict[str, float]:
 
     The serving path: the same definitions as ``compute_features`` (the same pandas-ta
     recursions, seeded the same way) evaluated for the newest row only, in numpy, far cheaper than
-    a pandas-ta pass over the whole history. tests/lib/test_features.py proves it equals
+    a pandas-ta pass over the whole history. tests/core/test_features.py proves it equals
     ``compute_features`` on real candles. Only the newest ``SERVING_HISTORY`` rows are used when
     more are given. Raises ``InsufficientHistory`` below ``MIN_HISTORY`` rows.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mem_memory import MemoryStore
 
-from tests.memory.conftest import b64, kill_after_lines
+from .helpers import b64, kill_after_lines
 
 WORKER = Path(__file__).with_name("_worker.py")
 CONCURRENCY_SECONDS = float(os.environ.get("MEM_CONCURRENCY_SECONDS", "60"))

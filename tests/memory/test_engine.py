@@ -28,7 +28,7 @@ from mem_memory import (
 )
 from mem_memory.config import DEFAULT_PARAMETERS
 
-from tests.memory.conftest import FEATURES, T0, make_decision, outcome, request
+from .helpers import FEATURES, T0, make_decision, outcome, request
 
 
 def plant_history(store: MemoryStore, wins: int, losses: int, action: str = "BUY") -> None:

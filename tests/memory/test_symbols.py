@@ -7,7 +7,7 @@ from mem_memory import MAX_SYMBOL_LEN, InvalidRecord, symbol_problem, validate_s
 from mem_pipelines.ingest.validation import IngestError, checked_symbol
 from mem_serving import converters
 from mem_serving.errors import InvalidArgument
-from tests.memory.conftest import request
+from .helpers import request
 
 GOOD = ["BTCUSDT", "btcusdt", " ETHUSDT\n", "BRK.B", "A,B", "X" * MAX_SYMBOL_LEN, "ÄPFEL"]
 BAD = {

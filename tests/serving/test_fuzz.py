@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.server import SERVICE_NAME
 
-from .conftest import Stack
+from .stack import Stack
 from .helpers import candles_pb
 
 METHODS = [m.name for m in pb.DESCRIPTOR.services_by_name["MemService"].methods]

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving._gen.mem.v1 import mem_pb2_grpc
 
-from .conftest import ModelStore, start_stack
+from .stack import ModelStore, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
