@@ -317,3 +317,10 @@ def warm_up() -> None:
     )
     _feature_frame(frame)
     latest_features(frame)
+    # Every layout numba compiles separately: contiguous or strided (serving's candle-block
+    # columns), writable or read-only (pandas' arrays).
+    x = np.linspace(1.0, 2.0, 8)
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    for arr in (x, x[::2], read_only, read_only[::2]):
+        _recursive_mean(arr, 0.5, 1, 1.0)
