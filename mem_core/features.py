@@ -26,23 +26,19 @@ History. RSI and MACD are exponential averages seeded at the start of whatever h
 given, so their value at a row depends (ever less) on how far back the history reaches. With
 ``SERVING_HISTORY`` candles the newest row agrees with a full-history computation to better than
 1e-6 relative on the shared data (measured by ``bench``-style scan in ``docs/ml.md``; asserted by
-tests/lib/test_features.py). ``compute_features`` therefore drops the first
+tests/core/test_features.py). ``compute_features`` therefore drops the first
 ``SERVING_HISTORY - 1`` rows by default, so every training row is what serving would compute.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import pandas_ta as ta
+from numba import njit
 from numpy.typing import ArrayLike
-from scipy.signal import lfilter
-
-try:  # what ``lfilter`` runs for a 1-D IIR filter, without its ~3.5 µs of argument handling
-    from scipy.signal._sigtools import _linear_filter
-except ImportError:  # a SciPy that moved it: the public function gives the same numbers
-    _linear_filter = None
 
 FEATURE_NAMES: tuple[str, ...] = (
     "sma5",
@@ -161,13 +157,13 @@ def latest_features(candles: pd.DataFrame) -> dict[str, float]:
     """Features of the newest candle from recent history (pass ``SERVING_HISTORY`` candles).
 
     The serving path: the same definitions as ``compute_features`` (the same pandas-ta
-    recursions, seeded the same way) evaluated for the newest row only, in numpy (~0.2 ms instead
-    of ~5 ms for a pandas-ta pass over 400 candles). tests/lib/test_features.py proves it equals
+    recursions, seeded the same way) evaluated for the newest row only, in numpy, far cheaper than
+    a pandas-ta pass over the whole history. tests/core/test_features.py proves it equals
     ``compute_features`` on real candles. Only the newest ``SERVING_HISTORY`` rows are used when
     more are given. Raises ``InsufficientHistory`` below ``MIN_HISTORY`` rows.
 
     A thin wrapper: the columns go to :func:`latest_features_arrays` (call that directly when the
-    candles are already numpy columns; it skips the ~0.1 ms of pandas indexing).
+    candles are already numpy columns; it skips the pandas indexing).
     """
     if len(candles) < MIN_HISTORY:
         raise InsufficientHistory(f"need at least {MIN_HISTORY} candles, got {len(candles)}")
@@ -185,7 +181,7 @@ def latest_features_arrays(
     """Features of the newest candle from one symbol's OHLCV columns, oldest first (no DataFrame).
 
     ``latest_features`` without pandas, for callers that hold candles as numpy columns (serving's
-    candle block: ~70 µs for 400 candles against ~0.2 ms through a DataFrame). The five columns
+    candle block). The five columns
     are 1-D, of equal length, ascending in time, newest last; any array-like of floats works
     (strided views are not copied). Only the newest ``SERVING_HISTORY`` values are used, as in
     ``latest_features``, whose result this is bit for bit.
@@ -219,16 +215,22 @@ def latest_features_reference(candles: pd.DataFrame) -> dict[str, float]:
     return {name: float(row[name]) for name in FEATURE_NAMES}
 
 
+@njit(cache=True)
 def _recursive_mean(x: np.ndarray, alpha: float, start: int, seed: float) -> np.ndarray:
-    """pandas ``ewm(alpha, adjust=False).mean()`` from index ``start`` with y[start] = seed."""
+    """pandas ``ewm(alpha, adjust=False).mean()`` from index ``start`` with y[start] = seed.
+
+    The operations, in order, of ``scipy.signal.lfilter([alpha], [1, alpha - 1], x[start + 1:],
+    zi=[(1 - alpha) * seed])`` (direct form II transposed), so the values are the same bits.
+    """
     y = np.empty(len(x) - start)
     y[0] = seed
-    if len(y) > 1:
-        if _linear_filter is not None:  # the same arrays lfilter would pass (float64, axis -1)
-            b, a, zi = np.array([alpha]), np.array([1.0, alpha - 1.0]), np.array([(1.0 - alpha) * seed])
-            y[1:] = _linear_filter(b, a, x[start + 1 :], -1, zi)[0]
-        else:
-            y[1:] = lfilter([alpha], [1.0, alpha - 1.0], x[start + 1 :], zi=[(1.0 - alpha) * seed])[0]
+    a1 = alpha - 1.0
+    state = (1.0 - alpha) * seed
+    for i in range(1, len(y)):
+        xi = x[start + i]
+        yi = state + alpha * xi
+        y[i] = yi
+        state = xi * 0.0 - yi * a1
     return y
 
 
@@ -285,13 +287,21 @@ def _last_row(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: n
     }
 
 
+def out_of_range(values: Mapping[str, float], ranges: Mapping[str, tuple[float, float]]) -> tuple[str, ...]:
+    """Names of the features whose value lies outside its training ``(min, max)`` (NaN included),
+    in ``ranges`` order; a feature missing from ``values`` is not checked. The model's
+    out-of-distribution flag in serving and in the registry."""
+    return tuple(name for name, (lo, hi) in ranges.items() if name in values and not lo <= values[name] <= hi)
+
+
 def feature_matrix(features: pd.DataFrame) -> np.ndarray:
     """The model's input matrix (columns in FEATURE_NAMES order)."""
     return features.loc[:, list(FEATURE_NAMES)].to_numpy(dtype="float64")
 
 
 def warm_up() -> None:
-    """Run the feature code once so pandas-ta's numba kernels compile before the first request."""
+    """Run the feature code once so the numba kernels (pandas-ta's and ``_recursive_mean``) are
+    compiled or loaded from cache before the first request."""
     n = MIN_HISTORY * 2
     rng = np.random.default_rng(0)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))
@@ -307,3 +317,10 @@ def warm_up() -> None:
     )
     _feature_frame(frame)
     latest_features(frame)
+    # Every layout numba compiles separately: contiguous or strided (serving's candle-block
+    # columns), writable or read-only (pandas' arrays).
+    x = np.linspace(1.0, 2.0, 8)
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    for arr in (x, x[::2], read_only, read_only[::2]):
+        _recursive_mean(arr, 0.5, 1, 1.0)

@@ -12,7 +12,8 @@ Definition, for the candle at time ``t`` (one symbol, 5-minute candles):
   (a *bearish* reversal), after a down trend ``max(close[t+1..t+H]) >= close[t]·exp(threshold)``
   (a *bullish* reversal); else 0.
 * ``direction`` is the reversal being tested: ``bearish`` after an up trend, ``bullish`` after a
-  down trend — what serving reports alongside the probability (``prior_trend`` of the newest row).
+  down trend — what serving reports alongside the probability (``newest_direction``: the same
+  rule for the newest row).
 
 The last H rows (no complete future) and the first ``VOL_WINDOW`` rows (no σ) have no label and
 are dropped. With k = 0.75 the positive rate on the shared candles (7 symbols, ~14 months of
@@ -20,20 +21,32 @@ are dropped. With k = 0.75 the positive rate on the shared candles (7 symbols, ~
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import ArrayLike
 
 HORIZON: int = 10
 TREND_LOOKBACK: int = 20
 VOL_WINDOW: int = 100
 DEFAULT_K: float = 0.75
 
+#: The reversal a prior trend can have.
+_REVERSAL = {"up": "bearish", "down": "bullish"}
+
+
+def _is_up(close: Any, close_lookback_ago: Any) -> Any:
+    """The prior-trend rule, for scalars or arrays alike: up when the close is at or above the
+    close ``TREND_LOOKBACK`` candles earlier."""
+    return close >= close_lookback_ago
+
 
 def _trend_up(close: np.ndarray) -> np.ndarray:
     """Boolean per row (False where undefined is irrelevant: those rows are dropped)."""
     up = np.zeros(len(close), dtype=bool)
-    up[TREND_LOOKBACK:] = close[TREND_LOOKBACK:] >= close[:-TREND_LOOKBACK]
+    up[TREND_LOOKBACK:] = _is_up(close[TREND_LOOKBACK:], close[:-TREND_LOOKBACK])
     return up
 
 
@@ -64,20 +77,26 @@ def reversal_labels(candles: pd.DataFrame, horizon: int = HORIZON, k: float = DE
     trend_up = _trend_up(close)[rows]
     moved_against = np.where(trend_up, down_move, up_move)
     label = (moved_against >= threshold[rows]).astype("int64")
-    direction = np.where(trend_up, "bearish", "bullish")
+    direction = np.where(trend_up, _REVERSAL["up"], _REVERSAL["down"])
     return pd.DataFrame(
         {"ts": candles["ts"].to_numpy()[rows], "label": label, "direction": direction}
     )
 
 
-def prior_trend(candles: pd.DataFrame) -> str:
-    """``"up"`` or ``"down"`` for the newest candle (same rule as the labels)."""
-    close = candles["close"].to_numpy(dtype="float64")
+def prior_trend(close: ArrayLike) -> str:
+    """``"up"`` or ``"down"`` for the newest of these closes (oldest first; same rule as the
+    labels). Raises ``ValueError`` with ``TREND_LOOKBACK`` closes or fewer."""
+    close = np.asarray(close, dtype="float64")
     if len(close) <= TREND_LOOKBACK:
         raise ValueError(f"need more than {TREND_LOOKBACK} candles for the prior trend")
-    return "up" if close[-1] >= close[-1 - TREND_LOOKBACK] else "down"
+    return "up" if _is_up(close[-1], close[-1 - TREND_LOOKBACK]) else "down"
 
 
 def reversal_direction(trend: str) -> str:
     """The reversal a trend can have: up -> ``bearish``, down -> ``bullish``."""
-    return {"up": "bearish", "down": "bullish"}[trend]
+    return _REVERSAL[trend]
+
+
+def newest_direction(close: ArrayLike) -> str:
+    """The reversal the labels test for the newest of these closes: what serving reports."""
+    return _REVERSAL[prior_trend(close)]

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from mem_core.features import out_of_range
 from mem_core.settings import project_paths
 
 MODEL_NAME = "mem-reversal"
@@ -128,13 +129,8 @@ class LoadedModel:
         return self.model.predict_proba(np.asarray(X, dtype="float64"))
 
     def out_of_range(self, values: Mapping[str, float]) -> list[str]:
-        """Features of one row outside the training min/max."""
-        out = []
-        for name, (lo, hi) in self.feature_ranges.items():
-            v = values.get(name)
-            if v is not None and not lo <= v <= hi:
-                out.append(name)
-        return out
+        """Features of one row outside the training min/max (``features.out_of_range``)."""
+        return list(out_of_range(values, self.feature_ranges))
 
 
 def load_version(version: str, tracking_uri: str | None = None, model_name: str = MODEL_NAME) -> LoadedModel:

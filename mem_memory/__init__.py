@@ -23,9 +23,9 @@ from mem_memory.errors import (
 )
 from mem_memory.index import Similar
 from mem_memory.store import MemoryStore
+from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
 from mem_memory.types import (
     DECISION,
-    EVENT_KINDS,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
     STRATEGY_UPSERT,
@@ -46,11 +46,12 @@ from mem_memory.types import (
 )
 
 __all__ = [
-    "DECISION", "EVENT_KINDS", "OUTCOME", "PARAMETER_ADJUSTMENT", "STRATEGY_UPSERT", "DEFAULT_PARAMETERS",
+    "DECISION", "OUTCOME", "PARAMETER_ADJUSTMENT", "STRATEGY_UPSERT", "DEFAULT_PARAMETERS",
     "PARAMETER_LIMITS", "KEY_ENV", "Condition", "CorruptRecord", "Decision", "DecisionView", "DiscoveryResult",
     "DuplicateDecision", "DuplicateOutcome", "Event", "InvalidRecord", "LearningUpdate", "MalformedMemoryKey",
     "MemoryConfig", "MemoryEngine", "MemoryKeyError", "MemoryStats", "MemoryStore", "MemoryStoreError", "MemoryUnavailable",
     "MissingMemoryKey", "Outcome", "ParameterAdjustment", "Parameters", "SignalRequest", "Similar", "StoreClosed",
     "StrategySpec", "StrategyStats", "UnencryptedStoreKeyError", "UnknownDecision", "UnknownParameterVersion",
-    "WrongMemoryKey", "key_from_env", "new_key", "parameters_version",
+    "WrongMemoryKey", "key_from_env", "new_key", "parameters_version", "MAX_SYMBOL_LEN", "symbol_problem",
+    "validate_symbol",
 ]

@@ -78,7 +78,6 @@ class MemoryConfig:
     discovery_min_occurrences: int = 5
     discovery_min_win_rate: float = 0.70
     discovery_alpha: float = 0.05  # family-wise, Bonferroni-split over the candidates tested
-    discovery_bins: int = 3
     discovery_max_conditions: int = 2
     parameters: Mapping[str, float] = field(default_factory=lambda: DEFAULT_PARAMETERS)
     limits: Mapping[str, tuple[float, float]] = field(default_factory=lambda: PARAMETER_LIMITS)

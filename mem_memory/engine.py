@@ -188,11 +188,6 @@ class MemoryEngine:
             self.refresh(force=False)
             return self._wm.similar(action, features, k or self.config.neighbours, self.config.similar_radius)
 
-    def matching_strategies(self, action: str, features: Mapping[str, float]) -> list[StrategySpec]:
-        with self._lock:
-            self.refresh(force=False)
-            return self._wm.matching(action, features)
-
     def parameters(self) -> Parameters:
         with self._lock:
             self.refresh(force=False)

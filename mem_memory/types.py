@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from mem_memory.errors import InvalidRecord
+from mem_memory.symbols import validate_symbol
 
 Action = Literal["BUY", "SELL", "HOLD"]
 ACTIONS: tuple[str, ...] = ("BUY", "SELL", "HOLD")
@@ -50,7 +51,7 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> float:
     return v
 
 
-def _utc(name: str, value: Any) -> datetime:
+def _aware_utc(name: str, value: Any) -> datetime:
     if not isinstance(value, datetime):
         raise InvalidRecord(name, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -153,11 +154,11 @@ class SignalRequest:
 
     def __post_init__(self) -> None:
         s = object.__setattr__
-        s(self, "symbol", _text("symbol", self.symbol, empty=False, max_len=64))
+        s(self, "symbol", validate_symbol(self.symbol))
         s(self, "action", _action("action", self.action))
         s(self, "base_confidence", _unit("base_confidence", self.base_confidence))
         s(self, "price", _positive("price", self.price))
-        s(self, "time", _utc("time", self.time))
+        s(self, "time", _aware_utc("time", self.time))
         s(self, "strategy", _text("strategy", self.strategy or "", max_len=128))
         if self.ml_confidence is not None:
             s(self, "ml_confidence", _unit("ml_confidence", self.ml_confidence))
@@ -206,7 +207,7 @@ class Decision:
     def __post_init__(self) -> None:
         s = object.__setattr__
         _text("decision_id", self.decision_id, empty=False, max_len=64)
-        s(self, "time", _utc("time", self.time))
+        s(self, "time", _aware_utc("time", self.time))
         s(self, "action", _action("action", self.action))
         s(self, "base_action", _action("base_action", self.base_action))
         for name in ("base_confidence", "confidence"):
@@ -268,7 +269,7 @@ class Outcome:
         _finite("pnl", self.pnl)
         _finite("pnl_pct", self.pnl_pct)
         s(self, "exit_reason", _text("exit_reason", self.exit_reason or "", max_len=256))
-        s(self, "time", _utc("time", self.time))
+        s(self, "time", _aware_utc("time", self.time))
 
     @property
     def win(self) -> bool:
@@ -316,7 +317,7 @@ class ParameterAdjustment:
             raise InvalidRecord("parameter", "must be an identifier")
         _finite("from_value", self.from_value)
         _finite("to_value", self.to_value)
-        object.__setattr__(self, "time", _utc("time", self.time))
+        object.__setattr__(self, "time", _aware_utc("time", self.time))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -354,7 +355,7 @@ class Parameters:
                 raise InvalidRecord(f"values.{k}", "parameter names must be identifiers")
             vals[k] = _finite(f"values.{k}", v)
         object.__setattr__(self, "values", MappingProxyType(dict(sorted(vals.items()))))
-        object.__setattr__(self, "updated_at", _utc("updated_at", self.updated_at))
+        object.__setattr__(self, "updated_at", _aware_utc("updated_at", self.updated_at))
         object.__setattr__(self, "version", parameters_version(vals))
 
     def __getitem__(self, name: str) -> float:
@@ -473,8 +474,8 @@ class StrategySpec:
         _positive("size", self.size)
         _positive("stop_loss_pct", self.stop_loss_pct)
         _positive("take_profit_pct", self.take_profit_pct)
-        object.__setattr__(self, "created_at", _utc("created_at", self.created_at))
-        object.__setattr__(self, "updated_at", _utc("updated_at", self.updated_at))
+        object.__setattr__(self, "created_at", _aware_utc("created_at", self.created_at))
+        object.__setattr__(self, "updated_at", _aware_utc("updated_at", self.updated_at))
 
     def matches(self, action: str, features: Mapping[str, float]) -> bool:
         return not self.deprecated and action == self.action and all(c.holds(features) for c in self.conditions)
@@ -546,7 +547,6 @@ DECISION = "decision"
 OUTCOME = "outcome"
 PARAMETER_ADJUSTMENT = "parameter_adjustment"
 STRATEGY_UPSERT = "strategy_upsert"
-EVENT_KINDS: tuple[str, ...] = (DECISION, OUTCOME, PARAMETER_ADJUSTMENT, STRATEGY_UPSERT)
 
 
 @dataclass(frozen=True, slots=True)

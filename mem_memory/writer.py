@@ -1,8 +1,8 @@
 """The decision writer process: commits prepared decisions outside the caller's interpreter.
 
 Why a process: Python's ``sqlite3`` lets other threads take the GIL during every statement, and
-a busy server thread then keeps the committing thread waiting to get it back (3-4 ms per group
-commit under load, against 0.3 ms for the fsync itself). A child process has its own GIL: the
+a busy server thread then keeps the committing thread waiting to get it back (under load, many
+times longer than the fsync itself; see docs/memory.md). A child process has its own GIL: the
 parent hands it a batch over a pipe and gets one small reply after the COMMIT (``synchronous=
 FULL``: the batch is on disk when the reply is sent).
 

@@ -13,13 +13,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters, StrategySpec, StrategyStats
+from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters, StrategySpec, StrategyStats, symbol_problem
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.errors import InvalidArgument
-from mem_serving.handlers import Enhanced
-from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, Prediction, PredictQuery
+from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery
 
-MAX_SYMBOL_LEN = 64
 MAX_TEXT_LEN = 256
 MAX_CONTEXT_ITEMS = 64
 # Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31).
@@ -34,14 +32,11 @@ DIRECTION_ENUMS = {v: k for k, v in DIRECTIONS.items()}
 # ---- validation helpers ------------------------------------------------------------------
 
 def symbol(value: str, field: str = "symbol") -> str:
-    s = value.strip()
-    if not s:
-        raise InvalidArgument(field, "must not be empty")
-    if len(s) > MAX_SYMBOL_LEN:
-        raise InvalidArgument(field, f"longer than {MAX_SYMBOL_LEN} characters")
-    if not s.isprintable() or any(c.isspace() for c in s):
-        raise InvalidArgument(field, "must be printable, without spaces")
-    return s
+    """The symbol rule of the whole system (``mem_memory.symbols``), as an ``InvalidArgument``."""
+    problem = symbol_problem(value)
+    if problem is not None:
+        raise InvalidArgument(field, problem)
+    return value.strip()
 
 
 def text(value: str, field: str, max_len: int = MAX_TEXT_LEN) -> str:
@@ -259,7 +254,7 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 
 # ---- memory records -> replies ---------------------------------------------------------------
 
-def enhanced_pb(result: Enhanced, query: EnhanceQuery) -> pb.EnhancedSignal:
+def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal:
     d = result.decision
     reply = pb.EnhancedSignal(
         decision_id=str(d.decision_id),

@@ -33,12 +33,6 @@ class InvalidArgument(ServingError):
         super().__init__(f"{field}: {problem}")
 
 
-class NotFound(ServingError):
-    """The request names something that does not exist (e.g. an unknown decision id)."""
-
-    code = grpc.StatusCode.NOT_FOUND
-
-
 class FailedPrecondition(ServingError):
     """The request is well formed but the server's data cannot answer it (e.g. QuestDB holds too
     little history for the symbol). Retrying is pointless until the data changes."""

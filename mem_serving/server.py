@@ -145,14 +145,9 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-def create_server(settings: ServingSettings, handlers: Handlers) -> tuple[RunningServer, int]:
-    """A started server bound to ``settings.host:settings.port`` (0 = a free port) and its port;
-    ``stop(grace)`` on the first stops it."""
-    running = create_running_server(settings, handlers)
-    return running, running.port
-
-
 def create_running_server(settings: ServingSettings, handlers: Handlers) -> RunningServer:
+    """A started server bound to ``settings.host:settings.port`` (0 = a free port: see ``.port``);
+    ``stop(grace)`` stops it."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=_run_loop, args=(loop,), name=LOOP_THREAD_NAME, daemon=True)
     thread.start()

@@ -11,6 +11,8 @@ from typing import Mapping
 
 import numpy as np
 
+from mem_memory import Decision
+
 #: Column order of ``CandleBlock.ohlcv``.
 OHLCV = ("open", "high", "low", "close", "volume")
 
@@ -87,4 +89,13 @@ class EnhanceQuery:
     candles: CandleBlock | None
     market_context: Mapping[str, str]
     session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnhanceResult:
+    """The memory's decision plus what serving knew when it was taken."""
+
+    decision: Decision
+    prediction: Prediction | None
+    model_version: str
 

@@ -41,9 +41,6 @@ from mem_memory.rules.parameters import clamp
 from mem_memory.rules.strategy_stats import deprecation_reason, should_deprecate
 from mem_memory.types import Condition, Decision, DiscoveryResult, Outcome, Parameters, StrategySpec, StrategyStats
 
-BIN_NAMES = {3: ("low", "mid", "high")}
-
-
 def wilson_lower(wins: int, n: int, z: float) -> float:
     """Wilson score interval lower bound of a win rate."""
     if n == 0:

@@ -17,10 +17,6 @@ def clamp(name: str, value: float, cfg: MemoryConfig = MemoryConfig()) -> float:
     return min(hi, max(lo, value))
 
 
-def within_limits(values: Mapping[str, float], cfg: MemoryConfig = MemoryConfig()) -> dict[str, float]:
-    return {k: clamp(k, v, cfg) for k, v in values.items()}
-
-
 def _changes(
     params: Parameters, proposed: Mapping[str, float], reason: str, trigger: str, at: datetime, cfg: MemoryConfig
 ) -> list[ParameterAdjustment]:

@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mem_pipelines.ingest.quality import gap_stats, markdown_table
+from mem_pipelines.ingest.quality import frame_markdown, gap_stats
 from mem_core.questdb.store import read_candles, read_latest
 from mem_pipelines.resources import QuestDBResource
 from mem_core.settings import QuestDBSettings
@@ -69,7 +69,7 @@ def candle_metadata(frame: pd.DataFrame, preview_rows: int = 10) -> dict[str, dg
         "rows": dg.MetadataValue.int(len(frame)),
         "gap_count": dg.MetadataValue.int(missing),
         "gap_ratio": dg.MetadataValue.float(float(ratio)),
-        "preview": dg.MetadataValue.md(markdown_table(frame.tail(preview_rows))),
+        "preview": dg.MetadataValue.md(frame_markdown(frame.tail(preview_rows))),
     }
     if len(frame):
         meta["first_ts"] = dg.MetadataValue.text(frame["ts"].iloc[0].isoformat())

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import dagster as dg
 import pandas as pd
 
-from mem_pipelines.ingest.quality import CHECKS, DEFAULT_MAX_GAP_RATIO, markdown_table, run_quality_suite
+from mem_pipelines.ingest.quality import CHECKS, DEFAULT_MAX_GAP_RATIO, frame_markdown, run_quality_suite
 
 INTERVAL_SECONDS = 300
 
@@ -32,7 +32,7 @@ def build_candle_checks(
         for outcome in run_quality_suite(candles, INTERVAL_SECONDS, max_gap_ratio):
             metadata: dict[str, object] = {"unexpected_count": outcome.unexpected_count, **outcome.metadata}
             if not outcome.passed and not outcome.offending.empty:
-                metadata["offending_rows"] = dg.MetadataValue.md(markdown_table(outcome.offending))
+                metadata["offending_rows"] = dg.MetadataValue.md(frame_markdown(outcome.offending))
                 metadata["first_offending_ts"] = outcome.offending["ts"].iloc[0].isoformat()
             yield dg.AssetCheckResult(
                 asset_key="candles",

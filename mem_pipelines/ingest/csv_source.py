@@ -8,8 +8,10 @@ Accepted layouts, plain, gzip or a zip holding one CSV (detected from the bytes,
 * a header form ``open_time,open,high,low,close,volume`` (extra columns ignored), open time in
   epoch ms or µs.
 
-The symbol comes from the file name (``BTCUSDT-5m.csv.gz``, ``BTCUSDT-5m-2024-01.csv``,
-``BTCUSDT-1h-2024-01-02.zip``) unless given; an interval in the name must match the requested one.
+The symbol comes from a Binance-style file name, symbol then interval (``BTCUSDT-5m.csv.gz``,
+``BTCUSDT-5m-2024-01.csv``, ``BTCUSDT-1h-2024-01-02.zip``), unless given; a name of another form
+(``candles.csv``) names no symbol. The interval in the name must match the requested one. Either
+way the symbol must meet the symbol rule (``validation.checked_symbol``).
 """
 from __future__ import annotations
 
@@ -24,14 +26,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mem_pipelines.ingest.validation import DEFAULT_INTERVAL, INTERVALS, IngestError, interval_seconds, validate_candles
+from mem_pipelines.ingest.validation import (
+    DEFAULT_INTERVAL,
+    INTERVALS,
+    IngestError,
+    checked_symbol,
+    interval_seconds,
+    validate_candles,
+)
 
 DUMP_COLUMNS = (
     "open_time", "open", "high", "low", "close", "volume",
     "close_time", "quote_volume", "trades", "taker_base_volume", "taker_quote_volume", "ignore",
 )
 HEADER_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
-_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)(?:-(?P<interval>\d+[smhdwM]))?(?:-\d{4}-\d{2}(?:-\d{2})?)?\.(?:csv(?:\.gz)?|zip)$")
+_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-(?P<interval>\d+[smhdwM])(?:-\d{4}-\d{2}(?:-\d{2})?)?\.(?:csv(?:\.gz)?|zip)$")
 # Epoch values at or above this are microseconds (ms reach it only in the year 5138).
 _US_THRESHOLD = 100_000_000_000_000
 
@@ -52,7 +61,8 @@ class CandleFile:
 
 
 def parse_filename(path: Path) -> tuple[str | None, str | None]:
-    """(symbol, interval) from a Binance-style file name; None where the name does not say."""
+    """(symbol, interval) from a Binance-style file name (``SYMBOL-INTERVAL...``); (None, None)
+    for a name of another form."""
     m = _NAME.match(path.name)
     if not m:
         return None, None
@@ -99,9 +109,12 @@ def read_kline_csv(path: str | Path, interval: str = DEFAULT_INTERVAL, symbol: s
         hint = "" if name_interval in INTERVALS else f" (an unknown interval; supported: {', '.join(INTERVALS)})"
         raise IngestError(f"{path}: the file name says interval {name_interval}{hint}, but {interval} was requested")
     text = _read_text(path)
-    symbol = (symbol or name_symbol or "").upper()
-    if not symbol:
-        raise IngestError(f"{path}: cannot tell the symbol from the file name; pass it (--symbol)")
+    if symbol is not None:
+        symbol = checked_symbol(symbol)
+    elif name_symbol is not None:
+        symbol = checked_symbol(name_symbol, f"{path}: the file name's symbol")
+    else:
+        raise IngestError(f"{path}: cannot tell the symbol from the file name (not SYMBOL-INTERVAL..., e.g. BTCUSDT-5m.csv.gz); pass it (--symbol)")
     first_line = text.split("\n", 1)[0].strip()
     if not first_line:
         raise IngestError(f"{path}:1: empty file or blank first line")

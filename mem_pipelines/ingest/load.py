@@ -15,7 +15,7 @@ import pandas as pd
 
 from mem_pipelines.ingest.csv_source import read_kline_csv
 from mem_pipelines.ingest.synthetic import synthetic_candles
-from mem_pipelines.ingest.validation import DEFAULT_INTERVAL, IngestError, validate_candles
+from mem_pipelines.ingest.validation import DEFAULT_INTERVAL, IngestError, checked_symbol, validate_candles
 from mem_core.questdb.store import write_candles
 from mem_core.settings import QuestDBSettings
 
@@ -37,8 +37,13 @@ def ingest_csv_files(
     interval: str = DEFAULT_INTERVAL,
     symbol: str | None = None,
 ) -> list[IngestResult]:
-    """Parse and validate every file, then write them; raise IngestError (nothing written) on bad input."""
+    """Parse and validate every file, then write them; raise IngestError (nothing written) on bad input.
+
+    ``symbol`` (for every file) or else each file's Binance-style name gives the symbol; either
+    must meet the symbol rule (``validation.checked_symbol``)."""
     paths = [Path(p) for p in paths]
+    if symbol is not None:
+        symbol = checked_symbol(symbol)
     if not paths:
         raise IngestError("no files given")
     files = [read_kline_csv(p, interval=interval, symbol=symbol) for p in paths]
@@ -58,6 +63,7 @@ def ingest_synthetic(
     interval: str = DEFAULT_INTERVAL,
 ) -> list[IngestResult]:
     """Generate seeded synthetic candles for ``symbols`` and write them (validated like a file)."""
+    symbols = [checked_symbol(s) for s in symbols]
     frame = synthetic_candles(symbols, days, seed, end, interval)
     groups = [(sym, g.reset_index(drop=True)) for sym, g in frame.groupby("symbol", sort=False)]
     for sym, g in groups:

@@ -146,7 +146,7 @@ def run_quality_suite(
     return outcomes
 
 
-def markdown_table(frame: pd.DataFrame, max_rows: int = 20) -> str:
+def frame_markdown(frame: pd.DataFrame, max_rows: int = 20) -> str:
     """A small Markdown table (no tabulate dependency)."""
     if frame.empty:
         return "_(no rows)_"

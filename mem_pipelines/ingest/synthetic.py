@@ -30,6 +30,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from mem_core.times import utc_timestamp
 from mem_pipelines.ingest.validation import DEFAULT_INTERVAL, interval_seconds
 
 REGIMES = ("trend_up", "trend_down", "choppy", "volatile")
@@ -83,8 +84,7 @@ def synthetic_symbol(symbol: str, days: float, seed: int, end: datetime | pd.Tim
     n = int(round(days * 86_400 / step_s))
     if n <= 0:
         raise ValueError(f"days must give at least one candle, got {days}")
-    end_ts = pd.Timestamp(end)
-    end_ts = end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts.tz_convert("UTC")
+    end_ts = utc_timestamp(end)
     last_open = end_ts.floor(f"{step_s}s") - pd.Timedelta(seconds=step_s)
     ts = pd.date_range(end=last_open, periods=n, freq=f"{step_s}s").as_unit("us")
 

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from mem_memory import symbol_problem
+
 # Binance kline intervals on a fixed grid (1s, 3d, 1w and 1M are not: they are left out).
 INTERVALS: dict[str, int] = {
     "1m": 60,
@@ -34,6 +36,18 @@ _MAX_TS = pd.Timestamp("2100-01-01", tz="UTC")
 
 class IngestError(ValueError):
     """Input refused before anything was written; the message names the file and line."""
+
+
+def checked_symbol(value: str, where: str = "symbol") -> str:
+    """``value`` stripped and upper-cased (ingest stores symbols in capitals) if it meets the
+    symbol rule of the whole system (``mem_memory.symbols``); else ``IngestError``
+    ``"<where> 'value': problem"`` on one line (the value's repr, shortened)."""
+    symbol = value.strip().upper() if isinstance(value, str) else value
+    problem = symbol_problem(symbol)
+    if problem is not None:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:36] + "...'"
+        raise IngestError(f"{where} {shown}: {problem}")
+    return symbol
 
 
 def interval_seconds(interval: str) -> int:

@@ -1,4 +1,5 @@
-"""The `mem` CLI as a user runs it: questdb start/stop leaves nothing behind; ingest errors are one line."""
+"""The `mem` CLI as a user runs it: questdb start/stop leaves nothing behind; ingest errors (bad rows, a bad
+or missing symbol) are one line, exit code 1, nothing written."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mem_core.questdb import store
 from mem_core.questdb.local import free_port
+from mem_core.settings import QuestDBSettings
 
 MEM = str(Path(sys.executable).with_name("mem"))
 
@@ -24,7 +27,8 @@ def _env(tmp_path, http_port, pg_port):
 
 
 def test_start_ingest_stop_leaves_no_process(tmp_path):
-    env = _env(tmp_path, free_port(), free_port())
+    http_port, pg_port = free_port(), free_port()
+    env = _env(tmp_path, http_port, pg_port)
     started = run(["questdb", "start"], env)
     assert started.returncode == 0, started.stderr
     pid = json.loads(run(["questdb", "status"], env).stdout)["pid"]
@@ -39,6 +43,25 @@ def test_start_ingest_stop_leaves_no_process(tmp_path):
         assert refused.returncode == 1
         assert refused.stderr.strip() == f"error: {bad}:2: negative volume: open=1.0 high=2.0 low=0.5 close=1.5 volume=-1.0"
         assert "Traceback" not in refused.stderr
+
+        settings = QuestDBSettings(http_port=http_port, pg_port=pg_port)
+        stored = {s: len(store.read_candles(settings, s)) for s in store.list_symbols(settings)}
+        good = tmp_path / "XRPUSDT-5m.csv"
+        good.write_text("open_time,open,high,low,close,volume\n1704067200000,1,2,0.5,1.5,1\n")
+        unnamed = tmp_path / "candles.csv"
+        unnamed.write_text(good.read_text())
+        for args, message in [
+            (["csv", str(good), "--symbol", "BAD SYM"], "symbol 'BAD SYM': must be printable, without spaces"),
+            (["csv", str(good), "--symbol", "BTC\nUSDT"], "symbol 'BTC\\nUSDT': must be printable, without spaces"),
+            (["csv", str(good), "--symbol", "X" * 10_000], "symbol 'XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX...': longer than 64 characters"),
+            (["csv", str(good), str(unnamed)], f"{unnamed}: cannot tell the symbol from the file name"),
+            (["synthetic", "--symbols", "SOLUSDT,BAD SYM", "--days", "1"], "symbol 'BAD SYM': must be printable, without spaces"),
+        ]:
+            refused = run(["ingest", *args], env)
+            assert refused.returncode == 1, (args[:3], refused.stdout)
+            assert refused.stderr.count("\n") == 1 and refused.stderr.startswith(f"error: {message}"), refused.stderr
+            assert refused.stdout == ""
+        assert {s: len(store.read_candles(settings, s)) for s in store.list_symbols(settings)} == stored == {"BTCUSDT": 288}
     finally:
         stopped = run(["questdb", "stop"], env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout

@@ -40,7 +40,37 @@ def test_filename_gives_symbol_and_interval():
     assert parse_filename(Path("BTCUSDT-5m.csv.gz")) == ("BTCUSDT", "5m")
     assert parse_filename(Path("ETHUSDT-1h-2024-01.csv")) == ("ETHUSDT", "1h")
     assert parse_filename(Path("BNBUSDT-5m-2024-01-02.zip")) == ("BNBUSDT", "5m")
-    assert parse_filename(Path("candles.csv")) == ("CANDLES", None)
+    assert parse_filename(Path("candles.csv")) == (None, None)  # not SYMBOL-INTERVAL: names no symbol
+    assert parse_filename(Path("BTCUSDT.csv")) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "symbol, problem",
+    [
+        ("BAD SYM", "must be printable, without spaces"),
+        ("BTC\nUSDT", "must be printable, without spaces"),
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("A" * 10_000, "longer than 64 characters"),
+    ],
+)
+def test_a_given_symbol_meets_the_symbol_rule(tmp_path, symbol, problem):
+    path = write_dump(tmp_path / "BTCUSDT-5m.csv", dump_rows())
+    with pytest.raises(IngestError, match=problem) as info:
+        read_kline_csv(path, symbol=symbol)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 120  # one short line
+    assert read_kline_csv(path, symbol=" ethusdt ").symbol == "ETHUSDT"
+    assert read_kline_csv(path, symbol="A" * 64).symbol == "A" * 64
+
+
+def test_a_name_without_symbol_and_interval_needs_a_symbol(tmp_path):
+    path = write_dump(tmp_path / "candles.csv", dump_rows())
+    with pytest.raises(IngestError, match="cannot tell the symbol from the file name"):
+        read_kline_csv(path)
+    assert read_kline_csv(path, symbol="BTCUSDT").symbol == "BTCUSDT"
+    long_name = write_dump(tmp_path / f"{'X' * 65}-5m.csv", dump_rows())
+    with pytest.raises(IngestError, match="the file name's symbol 'X+.*': longer than 64 characters"):
+        read_kline_csv(long_name)
 
 
 @pytest.mark.parametrize("unit", ["ms", "us"])

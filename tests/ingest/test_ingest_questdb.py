@@ -73,6 +73,7 @@ GOOD = body()
         ("BTCUSDT-5m.csv", body(1, "1.0,0.4,0.5,1.5,3.0"), r":3: high < low"),
         ("BTCUSDT-5m.csv", body(4, "1.0,2.0,0.5,1.5,-3.0"), r":6: negative volume"),
         ("BTCUSDT-2m.csv", GOOD, r"interval 2m \(an unknown interval"),
+        ("candles.csv", GOOD, r"cannot tell the symbol from the file name"),
     ],
 )
 def test_bad_input_is_refused_and_stored_candles_stay(stored, tmp_path, name, body, message):
@@ -88,3 +89,15 @@ def test_bad_input_is_refused_and_stored_candles_stay(stored, tmp_path, name, bo
         ingest_csv_files(stored, [good, bad])  # the good file is not written either
     assert fingerprint(stored) == before
     assert store.list_symbols(stored) == ["BTCUSDT", "ETHUSDT"]
+
+
+@pytest.mark.parametrize("symbol", ["BAD SYM", "BTC\nUSDT", "A,B C", "X" * 10_000, ""])
+def test_a_bad_symbol_writes_nothing(stored, tmp_path, symbol):
+    before = fingerprint(stored)
+    good = tmp_path / "XRPUSDT-5m.csv"
+    good.write_text(GOOD)
+    with pytest.raises(IngestError, match=r"^symbol '.*': (must|longer)"):
+        ingest_csv_files(stored, [good], symbol=symbol)
+    with pytest.raises(IngestError, match=r"^symbol '.*': (must|longer)"):
+        ingest_synthetic(stored, ["SOLUSDT", symbol], 1, 11, "2024-01-03T00:00:00Z")
+    assert fingerprint(stored) == before

@@ -12,7 +12,7 @@ from mem_memory.config import DEFAULT_PARAMETERS
 from mem_memory.rules.discovery import discover, find_patterns
 from mem_memory.types import Decision, Outcome
 
-from tests.memory.conftest import FEATURES, T0, make_decision, outcome, request
+from .helpers import FEATURES, T0, make_decision, outcome, request
 
 NAMES = sorted(FEATURES)
 

@@ -12,11 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from mem_memory import MemoryStore
 
-from tests.memory.conftest import b64, kill_after_lines
+from .helpers import b64, kill_after_lines
 
 WORKER = Path(__file__).with_name("_worker.py")
 CONCURRENCY_SECONDS = float(os.environ.get("MEM_CONCURRENCY_SECONDS", "60"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from mem_memory import (
 )
 from mem_memory.config import DEFAULT_PARAMETERS
 
-from tests.memory.conftest import FEATURES, T0, make_decision, outcome, request
+from .helpers import FEATURES, T0, make_decision, outcome, request
 
 
 def plant_history(store: MemoryStore, wins: int, losses: int, action: str = "BUY") -> None:

@@ -12,7 +12,7 @@ import pytest
 from mem_memory import Condition, InvalidRecord, MemoryEngine, StrategySpec, StrategyStats
 from mem_memory.exports import render_strategy, strategy_modules
 
-from tests.memory.conftest import T0, outcome, request
+from .helpers import T0, outcome, request
 
 EVIL = '"""\nimport os\nos.system("echo pwned")\n"""\' + __import__("os").getcwd() + \''
 

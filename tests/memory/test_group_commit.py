@@ -19,7 +19,7 @@ from mem_memory import (
 )
 from mem_memory.group import GroupCommitter
 
-from tests.memory.conftest import T0, make_decision, outcome, request
+from .helpers import T0, make_decision, outcome, request
 
 
 def _held_open(gc: GroupCommitter) -> tuple[threading.Event, threading.Event, threading.Thread]:

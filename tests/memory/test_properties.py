@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mem_memory import MemoryConfig, MemoryStore, Parameters
 from mem_memory.rules.combine import combine
 
-from tests.memory.conftest import make_decision, outcome
+from .helpers import make_decision, outcome
 
 unit = st.floats(0.0, 1.0, allow_nan=False)
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)

@@ -15,7 +15,7 @@ from mem_memory.rules.discovery import wilson_lower
 from mem_memory.rules.strategy_stats import should_deprecate, update_strategy
 from mem_memory.types import Condition
 
-from tests.memory.conftest import FEATURES, T0, make_decision, outcome
+from .helpers import FEATURES, T0, make_decision, outcome
 
 CFG = MemoryConfig()
 

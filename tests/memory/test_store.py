@@ -20,7 +20,7 @@ from mem_memory import (
     key_from_env,
 )
 
-from tests.memory.conftest import b64, outcome, request
+from .helpers import b64, outcome, request
 
 REASONING_MARK = "zebra-quokka-7731"
 PRICE = 12345.6789

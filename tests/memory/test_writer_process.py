@@ -16,7 +16,7 @@ from mem_memory import KEY_ENV, DuplicateDecision, MemoryEngine, MemoryStore, Me
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.writer import WriterProcess
 
-from tests.memory.conftest import T0, b64, kill_after_lines, request
+from .helpers import T0, b64, kill_after_lines, request
 
 WORKER = Path(__file__).with_name("_worker.py")
 

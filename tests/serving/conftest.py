@@ -5,34 +5,20 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import grpc
 import pandas as pd
 import pytest
 
 from mem_core import features
-from mem_serving.api import MemServiceStub
-from mem_serving.handlers import Handlers
-from mem_serving.metrics import ServingMetrics
-from mem_serving.model_provider import ModelProvider
-from mem_serving.server import RunningServer, create_running_server, start_metrics_http
-from mem_serving.settings import ServingSettings
 
 from .helpers import V1_PARAMS, V2_PARAMS, load_candles, promote, train_version
+from .stack import ModelStore, Stack, start_stack
 
 TRAIN_ROWS = 6000
 #: Rows after the training window, for serving (history + new candles).
 SERVE_ROWS = 1200
-
-
-@dataclass(frozen=True)
-class ModelStore:
-    db: Path
-    v1: str
-    v2: str
 
 
 @pytest.fixture(scope="session")
@@ -74,51 +60,6 @@ def empty_mlflow_uri(tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def warm_features() -> None:
     features.warm_up()
-
-
-def open_engine(path: Path):
-    from mem_memory import MemoryEngine, MemoryStore
-
-    store = MemoryStore.open(path)
-    engine = MemoryEngine(store, writer_process=True)  # as `mem serve` runs it
-    engine.start_writer()
-    return store, engine
-
-
-@dataclass
-class Stack:
-    running: RunningServer
-    channel: grpc.Channel
-    stub: MemServiceStub
-    uri: str
-    memory_db: Path
-    engine: object
-    store: object
-
-    @property
-    def handlers(self) -> Handlers:
-        return self.running.handlers
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.running.port}"
-
-
-def start_stack(uri: str, memory_db: Path, candle_source=None, **settings: object) -> Stack:
-    config = ServingSettings(**{"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4, **settings})
-    metrics = ServingMetrics()
-    models = ModelProvider(uri, config.model_poll_s, features.FEATURE_NAMES)
-    models.subscribe(lambda m: metrics.set_model(None if m is None else m.version))
-    models.start()
-    store, engine = open_engine(memory_db)
-    handlers = Handlers(config, models, engine, metrics, candle_source)
-    metrics.bind_memory(handlers.memory_stats)
-    running = create_running_server(config, handlers)
-    models.subscribe(lambda m: running.set_model_health(m is not None))
-    running.stoppers += [models.stop, store.close, engine.close]  # run in reverse: the writer stops first
-    start_metrics_http(running, config)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    return Stack(running, channel, MemServiceStub(channel), uri, memory_db, engine, store)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock, EnhanceQuery, MLInput
 
-from .conftest import Stack, start_stack
+from .stack import Stack, start_stack
 from .helpers import candle_pb, candles_pb, now_pb
 
 STEP = 300_000

@@ -12,7 +12,7 @@ import pytest
 from mem_core.features import SERVING_HISTORY
 from mem_serving.client import MemClient, MemClientError, OutcomeLearning, ParameterSet, ReversalPrediction
 
-from .conftest import ModelStore, Stack, start_stack
+from .stack import ModelStore, Stack, start_stack
 from .helpers import self_signed_cert
 
 

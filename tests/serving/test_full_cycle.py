@@ -18,7 +18,7 @@ from mem_memory import Condition, MemoryStore, StrategySpec, StrategyStats
 from mem_core.features import SERVING_HISTORY
 from mem_serving.api import pb
 
-from .conftest import ModelStore, Stack, start_stack
+from .stack import ModelStore, Stack, start_stack
 from .helpers import candle_pb, candles_pb, now_pb
 
 

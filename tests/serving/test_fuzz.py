@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mem_serving.api import SERVICE_NAME, pb
 
-from .conftest import Stack
+from .stack import Stack
 from .helpers import candles_pb
 
 METHODS = [m.name for m in pb.DESCRIPTOR.services_by_name["MemService"].methods]

@@ -12,7 +12,7 @@ import pytest
 
 from mem_core.features import SERVING_HISTORY
 
-from .conftest import ModelStore, Stack
+from .stack import ModelStore, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL_VERSION = "v1.9.4"  # keep in step with scripts/bootstrap.sh

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_serving.api import MemServiceStub, pb
 
-from .conftest import ModelStore, start_stack
+from .stack import ModelStore, start_stack
 from .helpers import self_signed_cert
 
 ROOT = Path(__file__).resolve().parents[2]

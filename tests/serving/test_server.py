@@ -16,7 +16,7 @@ from mem_serving.api import pb
 from mem_serving.errors import DeadlineExceeded
 from mem_serving.handlers import Budget
 
-from .conftest import ModelStore, Stack, start_stack
+from .stack import ModelStore, Stack, start_stack
 from .helpers import candle_pb, candles_pb, now_pb, promote
 
 SYMBOL = "BTCUSDT"

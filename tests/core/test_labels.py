@@ -10,6 +10,7 @@ from mem_core.labels import (
     HORIZON,
     TREND_LOOKBACK,
     VOL_WINDOW,
+    newest_direction,
     prior_trend,
     reversal_direction,
     reversal_labels,
@@ -67,12 +68,21 @@ def test_label_uses_no_candle_beyond_the_horizon() -> None:
 
 
 def test_prior_trend_matches_label_direction() -> None:
+    """The newest-row rule (serving's direction) is the labels' rule, row by row."""
     candles = random_candles(300, seed=9)
+    close = candles["close"].to_numpy()
     labels = reversal_labels(candles)
     t = len(candles) - 1 - HORIZON
-    assert labels["direction"].iloc[-1] == reversal_direction(prior_trend(candles.iloc[: t + 1]))
+    assert labels["direction"].iloc[-1] == reversal_direction(prior_trend(close[: t + 1]))
+    rows = candles.index[candles["ts"].isin(labels["ts"])]
+    assert len(rows) == len(labels) > 100
+    newest = [newest_direction(close[: i + 1]) for i in rows]
+    assert newest == labels["direction"].tolist()
+    assert set(newest) == {"bullish", "bearish"}
+    flat = np.full(TREND_LOOKBACK + 1, 5.0)
+    assert prior_trend(flat) == "up" and newest_direction(flat) == "bearish"  # ties count as up
     with pytest.raises(ValueError):
-        prior_trend(candles.iloc[:TREND_LOOKBACK])
+        prior_trend(close[:TREND_LOOKBACK])
 
 
 def test_positive_rate_on_shared_candles(btc: pd.DataFrame, eth: pd.DataFrame) -> None:

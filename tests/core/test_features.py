@@ -172,5 +172,23 @@ def test_arrays_path_refuses_bad_columns() -> None:
         latest_features_arrays(o, h, lo, c, v)
 
 
-def test_warm_up_runs() -> None:
+def test_warm_up_compiles_every_array_layout() -> None:
+    """After ``warm_up`` no call of the serving path compiles (or loads) another kernel version."""
     F.warm_up()
+    compiled = list(F._recursive_mean.signatures)
+    assert len(compiled) == 4
+    candles = random_candles(SERVING_HISTORY + 20)
+    block = candles[list(OHLCV)].to_numpy(dtype="float64")
+    frozen = block.copy()
+    frozen.flags.writeable = False
+    for cols in (block.T, frozen.T, _arrays(candles), [np.ascontiguousarray(c) for c in frozen.T]):
+        latest_features_arrays(*cols)
+    latest_features(candles)
+    assert F._recursive_mean.signatures == compiled
+
+
+def test_out_of_range_names_features_outside_their_training_range() -> None:
+    ranges = {"rsi14": (10.0, 90.0), "sma5": (-0.1, 0.1), "hl_range": (0.0, 0.05)}
+    assert F.out_of_range({"rsi14": 50.0, "sma5": 0.1, "hl_range": 0.0}, ranges) == ()  # bounds are inside
+    assert F.out_of_range({"rsi14": 95.0, "sma5": -0.2, "hl_range": 0.01}, ranges) == ("rsi14", "sma5")
+    assert F.out_of_range({"hl_range": float("nan"), "volume_ratio": 1e9}, ranges) == ("hl_range",)  # unranged: not checked
