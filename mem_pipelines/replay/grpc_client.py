@@ -45,13 +45,12 @@ class GrpcSignalService:
     @classmethod
     def from_env(cls, address: str, timeout_s: float = 30.0, session_id: str = "replay") -> "GrpcSignalService":
         """Token and TLS as ``mem serve`` is configured: MEM_SERVING_TOKEN, MEM_SERVING_TLS_CERT."""
-        import os
-        from pathlib import Path
+        from mem_serving.settings import ClientSettings
 
-        cert = os.environ.get("MEM_SERVING_TLS_CERT") or None
+        client = ClientSettings.from_env()
         return cls(
-            address, timeout_s, session_id, token=os.environ.get("MEM_SERVING_TOKEN") or None,
-            root_cert=Path(cert).read_bytes() if cert else None,
+            address, timeout_s, session_id, token=client.token,
+            root_cert=client.tls_cert.read_bytes() if client.tls_cert else None,
         )
 
     def __init__(
