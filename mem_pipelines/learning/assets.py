@@ -9,10 +9,9 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
+from mem_core.settings import DEFAULT_FEE_BPS, DEFAULT_REPLAY_SYMBOLS, DEFAULT_SERVER_ADDRESS, DEFAULT_SLIPPAGE_BPS
 from mem_pipelines.learning.logic import markdown_table, run_discovery, run_monitor
-from mem_pipelines.learning.resources import MemoryStoreResource
-from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.training.assets import MlflowResource
+from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource
 
 GROUP = "learning"
 STRATEGY_COLUMNS = ["name", "conditions", "action", "confidence", "size", "stop_pct", "target_pct", "trades", "win_rate", "avg_pnl_pct"]
@@ -82,12 +81,12 @@ def parameter_memory(context: dg.AssetExecutionContext, memory_store: MemoryStor
 class ReplayReportConfig(dg.Config):
     """A replay to run against the running server (see docs/closed_loop.md)."""
 
-    symbols: list[str] = ["BTCUSDT", "ETHUSDT"]
+    symbols: list[str] = list(DEFAULT_REPLAY_SYMBOLS)
     start: str = "2025-06-01"
     end: str = "2025-06-08"
-    server: str = "127.0.0.1:50051"
-    fee_bps: float = 10.0
-    slippage_bps: float = 5.0
+    server: str = DEFAULT_SERVER_ADDRESS
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     learn_every: int = 10
 
 

@@ -223,7 +223,7 @@ class MemoryLearner:
     @classmethod
     @contextmanager
     def open(cls, path: str | Path | None = None, exports: Path | None = None) -> Iterator["MemoryLearner"]:
-        from mem_pipelines.learning.resources import open_engine
+        from mem_pipelines.resources import open_engine
 
         with open_engine(path) as engine:
             yield cls(engine, exports)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from mem_pipelines.learning.logic import MemoryLearner
-from mem_pipelines.learning.resources import MemoryStoreResource
+from mem_pipelines.resources import MemoryStoreResource
 
 
 def test_a_learned_strategy_is_used_by_the_servers_next_decision(planted: MemoryStoreResource) -> None:

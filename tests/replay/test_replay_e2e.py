@@ -104,7 +104,7 @@ def test_replay_through_the_real_server_is_deterministic(loaded, champion, tmp_p
 
     # The memory saw exactly the full system's outcomes.
     from mem_pipelines.learning.logic import count_outcomes
-    from mem_pipelines.learning.resources import open_engine
+    from mem_pipelines.resources import open_engine
 
     with open_engine(tmp_path / "a" / "memory.db") as engine:
         assert count_outcomes(engine) == by["full"].metrics.trades
@@ -131,9 +131,7 @@ def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_
     import dagster as dg
 
     from mem_pipelines.learning.assets import replay_report
-    from mem_pipelines.learning.resources import MemoryStoreResource
-    from mem_pipelines.resources import QuestDBResource
-    from mem_pipelines.training.assets import MlflowResource
+    from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource
     from mem_serving.server import build_app
     from mem_serving.settings import ServingSettings
 
