@@ -31,7 +31,7 @@ from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
 from mem_pipelines.replay.metrics import compute_metrics, equity_curve
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
 from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, drive
-from mem_core.settings import QuestDBSettings
+from mem_core.settings import DEFAULT_FEE_BPS, DEFAULT_SERVER_ADDRESS, DEFAULT_SLIPPAGE_BPS, QuestDBSettings
 
 CANDLE = pd.Timedelta(minutes=5)
 
@@ -133,9 +133,9 @@ class ReplayConfig:
     symbols: tuple[str, ...]
     start: pd.Timestamp
     end: pd.Timestamp
-    server: str = "127.0.0.1:50051"
-    fee_bps: float = 10.0
-    slippage_bps: float = 5.0
+    server: str = DEFAULT_SERVER_ADDRESS
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     capital: float = 10_000.0
     base: BaseStrategyConfig = BaseStrategyConfig()
     max_holding_bars: int = 24
