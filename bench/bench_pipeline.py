@@ -66,10 +66,10 @@ def main() -> None:
     from mem_pipelines.lib.evaluation import evaluate
     from mem_core.features import feature_matrix
     from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
-    from mem_pipelines.resources import QuestDBResource
     from mem_core import registry
-    from mem_pipelines.training.assets import MlflowResource, TrainingFramesIOManager
-    from mem_pipelines.training.defs import training_defs
+    from mem_pipelines.definitions import build_definitions
+    from mem_pipelines.resources import MlflowResource, TrainingFramesIOManager
+    from mem_pipelines.settings import PipelineSettings
     from mem_pipelines.training.schedules import all_symbols_tags
     from mem_pipelines.training.train import make_estimator, split_dataset
 
@@ -81,10 +81,9 @@ def main() -> None:
             sources = _ingest(settings, symbols, args.days)
             uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
             registry.ensure_experiment(uri)  # an existing store, as in production (schema creation not timed)
-            defs = training_defs(
-                {"MEM_SYMBOLS": ",".join(symbols)},
-                {
-                    "questdb": QuestDBResource.from_settings(settings),
+            defs = build_definitions(
+                PipelineSettings(symbols=tuple(symbols), questdb=settings),
+                resources={
                     "mlflow": MlflowResource(tracking_uri=uri),
                     "training_frames": TrainingFramesIOManager(base_dir=str(tmp_path / "frames")),
                 },

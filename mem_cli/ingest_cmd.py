@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from mem_core.settings import DEFAULT_SYMBOLS
 from mem_pipelines.ingest.validation import DEFAULT_INTERVAL, INTERVALS, IngestError
 
 app = typer.Typer(
@@ -58,7 +59,7 @@ def csv_cmd(
 
 @app.command("synthetic")
 def synthetic_cmd(
-    symbols: str = typer.Option("BTCUSDT,ETHUSDT,BNBUSDT,XRPUSDT", "--symbols", help="Comma-separated symbols."),
+    symbols: str = typer.Option(",".join(DEFAULT_SYMBOLS), "--symbols", help="Comma-separated symbols."),
     days: float = typer.Option(30.0, "--days", min=0.01, help="Days of candles per symbol."),
     seed: int = typer.Option(7, "--seed", help="Random seed: the same seed gives the same candles."),
     end: str = typer.Option(None, "--end", help="End time (ISO 8601, UTC if no zone); the last candle closes at or before it. Default: now."),

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import typer
 
+from mem_core.settings import DEFAULT_REPLAY_SYMBOLS
+
 
 def main(
     csv: list[Path] = typer.Option(None, help="Binance kline CSV file(s) to ingest instead of synthetic candles (repeat the option)."),
-    symbols: str = typer.Option("BTCUSDT,ETHUSDT", help="Symbols of the synthetic candles."),
+    symbols: str = typer.Option(",".join(DEFAULT_REPLAY_SYMBOLS), help="Symbols of the synthetic candles."),
     days: int = typer.Option(40, help="Days of synthetic candles."),
     train_days: int = typer.Option(30, help="Days of training data before the replay window."),
     replay_days: float = typer.Option(5.0, help="Days replayed through the server after the training window."),

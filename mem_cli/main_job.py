@@ -10,19 +10,31 @@
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mem_core.questdb.local import LocalQuestDB, can_query, free_port, local_from_env
-from mem_core.settings import ProjectPaths, QuestDBSettings, project_paths
+from mem_core.settings import (
+    DEFAULT_FEE_BPS,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_REPLAY_SYMBOLS,
+    DEFAULT_SERVING_PORT,
+    DEFAULT_SLIPPAGE_BPS,
+    ProjectPaths,
+    QuestDBSettings,
+    project_paths,
+)
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 CANDLE = pd.Timedelta(minutes=5)
 #: Synthetic data ends here by default so that the main job's report is the same every day.
@@ -31,15 +43,15 @@ DEFAULT_END = "2026-01-01T00:00:00Z"
 
 @dataclass(frozen=True)
 class MainConfig:
-    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    symbols: tuple[str, ...] = DEFAULT_REPLAY_SYMBOLS
     csv: tuple[Path, ...] = ()
     days: int = 40
     train_days: int = 30
     replay_days: float = 5.0
     seed: int = 7
     end: str = DEFAULT_END
-    fee_bps: float = 10.0
-    slippage_bps: float = 5.0
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
 
 
 @dataclass
@@ -80,9 +92,20 @@ def _ingest(cfg: MainConfig, settings: QuestDBSettings, say: Steps) -> tuple[tup
     return symbols, last
 
 
-def _dagster(symbols: Sequence[str], settings: QuestDBSettings, train_start: pd.Timestamp, train_end: pd.Timestamp, say: Steps) -> dict:
-    """Run the Dagster jobs in-process on the project's instance, so the UI shows the runs."""
-    os.environ["MEM_SYMBOLS"] = ",".join(symbols)
+def main_definitions(symbols: Sequence[str]) -> dg.Definitions:
+    """The project's Definitions partitioned by exactly ``symbols`` (the rest as the environment
+    configures it): the symbols are a parameter, not an environment variable."""
+    from mem_pipelines.definitions import build_definitions
+    from mem_pipelines.settings import PipelineSettings
+
+    return build_definitions(replace(PipelineSettings.from_env(), symbols=tuple(symbols)))
+
+
+def _dagster(
+    symbols: Sequence[str], paths: ProjectPaths, train_start: pd.Timestamp, train_end: pd.Timestamp, say: Steps
+) -> dict:
+    """Run the Dagster jobs in-process on the project's instance (DAGSTER_HOME, else MEM_HOME),
+    so the UI shows the runs. The Definitions are partitioned by exactly ``symbols``."""
     import warnings
 
     import dagster as dg
@@ -92,12 +115,12 @@ def _dagster(symbols: Sequence[str], settings: QuestDBSettings, train_start: pd.
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-    from mem_pipelines.definitions import build_definitions
+    from mem_pipelines.settings import dagster_home
     from mem_pipelines.training.schedules import all_symbols_tags
 
-    defs = build_definitions()
+    defs = main_definitions(symbols)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(dagster_home(paths.root))) as instance:
         candles_job = defs.resolve_job_def("candles_job")
         for symbol in symbols:
             res = candles_job.execute_in_process(instance=instance, partition_key=symbol, run_config=quiet, raise_on_error=False)
@@ -108,6 +131,7 @@ def _dagster(symbols: Sequence[str], settings: QuestDBSettings, train_start: pd.
                 raise RuntimeError(f"the candles job failed for {symbol}; see the Dagster UI (run {res.run_id})")
         job = defs.resolve_job_def("train_and_gate")
         partitions = job.partitions_def or defs.resolve_assets_def("features").partitions_def
+        assert partitions is not None  # features are partitioned by symbol
         say(f"train_and_gate on [{train_start}, {train_end}) for {', '.join(symbols)} (the seed's GradientBoosting)")
         res = job.execute_in_process(
             instance=instance,
@@ -178,7 +202,7 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
     say = Steps(echo)
     paths = project_paths()
     paths.state.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("DAGSTER_HOME", str(paths.root))
+    memory_db = paths.state / "main" / "memory.db"  # a fresh memory store for this run
     qdb_server: LocalQuestDB | None = None
     serve_proc: subprocess.Popen | None = None
     try:
@@ -189,9 +213,8 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         # Labels look HORIZON candles ahead: end training a margin before the replay window.
         train_end = replay_start - pd.Timedelta(hours=1)
         train_start = train_end - pd.Timedelta(days=cfg.train_days)
-        _dagster(symbols, settings, train_start, train_end, say)
+        _dagster(symbols, paths, train_start, train_end, say)
 
-        memory_db = paths.state / "main" / "memory.db"
         shutil.rmtree(memory_db.parent, ignore_errors=True)
         memory_db.parent.mkdir(parents=True)
         serve_proc, address, metrics_port = _start_server(paths, memory_db, say)
@@ -218,6 +241,6 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         echo("")
         echo("Where to look next:")
         echo("  Dagster UI : bash scripts/ui.sh dagster   (runs, asset lineage, checks, metadata; start QuestDB first: .venv/bin/mem questdb start)")
-        echo(f"               this job's symbols and memory: MEM_SYMBOLS={','.join(cfg.symbols) if not cfg.csv else '<your symbols>'} MEM_MEMORY_DB={paths.state / 'main' / 'memory.db'}")
+        echo(f"               this job's symbols and memory: MEM_SYMBOLS={','.join(cfg.symbols) if not cfg.csv else '<your symbols>'} MEM_MEMORY_DB={memory_db}")
         echo("  MLflow UI  : bash scripts/ui.sh mlflow    (runs, registry mem-reversal with @champion / @challenger)")
-        echo("  Serving    : .venv/bin/mem serve          (gRPC :50051, Prometheus metrics http://127.0.0.1:5001/metrics)")
+        echo(f"  Serving    : .venv/bin/mem serve          (gRPC :{DEFAULT_SERVING_PORT}, Prometheus metrics http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics)")

@@ -6,7 +6,7 @@ import json
 import typer
 
 from mem_core.questdb.local import QuestDBError, local_from_env
-from mem_core.settings import QuestDBSettings
+from mem_core.settings import DEFAULT_QUESTDB_HTTP_PORT, DEFAULT_QUESTDB_PG_PORT, QuestDBSettings
 
 app = typer.Typer(help="Start, stop or inspect the local QuestDB (data under .mem/questdb).", no_args_is_help=True)
 
@@ -22,8 +22,8 @@ def _server(http_port: int | None, pg_port: int | None):
 
 @app.command()
 def start(
-    http_port: int = typer.Option(None, help="HTTP/ILP port (default MEM_QUESTDB_HTTP_PORT or 9000)."),
-    pg_port: int = typer.Option(None, help="PG wire port (default MEM_QUESTDB_PG_PORT or 8812)."),
+    http_port: int = typer.Option(None, help=f"HTTP/ILP port (default MEM_QUESTDB_HTTP_PORT or {DEFAULT_QUESTDB_HTTP_PORT})."),
+    pg_port: int = typer.Option(None, help=f"PG wire port (default MEM_QUESTDB_PG_PORT or {DEFAULT_QUESTDB_PG_PORT})."),
 ) -> None:
     """Start the local QuestDB and wait until it answers queries."""
     if QuestDBSettings.from_env().external:

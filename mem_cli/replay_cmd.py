@@ -6,14 +6,16 @@ from pathlib import Path
 
 import typer
 
+from mem_core.settings import DEFAULT_FEE_BPS, DEFAULT_REPLAY_SYMBOLS, DEFAULT_SERVER_ADDRESS, DEFAULT_SLIPPAGE_BPS
+
 
 def replay(
-    symbols: str = typer.Option("BTCUSDT,ETHUSDT", help="Comma-separated symbols (candles must be in QuestDB)."),
+    symbols: str = typer.Option(",".join(DEFAULT_REPLAY_SYMBOLS), help="Comma-separated symbols (candles must be in QuestDB)."),
     start: str = typer.Option(..., help="Window start, UTC (e.g. 2025-06-01 or 2025-06-01T12:00)."),
     end: str = typer.Option(..., help="Window end, UTC, exclusive."),
-    server: str = typer.Option("127.0.0.1:50051", help="host:port of the running `mem serve`."),
-    fee_bps: float = typer.Option(10.0, help="Fee per fill, basis points of notional."),
-    slippage_bps: float = typer.Option(5.0, help="Adverse slippage per fill, basis points."),
+    server: str = typer.Option(DEFAULT_SERVER_ADDRESS, help="host:port of the running `mem serve`."),
+    fee_bps: float = typer.Option(DEFAULT_FEE_BPS, help="Fee per fill, basis points of notional."),
+    slippage_bps: float = typer.Option(DEFAULT_SLIPPAGE_BPS, help="Adverse slippage per fill, basis points."),
     capital: float = typer.Option(10_000.0, help="Fixed capital positions are sized against."),
     max_holding: int = typer.Option(24, help="Time exit after this many candles."),
     learn_every: int = typer.Option(10, help="Run pattern discovery + performance monitor every N outcomes."),

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import typer
 
+from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT
+
 
 def serve(
     host: str = typer.Option(None, help="Bind address (default MEM_SERVING_HOST or 127.0.0.1)."),
-    port: int = typer.Option(None, help="gRPC port (default MEM_SERVING_PORT or 50051; 0 = free)."),
-    metrics_port: int = typer.Option(None, help="Prometheus HTTP port (default MEM_SERVING_METRICS_PORT or 5001; 0 = free, -1 = off)."),
+    port: int = typer.Option(None, help=f"gRPC port (default MEM_SERVING_PORT or {DEFAULT_SERVING_PORT}; 0 = free)."),
+    metrics_port: int = typer.Option(None, help=f"Prometheus HTTP port (default MEM_SERVING_METRICS_PORT or {DEFAULT_METRICS_PORT}; 0 = free, -1 = off)."),
     memory_db: Path = typer.Option(None, help="Memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."),
     tracking_uri: str = typer.Option(None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
     model_poll: float = typer.Option(None, help="Seconds between checks for a new champion (default 5)."),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from mem_core.features import out_of_range
-from mem_core.settings import project_paths
+from mem_core.settings import tracking_uri
 
 MODEL_NAME = "mem-reversal"
 CHAMPION = "champion"
@@ -44,15 +43,6 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy")]
 
 log = logging.getLogger(__name__)
-
-
-def tracking_uri(env: Mapping[str, str] | None = None) -> str:
-    """MLFLOW_TRACKING_URI, else the project's SQLite database."""
-    env = os.environ if env is None else env
-    uri = env.get("MLFLOW_TRACKING_URI", "")
-    if uri:
-        return uri
-    return f"sqlite:///{project_paths(dict(env)).root / 'mlflow.db'}"
 
 
 def artifact_location(uri: str) -> str | None:

@@ -1,15 +1,41 @@
-"""Where things live and how to reach them, read from the environment in one place.
+"""Where things live and how to reach them: the only module of ``mem_core`` that reads the
+environment, and the one home of the defaults training, serving and the replay share.
 
-Nothing here is read at import time: callers ask for ``QuestDBSettings.from_env()`` or
-``project_paths()`` when they need them.
+Nothing here is read at import time: callers ask for ``QuestDBSettings.from_env()``,
+``project_paths()``, ``memory_db_path()`` or ``tracking_uri()`` when they need them. Every
+reader takes an optional ``env`` mapping (tests pass a dict instead of touching ``os.environ``).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: The symbols the Dagster assets are partitioned by and ``mem ingest synthetic`` generates.
+DEFAULT_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
+#: The symbols the main job and a replay trade when none are named.
+DEFAULT_REPLAY_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+#: Trading costs of the replay's simulator, in basis points of notional per fill.
+DEFAULT_FEE_BPS = 10.0
+DEFAULT_SLIPPAGE_BPS = 5.0
+
+DEFAULT_QUESTDB_HTTP_PORT = 9000
+DEFAULT_QUESTDB_PG_PORT = 8812
+DEFAULT_QUESTDB_VERSION = "9.3.4"
+#: Holds the QuestDB password; Dagster receives it as ``dg.EnvVar`` of this name, never the value.
+QUESTDB_PASSWORD_ENV = "MEM_QUESTDB_PASSWORD"
+
+DEFAULT_SERVING_PORT = 50051
+DEFAULT_METRICS_PORT = 5001
+#: Where ``mem serve`` listens by default, as the replay dials it.
+DEFAULT_SERVER_ADDRESS = f"127.0.0.1:{DEFAULT_SERVING_PORT}"
+
+
+def _environ(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
 
 
 @dataclass(frozen=True)
@@ -28,6 +54,7 @@ class ProjectPaths:
 
     @property
     def memory_db(self) -> Path:
+        """The memory store when MEM_MEMORY_DB does not name one."""
         return self.state / "memory" / "memory.db"
 
     @property
@@ -39,9 +66,28 @@ class ProjectPaths:
         return self.root / "mlruns"
 
 
-def project_paths(env: dict[str, str] | None = None) -> ProjectPaths:
-    env = os.environ if env is None else env
+def project_paths(env: Mapping[str, str] | None = None) -> ProjectPaths:
+    """The folders under MEM_HOME, else under the project root."""
+    env = _environ(env)
     return ProjectPaths(Path(env.get("MEM_HOME", str(PROJECT_ROOT))).resolve())
+
+
+def memory_db_path(explicit: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """Where the memory store lives: ``explicit``, else MEM_MEMORY_DB, else the project default."""
+    if explicit:
+        return Path(explicit)
+    env = _environ(env)
+    named = env.get("MEM_MEMORY_DB", "")
+    return Path(named) if named else project_paths(env).memory_db
+
+
+def tracking_uri(env: Mapping[str, str] | None = None) -> str:
+    """MLFLOW_TRACKING_URI, else the project's SQLite database."""
+    env = _environ(env)
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    if uri:
+        return uri
+    return f"sqlite:///{project_paths(env).root / 'mlflow.db'}"
 
 
 @dataclass(frozen=True)
@@ -49,23 +95,23 @@ class QuestDBSettings:
     """Connection settings. ``external`` is True when the environment names a QuestDB host."""
 
     host: str = "127.0.0.1"
-    http_port: int = 9000
-    pg_port: int = 8812
+    http_port: int = DEFAULT_QUESTDB_HTTP_PORT
+    pg_port: int = DEFAULT_QUESTDB_PG_PORT
     user: str = "admin"
     password: str = field(default="quest", repr=False)
     database: str = "qdb"
     external: bool = False
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "QuestDBSettings":
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "QuestDBSettings":
+        env = _environ(env)
         host = env.get("MEM_QUESTDB_HOST", "")
         return cls(
-            host=host or "127.0.0.1",
-            http_port=int(env.get("MEM_QUESTDB_HTTP_PORT", "9000")),
-            pg_port=int(env.get("MEM_QUESTDB_PG_PORT", "8812")),
-            user=env.get("MEM_QUESTDB_USER", "admin"),
-            password=env.get("MEM_QUESTDB_PASSWORD", "quest"),
+            host=host or cls.host,
+            http_port=int(env.get("MEM_QUESTDB_HTTP_PORT", DEFAULT_QUESTDB_HTTP_PORT)),
+            pg_port=int(env.get("MEM_QUESTDB_PG_PORT", DEFAULT_QUESTDB_PG_PORT)),
+            user=env.get("MEM_QUESTDB_USER", cls.user),
+            password=env.get(QUESTDB_PASSWORD_ENV, "quest"),
             external=bool(host),
         )
 
@@ -86,3 +132,24 @@ class QuestDBSettings:
         if self.external and self.user and self.password:
             conf += f"username={self.user};password={self.password};"
         return conf
+
+
+def questdb_password_is_set(env: Mapping[str, str] | None = None) -> bool:
+    """True when the password comes from the environment (so Dagster gets it as an ``EnvVar``)."""
+    return bool(_environ(env).get(QUESTDB_PASSWORD_ENV))
+
+
+@dataclass(frozen=True)
+class LocalQuestDBSettings:
+    """How the project runs its own QuestDB: the jar ``scripts/bootstrap.sh`` fetched and Java."""
+
+    jar: Path
+    java: str = "java"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "LocalQuestDBSettings":
+        """MEM_QUESTDB_JAR, else the cached jar of MEM_QUESTDB_VERSION; MEM_JAVA, else ``java``."""
+        env = _environ(env)
+        version = env.get("MEM_QUESTDB_VERSION", DEFAULT_QUESTDB_VERSION)
+        jar = env.get("MEM_QUESTDB_JAR") or PROJECT_ROOT / ".cache" / f"questdb-{version}.jar"
+        return cls(jar=Path(jar), java=env.get("MEM_JAVA", "java"))

@@ -3,7 +3,7 @@
 Imports nothing from mem_pipelines or mem_serving. See docs/memory.md and docs/CONTRACTS.md.
 """
 from mem_memory.config import DEFAULT_PARAMETERS, PARAMETER_LIMITS, MemoryConfig
-from mem_memory.crypto import KEY_ENV, key_from_env, new_key
+from mem_memory.crypto import new_key
 from mem_memory.engine import MemoryEngine
 from mem_memory.errors import (
     CorruptRecord,
@@ -22,6 +22,7 @@ from mem_memory.errors import (
     WrongMemoryKey,
 )
 from mem_memory.index import Similar
+from mem_memory.settings import KEY_ENV, key_from_env
 from mem_memory.store import MemoryStore
 from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
 from mem_memory.types import (

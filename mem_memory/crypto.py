@@ -1,16 +1,16 @@
 """Payload encoding: JSON, and AES-GCM when a key is given.
 
-The 32-byte key (env MEM_MEMORY_KEY, base64) is split with HKDF into an encryption key and a
-tagging key; neither the key nor anything derived from it is kept in a printable attribute, and
-``repr`` says only whether encryption is on. Each payload is ``nonce (12 random bytes) ||
-ciphertext+tag`` with the event kind as associated data, so a payload moved to another kind does
-not authenticate. Lookup columns that would reveal content (symbol, strategy name, parameter
-version) hold a keyed HMAC tag instead of the text when encrypted.
+The 32-byte key (env MEM_MEMORY_KEY, base64, read by ``mem_memory.settings``) is split with
+HKDF into an encryption key and a tagging key; neither the key nor anything derived from it is
+kept in a printable attribute, and ``repr`` says only whether encryption is on. Each payload is
+``nonce (12 random bytes) || ciphertext+tag`` with the event kind as associated data, so a
+payload moved to another kind does not authenticate. Lookup columns that would reveal content
+(symbol, strategy name, parameter version) hold a keyed HMAC tag instead of the text when
+encrypted.
 """
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -25,28 +25,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mem_memory.errors import CorruptRecord, MalformedMemoryKey
 
-KEY_ENV = "MEM_MEMORY_KEY"
 KEY_BYTES = 32
 _KEY_CHECK_PLAINTEXT = b"mem-memory key check v1"
-
-
-def key_from_env(env: Mapping[str, str] | None = None) -> bytes | None:
-    """The key from MEM_MEMORY_KEY (base64 of 32 bytes), or None when unset or empty.
-
-    Raises ``MalformedMemoryKey`` (never showing the value) when it is not valid base64 or not
-    32 bytes long. Read when the store is opened, never at import time.
-    """
-    raw = (os.environ if env is None else env).get(KEY_ENV, "")
-    raw = raw.strip()
-    if not raw:
-        return None
-    try:
-        key = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise MalformedMemoryKey(f"{KEY_ENV} is not valid base64 (expected base64 of {KEY_BYTES} bytes)") from None
-    if len(key) != KEY_BYTES:
-        raise MalformedMemoryKey(f"{KEY_ENV} decodes to {len(key)} bytes; expected {KEY_BYTES}") from None
-    return key
 
 
 def new_key() -> str:

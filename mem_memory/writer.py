@@ -31,8 +31,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from mem_memory.crypto import KEY_ENV
 from mem_memory.errors import MemoryUnavailable
+from mem_memory.settings import writer_child_environment
 from mem_memory.store import MemoryStore, PreparedDecision
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,7 @@ class WriterProcess:
         c_read, p_write = os.pipe()
         p_read, c_write = os.pipe()
         package_root = str(Path(__file__).resolve().parents[1])
-        env = {k: v for k, v in os.environ.items() if k != KEY_ENV}  # the child needs no key: never give it one
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        env = writer_child_environment(package_root)  # the child needs no key: never give it one
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, str(self.path), str(c_read), str(c_write)],

@@ -1,24 +1,39 @@
-"""Dagster resources, configured from environment variables (see mem_core.settings).
+"""The Dagster resources and IO managers of the pipelines. They are bound once, per deployment,
+in ``mem_pipelines.definitions``.
 
-The environment is read once, in :func:`build_resources`, when the Definitions are built; the
-password reaches Dagster as an ``EnvVar`` (a secret, never shown in the UI) when it is set.
+An empty field means "as the project is configured" and is resolved through the settings
+modules when the resource is used: the MLflow store (``mem_core.settings.tracking_uri``), the
+memory store (``mem_core.settings.memory_db_path``), the frames folder (under ``.mem/``). The
+memory's encryption key never is a field: ``mem_memory.key_from_env()`` reads it when the store
+is opened, and it is never logged.
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
-from mem_core.settings import QuestDBSettings
+from mem_core.settings import (
+    DEFAULT_QUESTDB_HTTP_PORT,
+    DEFAULT_QUESTDB_PG_PORT,
+    QuestDBSettings,
+    memory_db_path,
+    project_paths,
+    tracking_uri,
+)
+from mem_memory import MemoryEngine, MemoryStore, key_from_env
 
 
 class QuestDBResource(dg.ConfigurableResource):
     """Where QuestDB is: the local one by default, an external one when MEM_QUESTDB_HOST is set."""
 
     host: str = "127.0.0.1"
-    http_port: int = 9000
-    pg_port: int = 8812
+    http_port: int = DEFAULT_QUESTDB_HTTP_PORT
+    pg_port: int = DEFAULT_QUESTDB_PG_PORT
     user: str = "admin"
     password: str = "quest"
     external: bool = False
@@ -45,14 +60,92 @@ class QuestDBResource(dg.ConfigurableResource):
         )
 
 
-def questdb_resource(env: dict[str, str] | None = None) -> QuestDBResource:
-    env = os.environ if env is None else env
-    s = QuestDBSettings.from_env(env)
-    password: Any = dg.EnvVar("MEM_QUESTDB_PASSWORD") if env.get("MEM_QUESTDB_PASSWORD") else s.password
-    return QuestDBResource(
-        host=s.host, http_port=s.http_port, pg_port=s.pg_port, user=s.user, password=password, external=s.external
-    )
+class MlflowResource(dg.ConfigurableResource):
+    """Where MLflow tracks and registers. Empty: MLFLOW_TRACKING_URI, else the project's SQLite."""
+
+    tracking_uri: str = ""
+
+    def uri(self) -> str:
+        return self.tracking_uri or tracking_uri()
 
 
-def build_resources() -> dict[str, Any]:
-    return {"questdb": questdb_resource()}
+class TrainingFramesIOManager(dg.ConfigurableIOManager):
+    """Per-symbol frames as parquet files ``<base_dir>/<asset>/<symbol>.parquet``.
+
+    Loading all partitions for the unpartitioned ``training_dataset`` returns the symbols that
+    have been materialized (a warning names the others); the dataset's metadata and the MLflow
+    lineage list the symbols actually used.
+
+    Outputs and inputs are ``{symbol: DataFrame}`` so a single run can cover many partitions
+    (Dagster's pickling IO manager cannot store a multi-partition output).
+    """
+
+    base_dir: str = ""
+
+    def _root(self) -> str:
+        return self.base_dir or str(project_paths().state / "frames")
+
+    def _path(self, asset_key: dg.AssetKey, partition: str) -> str:
+        return os.path.join(self._root(), *asset_key.path, f"{partition}.parquet")
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
+        for partition, frame in obj.items():
+            path = self._path(context.asset_key, partition)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = path + ".tmp"
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+
+    def load_input(self, context: dg.InputContext) -> dict[str, pd.DataFrame]:
+        key = context.asset_key
+        partitions = context.asset_partition_keys if context.has_asset_partitions else []
+        present = [p for p in partitions if os.path.exists(self._path(key, p))]
+        if not present:
+            raise FileNotFoundError(f"{key.to_user_string()} is not materialized for any of {partitions}")
+        missing = sorted(set(partitions) - set(present))
+        if missing:  # symbols never materialized (no candles ingested): trained without, said so
+            context.log.warning(f"{key.to_user_string()} not materialized for {missing}; using {present}")
+        return {p: pd.read_parquet(self._path(key, p)) for p in present}
+
+
+@contextmanager
+def open_store(path: str | Path | None = None) -> Iterator[MemoryStore]:
+    """The ``MemoryStore`` at ``memory_db_path(path)`` (key from MEM_MEMORY_KEY), closed afterwards."""
+    db = memory_db_path(path)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    store = MemoryStore.open(db, key=key_from_env())
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def open_engine(path: str | Path | None = None) -> Iterator[MemoryEngine]:
+    """A ``MemoryEngine`` on the store at ``memory_db_path(path)``, closed afterwards."""
+    with open_store(path) as store:
+        yield MemoryEngine(store)
+
+
+class MemoryStoreResource(dg.ConfigurableResource):
+    """The shared memory store (SQLite, WAL) the gRPC server also writes to."""
+
+    path: str = ""  # empty: env MEM_MEMORY_DB, else .mem/memory/memory.db under the project
+
+    def db_path(self) -> Path:
+        return memory_db_path(self.path or None)
+
+    @contextmanager
+    def store(self) -> Iterator[MemoryStore]:
+        """The store alone (cheap: what the sensors need)."""
+        with open_store(self.db_path()) as store:
+            yield store
+
+    @contextmanager
+    def engine(self) -> Iterator[MemoryEngine]:
+        with open_engine(self.db_path()) as engine:
+            yield engine
+
+    def exports_folder(self) -> Path:
+        """Where the human-readable exports (strategy_modules.py, ...) are rendered."""
+        return self.db_path().parent / "exports"

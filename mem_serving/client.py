@@ -20,10 +20,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_serving.api import SERVICE_NAME, MemServiceStub, pb
-from mem_serving.settings import DEFAULT_PORT, ClientSettings
+from mem_core.settings import DEFAULT_SERVER_ADDRESS
+from mem_serving.settings import ClientSettings
 
 #: Where ``mem serve`` listens by default.
-DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_ADDRESS = DEFAULT_SERVER_ADDRESS
 
 _ACTIONS = {"BUY": pb.ACTION_BUY, "SELL": pb.ACTION_SELL, "HOLD": pb.ACTION_HOLD}
 _ACTION_NAMES = {v: k for k, v in _ACTIONS.items()}

@@ -1,4 +1,6 @@
-"""Serving configuration, read from the environment in one place (never at import time).
+"""Serving configuration: the only module of ``mem_serving`` that reads the environment (never
+at import time). The defaults it shares with the rest of the project (ports, the memory store's
+path, the MLflow store) are declared in ``mem_core.settings``.
 
 =============================  =========================================  ==================
 variable                       meaning                                    default
@@ -24,16 +26,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
-DEFAULT_PORT = 50051
-DEFAULT_METRICS_PORT = 5001
+from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT, memory_db_path, tracking_uri
 
 
 @dataclass(frozen=True)
 class ServingSettings:
     host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
+    port: int = DEFAULT_SERVING_PORT
     #: Prometheus HTTP port; 0 picks a free one, a negative value disables the endpoint.
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_host: str = "127.0.0.1"
@@ -67,10 +68,10 @@ class ServingSettings:
             raise ValueError("set both MEM_SERVING_TLS_CERT and MEM_SERVING_TLS_KEY, or neither")
         settings = cls(
             host=env.get("MEM_SERVING_HOST", "127.0.0.1"),
-            port=int(env.get("MEM_SERVING_PORT", DEFAULT_PORT)),
+            port=int(env.get("MEM_SERVING_PORT", DEFAULT_SERVING_PORT)),
             metrics_port=int(env.get("MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT)),
-            memory_db=Path(env["MEM_MEMORY_DB"]) if env.get("MEM_MEMORY_DB") else None,
-            tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+            memory_db=memory_db_path(env=env),
+            tracking_uri=tracking_uri(env),
             max_workers=int(env.get("MEM_SERVING_WORKERS", 8)),
             memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
             model_poll_s=float(env.get("MEM_SERVING_MODEL_POLL_S", 5.0)),
@@ -78,7 +79,7 @@ class ServingSettings:
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
         )
-        clean = {k: v for k, v in overrides.items() if v is not None}
+        clean: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings
 
     @property

@@ -1,6 +1,8 @@
-"""The project's Definitions load and validate; the ingest domain offers what the others build on."""
+"""The project's Definitions load and validate; the ingest domain offers what the others build on;
+resources are bound once, per deployment, in ``mem_pipelines.definitions``."""
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -8,8 +10,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from mem_core.settings import QuestDBSettings
+from mem_pipelines.definitions import RESOURCES, build_definitions, defs
 from mem_pipelines.ingest.defs import ingest_defs
-from mem_pipelines.resources import QuestDBResource, questdb_resource
+from mem_pipelines.learning.defs import learning_defs
+from mem_pipelines.replay.defs import replay_defs
+from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, TrainingFramesIOManager
+from mem_pipelines.settings import PipelineSettings
+from mem_pipelines.training.defs import training_defs
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDLE_CHECKS = {
@@ -21,11 +29,12 @@ CANDLE_CHECKS = {
     "ts_strictly_increasing",
     "gap_ratio_below_threshold",
 }
+RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "memory_store"}
 
 
 def test_ingest_defs_offer_partitioned_candles_checks_and_job():
     defs = dg.Definitions.merge(
-        ingest_defs({"MEM_SYMBOLS": "BTCUSDT,SOLUSDT"}), dg.Definitions(resources={"questdb": QuestDBResource()})
+        ingest_defs(("BTCUSDT", "SOLUSDT")), dg.Definitions(resources={"questdb": QuestDBResource()})
     )
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
@@ -36,23 +45,54 @@ def test_ingest_defs_offer_partitioned_candles_checks_and_job():
     assert defs.resolve_job_def("candles_job") is not None
 
 
-def test_questdb_resource_from_env_keeps_the_password_secret():
-    r = questdb_resource({"MEM_QUESTDB_HOST": "db.internal", "MEM_QUESTDB_PG_PORT": "5432", "MEM_QUESTDB_PASSWORD": "s3cret"})
+def test_the_deployment_is_chosen_by_one_setting_and_the_password_stays_secret():
+    external = PipelineSettings.from_env(
+        {"MEM_QUESTDB_HOST": "db.internal", "MEM_QUESTDB_PG_PORT": "5432", "MEM_QUESTDB_PASSWORD": "s3cret"}
+    )
+    assert external.deployment == "external"
+    r = RESOURCES[external.deployment](external)["questdb"]
     assert (r.host, r.pg_port, r.external) == ("db.internal", 5432, True)
     assert isinstance(r.password, dg.EnvVar)  # resolved at run time, shown as an env var in the UI
-    local = questdb_resource({})
-    assert local.settings() == QuestDBResource().settings()
-    assert local.settings().external is False
+    assert r.password.env_var_name == "MEM_QUESTDB_PASSWORD"
+
+    local = PipelineSettings.from_env({"MEM_QUESTDB_PG_PORT": "18812"})
+    assert local.deployment == "local"
+    resources = RESOURCES[local.deployment](local)
+    assert set(resources) == RESOURCE_KEYS
+    assert resources["questdb"].settings() == QuestDBSettings(pg_port=18812)
+    assert resources["questdb"].settings().external is False
 
 
-def test_project_definitions_load_and_validate(tmp_path):
-    from mem_pipelines.definitions import defs
+def test_resources_are_bound_once_in_definitions_py_and_nowhere_else():
+    for domain in (ingest_defs(("BTCUSDT",)), training_defs(("BTCUSDT",)), learning_defs(), replay_defs()):
+        assert dict(domain.resources or {}) == {}
+    built = build_definitions(PipelineSettings())
+    assert set(built.resources) == RESOURCE_KEYS
+    assert isinstance(built.resources["mlflow"], MlflowResource)
+    assert isinstance(built.resources["training_frames"], TrainingFramesIOManager)
+    assert isinstance(built.resources["memory_store"], MemoryStoreResource)
+    # no other module of the pipelines passes resources= to Definitions or a materialization
+    binders = []
+    for path in sorted((ROOT / "mem_pipelines").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and any(k.arg == "resources" for k in node.keywords):
+                binders.append(path.relative_to(ROOT).as_posix())
+    assert set(binders) == {"mem_pipelines/definitions.py"}
 
-    dg.Definitions.validate_loadable(defs)
-    graph = defs.resolve_asset_graph()
+
+def test_build_definitions_partitions_by_the_settings_symbols():
+    built = build_definitions(PipelineSettings(symbols=("solusdt", "ADAUSDT", "SOLUSDT")))
+    for key in ("candles", "features", "labels"):
+        assert built.resolve_assets_def(key).partitions_def.get_partition_keys() == ["SOLUSDT", "ADAUSDT"]
+
+
+def test_project_definitions_load_and_validate():
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    graph = loaded.resolve_asset_graph()
     assert dg.AssetKey("candles") in graph.get_all_asset_keys()
     assert CANDLE_CHECKS <= {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("candles")}
-    assert "questdb" in defs.resources
+    assert set(loaded.resources) == RESOURCE_KEYS
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path):

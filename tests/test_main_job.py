@@ -1,6 +1,7 @@
 """The README's main job, shortened: a fresh MEM_HOME, free ports, the whole story in a subprocess.
 
-It must produce the three-way report, stop everything it started, and say where to look.
+It must produce the three-way report, stop everything it started, and say where to look; its
+Definitions are partitioned by its own symbols, passed as a parameter (never through os.environ).
 """
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from mem_cli.main_job import main_definitions
 from mem_core.questdb.local import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def _our_processes(marker: str) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+def test_main_definitions_take_the_symbols_as_a_parameter_not_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEM_SYMBOLS", "DOGEUSDT")
+    import mem_pipelines.definitions  # noqa: F401  (third-party imports may set their own variables)
+
+    before = dict(os.environ)
+    defs = main_definitions(("SOLUSDT", "ETHUSDT"))
+    assert dict(os.environ) == before
+    for key in ("candles", "features", "labels"):
+        assert defs.resolve_assets_def(key).partitions_def.get_partition_keys() == ["SOLUSDT", "ETHUSDT"]
+    assert defs.resolve_job_def("candles_job").partitions_def.get_partition_keys() == ["SOLUSDT", "ETHUSDT"]
 
 
 def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> None:
@@ -29,8 +45,9 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "MEM_QUESTDB_HTTP_PORT": str(free_port()),
         "MEM_QUESTDB_PG_PORT": str(free_port()),
+        "MEM_SYMBOLS": "DOGEUSDT",  # the pipeline's own setting: the main job partitions by its symbols instead
     }
-    for var in ("MEM_QUESTDB_HOST", "MEM_MEMORY_DB", "MEM_SYMBOLS"):
+    for var in ("MEM_QUESTDB_HOST", "MEM_MEMORY_DB"):
         env.pop(var, None)
     proc = subprocess.run(
         [sys.executable, "-m", "mem_cli.main", "main", "--days", "16", "--train-days", "10", "--replay-days", "2"],
@@ -44,6 +61,8 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
         assert f"| {row} |" in text
     assert (home / "reports" / "equity.png").stat().st_size > 1000
     assert "holdout accuracy" in proc.stdout and "majority baseline" in proc.stdout
+    assert "candles[BTCUSDT]: ok" in proc.stdout and "candles[ETHUSDT]: ok" in proc.stdout
+    assert "DOGEUSDT" not in proc.stdout + proc.stderr
     assert "Dagster UI" in proc.stdout and "MLflow UI" in proc.stdout
     # nothing left running from this MEM_HOME (QuestDB data dir, memory store)
     assert _our_processes(str(home)) == []

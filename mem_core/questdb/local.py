@@ -11,26 +11,28 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-from mem_core.settings import PROJECT_ROOT, QuestDBSettings
-
-DEFAULT_VERSION = "9.3.4"
+from mem_core.settings import (
+    DEFAULT_QUESTDB_HTTP_PORT,
+    DEFAULT_QUESTDB_PG_PORT,
+    LocalQuestDBSettings,
+    QuestDBSettings,
+    project_paths,
+)
 
 
 class QuestDBError(RuntimeError):
     """The local QuestDB could not be started, reached or stopped; the message says why."""
 
 
-def default_jar(env: dict[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get("MEM_QUESTDB_JAR"):
-        return Path(env["MEM_QUESTDB_JAR"])
-    version = env.get("MEM_QUESTDB_VERSION", DEFAULT_VERSION)
-    return PROJECT_ROOT / ".cache" / f"questdb-{version}.jar"
+def default_jar(env: Mapping[str, str] | None = None) -> Path:
+    """The QuestDB jar the environment names (see ``LocalQuestDBSettings``)."""
+    return LocalQuestDBSettings.from_env(env).jar
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -59,8 +61,7 @@ def can_query(settings: QuestDBSettings, timeout: float = 2.0) -> bool:
         return False
 
 
-def _java() -> str:
-    name = os.environ.get("MEM_JAVA", "java")
+def _java(name: str) -> str:
     java = shutil.which(name)
     if java is None:
         raise QuestDBError(f"Java >= 17 is required to run the local QuestDB, but '{name}' was not found (set MEM_JAVA or PATH)")
@@ -72,8 +73,8 @@ class LocalQuestDB:
     """A QuestDB server process rooted at ``root`` listening on loopback ports."""
 
     root: Path
-    http_port: int = 9000
-    pg_port: int = 8812
+    http_port: int = DEFAULT_QUESTDB_HTTP_PORT
+    pg_port: int = DEFAULT_QUESTDB_PG_PORT
     jar: Path | None = None
     heap: str = "1g"
 
@@ -156,10 +157,11 @@ class LocalQuestDB:
                     f"cannot start QuestDB: {name} port {port} on 127.0.0.1 is already in use; "
                     "choose another with MEM_QUESTDB_HTTP_PORT / MEM_QUESTDB_PG_PORT (or --http-port/--pg-port)"
                 )
-        jar = self.jar or default_jar()
+        local = LocalQuestDBSettings.from_env()
+        jar = self.jar or local.jar
         if not jar.is_file():
             raise QuestDBError(f"QuestDB jar not found at {jar}; run scripts/bootstrap.sh to fetch org.questdb:questdb with Maven")
-        java = _java()
+        java = _java(local.java)
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_config()
         log = open(self.log_file, "ab")
@@ -214,10 +216,7 @@ class LocalQuestDB:
         return "--- last lines of " + str(self.log_file) + " ---\n" + "\n".join(text[-lines:])
 
 
-def local_from_env(env: dict[str, str] | None = None) -> LocalQuestDB:
+def local_from_env(env: Mapping[str, str] | None = None) -> LocalQuestDB:
     """The project's local QuestDB as the environment configures it."""
-    from mem_core.settings import project_paths
-
-    env = os.environ if env is None else env
     s = QuestDBSettings.from_env(env)
     return LocalQuestDB(root=project_paths(env).questdb_root, http_port=s.http_port, pg_port=s.pg_port, jar=default_jar(env))

@@ -4,7 +4,6 @@ The body is thin: :func:`load_window` (plain Python, tested without Dagster) res
 and reads it; the asset records rows, first/last time, gaps and a preview as metadata.
 """
 
-import os
 from collections.abc import Sequence
 
 import dagster as dg
@@ -16,21 +15,12 @@ from mem_core.questdb.store import read_candles, read_latest
 from mem_pipelines.resources import QuestDBResource
 from mem_core.settings import QuestDBSettings
 
-DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
 INTERVAL_SECONDS = 300
 
 
-def candle_symbols(env: dict[str, str] | None = None) -> tuple[str, ...]:
-    """The symbols the pipeline partitions by: MEM_SYMBOLS (comma-separated) or the defaults."""
-    env = os.environ if env is None else env
-    raw = env.get("MEM_SYMBOLS", "")
-    symbols = tuple(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
-    return symbols or DEFAULT_SYMBOLS
-
-
-def candles_partitions(symbols: Sequence[str] | None = None) -> dg.StaticPartitionsDefinition:
+def candles_partitions(symbols: Sequence[str]) -> dg.StaticPartitionsDefinition:
     """Partitions by symbol; other domains partitioned like ``candles`` should use this too."""
-    return dg.StaticPartitionsDefinition(list(symbols or candle_symbols()))
+    return dg.StaticPartitionsDefinition(list(symbols))
 
 
 class CandlesWindow(dg.Config):

@@ -1,13 +1,12 @@
 """Data-quality rules for a candle frame, run as a Great Expectations 1.x suite (no Dagster here).
 
 Great Expectations is imported lazily (it takes ~2-3 s and prints progress bars): only a caller
-that validates pays for it, and its analytics and progress output are switched off first.
+that validates pays for it, and its context is built with analytics and progress bars off.
 
 Each rule gives a :class:`QualityOutcome`; a failed one lists the offending rows (ts and OHLCV).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,12 +48,6 @@ def gap_stats(ts: pd.Series, interval_seconds: int = 300) -> tuple[int, float]:
     return missing, missing / expected if expected else 0.0
 
 
-def _quiet_ge() -> None:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("GE_USAGE_STATISTICS_ENABLED", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-
-
 def _suite(gx):
     E = gx.expectations
     suite = gx.ExpectationSuite(name="candles")
@@ -77,7 +70,6 @@ def run_quality_suite(
     frame: pd.DataFrame, interval_seconds: int = 300, max_gap_ratio: float = DEFAULT_MAX_GAP_RATIO
 ) -> list[QualityOutcome]:
     """Validate ``frame`` (a candle frame with a RangeIndex) and return one outcome per check, in CHECKS order."""
-    _quiet_ge()
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,

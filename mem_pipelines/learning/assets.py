@@ -11,8 +11,8 @@ import pandas as pd
 
 from mem_memory import MemoryConfig
 from mem_pipelines.learning.render import rows_markdown
-from mem_pipelines.learning.resources import MemoryStoreResource
 from mem_pipelines.learning.runners import run_discovery, run_monitor
+from mem_pipelines.resources import MemoryStoreResource
 
 GROUP = "learning"
 #: The memory's rules as the deployed engine applies them (its default config), for the descriptions.

@@ -11,7 +11,7 @@ import dagster as dg
 
 from mem_pipelines.learning.assets import RULES, learned_strategies, parameter_memory
 from mem_pipelines.learning.cursor import scan_events
-from mem_pipelines.learning.resources import MemoryStoreResource
+from mem_pipelines.resources import MemoryStoreResource
 
 learned_strategies_job = dg.define_asset_job(
     "learned_strategies_job",

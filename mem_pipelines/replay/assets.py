@@ -6,13 +6,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from mem_core.settings import project_paths
+from mem_core.settings import (
+    DEFAULT_FEE_BPS,
+    DEFAULT_REPLAY_SYMBOLS,
+    DEFAULT_SERVER_ADDRESS,
+    DEFAULT_SLIPPAGE_BPS,
+    project_paths,
+)
 from mem_pipelines.learning.render import rows_markdown
-from mem_pipelines.learning.resources import MemoryStoreResource
 from mem_pipelines.replay.runner import ReplayConfig, run_replay
-from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.training.assets import MlflowResource
-from mem_serving.client import DEFAULT_ADDRESS
+from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource
 
 GROUP = "learning"
 
@@ -20,12 +23,12 @@ GROUP = "learning"
 class ReplayReportConfig(dg.Config):
     """A replay to run against the running server (see docs/closed_loop.md)."""
 
-    symbols: list[str] = ["BTCUSDT", "ETHUSDT"]
+    symbols: list[str] = list(DEFAULT_REPLAY_SYMBOLS)
     start: str = "2025-06-01"
     end: str = "2025-06-08"
-    server: str = DEFAULT_ADDRESS
-    fee_bps: float = 10.0
-    slippage_bps: float = 5.0
+    server: str = DEFAULT_SERVER_ADDRESS
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     learn_every: int = 10
 
 

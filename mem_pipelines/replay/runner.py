@@ -31,7 +31,7 @@ import pandas as pd
 from mem_core import registry
 from mem_core.features import SERVING_HISTORY
 from mem_core.questdb.store import read_candles
-from mem_core.settings import QuestDBSettings
+from mem_core.settings import DEFAULT_FEE_BPS, DEFAULT_SERVER_ADDRESS, DEFAULT_SLIPPAGE_BPS, QuestDBSettings
 from mem_memory.rules.combine import combine, hold_rule, ml_support
 from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
 from mem_pipelines.replay.learner import MemoryLearner
@@ -39,7 +39,6 @@ from mem_pipelines.replay.metrics import compute_metrics, equity_curve
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
 from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, as_utc, drive
 from mem_serving.client import (
-    DEFAULT_ADDRESS,
     EnhancedSignal,
     MemClient,
     MemClientError,
@@ -126,9 +125,9 @@ class ReplayConfig:
     symbols: tuple[str, ...]
     start: pd.Timestamp
     end: pd.Timestamp
-    server: str = DEFAULT_ADDRESS
-    fee_bps: float = 10.0
-    slippage_bps: float = 5.0
+    server: str = DEFAULT_SERVER_ADDRESS
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     capital: float = 10_000.0
     base: BaseStrategyConfig = field(default_factory=BaseStrategyConfig)
     max_holding_bars: int = 24

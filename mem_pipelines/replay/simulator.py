@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mem_core.settings import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
+
 SIDES = ("BUY", "SELL")
 
 
@@ -41,8 +43,8 @@ SIDES = ("BUY", "SELL")
 class Costs:
     """Trading costs in basis points: fee per fill (on notional) and adverse slippage per fill."""
 
-    fee_bps: float = 10.0
-    slippage_bps: float = 5.0
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
 
     def __post_init__(self) -> None:
         if not (self.fee_bps >= 0 and self.slippage_bps >= 0):

@@ -9,7 +9,6 @@ full symbol range. ``training_dataset`` cuts the time window (config: ``last_day
 ``start``/``end``).
 """
 
-import os
 from typing import Any
 
 import dagster as dg
@@ -21,8 +20,7 @@ from mem_core.features import FEATURE_NAMES, compute_features
 from mem_pipelines.lib.gate import GatePolicy
 from mem_core.labels import HORIZON, reversal_labels
 from mem_core.questdb.store import read_candles
-from mem_pipelines.resources import QuestDBResource
-from mem_core.settings import project_paths
+from mem_pipelines.resources import MlflowResource, QuestDBResource
 from mem_core import registry
 from mem_pipelines.training.train import (
     SEED_ESTIMATOR,
@@ -37,54 +35,6 @@ from mem_pipelines.training.train import (
 
 GROUP = "training"
 CANDLES = dg.AssetKey("candles")
-
-
-class MlflowResource(dg.ConfigurableResource):
-    """Where MLflow tracks and registers. Empty: MLFLOW_TRACKING_URI, else the project's SQLite."""
-
-    tracking_uri: str = ""
-
-    def uri(self) -> str:
-        return self.tracking_uri or registry.tracking_uri()
-
-
-class TrainingFramesIOManager(dg.ConfigurableIOManager):
-    """Per-symbol frames as parquet files ``<base_dir>/<asset>/<symbol>.parquet``.
-
-    Loading all partitions for the unpartitioned ``training_dataset`` returns the symbols that
-    have been materialized (a warning names the others); the dataset's metadata and the MLflow
-    lineage list the symbols actually used.
-
-    Outputs and inputs are ``{symbol: DataFrame}`` so a single run can cover many partitions
-    (Dagster's pickling IO manager cannot store a multi-partition output).
-    """
-
-    base_dir: str = ""
-
-    def _root(self) -> str:
-        return self.base_dir or str(project_paths().state / "frames")
-
-    def _path(self, asset_key: dg.AssetKey, partition: str) -> str:
-        return os.path.join(self._root(), *asset_key.path, f"{partition}.parquet")
-
-    def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
-        for partition, frame in obj.items():
-            path = self._path(context.asset_key, partition)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".tmp"
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-
-    def load_input(self, context: dg.InputContext) -> dict[str, pd.DataFrame]:
-        key = context.asset_key
-        partitions = context.asset_partition_keys if context.has_asset_partitions else []
-        present = [p for p in partitions if os.path.exists(self._path(key, p))]
-        if not present:
-            raise FileNotFoundError(f"{key.to_user_string()} is not materialized for any of {partitions}")
-        missing = sorted(set(partitions) - set(present))
-        if missing:  # symbols never materialized (no candles ingested): trained without, said so
-            context.log.warning(f"{key.to_user_string()} not materialized for {missing}; using {present}")
-        return {p: pd.read_parquet(self._path(key, p)) for p in present}
 
 
 def _per_symbol(context: dg.AssetExecutionContext, questdb: QuestDBResource, compute) -> tuple[dict[str, pd.DataFrame], dict]:

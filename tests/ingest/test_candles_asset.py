@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mem_pipelines.ingest.assets import build_candles_asset, candle_symbols, candles_partitions, load_window
+from mem_pipelines.ingest.assets import build_candles_asset, candles_partitions, load_window
 from mem_pipelines.ingest.checks import build_candle_checks
 from mem_pipelines.ingest.synthetic import synthetic_candles
 from mem_core.questdb import store
@@ -27,11 +27,6 @@ def _materialize(settings, partition="BTCUSDT", config=None):
 
 def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
-
-
-def test_symbols_come_from_env():
-    assert candle_symbols({}) == ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
-    assert candle_symbols({"MEM_SYMBOLS": "solusdt, BTCUSDT,,solusdt"}) == ("SOLUSDT", "BTCUSDT")
 
 
 def test_materialize_reads_window_and_checks_pass(fresh_questdb):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mem_pipelines.learning.resources import MemoryStoreResource
+from mem_pipelines.resources import MemoryStoreResource
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 

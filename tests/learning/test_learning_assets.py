@@ -7,10 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from mem_pipelines.definitions import build_definitions
 from mem_pipelines.learning.assets import learned_strategies, parameter_memory
-from mem_pipelines.learning.defs import learning_defs
-from mem_pipelines.learning.resources import MemoryStoreResource
 from mem_pipelines.learning.sensors import pattern_discovery_sensor, performance_monitor_sensor
+from mem_pipelines.resources import MemoryStoreResource
+from mem_pipelines.settings import PipelineSettings
 
 
 def test_assets_learn_and_show_it_in_metadata(planted: MemoryStoreResource) -> None:
@@ -34,7 +35,7 @@ def test_assets_learn_and_show_it_in_metadata(planted: MemoryStoreResource) -> N
 
 
 def test_the_sensor_request_runs_the_discovery_job(planted: MemoryStoreResource) -> None:
-    defs = learning_defs({"memory_store": planted})
+    defs = build_definitions(PipelineSettings(), resources={"memory_store": planted})
     instance = dg.DagsterInstance.ephemeral()
     tick = pattern_discovery_sensor(
         dg.build_sensor_context(instance=instance, cursor=None, resources={"memory_store": planted})
@@ -48,8 +49,9 @@ def test_the_sensor_request_runs_the_discovery_job(planted: MemoryStoreResource)
 
 
 def test_definitions_hold_the_learning_pieces() -> None:
-    from mem_pipelines.definitions import defs
+    from mem_pipelines.definitions import defs as load_defs
 
+    defs = load_defs()
     assert {"learned_strategies", "parameter_memory", "replay_report"} <= {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {s.name for s in defs.sensors} >= {"pattern_discovery_sensor", "performance_monitor_sensor"}
     for name in ("learned_strategies_job", "parameter_memory_job"):

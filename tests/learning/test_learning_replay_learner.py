@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from mem_memory import MemoryConfig, MemoryEngine, MemoryStore, Outcome, SignalRequest
-from mem_pipelines.learning.resources import MemoryStoreResource
 from mem_pipelines.replay.learner import MemoryLearner
+from mem_pipelines.resources import MemoryStoreResource
 
 
 def test_a_learned_strategy_is_used_by_the_servers_next_decision(planted: MemoryStoreResource) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mem_pipelines.learning.resources import MemoryStoreResource
+from mem_pipelines.resources import MemoryStoreResource
 from mem_pipelines.learning.sensors import pattern_discovery_sensor, performance_monitor_sensor
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)

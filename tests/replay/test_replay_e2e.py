@@ -18,12 +18,10 @@ from mem_core import registry
 from mem_core.features import compute_features
 from mem_core.labels import reversal_labels
 from mem_core.questdb.store import write_candles
-from mem_pipelines.learning.resources import MemoryStoreResource, open_engine
+from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, open_engine
 from mem_pipelines.replay.assets import replay_report
 from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, ReplayError, champion_info, run_replay
-from mem_pipelines.resources import QuestDBResource
 from mem_pipelines.training import train
-from mem_pipelines.training.assets import MlflowResource
 from mem_serving.server import build_app
 from mem_serving.settings import ServingSettings
 

@@ -6,16 +6,17 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mem_pipelines.resources import QuestDBResource
 from mem_core import registry
-from mem_pipelines.training.assets import MlflowResource, champion_gate
+from mem_pipelines.resources import MlflowResource, QuestDBResource, TrainingFramesIOManager
+from mem_pipelines.training.assets import champion_gate
 from mem_pipelines.training.defs import training_defs
 
 from .test_gate import _CHAMPION_COL, _champion, _copycat, _dataset, _register
 
 
 def _defs() -> dg.Definitions:
-    return training_defs({"MEM_SYMBOLS": "BTCUSDT,ETHUSDT,SOLUSDT"}, {"questdb": QuestDBResource()})
+    resources = {"questdb": QuestDBResource(), "mlflow": MlflowResource(), "training_frames": TrainingFramesIOManager()}
+    return dg.Definitions.merge(training_defs(("BTCUSDT", "ETHUSDT", "SOLUSDT")), dg.Definitions(resources=resources))
 
 
 def test_definitions_load_with_assets_checks_job_and_schedule() -> None:

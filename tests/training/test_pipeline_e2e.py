@@ -1,6 +1,6 @@
 """End to end, in process: shared real candles -> test QuestDB -> Dagster assets -> MLflow.
 
-Two symbols (BTCUSDT, ETHUSDT; MEM_SYMBOLS), the last 30 days of the shared files, the seed's
+Two symbols (BTCUSDT, ETHUSDT), the last 30 days of the shared files, the seed's
 model. Checks the MLflow run, the registered version, the champion alias and
 the Dagster metadata (accuracy and baseline), and that a second run's challenger goes through the
 gate without disturbing the champion unless the gate says so.
@@ -16,11 +16,11 @@ from mlflow import MlflowClient
 
 from mem_pipelines.ingest.csv_source import read_kline_csv
 from mem_core.questdb.store import write_candles
-from mem_pipelines.resources import QuestDBResource
 from mem_core.settings import QuestDBSettings
 from mem_core import registry
-from mem_pipelines.training.assets import MlflowResource, TrainingFramesIOManager
-from mem_pipelines.training.defs import training_defs
+from mem_pipelines.definitions import build_definitions
+from mem_pipelines.resources import MlflowResource, TrainingFramesIOManager
+from mem_pipelines.settings import PipelineSettings
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 DAYS = 30
@@ -40,13 +40,12 @@ def loaded_questdb(questdb: QuestDBSettings, shared_candles: Path) -> QuestDBSet
 
 
 def _defs(questdb: QuestDBSettings, uri: str, frames: Path) -> dg.Definitions:
-    return training_defs(
-        {"MEM_SYMBOLS": ",".join(SYMBOLS)},
-        {
-            "questdb": QuestDBResource.from_settings(questdb),
+    return build_definitions(
+        PipelineSettings(symbols=SYMBOLS, questdb=questdb),
+        resources={
             "mlflow": MlflowResource(tracking_uri=uri),
             "training_frames": TrainingFramesIOManager(base_dir=str(frames)),
-        }
+        },
     )
 
 

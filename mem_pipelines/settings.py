@@ -1,0 +1,67 @@
+"""Pipeline settings: the only module of ``mem_pipelines`` that reads the environment.
+
+``PipelineSettings.from_env()`` is called once, when ``mem_pipelines.definitions`` builds the
+Definitions; ``mem main`` builds its own settings (its symbols) and passes them explicitly.
+The shared defaults (symbols, QuestDB) come from ``mem_core.settings``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mem_core.settings import DEFAULT_SYMBOLS, QuestDBSettings, questdb_password_is_set
+from mem_pipelines.ingest.quality import DEFAULT_MAX_GAP_RATIO
+
+#: Where the services the pipelines use run: ``local`` (the project's own QuestDB on loopback)
+#: or ``external`` (the QuestDB that MEM_QUESTDB_HOST names).
+Deployment = Literal["local", "external"]
+
+
+def parse_symbols(raw: str | Iterable[str]) -> tuple[str, ...]:
+    """Symbols from a comma-separated string (or a sequence): stripped, upper-cased, each once,
+    in their first order."""
+    parts = raw.split(",") if isinstance(raw, str) else raw
+    return tuple(dict.fromkeys(s.strip().upper() for s in parts if s.strip()))
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What the Definitions are built from."""
+
+    #: The symbol partitions of ``candles``, ``features`` and ``labels`` (MEM_SYMBOLS).
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    #: Threshold of the candles' gap check (MEM_MAX_GAP_RATIO).
+    max_gap_ratio: float = DEFAULT_MAX_GAP_RATIO
+    questdb: QuestDBSettings = field(default_factory=QuestDBSettings)
+    #: True when MEM_QUESTDB_PASSWORD is set: the resource then gets it as a ``dg.EnvVar``.
+    questdb_password_from_env: bool = False
+
+    def __post_init__(self) -> None:
+        symbols = parse_symbols(self.symbols)
+        if not symbols:
+            raise ValueError("symbols: give at least one symbol")
+        object.__setattr__(self, "symbols", symbols)
+
+    @property
+    def deployment(self) -> Deployment:
+        return "external" if self.questdb.external else "local"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "PipelineSettings":
+        env = os.environ if env is None else env
+        return cls(
+            symbols=parse_symbols(env.get("MEM_SYMBOLS", "")) or DEFAULT_SYMBOLS,
+            max_gap_ratio=float(env.get("MEM_MAX_GAP_RATIO", DEFAULT_MAX_GAP_RATIO)),
+            questdb=QuestDBSettings.from_env(env),
+            questdb_password_from_env=questdb_password_is_set(env),
+        )
+
+
+def dagster_home(default: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The Dagster instance's folder: DAGSTER_HOME, else ``default``."""
+    env = os.environ if env is None else env
+    named = env.get("DAGSTER_HOME", "")
+    return Path(os.path.expanduser(named)) if named else default
