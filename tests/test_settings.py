@@ -125,7 +125,7 @@ def test_shared_defaults_are_declared_once_and_used_by_name() -> None:
         (1, "fee_bps"), (3, "server"),
     ]
     from mem_cli.main_job import MainConfig
-    from mem_pipelines.learning.assets import ReplayReportConfig
+    from mem_pipelines.replay.assets import ReplayReportConfig
     from mem_pipelines.replay.runner import ReplayConfig
     from mem_pipelines.replay.simulator import Costs
 
