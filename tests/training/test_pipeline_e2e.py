@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mem_pipelines.ingest.csv_source import read_kline_csv
-from mem_core.questdb.store import write_candles
-from mem_pipelines.resources import QuestDBResource
-from mem_core.settings import QuestDBSettings
 from mem_core import registry
+from mem_core.questdb.store import write_candles
+from mem_core.settings import QuestDBSettings
+from mem_pipelines.ingest.csv_source import read_kline_csv
+from mem_pipelines.resources import QuestDBResource
 from mem_pipelines.training.assets import MlflowResource, TrainingFramesIOManager
 from mem_pipelines.training.defs import training_defs
 
@@ -79,7 +79,7 @@ def test_train_and_gate_on_real_candles(loaded_questdb: QuestDBSettings, mlflow_
         run = client.get_run(run_id)
         assert run.data.metrics["holdout_accuracy"] == pytest.approx(accuracy)
         assert run.data.metrics["holdout_baseline_accuracy"] == pytest.approx(baseline)
-        assert run.data.params["estimator"] == "gradient_boosting"
+        assert run.data.params["estimator"] == "seed_gbc" and run.data.params["feature_set"] == "seed"
         assert run.data.params["model.n_estimators"] == "200" and run.data.params["model.max_depth"] == "5"
         assert run.data.tags["data.symbols"] == ",".join(SYMBOLS)
         assert run.data.tags["dagster.run_id"] == result.run_id
@@ -96,6 +96,9 @@ def test_train_and_gate_on_real_candles(loaded_questdb: QuestDBSettings, mlflow_
 
         loaded = registry.load_champion(mlflow_uri)
         assert loaded is not None and loaded.version == version and len(loaded.feature_ranges) == 12
+        assert loaded.estimator == "seed_gbc" and loaded.feature_set.name == "seed"
+        version_tags = client.get_model_version(registry.MODEL_NAME, version).tags
+        assert (version_tags["estimator"], version_tags["feature_set"]) == ("seed_gbc", "seed")
 
         # A second run on the same data trains the same model: not 2 points better -> rejected.
         second = _run(defs, instance)
