@@ -71,7 +71,8 @@ def main() -> None:
     from mem_pipelines.resources import MlflowResource, TrainingFramesIOManager
     from mem_pipelines.settings import PipelineSettings
     from mem_pipelines.training.schedules import all_symbols_tags
-    from mem_pipelines.training.train import make_estimator, split_dataset
+    from mem_core import estimators
+    from mem_pipelines.training.dataset import split_dataset
 
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         tmp_path = Path(tmp)
@@ -105,7 +106,7 @@ def main() -> None:
 
             split = split_dataset(dataset)
             X, y = feature_matrix(dataset), dataset["label"].to_numpy()
-            bare = make_estimator()
+            bare = estimators.create()
             started = time.perf_counter()
             bare.fit(X[split.train], y[split.train])
             bare_fit_seconds = time.perf_counter() - started

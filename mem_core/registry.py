@@ -6,43 +6,34 @@ store. For any ``sqlite:///.../X.db`` URI the experiment's artifacts go to the `
 next to the database file (so a test's ``tmp_path`` store keeps everything in ``tmp_path``).
 
 Registered model ``mem-reversal``; each training registers a version with alias ``challenger``;
-the gate moves alias ``champion``. Model versions carry tags ``feature_names`` and
-``feature_ranges`` (JSON, training min/max per feature) so serving can load them without
-downloading artifacts and flag out-of-distribution input.
+the gate moves alias ``champion``. Model versions carry tags ``estimator`` and ``feature_set``
+(the model type and the feature set it reads: see ``mem_core.model``), ``feature_names`` and
+``feature_ranges`` (JSON, training min/max per feature) so serving can rebuild the model and
+flag out-of-distribution input without downloading other artifacts.
 
-Models are stored with the skops format (no pickle); the tree type of the tree ensembles is
-declared trusted when logging.
+Models are stored through the one flavour of ``mem_core.model`` (scikit-learn, skops format).
 """
 from __future__ import annotations
 
 import json
-import logging
-import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
+from mem_core import estimators, feature_sets
+from mem_core.feature_sets import FeatureSet
 from mem_core.features import out_of_range
+from mem_core.model import ReversalModel, load_estimator, log_estimator
 from mem_core.settings import tracking_uri
 
 MODEL_NAME = "mem-reversal"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 EXPERIMENT = "mem-reversal"
-SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
-
-
-def pip_requirements() -> list[str]:
-    """What the model needs to be loaded elsewhere, pinned to the versions that trained it
-    (given explicitly so MLflow does not spend seconds inferring them)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("scikit-learn", "skops", "numpy", "scipy")]
-
-log = logging.getLogger(__name__)
 
 
 def artifact_location(uri: str) -> str | None:
@@ -99,61 +90,83 @@ def version_by_alias(alias: str, uri: str | None = None, model_name: str = MODEL
         raise
 
 
-def champion_version(tracking_uri: str | None = None) -> str | None:
+def champion_version(uri: str | None = None) -> str | None:
     """The champion's version number (one registry query; for polling a new champion)."""
-    mv = version_by_alias(CHAMPION, tracking_uri)
+    mv = version_by_alias(CHAMPION, uri)
     return None if mv is None else str(mv.version)
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A registered version ready to predict. ``predict_proba`` column 1 = reversal."""
+    """A registered version ready to predict, with the training ranges of its features."""
 
     version: str
-    feature_names: list[str]
+    model: ReversalModel
     feature_ranges: dict[str, tuple[float, float]]
-    model: Any
     run_id: str | None = None
 
+    @property
+    def estimator(self) -> str:
+        return self.model.name
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        return self.model.feature_set
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.model.feature_names
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(np.asarray(X, dtype="float64"))
+        """P(reversal) of each row."""
+        return self.model.predict_proba(X)
 
     def out_of_range(self, values: Mapping[str, float]) -> list[str]:
         """Features of one row outside the training min/max (``features.out_of_range``)."""
         return list(out_of_range(values, self.feature_ranges))
 
 
-def load_version(version: str, tracking_uri: str | None = None, model_name: str = MODEL_NAME) -> LoadedModel:
-    """Load one registered version with its feature names and ranges."""
-    import mlflow.sklearn
-
-    uri = tracking_uri or globals()["tracking_uri"]()
+def load_version(version: str, uri: str | None = None, model_name: str = MODEL_NAME) -> LoadedModel:
+    """Load one registered version as its model type over its feature set."""
+    uri = uri or tracking_uri()
     mv = client(uri).get_model_version(model_name, str(version))
     return _load(mv, uri, model_name)
 
 
-def _load(mv, uri: str, model_name: str) -> LoadedModel:
-    import mlflow
-    import mlflow.sklearn
+def _load(mv: Any, uri: str, model_name: str) -> LoadedModel:
+    """Rebuild a version from its tags: ``feature_set`` (``UnknownFeatureSet`` when this code does
+    not compute it), ``estimator`` (``UnknownEstimator``), then the stored estimator.
 
+    Versions registered before these tags existed read the seed set and the model type that
+    wraps the stored estimator's class.
+    """
+    import mlflow
+
+    tags = mv.tags or {}
+    features = feature_sets.get(tags.get("feature_set", feature_sets.SEED.name))
+    recorded = json.loads(tags["feature_names"]) if "feature_names" in tags else list(features.names)
+    if tuple(recorded) != features.names:
+        raise ValueError(
+            f"version {mv.version} records features {recorded}, but feature set {features.name!r} is {list(features.names)}"
+        )
+    model_type = estimators.get(tags["estimator"]) if "estimator" in tags else None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    model = mlflow.sklearn.load_model(f"models:/{model_name}/{mv.version}")
-    tags = mv.tags or {}
-    names = json.loads(tags["feature_names"]) if "feature_names" in tags else []
+    estimator = load_estimator(f"models:/{model_name}/{mv.version}")
+    model_type = model_type or estimators.for_estimator(estimator)
     ranges = {k: (float(v[0]), float(v[1])) for k, v in json.loads(tags.get("feature_ranges", "{}")).items()}
-    return LoadedModel(version=str(mv.version), feature_names=names, feature_ranges=ranges, model=model, run_id=mv.run_id)
+    return LoadedModel(version=str(mv.version), model=model_type(estimator, features), feature_ranges=ranges, run_id=mv.run_id)
 
 
-def load_alias(alias: str, tracking_uri: str | None = None, model_name: str = MODEL_NAME) -> LoadedModel | None:
-    uri = tracking_uri or globals()["tracking_uri"]()
+def load_alias(alias: str, uri: str | None = None, model_name: str = MODEL_NAME) -> LoadedModel | None:
+    uri = uri or tracking_uri()
     mv = version_by_alias(alias, uri, model_name)
     return None if mv is None else _load(mv, uri, model_name)
 
 
-def load_champion(tracking_uri: str | None = None) -> LoadedModel | None:
+def load_champion(uri: str | None = None) -> LoadedModel | None:
     """The current champion, or None when no model has been promoted yet."""
-    return load_alias(CHAMPION, tracking_uri)
+    return load_alias(CHAMPION, uri)
 
 
 def feature_ranges(X: np.ndarray, names: list[str] | tuple[str, ...]) -> dict[str, tuple[float, float]]:
@@ -161,64 +174,36 @@ def feature_ranges(X: np.ndarray, names: list[str] | tuple[str, ...]) -> dict[st
     return {n: (float(X[:, i].min()), float(X[:, i].max())) for i, n in enumerate(names)}
 
 
-def skops_trusted_types(model: Any) -> list[str]:
-    """Types skops will not load by default that the model contains (scikit-learn's own only)."""
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(data=sio.dumps(model))
-    foreign = [t for t in untrusted if not t.startswith("sklearn.")]
-    if foreign:
-        raise ValueError(f"model contains non-scikit-learn types skops would have to trust: {foreign}")
-    return sorted(set(untrusted) | set(SKOPS_TRUSTED_TYPES))
-
-
-def _log_sklearn(model: Any, signature: Any, example: Any) -> Any:
-    import mlflow.sklearn
-
-    return mlflow.sklearn.log_model(
-        model,
-        name="model",
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-        skops_trusted_types=skops_trusted_types(model),
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements(),
-        pyfunc_predict_fn="predict_proba",
-    )
-
-
 def log_model_version(
-    model: Any,
+    model: ReversalModel,
     *,
     X_train: np.ndarray,
-    feature_names: list[str] | tuple[str, ...],
-    tracking_uri: str,
+    uri: str,
     model_name: str = MODEL_NAME,
     alias: str | None = CHALLENGER,
     extra_version_tags: Mapping[str, str] | None = None,
 ) -> str:
     """Log ``model`` into the active run, register a version, tag it, set ``alias``.
 
-    Returns the version number. Must be called inside ``mlflow.start_run``.
+    ``X_train``: the training rows (columns in the model's feature order), for the feature
+    ranges and the input example. Returns the version number. Must be called inside
+    ``mlflow.start_run``.
     """
     import mlflow
-    import mlflow.sklearn
-    import pandas as pd
-    from mlflow.models import infer_signature
 
-    names = list(feature_names)
-    example = pd.DataFrame(np.asarray(X_train[:5], dtype="float64"), columns=names)
-    signature = infer_signature(example, model.predict_proba(example.to_numpy()))
-    ranges = feature_ranges(X_train, names)
+    names = list(model.feature_names)
+    X = np.asarray(X_train, dtype="float64")
+    if X.ndim != 2 or X.shape[1] != len(names):
+        raise ValueError(f"X_train has shape {X.shape}; feature set {model.feature_set.name!r} has {len(names)} columns")
+    ranges = feature_ranges(X, names)
     mlflow.log_dict({k: list(v) for k, v in ranges.items()}, "feature_ranges.json")
-    with warnings.catch_warnings():
-        # the input example is a named frame for reviewers; the model is fitted on arrays
-        warnings.filterwarnings("ignore", message="X has feature names")
-        info = _log_sklearn(model, signature, example)
-    mlflow.set_registry_uri(tracking_uri)  # the fluent API is global: register where we were told
-    mv = mlflow.register_model(info.model_uri, model_name, await_registration_for=0)
-    c = client(tracking_uri)
+    model_uri = log_estimator(model, X)
+    mlflow.set_registry_uri(uri)  # the fluent API is global: register where we were told
+    mv = mlflow.register_model(model_uri, model_name, await_registration_for=0)
+    c = client(uri)
     tags = {
+        "estimator": model.name,
+        "feature_set": model.feature_set.name,
         "feature_names": json.dumps(names),
         "feature_ranges": json.dumps({k: list(v) for k, v in ranges.items()}),
         **(extra_version_tags or {}),

@@ -23,6 +23,7 @@ import numpy as np
 
 from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
 from mem_core import features as feats
+from mem_core.feature_sets import SEED, FeatureSet
 from mem_core.labels import newest_direction
 from mem_serving.caches import TTLCache
 from mem_serving.candles import CandleHistory
@@ -99,16 +100,17 @@ def questdb_source(settings: Any) -> CandleSource:
     return read
 
 
-def newest_features(block: CandleBlock) -> dict[str, float]:
-    """``features.latest_features`` of the block, without building a DataFrame.
+def newest_features(block: CandleBlock, feature_set: FeatureSet = SEED) -> dict[str, float]:
+    """The newest candle's features of ``feature_set`` (the champion's), from the block's numpy
+    columns without building a DataFrame.
 
-    The block's columns go straight to ``features.latest_features_arrays`` (no pandas indexing);
-    it cuts the history to ``SERVING_HISTORY``, raises ``InsufficientHistory`` below ``MIN_HISTORY`` and checks
+    For the seed set that is ``features.latest_features_arrays`` over the block's columns (a
+    fraction of the time of ``latest_features``' pandas indexing); it cuts the history to
+    ``SERVING_HISTORY``, raises ``InsufficientHistory`` below ``MIN_HISTORY`` and checks
     finiteness. tests/serving/test_features_path.py proves the result equal to ``latest_features``
     on real candles.
     """
-    cols = block.ohlcv[-feats.SERVING_HISTORY :].T
-    return feats.latest_features_arrays(cols[0], cols[1], cols[2], cols[3], cols[4])
+    return feature_set.newest(block.ohlcv)
 
 
 class Handlers:
@@ -187,9 +189,9 @@ class Handlers:
         return merged
 
     @staticmethod
-    def _features(block: CandleBlock) -> tuple[dict[str, float], str]:
+    def _features(block: CandleBlock, feature_set: FeatureSet = SEED) -> tuple[dict[str, float], str]:
         """Features of the newest candle and the direction a reversal would take."""
-        return newest_features(block), newest_direction(block.ohlcv[:, 3])
+        return newest_features(block, feature_set), newest_direction(block.ohlcv[:, 3])
 
     def _model(self) -> Any:
         model = self.models.model
@@ -212,7 +214,7 @@ class Handlers:
         self.metrics.prediction_cache.labels("miss").inc()
         budget.check("computing features")
         started = time.perf_counter()
-        values, direction = self._features(block)
+        values, direction = self._features(block, model.feature_set)
         x = np.array([values[name] for name in model.feature_names], dtype=np.float64)
         probability = model.predict_one(x)
         out_of_range = feats.out_of_range(values, model.feature_ranges)

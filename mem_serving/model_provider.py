@@ -6,58 +6,56 @@ then swaps the reference (one attribute assignment, atomic under the GIL). A cal
 keeps the model object it started with, so a promotion never fails a call; the next prediction
 uses the new champion.
 
-A model whose feature names the serving code cannot compute is refused (logged, the current
-one stays). When the registry loses the alias, the loaded model keeps serving (logged): a
-trading engine is better served by yesterday's champion than by none.
+The champion's version tags name its model type and its feature set (``mem_core.model``);
+serving computes that set for every prediction. A champion whose feature set or model type this
+code does not know is refused (logged, the current one stays). When the registry loses the
+alias, the loaded model keeps serving (logged): a trading engine is better served by
+yesterday's champion than by none.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from mem_core import registry
+from mem_core.estimators import UnknownEstimator
+from mem_core.feature_sets import FeatureSet, UnknownFeatureSet
+from mem_core.model import OnePredictor
 from mem_serving.fast_predict import one_row_predictor
 
 log = logging.getLogger(__name__)
 
 
-class Model(Protocol):
-    """What the registry's ``LoadedModel`` offers."""
-
-    version: str
-    feature_names: list[str]
-    feature_ranges: dict[str, tuple[float, float]]
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
-
-
 @dataclass(frozen=True)
 class ServingModel:
-    """A loaded champion prepared for one-row predictions (see ``fast_predict``)."""
+    """A loaded champion prepared for one-row predictions: the feature set serving computes for
+    it, its training ranges and its fastest exact one-row predictor (see ``fast_predict``)."""
 
     version: str
-    feature_names: tuple[str, ...]
+    estimator: str
+    feature_set: FeatureSet
     feature_ranges: dict[str, tuple[float, float]]
-    predict_one: Callable[[np.ndarray], float]
+    predict_one: OnePredictor
     compiled: bool
-    loaded: Any = None
+    loaded: registry.LoadedModel | None = None
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.feature_set.names
 
     @classmethod
-    def prepare(cls, loaded: Model) -> "ServingModel":
-        names = tuple(loaded.feature_names)
+    def prepare(cls, loaded: registry.LoadedModel) -> ServingModel:
+        names = loaded.feature_names
         ranges = dict(loaded.feature_ranges)
         lo = np.array([ranges.get(n, (-1.0, 1.0))[0] for n in names])
         hi = np.array([ranges.get(n, (-1.0, 1.0))[1] for n in names])
         probe = lo + (hi - lo) * np.random.default_rng(0).random((256, len(names)))
-        inner = getattr(loaded, "model", None)
-        if inner is not None:
-            predict_one, compiled = one_row_predictor(inner, probe)
-        else:
-            predict_one, compiled = (lambda x: float(loaded.predict_proba(np.asarray(x).reshape(1, -1))[0, 1])), False
-        return cls(str(loaded.version), names, ranges, predict_one, compiled, loaded)
+        predict_one, compiled = one_row_predictor(loaded.model, probe)
+        return cls(str(loaded.version), loaded.estimator, loaded.feature_set, ranges, predict_one, compiled, loaded)
 
 
 class ModelProvider:
@@ -65,17 +63,13 @@ class ModelProvider:
         self,
         tracking_uri: str | None,
         poll_s: float = 5.0,
-        known_features: Sequence[str] = (),
         *,
         version_fn: Callable[[str | None], str | None] | None = None,
-        load_fn: Callable[[str, str | None], Model] | None = None,
+        load_fn: Callable[[str, str | None], registry.LoadedModel] | None = None,
         on_change: Callable[[ServingModel | None], None] | None = None,
     ) -> None:
-        from mem_core import registry
-
         self.tracking_uri = tracking_uri or registry.tracking_uri()
         self.poll_s = poll_s
-        self.known_features = tuple(known_features)
         self._version_fn = version_fn or registry.champion_version
         self._load_fn = load_fn or (lambda version, uri: registry.load_version(version, uri))
         self._listeners: list[Callable[[ServingModel | None], None]] = [on_change] if on_change else []
@@ -111,17 +105,17 @@ class ModelProvider:
                 return False
             try:
                 model = ServingModel.prepare(self._load_fn(str(version), self.tracking_uri))
+            except (UnknownFeatureSet, UnknownEstimator) as exc:
+                self._error(f"champion version {version} refused: {exc}")
+                return False
             except Exception as exc:
                 self._error(f"cannot load champion version {version}: {exc}")
                 return False
-            missing = [f for f in model.feature_names if self.known_features and f not in self.known_features]
-            if missing or not model.feature_names:
-                self._error(f"champion version {version} needs features {missing or '(none recorded)'} serving does not compute; refused")
-                return False
             self._model = model
             self.last_error = None
-            log.info("serving champion version %s (was %s; compiled one-row predictor: %s)", model.version,
-                     None if current is None else current.version, model.compiled)
+            log.info("serving champion version %s (was %s; %s over feature set %s; compiled one-row predictor: %s)",
+                     model.version, None if current is None else current.version, model.estimator,
+                     model.feature_set.name, model.compiled)
             for listener in list(self._listeners):
                 listener(model)
             return True
@@ -136,7 +130,7 @@ class ModelProvider:
             log.warning(message)
         self.last_error = message
 
-    def start(self) -> "ModelProvider":
+    def start(self) -> ModelProvider:
         """Load the champion now (if any) and start polling."""
         self.refresh()
         if self.poll_s > 0 and self._thread is None:

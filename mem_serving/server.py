@@ -229,7 +229,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
 
     features.warm_up()
     metrics = ServingMetrics()
-    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, features.FEATURE_NAMES)
+    models = ModelProvider(settings.tracking_uri, settings.model_poll_s)
     models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
     models.start()
     memory_db = settings.memory_db or project_paths().memory_db

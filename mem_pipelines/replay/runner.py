@@ -73,7 +73,7 @@ class ModelInfo:
 def champion_info(tracking_uri: str | None = None) -> ModelInfo:
     """The champion's version and training window, from its MLflow run's lineage params
     (``data.start``, ``data.end`` = the last labelled row, ``label.horizon``; see
-    ``mem_pipelines.training.train.lineage``). Raises ``ReplayError`` when there is no champion
+    ``mem_pipelines.training.dataset.lineage``). Raises ``ReplayError`` when there is no champion
     and ``LookAheadError`` when its window is not recorded."""
     uri = tracking_uri or registry.tracking_uri()
     mv = registry.version_by_alias(registry.CHAMPION, uri)

@@ -1,5 +1,6 @@
 """Training assets: candles -> features, labels (per symbol) -> training_dataset -> reversal_model
--> champion_gate. Bodies are thin; the work is in mem_pipelines.lib and training.train.
+-> champion_gate. Bodies are thin; the work is in mem_pipelines.lib and the training modules
+(dataset, fit, mlflow_logging, gate_runner, render).
 
 ``features`` and ``labels`` are partitioned by symbol like ``candles`` and computed over the
 symbol's whole stored history (so the EMA warm-up never eats into a training window). They use
@@ -15,22 +16,20 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION
-from mem_core.features import FEATURE_NAMES, compute_features
-from mem_pipelines.lib.gate import GatePolicy
+from mem_core import estimators, registry
+from mem_core.feature_sets import SEED
 from mem_core.labels import HORIZON, reversal_labels
 from mem_core.questdb.store import read_candles
+from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION
+from mem_pipelines.lib.gate import GatePolicy
 from mem_pipelines.resources import MlflowResource, QuestDBResource
-from mem_core import registry
-from mem_pipelines.training.train import (
-    SEED_ESTIMATOR,
-    GateError,
+from mem_pipelines.training.dataset import build_dataset, data_hash
+from mem_pipelines.training.gate_runner import GateError, run_gate
+from mem_pipelines.training.mlflow_logging import train_and_log
+from mem_pipelines.training.render import (
     confusion_markdown,
-    data_hash,
     importance_markdown,
     metrics_table,
-    run_gate,
-    train_and_log,
 )
 
 GROUP = "training"
@@ -63,14 +62,14 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
     def features(context: dg.AssetExecutionContext, questdb: QuestDBResource) -> dg.Output[dict[str, pd.DataFrame]]:
         """The 12 scale-free features per candle (pandas-ta) over the symbol's stored history,
         warm-up dropped; see docs/ml.md."""
-        frames, rows = _per_symbol(context, questdb, compute_features)
-        last = {s: f[list(FEATURE_NAMES)].iloc[-1].round(6).to_dict() for s, f in frames.items() if len(f)}
+        frames, rows = _per_symbol(context, questdb, SEED.frame)
+        last = {s: f[list(SEED.names)].iloc[-1].round(6).to_dict() for s, f in frames.items() if len(f)}
         return dg.Output(
             frames,
             metadata={
                 "rows": dg.MetadataValue.int(sum(rows.values())),
                 "rows_per_symbol": dg.MetadataValue.json(rows),
-                "features": dg.MetadataValue.json(list(FEATURE_NAMES)),
+                "features": dg.MetadataValue.json(list(SEED.names)),
                 "newest_row": dg.MetadataValue.json(last),
             },
         )
@@ -135,8 +134,6 @@ def training_dataset(
     labels: dict[str, pd.DataFrame],
 ) -> dg.Output[pd.DataFrame]:
     """All symbols' features joined with labels on ``ts``, cut to the window, ordered by time."""
-    from mem_pipelines.training.train import build_dataset
-
     symbols = sorted(config.symbols or features.keys())
     unknown = [s for s in symbols if s not in features or s not in labels]
     if unknown:
@@ -161,10 +158,11 @@ def training_dataset(
 
 
 class ModelConfig(dg.Config):
-    """The estimator. Default: the seed's GradientBoostingClassifier with the seed's parameters;
-    another one only when named here (it shows in the MLflow params)."""
+    """The model type (``mem_core.estimators``). Default: the seed's GradientBoostingClassifier
+    with the seed's parameters; another one only when named here (it shows in the MLflow params
+    and the version's tags)."""
 
-    estimator: str = Field(default=SEED_ESTIMATOR, description="gradient_boosting | hist_gradient_boosting | random_forest")
+    estimator: str = Field(default=estimators.DEFAULT, description=" | ".join(estimators.names()))
     params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters overriding the defaults")
     holdout_fraction: float = HOLDOUT_FRACTION
 

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from mem_core.features import FEATURE_NAMES
+from mem_core.feature_sets import SEED
 from mem_core.labels import HORIZON
 from mem_pipelines.training.assets import reversal_model, training_dataset
 
@@ -17,9 +17,9 @@ POSITIVE_RATE_BOUNDS = (0.05, 0.60)
 
 @dg.asset_check(asset=training_dataset, blocking=True, description="no NaN or infinite feature values")
 def features_are_finite(training_dataset: pd.DataFrame) -> dg.AssetCheckResult:
-    values = training_dataset[list(FEATURE_NAMES)].to_numpy(dtype="float64")
+    values = SEED.matrix(training_dataset)
     bad = ~np.isfinite(values)
-    per_feature = {name: int(n) for name, n in zip(FEATURE_NAMES, bad.sum(axis=0)) if n}
+    per_feature = {name: int(n) for name, n in zip(SEED.names, bad.sum(axis=0)) if n}
     return dg.AssetCheckResult(
         passed=not per_feature,
         severity=dg.AssetCheckSeverity.ERROR,

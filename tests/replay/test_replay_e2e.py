@@ -21,7 +21,8 @@ from mem_core.questdb.store import write_candles
 from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, open_engine
 from mem_pipelines.replay.assets import replay_report
 from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, ReplayError, champion_info, run_replay
-from mem_pipelines.training import train
+from mem_pipelines.training.dataset import build_dataset
+from mem_pipelines.training.mlflow_logging import train_and_log
 from mem_serving.server import build_app
 from mem_serving.settings import ServingSettings
 
@@ -55,8 +56,8 @@ def _train(frames: dict[str, pd.DataFrame], uri: str, end: str) -> str:
     for s, f in frames.items():
         part = f[f["ts"] < pd.Timestamp(end, tz="UTC")].reset_index(drop=True)
         per_symbol[s] = (compute_features(part), reversal_labels(part))
-    dataset = train.build_dataset(per_symbol)
-    version = train.train_and_log(dataset, tracking_uri=uri, estimator_params=SMALL_GBC).version
+    dataset = build_dataset(per_symbol)
+    version = train_and_log(dataset, tracking_uri=uri, estimator_params=SMALL_GBC).version
     registry.client(uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, version)
     return version
 

@@ -15,7 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mem_core.features import compute_features
 from mem_core.labels import reversal_labels
 from mem_core import registry
-from mem_pipelines.training import train
+from mem_pipelines.training.dataset import build_dataset
+from mem_pipelines.training.mlflow_logging import train_and_log
 from mem_serving.api import pb
 
 #: Small but real GradientBoosting models (the seed's estimator, fewer trees: fast tests).
@@ -33,8 +34,8 @@ def load_candles(folder: Path, symbol: str, rows: int) -> pd.DataFrame:
 
 def train_version(candles: pd.DataFrame, uri: str, params: dict, symbol: str = "BTCUSDT") -> str:
     """Fit a GradientBoosting model on real features and labels; register it (alias challenger)."""
-    dataset = train.build_dataset({symbol: (compute_features(candles), reversal_labels(candles))})
-    return train.train_and_log(dataset, tracking_uri=uri, estimator_params=params).version
+    dataset = build_dataset({symbol: (compute_features(candles), reversal_labels(candles))})
+    return train_and_log(dataset, tracking_uri=uri, estimator_params=params).version
 
 
 def promote(uri: str, version: str) -> None:

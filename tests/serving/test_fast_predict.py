@@ -1,32 +1,58 @@
-"""The compiled one-row predictor equals predict_proba on real feature rows (the seed's GBC)."""
+"""The one-row predictor serving uses: the seed's compiled GBC path equals predict_proba on real
+feature rows; a model type without a compiled path, or whose compiled path disagrees, gets the
+generic ``predict_one``."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 
-from mem_core.features import compute_features, feature_matrix
+from mem_core import estimators
+from mem_core.estimators.seed_gbc import SeedGBC
+from mem_core.feature_sets import SEED
 from mem_core.labels import reversal_labels
-from mem_pipelines.training.train import SEED_PARAMS
+from mem_core.model import OnePredictor
 from mem_serving.fast_predict import one_row_predictor
 
 
-def test_compiled_gradient_boosting_matches_predict_proba(btc: pd.DataFrame) -> None:
+def _real_rows(btc: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     candles = btc.iloc[:3000].reset_index(drop=True)
-    data = compute_features(candles).merge(reversal_labels(candles), on="ts")
-    X, y = feature_matrix(data), data["label"].to_numpy()
-    model = GradientBoostingClassifier(**SEED_PARAMS).fit(X[:1500], y[:1500])
+    data = SEED.frame(candles).merge(reversal_labels(candles), on="ts")
+    return SEED.matrix(data), data["label"].to_numpy()
+
+
+def test_compiled_gradient_boosting_matches_predict_proba(btc: pd.DataFrame) -> None:
+    X, y = _real_rows(btc)
+    model = estimators.create("seed_gbc").fit(X[:1500], y[:1500])  # the seed's parameters
     predict_one, compiled = one_row_predictor(model, X[:64])
     assert compiled
     held_out = X[1500:]
     got = np.array([predict_one(row) for row in held_out])
-    np.testing.assert_allclose(got, model.predict_proba(held_out)[:, 1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, model.estimator.predict_proba(held_out)[:, 1], rtol=0, atol=1e-12)
 
 
-def test_other_estimators_fall_back_to_predict_proba(btc: pd.DataFrame) -> None:
-    rng = np.random.default_rng(0)
-    X = rng.random((200, 12))
-    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, X[:, 0] > 0.5)
+def test_other_estimators_use_the_generic_path(btc: pd.DataFrame) -> None:
+    X, y = _real_rows(btc)
+    model = estimators.create("hist_gb", {"max_iter": 20}).fit(X[:1500], y[:1500])
     predict_one, compiled = one_row_predictor(model, X[:8])
     assert not compiled
-    assert predict_one(X[0]) == model.predict_proba(X[:1])[0, 1]
+    got = np.array([predict_one(row) for row in X[1500:1600]])
+    np.testing.assert_array_equal(got, model.predict_proba(X[1500:1600]))
+
+
+class _OffByALittle(SeedGBC):
+    """A compiled path that is wrong by 1e-6: serving must not use it."""
+
+    name = "test_off_by_a_little"
+
+    def compile_one_row(self) -> OnePredictor | None:
+        exact = super().compile_one_row()
+        assert exact is not None
+        return lambda x: exact(x) + 1e-6
+
+
+def test_a_compiled_path_that_disagrees_is_refused(btc: pd.DataFrame) -> None:
+    X, y = _real_rows(btc)
+    model = _OffByALittle.create({"n_estimators": 20}).fit(X[:1500], y[:1500])
+    predict_one, compiled = one_row_predictor(model, X[:64])
+    assert not compiled
+    assert predict_one(X[2000]) == model.predict_proba(X[2000:2001])[0]

@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mem_core import registry
+from mem_core import estimators, registry
 from mem_pipelines.resources import MlflowResource, QuestDBResource, TrainingFramesIOManager
 from mem_pipelines.training.assets import champion_gate
 from mem_pipelines.training.defs import training_defs
 
-from .test_gate import _CHAMPION_COL, _champion, _copycat, _dataset, _register
+from .helpers import CHAMPION_COL, Unscorable, champion, copycat, gate_dataset, register
 
 
 def _defs() -> dg.Definitions:
@@ -45,10 +45,10 @@ def test_daily_schedule_is_two_am_utc_on_the_last_30_days_over_all_symbols() -> 
 
 
 def test_gate_asset_failure_keeps_champion_and_fails_loudly(mlflow_uri: str) -> None:
-    champion = _register(mlflow_uri, _copycat(_CHAMPION_COL))
-    MlflowClient(mlflow_uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, champion)
-    broken = _register(mlflow_uri, _copycat(3, n_features=5), n_features=5)
-    data = _dataset(500, 200, 50)
+    first = register(mlflow_uri, copycat(CHAMPION_COL))
+    MlflowClient(mlflow_uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, first)
+    broken = register(mlflow_uri, copycat(3, Unscorable))
+    data = gate_dataset(500, 200, 50)
 
     @dg.asset(name="training_dataset")
     def dataset_stub() -> pd.DataFrame:
@@ -71,19 +71,18 @@ def test_gate_asset_failure_keeps_champion_and_fails_loudly(mlflow_uri: str) -> 
             for e in result.all_events
             if e.event_type_value == "STEP_FAILURE" and e.step_key == "champion_gate"
         ]
-    assert _champion(mlflow_uri) == champion
+    assert champion(mlflow_uri) == first
     assert failures and failures[0].metadata["verdict"].value == "error"
-    assert failures[0].metadata["champion_version"].value == champion
+    assert failures[0].metadata["champion_version"].value == first
     tags = MlflowClient(mlflow_uri).get_model_version(registry.MODEL_NAME, broken).tags
     assert tags["gate.verdict"] == "error"
 
 
 def test_unknown_estimator_is_refused_not_swapped() -> None:
-    from mem_pipelines.training.train import make_estimator
-
-    with pytest.raises(ValueError):
-        make_estimator("xgboost")
-    seed = make_estimator()
+    with pytest.raises(ValueError, match="unknown estimator 'xgboost'"):
+        estimators.create("xgboost")
+    seed = estimators.create().estimator
+    assert type(seed).__name__ == "GradientBoostingClassifier"
     assert (seed.n_estimators, seed.max_depth, seed.learning_rate, seed.min_samples_split, seed.random_state) == (
         200, 5, 0.1, 20, 42,
     )

@@ -78,7 +78,7 @@ def test_train_and_gate_on_real_candles(loaded_questdb: QuestDBSettings, mlflow_
         run = client.get_run(run_id)
         assert run.data.metrics["holdout_accuracy"] == pytest.approx(accuracy)
         assert run.data.metrics["holdout_baseline_accuracy"] == pytest.approx(baseline)
-        assert run.data.params["estimator"] == "gradient_boosting"
+        assert run.data.params["estimator"] == "seed_gbc" and run.data.params["feature_set"] == "seed"
         assert run.data.params["model.n_estimators"] == "200" and run.data.params["model.max_depth"] == "5"
         assert run.data.tags["data.symbols"] == ",".join(SYMBOLS)
         assert run.data.tags["dagster.run_id"] == result.run_id
@@ -95,6 +95,9 @@ def test_train_and_gate_on_real_candles(loaded_questdb: QuestDBSettings, mlflow_
 
         loaded = registry.load_champion(mlflow_uri)
         assert loaded is not None and loaded.version == version and len(loaded.feature_ranges) == 12
+        assert loaded.estimator == "seed_gbc" and loaded.feature_set.name == "seed"
+        version_tags = client.get_model_version(registry.MODEL_NAME, version).tags
+        assert (version_tags["estimator"], version_tags["feature_set"]) == ("seed_gbc", "seed")
 
         # A second run on the same data trains the same model: not 2 points better -> rejected.
         second = _run(defs, instance)

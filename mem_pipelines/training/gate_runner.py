@@ -1,0 +1,143 @@
+"""The champion gate against the registry: champion and challenger scored on the same holdout
+rows of the current dataset, each on its own feature set; alias ``champion`` moves only per
+``mem_pipelines.lib.gate``; the verdict is written to the challenger's version tags. Any error
+leaves the alias where it was, is recorded as a tag and re-raised as ``GateError``."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mem_core import labels as label_defs
+from mem_core import registry
+from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION
+from mem_pipelines.lib.gate import GateDecision, GatePolicy, decide
+from mem_pipelines.training.dataset import split_dataset
+
+log = logging.getLogger(__name__)
+
+GATE_TAG_PREFIX = "gate."
+_DEFAULT_POLICY = GatePolicy()
+
+
+class GateError(RuntimeError):
+    """The gate could not reach a verdict; the champion alias was left untouched."""
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    decision: GateDecision
+    challenger_version: str
+    champion_before: str | None
+    champion_after: str | None
+    holdout_start: str
+
+
+def run_gate(
+    dataset: pd.DataFrame,
+    challenger_version: str,
+    *,
+    tracking_uri: str,
+    policy: GatePolicy = _DEFAULT_POLICY,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+    horizon: int = label_defs.HORIZON,
+    model_name: str = registry.MODEL_NAME,
+) -> GateOutcome:
+    """Score champion and challenger on the same holdout rows; move ``champion`` per the gate.
+
+    Moving the alias is the very last step: any error before it leaves the champion in place,
+    is recorded on the challenger's version (``gate.verdict=error``, ``gate.error``) and re-raised
+    as ``GateError``.
+    """
+    client = registry.client(tracking_uri)
+    champion_before: str | None = None
+    try:
+        champion_mv = registry.version_by_alias(registry.CHAMPION, tracking_uri, model_name)
+        champion_before = None if champion_mv is None else str(champion_mv.version)
+        split = split_dataset(dataset, holdout_fraction, horizon)
+        rows, seen = _rows_unseen_by(client, champion_mv, dataset, split.holdout, horizon)
+        if len(rows) == 0:
+            raise GateError(f"every holdout row was in the champion's (v{champion_before}) training data")
+        scored = dataset.iloc[rows]
+        y = dataset["label"].to_numpy(dtype="int64")[rows]
+        challenger = registry.load_version(challenger_version, tracking_uri, model_name)
+        challenger_pred = _predict(challenger, scored)
+        if champion_before is None:
+            champion_pred = None
+        elif champion_before == str(challenger_version):
+            raise GateError(f"version {challenger_version} is already the champion")
+        else:
+            champion_pred = _predict(registry.load_version(champion_before, tracking_uri, model_name), scored)
+        decision = decide(y, challenger_pred, champion_pred, policy)
+        tags = {
+            "verdict": "promoted" if decision.promote else "rejected",
+            "reason": decision.reason,
+            "challenger_accuracy": f"{decision.challenger_accuracy:.6f}",
+            "champion_accuracy": "" if decision.champion_accuracy is None else f"{decision.champion_accuracy:.6f}",
+            "champion_version": champion_before or "",
+            "margin": "" if decision.margin is None else f"{decision.margin:.6f}",
+            "p_value": "" if decision.p_value is None else f"{decision.p_value:.6g}",
+            "test": decision.test or "",
+            "holdout_rows": str(decision.rows),
+            "holdout_rows_seen_by_champion": str(seen),
+            "holdout_start": split.holdout_start.isoformat(),
+            "min_margin": str(policy.min_margin),
+            "alpha": str(policy.alpha),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, str(challenger_version), GATE_TAG_PREFIX + key, value)
+        if decision.promote:
+            client.set_registered_model_alias(model_name, registry.CHAMPION, str(challenger_version))
+    except Exception as exc:
+        _record_failure(client, model_name, challenger_version, exc)
+        if isinstance(exc, GateError):
+            raise
+        raise GateError(f"gate failed for version {challenger_version}; champion kept at {champion_before}: {exc}") from exc
+    after = registry.version_by_alias(registry.CHAMPION, tracking_uri, model_name)
+    return GateOutcome(decision, str(challenger_version), champion_before,
+                       None if after is None else str(after.version), split.holdout_start.isoformat())
+
+
+def _rows_unseen_by(client: Any, champion_mv: Any, dataset: pd.DataFrame, holdout: np.ndarray,
+                    horizon: int) -> tuple[np.ndarray, int]:
+    """Holdout rows the champion never trained on (nor on a label reaching them).
+
+    A champion trained on another window (a data scientist's custom run) may have trained on part
+    of today's holdout; those rows would flatter it. Rows up to its ``split.train_end`` + H candles
+    are left out of the comparison. Champions without that tag are compared on every row.
+    """
+    if champion_mv is None or not champion_mv.run_id:
+        return holdout, 0
+    train_end = client.get_run(champion_mv.run_id).data.tags.get("split.train_end")
+    if not train_end:
+        return holdout, 0
+    stamps = pd.Series(pd.unique(dataset["ts"])).sort_values()
+    bar = stamps.diff().median() if len(stamps) > 1 else pd.Timedelta(0)
+    end = pd.Timestamp(train_end)
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    ts = pd.to_datetime(dataset["ts"].iloc[holdout], utc=True)
+    keep = (ts > end + horizon * bar).to_numpy()
+    return holdout[keep], int((~keep).sum())
+
+
+def _predict(model: registry.LoadedModel, rows: pd.DataFrame) -> np.ndarray:
+    """Class predictions of ``model`` on ``rows``, read in the columns of its own feature set."""
+    missing = [name for name in model.feature_names if name not in rows.columns]
+    if missing:
+        raise GateError(f"version {model.version} expects features {list(model.feature_names)}; the dataset lacks {missing}")
+    X = model.feature_set.matrix(rows)
+    proba = model.predict_proba(X)
+    if proba.shape != (len(X),) or not np.isfinite(proba).all():
+        raise GateError(f"version {model.version} returned unusable probabilities {proba.shape}")
+    return (proba >= 0.5).astype(int)
+
+
+def _record_failure(client: Any, model_name: str, version: str, exc: Exception) -> None:
+    try:
+        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "verdict", "error")
+        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "error", f"{type(exc).__name__}: {exc}"[:4000])
+    except Exception:  # the original error is what must surface
+        log.exception("could not record the gate failure on version %s", version)
