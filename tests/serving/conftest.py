@@ -13,10 +13,9 @@ import pytest
 
 from mem_core import features
 
-from .helpers import V1_PARAMS, V2_PARAMS, load_candles, promote, train_version
+from .helpers import TRAIN_ROWS, V1_PARAMS, V2_PARAMS, load_candles, promote, train_version
 from .stack import ModelStore, Stack, start_stack
 
-TRAIN_ROWS = 6000
 #: Rows after the training window, for serving (history + new candles).
 SERVE_ROWS = 1200
 

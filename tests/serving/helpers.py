@@ -19,6 +19,9 @@ from mem_pipelines.training.dataset import build_dataset
 from mem_pipelines.training.mlflow_logging import train_and_log
 from mem_serving.api import pb
 
+#: Candles of the served tests' training window (the rows after it are served).
+TRAIN_ROWS = 6000
+
 #: Small but real GradientBoosting models (the seed's estimator, fewer trees: fast tests).
 V1_PARAMS = {"n_estimators": 40, "max_depth": 3, "random_state": 42}
 V2_PARAMS = {"n_estimators": 20, "max_depth": 2, "random_state": 7}

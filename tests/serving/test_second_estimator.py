@@ -20,9 +20,9 @@ from mem_core.model import log_estimator
 from mem_pipelines.training.dataset import build_dataset
 from mem_pipelines.training.gate_runner import run_gate
 from mem_pipelines.training.mlflow_logging import train_and_log
-from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.api import pb
 
-from .conftest import TRAIN_ROWS
+from .helpers import TRAIN_ROWS
 from .stack import start_stack
 from .helpers import candles_pb, promote
 
