@@ -216,8 +216,11 @@ def test_close_after_the_event_loop_is_gone_settles_the_batch_in_flight(db: Path
     engine = MemoryEngine(store, writer_process=True)
     loop = asyncio.new_event_loop()
     tasks = [loop.create_task(engine.enhance_async(request(price=100.0 + i))) for i in range(5)]
-    loop.run_until_complete(asyncio.sleep(0))  # every task starts: the first decision is sent, four queue
-    assert len(engine._async._inflight) == 1 and len(engine._async._queue) == 4  # type: ignore[union-attr]
+    loop.run_until_complete(asyncio.sleep(0))  # every task starts: a batch is sent, the rest queue
+    inflight = len(engine._async._inflight)  # type: ignore[union-attr]
+    # how many ride the first batch, and whether a queued one is sent before the cancellation
+    # lands, depends on how soon the writer answers (a loaded machine: more per batch)
+    assert inflight >= 1
     pid = engine._async.writer.pid  # type: ignore[union-attr]
     for t in tasks:
         t.cancel()  # as a stopping server cancels its calls; then its loop closes
@@ -225,8 +228,9 @@ def test_close_after_the_event_loop_is_gone_settles_the_batch_in_flight(db: Path
     loop.close()
     engine.close()  # from another loop-less thread: must neither raise nor leave the writer behind
     assert _wait_dead(pid)
-    assert store.counts()["decisions"] == 1  # the batch in flight committed; the queued ones never did
-    assert len(engine.recent_decisions("BTCUSDT", 50)) == 1  # and the index has it
+    stored = store.counts()["decisions"]
+    assert inflight <= stored <= 5  # the batch in flight committed: settled, not lost
+    assert len(engine.recent_decisions("BTCUSDT", 50)) == stored  # and the index has exactly those
     store.close()
 
 
