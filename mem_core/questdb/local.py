@@ -204,7 +204,10 @@ class LocalQuestDB:
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
+        try:
+            os.waitpid(pid, 0)  # reap our child: a zombie still answers kill(pid, 0)
+        except ChildProcessError:
+            pass  # started by another process: its parent reaps it
         self.pid_file.unlink(missing_ok=True)
         return True
 
