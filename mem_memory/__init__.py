@@ -3,7 +3,14 @@
 Imports nothing from mem_pipelines or mem_serving. See docs/memory.md and docs/CONTRACTS.md.
 """
 from mem_memory.config import DEFAULT_PARAMETERS, PARAMETER_LIMITS, MemoryConfig
-from mem_memory.crypto import KEY_ENV, key_from_env, new_key
+from mem_memory.crypto import (
+    KEY_ENV,
+    PREVIOUS_KEYS_ENV,
+    key_from_env,
+    key_id,
+    new_key,
+    previous_keys_from_env,
+)
 from mem_memory.engine import MemoryEngine
 from mem_memory.errors import (
     CorruptRecord,
@@ -16,6 +23,7 @@ from mem_memory.errors import (
     MemoryUnavailable,
     MissingMemoryKey,
     StoreClosed,
+    StoreInUse,
     UnencryptedStoreKeyError,
     UnknownDecision,
     UnknownParameterVersion,
@@ -53,4 +61,5 @@ __all__ = [
     "MissingMemoryKey", "Outcome", "ParameterAdjustment", "Parameters", "SignalRequest", "Similar", "StoreClosed",
     "StrategySpec", "StrategyStats", "UnencryptedStoreKeyError", "UnknownDecision", "UnknownParameterVersion",
     "WrongMemoryKey", "key_from_env", "new_key", "parameters_version",
+    "PREVIOUS_KEYS_ENV", "StoreInUse", "key_id", "previous_keys_from_env",
 ]
