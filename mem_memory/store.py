@@ -4,7 +4,8 @@ lookup tables kept in the same transactions.
 Layout (docs/memory.md):
 
 - ``events(event_id INTEGER PRIMARY KEY AUTOINCREMENT, kind, subject, payload)`` — the audit
-  trail. Every change is one appended row; nothing is updated or deleted. ``payload`` is the
+  trail. Every change is one appended row; nothing is updated or deleted (a key rotation,
+  ``mem_memory.rekey``, alone re-encrypts payloads in place with the same plaintext). ``payload`` is the
   record as JSON, AES-GCM encrypted when the store has a key. ``subject`` is the decision id
   (random UUID) for decisions and outcomes, and a keyed HMAC tag of the strategy name or the
   parameter version otherwise (the text itself without a key).
