@@ -35,9 +35,15 @@ def serve(
 
     def ready(running) -> None:
         typer.echo(json.dumps({
-            "grpc": f"{settings.host}:{running.port}", "tls": settings.tls, "auth": bool(settings.token),
+            "grpc": f"{settings.host}:{running.port}", "tls": settings.tls, "auth": bool(settings.token or settings.token_file),
             "metrics": None if running.metrics_port is None else f"http://{settings.metrics_host}:{running.metrics_port}/metrics",
             "model_version": running.handlers.models.version,
         }), err=False)
 
-    run(settings, ready=ready)
+    from mem_serving.credentials import CredentialError
+
+    try:
+        run(settings, ready=ready)
+    except CredentialError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None

@@ -3,7 +3,7 @@
 Imports nothing from mem_pipelines or mem_serving. See docs/memory.md and docs/CONTRACTS.md.
 """
 from mem_memory.config import DEFAULT_PARAMETERS, PARAMETER_LIMITS, MemoryConfig
-from mem_memory.crypto import new_key
+from mem_memory.crypto import PREVIOUS_KEYS_ENV, key_id, new_key
 from mem_memory.engine import MemoryEngine
 from mem_memory.errors import (
     CorruptRecord,
@@ -16,13 +16,14 @@ from mem_memory.errors import (
     MemoryUnavailable,
     MissingMemoryKey,
     StoreClosed,
+    StoreInUse,
     UnencryptedStoreKeyError,
     UnknownDecision,
     UnknownParameterVersion,
     WrongMemoryKey,
 )
 from mem_memory.index import Similar
-from mem_memory.settings import KEY_ENV, key_from_env
+from mem_memory.settings import KEY_ENV, key_from_env, previous_keys_from_env
 from mem_memory.store import MemoryStore
 from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
 from mem_memory.types import (
@@ -55,4 +56,5 @@ __all__ = [
     "StrategySpec", "StrategyStats", "UnencryptedStoreKeyError", "UnknownDecision", "UnknownParameterVersion",
     "WrongMemoryKey", "key_from_env", "new_key", "parameters_version", "MAX_SYMBOL_LEN", "symbol_problem",
     "validate_symbol",
+    "PREVIOUS_KEYS_ENV", "StoreInUse", "key_id", "previous_keys_from_env",
 ]

@@ -80,3 +80,10 @@ class MemoryUnavailable(MemoryStoreError):
     """The memory's writer process is gone or cannot start, and the call's decision is not
     stored (a decision the process committed before it died is acknowledged, not lost). Serving
     answers UNAVAILABLE; the next call starts a new writer."""
+
+
+class StoreInUse(MemoryStoreError):
+    """The store is held by another opener in a way the operation cannot share: a rekey or a
+    restore needs it to itself (servers, engines and sensors hold it shared while open), and
+    nothing opens it while a rekey or restore runs. Nothing is changed; stop the holders named
+    in the message, or wait, and retry."""

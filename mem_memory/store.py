@@ -4,7 +4,8 @@ lookup tables kept in the same transactions.
 Layout (docs/memory.md):
 
 - ``events(event_id INTEGER PRIMARY KEY AUTOINCREMENT, kind, subject, payload)`` — the audit
-  trail. Every change is one appended row; nothing is updated or deleted. ``payload`` is the
+  trail. Every change is one appended row; nothing is updated or deleted (a key rotation,
+  ``mem_memory.rekey``, alone re-encrypts payloads in place with the same plaintext). ``payload`` is the
   record as JSON, AES-GCM encrypted when the store has a key. ``subject`` is the decision id
   (random UUID) for decisions and outcomes, and a keyed HMAC tag of the strategy name or the
   parameter version otherwise (the text itself without a key).
@@ -12,7 +13,11 @@ Layout (docs/memory.md):
   decision, its symbol's recent decisions, and the closed trades; ``outcome_event_id`` set once
   makes "one outcome per decision" atomic across processes.
 - ``heads(kind, subject, event_id)`` — the latest event per strategy name.
-- ``meta`` — format version, whether the store is encrypted, and the key-check record.
+- ``meta`` — format version, whether the store is encrypted, the key-check record and the key
+  ids (``mem_memory.keys``).
+- ``audit`` — the audit trail of credential use (``mem_memory.audit``), in clear.
+
+Every open holds ``<db>.lock`` shared (``mem_memory.lock``); a rekey or restore needs it alone.
 
 Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
 to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
@@ -33,17 +38,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from mem_memory import audit, keys
 from mem_memory.crypto import Codec
 from mem_memory.errors import (
     DuplicateDecision,
     DuplicateOutcome,
     MemoryKeyError,
-    MissingMemoryKey,
     StoreClosed,
     UnencryptedStoreKeyError,
     UnknownDecision,
-    WrongMemoryKey,
 )
+from mem_memory.lock import StoreLock
 from mem_memory.types import (
     DECISION,
     OUTCOME,
@@ -137,32 +142,45 @@ class MemoryStore:
     """The shared, durable memory store. Thread-safe (one connection behind a lock); open one
     per process (do not share across fork)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, codec: Codec) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, codec: Codec, lock: StoreLock | None = None) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = conn
         self._codec = codec
+        self._held = lock
         self._lock = threading.RLock()
         self._span: list[int] | None = None  # event ids written by the open group transaction
 
     # ------------------------------------------------------------------ open / close
     @classmethod
-    def open(cls, path: str | os.PathLike[str], key: bytes | None = None) -> MemoryStore:
+    def open(
+        cls, path: str | os.PathLike[str], key: bytes | None = None, *, previous_keys: Sequence[bytes] = (),
+        exclusive: bool = False, rotate: bool = False, command: str | None = None,
+    ) -> MemoryStore:
         """Open (creating when missing) the store at ``path``.
 
         ``key`` (32 bytes, see ``key_from_env``) turns on encryption for a new store and must be
-        the same key for an existing encrypted one. Raises ``MissingMemoryKey``,
+        the same key for an existing encrypted one; ``previous_keys`` (``previous_keys_from_env``)
+        read records of an unfinished rotation (``mem_memory.keys``). Raises ``MissingMemoryKey``,
         ``WrongMemoryKey`` or ``UnencryptedStoreKeyError`` (all ``MemoryKeyError``) otherwise.
+        Holds the store's lock shared, or alone with ``exclusive`` (``StoreInUse`` when it cannot);
+        ``rotate`` starts a rotation to ``key`` (``mem_memory.rekey``). The first open per
+        process, key and ``command`` (default: this process's command words) is an audit row.
         """
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        codec = Codec(key)
-        _create_private(p)
-        conn = _connect(p)
+        codec = Codec(key, previous_keys)
+        lock = StoreLock.acquire(p, exclusive)
         try:
-            store = cls(p, conn, codec)
-            store._init_meta()
+            _create_private(p)
+            conn = _connect(p)
+            try:
+                store = cls(p, conn, codec, lock)
+                store._init_meta(command or audit.current_command(), rotate)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
-            conn.close()
+            lock.release()
             raise
         _tighten(p)
         return store
@@ -175,49 +193,67 @@ class MemoryStore:
         p = Path(path)
         if not p.exists():
             raise StoreClosed(f"the memory store {p} does not exist")
+        lock = StoreLock.acquire(p)
         conn = _connect(p)
         try:
             if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'decisions'").fetchone()[0] != 1:
                 raise StoreClosed(f"{p} is not a memory store (no decisions table)")
         except BaseException:
             conn.close()
+            lock.release()
             raise
-        return cls(p, conn, Codec(None))
+        return cls(p, conn, Codec(None), lock)
 
-    def _init_meta(self) -> None:
+    def _init_meta(self, command: str, rotate: bool) -> None:
         conn = self._c()
+        codec = self._codec
+        announce = audit.first_open(str(self.path.resolve()), codec.key_id, command)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            audit.ensure(conn)
             meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
             if "format" not in meta:
                 conn.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
-                conn.execute("INSERT INTO meta VALUES ('encrypted', ?)", ("1" if self._codec.encrypted else "0",))
-                if self._codec.encrypted:
-                    conn.execute("INSERT INTO meta VALUES ('key_check', ?)", (self._codec.key_check(),))
+                conn.execute("INSERT INTO meta VALUES ('encrypted', ?)", ("1" if codec.encrypted else "0",))
+                if codec.encrypted:
+                    conn.execute("INSERT INTO meta VALUES ('key_check', ?)", (codec.key_check(),))
+                    conn.execute("INSERT INTO meta VALUES ('key_id', ?)", (codec.key_id,))
             elif meta.get("encrypted") == "1":
-                if not self._codec.encrypted:
-                    raise MissingMemoryKey(
-                        f"the memory store {self.path} is encrypted; set MEM_MEMORY_KEY to the key it was created with"
-                    )
-                if not self._codec.verify(bytes(meta["key_check"])):
-                    raise WrongMemoryKey(f"the key given is not the key of the memory store {self.path}")
-            elif self._codec.encrypted:
+                keys.settle(conn, meta, codec, self.path, rotate, command)
+            elif codec.encrypted:
                 raise UnencryptedStoreKeyError(
                     f"the memory store {self.path} was created without encryption; unset MEM_MEMORY_KEY or use a new store"
                 )
+            if announce:
+                audit.record(conn, audit.OPEN, codec.key_id, command, {"store_key_id": codec.store_key_id} if codec.encrypted else {})
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             conn.execute("ROLLBACK")
+            if announce:
+                audit.forget_open(str(self.path.resolve()), codec.key_id, command)
+            if isinstance(exc, MemoryKeyError):
+                self._refused(command, exc)
             raise
+
+    def _refused(self, command: str, exc: MemoryKeyError) -> None:
+        """An ``open.refused`` audit row for a key that did not fit (the error's class, the
+        offered key ids); best effort: a store that cannot take the row still refuses."""
+        try:
+            audit.record_now(self._c(), audit.OPEN_REFUSED, self._codec.key_id, command,
+                             {"error": exc.__class__.__name__, "key_ids": list(self._codec.key_ids)})
+        except sqlite3.Error:
+            log.warning("could not record the refused open of %s in its audit trail", self.path)
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._held is not None:
+                self._held.release()
 
     def __enter__(self) -> MemoryStore:
         return self

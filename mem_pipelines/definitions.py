@@ -1,6 +1,6 @@
 """The one Dagster ``Definitions`` of the project, gathered from each domain folder.
 
-Each domain (ingest, training, learning, replay) owns a ``defs.py`` returning its assets, checks, jobs,
+Each domain (ingest, training, learning, replay, backup) owns a ``defs.py`` returning its assets, checks, jobs,
 schedules and sensors, and binds no resource. The resources are bound here, once: one resource
 set per deployment, chosen by ``PipelineSettings.deployment`` (the local QuestDB, or the
 external one MEM_QUESTDB_HOST names).
@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from mem_core.settings import QUESTDB_PASSWORD_ENV
+from mem_pipelines.backup.defs import backup_defs
 from mem_pipelines.ingest.defs import ingest_defs
 from mem_pipelines.learning.defs import learning_defs
 from mem_pipelines.replay.defs import replay_defs
@@ -72,6 +73,7 @@ def build_definitions(
         training_defs(settings.symbols),
         learning_defs(),
         replay_defs(),
+        backup_defs(),
         dg.Definitions(resources={**RESOURCES[settings.deployment](settings), **(resources or {})}),
     )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
 import logging
 import signal
 import threading
@@ -25,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mem_serving.api import SERVICE_NAME
+from mem_serving.credentials import ServingCredentials, TokenSet
 from mem_serving.handlers import Handlers
 from mem_serving.servicer import MemServicer, add_to_server
 from mem_serving.settings import ServingSettings
@@ -40,15 +40,17 @@ WORKER_THREAD_PREFIX = "mem-grpc-worker"
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED).
+    """Refuses calls without ``authorization: Bearer <token>`` naming a token of the current set
+    (UNAUTHENTICATED).
 
-    Compared in constant time; the token is never logged or echoed.
+    Compared in constant time; the token is never logged or echoed. The set may change while the
+    server runs (``mem_serving.credentials``).
     """
 
-    def __init__(self, token: str, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
+    def __init__(self, token: str | TokenSet, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
         if not token:
             raise ValueError("empty bearer token")
-        self._expected = f"Bearer {token}".encode()
+        self._tokens = token if isinstance(token, TokenSet) else TokenSet([token])
         self._exempt = exempt_prefixes
 
     async def intercept_service(
@@ -60,7 +62,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else bytes(value)
-                if hmac.compare_digest(given, self._expected):
+                if self._tokens.accepts(given):
                     return handler
                 break
         return _deny_like(handler)
@@ -95,6 +97,7 @@ class RunningServer:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     executor: futures.ThreadPoolExecutor
+    credentials: ServingCredentials | None = None
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
     _stopped: bool = field(default=False, repr=False)
@@ -119,6 +122,10 @@ class RunningServer:
             coro.close()
         except concurrent.futures.TimeoutError:
             log.warning("the event loop did not set the model health within 5 s")
+
+    def reload_credentials(self, reason: str = "request") -> dict[str, Any]:
+        """Re-read the token file and TLS pair now (what SIGHUP does); returns what is in force."""
+        return self.credentials.reload(reason) if self.credentials is not None else {}
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Health NOT_SERVING, calls in flight get ``grace`` seconds, then the loop thread, the
@@ -148,19 +155,23 @@ class RunningServer:
 def create_running_server(settings: ServingSettings, handlers: Handlers) -> RunningServer:
     """A started server bound to ``settings.host:settings.port`` (0 = a free port: see ``.port``);
     ``stop(grace)`` stops it."""
+    credentials = ServingCredentials(settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=_run_loop, args=(loop,), name=LOOP_THREAD_NAME, daemon=True)
     thread.start()
     executor = futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=WORKER_THREAD_PREFIX)
     try:
-        server, health_servicer, port = asyncio.run_coroutine_threadsafe(_start(settings, handlers, executor), loop).result()
+        server, health_servicer, port = asyncio.run_coroutine_threadsafe(_start(settings, handlers, executor, credentials), loop).result()
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         executor.shutdown(wait=False)
         raise
-    running = RunningServer(server=server, port=port, health=health_servicer, handlers=handlers, loop=loop, thread=thread, executor=executor)
-    log.info("MEM gRPC server on %s:%d (%s, auth %s)", settings.host, port, "TLS" if settings.tls else "plaintext", "on" if settings.token else "off")
+    running = RunningServer(server=server, port=port, health=health_servicer, handlers=handlers, loop=loop, thread=thread,
+                            executor=executor, credentials=credentials)
+    credentials.start_watching()
+    running.stoppers.append(credentials.stop)
+    log.info("MEM gRPC server on %s:%d (%s, auth %s)", settings.host, port, "TLS" if settings.tls else "plaintext", "on" if credentials.auth else "off")
     return running
 
 
@@ -183,9 +194,11 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
             loop.close()
 
 
-async def _start(settings: ServingSettings, handlers: Handlers, executor: futures.Executor) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+async def _start(
+    settings: ServingSettings, handlers: Handlers, executor: futures.Executor, credentials: ServingCredentials
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Build, bind and start the server (on the loop: grpc.aio objects belong to their loop)."""
-    interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else []
+    interceptors = [BearerTokenInterceptor(credentials.tokens)] if credentials.tokens is not None else []
     server = grpc.aio.server(
         interceptors=interceptors,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -200,9 +213,8 @@ async def _start(settings: ServingSettings, handlers: Handlers, executor: future
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
     try:
-        if settings.tls:
-            creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
-            port = server.add_secure_port(address, creds)
+        if credentials.tls is not None:
+            port = server.add_secure_port(address, credentials.tls.server_credentials())
         else:
             port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc.aio raises where the sync server returned 0
@@ -219,7 +231,7 @@ async def _start(settings: ServingSettings, handlers: Handlers, executor: future
 def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> RunningServer:
     """Everything ``mem serve`` runs: champion provider, memory engine, QuestDB source, metrics,
     and the started gRPC server."""
-    from mem_memory import MemoryEngine, MemoryStore, key_from_env
+    from mem_memory import MemoryEngine, MemoryStore, key_from_env, previous_keys_from_env
 
     from mem_core import features
     from mem_core.settings import QuestDBSettings, project_paths
@@ -234,7 +246,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     models.start()
     memory_db = settings.memory_db or project_paths().memory_db
     memory_db.parent.mkdir(parents=True, exist_ok=True)
-    store = MemoryStore.open(memory_db, key=key_from_env())
+    store = MemoryStore.open(memory_db, key=key_from_env(), previous_keys=previous_keys_from_env(), command="mem serve")
     engine = MemoryEngine(store, writer_process=settings.memory_writer_process)
     try:
         engine.start_writer()
@@ -270,11 +282,13 @@ def start_metrics_http(running: RunningServer, settings: ServingSettings) -> Non
 
 
 def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServer], None] | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace_s``)."""
+    """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace_s``);
+    SIGHUP re-reads the token file and the TLS pair."""
     settings = settings or ServingSettings.from_env()
     running = build_app(settings)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: running.reload_credentials("SIGHUP"))
     try:
         if ready is not None:
             ready(running)

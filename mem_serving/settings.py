@@ -16,7 +16,13 @@ MEM_SERVING_MEMORY_WRITER      how decisions are committed: ``process``   proces
                                ``inline`` (in-process group commit)
 MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
 MEM_SERVING_TOKEN              bearer token the engine must send          (none: no auth)
-MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS                  (none: plaintext)
+MEM_SERVING_TOKEN_FILE         file of accepted tokens, one per line      (none)
+                               (0600; re-read on SIGHUP and when it
+                               changes); instead of MEM_SERVING_TOKEN
+MEM_SERVING_CREDENTIALS_POLL_S seconds between checks of the token file   2
+                               and TLS files (0 = only on SIGHUP)
+MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS; reloaded like  (none: plaintext)
+                               the token file
 MEM_MEMORY_DB                  memory store (SQLite) path                 <MEM_HOME>/.mem/memory/memory.db
 MLFLOW_TRACKING_URI            MLflow tracking/registry store             sqlite:///<root>/mlflow.db
 =============================  =========================================  ==================
@@ -55,6 +61,10 @@ class ServingSettings:
     token: str | None = field(default=None, repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: File of accepted bearer tokens (one per line), re-read on SIGHUP and when it changes.
+    token_file: Path | None = None
+    #: Seconds between checks of the token file and TLS files for changes; 0 = SIGHUP only.
+    credentials_poll_s: float = 2.0
     #: Largest number of candles accepted in one request.
     max_candles: int = 5000
     #: Probability at or above which a prediction counts as a reversal.
@@ -66,6 +76,9 @@ class ServingSettings:
         cert, key = env.get("MEM_SERVING_TLS_CERT") or None, env.get("MEM_SERVING_TLS_KEY") or None
         if bool(cert) != bool(key):
             raise ValueError("set both MEM_SERVING_TLS_CERT and MEM_SERVING_TLS_KEY, or neither")
+        token_file = env.get("MEM_SERVING_TOKEN_FILE") or None
+        if token_file and env.get("MEM_SERVING_TOKEN"):
+            raise ValueError("set MEM_SERVING_TOKEN or MEM_SERVING_TOKEN_FILE, not both")
         settings = cls(
             host=env.get("MEM_SERVING_HOST", "127.0.0.1"),
             port=int(env.get("MEM_SERVING_PORT", DEFAULT_SERVING_PORT)),
@@ -78,6 +91,8 @@ class ServingSettings:
             token=env.get("MEM_SERVING_TOKEN") or None,
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
+            token_file=Path(token_file) if token_file else None,
+            credentials_poll_s=float(env.get("MEM_SERVING_CREDENTIALS_POLL_S", 2.0)),
         )
         clean: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings
