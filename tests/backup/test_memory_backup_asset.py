@@ -12,9 +12,9 @@ import pytest
 from mem_memory import MemoryStore, audit, key_id
 from mem_memory.backup import backups
 from mem_pipelines.backup.assets import memory_backup
-from mem_pipelines.learning.resources import MemoryStoreResource
+from mem_pipelines.resources import MemoryStoreResource
 from tests.memory._history import populate
-from tests.memory.conftest import b64
+from tests.memory.helpers import b64
 
 
 def test_memory_backup_asset_snapshots_and_keeps_the_newest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,8 +45,9 @@ def test_memory_backup_asset_snapshots_and_keeps_the_newest(tmp_path: Path, monk
 
 
 def test_daily_schedule_materialises_memory_backup() -> None:
-    from mem_pipelines.definitions import defs
+    from mem_pipelines.definitions import build_definitions
 
+    defs = build_definitions()
     schedule = defs.resolve_schedule_def("daily_memory_backup")
     assert schedule.cron_schedule == "0 3 * * *" and schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING

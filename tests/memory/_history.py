@@ -17,7 +17,7 @@ from mem_memory import (
     StrategyStats,
 )
 from mem_memory.crypto import payload_key_id
-from tests.memory.conftest import FEATURES, T0, make_decision, outcome, request
+from tests.memory.helpers import FEATURES, T0, make_decision, outcome, request
 
 SYMBOLS = ("S0", "S1", "S2")
 MARKER = "history-marker-7Q"  # in every bulk decision's reasoning: must never appear in encrypted bytes

@@ -16,7 +16,7 @@ import pytest
 
 from mem_memory import MemoryStore, WrongMemoryKey, audit, key_id
 from tests.memory._history import populate
-from tests.memory.conftest import b64
+from tests.memory.helpers import b64
 
 ROOT = Path(__file__).resolve().parents[2]
 

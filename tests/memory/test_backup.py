@@ -26,7 +26,7 @@ from mem_memory import (
 )
 from mem_memory.backup import backup, backups, prune, restore
 from tests.memory._history import CONFIG, MARKER, SYMBOLS, events, populate, views
-from tests.memory.conftest import b64
+from tests.memory.helpers import b64
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_worker.py")

@@ -25,7 +25,7 @@ from mem_memory import (
 )
 from mem_memory.rekey import rekey
 from tests.memory._history import CONFIG, SYMBOLS, events, key_ids_in, populate, views
-from tests.memory.conftest import b64, request
+from tests.memory.helpers import b64, request
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_worker.py")
