@@ -265,6 +265,19 @@ def count_candles(settings: QuestDBSettings, symbol: str | None = None) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def newest_candle_times(settings: QuestDBSettings, symbols: list[str] | None = None) -> dict[str, pd.Timestamp]:
+    """Per symbol (of ``symbols``, or all), the open time of its newest stored candle (UTC);
+    symbols with no candles are absent."""
+    sql, params = "SELECT symbol, ts::long FROM candles", []
+    if symbols is not None:
+        if not symbols:
+            return {}
+        sql += " WHERE symbol IN (" + ", ".join(["%s"] * len(symbols)) + ")"
+        params = list(symbols)
+    rows = _select(settings, "reading the newest candle of each symbol", sql + " LATEST ON ts PARTITION BY symbol", params)
+    return {r[0]: pd.Timestamp(int(r[1]), unit="us", tz="UTC") for r in rows if r[0] is not None}
+
+
 class CandleReader:
     """Reads over PG wire on kept-open connections, for a process that reads again and again
     (serving's ``PredictReversal`` with a symbol alone): no connection set-up per read.
