@@ -227,6 +227,10 @@ class Handlers:
 
     def predict(self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True) -> Prediction:
         """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
+        if self.models.model is None and query.candles is not None:
+            # no champion yet (a new deployment): the candles are still kept, for QuestDB and the first training
+            self._accept(query.symbol, query.candles)
+            self.history.merge(query.symbol, query.candles)
         model = self._model()
         block = self._candles(query.symbol, query.candles, budget, may_read)
         key = (query.symbol, block.newest_key(), model.version)
