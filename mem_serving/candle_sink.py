@@ -3,11 +3,12 @@
 ``CandleSink.offer`` only appends to a bounded in-memory queue (a lock and a deque append, a few
 µs); the handlers call it (through ``offer_changes``) with the candles of a PredictReversal or
 EnhanceSignal request that are new or revised against the history the server holds, and
-PushCandles with a whole bulk block. A background thread ("mem-candle-sink") writes the queue in
-batches with ``write_candles`` (the official questdb client, ILP over HTTP, then the WAL wait, so a
-written candle is readable). The table's DEDUP UPSERT KEYS(ts, symbol) make every write
-idempotent: a batch written again after a failure, or after a restart, changes nothing, and the
-last revision of a candle wins.
+PushCandles with a whole bulk block. A background thread ("mem-candle-sink") wakes every
+``flush_s`` seconds (at once when ``batch_rows`` are queued) and writes what is queued through one
+kept-open ``CandleWriter`` (the official questdb client, ILP over HTTP): a written candle is
+committed to the table's WAL (durable) and readable once QuestDB applies it, within milliseconds.
+The table's DEDUP UPSERT KEYS(ts, symbol) make every write idempotent: a batch written again
+after a failure, or after a restart, changes nothing, and the last revision of a candle wins.
 
 Accounting, in candles (rows): every offered row is either *queued* or *dropped*. A queued row
 is written unless the server stops while QuestDB is still unreachable, so
@@ -43,7 +44,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mem_core.questdb.store import PRICE_COLUMNS, CandleStoreError, write_candles
+from mem_core.questdb.store import PRICE_COLUMNS, CandleStoreError, CandleWriter, wait_for_wal
 from mem_core.settings import QuestDBSettings
 from mem_serving.types import CandleBlock
 
@@ -104,17 +105,26 @@ def new_or_revised(held: CandleBlock | None, given: CandleBlock) -> CandleBlock 
 
 
 def batch_frame(items: list[tuple[str, CandleBlock]]) -> pd.DataFrame:
-    """Queued blocks as one candle frame for ``write_candles``; of the rows with the same
-    (symbol, ts) only the last (the newest revision) is kept."""
+    """Queued blocks as one candle frame in the store's column order and dtypes; of the rows with
+    the same (symbol, ts) only the last (the newest revision) is kept."""
     ts = np.concatenate([b.ts_ms for _, b in items])
     ohlcv = np.concatenate([b.ohlcv for _, b in items])
-    symbols = np.repeat(np.array([s for s, _ in items], dtype=object), [len(b) for _, b in items])
-    frame = pd.DataFrame(ohlcv, columns=list(PRICE_COLUMNS))
-    frame.insert(0, "symbol", symbols)
-    frame.insert(0, "ts", pd.to_datetime(ts, unit="ms", utc=True).as_unit("us"))
+    names = sorted({s for s, _ in items})
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.repeat(np.array([index[s] for s, _ in items], dtype=np.int32), [len(b) for _, b in items])
     if len(items) > 1:
-        frame = frame.drop_duplicates(["symbol", "ts"], keep="last", ignore_index=True)
-    return frame
+        n = len(ts)
+        order = np.lexsort((np.arange(n), ts, codes))  # by symbol, then time, then arrival
+        c, t = codes[order], ts[order]
+        last = np.ones(n, dtype=bool)
+        last[:-1] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
+        if not last.all():
+            keep = np.sort(order[last])
+            ts, ohlcv, codes = ts[keep], ohlcv[keep], codes[keep]
+    columns: dict[str, Any] = {"symbol": pd.Categorical.from_codes(codes, names)}
+    columns.update((c, ohlcv[:, j]) for j, c in enumerate(PRICE_COLUMNS))
+    columns["ts"] = pd.DatetimeIndex((ts * 1000).astype("datetime64[us]")).tz_localize("UTC")
+    return pd.DataFrame(columns)
 
 
 class CandleSink:
@@ -155,6 +165,7 @@ class CandleSink:
         self._wake = threading.Event()
         self._closing = False
         self._deadline = math.inf
+        self._writer = CandleWriter(settings)
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
@@ -204,12 +215,21 @@ class CandleSink:
             return dict(self._stored)
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Write now and wait until every row queued before this call is written (or dropped);
-        False when ``timeout`` ran out first (QuestDB still down)."""
+        """Write now and wait until every row queued before this call is written (or dropped) and
+        QuestDB has applied it (readable); False when ``timeout`` ran out first (QuestDB down)."""
+        deadline = time.monotonic() + timeout
         with self._done_cond:
             target = self._queued
             self._wake.set()
-            return self._done_cond.wait_for(lambda: self._done() >= target, timeout)
+            if not self._done_cond.wait_for(lambda: self._done() >= target, timeout):
+                return False
+            wrote = self._written > 0
+        if wrote:
+            try:
+                wait_for_wal(self.settings, timeout=max(0.1, deadline - time.monotonic()))
+            except CandleStoreError:
+                return False
+        return True
 
     def close(self) -> None:
         """Stop taking candles, drain the queue for at most ``drain_s`` seconds, stop the thread.
@@ -249,6 +269,7 @@ class CandleSink:
                 delay, backoff = backoff, min(backoff * 2.0, self.retry_max_s)
             if closing:
                 delay = min(delay, max(0.0, deadline - time.monotonic()))
+        self._writer.close()
         with self._done_cond:
             left = self._pending
             self._queue.clear()
@@ -270,21 +291,27 @@ class CandleSink:
         return items, rows
 
     def _drain(self) -> bool:
-        """Write batches until the queue is empty (True) or a write fails (False)."""
+        """Write what is queued (True), or stop at the first failed write (False). Rows that
+        arrive meanwhile wait for the next wake-up unless a whole batch of them is queued, so a
+        steady trickle costs one write per ``flush_s``."""
+        first = True
         while True:
+            if not first and self._pending < self.batch_rows and not self._closing:
+                return True
+            first = False
             items, rows = self._take()
             if not items:
                 return True
             try:
                 frame = batch_frame(items)
-                write_candles(self.settings, frame, wal_timeout=30.0)
+                self._writer.write(frame)
             except CandleStoreError as exc:
                 with self._lock:
                     self._queue.extendleft(reversed(items))
                     self._failures += 1
-                    first = self._last_error is None
+                    new_outage = self._last_error is None
                     self._last_error = str(exc)
-                if first:
+                if new_outage:
                     log.warning("cannot write candles to QuestDB, keeping %d in the queue and retrying: %s", self._pending, exc)
                 return False
             except Exception:  # not an outage: retrying would block the queue forever
@@ -294,17 +321,16 @@ class CandleSink:
                     self._dropped["error"] += rows
                     self._done_cond.notify_all()
                 continue
-            newest = frame.groupby("symbol", sort=False)["ts"].max()
             with self._done_cond:
                 self._pending -= rows
                 self._written += rows
                 self._last_write = time.time()
                 recovered = self._last_error is not None
                 self._last_error = None
-                for symbol, ts in newest.items():
-                    ms = int(ts.value // 1_000_000)
-                    if ms > self._stored.get(str(symbol), -1):
-                        self._stored[str(symbol)] = ms
+                for symbol, block in items:
+                    ms = int(block.ts_ms[-1])  # blocks are ascending
+                    if ms > self._stored.get(symbol, -1):
+                        self._stored[symbol] = ms
                 self._done_cond.notify_all()
             if recovered:
                 log.info("QuestDB takes candles again; %d pending", self._pending)

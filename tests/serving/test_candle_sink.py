@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 
 from mem_core.features import SERVING_HISTORY
 from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
-from mem_core.questdb.store import read_candles
+from mem_core.questdb.store import read_candles, wait_for_wal
 from mem_core.settings import QuestDBSettings
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.candle_sink import CandleSink, new_or_revised
@@ -31,8 +31,8 @@ PRICES = ["open", "high", "low", "close", "volume"]
 
 
 def _block(frame: pd.DataFrame) -> CandleBlock:
-    ts = frame["ts"].astype("int64").to_numpy() // 1_000_000  # ns -> ms
-    return CandleBlock(ts.astype(np.int64), frame[PRICES].to_numpy(dtype=np.float64))
+    ts = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ms").astype("int64").to_numpy()
+    return CandleBlock(ts, frame[PRICES].to_numpy(dtype=np.float64))
 
 
 def _enhance(stack: Stack, candles: list, symbol: str = SYMBOL, **over: object) -> pb.EnhancedSignal:
@@ -226,11 +226,31 @@ def test_a_questdb_outage_fails_no_call_loses_nothing_queued_and_counts_drops(
         server.stop()
 
 
+def test_within_one_batch_the_last_revision_of_a_candle_wins(fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame) -> None:
+    sink = CandleSink(fresh_questdb, flush_s=60.0)  # everything below goes out in one batch
+    try:
+        window = serve_candles.iloc[:5]
+        revised = window.copy()
+        revised.iloc[4] = _revised(window.iloc[4])
+        for block in (window, revised.iloc[4:], window.iloc[4:]):  # original, revision, original again
+            sink.offer("REVUSDT", _block(block))
+        sink.offer("OTHERUSDT", _block(revised.iloc[4:]))
+        assert sink.flush(30.0) and sink.stats().written == 8
+        pd.testing.assert_frame_equal(_stored(fresh_questdb, "REVUSDT"), _as_stored(window))  # the last one sent
+        sink.offer("REVUSDT", _block(revised.iloc[4:]))
+        assert sink.flush(30.0)
+        pd.testing.assert_frame_equal(_stored(fresh_questdb, "REVUSDT"), _as_stored(revised))
+        pd.testing.assert_frame_equal(_stored(fresh_questdb, "OTHERUSDT"), _as_stored(revised.iloc[4:]))
+    finally:
+        sink.close()
+
+
 def test_close_drains_the_queue_and_counts_what_it_could_not_write(fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame) -> None:
     sink = CandleSink(fresh_questdb, flush_s=60.0)  # nothing is written before close
     sink.offer("DRAINUSDT", _block(serve_candles.iloc[:50]))
     assert sink.stats().pending == 50
     sink.close()
+    wait_for_wal(fresh_questdb)  # close returns once QuestDB committed the rows; applied is QuestDB's pace
     assert len(_stored(fresh_questdb, "DRAINUSDT")) == 50
     assert (sink.stats().written, sink.stats().pending) == (50, 0)
 
