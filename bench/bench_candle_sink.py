@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_serving as bs  # noqa: E402  (the champion, the real candles, the server-side histograms)
+import bench_serving as bs  # the champion, the real candles, the server-side histograms
 
 ROOT = Path(__file__).resolve().parents[1]
 

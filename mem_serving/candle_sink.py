@@ -36,15 +36,21 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mem_core.questdb.store import PRICE_COLUMNS, CandleStoreError, CandleWriter, wait_for_wal
+from mem_core.questdb.store import (
+    PRICE_COLUMNS,
+    CandleStoreError,
+    CandleWriter,
+    wait_for_wal,
+)
 from mem_core.settings import QuestDBSettings
 from mem_serving.types import CandleBlock
 

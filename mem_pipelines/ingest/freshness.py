@@ -20,7 +20,9 @@ from mem_core.questdb.store import newest_candle_times
 from mem_pipelines.resources import QuestDBResource
 
 if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 CANDLES = dg.AssetKey("candles")
 FRESHNESS_JOB = "candles_freshness_job"

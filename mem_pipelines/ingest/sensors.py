@@ -19,11 +19,19 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mem_pipelines.ingest.landing import decode_cursor, encode_cursor, plan, quarantine, scan
+from mem_pipelines.ingest.landing import (
+    decode_cursor,
+    encode_cursor,
+    plan,
+    quarantine,
+    scan,
+)
 from mem_pipelines.ingest.landing_assets import ASSET, LandingResource
 
 if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 LANDING_JOB = "landing_job"
 

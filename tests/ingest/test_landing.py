@@ -20,7 +20,13 @@ import pytest
 from mem_core.questdb.store import read_candles
 from mem_core.settings import QuestDBSettings
 from mem_pipelines.ingest.defs import ingest_defs
-from mem_pipelines.ingest.landing import LandedFile, decode_cursor, encode_cursor, plan, scan
+from mem_pipelines.ingest.landing import (
+    LandedFile,
+    decode_cursor,
+    encode_cursor,
+    plan,
+    scan,
+)
 from mem_pipelines.ingest.landing_assets import LandingResource
 from mem_pipelines.resources import QuestDBResource
 from mem_pipelines.settings import LandingSettings
@@ -223,7 +229,7 @@ def test_mem_ingest_csv_reads_a_binance_zip(fresh_questdb: QuestDBSettings, shar
     archive = _zip(tmp_path / "ETHUSDT-5m-2025-01-01.zip", day)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEM_QUESTDB")}
     env.update(MEM_HOME=str(tmp_path), MEM_QUESTDB_HTTP_PORT=str(fresh_questdb.http_port), MEM_QUESTDB_PG_PORT=str(fresh_questdb.pg_port))
-    done = subprocess.run([MEM, "ingest", "csv", str(archive)], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([MEM, "ingest", "csv", str(archive)], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert f"ETHUSDT: {DAY} candles" in done.stdout and f"ingested {DAY} candles" in done.stdout
     pd.testing.assert_frame_equal(_stored(fresh_questdb, "ETHUSDT"), day)
@@ -232,7 +238,7 @@ def test_mem_ingest_csv_reads_a_binance_zip(fresh_questdb: QuestDBSettings, shar
     with zipfile.ZipFile(two, "w") as zf:
         zf.writestr("a.csv", _dump_text(day))
         zf.writestr("b.csv", _dump_text(day))
-    refused = subprocess.run([MEM, "ingest", "csv", str(two)], env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run([MEM, "ingest", "csv", str(two)], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 1 and refused.stderr.strip() == f"error: {two}: a zip must hold exactly one CSV, found 2 files"
 
 

@@ -36,7 +36,7 @@ def _block(frame: pd.DataFrame) -> CandleBlock:
 
 
 def _enhance(stack: Stack, candles: list, symbol: str = SYMBOL, **over: object) -> pb.EnhancedSignal:
-    fields = dict(symbol=symbol, action=pb.ACTION_BUY, base_confidence=0.65, price=100.0, time=now_pb(), strategy="momentum", candles=candles)
+    fields = {"symbol": symbol, "action": pb.ACTION_BUY, "base_confidence": 0.65, "price": 100.0, "time": now_pb(), "strategy": "momentum", "candles": candles}
     return stack.stub.EnhanceSignal(pb.EnhanceSignalRequest(**(fields | over)), timeout=10)
 
 
