@@ -11,7 +11,7 @@ import grpc
 import pandas as pd
 import pytest
 
-from mem_core.questdb.store import read_candles
+from mem_core.questdb.store import read_candles, wait_for_wal
 from mem_core.settings import QuestDBSettings
 from mem_pipelines.resources import QuestDBResource
 from mem_pipelines.training.assets import MlflowResource, TrainingFramesIOManager
@@ -35,23 +35,25 @@ def test_pushed_candles_of_a_new_symbol_reach_questdb_and_the_next_training(
     monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(fresh_questdb.pg_port))
     monkeypatch.delenv("MEM_MEMORY_KEY", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # no champion yet
-    running = build_app(ServingSettings(port=0, metrics_port=0, memory_db=tmp_path / "memory.db", tracking_uri=uri, candle_flush_s=0.2))
+    running = build_app(ServingSettings(port=0, metrics_port=0, memory_db=tmp_path / "memory.db", tracking_uri=uri, candle_flush_s=60.0))  # written on flush or stop only
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = mem_pb2_grpc.MemServiceStub(channel)
             for start in range(0, ROWS, 3000):
                 reply = stub.PushCandles(pb.PushCandlesRequest(symbol=SYMBOL, candles=candles_pb(candles.iloc[start : start + 3000])), timeout=30)
                 assert (reply.queued, reply.dropped) == (3000, 0)
-            # the engine's next candle, with a prediction request: no champion to answer, but the candle is kept
+            assert running.handlers.candle_sink is not None and running.handlers.candle_sink.flush(60.0)
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=10).read().decode()
+            assert f"mem_candles_written_total {ROWS}.0" in metrics
+            assert f'mem_candles_newest_age_seconds{{symbol="{SYMBOL}"}}' in metrics
+            # the engine's next candle, with a prediction request: no champion to answer, but the
+            # candle is kept, and the stop below writes it (the queue is drained on shutdown)
             with pytest.raises(grpc.RpcError) as err:
                 stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=[candle_pb(tuple(candles.iloc[ROWS]))]), timeout=10)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert running.handlers.candle_sink is not None and running.handlers.candle_sink.flush(60.0)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=10).read().decode()
-        assert f"mem_candles_written_total {ROWS + 1}.0" in metrics
-        assert f'mem_candles_newest_age_seconds{{symbol="{SYMBOL}"}}' in metrics
     finally:
         running.stop(grace=1.0)
+    wait_for_wal(fresh_questdb)
 
     stored = read_candles(fresh_questdb, SYMBOL)
     assert len(stored) == ROWS + 1 and stored["ts"].iloc[-1] == candles["ts"].iloc[-1]
