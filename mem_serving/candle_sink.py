@@ -344,7 +344,7 @@ class CandleSink:
 
 def observing(source: Any, sink: CandleSink) -> Any:
     """``source`` (a handlers ``CandleSource``) that tells ``sink`` the newest candle it read, so
-    the freshness metric covers symbols served from QuestDB too; keeps ``close``."""
+    the freshness metric covers symbols served from QuestDB too; keeps ``close`` and ``reader``."""
 
     def read(symbol: str, n: int) -> CandleBlock:
         block = source(symbol, n)
@@ -353,6 +353,7 @@ def observing(source: Any, sink: CandleSink) -> Any:
         return block
 
     read.close = getattr(source, "close", lambda: None)  # type: ignore[attr-defined]
+    read.reader = getattr(source, "reader", None)  # type: ignore[attr-defined]
     return read
 
 
