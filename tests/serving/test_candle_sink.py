@@ -19,7 +19,7 @@ from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.questdb.store import read_candles, wait_for_wal
 from mem_core.settings import QuestDBSettings
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
-from mem_serving.candle_sink import CandleSink, new_or_revised
+from mem_serving.candle_sink import CandleSink, new_or_revised, observing
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock
 
@@ -265,6 +265,27 @@ def test_close_drains_the_queue_and_counts_what_it_could_not_write(fresh_questdb
     after = lost.offer("LOSTUSDT", _block(serve_candles.iloc[10:12]))
     assert (after.queued, after.dropped) == (0, 2) and lost.stats().dropped["shutdown"] == 12
     assert lost.flush(0.1)  # nothing left to wait for
+
+
+def test_reads_from_questdb_tell_the_freshness_of_symbols_the_server_never_wrote(
+    fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame
+) -> None:
+    from mem_core.questdb.store import write_candles
+    from mem_serving.handlers import questdb_source
+
+    write_candles(fresh_questdb, serve_candles.iloc[:60].assign(symbol="READUSDT"))
+    sink = CandleSink(fresh_questdb, flush_s=60.0)
+    source = observing(questdb_source(fresh_questdb), sink)
+    try:
+        assert sink.newest_stored() == {}
+        block = source("READUSDT", 50)
+        assert len(block) == 50 and source("NONEUSDT", 50).ts_ms.size == 0
+        assert sink.newest_stored() == {"READUSDT": block.newest_ts_ms} == {"READUSDT": _block(serve_candles.iloc[59:60]).newest_ts_ms}
+        assert source.reader is not None
+    finally:
+        source.close()
+        sink.close()
+    assert source.reader.closed
 
 
 def test_settings_switch_the_write_behind_and_size_its_queue() -> None:
