@@ -338,7 +338,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mem-bench-serving-"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     version, fit_s = _train_champion(uri, args.quick)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MEM_HOME": str(tmp), "PYTHONUNBUFFERED": "1"}
+    # no QuestDB here: the candle write-behind is off (bench_candle_sink.py measures it on and off)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MEM_HOME": str(tmp), "PYTHONUNBUFFERED": "1", "MEM_SERVING_CANDLE_SINK": "off"}
     env.pop("MEM_SERVING_TOKEN", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "0", "--memory-db", str(tmp / "memory.db"),

@@ -15,10 +15,11 @@ import dagster as dg
 from mem_core.settings import QUESTDB_PASSWORD_ENV
 from mem_pipelines.backup.defs import backup_defs
 from mem_pipelines.ingest.defs import ingest_defs
+from mem_pipelines.ingest.landing_assets import LandingResource
 from mem_pipelines.learning.defs import learning_defs
 from mem_pipelines.replay.defs import replay_defs
 from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, TrainingFramesIOManager
-from mem_pipelines.settings import Deployment, PipelineSettings
+from mem_pipelines.settings import Deployment, FreshnessSettings, LandingSettings, PipelineSettings
 from mem_pipelines.training.defs import training_defs
 
 
@@ -29,11 +30,13 @@ def _questdb_password(settings: PipelineSettings) -> Any:
 
 
 def _project_stores() -> dict[str, Any]:
-    """MLflow, the training frames and the memory store as the project configures them."""
+    """MLflow, the training frames, the memory store and the landing folder as the project
+    configures them."""
     return {
         "mlflow": MlflowResource(),
         "training_frames": TrainingFramesIOManager(),
         "memory_store": MemoryStoreResource(),
+        "landing": LandingResource.from_settings(LandingSettings.from_env()),
     }
 
 
@@ -69,7 +72,7 @@ def build_definitions(
     members of the deployment's resource set (tests bind stores under ``tmp_path``)."""
     settings = PipelineSettings.from_env() if settings is None else settings
     return dg.Definitions.merge(
-        ingest_defs(settings.symbols, settings.max_gap_ratio),
+        ingest_defs(settings.symbols, settings.max_gap_ratio, FreshnessSettings.from_env().max_lag_minutes),
         training_defs(settings.symbols),
         learning_defs(),
         replay_defs(),

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters, StrategySpec, StrategyStats, symbol_problem
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.candle_sink import Offer
 from mem_serving.errors import InvalidArgument
 from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery
 
@@ -197,6 +198,13 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuer
     )
 
 
+def push_query(req: pb.PushCandlesRequest, max_candles: int) -> tuple[str, CandleBlock]:
+    block = candles(req.candles, max_candles)
+    if block is None:
+        raise InvalidArgument("candles", "must not be empty")
+    return symbol(req.symbol), block
+
+
 def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
     decision_id = req.decision_id.strip()
     if not decision_id:
@@ -335,3 +343,7 @@ def strategy_pb(spec: StrategySpec) -> pb.StrategySpec:
         deprecated=bool(spec.deprecated),
         deprecated_reason=str(spec.deprecated_reason or ""),
     )
+
+
+def push_pb(offer: Offer) -> pb.PushCandlesResponse:
+    return pb.PushCandlesResponse(queued=offer.queued, dropped=offer.dropped, pending=offer.pending)

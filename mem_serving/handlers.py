@@ -26,6 +26,7 @@ from mem_core import features as feats
 from mem_core.feature_sets import SEED, FeatureSet
 from mem_core.labels import newest_direction
 from mem_serving.caches import TTLCache
+from mem_serving.candle_sink import CandleSink, Offer
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 from mem_serving.metrics import ServingMetrics
@@ -124,12 +125,15 @@ class Handlers:
         engine: MemoryEngineLike,
         metrics: ServingMetrics | None = None,
         candle_source: CandleSource | None = None,
+        candle_sink: CandleSink | None = None,
     ) -> None:
         self.settings = settings
         self.models = models
         self.engine = engine
         self.metrics = metrics or ServingMetrics()
         self.candle_source = candle_source
+        #: Where accepted candles go on their way to QuestDB (None: nowhere).
+        self.candle_sink = candle_sink
         self.history = CandleHistory(feats.SERVING_HISTORY)
         self.predictions: TTLCache[Prediction] = TTLCache(settings.prediction_ttl_s)
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
@@ -169,6 +173,7 @@ class Handlers:
             if len(block) < need:
                 raise FailedPrecondition(f"QuestDB holds {len(block)} candles of {symbol}; the features need at least {need}: send candles or ingest more")
             return block
+        self._accept(symbol, given)
         merged = self.history.merge(symbol, given)
         if len(merged) < need and self.candle_source is not None:
             if not may_read:
@@ -188,6 +193,12 @@ class Handlers:
             )
         return merged
 
+    def _accept(self, symbol: str, given: CandleBlock) -> None:
+        """Queue what ``given`` brings that the held history lacks (new or revised candles) for
+        QuestDB; never blocks (``candle_sink``)."""
+        if self.candle_sink is not None:
+            self.candle_sink.offer_changes(symbol, given, self.history.get(symbol))
+
     @staticmethod
     def _features(block: CandleBlock, feature_set: FeatureSet = SEED) -> tuple[dict[str, float], str]:
         """Features of the newest candle and the direction a reversal would take."""
@@ -204,6 +215,10 @@ class Handlers:
 
     def predict(self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True) -> Prediction:
         """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
+        if self.models.model is None and query.candles is not None:
+            # no champion yet (a new deployment): the candles are still kept, for QuestDB and the first training
+            self._accept(query.symbol, query.candles)
+            self.history.merge(query.symbol, query.candles)
         model = self._model()
         block = self._candles(query.symbol, query.candles, budget, may_read)
         key = (query.symbol, block.newest_key(), model.version)
@@ -278,6 +293,7 @@ class Handlers:
         if query.candles is None:
             block = self.history.get(query.symbol)
         else:
+            self._accept(query.symbol, query.candles)
             block = self.history.merge(query.symbol, query.candles)
         if block is None or len(block) < feats.MIN_HISTORY:
             return {}
@@ -304,6 +320,12 @@ class Handlers:
             session_id=q.session_id,
             market_context=q.market_context,
         )
+
+    def push_candles(self, symbol: str, block: CandleBlock) -> Offer:
+        """Queue a bulk block of candles for QuestDB (the held history is left as it is)."""
+        if self.candle_sink is None:
+            raise FailedPrecondition("this server does not write candles to QuestDB (MEM_SERVING_CANDLE_SINK=off)")
+        return self.candle_sink.offer(symbol, block)
 
     def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED) -> LearningUpdate:
         budget.check("learning from the outcome")

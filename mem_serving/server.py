@@ -25,8 +25,10 @@ from grpc_reflection.v1alpha import reflection
 
 from mem_serving.api import SERVICE_NAME
 from mem_serving.credentials import ServingCredentials, TokenSet
+from mem_serving.candle_sink import CandleSink, observing
 from mem_serving.handlers import Handlers
 from mem_serving.servicer import MemServicer, add_to_server
+from mem_core.settings import QuestDBSettings
 from mem_serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -234,7 +236,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     from mem_memory import MemoryEngine, MemoryStore, key_from_env, previous_keys_from_env
 
     from mem_core import features
-    from mem_core.settings import QuestDBSettings, project_paths
+    from mem_core.settings import project_paths
     from mem_serving.handlers import questdb_source
     from mem_serving.metrics import ServingMetrics
     from mem_serving.model_provider import ModelProvider
@@ -254,8 +256,13 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
         store.close()
         models.stop()
         raise
-    source = questdb_source(QuestDBSettings.from_env())
-    handlers = Handlers(settings, models, engine, metrics, source)
+    questdb = QuestDBSettings.from_env()
+    source = questdb_source(questdb)
+    sink = candle_sink(settings, questdb)
+    if sink is not None:
+        sink.register(metrics.registry)
+        source = observing(source, sink)
+    handlers = Handlers(settings, models, engine, metrics, source, sink)
     metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(settings, handlers)
     models.subscribe(lambda model: running.set_model_health(model is not None))
@@ -263,9 +270,21 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     running.stoppers.append(store.close)
     running.stoppers.append(engine.close)  # stoppers run in reverse: the writer process stops before the store closes
     running.stoppers.append(source.close)
+    if sink is not None:
+        running.stoppers.append(sink.close)  # after the server stopped: no call offers any more
     if start_metrics:
         start_metrics_http(running, settings)
     return running
+
+
+def candle_sink(settings: ServingSettings, questdb: QuestDBSettings) -> CandleSink | None:
+    """The write-behind of accepted candles to QuestDB, or None when ``settings.candle_sink`` is off."""
+    if not settings.candle_sink:
+        return None
+    return CandleSink(
+        questdb, max_rows=settings.candle_queue_rows, batch_rows=settings.candle_batch_rows,
+        flush_s=settings.candle_flush_s, drain_s=settings.candle_drain_s,
+    )
 
 
 def start_metrics_http(running: RunningServer, settings: ServingSettings) -> None:

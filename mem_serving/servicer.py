@@ -6,7 +6,8 @@ Where a call runs: on the event loop when it does no blocking I/O (EnhanceSignal
 PredictReversal when the candles given, with the history held, are enough: no QuestDB read;
 EnhanceSignal awaits the memory's durable write), else its synchronous handler runs in the
 server's thread pool (``executor``): QuestDB reads, LogOutcome's SQLite commit, the memory
-queries behind GetParameters and ListStrategies. A call cancelled while awaiting (deadline,
+queries behind GetParameters and ListStrategies, PushCandles (converting up to 5000 candles;
+the write to QuestDB is the candle sink's, in the background). A call cancelled while awaiting (deadline,
 client gone, server stopping) ends with ``CancelledError``, which is not mapped to a status.
 
 Register it with ``add_to_server``: a request whose bytes do not parse ends in INTERNAL
@@ -145,3 +146,12 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
             return pb.ListStrategiesResponse(strategies=[conv.strategy_pb(s) for s in specs])
 
         return await self._run("ListStrategies", request, context, work)
+
+    async def PushCandles(self, request: pb.PushCandlesRequest, context: grpc.aio.ServicerContext) -> pb.PushCandlesResponse:
+        def push() -> pb.PushCandlesResponse:  # up to max_candles to convert: off the loop
+            return conv.push_pb(self.h.push_candles(*conv.push_query(request, self._max_candles)))
+
+        async def work(budget: Budget) -> pb.PushCandlesResponse:
+            return await self._blocking(push)
+
+        return await self._run("PushCandles", request, context, work)

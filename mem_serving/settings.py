@@ -15,6 +15,11 @@ MEM_SERVING_MEMORY_WRITER      how decisions are committed: ``process``   proces
                                (the memory's writer process) or
                                ``inline`` (in-process group commit)
 MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
+MEM_SERVING_CANDLE_SINK        write the candles the engine sends to      on
+                               QuestDB in the background (``on``/``off``)
+MEM_SERVING_CANDLE_QUEUE       candles the write-behind queue holds at    100000
+                               most (more are dropped and counted)
+MEM_SERVING_CANDLE_FLUSH_S     seconds between background writes          1
 MEM_SERVING_TOKEN              bearer token the engine must send          (none: no auth)
 MEM_SERVING_TOKEN_FILE         file of accepted tokens, one per line      (none)
                                (0600; re-read on SIGHUP and when it
@@ -69,6 +74,17 @@ class ServingSettings:
     max_candles: int = 5000
     #: Probability at or above which a prediction counts as a reversal.
     reversal_threshold: float = 0.5
+    #: Write every new or revised candle a call brings (and PushCandles) to QuestDB in the
+    #: background (``mem_serving.candle_sink``); False: candles stay in the in-memory history.
+    candle_sink: bool = True
+    #: Rows the write-behind queue holds at most; an offer that does not fit is dropped and counted.
+    candle_queue_rows: int = 100_000
+    #: Seconds between background writes (a full batch is written at once).
+    candle_flush_s: float = 1.0
+    #: Rows per background write.
+    candle_batch_rows: int = 10_000
+    #: Seconds ``stop`` lets the write-behind drain its queue into QuestDB.
+    candle_drain_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "ServingSettings":
@@ -88,6 +104,9 @@ class ServingSettings:
             max_workers=int(env.get("MEM_SERVING_WORKERS", 8)),
             memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
             model_poll_s=float(env.get("MEM_SERVING_MODEL_POLL_S", 5.0)),
+            candle_sink=_on_off("MEM_SERVING_CANDLE_SINK", env.get("MEM_SERVING_CANDLE_SINK", "on")),
+            candle_queue_rows=int(env.get("MEM_SERVING_CANDLE_QUEUE", 100_000)),
+            candle_flush_s=float(env.get("MEM_SERVING_CANDLE_FLUSH_S", 1.0)),
             token=env.get("MEM_SERVING_TOKEN") or None,
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
@@ -122,3 +141,10 @@ def _writer_mode(value: str) -> bool:
     if mode not in ("process", "inline"):
         raise ValueError(f"MEM_SERVING_MEMORY_WRITER must be 'process' or 'inline', got {value!r}")
     return mode == "process"
+
+
+def _on_off(name: str, value: str) -> bool:
+    mode = value.strip().lower()
+    if mode not in ("on", "off"):
+        raise ValueError(f"{name} must be 'on' or 'off', got {value!r}")
+    return mode == "on"

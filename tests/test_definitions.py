@@ -38,11 +38,15 @@ def test_ingest_defs_offer_partitioned_candles_checks_and_job():
     )
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"candles"}
-    assert {k.name for k in graph.asset_check_keys} == CANDLE_CHECKS
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"candles", "kline_files"}
+    assert {k.name for k in graph.asset_check_keys} == CANDLE_CHECKS | {"fresh_BTCUSDT", "fresh_SOLUSDT", "no_file_quarantined"}
     node = graph.get(dg.AssetKey("candles"))
     assert node.partitions_def.get_partition_keys() == ["BTCUSDT", "SOLUSDT"]
-    assert defs.resolve_job_def("candles_job") is not None
+    assert graph.get(dg.AssetKey("kline_files")).partitions_def.get_partition_keys() == ["BTCUSDT", "SOLUSDT"]
+    assert dg.AssetKey("kline_files") in node.parent_keys
+    for job in ("candles_job", "landing_job", "candles_freshness_job"):
+        assert defs.resolve_job_def(job) is not None
+    assert defs.resolve_sensor_def("landing_sensor").job_name == "landing_job"
 
 
 def test_the_deployment_is_chosen_by_one_setting_and_the_password_stays_secret():

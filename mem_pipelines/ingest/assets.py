@@ -67,10 +67,11 @@ def candle_metadata(frame: pd.DataFrame, preview_rows: int = 10) -> dict[str, dg
     return meta
 
 
-def build_candles_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_candles_asset(partitions_def: dg.PartitionsDefinition, deps: Sequence[dg.AssetsDefinition] = ()) -> dg.AssetsDefinition:
     @dg.asset(
         name="candles",
         partitions_def=partitions_def,
+        deps=list(deps),
         group_name="ingest",
         kinds={"questdb", "pandas"},
         description="5-minute OHLCV candles of one symbol read from QuestDB (ts UTC, ascending, unique).",

@@ -133,6 +133,7 @@ def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_
     settings, _ = loaded
     monkeypatch.setenv("MEM_HOME", str(tmp_path))  # reports/ under tmp_path, not the working tree
     monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(settings.pg_port))
+    monkeypatch.setenv("MEM_QUESTDB_HTTP_PORT", str(settings.http_port))  # the server writes the candles it gets
     memory_db = tmp_path / "memory.db"
     running = build_app(
         ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=champion, max_workers=4),
@@ -174,6 +175,8 @@ def test_mem_replay_cli_explains_a_missing_champion(loaded, tmp_path, monkeypatc
 def test_replay_sends_the_servers_bearer_token(loaded, champion, tmp_path, monkeypatch) -> None:
     settings, _ = loaded
     memory_db = tmp_path / "memory.db"
+    monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(settings.pg_port))  # the server writes the candles it gets
+    monkeypatch.setenv("MEM_QUESTDB_HTTP_PORT", str(settings.http_port))
     running = build_app(
         ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=champion, token="s3cret-token"),
         start_metrics=False,

@@ -52,14 +52,14 @@ class Stack:
         return f"127.0.0.1:{self.running.port}"
 
 
-def start_stack(uri: str, memory_db: Path, candle_source=None, **settings: object) -> Stack:
+def start_stack(uri: str, memory_db: Path, candle_source=None, candle_sink=None, **settings: object) -> Stack:
     config = ServingSettings(**{"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4, **settings})
     metrics = ServingMetrics()
-    models = ModelProvider(uri, config.model_poll_s, features.FEATURE_NAMES)
+    models = ModelProvider(uri, config.model_poll_s)
     models.subscribe(lambda m: metrics.set_model(None if m is None else m.version))
     models.start()
     store, engine = open_engine(memory_db)
-    handlers = Handlers(config, models, engine, metrics, candle_source)
+    handlers = Handlers(config, models, engine, metrics, candle_source, candle_sink)
     metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(config, handlers)
     models.subscribe(lambda m: running.set_model_health(m is not None))

@@ -285,3 +285,21 @@ class ListStrategiesResponse(_message.Message):
     STRATEGIES_FIELD_NUMBER: _ClassVar[int]
     strategies: _containers.RepeatedCompositeFieldContainer[StrategySpec]
     def __init__(self, strategies: _Optional[_Iterable[_Union[StrategySpec, _Mapping]]] = ...) -> None: ...
+
+class PushCandlesRequest(_message.Message):
+    __slots__ = ("symbol", "candles")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    CANDLES_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    candles: _containers.RepeatedCompositeFieldContainer[Candle]
+    def __init__(self, symbol: _Optional[str] = ..., candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ...) -> None: ...
+
+class PushCandlesResponse(_message.Message):
+    __slots__ = ("queued", "dropped", "pending")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    dropped: int
+    pending: int
+    def __init__(self, queued: _Optional[int] = ..., dropped: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...
