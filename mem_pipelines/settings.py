@@ -26,7 +26,11 @@ from pathlib import Path
 from typing import Literal
 
 from mem_core.settings import DEFAULT_SYMBOLS, QuestDBSettings, project_paths, questdb_password_is_set
-from mem_pipelines.ingest.quality import DEFAULT_MAX_GAP_RATIO
+
+#: The candles' gap check fails above this share of missing 5-minute slots (MEM_MAX_GAP_RATIO).
+DEFAULT_MAX_GAP_RATIO = 0.01
+#: The freshness check fails when a symbol's newest candle opened longer ago (minutes).
+DEFAULT_MAX_LAG_MINUTES = 30.0
 
 #: Where the services the pipelines use run: ``local`` (the project's own QuestDB on loopback)
 #: or ``external`` (the QuestDB that MEM_QUESTDB_HOST names).
@@ -81,7 +85,6 @@ def dagster_home(default: Path, env: Mapping[str, str] | None = None) -> Path:
 
 
 QUARANTINE = "quarantine"
-DEFAULT_MAX_LAG_MINUTES = 30.0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import dagster as dg
 from mem_core.settings import QuestDBSettings
 from mem_pipelines.definitions import RESOURCES, build_definitions, defs
 from mem_pipelines.ingest.defs import ingest_defs
+from mem_pipelines.ingest.landing_assets import LandingResource
 from mem_pipelines.learning.defs import learning_defs
 from mem_pipelines.replay.defs import replay_defs
 from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, TrainingFramesIOManager
@@ -29,12 +30,13 @@ CANDLE_CHECKS = {
     "ts_strictly_increasing",
     "gap_ratio_below_threshold",
 }
-RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "memory_store"}
+RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "memory_store", "landing"}
 
 
 def test_ingest_defs_offer_partitioned_candles_checks_and_job():
     defs = dg.Definitions.merge(
-        ingest_defs(("BTCUSDT", "SOLUSDT")), dg.Definitions(resources={"questdb": QuestDBResource()})
+        ingest_defs(("BTCUSDT", "SOLUSDT")),
+        dg.Definitions(resources={"questdb": QuestDBResource(), "landing": LandingResource(folder="/tmp/landing")}),
     )
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()

@@ -13,8 +13,7 @@ import pytest
 
 from mem_core.questdb.store import read_candles, wait_for_wal
 from mem_core.settings import QuestDBSettings
-from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.training.assets import MlflowResource, TrainingFramesIOManager
+from mem_pipelines.resources import MlflowResource, QuestDBResource, TrainingFramesIOManager
 from mem_pipelines.training.defs import training_defs
 from mem_serving.api import MemServiceStub, pb
 from mem_serving.server import build_app
@@ -57,13 +56,15 @@ def test_pushed_candles_of_a_new_symbol_reach_questdb_and_the_next_training(
     stored = read_candles(fresh_questdb, SYMBOL)
     assert len(stored) == ROWS + 1 and stored["ts"].iloc[-1] == candles["ts"].iloc[-1]
 
-    defs = training_defs(
-        {"MEM_SYMBOLS": SYMBOL},
-        {
-            "questdb": QuestDBResource.from_settings(fresh_questdb),
-            "mlflow": MlflowResource(tracking_uri=uri),
-            "training_frames": TrainingFramesIOManager(base_dir=str(tmp_path / "frames")),
-        },
+    defs = dg.Definitions.merge(
+        training_defs((SYMBOL,)),
+        dg.Definitions(
+            resources={
+                "questdb": QuestDBResource.from_settings(fresh_questdb),
+                "mlflow": MlflowResource(tracking_uri=uri),
+                "training_frames": TrainingFramesIOManager(base_dir=str(tmp_path / "frames")),
+            }
+        ),
     )
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("train_and_gate").execute_in_process(

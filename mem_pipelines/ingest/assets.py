@@ -10,10 +10,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mem_pipelines.ingest.quality import frame_markdown, gap_stats
 from mem_core.questdb.store import read_candles, read_latest
-from mem_pipelines.resources import QuestDBResource
 from mem_core.settings import QuestDBSettings
+from mem_pipelines.ingest.quality import frame_markdown, gap_stats
+from mem_pipelines.resources import QuestDBResource
 
 INTERVAL_SECONDS = 300
 

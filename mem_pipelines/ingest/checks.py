@@ -9,7 +9,8 @@ from collections.abc import Iterable
 import dagster as dg
 import pandas as pd
 
-from mem_pipelines.ingest.quality import CHECKS, DEFAULT_MAX_GAP_RATIO, frame_markdown, run_quality_suite
+from mem_pipelines.ingest.quality import CHECKS, frame_markdown, run_quality_suite
+from mem_pipelines.settings import DEFAULT_MAX_GAP_RATIO
 
 INTERVAL_SECONDS = 300
 

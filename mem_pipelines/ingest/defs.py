@@ -11,9 +11,8 @@ from mem_pipelines.ingest.assets import build_candles_asset, candles_partitions
 from mem_pipelines.ingest.checks import build_candle_checks
 from mem_pipelines.ingest.freshness import build_freshness_checks, build_freshness_job, build_freshness_schedule
 from mem_pipelines.ingest.landing_assets import build_landing_asset
-from mem_pipelines.ingest.quality import DEFAULT_MAX_GAP_RATIO
 from mem_pipelines.ingest.sensors import build_landing_job, build_landing_sensor
-from mem_pipelines.settings import DEFAULT_MAX_LAG_MINUTES
+from mem_pipelines.settings import DEFAULT_MAX_GAP_RATIO, DEFAULT_MAX_LAG_MINUTES
 
 
 def ingest_defs(

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-DEFAULT_MAX_GAP_RATIO = 0.01
+from mem_pipelines.settings import DEFAULT_MAX_GAP_RATIO
+
 _MAX_LISTED = 20
 
 # (check name, description)

@@ -11,9 +11,9 @@ import pandas as pd
 
 from mem_memory import PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, MemoryEngine, ParameterAdjustment, StrategySpec
 from mem_pipelines.learning.render import strategy_row
-from mem_pipelines.resources import open_engine
 from mem_pipelines.learning.runners import parameters_dict, run_discovery, run_monitor
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent
+from mem_pipelines.resources import open_engine
 
 
 class MemoryLearner:

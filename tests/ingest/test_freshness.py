@@ -9,6 +9,7 @@ import pytest
 from mem_core.questdb.store import newest_candle_times, write_candles
 from mem_core.settings import QuestDBSettings
 from mem_pipelines.ingest.defs import ingest_defs
+from mem_pipelines.ingest.landing_assets import LandingResource
 from mem_pipelines.ingest.freshness import assess, check_name
 from mem_pipelines.ingest.synthetic import synthetic_candles
 from mem_pipelines.resources import QuestDBResource
@@ -43,7 +44,9 @@ def test_freshness_checks_fail_on_stale_and_missing_symbols(fresh_questdb: Quest
 
     defs = dg.Definitions.merge(
         ingest_defs(("BTCUSDT", "ETHUSDT", "XRPUSDT"), max_lag_minutes=30.0),
-        dg.Definitions(resources={"questdb": QuestDBResource.from_settings(fresh_questdb)}),
+        dg.Definitions(
+            resources={"questdb": QuestDBResource.from_settings(fresh_questdb), "landing": LandingResource(folder="/nonexistent")}
+        ),
     )
     schedule = defs.resolve_schedule_def("candles_freshness")
     assert schedule.cron_schedule == "*/10 * * * *" and schedule.job_name == "candles_freshness_job"

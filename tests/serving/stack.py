@@ -8,7 +8,6 @@ from pathlib import Path
 
 import grpc
 
-from mem_core import features
 from mem_serving.api import MemServiceStub
 from mem_serving.handlers import Handlers
 from mem_serving.metrics import ServingMetrics

@@ -18,7 +18,7 @@ from mem_core.features import SERVING_HISTORY
 from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.questdb.store import read_candles, wait_for_wal
 from mem_core.settings import QuestDBSettings
-from mem_serving.api import MemServiceStub, pb
+from mem_serving.api import pb
 from mem_serving.candle_sink import CandleSink, new_or_revised, observing
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock
