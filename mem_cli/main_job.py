@@ -152,7 +152,8 @@ def _wait_serving(proc: subprocess.Popen, address: str, log: Path, timeout: floa
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"mem serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                lines = [line for line in log.read_text().splitlines() if line.strip()]
+                raise RuntimeError(f"mem serve exited with code {proc.returncode}: {lines[-1] if lines else 'no output'} (log: {log})")
             try:
                 if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status == health_pb2.HealthCheckResponse.SERVING:
                     return
@@ -173,8 +174,20 @@ def _stop(proc: subprocess.Popen | None) -> None:
         proc.wait()
 
 
+def check_configuration() -> None:
+    """The environment's settings, read once before anything starts, so a malformed variable
+    (a port, MEM_MEMORY_KEY, ...) is one ``ValueError`` naming it rather than a failure minutes in."""
+    from mem_memory import key_from_env
+    from mem_serving.settings import ServingSettings
+
+    QuestDBSettings.from_env()
+    ServingSettings.from_env()
+    key_from_env()
+
+
 def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
     """Run the whole story; returns the report's markdown path."""
+    check_configuration()
     say = Steps(echo)
     paths = project_paths()
     paths.state.mkdir(parents=True, exist_ok=True)

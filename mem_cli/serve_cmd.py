@@ -20,6 +20,7 @@ def serve(
     """Serve PredictReversal, EnhanceSignal, LogOutcome, GetParameters, ListStrategies over gRPC."""
     from mem_serving.server import serve as run
     from mem_serving.settings import ServingSettings
+    from mem_serving.startup import StartupError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -29,7 +30,7 @@ def serve(
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
 
     def ready(running) -> None:
         typer.echo(json.dumps({
@@ -38,4 +39,8 @@ def serve(
             "model_version": running.handlers.models.version,
         }), err=False)
 
-    run(settings, ready=ready)
+    try:
+        run(settings, ready=ready)
+    except StartupError as exc:  # a configuration problem: one line, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

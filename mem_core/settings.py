@@ -6,6 +6,7 @@ Nothing here is read at import time: callers ask for ``QuestDBSettings.from_env(
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,18 @@ def project_paths(env: dict[str, str] | None = None) -> ProjectPaths:
     return ProjectPaths(Path(env.get("MEM_HOME", str(PROJECT_ROOT))).resolve())
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    """``env[name]`` as a TCP port (``default`` when unset); ``ValueError`` naming the variable."""
+    raw = env.get(name) or str(default)
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ValueError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+    return port
+
+
 @dataclass(frozen=True)
 class QuestDBSettings:
     """Connection settings. ``external`` is True when the environment names a QuestDB host."""
@@ -62,8 +75,8 @@ class QuestDBSettings:
         host = env.get("MEM_QUESTDB_HOST", "")
         return cls(
             host=host or "127.0.0.1",
-            http_port=int(env.get("MEM_QUESTDB_HTTP_PORT", "9000")),
-            pg_port=int(env.get("MEM_QUESTDB_PG_PORT", "8812")),
+            http_port=_port(env, "MEM_QUESTDB_HTTP_PORT", 9000),
+            pg_port=_port(env, "MEM_QUESTDB_PG_PORT", 8812),
             user=env.get("MEM_QUESTDB_USER", "admin"),
             password=env.get("MEM_QUESTDB_PASSWORD", "quest"),
             external=bool(host),

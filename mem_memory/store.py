@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mem_memory.crypto import Codec
+from mem_memory.crypto import KEY_ENV, Codec
 from mem_memory.errors import (
     DuplicateDecision,
     DuplicateOutcome,
@@ -203,7 +203,7 @@ class MemoryStore:
                         f"the memory store {self.path} is encrypted; set MEM_MEMORY_KEY to the key it was created with"
                     )
                 if not self._codec.verify(bytes(meta["key_check"])):
-                    raise WrongMemoryKey(f"the key given is not the key of the memory store {self.path}")
+                    raise WrongMemoryKey(f"the key given ({KEY_ENV}) is not the key the memory store {self.path} was created with")
             elif self._codec.encrypted:
                 raise UnencryptedStoreKeyError(
                     f"the memory store {self.path} was created without encryption; unset MEM_MEMORY_KEY or use a new store"

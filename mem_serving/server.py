@@ -28,6 +28,7 @@ from mem_serving.api import SERVICE_NAME
 from mem_serving.handlers import Handlers
 from mem_serving.servicer import MemServicer, add_to_server
 from mem_serving.settings import ServingSettings
+from mem_serving.startup import StartupError, preflight
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,10 @@ async def _start(settings: ServingSettings, handlers: Handlers, executor: future
             port = server.add_secure_port(address, creds)
         else:
             port = server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpc.aio raises where the sync server returned 0
-        raise RuntimeError(f"cannot bind the gRPC server to {address}") from exc
+    except RuntimeError:  # grpc.aio raises where the sync server returned 0
+        port = 0
     if not port:
-        raise RuntimeError(f"cannot bind the gRPC server to {address}")
+        raise StartupError(f"cannot bind the gRPC server to {address}; choose another port with MEM_SERVING_PORT or --port")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     model_ok = handlers.models.model is not None
@@ -218,8 +219,12 @@ async def _start(settings: ServingSettings, handlers: Handlers, executor: future
 
 def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> RunningServer:
     """Everything ``mem serve`` runs: champion provider, memory engine, QuestDB source, metrics,
-    and the started gRPC server."""
-    from mem_memory import MemoryEngine, MemoryStore, key_from_env
+    and the started gRPC server. A configuration that cannot work (a port taken, a TLS file
+    missing, a wrong ``MEM_MEMORY_KEY``, a memory store that cannot be opened) raises
+    ``StartupError`` before anything is left running."""
+    import sqlite3
+
+    from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, key_from_env
 
     from mem_core import features
     from mem_core.settings import QuestDBSettings, project_paths
@@ -227,32 +232,49 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     from mem_serving.metrics import ServingMetrics
     from mem_serving.model_provider import ModelProvider
 
-    features.warm_up()
-    metrics = ServingMetrics()
-    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, features.FEATURE_NAMES)
-    models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
-    models.start()
+    preflight(settings)
+    try:
+        questdb = QuestDBSettings.from_env()
+    except ValueError as exc:  # a malformed MEM_QUESTDB_* variable; the message names it
+        raise StartupError(str(exc)) from None
     memory_db = settings.memory_db or project_paths().memory_db
-    memory_db.parent.mkdir(parents=True, exist_ok=True)
-    store = MemoryStore.open(memory_db, key=key_from_env())
+    try:
+        store = MemoryStore.open(memory_db, key=key_from_env())
+    except MemoryKeyError as exc:
+        raise StartupError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"cannot open the memory store {memory_db} (MEM_MEMORY_DB or --memory-db): {exc}") from None
     engine = MemoryEngine(store, writer_process=settings.memory_writer_process)
     try:
         engine.start_writer()
     except BaseException:
         store.close()
-        models.stop()
         raise
-    source = questdb_source(QuestDBSettings.from_env())
+    features.warm_up()
+    metrics = ServingMetrics()
+    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, features.FEATURE_NAMES)
+    models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
+    models.start()
+    source = questdb_source(questdb)
     handlers = Handlers(settings, models, engine, metrics, source)
     metrics.bind_memory(handlers.memory_stats)
-    running = create_running_server(settings, handlers)
+    try:
+        running = create_running_server(settings, handlers)
+    except BaseException:
+        for stop in (source.close, engine.close, store.close, models.stop):
+            stop()
+        raise
     models.subscribe(lambda model: running.set_model_health(model is not None))
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
     running.stoppers.append(engine.close)  # stoppers run in reverse: the writer process stops before the store closes
     running.stoppers.append(source.close)
     if start_metrics:
-        start_metrics_http(running, settings)
+        try:
+            start_metrics_http(running, settings)
+        except StartupError:
+            running.stop(grace=0)
+            raise
     return running
 
 
@@ -262,7 +284,13 @@ def start_metrics_http(running: RunningServer, settings: ServingSettings) -> Non
         return
     from prometheus_client import start_http_server
 
-    httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=running.handlers.metrics.registry)
+    try:
+        httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=running.handlers.metrics.registry)
+    except OSError as exc:
+        raise StartupError(
+            f"the metrics port {settings.metrics_host}:{settings.metrics_port} cannot be bound ({exc.strerror}); "
+            "choose another with MEM_SERVING_METRICS_PORT or --metrics-port"
+        ) from None
     running.metrics_port = httpd.server_address[1]
     running.stoppers.append(httpd.server_close)
     running.stoppers.append(httpd.shutdown)
