@@ -7,7 +7,7 @@ build replies; they never raise for valid domain values.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -20,8 +20,10 @@ from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput,
 
 MAX_TEXT_LEN = 256
 MAX_CONTEXT_ITEMS = 64
-# Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31).
+# Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31); the
+# server keeps them to the microsecond (Python's datetime).
 _MAX_SECONDS = 253402300799
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 ACTIONS = {pb.ACTION_BUY: "BUY", pb.ACTION_SELL: "SELL", pb.ACTION_HOLD: "HOLD"}
 ACTION_ENUMS = {v: k for k, v in ACTIONS.items()}
@@ -94,7 +96,8 @@ def timestamp(ts: Timestamp, field: str, *, has: bool, default: Callable[[], dat
         return default()
     if not (0 <= ts.seconds <= _MAX_SECONDS) or not (0 <= ts.nanos < 1_000_000_000):
         raise InvalidArgument(field, "out of range (1970-01-01 .. 9999-12-31, nanos in [0, 1e9))")
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+    # integer arithmetic: a float sum rounds 9999-12-31T23:59:59.999999999 up into year 10000
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def now_utc() -> datetime:

@@ -82,9 +82,13 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
 
     async def _run(self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]) -> Any:
         if request is UNDECODABLE:
+            self._requests.labels(method, grpc.StatusCode.INTERNAL.name).inc()
             await context.abort(grpc.StatusCode.INTERNAL, DECODE_ERROR)
         try:
             reply = await work(Budget(context.time_remaining))
+        except asyncio.CancelledError:  # deadline, client gone, server stopping: no status is sent
+            self._requests.labels(method, grpc.StatusCode.CANCELLED.name).inc()
+            raise
         except Exception as exc:  # the one place errors become statuses (CancelledError is not an Exception)
             code, message = to_status(exc, method)
             self._requests.labels(method, code.name).inc()
