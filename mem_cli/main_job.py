@@ -23,6 +23,7 @@ import pandas as pd
 
 from mem_core.questdb.local import LocalQuestDB, can_query, free_port, local_from_env
 from mem_core.settings import ProjectPaths, QuestDBSettings, project_paths
+from mem_memory import private_dir
 
 CANDLE = pd.Timedelta(minutes=5)
 #: Synthetic data ends here by default so that the main job's report is the same every day.
@@ -190,7 +191,7 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
     check_configuration()
     say = Steps(echo)
     paths = project_paths()
-    paths.state.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.state)
     os.environ.setdefault("DAGSTER_HOME", str(paths.root))
     qdb_server: LocalQuestDB | None = None
     serve_proc: subprocess.Popen | None = None
@@ -206,7 +207,7 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
 
         memory_db = paths.state / "main" / "memory.db"
         shutil.rmtree(memory_db.parent, ignore_errors=True)
-        memory_db.parent.mkdir(parents=True)
+        private_dir(memory_db.parent)
         serve_proc, address, metrics_port = _start_server(paths, memory_db, say)
 
         from mem_pipelines.replay.runner import ReplayConfig, run_replay

@@ -21,6 +21,7 @@ from mem_memory.errors import (
     UnknownParameterVersion,
     WrongMemoryKey,
 )
+from mem_memory.files import private_dir
 from mem_memory.index import Similar
 from mem_memory.store import MemoryStore
 from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
@@ -53,5 +54,5 @@ __all__ = [
     "MissingMemoryKey", "Outcome", "ParameterAdjustment", "Parameters", "SignalRequest", "Similar", "StoreClosed",
     "StrategySpec", "StrategyStats", "UnencryptedStoreKeyError", "UnknownDecision", "UnknownParameterVersion",
     "WrongMemoryKey", "key_from_env", "new_key", "parameters_version", "MAX_SYMBOL_LEN", "symbol_problem",
-    "validate_symbol",
+    "validate_symbol", "private_dir",
 ]

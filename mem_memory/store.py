@@ -18,8 +18,9 @@ Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across proc
 to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
 has seen every event <= N. ``synchronous=FULL`` makes every acknowledged commit durable before
 it returns. ``group_transaction`` + ``savepoint`` + ``append_prepared_many`` are the pieces the
-group committer (``mem_memory.group``) writes several callers' records with, in one commit. The file is created 0600 and SQLite creates ``-wal``/``-shm`` with the database's
-mode; ``open`` tightens any of the three that are looser.
+group committer (``mem_memory.group``) writes several callers' records with, in one commit. The
+file is created 0600 (in a directory created 0700, ``mem_memory.files``) and SQLite creates
+``-wal``/``-shm`` with the database's mode; ``open`` tightens any of the three that are looser.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mem_memory.crypto import KEY_ENV, Codec
+from mem_memory.files import private_dir
 from mem_memory.errors import (
     DuplicateDecision,
     DuplicateOutcome,
@@ -154,7 +156,7 @@ class MemoryStore:
         ``WrongMemoryKey`` or ``UnencryptedStoreKeyError`` (all ``MemoryKeyError``) otherwise.
         """
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(p.parent)
         codec = Codec(key)
         _create_private(p)
         conn = _connect(p)

@@ -6,7 +6,8 @@ times longer than the fsync itself; see docs/memory.md). A child process has its
 parent hands it a batch over a pipe and gets one small reply after the COMMIT (``synchronous=
 FULL``: the batch is on disk when the reply is sent).
 
-The child holds no key. It gets decisions already encoded and, when the store is encrypted,
+The child holds no key and no other secret: its environment is a short allow-list
+(``CHILD_ENV``). It gets decisions already encoded and, when the store is encrypted,
 encrypted by the parent (``MemoryStore.prepare_decision``), and writes them with the same two
 statements as the in-process group commit (``MemoryStore.append_prepared_many``) in one
 ``BEGIN IMMEDIATE`` transaction. Other processes' writers are serialised by SQLite as usual.
@@ -26,12 +27,11 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from mem_memory.crypto import KEY_ENV
 from mem_memory.errors import MemoryUnavailable
 from mem_memory.store import MemoryStore, PreparedDecision
 
@@ -41,6 +41,20 @@ READY_TIMEOUT_S = 30.0
 #: The child's program (``-c`` rather than ``-m``: the package imports this module first).
 _CHILD = "import sys; from mem_memory.writer import main; sys.exit(main(sys.argv[1:]))"
 Reply = tuple[Any, ...]
+
+
+#: The only variables the child inherits: what Python, SQLite and the locale need. Everything else
+#: (MEM_MEMORY_KEY, MEM_SERVING_TOKEN, MEM_QUESTDB_PASSWORD, cloud credentials, ...) stays out: the
+#: child needs no secret, so it is given none.
+CHILD_ENV = (
+    "PATH", "HOME", "TMPDIR", "SQLITE_TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME",
+    "LD_LIBRARY_PATH",
+)
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The writer child's environment: ``CHILD_ENV`` from ``environ``, nothing else."""
+    return {k: environ[k] for k in CHILD_ENV if k in environ}
 
 
 class WriterProcess:
@@ -69,7 +83,7 @@ class WriterProcess:
         c_read, p_write = os.pipe()
         p_read, c_write = os.pipe()
         package_root = str(Path(__file__).resolve().parents[1])
-        env = {k: v for k, v in os.environ.items() if k != KEY_ENV}  # the child needs no key: never give it one
+        env = child_environment(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         try:
             proc = subprocess.Popen(

@@ -30,7 +30,6 @@ def open_store(path: str | Path | None = None) -> Iterator[object]:
     from mem_memory import MemoryStore, key_from_env
 
     db = memory_db_path(path)
-    db.parent.mkdir(parents=True, exist_ok=True)
     store = MemoryStore.open(db, key=key_from_env())
     try:
         yield store
