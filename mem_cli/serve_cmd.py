@@ -18,9 +18,9 @@ def serve(
     workers: int = typer.Option(None, help="Threads for the calls that block on QuestDB or SQLite (default MEM_SERVING_WORKERS or 8); the rest run on the event loop."),
 ) -> None:
     """Serve PredictReversal, EnhanceSignal, LogOutcome, GetParameters, ListStrategies over gRPC."""
+    from mem_serving.server import StartupError
     from mem_serving.server import serve as run
     from mem_serving.settings import ServingSettings
-    from mem_serving.startup import StartupError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
-from mem_memory.errors import DuplicateOutcome, UnknownParameterVersion
+from mem_memory.errors import CorruptRecord, DuplicateOutcome, UnknownParameterVersion
 from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
 from mem_memory.rules import discovery as discovery_rules
@@ -118,12 +118,13 @@ class MemoryEngine:
                 return 0
             applied = 0
             while True:
-                batch = self.store.events_since(self._last_seen, limit=1000)
-                if not batch:
+                batch, cursor = self.store.scan_since(self._last_seen, limit=1000)
+                if cursor == self._last_seen:
                     return applied
                 for event in batch:
                     self._apply(event)
                     self._last_seen = event.event_id
+                self._last_seen = cursor  # past a corrupt event too (the store reported it)
                 applied += len(batch)
 
     def _apply(self, event: Event) -> None:
@@ -134,7 +135,10 @@ class MemoryEngine:
             outcome = Outcome.from_dict(p)
             decision = self._held(outcome.decision_id)
             if decision is None:
-                decision = self.store.get_decision(outcome.decision_id)[0]
+                try:
+                    decision = self.store.get_decision(outcome.decision_id)[0]
+                except CorruptRecord:  # reported by the store; the trade stays out of the index
+                    return
             self._wm.add_outcome(decision, outcome)
         elif event.kind == PARAMETER_ADJUSTMENT:
             self._params = Parameters.from_dict(p["parameters"])
@@ -413,13 +417,14 @@ class MemoryEngine:
                         wins += o.win
                     elif o.time < since:
                         older = True
-                if older or len(batch) < page:
+                if older or not batch:
                     break
                 offset += page
         return MemoryStats(
             decisions=counts["decisions"], outcomes=counts["outcomes"],
             active_strategies=sum(not s.deprecated for s in specs), deprecated_strategies=sum(s.deprecated for s in specs),
             trades_24h=trades, win_rate_24h=(wins / trades) if trades else None,
+            corrupt_records=len(self.store.corrupt),
         )
 
     def export_all(self, folder: str | Path) -> dict[str, Path]:

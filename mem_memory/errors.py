@@ -68,8 +68,15 @@ class UnencryptedStoreKeyError(MemoryKeyError):
 
 
 class CorruptRecord(MemoryStoreError):
-    """A stored payload fails authentication or decoding although the key is right: the file was
-    altered. The read fails loudly; nothing is guessed."""
+    """A stored record fails authentication, decoding or its own checks although the key is
+    right: the file was altered. Nothing is guessed: a read of that one record fails (serving
+    answers DATA_LOSS), reads of many records leave it out and report it (log line with the
+    event id, ``MemoryStore.corrupt``), and ``mem memory verify`` lists every one."""
+
+    def __init__(self, message: str, event_id: int | None = None, kind: str | None = None) -> None:
+        self.event_id = event_id
+        self.kind = kind
+        super().__init__(message)
 
 
 class StoreClosed(MemoryStoreError):

@@ -37,9 +37,11 @@ from typing import Any, NamedTuple
 from mem_memory.crypto import KEY_ENV, Codec
 from mem_memory.files import private_dir
 from mem_memory.errors import (
+    CorruptRecord,
     DuplicateDecision,
     DuplicateOutcome,
     MemoryKeyError,
+    MemoryStoreError,
     MissingMemoryKey,
     StoreClosed,
     UnencryptedStoreKeyError,
@@ -69,6 +71,32 @@ class PreparedDecision(NamedTuple):
     symbol_tag: str
     payload: bytes
 
+
+def _build_decision(p: dict[str, Any], codec: Codec) -> tuple[Decision, str]:
+    d = Decision.from_dict(p)
+    return d, d.decision_id
+
+
+def _build_outcome(p: dict[str, Any], codec: Codec) -> tuple[Outcome, str]:
+    o = Outcome.from_dict(p)
+    return o, o.decision_id
+
+
+def _build_parameters(p: dict[str, Any], codec: Codec) -> tuple[tuple[Parameters, list[ParameterAdjustment], dict[str, Any]], str]:
+    params = Parameters.from_dict(p["parameters"])
+    adjustments = [ParameterAdjustment.from_dict(a) for a in p["adjustments"]]
+    return (params, adjustments, dict(p.get("state", {}))), codec.tag(params.version)
+
+
+def _build_strategy(p: dict[str, Any], codec: Codec) -> tuple[StrategySpec, str]:
+    spec = StrategySpec.from_dict(p)
+    return spec, codec.tag(spec.name)
+
+
+#: Per event kind: payload -> (record, the subject it must be filed under).
+_BUILD: dict[str, Any] = {
+    DECISION: _build_decision, OUTCOME: _build_outcome, PARAMETER_ADJUSTMENT: _build_parameters, STRATEGY_UPSERT: _build_strategy,
+}
 
 FORMAT_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
@@ -145,6 +173,8 @@ class MemoryStore:
         self._codec = codec
         self._lock = threading.RLock()
         self._span: list[int] | None = None  # event ids written by the open group transaction
+        #: Corrupt records met by reads so far: event id -> kind (``CorruptRecord``).
+        self.corrupt: dict[int, str] = {}
 
     # ------------------------------------------------------------------ open / close
     @classmethod
@@ -459,6 +489,71 @@ class MemoryStore:
                 raise UnknownDecision("bulk load: an outcome names an unknown or already closed decision")
             return n + len(ev_rows)
 
+    # ------------------------------------------------------------------ checked records
+    def _payload(self, event_id: int, kind: str, blob: bytes) -> dict[str, Any]:
+        try:
+            return self._codec.decode(kind, blob)
+        except CorruptRecord as exc:
+            raise CorruptRecord(f"stored {kind} event {event_id} is corrupt ({exc})", int(event_id), kind) from None
+
+    def _record(self, event_id: int, kind: str, subject: str, blob: bytes, payload: dict[str, Any] | None = None) -> Any:
+        """The record of one stored event, checked: its payload decodes (and authenticates), the
+        record builds from it, and it names the subject it is filed under (a decision or outcome
+        its decision id, a parameter set the tag of its content hash, a strategy the tag of its
+        name). ``CorruptRecord`` carrying the event id otherwise."""
+        if payload is None:
+            payload = self._payload(event_id, kind, blob)
+        build = _BUILD.get(kind)
+        if build is None:
+            raise CorruptRecord(f"stored event {event_id} is corrupt (unknown kind {kind[:40]!r})", int(event_id), kind)
+        try:
+            record, filed_as = build(payload, self._codec)
+        except (MemoryStoreError, TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+            raise CorruptRecord(
+                f"stored {kind} event {event_id} is corrupt (its record does not build: {type(exc).__name__})", int(event_id), kind
+            ) from None
+        if filed_as != subject:
+            raise CorruptRecord(f"stored {kind} event {event_id} is corrupt (its record is filed under another subject)", int(event_id), kind)
+        return record
+
+    def _report(self, exc: CorruptRecord) -> None:
+        """Remember and log a corrupt record once (the read that met it leaves it out)."""
+        key = exc.event_id if exc.event_id is not None else -1
+        if key not in self.corrupt:
+            self.corrupt[key] = exc.kind or "?"
+            log.error("memory store %s: %s; left out (`mem memory verify` lists every corrupt record)", self.path, exc)
+
+    def _pair(self, decision_id: str, d_id: int, d: bytes, o_id: int | None, o: bytes | None) -> tuple[Decision, Outcome | None]:
+        decision = self._record(d_id, DECISION, decision_id, d)
+        outcome = self._record(o_id, OUTCOME, decision_id, o) if o_id is not None and o is not None else None
+        return decision, outcome
+
+    def _pairs(self, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Decision, Outcome | None]]:
+        """Decision/outcome pairs of ``rows``; a pair with a corrupt record is left out (reported)."""
+        out = []
+        for row in rows:
+            try:
+                out.append(self._pair(*row))
+            except CorruptRecord as exc:
+                self._report(exc)
+        return out
+
+    def _newest_good(self, sql: str, args: tuple[Any, ...], kind: str) -> tuple[int, Any] | None:
+        """The newest event of ``sql`` (rows ``event_id, subject, payload`` newest first) whose
+        record is sound, with its id; corrupt newer ones are reported and passed over."""
+        with self._lock:
+            cur = self._c().execute(sql, args)
+            try:
+                while rows := cur.fetchmany(4):
+                    for event_id, subject, blob in rows:
+                        try:
+                            return int(event_id), self._record(event_id, kind, subject, blob)
+                        except CorruptRecord as exc:
+                            self._report(exc)
+            finally:
+                cur.close()
+        return None
+
     # ------------------------------------------------------------------ reads
     def last_event_id(self) -> int:
         """The newest event id (0 for an empty store); cheap (the rowid b-tree's last page)."""
@@ -466,15 +561,31 @@ class MemoryStore:
             row = self._c().execute("SELECT max(event_id) FROM events").fetchone()
             return int(row[0] or 0)
 
-    def events_since(self, event_id: int, limit: int = 1000) -> list[Event]:
-        """Events with id > ``event_id``, oldest first, at most ``limit`` (a cursor: pass the last
-        id you got to continue)."""
+    def scan_since(self, event_id: int, limit: int = 1000) -> tuple[list[Event], int]:
+        """Events with id > ``event_id``, oldest first, from at most ``limit`` rows, and the id of
+        the last row read (the cursor to continue from: it moves past a corrupt event, which is
+        left out and reported)."""
         with self._lock:
             rows = self._c().execute(
                 "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
                 (int(event_id), int(limit)),
             ).fetchall()
-        return [Event(int(i), k, s, self._codec.decode(k, p)) for i, k, s, p in rows]
+        out = []
+        for i, k, s, p in rows:
+            try:
+                payload = self._payload(i, k, p)
+                self._record(i, k, s, p, payload)
+            except CorruptRecord as exc:
+                self._report(exc)
+                continue
+            out.append(Event(int(i), k, s, payload))
+        return out, int(rows[-1][0]) if rows else int(event_id)
+
+    def events_since(self, event_id: int, limit: int = 1000) -> list[Event]:
+        """Events with id > ``event_id``, oldest first, at most ``limit`` (a cursor: pass the last
+        id you got to continue). A corrupt event is left out and reported (``scan_since`` also
+        gives the cursor past it)."""
+        return self.scan_since(event_id, limit)[0]
 
     def decision_event_ids(self, decision_ids: Sequence[str]) -> dict[str, int]:
         """The event id of each of ``decision_ids`` that is stored (missing ones are absent)."""
@@ -487,22 +598,23 @@ class MemoryStore:
             ).fetchall()
         return {str(d): int(e) for d, e in rows}
 
+    _PAIR_SQL = (
+        "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+        "LEFT JOIN events o ON o.event_id = x.outcome_event_id "
+    )
+
     def get_decision(self, decision_id: str) -> tuple[Decision, Outcome | None]:
-        """A decision and its outcome (None while open); ``UnknownDecision`` when absent."""
+        """A decision and its outcome (None while open); ``UnknownDecision`` when absent,
+        ``CorruptRecord`` when either record is corrupt."""
         with self._lock:
-            row = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
-                "LEFT JOIN events o ON o.event_id = x.outcome_event_id WHERE x.decision_id = ?",
-                (decision_id,),
-            ).fetchone()
+            row = self._c().execute(self._PAIR_SQL + "WHERE x.decision_id = ?", (decision_id,)).fetchone()
         if row is None:
             raise UnknownDecision(f"no decision with id {decision_id!r} in memory")
-        return self._pair(row[0], row[1])
-
-    def _pair(self, d: bytes, o: bytes | None) -> tuple[Decision, Outcome | None]:
-        decision = Decision.from_dict(self._codec.decode(DECISION, d))
-        outcome = Outcome.from_dict(self._codec.decode(OUTCOME, o)) if o is not None else None
-        return decision, outcome
+        try:
+            return self._pair(*row)
+        except CorruptRecord as exc:
+            self._report(exc)
+            raise
 
     def recent_decisions(self, symbol: str, n: int) -> list[tuple[Decision, Outcome | None]]:
         """The last ``n`` decisions of ``symbol``, newest first, with outcomes."""
@@ -510,13 +622,8 @@ class MemoryStore:
 
     def _recent_by_tag(self, tag: str, n: int) -> list[tuple[Decision, Outcome | None]]:
         with self._lock:
-            rows = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
-                "LEFT JOIN events o ON o.event_id = x.outcome_event_id WHERE x.symbol_tag = ? "
-                "ORDER BY x.event_id DESC LIMIT ?",
-                (tag, int(n)),
-            ).fetchall()
-        return [self._pair(d, o) for d, o in rows]
+            rows = self._c().execute(self._PAIR_SQL + "WHERE x.symbol_tag = ? ORDER BY x.event_id DESC LIMIT ?", (tag, int(n))).fetchall()
+        return self._pairs(rows)
 
     def recent_by_symbol(self, n: int) -> list[tuple[Decision, Outcome | None]]:
         """The last ``n`` decisions of every symbol (for building the in-process index)."""
@@ -529,15 +636,15 @@ class MemoryStore:
 
     def closed_trades(self, limit: int, offset: int = 0) -> list[tuple[Decision, Outcome]]:
         """The last ``limit`` closed trades (by close order), oldest first; ``offset`` skips the
-        newest ones (for paging back)."""
+        newest ones (for paging back). A trade with a corrupt record is left out."""
         with self._lock:
             rows = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
-                "JOIN events o ON o.event_id = x.outcome_event_id WHERE x.outcome_event_id IS NOT NULL "
-                "ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
+                "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload FROM decisions x "
+                "JOIN events d ON d.event_id = x.event_id JOIN events o ON o.event_id = x.outcome_event_id "
+                "WHERE x.outcome_event_id IS NOT NULL ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
                 (int(limit), int(offset)),
             ).fetchall()
-        pairs = [self._pair(d, o) for d, o in rows]
+        pairs = self._pairs(rows)
         pairs.reverse()
         return pairs  # type: ignore[return-value]
 
@@ -546,76 +653,114 @@ class MemoryStore:
         performance monitor needs, from the outcome payloads alone (no decision decoded)."""
         with self._lock:
             rows = self._c().execute(
-                "SELECT payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT ?", (OUTCOME, int(n))
+                "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT ?", (OUTCOME, int(n))
             ).fetchall()
-        wins = [float(self._codec.decode(OUTCOME, r[0])["pnl"]) > 0 for r in rows]
+        wins = []
+        for event_id, blob in rows:
+            try:
+                pnl = self._payload(event_id, OUTCOME, blob)["pnl"]
+                if isinstance(pnl, bool) or not isinstance(pnl, (int, float)):
+                    raise TypeError(type(pnl).__name__)
+            except (CorruptRecord, KeyError, TypeError) as exc:
+                self._report(exc if isinstance(exc, CorruptRecord) else CorruptRecord(
+                    f"stored {OUTCOME} event {event_id} is corrupt (no numeric pnl)", int(event_id), OUTCOME))
+                continue
+            wins.append(float(pnl) > 0)
         wins.reverse()
         return wins
 
     def latest_parameters(self) -> tuple[int, Parameters, dict[str, Any]] | None:
         """The current stored parameter set with its event id and rule state (None before the
-        first change)."""
-        with self._lock:
-            row = self._c().execute(
-                "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT 1", (PARAMETER_ADJUSTMENT,)
-            ).fetchone()
-        if row is None:
+        first change). A corrupt newest set is reported and the newest sound one is current."""
+        found = self._newest_good(
+            "SELECT event_id, subject, payload FROM events WHERE kind = ? ORDER BY event_id DESC", (PARAMETER_ADJUSTMENT,), PARAMETER_ADJUSTMENT
+        )
+        if found is None:
             return None
-        rec = self._codec.decode(PARAMETER_ADJUSTMENT, row[1])
-        return int(row[0]), Parameters.from_dict(rec["parameters"]), dict(rec.get("state", {}))
+        event_id, (params, _adjustments, state) = found
+        return event_id, params, state
 
     def parameters_by_version(self, version: str) -> Parameters | None:
         """A stored parameter set with this content hash, or None."""
-        with self._lock:
-            row = self._c().execute(
-                "SELECT payload FROM events WHERE kind = ? AND subject = ? ORDER BY event_id DESC LIMIT 1",
-                (PARAMETER_ADJUSTMENT, self._codec.tag(version)),
-            ).fetchone()
-        if row is None:
-            return None
-        return Parameters.from_dict(self._codec.decode(PARAMETER_ADJUSTMENT, row[0])["parameters"])
+        found = self._newest_good(
+            "SELECT event_id, subject, payload FROM events WHERE kind = ? AND subject = ? ORDER BY event_id DESC",
+            (PARAMETER_ADJUSTMENT, self._codec.tag(version)), PARAMETER_ADJUSTMENT,
+        )
+        return None if found is None else found[1][0]
 
     def parameter_history(self) -> list[tuple[int, Parameters, list[ParameterAdjustment]]]:
-        """Every parameter change, oldest first."""
+        """Every parameter change, oldest first (a corrupt one is left out)."""
         with self._lock:
             rows = self._c().execute(
-                "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id", (PARAMETER_ADJUSTMENT,)
+                "SELECT event_id, subject, payload FROM events WHERE kind = ? ORDER BY event_id", (PARAMETER_ADJUSTMENT,)
             ).fetchall()
         out = []
-        for event_id, blob in rows:
-            rec = self._codec.decode(PARAMETER_ADJUSTMENT, blob)
-            out.append((int(event_id), Parameters.from_dict(rec["parameters"]), [ParameterAdjustment.from_dict(a) for a in rec["adjustments"]]))
+        for event_id, subject, blob in rows:
+            try:
+                params, adjustments, _state = self._record(event_id, PARAMETER_ADJUSTMENT, subject, blob)
+            except CorruptRecord as exc:
+                self._report(exc)
+                continue
+            out.append((int(event_id), params, adjustments))
         return out
 
     def strategies(self) -> dict[str, StrategySpec]:
-        """The newest spec of every learned strategy (deprecated included), by name."""
+        """The newest spec of every learned strategy (deprecated included), by name; a strategy
+        whose newest record is corrupt is left out (reported)."""
         with self._lock:
             rows = self._c().execute(
-                "SELECT e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? ORDER BY h.event_id",
+                "SELECT e.event_id, e.subject, e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? ORDER BY h.event_id",
                 (STRATEGY_UPSERT,),
             ).fetchall()
-        specs = [StrategySpec.from_dict(self._codec.decode(STRATEGY_UPSERT, r[0])) for r in rows]
+        specs = []
+        for event_id, subject, blob in rows:
+            try:
+                specs.append(self._record(event_id, STRATEGY_UPSERT, subject, blob))
+            except CorruptRecord as exc:
+                self._report(exc)
         return {s.name: s for s in specs}
 
     def strategy(self, name: str) -> StrategySpec | None:
+        """The newest spec of ``name`` (None when unknown); ``CorruptRecord`` when it is corrupt."""
         with self._lock:
             row = self._c().execute(
-                "SELECT e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? AND h.subject = ?",
+                "SELECT e.event_id, e.subject, e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? AND h.subject = ?",
                 (STRATEGY_UPSERT, self._codec.tag(name)),
             ).fetchone()
-        return None if row is None else StrategySpec.from_dict(self._codec.decode(STRATEGY_UPSERT, row[0]))
+        if row is None:
+            return None
+        try:
+            return self._record(row[0], STRATEGY_UPSERT, row[1], row[2])  # type: ignore[no-any-return]
+        except CorruptRecord as exc:
+            self._report(exc)
+            raise
+
+    def check_events(self, after: int = 0, limit: int = 5000) -> tuple[int, list[CorruptRecord], int]:
+        """Check the records of up to ``limit`` events after ``after`` without reporting them:
+        (rows read, the corrupt ones, the cursor to continue from). ``mem memory verify``."""
+        with self._lock:
+            rows = self._c().execute(
+                "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?", (int(after), int(limit))
+            ).fetchall()
+        bad = []
+        for i, k, s, p in rows:
+            try:
+                self._record(i, k, s, p)
+            except CorruptRecord as exc:
+                bad.append(exc)
+        return len(rows), bad, int(rows[-1][0]) if rows else int(after)
 
     def iter_events(self, kinds: Sequence[str] | None = None, page: int = 5000) -> Iterator[Event]:
-        """Every event, oldest first, paged (exports)."""
+        """Every sound event, oldest first, paged (exports)."""
         cursor = 0
         while True:
-            batch = self.events_since(cursor, limit=page)
-            if not batch:
+            batch, after = self.scan_since(cursor, limit=page)
+            if after == cursor:
                 return
             for e in batch:
                 if kinds is None or e.kind in kinds:
                     yield e
-            cursor = batch[-1].event_id
+            cursor = after
 
     def outcomes_after(self, event_id: int, cap: int = 1_000_000_000) -> int:
         """How many outcomes were recorded after event ``event_id`` (counting stops at ``cap``,

@@ -540,6 +540,8 @@ class MemoryStats:
     deprecated_strategies: int
     trades_24h: int
     win_rate_24h: float | None
+    #: Corrupt records the memory has met so far (left out of every read; ``mem memory verify``).
+    corrupt_records: int = 0
 
 
 # Event kinds of the audit trail (``MemoryStore.events_since``).

@@ -24,10 +24,10 @@ class ModelStore:
     v2: str
 
 
-def open_engine(path: Path):
+def open_engine(path: Path, key: bytes | None = None):
     from mem_memory import MemoryEngine, MemoryStore
 
-    store = MemoryStore.open(path)
+    store = MemoryStore.open(path, key=key)
     engine = MemoryEngine(store, writer_process=True)  # as `mem serve` runs it
     engine.start_writer()
     return store, engine
@@ -52,13 +52,13 @@ class Stack:
         return f"127.0.0.1:{self.running.port}"
 
 
-def start_stack(uri: str, memory_db: Path, candle_source=None, **settings: object) -> Stack:
+def start_stack(uri: str, memory_db: Path, candle_source=None, *, memory_key: bytes | None = None, **settings: object) -> Stack:
     config = ServingSettings(**{"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4, **settings})
     metrics = ServingMetrics()
     models = ModelProvider(uri, config.model_poll_s, features.FEATURE_NAMES)
     models.subscribe(lambda m: metrics.set_model(None if m is None else m.version))
     models.start()
-    store, engine = open_engine(memory_db)
+    store, engine = open_engine(memory_db, memory_key)
     handlers = Handlers(config, models, engine, metrics, candle_source)
     metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(config, handlers)
