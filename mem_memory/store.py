@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mem_memory.crypto import KEY_ENV, Codec
-from mem_memory.files import private_dir
 from mem_memory.errors import (
     CorruptRecord,
     DuplicateDecision,
@@ -48,6 +47,7 @@ from mem_memory.errors import (
     UnknownDecision,
     WrongMemoryKey,
 )
+from mem_memory.files import private_dir
 from mem_memory.types import (
     DECISION,
     OUTCOME,
