@@ -24,7 +24,7 @@ from typing import Any
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
-from mem_memory.errors import CorruptRecord, DuplicateOutcome, UnknownParameterVersion
+from mem_memory.errors import CorruptRecord, DuplicateOutcome, StoreFull, UnknownParameterVersion
 from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
 from mem_memory.rules import discovery as discovery_rules
@@ -33,6 +33,7 @@ from mem_memory.rules.adapter import adapt
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.rules.strategy_stats import update_strategy
 from mem_memory.store import MemoryStore, PreparedDecision
+from mem_memory.write_health import WriteHealth
 from mem_memory.writer import WriterProcess
 from mem_memory.types import (
     DECISION,
@@ -71,6 +72,8 @@ class MemoryEngine:
         self._last_seen = 0
         self._checked = 0.0
         self._load()
+        #: Whether writes find space (serving's health follows it); probes while they do not.
+        self.write_health = WriteHealth(store.probe_write, self.config.write_probe_s)
         self._group = GroupCommitter(store, self._after_commit)
         self._async: AsyncDecisionCommitter | None = None
         if writer_process:
@@ -83,7 +86,9 @@ class MemoryEngine:
             self._async.start()
 
     def close(self) -> None:
-        """Stop the writer process, if any (the store stays open: its owner closes it)."""
+        """Stop the writer process, if any, and the write probe (the store stays open: its owner
+        closes it)."""
+        self.write_health.close()
         if self._async is not None:
             self._async.close()
 
@@ -159,6 +164,7 @@ class MemoryEngine:
         ``before+1 .. after``: apply the records in hand when the index has seen everything up to
         ``before`` (no other writer in between), else catch up from the log (which then includes
         this group)."""
+        self.write_health.succeeded()
         with self._lock:
             if self._last_seen >= after:
                 return  # a refresh already read this group from the log
@@ -208,7 +214,11 @@ class MemoryEngine:
         """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
         record the decision (durable when this returns)."""
         decision, prepared = self._decide(request)
-        self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
+        try:
+            self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
+        except StoreFull as exc:
+            self.write_health.failed(exc)
+            raise
         return decision
 
     async def enhance_async(self, request: SignalRequest) -> Decision:
@@ -216,10 +226,14 @@ class MemoryEngine:
         the event loop is not blocked while the decision is committed."""
         decision, prepared = self._decide(request)
         apply = lambda _: self._wm.add_decision(decision)  # noqa: E731
-        if self._async is not None:
-            await self._async.submit(prepared, apply)
-        else:
-            await asyncio.to_thread(self._group.submit_decision, prepared, apply)
+        try:
+            if self._async is not None:
+                await self._async.submit(prepared, apply)
+            else:
+                await asyncio.to_thread(self._group.submit_decision, prepared, apply)
+        except StoreFull as exc:
+            self.write_health.failed(exc)
+            raise
         return decision
 
     def _decide(self, request: SignalRequest) -> tuple[Decision, PreparedDecision]:
@@ -285,7 +299,11 @@ class MemoryEngine:
         one wrote), so the result is the same as one transaction each."""
         with self._lock:
             held = self._held(outcome.decision_id)  # saves decoding the decision from the store
-        learned = self._group.submit(lambda store: self._learn(store, outcome, held), lambda w: self._apply_learned(outcome, w))
+        try:
+            learned = self._group.submit(lambda store: self._learn(store, outcome, held), lambda w: self._apply_learned(outcome, w))
+        except StoreFull as exc:
+            self.write_health.failed(exc)
+            raise
         decision, spec_after, deprecated, adjustments, params = learned
         summary = _outcome_summary(outcome, spec_after, deprecated, adjustments)
         return LearningUpdate(

@@ -79,6 +79,13 @@ class CorruptRecord(MemoryStoreError):
         super().__init__(message)
 
 
+class StoreFull(MemoryStoreError):
+    """A write needed space the store does not have: its disk is full, or its size cap
+    (``MemoryStore.set_max_bytes``) is reached. Nothing of the call is stored (its transaction is
+    rolled back). Serving answers RESOURCE_EXHAUSTED and reports NOT_SERVING until a write
+    succeeds again (the memory probes with a small write while it is full)."""
+
+
 class StoreClosed(MemoryStoreError):
     """The store was used after ``close()``."""
 

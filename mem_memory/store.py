@@ -43,6 +43,7 @@ from mem_memory.errors import (
     MemoryStoreError,
     MissingMemoryKey,
     StoreClosed,
+    StoreFull,
     UnencryptedStoreKeyError,
     UnknownDecision,
     WrongMemoryKey,
@@ -125,7 +126,22 @@ CREATE TABLE IF NOT EXISTS heads (
     PRIMARY KEY (kind, subject)
 );
 CREATE INDEX IF NOT EXISTS events_subject ON events(kind, subject, event_id);
+CREATE TABLE IF NOT EXISTS probe (x BLOB);
 """
+
+#: ``PRAGMA max_page_count`` without a cap (SQLite clamps it to its compile-time maximum).
+NO_PAGE_CAP = 4294967294
+#: Bytes the write probe needs (a few pages beyond what a full store has).
+PROBE_BYTES = 16384
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database or disk is full" (SQLITE_FULL)."""
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+
+
+def _full(path: Path, exc: BaseException) -> StoreFull:
+    return StoreFull(f"the memory store {path} is full (no space left on its disk, or its size cap is reached): nothing was stored")
 
 
 def _create_private(path: Path) -> None:
@@ -175,15 +191,18 @@ class MemoryStore:
         self._span: list[int] | None = None  # event ids written by the open group transaction
         #: Corrupt records met by reads so far: event id -> kind (``CorruptRecord``).
         self.corrupt: dict[int, str] = {}
+        #: The size cap in pages (None: no cap); the writer process gets it with every batch.
+        self.max_pages: int | None = None
 
     # ------------------------------------------------------------------ open / close
     @classmethod
-    def open(cls, path: str | os.PathLike[str], key: bytes | None = None) -> MemoryStore:
+    def open(cls, path: str | os.PathLike[str], key: bytes | None = None, *, max_bytes: int | None = None) -> MemoryStore:
         """Open (creating when missing) the store at ``path``.
 
         ``key`` (32 bytes, see ``key_from_env``) turns on encryption for a new store and must be
         the same key for an existing encrypted one. Raises ``MissingMemoryKey``,
         ``WrongMemoryKey`` or ``UnencryptedStoreKeyError`` (all ``MemoryKeyError``) otherwise.
+        ``max_bytes`` caps the store's size (``set_max_bytes``).
         """
         p = Path(path)
         private_dir(p.parent)
@@ -197,6 +216,8 @@ class MemoryStore:
             conn.close()
             raise
         _tighten(p)
+        if max_bytes is not None:
+            store.set_max_bytes(max_bytes)
         return store
 
     @classmethod
@@ -287,10 +308,13 @@ class MemoryStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:  # SQLITE_FULL may have rolled it back already
+                    conn.execute("ROLLBACK")
+                if is_full(exc):
+                    raise _full(self.path, exc) from exc
                 raise
-            conn.execute("COMMIT")
 
     @contextmanager
     def snapshot(self) -> Iterator[MemoryStore]:
@@ -331,9 +355,11 @@ class MemoryStore:
             try:
                 yield span
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if is_full(exc):
+                    raise _full(self.path, exc) from exc
                 raise
             finally:
                 self._span = None
@@ -355,13 +381,51 @@ class MemoryStore:
             conn.execute("SAVEPOINT unit")
             try:
                 yield
-            except BaseException:
-                conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
-                if saved is not None and self._span is not None:
-                    self._span[:] = saved
+            except BaseException as exc:
+                if conn.in_transaction:  # else SQLITE_FULL rolled back the whole transaction already
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    if saved is not None and self._span is not None:
+                        self._span[:] = saved
+                if is_full(exc):
+                    raise _full(self.path, exc) from exc
                 raise
             conn.execute("RELEASE unit")
+
+    @property
+    def in_transaction(self) -> bool:
+        with self._lock:
+            return self._c().in_transaction
+
+    # ------------------------------------------------------------------ space
+    def set_max_bytes(self, max_bytes: int | None) -> None:
+        """Cap the store's size at ``max_bytes`` (rounded down to whole pages; never below its
+        current size), or lift the cap (None). A write beyond it fails with ``StoreFull``, as on
+        a full disk. Applies to this connection and to the writer process's next batch."""
+        with self._lock:
+            conn = self._c()
+            if max_bytes is None:
+                pages = None
+                conn.execute(f"PRAGMA max_page_count = {NO_PAGE_CAP}")
+            else:
+                page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                pages = int(conn.execute(f"PRAGMA max_page_count = {max(1, int(max_bytes) // page_size)}").fetchone()[0])
+            self.max_pages = pages
+
+    def apply_max_pages(self, pages: int | None) -> None:
+        """The writer process's side of ``set_max_bytes``: the cap as the parent has it."""
+        if pages != self.max_pages:
+            with self._lock:
+                self._c().execute(f"PRAGMA max_page_count = {NO_PAGE_CAP if pages is None else int(pages)}")
+                self.max_pages = pages
+
+    def probe_write(self) -> None:
+        """Write and delete a few pages in one committed transaction: ``StoreFull`` while the
+        store cannot grow (its disk is full or its cap reached). Stores nothing."""
+        with self.transaction():
+            conn = self._c()
+            conn.execute("INSERT INTO probe(x) VALUES (zeroblob(?))", (PROBE_BYTES,))
+            conn.execute("DELETE FROM probe")
 
     # ------------------------------------------------------------------ appends
     def prepare_decision(self, decision: Decision) -> PreparedDecision:

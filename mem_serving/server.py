@@ -87,7 +87,7 @@ def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 class RunningServer:
     """A started gRPC server on its event-loop thread, and the pieces to stop it cleanly.
 
-    ``stop`` is called from another thread than the loop's; ``set_model_health`` from any."""
+    ``stop`` is called from another thread than the loop's; ``set_condition`` from any."""
 
     server: grpc.aio.Server
     port: int
@@ -98,28 +98,48 @@ class RunningServer:
     executor: futures.ThreadPoolExecutor
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
+    #: The conditions of the health (``set_condition``).
+    conditions: dict[str, bool] = field(default_factory=lambda: {"model": True, "memory": True})
     _stopped: bool = field(default=False, repr=False)
+    _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _on_loop(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
         """Run ``coro`` on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def set_model_health(self, serving: bool) -> None:
-        """The health of ``mem.v1.MemService`` (callable from any thread, e.g. the model poller's);
-        ignored once the server is stopping."""
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        """Whether a champion is loaded (callable from any thread, e.g. the model poller's)."""
+        self.set_condition("model", serving)
+
+    def set_condition(self, name: str, ok: bool) -> None:
+        """One condition of the health: ``model`` (a champion is loaded) or ``memory`` (the
+        memory's writes find space). ``mem.v1.MemService`` is SERVING when every condition
+        holds; the server as a whole (``""``) when the memory can write, since no decision can be
+        recorded otherwise. Callable from any thread; ignored once the server is stopping."""
         if self._stopped or self.loop.is_closed():
             return
-        coro = self.health.set(SERVICE_NAME, status)
-        if threading.current_thread() is self.thread:  # on the loop itself: waiting would deadlock
-            self.loop.create_task(coro)
-            return
-        try:
-            self._on_loop(coro, timeout=5.0)
-        except RuntimeError:  # the loop closed meanwhile: the server is stopping
-            coro.close()
-        except concurrent.futures.TimeoutError:
-            log.warning("the event loop did not set the model health within 5 s")
+        on_loop = threading.current_thread() is self.thread
+        with self._health_lock:  # statuses are queued on the loop in the order they are decided
+            self.conditions[name] = ok
+            service, process = all(self.conditions.values()), self.conditions.get("memory", True)
+            coros = [self.health.set(SERVICE_NAME, _status(service)), self.health.set("", _status(process))]
+            if on_loop:  # on the loop itself: waiting would deadlock
+                for coro in coros:
+                    self.loop.create_task(coro)
+                return
+            try:
+                pending = [asyncio.run_coroutine_threadsafe(coro, self.loop) for coro in coros]
+            except RuntimeError:  # the loop closed meanwhile: the server is stopping
+                for coro in coros:
+                    coro.close()
+                return
+        for future in pending:
+            try:
+                future.result(timeout=5.0)
+            except concurrent.futures.TimeoutError:
+                log.warning("the event loop did not set the health within 5 s")
+            except (concurrent.futures.CancelledError, RuntimeError):  # the loop stopped meanwhile
+                pass
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Health NOT_SERVING, calls in flight get ``grace`` seconds, then the loop thread, the
@@ -160,9 +180,21 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
         thread.join()
         executor.shutdown(wait=False)
         raise
-    running = RunningServer(server=server, port=port, health=health_servicer, handlers=handlers, loop=loop, thread=thread, executor=executor)
+    running = RunningServer(
+        server=server, port=port, health=health_servicer, handlers=handlers, loop=loop, thread=thread, executor=executor,
+        conditions={"model": handlers.models.model is not None, "memory": True},
+    )
     log.info("MEM gRPC server on %s:%d (%s, auth %s)", settings.host, port, "TLS" if settings.tls else "plaintext", "on" if settings.token else "off")
     return running
+
+
+def _status(serving: bool) -> int:
+    return health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def watch_memory(running: RunningServer, engine: Any) -> None:
+    """Report the memory's write health (``engine.write_health``) as the ``memory`` condition."""
+    engine.write_health.subscribe(lambda ok: running.set_condition("memory", ok))
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -265,6 +297,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
             stop()
         raise
     models.subscribe(lambda model: running.set_model_health(model is not None))
+    watch_memory(running, engine)
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
     running.stoppers.append(engine.close)  # stoppers run in reverse: the writer process stops before the store closes

@@ -13,7 +13,7 @@ from mem_serving.api import MemServiceStub
 from mem_serving.handlers import Handlers
 from mem_serving.metrics import ServingMetrics
 from mem_serving.model_provider import ModelProvider
-from mem_serving.server import RunningServer, create_running_server, start_metrics_http
+from mem_serving.server import RunningServer, create_running_server, start_metrics_http, watch_memory
 from mem_serving.settings import ServingSettings
 
 
@@ -63,6 +63,7 @@ def start_stack(uri: str, memory_db: Path, candle_source=None, *, memory_key: by
     metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(config, handlers)
     models.subscribe(lambda m: running.set_model_health(m is not None))
+    watch_memory(running, engine)
     running.stoppers += [models.stop, store.close, engine.close]  # run in reverse: the writer stops first
     start_metrics_http(running, config)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
