@@ -24,6 +24,7 @@ from mem_memory.errors import (
 )
 from mem_memory.files import private_dir
 from mem_memory.index import Similar
+from mem_memory.requests import REQUEST_ID_WINDOW_S, request_id_problem, validate_request_id
 from mem_memory.store import MemoryStore
 from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
 from mem_memory.types import (
@@ -55,5 +56,5 @@ __all__ = [
     "MissingMemoryKey", "Outcome", "ParameterAdjustment", "Parameters", "SignalRequest", "Similar", "StoreClosed", "StoreFull",
     "StrategySpec", "StrategyStats", "UnencryptedStoreKeyError", "UnknownDecision", "UnknownParameterVersion",
     "WrongMemoryKey", "key_from_env", "new_key", "parameters_version", "MAX_SYMBOL_LEN", "symbol_problem",
-    "validate_symbol", "private_dir",
+    "validate_symbol", "private_dir", "REQUEST_ID_WINDOW_S", "request_id_problem", "validate_request_id",
 ]

@@ -18,13 +18,14 @@ import threading
 import time as _time
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
-from mem_memory.errors import CorruptRecord, DuplicateOutcome, StoreFull, UnknownParameterVersion
+from mem_memory.errors import CorruptRecord, DuplicateOutcome, DuplicateRequest, StoreFull, UnknownParameterVersion
 from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
 from mem_memory.rules import discovery as discovery_rules
@@ -32,6 +33,7 @@ from mem_memory.rules import parameters as prules
 from mem_memory.rules.adapter import adapt
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.rules.strategy_stats import update_strategy
+from mem_memory.requests import validate_request_id
 from mem_memory.store import MemoryStore, PreparedDecision
 from mem_memory.write_health import WriteHealth
 from mem_memory.writer import WriterProcess
@@ -212,18 +214,25 @@ class MemoryEngine:
     # ------------------------------------------------------------------ enhancement
     def enhance(self, request: SignalRequest) -> Decision:
         """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
-        record the decision (durable when this returns)."""
+        record the decision (durable when this returns). With ``request.request_id`` already
+        answered: the original decision, and nothing is written."""
+        if (original := self.answered_decision(request.request_id)) is not None:
+            return original
         decision, prepared = self._decide(request)
         try:
             self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
         except StoreFull as exc:
             self.write_health.failed(exc)
             raise
+        except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
+            return self.store.decision_at(exc.event_id)
         return decision
 
     async def enhance_async(self, request: SignalRequest) -> Decision:
         """``enhance`` for asyncio callers: the same decision, durable when the await returns;
         the event loop is not blocked while the decision is committed."""
+        if (original := self.answered_decision(request.request_id)) is not None:
+            return original
         decision, prepared = self._decide(request)
         apply = lambda _: self._wm.add_decision(decision)  # noqa: E731
         try:
@@ -234,7 +243,17 @@ class MemoryEngine:
         except StoreFull as exc:
             self.write_health.failed(exc)
             raise
+        except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
+            return self.store.decision_at(exc.event_id)
         return decision
+
+    def answered_decision(self, request_id: str) -> Decision | None:
+        """The decision already recorded for ``request_id`` (within ``REQUEST_ID_WINDOW_S``),
+        or None ("" is no id: always None)."""
+        if not request_id:
+            return None
+        found = self.store.find_request(DECISION, request_id)
+        return None if found is None else self.store.decision_at(found[0])
 
     def _decide(self, request: SignalRequest) -> tuple[Decision, PreparedDecision]:
         """The decision for ``request`` from the index (not yet stored) and its encoded form."""
@@ -280,7 +299,7 @@ class MemoryEngine:
             ml_direction=request.ml_direction, features=features, regime=adaptation.regime,
             parameters_version=params.version, session_id=request.session_id, market_context=request.market_context,
         )
-        return decision, self.store.prepare_decision(decision)  # JSON + AES-GCM outside any lock
+        return decision, self.store.prepare_decision(decision, request.request_id)  # JSON + AES-GCM outside any lock
 
     # ------------------------------------------------------------------ learning
     def _current_parameters(self) -> tuple[Parameters, dict[str, Any]]:
@@ -289,35 +308,35 @@ class MemoryEngine:
             return Parameters(dict(self.config.parameters), _EPOCH), {}
         return latest[1], latest[2]
 
-    def record_outcome(self, outcome: Outcome) -> LearningUpdate:
+    def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate:
         """Store the outcome and learn from it, atomically: the matched strategy's stats (and
         deprecation), the bounded parameter adjustment, the performance monitor. Raises
         ``UnknownDecision`` for an unknown id and ``DuplicateOutcome`` for a second outcome.
+        With ``request_id`` already answered (``mem_memory.requests``): the original answer,
+        marked ``replayed``, and nothing is written.
 
         Runs in a group commit: outcomes of concurrent calls are learned from one after the
         other inside one transaction (each re-reads the strategy and parameters the previous
         one wrote), so the result is the same as one transaction each."""
+        request_id = validate_request_id(request_id)
         with self._lock:
             held = self._held(outcome.decision_id)  # saves decoding the decision from the store
         try:
-            learned = self._group.submit(lambda store: self._learn(store, outcome, held), lambda w: self._apply_learned(outcome, w))
+            learned = self._group.submit(
+                lambda store: self._learn(store, outcome, held, request_id), lambda w: self._apply_learned(outcome, w)
+            )
         except StoreFull as exc:
             self.write_health.failed(exc)
             raise
-        decision, spec_after, deprecated, adjustments, params = learned
-        summary = _outcome_summary(outcome, spec_after, deprecated, adjustments)
-        return LearningUpdate(
-            decision_id=outcome.decision_id, win=outcome.win,
-            strategy=spec_after.name if spec_after else decision.learned_strategy,
-            strategy_stats=spec_after.stats if spec_after else None, adjustments=tuple(adjustments),
-            parameters_version=params.version, summary=summary, deprecated=deprecated,
-        )
+        return learned[0]  # type: ignore[no-any-return]
 
-    def _learn(
-        self, store: MemoryStore, outcome: Outcome, held: Decision | None
-    ) -> tuple[Decision, StrategySpec | None, bool, list[ParameterAdjustment], Parameters]:
-        """The writes of one outcome, inside the (group) write transaction. Store calls only: it
-        runs under the store's lock and must not take the engine's."""
+    def _learn(self, store: MemoryStore, outcome: Outcome, held: Decision | None, request_id: str = "") -> tuple[Any, ...]:
+        """The writes of one outcome, inside the (group) write transaction: (the answer, and what
+        ``_apply_learned`` needs: decision, strategy after, adjustments, parameters; None for a
+        repeated request id). Store calls only: it runs under the store's lock and must not take
+        the engine's."""
+        if request_id and (found := store.find_request(OUTCOME, request_id)) is not None:
+            return replace(LearningUpdate.from_dict(found[1] or {}), replayed=True), None, None, None, None
         cfg = self.config
         at = outcome.time
         if held is not None:
@@ -342,11 +361,22 @@ class MemoryEngine:
         params = prules.apply(params, monitor_adj, at)
         if adjustments:
             store.append_parameters(params, adjustments, state)
-        return decision, spec_after, deprecated, adjustments, params
+        update = LearningUpdate(
+            decision_id=outcome.decision_id, win=outcome.win,
+            strategy=spec_after.name if spec_after else decision.learned_strategy,
+            strategy_stats=spec_after.stats if spec_after else None, adjustments=tuple(adjustments),
+            parameters_version=params.version, summary=_outcome_summary(outcome, spec_after, deprecated, adjustments),
+            deprecated=deprecated,
+        )
+        if request_id:
+            store.record_request(OUTCOME, request_id, outcome_event, update.to_dict())
+        return update, decision, spec_after, adjustments, params
 
     def _apply_learned(self, outcome: Outcome, learned: tuple[Any, ...]) -> None:
         """The index side of ``_learn``'s writes (called under the engine lock, in commit order)."""
-        decision, spec_after, _, adjustments, params = learned
+        _, decision, spec_after, adjustments, params = learned
+        if decision is None:  # a repeated request id: nothing was written
+            return
         self._wm.add_outcome(decision, outcome)
         if spec_after is not None:
             self._wm.put_strategy(spec_after)

@@ -12,7 +12,11 @@ Layout (docs/memory.md):
   decision, its symbol's recent decisions, and the closed trades; ``outcome_event_id`` set once
   makes "one outcome per decision" atomic across processes.
 - ``heads(kind, subject, event_id)`` — the latest event per strategy name.
+- ``requests(kind, tag, event_id, reply, created)`` — callers' request ids (a keyed tag when
+  encrypted) with the event their call wrote and, for an outcome, its (encrypted) answer; kept
+  for ``REQUEST_ID_WINDOW_S`` (``mem_memory.requests``), then forgotten.
 - ``meta`` — format version, whether the store is encrypted, and the key-check record.
+- ``probe`` — empty; the write probe of a full store writes and deletes a row in it.
 
 Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
 to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
@@ -29,6 +33,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time as _time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +44,7 @@ from mem_memory.errors import (
     CorruptRecord,
     DuplicateDecision,
     DuplicateOutcome,
+    DuplicateRequest,
     MemoryKeyError,
     MemoryStoreError,
     MissingMemoryKey,
@@ -49,6 +55,7 @@ from mem_memory.errors import (
     WrongMemoryKey,
 )
 from mem_memory.files import private_dir
+from mem_memory.requests import REPLY, REQUEST_ID_WINDOW_S
 from mem_memory.types import (
     DECISION,
     OUTCOME,
@@ -66,11 +73,13 @@ log = logging.getLogger(__name__)
 
 
 class PreparedDecision(NamedTuple):
-    """A decision encoded for storage: id, symbol lookup tag, (encrypted) payload."""
+    """A decision encoded for storage: id, symbol lookup tag, (encrypted) payload, and the lookup
+    tag of the caller's request id (None without one)."""
 
     decision_id: str
     symbol_tag: str
     payload: bytes
+    request_tag: str | None = None
 
 
 def _build_decision(p: dict[str, Any], codec: Codec) -> tuple[Decision, str]:
@@ -127,6 +136,15 @@ CREATE TABLE IF NOT EXISTS heads (
 );
 CREATE INDEX IF NOT EXISTS events_subject ON events(kind, subject, event_id);
 CREATE TABLE IF NOT EXISTS probe (x BLOB);
+CREATE TABLE IF NOT EXISTS requests (
+    kind TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    reply BLOB,
+    created REAL NOT NULL,
+    PRIMARY KEY (kind, tag)
+);
+CREATE INDEX IF NOT EXISTS requests_created ON requests(created);
 """
 
 #: ``PRAGMA max_page_count`` without a cap (SQLite clamps it to its compile-time maximum).
@@ -193,6 +211,7 @@ class MemoryStore:
         self.corrupt: dict[int, str] = {}
         #: The size cap in pages (None: no cap); the writer process gets it with every batch.
         self.max_pages: int | None = None
+        self._pruned = float("-inf")  # when request ids past the window were last forgotten
 
     # ------------------------------------------------------------------ open / close
     @classmethod
@@ -354,6 +373,8 @@ class MemoryStore:
             self._span = span = [0, 0]
             try:
                 yield span
+                if _time.monotonic() - self._pruned >= 1.0:
+                    self.forget_requests(_time.time() - REQUEST_ID_WINDOW_S)
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
@@ -428,27 +449,36 @@ class MemoryStore:
             conn.execute("DELETE FROM probe")
 
     # ------------------------------------------------------------------ appends
-    def prepare_decision(self, decision: Decision) -> PreparedDecision:
+    def prepare_decision(self, decision: Decision, request_id: str = "") -> PreparedDecision:
         """Encode (and encrypt) a decision for ``append_prepared`` — CPU work that needs no lock,
-        so concurrent writers do it before they queue for the commit."""
+        so concurrent writers do it before they queue for the commit. ``request_id``: the
+        caller's id of the request (``mem_memory.requests``), stored with it."""
         return PreparedDecision(
-            decision.decision_id, self._codec.tag(decision.symbol), self._codec.encode(DECISION, decision.to_dict())
+            decision.decision_id, self._codec.tag(decision.symbol), self._codec.encode(DECISION, decision.to_dict()),
+            self._codec.tag(request_id) if request_id else None,
         )
 
     def append_prepared(self, prepared: PreparedDecision) -> int:
         """Write a prepared decision (joining the current transaction, or in its own); returns its
-        event id. ``DuplicateDecision`` if the id exists (nothing is written then)."""
+        event id. ``DuplicateDecision`` if the id exists, ``DuplicateRequest`` if its request id
+        is already answered (nothing is written then)."""
         with self.transaction():
             conn = self._c()
             if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (prepared.decision_id,)).fetchone():
                 raise DuplicateDecision(f"decision {prepared.decision_id} is already recorded")
+            if prepared.request_tag is not None:
+                row = conn.execute(
+                    "SELECT event_id FROM requests WHERE kind = ? AND tag = ?", (DECISION, prepared.request_tag)
+                ).fetchone()
+                if row is not None:
+                    raise DuplicateRequest("this request id is already answered", int(row[0]))
             return self.append_prepared_many([prepared])[0]
 
     def append_prepared_many(self, prepared: Sequence[PreparedDecision]) -> list[int]:
         """Write several prepared decisions with two statements (one multi-row INSERT per table),
         inside the current transaction; returns their event ids. No duplicate check of its own:
         a repeated decision id fails the whole statement with ``sqlite3.IntegrityError`` (the
-        caller rolls back). Few statements matter: each one lets other Python threads take the
+        caller rolls back), and so does a repeated request id. Few statements matter: each one lets other Python threads take the
         GIL, and the committing thread then waits to get it back."""
         conn = self._c()
         if not conn.in_transaction:
@@ -469,6 +499,14 @@ class MemoryStore:
             conn.execute(
                 "INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES " + ",".join(["(?,?,?)"] * n), dec_args
             )
+            tagged = [(p.request_tag, first + i) for i, p in enumerate(prepared) if p.request_tag is not None]
+            if tagged:
+                now, req_args = _time.time(), []
+                for tag, event_id in tagged:
+                    req_args += (DECISION, tag, event_id, now)
+                conn.execute(
+                    "INSERT INTO requests(kind, tag, event_id, created) VALUES " + ",".join(["(?,?,?,?)"] * len(tagged)), req_args
+                )
             self._note(first, last)
             return list(range(first, last + 1))
 
@@ -552,6 +590,51 @@ class MemoryStore:
             if cur.rowcount != len(out_rows):
                 raise UnknownDecision("bulk load: an outcome names an unknown or already closed decision")
             return n + len(ev_rows)
+
+    # ------------------------------------------------------------------ request ids
+    def find_request(self, kind: str, request_id: str) -> tuple[int, dict[str, Any] | None] | None:
+        """The event written by the call of ``kind`` with ``request_id`` within the window, and
+        its stored answer (None for a decision: the decision is the answer); None when unknown."""
+        with self._lock:
+            row = self._c().execute(
+                "SELECT event_id, reply FROM requests WHERE kind = ? AND tag = ?", (kind, self._codec.tag(request_id))
+            ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), None if row[1] is None else self._payload(row[0], REPLY, row[1])
+
+    def record_request(self, kind: str, request_id: str, event_id: int, reply: dict[str, Any] | None = None) -> None:
+        """Remember ``request_id`` (inside the write transaction of its call's records)."""
+        with self._lock:
+            self._c().execute(
+                "INSERT INTO requests(kind, tag, event_id, reply, created) VALUES (?, ?, ?, ?, ?)",
+                (kind, self._codec.tag(request_id), int(event_id), None if reply is None else self._codec.encode(REPLY, reply), _time.time()),
+            )
+
+    def forget_requests(self, older_than: float, limit: int = 1000) -> int:
+        """Forget up to ``limit`` request ids recorded before ``older_than`` (epoch seconds);
+        returns how many. Write transactions call it with the window's start, at most once a
+        second, so ids are remembered for at least ``REQUEST_ID_WINDOW_S``."""
+        with self.transaction():
+            cur = self._c().execute(
+                "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE created < ? LIMIT ?)", (float(older_than), int(limit))
+            )
+            self._pruned = _time.monotonic()
+            return int(cur.rowcount)
+
+    def decision_at(self, event_id: int) -> Decision:
+        """The decision of event ``event_id`` (``CorruptRecord`` when it is corrupt)."""
+        with self._lock:
+            row = self._c().execute(
+                "SELECT subject, payload FROM events WHERE event_id = ? AND kind = ?", (int(event_id), DECISION)
+            ).fetchone()
+        if row is None:
+            raise UnknownDecision(f"no decision at event {event_id}")
+        try:
+            return self._record(event_id, DECISION, row[0], row[1])  # type: ignore[no-any-return]
+        except CorruptRecord as exc:
+            self._report(exc)
+            raise
 
     # ------------------------------------------------------------------ checked records
     def _payload(self, event_id: int, kind: str, blob: bytes) -> dict[str, Any]:

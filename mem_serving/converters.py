@@ -13,7 +13,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters, StrategySpec, StrategyStats, symbol_problem
+from mem_memory import (
+    LearningUpdate,
+    Outcome,
+    ParameterAdjustment,
+    Parameters,
+    StrategySpec,
+    StrategyStats,
+    request_id_problem,
+    symbol_problem,
+)
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.errors import InvalidArgument
 from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery
@@ -39,6 +48,15 @@ def symbol(value: str, field: str = "symbol") -> str:
     if problem is not None:
         raise InvalidArgument(field, problem)
     return value.strip()
+
+
+def request_id(value: str, field: str = "request_id") -> str:
+    """The request-id rule of the memory (``mem_memory.requests``), as an ``InvalidArgument``;
+    "" is no id."""
+    problem = request_id_problem(value)
+    if problem is not None:
+        raise InvalidArgument(field, problem)
+    return value
 
 
 def text(value: str, field: str, max_len: int = MAX_TEXT_LEN) -> str:
@@ -197,6 +215,7 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuer
         candles=candles(req.candles, max_candles),
         market_context=context,
         session_id=text(req.session_id, "session_id", 128),
+        request_id=request_id(req.request_id),
     )
 
 
@@ -258,11 +277,11 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 # ---- memory records -> replies ---------------------------------------------------------------
 
 def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal:
-    d = result.decision
+    d = result.decision  # for a repeated request id, the first call's decision: its symbol and time
     reply = pb.EnhancedSignal(
         decision_id=str(d.decision_id),
         action=ACTION_ENUMS.get(str(d.action).upper(), pb.ACTION_UNSPECIFIED),
-        symbol=query.symbol,
+        symbol=d.symbol,
         confidence=float(d.confidence),
         size=float(d.size),
         stop_loss=float(d.stop_loss),
@@ -271,7 +290,7 @@ def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal
         base_confidence=float(d.base_confidence),
         learned_strategy=str(d.learned_strategy or ""),
         model_version=str(d.model_version or result.model_version or ""),
-        time=ts_pb(query.time),
+        time=ts_pb(d.time),
     )
     if d.ml_confidence is not None:
         reply.ml_confidence = float(d.ml_confidence)

@@ -71,7 +71,8 @@ class MemoryEngineLike(Protocol):
 
     def enhance(self, request: SignalRequest) -> Decision: ...
     async def enhance_async(self, request: SignalRequest) -> Decision: ...
-    def record_outcome(self, outcome: Outcome) -> LearningUpdate: ...
+    def answered_decision(self, request_id: str) -> Decision | None: ...
+    def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate: ...
     def parameters(self) -> Parameters: ...
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]: ...
     def stats(self, now: Any = None) -> MemoryStats: ...
@@ -202,7 +203,11 @@ class Handlers:
 
     def predict(self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True) -> Prediction:
         """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
-        model = self._model()
+        try:
+            model = self._model()
+        except Unavailable:
+            self.keep_candles(query.symbol, query.candles)  # kept for when a champion arrives
+            raise
         block = self._candles(query.symbol, query.candles, budget, may_read)
         key = (query.symbol, block.newest_key(), model.version)
         cached = self.predictions.get(key)
@@ -231,10 +236,31 @@ class Handlers:
         return prediction
 
     def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
+        replayed = self._replayed(query)
+        if replayed is not None:
+            return replayed
         request, prediction, version, started = self._prepare_enhance(query, budget)
         memory_started = time.perf_counter()
         decision = self.engine.enhance(request)
         return self._finish_enhance(decision, prediction, version, started, memory_started)
+
+    def _replayed(self, query: EnhanceQuery) -> EnhanceResult | None:
+        """The first call's decision when ``query.request_id`` was answered already (its candles
+        are still merged into the history: a retry never loses them); None otherwise."""
+        if not query.request_id:
+            return None
+        original = self.engine.answered_decision(query.request_id)
+        if original is None:
+            return None
+        self.keep_candles(query.symbol, query.candles)
+        self.metrics.replays.labels("EnhanceSignal").inc()
+        return EnhanceResult(decision=original, prediction=None, model_version=original.model_version or "", replayed=True)
+
+    def keep_candles(self, symbol: str, candles: CandleBlock | None) -> None:
+        """Merge a request's candles into the symbol's history now, before anything can cancel
+        the call: an expired or cancelled call never loses the candles it brought."""
+        if candles is not None:
+            self.history.merge(symbol, candles)
 
     async def enhance_async(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
         """``enhance`` for the event loop: the same steps, awaiting the memory's durable write.
@@ -242,6 +268,9 @@ class Handlers:
         Everything before that await runs on the caller's thread, so it never reads QuestDB:
         ``WouldReadCandles`` instead (call it when ``enhance_reads_candle_source(query)`` is
         false, and run ``enhance`` in a thread pool if it raises that anyway)."""
+        replayed = self._replayed(query)
+        if replayed is not None:
+            return replayed
         request, prediction, version, started = self._prepare_enhance(query, budget, may_read=False)
         memory_started = time.perf_counter()
         decision = await self.engine.enhance_async(request)
@@ -301,11 +330,16 @@ class Handlers:
             features=features,
             session_id=q.session_id,
             market_context=q.market_context,
+            request_id=q.request_id,
         )
 
-    def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED) -> LearningUpdate:
+    def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED, request_id: str = "") -> LearningUpdate:
+        """Learn from ``outcome``; with ``request_id`` already answered, the first answer."""
         budget.check("learning from the outcome")
-        update = self.engine.record_outcome(outcome)
+        update = self.engine.record_outcome(outcome, request_id)
+        if update.replayed:
+            self.metrics.replays.labels("LogOutcome").inc()
+            return update
         self.memory_cache.clear()
         self.metrics.outcome(update.win)
         return update

@@ -110,6 +110,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
                 except WouldReadCandles:  # the history changed under the check: go to the pool
                     pass
             if prediction is None:
+                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
                 prediction = await self._blocking(self.h.predict, query, budget)
             return conv.prediction_pb(prediction)
 
@@ -125,6 +126,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
                 except WouldReadCandles:  # the history changed under the check: go to the pool
                     pass
             if enhanced is None:
+                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
                 enhanced = await self._blocking(self.h.enhance, query, budget)
             return conv.enhanced_pb(enhanced, query)
 
@@ -133,7 +135,8 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
     async def LogOutcome(self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext) -> pb.LogOutcomeResponse:
         async def work(budget: Budget) -> pb.LogOutcomeResponse:
             query = conv.outcome_query(request)
-            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget), query)
+            request_id = conv.request_id(request.request_id)
+            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget, request_id), query)
 
         return await self._run("LogOutcome", request, context, work)
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10mem/v1/mem.proto\x12\x06mem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x06\x43\x61ndle\x12&\n\x02ts\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x0b\n\x03low\x18\x04 \x01(\x01\x12\r\n\x05\x63lose\x18\x05 \x01(\x01\x12\x0e\n\x06volume\x18\x06 \x01(\x01\"I\n\x16PredictReversalRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x1f\n\x07\x63\x61ndles\x18\x02 \x03(\x0b\x32\x0e.mem.v1.Candle\"\xfa\x01\n\x17PredictReversalResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x13\n\x0bis_reversal\x18\x02 \x01(\x08\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12$\n\tdirection\x18\x04 \x01(\x0e\x32\x11.mem.v1.Direction\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x1b\n\x13out_of_distribution\x18\x06 \x01(\x08\x12\x1d\n\x15out_of_range_features\x18\x07 \x03(\t\x12-\n\tcandle_ts\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x0cMlPrediction\x12\x12\n\nconfidence\x18\x01 \x01(\x01\x12$\n\tdirection\x18\x02 \x01(\x0e\x32\x11.mem.v1.Direction\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xa2\x03\n\x14\x45nhanceSignalRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x1e\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x0e.mem.v1.Action\x12\x17\n\x0f\x62\x61se_confidence\x18\x03 \x01(\x01\x12\r\n\x05price\x18\x04 \x01(\x01\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08strategy\x18\x06 \x01(\t\x12\x30\n\rml_prediction\x18\x07 \x01(\x0b\x32\x14.mem.v1.MlPredictionH\x00\x88\x01\x01\x12\x1f\n\x07\x63\x61ndles\x18\x08 \x03(\x0b\x32\x0e.mem.v1.Candle\x12G\n\x0emarket_context\x18\t \x03(\x0b\x32/.mem.v1.EnhanceSignalRequest.MarketContextEntry\x12\x12\n\nsession_id\x18\n \x01(\t\x1a\x34\n\x12MarketContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_ml_prediction\"\x8a\x03\n\x0e\x45nhancedSignal\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x1e\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x0e.mem.v1.Action\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x0c\n\x04size\x18\x05 \x01(\x01\x12\x11\n\tstop_loss\x18\x06 \x01(\x01\x12\x13\n\x0btake_profit\x18\x07 \x01(\x01\x12\x11\n\treasoning\x18\x08 \x01(\t\x12\x17\n\x0f\x62\x61se_confidence\x18\t \x01(\x01\x12\x1a\n\rml_confidence\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11memory_confidence\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x10learned_strategy\x18\x0c \x01(\t\x12\x15\n\rmodel_version\x18\r \x01(\t\x12(\n\x04time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x10\n\x0e_ml_confidenceB\x14\n\x12_memory_confidence\"\xbc\x01\n\x11LogOutcomeRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntry_price\x18\x02 \x01(\x01\x12\x12\n\nexit_price\x18\x03 \x01(\x01\x12\x0c\n\x04size\x18\x04 \x01(\x01\x12\x0b\n\x03pnl\x18\x05 \x01(\x01\x12\x0f\n\x07pnl_pct\x18\x06 \x01(\x01\x12\x13\n\x0b\x65xit_reason\x18\x07 \x01(\t\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\rStrategyStats\x12\x0e\n\x06trades\x18\x01 \x01(\x03\x12\x0c\n\x04wins\x18\x02 \x01(\x03\x12\x10\n\x08win_rate\x18\x03 \x01(\x01\x12\x11\n\ttotal_pnl\x18\x04 \x01(\x01\x12\x13\n\x0b\x61vg_pnl_pct\x18\x05 \x01(\x01\"\x99\x01\n\x13ParameterAdjustment\x12\x11\n\tparameter\x18\x01 \x01(\t\x12\x12\n\nfrom_value\x18\x02 \x01(\x01\x12\x10\n\x08to_value\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07trigger\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x12LogOutcomeResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0b\n\x03win\x18\x02 \x01(\x08\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12-\n\x0estrategy_stats\x18\x04 \x01(\x0b\x32\x15.mem.v1.StrategyStats\x12\x30\n\x0b\x61\x64justments\x18\x05 \x03(\x0b\x32\x1b.mem.v1.ParameterAdjustment\x12\x1a\n\x12parameters_version\x18\x06 \x01(\t\x12\x0f\n\x07summary\x18\x07 \x01(\t\"\x16\n\x14GetParametersRequest\"\xce\x01\n\x15GetParametersResponse\x12\x41\n\nparameters\x18\x01 \x03(\x0b\x32-.mem.v1.GetParametersResponse.ParametersEntry\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"3\n\x15ListStrategiesRequest\x12\x1a\n\x12include_deprecated\x18\x01 \x01(\x08\";\n\tCondition\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"\xea\x02\n\x0cStrategySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\nconditions\x18\x02 \x03(\x0b\x32\x11.mem.v1.Condition\x12\x1e\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x0e.mem.v1.Action\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x0c\n\x04size\x18\x05 \x01(\x01\x12\x15\n\rstop_loss_pct\x18\x06 \x01(\x01\x12\x17\n\x0ftake_profit_pct\x18\x07 \x01(\x01\x12$\n\x05stats\x18\x08 \x01(\x0b\x32\x15.mem.v1.StrategyStats\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeprecated\x18\x0b \x01(\x08\x12\x19\n\x11\x64\x65precated_reason\x18\x0c \x01(\t\"B\n\x16ListStrategiesResponse\x12(\n\nstrategies\x18\x01 \x03(\x0b\x32\x14.mem.v1.StrategySpec*R\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_BUY\x10\x01\x12\x0f\n\x0b\x41\x43TION_SELL\x10\x02\x12\x0f\n\x0b\x41\x43TION_HOLD\x10\x03*T\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_BULLISH\x10\x01\x12\x15\n\x11\x44IRECTION_BEARISH\x10\x02\x32\x8b\x03\n\nMemService\x12R\n\x0fPredictReversal\x12\x1e.mem.v1.PredictReversalRequest\x1a\x1f.mem.v1.PredictReversalResponse\x12\x45\n\rEnhanceSignal\x12\x1c.mem.v1.EnhanceSignalRequest\x1a\x16.mem.v1.EnhancedSignal\x12\x43\n\nLogOutcome\x12\x19.mem.v1.LogOutcomeRequest\x1a\x1a.mem.v1.LogOutcomeResponse\x12L\n\rGetParameters\x12\x1c.mem.v1.GetParametersRequest\x1a\x1d.mem.v1.GetParametersResponse\x12O\n\x0eListStrategies\x12\x1d.mem.v1.ListStrategiesRequest\x1a\x1e.mem.v1.ListStrategiesResponseBG\n\tio.mem.v1P\x01Z/github.com/mem-platform/mem/gen/go/mem/v1;memv1\xaa\x02\x06Mem.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10mem/v1/mem.proto\x12\x06mem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x06\x43\x61ndle\x12&\n\x02ts\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x0b\n\x03low\x18\x04 \x01(\x01\x12\r\n\x05\x63lose\x18\x05 \x01(\x01\x12\x0e\n\x06volume\x18\x06 \x01(\x01\"I\n\x16PredictReversalRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x1f\n\x07\x63\x61ndles\x18\x02 \x03(\x0b\x32\x0e.mem.v1.Candle\"\xfa\x01\n\x17PredictReversalResponse\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x13\n\x0bis_reversal\x18\x02 \x01(\x08\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12$\n\tdirection\x18\x04 \x01(\x0e\x32\x11.mem.v1.Direction\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x1b\n\x13out_of_distribution\x18\x06 \x01(\x08\x12\x1d\n\x15out_of_range_features\x18\x07 \x03(\t\x12-\n\tcandle_ts\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x0cMlPrediction\x12\x12\n\nconfidence\x18\x01 \x01(\x01\x12$\n\tdirection\x18\x02 \x01(\x0e\x32\x11.mem.v1.Direction\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xb6\x03\n\x14\x45nhanceSignalRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x1e\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x0e.mem.v1.Action\x12\x17\n\x0f\x62\x61se_confidence\x18\x03 \x01(\x01\x12\r\n\x05price\x18\x04 \x01(\x01\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08strategy\x18\x06 \x01(\t\x12\x30\n\rml_prediction\x18\x07 \x01(\x0b\x32\x14.mem.v1.MlPredictionH\x00\x88\x01\x01\x12\x1f\n\x07\x63\x61ndles\x18\x08 \x03(\x0b\x32\x0e.mem.v1.Candle\x12G\n\x0emarket_context\x18\t \x03(\x0b\x32/.mem.v1.EnhanceSignalRequest.MarketContextEntry\x12\x12\n\nsession_id\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x1a\x34\n\x12MarketContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_ml_prediction\"\x8a\x03\n\x0e\x45nhancedSignal\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x1e\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x0e.mem.v1.Action\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x0c\n\x04size\x18\x05 \x01(\x01\x12\x11\n\tstop_loss\x18\x06 \x01(\x01\x12\x13\n\x0btake_profit\x18\x07 \x01(\x01\x12\x11\n\treasoning\x18\x08 \x01(\t\x12\x17\n\x0f\x62\x61se_confidence\x18\t \x01(\x01\x12\x1a\n\rml_confidence\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11memory_confidence\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x10learned_strategy\x18\x0c \x01(\t\x12\x15\n\rmodel_version\x18\r \x01(\t\x12(\n\x04time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x10\n\x0e_ml_confidenceB\x14\n\x12_memory_confidence\"\xd0\x01\n\x11LogOutcomeRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntry_price\x18\x02 \x01(\x01\x12\x12\n\nexit_price\x18\x03 \x01(\x01\x12\x0c\n\x04size\x18\x04 \x01(\x01\x12\x0b\n\x03pnl\x18\x05 \x01(\x01\x12\x0f\n\x07pnl_pct\x18\x06 \x01(\x01\x12\x13\n\x0b\x65xit_reason\x18\x07 \x01(\t\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\t \x01(\t\"g\n\rStrategyStats\x12\x0e\n\x06trades\x18\x01 \x01(\x03\x12\x0c\n\x04wins\x18\x02 \x01(\x03\x12\x10\n\x08win_rate\x18\x03 \x01(\x01\x12\x11\n\ttotal_pnl\x18\x04 \x01(\x01\x12\x13\n\x0b\x61vg_pnl_pct\x18\x05 \x01(\x01\"\x99\x01\n\x13ParameterAdjustment\x12\x11\n\tparameter\x18\x01 \x01(\t\x12\x12\n\nfrom_value\x18\x02 \x01(\x01\x12\x10\n\x08to_value\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07trigger\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x12LogOutcomeResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0b\n\x03win\x18\x02 \x01(\x08\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12-\n\x0estrategy_stats\x18\x04 \x01(\x0b\x32\x15.mem.v1.StrategyStats\x12\x30\n\x0b\x61\x64justments\x18\x05 \x03(\x0b\x32\x1b.mem.v1.ParameterAdjustment\x12\x1a\n\x12parameters_version\x18\x06 \x01(\t\x12\x0f\n\x07summary\x18\x07 \x01(\t\"\x16\n\x14GetParametersRequest\"\xce\x01\n\x15GetParametersResponse\x12\x41\n\nparameters\x18\x01 \x03(\x0b\x32-.mem.v1.GetParametersResponse.ParametersEntry\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"3\n\x15ListStrategiesRequest\x12\x1a\n\x12include_deprecated\x18\x01 \x01(\x08\";\n\tCondition\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\n\n\x02op\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"\xea\x02\n\x0cStrategySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\nconditions\x18\x02 \x03(\x0b\x32\x11.mem.v1.Condition\x12\x1e\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x0e.mem.v1.Action\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x0c\n\x04size\x18\x05 \x01(\x01\x12\x15\n\rstop_loss_pct\x18\x06 \x01(\x01\x12\x17\n\x0ftake_profit_pct\x18\x07 \x01(\x01\x12$\n\x05stats\x18\x08 \x01(\x0b\x32\x15.mem.v1.StrategyStats\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeprecated\x18\x0b \x01(\x08\x12\x19\n\x11\x64\x65precated_reason\x18\x0c \x01(\t\"B\n\x16ListStrategiesResponse\x12(\n\nstrategies\x18\x01 \x03(\x0b\x32\x14.mem.v1.StrategySpec*R\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nACTION_BUY\x10\x01\x12\x0f\n\x0b\x41\x43TION_SELL\x10\x02\x12\x0f\n\x0b\x41\x43TION_HOLD\x10\x03*T\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_BULLISH\x10\x01\x12\x15\n\x11\x44IRECTION_BEARISH\x10\x02\x32\x8b\x03\n\nMemService\x12R\n\x0fPredictReversal\x12\x1e.mem.v1.PredictReversalRequest\x1a\x1f.mem.v1.PredictReversalResponse\x12\x45\n\rEnhanceSignal\x12\x1c.mem.v1.EnhanceSignalRequest\x1a\x16.mem.v1.EnhancedSignal\x12\x43\n\nLogOutcome\x12\x19.mem.v1.LogOutcomeRequest\x1a\x1a.mem.v1.LogOutcomeResponse\x12L\n\rGetParameters\x12\x1c.mem.v1.GetParametersRequest\x1a\x1d.mem.v1.GetParametersResponse\x12O\n\x0eListStrategies\x12\x1d.mem.v1.ListStrategiesRequest\x1a\x1e.mem.v1.ListStrategiesResponseBG\n\tio.mem.v1P\x01Z/github.com/mem-platform/mem/gen/go/mem/v1;memv1\xaa\x02\x06Mem.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENHANCESIGNALREQUEST_MARKETCONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_GETPARAMETERSRESPONSE_PARAMETERSENTRY']._loaded_options = None
   _globals['_GETPARAMETERSRESPONSE_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_ACTION']._serialized_start=2875
-  _globals['_ACTION']._serialized_end=2957
-  _globals['_DIRECTION']._serialized_start=2959
-  _globals['_DIRECTION']._serialized_end=3043
+  _globals['_ACTION']._serialized_start=2915
+  _globals['_ACTION']._serialized_end=2997
+  _globals['_DIRECTION']._serialized_start=2999
+  _globals['_DIRECTION']._serialized_end=3083
   _globals['_CANDLE']._serialized_start=61
   _globals['_CANDLE']._serialized_end=181
   _globals['_PREDICTREVERSALREQUEST']._serialized_start=183
@@ -50,33 +50,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MLPREDICTION']._serialized_start=511
   _globals['_MLPREDICTION']._serialized_end=606
   _globals['_ENHANCESIGNALREQUEST']._serialized_start=609
-  _globals['_ENHANCESIGNALREQUEST']._serialized_end=1027
-  _globals['_ENHANCESIGNALREQUEST_MARKETCONTEXTENTRY']._serialized_start=957
-  _globals['_ENHANCESIGNALREQUEST_MARKETCONTEXTENTRY']._serialized_end=1009
-  _globals['_ENHANCEDSIGNAL']._serialized_start=1030
-  _globals['_ENHANCEDSIGNAL']._serialized_end=1424
-  _globals['_LOGOUTCOMEREQUEST']._serialized_start=1427
-  _globals['_LOGOUTCOMEREQUEST']._serialized_end=1615
-  _globals['_STRATEGYSTATS']._serialized_start=1617
-  _globals['_STRATEGYSTATS']._serialized_end=1720
-  _globals['_PARAMETERADJUSTMENT']._serialized_start=1723
-  _globals['_PARAMETERADJUSTMENT']._serialized_end=1876
-  _globals['_LOGOUTCOMERESPONSE']._serialized_start=1879
-  _globals['_LOGOUTCOMERESPONSE']._serialized_end=2093
-  _globals['_GETPARAMETERSREQUEST']._serialized_start=2095
-  _globals['_GETPARAMETERSREQUEST']._serialized_end=2117
-  _globals['_GETPARAMETERSRESPONSE']._serialized_start=2120
-  _globals['_GETPARAMETERSRESPONSE']._serialized_end=2326
-  _globals['_GETPARAMETERSRESPONSE_PARAMETERSENTRY']._serialized_start=2277
-  _globals['_GETPARAMETERSRESPONSE_PARAMETERSENTRY']._serialized_end=2326
-  _globals['_LISTSTRATEGIESREQUEST']._serialized_start=2328
-  _globals['_LISTSTRATEGIESREQUEST']._serialized_end=2379
-  _globals['_CONDITION']._serialized_start=2381
-  _globals['_CONDITION']._serialized_end=2440
-  _globals['_STRATEGYSPEC']._serialized_start=2443
-  _globals['_STRATEGYSPEC']._serialized_end=2805
-  _globals['_LISTSTRATEGIESRESPONSE']._serialized_start=2807
-  _globals['_LISTSTRATEGIESRESPONSE']._serialized_end=2873
-  _globals['_MEMSERVICE']._serialized_start=3046
-  _globals['_MEMSERVICE']._serialized_end=3441
+  _globals['_ENHANCESIGNALREQUEST']._serialized_end=1047
+  _globals['_ENHANCESIGNALREQUEST_MARKETCONTEXTENTRY']._serialized_start=977
+  _globals['_ENHANCESIGNALREQUEST_MARKETCONTEXTENTRY']._serialized_end=1029
+  _globals['_ENHANCEDSIGNAL']._serialized_start=1050
+  _globals['_ENHANCEDSIGNAL']._serialized_end=1444
+  _globals['_LOGOUTCOMEREQUEST']._serialized_start=1447
+  _globals['_LOGOUTCOMEREQUEST']._serialized_end=1655
+  _globals['_STRATEGYSTATS']._serialized_start=1657
+  _globals['_STRATEGYSTATS']._serialized_end=1760
+  _globals['_PARAMETERADJUSTMENT']._serialized_start=1763
+  _globals['_PARAMETERADJUSTMENT']._serialized_end=1916
+  _globals['_LOGOUTCOMERESPONSE']._serialized_start=1919
+  _globals['_LOGOUTCOMERESPONSE']._serialized_end=2133
+  _globals['_GETPARAMETERSREQUEST']._serialized_start=2135
+  _globals['_GETPARAMETERSREQUEST']._serialized_end=2157
+  _globals['_GETPARAMETERSRESPONSE']._serialized_start=2160
+  _globals['_GETPARAMETERSRESPONSE']._serialized_end=2366
+  _globals['_GETPARAMETERSRESPONSE_PARAMETERSENTRY']._serialized_start=2317
+  _globals['_GETPARAMETERSRESPONSE_PARAMETERSENTRY']._serialized_end=2366
+  _globals['_LISTSTRATEGIESREQUEST']._serialized_start=2368
+  _globals['_LISTSTRATEGIESREQUEST']._serialized_end=2419
+  _globals['_CONDITION']._serialized_start=2421
+  _globals['_CONDITION']._serialized_end=2480
+  _globals['_STRATEGYSPEC']._serialized_start=2483
+  _globals['_STRATEGYSPEC']._serialized_end=2845
+  _globals['_LISTSTRATEGIESRESPONSE']._serialized_start=2847
+  _globals['_LISTSTRATEGIESRESPONSE']._serialized_end=2913
+  _globals['_MEMSERVICE']._serialized_start=3086
+  _globals['_MEMSERVICE']._serialized_end=3481
 # @@protoc_insertion_point(module_scope)
