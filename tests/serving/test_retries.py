@@ -15,7 +15,7 @@ import pytest
 
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving.api import pb
-from mem_serving.client import MemClient
+from mem_serving.client import MemClient, MemClientError
 from mem_serving.types import CandleBlock
 
 from .helpers import candle_pb, candles_pb, now_pb
@@ -58,8 +58,9 @@ def test_a_retry_with_the_same_id_gets_the_first_answer_even_after_a_restart(
         with MemClient(s.address, timeout_s=10) as client:
             assert client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="eng-7:order-1") == first
             assert client.log_outcome(first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1") == learned
-            code = pytest.raises(Exception, client.enhance_signal, "BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="has space")
-            assert code.value.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id: must be printable, without spaces" in str(code.value)
+            with pytest.raises(MemClientError) as err:
+                client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="has space")
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id: must be printable, without spaces" in str(err.value)
         assert s.store.counts() == {"decisions": 2, "outcomes": 1}
     finally:
         _stop(s)
