@@ -24,7 +24,7 @@ import numpy as np
 from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
 from mem_core import features as feats
 from mem_core.labels import newest_direction
-from mem_serving.caches import TTLCache
+from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 from mem_serving.metrics import ServingMetrics
@@ -130,7 +130,7 @@ class Handlers:
         self.metrics = metrics or ServingMetrics()
         self.candle_source = candle_source
         self.history = CandleHistory(feats.SERVING_HISTORY)
-        self.predictions: TTLCache[Prediction] = TTLCache(settings.prediction_ttl_s)
+        self.predictions: NewestPerKey[Prediction] = NewestPerKey(settings.prediction_ttl_s, max_keys=self.history.max_symbols)
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
 
     # ---- candles and features ----------------------------------------------------------
@@ -209,8 +209,8 @@ class Handlers:
             self.keep_candles(query.symbol, query.candles)  # kept for when a champion arrives
             raise
         block = self._candles(query.symbol, query.candles, budget, may_read)
-        key = (query.symbol, block.newest_key(), model.version)
-        cached = self.predictions.get(key)
+        version = (block.newest_key(), model.version)
+        cached = self.predictions.get(query.symbol, version)
         if cached is not None:
             self.metrics.prediction_cache.labels("hit").inc()
             return cached
@@ -232,7 +232,7 @@ class Handlers:
             candle_ts_ms=block.newest_ts_ms,
             features=values,
         )
-        self.predictions.put(key, prediction)
+        self.predictions.put(query.symbol, version, prediction)
         return prediction
 
     def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
