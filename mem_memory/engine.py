@@ -25,7 +25,14 @@ from typing import Any
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
-from mem_memory.errors import CorruptRecord, DuplicateOutcome, DuplicateRequest, StoreFull, UnknownParameterVersion
+from mem_memory.errors import (
+    CorruptRecord,
+    DuplicateOutcome,
+    DuplicateRequest,
+    InvalidRecord,
+    StoreFull,
+    UnknownParameterVersion,
+)
 from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
 from mem_memory.rules import discovery as discovery_rules
@@ -216,7 +223,7 @@ class MemoryEngine:
         """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
         record the decision (durable when this returns). With ``request.request_id`` already
         answered: the original decision, and nothing is written."""
-        if (original := self.answered_decision(request.request_id)) is not None:
+        if (original := self.answered_decision(request.request_id, request.symbol, request.action)) is not None:
             return original
         decision, prepared = self._decide(request)
         try:
@@ -225,13 +232,13 @@ class MemoryEngine:
             self.write_health.failed(exc)
             raise
         except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
-            return self.store.decision_at(exc.event_id)
+            return _same_call(self.store.decision_at(exc.event_id), request.symbol, request.action)
         return decision
 
     async def enhance_async(self, request: SignalRequest) -> Decision:
         """``enhance`` for asyncio callers: the same decision, durable when the await returns;
         the event loop is not blocked while the decision is committed."""
-        if (original := self.answered_decision(request.request_id)) is not None:
+        if (original := self.answered_decision(request.request_id, request.symbol, request.action)) is not None:
             return original
         decision, prepared = self._decide(request)
         apply = lambda _: self._wm.add_decision(decision)  # noqa: E731
@@ -244,16 +251,21 @@ class MemoryEngine:
             self.write_health.failed(exc)
             raise
         except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
-            return self.store.decision_at(exc.event_id)
+            return _same_call(self.store.decision_at(exc.event_id), request.symbol, request.action)
         return decision
 
-    def answered_decision(self, request_id: str) -> Decision | None:
+    def answered_decision(self, request_id: str, symbol: str | None = None, action: str | None = None) -> Decision | None:
         """The decision already recorded for ``request_id`` (within ``REQUEST_ID_WINDOW_S``),
-        or None ("" is no id: always None)."""
+        or None ("" is no id: always None). With ``symbol`` and ``action``: ``InvalidRecord`` on
+        ``request_id`` when the id was used for a call about another symbol or action (a reused
+        id, not a retry)."""
         if not request_id:
             return None
         found = self.store.find_request(DECISION, request_id)
-        return None if found is None else self.store.decision_at(found[0])
+        if found is None:
+            return None
+        original = self.store.decision_at(found[0])
+        return original if symbol is None or action is None else _same_call(original, symbol, action)
 
     def _decide(self, request: SignalRequest) -> tuple[Decision, PreparedDecision]:
         """The decision for ``request`` from the index (not yet stored) and its encoded form."""
@@ -336,7 +348,10 @@ class MemoryEngine:
         repeated request id). Store calls only: it runs under the store's lock and must not take
         the engine's."""
         if request_id and (found := store.find_request(OUTCOME, request_id)) is not None:
-            return replace(LearningUpdate.from_dict(found[1] or {}), replayed=True), None, None, None, None
+            first = LearningUpdate.from_dict(found[1] or {})
+            if first.decision_id != outcome.decision_id:
+                raise InvalidRecord("request_id", f"already used for the outcome of another decision ({first.decision_id})")
+            return replace(first, replayed=True), None, None, None, None
         cfg = self.config
         at = outcome.time
         if held is not None:
@@ -482,6 +497,17 @@ class MemoryEngine:
 
         with self._lock:
             return export_all(self.store, Path(folder), self.config)
+
+
+def _same_call(original: Decision, symbol: str, action: str) -> Decision:
+    """``original`` if a call about ``symbol`` and ``action`` repeats the call that recorded it;
+    a request id reused for another call is ``InvalidRecord`` rather than an answer about
+    something else."""
+    if original.symbol != symbol or original.base_action != action:
+        raise InvalidRecord(
+            "request_id", f"already used for a {original.base_action} call about {original.symbol} (decision {original.decision_id})"
+        )
+    return original
 
 
 # ---------------------------------------------------------------------- sentences

@@ -324,7 +324,7 @@ def adjustment_pb(a: ParameterAdjustment) -> pb.ParameterAdjustment:
 
 def learning_pb(update: LearningUpdate, query: Outcome) -> pb.LogOutcomeResponse:
     return pb.LogOutcomeResponse(
-        decision_id=query.decision_id,
+        decision_id=update.decision_id,
         win=bool(update.win),
         strategy=str(update.strategy or ""),
         strategy_stats=stats_pb(update.strategy_stats),

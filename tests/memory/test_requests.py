@@ -90,3 +90,16 @@ def test_a_retry_racing_the_original_writes_one_decision(db: Path) -> None:
         engine.close()
     assert len(set(ids)) == 1 and store.counts()["decisions"] == 2
     store.close()
+
+
+def test_an_id_reused_for_another_call_is_refused_not_answered(engine: MemoryEngine, store: MemoryStore) -> None:
+    first = engine.enhance(replace(request(symbol="BTCUSDT", action="BUY"), request_id="reused"))
+    for other in (request(symbol="ETHUSDT", action="BUY"), request(symbol="BTCUSDT", action="SELL")):
+        with pytest.raises(InvalidRecord, match=f"request_id: already used for a BUY call about BTCUSDT \\(decision {first.decision_id}\\)"):
+            engine.enhance(replace(other, request_id="reused"))
+    second = engine.enhance(request())
+    engine.record_outcome(outcome(first, 0.01), request_id="close")
+    events = store.last_event_id()
+    with pytest.raises(InvalidRecord, match=f"request_id: already used for the outcome of another decision \\({first.decision_id}\\)"):
+        engine.record_outcome(outcome(second, 0.01), request_id="close")
+    assert store.last_event_id() == events and store.counts() == {"decisions": 2, "outcomes": 1}
