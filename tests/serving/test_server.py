@@ -160,7 +160,8 @@ def test_market_context_is_stored_with_the_decision(stack: Stack, serve_candles:
     assert dict(stack.engine.store.get_decision(without.decision_id)[0].market_context) == {}
 
 
-def test_expired_deadline_is_deadline_exceeded_and_records_nothing(stack: Stack, serve_candles: pd.DataFrame) -> None:
+def test_a_call_whose_deadline_passed_before_recording_records_nothing(stack: Stack, serve_candles: pd.DataFrame) -> None:
+    # (one that expires while its decision is being committed may be recorded: test_retries.py)
     decisions = stack.handlers.metrics.decisions
     before = sum(decisions.labels(a)._value.get() for a in ("BUY", "SELL", "HOLD"))
     request = pb.EnhanceSignalRequest(
