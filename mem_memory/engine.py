@@ -340,7 +340,8 @@ class MemoryEngine:
         except StoreFull as exc:
             self.write_health.failed(exc)
             raise
-        return learned[0]  # type: ignore[no-any-return]
+        update: LearningUpdate = learned[0]
+        return update
 
     def _learn(self, store: MemoryStore, outcome: Outcome, held: Decision | None, request_id: str = "") -> tuple[Any, ...]:
         """The writes of one outcome, inside the (group) write transaction: (the answer, and what

@@ -501,7 +501,7 @@ class MemoryStore:
             )
             tagged = [(p.request_tag, first + i) for i, p in enumerate(prepared) if p.request_tag is not None]
             if tagged:
-                now, req_args = _time.time(), []
+                now, req_args = _time.time(), list[Any]()
                 for tag, event_id in tagged:
                     req_args += (DECISION, tag, event_id, now)
                 conn.execute(
@@ -631,7 +631,8 @@ class MemoryStore:
         if row is None:
             raise UnknownDecision(f"no decision at event {event_id}")
         try:
-            return self._record(event_id, DECISION, row[0], row[1])  # type: ignore[no-any-return]
+            decision: Decision = self._record(event_id, DECISION, row[0], row[1])
+            return decision
         except CorruptRecord as exc:
             self._report(exc)
             raise
@@ -877,7 +878,8 @@ class MemoryStore:
         if row is None:
             return None
         try:
-            return self._record(row[0], STRATEGY_UPSERT, row[1], row[2])  # type: ignore[no-any-return]
+            spec: StrategySpec = self._record(row[0], STRATEGY_UPSERT, row[1], row[2])
+            return spec
         except CorruptRecord as exc:
             self._report(exc)
             raise
