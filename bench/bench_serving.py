@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CANDLES = ROOT.parent / "shared" / "data" / "candles"
+CANDLES = Path(os.environ.get("MEM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "candles"
 TRAIN_ROWS = 8000
 
 

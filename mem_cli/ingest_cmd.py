@@ -60,7 +60,7 @@ def csv_cmd(
 @app.command("synthetic")
 def synthetic_cmd(
     symbols: str = typer.Option(",".join(DEFAULT_SYMBOLS), "--symbols", help="Comma-separated symbols."),
-    days: float = typer.Option(30.0, "--days", min=0.01, help="Days of candles per symbol."),
+    days: float = typer.Option(30.0, "--days", help="Days of candles per symbol (> 0, at most 3650)."),
     seed: int = typer.Option(7, "--seed", help="Random seed: the same seed gives the same candles."),
     end: str = typer.Option(None, "--end", help="End time (ISO 8601, UTC if no zone); the last candle closes at or before it. Default: now."),
     interval: str = typer.Option(DEFAULT_INTERVAL, "--interval", "-i", help=_INTERVAL_HELP),
@@ -71,9 +71,15 @@ def synthetic_cmd(
     from mem_pipelines.ingest.load import ingest_synthetic
     from mem_core.questdb.store import CandleStoreError
 
+    from mem_pipelines.ingest.validation import checked_days
+
     names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     if not names:
         _fail("--symbols names no symbol")
+    try:
+        checked_days(days)
+    except IngestError as exc:
+        _fail(str(exc))
     try:
         end_ts = pd.Timestamp(end) if end else pd.Timestamp.now(tz="UTC")
     except ValueError:

@@ -32,6 +32,7 @@ from mem_core.settings import (
     QuestDBSettings,
     project_paths,
 )
+from mem_memory import private_dir
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -176,7 +177,8 @@ def _wait_serving(proc: subprocess.Popen, address: str, log: Path, timeout: floa
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"mem serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                lines = [line for line in log.read_text().splitlines() if line.strip()]
+                raise RuntimeError(f"mem serve exited with code {proc.returncode}: {lines[-1] if lines else 'no output'} (log: {log})")
             try:
                 if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status == health_pb2.HealthCheckResponse.SERVING:
                     return
@@ -197,11 +199,23 @@ def _stop(proc: subprocess.Popen | None) -> None:
         proc.wait()
 
 
+def check_configuration() -> None:
+    """The environment's settings, read once before anything starts, so a malformed variable
+    (a port, MEM_MEMORY_KEY, ...) is one ``ValueError`` naming it rather than a failure minutes in."""
+    from mem_memory import key_from_env
+    from mem_serving.settings import ServingSettings
+
+    QuestDBSettings.from_env()
+    ServingSettings.from_env()
+    key_from_env()
+
+
 def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
     """Run the whole story; returns the report's markdown path."""
+    check_configuration()
     say = Steps(echo)
     paths = project_paths()
-    paths.state.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.state)
     memory_db = paths.state / "main" / "memory.db"  # a fresh memory store for this run
     qdb_server: LocalQuestDB | None = None
     serve_proc: subprocess.Popen | None = None
@@ -216,7 +230,7 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         _dagster(symbols, paths, train_start, train_end, say)
 
         shutil.rmtree(memory_db.parent, ignore_errors=True)
-        memory_db.parent.mkdir(parents=True)
+        private_dir(memory_db.parent)
         serve_proc, address, metrics_port = _start_server(paths, memory_db, say)
 
         from mem_pipelines.replay.runner import ReplayConfig, run_replay

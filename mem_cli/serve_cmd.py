@@ -20,6 +20,7 @@ def serve(
     workers: int = typer.Option(None, help="Threads for the calls that block on QuestDB or SQLite (default MEM_SERVING_WORKERS or 8); the rest run on the event loop."),
 ) -> None:
     """Serve PredictReversal, EnhanceSignal, LogOutcome, GetParameters, ListStrategies over gRPC."""
+    from mem_serving.server import StartupError
     from mem_serving.server import serve as run
     from mem_serving.settings import ServingSettings
 
@@ -31,7 +32,7 @@ def serve(
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
 
     def ready(running) -> None:
         typer.echo(json.dumps({
@@ -44,6 +45,6 @@ def serve(
 
     try:
         run(settings, ready=ready)
-    except CredentialError as exc:
+    except (StartupError, CredentialError) as exc:  # a configuration problem: one line, no traceback
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None

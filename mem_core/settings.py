@@ -90,6 +90,18 @@ def tracking_uri(env: Mapping[str, str] | None = None) -> str:
     return f"sqlite:///{project_paths(env).root / 'mlflow.db'}"
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    """``env[name]`` as a TCP port (``default`` when unset); ``ValueError`` naming the variable."""
+    raw = env.get(name) or str(default)
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ValueError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+    return port
+
+
 @dataclass(frozen=True)
 class QuestDBSettings:
     """Connection settings. ``external`` is True when the environment names a QuestDB host."""
@@ -108,8 +120,8 @@ class QuestDBSettings:
         host = env.get("MEM_QUESTDB_HOST", "")
         return cls(
             host=host or cls.host,
-            http_port=int(env.get("MEM_QUESTDB_HTTP_PORT", DEFAULT_QUESTDB_HTTP_PORT)),
-            pg_port=int(env.get("MEM_QUESTDB_PG_PORT", DEFAULT_QUESTDB_PG_PORT)),
+            http_port=_port(env, "MEM_QUESTDB_HTTP_PORT", DEFAULT_QUESTDB_HTTP_PORT),
+            pg_port=_port(env, "MEM_QUESTDB_PG_PORT", DEFAULT_QUESTDB_PG_PORT),
             user=env.get("MEM_QUESTDB_USER", cls.user),
             password=env.get(QUESTDB_PASSWORD_ENV, "quest"),
             external=bool(host),

@@ -50,6 +50,7 @@ class MemoryConfig:
     closed_window: int = 10_000  # closed trades per action kept for similarity search
     max_active_strategies: int = 50
     refresh_interval_s: float = 1.0  # other processes' writes become visible within this
+    write_probe_s: float = 1.0  # while the store is full, a small write is tried this often
     # parameter adjustment after each outcome (bounded by PARAMETER_LIMITS)
     win_size_step: float = 1.02
     loss_size_step: float = 0.98

@@ -38,6 +38,16 @@ class DuplicateDecision(MemoryStoreError):
     write). Nothing is written."""
 
 
+class DuplicateRequest(MemoryStoreError):
+    """A request id already answered within the window (``mem_memory.requests``): the original
+    answer stands and nothing is written. The engine answers with the original (``event_id``);
+    a caller of the engine never sees this error."""
+
+    def __init__(self, message: str, event_id: int) -> None:
+        self.event_id = event_id
+        super().__init__(message)
+
+
 class UnknownParameterVersion(MemoryStoreError, LookupError):
     """``restore_parameters`` was given a version hash that no stored parameter set has.
     Parameters stay as they are."""
@@ -68,8 +78,22 @@ class UnencryptedStoreKeyError(MemoryKeyError):
 
 
 class CorruptRecord(MemoryStoreError):
-    """A stored payload fails authentication or decoding although the key is right: the file was
-    altered. The read fails loudly; nothing is guessed."""
+    """A stored record fails authentication, decoding or its own checks although the key is
+    right: the file was altered. Nothing is guessed: a read of that one record fails (serving
+    answers DATA_LOSS), reads of many records leave it out and report it (log line with the
+    event id, ``MemoryStore.corrupt``), and ``mem memory verify`` lists every one."""
+
+    def __init__(self, message: str, event_id: int | None = None, kind: str | None = None) -> None:
+        self.event_id = event_id
+        self.kind = kind
+        super().__init__(message)
+
+
+class StoreFull(MemoryStoreError):
+    """A write needed space the store does not have: its disk is full, or its size cap
+    (``MemoryStore.set_max_bytes``) is reached. Nothing of the call is stored (its transaction is
+    rolled back). Serving answers RESOURCE_EXHAUSTED and reports NOT_SERVING until a write
+    succeeds again (the memory probes with a small write while it is full)."""
 
 
 class StoreClosed(MemoryStoreError):

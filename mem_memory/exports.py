@@ -24,6 +24,7 @@ from pathlib import Path
 
 from mem_memory.config import MemoryConfig
 from mem_memory.errors import InvalidRecord
+from mem_memory.files import private_dir
 from mem_memory.store import MemoryStore
 from mem_memory.types import (
     ACTIONS,
@@ -306,7 +307,7 @@ def strategy_modules(specs: Sequence[StrategySpec], generated: datetime | None =
 
 # ---------------------------------------------------------------------- all
 def export_all(store: MemoryStore, folder: Path, cfg: MemoryConfig = MemoryConfig()) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     paths = {
         "core_memory_updates": folder / "core_memory_updates.txt",
         "parameter_updates": folder / "parameter_updates.json",

@@ -7,7 +7,8 @@ every queued unit (up to ``max_batch``), writes them in arrival order in ONE ``B
 transaction and commits (``synchronous=FULL``: one fsync of the WAL for the whole group).
 Consecutive decisions are written with one multi-row INSERT per table; every other unit runs
 inside its own savepoint, so its error (unknown decision, second outcome, ...) rolls back only
-its own writes and is raised to its own writer. Should a decision id repeat (the multi-row
+its own writes and is raised to its own writer (but a full store, ``StoreFull``, fails the whole
+group: SQLite may have rolled the transaction back). Should a decision id repeat (the multi-row
 INSERT fails), the transaction is rolled back and the group written again unit by unit, each in
 a savepoint, so only that writer gets ``DuplicateDecision``.
 
@@ -36,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from mem_memory.errors import StoreFull
 from mem_memory.store import MemoryStore, PreparedDecision
 
 log = logging.getLogger(__name__)
@@ -195,6 +197,8 @@ class GroupCommitter:
                 with store.savepoint():
                     u.result = store.append_prepared(u.prepared) if u.prepared is not None else u.work(store)
                 u.ok = True
+            except StoreFull:  # SQLite may have rolled back the whole transaction: the group fails
+                raise
             except Exception as exc:  # this unit only: its savepoint is rolled back
                 u.error = exc
             i += 1

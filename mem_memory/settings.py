@@ -35,9 +35,19 @@ def previous_keys_from_env(env: Mapping[str, str] | None = None) -> tuple[bytes,
     return tuple(decode_key(p, f"{PREVIOUS_KEYS_ENV} entry {i + 1}") for i, p in enumerate(parts))
 
 
-def writer_child_environment(package_root: str) -> dict[str, str]:
-    """This process's environment for the writer child, without the key (the child never needs
-    it) and with ``package_root`` first on PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, PREVIOUS_KEYS_ENV)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+#: The only variables the writer child inherits: what Python, SQLite and the locale need. Everything
+#: else (MEM_MEMORY_KEY, MEM_SERVING_TOKEN, MEM_QUESTDB_PASSWORD, cloud credentials, ...) stays out:
+#: the child needs no secret, so it is given none.
+CHILD_ENV = (
+    "PATH", "HOME", "TMPDIR", "SQLITE_TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME",
+    "LD_LIBRARY_PATH",
+)
+
+
+def writer_child_environment(package_root: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The writer child's environment: ``CHILD_ENV`` from this process's environment, nothing
+    else, with ``package_root`` first on PYTHONPATH."""
+    environ = os.environ if environ is None else environ
+    env = {k: environ[k] for k in CHILD_ENV if k in environ}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environ.get("PYTHONPATH")]))
     return env

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from mem_memory.errors import InvalidRecord
+from mem_memory.requests import validate_request_id
 from mem_memory.symbols import validate_symbol
 
 Action = Literal["BUY", "SELL", "HOLD"]
@@ -151,6 +152,8 @@ class SignalRequest:
     features: Mapping[str, float] = field(default_factory=dict)
     session_id: str = ""
     market_context: Mapping[str, str] = field(default_factory=dict)
+    #: The caller's id of this request ("" = none): a repeat gets the first decision (``mem_memory.requests``).
+    request_id: str = ""
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -170,6 +173,8 @@ class SignalRequest:
         s(self, "features", _features("features", self.features))
         s(self, "session_id", _text("session_id", self.session_id or "", max_len=128))
         s(self, "market_context", _context("market_context", self.market_context))
+        if self.request_id:
+            s(self, "request_id", validate_request_id(self.request_id))
 
 
 # ---------------------------------------------------------------------------------- decisions
@@ -517,6 +522,27 @@ class LearningUpdate:
     parameters_version: str
     summary: str
     deprecated: bool = False
+    #: True when this is the stored answer to a repeated request id (nothing was learned now).
+    replayed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored with its request id (``replayed`` is not stored)."""
+        return {
+            "decision_id": self.decision_id, "win": self.win, "strategy": self.strategy,
+            "strategy_stats": None if self.strategy_stats is None else self.strategy_stats.to_dict(),
+            "adjustments": [a.to_dict() for a in self.adjustments], "parameters_version": self.parameters_version,
+            "summary": self.summary, "deprecated": self.deprecated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LearningUpdate:
+        stats = d["strategy_stats"]
+        return cls(
+            decision_id=d["decision_id"], win=bool(d["win"]), strategy=d["strategy"],
+            strategy_stats=None if stats is None else StrategyStats(**stats),
+            adjustments=tuple(ParameterAdjustment.from_dict(a) for a in d["adjustments"]),
+            parameters_version=d["parameters_version"], summary=d["summary"], deprecated=bool(d["deprecated"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +566,8 @@ class MemoryStats:
     deprecated_strategies: int
     trades_24h: int
     win_rate_24h: float | None
+    #: Corrupt records the memory has met so far (left out of every read; ``mem memory verify``).
+    corrupt_records: int = 0
 
 
 # Event kinds of the audit trail (``MemoryStore.events_since``).

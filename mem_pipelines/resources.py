@@ -112,7 +112,6 @@ class TrainingFramesIOManager(dg.ConfigurableIOManager):
 def open_store(path: str | Path | None = None) -> Iterator[MemoryStore]:
     """The ``MemoryStore`` at ``memory_db_path(path)`` (key from MEM_MEMORY_KEY), closed afterwards."""
     db = memory_db_path(path)
-    db.parent.mkdir(parents=True, exist_ok=True)
     store = MemoryStore.open(db, key=key_from_env())
     try:
         yield store

@@ -232,9 +232,12 @@ class MemClient:
         ml: ReversalPrediction | None = None,
         session_id: str = "",
         market_context: Mapping[str, str] | None = None,
+        request_id: str = "",
     ) -> EnhancedSignal:
         """Enhance a base signal; ``ml`` passes a prediction the caller already has (else the
-        server predicts from ``candles``, or from QuestDB without them)."""
+        server predicts from ``candles``, or from QuestDB without them). ``request_id``: your id
+        of this call; a retry with the same id (after a deadline, a cancel, UNAVAILABLE) gets the
+        first answer and records nothing new."""
         req = pb.EnhanceSignalRequest(
             symbol=symbol,
             action=_ACTIONS[action],
@@ -244,6 +247,7 @@ class MemClient:
             strategy=strategy,
             candles=_candles(candles),
             session_id=session_id,
+            request_id=request_id,
         )
         if ml is not None:
             req.ml_prediction.CopyFrom(
@@ -281,8 +285,10 @@ class MemClient:
         pnl_pct: float,
         exit_reason: str,
         time: datetime,
+        request_id: str = "",
     ) -> OutcomeLearning:
-        """Report the exit of a trade opened from ``decision_id``; the memory learns from it."""
+        """Report the exit of a trade opened from ``decision_id``; the memory learns from it.
+        ``request_id``: as for ``enhance_signal`` (a retry learns nothing twice)."""
         r = self._call(
             "LogOutcome",
             pb.LogOutcomeRequest(
@@ -294,6 +300,7 @@ class MemClient:
                 pnl_pct=float(pnl_pct),
                 exit_reason=exit_reason,
                 time=_timestamp(time),
+                request_id=request_id,
             ),
         )
         return OutcomeLearning(

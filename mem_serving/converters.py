@@ -7,13 +7,22 @@ build replies; they never raise for valid domain values.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters, StrategySpec, StrategyStats, symbol_problem
+from mem_memory import (
+    LearningUpdate,
+    Outcome,
+    ParameterAdjustment,
+    Parameters,
+    StrategySpec,
+    StrategyStats,
+    request_id_problem,
+    symbol_problem,
+)
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.candle_sink import Offer
 from mem_serving.errors import InvalidArgument
@@ -21,8 +30,10 @@ from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput,
 
 MAX_TEXT_LEN = 256
 MAX_CONTEXT_ITEMS = 64
-# Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31).
+# Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31); the
+# server keeps them to the microsecond (Python's datetime).
 _MAX_SECONDS = 253402300799
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 ACTIONS = {pb.ACTION_BUY: "BUY", pb.ACTION_SELL: "SELL", pb.ACTION_HOLD: "HOLD"}
 ACTION_ENUMS = {v: k for k, v in ACTIONS.items()}
@@ -38,6 +49,15 @@ def symbol(value: str, field: str = "symbol") -> str:
     if problem is not None:
         raise InvalidArgument(field, problem)
     return value.strip()
+
+
+def request_id(value: str, field: str = "request_id") -> str:
+    """The request-id rule of the memory (``mem_memory.requests``), as an ``InvalidArgument``;
+    "" is no id."""
+    problem = request_id_problem(value)
+    if problem is not None:
+        raise InvalidArgument(field, problem)
+    return value
 
 
 def text(value: str, field: str, max_len: int = MAX_TEXT_LEN) -> str:
@@ -95,7 +115,8 @@ def timestamp(ts: Timestamp, field: str, *, has: bool, default: Callable[[], dat
         return default()
     if not (0 <= ts.seconds <= _MAX_SECONDS) or not (0 <= ts.nanos < 1_000_000_000):
         raise InvalidArgument(field, "out of range (1970-01-01 .. 9999-12-31, nanos in [0, 1e9))")
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+    # integer arithmetic: a float sum rounds 9999-12-31T23:59:59.999999999 up into year 10000
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def now_utc() -> datetime:
@@ -195,6 +216,7 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuer
         candles=candles(req.candles, max_candles),
         market_context=context,
         session_id=text(req.session_id, "session_id", 128),
+        request_id=request_id(req.request_id),
     )
 
 
@@ -263,11 +285,11 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 # ---- memory records -> replies ---------------------------------------------------------------
 
 def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal:
-    d = result.decision
+    d = result.decision  # for a repeated request id, the first call's decision: its symbol and time
     reply = pb.EnhancedSignal(
         decision_id=str(d.decision_id),
         action=ACTION_ENUMS.get(str(d.action).upper(), pb.ACTION_UNSPECIFIED),
-        symbol=query.symbol,
+        symbol=d.symbol,
         confidence=float(d.confidence),
         size=float(d.size),
         stop_loss=float(d.stop_loss),
@@ -276,7 +298,7 @@ def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal
         base_confidence=float(d.base_confidence),
         learned_strategy=str(d.learned_strategy or ""),
         model_version=str(d.model_version or result.model_version or ""),
-        time=ts_pb(query.time),
+        time=ts_pb(d.time),
     )
     if d.ml_confidence is not None:
         reply.ml_confidence = float(d.ml_confidence)
@@ -310,7 +332,7 @@ def adjustment_pb(a: ParameterAdjustment) -> pb.ParameterAdjustment:
 
 def learning_pb(update: LearningUpdate, query: Outcome) -> pb.LogOutcomeResponse:
     return pb.LogOutcomeResponse(
-        decision_id=query.decision_id,
+        decision_id=update.decision_id,
         win=bool(update.win),
         strategy=str(update.strategy or ""),
         strategy_stats=stats_pb(update.strategy_stats),

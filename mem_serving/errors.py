@@ -62,6 +62,7 @@ _MEMORY: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (memory_errors.StoreClosed, grpc.StatusCode.UNAVAILABLE),
     (memory_errors.MemoryUnavailable, grpc.StatusCode.UNAVAILABLE),
     (memory_errors.CorruptRecord, grpc.StatusCode.DATA_LOSS),
+    (memory_errors.StoreFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (memory_errors.MemoryStoreError, grpc.StatusCode.INTERNAL),
 )
 

@@ -25,7 +25,7 @@ from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameter
 from mem_core import features as feats
 from mem_core.feature_sets import SEED, FeatureSet
 from mem_core.labels import newest_direction
-from mem_serving.caches import TTLCache
+from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candle_sink import CandleSink, Offer
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
@@ -73,7 +73,8 @@ class MemoryEngineLike(Protocol):
 
     def enhance(self, request: SignalRequest) -> Decision: ...
     async def enhance_async(self, request: SignalRequest) -> Decision: ...
-    def record_outcome(self, outcome: Outcome) -> LearningUpdate: ...
+    def answered_decision(self, request_id: str, symbol: str | None = None, action: str | None = None) -> Decision | None: ...
+    def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate: ...
     def parameters(self) -> Parameters: ...
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]: ...
     def stats(self, now: Any = None) -> MemoryStats: ...
@@ -135,7 +136,7 @@ class Handlers:
         #: Where accepted candles go on their way to QuestDB (None: nowhere).
         self.candle_sink = candle_sink
         self.history = CandleHistory(feats.SERVING_HISTORY)
-        self.predictions: TTLCache[Prediction] = TTLCache(settings.prediction_ttl_s)
+        self.predictions: NewestPerKey[Prediction] = NewestPerKey(settings.prediction_ttl_s, max_keys=self.history.max_symbols)
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
 
     # ---- candles and features ----------------------------------------------------------
@@ -215,14 +216,18 @@ class Handlers:
 
     def predict(self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True) -> Prediction:
         """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
-        if self.models.model is None and query.candles is not None:
-            # no champion yet (a new deployment): the candles are still kept, for QuestDB and the first training
-            self._accept(query.symbol, query.candles)
-            self.history.merge(query.symbol, query.candles)
-        model = self._model()
+        try:
+            model = self._model()
+        except Unavailable:
+            # no champion yet (a new deployment): the candles are still kept, for QuestDB and the
+            # first training, and for when a champion arrives
+            if query.candles is not None:
+                self._accept(query.symbol, query.candles)
+            self.keep_candles(query.symbol, query.candles)
+            raise
         block = self._candles(query.symbol, query.candles, budget, may_read)
-        key = (query.symbol, block.newest_key(), model.version)
-        cached = self.predictions.get(key)
+        version = (block.newest_key(), model.version)
+        cached = self.predictions.get(query.symbol, version)
         if cached is not None:
             self.metrics.prediction_cache.labels("hit").inc()
             return cached
@@ -244,14 +249,35 @@ class Handlers:
             candle_ts_ms=block.newest_ts_ms,
             features=values,
         )
-        self.predictions.put(key, prediction)
+        self.predictions.put(query.symbol, version, prediction)
         return prediction
 
     def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
+        replayed = self._replayed(query)
+        if replayed is not None:
+            return replayed
         request, prediction, version, started = self._prepare_enhance(query, budget)
         memory_started = time.perf_counter()
         decision = self.engine.enhance(request)
         return self._finish_enhance(decision, prediction, version, started, memory_started)
+
+    def _replayed(self, query: EnhanceQuery) -> EnhanceResult | None:
+        """The first call's decision when ``query.request_id`` was answered already (its candles
+        are still merged into the history: a retry never loses them); None otherwise."""
+        if not query.request_id:
+            return None
+        original = self.engine.answered_decision(query.request_id, query.symbol, query.action)
+        if original is None:
+            return None
+        self.keep_candles(query.symbol, query.candles)
+        self.metrics.replays.labels("EnhanceSignal").inc()
+        return EnhanceResult(decision=original, prediction=None, model_version=original.model_version or "", replayed=True)
+
+    def keep_candles(self, symbol: str, candles: CandleBlock | None) -> None:
+        """Merge a request's candles into the symbol's history now, before anything can cancel
+        the call: an expired or cancelled call never loses the candles it brought."""
+        if candles is not None:
+            self.history.merge(symbol, candles)
 
     async def enhance_async(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
         """``enhance`` for the event loop: the same steps, awaiting the memory's durable write.
@@ -259,6 +285,9 @@ class Handlers:
         Everything before that await runs on the caller's thread, so it never reads QuestDB:
         ``WouldReadCandles`` instead (call it when ``enhance_reads_candle_source(query)`` is
         false, and run ``enhance`` in a thread pool if it raises that anyway)."""
+        replayed = self._replayed(query)
+        if replayed is not None:
+            return replayed
         request, prediction, version, started = self._prepare_enhance(query, budget, may_read=False)
         memory_started = time.perf_counter()
         decision = await self.engine.enhance_async(request)
@@ -319,6 +348,7 @@ class Handlers:
             features=features,
             session_id=q.session_id,
             market_context=q.market_context,
+            request_id=q.request_id,
         )
 
     def push_candles(self, symbol: str, block: CandleBlock) -> Offer:
@@ -327,9 +357,13 @@ class Handlers:
             raise FailedPrecondition("this server does not write candles to QuestDB (MEM_SERVING_CANDLE_SINK=off)")
         return self.candle_sink.offer(symbol, block)
 
-    def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED) -> LearningUpdate:
+    def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED, request_id: str = "") -> LearningUpdate:
+        """Learn from ``outcome``; with ``request_id`` already answered, the first answer."""
         budget.check("learning from the outcome")
-        update = self.engine.record_outcome(outcome)
+        update = self.engine.record_outcome(outcome, request_id)
+        if update.replayed:
+            self.metrics.replays.labels("LogOutcome").inc()
+            return update
         self.memory_cache.clear()
         self.metrics.outcome(update.win)
         return update

@@ -15,6 +15,10 @@ mem_strategies{state}                  gauge      learned strategies, state = ac
 mem_requests_total{method,code}        counter    gRPC calls by final status code
 mem_prediction_cache_total{result}     counter    prediction cache hit | miss
 mem_model_info{version}                gauge      1 for the champion version being served
+mem_replays_total{method}              counter    calls answered with the first answer to their
+                                                  repeated request id (nothing recorded)
+mem_memory_corrupt_records             gauge      corrupt records the memory has met (left out
+                                                  of every read; ``mem memory verify`` lists all)
 =====================================  =========  ============================================
 
 The last-hour decision window is kept in this process (a deque of timestamps) and restarts with
@@ -87,6 +91,8 @@ class ServingMetrics:
         self.requests = Counter("mem_requests", "gRPC calls by final status", ["method", "code"], registry=r)
         self.prediction_cache = Counter("mem_prediction_cache", "Prediction cache lookups", ["result"], registry=r)
         self.model_info = Gauge("mem_model_info", "Champion version being served (value 1)", ["version"], registry=r)
+        self.replays = Counter("mem_replays", "Calls answered again for a repeated request id", ["method"], registry=r)
+        self.corrupt_records = Gauge("mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)", registry=r)
         self._model_lock = threading.Lock()
 
     def decision(self, action: str) -> None:
@@ -103,6 +109,7 @@ class ServingMetrics:
         self.win_rate_24h.set_function(lambda: _nan_if_none(stats().win_rate_24h))
         self.strategies.labels("active").set_function(lambda: stats().active_strategies)
         self.strategies.labels("deprecated").set_function(lambda: stats().deprecated_strategies)
+        self.corrupt_records.set_function(lambda: stats().corrupt_records)
 
     def set_model(self, version: str | None) -> None:
         with self._model_lock:

@@ -83,9 +83,13 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
 
     async def _run(self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]) -> Any:
         if request is UNDECODABLE:
+            self._requests.labels(method, grpc.StatusCode.INTERNAL.name).inc()
             await context.abort(grpc.StatusCode.INTERNAL, DECODE_ERROR)
         try:
             reply = await work(Budget(context.time_remaining))
+        except asyncio.CancelledError:  # deadline, client gone, server stopping: no status is sent
+            self._requests.labels(method, grpc.StatusCode.CANCELLED.name).inc()
+            raise
         except Exception as exc:  # the one place errors become statuses (CancelledError is not an Exception)
             code, message = to_status(exc, method)
             self._requests.labels(method, code.name).inc()
@@ -107,6 +111,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
                 except WouldReadCandles:  # the history changed under the check: go to the pool
                     pass
             if prediction is None:
+                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
                 prediction = await self._blocking(self.h.predict, query, budget)
             return conv.prediction_pb(prediction)
 
@@ -122,6 +127,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
                 except WouldReadCandles:  # the history changed under the check: go to the pool
                     pass
             if enhanced is None:
+                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
                 enhanced = await self._blocking(self.h.enhance, query, budget)
             return conv.enhanced_pb(enhanced, query)
 
@@ -130,7 +136,8 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
     async def LogOutcome(self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext) -> pb.LogOutcomeResponse:
         async def work(budget: Budget) -> pb.LogOutcomeResponse:
             query = conv.outcome_query(request)
-            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget), query)
+            request_id = conv.request_id(request.request_id)
+            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget, request_id), query)
 
         return await self._run("LogOutcome", request, context, work)
 

@@ -97,16 +97,16 @@ class ServingSettings:
             raise ValueError("set MEM_SERVING_TOKEN or MEM_SERVING_TOKEN_FILE, not both")
         settings = cls(
             host=env.get("MEM_SERVING_HOST", "127.0.0.1"),
-            port=int(env.get("MEM_SERVING_PORT", DEFAULT_SERVING_PORT)),
-            metrics_port=int(env.get("MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT)),
+            port=_number(env, "MEM_SERVING_PORT", DEFAULT_SERVING_PORT, int),
+            metrics_port=_number(env, "MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT, int),
             memory_db=memory_db_path(env=env),
             tracking_uri=tracking_uri(env),
-            max_workers=int(env.get("MEM_SERVING_WORKERS", 8)),
+            max_workers=_number(env, "MEM_SERVING_WORKERS", 8, int),
             memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
-            model_poll_s=float(env.get("MEM_SERVING_MODEL_POLL_S", 5.0)),
+            model_poll_s=_number(env, "MEM_SERVING_MODEL_POLL_S", 5.0, float),
             candle_sink=_on_off("MEM_SERVING_CANDLE_SINK", env.get("MEM_SERVING_CANDLE_SINK", "on")),
-            candle_queue_rows=int(env.get("MEM_SERVING_CANDLE_QUEUE", 100_000)),
-            candle_flush_s=float(env.get("MEM_SERVING_CANDLE_FLUSH_S", 1.0)),
+            candle_queue_rows=_number(env, "MEM_SERVING_CANDLE_QUEUE", 100_000, int),
+            candle_flush_s=_number(env, "MEM_SERVING_CANDLE_FLUSH_S", 1.0, float),
             token=env.get("MEM_SERVING_TOKEN") or None,
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
@@ -134,6 +134,17 @@ class ClientSettings:
         env = os.environ if env is None else env
         cert = env.get("MEM_SERVING_TLS_CERT") or None
         return cls(token=env.get("MEM_SERVING_TOKEN") or None, root_cert=Path(cert) if cert else None)
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    """``kind(env[name])`` (``default`` when unset); ``ValueError`` naming the variable."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return kind(default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
 
 
 def _writer_mode(value: str) -> bool:

@@ -89,6 +89,8 @@ class EnhanceQuery:
     candles: CandleBlock | None
     market_context: Mapping[str, str]
     session_id: str
+    #: The caller's id of this request ("" = none; ``mem_memory.requests``).
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +100,6 @@ class EnhanceResult:
     decision: Decision
     prediction: Prediction | None
     model_version: str
+    #: The first call's decision, answered again to a repeated request id (nothing recorded now).
+    replayed: bool = False
 

@@ -181,7 +181,9 @@ def test_serving_settings_take_the_shared_memory_path_and_mlflow_store(tmp_path:
 def test_the_memory_writer_child_never_gets_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(memory_settings.KEY_ENV, base64.b64encode(os.urandom(32)).decode())
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("MEM_SERVING_TOKEN", "s3cret")
     child = memory_settings.writer_child_environment("/pkg")
     assert memory_settings.KEY_ENV not in child
+    assert "MEM_SERVING_TOKEN" not in child and set(child) <= set(memory_settings.CHILD_ENV)
     assert child["PYTHONPATH"] == os.pathsep.join(["/pkg", "/elsewhere"])
     assert memory_settings.KEY_ENV in os.environ  # a copy: the parent's environment is untouched

@@ -86,7 +86,7 @@ def _read_text(path: Path) -> str:
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise IngestError(f"{path}: cannot decompress file: {exc}") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a leading byte-order mark (Excel's "CSV UTF-8") is not data
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise IngestError(f"{path}:{line}: not UTF-8 text (binary or corrupt file)") from None
@@ -128,6 +128,8 @@ def read_kline_csv(path: str | Path, interval: str = DEFAULT_INTERVAL, symbol: s
                 "or the 12-column Binance dump without a header)"
             )
         names, expected = first_fields, len(first_fields)
+        if not text.partition("\n")[2].strip():
+            raise IngestError(f"{path}: no candles (a header and no rows)")
     else:
         if len(first_fields) != len(DUMP_COLUMNS):
             raise IngestError(

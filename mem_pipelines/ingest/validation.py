@@ -5,6 +5,7 @@ offending row. A batch with any bad row is refused as a whole.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,6 +49,22 @@ def checked_symbol(value: str, where: str = "symbol") -> str:
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:36] + "...'"
         raise IngestError(f"{where} {shown}: {problem}")
     return symbol
+
+
+#: Most days of synthetic candles one call generates (ten years: ~1M 5-minute candles a symbol).
+MAX_SYNTHETIC_DAYS = 3650.0
+
+
+def checked_days(days: float) -> float:
+    """``days`` of synthetic candles if it is a finite number in (0, ``MAX_SYNTHETIC_DAYS``];
+    else ``IngestError`` saying so on one line."""
+    try:
+        value = float(days)
+    except (TypeError, ValueError):
+        raise IngestError(f"--days {days!r}: must be a number of days") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_SYNTHETIC_DAYS:
+        raise IngestError(f"--days {days!r}: must be a finite number of days > 0 and <= {MAX_SYNTHETIC_DAYS:g}")
+    return value
 
 
 def interval_seconds(interval: str) -> int:

@@ -74,8 +74,7 @@ def run_discovery(engine: MemoryEngine, now: pd.Timestamp, exports: Path | None 
     result = engine.discover(now.to_pydatetime())
     specs = list(engine.strategies(include_deprecated=True))
     paths: dict[str, Path] = {}
-    if exports is not None:
-        exports.mkdir(parents=True, exist_ok=True)
+    if exports is not None:  # export_all creates the folder (0700)
         paths = {Path(p).name: Path(p) for p in engine.export_all(exports).values()}
     return DiscoveryReport(
         now=now,

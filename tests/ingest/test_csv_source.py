@@ -164,3 +164,25 @@ def test_unknown_or_mismatched_interval(tmp_path):
     one = write_dump(tmp_path / "one.csv", dump_rows(n=1, step=3_600_000))
     with pytest.raises(IngestError, match=f"{one}:1: close_time - open_time spans 3600000 ms"):
         read_kline_csv(one, symbol="BTCUSDT")
+
+
+def test_a_header_without_rows_is_refused_in_one_line(tmp_path):
+    for text in ("open_time,open,high,low,close,volume\n", "open_time,open,high,low,close,volume", "open_time,open,high,low,close,volume\n\n"):
+        path = tmp_path / "BTCUSDT-5m.csv"
+        path.write_text(text)
+        with pytest.raises(IngestError, match=f"^{path}: no candles \\(a header and no rows\\)$"):
+            read_kline_csv(path)
+
+
+def test_a_utf8_byte_order_mark_is_not_data(tmp_path):
+    text = "open_time,open,high,low,close,volume\n" + "".join(f"{T0 + i * STEP},1.0,2.0,0.5,1.5,3.0\n" for i in range(3))
+    plain = tmp_path / "BTCUSDT-5m.csv"
+    plain.write_text(text)
+    marked = tmp_path / "ETHUSDT-5m.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Excel saves "CSV UTF-8"
+    got = read_kline_csv(marked)
+    assert got.rows == 3
+    pd.testing.assert_frame_equal(got.frame.drop(columns="symbol"), read_kline_csv(plain).frame.drop(columns="symbol"))
+    dump = write_dump(tmp_path / "XRPUSDT-5m.csv", dump_rows(4))
+    dump.write_bytes(b"\xef\xbb\xbf" + dump.read_bytes())
+    assert read_kline_csv(dump).rows == 4

@@ -5,6 +5,7 @@ import base64
 import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from mem_memory import Decision, Outcome, SignalRequest
 
@@ -77,3 +78,20 @@ def kill_after_lines(proc: "subprocess.Popen[str]", n: int, seconds: float = 60.
     proc.send_signal(signal.SIGKILL)  # in the middle of the stream: the worker never stops on its own
     rest, err = proc.communicate(timeout=30)
     return lines + rest.splitlines(), err
+
+
+def flip_stored_bit(db: Path, event_id: int, needle: bytes | None = None) -> None:
+    """Flip the lowest bit of one byte of a stored payload, as a bad disk or a stray write would:
+    the byte after ``needle`` (a clear store's JSON), else the middle byte (an encrypted one).
+    The store must be closed."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        blob = bytearray(conn.execute("SELECT payload FROM events WHERE event_id = ?", (event_id,)).fetchone()[0])
+        at = blob.index(needle) + len(needle) if needle is not None else len(blob) // 2
+        blob[at] ^= 1
+        conn.execute("UPDATE events SET payload = ? WHERE event_id = ?", (bytes(blob), event_id))
+        conn.commit()
+    finally:
+        conn.close()

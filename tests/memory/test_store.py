@@ -134,13 +134,13 @@ def test_store_reopens_with_integrity_and_is_append_only(db: Path) -> None:
     again.close()
 
 
-def test_tampered_payload_fails_loudly(db: Path, key: bytes) -> None:
+def test_a_tampered_payload_is_left_out_of_scans_and_fails_its_own_read(db: Path, key: bytes) -> None:
     import sqlite3
 
     from mem_memory import CorruptRecord
 
     store = MemoryStore.open(db, key=key)
-    MemoryEngine(store).enhance(request())
+    d = MemoryEngine(store).enhance(request())
     store.close()
     conn = sqlite3.connect(db)
     blob = bytearray(conn.execute("SELECT payload FROM events WHERE event_id = 1").fetchone()[0])
@@ -149,6 +149,11 @@ def test_tampered_payload_fails_loudly(db: Path, key: bytes) -> None:
     conn.commit()
     conn.close()
     again = MemoryStore.open(db, key=key)
-    with pytest.raises(CorruptRecord):
-        again.events_since(0)
-    again.close()
+    try:
+        assert again.events_since(0) == [] and again.scan_since(0) == ([], 1)  # the cursor moves past it
+        with pytest.raises(CorruptRecord) as err:
+            again.get_decision(d.decision_id)
+        assert err.value.event_id == 1 and err.value.kind == "decision"
+        assert again.corrupt == {1: "decision"}
+    finally:
+        again.close()

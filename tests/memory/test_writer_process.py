@@ -212,8 +212,12 @@ def test_a_writer_that_cannot_open_the_store_is_a_clear_error(tmp_path: Path) ->
 
 
 def test_close_after_the_event_loop_is_gone_settles_the_batch_in_flight(db: Path) -> None:
+    import sqlite3
+
     store = MemoryStore.open(db)
     engine = MemoryEngine(store, writer_process=True)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer's commit waits: the batch stays in flight
     loop = asyncio.new_event_loop()
     tasks = [loop.create_task(engine.enhance_async(request(price=100.0 + i))) for i in range(5)]
     loop.run_until_complete(asyncio.sleep(0))  # every task starts: a batch is sent, the rest queue
@@ -226,6 +230,8 @@ def test_close_after_the_event_loop_is_gone_settles_the_batch_in_flight(db: Path
         t.cancel()  # as a stopping server cancels its calls; then its loop closes
     loop.run_until_complete(asyncio.sleep(0))
     loop.close()
+    blocker.execute("ROLLBACK")
+    blocker.close()
     engine.close()  # from another loop-less thread: must neither raise nor leave the writer behind
     assert _wait_dead(pid)
     stored = store.counts()["decisions"]

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pandas as pd
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
@@ -158,7 +160,8 @@ def test_market_context_is_stored_with_the_decision(stack: Stack, serve_candles:
     assert dict(stack.engine.store.get_decision(without.decision_id)[0].market_context) == {}
 
 
-def test_expired_deadline_is_deadline_exceeded_and_records_nothing(stack: Stack, serve_candles: pd.DataFrame) -> None:
+def test_a_call_whose_deadline_passed_before_recording_records_nothing(stack: Stack, serve_candles: pd.DataFrame) -> None:
+    # (one that expires while its decision is being committed may be recorded: test_retries.py)
     decisions = stack.handlers.metrics.decisions
     before = sum(decisions.labels(a)._value.get() for a in ("BUY", "SELL", "HOLD"))
     request = pb.EnhanceSignalRequest(
@@ -256,3 +259,32 @@ def test_prediction_cache_is_keyed_by_the_newest_candle(stack: Stack, serve_cand
     nxt = candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))
     stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="CACHED", candles=[nxt]), timeout=10)
     assert (hits._value.get(), misses._value.get()) == (h0 + 1, m0 + 3)
+
+
+def test_the_last_protobuf_instant_is_served_and_anything_later_is_invalid(stack: Stack) -> None:
+    last = Timestamp(seconds=253402300799, nanos=999_999_999)  # 9999-12-31T23:59:59.999999999Z
+    ml = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
+    base = dict(symbol="LATE", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0, ml_prediction=ml)
+    signal = stack.stub.EnhanceSignal(pb.EnhanceSignalRequest(**base, time=last), timeout=10)
+    assert (signal.time.seconds, signal.time.nanos) == (253402300799, 999_999_000)  # kept to the microsecond
+    assert stack.engine.store.get_decision(signal.decision_id)[0].time == datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    learned = stack.stub.LogOutcome(pb.LogOutcomeRequest(
+        decision_id=signal.decision_id, entry_price=100, exit_price=101, size=0.01, pnl=1, pnl_pct=0.01, exit_reason="tp", time=last), timeout=10)
+    assert learned.decision_id == signal.decision_id
+    for bad in (Timestamp(seconds=253402300800), Timestamp(seconds=5, nanos=1_000_000_000), Timestamp(seconds=-1)):
+        code, details = _code(stack.stub.EnhanceSignal, pb.EnhanceSignalRequest(**base, time=bad))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("time: out of range"), details
+        code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(
+            decision_id=signal.decision_id, entry_price=100, exit_price=101, size=0.01, exit_reason="tp", time=bad))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("time: out of range"), details
+        candle = pb.Candle(ts=bad, open=1, high=1, low=1, close=1, volume=1)
+        code, details = _code(stack.stub.PredictReversal, pb.PredictReversalRequest(symbol="LATE", candles=[candle]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("candles[0].ts: out of range"), details
+
+
+def test_undecodable_requests_are_counted(stack: Stack) -> None:
+    requests = stack.handlers.metrics.requests
+    for method in ("EnhanceSignal", "LogOutcome"):
+        code, details = _code(stack.channel.unary_unary(f"/mem.v1.MemService/{method}"), b"\xff\xff\xff")
+        assert code == grpc.StatusCode.INTERNAL and details == "Exception deserializing request!"
+        assert requests.labels(method, "INTERNAL")._value.get() == 1
