@@ -53,7 +53,6 @@ from mem_memory.errors import (
     DuplicateRequest,
     MemoryKeyError,
     MemoryStoreError,
-    MissingMemoryKey,
     StoreClosed,
     StoreFull,
     UnencryptedStoreKeyError,

@@ -18,8 +18,6 @@ from mem_core.settings import QuestDBSettings
 from mem_pipelines.ingest.csv_source import read_kline_csv
 from mem_pipelines.ingest.synthetic import synthetic_candles
 from mem_pipelines.ingest.validation import DEFAULT_INTERVAL, IngestError, checked_days, checked_symbol, validate_candles
-from mem_core.questdb.store import write_candles
-from mem_core.settings import QuestDBSettings
 
 
 @dataclass(frozen=True)
