@@ -23,7 +23,7 @@ from mem_memory import audit, key_id
 from mem_serving.credentials import CredentialError, TokenSet, fingerprint, parse_tokens
 from mem_serving.settings import ServingSettings
 
-from .helpers import ModelStore, start_stack
+from .stack import ModelStore, start_stack
 from .rotation import (
     Caller,
     call_once,
