@@ -11,13 +11,11 @@ from mem_cli import ingest_cmd, main_cmd, memory_cmd, memory_verify_cmd, questdb
 app = typer.Typer(help="MEM: memory-enhanced ML trading signals.", no_args_is_help=True, add_completion=False)
 app.add_typer(questdb_cmd.app, name="questdb")
 app.add_typer(ingest_cmd.app, name="ingest")
+memory_cmd.app.command(name="verify")(memory_verify_cmd.verify)
 app.add_typer(memory_cmd.app, name="memory")
 app.command(name="serve")(serve_cmd.serve)
 app.command(name="replay")(replay_cmd.replay)
 app.command(name="main")(main_cmd.main)
-memory_app = typer.Typer(help="The memory store.", no_args_is_help=True)
-memory_app.command(name="verify")(memory_verify_cmd.verify)
-app.add_typer(memory_app, name="memory")
 
 if __name__ == "__main__":
     app()

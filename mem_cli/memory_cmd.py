@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="Back up, restore, rekey and audit the memory store.", no_args_is_help=True)
+app = typer.Typer(help="Back up, restore, rekey, audit and verify the memory store.", no_args_is_help=True)
 
 _DB_HELP = "Memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."
 
