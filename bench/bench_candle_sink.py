@@ -41,10 +41,11 @@ def _candles_dir() -> Path:
     return ROOT.parent / "shared" / "data" / "candles"
 
 
-def _start_server(name: str, sink: str, tmp: Path, uri: str, questdb, workers: int) -> tuple[subprocess.Popen, dict]:
+def _start_server(name: str, sink: str, tmp: Path, uri: str, questdb, workers: int, flush_s: float) -> tuple[subprocess.Popen, dict]:
     env = {
         **os.environ, "MLFLOW_TRACKING_URI": uri, "MEM_HOME": str(tmp / name), "PYTHONUNBUFFERED": "1",
-        "MEM_SERVING_CANDLE_SINK": sink, "MEM_QUESTDB_HTTP_PORT": str(questdb.http_port), "MEM_QUESTDB_PG_PORT": str(questdb.pg_port),
+        "MEM_SERVING_CANDLE_SINK": sink, "MEM_SERVING_CANDLE_FLUSH_S": str(flush_s),
+        "MEM_QUESTDB_HTTP_PORT": str(questdb.http_port), "MEM_QUESTDB_PG_PORT": str(questdb.pg_port),
     }
     env.pop("MEM_SERVING_TOKEN", None)
     env.pop("MEM_QUESTDB_HOST", None)
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3000, help="measured EnhanceSignal calls per server")
     ap.add_argument("--rounds", type=int, default=10, help="alternations between the two servers")
     ap.add_argument("--workers", type=int, default=8, help="server thread-pool size")
+    ap.add_argument("--flush-s", type=float, default=1.0, help="MEM_SERVING_CANDLE_FLUSH_S of the server with the write-behind on")
     ap.add_argument("--quick", action="store_true", help="a 50-tree model instead of the seed's 200 (faster set-up)")
     args = ap.parse_args()
 
@@ -94,7 +96,7 @@ def main() -> None:
         rows = bs._rows(0, SERVING_HISTORY + warmup + per_round * args.rounds)
         info, stubs, channels = {}, {}, []
         for name in ("off", "on"):
-            proc, ready = _start_server(name, name, tmp, uri, settings, args.workers)
+            proc, ready = _start_server(name, name, tmp, uri, settings, args.workers, args.flush_s)
             servers.append(proc)
             info[name] = ready
             channel = grpc.insecure_channel(ready["grpc"])
@@ -154,6 +156,7 @@ def main() -> None:
             "load_average_before": load_before,
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "rounds": args.rounds,
+            "flush_s": args.flush_s,
             "sink_off": off,
             "sink_on": on,
             "delta_on_minus_off_ms": {q: round(on[q] - off[q], 3) for q in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},

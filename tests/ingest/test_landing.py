@@ -143,7 +143,7 @@ def test_dropped_files_are_ingested_by_the_sensors_run_once_and_bad_ones_quarant
 ) -> None:
     folder = tmp_path / "landing"
     folder.mkdir()
-    landing = LandingResource(folder=str(folder), settle_s=5.0)
+    landing = LandingResource(folder=str(folder), settle_s=600.0)  # files written below are "still changing" until _settled
     defs = _defs(fresh_questdb, landing)
     btc = _real(shared_candles, "BTCUSDT", 2 * DAY)
     good = _zip(folder / "BTCUSDT-5m-2025-01-01.zip", btc.iloc[:DAY])
