@@ -35,7 +35,7 @@ def settle(conn: sqlite3.Connection, meta: dict[str, Any], codec: Codec, path: P
     if store_id is None:  # a store from before key ids: find its key by its key-check record
         store_id = next((k for k in codec.key_ids if codec.verify(bytes(meta["key_check"]), k)), None)
         if store_id is None:
-            raise WrongMemoryKey(f"the key given is not the key of the memory store {path}")
+            raise WrongMemoryKey(f"the key given ({KEY_ENV}) is not the key of the memory store {path}")
         conn.execute("INSERT INTO meta VALUES ('key_id', ?)", (store_id,))
     target = _text(meta.get("rekey_to"))
     if not codec.holds(store_id):
@@ -44,7 +44,7 @@ def settle(conn: sqlite3.Connection, meta: dict[str, Any], codec: Codec, path: P
                 f"the memory store {path} is being rekeyed from key {store_id} to key {target}: "
                 f"set {PREVIOUS_KEYS_ENV} to the key {store_id}"
             )
-        raise WrongMemoryKey(f"the key given is not the key of the memory store {path} (its key id is {store_id})")
+        raise WrongMemoryKey(f"the key given ({KEY_ENV}) is not the key of the memory store {path} (its key id is {store_id})")
     if not codec.verify(bytes(meta["key_check"]), store_id):
         raise WrongMemoryKey(f"the key check of the memory store {path} does not match the key with id {store_id}")
     codec.use_store_key(store_id)
