@@ -8,7 +8,6 @@ from pathlib import Path
 
 import grpc
 
-from mem_core import features
 from mem_serving.api import MemServiceStub
 from mem_serving.handlers import Handlers
 from mem_serving.metrics import ServingMetrics
@@ -55,7 +54,7 @@ class Stack:
 def start_stack(uri: str, memory_db: Path, candle_source=None, **settings: object) -> Stack:
     config = ServingSettings(**{"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4, **settings})
     metrics = ServingMetrics()
-    models = ModelProvider(uri, config.model_poll_s, features.FEATURE_NAMES)
+    models = ModelProvider(uri, config.model_poll_s)
     models.subscribe(lambda m: metrics.set_model(None if m is None else m.version))
     models.start()
     store, engine = open_engine(memory_db)
