@@ -109,10 +109,11 @@ def newest_features(block: CandleBlock, feature_set: FeatureSet = SEED) -> dict[
     For the seed set that is ``features.latest_features_arrays`` over the block's columns (a
     fraction of the time of ``latest_features``' pandas indexing); it cuts the history to
     ``SERVING_HISTORY``, raises ``InsufficientHistory`` below ``MIN_HISTORY`` and checks
-    finiteness. tests/serving/test_features_path.py proves the result equal to ``latest_features``
-    on real candles.
+    finiteness. ``regime_v1`` adds the regime features, which also read the newest candle's open
+    time. tests/serving/test_features_path.py proves both equal to the training frame on real
+    candles.
     """
-    return feature_set.newest(block.ohlcv)
+    return feature_set.newest(block.ohlcv, block.newest_ts_ms)
 
 
 class Handlers:
@@ -152,18 +153,23 @@ class Handlers:
             return False
         if given is None:
             return True
-        return self.history.merged_length(symbol, given) < feats.MIN_HISTORY
+        return self.history.merged_length(symbol, given) < self._min_history()
+
+    def _min_history(self) -> int:
+        """Fewest candles the current champion's features need (the seed's when there is none)."""
+        model = self.models.model
+        return feats.MIN_HISTORY if model is None else model.feature_set.min_history
 
     def enhance_reads_candle_source(self, query: EnhanceQuery) -> bool:
         """Whether ``enhance(query)`` would read the candle source (only when it predicts: with an
         ML prediction given, the snapshot uses the candles given or held and never reads it)."""
         return query.ml is None and self.reads_candle_source(query.symbol, query.candles)
 
-    def _candles(self, symbol: str, given: CandleBlock | None, budget: Budget, may_read: bool = True) -> CandleBlock:
-        """The history to compute features on: the request's candles merged into the server's
-        history of the symbol (seeded from QuestDB when short), or QuestDB's latest alone.
-        ``may_read=False``: raise ``WouldReadCandles`` rather than read QuestDB."""
-        need = feats.MIN_HISTORY
+    def _candles(self, symbol: str, given: CandleBlock | None, budget: Budget, may_read: bool = True,
+                 need: int = feats.MIN_HISTORY) -> CandleBlock:
+        """The history to compute features on (at least ``need`` candles): the request's candles
+        merged into the server's history of the symbol (seeded from QuestDB when short), or
+        QuestDB's latest alone. ``may_read=False``: raise ``WouldReadCandles`` rather than read QuestDB."""
         if not may_read and self.candle_source is not None and given is None:
             raise WouldReadCandles(symbol)
         if given is None:
@@ -225,7 +231,7 @@ class Handlers:
                 self._accept(query.symbol, query.candles)
             self.keep_candles(query.symbol, query.candles)
             raise
-        block = self._candles(query.symbol, query.candles, budget, may_read)
+        block = self._candles(query.symbol, query.candles, budget, may_read, model.feature_set.min_history)
         version = (block.newest_key(), model.version)
         cached = self.predictions.get(query.symbol, version)
         if cached is not None:

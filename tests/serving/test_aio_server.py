@@ -13,13 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mem_core import estimators, registry
+from mem_core.feature_sets import REGIME_V1
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving.api import pb
 from mem_serving.candles import CandleHistory
 from mem_serving.handlers import Handlers
+from mem_serving.model_provider import ModelProvider
 from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX
 from mem_serving.settings import ServingSettings
-from mem_serving.types import CandleBlock, EnhanceQuery, MLInput
+from mem_serving.errors import InvalidArgument
+from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, PredictQuery
 
 from .stack import Stack, start_stack
 from .helpers import candle_pb, candles_pb, now_pb
@@ -37,9 +41,20 @@ def _query(symbol: str, candles: CandleBlock | None, ml: MLInput | None = None) 
     return EnhanceQuery(symbol, "BUY", 0.6, 100.0, dt.datetime.now(dt.UTC), "momentum", ml, candles, {}, "")
 
 
-def _handlers(source) -> Handlers:
-    # the predicate needs neither the model provider nor the memory engine
-    return Handlers(ServingSettings(), models=None, engine=None, candle_source=source)  # type: ignore[arg-type]
+def _handlers(source, models: ModelProvider | None = None) -> Handlers:
+    # the predicate needs the champion's feature set (none loaded: the seed's), not the memory engine
+    return Handlers(ServingSettings(), models=models or ModelProvider(None, poll_s=0), engine=None, candle_source=source)  # type: ignore[arg-type]
+
+
+def _regime_v1_champion() -> ModelProvider:
+    """A provider holding a (tiny, real) champion over regime_v1, loaded without a registry."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, len(REGIME_V1.names)))
+    model = estimators.create("random_forest", {"n_estimators": 2, "random_state": 0}, REGIME_V1).fit(X, X[:, 0] > 0)
+    loaded = registry.LoadedModel("1", model, registry.feature_ranges(X, REGIME_V1.names))
+    provider = ModelProvider(None, poll_s=0, version_fn=lambda uri: "1", load_fn=lambda version, uri: loaded)
+    assert provider.refresh() and provider.model is not None and provider.model.feature_set is REGIME_V1
+    return provider
 
 
 def _enhance_pb(candles: list, symbol: str = SYMBOL) -> pb.EnhanceSignalRequest:
@@ -75,6 +90,33 @@ def test_the_candle_source_predicate() -> None:
     h.history.merge("B", _block(MIN_HISTORY - 1, 1))
     assert not h.reads_candle_source("B", _block(MIN_HISTORY - 1, 1))  # the newest revised: MIN_HISTORY held
     assert not h.reads_candle_source("B", _block(MIN_HISTORY + 5, MIN_HISTORY))  # after a gap, enough given
+
+    # a regime_v1 champion needs 289 candles: fewer are seeded from QuestDB
+    r = _handlers(lambda symbol, n: CandleBlock.empty(), _regime_v1_champion())
+    assert r.reads_candle_source("A", _block(0, REGIME_V1.min_history - 1))
+    assert not r.reads_candle_source("A", _block(0, REGIME_V1.min_history))
+
+
+def test_a_regime_v1_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
+    """Fewer candles than regime_v1 needs: seeded from the candle source when there is one, else
+    INVALID_ARGUMENT naming the 289 it needs (never a model fed undefined features)."""
+    ts = serve_candles["ts"].dt.as_unit("ms").astype("int64").to_numpy()
+    ohlcv = serve_candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    stored = CandleBlock(ts[:SERVING_HISTORY], ohlcv[:SERVING_HISTORY])
+    given = CandleBlock(ts[SERVING_HISTORY - 100 : SERVING_HISTORY + 1], ohlcv[SERVING_HISTORY - 100 : SERVING_HISTORY + 1])
+    reads: list[int] = []
+
+    def source(symbol: str, n: int) -> CandleBlock:
+        reads.append(n)
+        return stored.tail(n)
+
+    h = _handlers(source, _regime_v1_champion())
+    prediction = h.predict(PredictQuery("A", given))
+    assert reads and prediction.candle_ts_ms == int(ts[SERVING_HISTORY]) and list(prediction.features) == list(REGIME_V1.names)
+    merged = CandleBlock(ts[: SERVING_HISTORY + 1], ohlcv[: SERVING_HISTORY + 1]).tail(SERVING_HISTORY)
+    assert prediction.features == REGIME_V1.newest(merged.ohlcv, merged.newest_ts_ms)
+    with pytest.raises(InvalidArgument, match="at least 289 candles"):
+        _handlers(None, _regime_v1_champion()).predict(PredictQuery("A", given))
 
 
 def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:

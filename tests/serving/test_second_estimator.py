@@ -52,7 +52,7 @@ def test_hist_gb_trained_gated_and_served(
     client = MlflowClient(uri)
     run = client.get_run(result.run_id)
     assert (run.data.params["estimator"], run.data.params["feature_set"]) == ("hist_gb", "seed")
-    assert run.data.params["model.max_iter"] == "200" and run.data.params["model.early_stopping"] == "False"
+    assert run.data.params["model.max_iter"] == "250" and run.data.params["model.early_stopping"] == "False"
     tags = client.get_model_version(registry.MODEL_NAME, result.version).tags
     assert (tags["estimator"], tags["feature_set"]) == ("hist_gb", "seed")
 
@@ -65,7 +65,7 @@ def test_hist_gb_trained_gated_and_served(
     try:
         served = stack.handlers.models.model
         assert served is not None and served.version == result.version
-        assert (served.estimator, served.feature_set.name, served.compiled) == ("hist_gb", "seed", False)
+        assert (served.estimator, served.feature_set.name, served.compiled) == ("hist_gb", "seed", True)
         for end in (SERVING_HISTORY, SERVING_HISTORY + 97, SERVING_HISTORY + 311, len(serve_candles)):
             window = serve_candles.iloc[end - SERVING_HISTORY : end].reset_index(drop=True)
             reply = stack.stub.PredictReversal(
