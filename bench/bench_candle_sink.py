@@ -14,6 +14,7 @@ failures) and QuestDB is counted: every candle sent must be there.
 
     .venv/bin/python bench/bench_candle_sink.py [--calls 3000] [--rounds 10] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,19 +42,46 @@ def _candles_dir() -> Path:
     return ROOT.parent / "shared" / "data" / "candles"
 
 
-def _start_server(name: str, sink: str, tmp: Path, uri: str, questdb, workers: int, flush_s: float) -> tuple[subprocess.Popen, dict]:
+def _start_server(
+    name: str, sink: str, tmp: Path, uri: str, questdb, workers: int, flush_s: float
+) -> tuple[subprocess.Popen, dict]:
     env = {
-        **os.environ, "MLFLOW_TRACKING_URI": uri, "MEM_HOME": str(tmp / name), "PYTHONUNBUFFERED": "1",
-        "MEM_SERVING_CANDLE_SINK": sink, "MEM_SERVING_CANDLE_FLUSH_S": str(flush_s),
-        "MEM_QUESTDB_HTTP_PORT": str(questdb.http_port), "MEM_QUESTDB_PG_PORT": str(questdb.pg_port),
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MEM_HOME": str(tmp / name),
+        "PYTHONUNBUFFERED": "1",
+        "MEM_SERVING_CANDLE_SINK": sink,
+        "MEM_SERVING_CANDLE_FLUSH_S": str(flush_s),
+        "MEM_QUESTDB_HTTP_PORT": str(questdb.http_port),
+        "MEM_QUESTDB_PG_PORT": str(questdb.pg_port),
     }
     env.pop("MEM_SERVING_TOKEN", None)
     env.pop("MEM_QUESTDB_HOST", None)
     (tmp / name).mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "0", "--memory-db", str(tmp / name / "memory.db"),
-         "--tracking-uri", uri, "--workers", str(workers), "--model-poll", "5"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mem_cli.main",
+            "serve",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--memory-db",
+            str(tmp / name / "memory.db"),
+            "--tracking-uri",
+            uri,
+            "--workers",
+            str(workers),
+            "--model-poll",
+            "5",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     return proc, json.loads(proc.stdout.readline())
 
@@ -71,7 +99,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3000, help="measured EnhanceSignal calls per server")
     ap.add_argument("--rounds", type=int, default=10, help="alternations between the two servers")
     ap.add_argument("--workers", type=int, default=8, help="server thread-pool size")
-    ap.add_argument("--flush-s", type=float, default=1.0, help="MEM_SERVING_CANDLE_FLUSH_S of the server with the write-behind on")
+    ap.add_argument(
+        "--flush-s", type=float, default=1.0, help="MEM_SERVING_CANDLE_FLUSH_S of the server with the write-behind on"
+    )
     ap.add_argument("--quick", action="store_true", help="a 50-tree model instead of the seed's 200 (faster set-up)")
     args = ap.parse_args()
 
@@ -106,8 +136,13 @@ def main() -> None:
             stubs[name].PredictReversal(pb.PredictReversalRequest(symbol="BTCUSDT", candles=history), timeout=30)
         requests = [
             pb.EnhanceSignalRequest(
-                symbol="BTCUSDT", action=pb.ACTION_BUY if i % 2 else pb.ACTION_SELL, base_confidence=0.65, price=float(r[4]),
-                strategy="bench", candles=[bs._candle(pb, r)], session_id="bench",
+                symbol="BTCUSDT",
+                action=pb.ACTION_BUY if i % 2 else pb.ACTION_SELL,
+                base_confidence=0.65,
+                price=float(r[4]),
+                strategy="bench",
+                candles=[bs._candle(pb, r)],
+                session_id="bench",
             )
             for i, r in enumerate(rows[SERVING_HISTORY:])
         ]
@@ -142,16 +177,29 @@ def main() -> None:
         def summary(name: str) -> dict:
             lat = latencies[name]
             return {
-                "calls": len(lat), "errors": errors[name],
-                "p50_ms": bs._pct(lat, 50), "p90_ms": bs._pct(lat, 90), "p99_ms": bs._pct(lat, 99), "max_ms": bs._pct(lat, 100),
+                "calls": len(lat),
+                "errors": errors[name],
+                "p50_ms": bs._pct(lat, 50),
+                "p90_ms": bs._pct(lat, 90),
+                "p99_ms": bs._pct(lat, 99),
+                "max_ms": bs._pct(lat, 100),
                 "mean_ms": round(float(np.mean(lat)) * 1000.0, 3),
-                "server_side": {k: v for k, v in bs._server_side(info[name]["metrics"]).items() if k in ("enhancement", "ml_latency", "memory_load")},
+                "server_side": {
+                    k: v
+                    for k, v in bs._server_side(info[name]["metrics"]).items()
+                    if k in ("enhancement", "ml_latency", "memory_load")
+                },
             }
 
         off, on = summary("off"), summary("on")
         report = {
             "benchmark": "candle_sink",
-            "model": {"version": version, "estimator": "GradientBoostingClassifier", "trees": 50 if args.quick else 200, "fit_s": round(fit_s, 2)},
+            "model": {
+                "version": version,
+                "estimator": "GradientBoostingClassifier",
+                "trees": 50 if args.quick else 200,
+                "fit_s": round(fit_s, 2),
+            },
             "cpus": os.cpu_count(),
             "load_average_before": load_before,
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -163,7 +211,10 @@ def main() -> None:
             "write_behind": {
                 "queued": _metric(on_metrics, "mem_candles_queued_total"),
                 "written": _metric(on_metrics, "mem_candles_written_total"),
-                "dropped": {r: _metric(on_metrics, "mem_candles_dropped_total", f'{{reason="{r}"}}') for r in ("queue_full", "shutdown", "error")},
+                "dropped": {
+                    r: _metric(on_metrics, "mem_candles_dropped_total", f'{{reason="{r}"}}')
+                    for r in ("queue_full", "shutdown", "error")
+                },
                 "write_failures": _metric(on_metrics, "mem_candles_write_failures_total"),
                 "candles_sent": sent,
                 "candles_in_questdb": stored,
@@ -171,8 +222,10 @@ def main() -> None:
             "targets": {"p50_ms": 2.0, "p99_ms": 5.0},
         }
         report["meets"] = {
-            "p50_on": on["p50_ms"] <= 2.0, "p99_on": on["p99_ms"] <= 5.0,
-            "p50_off": off["p50_ms"] <= 2.0, "p99_off": off["p99_ms"] <= 5.0,
+            "p50_on": on["p50_ms"] <= 2.0,
+            "p99_on": on["p99_ms"] <= 5.0,
+            "p50_off": off["p50_ms"] <= 2.0,
+            "p99_off": off["p99_ms"] <= 5.0,
             "every_candle_in_questdb": stored == sent,
         }
         for channel in channels:

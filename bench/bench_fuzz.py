@@ -11,6 +11,7 @@ the run the store holds exactly the decisions and outcomes of the successful cal
 
     .venv/bin/python bench/bench_fuzz.py [--requests 10000] [--seed 20261124]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,25 @@ def main() -> None:
     env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
     db = tmp / "memory.db"
     server = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "-1", "--memory-db", str(db), "--model-poll", "5"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mem_cli.main",
+            "serve",
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            "--memory-db",
+            str(db),
+            "--model-poll",
+            "5",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         address = json.loads(server.stdout.readline())["grpc"]
@@ -74,14 +92,20 @@ def main() -> None:
         finally:
             store.close()
         result = {
-            "benchmark": "fuzz", "seed": args.seed, "cpus": os.cpu_count(), "load_average_before": load_before,
+            "benchmark": "fuzz",
+            "seed": args.seed,
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
             **report.as_dict(),
-            "store": stored, "acknowledged_decisions_missing": missing,
-            "nothing_stored_from_refused_calls": stored == {"decisions": len(report.decisions), "outcomes": len(report.closed)},
+            "store": stored,
+            "acknowledged_decisions_missing": missing,
+            "nothing_stored_from_refused_calls": stored
+            == {"decisions": len(report.decisions), "outcomes": len(report.closed)},
             "server_exit_code": server.returncode,
         }
         result["meets"] = {
-            "no_internal_except_undecodable": result["unexpected"] == 0 and result["internal_for_undecodable"] <= result["undecodable"],
+            "no_internal_except_undecodable": result["unexpected"] == 0
+            and result["internal_for_undecodable"] <= result["undecodable"],
             "serving_throughout": result["health_not_serving"] == 0,
             "nothing_stored_from_refused_calls": result["nothing_stored_from_refused_calls"] and missing == 0,
         }

@@ -14,6 +14,7 @@ accuracy against the majority baseline per symbol.
 
     .venv/bin/python bench/bench_pipeline.py [--days 90] [--symbols BTCUSDT,ETHUSDT,SOLUSDT,DOGEUSDT]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,9 @@ SHARED = ROOT.parent / "shared" / "data" / "candles"
 
 
 def _ingest(settings, symbols: list[str], days: int) -> dict[str, str]:
+    from mem_core.questdb.store import write_candles
     from mem_pipelines.ingest.csv_source import read_kline_csv
     from mem_pipelines.ingest.load import ingest_synthetic
-    from mem_core.questdb.store import write_candles
 
     sources = {}
     synthetic = []
@@ -63,16 +64,15 @@ def main() -> None:
 
     import dagster as dg
 
-    from mem_pipelines.lib.evaluation import evaluate
+    from mem_core import estimators, registry
     from mem_core.features import feature_matrix
     from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
-    from mem_core import registry
     from mem_pipelines.definitions import build_definitions
+    from mem_pipelines.lib.evaluation import evaluate
     from mem_pipelines.resources import MlflowResource, TrainingFramesIOManager
     from mem_pipelines.settings import PipelineSettings
-    from mem_pipelines.training.schedules import all_symbols_tags
-    from mem_core import estimators
     from mem_pipelines.training.dataset import split_dataset
+    from mem_pipelines.training.schedules import all_symbols_tags
 
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         tmp_path = Path(tmp)

@@ -20,6 +20,7 @@ restore. Prints one JSON object.
    ``load``: 50,000 decisions per transaction), not through gRPC: one durable gRPC call per
    decision would take ~15 minutes for 1,000,000 on 2 shared cores; the store's bytes are the same.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,35 @@ def rotation(phase_s: float) -> dict:
     write_private(token_file, "token-A\n")
     write_private(cert_file, cert1)
     write_private(key_file, key1)
-    env = {**os.environ, "MEM_HOME": str(tmp), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "MEM_QUESTDB_PG_PORT": "1",
-           "MEM_SERVING_TOKEN_FILE": str(token_file), "MEM_SERVING_TLS_CERT": str(cert_file), "MEM_SERVING_TLS_KEY": str(key_file),
-           "MEM_SERVING_CREDENTIALS_POLL_S": "0"}
+    env = {
+        **os.environ,
+        "MEM_HOME": str(tmp),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "MEM_QUESTDB_PG_PORT": "1",
+        "MEM_SERVING_TOKEN_FILE": str(token_file),
+        "MEM_SERVING_TLS_CERT": str(cert_file),
+        "MEM_SERVING_TLS_KEY": str(key_file),
+        "MEM_SERVING_CREDENTIALS_POLL_S": "0",
+    }
     env.pop("MEM_SERVING_TOKEN", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "-1", "--memory-db", str(tmp / "m.db")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mem_cli.main",
+            "serve",
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            "--memory-db",
+            str(tmp / "m.db"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
@@ -111,13 +134,17 @@ def rotation(phase_s: float) -> dict:
         old_cert_gone = call_once(address, ca1.cert_pem, "token-B") != grpc.StatusCode.OK
         total = sum(c.calls for c in a + b)
         return {
-            "calls": total, "failed": sum(len(c.failures) for c in a + b), "failures": sorted({f for c in a + b for f in c.failures}),
+            "calls": total,
+            "failed": sum(len(c.failures) for c in a + b),
+            "failures": sorted({f for c in a + b for f in c.failures}),
             "phase_s": phase_s,
-            "phase_token_a_only": s1, "phase_overlap_a_and_b_new_certificate": delta(s2, s1),
+            "phase_token_a_only": s1,
+            "phase_overlap_a_and_b_new_certificate": delta(s2, s1),
             "phase_b_only_after_a_removed": delta(s3, s2b),
             "calls_per_s": round(total / (3 * phase_s), 1),
             "sighup_to_reloaded_ms": {"add_b_and_certificate": reload_add_ms, "remove_a": reload_remove_ms},
-            "old_token_refused_after_removal": old_refused, "old_certificate_no_longer_served": old_cert_gone,
+            "old_token_refused_after_removal": old_refused,
+            "old_certificate_no_longer_served": old_cert_gone,
         }
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -141,9 +168,17 @@ def rekey_bench(n: int) -> dict:
         store.checkpoint()
         store.close()
         report = rekey(db, new, [old])
-        return {"decisions": n, "events": events, "bulk_load_s": loaded["seconds"], "bytes": db.stat().st_size,
-                "rekey_s": report.seconds, "events_per_s": round(events / report.seconds), "batches": report.batches,
-                "retagged": report.retagged, "to_key_id": report.to_key_id == key_id(new)}
+        return {
+            "decisions": n,
+            "events": events,
+            "bulk_load_s": loaded["seconds"],
+            "bytes": db.stat().st_size,
+            "rekey_s": report.seconds,
+            "events_per_s": round(events / report.seconds),
+            "batches": report.batches,
+            "retagged": report.retagged,
+            "to_key_id": report.to_key_id == key_id(new),
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -160,8 +195,13 @@ def backup_bench(n: int) -> dict:
         store.checkpoint()
         store.close()
         env = {**os.environ, "MEM_MEMORY_KEY": base64.b64encode(key).decode()}
-        writer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "memory" / "_worker.py"), "write", str(db), "LIVE", "0"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        writer = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "memory" / "_worker.py"), "write", str(db), "LIVE", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         acked: list[float] = []
         threading.Thread(target=lambda: [acked.append(time.perf_counter()) for _ in writer.stdout], daemon=True).start()  # type: ignore[union-attr]
         while len(acked) < 50:
@@ -175,12 +215,20 @@ def backup_bench(n: int) -> dict:
         during = sum(t0 <= t <= t1 for t in acked)
         restored = restore(info.path, tmp / "restored" / "memory.db", key)
         return {
-            "decisions": info.decisions, "outcomes": info.outcomes, "events": info.events, "bulk_load_s": loaded["seconds"],
-            "store_bytes": db.stat().st_size, "backup_s": info.seconds, "backup_bytes": info.bytes,
+            "decisions": info.decisions,
+            "outcomes": info.outcomes,
+            "events": info.events,
+            "bulk_load_s": loaded["seconds"],
+            "store_bytes": db.stat().st_size,
+            "backup_s": info.seconds,
+            "backup_bytes": info.bytes,
             "backup_mb_per_s": round(info.bytes / 1e6 / info.seconds, 1),
-            "writes_acknowledged_during_backup": during, "writer_writes_per_s_outside_backup": None if not acked else
-            round((len(acked) - during) / max(1e-9, (acked[-1] - acked[0]) - (t1 - t0)), 1),
-            "restore_with_full_verification_s": restored.seconds, "restored_last_event_id": restored.last_event_id,
+            "writes_acknowledged_during_backup": during,
+            "writer_writes_per_s_outside_backup": None
+            if not acked
+            else round((len(acked) - during) / max(1e-9, (acked[-1] - acked[0]) - (t1 - t0)), 1),
+            "restore_with_full_verification_s": restored.seconds,
+            "restored_last_event_id": restored.last_event_id,
             "restored_matches_backup": restored.last_event_id == info.last_event_id and restored.events == info.events,
         }
     finally:
@@ -195,7 +243,13 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated: rotation, rekey, backup")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    out: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_before": [round(x, 2) for x in os.getloadavg()]}}
+    out: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        }
+    }
     if "rotation" not in skip:
         out["rotation"] = rotation(args.rotation_phase_s)
     if "rekey" not in skip:

@@ -18,6 +18,7 @@ by default; the difference is the growth (target <= 50 MB). Targets for the meas
 
     .venv/bin/python bench/bench_sustained.py [--rate 1000] [--clients 4] [--warmup 30] [--seconds 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import bench_serving as common  # the champion, real candles, request bytes and /proc readers
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS_PER_CLIENT = 16
@@ -51,7 +51,9 @@ def _children(pid: int) -> list[int]:
     return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
 
 
-def _client(address: str, k: int, rate: float, warmup: float, seconds: float, start_at: float, history: int, out) -> None:
+def _client(
+    address: str, k: int, rate: float, warmup: float, seconds: float, start_at: float, history: int, out
+) -> None:
     """One paced client: seeds its symbols, then sends its share on schedule; reports the
     measured phase's latencies (from the send and from the due time) and errors."""
     import grpc
@@ -69,7 +71,9 @@ def _client(address: str, k: int, rate: float, warmup: float, seconds: float, st
 
     async def main() -> dict:
         channel = grpc.aio.insecure_channel(address)
-        call = channel.unary_unary("/mem.v1.MemService/EnhanceSignal", request_serializer=None, response_deserializer=None)
+        call = channel.unary_unary(
+            "/mem.v1.MemService/EnhanceSignal", request_serializer=None, response_deserializer=None
+        )
         await channel.channel_ready()
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -106,8 +110,15 @@ def _client(address: str, k: int, rate: float, warmup: float, seconds: float, st
         await asyncio.gather(*tasks)
         cpu = time.process_time() - cpu0
         await channel.close()
-        return {"sent": sent_lat, "due": due_lat, "errors": errors, "late_max_s": max(late), "late_p99_s": float(np.percentile(late, 99)),
-                "calls": len(payloads) - measured_from, "cpu_s": cpu}
+        return {
+            "sent": sent_lat,
+            "due": due_lat,
+            "errors": errors,
+            "late_max_s": max(late),
+            "late_p99_s": float(np.percentile(late, 99)),
+            "calls": len(payloads) - measured_from,
+            "cpu_s": cpu,
+        }
 
     out.put(asyncio.run(main()))
 
@@ -134,9 +145,27 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
     env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
     server = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "0", "--memory-db", str(tmp / "memory.db"),
-         "--tracking-uri", uri, "--model-poll", "5"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mem_cli.main",
+            "serve",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--memory-db",
+            str(tmp / "memory.db"),
+            "--tracking-uri",
+            uri,
+            "--model-poll",
+            "5",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         info = json.loads(server.stdout.readline())
@@ -148,7 +177,10 @@ def main() -> None:
         start_at = time.time() + 15.0  # every client seeds its symbols and connects first
         per_client = args.rate / args.clients
         procs = [
-            ctx.Process(target=_client, args=(info["grpc"], k, per_client, args.warmup, args.seconds, start_at, SERVING_HISTORY, out))
+            ctx.Process(
+                target=_client,
+                args=(info["grpc"], k, per_client, args.warmup, args.seconds, start_at, SERVING_HISTORY, out),
+            )
             for k in range(args.clients)
         ]
         for p in procs:
@@ -181,20 +213,44 @@ def main() -> None:
         report = {
             "benchmark": "sustained",
             "model": {"version": version, "trees": 50 if args.quick else 200, "fit_s": round(fit_s, 2)},
-            "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": load_after,
-            "offered_rate_per_s": args.rate, "clients": args.clients, "symbols": args.clients * SYMBOLS_PER_CLIENT,
-            "warmup_s": args.warmup, "measured_s": args.seconds,
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "offered_rate_per_s": args.rate,
+            "clients": args.clients,
+            "symbols": args.clients * SYMBOLS_PER_CLIENT,
+            "warmup_s": args.warmup,
+            "measured_s": args.seconds,
             "measured": {
-                "calls": calls, "ok": len(sent), "errors": sum(errors.values()), "error_codes": errors,
+                "calls": calls,
+                "ok": len(sent),
+                "errors": sum(errors.values()),
+                "error_codes": errors,
                 "decisions_per_s": round(len(sent) / args.seconds, 1),
-                "latency_from_send_ms": {"p50": _pct(sent, 50), "p90": _pct(sent, 90), "p99": _pct(sent, 99), "max": _pct(sent, 100)},
+                "latency_from_send_ms": {
+                    "p50": _pct(sent, 50),
+                    "p90": _pct(sent, 90),
+                    "p99": _pct(sent, 99),
+                    "max": _pct(sent, 100),
+                },
                 "latency_from_due_time_ms": {"p50": _pct(due, 50), "p99": _pct(due, 99), "max": _pct(due, 100)},
                 "client_lateness_p99_ms": round(max(r["late_p99_s"] for r in results) * 1000.0, 3),
-                "client_cpu_share_of_machine": round(sum(r["cpu_s"] for r in results) / (args.warmup + args.seconds) / (os.cpu_count() or 1), 3),
-                "server_cpu_ms_per_call": round(server_cpu / max(1, int(args.rate * (args.warmup + args.seconds))) * 1000.0, 3),
+                "client_cpu_share_of_machine": round(
+                    sum(r["cpu_s"] for r in results) / (args.warmup + args.seconds) / (os.cpu_count() or 1), 3
+                ),
+                "server_cpu_ms_per_call": round(
+                    server_cpu / max(1, int(args.rate * (args.warmup + args.seconds))) * 1000.0, 3
+                ),
             },
-            "rss_mb": {"start": rss_start, "after_warmup": rss_warm, "after_measured": rss_end, "server_growth_mb": growth,
-                       "calls_warmup": int(args.rate * args.warmup), "calls_measured": calls, "samples": samples},
+            "rss_mb": {
+                "start": rss_start,
+                "after_warmup": rss_warm,
+                "after_measured": rss_end,
+                "server_growth_mb": growth,
+                "calls_warmup": int(args.rate * args.warmup),
+                "calls_measured": calls,
+                "samples": samples,
+            },
             "server_side": common._server_side(info["metrics"]),
             "targets": {"errors": 0, "p99_ms": 5.0, "rss_growth_mb": 50.0},
         }

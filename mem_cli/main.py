@@ -2,6 +2,7 @@
 
 Sub-commands import their layer lazily, so ``mem --help`` stays fast.
 """
+
 from __future__ import annotations
 
 import typer

@@ -1,4 +1,5 @@
 """``mem main``: the README's main job (see mem_cli.main_job)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,9 @@ from mem_core.settings import DEFAULT_REPLAY_SYMBOLS
 
 
 def main(
-    csv: list[Path] = typer.Option(None, help="Binance kline CSV file(s) to ingest instead of synthetic candles (repeat the option)."),
+    csv: list[Path] = typer.Option(
+        None, help="Binance kline CSV file(s) to ingest instead of synthetic candles (repeat the option)."
+    ),
     symbols: str = typer.Option(",".join(DEFAULT_REPLAY_SYMBOLS), help="Symbols of the synthetic candles."),
     days: int = typer.Option(40, help="Days of synthetic candles."),
     train_days: int = typer.Option(30, help="Days of training data before the replay window."),
@@ -27,7 +30,11 @@ def main(
             raise typer.Exit(1)
     cfg = MainConfig(
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
-        csv=tuple(csv or ()), days=days, train_days=train_days, replay_days=replay_days, seed=seed,
+        csv=tuple(csv or ()),
+        days=days,
+        train_days=train_days,
+        replay_days=replay_days,
+        seed=seed,
     )
     if cfg.train_days + cfg.replay_days + 2 > cfg.days and not cfg.csv:
         typer.echo(f"error: --days ({cfg.days}) must exceed --train-days + --replay-days + 2 (warm-up)", err=True)

@@ -4,6 +4,7 @@ Keys come only from the environment (MEM_MEMORY_KEY, and MEM_MEMORY_KEY_PREVIOUS
 rotation's old key), never from the command line; nothing here prints a key except
 ``new-key``, whose output is the new key.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,7 +101,9 @@ def rekey(
 @app.command()
 def audit(
     limit: int = typer.Option(50, min=1, help="Show the newest N entries."),
-    action: str = typer.Option(None, help="Only this action (open, open.refused, rekey.start, rekey.finish, backup, restore)."),
+    action: str = typer.Option(
+        None, help="Only this action (open, open.refused, rekey.start, rekey.finish, backup, restore)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
     memory_db: Path = typer.Option(None, envvar="MEM_MEMORY_DB", help=_DB_HELP),
 ) -> None:

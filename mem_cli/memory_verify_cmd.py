@@ -3,6 +3,7 @@
 Exit code 0 when every record is sound, 1 when some are corrupt (or the store cannot be opened).
 Read-only, safe while ``mem serve`` runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,9 @@ import typer
 
 
 def verify(
-    memory_db: Path = typer.Option(None, "--memory-db", help="Memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."),
+    memory_db: Path = typer.Option(
+        None, "--memory-db", help="Memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."
+    ),
 ) -> None:
     """Check that every stored record decodes, authenticates (encrypted store) and is filed where it belongs."""
     from mem_core.settings import project_paths

@@ -1,4 +1,5 @@
 """``mem questdb start|stop|status``: the project's own local QuestDB."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ def _server(http_port: int | None, pg_port: int | None):
 
 @app.command()
 def start(
-    http_port: int = typer.Option(None, help=f"HTTP/ILP port (default MEM_QUESTDB_HTTP_PORT or {DEFAULT_QUESTDB_HTTP_PORT})."),
+    http_port: int = typer.Option(
+        None, help=f"HTTP/ILP port (default MEM_QUESTDB_HTTP_PORT or {DEFAULT_QUESTDB_HTTP_PORT})."
+    ),
     pg_port: int = typer.Option(None, help=f"PG wire port (default MEM_QUESTDB_PG_PORT or {DEFAULT_QUESTDB_PG_PORT})."),
 ) -> None:
     """Start the local QuestDB and wait until it answers queries."""
@@ -50,7 +53,9 @@ def start(
     except QuestDBError as exc:
         first, _, more = str(exc).partition("\n")
         _fail(f"{first} (log: {server.log_file})" if more else first)
-    typer.echo(f"QuestDB is up (pid {server.pid()}): PG wire 127.0.0.1:{server.pg_port}, HTTP/ILP 127.0.0.1:{server.http_port}, console http://127.0.0.1:{server.http_port}")
+    typer.echo(
+        f"QuestDB is up (pid {server.pid()}): PG wire 127.0.0.1:{server.pg_port}, HTTP/ILP 127.0.0.1:{server.http_port}, console http://127.0.0.1:{server.http_port}"
+    )
 
 
 def _fail(message: str) -> NoReturn:

@@ -24,6 +24,7 @@ windows and exact from 289). A training row is kept only when it has ``history``
 it (``compute_features`` drops the first ``SERVING_HISTORY - 1``) and every feature is finite.
 The newest row of ``regime_v1`` also needs the candle's open time (UTC) for the time of day.
 """
+
 from __future__ import annotations
 
 import math
@@ -101,7 +102,9 @@ def _regime_v1_newest(ohlcv: np.ndarray, newest_open_ms: int) -> dict[str, float
     """The seed's 12 from the newest ``SERVING_HISTORY`` rows, the regime 10 from the newest
     ``REGIME_HISTORY`` rows and the candle's open time."""
     if ohlcv.shape[0] < regime_features.REGIME_HISTORY:
-        raise features.InsufficientHistory(f"need at least {regime_features.REGIME_HISTORY} candles, got {ohlcv.shape[0]}")
+        raise features.InsufficientHistory(
+            f"need at least {regime_features.REGIME_HISTORY} candles, got {ohlcv.shape[0]}"
+        )
     values = _seed_newest(ohlcv, newest_open_ms)
     cols = ohlcv[-regime_features.REGIME_HISTORY :].T
     regime = regime_features.latest_regime_features(cols[1], cols[2], cols[3], cols[4], newest_open_ms)

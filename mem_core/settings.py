@@ -5,12 +5,14 @@ Nothing here is read at import time: callers ask for ``QuestDBSettings.from_env(
 ``project_paths()``, ``memory_db_path()`` or ``tracking_uri()`` when they need them. Every
 reader takes an optional ``env`` mapping (tests pass a dict instead of touching ``os.environ``).
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,7 +117,7 @@ class QuestDBSettings:
     external: bool = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "QuestDBSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> QuestDBSettings:
         env = _environ(env)
         host = env.get("MEM_QUESTDB_HOST", "")
         return cls(
@@ -127,7 +129,7 @@ class QuestDBSettings:
             external=bool(host),
         )
 
-    def pg_conninfo(self) -> dict[str, object]:
+    def pg_conninfo(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect``."""
         return {
             "host": self.host,
@@ -159,7 +161,7 @@ class LocalQuestDBSettings:
     java: str = "java"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "LocalQuestDBSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LocalQuestDBSettings:
         """MEM_QUESTDB_JAR, else the cached jar of MEM_QUESTDB_VERSION; MEM_JAVA, else ``java``."""
         env = _environ(env)
         version = env.get("MEM_QUESTDB_VERSION", DEFAULT_QUESTDB_VERSION)

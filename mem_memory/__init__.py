@@ -2,6 +2,7 @@
 
 Imports nothing from mem_pipelines or mem_serving. See docs/memory.md and docs/CONTRACTS.md.
 """
+
 from mem_memory.config import DEFAULT_PARAMETERS, PARAMETER_LIMITS, MemoryConfig
 from mem_memory.crypto import PREVIOUS_KEYS_ENV, key_id, new_key
 from mem_memory.engine import MemoryEngine
@@ -16,8 +17,8 @@ from mem_memory.errors import (
     MemoryUnavailable,
     MissingMemoryKey,
     StoreClosed,
-    StoreInUse,
     StoreFull,
+    StoreInUse,
     UnencryptedStoreKeyError,
     UnknownDecision,
     UnknownParameterVersion,
@@ -25,8 +26,8 @@ from mem_memory.errors import (
 )
 from mem_memory.files import private_dir
 from mem_memory.index import Similar
-from mem_memory.settings import KEY_ENV, key_from_env, previous_keys_from_env
 from mem_memory.requests import REQUEST_ID_WINDOW_S, request_id_problem, validate_request_id
+from mem_memory.settings import KEY_ENV, key_from_env, previous_keys_from_env
 from mem_memory.store import MemoryStore
 from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
 from mem_memory.types import (
@@ -51,14 +52,58 @@ from mem_memory.types import (
 )
 
 __all__ = [
-    "DECISION", "OUTCOME", "PARAMETER_ADJUSTMENT", "STRATEGY_UPSERT", "DEFAULT_PARAMETERS",
-    "PARAMETER_LIMITS", "KEY_ENV", "Condition", "CorruptRecord", "Decision", "DecisionView", "DiscoveryResult",
-    "DuplicateDecision", "DuplicateOutcome", "Event", "InvalidRecord", "LearningUpdate", "MalformedMemoryKey",
-    "MemoryConfig", "MemoryEngine", "MemoryKeyError", "MemoryStats", "MemoryStore", "MemoryStoreError", "MemoryUnavailable",
-    "MissingMemoryKey", "Outcome", "ParameterAdjustment", "Parameters", "SignalRequest", "Similar", "StoreClosed", "StoreFull",
-    "StrategySpec", "StrategyStats", "UnencryptedStoreKeyError", "UnknownDecision", "UnknownParameterVersion",
-    "WrongMemoryKey", "key_from_env", "new_key", "parameters_version", "MAX_SYMBOL_LEN", "symbol_problem",
+    "DECISION",
+    "OUTCOME",
+    "PARAMETER_ADJUSTMENT",
+    "STRATEGY_UPSERT",
+    "DEFAULT_PARAMETERS",
+    "PARAMETER_LIMITS",
+    "KEY_ENV",
+    "Condition",
+    "CorruptRecord",
+    "Decision",
+    "DecisionView",
+    "DiscoveryResult",
+    "DuplicateDecision",
+    "DuplicateOutcome",
+    "Event",
+    "InvalidRecord",
+    "LearningUpdate",
+    "MalformedMemoryKey",
+    "MemoryConfig",
+    "MemoryEngine",
+    "MemoryKeyError",
+    "MemoryStats",
+    "MemoryStore",
+    "MemoryStoreError",
+    "MemoryUnavailable",
+    "MissingMemoryKey",
+    "Outcome",
+    "ParameterAdjustment",
+    "Parameters",
+    "SignalRequest",
+    "Similar",
+    "StoreClosed",
+    "StoreFull",
+    "StrategySpec",
+    "StrategyStats",
+    "UnencryptedStoreKeyError",
+    "UnknownDecision",
+    "UnknownParameterVersion",
+    "WrongMemoryKey",
+    "key_from_env",
+    "new_key",
+    "parameters_version",
+    "MAX_SYMBOL_LEN",
+    "symbol_problem",
     "validate_symbol",
-    "PREVIOUS_KEYS_ENV", "StoreInUse", "key_id", "previous_keys_from_env",
-    "private_dir", "REQUEST_ID_WINDOW_S", "request_id_problem", "validate_request_id", "StoreFull",
+    "PREVIOUS_KEYS_ENV",
+    "StoreInUse",
+    "key_id",
+    "previous_keys_from_env",
+    "private_dir",
+    "REQUEST_ID_WINDOW_S",
+    "request_id_problem",
+    "validate_request_id",
+    "StoreFull",
 ]

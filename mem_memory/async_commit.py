@@ -20,6 +20,7 @@ Failures, each to the callers of its batch only:
   gone), so they are sent once more to a new child, and get ``MemoryUnavailable`` if that one
   fails them too.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,7 +57,12 @@ class AsyncDecisionCommitter:
     """See the module docstring. Bound to the first event loop that submits; one per engine."""
 
     def __init__(
-        self, writer: WriterProcess, store: MemoryStore, after_commit: AfterCommit, fallback: Fallback, max_batch: int = 256
+        self,
+        writer: WriterProcess,
+        store: MemoryStore,
+        after_commit: AfterCommit,
+        fallback: Fallback,
+        max_batch: int = 256,
     ) -> None:
         self.writer = writer
         self.store = store

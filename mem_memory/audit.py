@@ -14,6 +14,7 @@ with write access (docs/security.md).
 ``open`` is written once per process, store, key and command (a Dagster code server that opens
 the store every minute records one row, not 1,440 a day).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -73,8 +74,15 @@ class AuditEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "audit_id": self.audit_id, "at": self.at, "action": self.action, "key_id": self.key_id,
-            "command": self.command, "pid": self.pid, "user": self.user, "host": self.host, "detail": self.detail,
+            "audit_id": self.audit_id,
+            "at": self.at,
+            "action": self.action,
+            "key_id": self.key_id,
+            "command": self.command,
+            "pid": self.pid,
+            "user": self.user,
+            "host": self.host,
+            "detail": self.detail,
         }
 
 
@@ -100,8 +108,12 @@ def _digest(prev: str, fields: tuple[Any, ...]) -> str:
 
 
 def record(
-    conn: sqlite3.Connection, action: str, key_id: str | None, command: str | None = None,
-    detail: Mapping[str, Any] | None = None, at: datetime | None = None,
+    conn: sqlite3.Connection,
+    action: str,
+    key_id: str | None,
+    command: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> int:
     """Append one row inside the connection's current transaction (the caller commits);
     returns its id."""
@@ -111,8 +123,14 @@ def record(
     row = conn.execute("SELECT hash FROM audit ORDER BY audit_id DESC LIMIT 1").fetchone()
     prev = row[0] if row else _GENESIS
     fields = (
-        (at or datetime.now(UTC)).isoformat(timespec="milliseconds"), action, key_id, command or current_command(),
-        os.getpid(), _user(), socket.gethostname(), json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":")),
+        (at or datetime.now(UTC)).isoformat(timespec="milliseconds"),
+        action,
+        key_id,
+        command or current_command(),
+        os.getpid(),
+        _user(),
+        socket.gethostname(),
+        json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":")),
     )
     cur = conn.execute(
         "INSERT INTO audit(at, action, key_id, command, pid, user, host, detail, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -121,8 +139,13 @@ def record(
     return int(cur.lastrowid or 0)
 
 
-def record_now(conn: sqlite3.Connection, action: str, key_id: str | None, command: str | None = None,
-               detail: Mapping[str, Any] | None = None) -> int:
+def record_now(
+    conn: sqlite3.Connection,
+    action: str,
+    key_id: str | None,
+    command: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> int:
     """``record`` in a transaction of its own (``BEGIN IMMEDIATE``, committed)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -172,7 +195,9 @@ def verify_chain(conn: sqlite3.Connection) -> int | None:
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'").fetchone():
         return None
     prev = _GENESIS
-    rows = conn.execute("SELECT audit_id, at, action, key_id, command, pid, user, host, detail, hash FROM audit ORDER BY audit_id")
+    rows = conn.execute(
+        "SELECT audit_id, at, action, key_id, command, pid, user, host, detail, hash FROM audit ORDER BY audit_id"
+    )
     for audit_id, *fields, digest in rows:
         if _digest(prev, tuple(fields)) != digest:
             return int(audit_id)

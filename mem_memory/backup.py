@@ -14,6 +14,7 @@ the target, checks it (SHA-256 against the manifest, ``PRAGMA integrity_check``,
 every payload decrypted and decoded, counts and last event id against the manifest, the working
 memory rebuilt) and only then renames it over the target.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -89,8 +90,13 @@ def private_folder(folder: Path) -> Path:
     return folder
 
 
-def backup(db: str | os.PathLike[str], folder: str | os.PathLike[str], *, keep: int | None = None,
-           command: str = BACKUP_COMMAND) -> BackupInfo:
+def backup(
+    db: str | os.PathLike[str],
+    folder: str | os.PathLike[str],
+    *,
+    keep: int | None = None,
+    command: str = BACKUP_COMMAND,
+) -> BackupInfo:
     """Snapshot the store at ``db`` into ``folder`` (see the module docstring); with ``keep``,
     then delete all but the newest ``keep`` backups there. Refused (``StoreInUse``) only while a
     rekey or restore holds the store."""
@@ -127,18 +133,40 @@ def backup(db: str | os.PathLike[str], folder: str | os.PathLike[str], *, keep: 
                 raise
             _fsync_dir(dest)
             info = BackupInfo(
-                path=str(final), manifest=str(manifest), bytes=size, sha256=digest, created_at=created.isoformat(),
-                seconds=round(time.perf_counter() - started, 3), pruned=[], **facts,
+                path=str(final),
+                manifest=str(manifest),
+                bytes=size,
+                sha256=digest,
+                created_at=created.isoformat(),
+                seconds=round(time.perf_counter() - started, 3),
+                pruned=[],
+                **facts,
             )
-            _write_private(manifest, json.dumps({k: v for k, v in info.as_dict().items() if k not in ("pruned", "seconds", "manifest")}, indent=1))
+            _write_private(
+                manifest,
+                json.dumps(
+                    {k: v for k, v in info.as_dict().items() if k not in ("pruned", "seconds", "manifest")}, indent=1
+                ),
+            )
             _fsync_dir(dest)
-            audit.record_now(src, audit.BACKUP, info.key_ids[0] if info.key_ids else None, command, {
-                "file": final.name, "sha256": digest, "bytes": size, "last_event_id": info.last_event_id,
-            })
+            audit.record_now(
+                src,
+                audit.BACKUP,
+                info.key_ids[0] if info.key_ids else None,
+                command,
+                {
+                    "file": final.name,
+                    "sha256": digest,
+                    "bytes": size,
+                    "last_event_id": info.last_event_id,
+                },
+            )
         finally:
             src.close()
     pruned = prune(dest, keep) if keep is not None else []
-    return BackupInfo(**{**info.as_dict(), "pruned": [str(p) for p in pruned], "seconds": round(time.perf_counter() - started, 3)})
+    return BackupInfo(
+        **{**info.as_dict(), "pruned": [str(p) for p in pruned], "seconds": round(time.perf_counter() - started, 3)}
+    )
 
 
 def backups(folder: str | os.PathLike[str]) -> list[Path]:
@@ -162,8 +190,13 @@ def prune(folder: str | os.PathLike[str], keep: int) -> list[Path]:
 
 
 def restore(
-    source: str | os.PathLike[str], db: str | os.PathLike[str], key: bytes | None, *, previous_keys: Sequence[bytes] = (),
-    force: bool = False, command: str = RESTORE_COMMAND,
+    source: str | os.PathLike[str],
+    db: str | os.PathLike[str],
+    key: bytes | None,
+    *,
+    previous_keys: Sequence[bytes] = (),
+    force: bool = False,
+    command: str = RESTORE_COMMAND,
 ) -> RestoreInfo:
     """Restore the backup ``source`` as the store ``db`` (see the module docstring). Raises
     ``StoreInUse`` while anything has ``db`` open, ``FileExistsError`` when it exists and not
@@ -186,13 +219,26 @@ def restore(
         if replaced and not force:
             raise FileExistsError(f"the memory store {db} exists; pass --force to replace it (it is not in use)")
         _remove(staging)
-        with open(source, "rb") as fin, os.fdopen(os.open(staging, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "wb") as fout:
+        with (
+            open(source, "rb") as fin,
+            os.fdopen(os.open(staging, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "wb") as fout,
+        ):
             shutil.copyfileobj(fin, fout, 1 << 20)
         try:
             try:
-                facts = _verify(staging, key, previous_keys, manifest, command, {
-                    "source": source.name, "sha256": digest, "manifest": manifest is not None, "replaced": replaced,
-                })
+                facts = _verify(
+                    staging,
+                    key,
+                    previous_keys,
+                    manifest,
+                    command,
+                    {
+                        "source": source.name,
+                        "sha256": digest,
+                        "manifest": manifest is not None,
+                        "replaced": replaced,
+                    },
+                )
             except sqlite3.DatabaseError as exc:
                 raise CorruptRecord(f"{source} is not a sound memory store: {exc}") from None
             _fsync(staging)
@@ -209,13 +255,24 @@ def restore(
         finally:
             _remove(staging)
     return RestoreInfo(
-        path=str(db), source=str(source), sha256=digest, replaced_to=str(aside) if aside else None, manifest_checked=manifest is not None,
-        seconds=round(time.perf_counter() - started, 3), **facts,
+        path=str(db),
+        source=str(source),
+        sha256=digest,
+        replaced_to=str(aside) if aside else None,
+        manifest_checked=manifest is not None,
+        seconds=round(time.perf_counter() - started, 3),
+        **facts,
     )
 
 
-def _verify(staging: Path, key: bytes | None, previous_keys: Sequence[bytes], manifest: dict[str, Any] | None,
-             command: str, detail: dict[str, Any]) -> dict[str, Any]:
+def _verify(
+    staging: Path,
+    key: bytes | None,
+    previous_keys: Sequence[bytes],
+    manifest: dict[str, Any] | None,
+    command: str,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
     """Open the staged copy with the keys and check it; record the restore in its audit trail.
     Returns the facts RestoreInfo reports."""
     from mem_memory.engine import MemoryEngine
@@ -231,14 +288,25 @@ def _verify(staging: Path, key: bytes | None, previous_keys: Sequence[bytes], ma
             events += 1
             last = event.event_id
         counts = store.counts()
-        facts = {"last_event_id": last, "events": events, "decisions": counts["decisions"], "outcomes": counts["outcomes"],
-                 "key_id": store._codec.store_key_id}
+        facts = {
+            "last_event_id": last,
+            "events": events,
+            "decisions": counts["decisions"],
+            "outcomes": counts["outcomes"],
+            "key_id": store._codec.store_key_id,
+        }
         if manifest is not None:
             for k in ("last_event_id", "events", "decisions", "outcomes"):
                 if manifest.get(k) != facts[k]:
                     raise CorruptRecord(f"the backup holds {k} = {facts[k]}, its manifest says {manifest.get(k)}")
         MemoryEngine(store).close()  # the working memory rebuilds from it
-        audit.record_now(store._c(), audit.RESTORE, store._codec.store_key_id, command, {**detail, "last_event_id": last, "events": events})
+        audit.record_now(
+            store._c(),
+            audit.RESTORE,
+            store._codec.store_key_id,
+            command,
+            {**detail, "last_event_id": last, "events": events},
+        )
         store.checkpoint()
     finally:
         store.close()
@@ -254,8 +322,12 @@ def _facts(conn: sqlite3.Connection) -> dict[str, Any]:
     last, events = conn.execute("SELECT coalesce(max(event_id), 0), count(*) FROM events").fetchone()
     decisions, outcomes = conn.execute("SELECT count(*), count(outcome_event_id) FROM decisions").fetchone()
     return {
-        "last_event_id": int(last), "events": int(events), "decisions": int(decisions), "outcomes": int(outcomes),
-        "encrypted": encrypted, "key_ids": [k for k in (store_id, target) if k],
+        "last_event_id": int(last),
+        "events": int(events),
+        "decisions": int(decisions),
+        "outcomes": int(outcomes),
+        "encrypted": encrypted,
+        "key_ids": [k for k in (store_id, target) if k],
     }
 
 

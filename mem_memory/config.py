@@ -3,11 +3,12 @@
 Defaults are the seed's values (DESIGN §6) where the seed gives one; the rest are documented in
 docs/memory.md. Pass a modified copy (``dataclasses.replace``) to ``MemoryEngine``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 #: The seed's parameter memory, as the memory starts.
 DEFAULT_PARAMETERS: Mapping[str, float] = MappingProxyType(

@@ -11,6 +11,7 @@ are ``nonce || ciphertext+tag`` and belong to the store's key. Lookup columns th
 content (symbol, strategy name, parameter version) hold a keyed HMAC tag instead of the text when
 encrypted, under the store's key (``use_store_key``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -152,7 +153,7 @@ class Codec:
             aead = self._aeads.get(bytes.fromhex(named))
             if aead is not None:
                 try:
-                    return aead.decrypt(blob[_PREFIX:_PREFIX + _NONCE], blob[_PREFIX + _NONCE:], aad)
+                    return aead.decrypt(blob[_PREFIX : _PREFIX + _NONCE], blob[_PREFIX + _NONCE :], aad)
                 except InvalidTag:
                     pass  # an unlabelled payload whose nonce happens to start like a header, or tampering
         assert self._store is not None
@@ -205,7 +206,7 @@ class Codec:
 def payload_key_id(blob: bytes) -> str | None:
     """The key id a payload's header names, or None for an unlabelled (or clear) payload."""
     if len(blob) > _PREFIX + _NONCE and blob[: len(_HEADER)] == _HEADER:
-        return bytes(blob[len(_HEADER):_PREFIX]).hex()
+        return bytes(blob[len(_HEADER) : _PREFIX]).hex()
     return None
 
 

@@ -10,6 +10,7 @@ serialises writers across processes. Other processes' writes are applied from th
 most ``refresh_interval_s`` (1 s) after they commit — checked with ``max(event_id)``, a b-tree
 lookup — and immediately after any write of this process that follows them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,15 +36,13 @@ from mem_memory.errors import (
 )
 from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
+from mem_memory.requests import validate_request_id
 from mem_memory.rules import discovery as discovery_rules
 from mem_memory.rules import parameters as prules
 from mem_memory.rules.adapter import adapt
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.rules.strategy_stats import update_strategy
-from mem_memory.requests import validate_request_id
 from mem_memory.store import MemoryStore, PreparedDecision
-from mem_memory.write_health import WriteHealth
-from mem_memory.writer import WriterProcess
 from mem_memory.types import (
     DECISION,
     OUTCOME,
@@ -61,6 +60,8 @@ from mem_memory.types import (
     SignalRequest,
     StrategySpec,
 )
+from mem_memory.write_health import WriteHealth
+from mem_memory.writer import WriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class MemoryEngine:
         self._group = GroupCommitter(store, self._after_commit)
         self._async: AsyncDecisionCommitter | None = None
         if writer_process:
-            self._async = AsyncDecisionCommitter(WriterProcess(store.path), store, self._after_commit, self._group.submit_decision)
+            self._async = AsyncDecisionCommitter(
+                WriterProcess(store.path), store, self._after_commit, self._group.submit_decision
+            )
 
     def start_writer(self) -> None:
         """Start the writer process now rather than on the first ``enhance_async`` (no-op
@@ -116,8 +119,8 @@ class MemoryEngine:
                 self._wm.put_strategy(spec)
             for d, o in self.store.closed_trades(2 * cfg.closed_window):
                 self._wm.add_closed(d, o)
-            for d, o in self.store.recent_by_symbol(cfg.recent_per_symbol):
-                self._wm.add_decision(d, o)
+            for recent, outcome in self.store.recent_by_symbol(cfg.recent_per_symbol):
+                self._wm.add_decision(recent, outcome)
         self._last_seen = last
         self._checked = _time.monotonic()
 
@@ -254,7 +257,9 @@ class MemoryEngine:
             return _same_call(self.store.decision_at(exc.event_id), request.symbol, request.action)
         return decision
 
-    def answered_decision(self, request_id: str, symbol: str | None = None, action: str | None = None) -> Decision | None:
+    def answered_decision(
+        self, request_id: str, symbol: str | None = None, action: str | None = None
+    ) -> Decision | None:
         """The decision already recorded for ``request_id`` (within ``REQUEST_ID_WINDOW_S``),
         or None ("" is no id: always None). With ``symbol`` and ``action``: ``InvalidRecord`` on
         ``request_id`` when the id was used for a call about another symbol or action (a reused
@@ -300,16 +305,43 @@ class MemoryEngine:
             stop_price = request.price * (1.0 - sign * stop)
             take_price = request.price * (1.0 + sign * target)
         reasoning = _reasoning(
-            request, action, final, ml, memory, memory_note, spec, adaptation.regime, params["ml_confidence_min"], sizing_note
+            request,
+            action,
+            final,
+            ml,
+            memory,
+            memory_note,
+            spec,
+            adaptation.regime,
+            params["ml_confidence_min"],
+            sizing_note,
         )
         decision = Decision(
-            decision_id=str(uuid.uuid4()), time=request.time, symbol=request.symbol, strategy=request.strategy,
-            action=action, base_action=base_action, price=request.price, base_confidence=request.base_confidence,
-            ml_confidence=request.ml_confidence, memory_confidence=memory, confidence=final, size=size,
-            stop_loss=stop_price, take_profit=take_price, stop_loss_pct=stop, take_profit_pct=target,
-            reasoning=reasoning, learned_strategy=spec.name if spec else None, model_version=request.model_version,
-            ml_direction=request.ml_direction, features=features, regime=adaptation.regime,
-            parameters_version=params.version, session_id=request.session_id, market_context=request.market_context,
+            decision_id=str(uuid.uuid4()),
+            time=request.time,
+            symbol=request.symbol,
+            strategy=request.strategy,
+            action=action,
+            base_action=base_action,
+            price=request.price,
+            base_confidence=request.base_confidence,
+            ml_confidence=request.ml_confidence,
+            memory_confidence=memory,
+            confidence=final,
+            size=size,
+            stop_loss=stop_price,
+            take_profit=take_price,
+            stop_loss_pct=stop,
+            take_profit_pct=target,
+            reasoning=reasoning,
+            learned_strategy=spec.name if spec else None,
+            model_version=request.model_version,
+            ml_direction=request.ml_direction,
+            features=features,
+            regime=adaptation.regime,
+            parameters_version=params.version,
+            session_id=request.session_id,
+            market_context=request.market_context,
         )
         return decision, self.store.prepare_decision(decision, request.request_id)  # JSON + AES-GCM outside any lock
 
@@ -343,7 +375,9 @@ class MemoryEngine:
         update: LearningUpdate = learned[0]
         return update
 
-    def _learn(self, store: MemoryStore, outcome: Outcome, held: Decision | None, request_id: str = "") -> tuple[Any, ...]:
+    def _learn(
+        self, store: MemoryStore, outcome: Outcome, held: Decision | None, request_id: str = ""
+    ) -> tuple[Any, ...]:
         """The writes of one outcome, inside the (group) write transaction: (the answer, and what
         ``_apply_learned`` needs: decision, strategy after, adjustments, parameters; None for a
         repeated request id). Store calls only: it runs under the store's lock and must not take
@@ -351,7 +385,9 @@ class MemoryEngine:
         if request_id and (found := store.find_request(OUTCOME, request_id)) is not None:
             first = LearningUpdate.from_dict(found[1] or {})
             if first.decision_id != outcome.decision_id:
-                raise InvalidRecord("request_id", f"already used for the outcome of another decision ({first.decision_id})")
+                raise InvalidRecord(
+                    "request_id", f"already used for the outcome of another decision ({first.decision_id})"
+                )
             return replace(first, replayed=True), None, None, None, None
         cfg = self.config
         at = outcome.time
@@ -378,10 +414,13 @@ class MemoryEngine:
         if adjustments:
             store.append_parameters(params, adjustments, state)
         update = LearningUpdate(
-            decision_id=outcome.decision_id, win=outcome.win,
+            decision_id=outcome.decision_id,
+            win=outcome.win,
             strategy=spec_after.name if spec_after else decision.learned_strategy,
-            strategy_stats=spec_after.stats if spec_after else None, adjustments=tuple(adjustments),
-            parameters_version=params.version, summary=_outcome_summary(outcome, spec_after, deprecated, adjustments),
+            strategy_stats=spec_after.stats if spec_after else None,
+            adjustments=tuple(adjustments),
+            parameters_version=params.version,
+            summary=_outcome_summary(outcome, spec_after, deprecated, adjustments),
             deprecated=deprecated,
         )
         if request_id:
@@ -485,9 +524,12 @@ class MemoryEngine:
                     break
                 offset += page
         return MemoryStats(
-            decisions=counts["decisions"], outcomes=counts["outcomes"],
-            active_strategies=sum(not s.deprecated for s in specs), deprecated_strategies=sum(s.deprecated for s in specs),
-            trades_24h=trades, win_rate_24h=(wins / trades) if trades else None,
+            decisions=counts["decisions"],
+            outcomes=counts["outcomes"],
+            active_strategies=sum(not s.deprecated for s in specs),
+            deprecated_strategies=sum(s.deprecated for s in specs),
+            trades_24h=trades,
+            win_rate_24h=(wins / trades) if trades else None,
             corrupt_records=len(self.store.corrupt),
         )
 
@@ -506,15 +548,24 @@ def _same_call(original: Decision, symbol: str, action: str) -> Decision:
     something else."""
     if original.symbol != symbol or original.base_action != action:
         raise InvalidRecord(
-            "request_id", f"already used for a {original.base_action} call about {original.symbol} (decision {original.decision_id})"
+            "request_id",
+            f"already used for a {original.base_action} call about {original.symbol} (decision {original.decision_id})",
         )
     return original
 
 
 # ---------------------------------------------------------------------- sentences
 def _reasoning(
-    req: SignalRequest, action: str, final: float, ml: float | None, memory: float | None, memory_note: str,
-    spec: StrategySpec | None, regime: str, minimum: float, sizing_note: str,
+    req: SignalRequest,
+    action: str,
+    final: float,
+    ml: float | None,
+    memory: float | None,
+    memory_note: str,
+    spec: StrategySpec | None,
+    regime: str,
+    minimum: float,
+    sizing_note: str,
 ) -> str:
     if req.action == "HOLD":
         return f"HOLD kept: the base strategy {req.strategy or 'signal'} said HOLD."
@@ -535,7 +586,9 @@ def _reasoning(
         weights["memory"] = memory - final
     driver = max(weights, key=lambda k: abs(weights[k])) if len(weights) > 1 else "base"
     head = (
-        f"{action} at {final:.2f}" if action != "HOLD" else f"HOLD: final confidence {final:.2f} below minimum {minimum:.2f}"
+        f"{action} at {final:.2f}"
+        if action != "HOLD"
+        else f"HOLD: final confidence {final:.2f} below minimum {minimum:.2f}"
     )
     tail = [f"driven most by {driver}"]
     if spec is not None:
@@ -547,7 +600,9 @@ def _reasoning(
     return f"{head} ({', '.join(parts)}); {'; '.join(tail)}."
 
 
-def _outcome_summary(outcome: Outcome, spec: StrategySpec | None, deprecated: bool, adjustments: list[ParameterAdjustment]) -> str:
+def _outcome_summary(
+    outcome: Outcome, spec: StrategySpec | None, deprecated: bool, adjustments: list[ParameterAdjustment]
+) -> str:
     text = f"{'win' if outcome.win else 'loss'} {outcome.pnl_pct:+.2%} on {outcome.decision_id}"
     if spec is not None:
         text += f"; {spec.name} now {spec.stats.wins}/{spec.stats.trades} ({spec.stats.win_rate:.0%})"

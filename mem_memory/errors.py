@@ -4,6 +4,7 @@ Every error derives from ``MemoryStoreError`` so a caller can catch the family; 
 maps ``UnknownDecision`` to NOT_FOUND and ``InvalidRecord`` to INVALID_ARGUMENT. No message ever
 contains a key or a payload.
 """
+
 from __future__ import annotations
 
 

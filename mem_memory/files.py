@@ -6,6 +6,7 @@ other user can list, rename or delete them. A directory that already exists is l
 (it may be a shared place the operator chose, like /tmp); one that others may write to is
 reported in the log.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,5 +39,9 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     if not missing:
         mode = stat.S_IMODE(p.stat().st_mode)
         if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
-            log.warning("%s is writable by every user (mode %o): others can rename or delete what it holds; chmod 700 it", p, mode)
+            log.warning(
+                "%s is writable by every user (mode %o): others can rename or delete what it holds; chmod 700 it",
+                p,
+                mode,
+            )
     return p

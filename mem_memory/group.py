@@ -27,6 +27,7 @@ call, as without grouping); under load a group forms while the previous one is i
 Each writer sleeps on its own event: the leader wakes exactly the writers of its group and hands
 the leadership to the first queued writer, if any (no thundering herd on one condition).
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,7 +72,9 @@ class GroupStats:
 
     def as_dict(self) -> dict[str, float]:
         return {
-            "commits": self.commits, "units": self.units, "largest_group": self.largest,
+            "commits": self.commits,
+            "units": self.units,
+            "largest_group": self.largest,
             "mean_group": round(self.units / self.commits, 2) if self.commits else 0.0,
         }
 
@@ -142,7 +145,7 @@ class GroupCommitter:
     def _outcome(unit: _Unit[T]) -> T:
         if unit.error is not None:
             raise unit.error
-        return unit.result  # type: ignore[no-any-return]
+        return unit.result
 
     def _run(self, batch: list[_Unit[Any]]) -> None:
         store = self.store
@@ -189,13 +192,18 @@ class GroupCommitter:
                 while j < n and batch[j].prepared is not None:
                     j += 1
                 run = batch[i:j]
-                for x, event_id in zip(run, store.append_prepared_many([x.prepared for x in run])):
+                prepared = [x.prepared for x in run if x.prepared is not None]
+                for x, event_id in zip(run, store.append_prepared_many(prepared)):
                     x.result, x.ok = event_id, True
                 i = j
                 continue
             try:
                 with store.savepoint():
-                    u.result = store.append_prepared(u.prepared) if u.prepared is not None else u.work(store)
+                    if u.prepared is not None:
+                        u.result = store.append_prepared(u.prepared)
+                    else:
+                        assert u.work is not None  # a unit carries a prepared decision or work
+                        u.result = u.work(store)
                 u.ok = True
             except StoreFull:  # SQLite may have rolled back the whole transaction: the group fails
                 raise

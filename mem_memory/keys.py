@@ -13,6 +13,7 @@ Opening needs every key the records may be under: the store's key, and while rot
 key as MEM_MEMORY_KEY (with the store's key in MEM_MEMORY_KEY_PREVIOUS). Only ``rekey`` starts a
 rotation (``rotate=True``); any other open with a key that is not the store's is refused.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -24,7 +25,9 @@ from mem_memory.crypto import KEY_ENV, PREVIOUS_KEYS_ENV, Codec
 from mem_memory.errors import MemoryKeyError, MissingMemoryKey, WrongMemoryKey
 
 
-def settle(conn: sqlite3.Connection, meta: dict[str, Any], codec: Codec, path: Path, rotate: bool, command: str) -> None:
+def settle(
+    conn: sqlite3.Connection, meta: dict[str, Any], codec: Codec, path: Path, rotate: bool, command: str
+) -> None:
     """Check ``codec``'s keys against an existing encrypted store and point its tags at the
     store's key, inside the open's write transaction; with ``rotate``, start a rotation to
     ``codec``'s writing key (recorded, with a ``rekey.start`` audit row). Raises a
@@ -44,7 +47,9 @@ def settle(conn: sqlite3.Connection, meta: dict[str, Any], codec: Codec, path: P
                 f"the memory store {path} is being rekeyed from key {store_id} to key {target}: "
                 f"set {PREVIOUS_KEYS_ENV} to the key {store_id}"
             )
-        raise WrongMemoryKey(f"the key given ({KEY_ENV}) is not the key of the memory store {path} (its key id is {store_id})")
+        raise WrongMemoryKey(
+            f"the key given ({KEY_ENV}) is not the key of the memory store {path} (its key id is {store_id})"
+        )
     if not codec.verify(bytes(meta["key_check"]), store_id):
         raise WrongMemoryKey(f"the key check of the memory store {path} does not match the key with id {store_id}")
     codec.use_store_key(store_id)
@@ -65,7 +70,9 @@ def settle(conn: sqlite3.Connection, meta: dict[str, Any], codec: Codec, path: P
         assert codec.key_id is not None
         conn.execute("INSERT INTO meta VALUES ('rekey_to', ?)", (codec.key_id,))
         conn.execute("INSERT INTO meta VALUES ('rekey_check', ?)", (codec.key_check(),))
-        audit.record(conn, audit.REKEY_START, codec.key_id, command, {"from_key_id": store_id, "to_key_id": codec.key_id})
+        audit.record(
+            conn, audit.REKEY_START, codec.key_id, command, {"from_key_id": store_id, "to_key_id": codec.key_id}
+        )
 
 
 def rotation(conn: sqlite3.Connection) -> tuple[str | None, str | None]:

@@ -6,6 +6,7 @@ exclusive, without waiting, and refuse when they cannot. The kernel drops the lo
 holder exits, SIGKILL included, so a crashed server never leaves the store "in use". A lock
 belongs to one open file description: two ``open`` calls in one process are two holders.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -42,7 +43,9 @@ class StoreLock:
             who = describe(holders(path)) or "another process"
             if exclusive:
                 raise StoreInUse(f"the memory store {db} is in use by {who}; stop it first") from None
-            raise StoreInUse(f"the memory store {db} is being rekeyed or restored by {who}; wait for it to finish") from None
+            raise StoreInUse(
+                f"the memory store {db} is being rekeyed or restored by {who}; wait for it to finish"
+            ) from None
         except BaseException:
             os.close(fd)
             raise

@@ -17,6 +17,7 @@ A SIGKILL anywhere leaves either the old store, or a store whose records are und
 the new key, each labelled with its key id, that opens with both keys and that the next run
 finishes (records already under the new key are skipped).
 """
+
 from __future__ import annotations
 
 import time
@@ -51,8 +52,13 @@ class RekeyReport:
 
 
 def rekey(
-    path: str | Path, new_key: bytes, previous_keys: Sequence[bytes], *, batch: int = DEFAULT_BATCH,
-    command: str = COMMAND, progress: Callable[[int, int], None] | None = None,
+    path: str | Path,
+    new_key: bytes,
+    previous_keys: Sequence[bytes],
+    *,
+    batch: int = DEFAULT_BATCH,
+    command: str = COMMAND,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RekeyReport:
     """Rotate the store at ``path`` to ``new_key`` (``previous_keys`` must hold its current key).
 
@@ -76,7 +82,8 @@ def rekey(
         while True:
             with store.transaction():
                 rows = conn.execute(
-                    "SELECT event_id, kind, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?", (cursor, batch)
+                    "SELECT event_id, kind, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+                    (cursor, batch),
                 ).fetchall()
                 updates = []
                 for event_id, kind, payload in rows:
@@ -94,11 +101,23 @@ def rekey(
                 progress(resealed, cursor)
         with store.transaction():
             retagged = _finish(store, from_id, to_id)
-            audit.record(conn, audit.REKEY_FINISH, to_id, command, {
-                "from_key_id": from_id, "to_key_id": to_id, "events": events, "resealed": resealed, "retagged": retagged,
-            })
+            audit.record(
+                conn,
+                audit.REKEY_FINISH,
+                to_id,
+                command,
+                {
+                    "from_key_id": from_id,
+                    "to_key_id": to_id,
+                    "events": events,
+                    "resealed": resealed,
+                    "retagged": retagged,
+                },
+            )
         store.checkpoint()
-        return RekeyReport(from_id, to_id, events, resealed, already, retagged, batches, round(time.perf_counter() - started, 3))
+        return RekeyReport(
+            from_id, to_id, events, resealed, already, retagged, batches, round(time.perf_counter() - started, 3)
+        )
     finally:
         store.close()
 
@@ -108,7 +127,9 @@ def _finish(store: MemoryStore, from_id: str | None, to_id: str) -> int:
     lookup columns, make ``to_id`` the store's key. Returns how many lookup values changed."""
     conn, codec = store._c(), store._codec
     prefix = payload_prefix(to_id)
-    left = conn.execute("SELECT count(*) FROM events WHERE substr(payload, 1, ?) != ?", (len(prefix), prefix)).fetchone()[0]
+    left = conn.execute(
+        "SELECT count(*) FROM events WHERE substr(payload, 1, ?) != ?", (len(prefix), prefix)
+    ).fetchone()[0]
     if left:
         raise MemoryKeyError(f"{left} records are not under key {to_id} after the rekey pass; nothing was switched")
     symbols: dict[str, str] = {}
@@ -120,14 +141,20 @@ def _finish(store: MemoryStore, from_id: str | None, to_id: str) -> int:
         (PARAMETER_ADJUSTMENT, STRATEGY_UPSERT),
     ).fetchall():
         record = _decoded(store, kind, event_id)
-        text = Parameters.from_dict(record["parameters"]).version if kind == PARAMETER_ADJUSTMENT else str(record["name"])
+        text = (
+            Parameters.from_dict(record["parameters"]).version if kind == PARAMETER_ADJUSTMENT else str(record["name"])
+        )
         subjects[(kind, subject)] = codec.tag(text, to_id)
-    conn.executemany("UPDATE decisions SET symbol_tag = ? WHERE symbol_tag = ?", [(new, old) for old, new in symbols.items()])
     conn.executemany(
-        "UPDATE events SET subject = ? WHERE kind = ? AND subject = ?", [(new, k, old) for (k, old), new in subjects.items()]
+        "UPDATE decisions SET symbol_tag = ? WHERE symbol_tag = ?", [(new, old) for old, new in symbols.items()]
     )
     conn.executemany(
-        "UPDATE heads SET subject = ? WHERE kind = ? AND subject = ?", [(new, k, old) for (k, old), new in subjects.items()]
+        "UPDATE events SET subject = ? WHERE kind = ? AND subject = ?",
+        [(new, k, old) for (k, old), new in subjects.items()],
+    )
+    conn.executemany(
+        "UPDATE heads SET subject = ? WHERE kind = ? AND subject = ?",
+        [(new, k, old) for (k, old), new in subjects.items()],
     )
     keys.finish(conn, codec)
     return len(symbols) + len(subjects)

@@ -8,6 +8,7 @@ with the same id gets that answer and writes nothing. Ids are remembered for at 
 ``REQUEST_ID_WINDOW_S`` (24 hours) after their call was recorded, across restarts; older ones are
 forgotten a few at a time by later write transactions.
 """
+
 from __future__ import annotations
 
 from typing import Any

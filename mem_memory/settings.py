@@ -4,6 +4,7 @@ a rotation in progress (MEM_MEMORY_KEY_PREVIOUS) and the environment its writer 
 The memory imports no other package of ours, so it keeps its own reader; the store's path is
 the caller's business (``mem_core.settings.memory_db_path``).
 """
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,17 @@ def previous_keys_from_env(env: Mapping[str, str] | None = None) -> tuple[bytes,
 #: else (MEM_MEMORY_KEY, MEM_SERVING_TOKEN, MEM_QUESTDB_PASSWORD, cloud credentials, ...) stays out:
 #: the child needs no secret, so it is given none.
 CHILD_ENV = (
-    "PATH", "HOME", "TMPDIR", "SQLITE_TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME",
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "SQLITE_TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
     "LD_LIBRARY_PATH",
 )
 

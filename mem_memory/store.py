@@ -31,6 +31,7 @@ group committer (``mem_memory.group``) writes several callers' records with, in 
 file is created 0600 (in a directory created 0700, ``mem_memory.files``) and SQLite creates
 ``-wal``/``-shm`` with the database's mode; ``open`` tightens any of the three that are looser.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,8 @@ from mem_memory.errors import (
     UnencryptedStoreKeyError,
     UnknownDecision,
 )
-from mem_memory.lock import StoreLock
 from mem_memory.files import private_dir
+from mem_memory.lock import StoreLock
 from mem_memory.requests import REPLY, REQUEST_ID_WINDOW_S
 from mem_memory.types import (
     DECISION,
@@ -97,7 +98,9 @@ def _build_outcome(p: dict[str, Any], codec: Codec) -> tuple[Outcome, str]:
     return o, o.decision_id
 
 
-def _build_parameters(p: dict[str, Any], codec: Codec) -> tuple[tuple[Parameters, list[ParameterAdjustment], dict[str, Any]], str]:
+def _build_parameters(
+    p: dict[str, Any], codec: Codec
+) -> tuple[tuple[Parameters, list[ParameterAdjustment], dict[str, Any]], str]:
     params = Parameters.from_dict(p["parameters"])
     adjustments = [ParameterAdjustment.from_dict(a) for a in p["adjustments"]]
     return (params, adjustments, dict(p.get("state", {}))), codec.tag(params.version)
@@ -110,7 +113,10 @@ def _build_strategy(p: dict[str, Any], codec: Codec) -> tuple[StrategySpec, str]
 
 #: Per event kind: payload -> (record, the subject it must be filed under).
 _BUILD: dict[str, Any] = {
-    DECISION: _build_decision, OUTCOME: _build_outcome, PARAMETER_ADJUSTMENT: _build_parameters, STRATEGY_UPSERT: _build_strategy,
+    DECISION: _build_decision,
+    OUTCOME: _build_outcome,
+    PARAMETER_ADJUSTMENT: _build_parameters,
+    STRATEGY_UPSERT: _build_strategy,
 }
 
 FORMAT_VERSION = "1"
@@ -164,7 +170,9 @@ def is_full(exc: BaseException) -> bool:
 
 
 def _full(path: Path, exc: BaseException) -> StoreFull:
-    return StoreFull(f"the memory store {path} is full (no space left on its disk, or its size cap is reached): nothing was stored")
+    return StoreFull(
+        f"the memory store {path} is full (no space left on its disk, or its size cap is reached): nothing was stored"
+    )
 
 
 def _create_private(path: Path) -> None:
@@ -222,8 +230,15 @@ class MemoryStore:
     # ------------------------------------------------------------------ open / close
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], key: bytes | None = None, *, previous_keys: Sequence[bytes] = (),
-        exclusive: bool = False, rotate: bool = False, command: str | None = None, max_bytes: int | None = None,
+        cls,
+        path: str | os.PathLike[str],
+        key: bytes | None = None,
+        *,
+        previous_keys: Sequence[bytes] = (),
+        exclusive: bool = False,
+        rotate: bool = False,
+        command: str | None = None,
+        max_bytes: int | None = None,
     ) -> MemoryStore:
         """Open (creating when missing) the store at ``path``.
 
@@ -300,7 +315,13 @@ class MemoryStore:
                     f"the memory store {self.path} was created without encryption; unset MEM_MEMORY_KEY or use a new store"
                 )
             if announce:
-                audit.record(conn, audit.OPEN, codec.key_id, command, {"store_key_id": codec.store_key_id} if codec.encrypted else {})
+                audit.record(
+                    conn,
+                    audit.OPEN,
+                    codec.key_id,
+                    command,
+                    {"store_key_id": codec.store_key_id} if codec.encrypted else {},
+                )
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
@@ -314,8 +335,13 @@ class MemoryStore:
         """An ``open.refused`` audit row for a key that did not fit (the error's class, the
         offered key ids); best effort: a store that cannot take the row still refuses."""
         try:
-            audit.record_now(self._c(), audit.OPEN_REFUSED, self._codec.key_id, command,
-                             {"error": exc.__class__.__name__, "key_ids": list(self._codec.key_ids)})
+            audit.record_now(
+                self._c(),
+                audit.OPEN_REFUSED,
+                self._codec.key_id,
+                command,
+                {"error": exc.__class__.__name__, "key_ids": list(self._codec.key_ids)},
+            )
         except sqlite3.Error:
             log.warning("could not record the refused open of %s in its audit trail", self.path)
 
@@ -387,9 +413,10 @@ class MemoryStore:
 
     def _insert(self, kind: str, subject: str, record: dict[str, Any]) -> int:
         cur = self._c().execute(
-            "INSERT INTO events(kind, subject, payload) VALUES (?, ?, ?)", (kind, subject, self._codec.encode(kind, record))
+            "INSERT INTO events(kind, subject, payload) VALUES (?, ?, ?)",
+            (kind, subject, self._codec.encode(kind, record)),
         )
-        event_id = int(cur.lastrowid)
+        event_id = int(cur.lastrowid or 0)
         self._note(event_id, event_id)
         return event_id
 
@@ -466,7 +493,9 @@ class MemoryStore:
                 conn.execute(f"PRAGMA max_page_count = {NO_PAGE_CAP}")
             else:
                 page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-                pages = int(conn.execute(f"PRAGMA max_page_count = {max(1, int(max_bytes) // page_size)}").fetchone()[0])
+                pages = int(
+                    conn.execute(f"PRAGMA max_page_count = {max(1, int(max_bytes) // page_size)}").fetchone()[0]
+                )
             self.max_pages = pages
 
     def apply_max_pages(self, pages: int | None) -> None:
@@ -490,7 +519,9 @@ class MemoryStore:
         so concurrent writers do it before they queue for the commit. ``request_id``: the
         caller's id of the request (``mem_memory.requests``), stored with it."""
         return PreparedDecision(
-            decision.decision_id, self._codec.tag(decision.symbol), self._codec.encode(DECISION, decision.to_dict()),
+            decision.decision_id,
+            self._codec.tag(decision.symbol),
+            self._codec.encode(DECISION, decision.to_dict()),
             self._codec.tag(request_id) if request_id else None,
         )
 
@@ -526,8 +557,10 @@ class MemoryStore:
             ev_args: list[Any] = []
             for p in prepared:
                 ev_args += (DECISION, p.decision_id, p.payload)
-            cur = conn.execute("INSERT INTO events(kind, subject, payload) VALUES " + ",".join(["(?,?,?)"] * n), ev_args)
-            last = int(cur.lastrowid)
+            cur = conn.execute(
+                "INSERT INTO events(kind, subject, payload) VALUES " + ",".join(["(?,?,?)"] * n), ev_args
+            )
+            last = int(cur.lastrowid or 0)
             first = last - n + 1  # one statement, AUTOINCREMENT: consecutive ids in VALUES order
             dec_args: list[Any] = []
             for i, p in enumerate(prepared):
@@ -541,7 +574,9 @@ class MemoryStore:
                 for tag, event_id in tagged:
                     req_args += (DECISION, tag, event_id, now)
                 conn.execute(
-                    "INSERT INTO requests(kind, tag, event_id, created) VALUES " + ",".join(["(?,?,?,?)"] * len(tagged)), req_args
+                    "INSERT INTO requests(kind, tag, event_id, created) VALUES "
+                    + ",".join(["(?,?,?,?)"] * len(tagged)),
+                    req_args,
                 )
             self._note(first, last)
             return list(range(first, last + 1))
@@ -564,7 +599,9 @@ class MemoryStore:
             if row[0] is not None:
                 raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome (event {row[0]})")
             event_id = self._insert(OUTCOME, outcome.decision_id, outcome.to_dict())
-            conn.execute("UPDATE decisions SET outcome_event_id = ? WHERE decision_id = ?", (event_id, outcome.decision_id))
+            conn.execute(
+                "UPDATE decisions SET outcome_event_id = ? WHERE decision_id = ?", (event_id, outcome.decision_id)
+            )
             return event_id
 
     def append_parameters(
@@ -632,9 +669,14 @@ class MemoryStore:
         """The event written by the call of ``kind`` with ``request_id`` within the window, and
         its stored answer (None for a decision: the decision is the answer); None when unknown."""
         with self._lock:
-            row = self._c().execute(
-                "SELECT event_id, reply FROM requests WHERE kind = ? AND tag = ?", (kind, self._codec.tag(request_id))
-            ).fetchone()
+            row = (
+                self._c()
+                .execute(
+                    "SELECT event_id, reply FROM requests WHERE kind = ? AND tag = ?",
+                    (kind, self._codec.tag(request_id)),
+                )
+                .fetchone()
+            )
         if row is None:
             return None
         return int(row[0]), None if row[1] is None else self._payload(row[0], REPLY, row[1])
@@ -644,7 +686,13 @@ class MemoryStore:
         with self._lock:
             self._c().execute(
                 "INSERT INTO requests(kind, tag, event_id, reply, created) VALUES (?, ?, ?, ?, ?)",
-                (kind, self._codec.tag(request_id), int(event_id), None if reply is None else self._codec.encode(REPLY, reply), _time.time()),
+                (
+                    kind,
+                    self._codec.tag(request_id),
+                    int(event_id),
+                    None if reply is None else self._codec.encode(REPLY, reply),
+                    _time.time(),
+                ),
             )
 
     def forget_requests(self, older_than: float, limit: int = 1000) -> int:
@@ -653,7 +701,8 @@ class MemoryStore:
         second, so ids are remembered for at least ``REQUEST_ID_WINDOW_S``."""
         with self.transaction():
             cur = self._c().execute(
-                "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE created < ? LIMIT ?)", (float(older_than), int(limit))
+                "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE created < ? LIMIT ?)",
+                (float(older_than), int(limit)),
             )
             self._pruned = _time.monotonic()
             return int(cur.rowcount)
@@ -661,9 +710,13 @@ class MemoryStore:
     def decision_at(self, event_id: int) -> Decision:
         """The decision of event ``event_id`` (``CorruptRecord`` when it is corrupt)."""
         with self._lock:
-            row = self._c().execute(
-                "SELECT subject, payload FROM events WHERE event_id = ? AND kind = ?", (int(event_id), DECISION)
-            ).fetchone()
+            row = (
+                self._c()
+                .execute(
+                    "SELECT subject, payload FROM events WHERE event_id = ? AND kind = ?", (int(event_id), DECISION)
+                )
+                .fetchone()
+            )
         if row is None:
             raise UnknownDecision(f"no decision at event {event_id}")
         try:
@@ -680,7 +733,9 @@ class MemoryStore:
         except CorruptRecord as exc:
             raise CorruptRecord(f"stored {kind} event {event_id} is corrupt ({exc})", int(event_id), kind) from None
 
-    def _record(self, event_id: int, kind: str, subject: str, blob: bytes, payload: dict[str, Any] | None = None) -> Any:
+    def _record(
+        self, event_id: int, kind: str, subject: str, blob: bytes, payload: dict[str, Any] | None = None
+    ) -> Any:
         """The record of one stored event, checked: its payload decodes (and authenticates), the
         record builds from it, and it names the subject it is filed under (a decision or outcome
         its decision id, a parameter set the tag of its content hash, a strategy the tag of its
@@ -694,10 +749,16 @@ class MemoryStore:
             record, filed_as = build(payload, self._codec)
         except (MemoryStoreError, TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
             raise CorruptRecord(
-                f"stored {kind} event {event_id} is corrupt (its record does not build: {type(exc).__name__})", int(event_id), kind
+                f"stored {kind} event {event_id} is corrupt (its record does not build: {type(exc).__name__})",
+                int(event_id),
+                kind,
             ) from None
         if filed_as != subject:
-            raise CorruptRecord(f"stored {kind} event {event_id} is corrupt (its record is filed under another subject)", int(event_id), kind)
+            raise CorruptRecord(
+                f"stored {kind} event {event_id} is corrupt (its record is filed under another subject)",
+                int(event_id),
+                kind,
+            )
         return record
 
     def _report(self, exc: CorruptRecord) -> None:
@@ -707,7 +768,9 @@ class MemoryStore:
             self.corrupt[key] = exc.kind or "?"
             log.error("memory store %s: %s; left out (`mem memory verify` lists every corrupt record)", self.path, exc)
 
-    def _pair(self, decision_id: str, d_id: int, d: bytes, o_id: int | None, o: bytes | None) -> tuple[Decision, Outcome | None]:
+    def _pair(
+        self, decision_id: str, d_id: int, d: bytes, o_id: int | None, o: bytes | None
+    ) -> tuple[Decision, Outcome | None]:
         decision = self._record(d_id, DECISION, decision_id, d)
         outcome = self._record(o_id, OUTCOME, decision_id, o) if o_id is not None and o is not None else None
         return decision, outcome
@@ -750,10 +813,14 @@ class MemoryStore:
         the last row read (the cursor to continue from: it moves past a corrupt event, which is
         left out and reported)."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
-                (int(event_id), int(limit)),
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+                    (int(event_id), int(limit)),
+                )
+                .fetchall()
+            )
         out = []
         for i, k, s, p in rows:
             try:
@@ -776,10 +843,14 @@ class MemoryStore:
         if not decision_ids:
             return {}
         with self._lock:
-            rows = self._c().execute(
-                f"SELECT decision_id, event_id FROM decisions WHERE decision_id IN ({','.join('?' * len(decision_ids))})",
-                list(decision_ids),
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    f"SELECT decision_id, event_id FROM decisions WHERE decision_id IN ({','.join('?' * len(decision_ids))})",
+                    list(decision_ids),
+                )
+                .fetchall()
+            )
         return {str(d): int(e) for d, e in rows}
 
     _PAIR_SQL = (
@@ -806,7 +877,11 @@ class MemoryStore:
 
     def _recent_by_tag(self, tag: str, n: int) -> list[tuple[Decision, Outcome | None]]:
         with self._lock:
-            rows = self._c().execute(self._PAIR_SQL + "WHERE x.symbol_tag = ? ORDER BY x.event_id DESC LIMIT ?", (tag, int(n))).fetchall()
+            rows = (
+                self._c()
+                .execute(self._PAIR_SQL + "WHERE x.symbol_tag = ? ORDER BY x.event_id DESC LIMIT ?", (tag, int(n)))
+                .fetchall()
+            )
         return self._pairs(rows)
 
     def recent_by_symbol(self, n: int) -> list[tuple[Decision, Outcome | None]]:
@@ -822,12 +897,16 @@ class MemoryStore:
         """The last ``limit`` closed trades (by close order), oldest first; ``offset`` skips the
         newest ones (for paging back). A trade with a corrupt record is left out."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload FROM decisions x "
-                "JOIN events d ON d.event_id = x.event_id JOIN events o ON o.event_id = x.outcome_event_id "
-                "WHERE x.outcome_event_id IS NOT NULL ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
-                (int(limit), int(offset)),
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload FROM decisions x "
+                    "JOIN events d ON d.event_id = x.event_id JOIN events o ON o.event_id = x.outcome_event_id "
+                    "WHERE x.outcome_event_id IS NOT NULL ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
+                    (int(limit), int(offset)),
+                )
+                .fetchall()
+            )
         pairs = self._pairs(rows)
         pairs.reverse()
         return pairs  # type: ignore[return-value]
@@ -836,9 +915,14 @@ class MemoryStore:
         """Win flags (``pnl > 0``) of the last ``n`` closed trades, oldest first — what the
         performance monitor needs, from the outcome payloads alone (no decision decoded)."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT ?", (OUTCOME, int(n))
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT ?",
+                    (OUTCOME, int(n)),
+                )
+                .fetchall()
+            )
         wins = []
         for event_id, blob in rows:
             try:
@@ -846,8 +930,13 @@ class MemoryStore:
                 if isinstance(pnl, bool) or not isinstance(pnl, (int, float)):
                     raise TypeError(type(pnl).__name__)
             except (CorruptRecord, KeyError, TypeError) as exc:
-                self._report(exc if isinstance(exc, CorruptRecord) else CorruptRecord(
-                    f"stored {OUTCOME} event {event_id} is corrupt (no numeric pnl)", int(event_id), OUTCOME))
+                self._report(
+                    exc
+                    if isinstance(exc, CorruptRecord)
+                    else CorruptRecord(
+                        f"stored {OUTCOME} event {event_id} is corrupt (no numeric pnl)", int(event_id), OUTCOME
+                    )
+                )
                 continue
             wins.append(float(pnl) > 0)
         wins.reverse()
@@ -857,7 +946,9 @@ class MemoryStore:
         """The current stored parameter set with its event id and rule state (None before the
         first change). A corrupt newest set is reported and the newest sound one is current."""
         found = self._newest_good(
-            "SELECT event_id, subject, payload FROM events WHERE kind = ? ORDER BY event_id DESC", (PARAMETER_ADJUSTMENT,), PARAMETER_ADJUSTMENT
+            "SELECT event_id, subject, payload FROM events WHERE kind = ? ORDER BY event_id DESC",
+            (PARAMETER_ADJUSTMENT,),
+            PARAMETER_ADJUSTMENT,
         )
         if found is None:
             return None
@@ -868,16 +959,22 @@ class MemoryStore:
         """A stored parameter set with this content hash, or None."""
         found = self._newest_good(
             "SELECT event_id, subject, payload FROM events WHERE kind = ? AND subject = ? ORDER BY event_id DESC",
-            (PARAMETER_ADJUSTMENT, self._codec.tag(version)), PARAMETER_ADJUSTMENT,
+            (PARAMETER_ADJUSTMENT, self._codec.tag(version)),
+            PARAMETER_ADJUSTMENT,
         )
         return None if found is None else found[1][0]
 
     def parameter_history(self) -> list[tuple[int, Parameters, list[ParameterAdjustment]]]:
         """Every parameter change, oldest first (a corrupt one is left out)."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT event_id, subject, payload FROM events WHERE kind = ? ORDER BY event_id", (PARAMETER_ADJUSTMENT,)
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, subject, payload FROM events WHERE kind = ? ORDER BY event_id",
+                    (PARAMETER_ADJUSTMENT,),
+                )
+                .fetchall()
+            )
         out = []
         for event_id, subject, blob in rows:
             try:
@@ -892,10 +989,14 @@ class MemoryStore:
         """The newest spec of every learned strategy (deprecated included), by name; a strategy
         whose newest record is corrupt is left out (reported)."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT e.event_id, e.subject, e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? ORDER BY h.event_id",
-                (STRATEGY_UPSERT,),
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT e.event_id, e.subject, e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? ORDER BY h.event_id",
+                    (STRATEGY_UPSERT,),
+                )
+                .fetchall()
+            )
         specs = []
         for event_id, subject, blob in rows:
             try:
@@ -907,10 +1008,14 @@ class MemoryStore:
     def strategy(self, name: str) -> StrategySpec | None:
         """The newest spec of ``name`` (None when unknown); ``CorruptRecord`` when it is corrupt."""
         with self._lock:
-            row = self._c().execute(
-                "SELECT e.event_id, e.subject, e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? AND h.subject = ?",
-                (STRATEGY_UPSERT, self._codec.tag(name)),
-            ).fetchone()
+            row = (
+                self._c()
+                .execute(
+                    "SELECT e.event_id, e.subject, e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? AND h.subject = ?",
+                    (STRATEGY_UPSERT, self._codec.tag(name)),
+                )
+                .fetchone()
+            )
         if row is None:
             return None
         try:
@@ -924,9 +1029,14 @@ class MemoryStore:
         """Check the records of up to ``limit`` events after ``after`` without reporting them:
         (rows read, the corrupt ones, the cursor to continue from). ``mem memory verify``."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?", (int(after), int(limit))
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+                    (int(after), int(limit)),
+                )
+                .fetchall()
+            )
         bad = []
         for i, k, s, p in rows:
             try:
@@ -951,10 +1061,14 @@ class MemoryStore:
         """How many outcomes were recorded after event ``event_id`` (counting stops at ``cap``,
         so "at least 20 since" costs 20 index steps, not a scan)."""
         with self._lock:
-            row = self._c().execute(
-                "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE outcome_event_id > ? LIMIT ?)",
-                (int(event_id), int(cap)),
-            ).fetchone()
+            row = (
+                self._c()
+                .execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE outcome_event_id > ? LIMIT ?)",
+                    (int(event_id), int(cap)),
+                )
+                .fetchone()
+            )
         return int(row[0])
 
     def counts(self) -> dict[str, int]:

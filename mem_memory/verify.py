@@ -6,6 +6,7 @@ and name the subject it is filed under (``MemoryStore.check_events``); SQLite's 
 a record's structure, types or ids; a changed digit inside a number of a decision or an outcome
 is only caught with encryption, which authenticates every byte.
 """
+
 from __future__ import annotations
 
 import sqlite3

@@ -6,6 +6,7 @@ thread tries a small write every ``interval_s`` (``MemoryStore.probe_write``), s
 notices freed space even when no caller writes (an orchestrator that saw NOT_SERVING sends no
 traffic). Listeners hear every change, from whichever thread made it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,7 +51,11 @@ class WriteHealth:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._probing, name="mem-memory-write-probe", daemon=True)
                 self._thread.start()
-        log.error("memory writes fail: %s; reporting NOT_SERVING until a write succeeds (a probe tries every %g s)", exc, self.interval_s)
+        log.error(
+            "memory writes fail: %s; reporting NOT_SERVING until a write succeeds (a probe tries every %g s)",
+            exc,
+            self.interval_s,
+        )
         self._notify(False)
 
     def succeeded(self) -> None:

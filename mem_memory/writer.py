@@ -22,6 +22,7 @@ of the pipe closes, which also happens when the parent dies, so it never outlive
 
     python -c "<_CHILD>" <db path> <read fd> <write fd>
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,7 +77,10 @@ class WriterProcess:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, str(self.path), str(c_read), str(c_write)],
-                pass_fds=(c_read, c_write), stdin=subprocess.DEVNULL, env=env, close_fds=True,
+                pass_fds=(c_read, c_write),
+                stdin=subprocess.DEVNULL,
+                env=env,
+                close_fds=True,
             )
         except BaseException:
             for fd in (c_read, p_write, p_read, c_write):
@@ -96,7 +100,9 @@ class WriterProcess:
         except (EOFError, OSError):
             code = proc.wait(timeout=5)
             self.stop()
-            raise MemoryUnavailable(f"the memory writer process could not open {self.path} (exit code {code})") from None
+            raise MemoryUnavailable(
+                f"the memory writer process could not open {self.path} (exit code {code})"
+            ) from None
         if reply[0] != "ready":
             self.stop()
             raise MemoryUnavailable(f"the memory writer process failed to start: {reply[1]}")
@@ -124,7 +130,7 @@ class WriterProcess:
         if self._from_child is None:
             raise MemoryUnavailable("the memory writer process is not running")
         try:
-            return self._from_child.recv()  # type: ignore[no-any-return]
+            return self._from_child.recv()
         except (EOFError, OSError):
             raise MemoryUnavailable(f"the memory writer process exited ({self.exit_description()})") from None
 
@@ -187,4 +193,3 @@ def main(argv: list[str]) -> int:
         return 0  # the parent is gone; whatever was committed stays committed
     finally:
         store.close()
-

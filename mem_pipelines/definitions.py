@@ -5,6 +5,7 @@ schedules and sensors, and binds no resource. The resources are bound here, once
 set per deployment, chosen by ``PipelineSettings.deployment`` (the local QuestDB, or the
 external one MEM_QUESTDB_HOST names).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -53,8 +54,12 @@ def external_resources(settings: PipelineSettings) -> dict[str, Any]:
     """Services run elsewhere: the QuestDB at MEM_QUESTDB_HOST, with its credentials."""
     q = settings.questdb
     questdb = QuestDBResource(
-        host=q.host, http_port=q.http_port, pg_port=q.pg_port, user=q.user,
-        password=_questdb_password(settings), external=True,
+        host=q.host,
+        http_port=q.http_port,
+        pg_port=q.pg_port,
+        user=q.user,
+        password=_questdb_password(settings),
+        external=True,
     )
     return {"questdb": questdb, **_project_stores()}
 

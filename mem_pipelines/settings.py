@@ -17,6 +17,7 @@ MEM_CANDLES_MAX_LAG_MINUTES   freshness: the newest candle of each symbol      3
                               opened at most this long ago
 ============================  ===============================================  ==========================
 """
+
 from __future__ import annotations
 
 import os
@@ -67,7 +68,7 @@ class PipelineSettings:
         return "external" if self.questdb.external else "local"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "PipelineSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
         env = os.environ if env is None else env
         return cls(
             symbols=parse_symbols(env.get("MEM_SYMBOLS", "")) or DEFAULT_SYMBOLS,

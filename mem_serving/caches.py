@@ -9,12 +9,14 @@
   a decision or an outcome; the TTL bounds staleness from changes made by other processes
   (Dagster's pattern discovery and performance monitor).
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Generic, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 V = TypeVar("V")
 

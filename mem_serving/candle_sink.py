@@ -29,6 +29,7 @@ Metrics (registered into the server's registry, read at scrape time, nothing on 
 seconds since the open time of the newest candle of each symbol known to be in QuestDB (written
 by this sink, or read from QuestDB by the server).
 """
+
 from __future__ import annotations
 
 import logging
@@ -212,7 +213,13 @@ class CandleSink:
     def stats(self) -> SinkStats:
         with self._lock:
             return SinkStats(
-                self._queued, self._written, dict(self._dropped), self._pending, self._failures, self._last_write, self._last_error
+                self._queued,
+                self._written,
+                dict(self._dropped),
+                self._pending,
+                self._failures,
+                self._last_write,
+                self._last_error,
             )
 
     def newest_stored(self) -> dict[str, int]:
@@ -249,7 +256,11 @@ class CandleSink:
         # a write in progress may take the questdb client's own retry time (10 s) on top
         self._thread.join(self.drain_s + 15.0)
         if self._thread.is_alive():
-            log.error("the candle write-behind did not stop within %.0f s; %d candles pending", self.drain_s + 15.0, self._pending)
+            log.error(
+                "the candle write-behind did not stop within %.0f s; %d candles pending",
+                self.drain_s + 15.0,
+                self._pending,
+            )
 
     def register(self, registry: CollectorRegistry) -> None:
         """Expose the sink's metrics (module doc) in ``registry``."""
@@ -318,7 +329,9 @@ class CandleSink:
                     new_outage = self._last_error is None
                     self._last_error = str(exc)
                 if new_outage:
-                    log.warning("cannot write candles to QuestDB, keeping %d in the queue and retrying: %s", self._pending, exc)
+                    log.warning(
+                        "cannot write candles to QuestDB, keeping %d in the queue and retrying: %s", self._pending, exc
+                    )
                 return False
             except Exception:  # not an outage: retrying would block the queue forever
                 log.exception("dropping a batch of %d candles that cannot be written", rows)
@@ -368,20 +381,27 @@ class _SinkCollector:
 
     def collect(self) -> Iterator[Metric]:
         s = self._sink.stats()
-        yield CounterMetricFamily("mem_candles_queued", "Candles queued for QuestDB by the write-behind", value=s.queued)
+        yield CounterMetricFamily(
+            "mem_candles_queued", "Candles queued for QuestDB by the write-behind", value=s.queued
+        )
         yield CounterMetricFamily("mem_candles_written", "Queued candles written to QuestDB", value=s.written)
-        dropped = CounterMetricFamily("mem_candles_dropped", "Candles not written: queue full, shutdown, error", labels=["reason"])
+        dropped = CounterMetricFamily(
+            "mem_candles_dropped", "Candles not written: queue full, shutdown, error", labels=["reason"]
+        )
         for reason, n in s.dropped.items():
             dropped.add_metric([reason], n)
         yield dropped
         yield GaugeMetricFamily("mem_candles_pending", "Queued candles not yet written", value=s.pending)
         yield CounterMetricFamily("mem_candles_write_failures", "Failed write attempts (retried)", value=s.failures)
         yield GaugeMetricFamily(
-            "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write (NaN: none yet)",
+            "mem_candles_last_write_timestamp_seconds",
+            "Unix time of the last successful write (NaN: none yet)",
             value=math.nan if s.last_write is None else s.last_write,
         )
         age = GaugeMetricFamily(
-            "mem_candles_newest_age_seconds", "Seconds since the open time of the newest candle known in QuestDB", labels=["symbol"]
+            "mem_candles_newest_age_seconds",
+            "Seconds since the open time of the newest candle known in QuestDB",
+            labels=["symbol"],
         )
         now = time.time()
         for symbol, ts_ms in sorted(self._sink.newest_stored().items()):

@@ -4,11 +4,13 @@
 Output converters take the handlers' results (serving records and the memory's records) and
 build replies; they never raise for valid domain values.
 """
+
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -33,7 +35,7 @@ MAX_CONTEXT_ITEMS = 64
 # Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31); the
 # server keeps them to the microsecond (Python's datetime).
 _MAX_SECONDS = 253402300799
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ACTIONS = {pb.ACTION_BUY: "BUY", pb.ACTION_SELL: "SELL", pb.ACTION_HOLD: "HOLD"}
 ACTION_ENUMS = {v: k for k, v in ACTIONS.items()}
@@ -42,6 +44,7 @@ DIRECTION_ENUMS = {v: k for k, v in DIRECTIONS.items()}
 
 
 # ---- validation helpers ------------------------------------------------------------------
+
 
 def symbol(value: str, field: str = "symbol") -> str:
     """The symbol rule of the whole system (``mem_memory.symbols``), as an ``InvalidArgument``."""
@@ -88,16 +91,20 @@ def probability(value: float, field: str) -> float:
 
 def action(value: int, field: str = "action") -> str:
     try:
-        return ACTIONS[value]
+        return ACTIONS[value]  # type: ignore[index]  # a wire int; an unknown one is refused below
     except KeyError:
-        raise InvalidArgument(field, f"must be ACTION_BUY, ACTION_SELL or ACTION_HOLD, got {_enum_name(pb.Action, value)}") from None
+        raise InvalidArgument(
+            field, f"must be ACTION_BUY, ACTION_SELL or ACTION_HOLD, got {_enum_name(pb.Action, value)}"
+        ) from None
 
 
 def direction(value: int, field: str) -> str:
     try:
-        return DIRECTIONS[value]
+        return DIRECTIONS[value]  # type: ignore[index]  # a wire int; an unknown one is refused below
     except KeyError:
-        raise InvalidArgument(field, f"must be DIRECTION_BULLISH or DIRECTION_BEARISH, got {_enum_name(pb.Direction, value)}") from None
+        raise InvalidArgument(
+            field, f"must be DIRECTION_BULLISH or DIRECTION_BEARISH, got {_enum_name(pb.Direction, value)}"
+        ) from None
 
 
 def _enum_name(enum: Any, value: int) -> str:
@@ -120,10 +127,11 @@ def timestamp(ts: Timestamp, field: str, *, has: bool, default: Callable[[], dat
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ---- candles -----------------------------------------------------------------------------
+
 
 def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock | None:
     """Repeated Candle -> CandleBlock (None when empty). Checks every value; names the first bad one."""
@@ -139,11 +147,22 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
         o, h, lo, cl, v = c.open, c.high, c.low, c.close, c.volume
         isfinite = math.isfinite
         if (
-            0 < s <= _MAX_SECONDS and 0 <= ns < 1_000_000_000
-            and isfinite(o) and isfinite(h) and isfinite(lo) and isfinite(cl) and isfinite(v)
-            and lo > 0 and h >= lo and lo <= o <= h and lo <= cl <= h and v >= 0
+            0 < s <= _MAX_SECONDS
+            and 0 <= ns < 1_000_000_000
+            and isfinite(o)
+            and isfinite(h)
+            and isfinite(lo)
+            and isfinite(cl)
+            and isfinite(v)
+            and lo > 0
+            and h >= lo
+            and lo <= o <= h
+            and lo <= cl <= h
+            and v >= 0
         ):
-            return CandleBlock(np.array([s * 1000 + ns // 1_000_000], dtype=np.int64), np.array([[o, h, lo, cl, v]], dtype=np.float64))
+            return CandleBlock(
+                np.array([s * 1000 + ns // 1_000_000], dtype=np.int64), np.array([[o, h, lo, cl, v]], dtype=np.float64)
+            )
         # else: the general path below names the first bad field
     secs = np.empty(n, dtype=np.int64)
     nanos = np.empty(n, dtype=np.int64)
@@ -155,7 +174,10 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
         ohlcv[i] = (c.open, c.high, c.low, c.close, c.volume)
     if not np.isfinite(ohlcv).all():
         i, j = np.argwhere(~np.isfinite(ohlcv))[0]
-        raise InvalidArgument(f"{field}[{i}].{('open', 'high', 'low', 'close', 'volume')[j]}", f"must be a finite number, got {ohlcv[i, j]!r}")
+        raise InvalidArgument(
+            f"{field}[{i}].{('open', 'high', 'low', 'close', 'volume')[j]}",
+            f"must be a finite number, got {ohlcv[i, j]!r}",
+        )
     bad_ts = (secs <= 0) | (secs > _MAX_SECONDS) | (nanos < 0) | (nanos >= 1_000_000_000)
     if bad_ts.any():
         i = int(np.argmax(bad_ts))
@@ -172,7 +194,10 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
     for bad, name, problem in checks:
         if bad.any():
             i = int(np.argmax(bad))
-            raise InvalidArgument(f"{field}[{i}].{name}", f"{problem} (open={o[i]!r} high={h[i]!r} low={lo[i]!r} close={c[i]!r} volume={v[i]!r})")
+            raise InvalidArgument(
+                f"{field}[{i}].{name}",
+                f"{problem} (open={o[i]!r} high={h[i]!r} low={lo[i]!r} close={c[i]!r} volume={v[i]!r})",
+            )
     ts_ms = secs * 1000 + nanos // 1_000_000
     if n > 1:
         step = np.diff(ts_ms)
@@ -183,6 +208,7 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
 
 
 # ---- requests ------------------------------------------------------------------------------
+
 
 def predict_query(req: pb.PredictReversalRequest, max_candles: int) -> PredictQuery:
     return PredictQuery(symbol=symbol(req.symbol), candles=candles(req.candles, max_candles))
@@ -249,13 +275,14 @@ def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
 
 # ---- replies -------------------------------------------------------------------------------
 
+
 def ts_pb(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     ts = Timestamp()
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    ts.FromDatetime(value.astimezone(timezone.utc))
+        value = value.replace(tzinfo=UTC)
+    ts.FromDatetime(value.astimezone(UTC))
     return ts
 
 
@@ -283,6 +310,7 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 
 
 # ---- memory records -> replies ---------------------------------------------------------------
+
 
 def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal:
     d = result.decision  # for a repeated request id, the first call's decision: its symbol and time
@@ -353,7 +381,9 @@ def parameters_pb(params: Parameters) -> pb.GetParametersResponse:
 def strategy_pb(spec: StrategySpec) -> pb.StrategySpec:
     return pb.StrategySpec(
         name=str(spec.name),
-        conditions=[pb.Condition(feature=str(c.feature), op=str(c.op), threshold=float(c.threshold)) for c in spec.conditions],
+        conditions=[
+            pb.Condition(feature=str(c.feature), op=str(c.op), threshold=float(c.threshold)) for c in spec.conditions
+        ],
         action=ACTION_ENUMS.get(str(spec.action).upper(), pb.ACTION_UNSPECIFIED),
         confidence=float(spec.confidence),
         size=float(spec.size),

@@ -14,6 +14,7 @@ open to others, a certificate that does not match its key) is refused with a log
 credentials in force stay: a bad edit never locks clients out. Logs name token fingerprints
 (the first 12 hex digits of their SHA-256) and the certificate's fingerprint, never a secret.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,7 +69,7 @@ class TokenSet:
         return len(self._expected)
 
     def fingerprints(self) -> list[str]:
-        return [fingerprint(e[len("Bearer "):]) for e in self._expected]
+        return [fingerprint(e[len("Bearer ") :]) for e in self._expected]
 
     def __repr__(self) -> str:
         return f"TokenSet({len(self)} tokens)"
@@ -140,7 +141,9 @@ class CertificatePair:
         except (ValueError, TypeError):
             raise CredentialError(f"{self.key_path} is not an unencrypted PEM private key") from None
         pub = serialization.PublicFormat.SubjectPublicKeyInfo
-        if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(serialization.Encoding.DER, pub):
+        if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(
+            serialization.Encoding.DER, pub
+        ):
             raise CredentialError(f"the TLS key {self.key_path} does not belong to the certificate {self.cert_path}")
         not_after = cert.not_valid_after_utc
         if not_after <= datetime.now(UTC):
@@ -196,7 +199,9 @@ class ServingCredentials:
             self.tokens = TokenSet([settings.token])
         else:
             self.tokens = None
-        self.tls = CertificatePair(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+        self.tls = (
+            CertificatePair(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+        )
         self.poll_s = settings.credentials_poll_s
         self.reloads = 0  # reloads that changed something
         self._reload_lock = threading.Lock()
@@ -248,7 +253,12 @@ class ServingCredentials:
             if changed:
                 self.reloads += 1
             state = self.describe()
-            log.info("serving credentials reloaded (%s): %s changed; %s", reason, ", ".join(changed) or "nothing", _summary(state))
+            log.info(
+                "serving credentials reloaded (%s): %s changed; %s",
+                reason,
+                ", ".join(changed) or "nothing",
+                _summary(state),
+            )
             return {**state, "changed": changed}
 
     def describe(self) -> dict[str, Any]:

@@ -13,18 +13,20 @@ The gRPC server runs on an asyncio event loop: ``enhance_async`` is that same pa
 (it awaits the memory's ``enhance_async``), used when ``enhance_reads_candle_source`` says the
 call will not read QuestDB; every other call runs the synchronous methods in a thread pool.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
-from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
 from mem_core import features as feats
 from mem_core.feature_sets import SEED, FeatureSet
 from mem_core.labels import newest_direction
+from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
 from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candle_sink import CandleSink, Offer
 from mem_serving.candles import CandleHistory
@@ -73,7 +75,9 @@ class MemoryEngineLike(Protocol):
 
     def enhance(self, request: SignalRequest) -> Decision: ...
     async def enhance_async(self, request: SignalRequest) -> Decision: ...
-    def answered_decision(self, request_id: str, symbol: str | None = None, action: str | None = None) -> Decision | None: ...
+    def answered_decision(
+        self, request_id: str, symbol: str | None = None, action: str | None = None
+    ) -> Decision | None: ...
     def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate: ...
     def parameters(self) -> Parameters: ...
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]: ...
@@ -137,7 +141,9 @@ class Handlers:
         #: Where accepted candles go on their way to QuestDB (None: nowhere).
         self.candle_sink = candle_sink
         self.history = CandleHistory(feats.SERVING_HISTORY)
-        self.predictions: NewestPerKey[Prediction] = NewestPerKey(settings.prediction_ttl_s, max_keys=self.history.max_symbols)
+        self.predictions: NewestPerKey[Prediction] = NewestPerKey(
+            settings.prediction_ttl_s, max_keys=self.history.max_symbols
+        )
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
 
     # ---- candles and features ----------------------------------------------------------
@@ -165,8 +171,14 @@ class Handlers:
         ML prediction given, the snapshot uses the candles given or held and never reads it)."""
         return query.ml is None and self.reads_candle_source(query.symbol, query.candles)
 
-    def _candles(self, symbol: str, given: CandleBlock | None, budget: Budget, may_read: bool = True,
-                 need: int = feats.MIN_HISTORY) -> CandleBlock:
+    def _candles(
+        self,
+        symbol: str,
+        given: CandleBlock | None,
+        budget: Budget,
+        may_read: bool = True,
+        need: int = feats.MIN_HISTORY,
+    ) -> CandleBlock:
         """The history to compute features on (at least ``need`` candles): the request's candles
         merged into the server's history of the symbol (seeded from QuestDB when short), or
         QuestDB's latest alone. ``may_read=False``: raise ``WouldReadCandles`` rather than read QuestDB."""
@@ -174,11 +186,16 @@ class Handlers:
             raise WouldReadCandles(symbol)
         if given is None:
             if self.candle_source is None:
-                raise InvalidArgument("candles", f"no candles given and this server has no QuestDB to read them from; send at least {need} (best {feats.SERVING_HISTORY})")
+                raise InvalidArgument(
+                    "candles",
+                    f"no candles given and this server has no QuestDB to read them from; send at least {need} (best {feats.SERVING_HISTORY})",
+                )
             budget.check("reading candles from QuestDB")
             block = self.candle_source(symbol, feats.SERVING_HISTORY)
             if len(block) < need:
-                raise FailedPrecondition(f"QuestDB holds {len(block)} candles of {symbol}; the features need at least {need}: send candles or ingest more")
+                raise FailedPrecondition(
+                    f"QuestDB holds {len(block)} candles of {symbol}; the features need at least {need}: send candles or ingest more"
+                )
             return block
         self._accept(symbol, given)
         merged = self.history.merge(symbol, given)
@@ -277,7 +294,9 @@ class Handlers:
             return None
         self.keep_candles(query.symbol, query.candles)
         self.metrics.replays.labels("EnhanceSignal").inc()
-        return EnhanceResult(decision=original, prediction=None, model_version=original.model_version or "", replayed=True)
+        return EnhanceResult(
+            decision=original, prediction=None, model_version=original.model_version or "", replayed=True
+        )
 
     def keep_candles(self, symbol: str, candles: CandleBlock | None) -> None:
         """Merge a request's candles into the symbol's history now, before anything can cancel
@@ -299,7 +318,9 @@ class Handlers:
         decision = await self.engine.enhance_async(request)
         return self._finish_enhance(decision, prediction, version, started, memory_started)
 
-    def _prepare_enhance(self, query: EnhanceQuery, budget: Budget, may_read: bool = True) -> tuple[SignalRequest, Prediction | None, str, float]:
+    def _prepare_enhance(
+        self, query: EnhanceQuery, budget: Budget, may_read: bool = True
+    ) -> tuple[SignalRequest, Prediction | None, str, float]:
         """The memory's request for ``query`` (predicting when no ML prediction is given), the
         prediction, the model version and the start time."""
         started = time.perf_counter()
@@ -315,7 +336,9 @@ class Handlers:
         request = self._signal_request(query, ml_confidence, ml_direction, version, features)
         return request, prediction, version, started
 
-    def _finish_enhance(self, decision: Decision, prediction: Prediction | None, version: str, started: float, memory_started: float) -> EnhanceResult:
+    def _finish_enhance(
+        self, decision: Decision, prediction: Prediction | None, version: str, started: float, memory_started: float
+    ) -> EnhanceResult:
         self.memory_cache.clear()  # memory queries (stats) include decisions
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
         self.metrics.decision(decision.action)
@@ -379,7 +402,8 @@ class Handlers:
 
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]:
         return self.memory_cache.get_or_compute(
-            ("strategies", bool(include_deprecated)), lambda: list(self.engine.strategies(include_deprecated=include_deprecated))
+            ("strategies", bool(include_deprecated)),
+            lambda: list(self.engine.strategies(include_deprecated=include_deprecated)),
         )
 
     def memory_stats(self) -> MemoryStats:

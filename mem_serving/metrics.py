@@ -25,13 +25,15 @@ The last-hour decision window is kept in this process (a deque of timestamps) an
 the server; counters are the durable view for Prometheus. The 24 h win rate and the strategy
 counts come from the memory store (all processes).
 """
+
 from __future__ import annotations
 
 import math
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -66,7 +68,6 @@ class _Window:
             return len(self._events)
 
 
-
 class ServingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry or CollectorRegistry()
@@ -76,7 +77,9 @@ class ServingMetrics:
         self.decisions_last_hour = Gauge("mem_decisions_last_hour", "Decisions recorded in the last hour", registry=r)
         self.decisions_last_hour.set_function(self._hour.count)
         self.outcomes = Counter("mem_outcomes", "Outcomes logged", ["result"], registry=r)
-        self.win_rate_24h = Gauge("mem_win_rate_24h", "Win rate of trades closed in the last 24 h (memory store)", registry=r)
+        self.win_rate_24h = Gauge(
+            "mem_win_rate_24h", "Win rate of trades closed in the last 24 h (memory store)", registry=r
+        )
         self.win_rate_24h.set(math.nan)
         self.ml_latency = Histogram(
             "mem_ml_latency_seconds", "Features + inference of one prediction", buckets=_LATENCY_BUCKETS, registry=r
@@ -85,14 +88,19 @@ class ServingMetrics:
             "mem_memory_load_seconds", "Memory engine time of one enhancement", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.enhancement = Histogram(
-            "mem_enhancement_seconds", "One EnhanceSignal end to end in the handler", buckets=_LATENCY_BUCKETS, registry=r
+            "mem_enhancement_seconds",
+            "One EnhanceSignal end to end in the handler",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.strategies = Gauge("mem_strategies", "Learned strategies", ["state"], registry=r)
         self.requests = Counter("mem_requests", "gRPC calls by final status", ["method", "code"], registry=r)
         self.prediction_cache = Counter("mem_prediction_cache", "Prediction cache lookups", ["result"], registry=r)
         self.model_info = Gauge("mem_model_info", "Champion version being served (value 1)", ["version"], registry=r)
         self.replays = Counter("mem_replays", "Calls answered again for a repeated request id", ["method"], registry=r)
-        self.corrupt_records = Gauge("mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)", registry=r)
+        self.corrupt_records = Gauge(
+            "mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)", registry=r
+        )
         self._model_lock = threading.Lock()
 
     def decision(self, action: str) -> None:

@@ -8,6 +8,7 @@ bearer-token interceptor when a token is set, TLS when cert and key are set, and
 real parts (champion provider, memory store, QuestDB, metrics); ``serve(settings)`` runs
 everything until SIGINT/SIGTERM and stops gracefully.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,20 +16,21 @@ import concurrent.futures
 import logging
 import signal
 import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mem_core.settings import QuestDBSettings
 from mem_serving.api import SERVICE_NAME
-from mem_serving.credentials import ServingCredentials, TokenSet
 from mem_serving.candle_sink import CandleSink, observing
+from mem_serving.credentials import ServingCredentials, TokenSet
 from mem_serving.handlers import Handlers
 from mem_serving.servicer import MemServicer, add_to_server
-from mem_core.settings import QuestDBSettings
 from mem_serving.settings import ServingSettings
 from mem_serving.startup import StartupError, preflight
 
@@ -57,7 +59,9 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         self._exempt = exempt_prefixes
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]], details: grpc.HandlerCallDetails
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         if handler is None or details.method.startswith(self._exempt):
@@ -184,19 +188,34 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
     thread.start()
     executor = futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=WORKER_THREAD_PREFIX)
     try:
-        server, health_servicer, port = asyncio.run_coroutine_threadsafe(_start(settings, handlers, executor, credentials), loop).result()
+        server, health_servicer, port = asyncio.run_coroutine_threadsafe(
+            _start(settings, handlers, executor, credentials), loop
+        ).result()
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         executor.shutdown(wait=False)
         raise
     running = RunningServer(
-        server=server, port=port, health=health_servicer, handlers=handlers, loop=loop, thread=thread, executor=executor,
-        credentials=credentials, conditions={"model": handlers.models.model is not None, "memory": True},
+        server=server,
+        port=port,
+        health=health_servicer,
+        handlers=handlers,
+        loop=loop,
+        thread=thread,
+        executor=executor,
+        credentials=credentials,
+        conditions={"model": handlers.models.model is not None, "memory": True},
     )
     credentials.start_watching()
     running.stoppers.append(credentials.stop)
-    log.info("MEM gRPC server on %s:%d (%s, auth %s)", settings.host, port, "TLS" if settings.tls else "plaintext", "on" if credentials.auth else "off")
+    log.info(
+        "MEM gRPC server on %s:%d (%s, auth %s)",
+        settings.host,
+        port,
+        "TLS" if settings.tls else "plaintext",
+        "on" if credentials.auth else "off",
+    )
     return running
 
 
@@ -254,11 +273,15 @@ async def _start(
     except RuntimeError:  # grpc.aio raises where the sync server returned 0
         port = 0
     if not port:
-        raise StartupError(f"cannot bind the gRPC server to {address}; choose another port with MEM_SERVING_PORT or --port")
+        raise StartupError(
+            f"cannot bind the gRPC server to {address}; choose another port with MEM_SERVING_PORT or --port"
+        )
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     model_ok = handlers.models.model is not None
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING if model_ok else health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set(
+        SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING if model_ok else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     return server, health_servicer, port
 
 
@@ -269,10 +292,9 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     ``StartupError`` before anything is left running."""
     import sqlite3
 
-    from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
-
     from mem_core import features
     from mem_core.settings import project_paths
+    from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
     from mem_serving.handlers import questdb_source
     from mem_serving.metrics import ServingMetrics
     from mem_serving.model_provider import ModelProvider
@@ -284,7 +306,9 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
         raise StartupError(str(exc)) from None
     memory_db = settings.memory_db or project_paths().memory_db
     try:
-        store = MemoryStore.open(memory_db, key=key_from_env(), previous_keys=previous_keys_from_env(), command="mem serve")
+        store = MemoryStore.open(
+            memory_db, key=key_from_env(), previous_keys=previous_keys_from_env(), command="mem serve"
+        )
     except (MemoryKeyError, StoreInUse) as exc:
         raise StartupError(str(exc)) from None
     except (OSError, sqlite3.Error) as exc:
@@ -310,7 +334,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     try:
         running = create_running_server(settings, handlers)
     except BaseException:
-        for stop in (source.close, engine.close, store.close, models.stop):
+        for stop in (source.close, engine.close, store.close, models.stop):  # type: ignore[attr-defined]  # questdb_source's reader has close()
             stop()
         raise
     models.subscribe(lambda model: running.set_model_health(model is not None))
@@ -318,7 +342,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
     running.stoppers.append(engine.close)  # stoppers run in reverse: the writer process stops before the store closes
-    running.stoppers.append(source.close)
+    running.stoppers.append(source.close)  # type: ignore[attr-defined]  # questdb_source's reader has close()
     if sink is not None:
         running.stoppers.append(sink.close)  # after the server stopped: no call offers any more
     if start_metrics:
@@ -335,8 +359,11 @@ def candle_sink(settings: ServingSettings, questdb: QuestDBSettings) -> CandleSi
     if not settings.candle_sink:
         return None
     return CandleSink(
-        questdb, max_rows=settings.candle_queue_rows, batch_rows=settings.candle_batch_rows,
-        flush_s=settings.candle_flush_s, drain_s=settings.candle_drain_s,
+        questdb,
+        max_rows=settings.candle_queue_rows,
+        batch_rows=settings.candle_batch_rows,
+        flush_s=settings.candle_flush_s,
+        drain_s=settings.candle_drain_s,
     )
 
 
@@ -347,7 +374,9 @@ def start_metrics_http(running: RunningServer, settings: ServingSettings) -> Non
     from prometheus_client import start_http_server
 
     try:
-        httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=running.handlers.metrics.registry)
+        httpd, _thread = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=running.handlers.metrics.registry
+        )
     except OSError as exc:
         raise StartupError(
             f"the metrics port {settings.metrics_host}:{settings.metrics_port} cannot be bound ({exc.strerror}); "

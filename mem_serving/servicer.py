@@ -14,12 +14,14 @@ Register it with ``add_to_server``: a request whose bytes do not parse ends in I
 "Exception deserializing request!" (as the synchronous grpc server answered; grpc.aio alone would
 answer UNKNOWN with the parser's message).
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -59,7 +61,7 @@ class _Collect:
         self.service, self.handlers = service, handlers
 
 
-def add_to_server(servicer: "MemServicer", server: grpc.aio.Server) -> None:
+def add_to_server(servicer: MemServicer, server: grpc.aio.Server) -> None:
     """The generated registration, with deserializers that let the servicer refuse bad bytes."""
     got = _Collect()
     mem_pb2_grpc.add_MemServiceServicer_to_server(servicer, got)
@@ -67,7 +69,9 @@ def add_to_server(servicer: "MemServicer", server: grpc.aio.Server) -> None:
     for name, h in got.handlers.items():
         assert not (h.request_streaming or h.response_streaming), name  # MemService is unary
         handlers[name] = grpc.unary_unary_rpc_method_handler(
-            h.unary_unary, request_deserializer=_lenient(h.request_deserializer), response_serializer=h.response_serializer
+            h.unary_unary,
+            request_deserializer=_lenient(h.request_deserializer),
+            response_serializer=h.response_serializer,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(got.service, handlers),))
     server.add_registered_method_handlers(got.service, handlers)
@@ -81,7 +85,9 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self._requests = handlers.metrics.requests
         self._max_candles = handlers.settings.max_candles
 
-    async def _run(self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]) -> Any:
+    async def _run(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]
+    ) -> Any:
         if request is UNDECODABLE:
             self._requests.labels(method, grpc.StatusCode.INTERNAL.name).inc()
             await context.abort(grpc.StatusCode.INTERNAL, DECODE_ERROR)
@@ -101,7 +107,9 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         """``fn(*args)`` in the thread pool (it may block on QuestDB or SQLite)."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def PredictReversal(self, request: pb.PredictReversalRequest, context: grpc.aio.ServicerContext) -> pb.PredictReversalResponse:
+    async def PredictReversal(
+        self, request: pb.PredictReversalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PredictReversalResponse:
         async def work(budget: Budget) -> pb.PredictReversalResponse:
             query = conv.predict_query(request, self._max_candles)
             prediction = None
@@ -117,7 +125,9 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
 
         return await self._run("PredictReversal", request, context, work)
 
-    async def EnhanceSignal(self, request: pb.EnhanceSignalRequest, context: grpc.aio.ServicerContext) -> pb.EnhancedSignal:
+    async def EnhanceSignal(
+        self, request: pb.EnhanceSignalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnhancedSignal:
         async def work(budget: Budget) -> pb.EnhancedSignal:
             query = conv.enhance_query(request, self._max_candles)
             enhanced = None
@@ -133,7 +143,9 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
 
         return await self._run("EnhanceSignal", request, context, work)
 
-    async def LogOutcome(self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext) -> pb.LogOutcomeResponse:
+    async def LogOutcome(
+        self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LogOutcomeResponse:
         async def work(budget: Budget) -> pb.LogOutcomeResponse:
             query = conv.outcome_query(request)
             request_id = conv.request_id(request.request_id)
@@ -141,20 +153,26 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
 
         return await self._run("LogOutcome", request, context, work)
 
-    async def GetParameters(self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext) -> pb.GetParametersResponse:
+    async def GetParameters(
+        self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetParametersResponse:
         async def work(budget: Budget) -> pb.GetParametersResponse:
             return conv.parameters_pb(await self._blocking(self.h.parameters))
 
         return await self._run("GetParameters", request, context, work)
 
-    async def ListStrategies(self, request: pb.ListStrategiesRequest, context: grpc.aio.ServicerContext) -> pb.ListStrategiesResponse:
+    async def ListStrategies(
+        self, request: pb.ListStrategiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStrategiesResponse:
         async def work(budget: Budget) -> pb.ListStrategiesResponse:
             specs = await self._blocking(self.h.strategies, request.include_deprecated)
             return pb.ListStrategiesResponse(strategies=[conv.strategy_pb(s) for s in specs])
 
         return await self._run("ListStrategies", request, context, work)
 
-    async def PushCandles(self, request: pb.PushCandlesRequest, context: grpc.aio.ServicerContext) -> pb.PushCandlesResponse:
+    async def PushCandles(
+        self, request: pb.PushCandlesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PushCandlesResponse:
         def push() -> pb.PushCandlesResponse:  # up to max_candles to convert: off the loop
             return conv.push_pb(self.h.push_candles(*conv.push_query(request, self._max_candles)))
 

@@ -32,12 +32,14 @@ MEM_MEMORY_DB                  memory store (SQLite) path                 <MEM_H
 MLFLOW_TRACKING_URI            MLflow tracking/registry store             sqlite:///<root>/mlflow.db
 =============================  =========================================  ==================
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT, memory_db_path, tracking_uri
 
@@ -87,7 +89,7 @@ class ServingSettings:
     candle_drain_s: float = 10.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "ServingSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServingSettings:
         env = os.environ if env is None else env
         cert, key = env.get("MEM_SERVING_TLS_CERT") or None, env.get("MEM_SERVING_TLS_KEY") or None
         if bool(cert) != bool(key):
@@ -130,7 +132,7 @@ class ClientSettings:
     root_cert: Path | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "ClientSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
         env = os.environ if env is None else env
         cert = env.get("MEM_SERVING_TLS_CERT") or None
         return cls(token=env.get("MEM_SERVING_TOKEN") or None, root_cert=Path(cert) if cert else None)

@@ -5,6 +5,7 @@ file or the variable to fix. The command prints it on one line and exits 1 (no t
 Checking first means nothing is half started when a port is taken or a file is missing, and
 gRPC's C core never gets to log its own bind failure.
 """
+
 from __future__ import annotations
 
 import errno
@@ -61,13 +62,17 @@ def check_tls(settings: ServingSettings) -> None:
     try:
         serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError):
-        raise StartupError(f"MEM_SERVING_TLS_KEY names {settings.tls_key}, which is not an unencrypted PEM private key") from None
+        raise StartupError(
+            f"MEM_SERVING_TLS_KEY names {settings.tls_key}, which is not an unencrypted PEM private key"
+        ) from None
 
 
 def preflight(settings: ServingSettings) -> None:
     """Every check that needs nothing started: ports free, TLS files usable."""
     check_port(settings.host, settings.port, "gRPC", "MEM_SERVING_PORT or --port")
     if settings.metrics_port > 0:
-        check_port(settings.metrics_host, settings.metrics_port, "metrics", "MEM_SERVING_METRICS_PORT or --metrics-port")
+        check_port(
+            settings.metrics_host, settings.metrics_port, "metrics", "MEM_SERVING_METRICS_PORT or --metrics-port"
+        )
     if settings.tls:
         check_tls(settings)

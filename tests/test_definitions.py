@@ -1,5 +1,6 @@
 """The project's Definitions load and validate; the ingest domain offers what the others build on;
 resources are bound once, per deployment, in ``mem_pipelines.definitions``."""
+
 from __future__ import annotations
 
 import ast
@@ -41,7 +42,11 @@ def test_ingest_defs_offer_partitioned_candles_checks_and_job():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"candles", "kline_files"}
-    assert {k.name for k in graph.asset_check_keys} == CANDLE_CHECKS | {"fresh_BTCUSDT", "fresh_SOLUSDT", "no_file_quarantined"}
+    assert {k.name for k in graph.asset_check_keys} == CANDLE_CHECKS | {
+        "fresh_BTCUSDT",
+        "fresh_SOLUSDT",
+        "no_file_quarantined",
+    }
     node = graph.get(dg.AssetKey("candles"))
     assert node.partitions_def.get_partition_keys() == ["BTCUSDT", "SOLUSDT"]
     assert graph.get(dg.AssetKey("kline_files")).partitions_def.get_partition_keys() == ["BTCUSDT", "SOLUSDT"]
@@ -106,7 +111,11 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed validation" in proc.stdout + proc.stderr

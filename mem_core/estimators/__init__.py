@@ -13,6 +13,7 @@ name                model
 
 A new model type is one module here with one ``ReversalModel`` subclass, listed in ``_BUILT_IN``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -59,7 +60,9 @@ def get(name: str) -> type[ReversalModel]:
         raise UnknownEstimator(f"unknown estimator {name!r}; choose one of {names()}") from None
 
 
-def create(name: str = DEFAULT, params: Mapping[str, Any] | None = None, feature_set: FeatureSet = SEED) -> ReversalModel:
+def create(
+    name: str = DEFAULT, params: Mapping[str, Any] | None = None, feature_set: FeatureSet = SEED
+) -> ReversalModel:
     """A new unfitted model of type ``name``: its default parameters updated with ``params``."""
     return get(name).create(params, feature_set)
 

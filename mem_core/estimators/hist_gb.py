@@ -21,6 +21,7 @@ are scikit-learn's (``x <= threshold``, NaN to the side it learned) and the sum 
 summation order (~1e-15). Serving verifies the result against ``predict_proba`` to 1e-9 before
 using it (``mem_serving.fast_predict``) and otherwise falls back to ``predict_proba``.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,7 +69,9 @@ class _CaptureTrees:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.container, name)
 
-    def add_node(self, op_type: str, inputs: Any, outputs: Any, op_domain: str = "", op_version: int | None = None, **attrs: Any) -> None:
+    def add_node(
+        self, op_type: str, inputs: Any, outputs: Any, op_domain: str = "", op_version: int | None = None, **attrs: Any
+    ) -> None:
         if op_type == "TreeEnsembleClassifier":
             self.trees = dict(attrs)
         self.container.add_node(op_type, inputs, outputs, op_domain=op_domain, op_version=op_version, **attrs)
@@ -122,7 +125,9 @@ def tree_ensemble_model(attrs: Mapping[str, Any], n_features: int) -> tuple[byte
     node_ids = [int(n) for n in attrs["nodes_nodeids"]]
     splits = np.asarray(attrs["nodes_values"], dtype=np.float64).ravel()
     weights: dict[tuple[int, int], float] = {}
-    for t, n, w in zip(attrs["class_treeids"], attrs["class_nodeids"], np.asarray(attrs["class_weights"], dtype=np.float64).ravel()):
+    for t, n, w in zip(
+        attrs["class_treeids"], attrs["class_nodeids"], np.asarray(attrs["class_weights"], dtype=np.float64).ravel()
+    ):
         weights[(int(t), int(n))] = weights.get((int(t), int(n)), 0.0) + float(w)
 
     # interior nodes and leaves get their own index spaces in opset 5
@@ -144,8 +149,15 @@ def tree_ensemble_model(attrs: Mapping[str, Any], n_features: int) -> tuple[byte
             continue
         true_child = child(t, int(attrs["nodes_truenodeids"][i]))
         false_child = child(t, int(attrs["nodes_falsenodeids"][i]))
-        branches.append((int(attrs["nodes_featureids"][i]), float(splits[i]), *true_child, *false_child,
-                         int(attrs["nodes_missing_value_tracks_true"][i])))
+        branches.append(
+            (
+                int(attrs["nodes_featureids"][i]),
+                float(splits[i]),
+                *true_child,
+                *false_child,
+                int(attrs["nodes_missing_value_tracks_true"][i]),
+            )
+        )
     roots = []
     for t in sorted(set(tree_ids)):
         if (t, 0) in branch_index:
@@ -157,16 +169,28 @@ def tree_ensemble_model(attrs: Mapping[str, Any], n_features: int) -> tuple[byte
     feature, split, true_id, true_leaf, false_id, false_leaf, missing_true = (list(col) for col in zip(*branches))
 
     node = helper.make_node(
-        "TreeEnsemble", ["X"], ["raw"], domain="ai.onnx.ml",
-        n_targets=1, aggregate_function=1, post_transform=0, tree_roots=roots,
-        nodes_featureids=feature, nodes_splits=numpy_helper.from_array(np.array(split, dtype=np.float64)),
+        "TreeEnsemble",
+        ["X"],
+        ["raw"],
+        domain="ai.onnx.ml",
+        n_targets=1,
+        aggregate_function=1,
+        post_transform=0,
+        tree_roots=roots,
+        nodes_featureids=feature,
+        nodes_splits=numpy_helper.from_array(np.array(split, dtype=np.float64)),
         nodes_modes=numpy_helper.from_array(np.zeros(len(feature), dtype=np.uint8)),  # 0: BRANCH_LEQ
-        nodes_truenodeids=true_id, nodes_trueleafs=true_leaf, nodes_falsenodeids=false_id, nodes_falseleafs=false_leaf,
+        nodes_truenodeids=true_id,
+        nodes_trueleafs=true_leaf,
+        nodes_falsenodeids=false_id,
+        nodes_falseleafs=false_leaf,
         nodes_missing_value_tracks_true=missing_true,
-        leaf_targetids=[0] * len(leaf_weights), leaf_weights=numpy_helper.from_array(np.array(leaf_weights, dtype=np.float64)),
+        leaf_targetids=[0] * len(leaf_weights),
+        leaf_weights=numpy_helper.from_array(np.array(leaf_weights, dtype=np.float64)),
     )
     graph = helper.make_graph(
-        [node], "hist_gb",
+        [node],
+        "hist_gb",
         [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, n_features])],
         [helper.make_tensor_value_info("raw", TensorProto.DOUBLE, [None, 1])],
     )

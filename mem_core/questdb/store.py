@@ -8,6 +8,7 @@ microseconds and become a tz-aware UTC ``datetime64[us, UTC]`` column.
 Every failure surfaces as :class:`CandleStoreError` with a message that names the server
 (``host:port``) and what to do, not a driver traceback.
 """
+
 from __future__ import annotations
 
 import threading
@@ -267,7 +268,9 @@ def count_candles(settings: QuestDBSettings, symbol: str | None = None) -> int:
     if symbol is None:
         rows = _select(settings, "counting candles", "SELECT count() FROM candles", [])
     else:
-        rows = _select(settings, f"counting candles of {symbol}", "SELECT count() FROM candles WHERE symbol = %s", [symbol])
+        rows = _select(
+            settings, f"counting candles of {symbol}", "SELECT count() FROM candles WHERE symbol = %s", [symbol]
+        )
     return int(rows[0][0]) if rows else 0
 
 
@@ -280,7 +283,9 @@ def newest_candle_times(settings: QuestDBSettings, symbols: list[str] | None = N
             return {}
         sql += " WHERE symbol IN (" + ", ".join(["%s"] * len(symbols)) + ")"
         params = list(symbols)
-    rows = _select(settings, "reading the newest candle of each symbol", sql + " LATEST ON ts PARTITION BY symbol", params)
+    rows = _select(
+        settings, "reading the newest candle of each symbol", sql + " LATEST ON ts PARTITION BY symbol", params
+    )
     return {r[0]: pd.Timestamp(int(r[1]), unit="us", tz="UTC") for r in rows if r[0] is not None}
 
 
@@ -306,7 +311,7 @@ class CandleReader:
         # Connections still idle when the reader is garbage-collected get closed too.
         self._finalizer = weakref.finalize(self, _close_all, self._idle)
 
-    def __enter__(self) -> "CandleReader":
+    def __enter__(self) -> CandleReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -424,7 +429,9 @@ class CandleWriter:
                 self._sender = Sender.from_conf(self._conf, auto_flush=False)
                 self._sender.establish()
             for start in range(0, len(data), _ROWS_PER_FLUSH):
-                self._sender.dataframe(data.iloc[start : start + _ROWS_PER_FLUSH], table_name=TABLE, symbols=["symbol"], at="ts")
+                self._sender.dataframe(
+                    data.iloc[start : start + _ROWS_PER_FLUSH], table_name=TABLE, symbols=["symbol"], at="ts"
+                )
                 self._sender.flush()
         except QuestDBError as exc:
             self.close()

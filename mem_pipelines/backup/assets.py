@@ -31,11 +31,15 @@ def backup_folder(config: MemoryBackupConfig) -> Path:
     ),
     kinds={"sqlite"},
 )
-def memory_backup(context: dg.AssetExecutionContext, config: MemoryBackupConfig, memory_store: MemoryStoreResource) -> dg.MaterializeResult:
+def memory_backup(
+    context: dg.AssetExecutionContext, config: MemoryBackupConfig, memory_store: MemoryStoreResource
+) -> dg.MaterializeResult:
     from mem_memory.backup import backup
 
     info = backup(memory_store.db_path(), backup_folder(config), keep=config.keep, command="dagster memory_backup")
-    context.log.info("memory backup %s: %d bytes, events through %d, %.1f s", info.path, info.bytes, info.last_event_id, info.seconds)
+    context.log.info(
+        "memory backup %s: %d bytes, events through %d, %.1f s", info.path, info.bytes, info.last_event_id, info.seconds
+    )
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(info.path),

@@ -1,5 +1,6 @@
 """Dagster definitions of the memory backup: the asset, its job and the daily schedule (03:00
 UTC, after the 02:00 retrain). The ``memory_store`` resource is bound in ``mem_pipelines.definitions``."""
+
 from __future__ import annotations
 
 import dagster as dg

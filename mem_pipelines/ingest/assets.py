@@ -67,7 +67,9 @@ def candle_metadata(frame: pd.DataFrame, preview_rows: int = 10) -> dict[str, dg
     return meta
 
 
-def build_candles_asset(partitions_def: dg.PartitionsDefinition, deps: Sequence[dg.AssetsDefinition] = ()) -> dg.AssetsDefinition:
+def build_candles_asset(
+    partitions_def: dg.PartitionsDefinition, deps: Sequence[dg.AssetsDefinition] = ()
+) -> dg.AssetsDefinition:
     @dg.asset(
         name="candles",
         partitions_def=partitions_def,
@@ -76,7 +78,9 @@ def build_candles_asset(partitions_def: dg.PartitionsDefinition, deps: Sequence[
         kinds={"questdb", "pandas"},
         description="5-minute OHLCV candles of one symbol read from QuestDB (ts UTC, ascending, unique).",
     )
-    def candles(context: dg.AssetExecutionContext, config: CandlesWindow, questdb: QuestDBResource) -> dg.Output[pd.DataFrame]:
+    def candles(
+        context: dg.AssetExecutionContext, config: CandlesWindow, questdb: QuestDBResource
+    ) -> dg.Output[pd.DataFrame]:
         symbol = context.partition_key
         frame = load_window(questdb.settings(), symbol, config.start, config.end, config.last_days)
         if frame.empty:

@@ -1,6 +1,7 @@
 """Dagster definitions of the ingest domain: the ``candles`` asset, its quality checks, a job; the
 landing folder's ``kline_files`` with its sensor and job; the per-symbol freshness checks with
 their job and schedule."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

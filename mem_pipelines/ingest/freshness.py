@@ -48,7 +48,9 @@ class Freshness:
         return f"newest {self.symbol} candle opened {minutes:.1f} min ago ({self.newest.isoformat()}), {verdict} the {self.max_lag.total_seconds() / 60:g} min allowed"
 
 
-def assess(newest: Mapping[str, pd.Timestamp], symbols: Iterable[str], now: pd.Timestamp, max_lag: pd.Timedelta) -> list[Freshness]:
+def assess(
+    newest: Mapping[str, pd.Timestamp], symbols: Iterable[str], now: pd.Timestamp, max_lag: pd.Timedelta
+) -> list[Freshness]:
     """The freshness of each of ``symbols`` at ``now`` given the newest open time per symbol."""
     out = []
     for symbol in symbols:
@@ -64,7 +66,11 @@ def check_name(symbol: str) -> str:
 def build_freshness_checks(symbols: Sequence[str], max_lag_minutes: float) -> dg.AssetChecksDefinition:
     lag = pd.Timedelta(minutes=max_lag_minutes)
     specs = [
-        dg.AssetCheckSpec(check_name(s), asset=CANDLES, description=f"The newest {s} candle opened at most {max_lag_minutes:g} minutes ago.")
+        dg.AssetCheckSpec(
+            check_name(s),
+            asset=CANDLES,
+            description=f"The newest {s} candle opened at most {max_lag_minutes:g} minutes ago.",
+        )
         for s in symbols
     ]
 
@@ -73,7 +79,9 @@ def build_freshness_checks(symbols: Sequence[str], max_lag_minutes: float) -> dg
         specs=specs,
         description=f"Per symbol: the newest candle in QuestDB opened within {max_lag_minutes:g} minutes of now.",
     )
-    def candles_freshness(context: dg.AssetCheckExecutionContext, questdb: QuestDBResource) -> Iterable[dg.AssetCheckResult]:
+    def candles_freshness(
+        context: dg.AssetCheckExecutionContext, questdb: QuestDBResource
+    ) -> Iterable[dg.AssetCheckResult]:
         now = pd.Timestamp.now(tz="UTC")
         newest = newest_candle_times(questdb.settings(), list(symbols))
         for f in assess(newest, symbols, now, lag):
@@ -84,7 +92,9 @@ def build_freshness_checks(symbols: Sequence[str], max_lag_minutes: float) -> dg
                 description=f.describe(),
                 metadata={
                     "newest_ts": dg.MetadataValue.text(f.newest.isoformat() if f.newest is not None else "none"),
-                    "age_minutes": dg.MetadataValue.float(f.age.total_seconds() / 60.0 if f.age is not None else float("nan")),
+                    "age_minutes": dg.MetadataValue.float(
+                        f.age.total_seconds() / 60.0 if f.age is not None else float("nan")
+                    ),
                     "max_lag_minutes": dg.MetadataValue.float(float(max_lag_minutes)),
                     "checked_at": dg.MetadataValue.text(now.isoformat()),
                 },

@@ -15,6 +15,7 @@ Three steps, each a plain function the sensor and the asset call:
   ``mem ingest csv`` does, and writes the good ones; a bad file moves to the quarantine folder
   with ``<name>.reason.txt`` (its one-line reason) beside it, and nothing from it is written.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,7 +73,11 @@ def scan(folder: Path) -> list[LandedFile]:
     out = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.startswith(".") or not entry.name.endswith(SUFFIXES) or not entry.is_file(follow_symlinks=False):
+            if (
+                entry.name.startswith(".")
+                or not entry.name.endswith(SUFFIXES)
+                or not entry.is_file(follow_symlinks=False)
+            ):
                 continue
             st = entry.stat(follow_symlinks=False)
             out.append(LandedFile(entry.name, st.st_size, st.st_mtime_ns))
@@ -109,9 +114,13 @@ def plan(
             continue
         symbol, _ = parse_filename(Path(f.name))
         if symbol is None:
-            out.refused.append((f, "cannot tell the symbol from the file name (expected e.g. BTCUSDT-5m-2024-01-02.zip)"))
+            out.refused.append(
+                (f, "cannot tell the symbol from the file name (expected e.g. BTCUSDT-5m-2024-01-02.zip)")
+            )
         elif symbol not in known:
-            out.refused.append((f, f"{symbol} is not one of the candles partitions ({', '.join(symbols)}; MEM_SYMBOLS)"))
+            out.refused.append(
+                (f, f"{symbol} is not one of the candles partitions ({', '.join(symbols)}; MEM_SYMBOLS)")
+            )
         else:
             out.batches.setdefault(symbol, []).append(f)
             out.cursor[f.name] = f.signature
@@ -160,5 +169,7 @@ def ingest_landed(
         good.append(parsed)
     for f in good:
         write_candles(settings, f.frame)
-        result.ingested.append(IngestResult(f.path.name, f.symbol, f.rows, f.frame["ts"].iloc[0], f.frame["ts"].iloc[-1]))
+        result.ingested.append(
+            IngestResult(f.path.name, f.symbol, f.rows, f.frame["ts"].iloc[0], f.frame["ts"].iloc[-1])
+        )
     return result

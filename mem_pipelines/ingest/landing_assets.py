@@ -51,17 +51,26 @@ def build_landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
         partitions_def=partitions_def,
         group_name="ingest",
         kinds={"questdb", "csv"},
-        check_specs=[dg.AssetCheckSpec(CHECK, asset=ASSET, description="Every file of the run was valid (none went to quarantine).")],
+        check_specs=[
+            dg.AssetCheckSpec(
+                CHECK, asset=ASSET, description="Every file of the run was valid (none went to quarantine)."
+            )
+        ],
         description=(
             "Binance kline files (.csv, .csv.gz, .zip) dropped into the landing folder (MEM_LANDING_DIR), "
             "validated and written to the QuestDB candles table; a bad file moves to quarantine/ with its reason."
         ),
     )
     def kline_files(
-        context: dg.AssetExecutionContext, config: LandingFilesConfig, questdb: QuestDBResource, landing: LandingResource
+        context: dg.AssetExecutionContext,
+        config: LandingFilesConfig,
+        questdb: QuestDBResource,
+        landing: LandingResource,
     ) -> dg.MaterializeResult:
         symbol = context.partition_key
-        result = ingest_landed(questdb.settings(), landing.path(), landing.quarantine(), config.files, symbol, config.interval)
+        result = ingest_landed(
+            questdb.settings(), landing.path(), landing.quarantine(), config.files, symbol, config.interval
+        )
         for name, reason in result.quarantined:
             context.log.error(f"quarantined {name}: {reason}")
         if result.missing:
@@ -69,9 +78,15 @@ def build_landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
         if not result.ingested:
             raise dg.Failure(
                 description=f"no file of {symbol} could be ingested",
-                metadata={"quarantined": dg.MetadataValue.json(dict(result.quarantined)), "missing": dg.MetadataValue.json(result.missing)},
+                metadata={
+                    "quarantined": dg.MetadataValue.json(dict(result.quarantined)),
+                    "missing": dg.MetadataValue.json(result.missing),
+                },
             )
-        files = {r.source: {"rows": r.rows, "first_ts": r.first.isoformat(), "last_ts": r.last.isoformat()} for r in result.ingested}
+        files = {
+            r.source: {"rows": r.rows, "first_ts": r.first.isoformat(), "last_ts": r.last.isoformat()}
+            for r in result.ingested
+        }
         return dg.MaterializeResult(
             metadata={
                 "rows": dg.MetadataValue.int(result.rows),
@@ -84,7 +99,10 @@ def build_landing_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
                 dg.AssetCheckResult(
                     check_name=CHECK,
                     passed=not result.quarantined,
-                    metadata={"quarantined": dg.MetadataValue.json(dict(result.quarantined)), "count": len(result.quarantined)},
+                    metadata={
+                        "quarantined": dg.MetadataValue.json(dict(result.quarantined)),
+                        "count": len(result.quarantined),
+                    },
                 )
             ],
         )

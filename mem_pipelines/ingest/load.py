@@ -4,6 +4,7 @@ Every file of a call is parsed and validated before the first row is written, so
 refuses the whole call and leaves the table as it was. Writes are idempotent (DEDUP UPSERT
 KEYS(ts, symbol)): ingesting the same candles again changes nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,13 @@ from mem_core.questdb.store import write_candles
 from mem_core.settings import QuestDBSettings
 from mem_pipelines.ingest.csv_source import read_kline_csv
 from mem_pipelines.ingest.synthetic import synthetic_candles
-from mem_pipelines.ingest.validation import DEFAULT_INTERVAL, IngestError, checked_days, checked_symbol, validate_candles
+from mem_pipelines.ingest.validation import (
+    DEFAULT_INTERVAL,
+    IngestError,
+    checked_days,
+    checked_symbol,
+    validate_candles,
+)
 
 
 @dataclass(frozen=True)

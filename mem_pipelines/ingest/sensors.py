@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 LANDING_JOB = "landing_job"
 
 
-def build_landing_job(kline_files: dg.AssetsDefinition, candles: dg.AssetsDefinition, partitions_def: dg.PartitionsDefinition) -> "UnresolvedAssetJobDefinition":
+def build_landing_job(
+    kline_files: dg.AssetsDefinition, candles: dg.AssetsDefinition, partitions_def: dg.PartitionsDefinition
+) -> "UnresolvedAssetJobDefinition":
     return dg.define_asset_job(
         LANDING_JOB,
         selection=dg.AssetSelection.assets(kline_files, candles),
@@ -56,7 +58,9 @@ def build_landing_sensor(job: "UnresolvedAssetJobDefinition", symbols: Sequence[
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingResource) -> dg.SensorResult:
         folder = landing.path()
         if not folder.is_dir():
-            return dg.SensorResult(skip_reason=f"the landing folder {folder} does not exist (MEM_LANDING_DIR)", cursor=context.cursor)
+            return dg.SensorResult(
+                skip_reason=f"the landing folder {folder} does not exist (MEM_LANDING_DIR)", cursor=context.cursor
+            )
         step = plan(scan(folder), decode_cursor(context.cursor), time.time_ns(), landing.settle_s, symbols)
         for f, reason in step.refused:
             quarantine(folder, landing.quarantine(), f.name, reason)

@@ -4,6 +4,7 @@ pattern discovery and the performance monitor, each with a report of what change
 The Dagster assets (``assets.py``) and the replay's learner (``mem_pipelines.replay.learner``)
 call the same functions, so the replay learns exactly as the deployed loop does.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,13 @@ def _discovery_changes(result: DiscoveryResult) -> list[Change]:
     changes = []
     for spec in result.created:
         r = strategy_row(spec)
-        changes.append(Change("created", spec.name, f"{r['conditions']} -> {r['action']}: {r['trades']} trades, win rate {r['win_rate']}"))
+        changes.append(
+            Change(
+                "created",
+                spec.name,
+                f"{r['conditions']} -> {r['action']}: {r['trades']} trades, win rate {r['win_rate']}",
+            )
+        )
     for spec in result.updated:
         r = strategy_row(spec)
         changes.append(Change("updated", spec.name, f"now {r['trades']} trades, win rate {r['win_rate']}"))

@@ -1,5 +1,6 @@
 """The replay's learner: the learning sensors' functions run in-process on the server's memory
 store, with snapshots of the memory for the report."""
+
 from __future__ import annotations
 
 import time

@@ -36,7 +36,9 @@ GROUP = "training"
 CANDLES = dg.AssetKey("candles")
 
 
-def _per_symbol(context: dg.AssetExecutionContext, questdb: QuestDBResource, compute) -> tuple[dict[str, pd.DataFrame], dict]:
+def _per_symbol(
+    context: dg.AssetExecutionContext, questdb: QuestDBResource, compute
+) -> tuple[dict[str, pd.DataFrame], dict]:
     settings = questdb.settings()
     out, rows = {}, {}
     for symbol in context.partition_keys:
@@ -216,10 +218,14 @@ def reversal_model(
     if m.roc_auc is not None:
         metadata["roc_auc"] = dg.MetadataValue.float(m.roc_auc)
     if uri.startswith("http"):
-        metadata["mlflow_run"] = dg.MetadataValue.url(f"{uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+        metadata["mlflow_run"] = dg.MetadataValue.url(
+            f"{uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+        )
     else:
         metadata["mlflow_ui"] = dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri}")
-    context.log.info(f"registered {registry.MODEL_NAME} v{result.version}: accuracy {m.accuracy:.4f} vs baseline {m.baseline_accuracy:.4f}")
+    context.log.info(
+        f"registered {registry.MODEL_NAME} v{result.version}: accuracy {m.accuracy:.4f} vs baseline {m.baseline_accuracy:.4f}"
+    )
     return dg.Output(value, metadata=metadata)
 
 

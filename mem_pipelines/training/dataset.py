@@ -1,5 +1,6 @@
 """The training dataset: per-symbol features and labels joined on ``ts``, cut to a time window,
 all symbols stacked and ordered by time; its lineage (a content hash) and its time split."""
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,8 @@ def lineage(dataset: pd.DataFrame, dagster_run_id: str | None = None, feature_se
     }
 
 
-def split_dataset(dataset: pd.DataFrame, holdout_fraction: float = HOLDOUT_FRACTION,
-                  horizon: int = label_defs.HORIZON) -> Split:
+def split_dataset(
+    dataset: pd.DataFrame, holdout_fraction: float = HOLDOUT_FRACTION, horizon: int = label_defs.HORIZON
+) -> Split:
     """The time split with a purge of ``horizon`` timestamps (``lib.evaluation.time_split``)."""
     return time_split(dataset["ts"], holdout_fraction, purge=horizon)

@@ -1,4 +1,5 @@
 """Fitting one model on a dataset's training part and scoring it on the purged time holdout."""
+
 from __future__ import annotations
 
 import time

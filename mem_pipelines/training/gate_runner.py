@@ -2,6 +2,7 @@
 rows of the current dataset, each on its own feature set; alias ``champion`` moves only per
 ``mem_pipelines.lib.gate``; the verdict is written to the challenger's version tags. Any error
 leaves the alias where it was, is recorded as a tag and re-raised as ``GateError``."""
+
 from __future__ import annotations
 
 import logging
@@ -95,14 +96,22 @@ def run_gate(
         _record_failure(client, model_name, challenger_version, exc)
         if isinstance(exc, GateError):
             raise
-        raise GateError(f"gate failed for version {challenger_version}; champion kept at {champion_before}: {exc}") from exc
+        raise GateError(
+            f"gate failed for version {challenger_version}; champion kept at {champion_before}: {exc}"
+        ) from exc
     after = registry.version_by_alias(registry.CHAMPION, tracking_uri, model_name)
-    return GateOutcome(decision, str(challenger_version), champion_before,
-                       None if after is None else str(after.version), split.holdout_start.isoformat())
+    return GateOutcome(
+        decision,
+        str(challenger_version),
+        champion_before,
+        None if after is None else str(after.version),
+        split.holdout_start.isoformat(),
+    )
 
 
-def _rows_unseen_by(client: Any, champion_mv: Any, dataset: pd.DataFrame, holdout: np.ndarray,
-                    horizon: int) -> tuple[np.ndarray, int]:
+def _rows_unseen_by(
+    client: Any, champion_mv: Any, dataset: pd.DataFrame, holdout: np.ndarray, horizon: int
+) -> tuple[np.ndarray, int]:
     """Holdout rows the champion never trained on (nor on a label reaching them).
 
     A champion trained on another window (a data scientist's custom run) may have trained on part
@@ -127,7 +136,9 @@ def _predict(model: registry.LoadedModel, rows: pd.DataFrame) -> np.ndarray:
     """Class predictions of ``model`` on ``rows``, read in the columns of its own feature set."""
     missing = [name for name in model.feature_names if name not in rows.columns]
     if missing:
-        raise GateError(f"version {model.version} expects features {list(model.feature_names)}; the dataset lacks {missing}")
+        raise GateError(
+            f"version {model.version} expects features {list(model.feature_names)}; the dataset lacks {missing}"
+        )
     X = model.feature_set.matrix(rows)
     proba = model.predict_proba(X)
     if proba.shape != (len(X),) or not np.isfinite(proba).all():
@@ -138,6 +149,8 @@ def _predict(model: registry.LoadedModel, rows: pd.DataFrame) -> np.ndarray:
 def _record_failure(client: Any, model_name: str, version: str, exc: Exception) -> None:
     try:
         client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "verdict", "error")
-        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "error", f"{type(exc).__name__}: {exc}"[:4000])
+        client.set_model_version_tag(
+            model_name, str(version), GATE_TAG_PREFIX + "error", f"{type(exc).__name__}: {exc}"[:4000]
+        )
     except Exception:  # the original error is what must surface
         log.exception("could not record the gate failure on version %s", version)

@@ -1,6 +1,7 @@
 """What one training run logs to MLflow: params (model type and parameters, label and split
 definitions, feature set, lineage), tags, holdout metrics, feature importances, the confusion
 matrix and the model, registered as a version with alias ``challenger``."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -51,7 +52,11 @@ def train_and_log(
         horizon=horizon,
     )
     return log_training_run(
-        dataset, fitted, tracking_uri=tracking_uri, holdout_fraction=holdout_fraction, horizon=horizon,
+        dataset,
+        fitted,
+        tracking_uri=tracking_uri,
+        holdout_fraction=holdout_fraction,
+        horizon=horizon,
         dagster_run_id=dagster_run_id,
     )
 
@@ -94,11 +99,21 @@ def log_training_run(
                 **{k: v for k, v in data_lineage.items() if k != "dagster.run_id"},
             }
         )
-        mlflow.set_tags({**data_lineage, "split.holdout_start": split.holdout_start.isoformat(),
-                         "split.train_end": split.train_end.isoformat()})
+        mlflow.set_tags(
+            {
+                **data_lineage,
+                "split.holdout_start": split.holdout_start.isoformat(),
+                "split.train_end": split.train_end.isoformat(),
+            }
+        )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.scalars().items()})
-        mlflow.log_metrics({"train_rows": float(len(split.train)), "fit_seconds": fitted.fit_seconds,
-                            "train_positive_rate": float(y_train.mean())})
+        mlflow.log_metrics(
+            {
+                "train_rows": float(len(split.train)),
+                "fit_seconds": fitted.fit_seconds,
+                "train_positive_rate": float(y_train.mean()),
+            }
+        )
         if fitted.importances:
             mlflow.log_metrics({f"importance_{k}": v for k, v in fitted.importances.items()})
             mlflow.log_dict(fitted.importances, "feature_importances.json")
@@ -117,5 +132,14 @@ def log_training_run(
                 "dagster.run_id": dagster_run_id or "",
             },
         )
-    return TrainingResult(run.info.run_id, version, metrics, split, fitted.importances, data_lineage,
-                          fitted.fit_seconds, experiment_id, model)
+    return TrainingResult(
+        run.info.run_id,
+        version,
+        metrics,
+        split,
+        fitted.importances,
+        data_lineage,
+        fitted.fit_seconds,
+        experiment_id,
+        model,
+    )

@@ -1,4 +1,5 @@
 """Markdown tables for the Dagster metadata of the training assets."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -1,5 +1,6 @@
 """The memory_backup asset (materialised in-process on a real encrypted store, with retention)
 and its daily schedule in the project's Definitions."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,12 @@ def test_memory_backup_asset_snapshots_and_keeps_the_newest(tmp_path: Path, monk
     monkeypatch.delenv("MEM_MEMORY_KEY", raising=False)  # a backup needs no key
     folder = tmp_path / "backups"
     config = {"ops": {"memory_backup": {"config": {"folder": str(folder), "keep": 2}}}}
-    results = [dg.materialize([memory_backup], resources={"memory_store": MemoryStoreResource(path=str(db))}, run_config=config)
-               for _ in range(3)]
+    results = [
+        dg.materialize(
+            [memory_backup], resources={"memory_store": MemoryStoreResource(path=str(db))}, run_config=config
+        )
+        for _ in range(3)
+    ]
     assert all(r.success for r in results)
     meta = results[-1].asset_materializations_for_node("memory_backup")[0].metadata
     kept = backups(folder)

@@ -1,5 +1,6 @@
 """The named feature sets as contracts: ``seed`` unchanged, ``regime_v1`` = seed + regime; each
 set's training frame and its serving newest row agree on real candles, and neither looks ahead."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,9 @@ OHLCV = ["open", "high", "low", "close", "volume"]
 
 def _newest(fs: feature_sets.FeatureSet, candles: pd.DataFrame) -> dict[str, float]:
     """The set's serving path on a candle frame (as serving calls it: numpy rows + open time)."""
-    return fs.newest(candles[OHLCV].to_numpy(dtype="float64"), int(pd.Timestamp(candles["ts"].iloc[-1]).value // 1_000_000))
+    return fs.newest(
+        candles[OHLCV].to_numpy(dtype="float64"), int(pd.Timestamp(candles["ts"].iloc[-1]).value // 1_000_000)
+    )
 
 
 def test_the_sets_are_named_versioned_contracts() -> None:
@@ -70,7 +73,9 @@ def test_regime_v1_newest_needs_its_history() -> None:
 
 
 @pytest.mark.parametrize("which", ["btc", "eth"])
-def test_regime_v1_newest_matches_the_training_frame_on_real_candles(which: str, request: pytest.FixtureRequest) -> None:
+def test_regime_v1_newest_matches_the_training_frame_on_real_candles(
+    which: str, request: pytest.FixtureRequest
+) -> None:
     """Serving's newest row from SERVING_HISTORY candles equals the training row (full history) to
     1e-6 relative, with a 1e-9 absolute floor for features crossing zero."""
     candles: pd.DataFrame = request.getfixturevalue(which)

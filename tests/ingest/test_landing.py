@@ -3,6 +3,7 @@ sensor requests, exactly once each (a rewritten file again), bad ones quarantine
 and ``mem ingest csv`` reads the exchange's zip archives too.
 
 Real parts: the test QuestDB, a real Dagster instance for the sensor ticks and runs, real candles."""
+
 from __future__ import annotations
 
 import io
@@ -78,6 +79,7 @@ def _stored(settings: QuestDBSettings, symbol: str) -> pd.DataFrame:
 
 # ---- the plan, pure ----------------------------------------------------------------------------
 
+
 def test_plan_takes_new_and_rewritten_files_once_and_waits_for_settling() -> None:
     now = 10_000 * 10**9
     old = now - 60 * 10**9
@@ -91,7 +93,10 @@ def test_plan_takes_new_and_rewritten_files_once_and_waits_for_settling() -> Non
     step = plan(files, {"BTCUSDT-5m-2025-01-01.zip": [100, old], "GONE-5m.csv": [1, 1]}, now, 5.0, SYMBOLS)
     assert {s: [f.name for f in fs] for s, fs in step.batches.items()} == {"BTCUSDT": ["BTCUSDT-5m-2025-01-02.zip"]}
     assert [f.name for f in step.waiting] == ["ETHUSDT-5m-2025-01-01.csv.gz"]
-    assert [(f.name, r.split(" ")[0]) for f, r in step.refused] == [("SOLUSDT-5m-2025-01-01.zip", "SOLUSDT"), ("BTC_USDT.csv", "cannot")]
+    assert [(f.name, r.split(" ")[0]) for f, r in step.refused] == [
+        ("SOLUSDT-5m-2025-01-01.zip", "SOLUSDT"),
+        ("BTC_USDT.csv", "cannot"),
+    ]
     # the cursor keeps what was handed to runs and still exists; the deleted file is forgotten
     assert step.cursor == {"BTCUSDT-5m-2025-01-01.zip": [100, old], "BTCUSDT-5m-2025-01-02.zip": [120, old]}
     assert decode_cursor(encode_cursor(step.cursor)) == step.cursor
@@ -102,7 +107,14 @@ def test_plan_takes_new_and_rewritten_files_once_and_waits_for_settling() -> Non
 
 
 def test_scan_lists_kline_files_only(tmp_path: Path) -> None:
-    for name in ("BTCUSDT-5m.csv", "BTCUSDT-5m.csv.gz", "BTCUSDT-5m-2025-01.zip", ".BTCUSDT-5m.csv", "notes.txt", "x.zip.CHECKSUM"):
+    for name in (
+        "BTCUSDT-5m.csv",
+        "BTCUSDT-5m.csv.gz",
+        "BTCUSDT-5m-2025-01.zip",
+        ".BTCUSDT-5m.csv",
+        "notes.txt",
+        "x.zip.CHECKSUM",
+    ):
         (tmp_path / name).write_text("x")
     (tmp_path / "quarantine").mkdir()
     (tmp_path / "quarantine" / "ETHUSDT-5m.csv").write_text("x")
@@ -111,12 +123,17 @@ def test_scan_lists_kline_files_only(tmp_path: Path) -> None:
 
 def test_landing_settings_from_env(tmp_path: Path) -> None:
     s = LandingSettings.from_env({"MEM_HOME": str(tmp_path)})
-    assert s.folder == (tmp_path / ".mem" / "landing").resolve() and s.quarantine == s.folder / "quarantine" and s.settle_s == 10.0
+    assert (
+        s.folder == (tmp_path / ".mem" / "landing").resolve()
+        and s.quarantine == s.folder / "quarantine"
+        and s.settle_s == 10.0
+    )
     s = LandingSettings.from_env({"MEM_LANDING_DIR": str(tmp_path / "drop"), "MEM_LANDING_SETTLE_S": "2"})
     assert (s.folder, s.settle_s) == ((tmp_path / "drop").resolve(), 2.0)
 
 
 # ---- the sensor and its runs -----------------------------------------------------------------
+
 
 def _defs(questdb: QuestDBSettings, landing: LandingResource) -> dg.Definitions:
     return dg.Definitions.merge(
@@ -125,7 +142,9 @@ def _defs(questdb: QuestDBSettings, landing: LandingResource) -> dg.Definitions:
     )
 
 
-def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, landing: LandingResource) -> dg.SensorResult:
+def _tick(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, landing: LandingResource
+) -> dg.SensorResult:
     sensor = defs.get_sensor_def("landing_sensor")
     result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"landing": landing}))
     assert isinstance(result, dg.SensorResult)
@@ -134,7 +153,11 @@ def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
 
 def _run(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("landing_job").execute_in_process(
-        instance=instance, partition_key=request.partition_key, run_config=request.run_config, tags=request.tags, raise_on_error=False
+        instance=instance,
+        partition_key=request.partition_key,
+        run_config=request.run_config,
+        tags=request.tags,
+        raise_on_error=False,
     )
 
 
@@ -143,7 +166,9 @@ def test_dropped_files_are_ingested_by_the_sensors_run_once_and_bad_ones_quarant
 ) -> None:
     folder = tmp_path / "landing"
     folder.mkdir()
-    landing = LandingResource(folder=str(folder), settle_s=600.0)  # files written below are "still changing" until _settled
+    landing = LandingResource(
+        folder=str(folder), settle_s=600.0
+    )  # files written below are "still changing" until _settled
     defs = _defs(fresh_questdb, landing)
     btc = _real(shared_candles, "BTCUSDT", 2 * DAY)
     good = _zip(folder / "BTCUSDT-5m-2025-01-01.zip", btc.iloc[:DAY])
@@ -168,7 +193,9 @@ def test_dropped_files_are_ingested_by_the_sensors_run_once_and_bad_ones_quarant
         first = _tick(defs, instance, waiting.cursor, landing)
         by_symbol = {r.partition_key: r for r in first.run_requests}
         assert sorted(by_symbol) == ["BTCUSDT", "ETHUSDT"]
-        assert by_symbol["BTCUSDT"].run_config == {"ops": {"kline_files": {"config": {"files": [good.name, bad_btc.name]}}}}
+        assert by_symbol["BTCUSDT"].run_config == {
+            "ops": {"kline_files": {"config": {"files": [good.name, bad_btc.name]}}}
+        }
         # a symbol that is no partition goes to quarantine at once, with its reason
         sol_reason = (folder / "quarantine" / "SOLUSDT-5m-2025-01-01.zip.reason.txt").read_text()
         assert sol_reason.startswith("SOLUSDT is not one of the candles partitions") and sol_reason.count("\n") == 1
@@ -196,7 +223,9 @@ def test_dropped_files_are_ingested_by_the_sensors_run_once_and_bad_ones_quarant
 
         # the next tick: nothing new (the good file stays in the folder, ingested once)
         idle = _tick(defs, instance, first.cursor, landing)
-        assert not idle.run_requests and decode_cursor(idle.cursor) == {good.name: [good.stat().st_size, good.stat().st_mtime_ns]}
+        assert not idle.run_requests and decode_cursor(idle.cursor) == {
+            good.name: [good.stat().st_size, good.stat().st_mtime_ns]
+        }
 
     # a restarted daemon (another instance) with the stored cursor ingests nothing again
     with dg.instance_for_test() as restarted:
@@ -224,12 +253,21 @@ def test_a_missing_landing_folder_is_a_skip(tmp_path: Path, questdb: QuestDBSett
 
 # ---- mem ingest csv reads the exchange's zip archives --------------------------------------------
 
-def test_mem_ingest_csv_reads_a_binance_zip(fresh_questdb: QuestDBSettings, shared_candles: Path, tmp_path: Path) -> None:
+
+def test_mem_ingest_csv_reads_a_binance_zip(
+    fresh_questdb: QuestDBSettings, shared_candles: Path, tmp_path: Path
+) -> None:
     day = _real(shared_candles, "ETHUSDT", DAY)
     archive = _zip(tmp_path / "ETHUSDT-5m-2025-01-01.zip", day)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEM_QUESTDB")}
-    env.update(MEM_HOME=str(tmp_path), MEM_QUESTDB_HTTP_PORT=str(fresh_questdb.http_port), MEM_QUESTDB_PG_PORT=str(fresh_questdb.pg_port))
-    done = subprocess.run([MEM, "ingest", "csv", str(archive)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    env.update(
+        MEM_HOME=str(tmp_path),
+        MEM_QUESTDB_HTTP_PORT=str(fresh_questdb.http_port),
+        MEM_QUESTDB_PG_PORT=str(fresh_questdb.pg_port),
+    )
+    done = subprocess.run(
+        [MEM, "ingest", "csv", str(archive)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert f"ETHUSDT: {DAY} candles" in done.stdout and f"ingested {DAY} candles" in done.stdout
     pd.testing.assert_frame_equal(_stored(fresh_questdb, "ETHUSDT"), day)
@@ -238,8 +276,13 @@ def test_mem_ingest_csv_reads_a_binance_zip(fresh_questdb: QuestDBSettings, shar
     with zipfile.ZipFile(two, "w") as zf:
         zf.writestr("a.csv", _dump_text(day))
         zf.writestr("b.csv", _dump_text(day))
-    refused = subprocess.run([MEM, "ingest", "csv", str(two)], env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert refused.returncode == 1 and refused.stderr.strip() == f"error: {two}: a zip must hold exactly one CSV, found 2 files"
+    refused = subprocess.run(
+        [MEM, "ingest", "csv", str(two)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (
+        refused.returncode == 1
+        and refused.stderr.strip() == f"error: {two}: a zip must hold exactly one CSV, found 2 files"
+    )
 
 
 @pytest.fixture(autouse=True)

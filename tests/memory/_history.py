@@ -1,5 +1,6 @@
 """A store with every kind of record, and the comparisons the rekey and backup tests make
 (imported by them; not collected)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -32,19 +33,39 @@ def populate(db: Path, key: bytes | None, bulk: int = 3000) -> None:
     try:
         decisions = []
         for i in range(bulk):
-            d = make_decision(i, symbol=SYMBOLS[i % 3], action="BUY" if i % 2 else "SELL",
-                              features={**FEATURES, "rsi14": 20.0 + i % 60, "sma20": 0.001 * (i % 7 - 3)})
+            d = make_decision(
+                i,
+                symbol=SYMBOLS[i % 3],
+                action="BUY" if i % 2 else "SELL",
+                features={**FEATURES, "rsi14": 20.0 + i % 60, "sma20": 0.001 * (i % 7 - 3)},
+            )
             decisions.append(replace(d, reasoning=f"{MARKER} {i}"))
         outcomes = [outcome(d, 0.01 if i % 3 else -0.01) for i, d in enumerate(decisions) if i % 2 == 0]
         store.bulk_append(decisions, outcomes)
-        store.append_strategy(StrategySpec(
-            name="learned_buy_rsi14_low", conditions=(Condition("rsi14", "<=", 35.0),), action="BUY", confidence=0.72,
-            size=0.025, stop_loss_pct=0.02, take_profit_pct=0.04, stats=StrategyStats().add(1.0, 0.01), created_at=T0,
-            updated_at=T0, evidence="12/15 wins",
-        ))
+        store.append_strategy(
+            StrategySpec(
+                name="learned_buy_rsi14_low",
+                conditions=(Condition("rsi14", "<=", 35.0),),
+                action="BUY",
+                confidence=0.72,
+                size=0.025,
+                stop_loss_pct=0.02,
+                take_profit_pct=0.04,
+                stats=StrategyStats().add(1.0, 0.01),
+                created_at=T0,
+                updated_at=T0,
+                evidence="12/15 wins",
+            )
+        )
         engine = MemoryEngine(store, CONFIG)
         for i in range(40):
-            d = engine.enhance(request(symbol=SYMBOLS[i % 3], features={**FEATURES, "rsi14": 25.0 + i}, time=T0 + timedelta(days=30, minutes=i)))
+            d = engine.enhance(
+                request(
+                    symbol=SYMBOLS[i % 3],
+                    features={**FEATURES, "rsi14": 25.0 + i},
+                    time=T0 + timedelta(days=30, minutes=i),
+                )
+            )
             if i % 2:
                 engine.record_outcome(outcome(d, 0.02 if i % 4 == 1 else -0.01))
     finally:
@@ -67,7 +88,9 @@ def views(engine: MemoryEngine, symbols: tuple[str, ...] = SYMBOLS) -> dict[str,
         "similar": {a: engine.similar(a, probe) for a in ("BUY", "SELL")},
     }
     for s in symbols:
-        out[s] = [(v.decision.to_dict(), v.outcome.to_dict() if v.outcome else None) for v in engine.recent_decisions(s, 100)]
+        out[s] = [
+            (v.decision.to_dict(), v.outcome.to_dict() if v.outcome else None) for v in engine.recent_decisions(s, 100)
+        ]
     return out
 
 

@@ -1,6 +1,7 @@
 """The audit trail of credential use: starting with a key, a refused key, a rekey, a backup and a
 restore are rows naming the key id, the time and the command, never a key; `mem memory audit`
 lists them without a key and notices an edited row."""
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MEM_MEMORY_KEY")}
-    return subprocess.run([sys.executable, "-m", "mem_cli.main", "memory", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**clean, **env}, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mem_cli.main", "memory", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=300,
+        check=False,
+    )
 
 
 def _trail(db: Path) -> list[audit.AuditEntry]:
@@ -45,10 +53,14 @@ def test_key_use_rekey_backup_and_restore_are_audited_without_secrets(tmp_path: 
         MemoryStore.open(db, wrong, command="mem serve")
     backed = _cli("backup", str(tmp_path / "backups"), "--memory-db", str(db), env={})  # no key needed
     assert backed.returncode == 0, backed.stderr
-    rekeyed = _cli("rekey", "--memory-db", str(db), env={"MEM_MEMORY_KEY": b64(new), "MEM_MEMORY_KEY_PREVIOUS": b64(old)})
+    rekeyed = _cli(
+        "rekey", "--memory-db", str(db), env={"MEM_MEMORY_KEY": b64(new), "MEM_MEMORY_KEY_PREVIOUS": b64(old)}
+    )
     assert rekeyed.returncode == 0, rekeyed.stderr
     restored_db = tmp_path / "restored.db"
-    restored = _cli("restore", json.loads(backed.stdout)["path"], "--memory-db", str(restored_db), env={"MEM_MEMORY_KEY": b64(old)})
+    restored = _cli(
+        "restore", json.loads(backed.stdout)["path"], "--memory-db", str(restored_db), env={"MEM_MEMORY_KEY": b64(old)}
+    )
     assert restored.returncode == 0, restored.stderr
 
     rows = [(e.action, e.key_id, e.command) for e in _trail(db)]
@@ -59,12 +71,19 @@ def test_key_use_rekey_backup_and_restore_are_audited_without_secrets(tmp_path: 
     assert ("rekey.finish", key_id(new), "mem memory rekey") in rows
     assert [a for a, _, _ in rows if a != "open"] == ["open.refused", "backup", "rekey.start", "rekey.finish"]
     entries = {e.action: e for e in _trail(db)}
-    assert entries["rekey.finish"].detail["from_key_id"] == key_id(old) and entries["rekey.finish"].detail["resealed"] > 100
+    assert (
+        entries["rekey.finish"].detail["from_key_id"] == key_id(old)
+        and entries["rekey.finish"].detail["resealed"] > 100
+    )
     assert entries["backup"].detail["last_event_id"] > 0 and entries["backup"].pid != os.getpid()
     for e in entries.values():
         assert started - timedelta(seconds=1) <= datetime.fromisoformat(e.at) <= datetime.now(UTC)
     restore_row = [e for e in _trail(restored_db) if e.action == "restore"]
-    assert len(restore_row) == 1 and restore_row[0].key_id == key_id(old) and restore_row[0].command == "mem memory restore"
+    assert (
+        len(restore_row) == 1
+        and restore_row[0].key_id == key_id(old)
+        and restore_row[0].command == "mem memory restore"
+    )
     assert restore_row[0].detail["source"] == Path(json.loads(backed.stdout)["path"]).name
 
     listed = _cli("audit", "--json", "--limit", "100", "--memory-db", str(db), env={})  # read-only, no key
@@ -74,8 +93,11 @@ def test_key_use_rekey_backup_and_restore_are_audited_without_secrets(tmp_path: 
     only = _cli("audit", "--action", "backup", "--memory-db", str(db), env={})
     assert only.returncode == 0 and len(only.stdout.splitlines()) == 1 and "mem memory backup" in only.stdout
 
-    secrets = [k for key in (old, new, wrong) for k in (key, b64(key).encode(), key.hex().encode(),
-                                                         base64.urlsafe_b64encode(key).rstrip(b"="))]
+    secrets = [
+        k
+        for key in (old, new, wrong)
+        for k in (key, b64(key).encode(), key.hex().encode(), base64.urlsafe_b64encode(key).rstrip(b"="))
+    ]
     outputs = [backed, rekeyed, restored, listed, only]
     for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
         data = path.read_bytes()

@@ -2,6 +2,7 @@
 into a new path by `mem memory restore`, every event up to the backup's last id present and the
 working memory rebuilt equal; a restore refuses a store in use, an existing store, a damaged
 backup and a wrong key, and then leaves the target untouched."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,15 @@ def _mode(p: Path) -> int:
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mem_cli.main", "memory", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mem_cli.main", "memory", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+        check=False,
+    )
 
 
 class Lines:
@@ -72,8 +80,13 @@ def _replayed(source: MemoryStore, through: int, empty: Path, key: bytes) -> Mem
 def test_backup_during_load_then_restore_drill(tmp_path: Path, db: Path, key: bytes) -> None:
     populate(db, key, bulk=3000)
     env = {"MEM_MEMORY_KEY": b64(key), "MEM_MEMORY_DB": str(db)}
-    writer = subprocess.Popen([sys.executable, str(WORKER), "write", str(db), "LIVE", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    writer = subprocess.Popen(
+        [sys.executable, str(WORKER), "write", str(db), "LIVE", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
     try:
         out = Lines(writer)
         out.wait_for(50)
@@ -143,7 +156,9 @@ def test_restore_refuses_in_use_existing_damaged_and_wrong_key(tmp_path: Path, d
         restore(bad, target, key, force=True)
     assert target.read_bytes() == before and not list(target.parent.glob(".*restoring*"))
     replaced = restore(info.path, target, key, force=True)
-    assert replaced.replaced_to is not None and Path(replaced.replaced_to).read_bytes() == before  # moved aside, not lost
+    assert (
+        replaced.replaced_to is not None and Path(replaced.replaced_to).read_bytes() == before
+    )  # moved aside, not lost
 
 
 def test_backup_keeps_the_newest_and_touches_nothing_else(tmp_path: Path, db: Path) -> None:

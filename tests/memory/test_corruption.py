@@ -1,6 +1,7 @@
 """One flipped bit in one stored record, clear and encrypted: the memory still opens, reports the
 record (event id, ``store.corrupt``, ``verify``), leaves it out of the working memory, refuses
 only the calls that need it, and keeps learning."""
+
 from __future__ import annotations
 
 import logging
@@ -55,7 +56,11 @@ def test_one_flipped_bit_is_contained(db: Path, key: bytes, encrypted: bool, cap
     flip_stored_bit(db, plan["decision_event"], None if encrypted else b'"decision_i')
     flip_stored_bit(db, plan["outcome_event"], None if encrypted else b'"exit_reaso')
     flip_stored_bit(db, plan["parameter_event"], None if encrypted else b'"position_size":0.0')
-    corrupt = {plan["decision_event"]: DECISION, plan["outcome_event"]: OUTCOME, plan["parameter_event"]: PARAMETER_ADJUSTMENT}
+    corrupt = {
+        plan["decision_event"]: DECISION,
+        plan["outcome_event"]: OUTCOME,
+        plan["parameter_event"]: PARAMETER_ADJUSTMENT,
+    }
 
     store = MemoryStore.open(db, key=key_)
     try:

@@ -1,6 +1,7 @@
 """A full store (SQLite's page cap standing in for a full disk): writes fail with ``StoreFull`` and
 store nothing, the write health turns False and back to True once a write succeeds (the probe
 finds the space without any caller), and no acknowledged write is lost."""
+
 from __future__ import annotations
 
 import asyncio

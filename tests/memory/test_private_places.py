@@ -1,5 +1,6 @@
 """Where the memory lives on disk is private whatever the umask: directories 0700, files 0600;
 and the writer child, which needs no secret, is given none."""
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,9 @@ def test_the_writer_child_inherits_no_secret(tmp_path: Path, monkeypatch: pytest
     writer.start()
     try:
         environ = dict(
-            item.split(b"=", 1) for item in Path(f"/proc/{writer.pid}/environ").read_bytes().split(b"\0") if b"=" in item
+            item.split(b"=", 1)
+            for item in Path(f"/proc/{writer.pid}/environ").read_bytes().split(b"\0")
+            if b"=" in item
         )
     finally:
         writer.stop()

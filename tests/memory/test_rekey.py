@@ -1,6 +1,7 @@
 """Memory key rotation: every record re-encrypted and labelled with its key id, lookups re-tagged,
 the key check following the new key; a SIGKILL in the middle leaves a store that opens with both
 keys and loses nothing; refused while the store is in use; stores from before key ids rotate too."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,14 @@ WORKER = Path(__file__).with_name("_worker.py")
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "mem_cli.main", "memory", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    return subprocess.Popen(
+        [sys.executable, "-m", "mem_cli.main", "memory", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
 
 
 def _state(db: Path, key: bytes, previous: tuple[bytes, ...] = ()) -> tuple[list, dict]:
@@ -128,11 +135,20 @@ def test_rekey_is_refused_while_the_store_is_in_use(db: Path) -> None:
     old, new = os.urandom(32), os.urandom(32)
     populate(db, old, bulk=10)
     env = {"MEM_MEMORY_KEY": b64(old)}
-    holder = subprocess.Popen([sys.executable, str(WORKER), "write", str(db), "HOLD", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    holder = subprocess.Popen(
+        [sys.executable, str(WORKER), "write", str(db), "HOLD", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().startswith("D ")  # an engine has it open and writes
-        cli = _cli("rekey", env={"MEM_MEMORY_KEY": b64(new), "MEM_MEMORY_KEY_PREVIOUS": b64(old), "MEM_MEMORY_DB": str(db)})
+        assert holder.stdout is not None and holder.stdout.readline().startswith(
+            "D "
+        )  # an engine has it open and writes
+        cli = _cli(
+            "rekey", env={"MEM_MEMORY_KEY": b64(new), "MEM_MEMORY_KEY_PREVIOUS": b64(old), "MEM_MEMORY_DB": str(db)}
+        )
         _, err = cli.communicate(timeout=60)
         assert cli.returncode == 1
         assert f"in use by pid {holder.pid}" in err and "Traceback" not in err

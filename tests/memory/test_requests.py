@@ -1,5 +1,6 @@
 """Client request ids: a retry with the same id gets the original answer and writes nothing, also
 after a restart and when the retry races the original; ids are forgotten after the window."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +41,10 @@ def test_a_repeated_id_gets_the_original_answer_and_writes_nothing(db: Path, key
     try:
         engine = MemoryEngine(reopened)
         assert engine.enhance(replace(request(), request_id="engine-42/enhance")) == first
-        assert replace(engine.record_outcome(outcome(first, 0.01), request_id="engine-42/outcome"), replayed=False) == learned
+        assert (
+            replace(engine.record_outcome(outcome(first, 0.01), request_id="engine-42/outcome"), replayed=False)
+            == learned
+        )
         assert reopened.counts() == {"decisions": 2, "outcomes": 1}
     finally:
         reopened.close()
@@ -82,7 +86,12 @@ def test_a_retry_racing_the_original_writes_one_decision(db: Path) -> None:
     engine = MemoryEngine(store, writer_process=True)  # the writer process: a batch with the same id twice
 
     async def together() -> list[str]:
-        return [d.decision_id for d in await asyncio.gather(*(engine.enhance_async(replace(request(), request_id="raced-async")) for _ in range(8)))]
+        return [
+            d.decision_id
+            for d in await asyncio.gather(
+                *(engine.enhance_async(replace(request(), request_id="raced-async")) for _ in range(8))
+            )
+        ]
 
     try:
         ids = asyncio.run(together())
@@ -95,11 +104,16 @@ def test_a_retry_racing_the_original_writes_one_decision(db: Path) -> None:
 def test_an_id_reused_for_another_call_is_refused_not_answered(engine: MemoryEngine, store: MemoryStore) -> None:
     first = engine.enhance(replace(request(symbol="BTCUSDT", action="BUY"), request_id="reused"))
     for other in (request(symbol="ETHUSDT", action="BUY"), request(symbol="BTCUSDT", action="SELL")):
-        with pytest.raises(InvalidRecord, match=f"request_id: already used for a BUY call about BTCUSDT \\(decision {first.decision_id}\\)"):
+        with pytest.raises(
+            InvalidRecord,
+            match=f"request_id: already used for a BUY call about BTCUSDT \\(decision {first.decision_id}\\)",
+        ):
             engine.enhance(replace(other, request_id="reused"))
     second = engine.enhance(request())
     engine.record_outcome(outcome(first, 0.01), request_id="close")
     events = store.last_event_id()
-    with pytest.raises(InvalidRecord, match=f"request_id: already used for the outcome of another decision \\({first.decision_id}\\)"):
+    with pytest.raises(
+        InvalidRecord, match=f"request_id: already used for the outcome of another decision \\({first.decision_id}\\)"
+    ):
         engine.record_outcome(outcome(second, 0.01), request_id="close")
     assert store.last_event_id() == events and store.counts() == {"decisions": 2, "outcomes": 1}

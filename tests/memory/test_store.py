@@ -1,4 +1,5 @@
 """The store file: permissions, encryption at rest, keys, integrity, audit trail."""
+
 from __future__ import annotations
 
 import logging
@@ -51,7 +52,15 @@ def _write_marked(store: MemoryStore) -> str:
 
 
 def _needles(decision_id: str) -> list[bytes]:
-    return [REASONING_MARK.encode(), repr(PRICE).encode(), b"12345.67", b"BTCUSDT", b"momentum", b"take_profit", b"rsi14"]
+    return [
+        REASONING_MARK.encode(),
+        repr(PRICE).encode(),
+        b"12345.67",
+        b"BTCUSDT",
+        b"momentum",
+        b"take_profit",
+        b"rsi14",
+    ]
 
 
 def test_with_a_key_no_decision_text_or_number_is_in_the_file(db: Path, key: bytes) -> None:

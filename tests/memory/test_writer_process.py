@@ -1,5 +1,6 @@
 """The writer process (mem_memory.writer) behind ``MemoryEngine.enhance_async``: real child
 processes on real SQLite files, killed with SIGKILL where the test says so."""
+
 from __future__ import annotations
 
 import asyncio
@@ -90,10 +91,16 @@ def test_outcomes_in_process_and_decisions_through_the_writer_keep_one_consisten
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for round_ in range(20):
-            batch = await asyncio.gather(*(engine.enhance_async(request(price=100.0 + round_ * 10 + i)) for i in range(6)))
+            batch = await asyncio.gather(
+                *(engine.enhance_async(request(price=100.0 + round_ * 10 + i)) for i in range(6))
+            )
             # outcomes go through the in-process group commit on worker threads, interleaved with decisions
             outcomes = [
-                loop.run_in_executor(None, engine.record_outcome, Outcome(d.decision_id, d.price, d.price * 1.01, 1.0, 1.0, 0.01, "tp", T0))
+                loop.run_in_executor(
+                    None,
+                    engine.record_outcome,
+                    Outcome(d.decision_id, d.price, d.price * 1.01, 1.0, 1.0, 0.01, "tp", T0),
+                )
                 for d in batch[:3]
             ]
             more = [engine.enhance_async(request(price=200.0 + round_)) for _ in range(3)]
@@ -117,7 +124,9 @@ def test_a_repeated_decision_id_fails_only_its_own_caller(db: Path) -> None:
 
     async def main() -> list:
         await committer.submit(first)
-        return await asyncio.gather(*(committer.submit(p) for p in [*others[:2], first, *others[2:]]), return_exceptions=True)
+        return await asyncio.gather(
+            *(committer.submit(p) for p in [*others[:2], first, *others[2:]]), return_exceptions=True
+        )
 
     results = asyncio.run(main())
     assert isinstance(results[2], DuplicateDecision)
@@ -169,8 +178,11 @@ def test_a_killed_writer_loses_no_acknowledged_decision_and_is_replaced(db: Path
 def test_sigkill_of_the_parent_loses_no_acknowledged_decision_and_leaves_no_writer(db: Path, key: bytes) -> None:
     MemoryStore.open(db, key=key).close()
     proc = subprocess.Popen(
-        [sys.executable, str(WORKER), "write-async", str(db), "CRASH", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, KEY_ENV: b64(key)},
+        [sys.executable, str(WORKER), "write-async", str(db), "CRASH", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, KEY_ENV: b64(key)},
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -246,6 +258,8 @@ def test_enhance_async_without_the_writer_process_commits_in_process(db: Path) -
     decisions = _enhance_many(engine, 40)
     assert engine._async is None
     assert store.counts()["decisions"] == 40
-    assert {v.decision.decision_id for v in engine.recent_decisions("BTCUSDT", 50)} == {d.decision_id for d in decisions}
+    assert {v.decision.decision_id for v in engine.recent_decisions("BTCUSDT", 50)} == {
+        d.decision_id for d in decisions
+    }
     engine.close()  # a no-op here
     store.close()

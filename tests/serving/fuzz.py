@@ -11,6 +11,7 @@ flipped or cut (~10%), or as random bytes (~10%). The run checks: no INTERNAL fo
 that decodes (only undecodable bytes may get one), health SERVING throughout, and afterwards the
 caller compares the store with the calls that succeeded (nothing from a refused call is stored).
 """
+
 from __future__ import annotations
 
 import random
@@ -30,19 +31,37 @@ from mem_serving.api import SERVICE_NAME, pb
 
 METHODS = ("PredictReversal", "EnhanceSignal", "LogOutcome", "GetParameters", "ListStrategies")
 REQUEST_TYPES = {
-    "PredictReversal": pb.PredictReversalRequest, "EnhanceSignal": pb.EnhanceSignalRequest, "LogOutcome": pb.LogOutcomeRequest,
-    "GetParameters": pb.GetParametersRequest, "ListStrategies": pb.ListStrategiesRequest,
+    "PredictReversal": pb.PredictReversalRequest,
+    "EnhanceSignal": pb.EnhanceSignalRequest,
+    "LogOutcome": pb.LogOutcomeRequest,
+    "GetParameters": pb.GetParametersRequest,
+    "ListStrategies": pb.ListStrategiesRequest,
 }
 #: Statuses a request that decodes may get; anything else (INTERNAL above all) is a server bug.
-EXPECTED = frozenset({
-    grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-})
+EXPECTED = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 WEIGHTS = (0.2, 0.35, 0.25, 0.1, 0.1)
 BAD_FLOATS = (float("nan"), float("inf"), float("-inf"), -1.0, 0.0, -0.0, 5e-324, 1e308, -1e308, 2.0, 1.5e19)
 BAD_TEXT = ("", " ", "\x00", "\n", "a b", "€漢字🙂", "\u202e" + "USDT", "x" * 65, "y" * 129, "z" * 257, "w" * 5000)
 BAD_ENUMS = (-1, 0, 4, 99, 2**31 - 1, -(2**31))
-BAD_SECONDS = ((-1, 0), (0, 0), (253402300799, 999_999_999), (253402300800, 0), (2**62, 0), (1_700_000_000, -1), (1_700_000_000, 1_000_000_000))
+BAD_SECONDS = (
+    (-1, 0),
+    (0, 0),
+    (253402300799, 999_999_999),
+    (253402300800, 0),
+    (2**62, 0),
+    (1_700_000_000, -1),
+    (1_700_000_000, 1_000_000_000),
+)
 
 
 @dataclass
@@ -65,11 +84,17 @@ class FuzzReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "requests": self.requests, "seconds": round(self.seconds, 1), "by_kind": dict(self.by_kind),
-            "by_status": dict(sorted(self.by_status.items())), "undecodable": self.undecodable,
-            "internal_for_undecodable": self.internal_undecodable, "unexpected": len(self.unexpected),
-            "unexpected_examples": self.unexpected[:10], "health_checks": self.health_checks,
-            "health_not_serving": self.health_not_serving, "decisions_acknowledged": len(self.decisions),
+            "requests": self.requests,
+            "seconds": round(self.seconds, 1),
+            "by_kind": dict(self.by_kind),
+            "by_status": dict(sorted(self.by_status.items())),
+            "undecodable": self.undecodable,
+            "internal_for_undecodable": self.internal_undecodable,
+            "unexpected": len(self.unexpected),
+            "unexpected_examples": self.unexpected[:10],
+            "health_checks": self.health_checks,
+            "health_not_serving": self.health_not_serving,
+            "decisions_acknowledged": len(self.decisions),
             "outcomes_acknowledged": len(self.closed),
         }
 
@@ -137,15 +162,25 @@ class Generator:
             s = self.symbol()
             candle = self.next_candle(s) if s in self.next else self.candle(rng.randrange(len(self.rows)))
             req = pb.EnhanceSignalRequest(
-                symbol=s, action=rng.choice((pb.ACTION_BUY, pb.ACTION_SELL, pb.ACTION_HOLD)), base_confidence=rng.random(),
-                price=candle.close, strategy=rng.choice(("momentum", "reversion", "")), candles=[candle] if rng.random() < 0.9 else [],
-                session_id=rng.choice(("", "s1", "s2")), request_id=self.request_id(),
+                symbol=s,
+                action=rng.choice((pb.ACTION_BUY, pb.ACTION_SELL, pb.ACTION_HOLD)),
+                base_confidence=rng.random(),
+                price=candle.close,
+                strategy=rng.choice(("momentum", "reversion", "")),
+                candles=[candle] if rng.random() < 0.9 else [],
+                session_id=rng.choice(("", "s1", "s2")),
+                request_id=self.request_id(),
             )
             if rng.random() < 0.5:
                 req.time.GetCurrentTime()
             if rng.random() < 0.3:
-                req.ml_prediction.CopyFrom(pb.MlPrediction(
-                    confidence=rng.random(), direction=rng.choice((pb.DIRECTION_BULLISH, pb.DIRECTION_BEARISH)), model_version="fuzz"))
+                req.ml_prediction.CopyFrom(
+                    pb.MlPrediction(
+                        confidence=rng.random(),
+                        direction=rng.choice((pb.DIRECTION_BULLISH, pb.DIRECTION_BEARISH)),
+                        model_version="fuzz",
+                    )
+                )
             if rng.random() < 0.2:
                 req.market_context.update({"regime": rng.choice(("trend", "chop")), "note": "fuzz"})
             return req
@@ -158,8 +193,14 @@ class Generator:
             entry = 100.0 + rng.random() * 10
             pnl_pct = rng.uniform(-0.05, 0.05)
             req = pb.LogOutcomeRequest(
-                decision_id=decision_id, entry_price=entry, exit_price=entry * (1 + pnl_pct), size=rng.random() * 0.05,
-                pnl=pnl_pct * 100, pnl_pct=pnl_pct, exit_reason=rng.choice(("take_profit", "stop_loss", "")), request_id=self.request_id(),
+                decision_id=decision_id,
+                entry_price=entry,
+                exit_price=entry * (1 + pnl_pct),
+                size=rng.random() * 0.05,
+                pnl=pnl_pct * 100,
+                pnl_pct=pnl_pct,
+                exit_reason=rng.choice(("take_profit", "stop_loss", "")),
+                request_id=self.request_id(),
             )
             if rng.random() < 0.5:
                 req.time.GetCurrentTime()
@@ -174,7 +215,9 @@ class Generator:
         numbers = [f.name for f in msg.DESCRIPTOR.fields if f.type in (f.TYPE_DOUBLE, f.TYPE_FLOAT)]
         texts = [f.name for f in msg.DESCRIPTOR.fields if f.type == f.TYPE_STRING]
         enums = [f.name for f in msg.DESCRIPTOR.fields if f.type == f.TYPE_ENUM]
-        times = [f.name for f in msg.DESCRIPTOR.fields if f.message_type is not None and f.message_type.name == "Timestamp"]
+        times = [
+            f.name for f in msg.DESCRIPTOR.fields if f.message_type is not None and f.message_type.name == "Timestamp"
+        ]
         choices: list[Callable[[], None]] = []
         if numbers:
             choices.append(lambda: setattr(msg, rng.choice(numbers), rng.choice(BAD_FLOATS)))
@@ -183,18 +226,31 @@ class Generator:
         if enums:
             choices.append(lambda: setattr(msg, rng.choice(enums), rng.choice(BAD_ENUMS)))
         if times:
+
             def bad_time() -> None:
                 ts = getattr(msg, rng.choice(times))
                 ts.seconds, ts.nanos = rng.choice(BAD_SECONDS)
+
             choices.append(bad_time)
         if method in ("PredictReversal", "EnhanceSignal"):
             choices.append(lambda: self._break_candles(msg))
         if method == "EnhanceSignal":
+
             def bad_ml() -> None:
-                msg.ml_prediction.CopyFrom(pb.MlPrediction(
-                    confidence=rng.choice(BAD_FLOATS + (0.5,)), direction=rng.choice(BAD_ENUMS + (1,)), model_version=rng.choice(BAD_TEXT)))
+                msg.ml_prediction.CopyFrom(
+                    pb.MlPrediction(
+                        confidence=rng.choice(BAD_FLOATS + (0.5,)),
+                        direction=rng.choice(BAD_ENUMS + (1,)),
+                        model_version=rng.choice(BAD_TEXT),
+                    )
+                )
+
             choices.append(bad_ml)
-            choices.append(lambda: msg.market_context.update({f"k{i}": "v" * rng.choice((1, 300)) for i in range(rng.choice((2, 65)))}))
+            choices.append(
+                lambda: msg.market_context.update(
+                    {f"k{i}": "v" * rng.choice((1, 300)) for i in range(rng.choice((2, 65)))}
+                )
+            )
         if not choices:
             return
         for _ in range(rng.randint(1, 3)):
@@ -281,13 +337,17 @@ def seed_histories(channel: grpc.Channel, rows: np.ndarray, symbols: tuple[str, 
     gen = Generator(0, rows, symbols, history)
     call = channel.unary_unary(f"/{SERVICE_NAME}/PredictReversal", request_serializer=None, response_deserializer=None)
     for s in symbols:
-        call(pb.PredictReversalRequest(symbol=s, candles=[gen.candle(k) for k in range(history)]).SerializeToString(), timeout=60)
+        call(
+            pb.PredictReversalRequest(symbol=s, candles=[gen.candle(k) for k in range(history)]).SerializeToString(),
+            timeout=60,
+        )
 
 
 def healthy(channel: grpc.Channel) -> bool:
     stub = health_pb2_grpc.HealthStub(channel)
     return all(
-        stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=10).status
+        == health_pb2.HealthCheckResponse.SERVING
         for s in ("", SERVICE_NAME)
     )
 
@@ -296,7 +356,10 @@ def run(channel: grpc.Channel, gen: Generator, n: int, health_every: int = 100, 
     """Send ``n`` generated requests one after the other; check each answer and, every
     ``health_every`` requests, the health."""
     report = FuzzReport()
-    calls = {m: channel.unary_unary(f"/{SERVICE_NAME}/{m}", request_serializer=None, response_deserializer=None) for m in METHODS}
+    calls = {
+        m: channel.unary_unary(f"/{SERVICE_NAME}/{m}", request_serializer=None, response_deserializer=None)
+        for m in METHODS
+    }
     started = time.perf_counter()
     for i in range(n):
         method, kind, data = gen.request()

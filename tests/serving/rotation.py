@@ -1,6 +1,7 @@
 """Helpers for the credential-rotation tests and bench/bench_security.py: certificates made with
 ``cryptography`` (a CA each, a leaf for localhost), atomic 0600 writes, and a client thread that
 calls GetParameters without pause and counts every outcome."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,9 +33,14 @@ def make_ca(name: str) -> Authority:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1)).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     return Authority(cert.public_bytes(serialization.Encoding.PEM), key)
@@ -51,9 +57,14 @@ def issue(ca: Authority, host: str = "localhost") -> tuple[bytes, bytes]:
     issuer = x509.load_pem_x509_certificate(ca.cert_pem).subject
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])).issuer_name(issuer)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1)).add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
         .sign(ca.key, hashes.SHA256())  # type: ignore[arg-type]
     )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -114,19 +125,27 @@ class Caller:
     _thread: threading.Thread | None = None
 
     def start(self) -> Caller:
-        self._thread = threading.Thread(target=self._run, name=f"caller-{self.token}-{'fresh' if self.fresh else 'kept'}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"caller-{self.token}-{'fresh' if self.fresh else 'kept'}", daemon=True
+        )
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        channel = None if self.fresh else grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self.roots))
+        channel = (
+            None
+            if self.fresh
+            else grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self.roots))
+        )
         try:
             while not self._stop.is_set():
                 if channel is None:
                     code = call_once(self.address, self.roots, self.token)
                 else:
                     try:
-                        MemServiceStub(channel).GetParameters(pb.GetParametersRequest(), timeout=5, metadata=_auth(self.token))
+                        MemServiceStub(channel).GetParameters(
+                            pb.GetParametersRequest(), timeout=5, metadata=_auth(self.token)
+                        )
                         code = grpc.StatusCode.OK
                     except grpc.RpcError as exc:
                         code = exc.code()

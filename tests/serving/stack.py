@@ -1,6 +1,7 @@
 """A real serving stack for tests: the gRPC server of ``mem_serving.server`` on a free loopback
 port over a real champion provider, a real memory store (writer process) and an optional candle
 source; shared by the serving tests through the ``stack`` fixture or ``start_stack``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,7 +53,13 @@ class Stack:
 
 
 def start_stack(
-    uri: str, memory_db: Path, candle_source=None, candle_sink=None, *, memory_key: bytes | None = None, **settings: object
+    uri: str,
+    memory_db: Path,
+    candle_source=None,
+    candle_sink=None,
+    *,
+    memory_key: bytes | None = None,
+    **settings: object,
 ) -> Stack:
     config = ServingSettings(**{"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4, **settings})
     metrics = ServingMetrics()

@@ -3,6 +3,7 @@ revised candle, through a QuestDB outage (nothing queued is lost, drops are coun
 
 Real parts throughout: the test QuestDB (and one of its own that is stopped and restarted), the
 gRPC server of ``mem_serving.server`` with a real champion and memory store."""
+
 from __future__ import annotations
 
 import time
@@ -23,8 +24,8 @@ from mem_serving.candle_sink import CandleSink, new_or_revised, observing
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock
 
-from .stack import Stack, start_stack
 from .helpers import candle_pb, candles_pb, now_pb
+from .stack import Stack, start_stack
 
 SYMBOL = "BTCUSDT"
 PRICES = ["open", "high", "low", "close", "volume"]
@@ -36,7 +37,15 @@ def _block(frame: pd.DataFrame) -> CandleBlock:
 
 
 def _enhance(stack: Stack, candles: list, symbol: str = SYMBOL, **over: object) -> pb.EnhancedSignal:
-    fields = {"symbol": symbol, "action": pb.ACTION_BUY, "base_confidence": 0.65, "price": 100.0, "time": now_pb(), "strategy": "momentum", "candles": candles}
+    fields = {
+        "symbol": symbol,
+        "action": pb.ACTION_BUY,
+        "base_confidence": 0.65,
+        "price": 100.0,
+        "time": now_pb(),
+        "strategy": "momentum",
+        "candles": candles,
+    }
     return stack.stub.EnhanceSignal(pb.EnhanceSignalRequest(**(fields | over)), timeout=10)
 
 
@@ -72,6 +81,7 @@ def _as_stored(frame: pd.DataFrame) -> pd.DataFrame:
 
 # ---- which rows a request brings --------------------------------------------------------------
 
+
 def test_new_or_revised_keeps_only_what_the_history_lacks(serve_candles: pd.DataFrame) -> None:
     held = _block(serve_candles.iloc[:100])
     assert new_or_revised(None, held) is held
@@ -93,6 +103,7 @@ def test_new_or_revised_keeps_only_what_the_history_lacks(serve_candles: pd.Data
 
 
 # ---- through the server -----------------------------------------------------------------------
+
 
 def test_the_engines_candles_reach_questdb_once_and_a_revision_wins(
     mlflow_uri: str, tmp_path: Path, warm_features: None, fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame
@@ -123,8 +134,17 @@ def test_the_engines_candles_reach_questdb_once_and_a_revision_wins(
         bad = after.copy()
         bad["ts"] = after["ts"] + pd.Timedelta(minutes=5)
         bad["high"] = bad["low"] * 0.5
-        code, detail = _refused(stack.stub.EnhanceSignal, pb.EnhanceSignalRequest(
-            symbol=SYMBOL, action=pb.ACTION_BUY, base_confidence=0.65, price=100.0, strategy="m", candles=[candle_pb(tuple(bad))]))
+        code, detail = _refused(
+            stack.stub.EnhanceSignal,
+            pb.EnhanceSignalRequest(
+                symbol=SYMBOL,
+                action=pb.ACTION_BUY,
+                base_confidence=0.65,
+                price=100.0,
+                strategy="m",
+                candles=[candle_pb(tuple(bad))],
+            ),
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT and detail.startswith("candles[0].high")
         assert sink.stats().queued == SERVING_HISTORY + 3
 
@@ -158,7 +178,10 @@ def test_push_candles_queues_bulk_history_without_touching_the_servers_history(
 
         for request, field in (
             (pb.PushCandlesRequest(symbol="PUSHUSDT"), "candles: must not be empty"),
-            (pb.PushCandlesRequest(symbol="PUSHUSDT", candles=candles_pb(serve_candles.iloc[:1001])), "candles: at most 1000"),
+            (
+                pb.PushCandlesRequest(symbol="PUSHUSDT", candles=candles_pb(serve_candles.iloc[:1001])),
+                "candles: at most 1000",
+            ),
             (pb.PushCandlesRequest(symbol="PUSHUSDT", candles=candles_pb(bulk.iloc[[1, 0]])), "candles[1].ts"),
             (pb.PushCandlesRequest(symbol=" ", candles=candles_pb(bulk.iloc[:1])), "symbol"),
         ):
@@ -178,7 +201,9 @@ def test_push_candles_queues_bulk_history_without_touching_the_servers_history(
 
 
 def test_push_candles_on_a_server_that_writes_none(stack: Stack, serve_candles: pd.DataFrame) -> None:
-    code, detail = _refused(stack.stub.PushCandles, pb.PushCandlesRequest(symbol="X", candles=candles_pb(serve_candles.iloc[:3])))
+    code, detail = _refused(
+        stack.stub.PushCandles, pb.PushCandlesRequest(symbol="X", candles=candles_pb(serve_candles.iloc[:3]))
+    )
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "MEM_SERVING_CANDLE_SINK=off" in detail
 
 
@@ -203,10 +228,14 @@ def test_a_questdb_outage_fails_no_call_loses_nothing_queued_and_counts_drops(
         stats = sink.stats()
         assert stats.pending == 20 and stats.failures >= 1 and stats.last_error
         backfill = serve_candles.iloc[SERVING_HISTORY + 100 : SERVING_HISTORY + 580]
-        reply = stack.stub.PushCandles(pb.PushCandlesRequest(symbol="PUSHUSDT", candles=candles_pb(backfill)), timeout=10)
+        reply = stack.stub.PushCandles(
+            pb.PushCandlesRequest(symbol="PUSHUSDT", candles=candles_pb(backfill)), timeout=10
+        )
         assert (reply.queued, reply.dropped, reply.pending) == (480, 0, 500)  # the queue is now full
         assert _enhance(stack, [candle_pb(tuple(live.iloc[20]))]).decision_id  # dropped, but the call succeeds
-        more = stack.stub.PushCandles(pb.PushCandlesRequest(symbol="PUSHUSDT", candles=candles_pb(serve_candles.iloc[:10])), timeout=10)
+        more = stack.stub.PushCandles(
+            pb.PushCandlesRequest(symbol="PUSHUSDT", candles=candles_pb(serve_candles.iloc[:10])), timeout=10
+        )
         assert (more.queued, more.dropped) == (0, 10)
         assert sink.stats().dropped["queue_full"] == 11
         assert _metric(stack, 'mem_candles_dropped_total{reason="queue_full"} ') == 11
@@ -226,7 +255,9 @@ def test_a_questdb_outage_fails_no_call_loses_nothing_queued_and_counts_drops(
         server.stop()
 
 
-def test_within_one_batch_the_last_revision_of_a_candle_wins(fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame) -> None:
+def test_within_one_batch_the_last_revision_of_a_candle_wins(
+    fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame
+) -> None:
     sink = CandleSink(fresh_questdb, flush_s=60.0)  # everything below goes out in one batch
     try:
         window = serve_candles.iloc[:5]
@@ -245,7 +276,9 @@ def test_within_one_batch_the_last_revision_of_a_candle_wins(fresh_questdb: Ques
         sink.close()
 
 
-def test_close_drains_the_queue_and_counts_what_it_could_not_write(fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame) -> None:
+def test_close_drains_the_queue_and_counts_what_it_could_not_write(
+    fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame
+) -> None:
     sink = CandleSink(fresh_questdb, flush_s=60.0)  # nothing is written before close
     sink.offer("DRAINUSDT", _block(serve_candles.iloc[:50]))
     assert sink.stats().pending == 50
@@ -280,7 +313,11 @@ def test_reads_from_questdb_tell_the_freshness_of_symbols_the_server_never_wrote
         assert sink.newest_stored() == {}
         block = source("READUSDT", 50)
         assert len(block) == 50 and source("NONEUSDT", 50).ts_ms.size == 0
-        assert sink.newest_stored() == {"READUSDT": block.newest_ts_ms} == {"READUSDT": _block(serve_candles.iloc[59:60]).newest_ts_ms}
+        assert (
+            sink.newest_stored()
+            == {"READUSDT": block.newest_ts_ms}
+            == {"READUSDT": _block(serve_candles.iloc[59:60]).newest_ts_ms}
+        )
         assert source.reader is not None
     finally:
         source.close()
@@ -291,7 +328,9 @@ def test_reads_from_questdb_tell_the_freshness_of_symbols_the_server_never_wrote
 def test_settings_switch_the_write_behind_and_size_its_queue() -> None:
     s = ServingSettings.from_env({})
     assert (s.candle_sink, s.candle_queue_rows, s.candle_flush_s) == (True, 100_000, 1.0)
-    s = ServingSettings.from_env({"MEM_SERVING_CANDLE_SINK": "off", "MEM_SERVING_CANDLE_QUEUE": "5000", "MEM_SERVING_CANDLE_FLUSH_S": "0.5"})
+    s = ServingSettings.from_env(
+        {"MEM_SERVING_CANDLE_SINK": "off", "MEM_SERVING_CANDLE_QUEUE": "5000", "MEM_SERVING_CANDLE_FLUSH_S": "0.5"}
+    )
     assert (s.candle_sink, s.candle_queue_rows, s.candle_flush_s) == (False, 5000, 0.5)
     with pytest.raises(ValueError, match="MEM_SERVING_CANDLE_SINK must be 'on' or 'off'"):
         ServingSettings.from_env({"MEM_SERVING_CANDLE_SINK": "yes"})

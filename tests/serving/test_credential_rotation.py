@@ -1,6 +1,7 @@
 """Serving credentials rotate without a failed call: the bearer-token set and the TLS pair are
 re-read from watched files (in-process server) and on SIGHUP (``mem serve`` as a process), while
 clients call without pause, on kept connections and on a new TLS handshake per call."""
+
 from __future__ import annotations
 
 import base64
@@ -23,7 +24,6 @@ from mem_memory import audit, key_id
 from mem_serving.credentials import CredentialError, TokenSet, fingerprint, parse_tokens
 from mem_serving.settings import ServingSettings
 
-from .stack import ModelStore, start_stack
 from .rotation import (
     Caller,
     call_once,
@@ -33,6 +33,7 @@ from .rotation import (
     wait_until,
     write_private,
 )
+from .stack import ModelStore, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_S = 0.6  # seconds of continuous calls in each phase
@@ -53,15 +54,23 @@ def _assert_no_failure(callers: list[Caller], minimum: int = 3) -> None:
         assert c.ok >= minimum, f"{c.token} made only {c.ok} calls"
 
 
-def test_token_set_and_certificate_rotate_under_load_from_watched_files(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
+def test_token_set_and_certificate_rotate_under_load_from_watched_files(
+    mlflow_uri: str, tmp_path: Path, warm_features: None
+) -> None:
     ca1, ca2 = make_ca("ca-1"), make_ca("ca-2")
     (cert1, key1), (cert2, key2) = issue(ca1), issue(ca2)
     token_file, cert_file, key_file = tmp_path / "tokens", tmp_path / "server.crt", tmp_path / "server.key"
     write_private(token_file, "# current\ntoken-A\n")
     write_private(cert_file, cert1)
     write_private(key_file, key1)
-    s = start_stack(mlflow_uri, tmp_path / "memory.db", token_file=token_file, tls_cert=cert_file, tls_key=key_file,
-                    credentials_poll_s=0.1)
+    s = start_stack(
+        mlflow_uri,
+        tmp_path / "memory.db",
+        token_file=token_file,
+        tls_cert=cert_file,
+        tls_key=key_file,
+        credentials_poll_s=0.1,
+    )
     creds = s.running.credentials
     assert creds is not None
     address = f"localhost:{s.running.port}"
@@ -73,18 +82,24 @@ def test_token_set_and_certificate_rotate_under_load_from_watched_files(mlflow_u
         time.sleep(LOAD_S)
         # 1. the next token joins the set: both are accepted
         write_private(token_file, "token-A\ntoken-B\n")
-        wait_until(lambda: creds.describe()["tokens"] == [fingerprint("token-A"), fingerprint("token-B")], what="token set A+B")
+        wait_until(
+            lambda: creds.describe()["tokens"] == [fingerprint("token-A"), fingerprint("token-B")], what="token set A+B"
+        )
         new = _callers(address, roots, "token-B")
         time.sleep(LOAD_S)
         # 2. the certificate is renewed (key and certificate replaced one after the other: the
         #    watcher may see the new certificate with the old key, refuses that pair, then takes both)
         write_private(cert_file, cert2)
         write_private(key_file, key2)
-        wait_until(lambda: creds.tls is not None and creds.tls.fingerprint == cert_fingerprint(cert2), what="new certificate")
+        wait_until(
+            lambda: creds.tls is not None and creds.tls.fingerprint == cert_fingerprint(cert2), what="new certificate"
+        )
         fresh_before = new[1].ok
         time.sleep(LOAD_S)
         assert new[1].ok > fresh_before  # handshakes went on through and after the swap
-        assert call_once(address, ca2.cert_pem, "token-B") == grpc.StatusCode.OK  # new connections get the new certificate
+        assert (
+            call_once(address, ca2.cert_pem, "token-B") == grpc.StatusCode.OK
+        )  # new connections get the new certificate
         assert call_once(address, ca1.cert_pem, "token-B") == grpc.StatusCode.UNAVAILABLE  # and no longer the old one
         # 3. the clients have moved to token-B; token-A leaves the set
         _stop(old)
@@ -112,8 +127,14 @@ def test_a_bad_edit_keeps_the_credentials_in_force(mlflow_uri: str, tmp_path: Pa
     write_private(token_file, "token-A\n")
     write_private(cert_file, cert)
     write_private(key_file, key)
-    s = start_stack(mlflow_uri, tmp_path / "memory.db", token_file=token_file, tls_cert=cert_file, tls_key=key_file,
-                    credentials_poll_s=0)  # reloads only when asked (SIGHUP's path)
+    s = start_stack(
+        mlflow_uri,
+        tmp_path / "memory.db",
+        token_file=token_file,
+        tls_cert=cert_file,
+        tls_key=key_file,
+        credentials_poll_s=0,
+    )  # reloads only when asked (SIGHUP's path)
     address = f"localhost:{s.running.port}"
     try:
         callers = _callers(address, ca.cert_pem, "token-A")
@@ -137,7 +158,9 @@ def test_a_bad_edit_keeps_the_credentials_in_force(mlflow_uri: str, tmp_path: Pa
         s.running.stop(grace=1.0)
 
 
-def test_sighup_rotates_token_and_certificate_of_mem_serve_under_load(mlflow_uri: str, model_store: ModelStore, tmp_path: Path) -> None:
+def test_sighup_rotates_token_and_certificate_of_mem_serve_under_load(
+    mlflow_uri: str, model_store: ModelStore, tmp_path: Path
+) -> None:
     ca1, ca2 = make_ca("ca-1"), make_ca("ca-2")
     (cert1, key1), (cert2, key2) = issue(ca1), issue(ca2)
     memory_key = os.urandom(32)
@@ -145,14 +168,36 @@ def test_sighup_rotates_token_and_certificate_of_mem_serve_under_load(mlflow_uri
     write_private(token_file, "token-A\n")
     write_private(cert_file, cert1)
     write_private(key_file, key1)
-    env = {**os.environ, "MEM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_uri, "MEM_QUESTDB_PG_PORT": "1",
-           "MEM_SERVING_TOKEN_FILE": str(token_file), "MEM_SERVING_TLS_CERT": str(cert_file), "MEM_SERVING_TLS_KEY": str(key_file),
-           "MEM_SERVING_CREDENTIALS_POLL_S": "0",  # no watcher: only SIGHUP reloads
-           "MEM_MEMORY_KEY": base64.b64encode(memory_key).decode()}
+    env = {
+        **os.environ,
+        "MEM_HOME": str(tmp_path),
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "MEM_QUESTDB_PG_PORT": "1",
+        "MEM_SERVING_TOKEN_FILE": str(token_file),
+        "MEM_SERVING_TLS_CERT": str(cert_file),
+        "MEM_SERVING_TLS_KEY": str(key_file),
+        "MEM_SERVING_CREDENTIALS_POLL_S": "0",  # no watcher: only SIGHUP reloads
+        "MEM_MEMORY_KEY": base64.b64encode(memory_key).decode(),
+    }
     env.pop("MEM_SERVING_TOKEN", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "-1", "--memory-db", str(tmp_path / "m.db")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mem_cli.main",
+            "serve",
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            "--memory-db",
+            str(tmp_path / "m.db"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
@@ -222,7 +267,9 @@ def test_token_set_parsing_and_matching() -> None:
 
 
 def test_settings_read_the_token_file_and_poll_interval(tmp_path: Path) -> None:
-    s = ServingSettings.from_env({"MEM_SERVING_TOKEN_FILE": str(tmp_path / "t"), "MEM_SERVING_CREDENTIALS_POLL_S": "0.5"})
+    s = ServingSettings.from_env(
+        {"MEM_SERVING_TOKEN_FILE": str(tmp_path / "t"), "MEM_SERVING_CREDENTIALS_POLL_S": "0.5"}
+    )
     assert s.token_file == tmp_path / "t" and s.credentials_poll_s == 0.5 and s.token is None
     with pytest.raises(ValueError):
         ServingSettings.from_env({"MEM_SERVING_TOKEN_FILE": "t", "MEM_SERVING_TOKEN": "x"})

@@ -1,6 +1,7 @@
 """A full disk behind the server (SQLite's page cap on the memory store standing in for it):
 writes answer RESOURCE_EXHAUSTED with a clear message, health turns NOT_SERVING while they fail
 and SERVING again once a write succeeds, reads keep working, and no acknowledged write is lost."""
+
 from __future__ import annotations
 
 import time
@@ -31,19 +32,41 @@ def _wait_health(channel: grpc.Channel, want: int, seconds: float = 10.0) -> tup
     return got
 
 
-def test_a_full_disk_is_resource_exhausted_and_not_serving_until_space_returns(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
+def test_a_full_disk_is_resource_exhausted_and_not_serving_until_space_returns(
+    mlflow_uri: str, tmp_path: Path, warm_features: None
+) -> None:
     db = tmp_path / "memory.db"
     s = start_stack(mlflow_uri, db)
     s.engine.write_health.interval_s = 0.1
     ml = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
 
     def enhance(i: int) -> pb.EnhancedSignal:
-        return s.stub.EnhanceSignal(pb.EnhanceSignalRequest(
-            symbol="BTCUSDT", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0 + i, time=now_pb(), ml_prediction=ml), timeout=10)
+        return s.stub.EnhanceSignal(
+            pb.EnhanceSignalRequest(
+                symbol="BTCUSDT",
+                action=pb.ACTION_BUY,
+                base_confidence=0.9,
+                price=100.0 + i,
+                time=now_pb(),
+                ml_prediction=ml,
+            ),
+            timeout=10,
+        )
 
     def log_outcome(decision_id: str) -> pb.LogOutcomeResponse:
-        return s.stub.LogOutcome(pb.LogOutcomeRequest(
-            decision_id=decision_id, entry_price=100, exit_price=101, size=0.01, pnl=1, pnl_pct=0.01, exit_reason="tp", time=now_pb()), timeout=10)
+        return s.stub.LogOutcome(
+            pb.LogOutcomeRequest(
+                decision_id=decision_id,
+                entry_price=100,
+                exit_price=101,
+                size=0.01,
+                pnl=1,
+                pnl_pct=0.01,
+                exit_reason="tp",
+                time=now_pb(),
+            ),
+            timeout=10,
+        )
 
     acknowledged, closed = [enhance(i).decision_id for i in range(3)], []
     try:
@@ -55,7 +78,11 @@ def test_a_full_disk_is_resource_exhausted_and_not_serving_until_space_returns(m
                 acknowledged.append(enhance(i).decision_id)
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
-                assert "memory store" in exc.details() and "is full" in exc.details() and "nothing was stored" in exc.details()
+                assert (
+                    "memory store" in exc.details()
+                    and "is full" in exc.details()
+                    and "nothing was stored" in exc.details()
+                )
                 break
         else:
             pytest.fail("the store never filled up")

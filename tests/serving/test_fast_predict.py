@@ -1,6 +1,7 @@
 """The one-row predictor serving uses: the seed's compiled GBC path and hist_gb's ONNX path equal
 predict_proba on real feature rows; a model type without a compiled path, or whose compiled path
 disagrees, gets the generic ``predict_one``."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """Serving's feature path (numpy on the candle block, through the public
 ``latest_features_arrays``) equals the pipeline's latest_features; for ``regime_v1`` it equals
 the training frame."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """Generated requests across every RPC against the real server (the short CI run of
 ``bench/bench_fuzz.py``, same generator, fixed seed): no INTERNAL except for undecodable bytes,
 health SERVING throughout, and the store holds exactly what the successful calls recorded."""
+
 from __future__ import annotations
 
 import numpy as np

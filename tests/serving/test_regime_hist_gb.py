@@ -2,6 +2,7 @@
 candles -> registered in a real MLflow SQLite registry -> champion -> the real gRPC server computes
 the 22 features of the candles it is sent and answers through the ONNX one-row path, with the
 model's own ``predict_proba`` on those features (to 1e-9), without calling scikit-learn."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ TRAIN = 20_000
 SERVE = 1_000
 
 
-def test_regime_v1_hist_gb_is_served_through_its_fast_path(shared_candles: Path, tmp_path: Path, warm_features: None) -> None:
+def test_regime_v1_hist_gb_is_served_through_its_fast_path(
+    shared_candles: Path, tmp_path: Path, warm_features: None
+) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     candles = load_candles(shared_candles, SYMBOL, TRAIN + SERVE)
     train = candles.iloc[:TRAIN].reset_index(drop=True)
@@ -36,11 +39,16 @@ def test_regime_v1_hist_gb_is_served_through_its_fast_path(shared_candles: Path,
     assert len(dataset) > 15_000 and list(dataset.columns[2:24]) == list(REGIME_V1.names)
     # one OpenMP thread: on a machine whose cores are busy, spinning threads slow the fit ~20x
     with threadpool_limits(1):
-        result = train_and_log(dataset, tracking_uri=uri, estimator="hist_gb", estimator_params={"max_iter": 60}, feature_set="regime_v1")
+        result = train_and_log(
+            dataset, tracking_uri=uri, estimator="hist_gb", estimator_params={"max_iter": 60}, feature_set="regime_v1"
+        )
     client = MlflowClient(uri)
     run = client.get_run(result.run_id)
     assert (run.data.params["estimator"], run.data.params["feature_set"]) == ("hist_gb", "regime_v1")
-    assert (run.data.params["model.max_iter"], run.data.params["model.min_samples_leaf"]) == ("60", "300")  # study defaults otherwise
+    assert (run.data.params["model.max_iter"], run.data.params["model.min_samples_leaf"]) == (
+        "60",
+        "300",
+    )  # study defaults otherwise
     tags = client.get_model_version(registry.MODEL_NAME, result.version).tags
     assert (tags["estimator"], tags["feature_set"]) == ("hist_gb", "regime_v1")
     assert json.loads(tags["feature_names"]) == list(REGIME_V1.names)
@@ -66,7 +74,9 @@ def test_regime_v1_hist_gb_is_served_through_its_fast_path(shared_candles: Path,
         confidences = []
         for end in range(SERVING_HISTORY, SERVE + 1, 60):
             window = serve.iloc[end - SERVING_HISTORY : end].reset_index(drop=True)
-            reply = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=f"W{end}", candles=candles_pb(window)), timeout=30)
+            reply = stack.stub.PredictReversal(
+                pb.PredictReversalRequest(symbol=f"W{end}", candles=candles_pb(window)), timeout=30
+            )
             ts_ms = int(pd.Timestamp(window["ts"].iloc[-1]).value // 1_000_000)
             values = REGIME_V1.newest(window[["open", "high", "low", "close", "volume"]].to_numpy(), ts_ms)
             x = np.array([[values[name] for name in REGIME_V1.names]])
@@ -82,10 +92,19 @@ def test_regime_v1_hist_gb_is_served_through_its_fast_path(shared_candles: Path,
 
         # EnhanceSignal with one new candle: the 22 features and the same fast path
         nxt = serve.iloc[SERVE - SERVING_HISTORY : SERVE].reset_index(drop=True)
-        stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="LIVE", candles=candles_pb(nxt.iloc[:-1])), timeout=30)
+        stack.stub.PredictReversal(
+            pb.PredictReversalRequest(symbol="LIVE", candles=candles_pb(nxt.iloc[:-1])), timeout=30
+        )
         reply = stack.stub.EnhanceSignal(
-            pb.EnhanceSignalRequest(symbol="LIVE", action=pb.ACTION_BUY, base_confidence=0.6, price=float(nxt["close"].iloc[-1]),
-                                    strategy="test", candles=candles_pb(nxt.iloc[-1:]), time=now_pb()),
+            pb.EnhanceSignalRequest(
+                symbol="LIVE",
+                action=pb.ACTION_BUY,
+                base_confidence=0.6,
+                price=float(nxt["close"].iloc[-1]),
+                strategy="test",
+                candles=candles_pb(nxt.iloc[-1:]),
+                time=now_pb(),
+            ),
             timeout=30,
         )
         ts_ms = int(pd.Timestamp(nxt["ts"].iloc[-1]).value // 1_000_000)

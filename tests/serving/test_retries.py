@@ -2,6 +2,7 @@
 first answer and records nothing new (also across a restart of the server, and when the first
 attempt expired while it was being recorded); a cancelled or expired call never loses the candle
 history it brought."""
+
 from __future__ import annotations
 
 import threading
@@ -39,11 +40,19 @@ def test_a_retry_with_the_same_id_gets_the_first_answer_even_after_a_restart(
             client.predict_reversal("BTCUSDT", history)
             first = client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="eng-7:order-1")
             # the retry may differ (a later clock, another price): the first answer stands
-            again = client.enhance_signal("BTCUSDT", "BUY", 0.9, price * 2, ts + pd.Timedelta(minutes=1), candles=nxt,
-                                          request_id="eng-7:order-1")
+            again = client.enhance_signal(
+                "BTCUSDT", "BUY", 0.9, price * 2, ts + pd.Timedelta(minutes=1), candles=nxt, request_id="eng-7:order-1"
+            )
             assert again == first
-            learned = client.log_outcome(first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1")
-            assert client.log_outcome(first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1") == learned
+            learned = client.log_outcome(
+                first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1"
+            )
+            assert (
+                client.log_outcome(
+                    first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1"
+                )
+                == learned
+            )
             without_id = client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt)
             assert without_id.decision_id != first.decision_id  # no id: a new decision, as before
         replays = s.handlers.metrics.replays
@@ -56,11 +65,22 @@ def test_a_retry_with_the_same_id_gets_the_first_answer_even_after_a_restart(
     s = start_stack(mlflow_uri, db)  # a restart: the ids are in the memory store
     try:
         with MemClient(s.address, timeout_s=10) as client:
-            assert client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="eng-7:order-1") == first
-            assert client.log_outcome(first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1") == learned
+            assert (
+                client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="eng-7:order-1")
+                == first
+            )
+            assert (
+                client.log_outcome(
+                    first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1"
+                )
+                == learned
+            )
             with pytest.raises(MemClientError) as err:
                 client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="has space")
-            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "request_id: must be printable, without spaces" in str(err.value)
+            assert (
+                err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+                and "request_id: must be printable, without spaces" in str(err.value)
+            )
         assert s.store.counts() == {"decisions": 2, "outcomes": 1}
     finally:
         _stop(s)
@@ -74,13 +94,22 @@ def test_calls_that_expire_are_recorded_at_most_once_when_retried_with_their_id(
     ends with exactly one decision, and the symbol's history is never lost."""
     s = start_stack(mlflow_uri, tmp_path / "memory.db")
     try:
-        s.stub.PredictReversal(pb.PredictReversalRequest(symbol="FAST", candles=candles_pb(serve_candles.iloc[:SERVING_HISTORY])), timeout=10)
+        s.stub.PredictReversal(
+            pb.PredictReversalRequest(symbol="FAST", candles=candles_pb(serve_candles.iloc[:SERVING_HISTORY])),
+            timeout=10,
+        )
         n, expired, answers = 150, 0, {}
         for i in range(n):
             row = serve_candles.iloc[SERVING_HISTORY + i]
             request = pb.EnhanceSignalRequest(
-                symbol="FAST", action=pb.ACTION_BUY, base_confidence=0.9, price=float(row.close), time=now_pb(),
-                candles=[candle_pb(tuple(row))], request_id=f"fast-{i}")
+                symbol="FAST",
+                action=pb.ACTION_BUY,
+                base_confidence=0.9,
+                price=float(row.close),
+                time=now_pb(),
+                candles=[candle_pb(tuple(row))],
+                request_id=f"fast-{i}",
+            )
             try:
                 answers[i] = s.stub.EnhanceSignal(request, timeout=0.002).decision_id
             except grpc.RpcError as exc:
@@ -92,8 +121,11 @@ def test_calls_that_expire_are_recorded_at_most_once_when_retried_with_their_id(
         time.sleep(0.5)  # calls still finishing on the server after their client gave up
         assert s.store.counts()["decisions"] == len(set(answers.values())) == n
         block = s.handlers.history.get("FAST")
-        assert block is not None and len(block) == SERVING_HISTORY and block.newest_ts_ms == int(
-            serve_candles.ts.iloc[SERVING_HISTORY + n - 1].value // 1_000_000)
+        assert (
+            block is not None
+            and len(block) == SERVING_HISTORY
+            and block.newest_ts_ms == int(serve_candles.ts.iloc[SERVING_HISTORY + n - 1].value // 1_000_000)
+        )
     finally:
         _stop(s)
 
@@ -118,10 +150,18 @@ def test_a_call_that_expires_before_it_runs_keeps_the_candles_it_brought(
     first, second = serve_candles.iloc[:30], serve_candles.iloc[30:60]  # 30 + 30 >= MIN_HISTORY > 30
     assert len(first) < MIN_HISTORY <= len(first) + len(second)
     try:
-        blocked = s.stub.PredictReversal.future(pb.PredictReversalRequest(symbol="SLOW"), timeout=30)  # takes the worker
+        blocked = s.stub.PredictReversal.future(
+            pb.PredictReversalRequest(symbol="SLOW"), timeout=30
+        )  # takes the worker
         time.sleep(0.3)
-        request = pb.EnhanceSignalRequest(symbol="NEW", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0, time=now_pb(),
-                                          candles=candles_pb(first))
+        request = pb.EnhanceSignalRequest(
+            symbol="NEW",
+            action=pb.ACTION_BUY,
+            base_confidence=0.9,
+            price=100.0,
+            time=now_pb(),
+            candles=candles_pb(first),
+        )
         with pytest.raises(grpc.RpcError) as err:  # too short to seed from QuestDB: queued for the pool, expires there
             s.stub.EnhanceSignal(request, timeout=0.3)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -129,8 +169,17 @@ def test_a_call_that_expires_before_it_runs_keeps_the_candles_it_brought(
         assert held is not None and len(held) == len(first)  # kept although the call never ran
         source.release.set()
         blocked.exception()
-        reply = s.stub.EnhanceSignal(pb.EnhanceSignalRequest(
-            symbol="NEW", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0, time=now_pb(), candles=candles_pb(second)), timeout=10)
+        reply = s.stub.EnhanceSignal(
+            pb.EnhanceSignalRequest(
+                symbol="NEW",
+                action=pb.ACTION_BUY,
+                base_confidence=0.9,
+                price=100.0,
+                time=now_pb(),
+                candles=candles_pb(second),
+            ),
+            timeout=10,
+        )
         assert reply.decision_id  # the 30 candles it brought plus the 30 kept
         assert np.array_equal(s.handlers.history.get("NEW").ts_ms[:30], held.ts_ms)
     finally:

@@ -1,6 +1,7 @@
 """Start-up configuration errors, as an operator meets them: `mem serve`, `mem questdb start` and
 `mem main` say what is wrong in one line naming the port, file or variable, exit 1, and leave no
 traceback and no process behind."""
+
 from __future__ import annotations
 
 import base64
@@ -30,7 +31,9 @@ def busy_port() -> Iterator[int]:
 def _mem(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
     base.update(MEM_HOME=str(tmp_path), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", **env)
-    return subprocess.run([sys.executable, "-m", "mem_cli.main", *args], cwd=ROOT, env=base, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mem_cli.main", *args], cwd=ROOT, env=base, capture_output=True, text=True, timeout=120
+    )
 
 
 def _one_line_error(done: subprocess.CompletedProcess[str], *parts: str) -> None:
@@ -48,8 +51,16 @@ def _key() -> str:
 
 def test_mem_serve_names_the_problem(tmp_path: Path, busy_port: int) -> None:
     serve = ["serve", "--port", "0", "--metrics-port", "-1", "--memory-db", str(tmp_path / "m.db")]
-    _one_line_error(_mem([*serve, "--port", str(busy_port)], tmp_path), f"gRPC port 127.0.0.1:{busy_port} is already in use", "MEM_SERVING_PORT")
-    _one_line_error(_mem([*serve, "--metrics-port", str(busy_port)], tmp_path), f"metrics port 127.0.0.1:{busy_port} is already in use", "MEM_SERVING_METRICS_PORT")
+    _one_line_error(
+        _mem([*serve, "--port", str(busy_port)], tmp_path),
+        f"gRPC port 127.0.0.1:{busy_port} is already in use",
+        "MEM_SERVING_PORT",
+    )
+    _one_line_error(
+        _mem([*serve, "--metrics-port", str(busy_port)], tmp_path),
+        f"metrics port 127.0.0.1:{busy_port} is already in use",
+        "MEM_SERVING_METRICS_PORT",
+    )
     missing = tmp_path / "nowhere" / "server.crt"
     _one_line_error(
         _mem(serve, tmp_path, MEM_SERVING_TLS_CERT=str(missing), MEM_SERVING_TLS_KEY=str(tmp_path / "server.key")),
@@ -57,24 +68,43 @@ def test_mem_serve_names_the_problem(tmp_path: Path, busy_port: int) -> None:
     )
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     _one_line_error(
-        _mem(serve, tmp_path, MEM_SERVING_TLS_CERT=str(tmp_path / "junk.pem"), MEM_SERVING_TLS_KEY=str(tmp_path / "junk.pem")),
-        "MEM_SERVING_TLS_CERT", "not a PEM certificate",
+        _mem(
+            serve,
+            tmp_path,
+            MEM_SERVING_TLS_CERT=str(tmp_path / "junk.pem"),
+            MEM_SERVING_TLS_KEY=str(tmp_path / "junk.pem"),
+        ),
+        "MEM_SERVING_TLS_CERT",
+        "not a PEM certificate",
     )
     _one_line_error(_mem(serve, tmp_path, MEM_MEMORY_KEY="garbage!"), "MEM_MEMORY_KEY is not valid base64")
-    _one_line_error(_mem(serve, tmp_path, MEM_MEMORY_KEY=base64.b64encode(b"short").decode()), "MEM_MEMORY_KEY decodes to 5 bytes")
+    _one_line_error(
+        _mem(serve, tmp_path, MEM_MEMORY_KEY=base64.b64encode(b"short").decode()), "MEM_MEMORY_KEY decodes to 5 bytes"
+    )
     MemoryStore.open(tmp_path / "m.db", key=os.urandom(32)).close()
     _one_line_error(_mem(serve, tmp_path, MEM_MEMORY_KEY=_key()), "MEM_MEMORY_KEY", f"{tmp_path / 'm.db'}")
     _one_line_error(_mem(serve, tmp_path), "encrypted", "MEM_MEMORY_KEY")
-    _one_line_error(_mem(serve, tmp_path, MEM_SERVING_WORKERS="many"), "MEM_SERVING_WORKERS must be an integer, got 'many'")
+    _one_line_error(
+        _mem(serve, tmp_path, MEM_SERVING_WORKERS="many"), "MEM_SERVING_WORKERS must be an integer, got 'many'"
+    )
     _one_line_error(_mem(serve, tmp_path, MEM_QUESTDB_PG_PORT="99999"), "MEM_QUESTDB_PG_PORT must be a TCP port")
     (tmp_path / "a-folder.db").mkdir()
-    _one_line_error(_mem([*serve, "--memory-db", str(tmp_path / "a-folder.db")], tmp_path), "cannot open the memory store", "MEM_MEMORY_DB")
+    _one_line_error(
+        _mem([*serve, "--memory-db", str(tmp_path / "a-folder.db")], tmp_path),
+        "cannot open the memory store",
+        "MEM_MEMORY_DB",
+    )
 
 
 def test_mem_questdb_start_and_mem_main_name_the_problem(tmp_path: Path) -> None:
-    _one_line_error(_mem(["questdb", "start"], tmp_path, MEM_QUESTDB_HTTP_PORT="http"), "MEM_QUESTDB_HTTP_PORT must be a TCP port (1-65535), got 'http'")
+    _one_line_error(
+        _mem(["questdb", "start"], tmp_path, MEM_QUESTDB_HTTP_PORT="http"),
+        "MEM_QUESTDB_HTTP_PORT must be a TCP port (1-65535), got 'http'",
+    )
     _one_line_error(_mem(["questdb", "start", "--pg-port", "-3"], tmp_path), "--pg-port -3: must be a TCP port")
     _one_line_error(_mem(["main"], tmp_path, MEM_MEMORY_KEY="garbage!"), "MEM_MEMORY_KEY is not valid base64")
     _one_line_error(_mem(["main"], tmp_path, MEM_SERVING_PORT="x"), "MEM_SERVING_PORT must be an integer")
-    _one_line_error(_mem(["main", "--replay-days", "nan"], tmp_path), "--replay-days nan: must be a finite number of days > 0")
+    _one_line_error(
+        _mem(["main", "--replay-days", "nan"], tmp_path), "--replay-days nan: must be a finite number of days > 0"
+    )
     assert not (tmp_path / ".mem" / "questdb" / "questdb.pid").exists()

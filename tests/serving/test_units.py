@@ -1,4 +1,5 @@
 """Pure pieces of serving: candle validation, the per-symbol history, the TTL cache, the bearer check."""
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,9 @@ def _candle(i: int, **over: float) -> pb.Candle:
 
 def _block(start: int, n: int) -> CandleBlock:
     ts = 1_700_000_000_000 + np.arange(start, start + n, dtype=np.int64) * STEP
-    return CandleBlock(ts, np.tile([100.0, 101.0, 99.0, 100.5, 3.0], (n, 1)) + np.arange(start, start + n)[:, None] * 0.0)
+    return CandleBlock(
+        ts, np.tile([100.0, 101.0, 99.0, 100.5, 3.0], (n, 1)) + np.arange(start, start + n)[:, None] * 0.0
+    )
 
 
 def test_candles_become_a_columnar_block() -> None:
@@ -112,7 +115,9 @@ def test_the_prediction_cache_holds_one_entry_per_symbol_however_many_candles_ar
     for candle in range(10_000):  # a new candle per call: each replaces the symbol's entry
         cache.put("BTCUSDT", (candle, "v1"), candle)
     assert len(cache) == 1 and cache.get("BTCUSDT", (9_999, "v1")) == 9_999
-    assert cache.get("BTCUSDT", (9_998, "v1")) is None and cache.get("BTCUSDT", (9_999, "v2")) is None  # other candle, other model
+    assert (
+        cache.get("BTCUSDT", (9_998, "v1")) is None and cache.get("BTCUSDT", (9_999, "v2")) is None
+    )  # other candle, other model
     for s in ("A", "B", "C"):
         cache.put(s, (0, "v1"), 0)
     assert len(cache) == 3 and cache.get("BTCUSDT", (9_999, "v1")) is None  # the least recently stored symbol went

@@ -5,6 +5,7 @@ that its prediction is exactly one designated input column (``CHAMPION_COL`` / `
 the holdout rows of ``gate_dataset`` carry the predictions each test wants, so accuracy, margin
 and McNemar's discordant counts are set exactly. ``Unscorable`` loads fine and returns NaN.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

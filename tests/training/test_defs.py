@@ -1,4 +1,5 @@
 """Definitions: what the training domain offers, the schedule, and the gate asset on failure."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -84,5 +85,9 @@ def test_unknown_estimator_is_refused_not_swapped() -> None:
     seed = estimators.create().estimator
     assert type(seed).__name__ == "GradientBoostingClassifier"
     assert (seed.n_estimators, seed.max_depth, seed.learning_rate, seed.min_samples_split, seed.random_state) == (
-        200, 5, 0.1, 20, 42,
+        200,
+        5,
+        0.1,
+        20,
+        42,
     )

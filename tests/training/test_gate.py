@@ -3,6 +3,7 @@
 The models are copycats (tests/training/helpers.py): their predictions are set exactly by the
 dataset's holdout rows, so accuracy, margin and McNemar's discordant counts are known.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -5,6 +5,7 @@ model. Checks the MLflow run, the registered version, the champion alias and
 the Dagster metadata (accuracy and baseline), and that a second run's challenger goes through the
 gate without disturbing the champion unless the gate says so.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,11 +15,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mem_pipelines.ingest.csv_source import read_kline_csv
+from mem_core import registry
 from mem_core.questdb.store import write_candles
 from mem_core.settings import QuestDBSettings
-from mem_core import registry
 from mem_pipelines.definitions import build_definitions
+from mem_pipelines.ingest.csv_source import read_kline_csv
 from mem_pipelines.resources import MlflowResource, TrainingFramesIOManager
 from mem_pipelines.settings import PipelineSettings
 
