@@ -244,8 +244,6 @@ class Handlers:
         except Unavailable:
             # no champion yet (a new deployment): the candles are still kept, for QuestDB and the
             # first training, and for when a champion arrives
-            if query.candles is not None:
-                self._accept(query.symbol, query.candles)
             self.keep_candles(query.symbol, query.candles)
             raise
         block = self._candles(query.symbol, query.candles, budget, may_read, model.feature_set.min_history)
@@ -302,6 +300,7 @@ class Handlers:
         """Merge a request's candles into the symbol's history now, before anything can cancel
         the call: an expired or cancelled call never loses the candles it brought."""
         if candles is not None:
+            self._accept(symbol, candles)  # QuestDB gets what is new before the history holds it
             self.history.merge(symbol, candles)
 
     async def enhance_async(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:

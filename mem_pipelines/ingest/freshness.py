@@ -11,7 +11,7 @@ symbol), so they run on their own: ``candles_freshness_job`` every 10 minutes
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -19,10 +19,8 @@ import pandas as pd
 from mem_core.questdb.store import newest_candle_times
 from mem_pipelines.resources import QuestDBResource
 
-if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import (
-        UnresolvedAssetJobDefinition,
-    )
+#: What ``dg.define_asset_job`` returns (its class is not part of Dagster's public API).
+AssetJob = Any
 
 CANDLES = dg.AssetKey("candles")
 FRESHNESS_JOB = "candles_freshness_job"
@@ -103,7 +101,7 @@ def build_freshness_checks(symbols: Sequence[str], max_lag_minutes: float) -> dg
     return candles_freshness
 
 
-def build_freshness_job(checks: dg.AssetChecksDefinition) -> "UnresolvedAssetJobDefinition":
+def build_freshness_job(checks: dg.AssetChecksDefinition) -> AssetJob:
     return dg.define_asset_job(
         FRESHNESS_JOB,
         selection=dg.AssetSelection.checks(checks),
@@ -111,7 +109,7 @@ def build_freshness_job(checks: dg.AssetChecksDefinition) -> "UnresolvedAssetJob
     )
 
 
-def build_freshness_schedule(job: "UnresolvedAssetJobDefinition") -> dg.ScheduleDefinition:
+def build_freshness_schedule(job: AssetJob) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name="candles_freshness",
         job=job,

@@ -15,7 +15,7 @@ the run from the UI, or touch the files to have them picked up again.
 import hashlib
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import dagster as dg
 
@@ -28,17 +28,15 @@ from mem_pipelines.ingest.landing import (
 )
 from mem_pipelines.ingest.landing_assets import ASSET, LandingResource
 
-if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import (
-        UnresolvedAssetJobDefinition,
-    )
+#: What ``dg.define_asset_job`` returns (its class is not part of Dagster's public API).
+AssetJob = Any
 
 LANDING_JOB = "landing_job"
 
 
 def build_landing_job(
     kline_files: dg.AssetsDefinition, candles: dg.AssetsDefinition, partitions_def: dg.PartitionsDefinition
-) -> "UnresolvedAssetJobDefinition":
+) -> AssetJob:
     return dg.define_asset_job(
         LANDING_JOB,
         selection=dg.AssetSelection.assets(kline_files, candles),
@@ -47,7 +45,7 @@ def build_landing_job(
     )
 
 
-def build_landing_sensor(job: "UnresolvedAssetJobDefinition", symbols: Sequence[str]) -> dg.SensorDefinition:
+def build_landing_sensor(job: AssetJob, symbols: Sequence[str]) -> dg.SensorDefinition:
     @dg.sensor(
         name="landing_sensor",
         job=job,
