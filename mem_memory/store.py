@@ -12,7 +12,8 @@ Layout (docs/memory.md):
   decision, its symbol's recent decisions, and the closed trades; ``outcome_event_id`` set once
   makes "one outcome per decision" atomic across processes.
 - ``heads(kind, subject, event_id)`` — the latest event per strategy name.
-- ``meta`` — format version, whether the store is encrypted, and the key-check record.
+- ``meta`` — format version, whether the store is encrypted, the key-check record, and the
+  store's id (a random UUID created once: which store a server writes, ``store_id``).
 
 Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
 to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
@@ -28,6 +29,7 @@ import os
 import sqlite3
 import stat
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,6 +145,7 @@ class MemoryStore:
         self._codec = codec
         self._lock = threading.RLock()
         self._span: list[int] | None = None  # event ids written by the open group transaction
+        self._store_id = ""
 
     # ------------------------------------------------------------------ open / close
     @classmethod
@@ -208,6 +211,10 @@ class MemoryStore:
                 raise UnencryptedStoreKeyError(
                     f"the memory store {self.path} was created without encryption; unset MEM_MEMORY_KEY or use a new store"
                 )
+            if "store_id" not in meta:  # stores made before ids existed get theirs on first open
+                meta["store_id"] = str(uuid.uuid4())
+                conn.execute("INSERT INTO meta VALUES ('store_id', ?)", (meta["store_id"],))
+            self._store_id = str(meta["store_id"])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -232,6 +239,12 @@ class MemoryStore:
 
     def __reduce__(self) -> Any:
         raise TypeError("MemoryStore holds a connection and key material; open it again in the other process")
+
+    @property
+    def store_id(self) -> str:
+        """The store's identity: created once with the store, the same from every process and
+        after every reopen (a copy of the file keeps it too). Empty for a prepared writer."""
+        return self._store_id
 
     @property
     def encrypted(self) -> bool:

@@ -17,6 +17,7 @@ from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters,
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.errors import InvalidArgument
 from mem_serving.handlers import Enhanced
+from mem_serving.model_info import ServedModelInfo
 from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, Prediction, PredictQuery
 
 MAX_SYMBOL_LEN = 64
@@ -340,3 +341,28 @@ def strategy_pb(spec: StrategySpec) -> pb.StrategySpec:
         deprecated=bool(spec.deprecated),
         deprecated_reason=str(spec.deprecated_reason or ""),
     )
+
+
+def model_info_pb(info: ServedModelInfo) -> pb.ModelInfo:
+    reply = pb.ModelInfo(
+        ml_usable=info.ml_usable,
+        reason=info.reason,
+        champion_version=info.champion_version,
+        run_id=info.run_id,
+        estimator=info.estimator,
+        feature_set=info.feature_set,
+        feature_names=list(info.feature_names),
+        holdout_skill=_as_float_map(info.holdout_skill),
+        walk_forward_skill=_as_float_map(info.walk_forward_skill),
+        memory_store=pb.MemoryStoreIdentity(store_id=info.store_id, location=info.store_location),
+        registry=info.registry,
+    )
+    w = info.training_window
+    if w is not None:
+        reply.training_window.CopyFrom(
+            pb.TrainingWindow(
+                first_candle=ts_pb(w.first_candle), last_candle=ts_pb(w.last_candle), label_horizon=w.label_horizon,
+                last_label_candle=ts_pb(w.last_label_candle),
+            )
+        )
+    return reply

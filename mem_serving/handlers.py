@@ -29,6 +29,7 @@ from mem_serving.caches import TTLCache
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 from mem_serving.metrics import ServingMetrics
+from mem_serving.model_info import ModelInfoSource, ServedModelInfo
 from mem_serving.model_provider import ModelProvider
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock, EnhanceQuery, Prediction, PredictQuery
@@ -142,6 +143,7 @@ class Handlers:
         self.history = CandleHistory(feats.SERVING_HISTORY)
         self.predictions: TTLCache[Prediction] = TTLCache(settings.prediction_ttl_s)
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
+        self.model_info_source = ModelInfoSource(models, getattr(engine, "store", None))
 
     # ---- candles and features ----------------------------------------------------------
 
@@ -333,6 +335,10 @@ class Handlers:
         return self.memory_cache.get_or_compute(
             ("strategies", bool(include_deprecated)), lambda: list(self.engine.strategies(include_deprecated=include_deprecated))
         )
+
+    def model_info(self) -> ServedModelInfo:
+        """The served champion (training window, skill) and the memory store this server writes."""
+        return self.model_info_source.current()
 
     def memory_stats(self) -> MemoryStats:
         """Counts and the 24 h win rate from the store (for the metrics; cached like memory queries)."""

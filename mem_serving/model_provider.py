@@ -45,6 +45,11 @@ class ServingModel:
     compiled: bool
     loaded: Any = None
 
+    @property
+    def run_id(self) -> str:
+        """The MLflow run that trained this version ("" when the loader does not say)."""
+        return str(getattr(self.loaded, "run_id", None) or "")
+
     @classmethod
     def prepare(cls, loaded: Model) -> "ServingModel":
         names = tuple(loaded.feature_names)

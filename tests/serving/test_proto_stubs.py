@@ -27,6 +27,6 @@ def test_proto_is_versioned_and_names_the_csharp_namespace() -> None:
     assert pb.DESCRIPTOR.package == "mem.v1"
     assert pb.DESCRIPTOR.GetOptions().csharp_namespace == "Mem.V1"
     methods = [m.name for m in pb.DESCRIPTOR.services_by_name["MemService"].methods]
-    assert methods == ["PredictReversal", "EnhanceSignal", "LogOutcome", "GetParameters", "ListStrategies"]
+    assert methods == ["PredictReversal", "EnhanceSignal", "LogOutcome", "GetParameters", "ListStrategies", "GetModelInfo"]
     for enum in (pb.Action, pb.Direction):
         assert enum.Name(0).endswith("_UNSPECIFIED")

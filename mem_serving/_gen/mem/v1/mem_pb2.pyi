@@ -285,3 +285,69 @@ class ListStrategiesResponse(_message.Message):
     STRATEGIES_FIELD_NUMBER: _ClassVar[int]
     strategies: _containers.RepeatedCompositeFieldContainer[StrategySpec]
     def __init__(self, strategies: _Optional[_Iterable[_Union[StrategySpec, _Mapping]]] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrainingWindow(_message.Message):
+    __slots__ = ("first_candle", "last_candle", "label_horizon", "last_label_candle")
+    FIRST_CANDLE_FIELD_NUMBER: _ClassVar[int]
+    LAST_CANDLE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_HORIZON_FIELD_NUMBER: _ClassVar[int]
+    LAST_LABEL_CANDLE_FIELD_NUMBER: _ClassVar[int]
+    first_candle: _timestamp_pb2.Timestamp
+    last_candle: _timestamp_pb2.Timestamp
+    label_horizon: int
+    last_label_candle: _timestamp_pb2.Timestamp
+    def __init__(self, first_candle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_candle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., label_horizon: _Optional[int] = ..., last_label_candle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MemoryStoreIdentity(_message.Message):
+    __slots__ = ("store_id", "location")
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    store_id: str
+    location: str
+    def __init__(self, store_id: _Optional[str] = ..., location: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("ml_usable", "reason", "champion_version", "run_id", "estimator", "feature_set", "feature_names", "training_window", "holdout_skill", "walk_forward_skill", "memory_store", "registry")
+    class HoldoutSkillEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class WalkForwardSkillEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ML_USABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SET_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_SKILL_FIELD_NUMBER: _ClassVar[int]
+    WALK_FORWARD_SKILL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_STORE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    ml_usable: bool
+    reason: str
+    champion_version: str
+    run_id: str
+    estimator: str
+    feature_set: str
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    training_window: TrainingWindow
+    holdout_skill: _containers.ScalarMap[str, float]
+    walk_forward_skill: _containers.ScalarMap[str, float]
+    memory_store: MemoryStoreIdentity
+    registry: str
+    def __init__(self, ml_usable: _Optional[bool] = ..., reason: _Optional[str] = ..., champion_version: _Optional[str] = ..., run_id: _Optional[str] = ..., estimator: _Optional[str] = ..., feature_set: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., training_window: _Optional[_Union[TrainingWindow, _Mapping]] = ..., holdout_skill: _Optional[_Mapping[str, float]] = ..., walk_forward_skill: _Optional[_Mapping[str, float]] = ..., memory_store: _Optional[_Union[MemoryStoreIdentity, _Mapping]] = ..., registry: _Optional[str] = ...) -> None: ...
