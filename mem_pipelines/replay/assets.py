@@ -11,7 +11,6 @@ from mem_pipelines.learning.render import rows_markdown
 from mem_pipelines.learning.resources import MemoryStoreResource
 from mem_pipelines.replay.runner import ReplayConfig, run_replay
 from mem_pipelines.resources import QuestDBResource
-from mem_pipelines.training.assets import MlflowResource
 from mem_serving.client import DEFAULT_ADDRESS
 
 GROUP = "learning"
@@ -42,7 +41,6 @@ def replay_report(
     config: ReplayReportConfig,
     memory_store: MemoryStoreResource,
     questdb: QuestDBResource,
-    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     cfg = ReplayConfig(
         symbols=tuple(config.symbols),
@@ -54,7 +52,6 @@ def replay_report(
         learn_every=config.learn_every,
         memory_db=memory_store.db_path(),
         questdb=questdb.settings(),
-        tracking_uri=mlflow.uri(),
     )
     report = run_replay(cfg)
     folder = project_paths().reports / f"replay-{'-'.join(cfg.symbols)}-{cfg.start:%Y%m%d%H%M}-{cfg.end:%Y%m%d%H%M}"

@@ -14,12 +14,15 @@ fills and costs (``simulator``):
    outcomes the learning step the Dagster sensors trigger (pattern discovery, performance monitor)
    runs in-process on the same memory store, so later decisions see what was learned.
 
-Before anything runs, the champion model's training window is checked: its last training candle
-must be before the replay window starts (``check_model_window``), or the replay refuses
-(``LookAheadError``).
+Before anything runs, the server is asked (``GetModelInfo``) which model answers and which memory
+store it writes. The served model's last training candle (labels' look-ahead included) must be
+before the replay window starts (``check_model_window``), or the replay refuses
+(``LookAheadError``); the store the replay learns on must be the server's (``check_same_store``),
+or it refuses (``StoreMismatchError``).
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +31,6 @@ from typing import Protocol
 
 import pandas as pd
 
-from mem_core import registry
 from mem_core.features import SERVING_HISTORY
 from mem_core.questdb.store import read_candles
 from mem_core.settings import QuestDBSettings
@@ -47,6 +49,7 @@ from mem_serving.client import (
     ParameterSet,
     ReversalPrediction,
 )
+from mem_serving.client import ModelInfo as ServerModelInfo
 
 CANDLE = pd.Timedelta(minutes=5)
 
@@ -60,10 +63,15 @@ class LookAheadError(ReplayError):
     training window is unknown; the replay refuses to run rather than report flattering numbers."""
 
 
+class StoreMismatchError(ReplayError):
+    """The memory store the replay would learn on is not the one the server writes; learning there
+    would never reach the server's decisions, so the replay refuses."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """The champion's training window. ``data_end`` is the last candle the training saw: the last
-    labelled row plus the label horizon (its label looked that far ahead)."""
+    """The served champion's training window. ``data_end`` is the last candle the training saw:
+    the last labelled row plus the label horizon (its label looked that far ahead)."""
 
     version: str
     data_start: pd.Timestamp | None
@@ -71,23 +79,58 @@ class ModelInfo:
     run_id: str = ""
 
 
-def champion_info(tracking_uri: str | None = None) -> ModelInfo:
-    """The champion's version and training window, from its MLflow run's lineage params
-    (``data.start``, ``data.end`` = the last labelled row, ``label.horizon``; see
-    ``mem_pipelines.training.train.lineage``). Raises ``ReplayError`` when there is no champion
-    and ``LookAheadError`` when its window is not recorded."""
-    uri = tracking_uri or registry.tracking_uri()
-    mv = registry.version_by_alias(registry.CHAMPION, uri)
-    if mv is None:
-        raise ReplayError(f"no @{registry.CHAMPION} model in {uri}; train one first (the pipeline's gate)")
-    run = registry.client(uri).get_run(mv.run_id)
-    lineage = {**run.data.tags, **run.data.params}
-    if "data.end" not in lineage:
-        raise LookAheadError(f"model version {mv.version}: its run {mv.run_id} records no data.end; refusing to replay")
-    horizon = int(lineage.get("label.horizon", "0") or 0)
-    end = as_utc(lineage["data.end"]) + horizon * CANDLE
-    start = as_utc(lineage["data.start"]) if lineage.get("data.start") else None
-    return ModelInfo(version=str(mv.version), data_start=start, data_end=end, run_id=mv.run_id)
+def served_model(info: ServerModelInfo, address: str = "") -> ModelInfo:
+    """The model the server scores with, from its ``GetModelInfo`` answer. Raises ``ReplayError``
+    when the server has no usable champion and ``LookAheadError`` when it reports no training
+    window. The replay's own registry plays no part: what counts is the model that answers."""
+    where = f" at {address}" if address else ""
+    if not info.ml_usable:
+        raise ReplayError(f"the server{where} has no model to score with: {info.reason}")
+    window = info.training_window
+    if window is None:
+        raise LookAheadError(
+            f"the server{where} serves model version {info.champion_version} without a recorded training window "
+            f"(run {info.run_id or 'unknown'}): {info.reason}; refusing to replay"
+        )
+    return ModelInfo(
+        version=info.champion_version,
+        data_start=as_utc(window.first_candle) if window.first_candle is not None else None,
+        data_end=as_utc(window.last_label_candle),
+        run_id=info.run_id,
+    )
+
+
+def server_store(info: ServerModelInfo, requested: Path | None, address: str = "") -> Path:
+    """The memory store to learn on: ``requested`` or, when None, the one the server reports. It
+    must exist (the server created it); ``check_same_store`` compares identities once it is open."""
+    where = f" at {address}" if address else ""
+    served = info.memory_store
+    if not served.store_id:
+        raise StoreMismatchError(f"the server{where} does not report the identity of the memory store it writes")
+    path = Path(requested) if requested is not None else Path(served.location)
+    if not path.is_file():
+        raise StoreMismatchError(
+            f"no memory store at {path}, but the server{where} writes {served.location} (id {served.store_id}); "
+            "give the server's store (--memory-db) or leave the option out to use it"
+        )
+    return path
+
+
+def check_same_store(info: ServerModelInfo, path: Path, store_id: str, address: str = "") -> None:
+    """The store opened at ``path`` (id ``store_id``) must be the one the server writes: the same
+    id, and the same file when the server's path exists on this machine (a copy keeps the id)."""
+    where = f" at {address}" if address else ""
+    served = info.memory_store
+    same = store_id == served.store_id
+    theirs = Path(served.location)
+    if same and theirs.is_file():
+        same = os.path.samefile(path, theirs)
+    if not same:
+        raise StoreMismatchError(
+            f"the replay would learn on the memory store {path} (id {store_id}), but the server{where} writes "
+            f"{served.location} (id {served.store_id}): its learning would never reach the server's decisions; "
+            "give the server's store (--memory-db) or leave the option out to use it"
+        )
 
 
 class SignalService(Protocol):
@@ -134,8 +177,7 @@ class ReplayConfig:
     max_holding_bars: int = 24
     learn_every: int = 10
     history: int | None = None  # candles sent with each call; None = mem_core.features.SERVING_HISTORY
-    memory_db: Path | None = None  # the server's store; None = MEM_MEMORY_DB or project_paths().memory_db
-    tracking_uri: str | None = None  # MLflow; None = mem_core.registry.tracking_uri()
+    memory_db: Path | None = None  # the server's store; None = the store the server reports (GetModelInfo)
     questdb: QuestDBSettings | None = None  # None = QuestDBSettings.from_env()
     timeout_s: float = 30.0
     session_id: str = "replay"
@@ -160,7 +202,7 @@ class ReplayConfig:
 # --------------------------------------------------------------------------- the model's window
 def check_model_window(model: ModelInfo, start: pd.Timestamp) -> None:
     """Refuse a model whose training data reaches the replay window: ``model.data_end`` (the last
-    candle the training saw, the labels' look-ahead included — see ``champion_info``) must be
+    candle the training saw, the labels' look-ahead included — see ``served_model``) must be
     strictly before ``start``. An unknown window is refused too."""
     if model.data_end is None or pd.isna(model.data_end):
         raise LookAheadError(f"model version {model.version}: training window unknown (no data_end); refusing to replay")
@@ -400,17 +442,25 @@ def run_replay(settings: ReplayConfig) -> ReplayReport:
     """Replay ``settings.symbols`` over ``[settings.start, settings.end)`` through the server at
     ``settings.server`` and return the three-way report (``report.write(folder)`` for files).
 
-    The memory store must be the one the server uses (``settings.memory_db``); start from a fresh
-    one for a reproducible report. Deterministic: no randomness, no wall clock. Token and TLS
-    as ``mem serve`` is configured (``MemClient.from_env``); a failed call stops the replay
-    (``ReplayError``): a report with silently missing decisions would be wrong.
+    Before anything else it asks the server (``GetModelInfo``) which model answers and which
+    memory store it writes: a model whose training window reaches the replay window
+    (``LookAheadError``) or a store other than the server's (``StoreMismatchError``) stops it
+    before the memory or QuestDB is touched. Start the server on a fresh store for a reproducible
+    report. Deterministic: no randomness, no wall clock. Token and TLS as ``mem serve`` is
+    configured (``MemClient.from_env``); a failed call stops the replay (``ReplayError``): a report
+    with silently missing decisions would be wrong.
     """
-    model = champion_info(settings.tracking_uri)
-    check_model_window(model, settings.start)
     history = settings.history or SERVING_HISTORY
-    frames = load_frames(settings, history)
+    address = settings.server
     try:
-        with MemClient.from_env(settings.server, settings.timeout_s) as client, MemoryLearner.open(settings.memory_db) as learner:
-            return replay_frames(settings, frames, client, model, learner, history)
+        with MemClient.from_env(address, settings.timeout_s) as client:
+            info = client.get_model_info()
+            model = served_model(info, address)
+            check_model_window(model, settings.start)
+            path = server_store(info, settings.memory_db, address)
+            frames = load_frames(settings, history)
+            with MemoryLearner.open(path) as learner:
+                check_same_store(info, path, learner.engine.store.store_id, address)
+                return replay_frames(settings, frames, client, model, learner, history)
     except MemClientError as exc:
         raise ReplayError(str(exc)) from None

@@ -11,10 +11,15 @@ from mem_pipelines.replay.runner import (
     ModelInfo,
     ReplayConfig,
     ReplayError,
+    StoreMismatchError,
     check_model_window,
+    check_same_store,
     replay_frames,
+    served_model,
+    server_store,
 )
-from mem_serving.client import EnhancedSignal, OutcomeLearning, ParameterSet, ReversalPrediction, TradeStats
+from mem_serving.client import EnhancedSignal, OutcomeLearning, ParameterSet, ReversalPrediction, StoreIdentity, TradeStats, TrainingWindow
+from mem_serving.client import ModelInfo as ServerModelInfo
 
 PARAMS = {"position_size": 0.1, "stop_loss_pct": 0.01, "take_profit_pct": 0.015, "ml_confidence_min": 0.5}
 
@@ -128,3 +133,41 @@ def test_a_new_champion_during_the_replay_stops_it(shared_csv) -> None:
     model = ModelInfo("1", None, pd.Timestamp("2025-05-31T23:55", tz="UTC"))
     with pytest.raises(ReplayError, match="not the champion 1"):
         replay_frames(_cfg(), frames, Switched(), model, None, history=400)
+
+
+def _served(window: TrainingWindow | None, usable: bool = True, store: StoreIdentity = StoreIdentity("id-1", "/nowhere/memory.db")) -> ServerModelInfo:
+    return ServerModelInfo(usable, "serving version 1" if usable else "no champion model yet", "1" if usable else "", "run-1",
+                           "gradient_boosting", "seed", (), window, {}, {}, store, "sqlite:///x.db")
+
+
+def test_the_window_comes_from_the_server_labels_look_ahead_included() -> None:
+    last = pd.Timestamp("2025-05-31T23:05", tz="UTC")
+    window = TrainingWindow(None, last.to_pydatetime(), 10, (last + pd.Timedelta(minutes=50)).to_pydatetime())
+    model = served_model(_served(window))
+    assert model.data_end == pd.Timestamp("2025-05-31T23:55", tz="UTC") and model.version == "1"
+    check_model_window(model, pd.Timestamp("2025-06-01", tz="UTC"))
+    with pytest.raises(LookAheadError, match="not before"):
+        check_model_window(model, pd.Timestamp("2025-05-31T23:55", tz="UTC"))
+    with pytest.raises(LookAheadError, match="without a recorded training window"):
+        served_model(_served(None))
+    with pytest.raises(ReplayError, match="has no model to score with: no champion"):
+        served_model(_served(None, usable=False))
+
+
+def test_the_store_must_be_the_servers(tmp_path) -> None:
+    from mem_memory import MemoryStore
+
+    with MemoryStore.open(tmp_path / "server.db") as s, MemoryStore.open(tmp_path / "other.db") as o:
+        ours, theirs = s.store_id, o.store_id
+    info = _served(None, store=StoreIdentity(ours, str(tmp_path / "server.db")))
+    assert server_store(info, None) == tmp_path / "server.db"  # none given: the server's
+    check_same_store(info, tmp_path / "server.db", ours)
+    with pytest.raises(StoreMismatchError, match=f"id {theirs}.*writes .*server.db \\(id {ours}\\)"):
+        check_same_store(info, tmp_path / "other.db", theirs)
+    with pytest.raises(StoreMismatchError, match="no memory store at"):
+        server_store(info, tmp_path / "missing.db")
+    with pytest.raises(StoreMismatchError, match="does not report"):
+        server_store(_served(None, store=StoreIdentity("", "")), None)
+    # A server on another machine: the path is not here, the id decides.
+    remote = _served(None, store=StoreIdentity(ours, "/elsewhere/memory.db"))
+    check_same_store(remote, tmp_path / "server.db", ours)
