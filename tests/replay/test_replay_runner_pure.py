@@ -18,7 +18,15 @@ from mem_pipelines.replay.runner import (
     served_model,
     server_store,
 )
-from mem_serving.client import EnhancedSignal, OutcomeLearning, ParameterSet, ReversalPrediction, StoreIdentity, TradeStats, TrainingWindow
+from mem_serving.client import (
+    EnhancedSignal,
+    OutcomeLearning,
+    ParameterSet,
+    ReversalPrediction,
+    StoreIdentity,
+    TradeStats,
+    TrainingWindow,
+)
 from mem_serving.client import ModelInfo as ServerModelInfo
 
 PARAMS = {"position_size": 0.1, "stop_loss_pct": 0.01, "take_profit_pct": 0.015, "ml_confidence_min": 0.5}
