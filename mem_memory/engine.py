@@ -31,6 +31,7 @@ from mem_memory.rules import discovery as discovery_rules
 from mem_memory.rules import parameters as prules
 from mem_memory.rules.adapter import adapt
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
+from mem_memory.rules.context import decision_context
 from mem_memory.rules.strategy_stats import update_strategy
 from mem_memory.store import MemoryStore, PreparedDecision
 from mem_memory.writer import WriterProcess
@@ -188,10 +189,13 @@ class MemoryEngine:
             self.refresh(force=False)
             return self._wm.similar(action, features, k or self.config.neighbours, self.config.similar_radius)
 
-    def matching_strategies(self, action: str, features: Mapping[str, float]) -> list[StrategySpec]:
+    def matching_strategies(self, action: str, features: Mapping[str, float], time: datetime | None = None) -> list[StrategySpec]:
+        """Active strategies of ``action`` whose conditions hold; with ``time``, on the decision
+        context (``utc_hour`` included) as ``enhance`` matches them."""
+        context = decision_context(features, time) if time is not None else features
         with self._lock:
             self.refresh(force=False)
-            return self._wm.matching(action, features)
+            return self._wm.matching(action, context)
 
     def parameters(self) -> Parameters:
         with self._lock:
@@ -234,7 +238,7 @@ class MemoryEngine:
             self.refresh(force=False)
             params = self._params
             if base_action != "HOLD":
-                matches = self._wm.matching(base_action, features)
+                matches = self._wm.matching(base_action, decision_context(features, request.time))
                 spec = matches[0] if matches else None
                 sim = self._wm.similar(base_action, features, cfg.neighbours, cfg.similar_radius)
         ml = ml_support(base_action, request.ml_confidence, request.ml_direction)

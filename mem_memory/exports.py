@@ -248,7 +248,8 @@ class {cls}:
         self.avg_pnl_pct = {avg}
 
     def should_enter(self, features):
-        """True when the strategy is active and every condition holds on the feature snapshot."""
+        """True when the strategy is active and every condition holds on the decision's context:
+        the feature snapshot plus utc_hour, the decision time's hour of day in UTC."""
         return not self.DEPRECATED and all(_holds(features.get(f), op, t) for f, op, t in self.CONDITIONS)
 
     def update_performance(self, pnl, pnl_pct):

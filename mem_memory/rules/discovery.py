@@ -1,16 +1,25 @@
 """Pattern discovery: conditions on discretised decision-time features that won often enough.
 
-Over the last 500 closed trades (oldest first):
+Over the last 500 closed trades (oldest first), on each decision's context (``rules.context``:
+its feature snapshot plus ``utc_hour``, the decision time's hour of day):
 
-1. Each feature present in at least 80% of the trades is cut into terciles of the window (low:
-   ``f <= q1``, mid: ``q1 < f <= q2``, high: ``f > q2``).
-2. Candidates are one bin, or two bins of different features, together with an action (BUY or
-   SELL): with 12 features that is 2 x (36 + 594) = 1,260 candidates.
+1. Bins of two kinds:
+   * feature bins: each snapshot feature present in at least 80% of the trades is cut into
+     terciles of the window (low: ``f <= q1``, mid: ``q1 < f <= q2``, high: ``f > q2``). The
+     volatility-regime features of a snapshot are among them (the seed's ``hl_range``; with a
+     richer set ``rv_ratio_12``, ``hl_ratio_12``, ``log_sigma``, ...): their terciles are the calm,
+     normal and volatile regimes of the window;
+   * time-of-day windows: ``utc_hour`` in ``[a, a + 6)`` for ``a = 0, 3, ..., 18`` (7 windows, fixed,
+     not fitted to the data; ``discovery_hour_window`` / ``discovery_hour_step``), e.g.
+     ``utc_hour >= 12 and utc_hour < 18``.
+2. Candidates are one bin, or two bins of different features (a window counts as a bin of
+   ``utc_hour``), together with an action (BUY or SELL): with 12 features that is
+   2 x (36 + 7 + 594 + 36 x 7) = 1,778 candidates.
 3. A candidate qualifies (the seed's rule) when it occurred at least 5 times with a win rate of at
    least 70%.
 4. Guard against chance: with ~1,000 candidates, dozens clear 70% by luck in pure noise. A
    candidate must also have a Wilson score lower bound, at a one-sided level of
-   ``alpha / candidates tested`` (Bonferroni, alpha = 0.05 family-wise, z ≈ 3.9 here), above the
+   ``alpha / candidates tested`` (Bonferroni, alpha = 0.05 family-wise, z ≈ 4.0 here), above the
    window's own win rate for that action. So a pattern must beat "just trading that side" with
    ~95% confidence after accounting for every pattern we looked at. A small pattern needs a
    near-perfect record (e.g. 20 of 20); a broad one a clear margin.
@@ -37,6 +46,7 @@ from statistics import NormalDist
 import numpy as np
 
 from mem_memory.config import MemoryConfig
+from mem_memory.rules.context import UTC_HOUR, utc_hour
 from mem_memory.rules.parameters import clamp
 from mem_memory.rules.strategy_stats import deprecation_reason, should_deprecate
 from mem_memory.types import Condition, Decision, DiscoveryResult, Outcome, Parameters, StrategySpec, StrategyStats
@@ -63,13 +73,39 @@ class _Bin:
     mask: np.ndarray
 
 
+def hour_windows(cfg: MemoryConfig = MemoryConfig()) -> list[tuple[float, float]]:
+    """The time-of-day windows ``[a, b)`` of ``utc_hour`` discovery tries (none wraps midnight)."""
+    width, step = cfg.discovery_hour_window, cfg.discovery_hour_step
+    if not 0 < width < 24:
+        return []
+    out = []
+    start = 0.0
+    while start + width <= 24.0 + 1e-9:
+        out.append((start, min(24.0, start + width)))
+        start += step
+    return out
+
+
+def _hour_label(a: float, b: float) -> str:
+    return f"{a:g}_{b:g}h".replace(".", "p")
+
+
+def _hour_bins(trades: Sequence[tuple[Decision, Outcome]], cfg: MemoryConfig) -> list[_Bin]:
+    hours = np.array([utc_hour(d.time) for d, _ in trades], dtype=float)
+    out = []
+    for a, b in hour_windows(cfg):
+        conditions = ((Condition(UTC_HOUR, ">=", a),) if a > 0 else ()) + ((Condition(UTC_HOUR, "<", b),) if b < 24 else ())
+        out.append(_Bin(UTC_HOUR, _hour_label(a, b), conditions, (hours >= a) & (hours < b)))
+    return out
+
+
 def _bins(trades: Sequence[tuple[Decision, Outcome]], cfg: MemoryConfig) -> list[_Bin]:
     n = len(trades)
     counts: dict[str, int] = {}
     for d, _ in trades:
         for k in d.features:
             counts[k] = counts.get(k, 0) + 1
-    names = sorted(k for k, c in counts.items() if c >= 0.8 * n)
+    names = sorted(k for k, c in counts.items() if c >= 0.8 * n and k != UTC_HOUR)
     out: list[_Bin] = []
     for name in names:
         x = np.array([d.features.get(name, np.nan) for d, _ in trades], dtype=float)
@@ -82,7 +118,7 @@ def _bins(trades: Sequence[tuple[Decision, Outcome]], cfg: MemoryConfig) -> list
             out.append(_Bin(name, "low", (Condition(name, "<=", q1),), present & (x <= q1)))
             out.append(_Bin(name, "mid", (Condition(name, ">", q1), Condition(name, "<=", q2)), present & (x > q1) & (x <= q2)))
             out.append(_Bin(name, "high", (Condition(name, ">", q2),), present & (x > q2)))
-    return out
+    return out + _hour_bins(trades, cfg)
 
 
 @dataclass(frozen=True)
