@@ -44,4 +44,6 @@ def replay(
     paths = report.write(out)
     typer.echo(report.table_markdown())
     typer.echo(report.verdict())
+    typer.echo("")
+    typer.echo(report.differences_markdown())
     typer.echo(f"Report: {paths['markdown']}  plot: {paths['equity_png']}")

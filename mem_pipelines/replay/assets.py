@@ -61,6 +61,8 @@ def replay_report(
     return dg.MaterializeResult(
         metadata={
             "comparison": dg.MetadataValue.md(report.table_markdown() + "\n" + report.verdict()),
+            "per_trade_differences": dg.MetadataValue.md(report.differences_markdown()),
+            "decomposition": dg.MetadataValue.md(report.decomposition_markdown()),
             "equity_curves": dg.MetadataValue.md(_png_markdown(paths["equity_png"])),
             "equity_png": dg.MetadataValue.path(str(paths["equity_png"])),
             "report": dg.MetadataValue.path(str(paths["markdown"])),
