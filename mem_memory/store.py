@@ -598,6 +598,19 @@ class MemoryStore:
             out.append((int(event_id), Parameters.from_dict(rec["parameters"]), [ParameterAdjustment.from_dict(a) for a in rec["adjustments"]]))
         return out
 
+    def parameter_changes_after(self, event_id: int, limit: int = 10_000) -> list[tuple[int, list[ParameterAdjustment]]]:
+        """The parameter changes recorded after event ``event_id`` (oldest first; the newest
+        ``limit`` when there are more), each with its event id: what changed since a reader last looked."""
+        with self._lock:
+            rows = self._c().execute(
+                "SELECT event_id, payload FROM events WHERE kind = ? AND event_id > ? ORDER BY event_id DESC LIMIT ?",
+                (PARAMETER_ADJUSTMENT, int(event_id), int(limit)),
+            ).fetchall()
+        out = [(int(e), [ParameterAdjustment.from_dict(a) for a in self._codec.decode(PARAMETER_ADJUSTMENT, blob)["adjustments"]])
+               for e, blob in rows]
+        out.reverse()
+        return out
+
     def strategies(self) -> dict[str, StrategySpec]:
         """The newest spec of every learned strategy (deprecated included), by name."""
         with self._lock:
