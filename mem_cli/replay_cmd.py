@@ -17,6 +17,7 @@ def replay(
     capital: float = typer.Option(10_000.0, help="Fixed capital positions are sized against."),
     max_holding: int = typer.Option(24, help="Time exit after this many candles."),
     learn_every: int = typer.Option(10, help="Run pattern discovery + performance monitor every N outcomes."),
+    shadow: bool = typer.Option(True, help="Follow held signals on paper and report them as shadow outcomes (the memory learns from them)."),
     memory_db: Path = typer.Option(None, help="The server's memory store (default: the one the server reports); any other is refused."),
     out: Path = typer.Option(Path("reports"), help="Folder for report.md, CSVs and equity.png."),
 ) -> None:
@@ -35,6 +36,7 @@ def replay(
             capital=capital,
             max_holding_bars=max_holding,
             learn_every=learn_every,
+            shadow_outcomes=shadow,
             memory_db=memory_db,
         )
         report = run_replay(cfg)

@@ -28,6 +28,7 @@ from mem_memory.types import (
     EVENT_KINDS,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
+    SHADOW_OUTCOME,
     STRATEGY_UPSERT,
     Condition,
     Decision,
@@ -46,7 +47,7 @@ from mem_memory.types import (
 )
 
 __all__ = [
-    "DECISION", "EVENT_KINDS", "OUTCOME", "PARAMETER_ADJUSTMENT", "STRATEGY_UPSERT", "DEFAULT_PARAMETERS",
+    "DECISION", "EVENT_KINDS", "OUTCOME", "PARAMETER_ADJUSTMENT", "SHADOW_OUTCOME", "STRATEGY_UPSERT", "DEFAULT_PARAMETERS",
     "PARAMETER_LIMITS", "KEY_ENV", "Condition", "CorruptRecord", "Decision", "DecisionView", "DiscoveryResult",
     "DuplicateDecision", "DuplicateOutcome", "Event", "InvalidRecord", "LearningUpdate", "MalformedMemoryKey",
     "MemoryConfig", "MemoryEngine", "MemoryKeyError", "MemoryStats", "MemoryStore", "MemoryStoreError", "MemoryUnavailable",

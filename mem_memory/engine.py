@@ -24,7 +24,7 @@ from typing import Any
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
-from mem_memory.errors import DuplicateOutcome, UnknownParameterVersion
+from mem_memory.errors import DuplicateOutcome, InvalidRecord, UnknownParameterVersion
 from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
 from mem_memory.rules import discovery as discovery_rules
@@ -34,11 +34,11 @@ from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_s
 from mem_memory.rules.context import decision_context
 from mem_memory.rules.strategy_stats import update_strategy
 from mem_memory.store import MemoryStore, PreparedDecision
-from mem_memory.writer import WriterProcess
 from mem_memory.types import (
     DECISION,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
+    SHADOW_OUTCOME,
     STRATEGY_UPSERT,
     Decision,
     DecisionView,
@@ -52,6 +52,7 @@ from mem_memory.types import (
     SignalRequest,
     StrategySpec,
 )
+from mem_memory.writer import WriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class MemoryEngine:
         p = event.payload
         if event.kind == DECISION:
             self._wm.add_decision(Decision.from_dict(p))
-        elif event.kind == OUTCOME:
+        elif event.kind in (OUTCOME, SHADOW_OUTCOME):
             outcome = Outcome.from_dict(p)
             decision = self._held(outcome.decision_id)
             if decision is None:
@@ -285,6 +286,13 @@ class MemoryEngine:
         deprecation), the bounded parameter adjustment, the performance monitor. Raises
         ``UnknownDecision`` for an unknown id and ``DuplicateOutcome`` for a second outcome.
 
+        A **shadow outcome** (``outcome.shadow``, only for a HOLD decision: what its base signal
+        would have done had it been traded) is stored (kind ``shadow_outcome``) and learned from
+        by pattern discovery and the similar-trades memory, which then see every signal and not
+        only the ones the memory let through; no risk rule counts it (no size step, no performance
+        monitor, no strategy statistics): no money was at stake. ``InvalidRecord`` for a shadow
+        outcome of a decision that was not a HOLD.
+
         Runs in a group commit: outcomes of concurrent calls are learned from one after the
         other inside one transaction (each re-reads the strategy and parameters the previous
         one wrote), so the result is the same as one transaction each."""
@@ -292,12 +300,16 @@ class MemoryEngine:
             held = self._held(outcome.decision_id)  # saves decoding the decision from the store
         learned = self._group.submit(lambda store: self._learn(store, outcome, held), lambda w: self._apply_learned(outcome, w))
         decision, spec_after, deprecated, adjustments, params = learned
+        shadow = outcome.shadow
         summary = _outcome_summary(outcome, spec_after, deprecated, adjustments)
+        if shadow:
+            summary = (f"shadow outcome of a held {decision.base_action} signal: {summary}; learned by discovery and "
+                       "similar-trades memory, not by sizing or the monitor")
         return LearningUpdate(
             decision_id=outcome.decision_id, win=outcome.win,
-            strategy=spec_after.name if spec_after else decision.learned_strategy,
+            strategy=spec_after.name if spec_after else (None if shadow else decision.learned_strategy),
             strategy_stats=spec_after.stats if spec_after else None, adjustments=tuple(adjustments),
-            parameters_version=params.version, summary=summary, deprecated=deprecated,
+            parameters_version=params.version, summary=summary, deprecated=deprecated, shadow=shadow,
         )
 
     def _learn(
@@ -313,6 +325,11 @@ class MemoryEngine:
             decision, previous = store.get_decision(outcome.decision_id)
             if previous is not None:
                 raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome")
+        if outcome.shadow:  # no trade, so no risk rule counts it
+            if decision.action != "HOLD":
+                raise InvalidRecord("shadow", f"decision {outcome.decision_id} was a {decision.action}, not a HOLD: report its trade")
+            store.append_outcome(outcome)
+            return decision, None, False, [], self._current_parameters()[0]
         outcome_event = store.append_outcome(outcome)
         spec_after: StrategySpec | None = None
         deprecated = False
@@ -417,6 +434,8 @@ class MemoryEngine:
                     break
                 older = False
                 for _, o in batch:
+                    if o.shadow:  # not a trade
+                        continue
                     if since <= o.time <= now:
                         trades += 1
                         wins += o.win

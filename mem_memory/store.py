@@ -50,6 +50,7 @@ from mem_memory.types import (
     DECISION,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
+    SHADOW_OUTCOME,
     STRATEGY_UPSERT,
     Decision,
     Event,
@@ -395,8 +396,9 @@ class MemoryStore:
         return self.append_prepared(self.prepare_decision(decision))
 
     def append_outcome(self, outcome: Outcome) -> int:
-        """Record the outcome of a decision. ``UnknownDecision`` when the id is not stored,
-        ``DuplicateOutcome`` when it already has one (checked and set atomically)."""
+        """Record the outcome of a decision (a shadow outcome as kind ``shadow_outcome``).
+        ``UnknownDecision`` when the id is not stored, ``DuplicateOutcome`` when it already has
+        one (checked and set atomically)."""
         with self.transaction():
             conn = self._c()
             row = conn.execute(
@@ -406,7 +408,7 @@ class MemoryStore:
                 raise UnknownDecision(f"no decision with id {outcome.decision_id!r} in memory")
             if row[0] is not None:
                 raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome (event {row[0]})")
-            event_id = self._insert(OUTCOME, outcome.decision_id, outcome.to_dict())
+            event_id = self._insert(SHADOW_OUTCOME if outcome.shadow else OUTCOME, outcome.decision_id, outcome.to_dict())
             conn.execute("UPDATE decisions SET outcome_event_id = ? WHERE decision_id = ?", (event_id, outcome.decision_id))
             return event_id
 
@@ -502,17 +504,17 @@ class MemoryStore:
         """A decision and its outcome (None while open); ``UnknownDecision`` when absent."""
         with self._lock:
             row = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+                "SELECT d.payload, o.payload, o.kind FROM decisions x JOIN events d ON d.event_id = x.event_id "
                 "LEFT JOIN events o ON o.event_id = x.outcome_event_id WHERE x.decision_id = ?",
                 (decision_id,),
             ).fetchone()
         if row is None:
             raise UnknownDecision(f"no decision with id {decision_id!r} in memory")
-        return self._pair(row[0], row[1])
+        return self._pair(*row)
 
-    def _pair(self, d: bytes, o: bytes | None) -> tuple[Decision, Outcome | None]:
+    def _pair(self, d: bytes, o: bytes | None, kind: str | None = OUTCOME) -> tuple[Decision, Outcome | None]:
         decision = Decision.from_dict(self._codec.decode(DECISION, d))
-        outcome = Outcome.from_dict(self._codec.decode(OUTCOME, o)) if o is not None else None
+        outcome = Outcome.from_dict(self._codec.decode(kind or OUTCOME, o)) if o is not None else None
         return decision, outcome
 
     def recent_decisions(self, symbol: str, n: int) -> list[tuple[Decision, Outcome | None]]:
@@ -522,12 +524,12 @@ class MemoryStore:
     def _recent_by_tag(self, tag: str, n: int) -> list[tuple[Decision, Outcome | None]]:
         with self._lock:
             rows = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+                "SELECT d.payload, o.payload, o.kind FROM decisions x JOIN events d ON d.event_id = x.event_id "
                 "LEFT JOIN events o ON o.event_id = x.outcome_event_id WHERE x.symbol_tag = ? "
                 "ORDER BY x.event_id DESC LIMIT ?",
                 (tag, int(n)),
             ).fetchall()
-        return [self._pair(d, o) for d, o in rows]
+        return [self._pair(*r) for r in rows]
 
     def recent_by_symbol(self, n: int) -> list[tuple[Decision, Outcome | None]]:
         """The last ``n`` decisions of every symbol (for building the in-process index)."""
@@ -539,16 +541,17 @@ class MemoryStore:
         return out
 
     def closed_trades(self, limit: int, offset: int = 0) -> list[tuple[Decision, Outcome]]:
-        """The last ``limit`` closed trades (by close order), oldest first; ``offset`` skips the
-        newest ones (for paging back)."""
+        """The last ``limit`` closed decisions (by close order), oldest first; ``offset`` skips the
+        newest ones (for paging back). Shadow outcomes are among them (``Outcome.shadow``): callers
+        that want trades only skip those."""
         with self._lock:
             rows = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+                "SELECT d.payload, o.payload, o.kind FROM decisions x JOIN events d ON d.event_id = x.event_id "
                 "JOIN events o ON o.event_id = x.outcome_event_id WHERE x.outcome_event_id IS NOT NULL "
                 "ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
                 (int(limit), int(offset)),
             ).fetchall()
-        pairs = [self._pair(d, o) for d, o in rows]
+        pairs = [self._pair(*r) for r in rows]
         pairs.reverse()
         return pairs  # type: ignore[return-value]
 
@@ -642,19 +645,22 @@ class MemoryStore:
             cursor = batch[-1].event_id
 
     def outcomes_after(self, event_id: int, cap: int = 1_000_000_000) -> int:
-        """How many outcomes were recorded after event ``event_id`` (counting stops at ``cap``,
-        so "at least 20 since" costs 20 index steps, not a scan)."""
+        """How many trade outcomes (shadow outcomes not counted) were recorded after event
+        ``event_id`` (counting stops at ``cap``, so "at least 20 since" costs 20 index steps, not
+        a scan)."""
         with self._lock:
             row = self._c().execute(
-                "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE outcome_event_id > ? LIMIT ?)",
-                (int(event_id), int(cap)),
+                "SELECT count(*) FROM (SELECT 1 FROM events WHERE kind = ? AND event_id > ? LIMIT ?)",
+                (OUTCOME, int(event_id), int(cap)),
             ).fetchone()
         return int(row[0])
 
     def counts(self) -> dict[str, int]:
+        """Decisions, trade outcomes, and shadow outcomes (of held signals)."""
         with self._lock:
             n, closed = self._c().execute("SELECT count(*), count(outcome_event_id) FROM decisions").fetchone()
-        return {"decisions": int(n), "outcomes": int(closed)}
+            shadows = self._c().execute("SELECT count(*) FROM events WHERE kind = ?", (SHADOW_OUTCOME,)).fetchone()[0]
+        return {"decisions": int(n), "outcomes": int(closed) - int(shadows), "shadow_outcomes": int(shadows)}
 
     # ------------------------------------------------------------------ maintenance
     def integrity_check(self) -> str:

@@ -248,7 +248,10 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The close of a decision's trade. ``pnl_pct`` is a fraction (0.012 = +1.2%)."""
+    """The close of a decision's trade. ``pnl_pct`` is a fraction (0.012 = +1.2%).
+
+    ``shadow``: not a trade but what a HOLD decision's base signal would have done had it been
+    traded (the caller followed the HOLD and tracked the signal on paper)."""
 
     decision_id: str
     entry_price: float
@@ -258,6 +261,7 @@ class Outcome:
     pnl_pct: float
     exit_reason: str
     time: datetime
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -269,17 +273,21 @@ class Outcome:
         _finite("pnl_pct", self.pnl_pct)
         s(self, "exit_reason", _text("exit_reason", self.exit_reason or "", max_len=256))
         s(self, "time", _utc("time", self.time))
+        s(self, "shadow", bool(self.shadow))
 
     @property
     def win(self) -> bool:
         return self.pnl > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "decision_id": self.decision_id, "entry_price": self.entry_price, "exit_price": self.exit_price,
             "size": self.size, "pnl": self.pnl, "pnl_pct": self.pnl_pct, "exit_reason": self.exit_reason,
             "time": _time_str(self.time),
         }
+        if self.shadow:
+            d["shadow"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Outcome:
@@ -516,6 +524,7 @@ class LearningUpdate:
     parameters_version: str
     summary: str
     deprecated: bool = False
+    shadow: bool = False  # the outcome of a held signal: learned from, but no trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,9 +553,11 @@ class MemoryStats:
 # Event kinds of the audit trail (``MemoryStore.events_since``).
 DECISION = "decision"
 OUTCOME = "outcome"
+#: A shadow outcome (``Outcome.shadow``): what a HOLD decision's signal would have done if traded.
+SHADOW_OUTCOME = "shadow_outcome"
 PARAMETER_ADJUSTMENT = "parameter_adjustment"
 STRATEGY_UPSERT = "strategy_upsert"
-EVENT_KINDS: tuple[str, ...] = (DECISION, OUTCOME, PARAMETER_ADJUSTMENT, STRATEGY_UPSERT)
+EVENT_KINDS: tuple[str, ...] = (DECISION, OUTCOME, PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, SHADOW_OUTCOME)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,7 @@ class OutcomeLearning:
     adjustments: tuple[ParameterChange, ...]
     parameters_version: str
     summary: str
+    shadow: bool = False  # a held signal's paper result: learned from, not a trade
 
 
 @dataclass(frozen=True)
@@ -317,8 +318,11 @@ class MemClient:
         pnl_pct: float,
         exit_reason: str,
         time: datetime,
+        *,
+        shadow: bool = False,
     ) -> OutcomeLearning:
-        """Report the exit of a trade opened from ``decision_id``; the memory learns from it."""
+        """Report the exit of a trade opened from ``decision_id``; the memory learns from it.
+        ``shadow``: ``decision_id`` was a HOLD and this is what its signal would have done."""
         r = self._call(
             "LogOutcome",
             pb.LogOutcomeRequest(
@@ -330,6 +334,7 @@ class MemClient:
                 pnl_pct=float(pnl_pct),
                 exit_reason=exit_reason,
                 time=_timestamp(time),
+                shadow=shadow,
             ),
         )
         return OutcomeLearning(
@@ -344,6 +349,7 @@ class MemClient:
             ),
             parameters_version=r.parameters_version,
             summary=r.summary,
+            shadow=bool(r.shadow),
         )
 
     def get_parameters(self) -> ParameterSet:

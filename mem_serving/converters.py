@@ -220,6 +220,7 @@ def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
         pnl_pct=finite(req.pnl_pct, "pnl_pct"),
         exit_reason=text(req.exit_reason, "exit_reason"),
         time=timestamp(req.time, "time", has=req.HasField("time"), default=now_utc),
+        shadow=bool(req.shadow),
     )
 
 
@@ -315,6 +316,7 @@ def learning_pb(update: LearningUpdate, query: Outcome) -> pb.LogOutcomeResponse
         adjustments=[adjustment_pb(a) for a in update.adjustments],
         parameters_version=str(update.parameters_version),
         summary=str(update.summary),
+        shadow=bool(update.shadow),
     )
 
 

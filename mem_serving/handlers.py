@@ -325,7 +325,8 @@ class Handlers:
         budget.check("learning from the outcome")
         update = self.engine.record_outcome(outcome)
         self.memory_cache.clear()
-        self.metrics.outcome(update.win)
+        if not update.shadow:  # a held signal's paper result is not a trade
+            self.metrics.outcome(update.win)
         return update
 
     def parameters(self) -> Parameters:

@@ -182,8 +182,9 @@ def run_monitor(engine: MemoryEngine, now: pd.Timestamp, since_event_id: int = 0
 
 
 def recent_performance(engine: MemoryEngine, n: int | None = None) -> tuple[int, float]:
-    """Closed trades among the last ``n`` (default: the monitor's window) and their win rate."""
-    outcomes = [o for _, o in engine.store.closed_trades(engine.config.monitor_window if n is None else n)]
+    """Closed trades among the last ``n`` closed decisions (default: the monitor's window) and
+    their win rate (shadow outcomes of held signals are not trades)."""
+    outcomes = [o for _, o in engine.store.closed_trades(engine.config.monitor_window if n is None else n) if not o.shadow]
     if not outcomes:
         return 0, math.nan
     wins = sum(1 for o in outcomes if o.pnl > 0)

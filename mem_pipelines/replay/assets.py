@@ -26,6 +26,7 @@ class ReplayReportConfig(dg.Config):
     fee_bps: float = 10.0
     slippage_bps: float = 5.0
     learn_every: int = 10
+    shadow_outcomes: bool = True
 
 
 @dg.asset(
@@ -50,6 +51,7 @@ def replay_report(
         fee_bps=config.fee_bps,
         slippage_bps=config.slippage_bps,
         learn_every=config.learn_every,
+        shadow_outcomes=config.shadow_outcomes,
         memory_db=memory_store.db_path(),
         questdb=questdb.settings(),
     )

@@ -39,7 +39,7 @@ from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
 from mem_pipelines.replay.learner import MemoryLearner
 from mem_pipelines.replay.metrics import compute_metrics, equity_curve
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
-from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, as_utc, drive
+from mem_pipelines.replay.simulator import Candle, Costs, Order, Policy, Simulator, Trade, as_utc, drive
 from mem_serving.client import (
     DEFAULT_ADDRESS,
     EnhancedSignal,
@@ -148,7 +148,7 @@ class SignalService(Protocol):
 
     def log_outcome(
         self, decision_id: str, entry_price: float, exit_price: float, size: float, pnl: float, pnl_pct: float,
-        exit_reason: str, time: datetime,
+        exit_reason: str, time: datetime, *, shadow: bool = False,
     ) -> OutcomeLearning: ...
 
 
@@ -176,6 +176,8 @@ class ReplayConfig:
     base: BaseStrategyConfig = field(default_factory=BaseStrategyConfig)
     max_holding_bars: int = 24
     learn_every: int = 10
+    shadow_outcomes: bool = True  # report what held signals would have done (LogOutcome shadow=True)
+    incremental_candles: bool = True  # after a symbol's first call send only the newer candles
     history: int | None = None  # candles sent with each call; None = mem_core.features.SERVING_HISTORY
     memory_db: Path | None = None  # the server's store; None = the store the server reports (GetModelInfo)
     questdb: QuestDBSettings | None = None  # None = QuestDBSettings.from_env()
@@ -241,6 +243,21 @@ class _SignalPolicy(Policy):
         self.defaults = defaults
         self.seen = 0
         self.skipped = 0
+        self._sent: dict[str, int] = {}  # per symbol: row count of the candles already sent
+
+    def _candles(self, symbol: str, candles: pd.DataFrame, history: int) -> pd.DataFrame:
+        """The candles to send with a call at the last row of ``candles``: the first call of this
+        policy for a symbol sends ``history`` candles; later ones (``cfg.incremental_candles``)
+        only those after the previous call's, which the server appends to the history it holds
+        for the symbol (contiguous, so its newest ``history`` candles, and every feature, are
+        the same as if all were sent). A policy runs over the whole window before the next starts,
+        and its first call replaces what the previous one left in the server's history."""
+        n = len(candles)
+        before = self._sent.get(symbol)
+        self._sent[symbol] = n
+        if before is None or not self.cfg.incremental_candles or n - before >= history:
+            return candles.iloc[-history:]
+        return candles.iloc[before:]
 
     def _signal(self, symbol: str, index: int) -> tuple[str, float] | None:
         action, conf = self.signals[symbol]
@@ -290,7 +307,7 @@ class MLFilterPolicy(_SignalPolicy):
         sig = self._signal(symbol, index)
         if sig is None:
             return None
-        ml = self.service.predict_reversal(symbol, candles.iloc[-self.history :])
+        ml = self.service.predict_reversal(symbol, self._candles(symbol, candles, self.history))
         _same_model(self.model_version, ml.model_version)
         final = combine(sig[1], ml_support(sig[0], ml.confidence, ml.direction or None), None)
         if hold_rule(sig[0], final, self.defaults.ml_confidence_min) == "HOLD":
@@ -300,7 +317,13 @@ class MLFilterPolicy(_SignalPolicy):
 
 
 class FullPolicy(_SignalPolicy):
-    """The full system: EnhanceSignal decides; outcomes go back; learning runs as it goes."""
+    """The full system: EnhanceSignal decides; outcomes go back; learning runs as it goes.
+
+    With ``cfg.shadow_outcomes`` a signal the server held is followed on paper, as the base
+    strategy would have traded it (starting size, stop and target, same fills and costs, one paper
+    position per symbol), and its result goes back as a shadow outcome at its exit candle, in time
+    order with the real exits: the memory learns from the signals it held, not only from the ones
+    it let through. Shadow positions are not trades of the full system (not in its metrics)."""
 
     def __init__(self, cfg, signals, defaults, service: SignalService, history: int, learner: Learner | None,
                  model_version: str = "") -> None:
@@ -309,6 +332,8 @@ class FullPolicy(_SignalPolicy):
         self.history = history
         self.learner = learner
         self.model_version = model_version
+        self.paper = Simulator(cfg.costs, cfg.capital) if cfg.shadow_outcomes else None
+        self.shadows = 0
         self.outcomes = 0
         self.since_learning = 0
         self.events: list[LearningEvent] = []
@@ -320,7 +345,7 @@ class FullPolicy(_SignalPolicy):
             return None
         last = candles.iloc[-1]
         ts = last["ts"]
-        hist = candles.iloc[-self.history :]
+        hist = self._candles(symbol, candles, self.history)
         # No ML prediction passed: the server predicts from the same candles itself.
         e = self.service.enhance_signal(
             symbol, sig[0], sig[1], float(last["close"]), ts, strategy=self.cfg.base.name, candles=hist,
@@ -329,6 +354,8 @@ class FullPolicy(_SignalPolicy):
         _same_model(self.model_version, e.model_version)
         if e.action not in ("BUY", "SELL") or not e.size > 0:
             self.skipped += 1
+            if e.action == "HOLD" and self.paper is not None and self.paper.is_flat(symbol):
+                self.paper.submit(self._order(symbol, sig[0], ts, sig[1], tag=e.decision_id))
             return None
         price = float(last["close"])
         stop_pct = abs(price - e.stop_loss) / price if e.stop_loss > 0 else None
@@ -343,6 +370,24 @@ class FullPolicy(_SignalPolicy):
             trade.exit_ts,
         )
         self.outcomes += 1
+        self.since_learning += 1
+
+    def on_candle(self, symbol: str, candle: Candle) -> None:
+        if self.paper is not None:
+            for trade in self.paper.on_candle(symbol, candle):
+                self._shadow(trade)
+
+    def finish(self) -> None:
+        if self.paper is not None:
+            for trade in self.paper.close_all():
+                self._shadow(trade)
+
+    def _shadow(self, trade: Trade) -> None:
+        self.service.log_outcome(
+            trade.tag, trade.entry_price, trade.exit_price, trade.size, trade.pnl, trade.pnl_pct, trade.exit_reason,
+            trade.exit_ts, shadow=True,
+        )
+        self.shadows += 1
         self.since_learning += 1
 
     def after_step(self, ts: pd.Timestamp) -> None:
@@ -419,7 +464,9 @@ def replay_frames(
                 f"target {defaults.target_pct:.2%}, ML support needed {defaults.ml_confidence_min:g}; "
                 f"max holding {cfg.max_holding_bars} candles."
             ),
-            f"Learning step (pattern discovery + performance monitor) every {cfg.learn_every} outcomes of the full system.",
+            f"Learning step (pattern discovery + performance monitor) every {cfg.learn_every} outcomes of the full system"
+            + (f" (its trades and the shadow outcomes of the signals it held: {full.shadows} shadows)." if full.paper is not None
+               else "; held signals not followed (no shadow outcomes)."),
         ],
     )
 

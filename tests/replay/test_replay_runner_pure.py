@@ -38,33 +38,56 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, pd.Timestamp]] = []
+        self.held_candles: dict[str, pd.DataFrame] = {}
         self.outcomes: list[pd.Timestamp] = []
+        self.shadows: list[pd.Timestamp] = []
+        self.held: dict[str, pd.Timestamp] = {}
         self.decided_at: dict[str, pd.Timestamp] = {}
 
     def get_parameters(self):
         return ParameterSet(dict(PARAMS), "v0")
 
+    def _merge(self, symbol: str, candles: pd.DataFrame) -> pd.DataFrame:
+        """The server's per-symbol history after a call: the call's candles replace the held ones
+        from its first on; otherwise they must follow the held ones without a gap."""
+        held = self.held_candles.get(symbol)
+        first = candles["ts"].iloc[0]
+        if held is not None and first > held["ts"].iloc[-1]:
+            assert first == held["ts"].iloc[-1] + pd.Timedelta(minutes=5), "a gap in the candles sent"
+            candles = pd.concat([held, candles], ignore_index=True)
+        elif held is not None:
+            candles = pd.concat([held[held["ts"] < first], candles], ignore_index=True)
+        self.held_candles[symbol] = candles.iloc[-400:].reset_index(drop=True)
+        return self.held_candles[symbol]
+
     def predict_reversal(self, symbol, candles=None):
+        candles = self._merge(symbol, candles)
+        assert len(candles) == 400
         self.calls.append(("predict", candles["ts"].iloc[-1]))
         up = candles["close"].iloc[-1] >= candles["open"].iloc[-1]
         return ReversalPrediction(True, 0.7, "bullish" if up else "bearish", "1")
 
     def enhance_signal(self, symbol, action, base_confidence, price, time, *, strategy="", candles=None, ml=None,
                        session_id="", market_context=None):
+        candles = self._merge(symbol, candles)
         assert candles["ts"].iloc[-1] == time and len(candles) == 400
         assert strategy == "momentum_rsi" and session_id == "replay" and ml is None
         self.calls.append(("enhance", time))
         did = f"{symbol}-{len(self.calls)}"
         self.decided_at[did] = time
         if base_confidence < 0.55:
+            del self.decided_at[did]
+            self.held[did] = time
             return EnhancedSignal(did, "HOLD", 0.4, 0.0, 0.0, 0.0)
         return EnhancedSignal(did, action, base_confidence, 0.05, price * (0.99 if action == "BUY" else 1.01),
                               price * (1.02 if action == "BUY" else 0.98))
 
-    def log_outcome(self, decision_id, entry_price, exit_price, size, pnl, pnl_pct, exit_reason, time):
-        assert time > self.decided_at.pop(decision_id)  # a decision of this server, reported once, after it
-        assert not self.outcomes or time >= self.outcomes[-1]
-        self.outcomes.append(time)
+    def log_outcome(self, decision_id, entry_price, exit_price, size, pnl, pnl_pct, exit_reason, time, *, shadow=False):
+        # a decision of this server, reported once, after it; a shadow only for a HOLD
+        assert time > (self.held if shadow else self.decided_at).pop(decision_id)
+        every = sorted(self.outcomes + self.shadows)
+        assert not every or time >= every[-1]  # in time order, real and shadow together
+        (self.shadows if shadow else self.outcomes).append(time)
         return OutcomeLearning(decision_id, pnl > 0, "", TradeStats(0, 0, 0.0, 0.0, 0.0), (), "v0", "")
 
 
@@ -101,9 +124,13 @@ def test_three_variants_on_real_candles(shared_csv) -> None:
     assert len(server.outcomes) == by["full"].metrics.trades
     assert all(rep.start <= t.decision_ts < rep.end for v in rep.variants for t in v.trades)
     assert all(t.entry_ts > t.decision_ts for v in rep.variants for t in v.trades)
-    # Learning ran every 5 outcomes (and once at the end for the remainder).
-    assert len(learner.steps) == -(-len(server.outcomes) // 5)
+    # Held signals were followed on paper and reported as shadows; learning ran every 5 outcomes
+    # of either kind (and once at the end for the remainder).
+    assert 0 < len(server.shadows) <= by["full"].skipped
+    assert len(learner.steps) == -(-(len(server.outcomes) + len(server.shadows)) // 5)
     assert rep.evolution[-1].outcomes == len(server.outcomes)
+    without = replay_frames(_cfg(shadow_outcomes=False), frames, ScriptedServer(), model, CountingLearner(), history=400)
+    assert without.table_markdown() == rep.table_markdown()  # shadows change no trade of a scripted server
     assert "Base + ML + memory" in rep.table_markdown()
     # Same inputs, same report.
     again = replay_frames(_cfg(), frames, ScriptedServer(), model, CountingLearner(), history=400)

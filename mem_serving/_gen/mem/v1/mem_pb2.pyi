@@ -148,7 +148,7 @@ class EnhancedSignal(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., symbol: _Optional[str] = ..., confidence: _Optional[float] = ..., size: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., reasoning: _Optional[str] = ..., base_confidence: _Optional[float] = ..., ml_confidence: _Optional[float] = ..., memory_confidence: _Optional[float] = ..., learned_strategy: _Optional[str] = ..., model_version: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LogOutcomeRequest(_message.Message):
-    __slots__ = ("decision_id", "entry_price", "exit_price", "size", "pnl", "pnl_pct", "exit_reason", "time")
+    __slots__ = ("decision_id", "entry_price", "exit_price", "size", "pnl", "pnl_pct", "exit_reason", "time", "shadow")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ENTRY_PRICE_FIELD_NUMBER: _ClassVar[int]
     EXIT_PRICE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class LogOutcomeRequest(_message.Message):
     PNL_PCT_FIELD_NUMBER: _ClassVar[int]
     EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     entry_price: float
     exit_price: float
@@ -165,7 +166,8 @@ class LogOutcomeRequest(_message.Message):
     pnl_pct: float
     exit_reason: str
     time: _timestamp_pb2.Timestamp
-    def __init__(self, decision_id: _Optional[str] = ..., entry_price: _Optional[float] = ..., exit_price: _Optional[float] = ..., size: _Optional[float] = ..., pnl: _Optional[float] = ..., pnl_pct: _Optional[float] = ..., exit_reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, decision_id: _Optional[str] = ..., entry_price: _Optional[float] = ..., exit_price: _Optional[float] = ..., size: _Optional[float] = ..., pnl: _Optional[float] = ..., pnl_pct: _Optional[float] = ..., exit_reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class StrategyStats(_message.Message):
     __slots__ = ("trades", "wins", "win_rate", "total_pnl", "avg_pnl_pct")
@@ -198,7 +200,7 @@ class ParameterAdjustment(_message.Message):
     def __init__(self, parameter: _Optional[str] = ..., from_value: _Optional[float] = ..., to_value: _Optional[float] = ..., reason: _Optional[str] = ..., trigger: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LogOutcomeResponse(_message.Message):
-    __slots__ = ("decision_id", "win", "strategy", "strategy_stats", "adjustments", "parameters_version", "summary")
+    __slots__ = ("decision_id", "win", "strategy", "strategy_stats", "adjustments", "parameters_version", "summary", "shadow")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     WIN_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +208,7 @@ class LogOutcomeResponse(_message.Message):
     ADJUSTMENTS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_VERSION_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     win: bool
     strategy: str
@@ -213,7 +216,8 @@ class LogOutcomeResponse(_message.Message):
     adjustments: _containers.RepeatedCompositeFieldContainer[ParameterAdjustment]
     parameters_version: str
     summary: str
-    def __init__(self, decision_id: _Optional[str] = ..., win: _Optional[bool] = ..., strategy: _Optional[str] = ..., strategy_stats: _Optional[_Union[StrategyStats, _Mapping]] = ..., adjustments: _Optional[_Iterable[_Union[ParameterAdjustment, _Mapping]]] = ..., parameters_version: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, decision_id: _Optional[str] = ..., win: _Optional[bool] = ..., strategy: _Optional[str] = ..., strategy_stats: _Optional[_Union[StrategyStats, _Mapping]] = ..., adjustments: _Optional[_Iterable[_Union[ParameterAdjustment, _Mapping]]] = ..., parameters_version: _Optional[str] = ..., summary: _Optional[str] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
     __slots__ = ()
