@@ -14,13 +14,14 @@ Prints JSON (per run: the comparison table, every per-trade difference with its 
 verdict, the decomposition, the learned strategies) and writes each run's report under ``--out``.
 
     .venv/bin/python bench/bench_closed_loop.py planted [--days 60] [--train-days 12] [--seed 11]
-    .venv/bin/python bench/bench_closed_loop.py shared
+    MEM_SHARED_DATA=/path/to/data .venv/bin/python bench/bench_closed_loop.py shared
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -32,7 +33,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHARED = ROOT.parent / "shared" / "data" / "candles"
+#: The shared real candles: $MEM_SHARED_DATA/candles, else ../shared/data/candles beside the checkout.
+SHARED = Path(os.environ["MEM_SHARED_DATA"]) / "candles" if os.environ.get("MEM_SHARED_DATA") else ROOT.parent / "shared" / "data" / "candles"
 
 
 def summary(report, seconds: float) -> dict:

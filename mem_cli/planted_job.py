@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from mem_core.settings import QuestDBSettings
-from mem_pipelines.replay.planted import PlantedMarket, planted_candles
+from mem_pipelines.replay.planted import PlantedMarket, PlantedSignals, planted_market
 from mem_pipelines.replay.report import ReplayReport
 
 
@@ -58,7 +58,7 @@ def run_planted(run: PlantedRun, questdb: QuestDBSettings, folder: Path, trackin
     from mem_serving.settings import ServingSettings
 
     folder.mkdir(parents=True, exist_ok=True)
-    frames = planted_candles(run.market)
+    frames, signals = planted_market(run.market)
     for symbol, frame in frames.items():
         write_candles(questdb, frame.assign(symbol=symbol))
     uri = tracking_uri or f"sqlite:///{folder / 'mlflow.db'}"
@@ -81,6 +81,7 @@ def run_planted(run: PlantedRun, questdb: QuestDBSettings, folder: Path, trackin
         return run_replay(ReplayConfig(
             symbols=run.market.symbols, start=run.replay_start, end=run.replay_end, server=f"127.0.0.1:{running.port}",
             fee_bps=run.fee_bps, slippage_bps=run.slippage_bps, learn_every=run.learn_every, questdb=questdb,
+            signals=PlantedSignals(run.market, signals),
         ))
     finally:
         running.stop(grace=1.0)

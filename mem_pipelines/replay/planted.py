@@ -1,35 +1,35 @@
 """A market with a planted edge, to prove that the closed loop learns what is there (and only that).
 
-Synthetic 5-minute candles (fixed seeds) on which the replay's own base strategy (momentum + RSI,
-``base_strategy``) wins only under a condition observable at decision time and loses otherwise:
+Synthetic 5-minute candles and a synthetic base strategy (fixed seeds) whose signals win only
+under a condition observable at decision time and lose otherwise:
 
-- a log-price random walk, ``vol_bps`` per candle;
-- whenever the base strategy signals while no episode is running (the same rule and warm-up as
-  ``base_signals``, computed on the candles generated so far), an **episode** of ``horizon``
-  candles starts: each later candle of it drifts ``drift_bps`` *with* the signal when the
-  condition held at the signal's candle (follow-through: the signal wins), and ``reverse_bps``
-  *against* it otherwise (the move fades: the signal loses after costs);
-- the condition (``condition="hour"``): the signal's candle closes inside the UTC hours
-  ``[hours[0], hours[1])``. The decision's time of day is what the memory can observe (pattern
-  discovery's time-of-day windows); the 12 seed features do not show it.
+- prices: a log-price random walk, ``vol_bps`` per candle;
+- signals: whenever no episode is running, a candle's close carries a new signal with probability
+  ``signal_rate`` — BUY or SELL at random, base confidence uniform in ``confidence`` — and starts
+  an **episode** of ``horizon`` candles: each later candle of it drifts ``drift_bps`` *with* the
+  signal when the condition held (follow-through: the signal wins), and ``reverse_bps`` *against*
+  it otherwise (the move fades: the signal loses after costs). No signal is given while an episode
+  runs, so a signal's outcome never depends on an earlier episode: nothing in the prices before
+  the decision tells how it will end;
+- the condition: the signal's candle closes inside the UTC hours ``[hours[0], hours[1])``. The
+  decision's time of day is what the memory can observe (pattern discovery's time-of-day
+  windows); neither the seed's 12 features nor the model see it.
 
 The **control** (``shuffled=True``) keeps everything but the link to the observable: each
 episode follows through with the probability the window has in the planted market (its share of
-the day), at random. Nothing observable predicts a winner, so nothing should be learned.
+the day), at random. Nothing observable at decision time predicts a winner, so nothing should be
+learned and no help claimed.
 
-Signals are recomputed incrementally (Wilder's RSI, momentum over ``momentum_bars``), so they can
-differ from ``base_signals`` in the last bits of a float on the threshold: the edge concerns
-the great majority of signals, not every one.
+``planted_market(market)`` returns the candle frames and the signals; ``PlantedSignals`` serves
+the signals to the replay (``ReplayConfig.signals``) in place of the momentum + RSI strategy.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from mem_pipelines.replay.base_strategy import BaseStrategyConfig
 
 CANDLE = pd.Timedelta(minutes=5)
 
@@ -45,18 +45,19 @@ class PlantedMarket:
     hours: tuple[float, float] = (12.0, 18.0)
     shuffled: bool = False
     vol_bps: float = 15.0
-    drift_bps: float = 8.0
-    reverse_bps: float = 3.0
+    drift_bps: float = 5.0
+    reverse_bps: float = 2.0
     horizon: int = 24
-    base: BaseStrategyConfig = field(default_factory=BaseStrategyConfig)
+    signal_rate: float = 0.2
+    confidence: tuple[float, float] = (0.6, 0.95)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "start", pd.Timestamp(self.start).tz_convert("UTC") if pd.Timestamp(self.start).tzinfo
-                           else pd.Timestamp(self.start).tz_localize("UTC"))
+        ts = pd.Timestamp(self.start)
+        object.__setattr__(self, "start", ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC"))
         if not 0 <= self.hours[0] < self.hours[1] <= 24:
             raise ValueError("hours must be a window [a, b) inside [0, 24]")
-        if self.days <= 0 or self.horizon < 1 or self.vol_bps <= 0:
-            raise ValueError("days, horizon and vol_bps must be positive")
+        if self.days <= 0 or self.horizon < 1 or self.vol_bps <= 0 or not 0 < self.signal_rate <= 1:
+            raise ValueError("days, horizon, vol_bps and signal_rate must be positive (signal_rate <= 1)")
 
     @property
     def window_share(self) -> float:
@@ -67,54 +68,68 @@ class PlantedMarket:
         hour = ts.hour + ts.minute / 60.0
         return self.hours[0] <= hour < self.hours[1]
 
+    def describe(self) -> str:
+        rule = ("follows through at random, as often as the window's share of the day" if self.shuffled else
+                f"follows through when decided in {self.hours[0]:g}:00-{self.hours[1]:g}:00 UTC, fades otherwise")
+        return (f"Base strategy: planted signals (a random BUY/SELL at {self.signal_rate:g} per candle while none runs; "
+                f"each {rule}: {self.drift_bps:g} bps per candle with it, {self.reverse_bps:g} against, for {self.horizon} candles).")
 
-def planted_candles(market: PlantedMarket) -> dict[str, pd.DataFrame]:
-    """Candle frames (docs/CONTRACTS.md) of every symbol of ``market``."""
-    return {s: _one(market, i) for i, s in enumerate(market.symbols)}
+
+def planted_market(market: PlantedMarket) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Candle frames (docs/CONTRACTS.md) and signal frames (``ts``, ``action``, ``confidence``) of
+    every symbol of ``market``."""
+    frames, signals = {}, {}
+    for i, symbol in enumerate(market.symbols):
+        frames[symbol], signals[symbol] = _one(market, i)
+    return frames, signals
 
 
-def _one(m: PlantedMarket, index: int) -> pd.DataFrame:
+def _one(m: PlantedMarket, index: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng([m.seed, index])
     n = int(round(m.days * 288))
     ts = pd.date_range(m.start, periods=n, freq=CANDLE)
     minute = (ts.hour * 60 + ts.minute).to_numpy()
     inside = (minute >= m.hours[0] * 60) & (minute < m.hours[1] * 60)
     sigma = m.vol_bps / 10_000
-    noise = rng.normal(0.0, sigma, n)
-    coins = rng.random(n)
-    cfg = m.base
-    alpha = 1.0 / cfg.rsi_period
-    close = np.empty(n)
-    close[0] = 100.0 * math.exp(rng.normal(0, 0.2))
+    starts = rng.random(n) < m.signal_rate
+    sides = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    follow = rng.random(n) < m.window_share if m.shuffled else inside
+    confidence = rng.uniform(m.confidence[0], m.confidence[1], n)
     drift = np.zeros(n)
-    gain = loss = 0.0
-    episode_end = -1
-    for t in range(1, n):
-        close[t] = close[t - 1] * math.exp(noise[t] + drift[t])
-        change = close[t] - close[t - 1]
-        up, down = max(change, 0.0), max(-change, 0.0)
-        if t == 1:
-            gain, loss = up, down
-        else:
-            gain += alpha * (up - gain)
-            loss += alpha * (down - loss)
-        if t < cfg.warmup or t <= episode_end or t + 1 >= n:
+    action = np.full(n, "", dtype=object)
+    t = 0
+    while t < n - 1:
+        if starts[t]:
+            action[t] = "BUY" if sides[t] > 0 else "SELL"
+            step = (m.drift_bps if follow[t] else -m.reverse_bps) / 10_000 * sides[t]
+            end = min(n - 1, t + m.horizon)
+            drift[t + 1 : end + 1] = step
+            t = end + 1  # no signal while the episode runs
             continue
-        momentum = close[t] / close[t - cfg.momentum_bars] - 1.0
-        rsi = 100.0 * gain / (gain + loss) if gain + loss > 0 else 50.0
-        if momentum > cfg.momentum_threshold and rsi < cfg.rsi_overbought:
-            direction = 1.0
-        elif momentum < -cfg.momentum_threshold and rsi > cfg.rsi_oversold:
-            direction = -1.0
-        else:
-            continue
-        follows = coins[t] < m.window_share if m.shuffled else bool(inside[t])
-        step = (m.drift_bps if follows else -m.reverse_bps) / 10_000 * direction
-        episode_end = min(n - 1, t + m.horizon)
-        drift[t + 1 : episode_end + 1] = step
+        t += 1
+    close = 100.0 * np.exp(rng.normal(0, 0.2) + np.cumsum(rng.normal(0.0, sigma, n) + drift))
     opens = np.concatenate([[close[0]], close[:-1]])
     wick = np.abs(rng.normal(0.0, sigma / 2, (2, n)))
     high = np.maximum(opens, close) * (1.0 + wick[0])
     low = np.minimum(opens, close) * (1.0 - wick[1])
     volume = rng.lognormal(3.0, 0.4, n)
-    return pd.DataFrame({"ts": ts, "open": opens, "high": high, "low": low, "close": close, "volume": volume})
+    frame = pd.DataFrame({"ts": ts, "open": opens, "high": high, "low": low, "close": close, "volume": volume})
+    signal = pd.DataFrame({"ts": ts, "action": action.astype(str), "confidence": np.where(action != "", confidence, np.nan)})
+    return frame, signal
+
+
+class PlantedSignals:
+    """The planted signals as the replay's base strategy (``ReplayConfig.signals``): for a symbol's
+    candles, the signal at each candle (none where the market has none)."""
+
+    def __init__(self, market: PlantedMarket, signals: Mapping[str, pd.DataFrame]) -> None:
+        self.description = market.describe()
+        self._by_symbol = {s: f.set_index("ts") for s, f in signals.items()}
+
+    def __call__(self, symbol: str, candles: pd.DataFrame) -> pd.DataFrame:
+        table = self._by_symbol[symbol].reindex(pd.DatetimeIndex(candles["ts"]))
+        return pd.DataFrame(
+            {"ts": candles["ts"].to_numpy(), "action": table["action"].fillna("").to_numpy(),
+             "confidence": table["confidence"].to_numpy()},
+            index=candles.index,
+        )

@@ -23,7 +23,7 @@ or it refuses (``StoreMismatchError``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -174,6 +174,10 @@ class ReplayConfig:
     slippage_bps: float = 5.0
     capital: float = 10_000.0
     base: BaseStrategyConfig = field(default_factory=BaseStrategyConfig)
+    # Another base strategy: (symbol, candles) -> frame aligned with the candles with ``action``
+    # ("BUY" | "SELL" | "") and ``confidence`` (e.g. the planted-edge experiment's signals, with a
+    # ``description`` attribute for the report); None = the momentum + RSI strategy of ``base``.
+    signals: Callable[[str, pd.DataFrame], pd.DataFrame] | None = None
     max_holding_bars: int = 24
     learn_every: int = 10
     shadow_outcomes: bool = True  # report what held signals would have done (LogOutcome shadow=True)
@@ -420,7 +424,8 @@ def replay_frames(
             raise ReplayError(
                 f"{s}: fewer than {max(history, cfg.base.warmup)} candles before the window start for warm-up"
             )
-    signals = {s: base_signals(f, cfg.base) for s, f in frames.items()}
+    strategy = cfg.signals or (lambda _symbol, candles: base_signals(candles, cfg.base))
+    signals = {s: strategy(s, f) for s, f in frames.items()}
     defaults = defaults_from_parameters(service.get_parameters().values)
     grid = pd.DatetimeIndex(sorted({t for f in frames.values() for t in f["ts"] if cfg.start <= t < cfg.end}))
 
@@ -456,6 +461,8 @@ def replay_frames(
         final_strategies=learner.final_strategies() if learner is not None else [],
         notes=[
             (
+                str(getattr(cfg.signals, "description", "Base strategy: the caller's signals."))
+                if cfg.signals is not None else
                 f"Base strategy: momentum over {cfg.base.momentum_bars} candles beyond ±{cfg.base.momentum_threshold:g}, "
                 f"RSI({cfg.base.rsi_period}) below {cfg.base.rsi_overbought:g} for BUY / above {cfg.base.rsi_oversold:g} for SELL."
             ),

@@ -1,8 +1,8 @@
 """Does memory learn? The planted-edge experiment, short version (docs/closed_loop.md §6).
 
-Four synthetic symbols whose momentum signals win only when decided between 12:00 and 18:00 UTC
-(``mem_pipelines.replay.planted``), a champion trained on their first four days, the real server
-on an empty memory store, and a replay of the next ten days. The full system must learn the
+Four synthetic symbols whose (synthetic) base signals win only when decided between 12:00 and
+18:00 UTC (``mem_pipelines.replay.planted``), a champion trained on their first four days, the
+real server on an empty memory store, and a replay of the next twelve days. The full system must learn the
 window (a learned strategy on ``utc_hour``) and, in the second half, beat base + ML per trade after
 costs with a 95% CI above 0. The same market with the condition shuffled (served by the same
 champion) must create no strategy and claim no help.
@@ -18,7 +18,7 @@ from mem_pipelines.replay.planted import PlantedMarket
 from mem_pipelines.replay.stats import BETTER
 
 SMALL_GBC = {"n_estimators": 40, "max_depth": 3, "random_state": 42}
-RUN = PlantedRun(PlantedMarket(days=16, seed=11, symbols=("PE11A", "PE11B", "PE11C", "PE11D")), train_days=4,
+RUN = PlantedRun(PlantedMarket(days=18, seed=11, symbols=("PE11A", "PE11B", "PE11C", "PE11D")), train_days=4,
                  estimator_params=SMALL_GBC)
 
 
@@ -38,9 +38,9 @@ def test_memory_learns_a_planted_edge_and_nothing_from_its_shuffled_control(ques
     assert learned and all(s["conditions"] == "utc_hour >= 12 and utc_hour < 18" for s in learned), learned
     assert {s["action"] for s in learned} <= {"BUY", "SELL"}
     half = _full_vs_ml(planted)["second"]
-    assert half.verdict == BETTER and half.interval.low > 0 and half.trades_a >= 15, half
+    assert half.verdict == BETTER and half.interval.low > 0 and half.trades_a >= 10, half
     by = {v.name: v for v in planted.variants}
-    assert any("shadows" in n for n in planted.notes)
+    assert any("shadows" in n for n in planted.notes) and any("planted signals" in n for n in planted.notes)
 
     control = run_planted(control_of(RUN), questdb, tmp_path / "control", tracking_uri=f"sqlite:///{tmp_path / 'planted' / 'mlflow.db'}")
     assert control.final_strategies == []
