@@ -289,6 +289,8 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         echo(report.table_markdown())
         echo(report.verdict())
         echo("")
+        echo(report.differences_markdown())
+        echo("")
         echo(f"Report: {files['markdown']}   equity curves: {files['equity_png']}")
         return Path(files["markdown"])
     finally:

@@ -22,12 +22,16 @@ def replay(
     capital: float = typer.Option(10_000.0, help="Fixed capital positions are sized against."),
     max_holding: int = typer.Option(24, help="Time exit after this many candles."),
     learn_every: int = typer.Option(10, help="Run pattern discovery + performance monitor every N outcomes."),
+    shadow: bool = typer.Option(
+        True, help="Follow held signals on paper and report them as shadow outcomes (the memory learns from them)."
+    ),
     memory_db: Path = typer.Option(
-        None, help="The server's memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."
+        None, help="The server's memory store (default: the one the server reports); any other is refused."
     ),
     out: Path = typer.Option(Path("reports"), help="Folder for report.md, CSVs and equity.png."),
 ) -> None:
-    """Replay candles from QuestDB through the server (which must use the same memory store)."""
+    """Replay candles from QuestDB through the server; refuses a served model trained into the window
+    and a memory store other than the server's."""
     from mem_pipelines.replay.runner import ReplayConfig, ReplayError, run_replay  # lazy: keeps `mem --help` fast
 
     try:
@@ -41,6 +45,7 @@ def replay(
             capital=capital,
             max_holding_bars=max_holding,
             learn_every=learn_every,
+            shadow_outcomes=shadow,
             memory_db=memory_db,
         )
         report = run_replay(cfg)
@@ -50,4 +55,6 @@ def replay(
     paths = report.write(out)
     typer.echo(report.table_markdown())
     typer.echo(report.verdict())
+    typer.echo("")
+    typer.echo(report.differences_markdown())
     typer.echo(f"Report: {paths['markdown']}  plot: {paths['equity_png']}")

@@ -34,6 +34,7 @@ from mem_memory.types import (
     DECISION,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
+    SHADOW_OUTCOME,
     STRATEGY_UPSERT,
     Condition,
     Decision,
@@ -53,6 +54,8 @@ from mem_memory.types import (
 
 __all__ = [
     "DECISION",
+    "EVENT_KINDS",
+    "SHADOW_OUTCOME",
     "OUTCOME",
     "PARAMETER_ADJUSTMENT",
     "STRATEGY_UPSERT",

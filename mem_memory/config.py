@@ -80,10 +80,25 @@ class MemoryConfig:
     discovery_min_occurrences: int = 5
     discovery_min_win_rate: float = 0.70
     discovery_alpha: float = 0.05  # family-wise, Bonferroni-split over the candidates tested
+    # the later-slice check: patterns are found on the older part of the window and must hold on
+    # this newest share of it too (0 = no check), at this one-sided level split over the patterns
+    discovery_validation_share: float = 1 / 3
+    discovery_validation_alpha: float = 0.05
+    discovery_bins: int = 3
     discovery_max_conditions: int = 2
+    # time-of-day candidates: windows of the decision's UTC hour, this long, starting every step
+    # hours (0 = none); windows do not wrap midnight
+    discovery_hour_window: float = 6.0
+    discovery_hour_step: float = 3.0
     parameters: Mapping[str, float] = field(default_factory=lambda: DEFAULT_PARAMETERS)
     limits: Mapping[str, tuple[float, float]] = field(default_factory=lambda: PARAMETER_LIMITS)
 
     def __post_init__(self) -> None:
         if min(self.weight_base, self.weight_ml, self.weight_memory) < 0 or self.weight_base <= 0:
             raise ValueError("weights must be >= 0 and the base weight > 0")
+        if not 0 <= self.discovery_validation_share < 1:
+            raise ValueError("discovery_validation_share must be in [0, 1)")
+        if not 0 <= self.discovery_hour_window <= 24 or (
+            self.discovery_hour_window > 0 and self.discovery_hour_step <= 0
+        ):
+            raise ValueError("discovery_hour_window must be in [0, 24] and discovery_hour_step > 0")

@@ -41,12 +41,14 @@ from mem_memory.rules import discovery as discovery_rules
 from mem_memory.rules import parameters as prules
 from mem_memory.rules.adapter import adapt
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
+from mem_memory.rules.context import decision_context
 from mem_memory.rules.strategy_stats import update_strategy
 from mem_memory.store import MemoryStore, PreparedDecision
 from mem_memory.types import (
     DECISION,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
+    SHADOW_OUTCOME,
     STRATEGY_UPSERT,
     Decision,
     DecisionView,
@@ -148,7 +150,7 @@ class MemoryEngine:
         p = event.payload
         if event.kind == DECISION:
             self._wm.add_decision(Decision.from_dict(p))
-        elif event.kind == OUTCOME:
+        elif event.kind in (OUTCOME, SHADOW_OUTCOME):
             outcome = Outcome.from_dict(p)
             decision = self._held(outcome.decision_id)
             if decision is None:
@@ -209,6 +211,16 @@ class MemoryEngine:
         with self._lock:
             self.refresh(force=False)
             return self._wm.similar(action, features, k or self.config.neighbours, self.config.similar_radius)
+
+    def matching_strategies(
+        self, action: str, features: Mapping[str, float], time: datetime | None = None
+    ) -> list[StrategySpec]:
+        """Active strategies of ``action`` whose conditions hold; with ``time``, on the decision
+        context (``utc_hour`` included) as ``enhance`` matches them."""
+        context = decision_context(features, time) if time is not None else features
+        with self._lock:
+            self.refresh(force=False)
+            return self._wm.matching(action, context)
 
     def parameters(self) -> Parameters:
         with self._lock:
@@ -283,7 +295,7 @@ class MemoryEngine:
             self.refresh(force=False)
             params = self._params
             if base_action != "HOLD":
-                matches = self._wm.matching(base_action, features)
+                matches = self._wm.matching(base_action, decision_context(features, request.time))
                 spec = matches[0] if matches else None
                 sim = self._wm.similar(base_action, features, cfg.neighbours, cfg.similar_radius)
         ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
@@ -359,6 +371,13 @@ class MemoryEngine:
         With ``request_id`` already answered (``mem_memory.requests``): the original answer,
         marked ``replayed``, and nothing is written.
 
+        A **shadow outcome** (``outcome.shadow``, only for a HOLD decision: what its base signal
+        would have done had it been traded) is stored (kind ``shadow_outcome``) and learned from
+        by pattern discovery and the similar-trades memory, which then see every signal and not
+        only the ones the memory let through; no risk rule counts it (no size step, no performance
+        monitor, no strategy statistics): no money was at stake. ``InvalidRecord`` for a shadow
+        outcome of a decision that was not a HOLD.
+
         Runs in a group commit: outcomes of concurrent calls are learned from one after the
         other inside one transaction (each re-reads the strategy and parameters the previous
         one wrote), so the result is the same as one transaction each."""
@@ -397,31 +416,46 @@ class MemoryEngine:
             decision, previous = store.get_decision(outcome.decision_id)
             if previous is not None:
                 raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome")
+        if outcome.shadow and decision.action != "HOLD":
+            raise InvalidRecord(
+                "shadow", f"decision {outcome.decision_id} was a {decision.action}, not a HOLD: report its trade"
+            )
         outcome_event = store.append_outcome(outcome)
         spec_after: StrategySpec | None = None
         deprecated = False
-        if decision.learned_strategy:
-            spec = store.strategy(decision.learned_strategy)
-            if spec is not None:
-                spec_after, deprecated = update_strategy(spec, outcome, at, cfg)
-                store.append_strategy(spec_after)
-        params, state = self._current_parameters()
-        adjustments = prules.adjust_after_outcome(params, outcome, at, cfg)
-        params = prules.apply(params, adjustments, at)
-        monitor_adj, state = self._monitor_step(params, state, outcome_event, at)
-        adjustments += monitor_adj
-        params = prules.apply(params, monitor_adj, at)
-        if adjustments:
-            store.append_parameters(params, adjustments, state)
+        adjustments: list[ParameterAdjustment] = []
+        if outcome.shadow:  # no trade, so no risk rule counts it
+            params = self._current_parameters()[0]
+        else:
+            if decision.learned_strategy:
+                spec = store.strategy(decision.learned_strategy)
+                if spec is not None:
+                    spec_after, deprecated = update_strategy(spec, outcome, at, cfg)
+                    store.append_strategy(spec_after)
+            params, state = self._current_parameters()
+            adjustments = prules.adjust_after_outcome(params, outcome, at, cfg)
+            params = prules.apply(params, adjustments, at)
+            monitor_adj, state = self._monitor_step(params, state, outcome_event, at)
+            adjustments += monitor_adj
+            params = prules.apply(params, monitor_adj, at)
+            if adjustments:
+                store.append_parameters(params, adjustments, state)
+        summary = _outcome_summary(outcome, spec_after, deprecated, adjustments)
+        if outcome.shadow:
+            summary = (
+                f"shadow outcome of a held {decision.base_action} signal: {summary}; learned by discovery and "
+                "similar-trades memory, not by sizing or the monitor"
+            )
         update = LearningUpdate(
             decision_id=outcome.decision_id,
             win=outcome.win,
-            strategy=spec_after.name if spec_after else decision.learned_strategy,
+            strategy=spec_after.name if spec_after else (None if outcome.shadow else decision.learned_strategy),
             strategy_stats=spec_after.stats if spec_after else None,
             adjustments=tuple(adjustments),
             parameters_version=params.version,
-            summary=_outcome_summary(outcome, spec_after, deprecated, adjustments),
+            summary=summary,
             deprecated=deprecated,
+            shadow=outcome.shadow,
         )
         if request_id:
             store.record_request(OUTCOME, request_id, outcome_event, update.to_dict())
@@ -515,6 +549,8 @@ class MemoryEngine:
                     break
                 older = False
                 for _, o in batch:
+                    if o.shadow:  # not a trade
+                        continue
                     if since <= o.time <= now:
                         trades += 1
                         wins += o.win
@@ -577,7 +613,7 @@ def _reasoning(
             verb = "supports" if ml == req.ml_confidence else "opposes"
             parts.append(f"ML {ml:.2f} ({req.ml_direction} reversal {verb} {req.action})")
     else:
-        parts.append("no ML")
+        parts.append(f"no ML ({req.ml_absent_reason})" if req.ml_absent_reason else "no ML")
     parts.append(f"memory {memory:.2f} ({memory_note})" if memory is not None else "memory silent")
     weights = {"base": req.base_confidence - final}
     if ml is not None:

@@ -34,6 +34,7 @@ from mem_memory.types import (
     OPS,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
+    SHADOW_OUTCOME,
     STRATEGY_UPSERT,
     Decision,
     Outcome,
@@ -83,10 +84,10 @@ def core_memory_lines(store: MemoryStore) -> list[str]:
                 f"target {d.take_profit:.10g} regime {d.regime}{learned} model {d.model_version or '-'} "
                 f"strategy {_one_line(d.strategy) or '-'} :: {_one_line(d.reasoning)}"
             )
-        elif e.kind == OUTCOME:
+        elif e.kind in (OUTCOME, SHADOW_OUTCOME):
             o = Outcome.from_dict(p)
             lines.append(
-                f"[{_ts(o.time)}] CLOSE {o.decision_id} {_one_line(symbols.get(o.decision_id, ''))} entry {o.entry_price:.10g} "
+                f"[{_ts(o.time)}] {'CLOSE' if e.kind == OUTCOME else 'SHADOW'} {o.decision_id} {_one_line(symbols.get(o.decision_id, ''))} entry {o.entry_price:.10g} "
                 f"exit {o.exit_price:.10g} size {o.size:.4g} P&L {o.pnl:+.4f} ({o.pnl_pct:+.2%}) "
                 f"{'WIN' if o.win else 'LOSS'} reason {_one_line(o.exit_reason) or '-'}"
             )
@@ -252,7 +253,8 @@ class {cls}:
         self.avg_pnl_pct = {avg}
 
     def should_enter(self, features):
-        """True when the strategy is active and every condition holds on the feature snapshot."""
+        """True when the strategy is active and every condition holds on the decision's context:
+        the feature snapshot plus utc_hour, the decision time's hour of day in UTC."""
         return not self.DEPRECATED and all(_holds(features.get(f), op, t) for f, op, t in self.CONDITIONS)
 
     def update_performance(self, pnl, pnl_pct):

@@ -171,7 +171,8 @@ class WorkingMemory:
         self.add_closed(decision, outcome)
 
     def add_closed(self, decision: Decision, outcome: Outcome) -> None:
-        ring = self.rings.get(decision.action)
+        # A HOLD decision's (shadow) outcome says how its base signal would have done.
+        ring = self.rings.get(decision.base_action if decision.action == "HOLD" else decision.action)
         if ring is not None:
             ring.add(decision.decision_id, decision.features, outcome.win)
 

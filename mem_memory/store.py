@@ -17,8 +17,9 @@ Layout (docs/memory.md):
   encrypted) with the event their call wrote and, for an outcome, its (encrypted) answer; kept
   for ``REQUEST_ID_WINDOW_S`` (``mem_memory.requests``), then forgotten.
 - ``probe`` — empty; the write probe of a full store writes and deletes a row in it.
-- ``meta`` — format version, whether the store is encrypted, the key-check record and the key
-  ids (``mem_memory.keys``).
+- ``meta`` — format version, whether the store is encrypted, the key-check record, the key
+  ids (``mem_memory.keys``) and the store's id (a random UUID created once: which store a server
+  writes, ``store_id``).
 - ``audit`` — the audit trail of credential use (``mem_memory.audit``), in clear.
 
 Every open holds ``<db>.lock`` shared (``mem_memory.lock``); a rekey or restore needs it alone.
@@ -40,6 +41,7 @@ import sqlite3
 import stat
 import threading
 import time as _time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +68,7 @@ from mem_memory.types import (
     DECISION,
     OUTCOME,
     PARAMETER_ADJUSTMENT,
+    SHADOW_OUTCOME,
     STRATEGY_UPSERT,
     Decision,
     Event,
@@ -115,6 +118,7 @@ def _build_strategy(p: dict[str, Any], codec: Codec) -> tuple[StrategySpec, str]
 _BUILD: dict[str, Any] = {
     DECISION: _build_decision,
     OUTCOME: _build_outcome,
+    SHADOW_OUTCOME: _build_outcome,
     PARAMETER_ADJUSTMENT: _build_parameters,
     STRATEGY_UPSERT: _build_strategy,
 }
@@ -226,6 +230,7 @@ class MemoryStore:
         #: The size cap in pages (None: no cap); the writer process gets it with every batch.
         self.max_pages: int | None = None
         self._pruned = float("-inf")  # when request ids past the window were last forgotten
+        self._store_id = ""
 
     # ------------------------------------------------------------------ open / close
     @classmethod
@@ -322,6 +327,10 @@ class MemoryStore:
                     command,
                     {"store_key_id": codec.store_key_id} if codec.encrypted else {},
                 )
+            if "store_id" not in meta:  # stores made before ids existed get theirs on first open
+                meta["store_id"] = str(uuid.uuid4())
+                conn.execute("INSERT INTO meta VALUES ('store_id', ?)", (meta["store_id"],))
+            self._store_id = str(meta["store_id"])
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
@@ -366,6 +375,12 @@ class MemoryStore:
 
     def __reduce__(self) -> Any:
         raise TypeError("MemoryStore holds a connection and key material; open it again in the other process")
+
+    @property
+    def store_id(self) -> str:
+        """The store's identity: created once with the store, the same from every process and
+        after every reopen (a copy of the file keeps it too). Empty for a prepared writer."""
+        return self._store_id
 
     @property
     def encrypted(self) -> bool:
@@ -587,8 +602,9 @@ class MemoryStore:
         return self.append_prepared(self.prepare_decision(decision))
 
     def append_outcome(self, outcome: Outcome) -> int:
-        """Record the outcome of a decision. ``UnknownDecision`` when the id is not stored,
-        ``DuplicateOutcome`` when it already has one (checked and set atomically)."""
+        """Record the outcome of a decision (a shadow outcome as kind ``shadow_outcome``).
+        ``UnknownDecision`` when the id is not stored, ``DuplicateOutcome`` when it already has
+        one (checked and set atomically)."""
         with self.transaction():
             conn = self._c()
             row = conn.execute(
@@ -598,7 +614,9 @@ class MemoryStore:
                 raise UnknownDecision(f"no decision with id {outcome.decision_id!r} in memory")
             if row[0] is not None:
                 raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome (event {row[0]})")
-            event_id = self._insert(OUTCOME, outcome.decision_id, outcome.to_dict())
+            event_id = self._insert(
+                SHADOW_OUTCOME if outcome.shadow else OUTCOME, outcome.decision_id, outcome.to_dict()
+            )
             conn.execute(
                 "UPDATE decisions SET outcome_event_id = ? WHERE decision_id = ?", (event_id, outcome.decision_id)
             )
@@ -653,7 +671,8 @@ class MemoryStore:
             n = len(ev_rows)
             ev_rows, out_rows = [], []
             for o in outcomes:
-                ev_rows.append((next_id, OUTCOME, o.decision_id, codec.encode(OUTCOME, o.to_dict())))
+                kind = SHADOW_OUTCOME if o.shadow else OUTCOME
+                ev_rows.append((next_id, kind, o.decision_id, codec.encode(kind, o.to_dict())))
                 out_rows.append((next_id, o.decision_id))
                 next_id += 1
             conn.executemany("INSERT INTO events(event_id, kind, subject, payload) VALUES (?, ?, ?, ?)", ev_rows)
@@ -769,10 +788,10 @@ class MemoryStore:
             log.error("memory store %s: %s; left out (`mem memory verify` lists every corrupt record)", self.path, exc)
 
     def _pair(
-        self, decision_id: str, d_id: int, d: bytes, o_id: int | None, o: bytes | None
+        self, decision_id: str, d_id: int, d: bytes, o_id: int | None, o: bytes | None, o_kind: str | None = None
     ) -> tuple[Decision, Outcome | None]:
         decision = self._record(d_id, DECISION, decision_id, d)
-        outcome = self._record(o_id, OUTCOME, decision_id, o) if o_id is not None and o is not None else None
+        outcome = self._record(o_id, o_kind or OUTCOME, decision_id, o) if o_id is not None and o is not None else None
         return decision, outcome
 
     def _pairs(self, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Decision, Outcome | None]]:
@@ -854,7 +873,8 @@ class MemoryStore:
         return {str(d): int(e) for d, e in rows}
 
     _PAIR_SQL = (
-        "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+        "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload, o.kind FROM decisions x "
+        "JOIN events d ON d.event_id = x.event_id "
         "LEFT JOIN events o ON o.event_id = x.outcome_event_id "
     )
 
@@ -900,7 +920,7 @@ class MemoryStore:
             rows = (
                 self._c()
                 .execute(
-                    "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload FROM decisions x "
+                    "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload, o.kind FROM decisions x "
                     "JOIN events d ON d.event_id = x.event_id JOIN events o ON o.event_id = x.outcome_event_id "
                     "WHERE x.outcome_event_id IS NOT NULL ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
                     (int(limit), int(offset)),
@@ -985,6 +1005,33 @@ class MemoryStore:
             out.append((int(event_id), params, adjustments))
         return out
 
+    def parameter_changes_after(
+        self, event_id: int, limit: int = 10_000
+    ) -> list[tuple[int, list[ParameterAdjustment]]]:
+        """The parameter changes recorded after event ``event_id`` (oldest first; the newest
+        ``limit`` when there are more), each with its event id: what changed since a reader last looked."""
+        with self._lock:
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, payload FROM events WHERE kind = ? AND event_id > ? ORDER BY event_id DESC LIMIT ?",
+                    (PARAMETER_ADJUSTMENT, int(event_id), int(limit)),
+                )
+                .fetchall()
+            )
+        out = [
+            (
+                int(e),
+                [
+                    ParameterAdjustment.from_dict(a)
+                    for a in self._codec.decode(PARAMETER_ADJUSTMENT, blob)["adjustments"]
+                ],
+            )
+            for e, blob in rows
+        ]
+        out.reverse()
+        return out
+
     def strategies(self) -> dict[str, StrategySpec]:
         """The newest spec of every learned strategy (deprecated included), by name; a strategy
         whose newest record is corrupt is left out (reported)."""
@@ -1058,23 +1105,26 @@ class MemoryStore:
             cursor = after
 
     def outcomes_after(self, event_id: int, cap: int = 1_000_000_000) -> int:
-        """How many outcomes were recorded after event ``event_id`` (counting stops at ``cap``,
-        so "at least 20 since" costs 20 index steps, not a scan)."""
+        """How many trade outcomes (shadow outcomes not counted) were recorded after event
+        ``event_id`` (counting stops at ``cap``, so "at least 20 since" costs 20 index steps, not
+        a scan)."""
         with self._lock:
             row = (
                 self._c()
                 .execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE outcome_event_id > ? LIMIT ?)",
-                    (int(event_id), int(cap)),
+                    "SELECT count(*) FROM (SELECT 1 FROM events WHERE kind = ? AND event_id > ? LIMIT ?)",
+                    (OUTCOME, int(event_id), int(cap)),
                 )
                 .fetchone()
             )
         return int(row[0])
 
     def counts(self) -> dict[str, int]:
+        """Decisions, trade outcomes, and shadow outcomes (of held signals)."""
         with self._lock:
             n, closed = self._c().execute("SELECT count(*), count(outcome_event_id) FROM decisions").fetchone()
-        return {"decisions": int(n), "outcomes": int(closed)}
+            shadows = self._c().execute("SELECT count(*) FROM events WHERE kind = ?", (SHADOW_OUTCOME,)).fetchone()[0]
+        return {"decisions": int(n), "outcomes": int(closed) - int(shadows), "shadow_outcomes": int(shadows)}
 
     # ------------------------------------------------------------------ maintenance
     def integrity_check(self) -> str:

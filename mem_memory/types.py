@@ -155,6 +155,8 @@ class SignalRequest:
     market_context: Mapping[str, str] = field(default_factory=dict)
     #: The caller's id of this request ("" = none): a repeat gets the first decision (``mem_memory.requests``).
     request_id: str = ""
+    #: Why there is no ML confidence (e.g. no champion model), said in the reasoning ("" = not said).
+    ml_absent_reason: str = ""
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -176,6 +178,7 @@ class SignalRequest:
         s(self, "market_context", _context("market_context", self.market_context))
         if self.request_id:
             s(self, "request_id", validate_request_id(self.request_id))
+        s(self, "ml_absent_reason", _text("ml_absent_reason", self.ml_absent_reason or "", max_len=256))
 
 
 # ---------------------------------------------------------------------------------- decisions
@@ -269,7 +272,10 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The close of a decision's trade. ``pnl_pct`` is a fraction (0.012 = +1.2%)."""
+    """The close of a decision's trade. ``pnl_pct`` is a fraction (0.012 = +1.2%).
+
+    ``shadow``: not a trade but what a HOLD decision's base signal would have done had it been
+    traded (the caller followed the HOLD and tracked the signal on paper)."""
 
     decision_id: str
     entry_price: float
@@ -279,6 +285,7 @@ class Outcome:
     pnl_pct: float
     exit_reason: str
     time: datetime
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -290,13 +297,14 @@ class Outcome:
         _finite("pnl_pct", self.pnl_pct)
         s(self, "exit_reason", _text("exit_reason", self.exit_reason or "", max_len=256))
         s(self, "time", _aware_utc("time", self.time))
+        s(self, "shadow", bool(self.shadow))
 
     @property
     def win(self) -> bool:
         return self.pnl > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "decision_id": self.decision_id,
             "entry_price": self.entry_price,
             "exit_price": self.exit_price,
@@ -306,6 +314,9 @@ class Outcome:
             "exit_reason": self.exit_reason,
             "time": _time_str(self.time),
         }
+        if self.shadow:
+            d["shadow"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Outcome:
@@ -560,6 +571,7 @@ class LearningUpdate:
     parameters_version: str
     summary: str
     deprecated: bool = False
+    shadow: bool = False  # the outcome of a held signal: learned from, but no trade
     #: True when this is the stored answer to a repeated request id (nothing was learned now).
     replayed: bool = False
 
@@ -574,6 +586,7 @@ class LearningUpdate:
             "parameters_version": self.parameters_version,
             "summary": self.summary,
             "deprecated": self.deprecated,
+            "shadow": self.shadow,
         }
 
     @classmethod
@@ -588,6 +601,7 @@ class LearningUpdate:
             parameters_version=d["parameters_version"],
             summary=d["summary"],
             deprecated=bool(d["deprecated"]),
+            shadow=bool(d.get("shadow", False)),
         )
 
 
@@ -619,8 +633,11 @@ class MemoryStats:
 # Event kinds of the audit trail (``MemoryStore.events_since``).
 DECISION = "decision"
 OUTCOME = "outcome"
+#: A shadow outcome (``Outcome.shadow``): what a HOLD decision's signal would have done if traded.
+SHADOW_OUTCOME = "shadow_outcome"
 PARAMETER_ADJUSTMENT = "parameter_adjustment"
 STRATEGY_UPSERT = "strategy_upsert"
+EVENT_KINDS: tuple[str, ...] = (DECISION, OUTCOME, PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, SHADOW_OUTCOME)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,7 @@ class OutcomeLearning:
     adjustments: tuple[ParameterChange, ...]
     parameters_version: str
     summary: str
+    shadow: bool = False  # a held signal's paper result: learned from, not a trade
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,43 @@ class StrategyInfo:
     deprecated_reason: str
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """The candles the served model was trained on (open times, UTC): the first and last labelled
+    candle, the labels' look-ahead in candles and the last candle a label looked at."""
+
+    first_candle: datetime | None
+    last_candle: datetime
+    label_horizon: int
+    last_label_candle: datetime
+
+
+@dataclass(frozen=True)
+class StoreIdentity:
+    """The memory store a server writes: its id (kept in the store) and where it is."""
+
+    store_id: str
+    location: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """GetModelInfo's answer: the model the server scores with and the store it writes."""
+
+    ml_usable: bool  # the server has a champion it scores with
+    reason: str
+    champion_version: str
+    run_id: str
+    estimator: str
+    feature_set: str
+    feature_names: tuple[str, ...]
+    training_window: TrainingWindow | None  # None: the champion's run records none
+    holdout_skill: dict[str, float]
+    walk_forward_skill: dict[str, float]
+    memory_store: StoreIdentity
+    registry: str
 
 
 class MemClient:
@@ -289,9 +327,12 @@ class MemClient:
         exit_reason: str,
         time: datetime,
         request_id: str = "",
+        *,
+        shadow: bool = False,
     ) -> OutcomeLearning:
         """Report the exit of a trade opened from ``decision_id``; the memory learns from it.
-        ``request_id``: as for ``enhance_signal`` (a retry learns nothing twice)."""
+        ``request_id``: as for ``enhance_signal`` (a retry learns nothing twice). ``shadow``:
+        ``decision_id`` was a HOLD and this is what its signal would have done."""
         r = self._call(
             "LogOutcome",
             pb.LogOutcomeRequest(
@@ -304,6 +345,7 @@ class MemClient:
                 exit_reason=exit_reason,
                 time=_timestamp(time),
                 request_id=request_id,
+                shadow=shadow,
             ),
         )
         return OutcomeLearning(
@@ -324,6 +366,7 @@ class MemClient:
             ),
             parameters_version=r.parameters_version,
             summary=r.summary,
+            shadow=bool(r.shadow),
         )
 
     def get_parameters(self) -> ParameterSet:
@@ -332,6 +375,33 @@ class MemClient:
             values=dict(r.parameters),
             version=r.version,
             updated_at=_datetime(r.updated_at) if r.HasField("updated_at") else None,
+        )
+
+    def get_model_info(self) -> ModelInfo:
+        """The served champion (version, run, training window, skill) and the server's memory store."""
+        r = self._call("GetModelInfo", pb.GetModelInfoRequest())
+        window = None
+        if r.HasField("training_window"):
+            w = r.training_window
+            window = TrainingWindow(
+                first_candle=_datetime(w.first_candle) if w.HasField("first_candle") else None,
+                last_candle=_datetime(w.last_candle),
+                label_horizon=int(w.label_horizon),
+                last_label_candle=_datetime(w.last_label_candle),
+            )
+        return ModelInfo(
+            ml_usable=bool(r.ml_usable),
+            reason=r.reason,
+            champion_version=r.champion_version,
+            run_id=r.run_id,
+            estimator=r.estimator,
+            feature_set=r.feature_set,
+            feature_names=tuple(r.feature_names),
+            training_window=window,
+            holdout_skill=dict(r.holdout_skill),
+            walk_forward_skill=dict(r.walk_forward_skill),
+            memory_store=StoreIdentity(r.memory_store.store_id, r.memory_store.location),
+            registry=r.registry,
         )
 
     def list_strategies(self, include_deprecated: bool = False) -> list[StrategyInfo]:

@@ -28,6 +28,7 @@ from mem_memory import (
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.candle_sink import Offer
 from mem_serving.errors import InvalidArgument
+from mem_serving.model_info import ServedModelInfo
 from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery
 
 MAX_TEXT_LEN = 256
@@ -270,6 +271,7 @@ def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
         pnl_pct=finite(req.pnl_pct, "pnl_pct"),
         exit_reason=text(req.exit_reason, "exit_reason"),
         time=timestamp(req.time, "time", has=req.HasField("time"), default=now_utc),
+        shadow=bool(req.shadow),
     )
 
 
@@ -330,6 +332,9 @@ def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal
     )
     if d.ml_confidence is not None:
         reply.ml_confidence = float(d.ml_confidence)
+    else:
+        reply.ml_absent = True
+        reply.ml_absent_reason = result.ml_absent_reason
     if d.memory_confidence is not None:
         reply.memory_confidence = float(d.memory_confidence)
     return reply
@@ -367,6 +372,7 @@ def learning_pb(update: LearningUpdate, query: Outcome) -> pb.LogOutcomeResponse
         adjustments=[adjustment_pb(a) for a in update.adjustments],
         parameters_version=str(update.parameters_version),
         summary=str(update.summary),
+        shadow=bool(update.shadow),
     )
 
 
@@ -399,3 +405,30 @@ def strategy_pb(spec: StrategySpec) -> pb.StrategySpec:
 
 def push_pb(offer: Offer) -> pb.PushCandlesResponse:
     return pb.PushCandlesResponse(queued=offer.queued, dropped=offer.dropped, pending=offer.pending)
+
+
+def model_info_pb(info: ServedModelInfo) -> pb.ModelInfo:
+    reply = pb.ModelInfo(
+        ml_usable=info.ml_usable,
+        reason=info.reason,
+        champion_version=info.champion_version,
+        run_id=info.run_id,
+        estimator=info.estimator,
+        feature_set=info.feature_set,
+        feature_names=list(info.feature_names),
+        holdout_skill=_as_float_map(info.holdout_skill),
+        walk_forward_skill=_as_float_map(info.walk_forward_skill),
+        memory_store=pb.MemoryStoreIdentity(store_id=info.store_id, location=info.store_location),
+        registry=info.registry,
+    )
+    w = info.training_window
+    if w is not None:
+        reply.training_window.CopyFrom(
+            pb.TrainingWindow(
+                first_candle=ts_pb(w.first_candle),
+                last_candle=ts_pb(w.last_candle),
+                label_horizon=w.label_horizon,
+                last_label_candle=ts_pb(w.last_label_candle),
+            )
+        )
+    return reply

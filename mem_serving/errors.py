@@ -41,6 +41,11 @@ class FailedPrecondition(ServingError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class NoModel(FailedPrecondition):
+    """No champion model to score with: PredictReversal cannot answer (EnhanceSignal still does,
+    with the ML silent)."""
+
+
 class Unavailable(ServingError):
     """A dependency is missing or unreachable (no champion model yet, QuestDB down); the caller
     may retry later, typically with backoff."""

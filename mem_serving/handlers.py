@@ -30,8 +30,9 @@ from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameter
 from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candle_sink import CandleSink, Offer
 from mem_serving.candles import CandleHistory
-from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NoModel
 from mem_serving.metrics import ServingMetrics
+from mem_serving.model_info import ModelInfoSource, ServedModelInfo
 from mem_serving.model_provider import ModelProvider
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, Prediction, PredictQuery
@@ -145,6 +146,7 @@ class Handlers:
             settings.prediction_ttl_s, max_keys=self.history.max_symbols
         )
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
+        self.model_info_source = ModelInfoSource(models, getattr(engine, "store", None))
 
     # ---- candles and features ----------------------------------------------------------
 
@@ -169,7 +171,9 @@ class Handlers:
     def enhance_reads_candle_source(self, query: EnhanceQuery) -> bool:
         """Whether ``enhance(query)`` would read the candle source (only when it predicts: with an
         ML prediction given, the snapshot uses the candles given or held and never reads it)."""
-        return query.ml is None and self.reads_candle_source(query.symbol, query.candles)
+        return (
+            query.ml is None and self.models.model is not None and self.reads_candle_source(query.symbol, query.candles)
+        )
 
     def _candles(
         self,
@@ -228,11 +232,14 @@ class Handlers:
         """Features of the newest candle and the direction a reversal would take."""
         return newest_features(block, feature_set), newest_direction(block.ohlcv[:, 3])
 
+    def no_model_reason(self) -> str:
+        """Why there is no model to score with (one sentence)."""
+        return self.models.absent_reason()
+
     def _model(self) -> Any:
         model = self.models.model
         if model is None:
-            detail = f" ({self.models.last_error})" if self.models.last_error else ""
-            raise Unavailable(f"no champion model yet: train and promote mem-reversal@champion{detail}")
+            raise NoModel(self.no_model_reason())
         return model
 
     # ---- calls -------------------------------------------------------------------------
@@ -241,7 +248,7 @@ class Handlers:
         """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
         try:
             model = self._model()
-        except Unavailable:
+        except NoModel:
             # no champion yet (a new deployment): the candles are still kept, for QuestDB and the
             # first training, and for when a champion arrives
             self.keep_candles(query.symbol, query.candles)
@@ -280,7 +287,7 @@ class Handlers:
         request, prediction, version, started = self._prepare_enhance(query, budget)
         memory_started = time.perf_counter()
         decision = self.engine.enhance(request)
-        return self._finish_enhance(decision, prediction, version, started, memory_started)
+        return self._finish_enhance(decision, prediction, version, started, memory_started, request.ml_absent_reason)
 
     def _replayed(self, query: EnhanceQuery) -> EnhanceResult | None:
         """The first call's decision when ``query.request_id`` was answered already (its candles
@@ -315,16 +322,23 @@ class Handlers:
         request, prediction, version, started = self._prepare_enhance(query, budget, may_read=False)
         memory_started = time.perf_counter()
         decision = await self.engine.enhance_async(request)
-        return self._finish_enhance(decision, prediction, version, started, memory_started)
+        return self._finish_enhance(decision, prediction, version, started, memory_started, request.ml_absent_reason)
 
     def _prepare_enhance(
         self, query: EnhanceQuery, budget: Budget, may_read: bool = True
     ) -> tuple[SignalRequest, Prediction | None, str, float]:
         """The memory's request for ``query`` (predicting when no ML prediction is given), the
-        prediction, the model version and the start time."""
+        prediction, the model version and the start time. Without a champion the ML is silent:
+        the memory decides on base and memory alone and the request says why."""
         started = time.perf_counter()
         prediction: Prediction | None = None
-        if query.ml is None:
+        absent = ""
+        if query.ml is None and self.models.model is None:
+            ml_confidence, ml_direction, version = None, None, ""
+            absent = self.no_model_reason()
+            features = self._snapshot(query, budget)
+            self.metrics.ml_absent.inc()
+        elif query.ml is None:
             prediction = self.predict(PredictQuery(query.symbol, query.candles), budget, may_read)
             ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
             features = dict(prediction.features)
@@ -332,17 +346,25 @@ class Handlers:
             ml_confidence, ml_direction, version = query.ml.confidence, query.ml.direction, query.ml.model_version
             features = self._snapshot(query, budget)
         budget.check("recording the decision")
-        request = self._signal_request(query, ml_confidence, ml_direction, version, features)
+        request = self._signal_request(query, ml_confidence, ml_direction, version, features, absent)
         return request, prediction, version, started
 
     def _finish_enhance(
-        self, decision: Decision, prediction: Prediction | None, version: str, started: float, memory_started: float
+        self,
+        decision: Decision,
+        prediction: Prediction | None,
+        version: str,
+        started: float,
+        memory_started: float,
+        ml_absent_reason: str = "",
     ) -> EnhanceResult:
         self.memory_cache.clear()  # memory queries (stats) include decisions
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
         self.metrics.decision(decision.action)
         self.metrics.enhancement.observe(time.perf_counter() - started)
-        return EnhanceResult(decision=decision, prediction=prediction, model_version=version)
+        return EnhanceResult(
+            decision=decision, prediction=prediction, model_version=version, ml_absent_reason=ml_absent_reason
+        )
 
     def _snapshot(self, query: EnhanceQuery, budget: Budget) -> dict[str, float]:
         """Features for the decision snapshot when the caller brought its own ML prediction:
@@ -360,7 +382,9 @@ class Handlers:
         except feats.InsufficientHistory:
             return {}
 
-    def _signal_request(self, q: EnhanceQuery, ml_confidence, ml_direction, version, features) -> SignalRequest:
+    def _signal_request(
+        self, q: EnhanceQuery, ml_confidence, ml_direction, version, features, ml_absent_reason: str = ""
+    ) -> SignalRequest:
         # market_context is stored with the decision (encrypted like the rest); the feature
         # snapshot is what drives strategies and similarity.
         return SignalRequest(
@@ -377,6 +401,7 @@ class Handlers:
             session_id=q.session_id,
             market_context=q.market_context,
             request_id=q.request_id,
+            ml_absent_reason=ml_absent_reason,
         )
 
     def push_candles(self, symbol: str, block: CandleBlock) -> Offer:
@@ -393,7 +418,8 @@ class Handlers:
             self.metrics.replays.labels("LogOutcome").inc()
             return update
         self.memory_cache.clear()
-        self.metrics.outcome(update.win)
+        if not update.shadow:  # a held signal's paper result is not a trade
+            self.metrics.outcome(update.win)
         return update
 
     def parameters(self) -> Parameters:
@@ -404,6 +430,10 @@ class Handlers:
             ("strategies", bool(include_deprecated)),
             lambda: list(self.engine.strategies(include_deprecated=include_deprecated)),
         )
+
+    def model_info(self) -> ServedModelInfo:
+        """The served champion (training window, skill) and the memory store this server writes."""
+        return self.model_info_source.current()
 
     def memory_stats(self) -> MemoryStats:
         """Counts and the 24 h win rate from the store (for the metrics; cached like memory queries)."""

@@ -17,6 +17,8 @@ mem_prediction_cache_total{result}     counter    prediction cache hit | miss
 mem_model_info{version}                gauge      1 for the champion version being served
 mem_replays_total{method}              counter    calls answered with the first answer to their
                                                   repeated request id (nothing recorded)
+mem_ml_absent_total                    counter    EnhanceSignal decisions taken with the ML silent
+                                                  (no champion model)
 mem_memory_corrupt_records             gauge      corrupt records the memory has met (left out
                                                   of every read; ``mem memory verify`` lists all)
 =====================================  =========  ============================================
@@ -98,6 +100,9 @@ class ServingMetrics:
         self.prediction_cache = Counter("mem_prediction_cache", "Prediction cache lookups", ["result"], registry=r)
         self.model_info = Gauge("mem_model_info", "Champion version being served (value 1)", ["version"], registry=r)
         self.replays = Counter("mem_replays", "Calls answered again for a repeated request id", ["method"], registry=r)
+        self.ml_absent = Counter(
+            "mem_ml_absent", "EnhanceSignal decisions taken with the ML silent (no champion model)", registry=r
+        )
         self.corrupt_records = Gauge(
             "mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)", registry=r
         )

@@ -48,6 +48,11 @@ class ServingModel:
     def feature_names(self) -> tuple[str, ...]:
         return self.feature_set.names
 
+    @property
+    def run_id(self) -> str:
+        """The MLflow run that trained this version ("" when the loader does not say)."""
+        return str(getattr(self.loaded, "run_id", None) or "")
+
     @classmethod
     def prepare(cls, loaded: registry.LoadedModel) -> ServingModel:
         names = loaded.feature_names
@@ -135,6 +140,14 @@ class ModelProvider:
         if message != self.last_error:
             log.warning(message)
         self.last_error = message
+
+    def absent_reason(self) -> str:
+        """Why there is no model to score with, in one sentence (for callers and GetModelInfo)."""
+        detail = f" ({self.last_error})" if self.last_error else ""
+        return (
+            "no champion model: the registry has no mem-reversal@champion yet (the gate promotes only a "
+            f"model with skill over the base rate){detail}"
+        )
 
     def start(self) -> ModelProvider:
         """Load the champion now (if any) and start polling."""

@@ -108,7 +108,10 @@ class RunningServer:
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
     #: The conditions of the health (``set_condition``).
-    conditions: dict[str, bool] = field(default_factory=lambda: {"model": True, "memory": True})
+    conditions: dict[str, bool] = field(default_factory=lambda: {"memory": True})
+    #: Whether a champion is loaded (``set_model_health``); not a health condition: without one
+    #: EnhanceSignal answers with the ML silent and GetModelInfo says why.
+    model_loaded: bool = False
     _stopped: bool = field(default=False, repr=False)
     _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -117,12 +120,12 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def set_model_health(self, serving: bool) -> None:
-        """Whether a champion is loaded (callable from any thread, e.g. the model poller's)."""
-        self.set_condition("model", serving)
+        """Whether a champion is loaded (callable from any thread, e.g. the model poller's). The
+        health does not depend on it: the service answers without a model (the ML silent)."""
+        self.model_loaded = serving
 
     def set_condition(self, name: str, ok: bool) -> None:
-        """One condition of the health: ``model`` (a champion is loaded) or ``memory`` (the
-        memory's writes find space). ``mem.v1.MemService`` is SERVING when every condition
+        """One condition of the health: ``memory`` (the memory's writes find space). ``mem.v1.MemService`` is SERVING when every condition
         holds; the server as a whole (``""``) when the memory can write, since no decision can be
         recorded otherwise. Callable from any thread; ignored once the server is stopping."""
         if self._stopped or self.loop.is_closed():
@@ -205,7 +208,8 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
         thread=thread,
         executor=executor,
         credentials=credentials,
-        conditions={"model": handlers.models.model is not None, "memory": True},
+        conditions={"memory": True},
+        model_loaded=handlers.models.model is not None,
     )
     credentials.start_watching()
     running.stoppers.append(credentials.stop)
@@ -278,10 +282,8 @@ async def _start(
         )
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    model_ok = handlers.models.model is not None
-    await health_servicer.set(
-        SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING if model_ok else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
+    # SERVING without a champion too: EnhanceSignal answers with the ML silent
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer, port
 
 

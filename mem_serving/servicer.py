@@ -6,8 +6,9 @@ Where a call runs: on the event loop when it does no blocking I/O (EnhanceSignal
 PredictReversal when the candles given, with the history held, are enough: no QuestDB read;
 EnhanceSignal awaits the memory's durable write), else its synchronous handler runs in the
 server's thread pool (``executor``): QuestDB reads, LogOutcome's SQLite commit, the memory
-queries behind GetParameters and ListStrategies, PushCandles (converting up to 5000 candles;
-the write to QuestDB is the candle sink's, in the background). A call cancelled while awaiting (deadline,
+queries behind GetParameters and ListStrategies, GetModelInfo's registry read, PushCandles
+(converting up to 5000 candles; the write to QuestDB is the candle sink's, in the background). A
+call cancelled while awaiting (deadline,
 client gone, server stopping) ends with ``CancelledError``, which is not mapped to a status.
 
 Register it with ``add_to_server``: a request whose bytes do not parse ends in INTERNAL
@@ -180,3 +181,9 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
             return await self._blocking(push)
 
         return await self._run("PushCandles", request, context, work)
+
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        async def work(budget: Budget) -> pb.ModelInfo:
+            return conv.model_info_pb(await self._blocking(self.h.model_info))
+
+        return await self._run("GetModelInfo", request, context, work)

@@ -103,3 +103,5 @@ class EnhanceResult:
     model_version: str
     #: The first call's decision, answered again to a repeated request id (nothing recorded now).
     replayed: bool = False
+    #: Why the decision had no ML prediction ("" when it had one, or for a replayed answer).
+    ml_absent_reason: str = ""

@@ -44,17 +44,19 @@ def hold_rule(action: str, final_confidence: float, ml_confidence_min: float) ->
 def memory_confidence(
     neighbour_wins: int, neighbours: int, strategy_confidence: float | None, min_similar: int
 ) -> tuple[float | None, str]:
-    """Memory's view of a signal: the win rate of similar past trades of the same action (when
-    at least ``min_similar`` are close enough) averaged with the confidence of a matching learned
-    strategy; None (silent) when it has neither. Returns the value and what it rested on."""
-    parts: list[float] = []
-    said: list[str] = []
-    if neighbours >= min_similar:
-        parts.append(neighbour_wins / neighbours)
-        said.append(f"{neighbour_wins}/{neighbours} similar trades won")
+    """Memory's view of a signal: the confidence of a matching learned strategy when one matches,
+    else the win rate of similar past signals of the same action (when at least ``min_similar``
+    are close enough); None (silent) when it has neither. Returns the value and what it rested on.
+
+    A learned strategy passed discovery's chance guard for exactly the condition the signal is in,
+    and its confidence is already a conservative bound (the 95% Wilson lower bound of its win
+    rate); the neighbours are found on the feature snapshot alone and do not see every condition a
+    strategy can name (the time of day), so averaging the two would dilute what was learned."""
     if strategy_confidence is not None:
-        parts.append(strategy_confidence)
-        said.append("a learned strategy matched")
-    if not parts:
-        return None, "memory silent"
-    return sum(parts) / len(parts), "; ".join(said)
+        said = "a learned strategy matched"
+        if neighbours >= min_similar:
+            said += f" ({neighbour_wins}/{neighbours} similar trades won)"
+        return strategy_confidence, said
+    if neighbours >= min_similar:
+        return neighbour_wins / neighbours, f"{neighbour_wins}/{neighbours} similar trades won"
+    return None, "memory silent"

@@ -76,13 +76,14 @@ def learned_strategies(context: dg.AssetExecutionContext, memory_store: MemorySt
     description=(
         f"Parameter memory: the performance monitor checks the win rate over the last {RULES.monitor_window} closed "
         f"trades (below {RULES.monitor_min_win_rate:.0%}: sizes x{RULES.monitor_size_factor:g}, confidence minimum "
-        f"{RULES.monitor_confidence_min:.2f}) and logs each adjustment with its reason."
+        f"{RULES.monitor_confidence_min:.2f}) and logs each adjustment with its reason; lists every parameter step since "
+        "its last run, serving's per-outcome sizing included."
     ),
     kinds={"python", "sqlite"},
 )
 def parameter_memory(context: dg.AssetExecutionContext, memory_store: MemoryStoreResource) -> dg.MaterializeResult:
     with memory_store.engine() as engine:
-        report = run_monitor(engine, _now())
+        report = run_monitor(engine, _now(), _last_event_seen(context))
     context.log.info(
         "monitor: %d adjustments; win rate %s over %d trades",
         len(report.changes),
@@ -96,6 +97,16 @@ def parameter_memory(context: dg.AssetExecutionContext, memory_store: MemoryStor
             "recent_win_rate": dg.MetadataValue.float(float(report.recent_win_rate)),
             "parameters_version": report.version,
             "what_changed": dg.MetadataValue.md(report.changes_markdown()),
+            "changes_since_last_run": dg.MetadataValue.md(report.since_markdown()),
+            "last_event_id": dg.MetadataValue.int(report.last_event_id),
             "parameters": dg.MetadataValue.md(report.parameters_markdown()),
         }
     )
+
+
+def _last_event_seen(context: dg.AssetExecutionContext) -> int:
+    """The memory's event id the previous materialization read up to (0 the first time)."""
+    entry = context.instance.get_latest_materialization_event(context.asset_key)
+    materialization = entry.asset_materialization if entry is not None else None
+    value = materialization.metadata.get("last_event_id") if materialization is not None else None
+    return int(value.value) if value is not None else 0

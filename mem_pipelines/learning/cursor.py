@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mem_memory import OUTCOME, Event, MemoryStore
+from mem_memory import OUTCOME, SHADOW_OUTCOME, Event, MemoryStore
 
-#: Event kinds of the memory's audit trail that mean "a trade closed".
-OUTCOME_EVENT_KINDS = frozenset({OUTCOME})
+#: Event kinds of the memory's audit trail that mean "a trade closed" (or, for a held signal,
+#: would have closed: discovery learns from both).
+OUTCOME_EVENT_KINDS = frozenset({OUTCOME, SHADOW_OUTCOME})
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,17 @@ call the same functions, so the replay learns exactly as the deployed loop does.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from mem_memory import DiscoveryResult, MemoryEngine, Parameters
+from mem_memory import DiscoveryResult, MemoryConfig, MemoryEngine, ParameterAdjustment, Parameters
 from mem_pipelines.learning.render import rows_markdown, strategy_row
+
+#: At most this many parameter changes are read for a "since the last run" list.
+HISTORY_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,74 @@ class DiscoveryReport:
         return rows_markdown([{"change": c.kind, "strategy": c.subject, "why": c.detail} for c in self.changes])
 
 
+@dataclass(frozen=True)
+class ParameterStep:
+    """Consecutive changes of one parameter by one kind of trigger (``outcome``,
+    ``performance_monitor``, ``restore``): ``start`` -> ``end`` and why. A parameter's steps chain:
+    each starts where the previous one ended, so they multiply out."""
+
+    parameter: str
+    trigger: str
+    start: float
+    end: float
+    changes: int
+    why: str
+
+    @property
+    def detail(self) -> str:
+        return f"{self.start:.4g} -> {self.end:.4g}: {self.why}"
+
+
+def parameter_steps(
+    adjustments: Sequence[ParameterAdjustment], cfg: MemoryConfig = MemoryConfig()
+) -> list[ParameterStep]:
+    """``adjustments`` (oldest first) as steps, per parameter in order of first change: the serving
+    rule's per-outcome factors (x1.02 after a win, x0.98 after a loss) as one step per run of
+    outcomes, the performance monitor's x0.7 (and its confidence minimum) and restores each as
+    their own step. A run that hit a hard limit says so (its factors then do not multiply out)."""
+    runs: dict[str, list[list[ParameterAdjustment]]] = {}
+    for a in adjustments:
+        kind = a.trigger.split(":")[0]
+        steps = runs.setdefault(a.parameter, [])
+        if steps and steps[-1][-1].trigger.split(":")[0] == kind:
+            steps[-1].append(a)
+        else:
+            steps.append([a])
+    out = []
+    for parameter, steps in runs.items():
+        for run in steps:
+            kind = run[0].trigger.split(":")[0]
+            start, end = run[0].from_value, run[-1].to_value
+            if kind == "outcome":
+                wins = sum(1 for a in run if a.reason.startswith("win"))
+                why = (
+                    f"{len(run)} outcomes ({wins} wins x{cfg.win_size_step:g}, "
+                    f"{len(run) - wins} losses x{cfg.loss_size_step:g})"
+                )
+                expected = start * cfg.win_size_step**wins * cfg.loss_size_step ** (len(run) - wins)
+                if not math.isclose(expected, end, rel_tol=1e-6):
+                    lo, hi = cfg.limits.get(parameter, (-math.inf, math.inf))
+                    why += f"; held within the limits [{lo:g}, {hi:g}]"
+            elif kind == "performance_monitor":
+                factor = f" x{cfg.monitor_size_factor:g}" if parameter == "position_size" else ""
+                why = f"performance monitor{factor}: " + "; ".join(dict.fromkeys(a.reason for a in run))
+            else:
+                why = "; ".join(dict.fromkeys(a.reason for a in run))
+            out.append(ParameterStep(parameter, kind, start, end, len(run), why))
+    return out
+
+
+def parameter_changes_since(
+    engine: MemoryEngine, event_id: int, limit: int = HISTORY_LIMIT
+) -> tuple[list[ParameterStep], int, bool]:
+    """The parameter steps recorded after event ``event_id`` (by serving's per-outcome rule, the
+    monitor, restores), the newest event id read, and whether older changes were left out."""
+    changes = engine.store.parameter_changes_after(event_id, limit)
+    adjustments = [a for _, adjs in changes for a in adjs]
+    last = changes[-1][0] if changes else event_id
+    return parameter_steps(adjustments, engine.config), last, len(changes) >= limit
+
+
 @dataclass
 class MonitorReport:
     now: pd.Timestamp
@@ -48,9 +119,20 @@ class MonitorReport:
     version: str
     recent_trades: int
     recent_win_rate: float
+    since: list[ParameterStep] = field(default_factory=list)  # every step since the previous run
+    last_event_id: int = 0
+    truncated: bool = False
 
     def changes_markdown(self) -> str:
         return rows_markdown([{"parameter": c.subject, "change": c.detail} for c in self.changes])
+
+    def since_markdown(self) -> str:
+        rows = [
+            {"parameter": s.parameter, "trigger": s.trigger, "from": s.start, "to": s.end, "why": s.why}
+            for s in self.since
+        ]
+        note = f"\n\n_only the newest {HISTORY_LIMIT} changes_" if self.truncated else ""
+        return rows_markdown(rows, ["parameter", "trigger", "from", "to", "why"]) + note
 
     def parameters_markdown(self) -> str:
         return rows_markdown([{"parameter": k, "value": v} for k, v in sorted(self.parameters.items())])
@@ -98,8 +180,9 @@ def parameters_dict(params: Parameters | Mapping[str, float]) -> dict[str, float
     return {k: float(v) for k, v in values.items()}
 
 
-def run_monitor(engine: MemoryEngine, now: pd.Timestamp) -> MonitorReport:
-    """The performance monitor at ``now``: adjustments (each with its reason) and the state after."""
+def run_monitor(engine: MemoryEngine, now: pd.Timestamp, since_event_id: int = 0) -> MonitorReport:
+    """The performance monitor at ``now``: adjustments (each with its reason), the state after,
+    and every parameter step recorded after event ``since_event_id`` (this run's included)."""
     now = pd.Timestamp(now)
     adjustments = engine.monitor(now.to_pydatetime())
     params = engine.parameters()
@@ -108,12 +191,26 @@ def run_monitor(engine: MemoryEngine, now: pd.Timestamp) -> MonitorReport:
         for a in adjustments
     ]
     trades, win_rate = recent_performance(engine)
-    return MonitorReport(now, changes, parameters_dict(params), str(params.version), trades, win_rate)
+    since, last, truncated = parameter_changes_since(engine, since_event_id)
+    return MonitorReport(
+        now,
+        changes,
+        parameters_dict(params),
+        str(params.version),
+        trades,
+        win_rate,
+        since,
+        max(last, since_event_id),
+        truncated,
+    )
 
 
 def recent_performance(engine: MemoryEngine, n: int | None = None) -> tuple[int, float]:
-    """Closed trades among the last ``n`` (default: the monitor's window) and their win rate."""
-    outcomes = [o for _, o in engine.store.closed_trades(engine.config.monitor_window if n is None else n)]
+    """Closed trades among the last ``n`` closed decisions (default: the monitor's window) and
+    their win rate (shadow outcomes of held signals are not trades)."""
+    outcomes = [
+        o for _, o in engine.store.closed_trades(engine.config.monitor_window if n is None else n) if not o.shadow
+    ]
     if not outcomes:
         return 0, math.nan
     wins = sum(1 for o in outcomes if o.pnl > 0)

@@ -15,7 +15,7 @@ from mem_core.settings import (
 )
 from mem_pipelines.learning.render import rows_markdown
 from mem_pipelines.replay.runner import ReplayConfig, run_replay
-from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource
+from mem_pipelines.resources import MemoryStoreResource, QuestDBResource
 
 GROUP = "learning"
 
@@ -30,6 +30,7 @@ class ReplayReportConfig(dg.Config):
     fee_bps: float = DEFAULT_FEE_BPS
     slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     learn_every: int = 10
+    shadow_outcomes: bool = True
 
 
 @dg.asset(
@@ -45,7 +46,6 @@ def replay_report(
     config: ReplayReportConfig,
     memory_store: MemoryStoreResource,
     questdb: QuestDBResource,
-    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     cfg = ReplayConfig(
         symbols=tuple(config.symbols),
@@ -55,9 +55,9 @@ def replay_report(
         fee_bps=config.fee_bps,
         slippage_bps=config.slippage_bps,
         learn_every=config.learn_every,
+        shadow_outcomes=config.shadow_outcomes,
         memory_db=memory_store.db_path(),
         questdb=questdb.settings(),
-        tracking_uri=mlflow.uri(),
     )
     report = run_replay(cfg)
     folder = project_paths().reports / f"replay-{'-'.join(cfg.symbols)}-{cfg.start:%Y%m%d%H%M}-{cfg.end:%Y%m%d%H%M}"
@@ -67,6 +67,8 @@ def replay_report(
     return dg.MaterializeResult(
         metadata={
             "comparison": dg.MetadataValue.md(report.table_markdown() + "\n" + report.verdict()),
+            "per_trade_differences": dg.MetadataValue.md(report.differences_markdown()),
+            "decomposition": dg.MetadataValue.md(report.decomposition_markdown()),
             "equity_curves": dg.MetadataValue.md(_png_markdown(paths["equity_png"])),
             "equity_png": dg.MetadataValue.path(str(paths["equity_png"])),
             "report": dg.MetadataValue.path(str(paths["markdown"])),

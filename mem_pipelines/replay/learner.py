@@ -12,7 +12,7 @@ import pandas as pd
 
 from mem_memory import PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, MemoryEngine, ParameterAdjustment, StrategySpec
 from mem_pipelines.learning.render import strategy_row
-from mem_pipelines.learning.runners import parameters_dict, run_discovery, run_monitor
+from mem_pipelines.learning.runners import parameter_steps, parameters_dict, run_discovery, run_monitor
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent
 from mem_pipelines.resources import open_engine
 
@@ -55,10 +55,11 @@ class MemoryLearner:
     def changes_since_last_step(self, now: pd.Timestamp) -> list[LearningEvent]:
         """Every learning change in the audit trail since the previous step — the server's (after
         each outcome: strategy stats, deprecation, parameter steps, the monitor) and this
-        process's (discovery, monitor) — summarised: one row per strategy and per parameter and
-        trigger kind."""
+        process's (discovery, monitor) — summarised: one row per strategy, and per parameter one row
+        per run of changes by one kind of trigger, in order, so the rows multiply out
+        (``runners.parameter_steps``)."""
         strategies: dict[str, tuple[str, StrategySpec]] = {}
-        adjustments: dict[tuple[str, str], list[ParameterAdjustment]] = {}
+        adjustments: list[ParameterAdjustment] = []
         while True:
             batch = self.engine.store.events_since(self._cursor, limit=1000)
             if not batch:
@@ -77,10 +78,7 @@ class MemoryLearner:
                     self._deprecated[spec.name] = spec.deprecated
                     strategies[spec.name] = (kind, spec)
                 elif e.kind == PARAMETER_ADJUSTMENT:
-                    for a in e.payload["adjustments"]:
-                        adj = ParameterAdjustment.from_dict(a)
-                        adjustments.setdefault((adj.parameter, adj.trigger.split(":")[0]), []).append(adj)
-        cfg = self.engine.config
+                    adjustments.extend(ParameterAdjustment.from_dict(a) for a in e.payload["adjustments"])
         out = []
         for name in sorted(strategies):
             kind, spec = strategies[name]
@@ -90,17 +88,8 @@ class MemoryLearner:
             else:
                 detail = f"{row['conditions']} -> {row['action']}; {row['trades']} trades, win rate {row['win_rate']}"
             out.append(LearningEvent(now, f"strategy_{kind}", name, detail))
-        for (parameter, trigger), adjs in sorted(adjustments.items()):
-            start, end = adjs[0].from_value, adjs[-1].to_value
-            if trigger == "outcome":
-                wins = sum(1 for a in adjs if a.reason.startswith("win"))
-                why = (
-                    f"{len(adjs)} outcomes ({wins} wins x{cfg.win_size_step:g}, "
-                    f"{len(adjs) - wins} losses x{cfg.loss_size_step:g})"
-                )
-            else:
-                why = "; ".join(dict.fromkeys(a.reason for a in adjs))
-            out.append(LearningEvent(now, f"parameter_{trigger}", parameter, f"{start:.4g} -> {end:.4g}: {why}"))
+        for step in parameter_steps(adjustments, self.engine.config):
+            out.append(LearningEvent(now, f"parameter_{step.trigger}", step.parameter, step.detail))
         return out
 
     def snapshot(self, now: pd.Timestamp, outcomes: int) -> EvolutionPoint:

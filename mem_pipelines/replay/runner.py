@@ -14,14 +14,17 @@ fills and costs (``simulator``):
    outcomes the learning step the Dagster sensors trigger (pattern discovery, performance monitor)
    runs in-process on the same memory store, so later decisions see what was learned.
 
-Before anything runs, the champion model's training window is checked: its last training candle
-must be before the replay window starts (``check_model_window``), or the replay refuses
-(``LookAheadError``).
+Before anything runs, the server is asked (``GetModelInfo``) which model answers and which memory
+store it writes. The served model's last training candle (labels' look-ahead included) must be
+before the replay window starts (``check_model_window``), or the replay refuses
+(``LookAheadError``); the store the replay learns on must be the server's (``check_same_store``),
+or it refuses (``StoreMismatchError``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +32,6 @@ from typing import Protocol
 
 import pandas as pd
 
-from mem_core import registry
 from mem_core.features import SERVING_HISTORY
 from mem_core.questdb.store import read_candles
 from mem_core.settings import DEFAULT_FEE_BPS, DEFAULT_SERVER_ADDRESS, DEFAULT_SLIPPAGE_BPS, QuestDBSettings
@@ -38,7 +40,7 @@ from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
 from mem_pipelines.replay.learner import MemoryLearner
 from mem_pipelines.replay.metrics import compute_metrics, equity_curve
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
-from mem_pipelines.replay.simulator import Costs, Order, Policy, Simulator, Trade, as_utc, drive
+from mem_pipelines.replay.simulator import Candle, Costs, Order, Policy, Simulator, Trade, as_utc, drive
 from mem_serving.client import (
     EnhancedSignal,
     MemClient,
@@ -47,6 +49,7 @@ from mem_serving.client import (
     ParameterSet,
     ReversalPrediction,
 )
+from mem_serving.client import ModelInfo as ServerModelInfo
 
 CANDLE = pd.Timedelta(minutes=5)
 
@@ -60,10 +63,15 @@ class LookAheadError(ReplayError):
     training window is unknown; the replay refuses to run rather than report flattering numbers."""
 
 
+class StoreMismatchError(ReplayError):
+    """The memory store the replay would learn on is not the one the server writes; learning there
+    would never reach the server's decisions, so the replay refuses."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """The champion's training window. ``data_end`` is the last candle the training saw: the last
-    labelled row plus the label horizon (its label looked that far ahead)."""
+    """The served champion's training window. ``data_end`` is the last candle the training saw:
+    the last labelled row plus the label horizon (its label looked that far ahead)."""
 
     version: str
     data_start: pd.Timestamp | None
@@ -71,23 +79,58 @@ class ModelInfo:
     run_id: str = ""
 
 
-def champion_info(tracking_uri: str | None = None) -> ModelInfo:
-    """The champion's version and training window, from its MLflow run's lineage params
-    (``data.start``, ``data.end`` = the last labelled row, ``label.horizon``; see
-    ``mem_pipelines.training.dataset.lineage``). Raises ``ReplayError`` when there is no champion
-    and ``LookAheadError`` when its window is not recorded."""
-    uri = tracking_uri or registry.tracking_uri()
-    mv = registry.version_by_alias(registry.CHAMPION, uri)
-    if mv is None:
-        raise ReplayError(f"no @{registry.CHAMPION} model in {uri}; train one first (the pipeline's gate)")
-    run = registry.client(uri).get_run(mv.run_id)
-    lineage = {**run.data.tags, **run.data.params}
-    if "data.end" not in lineage:
-        raise LookAheadError(f"model version {mv.version}: its run {mv.run_id} records no data.end; refusing to replay")
-    horizon = int(lineage.get("label.horizon", "0") or 0)
-    end = as_utc(lineage["data.end"]) + horizon * CANDLE
-    start = as_utc(lineage["data.start"]) if lineage.get("data.start") else None
-    return ModelInfo(version=str(mv.version), data_start=start, data_end=end, run_id=mv.run_id)
+def served_model(info: ServerModelInfo, address: str = "") -> ModelInfo:
+    """The model the server scores with, from its ``GetModelInfo`` answer. Raises ``ReplayError``
+    when the server has no usable champion and ``LookAheadError`` when it reports no training
+    window. The replay's own registry plays no part: what counts is the model that answers."""
+    where = f" at {address}" if address else ""
+    if not info.ml_usable:
+        raise ReplayError(f"the server{where} has no model to score with: {info.reason}")
+    window = info.training_window
+    if window is None:
+        raise LookAheadError(
+            f"the server{where} serves model version {info.champion_version} without a recorded training window "
+            f"(run {info.run_id or 'unknown'}): {info.reason}; refusing to replay"
+        )
+    return ModelInfo(
+        version=info.champion_version,
+        data_start=as_utc(window.first_candle) if window.first_candle is not None else None,
+        data_end=as_utc(window.last_label_candle),
+        run_id=info.run_id,
+    )
+
+
+def server_store(info: ServerModelInfo, requested: Path | None, address: str = "") -> Path:
+    """The memory store to learn on: ``requested`` or, when None, the one the server reports. It
+    must exist (the server created it); ``check_same_store`` compares identities once it is open."""
+    where = f" at {address}" if address else ""
+    served = info.memory_store
+    if not served.store_id:
+        raise StoreMismatchError(f"the server{where} does not report the identity of the memory store it writes")
+    path = Path(requested) if requested is not None else Path(served.location)
+    if not path.is_file():
+        raise StoreMismatchError(
+            f"no memory store at {path}, but the server{where} writes {served.location} (id {served.store_id}); "
+            "give the server's store (--memory-db) or leave the option out to use it"
+        )
+    return path
+
+
+def check_same_store(info: ServerModelInfo, path: Path, store_id: str, address: str = "") -> None:
+    """The store opened at ``path`` (id ``store_id``) must be the one the server writes: the same
+    id, and the same file when the server's path exists on this machine (a copy keeps the id)."""
+    where = f" at {address}" if address else ""
+    served = info.memory_store
+    same = store_id == served.store_id
+    theirs = Path(served.location)
+    if same and theirs.is_file():
+        same = os.path.samefile(path, theirs)
+    if not same:
+        raise StoreMismatchError(
+            f"the replay would learn on the memory store {path} (id {store_id}), but the server{where} writes "
+            f"{served.location} (id {served.store_id}): its learning would never reach the server's decisions; "
+            "give the server's store (--memory-db) or leave the option out to use it"
+        )
 
 
 class SignalService(Protocol):
@@ -122,6 +165,8 @@ class SignalService(Protocol):
         pnl_pct: float,
         exit_reason: str,
         time: datetime,
+        *,
+        shadow: bool = False,
     ) -> OutcomeLearning: ...
 
 
@@ -147,11 +192,16 @@ class ReplayConfig:
     slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     capital: float = 10_000.0
     base: BaseStrategyConfig = field(default_factory=BaseStrategyConfig)
+    # Another base strategy: (symbol, candles) -> frame aligned with the candles with ``action``
+    # ("BUY" | "SELL" | "") and ``confidence`` (e.g. the planted-edge experiment's signals, with a
+    # ``description`` attribute for the report); None = the momentum + RSI strategy of ``base``.
+    signals: Callable[[str, pd.DataFrame], pd.DataFrame] | None = None
     max_holding_bars: int = 24
     learn_every: int = 10
+    shadow_outcomes: bool = True  # report what held signals would have done (LogOutcome shadow=True)
+    incremental_candles: bool = True  # after a symbol's first call send only the newer candles
     history: int | None = None  # candles sent with each call; None = mem_core.features.SERVING_HISTORY
-    memory_db: Path | None = None  # the server's store; None = MEM_MEMORY_DB or project_paths().memory_db
-    tracking_uri: str | None = None  # MLflow; None = mem_core.registry.tracking_uri()
+    memory_db: Path | None = None  # the server's store; None = the store the server reports (GetModelInfo)
     questdb: QuestDBSettings | None = None  # None = QuestDBSettings.from_env()
     timeout_s: float = 30.0
     session_id: str = "replay"
@@ -176,7 +226,7 @@ class ReplayConfig:
 # --------------------------------------------------------------------------- the model's window
 def check_model_window(model: ModelInfo, start: pd.Timestamp) -> None:
     """Refuse a model whose training data reaches the replay window: ``model.data_end`` (the last
-    candle the training saw, the labels' look-ahead included — see ``champion_info``) must be
+    candle the training saw, the labels' look-ahead included — see ``served_model``) must be
     strictly before ``start``. An unknown window is refused too."""
     if model.data_end is None or pd.isna(model.data_end):
         raise LookAheadError(
@@ -217,6 +267,21 @@ class _SignalPolicy(Policy):
         self.defaults = defaults
         self.seen = 0
         self.skipped = 0
+        self._sent: dict[str, int] = {}  # per symbol: row count of the candles already sent
+
+    def _candles(self, symbol: str, candles: pd.DataFrame, history: int) -> pd.DataFrame:
+        """The candles to send with a call at the last row of ``candles``: the first call of this
+        policy for a symbol sends ``history`` candles; later ones (``cfg.incremental_candles``)
+        only those after the previous call's, which the server appends to the history it holds
+        for the symbol (contiguous, so its newest ``history`` candles, and every feature, are
+        the same as if all were sent). A policy runs over the whole window before the next starts,
+        and its first call replaces what the previous one left in the server's history."""
+        n = len(candles)
+        before = self._sent.get(symbol)
+        self._sent[symbol] = n
+        if before is None or not self.cfg.incremental_candles or n - before >= history:
+            return candles.iloc[-history:]
+        return candles.iloc[before:]
 
     def _signal(self, symbol: str, index: int) -> tuple[str, float] | None:
         action, conf = self.signals[symbol]
@@ -284,7 +349,7 @@ class MLFilterPolicy(_SignalPolicy):
         sig = self._signal(symbol, index)
         if sig is None:
             return None
-        ml = self.service.predict_reversal(symbol, candles.iloc[-self.history :])
+        ml = self.service.predict_reversal(symbol, self._candles(symbol, candles, self.history))
         _same_model(self.model_version, ml.model_version)
         final = combine(sig[1], ml_support(sig[0], ml.confidence, ml.direction or None), None)
         if hold_rule(sig[0], final, self.defaults.ml_confidence_min) == "HOLD":
@@ -294,7 +359,13 @@ class MLFilterPolicy(_SignalPolicy):
 
 
 class FullPolicy(_SignalPolicy):
-    """The full system: EnhanceSignal decides; outcomes go back; learning runs as it goes."""
+    """The full system: EnhanceSignal decides; outcomes go back; learning runs as it goes.
+
+    With ``cfg.shadow_outcomes`` a signal the server held is followed on paper, as the base
+    strategy would have traded it (starting size, stop and target, same fills and costs, one paper
+    position per symbol), and its result goes back as a shadow outcome at its exit candle, in time
+    order with the real exits: the memory learns from the signals it held, not only from the ones
+    it let through. Shadow positions are not trades of the full system (not in its metrics)."""
 
     def __init__(
         self,
@@ -311,6 +382,8 @@ class FullPolicy(_SignalPolicy):
         self.history = history
         self.learner = learner
         self.model_version = model_version
+        self.paper = Simulator(cfg.costs, cfg.capital) if cfg.shadow_outcomes else None
+        self.shadows = 0
         self.outcomes = 0
         self.since_learning = 0
         self.events: list[LearningEvent] = []
@@ -322,7 +395,7 @@ class FullPolicy(_SignalPolicy):
             return None
         last = candles.iloc[-1]
         ts = last["ts"]
-        hist = candles.iloc[-self.history :]
+        hist = self._candles(symbol, candles, self.history)
         # No ML prediction passed: the server predicts from the same candles itself.
         e = self.service.enhance_signal(
             symbol,
@@ -337,6 +410,8 @@ class FullPolicy(_SignalPolicy):
         _same_model(self.model_version, e.model_version)
         if e.action not in ("BUY", "SELL") or not e.size > 0:
             self.skipped += 1
+            if e.action == "HOLD" and self.paper is not None and self.paper.is_flat(symbol):
+                self.paper.submit(self._order(symbol, sig[0], ts, sig[1], tag=e.decision_id))
             return None
         price = float(last["close"])
         stop_pct = abs(price - e.stop_loss) / price if e.stop_loss > 0 else None
@@ -359,6 +434,31 @@ class FullPolicy(_SignalPolicy):
             trade.exit_ts,
         )
         self.outcomes += 1
+        self.since_learning += 1
+
+    def on_candle(self, symbol: str, candle: Candle) -> None:
+        if self.paper is not None:
+            for trade in self.paper.on_candle(symbol, candle):
+                self._shadow(trade)
+
+    def finish(self) -> None:
+        if self.paper is not None:
+            for trade in self.paper.close_all():
+                self._shadow(trade)
+
+    def _shadow(self, trade: Trade) -> None:
+        self.service.log_outcome(
+            trade.tag,
+            trade.entry_price,
+            trade.exit_price,
+            trade.size,
+            trade.pnl,
+            trade.pnl_pct,
+            trade.exit_reason,
+            trade.exit_ts,
+            shadow=True,
+        )
+        self.shadows += 1
         self.since_learning += 1
 
     def after_step(self, ts: pd.Timestamp) -> None:
@@ -395,7 +495,8 @@ def replay_frames(
             raise ReplayError(
                 f"{s}: fewer than {max(history, cfg.base.warmup)} candles before the window start for warm-up"
             )
-    signals = {s: base_signals(f, cfg.base) for s, f in frames.items()}
+    strategy = cfg.signals or (lambda _symbol, candles: base_signals(candles, cfg.base))
+    signals = {s: strategy(s, f) for s, f in frames.items()}
     defaults = defaults_from_parameters(service.get_parameters().values)
     grid = pd.DatetimeIndex(sorted({t for f in frames.values() for t in f["ts"] if cfg.start <= t < cfg.end}))
 
@@ -435,7 +536,9 @@ def replay_frames(
         final_strategies=learner.final_strategies() if learner is not None else [],
         notes=[
             (
-                f"Base strategy: momentum over {cfg.base.momentum_bars} candles beyond ±{cfg.base.momentum_threshold:g}, "
+                str(getattr(cfg.signals, "description", "Base strategy: the caller's signals."))
+                if cfg.signals is not None
+                else f"Base strategy: momentum over {cfg.base.momentum_bars} candles beyond ±{cfg.base.momentum_threshold:g}, "
                 f"RSI({cfg.base.rsi_period}) below {cfg.base.rsi_overbought:g} for BUY / above {cfg.base.rsi_oversold:g} for SELL."
             ),
             (
@@ -443,7 +546,12 @@ def replay_frames(
                 f"target {defaults.target_pct:.2%}, ML support needed {defaults.ml_confidence_min:g}; "
                 f"max holding {cfg.max_holding_bars} candles."
             ),
-            f"Learning step (pattern discovery + performance monitor) every {cfg.learn_every} outcomes of the full system.",
+            f"Learning step (pattern discovery + performance monitor) every {cfg.learn_every} outcomes of the full system"
+            + (
+                f" (its trades and the shadow outcomes of the signals it held: {full.shadows} shadows)."
+                if full.paper is not None
+                else "; held signals not followed (no shadow outcomes)."
+            ),
         ],
     )
 
@@ -465,20 +573,25 @@ def run_replay(settings: ReplayConfig) -> ReplayReport:
     """Replay ``settings.symbols`` over ``[settings.start, settings.end)`` through the server at
     ``settings.server`` and return the three-way report (``report.write(folder)`` for files).
 
-    The memory store must be the one the server uses (``settings.memory_db``); start from a fresh
-    one for a reproducible report. Deterministic: no randomness, no wall clock. Token and TLS
-    as ``mem serve`` is configured (``MemClient.from_env``); a failed call stops the replay
-    (``ReplayError``): a report with silently missing decisions would be wrong.
+    Before anything else it asks the server (``GetModelInfo``) which model answers and which
+    memory store it writes: a model whose training window reaches the replay window
+    (``LookAheadError``) or a store other than the server's (``StoreMismatchError``) stops it
+    before the memory or QuestDB is touched. Start the server on a fresh store for a reproducible
+    report. Deterministic: no randomness, no wall clock. Token and TLS as ``mem serve`` is
+    configured (``MemClient.from_env``); a failed call stops the replay (``ReplayError``): a report
+    with silently missing decisions would be wrong.
     """
-    model = champion_info(settings.tracking_uri)
-    check_model_window(model, settings.start)
     history = settings.history or SERVING_HISTORY
-    frames = load_frames(settings, history)
+    address = settings.server
     try:
-        with (
-            MemClient.from_env(settings.server, settings.timeout_s) as client,
-            MemoryLearner.open(settings.memory_db) as learner,
-        ):
-            return replay_frames(settings, frames, client, model, learner, history)
+        with MemClient.from_env(address, settings.timeout_s) as client:
+            info = client.get_model_info()
+            model = served_model(info, address)
+            check_model_window(model, settings.start)
+            path = server_store(info, settings.memory_db, address)
+            frames = load_frames(settings, history)
+            with MemoryLearner.open(path) as learner:
+                check_same_store(info, path, learner.engine.store.store_id, address)
+                return replay_frames(settings, frames, client, model, learner, history)
     except MemClientError as exc:
         raise ReplayError(str(exc)) from None

@@ -268,6 +268,12 @@ class Policy:
     def after_step(self, ts: pd.Timestamp) -> None:  # pragma: no cover - default is to ignore
         """All exits and decisions of timestamp ``ts`` are done."""
 
+    def on_candle(self, symbol: str, candle: Candle) -> None:  # pragma: no cover - default is to ignore
+        """A candle of ``symbol`` was processed (after its exits, before any decision at its close)."""
+
+    def finish(self) -> None:  # pragma: no cover - default is to ignore
+        """The data ended (after the open positions were closed)."""
+
 
 @dataclass
 class DriveResult:
@@ -320,9 +326,11 @@ def drive(
         ts = pd.Timestamp(t).tz_localize("UTC")
         for _, symbol, row in group:
             _, o, h, lo, c = arrays[symbol]
-            for trade in sim.on_candle(symbol, Candle(ts, o[row], h[row], lo[row], c[row])):
+            candle = Candle(ts, o[row], h[row], lo[row], c[row])
+            for trade in sim.on_candle(symbol, candle):
                 result.trades.append(trade)
                 policy.on_exit(trade)
+            policy.on_candle(symbol, candle)
         if start64 <= t < end64:
             for _, symbol, row in group:
                 if not sim.is_flat(symbol):
@@ -335,6 +343,7 @@ def drive(
     for trade in sim.close_all():
         result.trades.append(trade)
         policy.on_exit(trade)
+    policy.finish()
     return result
 
 

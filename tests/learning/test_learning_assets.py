@@ -73,7 +73,8 @@ def test_descriptions_state_the_rules_of_the_memorys_default_config() -> None:
         ),
         "parameter_memory": (
             "Parameter memory: the performance monitor checks the win rate over the last 20 closed trades "
-            "(below 45%: sizes x0.7, confidence minimum 0.70) and logs each adjustment with its reason."
+            "(below 45%: sizes x0.7, confidence minimum 0.70) and logs each adjustment with its reason; lists every "
+            "parameter step since its last run, serving's per-outcome sizing included."
         ),
     }
     assert pattern_discovery_sensor.description.endswith("(create/update/deprecate learned strategies).")

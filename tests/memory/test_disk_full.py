@@ -75,7 +75,11 @@ def test_a_full_store_refuses_writes_loses_nothing_and_recovers(db: Path, writer
     again = MemoryStore.open(db)
     try:
         assert set(again.decision_event_ids(acknowledged)) == set(acknowledged)  # 0 acknowledged writes lost
-        assert again.counts() == {"decisions": len(acknowledged), "outcomes": len(closed)}  # and nothing else
+        assert again.counts() == {
+            "decisions": len(acknowledged),
+            "outcomes": len(closed),
+            "shadow_outcomes": 0,
+        }  # and nothing else
         assert all(again.get_decision(d)[1] is not None for d in closed)
         assert again.integrity_check() == "ok"
     finally:

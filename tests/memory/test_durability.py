@@ -88,6 +88,6 @@ def test_two_writers_and_a_reader_lose_and_corrupt_nothing(db: Path, tmp_path: P
     store = MemoryStore.open(db)
     try:
         assert store.integrity_check() == "ok"
-        assert store.counts() == {"decisions": len(acked_d), "outcomes": len(acked_o)}
+        assert store.counts() == {"decisions": len(acked_d), "outcomes": len(acked_o), "shadow_outcomes": 0}
     finally:
         store.close()

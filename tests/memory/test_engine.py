@@ -212,7 +212,7 @@ def test_engine_is_safe_across_threads(engine: MemoryEngine) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert engine.store.counts() == {"decisions": 100, "outcomes": 100}
+    assert engine.store.counts() == {"decisions": 100, "outcomes": 100, "shadow_outcomes": 0}
     assert all(len(engine.recent_decisions(f"S{n}")) == 25 for n in range(4))
 
 

@@ -45,7 +45,7 @@ def test_a_repeated_id_gets_the_original_answer_and_writes_nothing(db: Path, key
             replace(engine.record_outcome(outcome(first, 0.01), request_id="engine-42/outcome"), replayed=False)
             == learned
         )
-        assert reopened.counts() == {"decisions": 2, "outcomes": 1}
+        assert reopened.counts() == {"decisions": 2, "outcomes": 1, "shadow_outcomes": 0}
     finally:
         reopened.close()
 
@@ -116,4 +116,4 @@ def test_an_id_reused_for_another_call_is_refused_not_answered(engine: MemoryEng
         InvalidRecord, match=f"request_id: already used for the outcome of another decision \\({first.decision_id}\\)"
     ):
         engine.record_outcome(outcome(second, 0.01), request_id="close")
-    assert store.last_event_id() == events and store.counts() == {"decisions": 2, "outcomes": 1}
+    assert store.last_event_id() == events and store.counts() == {"decisions": 2, "outcomes": 1, "shadow_outcomes": 0}

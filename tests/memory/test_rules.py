@@ -68,7 +68,9 @@ def test_memory_confidence_needs_enough_similar_trades_or_a_strategy() -> None:
     assert memory_confidence(4, 4, None, 5)[0] is None
     assert memory_confidence(4, 5, None, 5)[0] == pytest.approx(0.8)
     assert memory_confidence(0, 0, 0.7, 5)[0] == pytest.approx(0.7)
-    assert memory_confidence(8, 10, 0.6, 5)[0] == pytest.approx(0.7)
+    # A matching learned strategy speaks for its condition; the neighbours do not dilute it.
+    value, said = memory_confidence(2, 10, 0.75, 5)
+    assert value == pytest.approx(0.75) and said == "a learned strategy matched (2/10 similar trades won)"
 
 
 # ---------------------------------------------------------------- performance monitor

@@ -111,7 +111,7 @@ def test_outcomes_in_process_and_decisions_through_the_writer_keep_one_consisten
     engine.close()
     fresh = MemoryEngine(store)  # built from the log alone
     assert [(v.decision.decision_id, v.outcome is not None) for v in fresh.recent_decisions("BTCUSDT", 50)] == live
-    assert store.counts() == {"decisions": 180, "outcomes": 60}
+    assert store.counts() == {"decisions": 180, "outcomes": 60, "shadow_outcomes": 0}
     store.close()
 
 

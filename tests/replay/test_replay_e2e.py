@@ -20,8 +20,8 @@ from mem_core.features import compute_features
 from mem_core.labels import reversal_labels
 from mem_core.questdb.store import write_candles
 from mem_pipelines.replay.assets import replay_report
-from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, ReplayError, champion_info, run_replay
-from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, open_engine
+from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, ReplayError, StoreMismatchError, run_replay
+from mem_pipelines.resources import MemoryStoreResource, QuestDBResource, open_engine
 from mem_pipelines.training.dataset import build_dataset
 from mem_pipelines.training.mlflow_logging import train_and_log
 from mem_serving.server import build_app
@@ -71,13 +71,17 @@ def champion(loaded, tmp_path_factory) -> str:
     return uri
 
 
-def _replay(settings, uri: str, memory_db: Path):
-    running = build_app(
+def _serve(uri: str, memory_db: Path, **settings):
+    return build_app(
         ServingSettings(
-            port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=uri, model_poll_s=0.5, max_workers=4
+            port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=uri, model_poll_s=0.5, max_workers=4, **settings
         ),
         start_metrics=False,
     )
+
+
+def _replay(settings, uri: str, memory_db: Path, **options):
+    running = _serve(uri, memory_db)
     try:
         cfg = ReplayConfig(
             symbols=SYMBOLS,
@@ -89,7 +93,7 @@ def _replay(settings, uri: str, memory_db: Path):
             learn_every=5,
             memory_db=memory_db,
             questdb=settings,
-            tracking_uri=uri,
+            **options,
         )
         return run_replay(cfg)
     finally:
@@ -101,10 +105,8 @@ def test_replay_through_the_real_server_is_deterministic(loaded, champion, tmp_p
     monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(settings.pg_port))
     monkeypatch.setenv("MEM_QUESTDB_HTTP_PORT", str(settings.http_port))
     monkeypatch.delenv("MEM_MEMORY_KEY", raising=False)
-    model = champion_info(champion)
-    assert model.data_end < pd.Timestamp(START, tz="UTC")
-
     first = _replay(settings, champion, tmp_path / "a" / "memory.db")
+    assert pd.Timestamp(first.model_data_end) < pd.Timestamp(START, tz="UTC")
     names = [v.name for v in first.variants]
     assert names == ["base", "base_ml", "full"]
     by = {v.name: v for v in first.variants}
@@ -118,34 +120,71 @@ def test_replay_through_the_real_server_is_deterministic(loaded, champion, tmp_p
         assert label in table
     assert len(pd.read_csv(paths["comparison"])) == 3
 
-    # The memory saw exactly the full system's outcomes.
+    # The memory saw exactly the full system's outcomes, and what the signals it held would have done.
     with open_engine(tmp_path / "a" / "memory.db") as engine:
-        assert engine.store.counts()["outcomes"] == by["full"].metrics.trades
+        counts = engine.store.counts()
+    assert counts["outcomes"] == by["full"].metrics.trades
+    assert 0 < counts["shadow_outcomes"] <= by["full"].skipped
 
-    second = _replay(settings, champion, tmp_path / "b" / "memory.db")
+    # Sending all 400 candles with every call instead of only the new ones changes nothing: the
+    # server's history of the symbol is the same either way.
+    second = _replay(settings, champion, tmp_path / "b" / "memory.db", incremental_candles=False)
     again = second.write(tmp_path / "report-b")
     assert second.table_markdown() == first.table_markdown()
-    for name in ("markdown", "comparison", "trades", "evolution", "events"):
+    for name in ("markdown", "comparison", "trades", "evolution", "events", "differences", "decomposition"):
         assert paths[name].read_bytes() == again[name].read_bytes(), name
 
 
-def test_replay_refuses_a_model_trained_into_the_window(loaded, tmp_path) -> None:
+def test_the_guard_asks_the_server_whatever_registry_the_replay_was_given(
+    loaded, champion, tmp_path, monkeypatch
+) -> None:
+    """The bypass of issue 11: the server scores with a version "1" trained into the window (its
+    registry), while the replay's environment names another registry whose champion, also "1",
+    was trained before the window. The replay must refuse, from what the server says."""
     settings, frames = loaded
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    _train(frames, uri, "2025-06-02")  # sees the first replay day
-    cfg = ReplayConfig(
-        symbols=SYMBOLS,
-        start=START,
-        end=END,
-        server="127.0.0.1:1",
-        questdb=settings,
-        tracking_uri=uri,
-        memory_db=tmp_path / "memory.db",
-        timeout_s=1,
-    )
-    with pytest.raises(LookAheadError, match="not before the replay window"):
-        run_replay(cfg)
-    assert not (tmp_path / "memory.db").exists()  # refused before touching anything
+    leaky = f"sqlite:///{tmp_path / 'leaky-mlflow.db'}"
+    assert _train(frames, leaky, "2025-06-02") == "1"  # sees the first replay day
+    assert registry.champion_version(champion) == "1"  # the clean registry's champion has the same version
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", champion)
+    memory_db = tmp_path / "memory.db"
+    running = _serve(leaky, memory_db)
+    try:
+        cfg = ReplayConfig(symbols=SYMBOLS, start=START, end=END, server=f"127.0.0.1:{running.port}", questdb=settings)
+        with pytest.raises(LookAheadError, match="not before the replay window") as refused:
+            run_replay(cfg)
+        with open_engine(memory_db) as engine:
+            assert engine.store.counts()["decisions"] == 0  # refused before any decision
+    finally:
+        running.stop(grace=1.0)
+    assert "2025-06-01T23:55:00+00:00" in str(refused.value)  # the last labelled candle, 2025-06-01T23:05, + 10 candles
+
+
+def test_the_replay_learns_on_the_servers_store_or_refuses(loaded, champion, tmp_path) -> None:
+    settings, _ = loaded
+    served, other = tmp_path / "served" / "memory.db", tmp_path / "other" / "memory.db"
+    with open_engine(other):
+        pass  # another, valid store
+    running = _serve(champion, served)
+    address = f"127.0.0.1:{running.port}"
+    window = dict(symbols=SYMBOLS[:1], start=START, end="2025-06-01T04:00", server=address, questdb=settings)
+    try:
+        with pytest.raises(StoreMismatchError) as wrong:
+            run_replay(ReplayConfig(**window, memory_db=other))
+        with pytest.raises(StoreMismatchError, match="no memory store at"):
+            run_replay(ReplayConfig(**window, memory_db=tmp_path / "missing.db"))
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(served.read_bytes())  # the same id, another file
+        with pytest.raises(StoreMismatchError, match="would never reach"):
+            run_replay(ReplayConfig(**window, memory_db=copy))
+        report = run_replay(ReplayConfig(**window))  # no store given: the server's
+    finally:
+        running.stop(grace=1.0)
+    message = str(wrong.value)
+    assert str(other) in message and str(served.resolve()) in message and "would never reach" in message
+    assert not (tmp_path / "missing.db").exists()
+    full = next(v for v in report.variants if v.name == "full")
+    with open_engine(served) as engine:
+        assert engine.store.counts()["outcomes"] == full.metrics.trades
 
 
 def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_path, monkeypatch) -> None:
@@ -154,17 +193,13 @@ def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_
     monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(settings.pg_port))
     monkeypatch.setenv("MEM_QUESTDB_HTTP_PORT", str(settings.http_port))  # the server writes the candles it gets
     memory_db = tmp_path / "memory.db"
-    running = build_app(
-        ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=champion, max_workers=4),
-        start_metrics=False,
-    )
+    running = _serve(champion, memory_db)
     try:
         result = dg.materialize(
             [replay_report],
             resources={
                 "memory_store": MemoryStoreResource(path=str(memory_db)),
                 "questdb": QuestDBResource.from_settings(settings),
-                "mlflow": MlflowResource(tracking_uri=champion),
             },
             run_config={
                 "ops": {
@@ -190,13 +225,29 @@ def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_
     assert {"base_trades", "base_ml_trades", "full_trades"} <= set(meta)
 
 
-def test_mem_replay_cli_explains_a_missing_champion(loaded, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
-    result = CliRunner().invoke(
-        app, ["replay", "--symbols", SYMBOLS[0], "--start", START, "--end", END, "--out", str(tmp_path / "r")]
-    )
+def test_mem_replay_cli_explains_a_server_without_a_champion(loaded, tmp_path) -> None:
+    running = _serve(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "memory.db")
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "replay",
+                "--symbols",
+                SYMBOLS[0],
+                "--start",
+                START,
+                "--end",
+                END,
+                "--server",
+                f"127.0.0.1:{running.port}",
+                "--out",
+                str(tmp_path / "r"),
+            ],
+        )
+    finally:
+        running.stop(grace=1.0)
     assert result.exit_code == 1
-    assert "no @champion model" in result.output
+    assert "has no model to score with: no champion model yet" in result.output
     assert not (tmp_path / "r").exists()
 
 
@@ -216,7 +267,6 @@ def test_replay_sends_the_servers_bearer_token(loaded, champion, tmp_path, monke
         server=f"127.0.0.1:{running.port}",
         memory_db=memory_db,
         questdb=settings,
-        tracking_uri=champion,
     )
     try:
         monkeypatch.delenv("MEM_SERVING_TOKEN", raising=False)

@@ -71,10 +71,21 @@ def test_report_table_and_files(tmp_path: Path) -> None:
     rows = table.strip().splitlines()
     assert len(rows) == 5
     assert "Base strategy alone" in rows[2] and "Base + ML filter" in rows[3] and "full system" in rows[4]
-    assert "| 2 | 50.0% | -200.00 |" in rows[2]
-    assert "Memory helped in this window" in rep.markdown() and "Per trade it was" in rep.markdown()
+    assert "| 2 | 50.0% | -200.00 |" in rows[2] and "Sharpe (annualised)" in rows[0]
+    text = rep.markdown()
+    assert "Too few trades to compare the full system with base + ML per trade (2 vs 1)" in text
+    assert "helped" not in text and "too few trades" in rep.differences_markdown()
     paths = rep.write(tmp_path / "a")
-    assert set(paths) == {"markdown", "comparison", "trades", "evolution", "events", "equity_png"}
+    assert set(paths) == {
+        "markdown",
+        "comparison",
+        "trades",
+        "evolution",
+        "events",
+        "differences",
+        "decomposition",
+        "equity_png",
+    }
     assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
     assert paths["equity_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cmp = pd.read_csv(paths["comparison"])
@@ -83,3 +94,42 @@ def test_report_table_and_files(tmp_path: Path) -> None:
     again = _report().write(tmp_path / "b")
     for name in paths:
         assert paths[name].read_bytes() == again[name].read_bytes(), name
+
+
+def _variant(name: str, trades: list[Trade]) -> VariantResult:
+    grid = pd.date_range(T0, periods=40 * 288, freq="5min")
+    return VariantResult(
+        name, tuple(trades), compute_metrics(trades, 10_000.0, grid), equity_curve(trades, 10_000.0, grid)
+    )
+
+
+def test_smaller_positions_are_not_called_help() -> None:
+    """The full system loses less in total only because it trades less and smaller; per trade it
+    is the same market: the verdict says not significant and names the parts."""
+    from tests.replay.test_replay_stats import noisy
+
+    ml = [t for t in noisy(11, -0.003, days=30) if t.entry_ts >= T0]
+    full = [t for t in noisy(12, -0.003, days=30, per_day=2, notional=2.0) if t.entry_ts >= T0]
+    rep = ReplayReport(
+        ("X",),
+        T0,
+        T0 + pd.Timedelta(days=31),
+        10,
+        5,
+        10_000.0,
+        "3",
+        "2025-02-28T23:55:00+00:00",
+        [_variant("base", ml), _variant("base_ml", ml), _variant("full", full)],
+    )
+    by = {v.name: v.metrics for v in rep.variants}
+    assert by["full"].total_pnl > by["base_ml"].total_pnl
+    verdict = rep.verdict()
+    assert "not significant" in verdict and "helped" not in verdict
+    assert "from fewer trades" in verdict and "from smaller sizes" in verdict and "from different selection" in verdict
+    dec = rep.decomposition()
+    assert dec is not None and dec.parts[0].value > 0 and dec.parts[1].value > 0
+    assert "second half" in rep.differences_markdown()
+    # A tiny drawdown keeps its digits: 3 significant, never "0.00 (0.0%)".
+    row = rep.table_markdown().strip().splitlines()[-1]
+    dd = by["full"].max_drawdown
+    assert 0 < dd < 1 and f"{dd:.{2 - math.floor(math.log10(dd))}f}" in row and "(0.0%)" not in row

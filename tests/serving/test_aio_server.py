@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from mem_core import estimators, registry
-from mem_core.feature_sets import REGIME_V1
+from mem_core.feature_sets import REGIME_V1, SEED, FeatureSet
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving.api import pb
 from mem_serving.candles import CandleHistory
@@ -49,14 +49,14 @@ def _handlers(source, models: ModelProvider | None = None) -> Handlers:
     )  # type: ignore[arg-type]
 
 
-def _regime_v1_champion() -> ModelProvider:
-    """A provider holding a (tiny, real) champion over regime_v1, loaded without a registry."""
+def _regime_v1_champion(feature_set: FeatureSet = REGIME_V1) -> ModelProvider:
+    """A provider holding a (tiny, real) champion over ``feature_set``, loaded without a registry."""
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(200, len(REGIME_V1.names)))
-    model = estimators.create("random_forest", {"n_estimators": 2, "random_state": 0}, REGIME_V1).fit(X, X[:, 0] > 0)
-    loaded = registry.LoadedModel("1", model, registry.feature_ranges(X, REGIME_V1.names))
+    X = rng.normal(size=(200, len(feature_set.names)))
+    model = estimators.create("random_forest", {"n_estimators": 2, "random_state": 0}, feature_set).fit(X, X[:, 0] > 0)
+    loaded = registry.LoadedModel("1", model, registry.feature_ranges(X, feature_set.names))
     provider = ModelProvider(None, poll_s=0, version_fn=lambda uri: "1", load_fn=lambda version, uri: loaded)
-    assert provider.refresh() and provider.model is not None and provider.model.feature_set is REGIME_V1
+    assert provider.refresh() and provider.model is not None and provider.model.feature_set is feature_set
     return provider
 
 
@@ -93,9 +93,11 @@ def test_the_candle_source_predicate() -> None:
     assert not without.reads_candle_source("A", None)  # nothing to read from: no I/O (the call fails fast)
     assert not without.enhance_reads_candle_source(_query("A", _block(0, 3)))
 
-    h = _handlers(lambda symbol, n: CandleBlock.empty())
+    h = _handlers(lambda symbol, n: CandleBlock.empty(), _regime_v1_champion(SEED))
     assert h.reads_candle_source("A", None)  # symbol alone: QuestDB
     assert h.enhance_reads_candle_source(_query("A", None))
+    silent = _handlers(lambda symbol, n: CandleBlock.empty())
+    assert not silent.enhance_reads_candle_source(_query("A", None))  # no champion: the ML is silent, no read
     assert not h.enhance_reads_candle_source(_query("A", None, ml))  # ML given: the snapshot never reads QuestDB
     assert h.reads_candle_source("A", _block(0, MIN_HISTORY - 1))  # too few, nothing held: would seed
     assert not h.reads_candle_source("A", _block(0, MIN_HISTORY))

@@ -108,6 +108,6 @@ def test_a_full_disk_is_resource_exhausted_and_not_serving_until_space_returns(
     store = MemoryStore.open(db)
     try:
         assert set(store.decision_event_ids(acknowledged)) == set(acknowledged)  # 0 acknowledged writes lost
-        assert store.counts() == {"decisions": len(acknowledged), "outcomes": len(closed)}
+        assert store.counts() == {"decisions": len(acknowledged), "outcomes": len(closed), "shadow_outcomes": 0}
     finally:
         store.close()

@@ -31,5 +31,9 @@ def test_1500_generated_requests_across_every_rpc(stack: Stack, serve_candles: p
     assert len(report.decisions) > 50 and len(report.closed) > 20
     assert stack.handlers.metrics.replays.labels("EnhanceSignal")._value.get() > 0
     # nothing from a refused call is stored: exactly the acknowledged decisions and outcomes
-    assert stack.store.counts() == {"decisions": len(report.decisions), "outcomes": len(report.closed)}
+    assert stack.store.counts() == {
+        "decisions": len(report.decisions),
+        "outcomes": len(report.closed),
+        "shadow_outcomes": 0,
+    }
     assert set(stack.store.decision_event_ids(sorted(report.decisions))) == report.decisions

@@ -42,6 +42,7 @@ def test_proto_is_versioned_and_names_the_csharp_namespace() -> None:
         "GetParameters",
         "ListStrategies",
         "PushCandles",
+        "GetModelInfo",
     ]
     for enum in (pb.Action, pb.Direction):
         assert enum.Name(0).endswith("_UNSPECIFIED")

@@ -58,7 +58,7 @@ def test_a_retry_with_the_same_id_gets_the_first_answer_even_after_a_restart(
         replays = s.handlers.metrics.replays
         assert replays.labels("EnhanceSignal")._value.get() == 1 and replays.labels("LogOutcome")._value.get() == 1
         assert s.handlers.metrics.outcomes.labels("win")._value.get() == 1
-        assert s.store.counts() == {"decisions": 2, "outcomes": 1}
+        assert s.store.counts() == {"decisions": 2, "outcomes": 1, "shadow_outcomes": 0}
     finally:
         _stop(s)
 
@@ -81,7 +81,7 @@ def test_a_retry_with_the_same_id_gets_the_first_answer_even_after_a_restart(
                 err.value.code == grpc.StatusCode.INVALID_ARGUMENT
                 and "request_id: must be printable, without spaces" in str(err.value)
             )
-        assert s.store.counts() == {"decisions": 2, "outcomes": 1}
+        assert s.store.counts() == {"decisions": 2, "outcomes": 1, "shadow_outcomes": 0}
     finally:
         _stop(s)
 

@@ -227,18 +227,37 @@ def test_a_call_whose_deadline_passed_before_recording_records_nothing(
     assert _health(stack.channel) == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_no_champion_is_unavailable_and_not_serving(
+def test_without_a_champion_the_ml_is_silent_and_predict_is_a_failed_precondition(
     empty_mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame
 ) -> None:
     s = start_stack(empty_mlflow_uri, tmp_path / "memory.db")
     try:
-        code, details = _code(
-            s.stub.PredictReversal,
-            pb.PredictReversalRequest(symbol=SYMBOL, candles=candles_pb(_history(serve_candles))),
+        history = candles_pb(_history(serve_candles))
+        code, details = _code(s.stub.PredictReversal, pb.PredictReversalRequest(symbol=SYMBOL, candles=history))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "no champion model" in details
+        reply = _enhance(s, history, base_confidence=0.65)
+        assert reply.ml_absent and "no champion model" in reply.ml_absent_reason
+        assert not reply.HasField("ml_confidence") and not reply.model_version
+        assert "no ML (no champion model" in reply.reasoning
+        # memory silent too (an empty store): the final confidence is the base's alone, renormalised
+        assert not reply.HasField("memory_confidence") and reply.confidence == pytest.approx(0.65)
+        assert reply.action == pb.ACTION_BUY  # 0.65 >= the minimum 0.6: traded on base + memory
+        weak = _enhance(s, [], base_confidence=0.5, time=now_pb())
+        assert weak.ml_absent and weak.action == pb.ACTION_HOLD  # the HOLD rule still applies
+        # a caller's own ML prediction is used as given: the ML is not absent
+        given = _enhance(
+            s,
+            [],
+            base_confidence=0.65,
+            ml_prediction=pb.MlPrediction(confidence=0.9, direction=pb.DIRECTION_BULLISH, model_version="engine"),
         )
-        assert code == grpc.StatusCode.UNAVAILABLE and "champion" in details
-        assert _health(s.channel) == health_pb2.HealthCheckResponse.SERVING  # the process is fine
-        assert _health(s.channel, "mem.v1.MemService") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not given.ml_absent and given.ml_confidence == pytest.approx(0.9)
+        info = s.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+        assert not info.ml_usable and "no champion model" in info.reason
+        assert s.store.counts()["decisions"] == 3  # every EnhanceSignal was recorded
+        # the process and the service are both SERVING: the service answers without a model
+        assert _health(s.channel) == health_pb2.HealthCheckResponse.SERVING
+        assert _health(s.channel, "mem.v1.MemService") == health_pb2.HealthCheckResponse.SERVING
     finally:
         s.channel.close()
         s.running.stop(grace=1.0)

@@ -118,7 +118,7 @@ class EnhanceSignalRequest(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., base_confidence: _Optional[float] = ..., price: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy: _Optional[str] = ..., ml_prediction: _Optional[_Union[MlPrediction, _Mapping]] = ..., candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ..., market_context: _Optional[_Mapping[str, str]] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class EnhancedSignal(_message.Message):
-    __slots__ = ("decision_id", "action", "symbol", "confidence", "size", "stop_loss", "take_profit", "reasoning", "base_confidence", "ml_confidence", "memory_confidence", "learned_strategy", "model_version", "time")
+    __slots__ = ("decision_id", "action", "symbol", "confidence", "size", "stop_loss", "take_profit", "reasoning", "base_confidence", "ml_confidence", "memory_confidence", "learned_strategy", "model_version", "time", "ml_absent", "ml_absent_reason")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +133,8 @@ class EnhancedSignal(_message.Message):
     LEARNED_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    ML_ABSENT_FIELD_NUMBER: _ClassVar[int]
+    ML_ABSENT_REASON_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     action: Action
     symbol: str
@@ -147,10 +149,12 @@ class EnhancedSignal(_message.Message):
     learned_strategy: str
     model_version: str
     time: _timestamp_pb2.Timestamp
-    def __init__(self, decision_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., symbol: _Optional[str] = ..., confidence: _Optional[float] = ..., size: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., reasoning: _Optional[str] = ..., base_confidence: _Optional[float] = ..., ml_confidence: _Optional[float] = ..., memory_confidence: _Optional[float] = ..., learned_strategy: _Optional[str] = ..., model_version: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    ml_absent: bool
+    ml_absent_reason: str
+    def __init__(self, decision_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., symbol: _Optional[str] = ..., confidence: _Optional[float] = ..., size: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., reasoning: _Optional[str] = ..., base_confidence: _Optional[float] = ..., ml_confidence: _Optional[float] = ..., memory_confidence: _Optional[float] = ..., learned_strategy: _Optional[str] = ..., model_version: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ml_absent: _Optional[bool] = ..., ml_absent_reason: _Optional[str] = ...) -> None: ...
 
 class LogOutcomeRequest(_message.Message):
-    __slots__ = ("decision_id", "entry_price", "exit_price", "size", "pnl", "pnl_pct", "exit_reason", "time", "request_id")
+    __slots__ = ("decision_id", "entry_price", "exit_price", "size", "pnl", "pnl_pct", "exit_reason", "time", "request_id", "shadow")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ENTRY_PRICE_FIELD_NUMBER: _ClassVar[int]
     EXIT_PRICE_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +164,7 @@ class LogOutcomeRequest(_message.Message):
     EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     entry_price: float
     exit_price: float
@@ -169,7 +174,8 @@ class LogOutcomeRequest(_message.Message):
     exit_reason: str
     time: _timestamp_pb2.Timestamp
     request_id: str
-    def __init__(self, decision_id: _Optional[str] = ..., entry_price: _Optional[float] = ..., exit_price: _Optional[float] = ..., size: _Optional[float] = ..., pnl: _Optional[float] = ..., pnl_pct: _Optional[float] = ..., exit_reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, decision_id: _Optional[str] = ..., entry_price: _Optional[float] = ..., exit_price: _Optional[float] = ..., size: _Optional[float] = ..., pnl: _Optional[float] = ..., pnl_pct: _Optional[float] = ..., exit_reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class StrategyStats(_message.Message):
     __slots__ = ("trades", "wins", "win_rate", "total_pnl", "avg_pnl_pct")
@@ -202,7 +208,7 @@ class ParameterAdjustment(_message.Message):
     def __init__(self, parameter: _Optional[str] = ..., from_value: _Optional[float] = ..., to_value: _Optional[float] = ..., reason: _Optional[str] = ..., trigger: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LogOutcomeResponse(_message.Message):
-    __slots__ = ("decision_id", "win", "strategy", "strategy_stats", "adjustments", "parameters_version", "summary")
+    __slots__ = ("decision_id", "win", "strategy", "strategy_stats", "adjustments", "parameters_version", "summary", "shadow")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     WIN_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +216,7 @@ class LogOutcomeResponse(_message.Message):
     ADJUSTMENTS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_VERSION_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     win: bool
     strategy: str
@@ -217,7 +224,8 @@ class LogOutcomeResponse(_message.Message):
     adjustments: _containers.RepeatedCompositeFieldContainer[ParameterAdjustment]
     parameters_version: str
     summary: str
-    def __init__(self, decision_id: _Optional[str] = ..., win: _Optional[bool] = ..., strategy: _Optional[str] = ..., strategy_stats: _Optional[_Union[StrategyStats, _Mapping]] = ..., adjustments: _Optional[_Iterable[_Union[ParameterAdjustment, _Mapping]]] = ..., parameters_version: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
+    shadow: bool
+    def __init__(self, decision_id: _Optional[str] = ..., win: _Optional[bool] = ..., strategy: _Optional[str] = ..., strategy_stats: _Optional[_Union[StrategyStats, _Mapping]] = ..., adjustments: _Optional[_Iterable[_Union[ParameterAdjustment, _Mapping]]] = ..., parameters_version: _Optional[str] = ..., summary: _Optional[str] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
     __slots__ = ()
@@ -307,3 +315,69 @@ class PushCandlesResponse(_message.Message):
     dropped: int
     pending: int
     def __init__(self, queued: _Optional[int] = ..., dropped: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrainingWindow(_message.Message):
+    __slots__ = ("first_candle", "last_candle", "label_horizon", "last_label_candle")
+    FIRST_CANDLE_FIELD_NUMBER: _ClassVar[int]
+    LAST_CANDLE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_HORIZON_FIELD_NUMBER: _ClassVar[int]
+    LAST_LABEL_CANDLE_FIELD_NUMBER: _ClassVar[int]
+    first_candle: _timestamp_pb2.Timestamp
+    last_candle: _timestamp_pb2.Timestamp
+    label_horizon: int
+    last_label_candle: _timestamp_pb2.Timestamp
+    def __init__(self, first_candle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_candle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., label_horizon: _Optional[int] = ..., last_label_candle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MemoryStoreIdentity(_message.Message):
+    __slots__ = ("store_id", "location")
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    store_id: str
+    location: str
+    def __init__(self, store_id: _Optional[str] = ..., location: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("ml_usable", "reason", "champion_version", "run_id", "estimator", "feature_set", "feature_names", "training_window", "holdout_skill", "walk_forward_skill", "memory_store", "registry")
+    class HoldoutSkillEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class WalkForwardSkillEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ML_USABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SET_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_SKILL_FIELD_NUMBER: _ClassVar[int]
+    WALK_FORWARD_SKILL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_STORE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    ml_usable: bool
+    reason: str
+    champion_version: str
+    run_id: str
+    estimator: str
+    feature_set: str
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    training_window: TrainingWindow
+    holdout_skill: _containers.ScalarMap[str, float]
+    walk_forward_skill: _containers.ScalarMap[str, float]
+    memory_store: MemoryStoreIdentity
+    registry: str
+    def __init__(self, ml_usable: _Optional[bool] = ..., reason: _Optional[str] = ..., champion_version: _Optional[str] = ..., run_id: _Optional[str] = ..., estimator: _Optional[str] = ..., feature_set: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., training_window: _Optional[_Union[TrainingWindow, _Mapping]] = ..., holdout_skill: _Optional[_Mapping[str, float]] = ..., walk_forward_skill: _Optional[_Mapping[str, float]] = ..., memory_store: _Optional[_Union[MemoryStoreIdentity, _Mapping]] = ..., registry: _Optional[str] = ...) -> None: ...

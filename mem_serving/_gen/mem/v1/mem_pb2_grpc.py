@@ -65,6 +65,11 @@ class MemServiceStub:
                 request_serializer=mem_dot_v1_dot_mem__pb2.PushCandlesRequest.SerializeToString,
                 response_deserializer=mem_dot_v1_dot_mem__pb2.PushCandlesResponse.FromString,
                 _registered_method=True)
+        self.GetModelInfo = channel.unary_unary(
+                '/mem.v1.MemService/GetModelInfo',
+                request_serializer=mem_dot_v1_dot_mem__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=mem_dot_v1_dot_mem__pb2.ModelInfo.FromString,
+                _registered_method=True)
 
 
 class MemServiceServicer:
@@ -117,6 +122,14 @@ class MemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelInfo(self, request, context):
+        """The model the server scores with (version, run, training window, skill) and the identity of
+        the memory store it writes; answers without a champion too (ml_usable false, with a reason).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +162,11 @@ def add_MemServiceServicer_to_server(servicer, server):
                     servicer.PushCandles,
                     request_deserializer=mem_dot_v1_dot_mem__pb2.PushCandlesRequest.FromString,
                     response_serializer=mem_dot_v1_dot_mem__pb2.PushCandlesResponse.SerializeToString,
+            ),
+            'GetModelInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelInfo,
+                    request_deserializer=mem_dot_v1_dot_mem__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=mem_dot_v1_dot_mem__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +332,33 @@ class MemService:
             '/mem.v1.MemService/PushCandles',
             mem_dot_v1_dot_mem__pb2.PushCandlesRequest.SerializeToString,
             mem_dot_v1_dot_mem__pb2.PushCandlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mem.v1.MemService/GetModelInfo',
+            mem_dot_v1_dot_mem__pb2.GetModelInfoRequest.SerializeToString,
+            mem_dot_v1_dot_mem__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,
