@@ -41,7 +41,7 @@ def test_materialize_reads_window_and_checks_pass(fresh_questdb):
     assert meta["first_ts"].value.startswith("2026-01-30T00:00") and meta["last_ts"].value.startswith("2026-01-30T23:55")
     assert "| ts |" in meta["preview"].value
     checks = _checks(result)
-    assert len(checks) == 7 and all(c.passed for c in checks.values()), {n: c.passed for n, c in checks.items()}
+    assert len(checks) == 8 and all(c.passed for c in checks.values()), {n: c.passed for n, c in checks.items()}
 
     last = _materialize(fresh_questdb, partition="ETHUSDT", config={"last_days": 1})
     assert last.success and len(last.output_for_node("candles")) == 288
