@@ -88,7 +88,11 @@ def skill_tags(prefix: str, report: SkillReport) -> dict[str, str]:
     }
 
 
-def _log_walk_forward(mlflow: Any, wf: WalkForwardRun, png: bytes) -> None:
+def log_walk_forward(wf: WalkForwardRun, png: bytes) -> None:
+    """Params, summary and per-fold step metrics, and the ``walk_forward/`` artifacts (CSV table,
+    markdown table, PNG plot) of ``wf`` into the active MLflow run."""
+    import mlflow
+
     result = wf.result
     mlflow.log_params({
         "walk_forward.folds": len(wf.folds),
@@ -175,7 +179,7 @@ def log_training_run(
             "dagster.run_id": dagster_run_id or "",
         }
         if walk_forward is not None and png is not None:
-            _log_walk_forward(mlflow, walk_forward, png)
+            log_walk_forward(walk_forward, png)
             summary = walk_forward.result.summary()
             version_tags.update({
                 **skill_tags("walk_forward.pooled", walk_forward.result.pooled),
