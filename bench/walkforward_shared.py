@@ -9,8 +9,8 @@ trained on the ``--train-days`` before it (purge: the label horizon + 1 candle, 
 and tested on the month, all symbols pooled; skill per fold and pooled with 95% day-block
 bootstrap intervals (``mem_pipelines.lib.walkforward``). The model is the estimator with
 training's parameters (``training.defaults``; ``--params`` JSON overrides them).
-``--max-train-rows`` keeps every k-th training row of a fold (for the seed's slow
-GradientBoosting). Prints JSON, then the markdown table; ``--mlflow URI`` also logs a run
+``--max-train-rows`` fits on that many training rows of a fold drawn at random (for the seed's
+slow GradientBoosting). Prints JSON, then the markdown table; ``--mlflow URI`` also logs a run
 (experiment ``mem-reversal-walk-forward``) with the table, the plot and the metrics.
 
     .venv/bin/python bench/walkforward_shared.py [--feature-set regime_v1] [--estimator hist_gb]
@@ -39,8 +39,8 @@ EXPERIMENT = "mem-reversal-walk-forward"
 
 
 class _Fitted:
-    """A fold's estimator that keeps at most ``max_rows`` evenly spaced training rows and times
-    its fit."""
+    """A fold's estimator that fits on at most ``max_rows`` training rows drawn at random (seeded;
+    rows are ordered by time then symbol, so a stride would keep one symbol) and times its fit."""
 
     log: list[dict[str, float]] = []
 
@@ -50,7 +50,7 @@ class _Fitted:
     def fit(self, X: np.ndarray, y: np.ndarray) -> _Fitted:
         keep = np.arange(len(X))
         if self.max_rows is not None and len(X) > self.max_rows:
-            keep = keep[:: int(np.ceil(len(X) / self.max_rows))]
+            keep = np.sort(np.random.default_rng(0).choice(len(X), self.max_rows, replace=False))
         started = time.perf_counter()
         self.estimator.fit(X[keep], y[keep])
         self.log.append({"rows_fitted": int(len(keep)), "fit_seconds": round(time.perf_counter() - started, 2)})

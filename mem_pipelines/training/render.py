@@ -103,8 +103,8 @@ def walk_forward_png(wf: WalkForward, title: str = "") -> bytes:
     x = list(range(len(reports)))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=90)
     for ax, name, unit, ref in (
-        (axes[0], "log_loss_gain_mnat", "log-loss gain (mnat)", 0.0),
-        (axes[1], "roc_auc", "ROC-AUC", 0.5),
+        (axes[0], "log_loss_gain_mnat", "log-loss gain over the base rate (mnat), 95% CI", 0.0),
+        (axes[1], "roc_auc", "ROC-AUC, 95% CI", 0.5),
     ):
         values = [r[name] for r in reports]
         low = [r[name] - r.intervals[name].low for r in reports]
