@@ -8,6 +8,7 @@ Prints JSON:
 
 Usage: .venv/bin/python bench/bench_ingest.py [--reads 7] [--days 90]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from mem_pipelines.ingest.load import ingest_csv_files
-from mem_pipelines.ingest.synthetic import synthetic_candles
 from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.questdb.store import read_candles, read_latest, write_candles
+from mem_pipelines.ingest.load import ingest_csv_files
+from mem_pipelines.ingest.synthetic import synthetic_candles
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT"]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "candles" / "BTCUSDT-5m.csv.gz"

@@ -12,6 +12,7 @@ append throughput is then measured separately through ``engine.enhance`` /
 is in progress share the next transaction and its one fsync; each returns once its own record is
 durable).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mem_memory import Decision, MemoryEngine, MemoryStore, Outcome, SignalRequest  # noqa: E402
 
-FEATURES = ("sma5", "sma20", "sma50", "rsi14", "macd", "macd_signal", "macd_hist", "bb_position", "volume_ratio",
-            "hl_range", "close_position", "oc_range")
+FEATURES = (
+    "sma5",
+    "sma20",
+    "sma50",
+    "rsi14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_position",
+    "volume_ratio",
+    "hl_range",
+    "close_position",
+    "oc_range",
+)
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -61,16 +74,40 @@ def load(store: MemoryStore, n: int, symbols: list[str], closed_fraction: float,
             action = "BUY" if acts[j] else "SELL"
             t = T0 + timedelta(seconds=30 * i)
             d = Decision(
-                decision_id=f"b{i:09d}", time=t, symbol=symbols[i % len(symbols)], strategy="momentum", action=action,
-                base_action=action, price=100.0 + (i % 1000) / 10, base_confidence=0.6, ml_confidence=0.7,
-                memory_confidence=None, confidence=0.64, size=0.02, stop_loss=98.0, take_profit=104.0,
-                stop_loss_pct=0.02, take_profit_pct=0.04, reasoning="bulk-loaded history",
+                decision_id=f"b{i:09d}",
+                time=t,
+                symbol=symbols[i % len(symbols)],
+                strategy="momentum",
+                action=action,
+                base_action=action,
+                price=100.0 + (i % 1000) / 10,
+                base_confidence=0.6,
+                ml_confidence=0.7,
+                memory_confidence=None,
+                confidence=0.64,
+                size=0.02,
+                stop_loss=98.0,
+                take_profit=104.0,
+                stop_loss_pct=0.02,
+                take_profit_pct=0.04,
+                reasoning="bulk-loaded history",
                 features=dict(zip(FEATURES, feats[j].tolist())),
             )
             decisions.append(d)
             if closed[j]:
                 pnl = 0.01 if wins[j] else -0.01
-                outcomes.append(Outcome(d.decision_id, d.price, d.price * (1 + pnl), 0.02, pnl * 200, pnl, "tp", t + timedelta(minutes=5)))
+                outcomes.append(
+                    Outcome(
+                        d.decision_id,
+                        d.price,
+                        d.price * (1 + pnl),
+                        0.02,
+                        pnl * 200,
+                        pnl,
+                        "tp",
+                        t + timedelta(minutes=5),
+                    )
+                )
         store.bulk_append(decisions, outcomes)
         done += m
     return {"decisions": n, "seconds": round(time.perf_counter() - started, 1)}
@@ -80,7 +117,9 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.array(xs), q))
 
 
-def _async_appends(store: MemoryStore, queries: list, symbols: list[str], callers_list: list[int], n: int) -> list[dict]:
+def _async_appends(
+    store: MemoryStore, queries: list, symbols: list[str], callers_list: list[int], n: int
+) -> list[dict]:
     """``enhance_async`` through the writer process (what the gRPC server's event loop calls),
     with 1 and 16 concurrent callers on one event loop."""
     import asyncio
@@ -97,8 +136,18 @@ def _async_appends(store: MemoryStore, queries: list, symbols: list[str], caller
         async def caller(k: int) -> None:
             for i in range(per):
                 f = queries[(k * per + i) % len(queries)][2]
-                req = SignalRequest(symbols[(k + i) % len(symbols)], "BUY", 0.7, 100.0,
-                                    T0 + timedelta(days=600 + k, seconds=i), "momentum", 0.75, "bullish", "1", f)
+                req = SignalRequest(
+                    symbols[(k + i) % len(symbols)],
+                    "BUY",
+                    0.7,
+                    100.0,
+                    T0 + timedelta(days=600 + k, seconds=i),
+                    "momentum",
+                    0.75,
+                    "bullish",
+                    "1",
+                    f,
+                )
                 t = perf()
                 await engine.enhance_async(req)
                 lat.append(perf() - t)
@@ -111,11 +160,17 @@ def _async_appends(store: MemoryStore, queries: list, symbols: list[str], caller
         wall = asyncio.run(run())
         after = engine.group_stats
         commits = after["commits"] - before["commits"]
-        results.append({
-            "callers": callers, "decisions": len(lat), "enhance_per_s": round(len(lat) / wall, 1),
-            "enhance_p50_ms": round(pct(lat, 50) * 1000, 3), "enhance_p99_ms": round(pct(lat, 99) * 1000, 3),
-            "commits": commits, "decisions_per_commit": round(len(lat) / commits, 2) if commits else None,
-        })
+        results.append(
+            {
+                "callers": callers,
+                "decisions": len(lat),
+                "enhance_per_s": round(len(lat) / wall, 1),
+                "enhance_p50_ms": round(pct(lat, 50) * 1000, 3),
+                "enhance_p99_ms": round(pct(lat, 99) * 1000, 3),
+                "commits": commits,
+                "decisions_per_commit": round(len(lat) / commits, 2) if commits else None,
+            }
+        )
         engine.close()
         engine = MemoryEngine(store, writer_process=True)  # a new loop next round: a new engine binds to it
         engine.start_writer()
@@ -132,7 +187,13 @@ def main() -> None:
     ap.add_argument("--appends", type=int, default=300)
     ap.add_argument("--threads", type=int, nargs="*", default=[4, 8], help="concurrent enhance() callers")
     ap.add_argument("--concurrent-appends", type=int, default=2000, help="decisions per concurrent run")
-    ap.add_argument("--async-callers", type=int, nargs="*", default=[1, 16], help="concurrent enhance_async() callers (writer process)")
+    ap.add_argument(
+        "--async-callers",
+        type=int,
+        nargs="*",
+        default=[1, 16],
+        help="concurrent enhance_async() callers (writer process)",
+    )
     ap.add_argument("--chunk", type=int, default=50_000)
     ap.add_argument("--key", action="store_true", help="encrypt the store (AES-GCM)")
     ap.add_argument("--db", type=Path, default=None, help="reuse/keep a store here (default: a temp dir, deleted)")
@@ -145,7 +206,12 @@ def main() -> None:
         args.db = Path(tmp.name) / "memory.db"
     key = os.urandom(32) if args.key else None
     symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
-    out: dict = {"benchmark": "memory", "python": platform.python_version(), "cpus": os.cpu_count(), "encrypted": bool(key)}
+    out: dict = {
+        "benchmark": "memory",
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "encrypted": bool(key),
+    }
 
     store = MemoryStore.open(args.db, key=key)
     have = store.counts()["decisions"]
@@ -179,27 +245,44 @@ def main() -> None:
         found += len(recent) == 50 and sim.n > 0
     us = [x * 1e6 for x in lat]
     out["retrieval_last50_plus_similar"] = {
-        "queries": len(us), "p50_ms": round(pct(us, 50) / 1000, 4), "p99_ms": round(pct(us, 99) / 1000, 4),
-        "mean_ms": round(statistics.fmean(us) / 1000, 4), "max_ms": round(max(us) / 1000, 3),
-        "target_p99_ms": 0.5, "answered": found,
+        "queries": len(us),
+        "p50_ms": round(pct(us, 50) / 1000, 4),
+        "p99_ms": round(pct(us, 99) / 1000, 4),
+        "mean_ms": round(statistics.fmean(us) / 1000, 4),
+        "max_ms": round(max(us) / 1000, 3),
+        "target_p99_ms": 0.5,
+        "answered": found,
         "similar_window_per_action": engine.config.closed_window,
     }
 
     times_d, times_o = [], []
     for i in range(args.appends):
         f = queries[i % len(queries)][2]
-        req = SignalRequest(symbols[i % len(symbols)], "BUY", 0.7, 100.0, T0 + timedelta(days=400, seconds=i), "momentum",
-                            0.75, "bullish", "1", f)
+        req = SignalRequest(
+            symbols[i % len(symbols)],
+            "BUY",
+            0.7,
+            100.0,
+            T0 + timedelta(days=400, seconds=i),
+            "momentum",
+            0.75,
+            "bullish",
+            "1",
+            f,
+        )
         t = perf()
         d = engine.enhance(req)
         times_d.append(perf() - t)
         t = perf()
-        engine.record_outcome(Outcome(d.decision_id, 100.0, 101.0, 0.02, 2.0, 0.01, "tp", req.time + timedelta(minutes=5)))
+        engine.record_outcome(
+            Outcome(d.decision_id, 100.0, 101.0, 0.02, 2.0, 0.01, "tp", req.time + timedelta(minutes=5))
+        )
         times_o.append(perf() - t)
     out["append"] = {
         "decisions": args.appends,
         "enhance_per_s": round(len(times_d) / sum(times_d), 1),
-        "enhance_p50_ms": round(pct(times_d, 50) * 1000, 3), "enhance_p99_ms": round(pct(times_d, 99) * 1000, 3),
+        "enhance_p50_ms": round(pct(times_d, 50) * 1000, 3),
+        "enhance_p99_ms": round(pct(times_d, 99) * 1000, 3),
         "record_outcome_per_s": round(len(times_o) / sum(times_o), 1),
         "record_outcome_p50_ms": round(pct(times_o, 50) * 1000, 3),
         "durability": "synchronous=FULL: every call returns after the fsync'ed commit holding its records",
@@ -216,8 +299,18 @@ def main() -> None:
             gate.wait()
             for i in range(per):
                 f = queries[(k * per + i) % len(queries)][2]
-                req = SignalRequest(symbols[(k + i) % len(symbols)], "SELL", 0.7, 100.0,
-                                    T0 + timedelta(days=500 + k, seconds=i), "momentum", 0.75, "bearish", "1", f)
+                req = SignalRequest(
+                    symbols[(k + i) % len(symbols)],
+                    "SELL",
+                    0.7,
+                    100.0,
+                    T0 + timedelta(days=500 + k, seconds=i),
+                    "momentum",
+                    0.75,
+                    "bearish",
+                    "1",
+                    f,
+                )
                 t = perf()
                 engine.enhance(req)
                 mine.append(perf() - t)
@@ -233,12 +326,20 @@ def main() -> None:
         after = engine.group_stats
         flat = [x for xs in lat_c for x in xs]
         commits = after["commits"] - before["commits"]
-        out["append_concurrent"].append({
-            "threads": threads, "decisions": len(flat), "enhance_per_s": round(len(flat) / wall, 1),
-            "enhance_p50_ms": round(pct(flat, 50) * 1000, 3), "enhance_p99_ms": round(pct(flat, 99) * 1000, 3),
-            "commits": commits, "decisions_per_commit": round(len(flat) / commits, 2) if commits else None,
-        })
-    out["append_async_writer_process"] = _async_appends(store, queries, symbols, args.async_callers, args.concurrent_appends)
+        out["append_concurrent"].append(
+            {
+                "threads": threads,
+                "decisions": len(flat),
+                "enhance_per_s": round(len(flat) / wall, 1),
+                "enhance_p50_ms": round(pct(flat, 50) * 1000, 3),
+                "enhance_p99_ms": round(pct(flat, 99) * 1000, 3),
+                "commits": commits,
+                "decisions_per_commit": round(len(flat) / commits, 2) if commits else None,
+            }
+        )
+    out["append_async_writer_process"] = _async_appends(
+        store, queries, symbols, args.async_callers, args.concurrent_appends
+    )
     ids = store.events_since(store.last_event_id() - 5000, limit=10_000)
     out["event_ids_consecutive"] = all(b.event_id == a.event_id + 1 for a, b in zip(ids, ids[1:]))
     store.close()

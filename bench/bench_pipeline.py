@@ -18,6 +18,7 @@ the gate's verdict; the target is the default's daily retrain <= 300 s on 2 core
 
     .venv/bin/python bench/bench_pipeline.py [--history-days 183] [--seed-walk-forward]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,11 @@ def _ingest(settings: Any, days: float) -> dict[str, dict[str, Any]]:
         frame = source.frame
         frame = frame[frame["ts"] > frame["ts"].max() - pd.Timedelta(days=days)].reset_index(drop=True)
         write_candles(settings, frame)
-        out[source.symbol] = {"rows": len(frame), "first": frame["ts"].iloc[0].isoformat(), "last": frame["ts"].iloc[-1].isoformat()}
+        out[source.symbol] = {
+            "rows": len(frame),
+            "first": frame["ts"].iloc[0].isoformat(),
+            "last": frame["ts"].iloc[-1].isoformat(),
+        }
     if not out:
         raise SystemExit(f"no shared candles in {SHARED}")
     return out
@@ -93,8 +98,11 @@ def _run(job: Any, instance: Any, tags: dict[str, str], run_config: dict[str, An
         "holdout_rows": model["holdout_rows"],
         "holdout": {
             "roc_auc": model.get("roc_auc"),
-            "log_loss_gain_mnat": [model["holdout_log_loss_gain_mnat"], model["holdout_log_loss_gain_ci_low"],
-                                   model["holdout_log_loss_gain_ci_high"]],
+            "log_loss_gain_mnat": [
+                model["holdout_log_loss_gain_mnat"],
+                model["holdout_log_loss_gain_ci_low"],
+                model["holdout_log_loss_gain_ci_high"],
+            ],
             "brier_skill": model["holdout_brier_skill"],
             "top_decile_lift": model["holdout_top_decile_lift"],
             "accuracy": model["accuracy"],
@@ -109,9 +117,11 @@ def _run(job: Any, instance: Any, tags: dict[str, str], run_config: dict[str, An
             "train_days": model["walk_forward_train_days"],
             "folds_gain_positive": model["walk_forward_folds_gain_positive"],
             "folds_gain_ci_above_zero": model["walk_forward_folds_gain_ci_above_zero"],
-            "pooled_log_loss_gain_mnat": [model["walk_forward_pooled_log_loss_gain_mnat"],
-                                          model["walk_forward_pooled_log_loss_gain_ci_low"],
-                                          model["walk_forward_pooled_log_loss_gain_ci_high"]],
+            "pooled_log_loss_gain_mnat": [
+                model["walk_forward_pooled_log_loss_gain_mnat"],
+                model["walk_forward_pooled_log_loss_gain_ci_low"],
+                model["walk_forward_pooled_log_loss_gain_ci_high"],
+            ],
             "median_roc_auc": model["walk_forward_median_roc_auc"],
             "pooled_roc_auc": model["walk_forward_pooled_roc_auc"],
         }
@@ -125,7 +135,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--history-days", type=float, default=defaults.TRAIN_DAYS + 3)
-    parser.add_argument("--seed-walk-forward", action="store_true", help="run the seed's model with its walk-forward too")
+    parser.add_argument(
+        "--seed-walk-forward", action="store_true", help="run the seed's model with its walk-forward too"
+    )
     args = parser.parse_args()
 
     import dagster as dg
@@ -140,8 +152,11 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     configs: dict[str, dict[str, Any]] = {
         "default": {},
-        "seed": {"estimator": "seed_gbc", "feature_set": "seed",
-                 **({} if args.seed_walk_forward else {"walk_forward_folds": 0})},
+        "seed": {
+            "estimator": "seed_gbc",
+            "feature_set": "seed",
+            **({} if args.seed_walk_forward else {"walk_forward_folds": 0}),
+        },
     }
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:

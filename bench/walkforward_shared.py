@@ -7,8 +7,8 @@ the named set and the labels, computed as the training pipeline computes them
 dropped). One fold per calendar month (UTC) from ``--first-month`` for ``--months`` months, each
 trained on the ``--train-days`` before it (purge: the label horizon + 1 candle, embargo 1 day)
 and tested on the month, all symbols pooled; skill per fold and pooled with 95% day-block
-bootstrap intervals (``mem_pipelines.lib.walkforward``). The model is the estimator with
-training's parameters (``training.defaults``; ``--params`` JSON overrides them).
+bootstrap intervals (``mem_pipelines.lib.walkforward``). The model is the estimator with its
+type's parameters (``--params`` JSON overrides them).
 ``--max-train-rows`` fits on that many training rows of a fold drawn at random (for the seed's
 slow GradientBoosting). Prints JSON, then the markdown table; ``--mlflow URI`` also logs a run
 (experiment ``mem-reversal-walk-forward``) with the table, the plot and the metrics.
@@ -16,6 +16,7 @@ slow GradientBoosting). Prints JSON, then the markdown table; ``--mlflow URI`` a
     .venv/bin/python bench/walkforward_shared.py [--feature-set regime_v1] [--estimator hist_gb]
         [--train-days 180] [--first-month 2025-07] [--months 7] [--max-train-rows N] [--mlflow URI]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,8 +82,16 @@ def _dataset(paths: list[str], feature_set: str) -> tuple[Any, dict[str, Any]]:
 
 def _summary(report: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"rows": report.rows, "days": report.days}
-    for name in ("roc_auc", "log_loss_gain_mnat", "brier_skill", "accuracy", "baseline_accuracy",
-                 "top_decile_precision", "top_decile_lift", "positive_rate"):
+    for name in (
+        "roc_auc",
+        "log_loss_gain_mnat",
+        "brier_skill",
+        "accuracy",
+        "baseline_accuracy",
+        "top_decile_precision",
+        "top_decile_lift",
+        "positive_rate",
+    ):
         ci = report.intervals[name]
         out[name] = [round(report[name], 4), round(ci.low, 4), round(ci.high, 4)]
     return out
@@ -95,11 +104,13 @@ def main() -> None:
     parser.add_argument("--csv", nargs="*", default=None, help=f"candle files (default {DEFAULT_CSV})")
     parser.add_argument("--feature-set", default=defaults.FEATURE_SET)
     parser.add_argument("--estimator", default=defaults.ESTIMATOR)
-    parser.add_argument("--params", default="{}", help="JSON estimator parameters over training's defaults")
+    parser.add_argument("--params", default="{}", help="JSON estimator parameters over the type's defaults")
     parser.add_argument("--train-days", type=float, default=float(defaults.TRAIN_DAYS))
     parser.add_argument("--first-month", default="2025-07")
     parser.add_argument("--months", type=int, default=7)
-    parser.add_argument("--max-train-rows", type=int, default=None, help="keep at most this many training rows per fold")
+    parser.add_argument(
+        "--max-train-rows", type=int, default=None, help="keep at most this many training rows per fold"
+    )
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--mlflow", default=None, help="tracking URI to log the run to")
     args = parser.parse_args()
@@ -138,8 +149,15 @@ def main() -> None:
         "symbols": sorted(data["symbol"].unique()),
         **info,
         "folds": [
-            {"test": r.fold.label, "train_start": r.fold.train_start.isoformat(), "train_end": r.fold.train_end.isoformat(),
-             "train_rows": r.train_rows, "base_rate": round(r.base_rate, 4), **_Fitted.log[i], **_summary(r.skill)}
+            {
+                "test": r.fold.label,
+                "train_start": r.fold.train_start.isoformat(),
+                "train_end": r.fold.train_end.isoformat(),
+                "train_rows": r.train_rows,
+                "base_rate": round(r.base_rate, 4),
+                **_Fitted.log[i],
+                **_summary(r.skill),
+            }
             for i, r in enumerate(result.folds)
         ],
         "pooled": _summary(result.pooled),
@@ -151,8 +169,11 @@ def main() -> None:
             "ci_low_above_0_in_80pct_of_folds": sum(lo > 0 for lo in lows) >= 0.8 * len(lows),
             "median_roc_auc_at_least_0.60": summary["walk_forward_median_roc_auc"] >= 0.60,
         },
-        "seconds": {"dataset": round(load_seconds, 1), "walk_forward": round(seconds, 1),
-                    "fits": round(sum(f["fit_seconds"] for f in _Fitted.log), 1)},
+        "seconds": {
+            "dataset": round(load_seconds, 1),
+            "walk_forward": round(seconds, 1),
+            "fits": round(sum(f["fit_seconds"] for f in _Fitted.log), 1),
+        },
         "cpu_count": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
@@ -165,14 +186,25 @@ def main() -> None:
         mlflow.set_tracking_uri(args.mlflow)
         experiment = mlflow.set_experiment(EXPERIMENT)
         with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=title) as run:
-            mlflow.log_params({"estimator": args.estimator, "feature_set": args.feature_set,
-                               "max_train_rows": args.max_train_rows, "first_month": args.first_month,
-                               "months": args.months, **{f"model.{k}": v for k, v in model.params().items()}})
-            log_walk_forward(WalkForwardRun(result, tuple(folds), args.train_days, seconds), walk_forward_png(result, title))
+            mlflow.log_params(
+                {
+                    "estimator": args.estimator,
+                    "feature_set": args.feature_set,
+                    "max_train_rows": args.max_train_rows,
+                    "first_month": args.first_month,
+                    "months": args.months,
+                    **{f"model.{k}": v for k, v in model.params().items()},
+                }
+            )
+            log_walk_forward(
+                WalkForwardRun(result, tuple(folds), args.train_days, seconds), walk_forward_png(result, title)
+            )
             report["mlflow_run_id"] = run.info.run_id
     print(json.dumps(report, indent=2))
     print()
-    print(f"**{title}**" + (f" (at most {args.max_train_rows:,} training rows per fold)" if args.max_train_rows else ""))
+    print(
+        f"**{title}**" + (f" (at most {args.max_train_rows:,} training rows per fold)" if args.max_train_rows else "")
+    )
     print()
     print(walk_forward_markdown(result))
 

@@ -1,4 +1,5 @@
 """``mem ingest csv|synthetic``: load candles into QuestDB (the external one if configured, else the local one)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,9 @@ def _settings():
     settings = QuestDBSettings.from_env()
     if not can_query(settings):
         if settings.external:
-            _fail(f"the external QuestDB at {settings.host}:{settings.pg_port} (MEM_QUESTDB_HOST) does not answer on PG wire")
+            _fail(
+                f"the external QuestDB at {settings.host}:{settings.pg_port} (MEM_QUESTDB_HOST) does not answer on PG wire"
+            )
         _fail(f"no QuestDB answers at {settings.host}:{settings.pg_port}; start the local one with `mem questdb start`")
     return settings
 
@@ -35,19 +38,26 @@ def _fail(message: str) -> None:
 
 def _report(results) -> None:
     for r in results:
-        typer.echo(f"{r.symbol}: {r.rows} candles {r.first:%Y-%m-%d %H:%M} .. {r.last:%Y-%m-%d %H:%M} UTC from {r.source}")
+        typer.echo(
+            f"{r.symbol}: {r.rows} candles {r.first:%Y-%m-%d %H:%M} .. {r.last:%Y-%m-%d %H:%M} UTC from {r.source}"
+        )
     typer.echo(f"ingested {sum(r.rows for r in results)} candles")
 
 
 @app.command("csv")
 def csv_cmd(
-    paths: list[Path] = typer.Argument(..., help="Binance kline CSV files (12-column dump or open_time,open,high,low,close,volume header; plain, .gz or .zip)."),
-    symbol: str = typer.Option(None, "--symbol", "-s", help="Symbol for every file (default: from the file name, e.g. BTCUSDT-5m.csv.gz)."),
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="Binance kline CSV files (12-column dump or open_time,open,high,low,close,volume header; plain, .gz or .zip).",
+    ),
+    symbol: str = typer.Option(
+        None, "--symbol", "-s", help="Symbol for every file (default: from the file name, e.g. BTCUSDT-5m.csv.gz)."
+    ),
     interval: str = typer.Option(DEFAULT_INTERVAL, "--interval", "-i", help=_INTERVAL_HELP),
 ) -> None:
     """Validate every file, then write them; any bad row refuses the whole call (file:line in the message)."""
-    from mem_pipelines.ingest.load import ingest_csv_files
     from mem_core.questdb.store import CandleStoreError
+    from mem_pipelines.ingest.load import ingest_csv_files
 
     settings = _settings()
     try:
@@ -60,20 +70,27 @@ def csv_cmd(
 @app.command("synthetic")
 def synthetic_cmd(
     symbols: str = typer.Option(",".join(DEFAULT_SYMBOLS), "--symbols", help="Comma-separated symbols."),
-    days: float = typer.Option(30.0, "--days", min=0.01, help="Days of candles per symbol."),
+    days: float = typer.Option(30.0, "--days", help="Days of candles per symbol (> 0, at most 3650)."),
     seed: int = typer.Option(7, "--seed", help="Random seed: the same seed gives the same candles."),
-    end: str = typer.Option(None, "--end", help="End time (ISO 8601, UTC if no zone); the last candle closes at or before it. Default: now."),
+    end: str = typer.Option(
+        None, "--end", help="End time (ISO 8601, UTC if no zone); the last candle closes at or before it. Default: now."
+    ),
     interval: str = typer.Option(DEFAULT_INTERVAL, "--interval", "-i", help=_INTERVAL_HELP),
 ) -> None:
     """Generate seeded regime-switching candles (trend up/down, choppy, volatile) and write them."""
     import pandas as pd
 
-    from mem_pipelines.ingest.load import ingest_synthetic
     from mem_core.questdb.store import CandleStoreError
+    from mem_pipelines.ingest.load import ingest_synthetic
+    from mem_pipelines.ingest.validation import checked_days
 
     names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     if not names:
         _fail("--symbols names no symbol")
+    try:
+        checked_days(days)
+    except IngestError as exc:
+        _fail(str(exc))
     try:
         end_ts = pd.Timestamp(end) if end else pd.Timestamp.now(tz="UTC")
     except ValueError:

@@ -1,4 +1,5 @@
 """``mem main``: the README's main job (see mem_cli.main_job)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,23 +10,37 @@ from mem_core.settings import DEFAULT_REPLAY_SYMBOLS
 
 
 def main(
-    csv: list[Path] = typer.Option(None, help="Binance kline CSV file(s) to ingest instead of synthetic candles (repeat the option)."),
+    csv: list[Path] = typer.Option(
+        None, help="Binance kline CSV file(s) to ingest instead of synthetic candles (repeat the option)."
+    ),
     symbols: str = typer.Option(",".join(DEFAULT_REPLAY_SYMBOLS), help="Symbols of the synthetic candles."),
     days: int = typer.Option(40, help="Days of synthetic candles."),
-    train_days: int | None = typer.Option(None, help="Days of training data before the replay window (default 180, or all there are)."),
+    train_days: int | None = typer.Option(
+        None, help="Days of training data before the replay window (default 180, or all there are)."
+    ),
     replay_days: float = typer.Option(5.0, help="Days replayed through the server after the training window."),
     seed: int = typer.Option(7, help="Seed of the synthetic generator."),
 ) -> None:
     """Start QuestDB, ingest candles, train and gate a champion, serve it, replay a later window, report."""
+    import math
+
     from mem_cli.main_job import MainConfig, run_main
 
+    for name, value in (("--days", days), ("--train-days", train_days), ("--replay-days", replay_days)):
+        if not math.isfinite(value) or value <= 0:
+            typer.echo(f"error: {name} {value!r}: must be a finite number of days > 0", err=True)
+            raise typer.Exit(1)
     cfg = MainConfig(
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
-        csv=tuple(csv or ()), days=days, train_days=train_days, replay_days=replay_days, seed=seed,
+        csv=tuple(csv or ()),
+        days=days,
+        train_days=train_days,
+        replay_days=replay_days,
+        seed=seed,
     )
     if cfg.train_days is not None and cfg.train_days + cfg.replay_days + 2 > cfg.days and not cfg.csv:
         typer.echo(f"error: --days ({cfg.days}) must exceed --train-days + --replay-days + 2 (warm-up)", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(1)
     try:
         run_main(cfg, echo=typer.echo)
     except Exception as exc:  # the CLI answers with a message, not a traceback

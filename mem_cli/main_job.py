@@ -9,6 +9,7 @@
 5. replay the later window through the server and write the three-way report
 6. stop what it started and say where to look
 """
+
 from __future__ import annotations
 
 import shutil
@@ -33,6 +34,7 @@ from mem_core.settings import (
     QuestDBSettings,
     project_paths,
 )
+from mem_memory import private_dir
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -125,10 +127,15 @@ def _dagster(
     with dg.DagsterInstance.from_config(str(dagster_home(paths.root))) as instance:
         candles_job = defs.resolve_job_def("candles_job")
         for symbol in symbols:
-            res = candles_job.execute_in_process(instance=instance, partition_key=symbol, run_config=quiet, raise_on_error=False)
+            res = candles_job.execute_in_process(
+                instance=instance, partition_key=symbol, run_config=quiet, raise_on_error=False
+            )
             checks = res.get_asset_check_evaluations()
             failed = [c.check_name for c in checks if not c.passed]
-            say(f"candles[{symbol}]: {'ok' if res.success else 'FAILED'}; {len(checks) - len(failed)}/{len(checks)} quality checks passed" + (f" (failed: {failed})" if failed else ""))
+            say(
+                f"candles[{symbol}]: {'ok' if res.success else 'FAILED'}; {len(checks) - len(failed)}/{len(checks)} quality checks passed"
+                + (f" (failed: {failed})" if failed else "")
+            )
             if not res.success:
                 raise RuntimeError(f"the candles job failed for {symbol}; see the Dagster UI (run {res.run_id})")
         job = defs.resolve_job_def("train_and_gate")
@@ -136,24 +143,37 @@ def _dagster(
         assert partitions is not None  # features are partitioned by symbol
         from mem_pipelines.training import defaults
 
-        say(f"train_and_gate on [{train_start}, {train_end}) for {', '.join(symbols)} "
-            f"({defaults.ESTIMATOR} over {defaults.FEATURE_SET}, with its walk-forward)")
+        say(
+            f"train_and_gate on [{train_start}, {train_end}) for {', '.join(symbols)} "
+            f"({defaults.ESTIMATOR} over {defaults.FEATURE_SET}, with its walk-forward)"
+        )
         res = job.execute_in_process(
             instance=instance,
             tags=all_symbols_tags(partitions),
-            run_config={**quiet, "ops": {"training_dataset": {"config": {"start": train_start.isoformat(), "end": train_end.isoformat()}}}},
+            run_config={
+                **quiet,
+                "ops": {
+                    "training_dataset": {"config": {"start": train_start.isoformat(), "end": train_end.isoformat()}}
+                },
+            },
             raise_on_error=False,
         )
         if not res.success:
             raise RuntimeError(f"train_and_gate failed; see the Dagster UI (run {res.run_id})")
         model = res.asset_materializations_for_node("reversal_model")[0].metadata
         gate = res.asset_materializations_for_node("champion_gate")[0].metadata
-        summary = {k: v.value for k, v in {**model, **gate}.items() if hasattr(v, "value") and isinstance(v.value, (int, float, str)) and len(str(v.value)) < 120}
+        summary = {
+            k: v.value
+            for k, v in {**model, **gate}.items()
+            if hasattr(v, "value") and isinstance(v.value, (int, float, str)) and len(str(v.value)) < 120
+        }
         say(
             "model v{v}: holdout accuracy {a:.3f} vs majority baseline {b:.3f}, log-loss gain {g:+.1f} mnat; gate: {d}".format(
-                v=summary.get("model_version", "?"), a=float(summary.get("accuracy", float("nan"))),
+                v=summary.get("model_version", "?"),
+                a=float(summary.get("accuracy", float("nan"))),
                 b=float(summary.get("baseline_accuracy", float("nan"))),
-                g=float(summary.get("holdout_log_loss_gain_mnat", float("nan"))), d=summary.get("verdict", "?"),
+                g=float(summary.get("holdout_log_loss_gain_mnat", float("nan"))),
+                d=summary.get("verdict", "?"),
             )
         )
         if "sentence" in gate:
@@ -165,8 +185,22 @@ def _start_server(paths: ProjectPaths, memory_db: Path, say: Steps) -> tuple[sub
     port, metrics_port = free_port(), free_port()
     log = open(paths.state / "main-serve.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", "--port", str(port), "--metrics-port", str(metrics_port), "--memory-db", str(memory_db)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mem_cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--memory-db",
+            str(memory_db),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     log.close()
     address = f"127.0.0.1:{port}"
@@ -184,9 +218,15 @@ def _wait_serving(proc: subprocess.Popen, address: str, log: Path, timeout: floa
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"mem serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                lines = [line for line in log.read_text().splitlines() if line.strip()]
+                raise RuntimeError(
+                    f"mem serve exited with code {proc.returncode}: {lines[-1] if lines else 'no output'} (log: {log})"
+                )
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -205,11 +245,23 @@ def _stop(proc: subprocess.Popen | None) -> None:
         proc.wait()
 
 
+def check_configuration() -> None:
+    """The environment's settings, read once before anything starts, so a malformed variable
+    (a port, MEM_MEMORY_KEY, ...) is one ``ValueError`` naming it rather than a failure minutes in."""
+    from mem_memory import key_from_env
+    from mem_serving.settings import ServingSettings
+
+    QuestDBSettings.from_env()
+    ServingSettings.from_env()
+    key_from_env()
+
+
 def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
     """Run the whole story; returns the report's markdown path."""
+    check_configuration()
     say = Steps(echo)
     paths = project_paths()
-    paths.state.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.state)
     memory_db = paths.state / "main" / "memory.db"  # a fresh memory store for this run
     qdb_server: LocalQuestDB | None = None
     serve_proc: subprocess.Popen | None = None
@@ -226,16 +278,24 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         _dagster(symbols, paths, train_start, train_end, say)
 
         shutil.rmtree(memory_db.parent, ignore_errors=True)
-        memory_db.parent.mkdir(parents=True)
+        private_dir(memory_db.parent)
         serve_proc, address, metrics_port = _start_server(paths, memory_db, say)
 
         from mem_pipelines.replay.runner import ReplayConfig, run_replay
 
         say(f"replaying {', '.join(symbols)} over [{replay_start}, {replay_end}) through the server")
-        report = run_replay(ReplayConfig(
-            symbols=symbols, start=replay_start, end=replay_end, server=address,
-            fee_bps=cfg.fee_bps, slippage_bps=cfg.slippage_bps, memory_db=memory_db, questdb=settings,
-        ))
+        report = run_replay(
+            ReplayConfig(
+                symbols=symbols,
+                start=replay_start,
+                end=replay_end,
+                server=address,
+                fee_bps=cfg.fee_bps,
+                slippage_bps=cfg.slippage_bps,
+                memory_db=memory_db,
+                questdb=settings,
+            )
+        )
         files = report.write(paths.reports)
         echo("")
         echo(report.table_markdown())
@@ -250,7 +310,13 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
             say("stopped the local QuestDB this job started")
         echo("")
         echo("Where to look next:")
-        echo("  Dagster UI : bash scripts/ui.sh dagster   (runs, asset lineage, checks, metadata; start QuestDB first: .venv/bin/mem questdb start)")
-        echo(f"               this job's symbols and memory: MEM_SYMBOLS={','.join(cfg.symbols) if not cfg.csv else '<your symbols>'} MEM_MEMORY_DB={memory_db}")
+        echo(
+            "  Dagster UI : bash scripts/ui.sh dagster   (runs, asset lineage, checks, metadata; start QuestDB first: .venv/bin/mem questdb start)"
+        )
+        echo(
+            f"               this job's symbols and memory: MEM_SYMBOLS={','.join(cfg.symbols) if not cfg.csv else '<your symbols>'} MEM_MEMORY_DB={memory_db}"
+        )
         echo("  MLflow UI  : bash scripts/ui.sh mlflow    (runs, registry mem-reversal with @champion / @challenger)")
-        echo(f"  Serving    : .venv/bin/mem serve          (gRPC :{DEFAULT_SERVING_PORT}, Prometheus metrics http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics)")
+        echo(
+            f"  Serving    : .venv/bin/mem serve          (gRPC :{DEFAULT_SERVING_PORT}, Prometheus metrics http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics)"
+        )

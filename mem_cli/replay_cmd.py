@@ -1,5 +1,6 @@
 """``mem replay``: trade a window of history through the running server; print and write the
 three-way comparison (base / base + ML / full system)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,9 @@ from mem_core.settings import DEFAULT_FEE_BPS, DEFAULT_REPLAY_SYMBOLS, DEFAULT_S
 
 
 def replay(
-    symbols: str = typer.Option(",".join(DEFAULT_REPLAY_SYMBOLS), help="Comma-separated symbols (candles must be in QuestDB)."),
+    symbols: str = typer.Option(
+        ",".join(DEFAULT_REPLAY_SYMBOLS), help="Comma-separated symbols (candles must be in QuestDB)."
+    ),
     start: str = typer.Option(..., help="Window start, UTC (e.g. 2025-06-01 or 2025-06-01T12:00)."),
     end: str = typer.Option(..., help="Window end, UTC, exclusive."),
     server: str = typer.Option(DEFAULT_SERVER_ADDRESS, help="host:port of the running `mem serve`."),
@@ -19,7 +22,9 @@ def replay(
     capital: float = typer.Option(10_000.0, help="Fixed capital positions are sized against."),
     max_holding: int = typer.Option(24, help="Time exit after this many candles."),
     learn_every: int = typer.Option(10, help="Run pattern discovery + performance monitor every N outcomes."),
-    memory_db: Path = typer.Option(None, help="The server's memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."),
+    memory_db: Path = typer.Option(
+        None, help="The server's memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."
+    ),
     out: Path = typer.Option(Path("reports"), help="Folder for report.md, CSVs and equity.png."),
 ) -> None:
     """Replay candles from QuestDB through the server (which must use the same memory store)."""

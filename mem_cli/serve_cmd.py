@@ -1,4 +1,5 @@
 """``mem serve``: the gRPC server, champion poller and Prometheus metrics, until Ctrl-C/SIGTERM."""
+
 from __future__ import annotations
 
 import json
@@ -13,31 +14,60 @@ from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT
 def serve(
     host: str = typer.Option(None, help="Bind address (default MEM_SERVING_HOST or 127.0.0.1)."),
     port: int = typer.Option(None, help=f"gRPC port (default MEM_SERVING_PORT or {DEFAULT_SERVING_PORT}; 0 = free)."),
-    metrics_port: int = typer.Option(None, help=f"Prometheus HTTP port (default MEM_SERVING_METRICS_PORT or {DEFAULT_METRICS_PORT}; 0 = free, -1 = off)."),
+    metrics_port: int = typer.Option(
+        None,
+        help=f"Prometheus HTTP port (default MEM_SERVING_METRICS_PORT or {DEFAULT_METRICS_PORT}; 0 = free, -1 = off).",
+    ),
     memory_db: Path = typer.Option(None, help="Memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."),
-    tracking_uri: str = typer.Option(None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
+    tracking_uri: str = typer.Option(
+        None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+    ),
     model_poll: float = typer.Option(None, help="Seconds between checks for a new champion (default 5)."),
-    workers: int = typer.Option(None, help="Threads for the calls that block on QuestDB or SQLite (default MEM_SERVING_WORKERS or 8); the rest run on the event loop."),
+    workers: int = typer.Option(
+        None,
+        help="Threads for the calls that block on QuestDB or SQLite (default MEM_SERVING_WORKERS or 8); the rest run on the event loop.",
+    ),
 ) -> None:
     """Serve PredictReversal, EnhanceSignal, LogOutcome, GetParameters, ListStrategies over gRPC."""
+    from mem_serving.server import StartupError
     from mem_serving.server import serve as run
     from mem_serving.settings import ServingSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ServingSettings.from_env(
-            host=host, port=port, metrics_port=metrics_port, memory_db=memory_db, tracking_uri=tracking_uri,
-            model_poll_s=model_poll, max_workers=workers,
+            host=host,
+            port=port,
+            metrics_port=metrics_port,
+            memory_db=memory_db,
+            tracking_uri=tracking_uri,
+            model_poll_s=model_poll,
+            max_workers=workers,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
 
     def ready(running) -> None:
-        typer.echo(json.dumps({
-            "grpc": f"{settings.host}:{running.port}", "tls": settings.tls, "auth": bool(settings.token),
-            "metrics": None if running.metrics_port is None else f"http://{settings.metrics_host}:{running.metrics_port}/metrics",
-            "model_version": running.handlers.models.version,
-        }), err=False)
+        typer.echo(
+            json.dumps(
+                {
+                    "grpc": f"{settings.host}:{running.port}",
+                    "tls": settings.tls,
+                    "auth": bool(settings.token or settings.token_file),
+                    "metrics": None
+                    if running.metrics_port is None
+                    else f"http://{settings.metrics_host}:{running.metrics_port}/metrics",
+                    "model_version": running.handlers.models.version,
+                }
+            ),
+            err=False,
+        )
 
-    run(settings, ready=ready)
+    from mem_serving.credentials import CredentialError
+
+    try:
+        run(settings, ready=ready)
+    except (StartupError, CredentialError) as exc:  # a configuration problem: one line, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

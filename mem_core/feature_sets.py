@@ -3,20 +3,38 @@
 A model is trained on one set and records its name with every registered version (tag
 ``feature_set``); serving looks that name up here and computes exactly that set for the newest
 candle. A name this code does not know fails loudly (``UnknownFeatureSet``) instead of feeding
-the model other columns.
+the model other columns. A set is a contract: its name is never reused for other columns or
+other definitions (a changed set is a new name, e.g. ``regime_v2``).
 
-Today there is one set, ``seed``: the 12 features of ``mem_core.features``. Another set is one
-more ``FeatureSet`` in ``FEATURE_SETS``.
+==============  ====================================================  =======  ==========
+name            features (in model column order)                      columns  history
+==============  ====================================================  =======  ==========
+``seed``        the 12 of ``mem_core.features`` (``FEATURE_NAMES``)        12  50 / 400
+``regime_v1``   the seed's 12, then the 10 volatility-regime and          22  289 / 400
+                time-of-day features of ``mem_core.regime_features``
+                (``REGIME_NAMES``: rv_ratio_12, rv_ratio_288,
+                hl_ratio_12, log_sigma, z_ret20, z_ret3, er20,
+                vlm_ratio_288, tod_sin, tod_cos)
+==============  ====================================================  =======  ==========
+
+History is ``min_history / history``: the fewest candles for which the newest row is defined,
+and the candles the newest-row path reads (for ``regime_v1``: 400 for the seed's exponential
+averages to agree with the batch to 1e-6, 289 for the regime features, which are plain rolling
+windows and exact from 289). A training row is kept only when it has ``history`` candles before
+it (``compute_features`` drops the first ``SERVING_HISTORY - 1``) and every feature is finite.
+The newest row of ``regime_v1`` also needs the candle's open time (UTC) for the time of day.
 """
+
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from mem_core import features
+from mem_core import features, regime_features
 
 
 class UnknownFeatureSet(KeyError):
@@ -24,6 +42,11 @@ class UnknownFeatureSet(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else super().__str__()
+
+
+#: Serving's newest-row function: (n, 5) OHLCV rows (open, high, low, close, volume, oldest
+#: first) and the newest candle's open time in epoch milliseconds (UTC) -> ``{name: value}``.
+NewestFn = Callable[[np.ndarray, int], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -39,17 +62,18 @@ class FeatureSet:
     history: int
     #: Training: ``ts`` + ``names`` per candle of one symbol (warm-up rows dropped).
     frame: Callable[[pd.DataFrame], pd.DataFrame]
-    #: Serving: ``{name: value}`` of the newest candle from an (n, 5) array of open, high, low,
-    #: close, volume, oldest first.
-    newest: Callable[[np.ndarray], dict[str, float]]
+    #: Serving: the newest candle's ``{name: value}`` (see ``NewestFn``); raises
+    #: ``features.InsufficientHistory`` below ``min_history`` candles or when a value is not finite.
+    newest: NewestFn
 
     def matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """The model's input matrix of ``rows`` (columns in ``names`` order)."""
         return rows.loc[:, list(self.names)].to_numpy(dtype="float64")
 
 
-def _seed_newest(ohlcv: np.ndarray) -> dict[str, float]:
-    """``features.latest_features`` of numpy OHLCV rows, without building a DataFrame."""
+def _seed_newest(ohlcv: np.ndarray, newest_open_ms: int) -> dict[str, float]:
+    """``features.latest_features`` of numpy OHLCV rows, without building a DataFrame (the seed
+    features do not depend on the time)."""
     cols = ohlcv[-features.SERVING_HISTORY :].T
     return features.latest_features_arrays(cols[0], cols[1], cols[2], cols[3], cols[4])
 
@@ -63,7 +87,44 @@ SEED = FeatureSet(
     newest=_seed_newest,
 )
 
-FEATURE_SETS: dict[str, FeatureSet] = {SEED.name: SEED}
+
+def _regime_v1_frame(candles: pd.DataFrame) -> pd.DataFrame:
+    """The seed frame (warm-up dropped) joined on ``ts`` with the regime features; rows with a
+    non-finite regime value (e.g. ``log_sigma`` of 100 unchanged closes) are dropped."""
+    seed = features.compute_features(candles)
+    regime = regime_features.regime_features(candles)
+    frame = seed.merge(regime, on="ts", how="inner")
+    finite = np.isfinite(frame.loc[:, list(regime_features.REGIME_NAMES)].to_numpy(dtype="float64")).all(axis=1)
+    return frame.loc[finite].reset_index(drop=True)
+
+
+def _regime_v1_newest(ohlcv: np.ndarray, newest_open_ms: int) -> dict[str, float]:
+    """The seed's 12 from the newest ``SERVING_HISTORY`` rows, the regime 10 from the newest
+    ``REGIME_HISTORY`` rows and the candle's open time."""
+    if ohlcv.shape[0] < regime_features.REGIME_HISTORY:
+        raise features.InsufficientHistory(
+            f"need at least {regime_features.REGIME_HISTORY} candles, got {ohlcv.shape[0]}"
+        )
+    values = _seed_newest(ohlcv, newest_open_ms)
+    cols = ohlcv[-regime_features.REGIME_HISTORY :].T
+    regime = regime_features.latest_regime_features(cols[1], cols[2], cols[3], cols[4], newest_open_ms)
+    bad = [k for k, v in regime.items() if not math.isfinite(v)]
+    if bad:
+        raise features.InsufficientHistory(f"features {bad} are undefined for the newest candle")
+    values.update(regime)
+    return values
+
+
+REGIME_V1 = FeatureSet(
+    name="regime_v1",
+    names=features.FEATURE_NAMES + regime_features.REGIME_NAMES,
+    min_history=regime_features.REGIME_HISTORY,
+    history=max(features.SERVING_HISTORY, regime_features.REGIME_HISTORY),
+    frame=_regime_v1_frame,
+    newest=_regime_v1_newest,
+)
+
+FEATURE_SETS: dict[str, FeatureSet] = {s.name: s for s in (SEED, REGIME_V1)}
 
 
 def get(name: str) -> FeatureSet:

@@ -29,6 +29,7 @@ given, so their value at a row depends (ever less) on how far back the history r
 tests/core/test_features.py). ``compute_features`` therefore drops the first
 ``SERVING_HISTORY - 1`` rows by default, so every training row is what serving would compute.
 """
+
 from __future__ import annotations
 
 import math

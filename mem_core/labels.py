@@ -19,6 +19,7 @@ The last H rows (no complete future) and the first ``VOL_WINDOW`` rows (no σ) h
 are dropped. With k = 0.75 the positive rate on the shared candles (7 symbols, ~14 months of
 5-minute candles) is 30.5% (29-32% per symbol; k = 1.0 gives 20%, 1.5 gives 8.5%; docs/ml.md).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -78,9 +79,7 @@ def reversal_labels(candles: pd.DataFrame, horizon: int = HORIZON, k: float = DE
     moved_against = np.where(trend_up, down_move, up_move)
     label = (moved_against >= threshold[rows]).astype("int64")
     direction = np.where(trend_up, _REVERSAL["up"], _REVERSAL["down"])
-    return pd.DataFrame(
-        {"ts": candles["ts"].to_numpy()[rows], "label": label, "direction": direction}
-    )
+    return pd.DataFrame({"ts": candles["ts"].to_numpy()[rows], "label": label, "direction": direction})
 
 
 def prior_trend(close: ArrayLike) -> str:

@@ -13,6 +13,7 @@ Every model type is saved and loaded through one MLflow flavour: ``mlflow.sklear
 skops format (no pickle), declaring trusted only scikit-learn's own types (``log_estimator``,
 ``load_estimator``). A new model type is one subclass in ``mem_core/estimators``.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -78,7 +79,9 @@ class ReversalModel(ABC):
 
     def params(self) -> dict[str, Any]:
         """The estimator's parameters that MLflow can log (scalars and None)."""
-        return {k: v for k, v in self.estimator.get_params().items() if v is None or isinstance(v, (int, float, str, bool))}
+        return {
+            k: v for k, v in self.estimator.get_params().items() if v is None or isinstance(v, (int, float, str, bool))
+        }
 
     def importances(self) -> dict[str, float]:
         """Feature importances by name; empty when the estimator has none."""

@@ -13,6 +13,7 @@ flag out-of-distribution input without downloading other artifacts.
 
 Models are stored through the one flavour of ``mem_core.model`` (scikit-learn, skops format).
 """
+
 from __future__ import annotations
 
 import json
@@ -155,7 +156,9 @@ def _load(mv: Any, uri: str, model_name: str) -> LoadedModel:
     estimator = load_estimator(f"models:/{model_name}/{mv.version}")
     model_type = model_type or estimators.for_estimator(estimator)
     ranges = {k: (float(v[0]), float(v[1])) for k, v in json.loads(tags.get("feature_ranges", "{}")).items()}
-    return LoadedModel(version=str(mv.version), model=model_type(estimator, features), feature_ranges=ranges, run_id=mv.run_id)
+    return LoadedModel(
+        version=str(mv.version), model=model_type(estimator, features), feature_ranges=ranges, run_id=mv.run_id
+    )
 
 
 def load_alias(alias: str, uri: str | None = None, model_name: str = MODEL_NAME) -> LoadedModel | None:
@@ -194,7 +197,9 @@ def log_model_version(
     names = list(model.feature_names)
     X = np.asarray(X_train, dtype="float64")
     if X.ndim != 2 or X.shape[1] != len(names):
-        raise ValueError(f"X_train has shape {X.shape}; feature set {model.feature_set.name!r} has {len(names)} columns")
+        raise ValueError(
+            f"X_train has shape {X.shape}; feature set {model.feature_set.name!r} has {len(names)} columns"
+        )
     ranges = feature_ranges(X, names)
     mlflow.log_dict({k: list(v) for k, v in ranges.items()}, "feature_ranges.json")
     model_uri = log_estimator(model, X)

@@ -5,12 +5,14 @@ Nothing here is read at import time: callers ask for ``QuestDBSettings.from_env(
 ``project_paths()``, ``memory_db_path()`` or ``tracking_uri()`` when they need them. Every
 reader takes an optional ``env`` mapping (tests pass a dict instead of touching ``os.environ``).
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +92,18 @@ def tracking_uri(env: Mapping[str, str] | None = None) -> str:
     return f"sqlite:///{project_paths(env).root / 'mlflow.db'}"
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    """``env[name]`` as a TCP port (``default`` when unset); ``ValueError`` naming the variable."""
+    raw = env.get(name) or str(default)
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ValueError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+    return port
+
+
 @dataclass(frozen=True)
 class QuestDBSettings:
     """Connection settings. ``external`` is True when the environment names a QuestDB host."""
@@ -103,19 +117,19 @@ class QuestDBSettings:
     external: bool = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "QuestDBSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> QuestDBSettings:
         env = _environ(env)
         host = env.get("MEM_QUESTDB_HOST", "")
         return cls(
             host=host or cls.host,
-            http_port=int(env.get("MEM_QUESTDB_HTTP_PORT", DEFAULT_QUESTDB_HTTP_PORT)),
-            pg_port=int(env.get("MEM_QUESTDB_PG_PORT", DEFAULT_QUESTDB_PG_PORT)),
+            http_port=_port(env, "MEM_QUESTDB_HTTP_PORT", DEFAULT_QUESTDB_HTTP_PORT),
+            pg_port=_port(env, "MEM_QUESTDB_PG_PORT", DEFAULT_QUESTDB_PG_PORT),
             user=env.get("MEM_QUESTDB_USER", cls.user),
             password=env.get(QUESTDB_PASSWORD_ENV, "quest"),
             external=bool(host),
         )
 
-    def pg_conninfo(self) -> dict[str, object]:
+    def pg_conninfo(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect``."""
         return {
             "host": self.host,
@@ -147,7 +161,7 @@ class LocalQuestDBSettings:
     java: str = "java"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "LocalQuestDBSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LocalQuestDBSettings:
         """MEM_QUESTDB_JAR, else the cached jar of MEM_QUESTDB_VERSION; MEM_JAVA, else ``java``."""
         env = _environ(env)
         version = env.get("MEM_QUESTDB_VERSION", DEFAULT_QUESTDB_VERSION)

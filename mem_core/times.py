@@ -1,4 +1,5 @@
 """Time helpers shared by the packages above the memory."""
+
 from __future__ import annotations
 
 import pandas as pd

@@ -13,12 +13,14 @@ Failures, each to the callers of its batch only:
 - a repeated decision id (``integrity``): the batch is written again decision by decision
   through the in-process group commit on a worker thread, so only the duplicate's caller gets
   ``DuplicateDecision``;
-- a SQLite error in the child (disk full, lock timeout): ``MemoryStoreError``, nothing stored;
+- a full store in the child (disk full, size cap): ``StoreFull``, nothing stored;
+- another SQLite error in the child (lock timeout): ``MemoryStoreError``, nothing stored;
 - the child died: the batch is in doubt, so the parent looks its ids up in the store. Those
   committed are acknowledged; the rest were certainly not (one transaction, and the child is
   gone), so they are sent once more to a new child, and get ``MemoryUnavailable`` if that one
   fails them too.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mem_memory.errors import MemoryStoreError, MemoryUnavailable
+from mem_memory.errors import MemoryStoreError, MemoryUnavailable, StoreFull
 from mem_memory.group import AfterCommit, GroupStats
 from mem_memory.store import MemoryStore, PreparedDecision
 from mem_memory.writer import WriterProcess
@@ -55,7 +57,12 @@ class AsyncDecisionCommitter:
     """See the module docstring. Bound to the first event loop that submits; one per engine."""
 
     def __init__(
-        self, writer: WriterProcess, store: MemoryStore, after_commit: AfterCommit, fallback: Fallback, max_batch: int = 256
+        self,
+        writer: WriterProcess,
+        store: MemoryStore,
+        after_commit: AfterCommit,
+        fallback: Fallback,
+        max_batch: int = 256,
     ) -> None:
         self.writer = writer
         self.store = store
@@ -109,7 +116,7 @@ class AsyncDecisionCommitter:
             try:
                 self._ensure_writer()
                 self._inflight = batch
-                self.writer.send([p.prepared for p in batch])
+                self.writer.send([p.prepared for p in batch], self.store.max_pages)
             except MemoryUnavailable as exc:
                 self._inflight = None
                 self._writer_lost(batch, exc)
@@ -138,6 +145,10 @@ class AsyncDecisionCommitter:
         elif status == "integrity":
             for p in batch:  # one by one in-process: only the repeated id's caller fails
                 asyncio.ensure_future(self._one_by_one(p), loop=self._loop)
+        elif status == "full":
+            full = StoreFull(reply[1])
+            for p in batch:
+                _fail(p.future, full)
         else:
             error = MemoryStoreError(f"the memory writer could not commit: {reply[1]}")
             for p in batch:

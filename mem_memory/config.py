@@ -3,11 +3,12 @@
 Defaults are the seed's values (DESIGN §6) where the seed gives one; the rest are documented in
 docs/memory.md. Pass a modified copy (``dataclasses.replace``) to ``MemoryEngine``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 #: The seed's parameter memory, as the memory starts.
 DEFAULT_PARAMETERS: Mapping[str, float] = MappingProxyType(
@@ -50,6 +51,7 @@ class MemoryConfig:
     closed_window: int = 10_000  # closed trades per action kept for similarity search
     max_active_strategies: int = 50
     refresh_interval_s: float = 1.0  # other processes' writes become visible within this
+    write_probe_s: float = 1.0  # while the store is full, a small write is tried this often
     # parameter adjustment after each outcome (bounded by PARAMETER_LIMITS)
     win_size_step: float = 1.02
     loss_size_step: float = 0.98

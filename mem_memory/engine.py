@@ -10,6 +10,7 @@ serialises writers across processes. Other processes' writes are applied from th
 most ``refresh_interval_s`` (1 s) after they commit — checked with ``max(event_id)``, a b-tree
 lookup — and immediately after any write of this process that follows them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,22 +19,30 @@ import threading
 import time as _time
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
-from mem_memory.errors import DuplicateOutcome, UnknownParameterVersion
+from mem_memory.errors import (
+    CorruptRecord,
+    DuplicateOutcome,
+    DuplicateRequest,
+    InvalidRecord,
+    StoreFull,
+    UnknownParameterVersion,
+)
 from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
+from mem_memory.requests import validate_request_id
 from mem_memory.rules import discovery as discovery_rules
 from mem_memory.rules import parameters as prules
 from mem_memory.rules.adapter import adapt
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.rules.strategy_stats import update_strategy
 from mem_memory.store import MemoryStore, PreparedDecision
-from mem_memory.writer import WriterProcess
 from mem_memory.types import (
     DECISION,
     OUTCOME,
@@ -51,6 +60,8 @@ from mem_memory.types import (
     SignalRequest,
     StrategySpec,
 )
+from mem_memory.write_health import WriteHealth
+from mem_memory.writer import WriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +82,14 @@ class MemoryEngine:
         self._last_seen = 0
         self._checked = 0.0
         self._load()
+        #: Whether writes find space (serving's health follows it); probes while they do not.
+        self.write_health = WriteHealth(store.probe_write, self.config.write_probe_s)
         self._group = GroupCommitter(store, self._after_commit)
         self._async: AsyncDecisionCommitter | None = None
         if writer_process:
-            self._async = AsyncDecisionCommitter(WriterProcess(store.path), store, self._after_commit, self._group.submit_decision)
+            self._async = AsyncDecisionCommitter(
+                WriterProcess(store.path), store, self._after_commit, self._group.submit_decision
+            )
 
     def start_writer(self) -> None:
         """Start the writer process now rather than on the first ``enhance_async`` (no-op
@@ -83,7 +98,9 @@ class MemoryEngine:
             self._async.start()
 
     def close(self) -> None:
-        """Stop the writer process, if any (the store stays open: its owner closes it)."""
+        """Stop the writer process, if any, and the write probe (the store stays open: its owner
+        closes it)."""
+        self.write_health.close()
         if self._async is not None:
             self._async.close()
 
@@ -102,8 +119,8 @@ class MemoryEngine:
                 self._wm.put_strategy(spec)
             for d, o in self.store.closed_trades(2 * cfg.closed_window):
                 self._wm.add_closed(d, o)
-            for d, o in self.store.recent_by_symbol(cfg.recent_per_symbol):
-                self._wm.add_decision(d, o)
+            for recent, outcome in self.store.recent_by_symbol(cfg.recent_per_symbol):
+                self._wm.add_decision(recent, outcome)
         self._last_seen = last
         self._checked = _time.monotonic()
 
@@ -118,12 +135,13 @@ class MemoryEngine:
                 return 0
             applied = 0
             while True:
-                batch = self.store.events_since(self._last_seen, limit=1000)
-                if not batch:
+                batch, cursor = self.store.scan_since(self._last_seen, limit=1000)
+                if cursor == self._last_seen:
                     return applied
                 for event in batch:
                     self._apply(event)
                     self._last_seen = event.event_id
+                self._last_seen = cursor  # past a corrupt event too (the store reported it)
                 applied += len(batch)
 
     def _apply(self, event: Event) -> None:
@@ -134,7 +152,10 @@ class MemoryEngine:
             outcome = Outcome.from_dict(p)
             decision = self._held(outcome.decision_id)
             if decision is None:
-                decision = self.store.get_decision(outcome.decision_id)[0]
+                try:
+                    decision = self.store.get_decision(outcome.decision_id)[0]
+                except CorruptRecord:  # reported by the store; the trade stays out of the index
+                    return
             self._wm.add_outcome(decision, outcome)
         elif event.kind == PARAMETER_ADJUSTMENT:
             self._params = Parameters.from_dict(p["parameters"])
@@ -155,6 +176,7 @@ class MemoryEngine:
         ``before+1 .. after``: apply the records in hand when the index has seen everything up to
         ``before`` (no other writer in between), else catch up from the log (which then includes
         this group)."""
+        self.write_health.succeeded()
         with self._lock:
             if self._last_seen >= after:
                 return  # a refresh already read this group from the log
@@ -202,21 +224,53 @@ class MemoryEngine:
     # ------------------------------------------------------------------ enhancement
     def enhance(self, request: SignalRequest) -> Decision:
         """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
-        record the decision (durable when this returns)."""
+        record the decision (durable when this returns). With ``request.request_id`` already
+        answered: the original decision, and nothing is written."""
+        if (original := self.answered_decision(request.request_id, request.symbol, request.action)) is not None:
+            return original
         decision, prepared = self._decide(request)
-        self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
+        try:
+            self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
+        except StoreFull as exc:
+            self.write_health.failed(exc)
+            raise
+        except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
+            return _same_call(self.store.decision_at(exc.event_id), request.symbol, request.action)
         return decision
 
     async def enhance_async(self, request: SignalRequest) -> Decision:
         """``enhance`` for asyncio callers: the same decision, durable when the await returns;
         the event loop is not blocked while the decision is committed."""
+        if (original := self.answered_decision(request.request_id, request.symbol, request.action)) is not None:
+            return original
         decision, prepared = self._decide(request)
         apply = lambda _: self._wm.add_decision(decision)  # noqa: E731
-        if self._async is not None:
-            await self._async.submit(prepared, apply)
-        else:
-            await asyncio.to_thread(self._group.submit_decision, prepared, apply)
+        try:
+            if self._async is not None:
+                await self._async.submit(prepared, apply)
+            else:
+                await asyncio.to_thread(self._group.submit_decision, prepared, apply)
+        except StoreFull as exc:
+            self.write_health.failed(exc)
+            raise
+        except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
+            return _same_call(self.store.decision_at(exc.event_id), request.symbol, request.action)
         return decision
+
+    def answered_decision(
+        self, request_id: str, symbol: str | None = None, action: str | None = None
+    ) -> Decision | None:
+        """The decision already recorded for ``request_id`` (within ``REQUEST_ID_WINDOW_S``),
+        or None ("" is no id: always None). With ``symbol`` and ``action``: ``InvalidRecord`` on
+        ``request_id`` when the id was used for a call about another symbol or action (a reused
+        id, not a retry)."""
+        if not request_id:
+            return None
+        found = self.store.find_request(DECISION, request_id)
+        if found is None:
+            return None
+        original = self.store.decision_at(found[0])
+        return original if symbol is None or action is None else _same_call(original, symbol, action)
 
     def _decide(self, request: SignalRequest) -> tuple[Decision, PreparedDecision]:
         """The decision for ``request`` from the index (not yet stored) and its encoded form."""
@@ -251,18 +305,45 @@ class MemoryEngine:
             stop_price = request.price * (1.0 - sign * stop)
             take_price = request.price * (1.0 + sign * target)
         reasoning = _reasoning(
-            request, action, final, ml, memory, memory_note, spec, adaptation.regime, params["ml_confidence_min"], sizing_note
+            request,
+            action,
+            final,
+            ml,
+            memory,
+            memory_note,
+            spec,
+            adaptation.regime,
+            params["ml_confidence_min"],
+            sizing_note,
         )
         decision = Decision(
-            decision_id=str(uuid.uuid4()), time=request.time, symbol=request.symbol, strategy=request.strategy,
-            action=action, base_action=base_action, price=request.price, base_confidence=request.base_confidence,
-            ml_confidence=request.ml_confidence, memory_confidence=memory, confidence=final, size=size,
-            stop_loss=stop_price, take_profit=take_price, stop_loss_pct=stop, take_profit_pct=target,
-            reasoning=reasoning, learned_strategy=spec.name if spec else None, model_version=request.model_version,
-            ml_direction=request.ml_direction, features=features, regime=adaptation.regime,
-            parameters_version=params.version, session_id=request.session_id, market_context=request.market_context,
+            decision_id=str(uuid.uuid4()),
+            time=request.time,
+            symbol=request.symbol,
+            strategy=request.strategy,
+            action=action,
+            base_action=base_action,
+            price=request.price,
+            base_confidence=request.base_confidence,
+            ml_confidence=request.ml_confidence,
+            memory_confidence=memory,
+            confidence=final,
+            size=size,
+            stop_loss=stop_price,
+            take_profit=take_price,
+            stop_loss_pct=stop,
+            take_profit_pct=target,
+            reasoning=reasoning,
+            learned_strategy=spec.name if spec else None,
+            model_version=request.model_version,
+            ml_direction=request.ml_direction,
+            features=features,
+            regime=adaptation.regime,
+            parameters_version=params.version,
+            session_id=request.session_id,
+            market_context=request.market_context,
         )
-        return decision, self.store.prepare_decision(decision)  # JSON + AES-GCM outside any lock
+        return decision, self.store.prepare_decision(decision, request.request_id)  # JSON + AES-GCM outside any lock
 
     # ------------------------------------------------------------------ learning
     def _current_parameters(self) -> tuple[Parameters, dict[str, Any]]:
@@ -271,31 +352,43 @@ class MemoryEngine:
             return Parameters(dict(self.config.parameters), _EPOCH), {}
         return latest[1], latest[2]
 
-    def record_outcome(self, outcome: Outcome) -> LearningUpdate:
+    def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate:
         """Store the outcome and learn from it, atomically: the matched strategy's stats (and
         deprecation), the bounded parameter adjustment, the performance monitor. Raises
         ``UnknownDecision`` for an unknown id and ``DuplicateOutcome`` for a second outcome.
+        With ``request_id`` already answered (``mem_memory.requests``): the original answer,
+        marked ``replayed``, and nothing is written.
 
         Runs in a group commit: outcomes of concurrent calls are learned from one after the
         other inside one transaction (each re-reads the strategy and parameters the previous
         one wrote), so the result is the same as one transaction each."""
+        request_id = validate_request_id(request_id)
         with self._lock:
             held = self._held(outcome.decision_id)  # saves decoding the decision from the store
-        learned = self._group.submit(lambda store: self._learn(store, outcome, held), lambda w: self._apply_learned(outcome, w))
-        decision, spec_after, deprecated, adjustments, params = learned
-        summary = _outcome_summary(outcome, spec_after, deprecated, adjustments)
-        return LearningUpdate(
-            decision_id=outcome.decision_id, win=outcome.win,
-            strategy=spec_after.name if spec_after else decision.learned_strategy,
-            strategy_stats=spec_after.stats if spec_after else None, adjustments=tuple(adjustments),
-            parameters_version=params.version, summary=summary, deprecated=deprecated,
-        )
+        try:
+            learned = self._group.submit(
+                lambda store: self._learn(store, outcome, held, request_id), lambda w: self._apply_learned(outcome, w)
+            )
+        except StoreFull as exc:
+            self.write_health.failed(exc)
+            raise
+        update: LearningUpdate = learned[0]
+        return update
 
     def _learn(
-        self, store: MemoryStore, outcome: Outcome, held: Decision | None
-    ) -> tuple[Decision, StrategySpec | None, bool, list[ParameterAdjustment], Parameters]:
-        """The writes of one outcome, inside the (group) write transaction. Store calls only: it
-        runs under the store's lock and must not take the engine's."""
+        self, store: MemoryStore, outcome: Outcome, held: Decision | None, request_id: str = ""
+    ) -> tuple[Any, ...]:
+        """The writes of one outcome, inside the (group) write transaction: (the answer, and what
+        ``_apply_learned`` needs: decision, strategy after, adjustments, parameters; None for a
+        repeated request id). Store calls only: it runs under the store's lock and must not take
+        the engine's."""
+        if request_id and (found := store.find_request(OUTCOME, request_id)) is not None:
+            first = LearningUpdate.from_dict(found[1] or {})
+            if first.decision_id != outcome.decision_id:
+                raise InvalidRecord(
+                    "request_id", f"already used for the outcome of another decision ({first.decision_id})"
+                )
+            return replace(first, replayed=True), None, None, None, None
         cfg = self.config
         at = outcome.time
         if held is not None:
@@ -320,11 +413,25 @@ class MemoryEngine:
         params = prules.apply(params, monitor_adj, at)
         if adjustments:
             store.append_parameters(params, adjustments, state)
-        return decision, spec_after, deprecated, adjustments, params
+        update = LearningUpdate(
+            decision_id=outcome.decision_id,
+            win=outcome.win,
+            strategy=spec_after.name if spec_after else decision.learned_strategy,
+            strategy_stats=spec_after.stats if spec_after else None,
+            adjustments=tuple(adjustments),
+            parameters_version=params.version,
+            summary=_outcome_summary(outcome, spec_after, deprecated, adjustments),
+            deprecated=deprecated,
+        )
+        if request_id:
+            store.record_request(OUTCOME, request_id, outcome_event, update.to_dict())
+        return update, decision, spec_after, adjustments, params
 
     def _apply_learned(self, outcome: Outcome, learned: tuple[Any, ...]) -> None:
         """The index side of ``_learn``'s writes (called under the engine lock, in commit order)."""
-        decision, spec_after, _, adjustments, params = learned
+        _, decision, spec_after, adjustments, params = learned
+        if decision is None:  # a repeated request id: nothing was written
+            return
         self._wm.add_outcome(decision, outcome)
         if spec_after is not None:
             self._wm.put_strategy(spec_after)
@@ -413,13 +520,17 @@ class MemoryEngine:
                         wins += o.win
                     elif o.time < since:
                         older = True
-                if older or len(batch) < page:
+                if older or not batch:
                     break
                 offset += page
         return MemoryStats(
-            decisions=counts["decisions"], outcomes=counts["outcomes"],
-            active_strategies=sum(not s.deprecated for s in specs), deprecated_strategies=sum(s.deprecated for s in specs),
-            trades_24h=trades, win_rate_24h=(wins / trades) if trades else None,
+            decisions=counts["decisions"],
+            outcomes=counts["outcomes"],
+            active_strategies=sum(not s.deprecated for s in specs),
+            deprecated_strategies=sum(s.deprecated for s in specs),
+            trades_24h=trades,
+            win_rate_24h=(wins / trades) if trades else None,
+            corrupt_records=len(self.store.corrupt),
         )
 
     def export_all(self, folder: str | Path) -> dict[str, Path]:
@@ -431,10 +542,30 @@ class MemoryEngine:
             return export_all(self.store, Path(folder), self.config)
 
 
+def _same_call(original: Decision, symbol: str, action: str) -> Decision:
+    """``original`` if a call about ``symbol`` and ``action`` repeats the call that recorded it;
+    a request id reused for another call is ``InvalidRecord`` rather than an answer about
+    something else."""
+    if original.symbol != symbol or original.base_action != action:
+        raise InvalidRecord(
+            "request_id",
+            f"already used for a {original.base_action} call about {original.symbol} (decision {original.decision_id})",
+        )
+    return original
+
+
 # ---------------------------------------------------------------------- sentences
 def _reasoning(
-    req: SignalRequest, action: str, final: float, ml: float | None, memory: float | None, memory_note: str,
-    spec: StrategySpec | None, regime: str, minimum: float, sizing_note: str,
+    req: SignalRequest,
+    action: str,
+    final: float,
+    ml: float | None,
+    memory: float | None,
+    memory_note: str,
+    spec: StrategySpec | None,
+    regime: str,
+    minimum: float,
+    sizing_note: str,
 ) -> str:
     if req.action == "HOLD":
         return f"HOLD kept: the base strategy {req.strategy or 'signal'} said HOLD."
@@ -455,7 +586,9 @@ def _reasoning(
         weights["memory"] = memory - final
     driver = max(weights, key=lambda k: abs(weights[k])) if len(weights) > 1 else "base"
     head = (
-        f"{action} at {final:.2f}" if action != "HOLD" else f"HOLD: final confidence {final:.2f} below minimum {minimum:.2f}"
+        f"{action} at {final:.2f}"
+        if action != "HOLD"
+        else f"HOLD: final confidence {final:.2f} below minimum {minimum:.2f}"
     )
     tail = [f"driven most by {driver}"]
     if spec is not None:
@@ -467,7 +600,9 @@ def _reasoning(
     return f"{head} ({', '.join(parts)}); {'; '.join(tail)}."
 
 
-def _outcome_summary(outcome: Outcome, spec: StrategySpec | None, deprecated: bool, adjustments: list[ParameterAdjustment]) -> str:
+def _outcome_summary(
+    outcome: Outcome, spec: StrategySpec | None, deprecated: bool, adjustments: list[ParameterAdjustment]
+) -> str:
     text = f"{'win' if outcome.win else 'loss'} {outcome.pnl_pct:+.2%} on {outcome.decision_id}"
     if spec is not None:
         text += f"; {spec.name} now {spec.stats.wins}/{spec.stats.trades} ({spec.stats.win_rate:.0%})"

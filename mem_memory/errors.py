@@ -4,6 +4,7 @@ Every error derives from ``MemoryStoreError`` so a caller can catch the family; 
 maps ``UnknownDecision`` to NOT_FOUND and ``InvalidRecord`` to INVALID_ARGUMENT. No message ever
 contains a key or a payload.
 """
+
 from __future__ import annotations
 
 
@@ -38,6 +39,16 @@ class DuplicateDecision(MemoryStoreError):
     write). Nothing is written."""
 
 
+class DuplicateRequest(MemoryStoreError):
+    """A request id already answered within the window (``mem_memory.requests``): the original
+    answer stands and nothing is written. The engine answers with the original (``event_id``);
+    a caller of the engine never sees this error."""
+
+    def __init__(self, message: str, event_id: int) -> None:
+        self.event_id = event_id
+        super().__init__(message)
+
+
 class UnknownParameterVersion(MemoryStoreError, LookupError):
     """``restore_parameters`` was given a version hash that no stored parameter set has.
     Parameters stay as they are."""
@@ -68,8 +79,22 @@ class UnencryptedStoreKeyError(MemoryKeyError):
 
 
 class CorruptRecord(MemoryStoreError):
-    """A stored payload fails authentication or decoding although the key is right: the file was
-    altered. The read fails loudly; nothing is guessed."""
+    """A stored record fails authentication, decoding or its own checks although the key is
+    right: the file was altered. Nothing is guessed: a read of that one record fails (serving
+    answers DATA_LOSS), reads of many records leave it out and report it (log line with the
+    event id, ``MemoryStore.corrupt``), and ``mem memory verify`` lists every one."""
+
+    def __init__(self, message: str, event_id: int | None = None, kind: str | None = None) -> None:
+        self.event_id = event_id
+        self.kind = kind
+        super().__init__(message)
+
+
+class StoreFull(MemoryStoreError):
+    """A write needed space the store does not have: its disk is full, or its size cap
+    (``MemoryStore.set_max_bytes``) is reached. Nothing of the call is stored (its transaction is
+    rolled back). Serving answers RESOURCE_EXHAUSTED and reports NOT_SERVING until a write
+    succeeds again (the memory probes with a small write while it is full)."""
 
 
 class StoreClosed(MemoryStoreError):
@@ -80,3 +105,10 @@ class MemoryUnavailable(MemoryStoreError):
     """The memory's writer process is gone or cannot start, and the call's decision is not
     stored (a decision the process committed before it died is acknowledged, not lost). Serving
     answers UNAVAILABLE; the next call starts a new writer."""
+
+
+class StoreInUse(MemoryStoreError):
+    """The store is held by another opener in a way the operation cannot share: a rekey or a
+    restore needs it to itself (servers, engines and sensors hold it shared while open), and
+    nothing opens it while a rekey or restore runs. Nothing is changed; stop the holders named
+    in the message, or wait, and retry."""

@@ -11,6 +11,7 @@
   reason) is written with ``repr`` as a string constant. Stored text can therefore never become
   code, and MEM never imports or executes this file.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from mem_memory.config import MemoryConfig
 from mem_memory.errors import InvalidRecord
+from mem_memory.files import private_dir
 from mem_memory.store import MemoryStore
 from mem_memory.types import (
     ACTIONS,
@@ -95,7 +97,9 @@ def core_memory_lines(store: MemoryStore) -> list[str]:
             elif s.created_at == s.updated_at:
                 note = f"learned: {' and '.join(map(str, s.conditions))} -> {s.action} ({_one_line(s.evidence)})"
             else:
-                note = f"stats {s.stats.wins}/{s.stats.trades} won ({s.stats.win_rate:.0%}), avg {s.stats.avg_gain:+.2%}"
+                note = (
+                    f"stats {s.stats.wins}/{s.stats.trades} won ({s.stats.win_rate:.0%}), avg {s.stats.avg_gain:+.2%}"
+                )
             lines.append(f"[{_ts(s.updated_at)}] STRATEGY {s.name} {note}")
         elif e.kind == PARAMETER_ADJUSTMENT:
             for a in p["adjustments"]:
@@ -132,7 +136,9 @@ def parameter_updates(store: MemoryStore, cfg: MemoryConfig = MemoryConfig()) ->
     days: dict[str, dict] = {}
 
     def day(key: str) -> dict:
-        return days.setdefault(key, {"date": key, "parameters": None, "version": None, "adjustments": [], "performance": None})
+        return days.setdefault(
+            key, {"date": key, "parameters": None, "version": None, "adjustments": [], "performance": None}
+        )
 
     current = Parameters(dict(cfg.parameters), datetime(1970, 1, 1, tzinfo=UTC))
     for event_id, params, adjustments in store.parameter_history():
@@ -141,9 +147,7 @@ def parameter_updates(store: MemoryStore, cfg: MemoryConfig = MemoryConfig()) ->
         slot["parameters"], slot["version"] = dict(params.values), params.version
         i = bisect_right(outcome_ids, event_id)
         before, after = outcomes[max(0, i - IMPACT_WINDOW) : i], outcomes[i : i + IMPACT_WINDOW]
-        impact = (
-            f"win rate {_rate(before)} over {len(before)} trades before -> {_rate(after)} over {len(after)} after"
-        )
+        impact = f"win rate {_rate(before)} over {len(before)} trades before -> {_rate(after)} over {len(after)} after"
         for a in adjustments:
             slot["adjustments"].append({**a.to_dict(), "time": _ts(a.time), "impact": impact})
     by_day: dict[str, list[Outcome]] = {}
@@ -278,16 +282,34 @@ def render_strategy(spec: StrategySpec) -> str:
         texts.append(f"{feature} {c.op} {float(c.threshold):.6g}")
     st = spec.stats
     return _CLASS.format(
-        cls=_class_name(name), name=name, name_lit=repr(name), action=spec.action, action_lit=repr(spec.action),
-        conditions_text=" and ".join(texts), conditions_lit=", ".join(conds) + ("," if len(conds) == 1 else ""),
-        confidence=_num(spec.confidence), confidence_text=f"{float(spec.confidence):.2f}",
-        size=_num(spec.size), size_text=f"{float(spec.size):.2%}", stop=_num(spec.stop_loss_pct),
-        stop_text=f"{float(spec.stop_loss_pct):.2%}", target=_num(spec.take_profit_pct),
-        target_text=f"{float(spec.take_profit_pct):.2%}", trades=int(st.trades), wins=int(st.wins), losses=int(st.losses),
-        win_rate_text=f"{st.win_rate:.1%}", avg_text=f"{st.avg_gain:+.2%}", sharpe_text=f"{st.sharpe:.2f}",
-        total_pnl=_num(st.total_pnl), avg=_num(st.avg_pnl_pct),
-        created=_ts(spec.created_at), updated=_ts(spec.updated_at), created_lit=repr(_ts(spec.created_at)),
-        updated_lit=repr(_ts(spec.updated_at)), status="deprecated" if spec.deprecated else "active",
+        cls=_class_name(name),
+        name=name,
+        name_lit=repr(name),
+        action=spec.action,
+        action_lit=repr(spec.action),
+        conditions_text=" and ".join(texts),
+        conditions_lit=", ".join(conds) + ("," if len(conds) == 1 else ""),
+        confidence=_num(spec.confidence),
+        confidence_text=f"{float(spec.confidence):.2f}",
+        size=_num(spec.size),
+        size_text=f"{float(spec.size):.2%}",
+        stop=_num(spec.stop_loss_pct),
+        stop_text=f"{float(spec.stop_loss_pct):.2%}",
+        target=_num(spec.take_profit_pct),
+        target_text=f"{float(spec.take_profit_pct):.2%}",
+        trades=int(st.trades),
+        wins=int(st.wins),
+        losses=int(st.losses),
+        win_rate_text=f"{st.win_rate:.1%}",
+        avg_text=f"{st.avg_gain:+.2%}",
+        sharpe_text=f"{st.sharpe:.2f}",
+        total_pnl=_num(st.total_pnl),
+        avg=_num(st.avg_pnl_pct),
+        created=_ts(spec.created_at),
+        updated=_ts(spec.updated_at),
+        created_lit=repr(_ts(spec.created_at)),
+        updated_lit=repr(_ts(spec.updated_at)),
+        status="deprecated" if spec.deprecated else "active",
         deprecated=repr(bool(spec.deprecated)),
         deprecated_reason=repr(str(spec.deprecated_reason)) if spec.deprecated_reason is not None else "None",
         evidence=repr(str(spec.evidence)),
@@ -306,7 +328,7 @@ def strategy_modules(specs: Sequence[StrategySpec], generated: datetime | None =
 
 # ---------------------------------------------------------------------- all
 def export_all(store: MemoryStore, folder: Path, cfg: MemoryConfig = MemoryConfig()) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     paths = {
         "core_memory_updates": folder / "core_memory_updates.txt",
         "parameter_updates": folder / "parameter_updates.json",

@@ -7,7 +7,8 @@ every queued unit (up to ``max_batch``), writes them in arrival order in ONE ``B
 transaction and commits (``synchronous=FULL``: one fsync of the WAL for the whole group).
 Consecutive decisions are written with one multi-row INSERT per table; every other unit runs
 inside its own savepoint, so its error (unknown decision, second outcome, ...) rolls back only
-its own writes and is raised to its own writer. Should a decision id repeat (the multi-row
+its own writes and is raised to its own writer (but a full store, ``StoreFull``, fails the whole
+group: SQLite may have rolled the transaction back). Should a decision id repeat (the multi-row
 INSERT fails), the transaction is rolled back and the group written again unit by unit, each in
 a savepoint, so only that writer gets ``DuplicateDecision``.
 
@@ -26,6 +27,7 @@ call, as without grouping); under load a group forms while the previous one is i
 Each writer sleeps on its own event: the leader wakes exactly the writers of its group and hands
 the leadership to the first queued writer, if any (no thundering herd on one condition).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from mem_memory.errors import StoreFull
 from mem_memory.store import MemoryStore, PreparedDecision
 
 log = logging.getLogger(__name__)
@@ -69,7 +72,9 @@ class GroupStats:
 
     def as_dict(self) -> dict[str, float]:
         return {
-            "commits": self.commits, "units": self.units, "largest_group": self.largest,
+            "commits": self.commits,
+            "units": self.units,
+            "largest_group": self.largest,
             "mean_group": round(self.units / self.commits, 2) if self.commits else 0.0,
         }
 
@@ -140,7 +145,7 @@ class GroupCommitter:
     def _outcome(unit: _Unit[T]) -> T:
         if unit.error is not None:
             raise unit.error
-        return unit.result  # type: ignore[no-any-return]
+        return unit.result
 
     def _run(self, batch: list[_Unit[Any]]) -> None:
         store = self.store
@@ -187,14 +192,21 @@ class GroupCommitter:
                 while j < n and batch[j].prepared is not None:
                     j += 1
                 run = batch[i:j]
-                for x, event_id in zip(run, store.append_prepared_many([x.prepared for x in run])):
+                prepared = [x.prepared for x in run if x.prepared is not None]
+                for x, event_id in zip(run, store.append_prepared_many(prepared)):
                     x.result, x.ok = event_id, True
                 i = j
                 continue
             try:
                 with store.savepoint():
-                    u.result = store.append_prepared(u.prepared) if u.prepared is not None else u.work(store)
+                    if u.prepared is not None:
+                        u.result = store.append_prepared(u.prepared)
+                    else:
+                        assert u.work is not None  # a unit carries a prepared decision or work
+                        u.result = u.work(store)
                 u.ok = True
+            except StoreFull:  # SQLite may have rolled back the whole transaction: the group fails
+                raise
             except Exception as exc:  # this unit only: its savepoint is rolled back
                 u.error = exc
             i += 1

@@ -9,6 +9,7 @@
 
 It is rebuilt from the store at start and kept current from the event log (``MemoryEngine``).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict, deque
@@ -81,8 +82,8 @@ class Ring:
             std = np.nanstd(X, axis=0)
         mean = np.nan_to_num(mean)
         std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
-        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
-        Z = np.nan_to_num((X - self.mean) / self.std)
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)  # type: ignore[assignment]  # 1-D by construction
+        Z = np.nan_to_num((X - self.mean) / self.std).astype(np.float32)
         self.Z[: self.n] = Z
         self.sq[: self.n] = np.einsum("ij,ij->i", Z, Z)
         self._since_stats = 0

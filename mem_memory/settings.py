@@ -1,20 +1,17 @@
-"""The memory's only reader of the environment: the encryption key (MEM_MEMORY_KEY) and the
-environment its writer child starts with.
+"""The memory's only reader of the environment: the encryption key (MEM_MEMORY_KEY), the keys of
+a rotation in progress (MEM_MEMORY_KEY_PREVIOUS) and the environment its writer child starts with.
 
 The memory imports no other package of ours, so it keeps its own reader; the store's path is
 the caller's business (``mem_core.settings.memory_db_path``).
 """
+
 from __future__ import annotations
 
-import base64
-import binascii
 import os
+import re
 from collections.abc import Mapping
 
-from mem_memory.crypto import KEY_BYTES
-from mem_memory.errors import MalformedMemoryKey
-
-KEY_ENV = "MEM_MEMORY_KEY"
+from mem_memory.crypto import KEY_ENV, PREVIOUS_KEYS_ENV, decode_key
 
 
 def key_from_env(env: Mapping[str, str] | None = None) -> bytes | None:
@@ -27,18 +24,41 @@ def key_from_env(env: Mapping[str, str] | None = None) -> bytes | None:
     raw = raw.strip()
     if not raw:
         return None
-    try:
-        key = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise MalformedMemoryKey(f"{KEY_ENV} is not valid base64 (expected base64 of {KEY_BYTES} bytes)") from None
-    if len(key) != KEY_BYTES:
-        raise MalformedMemoryKey(f"{KEY_ENV} decodes to {len(key)} bytes; expected {KEY_BYTES}") from None
-    return key
+    return decode_key(raw, KEY_ENV)
 
 
-def writer_child_environment(package_root: str) -> dict[str, str]:
-    """This process's environment for the writer child, without the key (the child never needs
-    it) and with ``package_root`` first on PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+def previous_keys_from_env(env: Mapping[str, str] | None = None) -> tuple[bytes, ...]:
+    """The keys of MEM_MEMORY_KEY_PREVIOUS (comma- or space-separated base64), empty when unset:
+    the old key of a rotation, accepted for reading records not yet re-encrypted. Malformed
+    entries raise ``MalformedMemoryKey`` naming their position, never their value."""
+    raw = (os.environ if env is None else env).get(PREVIOUS_KEYS_ENV, "")
+    parts = [p for p in re.split(r"[,\s]+", raw.strip()) if p]
+    return tuple(decode_key(p, f"{PREVIOUS_KEYS_ENV} entry {i + 1}") for i, p in enumerate(parts))
+
+
+#: The only variables the writer child inherits: what Python, SQLite and the locale need. Everything
+#: else (MEM_MEMORY_KEY, MEM_SERVING_TOKEN, MEM_QUESTDB_PASSWORD, cloud credentials, ...) stays out:
+#: the child needs no secret, so it is given none.
+CHILD_ENV = (
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "SQLITE_TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "LD_LIBRARY_PATH",
+)
+
+
+def writer_child_environment(package_root: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The writer child's environment: ``CHILD_ENV`` from this process's environment, nothing
+    else, with ``package_root`` first on PYTHONPATH."""
+    environ = os.environ if environ is None else environ
+    env = {k: environ[k] for k in CHILD_ENV if k in environ}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environ.get("PYTHONPATH")]))
     return env

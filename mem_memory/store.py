@@ -4,7 +4,8 @@ lookup tables kept in the same transactions.
 Layout (docs/memory.md):
 
 - ``events(event_id INTEGER PRIMARY KEY AUTOINCREMENT, kind, subject, payload)`` — the audit
-  trail. Every change is one appended row; nothing is updated or deleted. ``payload`` is the
+  trail. Every change is one appended row; nothing is updated or deleted (a key rotation,
+  ``mem_memory.rekey``, alone re-encrypts payloads in place with the same plaintext). ``payload`` is the
   record as JSON, AES-GCM encrypted when the store has a key. ``subject`` is the decision id
   (random UUID) for decisions and outcomes, and a keyed HMAC tag of the strategy name or the
   parameter version otherwise (the text itself without a key).
@@ -12,15 +13,25 @@ Layout (docs/memory.md):
   decision, its symbol's recent decisions, and the closed trades; ``outcome_event_id`` set once
   makes "one outcome per decision" atomic across processes.
 - ``heads(kind, subject, event_id)`` — the latest event per strategy name.
-- ``meta`` — format version, whether the store is encrypted, and the key-check record.
+- ``requests(kind, tag, event_id, reply, created)`` — callers' request ids (a keyed tag when
+  encrypted) with the event their call wrote and, for an outcome, its (encrypted) answer; kept
+  for ``REQUEST_ID_WINDOW_S`` (``mem_memory.requests``), then forgotten.
+- ``probe`` — empty; the write probe of a full store writes and deletes a row in it.
+- ``meta`` — format version, whether the store is encrypted, the key-check record and the key
+  ids (``mem_memory.keys``).
+- ``audit`` — the audit trail of credential use (``mem_memory.audit``), in clear.
+
+Every open holds ``<db>.lock`` shared (``mem_memory.lock``); a rekey or restore needs it alone.
 
 Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
 to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
 has seen every event <= N. ``synchronous=FULL`` makes every acknowledged commit durable before
 it returns. ``group_transaction`` + ``savepoint`` + ``append_prepared_many`` are the pieces the
-group committer (``mem_memory.group``) writes several callers' records with, in one commit. The file is created 0600 and SQLite creates ``-wal``/``-shm`` with the database's
-mode; ``open`` tightens any of the three that are looser.
+group committer (``mem_memory.group``) writes several callers' records with, in one commit. The
+file is created 0600 (in a directory created 0700, ``mem_memory.files``) and SQLite creates
+``-wal``/``-shm`` with the database's mode; ``open`` tightens any of the three that are looser.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,22 +39,29 @@ import os
 import sqlite3
 import stat
 import threading
+import time as _time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from mem_memory import audit, keys
 from mem_memory.crypto import Codec
 from mem_memory.errors import (
+    CorruptRecord,
     DuplicateDecision,
     DuplicateOutcome,
+    DuplicateRequest,
     MemoryKeyError,
-    MissingMemoryKey,
+    MemoryStoreError,
     StoreClosed,
+    StoreFull,
     UnencryptedStoreKeyError,
     UnknownDecision,
-    WrongMemoryKey,
 )
+from mem_memory.files import private_dir
+from mem_memory.lock import StoreLock
+from mem_memory.requests import REPLY, REQUEST_ID_WINDOW_S
 from mem_memory.types import (
     DECISION,
     OUTCOME,
@@ -61,12 +79,45 @@ log = logging.getLogger(__name__)
 
 
 class PreparedDecision(NamedTuple):
-    """A decision encoded for storage: id, symbol lookup tag, (encrypted) payload."""
+    """A decision encoded for storage: id, symbol lookup tag, (encrypted) payload, and the lookup
+    tag of the caller's request id (None without one)."""
 
     decision_id: str
     symbol_tag: str
     payload: bytes
+    request_tag: str | None = None
 
+
+def _build_decision(p: dict[str, Any], codec: Codec) -> tuple[Decision, str]:
+    d = Decision.from_dict(p)
+    return d, d.decision_id
+
+
+def _build_outcome(p: dict[str, Any], codec: Codec) -> tuple[Outcome, str]:
+    o = Outcome.from_dict(p)
+    return o, o.decision_id
+
+
+def _build_parameters(
+    p: dict[str, Any], codec: Codec
+) -> tuple[tuple[Parameters, list[ParameterAdjustment], dict[str, Any]], str]:
+    params = Parameters.from_dict(p["parameters"])
+    adjustments = [ParameterAdjustment.from_dict(a) for a in p["adjustments"]]
+    return (params, adjustments, dict(p.get("state", {}))), codec.tag(params.version)
+
+
+def _build_strategy(p: dict[str, Any], codec: Codec) -> tuple[StrategySpec, str]:
+    spec = StrategySpec.from_dict(p)
+    return spec, codec.tag(spec.name)
+
+
+#: Per event kind: payload -> (record, the subject it must be filed under).
+_BUILD: dict[str, Any] = {
+    DECISION: _build_decision,
+    OUTCOME: _build_outcome,
+    PARAMETER_ADJUSTMENT: _build_parameters,
+    STRATEGY_UPSERT: _build_strategy,
+}
 
 FORMAT_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
@@ -95,7 +146,33 @@ CREATE TABLE IF NOT EXISTS heads (
     PRIMARY KEY (kind, subject)
 );
 CREATE INDEX IF NOT EXISTS events_subject ON events(kind, subject, event_id);
+CREATE TABLE IF NOT EXISTS probe (x BLOB);
+CREATE TABLE IF NOT EXISTS requests (
+    kind TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    reply BLOB,
+    created REAL NOT NULL,
+    PRIMARY KEY (kind, tag)
+);
+CREATE INDEX IF NOT EXISTS requests_created ON requests(created);
 """
+
+#: ``PRAGMA max_page_count`` without a cap (SQLite clamps it to its compile-time maximum).
+NO_PAGE_CAP = 4294967294
+#: Bytes the write probe needs (a few pages beyond what a full store has).
+PROBE_BYTES = 16384
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database or disk is full" (SQLITE_FULL)."""
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+
+
+def _full(path: Path, exc: BaseException) -> StoreFull:
+    return StoreFull(
+        f"the memory store {path} is full (no space left on its disk, or its size cap is reached): nothing was stored"
+    )
 
 
 def _create_private(path: Path) -> None:
@@ -137,34 +214,62 @@ class MemoryStore:
     """The shared, durable memory store. Thread-safe (one connection behind a lock); open one
     per process (do not share across fork)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, codec: Codec) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, codec: Codec, lock: StoreLock | None = None) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = conn
         self._codec = codec
+        self._held = lock
         self._lock = threading.RLock()
         self._span: list[int] | None = None  # event ids written by the open group transaction
+        #: Corrupt records met by reads so far: event id -> kind (``CorruptRecord``).
+        self.corrupt: dict[int, str] = {}
+        #: The size cap in pages (None: no cap); the writer process gets it with every batch.
+        self.max_pages: int | None = None
+        self._pruned = float("-inf")  # when request ids past the window were last forgotten
 
     # ------------------------------------------------------------------ open / close
     @classmethod
-    def open(cls, path: str | os.PathLike[str], key: bytes | None = None) -> MemoryStore:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        key: bytes | None = None,
+        *,
+        previous_keys: Sequence[bytes] = (),
+        exclusive: bool = False,
+        rotate: bool = False,
+        command: str | None = None,
+        max_bytes: int | None = None,
+    ) -> MemoryStore:
         """Open (creating when missing) the store at ``path``.
 
         ``key`` (32 bytes, see ``key_from_env``) turns on encryption for a new store and must be
-        the same key for an existing encrypted one. Raises ``MissingMemoryKey``,
+        the same key for an existing encrypted one; ``previous_keys`` (``previous_keys_from_env``)
+        read records of an unfinished rotation (``mem_memory.keys``). Raises ``MissingMemoryKey``,
         ``WrongMemoryKey`` or ``UnencryptedStoreKeyError`` (all ``MemoryKeyError``) otherwise.
+        ``max_bytes`` caps the store's size (``set_max_bytes``).
+        Holds the store's lock shared, or alone with ``exclusive`` (``StoreInUse`` when it cannot);
+        ``rotate`` starts a rotation to ``key`` (``mem_memory.rekey``). The first open per
+        process, key and ``command`` (default: this process's command words) is an audit row.
         """
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        codec = Codec(key)
-        _create_private(p)
-        conn = _connect(p)
+        private_dir(p.parent)
+        codec = Codec(key, previous_keys)
+        lock = StoreLock.acquire(p, exclusive)
         try:
-            store = cls(p, conn, codec)
-            store._init_meta()
+            _create_private(p)
+            conn = _connect(p)
+            try:
+                store = cls(p, conn, codec, lock)
+                store._init_meta(command or audit.current_command(), rotate)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
-            conn.close()
+            lock.release()
             raise
         _tighten(p)
+        if max_bytes is not None:
+            store.set_max_bytes(max_bytes)
         return store
 
     @classmethod
@@ -175,49 +280,78 @@ class MemoryStore:
         p = Path(path)
         if not p.exists():
             raise StoreClosed(f"the memory store {p} does not exist")
+        lock = StoreLock.acquire(p)
         conn = _connect(p)
         try:
             if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'decisions'").fetchone()[0] != 1:
                 raise StoreClosed(f"{p} is not a memory store (no decisions table)")
         except BaseException:
             conn.close()
+            lock.release()
             raise
-        return cls(p, conn, Codec(None))
+        return cls(p, conn, Codec(None), lock)
 
-    def _init_meta(self) -> None:
+    def _init_meta(self, command: str, rotate: bool) -> None:
         conn = self._c()
+        codec = self._codec
+        announce = audit.first_open(str(self.path.resolve()), codec.key_id, command)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            audit.ensure(conn)
             meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
             if "format" not in meta:
                 conn.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
-                conn.execute("INSERT INTO meta VALUES ('encrypted', ?)", ("1" if self._codec.encrypted else "0",))
-                if self._codec.encrypted:
-                    conn.execute("INSERT INTO meta VALUES ('key_check', ?)", (self._codec.key_check(),))
+                conn.execute("INSERT INTO meta VALUES ('encrypted', ?)", ("1" if codec.encrypted else "0",))
+                if codec.encrypted:
+                    conn.execute("INSERT INTO meta VALUES ('key_check', ?)", (codec.key_check(),))
+                    conn.execute("INSERT INTO meta VALUES ('key_id', ?)", (codec.key_id,))
             elif meta.get("encrypted") == "1":
-                if not self._codec.encrypted:
-                    raise MissingMemoryKey(
-                        f"the memory store {self.path} is encrypted; set MEM_MEMORY_KEY to the key it was created with"
-                    )
-                if not self._codec.verify(bytes(meta["key_check"])):
-                    raise WrongMemoryKey(f"the key given is not the key of the memory store {self.path}")
-            elif self._codec.encrypted:
+                keys.settle(conn, meta, codec, self.path, rotate, command)
+            elif codec.encrypted:
                 raise UnencryptedStoreKeyError(
                     f"the memory store {self.path} was created without encryption; unset MEM_MEMORY_KEY or use a new store"
                 )
+            if announce:
+                audit.record(
+                    conn,
+                    audit.OPEN,
+                    codec.key_id,
+                    command,
+                    {"store_key_id": codec.store_key_id} if codec.encrypted else {},
+                )
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             conn.execute("ROLLBACK")
+            if announce:
+                audit.forget_open(str(self.path.resolve()), codec.key_id, command)
+            if isinstance(exc, MemoryKeyError):
+                self._refused(command, exc)
             raise
+
+    def _refused(self, command: str, exc: MemoryKeyError) -> None:
+        """An ``open.refused`` audit row for a key that did not fit (the error's class, the
+        offered key ids); best effort: a store that cannot take the row still refuses."""
+        try:
+            audit.record_now(
+                self._c(),
+                audit.OPEN_REFUSED,
+                self._codec.key_id,
+                command,
+                {"error": exc.__class__.__name__, "key_ids": list(self._codec.key_ids)},
+            )
+        except sqlite3.Error:
+            log.warning("could not record the refused open of %s in its audit trail", self.path)
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._held is not None:
+                self._held.release()
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -255,10 +389,13 @@ class MemoryStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:  # SQLITE_FULL may have rolled it back already
+                    conn.execute("ROLLBACK")
+                if is_full(exc):
+                    raise _full(self.path, exc) from exc
                 raise
-            conn.execute("COMMIT")
 
     @contextmanager
     def snapshot(self) -> Iterator[MemoryStore]:
@@ -276,9 +413,10 @@ class MemoryStore:
 
     def _insert(self, kind: str, subject: str, record: dict[str, Any]) -> int:
         cur = self._c().execute(
-            "INSERT INTO events(kind, subject, payload) VALUES (?, ?, ?)", (kind, subject, self._codec.encode(kind, record))
+            "INSERT INTO events(kind, subject, payload) VALUES (?, ?, ?)",
+            (kind, subject, self._codec.encode(kind, record)),
         )
-        event_id = int(cur.lastrowid)
+        event_id = int(cur.lastrowid or 0)
         self._note(event_id, event_id)
         return event_id
 
@@ -298,10 +436,14 @@ class MemoryStore:
             self._span = span = [0, 0]
             try:
                 yield span
+                if _time.monotonic() - self._pruned >= 1.0:
+                    self.forget_requests(_time.time() - REQUEST_ID_WINDOW_S)
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if is_full(exc):
+                    raise _full(self.path, exc) from exc
                 raise
             finally:
                 self._span = None
@@ -323,36 +465,87 @@ class MemoryStore:
             conn.execute("SAVEPOINT unit")
             try:
                 yield
-            except BaseException:
-                conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
-                if saved is not None and self._span is not None:
-                    self._span[:] = saved
+            except BaseException as exc:
+                if conn.in_transaction:  # else SQLITE_FULL rolled back the whole transaction already
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    if saved is not None and self._span is not None:
+                        self._span[:] = saved
+                if is_full(exc):
+                    raise _full(self.path, exc) from exc
                 raise
             conn.execute("RELEASE unit")
 
+    @property
+    def in_transaction(self) -> bool:
+        with self._lock:
+            return self._c().in_transaction
+
+    # ------------------------------------------------------------------ space
+    def set_max_bytes(self, max_bytes: int | None) -> None:
+        """Cap the store's size at ``max_bytes`` (rounded down to whole pages; never below its
+        current size), or lift the cap (None). A write beyond it fails with ``StoreFull``, as on
+        a full disk. Applies to this connection and to the writer process's next batch."""
+        with self._lock:
+            conn = self._c()
+            if max_bytes is None:
+                pages = None
+                conn.execute(f"PRAGMA max_page_count = {NO_PAGE_CAP}")
+            else:
+                page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                pages = int(
+                    conn.execute(f"PRAGMA max_page_count = {max(1, int(max_bytes) // page_size)}").fetchone()[0]
+                )
+            self.max_pages = pages
+
+    def apply_max_pages(self, pages: int | None) -> None:
+        """The writer process's side of ``set_max_bytes``: the cap as the parent has it."""
+        if pages != self.max_pages:
+            with self._lock:
+                self._c().execute(f"PRAGMA max_page_count = {NO_PAGE_CAP if pages is None else int(pages)}")
+                self.max_pages = pages
+
+    def probe_write(self) -> None:
+        """Write and delete a few pages in one committed transaction: ``StoreFull`` while the
+        store cannot grow (its disk is full or its cap reached). Stores nothing."""
+        with self.transaction():
+            conn = self._c()
+            conn.execute("INSERT INTO probe(x) VALUES (zeroblob(?))", (PROBE_BYTES,))
+            conn.execute("DELETE FROM probe")
+
     # ------------------------------------------------------------------ appends
-    def prepare_decision(self, decision: Decision) -> PreparedDecision:
+    def prepare_decision(self, decision: Decision, request_id: str = "") -> PreparedDecision:
         """Encode (and encrypt) a decision for ``append_prepared`` — CPU work that needs no lock,
-        so concurrent writers do it before they queue for the commit."""
+        so concurrent writers do it before they queue for the commit. ``request_id``: the
+        caller's id of the request (``mem_memory.requests``), stored with it."""
         return PreparedDecision(
-            decision.decision_id, self._codec.tag(decision.symbol), self._codec.encode(DECISION, decision.to_dict())
+            decision.decision_id,
+            self._codec.tag(decision.symbol),
+            self._codec.encode(DECISION, decision.to_dict()),
+            self._codec.tag(request_id) if request_id else None,
         )
 
     def append_prepared(self, prepared: PreparedDecision) -> int:
         """Write a prepared decision (joining the current transaction, or in its own); returns its
-        event id. ``DuplicateDecision`` if the id exists (nothing is written then)."""
+        event id. ``DuplicateDecision`` if the id exists, ``DuplicateRequest`` if its request id
+        is already answered (nothing is written then)."""
         with self.transaction():
             conn = self._c()
             if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (prepared.decision_id,)).fetchone():
                 raise DuplicateDecision(f"decision {prepared.decision_id} is already recorded")
+            if prepared.request_tag is not None:
+                row = conn.execute(
+                    "SELECT event_id FROM requests WHERE kind = ? AND tag = ?", (DECISION, prepared.request_tag)
+                ).fetchone()
+                if row is not None:
+                    raise DuplicateRequest("this request id is already answered", int(row[0]))
             return self.append_prepared_many([prepared])[0]
 
     def append_prepared_many(self, prepared: Sequence[PreparedDecision]) -> list[int]:
         """Write several prepared decisions with two statements (one multi-row INSERT per table),
         inside the current transaction; returns their event ids. No duplicate check of its own:
         a repeated decision id fails the whole statement with ``sqlite3.IntegrityError`` (the
-        caller rolls back). Few statements matter: each one lets other Python threads take the
+        caller rolls back), and so does a repeated request id. Few statements matter: each one lets other Python threads take the
         GIL, and the committing thread then waits to get it back."""
         conn = self._c()
         if not conn.in_transaction:
@@ -364,8 +557,10 @@ class MemoryStore:
             ev_args: list[Any] = []
             for p in prepared:
                 ev_args += (DECISION, p.decision_id, p.payload)
-            cur = conn.execute("INSERT INTO events(kind, subject, payload) VALUES " + ",".join(["(?,?,?)"] * n), ev_args)
-            last = int(cur.lastrowid)
+            cur = conn.execute(
+                "INSERT INTO events(kind, subject, payload) VALUES " + ",".join(["(?,?,?)"] * n), ev_args
+            )
+            last = int(cur.lastrowid or 0)
             first = last - n + 1  # one statement, AUTOINCREMENT: consecutive ids in VALUES order
             dec_args: list[Any] = []
             for i, p in enumerate(prepared):
@@ -373,6 +568,16 @@ class MemoryStore:
             conn.execute(
                 "INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES " + ",".join(["(?,?,?)"] * n), dec_args
             )
+            tagged = [(p.request_tag, first + i) for i, p in enumerate(prepared) if p.request_tag is not None]
+            if tagged:
+                now, req_args = _time.time(), list[Any]()
+                for tag, event_id in tagged:
+                    req_args += (DECISION, tag, event_id, now)
+                conn.execute(
+                    "INSERT INTO requests(kind, tag, event_id, created) VALUES "
+                    + ",".join(["(?,?,?,?)"] * len(tagged)),
+                    req_args,
+                )
             self._note(first, last)
             return list(range(first, last + 1))
 
@@ -394,7 +599,9 @@ class MemoryStore:
             if row[0] is not None:
                 raise DuplicateOutcome(f"decision {outcome.decision_id} already has an outcome (event {row[0]})")
             event_id = self._insert(OUTCOME, outcome.decision_id, outcome.to_dict())
-            conn.execute("UPDATE decisions SET outcome_event_id = ? WHERE decision_id = ?", (event_id, outcome.decision_id))
+            conn.execute(
+                "UPDATE decisions SET outcome_event_id = ? WHERE decision_id = ?", (event_id, outcome.decision_id)
+            )
             return event_id
 
     def append_parameters(
@@ -457,6 +664,143 @@ class MemoryStore:
                 raise UnknownDecision("bulk load: an outcome names an unknown or already closed decision")
             return n + len(ev_rows)
 
+    # ------------------------------------------------------------------ request ids
+    def find_request(self, kind: str, request_id: str) -> tuple[int, dict[str, Any] | None] | None:
+        """The event written by the call of ``kind`` with ``request_id`` within the window, and
+        its stored answer (None for a decision: the decision is the answer); None when unknown."""
+        with self._lock:
+            row = (
+                self._c()
+                .execute(
+                    "SELECT event_id, reply FROM requests WHERE kind = ? AND tag = ?",
+                    (kind, self._codec.tag(request_id)),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        return int(row[0]), None if row[1] is None else self._payload(row[0], REPLY, row[1])
+
+    def record_request(self, kind: str, request_id: str, event_id: int, reply: dict[str, Any] | None = None) -> None:
+        """Remember ``request_id`` (inside the write transaction of its call's records)."""
+        with self._lock:
+            self._c().execute(
+                "INSERT INTO requests(kind, tag, event_id, reply, created) VALUES (?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    self._codec.tag(request_id),
+                    int(event_id),
+                    None if reply is None else self._codec.encode(REPLY, reply),
+                    _time.time(),
+                ),
+            )
+
+    def forget_requests(self, older_than: float, limit: int = 1000) -> int:
+        """Forget up to ``limit`` request ids recorded before ``older_than`` (epoch seconds);
+        returns how many. Write transactions call it with the window's start, at most once a
+        second, so ids are remembered for at least ``REQUEST_ID_WINDOW_S``."""
+        with self.transaction():
+            cur = self._c().execute(
+                "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE created < ? LIMIT ?)",
+                (float(older_than), int(limit)),
+            )
+            self._pruned = _time.monotonic()
+            return int(cur.rowcount)
+
+    def decision_at(self, event_id: int) -> Decision:
+        """The decision of event ``event_id`` (``CorruptRecord`` when it is corrupt)."""
+        with self._lock:
+            row = (
+                self._c()
+                .execute(
+                    "SELECT subject, payload FROM events WHERE event_id = ? AND kind = ?", (int(event_id), DECISION)
+                )
+                .fetchone()
+            )
+        if row is None:
+            raise UnknownDecision(f"no decision at event {event_id}")
+        try:
+            decision: Decision = self._record(event_id, DECISION, row[0], row[1])
+            return decision
+        except CorruptRecord as exc:
+            self._report(exc)
+            raise
+
+    # ------------------------------------------------------------------ checked records
+    def _payload(self, event_id: int, kind: str, blob: bytes) -> dict[str, Any]:
+        try:
+            return self._codec.decode(kind, blob)
+        except CorruptRecord as exc:
+            raise CorruptRecord(f"stored {kind} event {event_id} is corrupt ({exc})", int(event_id), kind) from None
+
+    def _record(
+        self, event_id: int, kind: str, subject: str, blob: bytes, payload: dict[str, Any] | None = None
+    ) -> Any:
+        """The record of one stored event, checked: its payload decodes (and authenticates), the
+        record builds from it, and it names the subject it is filed under (a decision or outcome
+        its decision id, a parameter set the tag of its content hash, a strategy the tag of its
+        name). ``CorruptRecord`` carrying the event id otherwise."""
+        if payload is None:
+            payload = self._payload(event_id, kind, blob)
+        build = _BUILD.get(kind)
+        if build is None:
+            raise CorruptRecord(f"stored event {event_id} is corrupt (unknown kind {kind[:40]!r})", int(event_id), kind)
+        try:
+            record, filed_as = build(payload, self._codec)
+        except (MemoryStoreError, TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+            raise CorruptRecord(
+                f"stored {kind} event {event_id} is corrupt (its record does not build: {type(exc).__name__})",
+                int(event_id),
+                kind,
+            ) from None
+        if filed_as != subject:
+            raise CorruptRecord(
+                f"stored {kind} event {event_id} is corrupt (its record is filed under another subject)",
+                int(event_id),
+                kind,
+            )
+        return record
+
+    def _report(self, exc: CorruptRecord) -> None:
+        """Remember and log a corrupt record once (the read that met it leaves it out)."""
+        key = exc.event_id if exc.event_id is not None else -1
+        if key not in self.corrupt:
+            self.corrupt[key] = exc.kind or "?"
+            log.error("memory store %s: %s; left out (`mem memory verify` lists every corrupt record)", self.path, exc)
+
+    def _pair(
+        self, decision_id: str, d_id: int, d: bytes, o_id: int | None, o: bytes | None
+    ) -> tuple[Decision, Outcome | None]:
+        decision = self._record(d_id, DECISION, decision_id, d)
+        outcome = self._record(o_id, OUTCOME, decision_id, o) if o_id is not None and o is not None else None
+        return decision, outcome
+
+    def _pairs(self, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Decision, Outcome | None]]:
+        """Decision/outcome pairs of ``rows``; a pair with a corrupt record is left out (reported)."""
+        out = []
+        for row in rows:
+            try:
+                out.append(self._pair(*row))
+            except CorruptRecord as exc:
+                self._report(exc)
+        return out
+
+    def _newest_good(self, sql: str, args: tuple[Any, ...], kind: str) -> tuple[int, Any] | None:
+        """The newest event of ``sql`` (rows ``event_id, subject, payload`` newest first) whose
+        record is sound, with its id; corrupt newer ones are reported and passed over."""
+        with self._lock:
+            cur = self._c().execute(sql, args)
+            try:
+                while rows := cur.fetchmany(4):
+                    for event_id, subject, blob in rows:
+                        try:
+                            return int(event_id), self._record(event_id, kind, subject, blob)
+                        except CorruptRecord as exc:
+                            self._report(exc)
+            finally:
+                cur.close()
+        return None
+
     # ------------------------------------------------------------------ reads
     def last_event_id(self) -> int:
         """The newest event id (0 for an empty store); cheap (the rowid b-tree's last page)."""
@@ -464,43 +808,68 @@ class MemoryStore:
             row = self._c().execute("SELECT max(event_id) FROM events").fetchone()
             return int(row[0] or 0)
 
+    def scan_since(self, event_id: int, limit: int = 1000) -> tuple[list[Event], int]:
+        """Events with id > ``event_id``, oldest first, from at most ``limit`` rows, and the id of
+        the last row read (the cursor to continue from: it moves past a corrupt event, which is
+        left out and reported)."""
+        with self._lock:
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+                    (int(event_id), int(limit)),
+                )
+                .fetchall()
+            )
+        out = []
+        for i, k, s, p in rows:
+            try:
+                payload = self._payload(i, k, p)
+                self._record(i, k, s, p, payload)
+            except CorruptRecord as exc:
+                self._report(exc)
+                continue
+            out.append(Event(int(i), k, s, payload))
+        return out, int(rows[-1][0]) if rows else int(event_id)
+
     def events_since(self, event_id: int, limit: int = 1000) -> list[Event]:
         """Events with id > ``event_id``, oldest first, at most ``limit`` (a cursor: pass the last
-        id you got to continue)."""
-        with self._lock:
-            rows = self._c().execute(
-                "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
-                (int(event_id), int(limit)),
-            ).fetchall()
-        return [Event(int(i), k, s, self._codec.decode(k, p)) for i, k, s, p in rows]
+        id you got to continue). A corrupt event is left out and reported (``scan_since`` also
+        gives the cursor past it)."""
+        return self.scan_since(event_id, limit)[0]
 
     def decision_event_ids(self, decision_ids: Sequence[str]) -> dict[str, int]:
         """The event id of each of ``decision_ids`` that is stored (missing ones are absent)."""
         if not decision_ids:
             return {}
         with self._lock:
-            rows = self._c().execute(
-                f"SELECT decision_id, event_id FROM decisions WHERE decision_id IN ({','.join('?' * len(decision_ids))})",
-                list(decision_ids),
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    f"SELECT decision_id, event_id FROM decisions WHERE decision_id IN ({','.join('?' * len(decision_ids))})",
+                    list(decision_ids),
+                )
+                .fetchall()
+            )
         return {str(d): int(e) for d, e in rows}
 
+    _PAIR_SQL = (
+        "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
+        "LEFT JOIN events o ON o.event_id = x.outcome_event_id "
+    )
+
     def get_decision(self, decision_id: str) -> tuple[Decision, Outcome | None]:
-        """A decision and its outcome (None while open); ``UnknownDecision`` when absent."""
+        """A decision and its outcome (None while open); ``UnknownDecision`` when absent,
+        ``CorruptRecord`` when either record is corrupt."""
         with self._lock:
-            row = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
-                "LEFT JOIN events o ON o.event_id = x.outcome_event_id WHERE x.decision_id = ?",
-                (decision_id,),
-            ).fetchone()
+            row = self._c().execute(self._PAIR_SQL + "WHERE x.decision_id = ?", (decision_id,)).fetchone()
         if row is None:
             raise UnknownDecision(f"no decision with id {decision_id!r} in memory")
-        return self._pair(row[0], row[1])
-
-    def _pair(self, d: bytes, o: bytes | None) -> tuple[Decision, Outcome | None]:
-        decision = Decision.from_dict(self._codec.decode(DECISION, d))
-        outcome = Outcome.from_dict(self._codec.decode(OUTCOME, o)) if o is not None else None
-        return decision, outcome
+        try:
+            return self._pair(*row)
+        except CorruptRecord as exc:
+            self._report(exc)
+            raise
 
     def recent_decisions(self, symbol: str, n: int) -> list[tuple[Decision, Outcome | None]]:
         """The last ``n`` decisions of ``symbol``, newest first, with outcomes."""
@@ -508,13 +877,12 @@ class MemoryStore:
 
     def _recent_by_tag(self, tag: str, n: int) -> list[tuple[Decision, Outcome | None]]:
         with self._lock:
-            rows = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
-                "LEFT JOIN events o ON o.event_id = x.outcome_event_id WHERE x.symbol_tag = ? "
-                "ORDER BY x.event_id DESC LIMIT ?",
-                (tag, int(n)),
-            ).fetchall()
-        return [self._pair(d, o) for d, o in rows]
+            rows = (
+                self._c()
+                .execute(self._PAIR_SQL + "WHERE x.symbol_tag = ? ORDER BY x.event_id DESC LIMIT ?", (tag, int(n)))
+                .fetchall()
+            )
+        return self._pairs(rows)
 
     def recent_by_symbol(self, n: int) -> list[tuple[Decision, Outcome | None]]:
         """The last ``n`` decisions of every symbol (for building the in-process index)."""
@@ -527,15 +895,19 @@ class MemoryStore:
 
     def closed_trades(self, limit: int, offset: int = 0) -> list[tuple[Decision, Outcome]]:
         """The last ``limit`` closed trades (by close order), oldest first; ``offset`` skips the
-        newest ones (for paging back)."""
+        newest ones (for paging back). A trade with a corrupt record is left out."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT d.payload, o.payload FROM decisions x JOIN events d ON d.event_id = x.event_id "
-                "JOIN events o ON o.event_id = x.outcome_event_id WHERE x.outcome_event_id IS NOT NULL "
-                "ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
-                (int(limit), int(offset)),
-            ).fetchall()
-        pairs = [self._pair(d, o) for d, o in rows]
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT x.decision_id, d.event_id, d.payload, o.event_id, o.payload FROM decisions x "
+                    "JOIN events d ON d.event_id = x.event_id JOIN events o ON o.event_id = x.outcome_event_id "
+                    "WHERE x.outcome_event_id IS NOT NULL ORDER BY x.outcome_event_id DESC LIMIT ? OFFSET ?",
+                    (int(limit), int(offset)),
+                )
+                .fetchall()
+            )
+        pairs = self._pairs(rows)
         pairs.reverse()
         return pairs  # type: ignore[return-value]
 
@@ -543,86 +915,160 @@ class MemoryStore:
         """Win flags (``pnl > 0``) of the last ``n`` closed trades, oldest first — what the
         performance monitor needs, from the outcome payloads alone (no decision decoded)."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT ?", (OUTCOME, int(n))
-            ).fetchall()
-        wins = [float(self._codec.decode(OUTCOME, r[0])["pnl"]) > 0 for r in rows]
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT ?",
+                    (OUTCOME, int(n)),
+                )
+                .fetchall()
+            )
+        wins = []
+        for event_id, blob in rows:
+            try:
+                pnl = self._payload(event_id, OUTCOME, blob)["pnl"]
+                if isinstance(pnl, bool) or not isinstance(pnl, (int, float)):
+                    raise TypeError(type(pnl).__name__)
+            except (CorruptRecord, KeyError, TypeError) as exc:
+                self._report(
+                    exc
+                    if isinstance(exc, CorruptRecord)
+                    else CorruptRecord(
+                        f"stored {OUTCOME} event {event_id} is corrupt (no numeric pnl)", int(event_id), OUTCOME
+                    )
+                )
+                continue
+            wins.append(float(pnl) > 0)
         wins.reverse()
         return wins
 
     def latest_parameters(self) -> tuple[int, Parameters, dict[str, Any]] | None:
         """The current stored parameter set with its event id and rule state (None before the
-        first change)."""
-        with self._lock:
-            row = self._c().execute(
-                "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id DESC LIMIT 1", (PARAMETER_ADJUSTMENT,)
-            ).fetchone()
-        if row is None:
+        first change). A corrupt newest set is reported and the newest sound one is current."""
+        found = self._newest_good(
+            "SELECT event_id, subject, payload FROM events WHERE kind = ? ORDER BY event_id DESC",
+            (PARAMETER_ADJUSTMENT,),
+            PARAMETER_ADJUSTMENT,
+        )
+        if found is None:
             return None
-        rec = self._codec.decode(PARAMETER_ADJUSTMENT, row[1])
-        return int(row[0]), Parameters.from_dict(rec["parameters"]), dict(rec.get("state", {}))
+        event_id, (params, _adjustments, state) = found
+        return event_id, params, state
 
     def parameters_by_version(self, version: str) -> Parameters | None:
         """A stored parameter set with this content hash, or None."""
-        with self._lock:
-            row = self._c().execute(
-                "SELECT payload FROM events WHERE kind = ? AND subject = ? ORDER BY event_id DESC LIMIT 1",
-                (PARAMETER_ADJUSTMENT, self._codec.tag(version)),
-            ).fetchone()
-        if row is None:
-            return None
-        return Parameters.from_dict(self._codec.decode(PARAMETER_ADJUSTMENT, row[0])["parameters"])
+        found = self._newest_good(
+            "SELECT event_id, subject, payload FROM events WHERE kind = ? AND subject = ? ORDER BY event_id DESC",
+            (PARAMETER_ADJUSTMENT, self._codec.tag(version)),
+            PARAMETER_ADJUSTMENT,
+        )
+        return None if found is None else found[1][0]
 
     def parameter_history(self) -> list[tuple[int, Parameters, list[ParameterAdjustment]]]:
-        """Every parameter change, oldest first."""
+        """Every parameter change, oldest first (a corrupt one is left out)."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT event_id, payload FROM events WHERE kind = ? ORDER BY event_id", (PARAMETER_ADJUSTMENT,)
-            ).fetchall()
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, subject, payload FROM events WHERE kind = ? ORDER BY event_id",
+                    (PARAMETER_ADJUSTMENT,),
+                )
+                .fetchall()
+            )
         out = []
-        for event_id, blob in rows:
-            rec = self._codec.decode(PARAMETER_ADJUSTMENT, blob)
-            out.append((int(event_id), Parameters.from_dict(rec["parameters"]), [ParameterAdjustment.from_dict(a) for a in rec["adjustments"]]))
+        for event_id, subject, blob in rows:
+            try:
+                params, adjustments, _state = self._record(event_id, PARAMETER_ADJUSTMENT, subject, blob)
+            except CorruptRecord as exc:
+                self._report(exc)
+                continue
+            out.append((int(event_id), params, adjustments))
         return out
 
     def strategies(self) -> dict[str, StrategySpec]:
-        """The newest spec of every learned strategy (deprecated included), by name."""
+        """The newest spec of every learned strategy (deprecated included), by name; a strategy
+        whose newest record is corrupt is left out (reported)."""
         with self._lock:
-            rows = self._c().execute(
-                "SELECT e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? ORDER BY h.event_id",
-                (STRATEGY_UPSERT,),
-            ).fetchall()
-        specs = [StrategySpec.from_dict(self._codec.decode(STRATEGY_UPSERT, r[0])) for r in rows]
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT e.event_id, e.subject, e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? ORDER BY h.event_id",
+                    (STRATEGY_UPSERT,),
+                )
+                .fetchall()
+            )
+        specs = []
+        for event_id, subject, blob in rows:
+            try:
+                specs.append(self._record(event_id, STRATEGY_UPSERT, subject, blob))
+            except CorruptRecord as exc:
+                self._report(exc)
         return {s.name: s for s in specs}
 
     def strategy(self, name: str) -> StrategySpec | None:
+        """The newest spec of ``name`` (None when unknown); ``CorruptRecord`` when it is corrupt."""
         with self._lock:
-            row = self._c().execute(
-                "SELECT e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? AND h.subject = ?",
-                (STRATEGY_UPSERT, self._codec.tag(name)),
-            ).fetchone()
-        return None if row is None else StrategySpec.from_dict(self._codec.decode(STRATEGY_UPSERT, row[0]))
+            row = (
+                self._c()
+                .execute(
+                    "SELECT e.event_id, e.subject, e.payload FROM heads h JOIN events e ON e.event_id = h.event_id WHERE h.kind = ? AND h.subject = ?",
+                    (STRATEGY_UPSERT, self._codec.tag(name)),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        try:
+            spec: StrategySpec = self._record(row[0], STRATEGY_UPSERT, row[1], row[2])
+            return spec
+        except CorruptRecord as exc:
+            self._report(exc)
+            raise
+
+    def check_events(self, after: int = 0, limit: int = 5000) -> tuple[int, list[CorruptRecord], int]:
+        """Check the records of up to ``limit`` events after ``after`` without reporting them:
+        (rows read, the corrupt ones, the cursor to continue from). ``mem memory verify``."""
+        with self._lock:
+            rows = (
+                self._c()
+                .execute(
+                    "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+                    (int(after), int(limit)),
+                )
+                .fetchall()
+            )
+        bad = []
+        for i, k, s, p in rows:
+            try:
+                self._record(i, k, s, p)
+            except CorruptRecord as exc:
+                bad.append(exc)
+        return len(rows), bad, int(rows[-1][0]) if rows else int(after)
 
     def iter_events(self, kinds: Sequence[str] | None = None, page: int = 5000) -> Iterator[Event]:
-        """Every event, oldest first, paged (exports)."""
+        """Every sound event, oldest first, paged (exports)."""
         cursor = 0
         while True:
-            batch = self.events_since(cursor, limit=page)
-            if not batch:
+            batch, after = self.scan_since(cursor, limit=page)
+            if after == cursor:
                 return
             for e in batch:
                 if kinds is None or e.kind in kinds:
                     yield e
-            cursor = batch[-1].event_id
+            cursor = after
 
     def outcomes_after(self, event_id: int, cap: int = 1_000_000_000) -> int:
         """How many outcomes were recorded after event ``event_id`` (counting stops at ``cap``,
         so "at least 20 since" costs 20 index steps, not a scan)."""
         with self._lock:
-            row = self._c().execute(
-                "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE outcome_event_id > ? LIMIT ?)",
-                (int(event_id), int(cap)),
-            ).fetchone()
+            row = (
+                self._c()
+                .execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM decisions WHERE outcome_event_id > ? LIMIT ?)",
+                    (int(event_id), int(cap)),
+                )
+                .fetchone()
+            )
         return int(row[0])
 
     def counts(self) -> dict[str, int]:

@@ -4,6 +4,7 @@ Ingest (``--symbol`` and file names), serving (every request) and the memory (``
 all call ``validate_symbol``, so a symbol one part accepts is a symbol every part accepts. The rule
 lives here because the memory imports no other package of ours, and the others may import it.
 """
+
 from __future__ import annotations
 
 from typing import Any

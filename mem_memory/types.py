@@ -5,6 +5,7 @@ INVALID_ARGUMENT with it. Times are timezone-aware UTC ``datetime`` (naive times
 a trading log in local time is a bug). Serialisation (``to_dict``/``from_dict``) is explicit so
 the stored form stays stable when a field is added with a default.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from mem_memory.errors import InvalidRecord
+from mem_memory.requests import validate_request_id
 from mem_memory.symbols import validate_symbol
 
 Action = Literal["BUY", "SELL", "HOLD"]
@@ -151,6 +153,8 @@ class SignalRequest:
     features: Mapping[str, float] = field(default_factory=dict)
     session_id: str = ""
     market_context: Mapping[str, str] = field(default_factory=dict)
+    #: The caller's id of this request ("" = none): a repeat gets the first decision (``mem_memory.requests``).
+    request_id: str = ""
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -170,6 +174,8 @@ class SignalRequest:
         s(self, "features", _features("features", self.features))
         s(self, "session_id", _text("session_id", self.session_id or "", max_len=128))
         s(self, "market_context", _context("market_context", self.market_context))
+        if self.request_id:
+            s(self, "request_id", validate_request_id(self.request_id))
 
 
 # ---------------------------------------------------------------------------------- decisions
@@ -227,16 +233,30 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "decision_id": self.decision_id, "time": _time_str(self.time), "symbol": self.symbol,
-            "strategy": self.strategy, "action": self.action, "base_action": self.base_action,
-            "price": self.price, "base_confidence": self.base_confidence,
-            "ml_confidence": self.ml_confidence, "memory_confidence": self.memory_confidence,
-            "confidence": self.confidence, "size": self.size, "stop_loss": self.stop_loss,
-            "take_profit": self.take_profit, "stop_loss_pct": self.stop_loss_pct,
-            "take_profit_pct": self.take_profit_pct, "reasoning": self.reasoning,
-            "learned_strategy": self.learned_strategy, "model_version": self.model_version,
-            "ml_direction": self.ml_direction, "features": dict(self.features), "regime": self.regime,
-            "parameters_version": self.parameters_version, "session_id": self.session_id,
+            "decision_id": self.decision_id,
+            "time": _time_str(self.time),
+            "symbol": self.symbol,
+            "strategy": self.strategy,
+            "action": self.action,
+            "base_action": self.base_action,
+            "price": self.price,
+            "base_confidence": self.base_confidence,
+            "ml_confidence": self.ml_confidence,
+            "memory_confidence": self.memory_confidence,
+            "confidence": self.confidence,
+            "size": self.size,
+            "stop_loss": self.stop_loss,
+            "take_profit": self.take_profit,
+            "stop_loss_pct": self.stop_loss_pct,
+            "take_profit_pct": self.take_profit_pct,
+            "reasoning": self.reasoning,
+            "learned_strategy": self.learned_strategy,
+            "model_version": self.model_version,
+            "ml_direction": self.ml_direction,
+            "features": dict(self.features),
+            "regime": self.regime,
+            "parameters_version": self.parameters_version,
+            "session_id": self.session_id,
             "market_context": dict(self.market_context),
         }
 
@@ -277,8 +297,13 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "decision_id": self.decision_id, "entry_price": self.entry_price, "exit_price": self.exit_price,
-            "size": self.size, "pnl": self.pnl, "pnl_pct": self.pnl_pct, "exit_reason": self.exit_reason,
+            "decision_id": self.decision_id,
+            "entry_price": self.entry_price,
+            "exit_price": self.exit_price,
+            "size": self.size,
+            "pnl": self.pnl,
+            "pnl_pct": self.pnl_pct,
+            "exit_reason": self.exit_reason,
             "time": _time_str(self.time),
         }
 
@@ -321,8 +346,12 @@ class ParameterAdjustment:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "parameter": self.parameter, "from_value": self.from_value, "to_value": self.to_value,
-            "reason": self.reason, "trigger": self.trigger, "time": _time_str(self.time),
+            "parameter": self.parameter,
+            "from_value": self.from_value,
+            "to_value": self.to_value,
+            "reason": self.reason,
+            "trigger": self.trigger,
+            "time": _time_str(self.time),
         }
 
     @classmethod
@@ -431,14 +460,22 @@ class StrategyStats:
         delta = pnl_pct - self.avg_pnl_pct
         mean = self.avg_pnl_pct + delta / n
         return StrategyStats(
-            trades=n, wins=self.wins + (pnl > 0), losses=self.losses + (pnl <= 0), total_pnl=self.total_pnl + pnl,
-            avg_pnl_pct=mean, m2_pnl_pct=self.m2_pnl_pct + delta * (pnl_pct - mean),
+            trades=n,
+            wins=self.wins + (pnl > 0),
+            losses=self.losses + (pnl <= 0),
+            total_pnl=self.total_pnl + pnl,
+            avg_pnl_pct=mean,
+            m2_pnl_pct=self.m2_pnl_pct + delta * (pnl_pct - mean),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "trades": self.trades, "wins": self.wins, "losses": self.losses, "total_pnl": self.total_pnl,
-            "avg_pnl_pct": self.avg_pnl_pct, "m2_pnl_pct": self.m2_pnl_pct,
+            "trades": self.trades,
+            "wins": self.wins,
+            "losses": self.losses,
+            "total_pnl": self.total_pnl,
+            "avg_pnl_pct": self.avg_pnl_pct,
+            "m2_pnl_pct": self.m2_pnl_pct,
         }
 
 
@@ -487,11 +524,17 @@ class StrategySpec:
         return {
             "name": self.name,
             "conditions": [{"feature": c.feature, "op": c.op, "threshold": c.threshold} for c in self.conditions],
-            "action": self.action, "confidence": self.confidence, "size": self.size,
-            "stop_loss_pct": self.stop_loss_pct, "take_profit_pct": self.take_profit_pct,
-            "stats": self.stats.to_dict(), "created_at": _time_str(self.created_at),
-            "updated_at": _time_str(self.updated_at), "deprecated": self.deprecated,
-            "deprecated_reason": self.deprecated_reason, "evidence": self.evidence,
+            "action": self.action,
+            "confidence": self.confidence,
+            "size": self.size,
+            "stop_loss_pct": self.stop_loss_pct,
+            "take_profit_pct": self.take_profit_pct,
+            "stats": self.stats.to_dict(),
+            "created_at": _time_str(self.created_at),
+            "updated_at": _time_str(self.updated_at),
+            "deprecated": self.deprecated,
+            "deprecated_reason": self.deprecated_reason,
+            "evidence": self.evidence,
         }
 
     @classmethod
@@ -517,6 +560,35 @@ class LearningUpdate:
     parameters_version: str
     summary: str
     deprecated: bool = False
+    #: True when this is the stored answer to a repeated request id (nothing was learned now).
+    replayed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored with its request id (``replayed`` is not stored)."""
+        return {
+            "decision_id": self.decision_id,
+            "win": self.win,
+            "strategy": self.strategy,
+            "strategy_stats": None if self.strategy_stats is None else self.strategy_stats.to_dict(),
+            "adjustments": [a.to_dict() for a in self.adjustments],
+            "parameters_version": self.parameters_version,
+            "summary": self.summary,
+            "deprecated": self.deprecated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LearningUpdate:
+        stats = d["strategy_stats"]
+        return cls(
+            decision_id=d["decision_id"],
+            win=bool(d["win"]),
+            strategy=d["strategy"],
+            strategy_stats=None if stats is None else StrategyStats(**stats),
+            adjustments=tuple(ParameterAdjustment.from_dict(a) for a in d["adjustments"]),
+            parameters_version=d["parameters_version"],
+            summary=d["summary"],
+            deprecated=bool(d["deprecated"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +612,8 @@ class MemoryStats:
     deprecated_strategies: int
     trades_24h: int
     win_rate_24h: float | None
+    #: Corrupt records the memory has met so far (left out of every read; ``mem memory verify``).
+    corrupt_records: int = 0
 
 
 # Event kinds of the audit trail (``MemoryStore.events_since``).

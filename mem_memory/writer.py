@@ -6,19 +6,23 @@ times longer than the fsync itself; see docs/memory.md). A child process has its
 parent hands it a batch over a pipe and gets one small reply after the COMMIT (``synchronous=
 FULL``: the batch is on disk when the reply is sent).
 
-The child holds no key. It gets decisions already encoded and, when the store is encrypted,
+The child holds no key and no other secret: its environment is a short allow-list
+(``CHILD_ENV``). It gets decisions already encoded and, when the store is encrypted,
 encrypted by the parent (``MemoryStore.prepare_decision``), and writes them with the same two
 statements as the in-process group commit (``MemoryStore.append_prepared_many``) in one
 ``BEGIN IMMEDIATE`` transaction. Other processes' writers are serialised by SQLite as usual.
 
 Protocol (``multiprocessing.connection`` framing over two pipes): the child sends
-``("ready", pid)`` once the store is open, then answers every batch ``[(id, tag, payload), ...]``
-with ``("ok", first_event_id, last_event_id)``, ``("integrity", message)`` (a repeated decision
-id: nothing written) or ``("error", message)`` (nothing written). It exits when the parent's end
+``("ready", pid)`` once the store is open, then answers every batch ``(max_pages, [(id, tag,
+payload), ...])`` (``max_pages``: the store's size cap, ``MemoryStore.set_max_bytes``) with
+``("ok", first_event_id, last_event_id)``, ``("integrity", message)`` (a repeated decision id:
+nothing written), ``("full", message)`` (the disk is full or the cap reached: nothing written)
+or ``("error", message)`` (nothing written). It exits when the parent's end
 of the pipe closes, which also happens when the parent dies, so it never outlives its server.
 
     python -c "<_CHILD>" <db path> <read fd> <write fd>
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +35,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from mem_memory.errors import MemoryUnavailable
+from mem_memory.errors import MemoryUnavailable, StoreFull
 from mem_memory.settings import writer_child_environment
 from mem_memory.store import MemoryStore, PreparedDecision
 
@@ -73,7 +77,10 @@ class WriterProcess:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, str(self.path), str(c_read), str(c_write)],
-                pass_fds=(c_read, c_write), stdin=subprocess.DEVNULL, env=env, close_fds=True,
+                pass_fds=(c_read, c_write),
+                stdin=subprocess.DEVNULL,
+                env=env,
+                close_fds=True,
             )
         except BaseException:
             for fd in (c_read, p_write, p_read, c_write):
@@ -93,7 +100,9 @@ class WriterProcess:
         except (EOFError, OSError):
             code = proc.wait(timeout=5)
             self.stop()
-            raise MemoryUnavailable(f"the memory writer process could not open {self.path} (exit code {code})") from None
+            raise MemoryUnavailable(
+                f"the memory writer process could not open {self.path} (exit code {code})"
+            ) from None
         if reply[0] != "ready":
             self.stop()
             raise MemoryUnavailable(f"the memory writer process failed to start: {reply[1]}")
@@ -105,12 +114,13 @@ class WriterProcess:
             raise MemoryUnavailable("the memory writer process is not running")
         return self._from_child.fileno()
 
-    def send(self, batch: Sequence[PreparedDecision]) -> None:
-        """Hand the child one batch to commit (``MemoryUnavailable`` if it is gone)."""
+    def send(self, batch: Sequence[PreparedDecision], max_pages: int | None = None) -> None:
+        """Hand the child one batch to commit under the store's size cap ``max_pages``
+        (``MemoryUnavailable`` if it is gone)."""
         if self._to_child is None:
             raise MemoryUnavailable("the memory writer process is not running")
         try:
-            self._to_child.send([tuple(p) for p in batch])
+            self._to_child.send((max_pages, [tuple(p) for p in batch]))
         except (BrokenPipeError, OSError) as exc:
             raise MemoryUnavailable(f"the memory writer process is gone ({exc.__class__.__name__})") from None
 
@@ -120,7 +130,7 @@ class WriterProcess:
         if self._from_child is None:
             raise MemoryUnavailable("the memory writer process is not running")
         try:
-            return self._from_child.recv()  # type: ignore[no-any-return]
+            return self._from_child.recv()
         except (EOFError, OSError):
             raise MemoryUnavailable(f"the memory writer process exited ({self.exit_description()})") from None
 
@@ -148,12 +158,15 @@ class WriterProcess:
                 proc.wait()
 
 
-def _commit(store: MemoryStore, rows: list[tuple[str, str, bytes]]) -> Reply:
+def _commit(store: MemoryStore, max_pages: int | None, rows: list[tuple[str, str, bytes]]) -> Reply:
     try:
+        store.apply_max_pages(max_pages)
         with store.group_transaction() as span:
             store.append_prepared_many([PreparedDecision(*r) for r in rows])
     except sqlite3.IntegrityError as exc:
         return ("integrity", str(exc))
+    except StoreFull as exc:
+        return ("full", str(exc))
     except Exception as exc:  # nothing of the batch is stored (rolled back)
         return ("error", f"{exc.__class__.__name__}: {exc}")
     return ("ok", span[0], span[1])
@@ -172,12 +185,11 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                rows = inbox.recv()
+                max_pages, rows = inbox.recv()
             except EOFError:
                 return 0
-            outbox.send(_commit(store, rows))
+            outbox.send(_commit(store, max_pages, rows))
     except (BrokenPipeError, OSError):
         return 0  # the parent is gone; whatever was committed stays committed
     finally:
         store.close()
-

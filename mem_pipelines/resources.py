@@ -7,6 +7,7 @@ memory store (``mem_core.settings.memory_db_path``), the frames folder (under ``
 memory's encryption key never is a field: ``mem_memory.key_from_env()`` reads it when the store
 is opened, and it is never logged.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,7 @@ class QuestDBResource(dg.ConfigurableResource):
         )
 
     @classmethod
-    def from_settings(cls, settings: QuestDBSettings) -> "QuestDBResource":
+    def from_settings(cls, settings: QuestDBSettings) -> QuestDBResource:
         return cls(
             host=settings.host,
             http_port=settings.http_port,
@@ -112,7 +113,6 @@ class TrainingFramesIOManager(dg.ConfigurableIOManager):
 def open_store(path: str | Path | None = None) -> Iterator[MemoryStore]:
     """The ``MemoryStore`` at ``memory_db_path(path)`` (key from MEM_MEMORY_KEY), closed afterwards."""
     db = memory_db_path(path)
-    db.parent.mkdir(parents=True, exist_ok=True)
     store = MemoryStore.open(db, key=key_from_env())
     try:
         yield store

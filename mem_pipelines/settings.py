@@ -2,8 +2,22 @@
 
 ``PipelineSettings.from_env()`` is called once, when ``mem_pipelines.definitions`` builds the
 Definitions; ``mem main`` builds its own settings (its symbols) and passes them explicitly.
-The shared defaults (symbols, QuestDB) come from ``mem_core.settings``.
+The shared defaults (symbols, QuestDB) come from ``mem_core.settings``. Landing folder and
+freshness (docs/data.md):
+
+============================  ===============================================  ==========================
+variable                      meaning                                          default
+============================  ===============================================  ==========================
+MEM_LANDING_DIR               folder the landing sensor watches for Binance    <MEM_HOME>/.mem/landing
+                              kline files (.csv, .csv.gz, .zip); bad files
+                              move to its ``quarantine/`` subfolder
+MEM_LANDING_SETTLE_S          a file is taken once it has not changed for      10
+                              this many seconds (still being copied)
+MEM_CANDLES_MAX_LAG_MINUTES   freshness: the newest candle of each symbol      30
+                              opened at most this long ago
+============================  ===============================================  ==========================
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mem_core.settings import DEFAULT_SYMBOLS, QuestDBSettings, questdb_password_is_set
-from mem_pipelines.ingest.quality import DEFAULT_MAX_GAP_RATIO
+from mem_core.settings import DEFAULT_SYMBOLS, QuestDBSettings, project_paths, questdb_password_is_set
+
+#: The candles' gap check fails above this share of missing 5-minute slots (MEM_MAX_GAP_RATIO).
+DEFAULT_MAX_GAP_RATIO = 0.01
+#: The freshness check fails when a symbol's newest candle opened longer ago (minutes).
+DEFAULT_MAX_LAG_MINUTES = 30.0
 
 #: Where the services the pipelines use run: ``local`` (the project's own QuestDB on loopback)
 #: or ``external`` (the QuestDB that MEM_QUESTDB_HOST names).
@@ -50,7 +68,7 @@ class PipelineSettings:
         return "external" if self.questdb.external else "local"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "PipelineSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
         env = os.environ if env is None else env
         return cls(
             symbols=parse_symbols(env.get("MEM_SYMBOLS", "")) or DEFAULT_SYMBOLS,
@@ -65,3 +83,40 @@ def dagster_home(default: Path, env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     named = env.get("DAGSTER_HOME", "")
     return Path(os.path.expanduser(named)) if named else default
+
+
+QUARANTINE = "quarantine"
+
+
+@dataclass(frozen=True)
+class LandingSettings:
+    """Where kline files land and how long a file must rest before it is taken."""
+
+    folder: Path
+    settle_s: float = 10.0
+
+    @property
+    def quarantine(self) -> Path:
+        return self.folder / QUARANTINE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LandingSettings:
+        env = os.environ if env is None else env
+        raw = env.get("MEM_LANDING_DIR", "")
+        folder = Path(raw).expanduser() if raw else project_paths(dict(env)).state / "landing"
+        return cls(folder=folder.resolve(), settle_s=float(env.get("MEM_LANDING_SETTLE_S", 10.0)))
+
+
+@dataclass(frozen=True)
+class FreshnessSettings:
+    """How old the newest candle of a symbol may be before ``candles`` counts as stale."""
+
+    max_lag_minutes: float = DEFAULT_MAX_LAG_MINUTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FreshnessSettings:
+        env = os.environ if env is None else env
+        lag = float(env.get("MEM_CANDLES_MAX_LAG_MINUTES", DEFAULT_MAX_LAG_MINUTES))
+        if lag <= 0:
+            raise ValueError(f"MEM_CANDLES_MAX_LAG_MINUTES must be positive, got {lag}")
+        return cls(max_lag_minutes=lag)

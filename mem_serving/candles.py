@@ -8,6 +8,7 @@ bar interval after the stored history ends) drops the stored history, so feature
 missing data. When the merged history is still shorter than the features need, the caller
 (handlers) seeds it from QuestDB.
 """
+
 from __future__ import annotations
 
 import threading

@@ -7,6 +7,7 @@ protobuf stays inside this module. Every call has a deadline (``timeout_s``); a 
 With ``token`` every call carries ``authorization: Bearer <token>``; with ``root_cert`` (PEM) the
 channel is TLS. For the raw wire types, see ``mem_serving.api``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -19,8 +20,8 @@ import pandas as pd
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mem_serving.api import SERVICE_NAME, MemServiceStub, pb
 from mem_core.settings import DEFAULT_SERVER_ADDRESS
+from mem_serving.api import SERVICE_NAME, MemServiceStub, pb
 from mem_serving.settings import ClientSettings
 
 #: Where ``mem serve`` listens by default.
@@ -232,9 +233,12 @@ class MemClient:
         ml: ReversalPrediction | None = None,
         session_id: str = "",
         market_context: Mapping[str, str] | None = None,
+        request_id: str = "",
     ) -> EnhancedSignal:
         """Enhance a base signal; ``ml`` passes a prediction the caller already has (else the
-        server predicts from ``candles``, or from QuestDB without them)."""
+        server predicts from ``candles``, or from QuestDB without them). ``request_id``: your id
+        of this call; a retry with the same id (after a deadline, a cancel, UNAVAILABLE) gets the
+        first answer and records nothing new."""
         req = pb.EnhanceSignalRequest(
             symbol=symbol,
             action=_ACTIONS[action],
@@ -244,11 +248,14 @@ class MemClient:
             strategy=strategy,
             candles=_candles(candles),
             session_id=session_id,
+            request_id=request_id,
         )
         if ml is not None:
             req.ml_prediction.CopyFrom(
                 pb.MlPrediction(
-                    confidence=ml.confidence, direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED), model_version=ml.model_version
+                    confidence=ml.confidence,
+                    direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED),
+                    model_version=ml.model_version,
                 )
             )
         if market_context:
@@ -281,8 +288,10 @@ class MemClient:
         pnl_pct: float,
         exit_reason: str,
         time: datetime,
+        request_id: str = "",
     ) -> OutcomeLearning:
-        """Report the exit of a trade opened from ``decision_id``; the memory learns from it."""
+        """Report the exit of a trade opened from ``decision_id``; the memory learns from it.
+        ``request_id``: as for ``enhance_signal`` (a retry learns nothing twice)."""
         r = self._call(
             "LogOutcome",
             pb.LogOutcomeRequest(
@@ -294,6 +303,7 @@ class MemClient:
                 pnl_pct=float(pnl_pct),
                 exit_reason=exit_reason,
                 time=_timestamp(time),
+                request_id=request_id,
             ),
         )
         return OutcomeLearning(
@@ -302,8 +312,14 @@ class MemClient:
             strategy=r.strategy,
             strategy_stats=_stats(r.strategy_stats),
             adjustments=tuple(
-                ParameterChange(a.parameter, a.from_value, a.to_value, a.reason, a.trigger,
-                                _datetime(a.time) if a.HasField("time") else None)
+                ParameterChange(
+                    a.parameter,
+                    a.from_value,
+                    a.to_value,
+                    a.reason,
+                    a.trigger,
+                    _datetime(a.time) if a.HasField("time") else None,
+                )
                 for a in r.adjustments
             ),
             parameters_version=r.parameters_version,
@@ -354,10 +370,16 @@ def _candles(frame: pd.DataFrame | None) -> list[Any]:
         return []
     out = []
     for ts, o, h, lo, c, v in zip(
-        frame["ts"], frame["open"].to_numpy(), frame["high"].to_numpy(), frame["low"].to_numpy(),
-        frame["close"].to_numpy(), frame["volume"].to_numpy(),
+        frame["ts"],
+        frame["open"].to_numpy(),
+        frame["high"].to_numpy(),
+        frame["low"].to_numpy(),
+        frame["close"].to_numpy(),
+        frame["volume"].to_numpy(),
     ):
-        out.append(pb.Candle(ts=_timestamp(ts), open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v)))
+        out.append(
+            pb.Candle(ts=_timestamp(ts), open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v))
+        )
     return out
 
 

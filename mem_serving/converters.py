@@ -4,24 +4,38 @@
 Output converters take the handlers' results (serving records and the memory's records) and
 build replies; they never raise for valid domain values.
 """
+
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mem_memory import LearningUpdate, Outcome, ParameterAdjustment, Parameters, StrategySpec, StrategyStats, symbol_problem
+from mem_memory import (
+    LearningUpdate,
+    Outcome,
+    ParameterAdjustment,
+    Parameters,
+    StrategySpec,
+    StrategyStats,
+    request_id_problem,
+    symbol_problem,
+)
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
+from mem_serving.candle_sink import Offer
 from mem_serving.errors import InvalidArgument
 from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery
 
 MAX_TEXT_LEN = 256
 MAX_CONTEXT_ITEMS = 64
-# Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31).
+# Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31); the
+# server keeps them to the microsecond (Python's datetime).
 _MAX_SECONDS = 253402300799
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ACTIONS = {pb.ACTION_BUY: "BUY", pb.ACTION_SELL: "SELL", pb.ACTION_HOLD: "HOLD"}
 ACTION_ENUMS = {v: k for k, v in ACTIONS.items()}
@@ -31,12 +45,22 @@ DIRECTION_ENUMS = {v: k for k, v in DIRECTIONS.items()}
 
 # ---- validation helpers ------------------------------------------------------------------
 
+
 def symbol(value: str, field: str = "symbol") -> str:
     """The symbol rule of the whole system (``mem_memory.symbols``), as an ``InvalidArgument``."""
     problem = symbol_problem(value)
     if problem is not None:
         raise InvalidArgument(field, problem)
     return value.strip()
+
+
+def request_id(value: str, field: str = "request_id") -> str:
+    """The request-id rule of the memory (``mem_memory.requests``), as an ``InvalidArgument``;
+    "" is no id."""
+    problem = request_id_problem(value)
+    if problem is not None:
+        raise InvalidArgument(field, problem)
+    return value
 
 
 def text(value: str, field: str, max_len: int = MAX_TEXT_LEN) -> str:
@@ -67,16 +91,20 @@ def probability(value: float, field: str) -> float:
 
 def action(value: int, field: str = "action") -> str:
     try:
-        return ACTIONS[value]
+        return ACTIONS[value]  # type: ignore[index]  # a wire int; an unknown one is refused below
     except KeyError:
-        raise InvalidArgument(field, f"must be ACTION_BUY, ACTION_SELL or ACTION_HOLD, got {_enum_name(pb.Action, value)}") from None
+        raise InvalidArgument(
+            field, f"must be ACTION_BUY, ACTION_SELL or ACTION_HOLD, got {_enum_name(pb.Action, value)}"
+        ) from None
 
 
 def direction(value: int, field: str) -> str:
     try:
-        return DIRECTIONS[value]
+        return DIRECTIONS[value]  # type: ignore[index]  # a wire int; an unknown one is refused below
     except KeyError:
-        raise InvalidArgument(field, f"must be DIRECTION_BULLISH or DIRECTION_BEARISH, got {_enum_name(pb.Direction, value)}") from None
+        raise InvalidArgument(
+            field, f"must be DIRECTION_BULLISH or DIRECTION_BEARISH, got {_enum_name(pb.Direction, value)}"
+        ) from None
 
 
 def _enum_name(enum: Any, value: int) -> str:
@@ -94,14 +122,16 @@ def timestamp(ts: Timestamp, field: str, *, has: bool, default: Callable[[], dat
         return default()
     if not (0 <= ts.seconds <= _MAX_SECONDS) or not (0 <= ts.nanos < 1_000_000_000):
         raise InvalidArgument(field, "out of range (1970-01-01 .. 9999-12-31, nanos in [0, 1e9))")
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+    # integer arithmetic: a float sum rounds 9999-12-31T23:59:59.999999999 up into year 10000
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ---- candles -----------------------------------------------------------------------------
+
 
 def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock | None:
     """Repeated Candle -> CandleBlock (None when empty). Checks every value; names the first bad one."""
@@ -117,11 +147,22 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
         o, h, lo, cl, v = c.open, c.high, c.low, c.close, c.volume
         isfinite = math.isfinite
         if (
-            0 < s <= _MAX_SECONDS and 0 <= ns < 1_000_000_000
-            and isfinite(o) and isfinite(h) and isfinite(lo) and isfinite(cl) and isfinite(v)
-            and lo > 0 and h >= lo and lo <= o <= h and lo <= cl <= h and v >= 0
+            0 < s <= _MAX_SECONDS
+            and 0 <= ns < 1_000_000_000
+            and isfinite(o)
+            and isfinite(h)
+            and isfinite(lo)
+            and isfinite(cl)
+            and isfinite(v)
+            and lo > 0
+            and h >= lo
+            and lo <= o <= h
+            and lo <= cl <= h
+            and v >= 0
         ):
-            return CandleBlock(np.array([s * 1000 + ns // 1_000_000], dtype=np.int64), np.array([[o, h, lo, cl, v]], dtype=np.float64))
+            return CandleBlock(
+                np.array([s * 1000 + ns // 1_000_000], dtype=np.int64), np.array([[o, h, lo, cl, v]], dtype=np.float64)
+            )
         # else: the general path below names the first bad field
     secs = np.empty(n, dtype=np.int64)
     nanos = np.empty(n, dtype=np.int64)
@@ -133,7 +174,10 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
         ohlcv[i] = (c.open, c.high, c.low, c.close, c.volume)
     if not np.isfinite(ohlcv).all():
         i, j = np.argwhere(~np.isfinite(ohlcv))[0]
-        raise InvalidArgument(f"{field}[{i}].{('open', 'high', 'low', 'close', 'volume')[j]}", f"must be a finite number, got {ohlcv[i, j]!r}")
+        raise InvalidArgument(
+            f"{field}[{i}].{('open', 'high', 'low', 'close', 'volume')[j]}",
+            f"must be a finite number, got {ohlcv[i, j]!r}",
+        )
     bad_ts = (secs <= 0) | (secs > _MAX_SECONDS) | (nanos < 0) | (nanos >= 1_000_000_000)
     if bad_ts.any():
         i = int(np.argmax(bad_ts))
@@ -150,7 +194,10 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
     for bad, name, problem in checks:
         if bad.any():
             i = int(np.argmax(bad))
-            raise InvalidArgument(f"{field}[{i}].{name}", f"{problem} (open={o[i]!r} high={h[i]!r} low={lo[i]!r} close={c[i]!r} volume={v[i]!r})")
+            raise InvalidArgument(
+                f"{field}[{i}].{name}",
+                f"{problem} (open={o[i]!r} high={h[i]!r} low={lo[i]!r} close={c[i]!r} volume={v[i]!r})",
+            )
     ts_ms = secs * 1000 + nanos // 1_000_000
     if n > 1:
         step = np.diff(ts_ms)
@@ -161,6 +208,7 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
 
 
 # ---- requests ------------------------------------------------------------------------------
+
 
 def predict_query(req: pb.PredictReversalRequest, max_candles: int) -> PredictQuery:
     return PredictQuery(symbol=symbol(req.symbol), candles=candles(req.candles, max_candles))
@@ -194,7 +242,15 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuer
         candles=candles(req.candles, max_candles),
         market_context=context,
         session_id=text(req.session_id, "session_id", 128),
+        request_id=request_id(req.request_id),
     )
+
+
+def push_query(req: pb.PushCandlesRequest, max_candles: int) -> tuple[str, CandleBlock]:
+    block = candles(req.candles, max_candles)
+    if block is None:
+        raise InvalidArgument("candles", "must not be empty")
+    return symbol(req.symbol), block
 
 
 def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
@@ -219,13 +275,14 @@ def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
 
 # ---- replies -------------------------------------------------------------------------------
 
+
 def ts_pb(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     ts = Timestamp()
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    ts.FromDatetime(value.astimezone(timezone.utc))
+        value = value.replace(tzinfo=UTC)
+    ts.FromDatetime(value.astimezone(UTC))
     return ts
 
 
@@ -254,12 +311,13 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 
 # ---- memory records -> replies ---------------------------------------------------------------
 
+
 def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal:
-    d = result.decision
+    d = result.decision  # for a repeated request id, the first call's decision: its symbol and time
     reply = pb.EnhancedSignal(
         decision_id=str(d.decision_id),
         action=ACTION_ENUMS.get(str(d.action).upper(), pb.ACTION_UNSPECIFIED),
-        symbol=query.symbol,
+        symbol=d.symbol,
         confidence=float(d.confidence),
         size=float(d.size),
         stop_loss=float(d.stop_loss),
@@ -268,7 +326,7 @@ def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal
         base_confidence=float(d.base_confidence),
         learned_strategy=str(d.learned_strategy or ""),
         model_version=str(d.model_version or result.model_version or ""),
-        time=ts_pb(query.time),
+        time=ts_pb(d.time),
     )
     if d.ml_confidence is not None:
         reply.ml_confidence = float(d.ml_confidence)
@@ -302,7 +360,7 @@ def adjustment_pb(a: ParameterAdjustment) -> pb.ParameterAdjustment:
 
 def learning_pb(update: LearningUpdate, query: Outcome) -> pb.LogOutcomeResponse:
     return pb.LogOutcomeResponse(
-        decision_id=query.decision_id,
+        decision_id=update.decision_id,
         win=bool(update.win),
         strategy=str(update.strategy or ""),
         strategy_stats=stats_pb(update.strategy_stats),
@@ -323,7 +381,9 @@ def parameters_pb(params: Parameters) -> pb.GetParametersResponse:
 def strategy_pb(spec: StrategySpec) -> pb.StrategySpec:
     return pb.StrategySpec(
         name=str(spec.name),
-        conditions=[pb.Condition(feature=str(c.feature), op=str(c.op), threshold=float(c.threshold)) for c in spec.conditions],
+        conditions=[
+            pb.Condition(feature=str(c.feature), op=str(c.op), threshold=float(c.threshold)) for c in spec.conditions
+        ],
         action=ACTION_ENUMS.get(str(spec.action).upper(), pb.ACTION_UNSPECIFIED),
         confidence=float(spec.confidence),
         size=float(spec.size),
@@ -335,3 +395,7 @@ def strategy_pb(spec: StrategySpec) -> pb.StrategySpec:
         deprecated=bool(spec.deprecated),
         deprecated_reason=str(spec.deprecated_reason or ""),
     )
+
+
+def push_pb(offer: Offer) -> pb.PushCandlesResponse:
+    return pb.PushCandlesResponse(queued=offer.queued, dropped=offer.dropped, pending=offer.pending)

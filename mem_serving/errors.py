@@ -4,15 +4,16 @@ Handlers raise the domain errors below (or let the memory / pipeline errors thro
 ``to_status`` maps each to a status code and a message for the caller. Anything unexpected
 becomes INTERNAL with a generic message; the traceback is logged server-side, never sent.
 """
+
 from __future__ import annotations
 
 import logging
 
 import grpc
 
-from mem_memory import errors as memory_errors
 from mem_core.features import InsufficientHistory
 from mem_core.questdb.store import CandleStoreError
+from mem_memory import errors as memory_errors
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ _MEMORY: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (memory_errors.StoreClosed, grpc.StatusCode.UNAVAILABLE),
     (memory_errors.MemoryUnavailable, grpc.StatusCode.UNAVAILABLE),
     (memory_errors.CorruptRecord, grpc.StatusCode.DATA_LOSS),
+    (memory_errors.StoreFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (memory_errors.MemoryStoreError, grpc.StatusCode.INTERNAL),
 )
 

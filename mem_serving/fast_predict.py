@@ -6,6 +6,7 @@ walks its trees in numpy instead of paying scikit-learn's per-call overhead). It
 probe rows at load time and refused (the caller gets ``predict_one``) when any probability
 differs from ``predict_proba`` by more than 1e-9.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,9 @@ def one_row_predictor(model: ReversalModel, probe: np.ndarray) -> tuple[OnePredi
     expected = model.predict_proba(np.asarray(probe, dtype=np.float64))
     got = np.array([fast(row) for row in probe])
     if not np.allclose(got, expected, rtol=0, atol=1e-9):
-        log.warning("compiled predictor disagrees with predict_proba (max %.3g); using predict_proba", float(np.max(np.abs(got - expected))))
+        log.warning(
+            "compiled predictor disagrees with predict_proba (max %.3g); using predict_proba",
+            float(np.max(np.abs(got - expected))),
+        )
         return model.predict_one, False
     return fast, True

@@ -13,19 +13,22 @@ The gRPC server runs on an asyncio event loop: ``enhance_async`` is that same pa
 (it awaits the memory's ``enhance_async``), used when ``enhance_reads_candle_source`` says the
 call will not read QuestDB; every other call runs the synchronous methods in a thread pool.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
-from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
 from mem_core import features as feats
 from mem_core.feature_sets import SEED, FeatureSet
 from mem_core.labels import newest_direction
-from mem_serving.caches import TTLCache
+from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
+from mem_serving.caches import NewestPerKey, TTLCache
+from mem_serving.candle_sink import CandleSink, Offer
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 from mem_serving.metrics import ServingMetrics
@@ -72,7 +75,10 @@ class MemoryEngineLike(Protocol):
 
     def enhance(self, request: SignalRequest) -> Decision: ...
     async def enhance_async(self, request: SignalRequest) -> Decision: ...
-    def record_outcome(self, outcome: Outcome) -> LearningUpdate: ...
+    def answered_decision(
+        self, request_id: str, symbol: str | None = None, action: str | None = None
+    ) -> Decision | None: ...
+    def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate: ...
     def parameters(self) -> Parameters: ...
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]: ...
     def stats(self, now: Any = None) -> MemoryStats: ...
@@ -107,10 +113,11 @@ def newest_features(block: CandleBlock, feature_set: FeatureSet = SEED) -> dict[
     For the seed set that is ``features.latest_features_arrays`` over the block's columns (a
     fraction of the time of ``latest_features``' pandas indexing); it cuts the history to
     ``SERVING_HISTORY``, raises ``InsufficientHistory`` below ``MIN_HISTORY`` and checks
-    finiteness. tests/serving/test_features_path.py proves the result equal to ``latest_features``
-    on real candles.
+    finiteness. ``regime_v1`` adds the regime features, which also read the newest candle's open
+    time. tests/serving/test_features_path.py proves both equal to the training frame on real
+    candles.
     """
-    return feature_set.newest(block.ohlcv)
+    return feature_set.newest(block.ohlcv, block.newest_ts_ms)
 
 
 class Handlers:
@@ -124,14 +131,19 @@ class Handlers:
         engine: MemoryEngineLike,
         metrics: ServingMetrics | None = None,
         candle_source: CandleSource | None = None,
+        candle_sink: CandleSink | None = None,
     ) -> None:
         self.settings = settings
         self.models = models
         self.engine = engine
         self.metrics = metrics or ServingMetrics()
         self.candle_source = candle_source
+        #: Where accepted candles go on their way to QuestDB (None: nowhere).
+        self.candle_sink = candle_sink
         self.history = CandleHistory(feats.SERVING_HISTORY)
-        self.predictions: TTLCache[Prediction] = TTLCache(settings.prediction_ttl_s)
+        self.predictions: NewestPerKey[Prediction] = NewestPerKey(
+            settings.prediction_ttl_s, max_keys=self.history.max_symbols
+        )
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
 
     # ---- candles and features ----------------------------------------------------------
@@ -147,28 +159,45 @@ class Handlers:
             return False
         if given is None:
             return True
-        return self.history.merged_length(symbol, given) < feats.MIN_HISTORY
+        return self.history.merged_length(symbol, given) < self._min_history()
+
+    def _min_history(self) -> int:
+        """Fewest candles the current champion's features need (the seed's when there is none)."""
+        model = self.models.model
+        return feats.MIN_HISTORY if model is None else model.feature_set.min_history
 
     def enhance_reads_candle_source(self, query: EnhanceQuery) -> bool:
         """Whether ``enhance(query)`` would read the candle source (only when it predicts: with an
         ML prediction given, the snapshot uses the candles given or held and never reads it)."""
         return query.ml is None and self.reads_candle_source(query.symbol, query.candles)
 
-    def _candles(self, symbol: str, given: CandleBlock | None, budget: Budget, may_read: bool = True) -> CandleBlock:
-        """The history to compute features on: the request's candles merged into the server's
-        history of the symbol (seeded from QuestDB when short), or QuestDB's latest alone.
-        ``may_read=False``: raise ``WouldReadCandles`` rather than read QuestDB."""
-        need = feats.MIN_HISTORY
+    def _candles(
+        self,
+        symbol: str,
+        given: CandleBlock | None,
+        budget: Budget,
+        may_read: bool = True,
+        need: int = feats.MIN_HISTORY,
+    ) -> CandleBlock:
+        """The history to compute features on (at least ``need`` candles): the request's candles
+        merged into the server's history of the symbol (seeded from QuestDB when short), or
+        QuestDB's latest alone. ``may_read=False``: raise ``WouldReadCandles`` rather than read QuestDB."""
         if not may_read and self.candle_source is not None and given is None:
             raise WouldReadCandles(symbol)
         if given is None:
             if self.candle_source is None:
-                raise InvalidArgument("candles", f"no candles given and this server has no QuestDB to read them from; send at least {need} (best {feats.SERVING_HISTORY})")
+                raise InvalidArgument(
+                    "candles",
+                    f"no candles given and this server has no QuestDB to read them from; send at least {need} (best {feats.SERVING_HISTORY})",
+                )
             budget.check("reading candles from QuestDB")
             block = self.candle_source(symbol, feats.SERVING_HISTORY)
             if len(block) < need:
-                raise FailedPrecondition(f"QuestDB holds {len(block)} candles of {symbol}; the features need at least {need}: send candles or ingest more")
+                raise FailedPrecondition(
+                    f"QuestDB holds {len(block)} candles of {symbol}; the features need at least {need}: send candles or ingest more"
+                )
             return block
+        self._accept(symbol, given)
         merged = self.history.merge(symbol, given)
         if len(merged) < need and self.candle_source is not None:
             if not may_read:
@@ -188,6 +217,12 @@ class Handlers:
             )
         return merged
 
+    def _accept(self, symbol: str, given: CandleBlock) -> None:
+        """Queue what ``given`` brings that the held history lacks (new or revised candles) for
+        QuestDB; never blocks (``candle_sink``)."""
+        if self.candle_sink is not None:
+            self.candle_sink.offer_changes(symbol, given, self.history.get(symbol))
+
     @staticmethod
     def _features(block: CandleBlock, feature_set: FeatureSet = SEED) -> tuple[dict[str, float], str]:
         """Features of the newest candle and the direction a reversal would take."""
@@ -204,10 +239,16 @@ class Handlers:
 
     def predict(self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True) -> Prediction:
         """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
-        model = self._model()
-        block = self._candles(query.symbol, query.candles, budget, may_read)
-        key = (query.symbol, block.newest_key(), model.version)
-        cached = self.predictions.get(key)
+        try:
+            model = self._model()
+        except Unavailable:
+            # no champion yet (a new deployment): the candles are still kept, for QuestDB and the
+            # first training, and for when a champion arrives
+            self.keep_candles(query.symbol, query.candles)
+            raise
+        block = self._candles(query.symbol, query.candles, budget, may_read, model.feature_set.min_history)
+        version = (block.newest_key(), model.version)
+        cached = self.predictions.get(query.symbol, version)
         if cached is not None:
             self.metrics.prediction_cache.labels("hit").inc()
             return cached
@@ -229,14 +270,38 @@ class Handlers:
             candle_ts_ms=block.newest_ts_ms,
             features=values,
         )
-        self.predictions.put(key, prediction)
+        self.predictions.put(query.symbol, version, prediction)
         return prediction
 
     def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
+        replayed = self._replayed(query)
+        if replayed is not None:
+            return replayed
         request, prediction, version, started = self._prepare_enhance(query, budget)
         memory_started = time.perf_counter()
         decision = self.engine.enhance(request)
         return self._finish_enhance(decision, prediction, version, started, memory_started)
+
+    def _replayed(self, query: EnhanceQuery) -> EnhanceResult | None:
+        """The first call's decision when ``query.request_id`` was answered already (its candles
+        are still merged into the history: a retry never loses them); None otherwise."""
+        if not query.request_id:
+            return None
+        original = self.engine.answered_decision(query.request_id, query.symbol, query.action)
+        if original is None:
+            return None
+        self.keep_candles(query.symbol, query.candles)
+        self.metrics.replays.labels("EnhanceSignal").inc()
+        return EnhanceResult(
+            decision=original, prediction=None, model_version=original.model_version or "", replayed=True
+        )
+
+    def keep_candles(self, symbol: str, candles: CandleBlock | None) -> None:
+        """Merge a request's candles into the symbol's history now, before anything can cancel
+        the call: an expired or cancelled call never loses the candles it brought."""
+        if candles is not None:
+            self._accept(symbol, candles)  # QuestDB gets what is new before the history holds it
+            self.history.merge(symbol, candles)
 
     async def enhance_async(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
         """``enhance`` for the event loop: the same steps, awaiting the memory's durable write.
@@ -244,12 +309,17 @@ class Handlers:
         Everything before that await runs on the caller's thread, so it never reads QuestDB:
         ``WouldReadCandles`` instead (call it when ``enhance_reads_candle_source(query)`` is
         false, and run ``enhance`` in a thread pool if it raises that anyway)."""
+        replayed = self._replayed(query)
+        if replayed is not None:
+            return replayed
         request, prediction, version, started = self._prepare_enhance(query, budget, may_read=False)
         memory_started = time.perf_counter()
         decision = await self.engine.enhance_async(request)
         return self._finish_enhance(decision, prediction, version, started, memory_started)
 
-    def _prepare_enhance(self, query: EnhanceQuery, budget: Budget, may_read: bool = True) -> tuple[SignalRequest, Prediction | None, str, float]:
+    def _prepare_enhance(
+        self, query: EnhanceQuery, budget: Budget, may_read: bool = True
+    ) -> tuple[SignalRequest, Prediction | None, str, float]:
         """The memory's request for ``query`` (predicting when no ML prediction is given), the
         prediction, the model version and the start time."""
         started = time.perf_counter()
@@ -265,7 +335,9 @@ class Handlers:
         request = self._signal_request(query, ml_confidence, ml_direction, version, features)
         return request, prediction, version, started
 
-    def _finish_enhance(self, decision: Decision, prediction: Prediction | None, version: str, started: float, memory_started: float) -> EnhanceResult:
+    def _finish_enhance(
+        self, decision: Decision, prediction: Prediction | None, version: str, started: float, memory_started: float
+    ) -> EnhanceResult:
         self.memory_cache.clear()  # memory queries (stats) include decisions
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
         self.metrics.decision(decision.action)
@@ -278,6 +350,7 @@ class Handlers:
         if query.candles is None:
             block = self.history.get(query.symbol)
         else:
+            self._accept(query.symbol, query.candles)
             block = self.history.merge(query.symbol, query.candles)
         if block is None or len(block) < feats.MIN_HISTORY:
             return {}
@@ -303,11 +376,22 @@ class Handlers:
             features=features,
             session_id=q.session_id,
             market_context=q.market_context,
+            request_id=q.request_id,
         )
 
-    def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED) -> LearningUpdate:
+    def push_candles(self, symbol: str, block: CandleBlock) -> Offer:
+        """Queue a bulk block of candles for QuestDB (the held history is left as it is)."""
+        if self.candle_sink is None:
+            raise FailedPrecondition("this server does not write candles to QuestDB (MEM_SERVING_CANDLE_SINK=off)")
+        return self.candle_sink.offer(symbol, block)
+
+    def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED, request_id: str = "") -> LearningUpdate:
+        """Learn from ``outcome``; with ``request_id`` already answered, the first answer."""
         budget.check("learning from the outcome")
-        update = self.engine.record_outcome(outcome)
+        update = self.engine.record_outcome(outcome, request_id)
+        if update.replayed:
+            self.metrics.replays.labels("LogOutcome").inc()
+            return update
         self.memory_cache.clear()
         self.metrics.outcome(update.win)
         return update
@@ -317,7 +401,8 @@ class Handlers:
 
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]:
         return self.memory_cache.get_or_compute(
-            ("strategies", bool(include_deprecated)), lambda: list(self.engine.strategies(include_deprecated=include_deprecated))
+            ("strategies", bool(include_deprecated)),
+            lambda: list(self.engine.strategies(include_deprecated=include_deprecated)),
         )
 
     def memory_stats(self) -> MemoryStats:

@@ -15,19 +15,25 @@ mem_strategies{state}                  gauge      learned strategies, state = ac
 mem_requests_total{method,code}        counter    gRPC calls by final status code
 mem_prediction_cache_total{result}     counter    prediction cache hit | miss
 mem_model_info{version}                gauge      1 for the champion version being served
+mem_replays_total{method}              counter    calls answered with the first answer to their
+                                                  repeated request id (nothing recorded)
+mem_memory_corrupt_records             gauge      corrupt records the memory has met (left out
+                                                  of every read; ``mem memory verify`` lists all)
 =====================================  =========  ============================================
 
 The last-hour decision window is kept in this process (a deque of timestamps) and restarts with
 the server; counters are the durable view for Prometheus. The 24 h win rate and the strategy
 counts come from the memory store (all processes).
 """
+
 from __future__ import annotations
 
 import math
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -62,7 +68,6 @@ class _Window:
             return len(self._events)
 
 
-
 class ServingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry or CollectorRegistry()
@@ -72,7 +77,9 @@ class ServingMetrics:
         self.decisions_last_hour = Gauge("mem_decisions_last_hour", "Decisions recorded in the last hour", registry=r)
         self.decisions_last_hour.set_function(self._hour.count)
         self.outcomes = Counter("mem_outcomes", "Outcomes logged", ["result"], registry=r)
-        self.win_rate_24h = Gauge("mem_win_rate_24h", "Win rate of trades closed in the last 24 h (memory store)", registry=r)
+        self.win_rate_24h = Gauge(
+            "mem_win_rate_24h", "Win rate of trades closed in the last 24 h (memory store)", registry=r
+        )
         self.win_rate_24h.set(math.nan)
         self.ml_latency = Histogram(
             "mem_ml_latency_seconds", "Features + inference of one prediction", buckets=_LATENCY_BUCKETS, registry=r
@@ -81,12 +88,19 @@ class ServingMetrics:
             "mem_memory_load_seconds", "Memory engine time of one enhancement", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.enhancement = Histogram(
-            "mem_enhancement_seconds", "One EnhanceSignal end to end in the handler", buckets=_LATENCY_BUCKETS, registry=r
+            "mem_enhancement_seconds",
+            "One EnhanceSignal end to end in the handler",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.strategies = Gauge("mem_strategies", "Learned strategies", ["state"], registry=r)
         self.requests = Counter("mem_requests", "gRPC calls by final status", ["method", "code"], registry=r)
         self.prediction_cache = Counter("mem_prediction_cache", "Prediction cache lookups", ["result"], registry=r)
         self.model_info = Gauge("mem_model_info", "Champion version being served (value 1)", ["version"], registry=r)
+        self.replays = Counter("mem_replays", "Calls answered again for a repeated request id", ["method"], registry=r)
+        self.corrupt_records = Gauge(
+            "mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)", registry=r
+        )
         self._model_lock = threading.Lock()
 
     def decision(self, action: str) -> None:
@@ -103,6 +117,7 @@ class ServingMetrics:
         self.win_rate_24h.set_function(lambda: _nan_if_none(stats().win_rate_24h))
         self.strategies.labels("active").set_function(lambda: stats().active_strategies)
         self.strategies.labels("deprecated").set_function(lambda: stats().deprecated_strategies)
+        self.corrupt_records.set_function(lambda: stats().corrupt_records)
 
     def set_model(self, version: str | None) -> None:
         with self._model_lock:

@@ -12,6 +12,7 @@ code does not know is refused (logged, the current one stays). When the registry
 alias, the loaded model keeps serving (logged): a trading engine is better served by
 yesterday's champion than by none.
 """
+
 from __future__ import annotations
 
 import logging
@@ -113,9 +114,14 @@ class ModelProvider:
                 return False
             self._model = model
             self.last_error = None
-            log.info("serving champion version %s (was %s; %s over feature set %s; compiled one-row predictor: %s)",
-                     model.version, None if current is None else current.version, model.estimator,
-                     model.feature_set.name, model.compiled)
+            log.info(
+                "serving champion version %s (was %s; %s over feature set %s; compiled one-row predictor: %s)",
+                model.version,
+                None if current is None else current.version,
+                model.estimator,
+                model.feature_set.name,
+                model.compiled,
+            )
             for listener in list(self._listeners):
                 listener(model)
             return True

@@ -8,26 +8,31 @@ bearer-token interceptor when a token is set, TLS when cert and key are set, and
 real parts (champion provider, memory store, QuestDB, metrics); ``serve(settings)`` runs
 everything until SIGINT/SIGTERM and stops gracefully.
 """
+
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
 import logging
 import signal
 import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mem_core.settings import QuestDBSettings
 from mem_serving.api import SERVICE_NAME
+from mem_serving.candle_sink import CandleSink, observing
+from mem_serving.credentials import ServingCredentials, TokenSet
 from mem_serving.handlers import Handlers
 from mem_serving.servicer import MemServicer, add_to_server
 from mem_serving.settings import ServingSettings
+from mem_serving.startup import StartupError, preflight
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +45,23 @@ WORKER_THREAD_PREFIX = "mem-grpc-worker"
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls without ``authorization: Bearer <token>`` (UNAUTHENTICATED).
+    """Refuses calls without ``authorization: Bearer <token>`` naming a token of the current set
+    (UNAUTHENTICATED).
 
-    Compared in constant time; the token is never logged or echoed.
+    Compared in constant time; the token is never logged or echoed. The set may change while the
+    server runs (``mem_serving.credentials``).
     """
 
-    def __init__(self, token: str, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
+    def __init__(self, token: str | TokenSet, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
         if not token:
             raise ValueError("empty bearer token")
-        self._expected = f"Bearer {token}".encode()
+        self._tokens = token if isinstance(token, TokenSet) else TokenSet([token])
         self._exempt = exempt_prefixes
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]], details: grpc.HandlerCallDetails
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         if handler is None or details.method.startswith(self._exempt):
@@ -60,7 +69,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else bytes(value)
-                if hmac.compare_digest(given, self._expected):
+                if self._tokens.accepts(given):
                     return handler
                 break
         return _deny_like(handler)
@@ -86,7 +95,7 @@ def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 class RunningServer:
     """A started gRPC server on its event-loop thread, and the pieces to stop it cleanly.
 
-    ``stop`` is called from another thread than the loop's; ``set_model_health`` from any."""
+    ``stop`` is called from another thread than the loop's; ``set_condition`` from any."""
 
     server: grpc.aio.Server
     port: int
@@ -95,30 +104,55 @@ class RunningServer:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     executor: futures.ThreadPoolExecutor
+    credentials: ServingCredentials | None = None
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
+    #: The conditions of the health (``set_condition``).
+    conditions: dict[str, bool] = field(default_factory=lambda: {"model": True, "memory": True})
     _stopped: bool = field(default=False, repr=False)
+    _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _on_loop(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
         """Run ``coro`` on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def set_model_health(self, serving: bool) -> None:
-        """The health of ``mem.v1.MemService`` (callable from any thread, e.g. the model poller's);
-        ignored once the server is stopping."""
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        """Whether a champion is loaded (callable from any thread, e.g. the model poller's)."""
+        self.set_condition("model", serving)
+
+    def set_condition(self, name: str, ok: bool) -> None:
+        """One condition of the health: ``model`` (a champion is loaded) or ``memory`` (the
+        memory's writes find space). ``mem.v1.MemService`` is SERVING when every condition
+        holds; the server as a whole (``""``) when the memory can write, since no decision can be
+        recorded otherwise. Callable from any thread; ignored once the server is stopping."""
         if self._stopped or self.loop.is_closed():
             return
-        coro = self.health.set(SERVICE_NAME, status)
-        if threading.current_thread() is self.thread:  # on the loop itself: waiting would deadlock
-            self.loop.create_task(coro)
-            return
-        try:
-            self._on_loop(coro, timeout=5.0)
-        except RuntimeError:  # the loop closed meanwhile: the server is stopping
-            coro.close()
-        except concurrent.futures.TimeoutError:
-            log.warning("the event loop did not set the model health within 5 s")
+        on_loop = threading.current_thread() is self.thread
+        with self._health_lock:  # statuses are queued on the loop in the order they are decided
+            self.conditions[name] = ok
+            service, process = all(self.conditions.values()), self.conditions.get("memory", True)
+            coros = [self.health.set(SERVICE_NAME, _status(service)), self.health.set("", _status(process))]
+            if on_loop:  # on the loop itself: waiting would deadlock
+                for coro in coros:
+                    self.loop.create_task(coro)
+                return
+            try:
+                pending = [asyncio.run_coroutine_threadsafe(coro, self.loop) for coro in coros]
+            except RuntimeError:  # the loop closed meanwhile: the server is stopping
+                for coro in coros:
+                    coro.close()
+                return
+        for future in pending:
+            try:
+                future.result(timeout=5.0)
+            except concurrent.futures.TimeoutError:
+                log.warning("the event loop did not set the health within 5 s")
+            except (concurrent.futures.CancelledError, RuntimeError):  # the loop stopped meanwhile
+                pass
+
+    def reload_credentials(self, reason: str = "request") -> dict[str, Any]:
+        """Re-read the token file and TLS pair now (what SIGHUP does); returns what is in force."""
+        return self.credentials.reload(reason) if self.credentials is not None else {}
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Health NOT_SERVING, calls in flight get ``grace`` seconds, then the loop thread, the
@@ -148,20 +182,50 @@ class RunningServer:
 def create_running_server(settings: ServingSettings, handlers: Handlers) -> RunningServer:
     """A started server bound to ``settings.host:settings.port`` (0 = a free port: see ``.port``);
     ``stop(grace)`` stops it."""
+    credentials = ServingCredentials(settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=_run_loop, args=(loop,), name=LOOP_THREAD_NAME, daemon=True)
     thread.start()
     executor = futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=WORKER_THREAD_PREFIX)
     try:
-        server, health_servicer, port = asyncio.run_coroutine_threadsafe(_start(settings, handlers, executor), loop).result()
+        server, health_servicer, port = asyncio.run_coroutine_threadsafe(
+            _start(settings, handlers, executor, credentials), loop
+        ).result()
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         executor.shutdown(wait=False)
         raise
-    running = RunningServer(server=server, port=port, health=health_servicer, handlers=handlers, loop=loop, thread=thread, executor=executor)
-    log.info("MEM gRPC server on %s:%d (%s, auth %s)", settings.host, port, "TLS" if settings.tls else "plaintext", "on" if settings.token else "off")
+    running = RunningServer(
+        server=server,
+        port=port,
+        health=health_servicer,
+        handlers=handlers,
+        loop=loop,
+        thread=thread,
+        executor=executor,
+        credentials=credentials,
+        conditions={"model": handlers.models.model is not None, "memory": True},
+    )
+    credentials.start_watching()
+    running.stoppers.append(credentials.stop)
+    log.info(
+        "MEM gRPC server on %s:%d (%s, auth %s)",
+        settings.host,
+        port,
+        "TLS" if settings.tls else "plaintext",
+        "on" if credentials.auth else "off",
+    )
     return running
+
+
+def _status(serving: bool) -> int:
+    return health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def watch_memory(running: RunningServer, engine: Any) -> None:
+    """Report the memory's write health (``engine.write_health``) as the ``memory`` condition."""
+    engine.write_health.subscribe(lambda ok: running.set_condition("memory", ok))
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -183,9 +247,11 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
             loop.close()
 
 
-async def _start(settings: ServingSettings, handlers: Handlers, executor: futures.Executor) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+async def _start(
+    settings: ServingSettings, handlers: Handlers, executor: futures.Executor, credentials: ServingCredentials
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Build, bind and start the server (on the loop: grpc.aio objects belong to their loop)."""
-    interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else []
+    interceptors = [BearerTokenInterceptor(credentials.tokens)] if credentials.tokens is not None else []
     server = grpc.aio.server(
         interceptors=interceptors,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -200,60 +266,105 @@ async def _start(settings: ServingSettings, handlers: Handlers, executor: future
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
     try:
-        if settings.tls:
-            creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
-            port = server.add_secure_port(address, creds)
+        if credentials.tls is not None:
+            port = server.add_secure_port(address, credentials.tls.server_credentials())
         else:
             port = server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpc.aio raises where the sync server returned 0
-        raise RuntimeError(f"cannot bind the gRPC server to {address}") from exc
+    except RuntimeError:  # grpc.aio raises where the sync server returned 0
+        port = 0
     if not port:
-        raise RuntimeError(f"cannot bind the gRPC server to {address}")
+        raise StartupError(
+            f"cannot bind the gRPC server to {address}; choose another port with MEM_SERVING_PORT or --port"
+        )
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     model_ok = handlers.models.model is not None
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING if model_ok else health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set(
+        SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING if model_ok else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
     return server, health_servicer, port
 
 
 def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> RunningServer:
     """Everything ``mem serve`` runs: champion provider, memory engine, QuestDB source, metrics,
-    and the started gRPC server."""
-    from mem_memory import MemoryEngine, MemoryStore, key_from_env
+    and the started gRPC server. A configuration that cannot work (a port taken, a TLS file
+    missing, a wrong ``MEM_MEMORY_KEY``, a memory store that cannot be opened) raises
+    ``StartupError`` before anything is left running."""
+    import sqlite3
 
     from mem_core import features
-    from mem_core.settings import QuestDBSettings, project_paths
+    from mem_core.settings import project_paths
+    from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
     from mem_serving.handlers import questdb_source
     from mem_serving.metrics import ServingMetrics
     from mem_serving.model_provider import ModelProvider
 
-    features.warm_up()
-    metrics = ServingMetrics()
-    models = ModelProvider(settings.tracking_uri, settings.model_poll_s)
-    models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
-    models.start()
+    preflight(settings)
+    try:
+        questdb = QuestDBSettings.from_env()
+    except ValueError as exc:  # a malformed MEM_QUESTDB_* variable; the message names it
+        raise StartupError(str(exc)) from None
     memory_db = settings.memory_db or project_paths().memory_db
-    memory_db.parent.mkdir(parents=True, exist_ok=True)
-    store = MemoryStore.open(memory_db, key=key_from_env())
+    try:
+        store = MemoryStore.open(
+            memory_db, key=key_from_env(), previous_keys=previous_keys_from_env(), command="mem serve"
+        )
+    except (MemoryKeyError, StoreInUse) as exc:
+        raise StartupError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"cannot open the memory store {memory_db} (MEM_MEMORY_DB or --memory-db): {exc}") from None
     engine = MemoryEngine(store, writer_process=settings.memory_writer_process)
     try:
         engine.start_writer()
     except BaseException:
         store.close()
-        models.stop()
         raise
-    source = questdb_source(QuestDBSettings.from_env())
-    handlers = Handlers(settings, models, engine, metrics, source)
+    features.warm_up()
+    metrics = ServingMetrics()
+    models = ModelProvider(settings.tracking_uri, settings.model_poll_s)
+    models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
+    models.start()
+    source = questdb_source(questdb)
+    sink = candle_sink(settings, questdb)
+    if sink is not None:
+        sink.register(metrics.registry)
+        source = observing(source, sink)
+    handlers = Handlers(settings, models, engine, metrics, source, sink)
     metrics.bind_memory(handlers.memory_stats)
-    running = create_running_server(settings, handlers)
+    try:
+        running = create_running_server(settings, handlers)
+    except BaseException:
+        for stop in (source.close, engine.close, store.close, models.stop):  # type: ignore[attr-defined]  # questdb_source's reader has close()
+            stop()
+        raise
     models.subscribe(lambda model: running.set_model_health(model is not None))
+    watch_memory(running, engine)
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
     running.stoppers.append(engine.close)  # stoppers run in reverse: the writer process stops before the store closes
-    running.stoppers.append(source.close)
+    running.stoppers.append(source.close)  # type: ignore[attr-defined]  # questdb_source's reader has close()
+    if sink is not None:
+        running.stoppers.append(sink.close)  # after the server stopped: no call offers any more
     if start_metrics:
-        start_metrics_http(running, settings)
+        try:
+            start_metrics_http(running, settings)
+        except StartupError:
+            running.stop(grace=0)
+            raise
     return running
+
+
+def candle_sink(settings: ServingSettings, questdb: QuestDBSettings) -> CandleSink | None:
+    """The write-behind of accepted candles to QuestDB, or None when ``settings.candle_sink`` is off."""
+    if not settings.candle_sink:
+        return None
+    return CandleSink(
+        questdb,
+        max_rows=settings.candle_queue_rows,
+        batch_rows=settings.candle_batch_rows,
+        flush_s=settings.candle_flush_s,
+        drain_s=settings.candle_drain_s,
+    )
 
 
 def start_metrics_http(running: RunningServer, settings: ServingSettings) -> None:
@@ -262,7 +373,15 @@ def start_metrics_http(running: RunningServer, settings: ServingSettings) -> Non
         return
     from prometheus_client import start_http_server
 
-    httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=running.handlers.metrics.registry)
+    try:
+        httpd, _thread = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=running.handlers.metrics.registry
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"the metrics port {settings.metrics_host}:{settings.metrics_port} cannot be bound ({exc.strerror}); "
+            "choose another with MEM_SERVING_METRICS_PORT or --metrics-port"
+        ) from None
     running.metrics_port = httpd.server_address[1]
     running.stoppers.append(httpd.server_close)
     running.stoppers.append(httpd.shutdown)
@@ -270,11 +389,13 @@ def start_metrics_http(running: RunningServer, settings: ServingSettings) -> Non
 
 
 def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServer], None] | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace_s``)."""
+    """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace_s``);
+    SIGHUP re-reads the token file and the TLS pair."""
     settings = settings or ServingSettings.from_env()
     running = build_app(settings)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: running.reload_credentials("SIGHUP"))
     try:
         if ready is not None:
             ready(running)

@@ -6,19 +6,22 @@ Where a call runs: on the event loop when it does no blocking I/O (EnhanceSignal
 PredictReversal when the candles given, with the history held, are enough: no QuestDB read;
 EnhanceSignal awaits the memory's durable write), else its synchronous handler runs in the
 server's thread pool (``executor``): QuestDB reads, LogOutcome's SQLite commit, the memory
-queries behind GetParameters and ListStrategies. A call cancelled while awaiting (deadline,
+queries behind GetParameters and ListStrategies, PushCandles (converting up to 5000 candles;
+the write to QuestDB is the candle sink's, in the background). A call cancelled while awaiting (deadline,
 client gone, server stopping) ends with ``CancelledError``, which is not mapped to a status.
 
 Register it with ``add_to_server``: a request whose bytes do not parse ends in INTERNAL
 "Exception deserializing request!" (as the synchronous grpc server answered; grpc.aio alone would
 answer UNKNOWN with the parser's message).
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -58,7 +61,7 @@ class _Collect:
         self.service, self.handlers = service, handlers
 
 
-def add_to_server(servicer: "MemServicer", server: grpc.aio.Server) -> None:
+def add_to_server(servicer: MemServicer, server: grpc.aio.Server) -> None:
     """The generated registration, with deserializers that let the servicer refuse bad bytes."""
     got = _Collect()
     mem_pb2_grpc.add_MemServiceServicer_to_server(servicer, got)
@@ -66,7 +69,9 @@ def add_to_server(servicer: "MemServicer", server: grpc.aio.Server) -> None:
     for name, h in got.handlers.items():
         assert not (h.request_streaming or h.response_streaming), name  # MemService is unary
         handlers[name] = grpc.unary_unary_rpc_method_handler(
-            h.unary_unary, request_deserializer=_lenient(h.request_deserializer), response_serializer=h.response_serializer
+            h.unary_unary,
+            request_deserializer=_lenient(h.request_deserializer),
+            response_serializer=h.response_serializer,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(got.service, handlers),))
     server.add_registered_method_handlers(got.service, handlers)
@@ -80,11 +85,17 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self._requests = handlers.metrics.requests
         self._max_candles = handlers.settings.max_candles
 
-    async def _run(self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]) -> Any:
+    async def _run(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]
+    ) -> Any:
         if request is UNDECODABLE:
+            self._requests.labels(method, grpc.StatusCode.INTERNAL.name).inc()
             await context.abort(grpc.StatusCode.INTERNAL, DECODE_ERROR)
         try:
             reply = await work(Budget(context.time_remaining))
+        except asyncio.CancelledError:  # deadline, client gone, server stopping: no status is sent
+            self._requests.labels(method, grpc.StatusCode.CANCELLED.name).inc()
+            raise
         except Exception as exc:  # the one place errors become statuses (CancelledError is not an Exception)
             code, message = to_status(exc, method)
             self._requests.labels(method, code.name).inc()
@@ -96,7 +107,9 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         """``fn(*args)`` in the thread pool (it may block on QuestDB or SQLite)."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def PredictReversal(self, request: pb.PredictReversalRequest, context: grpc.aio.ServicerContext) -> pb.PredictReversalResponse:
+    async def PredictReversal(
+        self, request: pb.PredictReversalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PredictReversalResponse:
         async def work(budget: Budget) -> pb.PredictReversalResponse:
             query = conv.predict_query(request, self._max_candles)
             prediction = None
@@ -106,12 +119,15 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
                 except WouldReadCandles:  # the history changed under the check: go to the pool
                     pass
             if prediction is None:
+                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
                 prediction = await self._blocking(self.h.predict, query, budget)
             return conv.prediction_pb(prediction)
 
         return await self._run("PredictReversal", request, context, work)
 
-    async def EnhanceSignal(self, request: pb.EnhanceSignalRequest, context: grpc.aio.ServicerContext) -> pb.EnhancedSignal:
+    async def EnhanceSignal(
+        self, request: pb.EnhanceSignalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnhancedSignal:
         async def work(budget: Budget) -> pb.EnhancedSignal:
             query = conv.enhance_query(request, self._max_candles)
             enhanced = None
@@ -121,27 +137,46 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
                 except WouldReadCandles:  # the history changed under the check: go to the pool
                     pass
             if enhanced is None:
+                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
                 enhanced = await self._blocking(self.h.enhance, query, budget)
             return conv.enhanced_pb(enhanced, query)
 
         return await self._run("EnhanceSignal", request, context, work)
 
-    async def LogOutcome(self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext) -> pb.LogOutcomeResponse:
+    async def LogOutcome(
+        self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LogOutcomeResponse:
         async def work(budget: Budget) -> pb.LogOutcomeResponse:
             query = conv.outcome_query(request)
-            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget), query)
+            request_id = conv.request_id(request.request_id)
+            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget, request_id), query)
 
         return await self._run("LogOutcome", request, context, work)
 
-    async def GetParameters(self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext) -> pb.GetParametersResponse:
+    async def GetParameters(
+        self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetParametersResponse:
         async def work(budget: Budget) -> pb.GetParametersResponse:
             return conv.parameters_pb(await self._blocking(self.h.parameters))
 
         return await self._run("GetParameters", request, context, work)
 
-    async def ListStrategies(self, request: pb.ListStrategiesRequest, context: grpc.aio.ServicerContext) -> pb.ListStrategiesResponse:
+    async def ListStrategies(
+        self, request: pb.ListStrategiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStrategiesResponse:
         async def work(budget: Budget) -> pb.ListStrategiesResponse:
             specs = await self._blocking(self.h.strategies, request.include_deprecated)
             return pb.ListStrategiesResponse(strategies=[conv.strategy_pb(s) for s in specs])
 
         return await self._run("ListStrategies", request, context, work)
+
+    async def PushCandles(
+        self, request: pb.PushCandlesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PushCandlesResponse:
+        def push() -> pb.PushCandlesResponse:  # up to max_candles to convert: off the loop
+            return conv.push_pb(self.h.push_candles(*conv.push_query(request, self._max_candles)))
+
+        async def work(budget: Budget) -> pb.PushCandlesResponse:
+            return await self._blocking(push)
+
+        return await self._run("PushCandles", request, context, work)

@@ -15,18 +15,31 @@ MEM_SERVING_MEMORY_WRITER      how decisions are committed: ``process``   proces
                                (the memory's writer process) or
                                ``inline`` (in-process group commit)
 MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
+MEM_SERVING_CANDLE_SINK        write the candles the engine sends to      on
+                               QuestDB in the background (``on``/``off``)
+MEM_SERVING_CANDLE_QUEUE       candles the write-behind queue holds at    100000
+                               most (more are dropped and counted)
+MEM_SERVING_CANDLE_FLUSH_S     seconds between background writes          1
 MEM_SERVING_TOKEN              bearer token the engine must send          (none: no auth)
-MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS                  (none: plaintext)
+MEM_SERVING_TOKEN_FILE         file of accepted tokens, one per line      (none)
+                               (0600; re-read on SIGHUP and when it
+                               changes); instead of MEM_SERVING_TOKEN
+MEM_SERVING_CREDENTIALS_POLL_S seconds between checks of the token file   2
+                               and TLS files (0 = only on SIGHUP)
+MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS; reloaded like  (none: plaintext)
+                               the token file
 MEM_MEMORY_DB                  memory store (SQLite) path                 <MEM_HOME>/.mem/memory/memory.db
 MLFLOW_TRACKING_URI            MLflow tracking/registry store             sqlite:///<root>/mlflow.db
 =============================  =========================================  ==================
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT, memory_db_path, tracking_uri
 
@@ -55,29 +68,52 @@ class ServingSettings:
     token: str | None = field(default=None, repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: File of accepted bearer tokens (one per line), re-read on SIGHUP and when it changes.
+    token_file: Path | None = None
+    #: Seconds between checks of the token file and TLS files for changes; 0 = SIGHUP only.
+    credentials_poll_s: float = 2.0
     #: Largest number of candles accepted in one request.
     max_candles: int = 5000
     #: Probability at or above which a prediction counts as a reversal.
     reversal_threshold: float = 0.5
+    #: Write every new or revised candle a call brings (and PushCandles) to QuestDB in the
+    #: background (``mem_serving.candle_sink``); False: candles stay in the in-memory history.
+    candle_sink: bool = True
+    #: Rows the write-behind queue holds at most; an offer that does not fit is dropped and counted.
+    candle_queue_rows: int = 100_000
+    #: Seconds between background writes (a full batch is written at once).
+    candle_flush_s: float = 1.0
+    #: Rows per background write.
+    candle_batch_rows: int = 10_000
+    #: Seconds ``stop`` lets the write-behind drain its queue into QuestDB.
+    candle_drain_s: float = 10.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "ServingSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServingSettings:
         env = os.environ if env is None else env
         cert, key = env.get("MEM_SERVING_TLS_CERT") or None, env.get("MEM_SERVING_TLS_KEY") or None
         if bool(cert) != bool(key):
             raise ValueError("set both MEM_SERVING_TLS_CERT and MEM_SERVING_TLS_KEY, or neither")
+        token_file = env.get("MEM_SERVING_TOKEN_FILE") or None
+        if token_file and env.get("MEM_SERVING_TOKEN"):
+            raise ValueError("set MEM_SERVING_TOKEN or MEM_SERVING_TOKEN_FILE, not both")
         settings = cls(
             host=env.get("MEM_SERVING_HOST", "127.0.0.1"),
-            port=int(env.get("MEM_SERVING_PORT", DEFAULT_SERVING_PORT)),
-            metrics_port=int(env.get("MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT)),
+            port=_number(env, "MEM_SERVING_PORT", DEFAULT_SERVING_PORT, int),
+            metrics_port=_number(env, "MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT, int),
             memory_db=memory_db_path(env=env),
             tracking_uri=tracking_uri(env),
-            max_workers=int(env.get("MEM_SERVING_WORKERS", 8)),
+            max_workers=_number(env, "MEM_SERVING_WORKERS", 8, int),
             memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
-            model_poll_s=float(env.get("MEM_SERVING_MODEL_POLL_S", 5.0)),
+            model_poll_s=_number(env, "MEM_SERVING_MODEL_POLL_S", 5.0, float),
+            candle_sink=_on_off("MEM_SERVING_CANDLE_SINK", env.get("MEM_SERVING_CANDLE_SINK", "on")),
+            candle_queue_rows=_number(env, "MEM_SERVING_CANDLE_QUEUE", 100_000, int),
+            candle_flush_s=_number(env, "MEM_SERVING_CANDLE_FLUSH_S", 1.0, float),
             token=env.get("MEM_SERVING_TOKEN") or None,
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
+            token_file=Path(token_file) if token_file else None,
+            credentials_poll_s=float(env.get("MEM_SERVING_CREDENTIALS_POLL_S", 2.0)),
         )
         clean: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings
@@ -96,10 +132,21 @@ class ClientSettings:
     root_cert: Path | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "ClientSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
         env = os.environ if env is None else env
         cert = env.get("MEM_SERVING_TLS_CERT") or None
         return cls(token=env.get("MEM_SERVING_TOKEN") or None, root_cert=Path(cert) if cert else None)
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    """``kind(env[name])`` (``default`` when unset); ``ValueError`` naming the variable."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return kind(default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
 
 
 def _writer_mode(value: str) -> bool:
@@ -107,3 +154,10 @@ def _writer_mode(value: str) -> bool:
     if mode not in ("process", "inline"):
         raise ValueError(f"MEM_SERVING_MEMORY_WRITER must be 'process' or 'inline', got {value!r}")
     return mode == "process"
+
+
+def _on_off(name: str, value: str) -> bool:
+    mode = value.strip().lower()
+    if mode not in ("on", "off"):
+        raise ValueError(f"{name} must be 'on' or 'off', got {value!r}")
+    return mode == "on"

@@ -3,11 +3,12 @@
 They know nothing of gRPC. Times are tz-aware UTC datetimes; candle times are epoch milliseconds
 in an int64 array (a candle block is columnar numpy, the shape the feature code wants).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping
 
 import numpy as np
 
@@ -35,11 +36,11 @@ class CandleBlock:
         """The newest candle's time and values: a new or revised candle gives a new key."""
         return (float(self.ts_ms[-1]), *map(float, self.ohlcv[-1]))
 
-    def tail(self, n: int) -> "CandleBlock":
+    def tail(self, n: int) -> CandleBlock:
         return self if len(self) <= n else CandleBlock(self.ts_ms[-n:], self.ohlcv[-n:])
 
     @staticmethod
-    def empty() -> "CandleBlock":
+    def empty() -> CandleBlock:
         return CandleBlock(np.empty(0, dtype=np.int64), np.empty((0, 5), dtype=np.float64))
 
 
@@ -89,6 +90,8 @@ class EnhanceQuery:
     candles: CandleBlock | None
     market_context: Mapping[str, str]
     session_id: str
+    #: The caller's id of this request ("" = none; ``mem_memory.requests``).
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +101,5 @@ class EnhanceResult:
     decision: Decision
     prediction: Prediction | None
     model_version: str
-
+    #: The first call's decision, answered again to a repeated request id (nothing recorded now).
+    replayed: bool = False

@@ -3,6 +3,7 @@
 There is no skip: a missing Java or QuestDB jar fails the run loudly (CI must not go green
 without the database).
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ No cycle between modules, between the subpackages of a package or between packag
 imports one above it; ``mem_pipelines`` uses only the public face of ``mem_serving``; the
 generated stubs ``mem_serving._gen`` are imported nowhere else (tests and benchmarks included).
 """
+
 from __future__ import annotations
 
 import ast
@@ -65,7 +66,9 @@ def _imports_in(source: str, path: Path, module: str, is_package: bool) -> Itera
                     base = ".".join([*anchor, *([base] if base else [])])
                 for alias in child.names:
                     # ``from a import b`` imports module a.b when there is one, else a name of a
-                    yield Import(module, f"{base}.{alias.name}" if alias.name != "*" else base, path, child.lineno, nested)
+                    yield Import(
+                        module, f"{base}.{alias.name}" if alias.name != "*" else base, path, child.lineno, nested
+                    )
             yield from walk(child, inner)
 
     yield from walk(ast.parse(source, str(path)), False)
@@ -163,7 +166,11 @@ def _without_known(edges: Mapping[str, set[str]]) -> dict[str, set[str]]:
 
 
 def _where(importer: str, target: str) -> list[str]:
-    return list(dict.fromkeys(f"{i.path.relative_to(ROOT)}:{i.line}" for i in _graph()[1] if i.importer == importer and i.target == target))
+    return list(
+        dict.fromkeys(
+            f"{i.path.relative_to(ROOT)}:{i.line}" for i in _graph()[1] if i.importer == importer and i.target == target
+        )
+    )
 
 
 def _layer(module: str) -> str:
@@ -205,10 +212,16 @@ def test_no_import_cycle_between_modules_subpackages_or_packages() -> None:
     for depth, what in ((None, "modules"), (2, "subpackages"), (1, "packages")):
         graph = edges if depth is None else _collapse(edges, depth)
         for component in _cycles(graph):
-            inside = sorted(
-                f"{a} -> {b} ({', '.join(_where(a, b)) or 'via submodules'})"
-                for a in component for b in edges.get(a, ()) if b in component
-            ) if depth is None else [f"{a} -> {b}" for a in component for b in sorted(graph[a]) if b in component]
+            inside = (
+                sorted(
+                    f"{a} -> {b} ({', '.join(_where(a, b)) or 'via submodules'})"
+                    for a in component
+                    for b in edges.get(a, ())
+                    if b in component
+                )
+                if depth is None
+                else [f"{a} -> {b}" for a in component for b in sorted(graph[a]) if b in component]
+            )
             problems.append(f"cycle between {what} {component}:\n    " + "\n    ".join(inside))
     assert not problems, "\n".join(problems)
 
@@ -240,11 +253,14 @@ def test_mem_memory_imports_no_other_package_of_ours() -> None:
 def test_pipelines_and_cli_reach_serving_through_its_public_modules_only() -> None:
     """``mem_cli`` may also run the server (``mem serve``); nothing above serving reaches into its
     internals otherwise."""
-    allowed = {"mem_pipelines": SERVING_PUBLIC, "mem_cli": SERVING_PUBLIC | {"mem_serving.server", "mem_serving.settings"}}
+    runs_the_server = {"mem_serving.server", "mem_serving.settings", "mem_serving.credentials"}
+    allowed = {"mem_pipelines": SERVING_PUBLIC, "mem_cli": SERVING_PUBLIC | runs_the_server}
     wrong = [
         f"{i.path.relative_to(ROOT)}:{i.line}: {i.target}"
         for i in _graph()[1]
-        if _layer(i.importer) in allowed and _layer(i.target) == "mem_serving" and i.target not in allowed[_layer(i.importer)]
+        if _layer(i.importer) in allowed
+        and _layer(i.target) == "mem_serving"
+        and i.target not in allowed[_layer(i.importer)]
     ]
     assert not wrong, "\n".join(wrong)
 

@@ -1,4 +1,5 @@
 """CI must fail loudly, never skip, when Java or the QuestDB server cannot be had."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bootstrap_without_java_fails_with_a_clear_message():
     env = {**os.environ, "MEM_JAVA": "/nonexistent/java", "CI": "true"}
     env.pop("MEM_QUESTDB_HOST", None)
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "bootstrap.sh")], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bootstrap.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode != 0
     assert "Java >= 17 is required" in proc.stderr
 
@@ -24,7 +27,11 @@ def test_tests_needing_questdb_error_not_skip_when_the_server_cannot_start(tmp_p
     env = {**os.environ, "MEM_QUESTDB_JAR": str(tmp_path / "missing.jar"), "CI": "true"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(probe)],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode != 0
     assert "1 error" in proc.stdout

@@ -1,5 +1,6 @@
 """The project's Definitions load and validate; the ingest domain offers what the others build on;
 resources are bound once, per deployment, in ``mem_pipelines.definitions``."""
+
 from __future__ import annotations
 
 import ast
@@ -13,6 +14,7 @@ import dagster as dg
 from mem_core.settings import QuestDBSettings
 from mem_pipelines.definitions import RESOURCES, build_definitions, defs
 from mem_pipelines.ingest.defs import ingest_defs
+from mem_pipelines.ingest.landing_assets import LandingResource
 from mem_pipelines.learning.defs import learning_defs
 from mem_pipelines.replay.defs import replay_defs
 from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, TrainingFramesIOManager
@@ -30,20 +32,29 @@ CANDLE_CHECKS = {
     "ts_strictly_increasing",
     "gap_ratio_below_threshold",
 }
-RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "memory_store"}
+RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "memory_store", "landing"}
 
 
 def test_ingest_defs_offer_partitioned_candles_checks_and_job():
     defs = dg.Definitions.merge(
-        ingest_defs(("BTCUSDT", "SOLUSDT")), dg.Definitions(resources={"questdb": QuestDBResource()})
+        ingest_defs(("BTCUSDT", "SOLUSDT")),
+        dg.Definitions(resources={"questdb": QuestDBResource(), "landing": LandingResource(folder="/tmp/landing")}),
     )
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"candles"}
-    assert {k.name for k in graph.asset_check_keys} == CANDLE_CHECKS
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"candles", "kline_files"}
+    assert {k.name for k in graph.asset_check_keys} == CANDLE_CHECKS | {
+        "fresh_BTCUSDT",
+        "fresh_SOLUSDT",
+        "no_file_quarantined",
+    }
     node = graph.get(dg.AssetKey("candles"))
     assert node.partitions_def.get_partition_keys() == ["BTCUSDT", "SOLUSDT"]
-    assert defs.resolve_job_def("candles_job") is not None
+    assert graph.get(dg.AssetKey("kline_files")).partitions_def.get_partition_keys() == ["BTCUSDT", "SOLUSDT"]
+    assert dg.AssetKey("kline_files") in node.parent_keys
+    for job in ("candles_job", "landing_job", "candles_freshness_job"):
+        assert defs.resolve_job_def(job) is not None
+    assert defs.resolve_sensor_def("landing_sensor").job_name == "landing_job"
 
 
 def test_the_deployment_is_chosen_by_one_setting_and_the_password_stays_secret():
@@ -101,7 +112,11 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed validation" in proc.stdout + proc.stderr

@@ -3,6 +3,7 @@
 It must produce the three-way report, stop everything it started, and say where to look; its
 Definitions are partitioned by its own symbols, passed as a parameter (never through os.environ).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,9 @@ def _our_processes(marker: str) -> list[str]:
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
 
 
-def test_main_definitions_take_the_symbols_as_a_parameter_not_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_main_definitions_take_the_symbols_as_a_parameter_not_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("MEM_SYMBOLS", "DOGEUSDT")
     import mem_pipelines.definitions  # noqa: F401  (third-party imports may set their own variables)
 
@@ -51,7 +54,11 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
         env.pop(var, None)
     proc = subprocess.run(
         [sys.executable, "-m", "mem_cli.main", "main", "--days", "16", "--train-days", "10", "--replay-days", "2"],
-        cwd=home, env=env, capture_output=True, text=True, timeout=900,
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     report = home / "reports" / "report.md"

@@ -1,5 +1,6 @@
 """Our code uses only the public API of third-party packages: no import of a private module or
 name (``scipy.signal._sigtools``), no attribute reach into one (``np._core``)."""
+
 from __future__ import annotations
 
 import ast
@@ -44,13 +45,20 @@ def private_reaches(source: str) -> list[str]:
 
 
 def test_the_check_sees_private_reaches() -> None:
-    assert private_reaches("from scipy.signal._sigtools import _linear_filter") == ["scipy.signal._sigtools._linear_filter"]
+    assert private_reaches("from scipy.signal._sigtools import _linear_filter") == [
+        "scipy.signal._sigtools._linear_filter"
+    ]
     assert private_reaches("import scipy.signal\nf = scipy.signal._sigtools._linear_filter") == [
         "scipy.signal._sigtools._linear_filter",
         "scipy.signal._sigtools",
     ]
     assert private_reaches("from numpy import _core") == ["numpy._core"]
-    assert private_reaches("from mem_serving._gen.mem.v1 import mem_pb2\nimport numpy as np\nx = np.zeros(3).__len__()\nself._x = 1") == []
+    assert (
+        private_reaches(
+            "from mem_serving._gen.mem.v1 import mem_pb2\nimport numpy as np\nx = np.zeros(3).__len__()\nself._x = 1"
+        )
+        == []
+    )
 
 
 def test_no_package_of_ours_reaches_into_a_private_third_party_api() -> None:

@@ -1,5 +1,6 @@
 """Settings: each package reads the environment in exactly one module, nothing writes it, and the
 shared defaults are declared once (in ``mem_core.settings``) and used everywhere else by name."""
+
 from __future__ import annotations
 
 import ast
@@ -40,7 +41,10 @@ def _sources() -> dict[str, str]:
 def _is_os(node: ast.AST, names: set[str]) -> bool:
     """``node`` is ``os.<one of names>``."""
     return (
-        isinstance(node, ast.Attribute) and node.attr in names and isinstance(node.value, ast.Name) and node.value.id == "os"
+        isinstance(node, ast.Attribute)
+        and node.attr in names
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
     )
 
 
@@ -110,7 +114,7 @@ def _literal_defaults(source: str, names: set[str]) -> list[tuple[int, str]]:
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             args = node.args
             positional = args.posonlyargs + args.args
-            for arg, default in zip(positional[len(positional) - len(args.defaults):], args.defaults):
+            for arg, default in zip(positional[len(positional) - len(args.defaults) :], args.defaults):
                 check(arg.arg, default, node.lineno)
             for arg, kw_default in zip(args.kwonlyargs, args.kw_defaults):
                 check(arg.arg, kw_default, node.lineno)
@@ -121,8 +125,11 @@ def test_shared_defaults_are_declared_once_and_used_by_name() -> None:
     names = {"fee_bps", "slippage_bps", "server", "symbols"}
     found = {rel: hits for rel, src in _sources().items() if (hits := _literal_defaults(src, names))}
     assert found == {}
-    assert _literal_defaults("def f(fee_bps: float = 10.0, symbols=None): ...\nclass C:\n    server: str = 'h:1'\n", names) == [
-        (1, "fee_bps"), (3, "server"),
+    assert _literal_defaults(
+        "def f(fee_bps: float = 10.0, symbols=None): ...\nclass C:\n    server: str = 'h:1'\n", names
+    ) == [
+        (1, "fee_bps"),
+        (3, "server"),
     ]
     from mem_cli.main_job import MainConfig
     from mem_pipelines.replay.assets import ReplayReportConfig
@@ -141,10 +148,14 @@ def test_pipeline_settings_from_the_environment() -> None:
     default = PipelineSettings.from_env({})
     assert default.symbols == ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
     assert (default.max_gap_ratio, default.deployment, default.questdb_password_from_env) == (0.01, "local", False)
-    custom = PipelineSettings.from_env({
-        "MEM_SYMBOLS": "solusdt, BTCUSDT,,solusdt", "MEM_MAX_GAP_RATIO": "0.05",
-        "MEM_QUESTDB_HOST": "db", "MEM_QUESTDB_PASSWORD": "p",
-    })
+    custom = PipelineSettings.from_env(
+        {
+            "MEM_SYMBOLS": "solusdt, BTCUSDT,,solusdt",
+            "MEM_MAX_GAP_RATIO": "0.05",
+            "MEM_QUESTDB_HOST": "db",
+            "MEM_QUESTDB_PASSWORD": "p",
+        }
+    )
     assert custom.symbols == ("SOLUSDT", "BTCUSDT")
     assert (custom.max_gap_ratio, custom.deployment, custom.questdb_password_from_env) == (0.05, "external", True)
     assert parse_symbols(["ethusdt ", "ETHUSDT", "btcusdt"]) == ("ETHUSDT", "BTCUSDT")
@@ -171,7 +182,9 @@ def test_serving_settings_take_the_shared_memory_path_and_mlflow_store(tmp_path:
     s = ServingSettings.from_env(env)
     assert s.memory_db == core.memory_db_path(env=env)
     assert s.tracking_uri == core.tracking_uri(env)
-    assert ServingSettings.from_env({**env, "MEM_MEMORY_DB": "/m.db"}, memory_db=Path("/o.db")).memory_db == Path("/o.db")
+    assert ServingSettings.from_env({**env, "MEM_MEMORY_DB": "/m.db"}, memory_db=Path("/o.db")).memory_db == Path(
+        "/o.db"
+    )
     client = ClientSettings.from_env({"MEM_SERVING_TOKEN": "s3cret-token", "MEM_SERVING_TLS_CERT": "/c.pem"})
     assert (client.token, client.root_cert) == ("s3cret-token", Path("/c.pem"))
     assert "s3cret" not in repr(client)
@@ -181,7 +194,9 @@ def test_serving_settings_take_the_shared_memory_path_and_mlflow_store(tmp_path:
 def test_the_memory_writer_child_never_gets_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(memory_settings.KEY_ENV, base64.b64encode(os.urandom(32)).decode())
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("MEM_SERVING_TOKEN", "s3cret")
     child = memory_settings.writer_child_environment("/pkg")
     assert memory_settings.KEY_ENV not in child
+    assert "MEM_SERVING_TOKEN" not in child and set(child) <= set(memory_settings.CHILD_ENV)
     assert child["PYTHONPATH"] == os.pathsep.join(["/pkg", "/elsewhere"])
     assert memory_settings.KEY_ENV in os.environ  # a copy: the parent's environment is untouched

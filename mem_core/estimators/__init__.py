@@ -6,12 +6,14 @@ name                model
 ==================  ===========================================================================
 ``seed_gbc``        the seed's GradientBoostingClassifier (DESIGN §4), the default; compiled
                     one-row path
-``hist_gb``         HistGradientBoostingClassifier, deterministic (no early stopping, fixed seed)
+``hist_gb``         HistGradientBoostingClassifier with the walk-forward study's parameters,
+                    deterministic (no early stopping, fixed seed); one-row path through ONNX
 ``random_forest``   RandomForestClassifier with scikit-learn's defaults
 ==================  ===========================================================================
 
 A new model type is one module here with one ``ReversalModel`` subclass, listed in ``_BUILT_IN``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -58,7 +60,9 @@ def get(name: str) -> type[ReversalModel]:
         raise UnknownEstimator(f"unknown estimator {name!r}; choose one of {names()}") from None
 
 
-def create(name: str = DEFAULT, params: Mapping[str, Any] | None = None, feature_set: FeatureSet = SEED) -> ReversalModel:
+def create(
+    name: str = DEFAULT, params: Mapping[str, Any] | None = None, feature_set: FeatureSet = SEED
+) -> ReversalModel:
     """A new unfitted model of type ``name``: its default parameters updated with ``params``."""
     return get(name).create(params, feature_set)
 

@@ -1,4 +1,5 @@
 """``random_forest``: scikit-learn's RandomForestClassifier with its own defaults."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -9,6 +9,7 @@ together, one numpy step per level.
 Exactness: scikit-learn compares float32 features with float64 thresholds; so does this.
 Serving checks the compiled function against ``predict_proba`` before using it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -43,8 +44,12 @@ def compile_gradient_boosting(model: Any) -> OnePredictor | None:
     trees = [est.tree_ for est in model.estimators_[:, 0]]
     sizes = [t.node_count for t in trees]
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-    left = np.concatenate([np.where(t.children_left < 0, np.arange(t.node_count), t.children_left) + o for t, o in zip(trees, offsets)])
-    right = np.concatenate([np.where(t.children_right < 0, np.arange(t.node_count), t.children_right) + o for t, o in zip(trees, offsets)])
+    left = np.concatenate(
+        [np.where(t.children_left < 0, np.arange(t.node_count), t.children_left) + o for t, o in zip(trees, offsets)]
+    )
+    right = np.concatenate(
+        [np.where(t.children_right < 0, np.arange(t.node_count), t.children_right) + o for t, o in zip(trees, offsets)]
+    )
     feature = np.concatenate([np.maximum(t.feature, 0) for t in trees]).astype(np.int64)
     threshold = np.concatenate([t.threshold for t in trees]).astype(np.float64)
     value = np.concatenate([t.value[:, 0, 0] for t in trees]).astype(np.float64)

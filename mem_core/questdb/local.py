@@ -3,6 +3,7 @@
 The server's data lives under a project folder; its pid and log sit beside the data so
 ``mem questdb stop`` finds a server started by an earlier command.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,7 +65,9 @@ def can_query(settings: QuestDBSettings, timeout: float = 2.0) -> bool:
 def _java(name: str) -> str:
     java = shutil.which(name)
     if java is None:
-        raise QuestDBError(f"Java >= 17 is required to run the local QuestDB, but '{name}' was not found (set MEM_JAVA or PATH)")
+        raise QuestDBError(
+            f"Java >= 17 is required to run the local QuestDB, but '{name}' was not found (set MEM_JAVA or PATH)"
+        )
     return java
 
 
@@ -150,7 +153,9 @@ class LocalQuestDB:
         if self.pid() is not None:
             if can_query(self.settings):
                 return self.settings
-            raise QuestDBError(f"a QuestDB process (pid {self.pid()}) runs from {self.root} but does not answer on port {self.pg_port}")
+            raise QuestDBError(
+                f"a QuestDB process (pid {self.pid()}) runs from {self.root} but does not answer on port {self.pg_port}"
+            )
         for name, port in (("HTTP/ILP", self.http_port), ("PG wire", self.pg_port)):
             if not port_is_free(port):
                 raise QuestDBError(
@@ -160,13 +165,25 @@ class LocalQuestDB:
         local = LocalQuestDBSettings.from_env()
         jar = self.jar or local.jar
         if not jar.is_file():
-            raise QuestDBError(f"QuestDB jar not found at {jar}; run scripts/bootstrap.sh to fetch org.questdb:questdb with Maven")
+            raise QuestDBError(
+                f"QuestDB jar not found at {jar}; run scripts/bootstrap.sh to fetch org.questdb:questdb with Maven"
+            )
         java = _java(local.java)
         self.root.mkdir(parents=True, exist_ok=True)
         self._write_config()
         log = open(self.log_file, "ab")
         proc = subprocess.Popen(
-            [java, f"-Xmx{self.heap}", "-XX:+UseParallelGC", "-p", str(jar), "-m", "io.questdb/io.questdb.ServerMain", "-d", str(self.root)],
+            [
+                java,
+                f"-Xmx{self.heap}",
+                "-XX:+UseParallelGC",
+                "-p",
+                str(jar),
+                "-m",
+                "io.questdb/io.questdb.ServerMain",
+                "-d",
+                str(self.root),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -204,7 +221,10 @@ class LocalQuestDB:
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
+        try:
+            os.waitpid(pid, 0)  # reap our child: a zombie still answers kill(pid, 0)
+        except ChildProcessError:
+            pass  # started by another process: its parent reaps it
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -219,4 +239,6 @@ class LocalQuestDB:
 def local_from_env(env: Mapping[str, str] | None = None) -> LocalQuestDB:
     """The project's local QuestDB as the environment configures it."""
     s = QuestDBSettings.from_env(env)
-    return LocalQuestDB(root=project_paths(env).questdb_root, http_port=s.http_port, pg_port=s.pg_port, jar=default_jar(env))
+    return LocalQuestDB(
+        root=project_paths(env).questdb_root, http_port=s.http_port, pg_port=s.pg_port, jar=default_jar(env)
+    )

@@ -8,6 +8,7 @@ microseconds and become a tz-aware UTC ``datetime64[us, UTC]`` column.
 Every failure surfaces as :class:`CandleStoreError` with a message that names the server
 (``host:port``) and what to do, not a driver traceback.
 """
+
 from __future__ import annotations
 
 import threading
@@ -100,6 +101,17 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out.reset_index(drop=True)
+
+
+def _is_normal(frame: pd.DataFrame) -> bool:
+    """Whether ``frame`` already is what ``_normalise`` makes (so a hot writer can skip the copies)."""
+    return (
+        list(frame.columns) == ["symbol", *PRICE_COLUMNS, "ts"]
+        and isinstance(frame["symbol"].dtype, pd.CategoricalDtype)
+        and all(frame[c].dtype == np.float64 for c in PRICE_COLUMNS)
+        and frame["ts"].dtype == "datetime64[us, UTC]"
+        and isinstance(frame.index, pd.RangeIndex)
+    )
 
 
 def write_candles(settings: QuestDBSettings, frame: pd.DataFrame, *, wal_timeout: float = 60.0) -> int:
@@ -256,8 +268,25 @@ def count_candles(settings: QuestDBSettings, symbol: str | None = None) -> int:
     if symbol is None:
         rows = _select(settings, "counting candles", "SELECT count() FROM candles", [])
     else:
-        rows = _select(settings, f"counting candles of {symbol}", "SELECT count() FROM candles WHERE symbol = %s", [symbol])
+        rows = _select(
+            settings, f"counting candles of {symbol}", "SELECT count() FROM candles WHERE symbol = %s", [symbol]
+        )
     return int(rows[0][0]) if rows else 0
+
+
+def newest_candle_times(settings: QuestDBSettings, symbols: list[str] | None = None) -> dict[str, pd.Timestamp]:
+    """Per symbol (of ``symbols``, or all), the open time of its newest stored candle (UTC);
+    symbols with no candles are absent."""
+    sql, params = "SELECT symbol, ts::long FROM candles", []
+    if symbols is not None:
+        if not symbols:
+            return {}
+        sql += " WHERE symbol IN (" + ", ".join(["%s"] * len(symbols)) + ")"
+        params = list(symbols)
+    rows = _select(
+        settings, "reading the newest candle of each symbol", sql + " LATEST ON ts PARTITION BY symbol", params
+    )
+    return {r[0]: pd.Timestamp(int(r[1]), unit="us", tz="UTC") for r in rows if r[0] is not None}
 
 
 class CandleReader:
@@ -282,7 +311,7 @@ class CandleReader:
         # Connections still idle when the reader is garbage-collected get closed too.
         self._finalizer = weakref.finalize(self, _close_all, self._idle)
 
-    def __enter__(self) -> "CandleReader":
+    def __enter__(self) -> CandleReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -364,6 +393,63 @@ class CandleReader:
                 raise
             self._release(conn)
             return rows
+
+
+class CandleWriter:
+    """Writes candle frames over ILP/HTTP on one kept-open sender, for a process that writes again
+    and again (serving's candle write-behind): no sender set-up and no table check per write.
+
+    ``write(frame)`` takes what ``write_candles`` takes and returns once QuestDB has committed the
+    rows to the table's WAL (durable; readable once applied, ``wait_for_wal``), without waiting for
+    the apply. The table is created on the first write and checked again after any failure. A
+    failure (server down, refused write) raises :class:`CandleStoreError` and drops the sender;
+    the next write starts a new one, so a batch can simply be written again (DEDUP UPSERT makes
+    that harmless). The client's own retries of a failed request stop after ``retry_timeout_s``.
+    Not thread-safe: one writer thread. ``close()`` is idempotent.
+    """
+
+    def __init__(self, settings: QuestDBSettings, *, retry_timeout_s: float = 2.0) -> None:
+        self.settings = settings
+        self._conf = settings.ilp_conf() + f"retry_timeout={int(retry_timeout_s * 1000)};"
+        self._sender: Any = None
+        self._table_ready = False
+
+    def write(self, frame: pd.DataFrame) -> int:
+        from questdb import QuestDBError, Sender
+
+        data = frame if _is_normal(frame) else _normalise(frame)
+        if data.empty:
+            return 0
+        where = f"QuestDB HTTP/ILP at {self.settings.host}:{self.settings.http_port}"
+        try:
+            if not self._table_ready:
+                ensure_candles_table(self.settings)
+                self._table_ready = True
+            if self._sender is None:
+                self._sender = Sender.from_conf(self._conf, auto_flush=False)
+                self._sender.establish()
+            for start in range(0, len(data), _ROWS_PER_FLUSH):
+                self._sender.dataframe(
+                    data.iloc[start : start + _ROWS_PER_FLUSH], table_name=TABLE, symbols=["symbol"], at="ts"
+                )
+                self._sender.flush()
+        except QuestDBError as exc:
+            self.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CandleStoreError(f"writing {len(data)} candles to {where} failed: {first}") from None
+        except CandleStoreError:
+            self.close()
+            raise
+        return len(data)
+
+    def close(self) -> None:
+        """Drop the sender (its unsent rows with it); the next write starts afresh."""
+        sender, self._sender, self._table_ready = self._sender, None, False
+        if sender is not None:
+            try:
+                sender.close(flush=False)
+            except Exception:  # noqa: BLE001 - closing a sender to a dead server must not raise
+                pass
 
 
 def _close_all(conns: list[psycopg.Connection]) -> None:

@@ -18,6 +18,7 @@ reversion / reversal / mean / revert / fade -> mean reversion.
 The multipliers apply to the one decision (recorded in it with the regime), not to the stored
 parameters, so they never compound.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -54,8 +55,18 @@ def classify_regime(features: Mapping[str, float], cfg: MemoryConfig = MemoryCon
     if hl is not None and hl >= cfg.high_vol_hl_range:
         return "high_volatility", f"hl_range={hl:.4g} >= {cfg.high_vol_hl_range:g}"
     s20, s50, mh = features.get("sma20"), features.get("sma50"), features.get("macd_hist")
-    if s20 is not None and s50 is not None and mh is not None and s20 >= cfg.uptrend_sma20 and s50 >= cfg.uptrend_sma50 and mh > 0:
-        return "strong_uptrend", f"sma20={s20:.4g} >= {cfg.uptrend_sma20:g}, sma50={s50:.4g} >= {cfg.uptrend_sma50:g}, macd_hist={mh:.3g} > 0"
+    if (
+        s20 is not None
+        and s50 is not None
+        and mh is not None
+        and s20 >= cfg.uptrend_sma20
+        and s50 >= cfg.uptrend_sma50
+        and mh > 0
+    ):
+        return (
+            "strong_uptrend",
+            f"sma20={s20:.4g} >= {cfg.uptrend_sma20:g}, sma50={s50:.4g} >= {cfg.uptrend_sma50:g}, macd_hist={mh:.3g} > 0",
+        )
     rsi = features.get("rsi14")
     lo, hi = cfg.choppy_rsi
     if s20 is not None and rsi is not None and abs(s20) < cfg.choppy_abs_sma20 and lo <= rsi <= hi:

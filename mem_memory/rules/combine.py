@@ -1,4 +1,5 @@
 """Combining confidences and the HOLD rule."""
+
 from __future__ import annotations
 
 from mem_memory.config import MemoryConfig

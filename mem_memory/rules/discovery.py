@@ -25,6 +25,7 @@ parameters. A rediscovered active strategy gets the new thresholds (when they mo
 1%); a deprecated one is not revived (that is a human decision). Active strategies that meet the
 deprecation rule are deprecated.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,6 +41,7 @@ from mem_memory.config import MemoryConfig
 from mem_memory.rules.parameters import clamp
 from mem_memory.rules.strategy_stats import deprecation_reason, should_deprecate
 from mem_memory.types import Condition, Decision, DiscoveryResult, Outcome, Parameters, StrategySpec, StrategyStats
+
 
 def wilson_lower(wins: int, n: int, z: float) -> float:
     """Wilson score interval lower bound of a win rate."""
@@ -77,7 +79,9 @@ def _bins(trades: Sequence[tuple[Decision, Outcome]], cfg: MemoryConfig) -> list
             continue
         with np.errstate(invalid="ignore"):
             out.append(_Bin(name, "low", (Condition(name, "<=", q1),), present & (x <= q1)))
-            out.append(_Bin(name, "mid", (Condition(name, ">", q1), Condition(name, "<=", q2)), present & (x > q1) & (x <= q2)))
+            out.append(
+                _Bin(name, "mid", (Condition(name, ">", q1), Condition(name, "<=", q2)), present & (x > q1) & (x <= q2))
+            )
             out.append(_Bin(name, "high", (Condition(name, ">", q2),), present & (x > q2)))
     return out
 
@@ -102,7 +106,9 @@ def _stats(trades: Sequence[tuple[Decision, Outcome]], mask: np.ndarray) -> Stra
     return s
 
 
-def find_patterns(trades: Sequence[tuple[Decision, Outcome]], cfg: MemoryConfig = MemoryConfig()) -> tuple[list[Candidate], int, int]:
+def find_patterns(
+    trades: Sequence[tuple[Decision, Outcome]], cfg: MemoryConfig = MemoryConfig()
+) -> tuple[list[Candidate], int, int]:
     """The accepted candidates (best first), how many were tested, and how many met the seed's
     thresholds (>= 5, >= 70%) but were rejected by the chance guard."""
     trades = list(trades)[-cfg.discovery_window :]
@@ -111,11 +117,15 @@ def find_patterns(trades: Sequence[tuple[Decision, Outcome]], cfg: MemoryConfig 
     wins = np.array([o.win for _, o in trades])
     actions = np.array([d.action for d, _ in trades])
     bins = _bins(trades, cfg)
-    groups: list[tuple[str, tuple[Condition, ...], np.ndarray]] = [(f"{b.feature}_{b.label}", b.conditions, b.mask) for b in bins]
+    groups: list[tuple[str, tuple[Condition, ...], np.ndarray]] = [
+        (f"{b.feature}_{b.label}", b.conditions, b.mask) for b in bins
+    ]
     if cfg.discovery_max_conditions >= 2:
         for a, b in combinations(bins, 2):
             if a.feature != b.feature:
-                groups.append((f"{a.feature}_{a.label}_{b.feature}_{b.label}", a.conditions + b.conditions, a.mask & b.mask))
+                groups.append(
+                    (f"{a.feature}_{a.label}_{b.feature}_{b.label}", a.conditions + b.conditions, a.mask & b.mask)
+                )
     raw: list[tuple[str, str, tuple[Condition, ...], np.ndarray, int, int, float]] = []
     for action in ("BUY", "SELL"):
         side = actions == action
@@ -150,7 +160,9 @@ def find_patterns(trades: Sequence[tuple[Decision, Outcome]], cfg: MemoryConfig 
 def _moved(a: tuple[Condition, ...], b: tuple[Condition, ...]) -> bool:
     if [(c.feature, c.op) for c in a] != [(c.feature, c.op) for c in b]:
         return True
-    return any(abs(x.threshold - y.threshold) > 0.01 * max(abs(x.threshold), abs(y.threshold), 1e-12) for x, y in zip(a, b))
+    return any(
+        abs(x.threshold - y.threshold) > 0.01 * max(abs(x.threshold), abs(y.threshold), 1e-12) for x, y in zip(a, b)
+    )
 
 
 def discover(
@@ -168,7 +180,9 @@ def discover(
     deprecated: list[StrategySpec] = []
     for spec in existing.values():
         if not spec.deprecated and should_deprecate(spec.stats, cfg):
-            deprecated.append(spec.evolve(deprecated=True, deprecated_reason=deprecation_reason(spec.stats, cfg), updated_at=now))
+            deprecated.append(
+                spec.evolve(deprecated=True, deprecated_reason=deprecation_reason(spec.stats, cfg), updated_at=now)
+            )
     gone = {s.name for s in deprecated}
     active = sum(1 for s in existing.values() if not s.deprecated) - len(gone)
     for c in accepted:
@@ -187,10 +201,17 @@ def discover(
         size = clamp("position_size", params["position_size"] * min(1.5, 1.0 + (rate - c.base_rate)), cfg)
         created.append(
             StrategySpec(
-                name=c.name, conditions=c.conditions, action=c.action,
+                name=c.name,
+                conditions=c.conditions,
+                action=c.action,
                 confidence=round(min(1.0, max(0.0, wilson_lower(c.wins, c.n, 1.959964))), 4),
-                size=size, stop_loss_pct=params["stop_loss_pct"], take_profit_pct=params["take_profit_pct"],
-                stats=_stats(window, c.mask), created_at=now, updated_at=now, evidence=evidence,
+                size=size,
+                stop_loss_pct=params["stop_loss_pct"],
+                take_profit_pct=params["take_profit_pct"],
+                stats=_stats(window, c.mask),
+                created_at=now,
+                updated_at=now,
+                evidence=evidence,
             )
         )
         active += 1

@@ -1,6 +1,7 @@
 """Parameter memory rules: hard limits, per-decision sizing, the bounded adjustment after an
 outcome, the performance monitor, and restoring an earlier version. Pure: each returns the
 adjustments (with reason and trigger) and the engine stores them with the new parameter set."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -69,7 +70,9 @@ def adjust_after_outcome(
     win = outcome.win
     step = cfg.win_size_step if win else cfg.loss_size_step
     reason = f"{'win' if win else 'loss'} of {outcome.pnl_pct:+.2%} ({outcome.exit_reason or 'closed'}): position size x{step:g}"
-    return _changes(params, {"position_size": params["position_size"] * step}, reason, f"outcome:{outcome.decision_id}", at, cfg)
+    return _changes(
+        params, {"position_size": params["position_size"] * step}, reason, f"outcome:{outcome.decision_id}", at, cfg
+    )
 
 
 def performance_monitor(

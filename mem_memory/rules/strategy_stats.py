@@ -1,4 +1,5 @@
 """Learned-strategy statistics after an outcome, and deprecation."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -25,5 +26,7 @@ def update_strategy(
     """The spec with the outcome counted; the flag says it was deprecated by this outcome."""
     stats = spec.stats.add(outcome.pnl, outcome.pnl_pct)
     if not spec.deprecated and should_deprecate(stats, cfg):
-        return spec.evolve(stats=stats, updated_at=at, deprecated=True, deprecated_reason=deprecation_reason(stats, cfg)), True
+        return spec.evolve(
+            stats=stats, updated_at=at, deprecated=True, deprecated_reason=deprecation_reason(stats, cfg)
+        ), True
     return spec.evolve(stats=stats, updated_at=at), False

@@ -10,10 +10,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mem_pipelines.ingest.quality import frame_markdown, gap_stats
 from mem_core.questdb.store import read_candles, read_latest
-from mem_pipelines.resources import QuestDBResource
 from mem_core.settings import QuestDBSettings
+from mem_pipelines.ingest.quality import frame_markdown, gap_stats
+from mem_pipelines.resources import QuestDBResource
 
 INTERVAL_SECONDS = 300
 
@@ -67,15 +67,20 @@ def candle_metadata(frame: pd.DataFrame, preview_rows: int = 10) -> dict[str, dg
     return meta
 
 
-def build_candles_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_candles_asset(
+    partitions_def: dg.PartitionsDefinition, deps: Sequence[dg.AssetsDefinition] = ()
+) -> dg.AssetsDefinition:
     @dg.asset(
         name="candles",
         partitions_def=partitions_def,
+        deps=list(deps),
         group_name="ingest",
         kinds={"questdb", "pandas"},
         description="5-minute OHLCV candles of one symbol read from QuestDB (ts UTC, ascending, unique).",
     )
-    def candles(context: dg.AssetExecutionContext, config: CandlesWindow, questdb: QuestDBResource) -> dg.Output[pd.DataFrame]:
+    def candles(
+        context: dg.AssetExecutionContext, config: CandlesWindow, questdb: QuestDBResource
+    ) -> dg.Output[pd.DataFrame]:
         symbol = context.partition_key
         frame = load_window(questdb.settings(), symbol, config.start, config.end, config.last_days)
         if frame.empty:

@@ -11,13 +11,8 @@ from collections.abc import Iterable
 import dagster as dg
 import pandas as pd
 
-from mem_pipelines.ingest.quality import (
-    BLOCKING_CHECKS,
-    CHECKS,
-    DEFAULT_MAX_GAP_RATIO,
-    frame_markdown,
-    run_quality_suite,
-)
+from mem_pipelines.ingest.quality import BLOCKING_CHECKS, CHECKS, frame_markdown, run_quality_suite
+from mem_pipelines.settings import DEFAULT_MAX_GAP_RATIO
 
 INTERVAL_SECONDS = 300
 
@@ -27,7 +22,11 @@ def build_candle_checks(
 ) -> dg.AssetChecksDefinition:
     specs = [
         dg.AssetCheckSpec(
-            name, asset="candles", description=description, partitions_def=partitions_def, blocking=name in BLOCKING_CHECKS
+            name,
+            asset="candles",
+            description=description,
+            partitions_def=partitions_def,
+            blocking=name in BLOCKING_CHECKS,
         )
         for name, description in CHECKS.items()
     ]

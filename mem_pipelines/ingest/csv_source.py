@@ -13,6 +13,7 @@ The symbol comes from a Binance-style file name, symbol then interval (``BTCUSDT
 (``candles.csv``) names no symbol. The interval in the name must match the requested one. Either
 way the symbol must meet the symbol rule (``validation.checked_symbol``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -36,11 +37,23 @@ from mem_pipelines.ingest.validation import (
 )
 
 DUMP_COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume",
-    "close_time", "quote_volume", "trades", "taker_base_volume", "taker_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_base_volume",
+    "taker_quote_volume",
+    "ignore",
 )
 HEADER_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
-_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)-(?P<interval>\d+[smhdwM])(?:-\d{4}-\d{2}(?:-\d{2})?)?\.(?:csv(?:\.gz)?|zip)$")
+_NAME = re.compile(
+    r"^(?P<symbol>[A-Za-z0-9]+)-(?P<interval>\d+[smhdwM])(?:-\d{4}-\d{2}(?:-\d{2})?)?\.(?:csv(?:\.gz)?|zip)$"
+)
 # Epoch values at or above this are microseconds (ms reach it only in the year 5138).
 _US_THRESHOLD = 100_000_000_000_000
 
@@ -86,7 +99,7 @@ def _read_text(path: Path) -> str:
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise IngestError(f"{path}: cannot decompress file: {exc}") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a leading byte-order mark (Excel's "CSV UTF-8") is not data
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise IngestError(f"{path}:{line}: not UTF-8 text (binary or corrupt file)") from None
@@ -114,7 +127,9 @@ def read_kline_csv(path: str | Path, interval: str = DEFAULT_INTERVAL, symbol: s
     elif name_symbol is not None:
         symbol = checked_symbol(name_symbol, f"{path}: the file name's symbol")
     else:
-        raise IngestError(f"{path}: cannot tell the symbol from the file name (not SYMBOL-INTERVAL..., e.g. BTCUSDT-5m.csv.gz); pass it (--symbol)")
+        raise IngestError(
+            f"{path}: cannot tell the symbol from the file name (not SYMBOL-INTERVAL..., e.g. BTCUSDT-5m.csv.gz); pass it (--symbol)"
+        )
     first_line = text.split("\n", 1)[0].strip()
     if not first_line:
         raise IngestError(f"{path}:1: empty file or blank first line")
@@ -128,6 +143,8 @@ def read_kline_csv(path: str | Path, interval: str = DEFAULT_INTERVAL, symbol: s
                 "or the 12-column Binance dump without a header)"
             )
         names, expected = first_fields, len(first_fields)
+        if not text.partition("\n")[2].strip():
+            raise IngestError(f"{path}: no candles (a header and no rows)")
     else:
         if len(first_fields) != len(DUMP_COLUMNS):
             raise IngestError(
@@ -163,9 +180,17 @@ def _fast_parse(text: str, names: list[str], has_header: bool, numeric: list[str
     """Parse a clean file straight to float64; None when anything is off (then _diagnose finds it)."""
     try:
         raw = pd.read_csv(
-            io.StringIO(text), header=None, names=names, skiprows=1 if has_header else 0, usecols=numeric,
-            dtype={c: "float64" for c in numeric}, skip_blank_lines=False, keep_default_na=False,
-            na_values={c: ["nan", "NaN"] for c in numeric}, engine="c", float_precision="round_trip",
+            io.StringIO(text),
+            header=None,
+            names=names,
+            skiprows=1 if has_header else 0,
+            usecols=numeric,
+            dtype={c: "float64" for c in numeric},
+            skip_blank_lines=False,
+            keep_default_na=False,
+            na_values={c: ["nan", "NaN"] for c in numeric},
+            engine="c",
+            float_precision="round_trip",
         )
     except (ValueError, pd.errors.ParserError):
         return None
@@ -179,14 +204,22 @@ def _diagnose(path: Path, text: str, names: list[str], has_header: bool, numeric
     """Slow path: read every field as text to name the first malformed row."""
     try:
         raw = pd.read_csv(
-            io.StringIO(text), header=None, names=names, skiprows=1 if has_header else 0,
-            dtype=str, skip_blank_lines=False, keep_default_na=False, engine="c",
+            io.StringIO(text),
+            header=None,
+            names=names,
+            skiprows=1 if has_header else 0,
+            dtype=str,
+            skip_blank_lines=False,
+            keep_default_na=False,
+            engine="c",
         )
     except pd.errors.ParserError as exc:
         msg = str(exc)
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
         if m:
-            raise IngestError(f"{path}:{m.group(2)}: malformed row: expected {m.group(1)} fields, found {m.group(3)}") from None
+            raise IngestError(
+                f"{path}:{m.group(2)}: malformed row: expected {m.group(1)} fields, found {m.group(3)}"
+            ) from None
         raise IngestError(f"{path}: malformed CSV: {msg.strip()}") from None
     offset = 2 if has_header else 1
     lines = np.arange(len(raw)) + offset
@@ -205,14 +238,21 @@ def _diagnose(path: Path, text: str, names: list[str], has_header: bool, numeric
                 what = "blank line"
             more = int(malformed.sum()) - 1
             raise IngestError(
-                f"{path}:{lines[i]}: malformed row: column {col} {what}" + (f" (and {more} more row(s))" if more else "")
+                f"{path}:{lines[i]}: malformed row: column {col} {what}"
+                + (f" (and {more} more row(s))" if more else "")
             )
         parsed[col] = values
     return parsed
 
 
 def _finish(
-    path: Path, symbol: str, interval: str, step: int, parsed: dict[str, np.ndarray], lines: np.ndarray, has_header: bool
+    path: Path,
+    symbol: str,
+    interval: str,
+    step: int,
+    parsed: dict[str, np.ndarray],
+    lines: np.ndarray,
+    has_header: bool,
 ) -> CandleFile:
     open_time = parsed["open_time"]
     bad = np.isnan(open_time) | (open_time != np.floor(open_time))

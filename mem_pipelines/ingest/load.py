@@ -4,6 +4,7 @@ Every file of a call is parsed and validated before the first row is written, so
 refuses the whole call and leaves the table as it was. Writes are idempotent (DEDUP UPSERT
 KEYS(ts, symbol)): ingesting the same candles again changes nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -13,11 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from mem_pipelines.ingest.csv_source import read_kline_csv
-from mem_pipelines.ingest.synthetic import synthetic_candles
-from mem_pipelines.ingest.validation import DEFAULT_INTERVAL, IngestError, checked_symbol, validate_candles
 from mem_core.questdb.store import write_candles
 from mem_core.settings import QuestDBSettings
+from mem_pipelines.ingest.csv_source import read_kline_csv
+from mem_pipelines.ingest.synthetic import synthetic_candles
+from mem_pipelines.ingest.validation import (
+    DEFAULT_INTERVAL,
+    IngestError,
+    checked_days,
+    checked_symbol,
+    validate_candles,
+)
 
 
 @dataclass(frozen=True)
@@ -62,9 +69,10 @@ def ingest_synthetic(
     end: datetime | pd.Timestamp | str,
     interval: str = DEFAULT_INTERVAL,
 ) -> list[IngestResult]:
-    """Generate seeded synthetic candles for ``symbols`` and write them (validated like a file)."""
+    """Generate seeded synthetic candles for ``symbols`` and write them (validated like a file);
+    ``IngestError`` for a bad symbol or ``days`` (``validation.checked_days``)."""
     symbols = [checked_symbol(s) for s in symbols]
-    frame = synthetic_candles(symbols, days, seed, end, interval)
+    frame = synthetic_candles(symbols, checked_days(days), seed, end, interval)
     groups = [(sym, g.reset_index(drop=True)) for sym, g in frame.groupby("symbol", sort=False)]
     for sym, g in groups:
         validate_candles(g, f"synthetic:{sym}", interval=interval)

@@ -5,6 +5,7 @@ that validates pays for it, and its context is built with analytics and progress
 
 Each rule gives a :class:`QualityOutcome`; a failed one lists the offending rows (ts and OHLCV).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-DEFAULT_MAX_GAP_RATIO = 0.01
+from mem_pipelines.settings import DEFAULT_MAX_GAP_RATIO
+
 _MAX_LISTED = 20
 
 # (check name, description)
@@ -60,10 +62,31 @@ def _suite(gx):
     tagged = []
     for col in ("ts", "open", "high", "low", "close", "volume"):
         tagged.append(("no_nulls", E.ExpectColumnValuesToNotBeNull(column=col)))
-    tagged.append(("high_not_below_low", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low", or_equal=True, ignore_row_if="either_value_is_missing")))
+    tagged.append(
+        (
+            "high_not_below_low",
+            E.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="high", column_B="low", or_equal=True, ignore_row_if="either_value_is_missing"
+            ),
+        )
+    )
     for col in ("open", "close"):
-        tagged.append(("high_covers_open_close", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=col, or_equal=True, ignore_row_if="either_value_is_missing")))
-        tagged.append(("low_under_open_close", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=col, column_B="low", or_equal=True, ignore_row_if="either_value_is_missing")))
+        tagged.append(
+            (
+                "high_covers_open_close",
+                E.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A="high", column_B=col, or_equal=True, ignore_row_if="either_value_is_missing"
+                ),
+            )
+        )
+        tagged.append(
+            (
+                "low_under_open_close",
+                E.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A=col, column_B="low", or_equal=True, ignore_row_if="either_value_is_missing"
+                ),
+            )
+        )
     tagged.append(("volume_non_negative", E.ExpectColumnValuesToBeBetween(column="volume", min_value=0)))
     tagged.append(("ts_strictly_increasing", E.ExpectColumnValuesToBeIncreasing(column="ts", strictly=True)))
     for check, expectation in tagged:
@@ -92,7 +115,9 @@ def run_quality_suite(
     )
     context = gx.get_context(mode="ephemeral", project_config=config)
     batch_def = (
-        context.data_sources.add_pandas("candles").add_dataframe_asset("candles").add_batch_definition_whole_dataframe("whole")
+        context.data_sources.add_pandas("candles")
+        .add_dataframe_asset("candles")
+        .add_batch_definition_whole_dataframe("whole")
     )
     suite = context.suites.add(_suite(gx))
     result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
@@ -106,13 +131,22 @@ def run_quality_suite(
         if check is None:
             continue
         if r.exception_info and r.exception_info.get("raised_exception"):
-            raise RuntimeError(f"Great Expectations could not evaluate {r.expectation_config.type}: {r.exception_info.get('exception_message')}")
+            raise RuntimeError(
+                f"Great Expectations could not evaluate {r.expectation_config.type}: {r.exception_info.get('exception_message')}"
+            )
         if not r.success:
             failed[check] = True
             bad_rows[check].update(int(i) for i in r.result.get("unexpected_index_list") or [])
 
-    outcomes = [QualityOutcome(name="has_rows", passed=len(frame) > 0, description=CHECKS["has_rows"],
-                               unexpected_count=int(len(frame) == 0), metadata={"rows": len(frame)})]
+    outcomes = [
+        QualityOutcome(
+            name="has_rows",
+            passed=len(frame) > 0,
+            description=CHECKS["has_rows"],
+            unexpected_count=int(len(frame) == 0),
+            metadata={"rows": len(frame)},
+        )
+    ]
     for name, description in CHECKS.items():
         if name in ("has_rows", "gap_ratio_below_threshold"):
             continue

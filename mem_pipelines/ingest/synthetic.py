@@ -21,6 +21,7 @@ scaled by that seasonality and rising with the candle's absolute return. Wicks e
 open/close by half-normal amounts scaled to the candle's volatility, so OHLC is always consistent.
 Other intervals scale drift and volatility by sqrt/linear time.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -78,7 +79,9 @@ def _seasonality(ts: pd.DatetimeIndex) -> np.ndarray:
     return 0.8 + 0.6 * us_open + asia + quiet
 
 
-def synthetic_symbol(symbol: str, days: float, seed: int, end: datetime | pd.Timestamp | str, interval: str = DEFAULT_INTERVAL) -> pd.DataFrame:
+def synthetic_symbol(
+    symbol: str, days: float, seed: int, end: datetime | pd.Timestamp | str, interval: str = DEFAULT_INTERVAL
+) -> pd.DataFrame:
     """Candles of one symbol: ``days`` worth on the interval grid, the last one closing at or before ``end``."""
     step_s = interval_seconds(interval)
     n = int(round(days * 86_400 / step_s))

@@ -3,8 +3,10 @@
 Errors read like a compiler's: ``path:line: what is wrong``, so a user can open the file at the
 offending row. A batch with any bad row is refused as a whole.
 """
+
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,13 +52,27 @@ def checked_symbol(value: str, where: str = "symbol") -> str:
     return symbol
 
 
+#: Most days of synthetic candles one call generates (ten years: ~1M 5-minute candles a symbol).
+MAX_SYNTHETIC_DAYS = 3650.0
+
+
+def checked_days(days: float) -> float:
+    """``days`` of synthetic candles if it is a finite number in (0, ``MAX_SYNTHETIC_DAYS``];
+    else ``IngestError`` saying so on one line."""
+    try:
+        value = float(days)
+    except (TypeError, ValueError):
+        raise IngestError(f"--days {days!r}: must be a number of days") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_SYNTHETIC_DAYS:
+        raise IngestError(f"--days {days!r}: must be a finite number of days > 0 and <= {MAX_SYNTHETIC_DAYS:g}")
+    return value
+
+
 def interval_seconds(interval: str) -> int:
     try:
         return INTERVALS[interval]
     except KeyError:
-        raise IngestError(
-            f"unknown interval {interval!r}; supported: {', '.join(INTERVALS)}"
-        ) from None
+        raise IngestError(f"unknown interval {interval!r}; supported: {', '.join(INTERVALS)}") from None
 
 
 def _where(source: str, line: int | None) -> str:
@@ -90,30 +106,46 @@ def validate_candles(
     lines = np.arange(1, n + 1) if lines is None else np.asarray(lines)
     if n == 0:
         raise IngestError(f"{source}: no candles")
-    o, h, l, c, v = (frame[col].to_numpy(dtype="float64") for col in ("open", "high", "low", "close", "volume"))
+    o, h, lo, c, v = (frame[col].to_numpy(dtype="float64") for col in ("open", "high", "low", "close", "volume"))
 
     def row(i: int) -> str:
-        return f"open={o[i]} high={h[i]} low={l[i]} close={c[i]} volume={v[i]}"
+        return f"open={o[i]} high={h[i]} low={lo[i]} close={c[i]} volume={v[i]}"
 
-    _refuse(source, lines, np.isnan(o) | np.isnan(h) | np.isnan(l) | np.isnan(c) | np.isnan(v), "NaN value", row)
-    _refuse(source, lines, ~(np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c) & np.isfinite(v)), "infinite value", row)
-    _refuse(source, lines, (o <= 0) | (h <= 0) | (l <= 0) | (c <= 0), "price at or below zero", row)
-    _refuse(source, lines, h < l, "high < low", row)
+    _refuse(source, lines, np.isnan(o) | np.isnan(h) | np.isnan(lo) | np.isnan(c) | np.isnan(v), "NaN value", row)
+    _refuse(
+        source,
+        lines,
+        ~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)),
+        "infinite value",
+        row,
+    )
+    _refuse(source, lines, (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "price at or below zero", row)
+    _refuse(source, lines, h < lo, "high < low", row)
     _refuse(source, lines, h < np.maximum(o, c), "high < max(open, close)", row)
-    _refuse(source, lines, l > np.minimum(o, c), "low > min(open, close)", row)
+    _refuse(source, lines, lo > np.minimum(o, c), "low > min(open, close)", row)
     _refuse(source, lines, v < 0, "negative volume", row)
 
     ts = frame["ts"]
-    _refuse(source, lines, ((ts < _MIN_TS) | (ts >= _MAX_TS)).to_numpy(), "open time outside 2000..2100",
-            lambda i: f"{ts.iloc[i]}")
+    _refuse(
+        source,
+        lines,
+        ((ts < _MIN_TS) | (ts >= _MAX_TS)).to_numpy(),
+        "open time outside 2000..2100",
+        lambda i: f"{ts.iloc[i]}",
+    )
     secs = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]").astype(np.int64)
     us_step = step * 1_000_000
     _refuse(source, lines, secs % us_step != 0, f"open time not on the {interval} grid", lambda i: f"{ts.iloc[i]}")
     if n > 1:
         diffs = np.diff(secs)
         bad = np.concatenate([[False], diffs <= 0])
-        _refuse(source, lines, bad, "open time not after the previous row's (duplicate or out of order)",
-                lambda i: f"{ts.iloc[i]} after {ts.iloc[i - 1]}")
+        _refuse(
+            source,
+            lines,
+            bad,
+            "open time not after the previous row's (duplicate or out of order)",
+            lambda i: f"{ts.iloc[i]} after {ts.iloc[i - 1]}",
+        )
         values, counts = np.unique(diffs, return_counts=True)
         common = int(values[np.argmax(counts)])
         if common != us_step:

@@ -17,7 +17,18 @@ from mem_pipelines.resources import MemoryStoreResource
 GROUP = "learning"
 #: The memory's rules as the deployed engine applies them (its default config), for the descriptions.
 RULES = MemoryConfig()
-STRATEGY_COLUMNS = ["name", "conditions", "action", "confidence", "size", "stop_pct", "target_pct", "trades", "win_rate", "avg_pnl_pct"]
+STRATEGY_COLUMNS = [
+    "name",
+    "conditions",
+    "action",
+    "confidence",
+    "size",
+    "stop_pct",
+    "target_pct",
+    "trades",
+    "win_rate",
+    "avg_pnl_pct",
+]
 
 
 def _now() -> pd.Timestamp:
@@ -37,7 +48,10 @@ def learned_strategies(context: dg.AssetExecutionContext, memory_store: MemorySt
         report = run_discovery(engine, _now(), memory_store.exports_folder())
     context.log.info(
         "discovery: %d created, %d updated, %d deprecated; %d active",
-        report.count("created"), report.count("updated"), report.count("deprecated"), len(report.active),
+        report.count("created"),
+        report.count("updated"),
+        report.count("deprecated"),
+        len(report.active),
     )
     module = report.exports.get("strategy_modules.py")
     return dg.MaterializeResult(
@@ -69,7 +83,12 @@ def learned_strategies(context: dg.AssetExecutionContext, memory_store: MemorySt
 def parameter_memory(context: dg.AssetExecutionContext, memory_store: MemoryStoreResource) -> dg.MaterializeResult:
     with memory_store.engine() as engine:
         report = run_monitor(engine, _now())
-    context.log.info("monitor: %d adjustments; win rate %s over %d trades", len(report.changes), report.recent_win_rate, report.recent_trades)
+    context.log.info(
+        "monitor: %d adjustments; win rate %s over %d trades",
+        len(report.changes),
+        report.recent_win_rate,
+        report.recent_trades,
+    )
     return dg.MaterializeResult(
         metadata={
             "adjustments": len(report.changes),

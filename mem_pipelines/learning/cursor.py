@@ -1,4 +1,5 @@
 """The learning sensors' cursor step over the memory's event log (docs/closed_loop.md §1)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,7 @@
 """Dagster definitions of the learning domain: the learned-strategies and parameter-memory assets
 with the sensors that keep them current. Its resources (the memory store among them) are bound in
 ``mem_pipelines.definitions``."""
+
 from __future__ import annotations
 
 import dagster as dg

@@ -1,5 +1,6 @@
 """The learning as text: learned strategies as flat rows and rows as markdown tables (for the
 Dagster UI's metadata and the replay report)."""
+
 from __future__ import annotations
 
 import math

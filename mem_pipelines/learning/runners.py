@@ -4,6 +4,7 @@ pattern discovery and the performance monitor, each with a report of what change
 The Dagster assets (``assets.py``) and the replay's learner (``mem_pipelines.replay.learner``)
 call the same functions, so the replay learns exactly as the deployed loop does.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,13 @@ def _discovery_changes(result: DiscoveryResult) -> list[Change]:
     changes = []
     for spec in result.created:
         r = strategy_row(spec)
-        changes.append(Change("created", spec.name, f"{r['conditions']} -> {r['action']}: {r['trades']} trades, win rate {r['win_rate']}"))
+        changes.append(
+            Change(
+                "created",
+                spec.name,
+                f"{r['conditions']} -> {r['action']}: {r['trades']} trades, win rate {r['win_rate']}",
+            )
+        )
     for spec in result.updated:
         r = strategy_row(spec)
         changes.append(Change("updated", spec.name, f"now {r['trades']} trades, win rate {r['win_rate']}"))
@@ -74,8 +81,7 @@ def run_discovery(engine: MemoryEngine, now: pd.Timestamp, exports: Path | None 
     result = engine.discover(now.to_pydatetime())
     specs = list(engine.strategies(include_deprecated=True))
     paths: dict[str, Path] = {}
-    if exports is not None:
-        exports.mkdir(parents=True, exist_ok=True)
+    if exports is not None:  # export_all creates the folder (0700)
         paths = {Path(p).name: Path(p) for p in engine.export_all(exports).values()}
     return DiscoveryReport(
         now=now,

@@ -41,7 +41,11 @@ def _evaluate(name: str, context: dg.SensorEvaluationContext, memory_store: Memo
         run_requests=[
             dg.RunRequest(
                 run_key=f"{name}-{new_cursor}",
-                tags={"mem/events_after": str(cursor), "mem/events_through": new_cursor, "mem/new_outcomes": str(step.outcomes)},
+                tags={
+                    "mem/events_after": str(cursor),
+                    "mem/events_through": new_cursor,
+                    "mem/new_outcomes": str(step.outcomes),
+                },
             )
         ],
         cursor=new_cursor,
@@ -64,5 +68,7 @@ def pattern_discovery_sensor(context: dg.SensorEvaluationContext, memory_store: 
     description=f"New closed trades in memory -> performance monitor (win rate over the last {RULES.monitor_window} trades).",
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def performance_monitor_sensor(context: dg.SensorEvaluationContext, memory_store: MemoryStoreResource) -> dg.SensorResult:
+def performance_monitor_sensor(
+    context: dg.SensorEvaluationContext, memory_store: MemoryStoreResource
+) -> dg.SensorResult:
     return _evaluate("performance_monitor", context, memory_store)

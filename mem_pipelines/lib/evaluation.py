@@ -9,6 +9,7 @@
   ROC-AUC (None when the holdout has one class), the majority-class baseline accuracy on the
   same rows (always predicting the more frequent class of those rows) and the confusion matrix.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -21,6 +21,7 @@ The accuracy rule (:func:`decide`): the challenger is promoted only when
 
 Without a champion the challenger is promoted (the first model becomes champion).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -110,8 +111,18 @@ def decide(
         raise ValueError("challenger predictions must cover the holdout rows")
     challenger_acc = float(np.mean(ch == y))
     if champion_pred is None:
-        return GateDecision(True, "first model: no champion yet", len(y), challenger_acc, None, None, None, None,
-                            policy.min_margin, policy.alpha)
+        return GateDecision(
+            True,
+            "first model: no champion yet",
+            len(y),
+            challenger_acc,
+            None,
+            None,
+            None,
+            None,
+            policy.min_margin,
+            policy.alpha,
+        )
     cp = np.asarray(champion_pred).astype(int)
     if cp.shape != y.shape:
         raise ValueError("champion predictions must cover the holdout rows")
@@ -126,8 +137,18 @@ def decide(
         reason = f"kept champion: margin {margin:+.4f} < {policy.min_margin}"
     else:
         reason = f"kept champion: p={test.p_value:.3g} >= {policy.alpha} (difference not significant)"
-    return GateDecision(ahead and significant, reason, len(y), challenger_acc, champion_acc, margin,
-                        test.p_value, test.method, policy.min_margin, policy.alpha)
+    return GateDecision(
+        ahead and significant,
+        reason,
+        len(y),
+        challenger_acc,
+        champion_acc,
+        margin,
+        test.p_value,
+        test.method,
+        policy.min_margin,
+        policy.alpha,
+    )
 
 
 @dataclass(frozen=True)
@@ -206,5 +227,13 @@ def judge(
         f"[95% CI {paired.interval.low:+.4f}, {paired.interval.high:+.4f}] (needs {policy.min_margin} with "
         f"p < {policy.alpha}, p = {paired.p_value:.3g}); {evidence}."
     )
-    return Verdict(promote, sentence, policy.metric, skill, accuracy, paired.improvement,
-                   (paired.interval.low, paired.interval.high), paired.p_value)
+    return Verdict(
+        promote,
+        sentence,
+        policy.metric,
+        skill,
+        accuracy,
+        paired.improvement,
+        (paired.interval.low, paired.interval.high),
+        paired.p_value,
+    )

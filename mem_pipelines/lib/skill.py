@@ -167,7 +167,9 @@ def skill_report(
     np.add.at(pos_hist, (day, score_bin), y)
     np.add.at(neg_hist, (day, score_bin), 1.0 - y)
 
-    point = {k: float(v[0]) for k, v in _stats(per_day.sum(0)[None], pos_hist.sum(0)[None], neg_hist.sum(0)[None]).items()}
+    point = {
+        k: float(v[0]) for k, v in _stats(per_day.sum(0)[None], pos_hist.sum(0)[None], neg_hist.sum(0)[None]).items()
+    }
     point["roc_auc"] = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
     weights = _resample_weights(days, resamples, seed)
     boot = _stats(weights @ per_day, weights @ pos_hist, weights @ neg_hist)

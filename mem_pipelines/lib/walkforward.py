@@ -50,8 +50,9 @@ def _gap(horizon: int, embargo: pd.Timedelta) -> pd.Timedelta:
     return (horizon + 1) * CANDLE + embargo
 
 
-def _fold(index: int, test_start: pd.Timestamp, test_end: pd.Timestamp, train_days: float, horizon: int,
-          embargo: pd.Timedelta) -> Fold:
+def _fold(
+    index: int, test_start: pd.Timestamp, test_end: pd.Timestamp, train_days: float, horizon: int, embargo: pd.Timedelta
+) -> Fold:
     train_end = test_start - _gap(horizon, embargo)
     return Fold(index, train_end - pd.Timedelta(days=train_days), train_end, test_start, test_end)
 
@@ -168,6 +169,12 @@ def walk_forward(
         pooled_p.append(proba)
         pooled_ts.append(ts[test].to_numpy())
         pooled_base.append(np.full(int(test.sum()), base))
-    pooled = skill_report(np.concatenate(pooled_y), np.concatenate(pooled_p), np.concatenate(pooled_ts),
-                          np.concatenate(pooled_base), resamples, seed)
+    pooled = skill_report(
+        np.concatenate(pooled_y),
+        np.concatenate(pooled_p),
+        np.concatenate(pooled_ts),
+        np.concatenate(pooled_base),
+        resamples,
+        seed,
+    )
     return WalkForward(tuple(results), pooled)

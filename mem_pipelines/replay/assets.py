@@ -74,7 +74,9 @@ def replay_report(
             "model_data_end": report.model_data_end,
             **{f"{name}_total_pnl": dg.MetadataValue.float(float(m.total_pnl)) for name, m in by.items()},
             **{f"{name}_trades": m.trades for name, m in by.items()},
-            "learning": dg.MetadataValue.md(rows_markdown([e.__dict__ for e in report.events][-50:]) if report.events else "_no change_"),
+            "learning": dg.MetadataValue.md(
+                rows_markdown([e.__dict__ for e in report.events][-50:]) if report.events else "_no change_"
+            ),
         }
     )
 

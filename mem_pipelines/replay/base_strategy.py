@@ -16,6 +16,7 @@ The signal is computed vectorised over a whole frame, but each row uses only rol
 operations (``shift``, ``ewm(adjust=False)``), so the value at ``t`` is the same whether or not
 later candles exist (``tests/replay/test_base_strategy.py`` proves it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """Dagster definitions of the replay domain: the replay report asset. Its resources (the memory
 store, QuestDB, MLflow) are bound in ``mem_pipelines.definitions``."""
+
 from __future__ import annotations
 
 import dagster as dg

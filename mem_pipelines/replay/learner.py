@@ -1,5 +1,6 @@
 """The replay's learner: the learning sensors' functions run in-process on the server's memory
 store, with snapshots of the memory for the report."""
+
 from __future__ import annotations
 
 import time
@@ -11,9 +12,9 @@ import pandas as pd
 
 from mem_memory import PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, MemoryEngine, ParameterAdjustment, StrategySpec
 from mem_pipelines.learning.render import strategy_row
-from mem_pipelines.resources import open_engine
 from mem_pipelines.learning.runners import parameters_dict, run_discovery, run_monitor
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent
+from mem_pipelines.resources import open_engine
 
 
 class MemoryLearner:

@@ -15,6 +15,7 @@ Definitions (docs/closed_loop.md):
 - ``max_drawdown``: largest fall of the equity curve from its running peak, in currency and as a
   fraction of that peak.
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ Pure apart from ``ReplayReport.write`` (files) and ``plot_equity`` (matplotlib w
 backend, no display). Nothing in the report depends on the wall clock or on random ids, so a
 replay with the same inputs writes byte-identical markdown and CSV files.
 """
+
 from __future__ import annotations
 
 import math
@@ -137,7 +138,12 @@ class ReplayReport:
             for t in v.trades:
                 d = asdict(t)
                 d.pop("tag", None)  # server decision ids are random; keep the file deterministic
-                rows.append({"variant": v.name, **{k: (x.isoformat() if isinstance(x, pd.Timestamp) else x) for k, x in d.items()}})
+                rows.append(
+                    {
+                        "variant": v.name,
+                        **{k: (x.isoformat() if isinstance(x, pd.Timestamp) else x) for k, x in d.items()},
+                    }
+                )
         return pd.DataFrame(rows)
 
     def markdown(self, png_name: str | None = "equity.png") -> str:
@@ -190,9 +196,7 @@ class ReplayReport:
         )
         if full.trades and ml.trades and not (math.isnan(full.avg_pnl_pct) or math.isnan(ml.avg_pnl_pct)):
             better = full.avg_pnl_pct > ml.avg_pnl_pct
-            text += (
-                f" Per trade it was {'better' if better else 'worse'} ({_pct(full.avg_pnl_pct, 3)} vs {_pct(ml.avg_pnl_pct, 3)} of notional)"
-            )
+            text += f" Per trade it was {'better' if better else 'worse'} ({_pct(full.avg_pnl_pct, 3)} vs {_pct(ml.avg_pnl_pct, 3)} of notional)"
             if better != (diff > 0):
                 text += (
                     ": the gain in total comes from how many and how large its positions were, not from better trades."
@@ -217,7 +221,11 @@ class ReplayReport:
             "events": folder / "learning_events.csv",
             "equity_png": folder / "equity.png",
         }
-        plot_equity(self.variants, paths["equity_png"], title=f"{', '.join(self.symbols)}: {self.start:%Y-%m-%d} to {self.end:%Y-%m-%d}")
+        plot_equity(
+            self.variants,
+            paths["equity_png"],
+            title=f"{', '.join(self.symbols)}: {self.start:%Y-%m-%d} to {self.end:%Y-%m-%d}",
+        )
         paths["markdown"].write_text(self.markdown(paths["equity_png"].name))
         self.comparison_frame().to_csv(paths["comparison"], index=False, float_format="%.10g")
         self.trades_frame().to_csv(paths["trades"], index=False, float_format="%.10g")

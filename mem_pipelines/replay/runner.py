@@ -18,6 +18,7 @@ Before anything runs, the champion model's training window is checked: its last 
 must be before the replay window starts (``check_model_window``), or the replay refuses
 (``LookAheadError``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -97,14 +98,30 @@ class SignalService(Protocol):
     def predict_reversal(self, symbol: str, candles: pd.DataFrame | None = None) -> ReversalPrediction: ...
 
     def enhance_signal(
-        self, symbol: str, action: str, base_confidence: float, price: float, time: datetime, *, strategy: str = "",
-        candles: pd.DataFrame | None = None, ml: ReversalPrediction | None = None, session_id: str = "",
+        self,
+        symbol: str,
+        action: str,
+        base_confidence: float,
+        price: float,
+        time: datetime,
+        *,
+        strategy: str = "",
+        candles: pd.DataFrame | None = None,
+        ml: ReversalPrediction | None = None,
+        session_id: str = "",
         market_context: Mapping[str, str] | None = None,
     ) -> EnhancedSignal: ...
 
     def log_outcome(
-        self, decision_id: str, entry_price: float, exit_price: float, size: float, pnl: float, pnl_pct: float,
-        exit_reason: str, time: datetime,
+        self,
+        decision_id: str,
+        entry_price: float,
+        exit_price: float,
+        size: float,
+        pnl: float,
+        pnl_pct: float,
+        exit_reason: str,
+        time: datetime,
     ) -> OutcomeLearning: ...
 
 
@@ -162,7 +179,9 @@ def check_model_window(model: ModelInfo, start: pd.Timestamp) -> None:
     candle the training saw, the labels' look-ahead included — see ``champion_info``) must be
     strictly before ``start``. An unknown window is refused too."""
     if model.data_end is None or pd.isna(model.data_end):
-        raise LookAheadError(f"model version {model.version}: training window unknown (no data_end); refusing to replay")
+        raise LookAheadError(
+            f"model version {model.version}: training window unknown (no data_end); refusing to replay"
+        )
     if model.data_end >= start:
         raise LookAheadError(
             f"model version {model.version} was trained on data up to {model.data_end.isoformat()}, "
@@ -206,11 +225,29 @@ class _SignalPolicy(Policy):
         self.seen += 1
         return str(action[index]), float(conf[index])
 
-    def _order(self, symbol: str, side: str, ts: pd.Timestamp, conf: float, size: float | None = None,
-               stop_pct: float | None = None, target_pct: float | None = None, tag: str = "") -> Order:
+    def _order(
+        self,
+        symbol: str,
+        side: str,
+        ts: pd.Timestamp,
+        conf: float,
+        size: float | None = None,
+        stop_pct: float | None = None,
+        target_pct: float | None = None,
+        tag: str = "",
+    ) -> Order:
         d = self.defaults
-        return Order(symbol, side, ts, size or d.size, stop_pct or d.stop_pct, target_pct or d.target_pct,
-                     self.cfg.max_holding_bars, tag=tag, confidence=conf)
+        return Order(
+            symbol,
+            side,
+            ts,
+            size or d.size,
+            stop_pct or d.stop_pct,
+            target_pct or d.target_pct,
+            self.cfg.max_holding_bars,
+            tag=tag,
+            confidence=conf,
+        )
 
 
 def _same_model(expected: str, got: str) -> None:
@@ -259,8 +296,16 @@ class MLFilterPolicy(_SignalPolicy):
 class FullPolicy(_SignalPolicy):
     """The full system: EnhanceSignal decides; outcomes go back; learning runs as it goes."""
 
-    def __init__(self, cfg, signals, defaults, service: SignalService, history: int, learner: Learner | None,
-                 model_version: str = "") -> None:
+    def __init__(
+        self,
+        cfg,
+        signals,
+        defaults,
+        service: SignalService,
+        history: int,
+        learner: Learner | None,
+        model_version: str = "",
+    ) -> None:
         super().__init__(cfg, signals, defaults)
         self.service = service
         self.history = history
@@ -280,7 +325,13 @@ class FullPolicy(_SignalPolicy):
         hist = candles.iloc[-self.history :]
         # No ML prediction passed: the server predicts from the same candles itself.
         e = self.service.enhance_signal(
-            symbol, sig[0], sig[1], float(last["close"]), ts, strategy=self.cfg.base.name, candles=hist,
+            symbol,
+            sig[0],
+            sig[1],
+            float(last["close"]),
+            ts,
+            strategy=self.cfg.base.name,
+            candles=hist,
             session_id=self.cfg.session_id,
         )
         _same_model(self.model_version, e.model_version)
@@ -290,13 +341,21 @@ class FullPolicy(_SignalPolicy):
         price = float(last["close"])
         stop_pct = abs(price - e.stop_loss) / price if e.stop_loss > 0 else None
         target_pct = abs(e.take_profit - price) / price if e.take_profit > 0 else None
-        return self._order(symbol, e.action, ts, e.confidence, e.size, stop_pct or None, target_pct or None, tag=e.decision_id)
+        return self._order(
+            symbol, e.action, ts, e.confidence, e.size, stop_pct or None, target_pct or None, tag=e.decision_id
+        )
 
     def on_exit(self, trade: Trade) -> None:
         if not trade.tag:
             raise ReplayError("a full-system trade without a decision id cannot be reported")
         self.service.log_outcome(
-            trade.tag, trade.entry_price, trade.exit_price, trade.size, trade.pnl, trade.pnl_pct, trade.exit_reason,
+            trade.tag,
+            trade.entry_price,
+            trade.exit_price,
+            trade.size,
+            trade.pnl,
+            trade.pnl_pct,
+            trade.exit_reason,
             trade.exit_ts,
         )
         self.outcomes += 1
@@ -317,8 +376,12 @@ class FullPolicy(_SignalPolicy):
 
 # --------------------------------------------------------------------------- the run
 def replay_frames(
-    cfg: ReplayConfig, frames: Mapping[str, pd.DataFrame], service: SignalService, model: ModelInfo,
-    learner: Learner | None, history: int,
+    cfg: ReplayConfig,
+    frames: Mapping[str, pd.DataFrame],
+    service: SignalService,
+    model: ModelInfo,
+    learner: Learner | None,
+    history: int,
 ) -> ReplayReport:
     """The three variants over candle frames already loaded (each may start before ``cfg.start``:
     warm-up). Pure apart from the calls to ``service`` and ``learner``."""
@@ -347,8 +410,12 @@ def replay_frames(
         trades = tuple(run(policy))
         variants.append(
             VariantResult(
-                name, trades, compute_metrics(trades, cfg.capital, grid), equity_curve(trades, cfg.capital, grid),
-                signals=policy.seen, skipped=policy.skipped,
+                name,
+                trades,
+                compute_metrics(trades, cfg.capital, grid),
+                equity_curve(trades, cfg.capital, grid),
+                signals=policy.seen,
+                skipped=policy.skipped,
             )
         )
     if learner is not None and full.since_learning:
@@ -381,7 +448,6 @@ def replay_frames(
     )
 
 
-
 def load_frames(cfg: ReplayConfig, history: int) -> dict[str, pd.DataFrame]:
     """Candles of each symbol from QuestDB: the window plus enough warm-up before it."""
     settings = cfg.questdb or QuestDBSettings.from_env()
@@ -409,7 +475,10 @@ def run_replay(settings: ReplayConfig) -> ReplayReport:
     history = settings.history or SERVING_HISTORY
     frames = load_frames(settings, history)
     try:
-        with MemClient.from_env(settings.server, settings.timeout_s) as client, MemoryLearner.open(settings.memory_db) as learner:
+        with (
+            MemClient.from_env(settings.server, settings.timeout_s) as client,
+            MemoryLearner.open(settings.memory_db) as learner,
+        ):
             return replay_frames(settings, frames, client, model, learner, history)
     except MemClientError as exc:
         raise ReplayError(str(exc)) from None

@@ -25,6 +25,7 @@ Rules (docs/closed_loop.md repeats them):
 decision can see a candle after it; ``drive`` runs a policy over several symbols in global time
 order (exits of a timestamp first, then the decisions at its close).
 """
+
 from __future__ import annotations
 
 import math
@@ -348,4 +349,3 @@ def _naive_utc(ts: pd.Series) -> np.ndarray:
     if s.dt.tz is not None:
         s = s.dt.tz_convert("UTC").dt.tz_localize(None)
     return s.to_numpy("datetime64[ns]")
-

@@ -90,7 +90,9 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         group_name=GROUP,
         kinds={"questdb", "pandas"},
     )
-    def training_candles(context: dg.AssetExecutionContext, questdb: QuestDBResource) -> dg.Output[dict[str, pd.DataFrame]]:
+    def training_candles(
+        context: dg.AssetExecutionContext, questdb: QuestDBResource
+    ) -> dg.Output[dict[str, pd.DataFrame]]:
         """Every symbol's stored candles (whole history), read once per training run; checked by
         the blocking ``training_candles_quality`` before features and labels. A symbol without
         candles is skipped (an empty frame, a warning)."""
@@ -99,9 +101,13 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         for symbol in context.partition_keys:
             frame = read_candles(settings, symbol)
             if frame.empty:
-                context.log.warning(f"no candles for {symbol} in QuestDB; training goes on without it (ingest it first)")
+                context.log.warning(
+                    f"no candles for {symbol} in QuestDB; training goes on without it (ingest it first)"
+                )
                 skipped.append(symbol)
-                frame = pd.DataFrame({c: pd.Series(dtype="datetime64[us, UTC]" if c == "ts" else "float64") for c in CANDLE_COLUMNS})
+                frame = pd.DataFrame(
+                    {c: pd.Series(dtype="datetime64[us, UTC]" if c == "ts" else "float64") for c in CANDLE_COLUMNS}
+                )
             else:
                 found = find_gaps(frame["ts"])
                 spans[symbol] = [frame["ts"].iloc[0].isoformat(), frame["ts"].iloc[-1].isoformat()]
@@ -129,7 +135,9 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         group_name=GROUP,
         kinds={"pandas"},
     )
-    def features(context: dg.AssetExecutionContext, training_candles: dict[str, pd.DataFrame]) -> dg.Output[dict[str, pd.DataFrame]]:
+    def features(
+        context: dg.AssetExecutionContext, training_candles: dict[str, pd.DataFrame]
+    ) -> dg.Output[dict[str, pd.DataFrame]]:
         """The columns of every known feature set (``mem_core.feature_sets``) per candle over the
         symbol's stored history, warm-up dropped; see docs/ml.md."""
         names = all_feature_names()
@@ -140,7 +148,9 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             metadata={
                 "rows": dg.MetadataValue.int(sum(rows.values())),
                 "rows_per_symbol": dg.MetadataValue.json(rows),
-                "feature_sets": dg.MetadataValue.json({fs.name: list(fs.names) for fs in feature_sets.FEATURE_SETS.values()}),
+                "feature_sets": dg.MetadataValue.json(
+                    {fs.name: list(fs.names) for fs in feature_sets.FEATURE_SETS.values()}
+                ),
                 "newest_row": dg.MetadataValue.json(last),
                 "skipped_symbols": dg.MetadataValue.json(skipped),
             },
@@ -154,7 +164,9 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         group_name=GROUP,
         kinds={"pandas"},
     )
-    def labels(context: dg.AssetExecutionContext, training_candles: dict[str, pd.DataFrame]) -> dg.Output[dict[str, pd.DataFrame]]:
+    def labels(
+        context: dg.AssetExecutionContext, training_candles: dict[str, pd.DataFrame]
+    ) -> dg.Output[dict[str, pd.DataFrame]]:
         """Reversal labels (horizon 10, k·σ·√H against the prior 20-candle trend); see docs/ml.md."""
         frames, rows, skipped = _per_symbol(context, training_candles, reversal_labels, LABEL_COLUMNS)
         rates = {s: round(float(f["label"].mean()), 4) if len(f) else None for s, f in frames.items()}
@@ -265,8 +277,12 @@ class ModelConfig(dg.Config):
     feature_set: str = Field(default=defaults.FEATURE_SET, description="a name of mem_core.feature_sets")
     params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters overriding the defaults")
     holdout_fraction: float = HOLDOUT_FRACTION
-    walk_forward_folds: int = Field(default=defaults.WALK_FORWARD_FOLDS, description="rolling folds over the window; 0 = none")
-    walk_forward_train_days: float | None = Field(default=None, description="days each fold trains on (default: half the window)")
+    walk_forward_folds: int = Field(
+        default=defaults.WALK_FORWARD_FOLDS, description="rolling folds over the window; 0 = none"
+    )
+    walk_forward_train_days: float | None = Field(
+        default=None, description="days each fold trains on (default: half the window)"
+    )
 
 
 def _round(x: float, digits: int = 4) -> float:
@@ -347,26 +363,43 @@ def reversal_model(
     if wf is not None and result.walk_forward_png is not None:
         summary = wf.result.summary()
         pooled_gain = wf.result.pooled.intervals["log_loss_gain_mnat"]
-        metadata.update({
-            "walk_forward": dg.MetadataValue.md(walk_forward_markdown(wf.result)),
-            "walk_forward_plot": dg.MetadataValue.md(png_markdown(result.walk_forward_png, "walk-forward log-loss gain and ROC-AUC")),
-            "walk_forward_folds": dg.MetadataValue.int(len(wf.folds)),
-            "walk_forward_train_days": dg.MetadataValue.float(_round(wf.train_days, 2)),
-            "walk_forward_folds_gain_positive": dg.MetadataValue.int(int(summary["walk_forward_folds_gain_positive"])),
-            "walk_forward_folds_gain_ci_above_zero": dg.MetadataValue.int(int(summary["walk_forward_folds_gain_ci_above_zero"])),
-            "walk_forward_min_log_loss_gain_mnat": dg.MetadataValue.float(_round(summary["walk_forward_min_log_loss_gain_mnat"], 2)),
-            "walk_forward_pooled_log_loss_gain_mnat": dg.MetadataValue.float(_round(wf.result.pooled["log_loss_gain_mnat"], 2)),
-            "walk_forward_pooled_log_loss_gain_ci_low": dg.MetadataValue.float(_round(pooled_gain.low, 2)),
-            "walk_forward_pooled_log_loss_gain_ci_high": dg.MetadataValue.float(_round(pooled_gain.high, 2)),
-            "walk_forward_median_roc_auc": dg.MetadataValue.float(_round(summary["walk_forward_median_roc_auc"])),
-            "walk_forward_pooled_roc_auc": dg.MetadataValue.float(_round(wf.result.pooled["roc_auc"])),
-            "walk_forward_seconds": dg.MetadataValue.float(_round(wf.seconds, 2)),
-        })
+        metadata.update(
+            {
+                "walk_forward": dg.MetadataValue.md(walk_forward_markdown(wf.result)),
+                "walk_forward_plot": dg.MetadataValue.md(
+                    png_markdown(result.walk_forward_png, "walk-forward log-loss gain and ROC-AUC")
+                ),
+                "walk_forward_folds": dg.MetadataValue.int(len(wf.folds)),
+                "walk_forward_train_days": dg.MetadataValue.float(_round(wf.train_days, 2)),
+                "walk_forward_folds_gain_positive": dg.MetadataValue.int(
+                    int(summary["walk_forward_folds_gain_positive"])
+                ),
+                "walk_forward_folds_gain_ci_above_zero": dg.MetadataValue.int(
+                    int(summary["walk_forward_folds_gain_ci_above_zero"])
+                ),
+                "walk_forward_min_log_loss_gain_mnat": dg.MetadataValue.float(
+                    _round(summary["walk_forward_min_log_loss_gain_mnat"], 2)
+                ),
+                "walk_forward_pooled_log_loss_gain_mnat": dg.MetadataValue.float(
+                    _round(wf.result.pooled["log_loss_gain_mnat"], 2)
+                ),
+                "walk_forward_pooled_log_loss_gain_ci_low": dg.MetadataValue.float(_round(pooled_gain.low, 2)),
+                "walk_forward_pooled_log_loss_gain_ci_high": dg.MetadataValue.float(_round(pooled_gain.high, 2)),
+                "walk_forward_median_roc_auc": dg.MetadataValue.float(_round(summary["walk_forward_median_roc_auc"])),
+                "walk_forward_pooled_roc_auc": dg.MetadataValue.float(_round(wf.result.pooled["roc_auc"])),
+                "walk_forward_seconds": dg.MetadataValue.float(_round(wf.seconds, 2)),
+            }
+        )
     else:
-        metadata["walk_forward"] = dg.MetadataValue.md("_skipped: the window is too short for the folds (see the run's logs)_"
-                                                       if config.walk_forward_folds > 0 else "_off (walk_forward_folds = 0)_")
+        metadata["walk_forward"] = dg.MetadataValue.md(
+            "_skipped: the window is too short for the folds (see the run's logs)_"
+            if config.walk_forward_folds > 0
+            else "_off (walk_forward_folds = 0)_"
+        )
     if uri.startswith("http"):
-        metadata["mlflow_run"] = dg.MetadataValue.url(f"{uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+        metadata["mlflow_run"] = dg.MetadataValue.url(
+            f"{uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+        )
     else:
         metadata["mlflow_ui"] = dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri}")
     context.log.info(
@@ -385,7 +418,9 @@ class GateConfig(dg.Config):
         default=None,
         description="what the challenger must gain: accuracy points (default 0.02), mnat of log loss or Brier (default 0: any significant gain)",
     )
-    alpha: float = Field(default=0.05, description="significance level (McNemar for accuracy, paired day-block bootstrap otherwise)")
+    alpha: float = Field(
+        default=0.05, description="significance level (McNemar for accuracy, paired day-block bootstrap otherwise)"
+    )
 
     def policy(self) -> GatePolicy:
         margin = self.min_margin if self.min_margin is not None else (0.02 if self.metric == "accuracy" else 0.0)

@@ -53,8 +53,12 @@ def _aggregate(name: str, by_symbol: dict[str, QualityOutcome]) -> dg.AssetCheck
 @dg.multi_asset_check(
     name="training_candles_quality",
     specs=[
-        dg.AssetCheckSpec(name, asset=CANDLES, description=description,
-                          blocking=name in quality.BLOCKING_CHECKS and name not in WARN_ONLY)
+        dg.AssetCheckSpec(
+            name,
+            asset=CANDLES,
+            description=description,
+            blocking=name in quality.BLOCKING_CHECKS and name not in WARN_ONLY,
+        )
         for name, description in quality.CHECKS.items()
     ],
     ins={"training_candles": dg.AssetIn(CANDLES, input_manager_key="training_frames")},

@@ -10,6 +10,7 @@ candles after it. A row whose candles ``[t - (lookback-1), t + horizon]`` includ
 dropped (``DatasetBuild.dropped`` counts them per symbol; ``gaps`` lists the gaps that reach
 into the window).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -195,7 +196,8 @@ def lineage(dataset: pd.DataFrame, dagster_run_id: str | None = None) -> dict[st
     }
 
 
-def split_dataset(dataset: pd.DataFrame, holdout_fraction: float = HOLDOUT_FRACTION,
-                  horizon: int = label_defs.HORIZON) -> Split:
+def split_dataset(
+    dataset: pd.DataFrame, holdout_fraction: float = HOLDOUT_FRACTION, horizon: int = label_defs.HORIZON
+) -> Split:
     """The time split with a purge of ``horizon`` timestamps (``lib.evaluation.time_split``)."""
     return time_split(dataset["ts"], holdout_fraction, purge=horizon)

@@ -1,5 +1,6 @@
 """Dagster definitions of the training domain (assets, checks, job, schedule); its resources are
 bound in ``mem_pipelines.definitions``."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

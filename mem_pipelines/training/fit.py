@@ -1,5 +1,6 @@
 """Fitting one model on a dataset's training part and scoring it on the purged time holdout; the
 walk-forward of the same model type and feature set over the dataset's window."""
+
 from __future__ import annotations
 
 import time
@@ -44,9 +45,9 @@ def new_model(
     estimator_params: Mapping[str, Any] | None = None,
     feature_set: str = defaults.FEATURE_SET,
 ) -> ReversalModel:
-    """An unfitted model of type ``estimator`` with training's parameters for it
-    (``defaults.ESTIMATOR_PARAMS``) updated with ``estimator_params``, over ``feature_set``."""
-    return estimators.create(estimator, defaults.estimator_params(estimator, estimator_params), feature_sets.get(feature_set))
+    """An unfitted model of type ``estimator`` (its default parameters updated with
+    ``estimator_params``) over ``feature_set``."""
+    return estimators.create(estimator, estimator_params, feature_sets.get(feature_set))
 
 
 def fit_model(
@@ -120,4 +121,3 @@ def run_walk_forward(
     with limited_threads():
         result = walk_forward(dataset, names, make, fold_list)
     return WalkForwardRun(result, tuple(fold_list), days, time.perf_counter() - started)
-

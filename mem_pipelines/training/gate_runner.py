@@ -4,6 +4,7 @@ decides (the skill floor, then the configured comparison); alias ``champion`` mo
 its verdict. The verdict's sentence becomes the challenger version's description and, with its
 evidence, its ``gate.*`` tags. Any error leaves the alias where it was, is recorded the same way
 and re-raised as ``GateError``."""
+
 from __future__ import annotations
 
 import logging
@@ -98,12 +99,14 @@ def run_gate(
         }
         if verdict.accuracy is not None:
             acc = verdict.accuracy
-            tags.update({
-                "gate.champion_accuracy": f"{acc.champion_accuracy:.6f}",
-                "gate.accuracy_margin": f"{acc.margin:.6f}",
-                "gate.mcnemar_p_value": f"{acc.p_value:.6g}",
-                "gate.mcnemar_test": acc.test or "",
-            })
+            tags.update(
+                {
+                    "gate.champion_accuracy": f"{acc.champion_accuracy:.6f}",
+                    "gate.accuracy_margin": f"{acc.margin:.6f}",
+                    "gate.mcnemar_p_value": f"{acc.p_value:.6g}",
+                    "gate.mcnemar_test": acc.test or "",
+                }
+            )
         for key, value in tags.items():
             client.set_model_version_tag(model_name, str(challenger_version), key, value)
         client.update_model_version(model_name, str(challenger_version), description=verdict.sentence)
@@ -113,14 +116,25 @@ def run_gate(
         _record_failure(client, model_name, challenger_version, champion_before, exc)
         if isinstance(exc, GateError):
             raise
-        raise GateError(f"gate failed for version {challenger_version}; champion kept at {champion_before}: {exc}") from exc
+        raise GateError(
+            f"gate failed for version {challenger_version}; champion kept at {champion_before}: {exc}"
+        ) from exc
     after = registry.version_by_alias(registry.CHAMPION, tracking_uri, model_name)
-    return GateOutcome(verdict, str(challenger_version), champion_before, None if after is None else str(after.version),
-                       split.holdout_start.isoformat(), len(rows), seen, base_rate)
+    return GateOutcome(
+        verdict,
+        str(challenger_version),
+        champion_before,
+        None if after is None else str(after.version),
+        split.holdout_start.isoformat(),
+        len(rows),
+        seen,
+        base_rate,
+    )
 
 
-def _rows_unseen_by(client: Any, champion_mv: Any, dataset: pd.DataFrame, holdout: np.ndarray,
-                    horizon: int) -> tuple[np.ndarray, int]:
+def _rows_unseen_by(
+    client: Any, champion_mv: Any, dataset: pd.DataFrame, holdout: np.ndarray, horizon: int
+) -> tuple[np.ndarray, int]:
     """Holdout rows the champion never trained on (nor on a label reaching them).
 
     A champion trained on another window (a data scientist's custom run) may have trained on part
@@ -145,7 +159,9 @@ def _proba(model: registry.LoadedModel, rows: pd.DataFrame) -> np.ndarray:
     """P(reversal) of ``model`` on ``rows``, read in the columns of its own feature set."""
     missing = [name for name in model.feature_names if name not in rows.columns]
     if missing:
-        raise GateError(f"version {model.version} expects features {list(model.feature_names)}; the dataset lacks {missing}")
+        raise GateError(
+            f"version {model.version} expects features {list(model.feature_names)}; the dataset lacks {missing}"
+        )
     X = model.feature_set.matrix(rows)
     with limited_threads():
         proba = np.asarray(model.predict_proba(X), dtype="float64")
@@ -161,6 +177,8 @@ def _record_failure(client: Any, model_name: str, version: str, champion: str | 
         client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "promoted", "false")
         client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "error", message)
         kept = f"the champion stays version {champion}" if champion else "there is no champion"
-        client.update_model_version(model_name, str(version), description=f"Not promoted: the gate failed ({message}); {kept}.")
+        client.update_model_version(
+            model_name, str(version), description=f"Not promoted: the gate failed ({message}); {kept}."
+        )
     except Exception:  # the original error is what must surface
         log.exception("could not record the gate failure on version %s", version)

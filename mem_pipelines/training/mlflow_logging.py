@@ -3,6 +3,7 @@ definitions, feature set, walk-forward set-up, lineage), tags, holdout metrics a
 walk-forward (per-fold step metrics, summary metrics, a CSV table, a markdown table and a PNG
 plot under ``walk_forward/``), feature importances, the confusion matrix and the model, registered
 as a version with alias ``challenger``."""
+
 from __future__ import annotations
 
 import tempfile
@@ -69,12 +70,22 @@ def train_and_log(
     wf = None
     if walk_forward_folds > 0:
         wf = run_walk_forward(
-            dataset, estimator=estimator, estimator_params=estimator_params, feature_set=feature_set,
-            folds=walk_forward_folds, train_days=walk_forward_train_days, horizon=horizon,
+            dataset,
+            estimator=estimator,
+            estimator_params=estimator_params,
+            feature_set=feature_set,
+            folds=walk_forward_folds,
+            train_days=walk_forward_train_days,
+            horizon=horizon,
         )
     return log_training_run(
-        dataset, fitted, tracking_uri=tracking_uri, holdout_fraction=holdout_fraction, horizon=horizon,
-        walk_forward=wf, dagster_run_id=dagster_run_id,
+        dataset,
+        fitted,
+        tracking_uri=tracking_uri,
+        holdout_fraction=holdout_fraction,
+        horizon=horizon,
+        walk_forward=wf,
+        dagster_run_id=dagster_run_id,
     )
 
 
@@ -94,13 +105,16 @@ def log_walk_forward(wf: WalkForwardRun, png: bytes) -> None:
     import mlflow
 
     result = wf.result
-    mlflow.log_params({
-        "walk_forward.folds": len(wf.folds),
-        "walk_forward.train_days": wf.train_days,
-        "walk_forward.embargo_days": DEFAULT_EMBARGO / pd.Timedelta(days=1),
-    })
-    mlflow.log_metrics({**result.summary(), **result.pooled.flat("walk_forward_pooled_"),
-                        "walk_forward_seconds": wf.seconds})
+    mlflow.log_params(
+        {
+            "walk_forward.folds": len(wf.folds),
+            "walk_forward.train_days": wf.train_days,
+            "walk_forward.embargo_days": DEFAULT_EMBARGO / pd.Timedelta(days=1),
+        }
+    )
+    mlflow.log_metrics(
+        {**result.summary(), **result.pooled.flat("walk_forward_pooled_"), "walk_forward_seconds": wf.seconds}
+    )
     for k, fold in enumerate(result.folds):
         mlflow.log_metrics({f"walk_forward_fold_{name}": value for name, value in fold.skill.flat().items()}, step=k)
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,12 +168,22 @@ def log_training_run(
                 **{k: v for k, v in data_lineage.items() if k != "dagster.run_id"},
             }
         )
-        mlflow.set_tags({**data_lineage, "split.holdout_start": split.holdout_start.isoformat(),
-                         "split.train_end": split.train_end.isoformat()})
+        mlflow.set_tags(
+            {
+                **data_lineage,
+                "split.holdout_start": split.holdout_start.isoformat(),
+                "split.train_end": split.train_end.isoformat(),
+            }
+        )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.scalars().items()})
         mlflow.log_metrics(fitted.skill.flat("holdout_"))
-        mlflow.log_metrics({"train_rows": float(len(split.train)), "fit_seconds": fitted.fit_seconds,
-                            "train_positive_rate": float(y_train.mean())})
+        mlflow.log_metrics(
+            {
+                "train_rows": float(len(split.train)),
+                "fit_seconds": fitted.fit_seconds,
+                "train_positive_rate": float(y_train.mean()),
+            }
+        )
         if fitted.importances:
             mlflow.log_metrics({f"importance_{k}": v for k, v in fitted.importances.items()})
             mlflow.log_dict(fitted.importances, "feature_importances.json")
@@ -181,12 +205,26 @@ def log_training_run(
         if walk_forward is not None and png is not None:
             log_walk_forward(walk_forward, png)
             summary = walk_forward.result.summary()
-            version_tags.update({
-                **skill_tags("walk_forward.pooled", walk_forward.result.pooled),
-                "walk_forward.folds": str(len(walk_forward.folds)),
-                "walk_forward.folds_gain_ci_above_zero": str(int(summary["walk_forward_folds_gain_ci_above_zero"])),
-                "walk_forward.median_roc_auc": f"{summary['walk_forward_median_roc_auc']:.4f}",
-            })
+            version_tags.update(
+                {
+                    **skill_tags("walk_forward.pooled", walk_forward.result.pooled),
+                    "walk_forward.folds": str(len(walk_forward.folds)),
+                    "walk_forward.folds_gain_ci_above_zero": str(int(summary["walk_forward_folds_gain_ci_above_zero"])),
+                    "walk_forward.median_roc_auc": f"{summary['walk_forward_median_roc_auc']:.4f}",
+                }
+            )
         version = registry.log_model_version(model, X_train=X_train, uri=tracking_uri, extra_version_tags=version_tags)
-    return TrainingResult(run.info.run_id, version, metrics, fitted.skill, split, fitted.importances, data_lineage,
-                          fitted.fit_seconds, experiment_id, model, walk_forward, png)
+    return TrainingResult(
+        run.info.run_id,
+        version,
+        metrics,
+        fitted.skill,
+        split,
+        fitted.importances,
+        data_lineage,
+        fitted.fit_seconds,
+        experiment_id,
+        model,
+        walk_forward,
+        png,
+    )

@@ -1,5 +1,6 @@
 """Markdown tables and the walk-forward plot for the Dagster metadata and MLflow artifacts of the
 training assets."""
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,14 @@ def _ci(report: SkillReport, name: str, digits: int, signed: bool = False) -> st
 
 
 _SKILL_COLUMNS = (
-    "rows scored", "days", "ROC-AUC [95% CI]", "log-loss gain mnat [CI]", "Brier skill [CI]",
-    "accuracy vs majority", "top-10% precision", "top-10% lift [CI]",
+    "rows scored",
+    "days",
+    "ROC-AUC [95% CI]",
+    "log-loss gain mnat [CI]",
+    "Brier skill [CI]",
+    "accuracy vs majority",
+    "top-10% precision",
+    "top-10% lift [CI]",
 )
 
 
@@ -57,9 +64,15 @@ def _header(*first: str) -> str:
 def skill_row(label: str, report: SkillReport, *leading: str) -> str:
     """One table row: ``label``, the ``leading`` cells, then the skill columns."""
     cells = (
-        label, *leading, f"{report.rows:,}", str(report.days), _ci(report, "roc_auc", 3),
-        _ci(report, "log_loss_gain_mnat", 1, signed=True), _ci(report, "brier_skill", 3, signed=True),
-        f"{report['accuracy']:.3f} vs {report['baseline_accuracy']:.3f}", f"{report['top_decile_precision']:.3f}",
+        label,
+        *leading,
+        f"{report.rows:,}",
+        str(report.days),
+        _ci(report, "roc_auc", 3),
+        _ci(report, "log_loss_gain_mnat", 1, signed=True),
+        _ci(report, "brier_skill", 3, signed=True),
+        f"{report['accuracy']:.3f} vs {report['baseline_accuracy']:.3f}",
+        f"{report['top_decile_precision']:.3f}",
         _ci(report, "top_decile_lift", 2),
     )
     return "| " + " | ".join(cells) + " |"
@@ -83,7 +96,12 @@ def walk_forward_frame(wf: WalkForward) -> pd.DataFrame:
     """``WalkForward.table()`` with each fold's train and test period (the CSV artifact)."""
     table = wf.table()
     periods = [
-        (f.fold.train_start.isoformat(), f.fold.train_end.isoformat(), f.fold.test_start.isoformat(), f.fold.test_end.isoformat())
+        (
+            f.fold.train_start.isoformat(),
+            f.fold.train_end.isoformat(),
+            f.fold.test_start.isoformat(),
+            f.fold.test_end.isoformat(),
+        )
         for f in wf.folds
     ] + [("", "", wf.folds[0].fold.test_start.isoformat(), wf.folds[-1].fold.test_end.isoformat())]
     for i, name in enumerate(("train_start", "train_end", "test_start", "test_end")):
@@ -133,7 +151,10 @@ def png_markdown(png: bytes, alt: str) -> str:
 def gaps_markdown(gaps: Sequence[SymbolGaps]) -> str:
     if not gaps:
         return "_no gap in the window_"
-    lines = ["| symbol | first missing slot | last missing slot | missing candles | rows dropped |", "|---|---|---|---|---|"]
+    lines = [
+        "| symbol | first missing slot | last missing slot | missing candles | rows dropped |",
+        "|---|---|---|---|---|",
+    ]
     for g in gaps:
         lines.append(
             f"| {g.symbol} | {g.gap.first_missing.isoformat()} | {g.gap.last_missing.isoformat()} | {g.gap.slots} | {g.rows_dropped} |"

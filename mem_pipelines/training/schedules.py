@@ -1,4 +1,5 @@
 """The job a data scientist launches for any window, and the daily retrain at 02:00 UTC."""
+
 import dagster as dg
 
 from mem_pipelines.training import defaults
@@ -49,8 +50,6 @@ def build_daily_schedule(job, partitions_def: dg.PartitionsDefinition) -> dg.Sch
     )
     def daily_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         when = context.scheduled_execution_time
-        return dg.RunRequest(
-            run_key=when.isoformat() if when else None, run_config=daily_run_config(), tags=tags
-        )
+        return dg.RunRequest(run_key=when.isoformat() if when else None, run_config=daily_run_config(), tags=tags)
 
     return daily_retrain

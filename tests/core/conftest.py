@@ -7,6 +7,7 @@ import pytest
 
 from .helpers import load_shared
 
+
 @pytest.fixture(scope="session")
 def btc(shared_candles: Path) -> pd.DataFrame:
     return load_shared(shared_candles, "BTCUSDT")

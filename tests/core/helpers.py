@@ -1,4 +1,5 @@
 """Candle frames for the ML tests: the shared real candles, or a seeded random walk."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,5 +34,3 @@ def random_candles(n: int, seed: int = 0, start: str = "2025-01-01") -> pd.DataF
             "volume": rng.gamma(2.0, 50.0, n),
         }
     )
-
-

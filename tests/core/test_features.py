@@ -1,4 +1,5 @@
 """Features: definitions, warm-up, short input, no look-ahead (property), batch/live parity."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -106,9 +107,13 @@ def test_no_look_ahead(n: int, cut: float, seed: int, scale: float) -> None:
     b = compute_features(changed, warmup=0)
     upto = a["ts"] <= candles["ts"].iloc[t]
     assert upto.sum() == t - MIN_HISTORY + 2
-    pd.testing.assert_frame_equal(a[upto].reset_index(drop=True), b[b["ts"] <= candles["ts"].iloc[t]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        a[upto].reset_index(drop=True), b[b["ts"] <= candles["ts"].iloc[t]].reset_index(drop=True)
+    )
     assert latest_features(candles.iloc[: t + 1]) == latest_features(changed.iloc[: t + 1])
-    assert latest_features_arrays(*_arrays(candles.iloc[: t + 1])) == latest_features_arrays(*_arrays(changed.iloc[: t + 1]))
+    assert latest_features_arrays(*_arrays(candles.iloc[: t + 1])) == latest_features_arrays(
+        *_arrays(changed.iloc[: t + 1])
+    )
 
 
 @pytest.mark.parametrize("which", ["btc", "eth"])
@@ -191,4 +196,6 @@ def test_out_of_range_names_features_outside_their_training_range() -> None:
     ranges = {"rsi14": (10.0, 90.0), "sma5": (-0.1, 0.1), "hl_range": (0.0, 0.05)}
     assert F.out_of_range({"rsi14": 50.0, "sma5": 0.1, "hl_range": 0.0}, ranges) == ()  # bounds are inside
     assert F.out_of_range({"rsi14": 95.0, "sma5": -0.2, "hl_range": 0.01}, ranges) == ("rsi14", "sma5")
-    assert F.out_of_range({"hl_range": float("nan"), "volume_ratio": 1e9}, ranges) == ("hl_range",)  # unranged: not checked
+    assert F.out_of_range({"hl_range": float("nan"), "volume_ratio": 1e9}, ranges) == (
+        "hl_range",
+    )  # unranged: not checked

@@ -1,4 +1,5 @@
 """Reversal labels: definition on constructed paths, horizon, positive rate on real candles."""
+
 from __future__ import annotations
 
 import numpy as np

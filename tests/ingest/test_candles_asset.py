@@ -1,14 +1,15 @@
 """The ``candles`` asset and its Great Expectations checks, materialized in-process on a real QuestDB."""
+
 from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
 import pytest
 
+from mem_core.questdb import store
 from mem_pipelines.ingest.assets import build_candles_asset, candles_partitions, load_window
 from mem_pipelines.ingest.checks import build_candle_checks
 from mem_pipelines.ingest.synthetic import synthetic_candles
-from mem_core.questdb import store
 from mem_pipelines.resources import QuestDBResource
 
 END = "2026-02-01T00:00:00Z"
@@ -38,7 +39,9 @@ def test_materialize_reads_window_and_checks_pass(fresh_questdb):
     assert len(out) == 288 and out["ts"].iloc[0] == pd.Timestamp("2026-01-30", tz="UTC")
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["rows"].value == 288 and meta["gap_count"].value == 0
-    assert meta["first_ts"].value.startswith("2026-01-30T00:00") and meta["last_ts"].value.startswith("2026-01-30T23:55")
+    assert meta["first_ts"].value.startswith("2026-01-30T00:00") and meta["last_ts"].value.startswith(
+        "2026-01-30T23:55"
+    )
     assert "| ts |" in meta["preview"].value
     checks = _checks(result)
     assert len(checks) == 8 and all(c.passed for c in checks.values()), {n: c.passed for n, c in checks.items()}

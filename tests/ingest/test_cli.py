@@ -1,5 +1,7 @@
 """The `mem` CLI as a user runs it: questdb start/stop leaves nothing behind; ingest errors (bad rows, a bad
-or missing symbol) are one line, exit code 1, nothing written."""
+or missing symbol, a header without rows, a bad --days) are one line, exit code 1, nothing written; a
+byte-order mark is not data."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +35,9 @@ def test_start_ingest_stop_leaves_no_process(tmp_path):
     assert started.returncode == 0, started.stderr
     pid = json.loads(run(["questdb", "status"], env).stdout)["pid"]
     try:
-        ok = run(["ingest", "synthetic", "--symbols", "BTCUSDT", "--days", "1", "--seed", "1", "--end", "2026-01-02"], env)
+        ok = run(
+            ["ingest", "synthetic", "--symbols", "BTCUSDT", "--days", "1", "--seed", "1", "--end", "2026-01-02"], env
+        )
         assert ok.returncode == 0, ok.stderr
         assert "ingested 288 candles" in ok.stdout
 
@@ -41,7 +45,10 @@ def test_start_ingest_stop_leaves_no_process(tmp_path):
         bad.write_text("open_time,open,high,low,close,volume\n1704067200000,1,2,0.5,1.5,-1\n")
         refused = run(["ingest", "csv", str(bad)], env)
         assert refused.returncode == 1
-        assert refused.stderr.strip() == f"error: {bad}:2: negative volume: open=1.0 high=2.0 low=0.5 close=1.5 volume=-1.0"
+        assert (
+            refused.stderr.strip()
+            == f"error: {bad}:2: negative volume: open=1.0 high=2.0 low=0.5 close=1.5 volume=-1.0"
+        )
         assert "Traceback" not in refused.stderr
 
         settings = QuestDBSettings(http_port=http_port, pg_port=pg_port)
@@ -50,18 +57,43 @@ def test_start_ingest_stop_leaves_no_process(tmp_path):
         good.write_text("open_time,open,high,low,close,volume\n1704067200000,1,2,0.5,1.5,1\n")
         unnamed = tmp_path / "candles.csv"
         unnamed.write_text(good.read_text())
+        header_only = tmp_path / "ETHUSDT-5m.csv"
+        header_only.write_text("open_time,open,high,low,close,volume\n")
         for args, message in [
+            (["csv", str(header_only)], f"{header_only}: no candles (a header and no rows)"),
+            *[
+                (
+                    ["synthetic", "--symbols", "SOLUSDT", f"--days={d}"],
+                    f"--days {shown}: must be a finite number of days > 0",
+                )
+                for d, shown in (("0", "0.0"), ("-5", "-5.0"), ("nan", "nan"), ("inf", "inf"))
+            ],
             (["csv", str(good), "--symbol", "BAD SYM"], "symbol 'BAD SYM': must be printable, without spaces"),
             (["csv", str(good), "--symbol", "BTC\nUSDT"], "symbol 'BTC\\nUSDT': must be printable, without spaces"),
-            (["csv", str(good), "--symbol", "X" * 10_000], "symbol 'XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX...': longer than 64 characters"),
+            (
+                ["csv", str(good), "--symbol", "X" * 10_000],
+                "symbol 'XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX...': longer than 64 characters",
+            ),
             (["csv", str(good), str(unnamed)], f"{unnamed}: cannot tell the symbol from the file name"),
-            (["synthetic", "--symbols", "SOLUSDT,BAD SYM", "--days", "1"], "symbol 'BAD SYM': must be printable, without spaces"),
+            (
+                ["synthetic", "--symbols", "SOLUSDT,BAD SYM", "--days", "1"],
+                "symbol 'BAD SYM': must be printable, without spaces",
+            ),
         ]:
             refused = run(["ingest", *args], env)
             assert refused.returncode == 1, (args[:3], refused.stdout)
             assert refused.stderr.count("\n") == 1 and refused.stderr.startswith(f"error: {message}"), refused.stderr
             assert refused.stdout == ""
-        assert {s: len(store.read_candles(settings, s)) for s in store.list_symbols(settings)} == stored == {"BTCUSDT": 288}
+        assert (
+            {s: len(store.read_candles(settings, s)) for s in store.list_symbols(settings)}
+            == stored
+            == {"BTCUSDT": 288}
+        )
+
+        good.write_bytes(b"\xef\xbb\xbf" + good.read_bytes())  # a UTF-8 byte-order mark, as Excel writes one
+        marked = run(["ingest", "csv", str(good)], env)
+        assert marked.returncode == 0, marked.stderr
+        assert len(store.read_candles(settings, "XRPUSDT")) == 1
     finally:
         stopped = run(["questdb", "stop"], env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout

@@ -1,4 +1,5 @@
 """Parsing and validating kline CSV files (pure: no database)."""
+
 from __future__ import annotations
 
 import gzip
@@ -22,8 +23,22 @@ def dump_rows(n=5, unit="ms", step=STEP):
     rows = []
     for i in range(n):
         o = T0 + i * step
-        rows.append([o * mul, "100.0", "101.5", "99.5", "100.5", "12.25", (o + step - 1) * mul + (mul - 1 if mul > 1 else 0),
-                     "1225.0", "10", "6.0", "600.0", "0"])
+        rows.append(
+            [
+                o * mul,
+                "100.0",
+                "101.5",
+                "99.5",
+                "100.5",
+                "12.25",
+                (o + step - 1) * mul + (mul - 1 if mul > 1 else 0),
+                "1225.0",
+                "10",
+                "6.0",
+                "600.0",
+                "0",
+            ]
+        )
     return rows
 
 
@@ -103,7 +118,9 @@ def test_header_form_gzip_and_zip(tmp_path):
 def test_values_are_exact(shared_candles):
     f = read_kline_csv(shared_candles / "BTCUSDT-5m.csv.gz")
     raw = pd.read_csv(shared_candles / "BTCUSDT-5m.csv.gz", dtype=str)
-    want = np.array([[float(x) for x in row] for row in raw[["open", "high", "low", "close", "volume"]].to_numpy()[:2000]])
+    want = np.array(
+        [[float(x) for x in row] for row in raw[["open", "high", "low", "close", "volume"]].to_numpy()[:2000]]
+    )
     assert (f.frame[["open", "high", "low", "close", "volume"]].to_numpy()[:2000] == want).all()
     assert f.rows == 119_784
 
@@ -125,7 +142,11 @@ def _bad(tmp_path, name, mutate):
         (lambda r: r[2].__setitem__(4, "nan"), 3, "NaN value"),
         (lambda r: r[3].__setitem__(1, "102"), 4, r"high < max\(open, close\)"),
         (lambda r: r[2].__setitem__(0, T0 + 2 * STEP + 60_000), 3, "open time not on the 5m grid"),
-        (lambda r: r[3].__setitem__(0, r[2][0]), 4, r"open time not after the previous row.s \(duplicate or out of order\)"),
+        (
+            lambda r: r[3].__setitem__(0, r[2][0]),
+            4,
+            r"open time not after the previous row.s \(duplicate or out of order\)",
+        ),
     ],
 )
 def test_bad_rows_name_file_and_line(tmp_path, mutate, line, message):
@@ -164,3 +185,31 @@ def test_unknown_or_mismatched_interval(tmp_path):
     one = write_dump(tmp_path / "one.csv", dump_rows(n=1, step=3_600_000))
     with pytest.raises(IngestError, match=f"{one}:1: close_time - open_time spans 3600000 ms"):
         read_kline_csv(one, symbol="BTCUSDT")
+
+
+def test_a_header_without_rows_is_refused_in_one_line(tmp_path):
+    for text in (
+        "open_time,open,high,low,close,volume\n",
+        "open_time,open,high,low,close,volume",
+        "open_time,open,high,low,close,volume\n\n",
+    ):
+        path = tmp_path / "BTCUSDT-5m.csv"
+        path.write_text(text)
+        with pytest.raises(IngestError, match=f"^{path}: no candles \\(a header and no rows\\)$"):
+            read_kline_csv(path)
+
+
+def test_a_utf8_byte_order_mark_is_not_data(tmp_path):
+    text = "open_time,open,high,low,close,volume\n" + "".join(
+        f"{T0 + i * STEP},1.0,2.0,0.5,1.5,3.0\n" for i in range(3)
+    )
+    plain = tmp_path / "BTCUSDT-5m.csv"
+    plain.write_text(text)
+    marked = tmp_path / "ETHUSDT-5m.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Excel saves "CSV UTF-8"
+    got = read_kline_csv(marked)
+    assert got.rows == 3
+    pd.testing.assert_frame_equal(got.frame.drop(columns="symbol"), read_kline_csv(plain).frame.drop(columns="symbol"))
+    dump = write_dump(tmp_path / "XRPUSDT-5m.csv", dump_rows(4))
+    dump.write_bytes(b"\xef\xbb\xbf" + dump.read_bytes())
+    assert read_kline_csv(dump).rows == 4

@@ -1,4 +1,5 @@
 """Ingestion into a real QuestDB: shared real candles round-trip exactly; bad input writes nothing."""
+
 from __future__ import annotations
 
 import gzip
@@ -9,9 +10,9 @@ import pandas as pd
 import psycopg
 import pytest
 
+from mem_core.questdb import store
 from mem_pipelines.ingest.load import ingest_csv_files, ingest_synthetic
 from mem_pipelines.ingest.validation import IngestError
-from mem_core.questdb import store
 
 SHARED = ("BTCUSDT", "ETHUSDT")  # two of the seven shared files (~120k rows each) keep CI time sane
 

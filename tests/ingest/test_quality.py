@@ -1,4 +1,5 @@
 """The Great Expectations quality suite on candle frames (no Dagster, no database)."""
+
 from __future__ import annotations
 
 import pandas as pd

@@ -1,4 +1,5 @@
 """The synthetic generator: seeded, consistent OHLC, on the grid, regimes and volume that behave."""
+
 from __future__ import annotations
 
 import numpy as np

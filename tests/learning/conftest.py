@@ -1,4 +1,5 @@
 """A memory store with a planted history, shared by the learning tests."""
+
 from __future__ import annotations
 
 import uuid
@@ -29,16 +30,38 @@ def _plant(store, n: int = 240, seed: int = 7) -> None:
         t = T0 + timedelta(minutes=5 * i)
         decisions.append(
             Decision(
-                decision_id=did, time=t, symbol="BTCUSDT", strategy="momentum_rsi", action="BUY", base_action="BUY",
-                price=100.0, base_confidence=0.6, ml_confidence=0.6, memory_confidence=None, confidence=0.6, size=0.02,
-                stop_loss=98.0, take_profit=104.0, stop_loss_pct=0.02, take_profit_pct=0.04, reasoning="planted",
+                decision_id=did,
+                time=t,
+                symbol="BTCUSDT",
+                strategy="momentum_rsi",
+                action="BUY",
+                base_action="BUY",
+                price=100.0,
+                base_confidence=0.6,
+                ml_confidence=0.6,
+                memory_confidence=None,
+                confidence=0.6,
+                size=0.02,
+                stop_loss=98.0,
+                take_profit=104.0,
+                stop_loss_pct=0.02,
+                take_profit_pct=0.04,
+                reasoning="planted",
                 features={"rsi14": rsi, "sma20": float(rng.normal(0, 0.01))},
             )
         )
         pnl = 2.0 if win else -1.0
         outcomes.append(
-            Outcome(decision_id=did, entry_price=100.0, exit_price=101.0 if win else 99.5, size=0.02, pnl=pnl,
-                    pnl_pct=pnl / 100, exit_reason="target" if win else "stop", time=t + timedelta(minutes=30))
+            Outcome(
+                decision_id=did,
+                entry_price=100.0,
+                exit_price=101.0 if win else 99.5,
+                size=0.02,
+                pnl=pnl,
+                pnl_pct=pnl / 100,
+                exit_reason="target" if win else "stop",
+                time=t + timedelta(minutes=30),
+            )
         )
     store.bulk_append(decisions, outcomes)
 
@@ -50,5 +73,3 @@ def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryStoreResou
     with resource.store() as store:
         _plant(store)
     return resource
-
-

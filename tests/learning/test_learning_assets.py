@@ -1,6 +1,7 @@
 """The learning assets on a real memory store: a planted winning pattern becomes a learned strategy
 (with its table in the metadata and strategy_modules.py re-rendered), a losing streak makes the
 performance monitor cut sizes — and the sensor's run request runs the job that does it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,7 +53,9 @@ def test_definitions_hold_the_learning_pieces() -> None:
     from mem_pipelines.definitions import defs as load_defs
 
     defs = load_defs()
-    assert {"learned_strategies", "parameter_memory", "replay_report"} <= {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {"learned_strategies", "parameter_memory", "replay_report"} <= {
+        k.to_user_string() for k in defs.resolve_all_asset_keys()
+    }
     assert {s.name for s in defs.sensors} >= {"pattern_discovery_sensor", "performance_monitor_sensor"}
     for name in ("learned_strategies_job", "parameter_memory_job"):
         defs.resolve_job_def(name)
@@ -60,7 +63,9 @@ def test_definitions_hold_the_learning_pieces() -> None:
 
 def test_descriptions_state_the_rules_of_the_memorys_default_config() -> None:
     """The numbers come from ``MemoryConfig``; for the default config the text reads as before."""
-    described = {k.to_user_string(): d for a in (learned_strategies, parameter_memory) for k, d in a.descriptions_by_key.items()}
+    described = {
+        k.to_user_string(): d for a in (learned_strategies, parameter_memory) for k, d in a.descriptions_by_key.items()
+    }
     assert described == {
         "learned_strategies": (
             "Learned strategies in the memory store: pattern discovery over the last 500 closed trades creates, "

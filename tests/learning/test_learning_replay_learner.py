@@ -1,6 +1,7 @@
 """The replay's learner: what it learns reaches another process's engine before the next decision
 (the server's), its report lists the changes (in the terms of the memory's config), and a step
 that changes nothing does not wait."""
+
 from __future__ import annotations
 
 import time
@@ -19,11 +20,21 @@ def test_a_learned_strategy_is_used_by_the_servers_next_decision(planted: Memory
     now = pd.Timestamp("2025-06-10", tz="UTC")
     # Two engines on one file, as the server's process and the replay's.
     with planted.engine() as server, planted.engine() as mine:
+
         def decide():
-            return server.enhance(SignalRequest(
-                symbol="BTCUSDT", action="BUY", base_confidence=0.7, price=100.0, time=datetime(2025, 6, 10, tzinfo=UTC),
-                strategy="momentum_rsi", ml_confidence=0.7, ml_direction="bullish", features={"rsi14": 10.0, "sma20": 0.0},
-            ))
+            return server.enhance(
+                SignalRequest(
+                    symbol="BTCUSDT",
+                    action="BUY",
+                    base_confidence=0.7,
+                    price=100.0,
+                    time=datetime(2025, 6, 10, tzinfo=UTC),
+                    strategy="momentum_rsi",
+                    ml_confidence=0.7,
+                    ml_direction="bullish",
+                    features={"rsi14": 10.0, "sma20": 0.0},
+                )
+            )
 
         assert decide().learned_strategy is None
         learner = MemoryLearner(mine)
@@ -57,14 +68,31 @@ def test_outcome_rows_state_the_configured_size_steps(tmp_path: Path, config: Me
     try:
         learner = MemoryLearner(engine, settle_s=0)
         for i, pnl in enumerate((2.0, -1.0)):
-            decision = engine.enhance(SignalRequest(
-                symbol="BTCUSDT", action="BUY", base_confidence=0.7, price=100.0, time=datetime(2025, 6, 10, i, tzinfo=UTC),
-                strategy="momentum_rsi", ml_confidence=0.7, ml_direction="bullish", features={"rsi14": 50.0},
-            ))
-            engine.record_outcome(Outcome(
-                decision_id=decision.decision_id, entry_price=100.0, exit_price=100.0 + pnl, size=decision.size, pnl=pnl,
-                pnl_pct=pnl / 100, exit_reason="target" if pnl > 0 else "stop", time=datetime(2025, 6, 10, i, 30, tzinfo=UTC),
-            ))
+            decision = engine.enhance(
+                SignalRequest(
+                    symbol="BTCUSDT",
+                    action="BUY",
+                    base_confidence=0.7,
+                    price=100.0,
+                    time=datetime(2025, 6, 10, i, tzinfo=UTC),
+                    strategy="momentum_rsi",
+                    ml_confidence=0.7,
+                    ml_direction="bullish",
+                    features={"rsi14": 50.0},
+                )
+            )
+            engine.record_outcome(
+                Outcome(
+                    decision_id=decision.decision_id,
+                    entry_price=100.0,
+                    exit_price=100.0 + pnl,
+                    size=decision.size,
+                    pnl=pnl,
+                    pnl_pct=pnl / 100,
+                    exit_reason="target" if pnl > 0 else "stop",
+                    time=datetime(2025, 6, 10, i, 30, tzinfo=UTC),
+                )
+            )
         size = config.parameters["position_size"]
         [row] = learner.changes_since_last_step(pd.Timestamp("2025-06-10T02:00", tz="UTC"))
         assert (row.kind, row.subject) == ("parameter_outcome", "position_size")

@@ -1,5 +1,6 @@
 """The learning sensors over a real memory store: one run per batch of new outcomes, a cursor that
 advances, skips when there is nothing to do, and no reprocessing after a restart."""
+
 from __future__ import annotations
 
 import uuid
@@ -9,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mem_pipelines.resources import MemoryStoreResource
 from mem_pipelines.learning.sensors import pattern_discovery_sensor, performance_monitor_sensor
+from mem_pipelines.resources import MemoryStoreResource
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -44,8 +45,14 @@ def _outcome(i: int, pnl: float = 1.0):
     from mem_memory.types import Outcome
 
     return Outcome(
-        decision_id=uuid.UUID(int=i + 1).hex, entry_price=100.0, exit_price=101.0, size=0.02, pnl=pnl,
-        pnl_pct=pnl / 100, exit_reason="target", time=T0 + timedelta(minutes=5 * i + 30),
+        decision_id=uuid.UUID(int=i + 1).hex,
+        entry_price=100.0,
+        exit_price=101.0,
+        size=0.02,
+        pnl=pnl,
+        pnl_pct=pnl / 100,
+        exit_reason="target",
+        time=T0 + timedelta(minutes=5 * i + 30),
     )
 
 

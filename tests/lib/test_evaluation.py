@@ -1,4 +1,5 @@
 """Time-ordered split with a purge gap; metrics with the majority baseline."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The pure promotion rule (the registry-level gate tests are in tests/training/test_gate.py)."""
+
 from __future__ import annotations
 
 import numpy as np

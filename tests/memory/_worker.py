@@ -8,6 +8,7 @@ read <db> <done-file> <out>    : follows the event log with a cursor until <done
                                  then catches up and writes what it saw as JSON to <out>
 The key, if any, comes from MEM_MEMORY_KEY.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,34 @@ def write(db: str, symbol: str, seconds: float) -> None:
     while time.monotonic() < end:
         features = {"rsi14": 30.0 + (i * 7) % 40, "hl_range": 0.001 * (i % 9), "sma20": 0.001 * ((i % 11) - 5)}
         d = engine.enhance(
-            SignalRequest(symbol, "BUY" if i % 2 else "SELL", 0.7, 100.0 + i, t0 + timedelta(seconds=i), "momentum",
-                          0.75, "bullish", "1", features)
+            SignalRequest(
+                symbol,
+                "BUY" if i % 2 else "SELL",
+                0.7,
+                100.0 + i,
+                t0 + timedelta(seconds=i),
+                "momentum",
+                0.75,
+                "bullish",
+                "1",
+                features,
+            )
         )
         out.write(f"D {d.decision_id}\n")
         out.flush()
         if i % 2 == 0:
             pnl = 0.01 if i % 3 else -0.01
             engine.record_outcome(
-                Outcome(d.decision_id, d.price, d.price * (1 + pnl), d.size or 0.01, pnl * 100, pnl, "tp", d.time + timedelta(seconds=1))
+                Outcome(
+                    d.decision_id,
+                    d.price,
+                    d.price * (1 + pnl),
+                    d.size or 0.01,
+                    pnl * 100,
+                    pnl,
+                    "tp",
+                    d.time + timedelta(seconds=1),
+                )
             )
             out.write(f"O {d.decision_id}\n")
             out.flush()
@@ -64,8 +84,18 @@ def write_async(db: str, symbol: str, seconds: float) -> None:
         i = 0
         while time.monotonic() < end:
             d = await engine.enhance_async(
-                SignalRequest(symbol, "BUY", 0.7, 100.0 + i, t0 + timedelta(seconds=i), "momentum", 0.75, "bullish", "1",
-                              {"rsi14": 30.0 + (i * 7) % 40})
+                SignalRequest(
+                    symbol,
+                    "BUY",
+                    0.7,
+                    100.0 + i,
+                    t0 + timedelta(seconds=i),
+                    "momentum",
+                    0.75,
+                    "bullish",
+                    "1",
+                    {"rsi14": 30.0 + (i * 7) % 40},
+                )
             )
             out.write(f"D {d.decision_id}\n")
             out.flush()
@@ -110,10 +140,17 @@ def read(db: str, done_file: str, out_path: str) -> None:
                 symbols_seen.add(s)
         time.sleep(0.2)
     catch_up()
-    Path(out_path).write_text(json.dumps({
-        "ids": ids, "decisions": decisions, "outcomes": outcomes, "symbols_seen_live": sorted(symbols_seen),
-        "integrity": store.integrity_check(),
-    }))
+    Path(out_path).write_text(
+        json.dumps(
+            {
+                "ids": ids,
+                "decisions": decisions,
+                "outcomes": outcomes,
+                "symbols_seen_live": sorted(symbols_seen),
+                "integrity": store.integrity_check(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

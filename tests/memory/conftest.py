@@ -1,4 +1,5 @@
 """Memory fixtures: real SQLite files under tmp_path (helpers in ``helpers.py``)."""
+
 from __future__ import annotations
 
 import os

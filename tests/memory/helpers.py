@@ -1,17 +1,28 @@
 """Memory test helpers: frozen times, deterministic records, a worker killer."""
+
 from __future__ import annotations
 
 import base64
 import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from mem_memory import Decision, Outcome, SignalRequest
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 FEATURES = {
-    "sma5": 0.001, "sma20": 0.002, "sma50": 0.004, "rsi14": 62.0, "macd": 0.0005, "macd_signal": 0.0004,
-    "macd_hist": 0.0001, "bb_position": 0.6, "volume_ratio": 1.1, "hl_range": 0.008, "close_position": 0.5,
+    "sma5": 0.001,
+    "sma20": 0.002,
+    "sma50": 0.004,
+    "rsi14": 62.0,
+    "macd": 0.0005,
+    "macd_signal": 0.0004,
+    "macd_hist": 0.0001,
+    "bb_position": 0.6,
+    "volume_ratio": 1.1,
+    "hl_range": 0.008,
+    "close_position": 0.5,
     "oc_range": 0.001,
 }
 
@@ -32,8 +43,16 @@ def request(
     strategy: str = "momentum",
 ) -> SignalRequest:
     return SignalRequest(
-        symbol=symbol, action=action, base_confidence=base, price=price, time=time, strategy=strategy,
-        ml_confidence=ml, ml_direction=direction, model_version="7", features=dict(FEATURES if features is None else features),
+        symbol=symbol,
+        action=action,
+        base_confidence=base,
+        price=price,
+        time=time,
+        strategy=strategy,
+        ml_confidence=ml,
+        ml_direction=direction,
+        model_version="7",
+        features=dict(FEATURES if features is None else features),
     )
 
 
@@ -43,24 +62,49 @@ def outcome(decision: Decision, pnl_pct: float, time: datetime | None = None, re
     exit_price = entry * (1 + sign * pnl_pct)
     size = decision.size or 0.01
     return Outcome(
-        decision_id=decision.decision_id, entry_price=entry, exit_price=exit_price, size=size,
-        pnl=pnl_pct * size * 10_000, pnl_pct=pnl_pct, exit_reason=reason,
+        decision_id=decision.decision_id,
+        entry_price=entry,
+        exit_price=exit_price,
+        size=size,
+        pnl=pnl_pct * size * 10_000,
+        pnl_pct=pnl_pct,
+        exit_reason=reason,
         time=time or decision.time + timedelta(minutes=30),
     )
 
 
-def make_decision(i: int, symbol: str = "BTCUSDT", action: str = "BUY", features: Mapping[str, float] | None = None,
-                  time: datetime | None = None, decision_id: str | None = None) -> Decision:
+def make_decision(
+    i: int,
+    symbol: str = "BTCUSDT",
+    action: str = "BUY",
+    features: Mapping[str, float] | None = None,
+    time: datetime | None = None,
+    decision_id: str | None = None,
+) -> Decision:
     """A stored-form decision without the engine (bulk loads, discovery histories)."""
     return Decision(
-        decision_id=decision_id or f"d{i:08d}", time=time or T0 + timedelta(minutes=i), symbol=symbol, strategy="momentum",
-        action=action, base_action=action, price=100.0 + i % 7, base_confidence=0.6, ml_confidence=0.7,
-        memory_confidence=None, confidence=0.64, size=0.02, stop_loss=98.0, take_profit=104.0, stop_loss_pct=0.02,
-        take_profit_pct=0.04, reasoning="bulk", features=dict(features or FEATURES),
+        decision_id=decision_id or f"d{i:08d}",
+        time=time or T0 + timedelta(minutes=i),
+        symbol=symbol,
+        strategy="momentum",
+        action=action,
+        base_action=action,
+        price=100.0 + i % 7,
+        base_confidence=0.6,
+        ml_confidence=0.7,
+        memory_confidence=None,
+        confidence=0.64,
+        size=0.02,
+        stop_loss=98.0,
+        take_profit=104.0,
+        stop_loss_pct=0.02,
+        take_profit_pct=0.04,
+        reasoning="bulk",
+        features=dict(features or FEATURES),
     )
 
 
-def kill_after_lines(proc: "subprocess.Popen[str]", n: int, seconds: float = 60.0) -> tuple[list[str], str]:
+def kill_after_lines(proc: subprocess.Popen[str], n: int, seconds: float = 60.0) -> tuple[list[str], str]:
     """Read ``n`` lines of a worker's output (or until it stops or ``seconds`` pass), SIGKILL it
     mid-stream and return every line it printed and its stderr."""
     import signal
@@ -77,3 +121,20 @@ def kill_after_lines(proc: "subprocess.Popen[str]", n: int, seconds: float = 60.
     proc.send_signal(signal.SIGKILL)  # in the middle of the stream: the worker never stops on its own
     rest, err = proc.communicate(timeout=30)
     return lines + rest.splitlines(), err
+
+
+def flip_stored_bit(db: Path, event_id: int, needle: bytes | None = None) -> None:
+    """Flip the lowest bit of one byte of a stored payload, as a bad disk or a stray write would:
+    the byte after ``needle`` (a clear store's JSON), else the middle byte (an encrypted one).
+    The store must be closed."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        blob = bytearray(conn.execute("SELECT payload FROM events WHERE event_id = ?", (event_id,)).fetchone()[0])
+        at = blob.index(needle) + len(needle) if needle is not None else len(blob) // 2
+        blob[at] ^= 1
+        conn.execute("UPDATE events SET payload = ? WHERE event_id = ?", (bytes(blob), event_id))
+        conn.commit()
+    finally:
+        conn.close()

@@ -1,5 +1,6 @@
 """Pattern discovery: a planted winning pattern is found; pure noise of the same size yields no
 strategy (fixed seeds)."""
+
 from __future__ import annotations
 
 from datetime import timedelta

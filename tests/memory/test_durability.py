@@ -3,6 +3,7 @@
 The concurrency test runs for MEM_CONCURRENCY_SECONDS (default 60, as the issue asks: "two
 processes writing ... at once for a minute"); set it lower for a quick local run.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-
 
 from mem_memory import MemoryStore
 
@@ -23,7 +23,10 @@ CONCURRENCY_SECONDS = float(os.environ.get("MEM_CONCURRENCY_SECONDS", "60"))
 
 def _spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(WORKER), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, **(env or {})},
     )
 

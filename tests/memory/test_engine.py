@@ -1,4 +1,5 @@
 """MemoryEngine on a real SQLite file: enhancement, learning from outcomes, restore, visibility."""
+
 from __future__ import annotations
 
 import threading
@@ -61,9 +62,16 @@ def test_memory_silent_on_an_empty_store_and_hold_below_minimum(engine: MemoryEn
 
 def test_learned_strategy_adjusts_size_and_feeds_memory(store: MemoryStore) -> None:
     spec = StrategySpec(
-        name="learned_buy_rsi14_mid", conditions=(Condition("rsi14", ">", 60.0), Condition("rsi14", "<=", 70.0)),
-        action="BUY", confidence=0.9, size=0.03, stop_loss_pct=0.015, take_profit_pct=0.05, stats=StrategyStats(),
-        created_at=T0, updated_at=T0,
+        name="learned_buy_rsi14_mid",
+        conditions=(Condition("rsi14", ">", 60.0), Condition("rsi14", "<=", 70.0)),
+        action="BUY",
+        confidence=0.9,
+        size=0.03,
+        stop_loss_pct=0.015,
+        take_profit_pct=0.05,
+        stats=StrategyStats(),
+        created_at=T0,
+        updated_at=T0,
     )
     store.append_strategy(spec)
     engine = MemoryEngine(store)

@@ -1,4 +1,5 @@
 """Exports regenerated from the store; strategy_modules.py is a safe, fixed-template view."""
+
 from __future__ import annotations
 
 import ast
@@ -19,9 +20,19 @@ EVIL = '"""\nimport os\nos.system("echo pwned")\n"""\' + __import__("os").getcwd
 
 def spec(name: str = "learned_buy_rsi14_low", evidence: str = "42/50 wins", reason: str | None = None) -> StrategySpec:
     return StrategySpec(
-        name=name, conditions=(Condition("rsi14", "<=", 33.25),), action="BUY", confidence=0.72, size=0.025,
-        stop_loss_pct=0.02, take_profit_pct=0.04, stats=StrategyStats().add(1.0, 0.01), created_at=T0, updated_at=T0,
-        deprecated=reason is not None, deprecated_reason=reason, evidence=evidence,
+        name=name,
+        conditions=(Condition("rsi14", "<=", 33.25),),
+        action="BUY",
+        confidence=0.72,
+        size=0.025,
+        stop_loss_pct=0.02,
+        take_profit_pct=0.04,
+        stats=StrategyStats().add(1.0, 0.01),
+        created_at=T0,
+        updated_at=T0,
+        deprecated=reason is not None,
+        deprecated_reason=reason,
+        evidence=evidence,
     )
 
 

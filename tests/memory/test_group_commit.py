@@ -1,6 +1,7 @@
 """Group commit: concurrent writers share one transaction and one fsync, each writer's error
 stays its own, event ids stay consecutive, and the index applied from the records in hand equals
 the index rebuilt from the log."""
+
 from __future__ import annotations
 
 import threading
@@ -62,7 +63,9 @@ def test_queued_writers_share_one_transaction_and_keep_their_own_errors(store: M
 
     def unknown_outcome() -> None:
         try:
-            results["outcome"] = gc.submit(lambda s: s.append_outcome(outcome(make_decision(3, decision_id="nope"), 0.01)))
+            results["outcome"] = gc.submit(
+                lambda s: s.append_outcome(outcome(make_decision(3, decision_id="nope"), 0.01))
+            )
         except Exception as exc:  # noqa: BLE001
             results["outcome"] = exc
 
@@ -149,7 +152,9 @@ def test_another_writer_in_between_is_caught_up_from_the_log(db: Path) -> None:
     other.append_decision(foreign)
     second = mine.enhance(request(symbol="A", time=T0 + timedelta(minutes=2)))
     assert [v.decision.decision_id for v in mine.recent_decisions("A", 10)] == [
-        second.decision_id, "foreign", first.decision_id,
+        second.decision_id,
+        "foreign",
+        first.decision_id,
     ]
     assert mine._last_seen == other.last_event_id() == 3
     other.close()

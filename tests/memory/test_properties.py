@@ -1,10 +1,11 @@
 """Property tests: records survive the (encrypted) store unchanged; combine stays a weighted mean."""
+
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-import tempfile
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,7 +36,9 @@ def test_combine_is_a_weighted_mean_of_the_present_components(base, ml, memory) 
 def test_records_round_trip_through_the_encrypted_store(features, pnl, text, minutes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = MemoryStore.open(Path(tmp) / "m.db", key=os.urandom(32))
-        d = make_decision(1, features=features or {"x": 1.0}, time=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes))
+        d = make_decision(
+            1, features=features or {"x": 1.0}, time=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+        )
         d = type(d)(**{**d.to_dict(), "time": d.time, "reasoning": text, "features": d.features})
         store.append_decision(d)
         o = outcome(d, pnl)
@@ -48,4 +51,6 @@ def test_records_round_trip_through_the_encrypted_store(features, pnl, text, min
 @given(st.dictionaries(st.sampled_from(["a", "b", "c"]), finite, min_size=1))
 def test_parameter_versions_depend_only_on_content(values) -> None:
     t = datetime(2026, 1, 1, tzinfo=UTC)
-    assert Parameters(values, t).version == Parameters(dict(reversed(list(values.items()))), t + timedelta(days=1)).version
+    assert (
+        Parameters(values, t).version == Parameters(dict(reversed(list(values.items()))), t + timedelta(days=1)).version
+    )

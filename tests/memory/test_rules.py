@@ -1,4 +1,5 @@
 """The learning rules of DESIGN §6, each at and around its edge (pure functions)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -45,7 +46,13 @@ def test_weights_are_configurable() -> None:
 
 @pytest.mark.parametrize(
     "action, direction, expected",
-    [("BUY", "bullish", 0.78), ("SELL", "bearish", 0.78), ("BUY", "bearish", 0.22), ("SELL", "bullish", 0.22), ("BUY", None, 0.78)],
+    [
+        ("BUY", "bullish", 0.78),
+        ("SELL", "bearish", 0.78),
+        ("BUY", "bearish", 0.22),
+        ("SELL", "bullish", 0.22),
+        ("BUY", None, 0.78),
+    ],
 )
 def test_ml_support_follows_the_reversal_direction(action: str, direction: str | None, expected: float) -> None:
     assert ml_support(action, 0.78, direction) == pytest.approx(expected)
@@ -115,7 +122,14 @@ def test_strong_uptrend_edge(sma20: float, sma50: float, hist: float, regime: st
 
 @pytest.mark.parametrize(
     "sma20, rsi, regime",
-    [(0.0029, 50.0, "choppy"), (-0.0029, 40.0, "choppy"), (0.003, 50.0, "normal"), (0.001, 60.0, "choppy"), (0.001, 60.01, "normal"), (0.001, 39.99, "normal")],
+    [
+        (0.0029, 50.0, "choppy"),
+        (-0.0029, 40.0, "choppy"),
+        (0.003, 50.0, "normal"),
+        (0.001, 60.0, "choppy"),
+        (0.001, 60.01, "normal"),
+        (0.001, 39.99, "normal"),
+    ],
 )
 def test_choppy_edge(sma20: float, rsi: float, regime: str) -> None:
     f = {**FEATURES, "sma20": sma20, "rsi14": rsi}
@@ -152,8 +166,16 @@ def test_deprecation_edge(trades: int, wins: int, deprecated: bool) -> None:
 
 def _spec(stats: StrategyStats) -> StrategySpec:
     return StrategySpec(
-        name="learned_buy_rsi14_low", conditions=(Condition("rsi14", "<=", 30.0),), action="BUY", confidence=0.7,
-        size=0.02, stop_loss_pct=0.02, take_profit_pct=0.04, stats=stats, created_at=T0, updated_at=T0,
+        name="learned_buy_rsi14_low",
+        conditions=(Condition("rsi14", "<=", 30.0),),
+        action="BUY",
+        confidence=0.7,
+        size=0.02,
+        stop_loss_pct=0.02,
+        take_profit_pct=0.04,
+        stats=stats,
+        created_at=T0,
+        updated_at=T0,
     )
 
 

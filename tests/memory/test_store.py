@@ -1,4 +1,5 @@
 """The store file: permissions, encryption at rest, keys, integrity, audit trail."""
+
 from __future__ import annotations
 
 import logging
@@ -51,7 +52,15 @@ def _write_marked(store: MemoryStore) -> str:
 
 
 def _needles(decision_id: str) -> list[bytes]:
-    return [REASONING_MARK.encode(), repr(PRICE).encode(), b"12345.67", b"BTCUSDT", b"momentum", b"take_profit", b"rsi14"]
+    return [
+        REASONING_MARK.encode(),
+        repr(PRICE).encode(),
+        b"12345.67",
+        b"BTCUSDT",
+        b"momentum",
+        b"take_profit",
+        b"rsi14",
+    ]
 
 
 def test_with_a_key_no_decision_text_or_number_is_in_the_file(db: Path, key: bytes) -> None:
@@ -134,13 +143,13 @@ def test_store_reopens_with_integrity_and_is_append_only(db: Path) -> None:
     again.close()
 
 
-def test_tampered_payload_fails_loudly(db: Path, key: bytes) -> None:
+def test_a_tampered_payload_is_left_out_of_scans_and_fails_its_own_read(db: Path, key: bytes) -> None:
     import sqlite3
 
     from mem_memory import CorruptRecord
 
     store = MemoryStore.open(db, key=key)
-    MemoryEngine(store).enhance(request())
+    d = MemoryEngine(store).enhance(request())
     store.close()
     conn = sqlite3.connect(db)
     blob = bytearray(conn.execute("SELECT payload FROM events WHERE event_id = 1").fetchone()[0])
@@ -149,6 +158,11 @@ def test_tampered_payload_fails_loudly(db: Path, key: bytes) -> None:
     conn.commit()
     conn.close()
     again = MemoryStore.open(db, key=key)
-    with pytest.raises(CorruptRecord):
-        again.events_since(0)
-    again.close()
+    try:
+        assert again.events_since(0) == [] and again.scan_since(0) == ([], 1)  # the cursor moves past it
+        with pytest.raises(CorruptRecord) as err:
+            again.get_decision(d.decision_id)
+        assert err.value.event_id == 1 and err.value.kind == "decision"
+        assert again.corrupt == {1: "decision"}
+    finally:
+        again.close()

@@ -1,4 +1,5 @@
 """One symbol rule: the memory's ``validate_symbol``, and ingest and serving agreeing with it."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,6 +8,7 @@ from mem_memory import MAX_SYMBOL_LEN, InvalidRecord, symbol_problem, validate_s
 from mem_pipelines.ingest.validation import IngestError, checked_symbol
 from mem_serving import converters
 from mem_serving.errors import InvalidArgument
+
 from .helpers import request
 
 GOOD = ["BTCUSDT", "btcusdt", " ETHUSDT\n", "BRK.B", "A,B", "X" * MAX_SYMBOL_LEN, "ÄPFEL"]

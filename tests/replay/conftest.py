@@ -1,4 +1,5 @@
 """Helpers for the replay tests: slices of the shared real candles read straight from the CSVs."""
+
 from __future__ import annotations
 
 from pathlib import Path

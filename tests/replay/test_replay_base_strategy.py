@@ -1,4 +1,5 @@
 """The base strategy: the seed's momentum + RSI rule, causal, with confidence from strength."""
+
 from __future__ import annotations
 
 import numpy as np

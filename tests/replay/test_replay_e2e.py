@@ -3,6 +3,7 @@
 
 Short windows (2 days, 2 symbols) keep it well under a minute on 2 cores.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,9 +19,9 @@ from mem_core import registry
 from mem_core.features import compute_features
 from mem_core.labels import reversal_labels
 from mem_core.questdb.store import write_candles
-from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, open_engine
 from mem_pipelines.replay.assets import replay_report
 from mem_pipelines.replay.runner import LookAheadError, ReplayConfig, ReplayError, champion_info, run_replay
+from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, open_engine
 from mem_pipelines.training.dataset import build_dataset
 from mem_pipelines.training.mlflow_logging import train_and_log
 from mem_serving.server import build_app
@@ -72,13 +73,23 @@ def champion(loaded, tmp_path_factory) -> str:
 
 def _replay(settings, uri: str, memory_db: Path):
     running = build_app(
-        ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=uri, model_poll_s=0.5, max_workers=4),
+        ServingSettings(
+            port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=uri, model_poll_s=0.5, max_workers=4
+        ),
         start_metrics=False,
     )
     try:
         cfg = ReplayConfig(
-            symbols=SYMBOLS, start=START, end=END, server=f"127.0.0.1:{running.port}", fee_bps=10, slippage_bps=5,
-            learn_every=5, memory_db=memory_db, questdb=settings, tracking_uri=uri,
+            symbols=SYMBOLS,
+            start=START,
+            end=END,
+            server=f"127.0.0.1:{running.port}",
+            fee_bps=10,
+            slippage_bps=5,
+            learn_every=5,
+            memory_db=memory_db,
+            questdb=settings,
+            tracking_uri=uri,
         )
         return run_replay(cfg)
     finally:
@@ -122,8 +133,16 @@ def test_replay_refuses_a_model_trained_into_the_window(loaded, tmp_path) -> Non
     settings, frames = loaded
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _train(frames, uri, "2025-06-02")  # sees the first replay day
-    cfg = ReplayConfig(symbols=SYMBOLS, start=START, end=END, server="127.0.0.1:1", questdb=settings,
-                       tracking_uri=uri, memory_db=tmp_path / "memory.db", timeout_s=1)
+    cfg = ReplayConfig(
+        symbols=SYMBOLS,
+        start=START,
+        end=END,
+        server="127.0.0.1:1",
+        questdb=settings,
+        tracking_uri=uri,
+        memory_db=tmp_path / "memory.db",
+        timeout_s=1,
+    )
     with pytest.raises(LookAheadError, match="not before the replay window"):
         run_replay(cfg)
     assert not (tmp_path / "memory.db").exists()  # refused before touching anything
@@ -133,6 +152,7 @@ def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_
     settings, _ = loaded
     monkeypatch.setenv("MEM_HOME", str(tmp_path))  # reports/ under tmp_path, not the working tree
     monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(settings.pg_port))
+    monkeypatch.setenv("MEM_QUESTDB_HTTP_PORT", str(settings.http_port))  # the server writes the candles it gets
     memory_db = tmp_path / "memory.db"
     running = build_app(
         ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=champion, max_workers=4),
@@ -146,9 +166,18 @@ def test_replay_report_asset_shows_the_table_and_the_plot(loaded, champion, tmp_
                 "questdb": QuestDBResource.from_settings(settings),
                 "mlflow": MlflowResource(tracking_uri=champion),
             },
-            run_config={"ops": {"replay_report": {"config": {
-                "symbols": list(SYMBOLS), "start": START, "end": "2025-06-02", "server": f"127.0.0.1:{running.port}",
-            }}}},
+            run_config={
+                "ops": {
+                    "replay_report": {
+                        "config": {
+                            "symbols": list(SYMBOLS),
+                            "start": START,
+                            "end": "2025-06-02",
+                            "server": f"127.0.0.1:{running.port}",
+                        }
+                    }
+                }
+            },
         )
     finally:
         running.stop(grace=1.0)
@@ -174,12 +203,21 @@ def test_mem_replay_cli_explains_a_missing_champion(loaded, tmp_path, monkeypatc
 def test_replay_sends_the_servers_bearer_token(loaded, champion, tmp_path, monkeypatch) -> None:
     settings, _ = loaded
     memory_db = tmp_path / "memory.db"
+    monkeypatch.setenv("MEM_QUESTDB_PG_PORT", str(settings.pg_port))  # the server writes the candles it gets
+    monkeypatch.setenv("MEM_QUESTDB_HTTP_PORT", str(settings.http_port))
     running = build_app(
         ServingSettings(port=0, metrics_port=-1, memory_db=memory_db, tracking_uri=champion, token="s3cret-token"),
         start_metrics=False,
     )
-    cfg = ReplayConfig(symbols=SYMBOLS[:1], start=START, end="2025-06-01T06:00", server=f"127.0.0.1:{running.port}",
-                       memory_db=memory_db, questdb=settings, tracking_uri=champion)
+    cfg = ReplayConfig(
+        symbols=SYMBOLS[:1],
+        start=START,
+        end="2025-06-01T06:00",
+        server=f"127.0.0.1:{running.port}",
+        memory_db=memory_db,
+        questdb=settings,
+        tracking_uri=champion,
+    )
     try:
         monkeypatch.delenv("MEM_SERVING_TOKEN", raising=False)
         with pytest.raises(ReplayError, match="UNAUTHENTICATED") as refused:

@@ -1,4 +1,5 @@
 """Metrics on known trades, and the report's table, files and determinism."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """The replay's orchestration over real candles with a scripted server (no gRPC): the variants,
 the refusal of a model trained into the window, outcomes reported in time order, learning steps."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -36,8 +37,20 @@ class ScriptedServer:
         up = candles["close"].iloc[-1] >= candles["open"].iloc[-1]
         return ReversalPrediction(True, 0.7, "bullish" if up else "bearish", "1")
 
-    def enhance_signal(self, symbol, action, base_confidence, price, time, *, strategy="", candles=None, ml=None,
-                       session_id="", market_context=None):
+    def enhance_signal(
+        self,
+        symbol,
+        action,
+        base_confidence,
+        price,
+        time,
+        *,
+        strategy="",
+        candles=None,
+        ml=None,
+        session_id="",
+        market_context=None,
+    ):
         assert candles["ts"].iloc[-1] == time and len(candles) == 400
         assert strategy == "momentum_rsi" and session_id == "replay" and ml is None
         self.calls.append(("enhance", time))
@@ -45,8 +58,14 @@ class ScriptedServer:
         self.decided_at[did] = time
         if base_confidence < 0.55:
             return EnhancedSignal(did, "HOLD", 0.4, 0.0, 0.0, 0.0)
-        return EnhancedSignal(did, action, base_confidence, 0.05, price * (0.99 if action == "BUY" else 1.01),
-                              price * (1.02 if action == "BUY" else 0.98))
+        return EnhancedSignal(
+            did,
+            action,
+            base_confidence,
+            0.05,
+            price * (0.99 if action == "BUY" else 1.01),
+            price * (1.02 if action == "BUY" else 0.98),
+        )
 
     def log_outcome(self, decision_id, entry_price, exit_price, size, pnl, pnl_pct, exit_reason, time):
         assert time > self.decided_at.pop(decision_id)  # a decision of this server, reported once, after it
@@ -115,7 +134,9 @@ def test_refuses_a_model_trained_into_the_window(shared_csv) -> None:
 def test_too_little_warm_up_is_an_error(shared_csv) -> None:
     frames = {s: shared_csv(s, "2025-06-02T22:00", "2025-06-05") for s in ("BTCUSDT", "ETHUSDT")}
     with pytest.raises(ReplayError, match="warm-up"):
-        replay_frames(_cfg(), frames, ScriptedServer(), ModelInfo("1", None, pd.Timestamp("2025-06-01", tz="UTC")), None, 400)
+        replay_frames(
+            _cfg(), frames, ScriptedServer(), ModelInfo("1", None, pd.Timestamp("2025-06-01", tz="UTC")), None, 400
+        )
 
 
 def test_a_new_champion_during_the_replay_stops_it(shared_csv) -> None:

@@ -1,4 +1,5 @@
 """The simulator: next-open fills with costs, stop/target/time exits, and no look-ahead."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,14 @@ def _ts(i: int) -> pd.Timestamp:
 def _frame(rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
     a = np.asarray(rows, dtype="float64")
     return pd.DataFrame(
-        {"ts": [_ts(i) for i in range(len(rows))], "open": a[:, 0], "high": a[:, 1], "low": a[:, 2], "close": a[:, 3], "volume": 1.0}
+        {
+            "ts": [_ts(i) for i in range(len(rows))],
+            "open": a[:, 0],
+            "high": a[:, 1],
+            "low": a[:, 2],
+            "close": a[:, 3],
+            "volume": 1.0,
+        }
     )
 
 
@@ -34,7 +42,7 @@ def _run(order: Order, frame: pd.DataFrame, costs: Costs = COSTS) -> Trade:
     sim = Simulator(costs, capital=10_000)
     trades: list[Trade] = []
     submitted = False
-    for i, r in enumerate(frame.itertuples(index=False)):
+    for r in frame.itertuples(index=False):
         trades += sim.on_candle("X", Candle(r.ts, r.open, r.high, r.low, r.close))
         if not submitted and r.ts == order.decision_ts:
             sim.submit(order)
@@ -115,7 +123,7 @@ price = st.floats(min_value=50, max_value=150, allow_nan=False)
 def test_no_look_ahead_property(path, side, decided, stop, target, bars, junk) -> None:
     """The fill is the next candle's open +/- slippage; changing candles at or before the
     decision, or any candle after the exit, changes nothing about the trade."""
-    rows = [(o, max(o, h, l, c), min(o, h, l, c), c) for o, h, l, c in path]
+    rows = [(o, max(o, h, lo, c), min(o, h, lo, c), c) for o, h, lo, c in path]
     frame = _frame(rows)
     order = _order(side, decided=decided, stop=stop, target=target, bars=bars)
     costs = Costs(10, 5)
@@ -125,8 +133,8 @@ def test_no_look_ahead_property(path, side, decided, stop, target, bars, junk) -
     assert t.entry_price == pytest.approx(nxt * (1.0005 if side == "BUY" else 0.9995))
     assert t.entry_ts <= t.exit_ts and t.decision_ts < t.entry_ts
 
-    o, h, l, c = junk
-    jrow = (o, max(o, h, l, c), min(o, h, l, c), c)
+    o, h, lo, c = junk
+    jrow = (o, max(o, h, lo, c), min(o, h, lo, c), c)
     before = rows.copy()
     for i in range(decided + 1):
         before[i] = jrow

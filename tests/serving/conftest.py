@@ -1,12 +1,13 @@
 """A real serving stack on a free loopback port: a real MLflow champion (small GradientBoosting
 models fitted on real BTCUSDT features, in a tmp SQLite store), a real memory store in tmp_path
 and the gRPC server of ``mem_serving.server``."""
+
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest

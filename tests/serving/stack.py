@@ -1,6 +1,7 @@
 """A real serving stack for tests: the gRPC server of ``mem_serving.server`` on a free loopback
 port over a real champion provider, a real memory store (writer process) and an optional candle
 source; shared by the serving tests through the ``stack`` fixture or ``start_stack``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,12 +9,11 @@ from pathlib import Path
 
 import grpc
 
-from mem_core import features
 from mem_serving.api import MemServiceStub
 from mem_serving.handlers import Handlers
 from mem_serving.metrics import ServingMetrics
 from mem_serving.model_provider import ModelProvider
-from mem_serving.server import RunningServer, create_running_server, start_metrics_http
+from mem_serving.server import RunningServer, create_running_server, start_metrics_http, watch_memory
 from mem_serving.settings import ServingSettings
 
 
@@ -24,10 +24,10 @@ class ModelStore:
     v2: str
 
 
-def open_engine(path: Path):
+def open_engine(path: Path, key: bytes | None = None):
     from mem_memory import MemoryEngine, MemoryStore
 
-    store = MemoryStore.open(path)
+    store = MemoryStore.open(path, key=key)
     engine = MemoryEngine(store, writer_process=True)  # as `mem serve` runs it
     engine.start_writer()
     return store, engine
@@ -52,17 +52,26 @@ class Stack:
         return f"127.0.0.1:{self.running.port}"
 
 
-def start_stack(uri: str, memory_db: Path, candle_source=None, **settings: object) -> Stack:
+def start_stack(
+    uri: str,
+    memory_db: Path,
+    candle_source=None,
+    candle_sink=None,
+    *,
+    memory_key: bytes | None = None,
+    **settings: object,
+) -> Stack:
     config = ServingSettings(**{"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4, **settings})
     metrics = ServingMetrics()
-    models = ModelProvider(uri, config.model_poll_s, features.FEATURE_NAMES)
+    models = ModelProvider(uri, config.model_poll_s)
     models.subscribe(lambda m: metrics.set_model(None if m is None else m.version))
     models.start()
-    store, engine = open_engine(memory_db)
-    handlers = Handlers(config, models, engine, metrics, candle_source)
+    store, engine = open_engine(memory_db, memory_key)
+    handlers = Handlers(config, models, engine, metrics, candle_source, candle_sink)
     metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(config, handlers)
     models.subscribe(lambda m: running.set_model_health(m is not None))
+    watch_memory(running, engine)
     running.stoppers += [models.stop, store.close, engine.close]  # run in reverse: the writer stops first
     start_metrics_http(running, config)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")

@@ -1,5 +1,6 @@
 """The grpc.aio server: where each call runs (the event loop or the thread pool), the predicate that
 decides it, cancellation, and a clean stop (no loop thread left)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,16 +14,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mem_core import estimators, registry
+from mem_core.feature_sets import REGIME_V1
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving.api import pb
 from mem_serving.candles import CandleHistory
+from mem_serving.errors import InvalidArgument
 from mem_serving.handlers import Handlers
+from mem_serving.model_provider import ModelProvider
 from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX
 from mem_serving.settings import ServingSettings
-from mem_serving.types import CandleBlock, EnhanceQuery, MLInput
+from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, PredictQuery
 
-from .stack import Stack, start_stack
 from .helpers import candle_pb, candles_pb, now_pb
+from .stack import Stack, start_stack
 
 STEP = 300_000
 SYMBOL = "BTCUSDT"
@@ -37,19 +42,46 @@ def _query(symbol: str, candles: CandleBlock | None, ml: MLInput | None = None) 
     return EnhanceQuery(symbol, "BUY", 0.6, 100.0, dt.datetime.now(dt.UTC), "momentum", ml, candles, {}, "")
 
 
-def _handlers(source) -> Handlers:
-    # the predicate needs neither the model provider nor the memory engine
-    return Handlers(ServingSettings(), models=None, engine=None, candle_source=source)  # type: ignore[arg-type]
+def _handlers(source, models: ModelProvider | None = None) -> Handlers:
+    # the predicate needs the champion's feature set (none loaded: the seed's), not the memory engine
+    return Handlers(
+        ServingSettings(), models=models or ModelProvider(None, poll_s=0), engine=None, candle_source=source
+    )  # type: ignore[arg-type]
+
+
+def _regime_v1_champion() -> ModelProvider:
+    """A provider holding a (tiny, real) champion over regime_v1, loaded without a registry."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, len(REGIME_V1.names)))
+    model = estimators.create("random_forest", {"n_estimators": 2, "random_state": 0}, REGIME_V1).fit(X, X[:, 0] > 0)
+    loaded = registry.LoadedModel("1", model, registry.feature_ranges(X, REGIME_V1.names))
+    provider = ModelProvider(None, poll_s=0, version_fn=lambda uri: "1", load_fn=lambda version, uri: loaded)
+    assert provider.refresh() and provider.model is not None and provider.model.feature_set is REGIME_V1
+    return provider
 
 
 def _enhance_pb(candles: list, symbol: str = SYMBOL) -> pb.EnhanceSignalRequest:
     return pb.EnhanceSignalRequest(
-        symbol=symbol, action=pb.ACTION_BUY, base_confidence=0.65, price=100.0, time=now_pb(), strategy="momentum", candles=candles)
+        symbol=symbol,
+        action=pb.ACTION_BUY,
+        base_confidence=0.65,
+        price=100.0,
+        time=now_pb(),
+        strategy="momentum",
+        candles=candles,
+    )
 
 
 def test_merged_length_is_what_merge_would_hold() -> None:
     history = CandleHistory(capacity=10)
-    cases = [("X", _block(0, 4)), ("X", _block(4, 1)), ("X", _block(4, 2)), ("X", _block(6, 8)), ("X", _block(30, 2)), ("Y", _block(0, 12))]
+    cases = [
+        ("X", _block(0, 4)),
+        ("X", _block(4, 1)),
+        ("X", _block(4, 2)),
+        ("X", _block(6, 8)),
+        ("X", _block(30, 2)),
+        ("Y", _block(0, 12)),
+    ]
     for symbol, block in cases:
         expected = history.merged_length(symbol, block)
         assert len(history.merge(symbol, block)) == expected
@@ -76,13 +108,52 @@ def test_the_candle_source_predicate() -> None:
     assert not h.reads_candle_source("B", _block(MIN_HISTORY - 1, 1))  # the newest revised: MIN_HISTORY held
     assert not h.reads_candle_source("B", _block(MIN_HISTORY + 5, MIN_HISTORY))  # after a gap, enough given
 
+    # a regime_v1 champion needs 289 candles: fewer are seeded from QuestDB
+    r = _handlers(lambda symbol, n: CandleBlock.empty(), _regime_v1_champion())
+    assert r.reads_candle_source("A", _block(0, REGIME_V1.min_history - 1))
+    assert not r.reads_candle_source("A", _block(0, REGIME_V1.min_history))
 
-def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_a_regime_v1_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
+    """Fewer candles than regime_v1 needs: seeded from the candle source when there is one, else
+    INVALID_ARGUMENT naming the 289 it needs (never a model fed undefined features)."""
+    ts = serve_candles["ts"].dt.as_unit("ms").astype("int64").to_numpy()
+    ohlcv = serve_candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    stored = CandleBlock(ts[:SERVING_HISTORY], ohlcv[:SERVING_HISTORY])
+    given = CandleBlock(
+        ts[SERVING_HISTORY - 100 : SERVING_HISTORY + 1], ohlcv[SERVING_HISTORY - 100 : SERVING_HISTORY + 1]
+    )
+    reads: list[int] = []
+
+    def source(symbol: str, n: int) -> CandleBlock:
+        reads.append(n)
+        return stored.tail(n)
+
+    h = _handlers(source, _regime_v1_champion())
+    prediction = h.predict(PredictQuery("A", given))
+    assert (
+        reads
+        and prediction.candle_ts_ms == int(ts[SERVING_HISTORY])
+        and list(prediction.features) == list(REGIME_V1.names)
+    )
+    merged = CandleBlock(ts[: SERVING_HISTORY + 1], ohlcv[: SERVING_HISTORY + 1]).tail(SERVING_HISTORY)
+    assert prediction.features == REGIME_V1.newest(merged.ohlcv, merged.newest_ts_ms)
+    with pytest.raises(InvalidArgument, match="at least 289 candles"):
+        _handlers(None, _regime_v1_champion()).predict(PredictQuery("A", given))
+
+
+def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(
+    stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     submitted: list[str] = []
     ran_on: list[str] = []
     executor = stack.running.executor
     submit = executor.submit
-    monkeypatch.setattr(executor, "submit", lambda fn, *a, **kw: (submitted.append(getattr(fn, "__name__", "?")), submit(fn, *a, **kw))[1])
+    monkeypatch.setattr(
+        executor,
+        "submit",
+        lambda fn, *a, **kw: (submitted.append(getattr(fn, "__name__", "?")), submit(fn, *a, **kw))[1],
+    )
     enhance_async = stack.engine.enhance_async
 
     async def spy(request):
@@ -107,7 +178,9 @@ def _recording_source(serve_candles: pd.DataFrame) -> tuple:
     """A candle source holding the first SERVING_HISTORY serve candles, and the list of the
     threads it was called on."""
     history = serve_candles.iloc[:SERVING_HISTORY]
-    ts_ms = np.array([pd.Timestamp(t).value // 1_000_000 for t in history.ts], dtype=np.int64)  # whatever the resolution
+    ts_ms = np.array(
+        [pd.Timestamp(t).value // 1_000_000 for t in history.ts], dtype=np.int64
+    )  # whatever the resolution
     block = CandleBlock(ts_ms, history[["open", "high", "low", "close", "volume"]].to_numpy(np.float64))
     read_on: list[str] = []
 
@@ -118,7 +191,9 @@ def _recording_source(serve_candles: pd.DataFrame) -> tuple:
     return source, read_on
 
 
-def test_calls_that_read_questdb_run_in_the_thread_pool(mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
+def test_calls_that_read_questdb_run_in_the_thread_pool(
+    mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame
+) -> None:
     source, read_on = _recording_source(serve_candles)
     s = start_stack(mlflow_uri, tmp_path / "memory.db", candle_source=source)
     try:
@@ -132,14 +207,19 @@ def test_calls_that_read_questdb_run_in_the_thread_pool(mlflow_uri: str, tmp_pat
         s.engine.enhance = spy
         assert s.stub.EnhanceSignal(_enhance_pb([], symbol="SEEDED"), timeout=10).decision_id  # symbol alone
         assert s.stub.PredictReversal(pb.PredictReversalRequest(symbol="SEEDED2"), timeout=10).model_version
-        assert len(read_on) == 2 and all(name.startswith(WORKER_THREAD_PREFIX) for name in read_on + sync_on), (read_on, sync_on)
+        assert len(read_on) == 2 and all(name.startswith(WORKER_THREAD_PREFIX) for name in read_on + sync_on), (
+            read_on,
+            sync_on,
+        )
         assert len(sync_on) == 1
     finally:
         s.channel.close()
         s.running.stop(grace=1.0)
 
 
-def test_a_call_cancelled_by_its_deadline_is_not_internal(stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_call_cancelled_by_its_deadline_is_not_internal(
+    stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cancelled = threading.Event()
     enhance_async = stack.engine.enhance_async
 
@@ -195,7 +275,9 @@ def test_a_killed_memory_writer_is_replaced_without_a_failed_call(stack: Stack, 
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_an_inline_call_never_reads_questdb_on_the_loop(mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
+def test_an_inline_call_never_reads_questdb_on_the_loop(
+    mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame
+) -> None:
     """Should the history change between the check and the merge (another call of the symbol in
     the pool), the inline call does not read QuestDB on the loop: it moves to the pool."""
     source, read_on = _recording_source(serve_candles)

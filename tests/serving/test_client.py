@@ -1,6 +1,7 @@
 """The public client ``mem_serving.client.MemClient`` against the real server: every call with
 typed records in and out, status codes as ``MemClientError``, and token + TLS from the same
 environment ``mem serve`` reads."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,11 +13,13 @@ import pytest
 from mem_core.features import SERVING_HISTORY
 from mem_serving.client import MemClient, MemClientError, OutcomeLearning, ParameterSet, ReversalPrediction
 
-from .stack import ModelStore, Stack, start_stack
 from .helpers import self_signed_cert
+from .stack import ModelStore, Stack, start_stack
 
 
-def test_every_call_through_the_typed_client(stack: Stack, model_store: ModelStore, serve_candles: pd.DataFrame) -> None:
+def test_every_call_through_the_typed_client(
+    stack: Stack, model_store: ModelStore, serve_candles: pd.DataFrame
+) -> None:
     history = serve_candles.iloc[:SERVING_HISTORY]
     nxt = serve_candles.iloc[SERVING_HISTORY : SERVING_HISTORY + 1]
     with MemClient(stack.address, timeout_s=10) as client:
@@ -35,7 +38,15 @@ def test_every_call_through_the_typed_client(stack: Stack, model_store: ModelSto
         action = "BUY" if (prediction.direction == "bullish") == (prediction.confidence >= 0.5) else "SELL"
         price, ts = float(nxt["close"].iloc[0]), nxt["ts"].iloc[0]
         signal = client.enhance_signal(
-            "BTCUSDT", action, 0.9, price, ts, strategy="momentum", candles=nxt, ml=prediction, session_id="client-test",
+            "BTCUSDT",
+            action,
+            0.9,
+            price,
+            ts,
+            strategy="momentum",
+            candles=nxt,
+            ml=prediction,
+            session_id="client-test",
             market_context={"regime": "test"},
         )
         assert signal.decision_id and signal.action == action and signal.symbol == "BTCUSDT"
@@ -43,7 +54,9 @@ def test_every_call_through_the_typed_client(stack: Stack, model_store: ModelSto
         assert signal.time == ts.to_pydatetime() and signal.reasoning
         assert signal.size > 0 and (signal.stop_loss < price) == (action == "BUY")
 
-        learned = client.log_outcome(signal.decision_id, price, price * 1.01, signal.size, 5.0, 0.01, "target", ts + pd.Timedelta(minutes=30))
+        learned = client.log_outcome(
+            signal.decision_id, price, price * 1.01, signal.size, 5.0, 0.01, "target", ts + pd.Timedelta(minutes=30)
+        )
         assert isinstance(learned, OutcomeLearning) and learned.win and learned.decision_id == signal.decision_id
         [step] = [a for a in learned.adjustments if a.parameter == "position_size"]
         assert step.to_value == pytest.approx(size * 1.02) and step.trigger == f"outcome:{signal.decision_id}"
@@ -61,12 +74,16 @@ def test_every_call_through_the_typed_client(stack: Stack, model_store: ModelSto
 
 
 def test_no_server_is_a_clear_error() -> None:
-    with pytest.raises(MemClientError, match=r"no gRPC server answers at 127\.0\.0\.1:1 .* start it with `mem serve`") as err:
+    with pytest.raises(
+        MemClientError, match=r"no gRPC server answers at 127\.0\.0\.1:1 .* start it with `mem serve`"
+    ) as err:
         MemClient("127.0.0.1:1", timeout_s=0.5)
     assert err.value.code is None
 
 
-def test_from_env_brings_token_and_tls(mlflow_uri: str, tmp_path: Path, warm_features: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_env_brings_token_and_tls(
+    mlflow_uri: str, tmp_path: Path, warm_features: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cert, key = self_signed_cert(tmp_path)
     s = start_stack(mlflow_uri, tmp_path / "memory.db", tls_cert=cert, tls_key=key, token="tls-token")
     address = f"localhost:{s.running.port}"

@@ -1,6 +1,7 @@
-"""The one-row predictor serving uses: the seed's compiled GBC path equals predict_proba on real
-feature rows; a model type without a compiled path, or whose compiled path disagrees, gets the
-generic ``predict_one``."""
+"""The one-row predictor serving uses: the seed's compiled GBC path and hist_gb's ONNX path equal
+predict_proba on real feature rows; a model type without a compiled path, or whose compiled path
+disagrees, gets the generic ``predict_one``."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,16 +9,16 @@ import pandas as pd
 
 from mem_core import estimators
 from mem_core.estimators.seed_gbc import SeedGBC
-from mem_core.feature_sets import SEED
+from mem_core.feature_sets import REGIME_V1, SEED, FeatureSet
 from mem_core.labels import reversal_labels
 from mem_core.model import OnePredictor
 from mem_serving.fast_predict import one_row_predictor
 
 
-def _real_rows(btc: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    candles = btc.iloc[:3000].reset_index(drop=True)
-    data = SEED.frame(candles).merge(reversal_labels(candles), on="ts")
-    return SEED.matrix(data), data["label"].to_numpy()
+def _real_rows(btc: pd.DataFrame, feature_set: FeatureSet = SEED, rows: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    candles = btc.iloc[:rows].reset_index(drop=True)
+    data = feature_set.frame(candles).merge(reversal_labels(candles), on="ts")
+    return feature_set.matrix(data), data["label"].to_numpy()
 
 
 def test_compiled_gradient_boosting_matches_predict_proba(btc: pd.DataFrame) -> None:
@@ -30,9 +31,28 @@ def test_compiled_gradient_boosting_matches_predict_proba(btc: pd.DataFrame) -> 
     np.testing.assert_allclose(got, model.estimator.predict_proba(held_out)[:, 1], rtol=0, atol=1e-12)
 
 
+def test_hist_gb_onnx_path_matches_predict_proba(btc: pd.DataFrame) -> None:
+    """hist_gb (the study's parameters, fewer trees) on real regime_v1 rows: the ONNX path is
+    double precision throughout, so it agrees with predict_proba to rounding, not to float32."""
+    X, y = _real_rows(btc, REGIME_V1, rows=len(btc))
+    model = estimators.create("hist_gb", {"max_iter": 40}, REGIME_V1).fit(X[:4000], y[:4000])
+    predict_one, compiled = one_row_predictor(model, X[:64])
+    assert compiled
+    held_out = X[4000:]
+    got = np.array([predict_one(row) for row in held_out])
+    np.testing.assert_allclose(got, model.predict_proba(held_out), rtol=0, atol=1e-12)
+    assert np.ptp(got) > 0.05  # a model that ranks, not a constant
+
+    # trees that cannot split (every leaf would hold fewer rows than allowed) are single leaves
+    stump = estimators.create("hist_gb", {"max_iter": 5, "min_samples_leaf": 3000}, REGIME_V1).fit(X[:4000], y[:4000])
+    predict_one, compiled = one_row_predictor(stump, X[:8])
+    assert compiled
+    assert abs(predict_one(X[5000]) - stump.predict_proba(X[5000:5001])[0]) <= 1e-12
+
+
 def test_other_estimators_use_the_generic_path(btc: pd.DataFrame) -> None:
     X, y = _real_rows(btc)
-    model = estimators.create("hist_gb", {"max_iter": 20}).fit(X[:1500], y[:1500])
+    model = estimators.create("random_forest", {"n_estimators": 10}).fit(X[:1500], y[:1500])
     predict_one, compiled = one_row_predictor(model, X[:8])
     assert not compiled
     got = np.array([predict_one(row) for row in X[1500:1600]])

@@ -1,5 +1,7 @@
 """Serving's feature path (numpy on the candle block, through the public
-``latest_features_arrays``) equals the pipeline's latest_features."""
+``latest_features_arrays``) equals the pipeline's latest_features; for ``regime_v1`` it equals
+the training frame."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mem_core import features as feats
+from mem_core.feature_sets import REGIME_V1
 from mem_core.features import (
     FEATURE_NAMES,
     MIN_HISTORY,
@@ -21,7 +24,7 @@ from mem_serving.types import OHLCV, CandleBlock
 
 
 def _block(frame: pd.DataFrame) -> CandleBlock:
-    ts = frame["ts"].astype("int64").to_numpy() // 1_000_000
+    ts = frame["ts"].dt.as_unit("ms").astype("int64").to_numpy()
     return CandleBlock(ts.astype(np.int64), frame[list(OHLCV)].to_numpy(dtype=np.float64))
 
 
@@ -56,3 +59,18 @@ def test_serving_uses_the_public_function(serve_candles: pd.DataFrame, monkeypat
     assert newest_features(_block(frame)) == expected
     assert calls == [SERVING_HISTORY]
     assert "_last_row" not in open(handlers.__file__, encoding="utf-8").read()
+
+
+def test_regime_v1_block_features_equal_the_training_frame(btc: pd.DataFrame) -> None:
+    """The whole regime_v1 set through serving's path (the candle block and its open times) on
+    real candles equals the training rows computed over the full history, to 1e-6 relative."""
+    batch = REGIME_V1.frame(btc).set_index("ts")
+    for end in range(SERVING_HISTORY, len(btc) + 1, 97):
+        window = btc.iloc[max(0, end - SERVING_HISTORY - 60) : end].reset_index(drop=True)
+        got = newest_features(_block(window), REGIME_V1)
+        expected = batch.loc[window["ts"].iloc[-1]]
+        assert list(got) == list(REGIME_V1.names)
+        for name in REGIME_V1.names:
+            assert got[name] == pytest.approx(expected[name], rel=1e-6, abs=1e-9), (name, end)
+    with pytest.raises(InsufficientHistory, match="289"):
+        newest_features(_block(btc.iloc[:288]), REGIME_V1)

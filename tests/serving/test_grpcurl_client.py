@@ -1,5 +1,6 @@
 """An independent gRPC stack (grpcurl, Go) calls the server through reflection only: no stubs,
 no proto file. Stands in for the C# engine. No skip: if grpcurl cannot be built, this fails."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ def grpcurl() -> str:
         bindir.mkdir(parents=True, exist_ok=True)
         built = subprocess.run(
             ["go", "install", f"github.com/fullstorydev/grpcurl/cmd/grpcurl@{GRPCURL_VERSION}"],
-            env={**os.environ, "GOBIN": str(bindir), "GOFLAGS": "-buildvcs=false"}, capture_output=True, text=True,
+            env={**os.environ, "GOBIN": str(bindir), "GOFLAGS": "-buildvcs=false"},
+            capture_output=True,
+            text=True,
         )
         if built.returncode != 0:
             pytest.fail(f"cannot build grpcurl {GRPCURL_VERSION}: {built.stderr[-2000:]}")
@@ -38,21 +41,35 @@ def _run(grpcurl: str, *args: str, data: object | None = None) -> subprocess.Com
     cmd = [grpcurl, "-plaintext", "-max-time", "20"]
     if data is not None:
         cmd += ["-d", "@"]
-    return subprocess.run([*cmd, *args], input=None if data is None else json.dumps(data), capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*cmd, *args], input=None if data is None else json.dumps(data), capture_output=True, text=True, timeout=60
+    )
 
 
 def _candles_json(frame: pd.DataFrame) -> list[dict]:
     return [
-        {"ts": pd.Timestamp(r.ts).strftime("%Y-%m-%dT%H:%M:%SZ"), "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
+        {
+            "ts": pd.Timestamp(r.ts).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "open": r.open,
+            "high": r.high,
+            "low": r.low,
+            "close": r.close,
+            "volume": r.volume,
+        }
         for r in frame.itertuples(index=False)
     ]
 
 
 def test_bootstrap_pins_the_same_grpcurl() -> None:
-    assert f'GRPCURL_VERSION="${{MEM_GRPCURL_VERSION:-{GRPCURL_VERSION}}}"' in (ROOT / "scripts" / "bootstrap.sh").read_text()
+    assert (
+        f'GRPCURL_VERSION="${{MEM_GRPCURL_VERSION:-{GRPCURL_VERSION}}}"'
+        in (ROOT / "scripts" / "bootstrap.sh").read_text()
+    )
 
 
-def test_grpcurl_enhances_a_signal_through_reflection(grpcurl: str, stack: Stack, model_store: ModelStore, serve_candles: pd.DataFrame) -> None:
+def test_grpcurl_enhances_a_signal_through_reflection(
+    grpcurl: str, stack: Stack, model_store: ModelStore, serve_candles: pd.DataFrame
+) -> None:
     listed = _run(grpcurl, stack.address, "list")
     assert listed.returncode == 0, listed.stderr
     assert {"mem.v1.MemService", "grpc.health.v1.Health"} <= set(listed.stdout.split())

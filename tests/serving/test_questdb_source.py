@@ -1,4 +1,5 @@
 """Serving's QuestDB candle source: one kept-open connection, blocks equal to the plain read."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,9 @@ def test_source_blocks_equal_read_latest_on_one_connection(
             assert len(block) == len(want) == min(n, 500)
             assert block.ts_ms.dtype == np.int64 and block.ts_ms.flags.c_contiguous
             assert block.ohlcv.dtype == np.float64 and block.ohlcv.flags.c_contiguous
-            np.testing.assert_array_equal(block.ts_ms, want["ts"].astype("datetime64[ms, UTC]").astype("int64").to_numpy())
+            np.testing.assert_array_equal(
+                block.ts_ms, want["ts"].astype("datetime64[ms, UTC]").astype("int64").to_numpy()
+            )
             np.testing.assert_array_equal(block.ohlcv, want[list(OHLCV)].to_numpy())
         assert len(source("NOSUCHSYMBOL", 400)) == 0
         assert connects == 1 + 5  # the source's one, plus one per plain read_latest

@@ -2,6 +2,7 @@
 BTCUSDT candles -> logged and registered in a real MLflow SQLite registry -> promoted by the gate
 -> the real gRPC server answers PredictReversal with that model's own probability. A champion on a
 feature set serving does not compute is then refused, and the server keeps answering."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,8 @@ from mem_pipelines.training.gate_runner import run_gate
 from mem_pipelines.training.mlflow_logging import train_and_log
 from mem_serving.api import pb
 
-from .helpers import TRAIN_ROWS
+from .helpers import TRAIN_ROWS, candles_pb, promote
 from .stack import start_stack
-from .helpers import candles_pb, promote
 
 SYMBOL = "BTCUSDT"
 
@@ -52,7 +52,7 @@ def test_hist_gb_trained_gated_and_served(
     client = MlflowClient(uri)
     run = client.get_run(result.run_id)
     assert (run.data.params["estimator"], run.data.params["feature_set"]) == ("hist_gb", "seed")
-    assert run.data.params["model.max_iter"] == "200" and run.data.params["model.early_stopping"] == "False"
+    assert run.data.params["model.max_iter"] == "250" and run.data.params["model.early_stopping"] == "False"
     tags = client.get_model_version(registry.MODEL_NAME, result.version).tags
     assert (tags["estimator"], tags["feature_set"]) == ("hist_gb", "seed")
 
@@ -65,7 +65,7 @@ def test_hist_gb_trained_gated_and_served(
     try:
         served = stack.handlers.models.model
         assert served is not None and served.version == result.version
-        assert (served.estimator, served.feature_set.name, served.compiled) == ("hist_gb", "seed", False)
+        assert (served.estimator, served.feature_set.name, served.compiled) == ("hist_gb", "seed", True)
         for end in (SERVING_HISTORY, SERVING_HISTORY + 97, SERVING_HISTORY + 311, len(serve_candles)):
             window = serve_candles.iloc[end - SERVING_HISTORY : end].reset_index(drop=True)
             reply = stack.stub.PredictReversal(
@@ -84,9 +84,13 @@ def test_hist_gb_trained_gated_and_served(
         promote(uri, unknown)
         assert not stack.handlers.models.refresh()
         assert stack.handlers.models.version == result.version
-        assert f"champion version {unknown} refused: unknown feature set 'rich'" in str(stack.handlers.models.last_error)
+        assert f"champion version {unknown} refused: unknown feature set 'rich'" in str(
+            stack.handlers.models.last_error
+        )
         window = serve_candles.iloc[-SERVING_HISTORY:].reset_index(drop=True)
-        reply = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="AFTER", candles=candles_pb(window)), timeout=30)
+        reply = stack.stub.PredictReversal(
+            pb.PredictReversalRequest(symbol="AFTER", candles=candles_pb(window)), timeout=30
+        )
         assert reply.model_version == result.version
     finally:
         stack.channel.close()

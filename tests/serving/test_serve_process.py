@@ -1,5 +1,6 @@
 """``mem serve`` as a process: ready line, health, metrics over HTTP, graceful stop on SIGTERM;
 and TLS with a bearer token end to end."""
+
 from __future__ import annotations
 
 import json
@@ -16,24 +17,43 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_serving.api import MemServiceStub, pb
 
-from .stack import ModelStore, start_stack
 from .helpers import self_signed_cert
+from .stack import ModelStore, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_mem_serve_runs_and_stops_gracefully_on_sigterm(mlflow_uri: str, model_store: ModelStore, tmp_path: Path) -> None:
+def test_mem_serve_runs_and_stops_gracefully_on_sigterm(
+    mlflow_uri: str, model_store: ModelStore, tmp_path: Path
+) -> None:
     env = {**os.environ, "MEM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_uri, "MEM_QUESTDB_PG_PORT": "1"}
     env.pop("MEM_SERVING_TOKEN", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "0", "--memory-db", str(tmp_path / "m.db")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mem_cli.main",
+            "serve",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--memory-db",
+            str(tmp_path / "m.db"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         ready = json.loads(proc.stdout.readline())
         assert ready["model_version"] == model_store.v1 and not ready["auth"] and not ready["tls"]
         with grpc.insecure_channel(ready["grpc"]) as channel:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="mem.v1.MemService"), timeout=10)
+            status = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="mem.v1.MemService"), timeout=10
+            )
             assert status.status == health_pb2.HealthCheckResponse.SERVING
             assert MemServiceStub(channel).GetParameters(pb.GetParametersRequest(), timeout=10).version
         text = urllib.request.urlopen(ready["metrics"], timeout=10).read().decode()
@@ -62,7 +82,9 @@ def test_tls_with_bearer_token(mlflow_uri: str, tmp_path: Path, warm_features: N
         creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         with grpc.secure_channel(f"localhost:{s.running.port}", creds) as channel:
             stub = MemServiceStub(channel)
-            reply = stub.GetParameters(pb.GetParametersRequest(), timeout=10, metadata=(("authorization", "Bearer tls-token"),))
+            reply = stub.GetParameters(
+                pb.GetParametersRequest(), timeout=10, metadata=(("authorization", "Bearer tls-token"),)
+            )
             assert reply.version
             with pytest.raises(grpc.RpcError) as err:
                 stub.GetParameters(pb.GetParametersRequest(), timeout=10)

@@ -1,13 +1,16 @@
 """The real server on a free loopback port: full cycle, champion swap, statuses, health, auth."""
+
 from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pandas as pd
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
@@ -16,8 +19,8 @@ from mem_serving.api import pb
 from mem_serving.errors import DeadlineExceeded
 from mem_serving.handlers import Budget
 
-from .stack import ModelStore, Stack, start_stack
 from .helpers import candle_pb, candles_pb, now_pb, promote
+from .stack import ModelStore, Stack, start_stack
 
 SYMBOL = "BTCUSDT"
 
@@ -27,7 +30,15 @@ def _history(serve_candles: pd.DataFrame) -> pd.DataFrame:
 
 
 def _enhance(stack: Stack, candles: list, **over) -> pb.EnhancedSignal:
-    fields = dict(symbol=SYMBOL, action=pb.ACTION_BUY, base_confidence=0.65, price=100.0, time=now_pb(), strategy="momentum", candles=candles)
+    fields = dict(
+        symbol=SYMBOL,
+        action=pb.ACTION_BUY,
+        base_confidence=0.65,
+        price=100.0,
+        time=now_pb(),
+        strategy="momentum",
+        candles=candles,
+    )
     return stack.stub.EnhanceSignal(pb.EnhanceSignalRequest(**(fields | over)), timeout=10)
 
 
@@ -41,16 +52,22 @@ def _health(channel: grpc.Channel, service: str = "") -> int:
     return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
-def test_predict_then_new_candles_use_the_servers_history(stack: Stack, model_store: ModelStore, serve_candles: pd.DataFrame) -> None:
+def test_predict_then_new_candles_use_the_servers_history(
+    stack: Stack, model_store: ModelStore, serve_candles: pd.DataFrame
+) -> None:
     history = _history(serve_candles)
-    first = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=candles_pb(history)), timeout=10)
+    first = stack.stub.PredictReversal(
+        pb.PredictReversalRequest(symbol=SYMBOL, candles=candles_pb(history)), timeout=10
+    )
     assert first.model_version == model_store.v1 and 0.0 <= first.confidence <= 1.0
     assert first.direction in (pb.DIRECTION_BULLISH, pb.DIRECTION_BEARISH)
     assert first.is_reversal == (first.confidence >= 0.5)
     assert first.candle_ts.ToMilliseconds() == int(history.ts.iloc[-1].value // 1_000_000)
     # the next candle alone: the server appends it to the symbol's history
     nxt = serve_candles.iloc[SERVING_HISTORY]
-    second = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=[candle_pb(tuple(nxt))]), timeout=10)
+    second = stack.stub.PredictReversal(
+        pb.PredictReversalRequest(symbol=SYMBOL, candles=[candle_pb(tuple(nxt))]), timeout=10
+    )
     assert second.candle_ts.ToMilliseconds() == int(nxt.ts.value // 1_000_000)
     # the same as sending the whole window
     full = serve_candles.iloc[1 : SERVING_HISTORY + 1]
@@ -58,12 +75,16 @@ def test_predict_then_new_candles_use_the_servers_history(stack: Stack, model_st
     assert other.confidence == pytest.approx(second.confidence, abs=1e-12)
 
 
-def test_out_of_distribution_flags_features_outside_the_training_ranges(stack: Stack, serve_candles: pd.DataFrame) -> None:
+def test_out_of_distribution_flags_features_outside_the_training_ranges(
+    stack: Stack, serve_candles: pd.DataFrame
+) -> None:
     history = _history(serve_candles).copy()
     spike = history.iloc[-1].copy()
     spike["volume"] *= 1000.0  # volume ratio far beyond anything seen in training
     history.iloc[-1] = spike
-    reply = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="SPIKE", candles=candles_pb(history)), timeout=10)
+    reply = stack.stub.PredictReversal(
+        pb.PredictReversalRequest(symbol="SPIKE", candles=candles_pb(history)), timeout=10
+    )
     assert reply.out_of_distribution and "volume_ratio" in reply.out_of_range_features
 
 
@@ -82,7 +103,11 @@ def test_new_champion_is_used_without_restart_and_without_a_failed_call(
             row = tuple(serve_candles.iloc[i])
             i += 1
             try:
-                seen.append(stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=[candle_pb(row)]), timeout=5).model_version)
+                seen.append(
+                    stack.stub.PredictReversal(
+                        pb.PredictReversalRequest(symbol=SYMBOL, candles=[candle_pb(row)]), timeout=5
+                    ).model_version
+                )
             except grpc.RpcError as exc:
                 failures.append(exc)
 
@@ -114,12 +139,21 @@ def test_invalid_inputs_get_invalid_argument_naming_the_field(stack: Stack, serv
         "price": dict(price=float("nan")),
         "action": dict(action=pb.ACTION_UNSPECIFIED),
         "base_confidence": dict(base_confidence=1.5),
-        "ml_prediction.confidence": dict(ml_prediction=pb.MlPrediction(confidence=-0.1, direction=pb.DIRECTION_BULLISH)),
+        "ml_prediction.confidence": dict(
+            ml_prediction=pb.MlPrediction(confidence=-0.1, direction=pb.DIRECTION_BULLISH)
+        ),
         "ml_prediction.direction": dict(ml_prediction=pb.MlPrediction(confidence=0.5)),
     }
     for field, change in cases.items():
-        code, details = _code(stack.stub.EnhanceSignal, pb.EnhanceSignalRequest(**(dict(
-            symbol=SYMBOL, action=pb.ACTION_BUY, base_confidence=0.6, price=100.0, candles=history) | change)))
+        code, details = _code(
+            stack.stub.EnhanceSignal,
+            pb.EnhanceSignalRequest(
+                **(
+                    dict(symbol=SYMBOL, action=pb.ACTION_BUY, base_confidence=0.6, price=100.0, candles=history)
+                    | change
+                )
+            ),
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT, field
         assert details.startswith(field + ":"), details
     # an unknown enum number (a newer client) is refused like UNSPECIFIED
@@ -144,8 +178,18 @@ def test_invalid_inputs_get_invalid_argument_naming_the_field(stack: Stack, serv
 
 
 def test_unknown_decision_is_not_found(stack: Stack) -> None:
-    code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(
-        decision_id="no-such-decision", entry_price=100, exit_price=101, size=1, pnl=1, pnl_pct=0.01, exit_reason="take_profit"))
+    code, details = _code(
+        stack.stub.LogOutcome,
+        pb.LogOutcomeRequest(
+            decision_id="no-such-decision",
+            entry_price=100,
+            exit_price=101,
+            size=1,
+            pnl=1,
+            pnl_pct=0.01,
+            exit_reason="take_profit",
+        ),
+    )
     assert code == grpc.StatusCode.NOT_FOUND
 
 
@@ -158,11 +202,19 @@ def test_market_context_is_stored_with_the_decision(stack: Stack, serve_candles:
     assert dict(stack.engine.store.get_decision(without.decision_id)[0].market_context) == {}
 
 
-def test_expired_deadline_is_deadline_exceeded_and_records_nothing(stack: Stack, serve_candles: pd.DataFrame) -> None:
+def test_a_call_whose_deadline_passed_before_recording_records_nothing(
+    stack: Stack, serve_candles: pd.DataFrame
+) -> None:
+    # (one that expires while its decision is being committed may be recorded: test_retries.py)
     decisions = stack.handlers.metrics.decisions
     before = sum(decisions.labels(a)._value.get() for a in ("BUY", "SELL", "HOLD"))
     request = pb.EnhanceSignalRequest(
-        symbol=SYMBOL, action=pb.ACTION_BUY, base_confidence=0.6, price=100.0, candles=candles_pb(_history(serve_candles)))
+        symbol=SYMBOL,
+        action=pb.ACTION_BUY,
+        base_confidence=0.6,
+        price=100.0,
+        candles=candles_pb(_history(serve_candles)),
+    )
     with pytest.raises(grpc.RpcError) as err:
         stack.stub.EnhanceSignal(request, timeout=0.0001)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -175,10 +227,15 @@ def test_expired_deadline_is_deadline_exceeded_and_records_nothing(stack: Stack,
     assert _health(stack.channel) == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_no_champion_is_unavailable_and_not_serving(empty_mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame) -> None:
+def test_no_champion_is_unavailable_and_not_serving(
+    empty_mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame
+) -> None:
     s = start_stack(empty_mlflow_uri, tmp_path / "memory.db")
     try:
-        code, details = _code(s.stub.PredictReversal, pb.PredictReversalRequest(symbol=SYMBOL, candles=candles_pb(_history(serve_candles))))
+        code, details = _code(
+            s.stub.PredictReversal,
+            pb.PredictReversalRequest(symbol=SYMBOL, candles=candles_pb(_history(serve_candles))),
+        )
         assert code == grpc.StatusCode.UNAVAILABLE and "champion" in details
         assert _health(s.channel) == health_pb2.HealthCheckResponse.SERVING  # the process is fine
         assert _health(s.channel, "mem.v1.MemService") == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -194,7 +251,9 @@ def test_bearer_token_is_required_when_configured(mlflow_uri: str, tmp_path: Pat
         assert code == grpc.StatusCode.UNAUTHENTICATED and "s3cret" not in details
         code, _ = _code(s.stub.GetParameters, pb.GetParametersRequest(), metadata=(("authorization", "Bearer wrong"),))
         assert code == grpc.StatusCode.UNAUTHENTICATED
-        reply = s.stub.GetParameters(pb.GetParametersRequest(), timeout=10, metadata=(("authorization", "Bearer s3cret-token"),))
+        reply = s.stub.GetParameters(
+            pb.GetParametersRequest(), timeout=10, metadata=(("authorization", "Bearer s3cret-token"),)
+        )
         assert reply.version
         assert _health(s.channel) == health_pb2.HealthCheckResponse.SERVING  # probes need no token
     finally:
@@ -213,10 +272,14 @@ def test_symbol_alone_reads_recent_candles_from_questdb(
     history = _history(serve_candles)
     write_candles(questdb, history.assign(symbol="QDBSERVE"))
     s = start_stack(mlflow_uri, tmp_path / "memory-q.db", candle_source=questdb_source(questdb))
-    down = start_stack(mlflow_uri, tmp_path / "memory-d.db", candle_source=questdb_source(QuestDBSettings(pg_port=free_port())))
+    down = start_stack(
+        mlflow_uri, tmp_path / "memory-d.db", candle_source=questdb_source(QuestDBSettings(pg_port=free_port()))
+    )
     try:
         reply = s.stub.PredictReversal(pb.PredictReversalRequest(symbol="QDBSERVE"), timeout=20)
-        direct = stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="DIRECT", candles=candles_pb(history)), timeout=10)
+        direct = stack.stub.PredictReversal(
+            pb.PredictReversalRequest(symbol="DIRECT", candles=candles_pb(history)), timeout=10
+        )
         assert reply.candle_ts == direct.candle_ts
         assert reply.confidence == pytest.approx(direct.confidence, abs=1e-12)
         code, details = _code(s.stub.PredictReversal, pb.PredictReversalRequest(symbol="NOSUCHSYMBOL"))
@@ -256,3 +319,49 @@ def test_prediction_cache_is_keyed_by_the_newest_candle(stack: Stack, serve_cand
     nxt = candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))
     stack.stub.PredictReversal(pb.PredictReversalRequest(symbol="CACHED", candles=[nxt]), timeout=10)
     assert (hits._value.get(), misses._value.get()) == (h0 + 1, m0 + 3)
+
+
+def test_the_last_protobuf_instant_is_served_and_anything_later_is_invalid(stack: Stack) -> None:
+    last = Timestamp(seconds=253402300799, nanos=999_999_999)  # 9999-12-31T23:59:59.999999999Z
+    ml = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
+    base = dict(symbol="LATE", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0, ml_prediction=ml)
+    signal = stack.stub.EnhanceSignal(pb.EnhanceSignalRequest(**base, time=last), timeout=10)
+    assert (signal.time.seconds, signal.time.nanos) == (253402300799, 999_999_000)  # kept to the microsecond
+    assert stack.engine.store.get_decision(signal.decision_id)[0].time == datetime(
+        9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC
+    )
+    learned = stack.stub.LogOutcome(
+        pb.LogOutcomeRequest(
+            decision_id=signal.decision_id,
+            entry_price=100,
+            exit_price=101,
+            size=0.01,
+            pnl=1,
+            pnl_pct=0.01,
+            exit_reason="tp",
+            time=last,
+        ),
+        timeout=10,
+    )
+    assert learned.decision_id == signal.decision_id
+    for bad in (Timestamp(seconds=253402300800), Timestamp(seconds=5, nanos=1_000_000_000), Timestamp(seconds=-1)):
+        code, details = _code(stack.stub.EnhanceSignal, pb.EnhanceSignalRequest(**base, time=bad))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("time: out of range"), details
+        code, details = _code(
+            stack.stub.LogOutcome,
+            pb.LogOutcomeRequest(
+                decision_id=signal.decision_id, entry_price=100, exit_price=101, size=0.01, exit_reason="tp", time=bad
+            ),
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("time: out of range"), details
+        candle = pb.Candle(ts=bad, open=1, high=1, low=1, close=1, volume=1)
+        code, details = _code(stack.stub.PredictReversal, pb.PredictReversalRequest(symbol="LATE", candles=[candle]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("candles[0].ts: out of range"), details
+
+
+def test_undecodable_requests_are_counted(stack: Stack) -> None:
+    requests = stack.handlers.metrics.requests
+    for method in ("EnhanceSignal", "LogOutcome"):
+        code, details = _code(stack.channel.unary_unary(f"/mem.v1.MemService/{method}"), b"\xff\xff\xff")
+        assert code == grpc.StatusCode.INTERNAL and details == "Exception deserializing request!"
+        assert requests.labels(method, "INTERNAL")._value.get() == 1

@@ -1,4 +1,5 @@
 """Pure pieces of serving: candle validation, the per-symbol history, the TTL cache, the bearer check."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mem_serving import converters as conv
 from mem_serving.api import pb
-from mem_serving.caches import TTLCache
+from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import InvalidArgument
 from mem_serving.types import CandleBlock
@@ -26,7 +27,9 @@ def _candle(i: int, **over: float) -> pb.Candle:
 
 def _block(start: int, n: int) -> CandleBlock:
     ts = 1_700_000_000_000 + np.arange(start, start + n, dtype=np.int64) * STEP
-    return CandleBlock(ts, np.tile([100.0, 101.0, 99.0, 100.5, 3.0], (n, 1)) + np.arange(start, start + n)[:, None] * 0.0)
+    return CandleBlock(
+        ts, np.tile([100.0, 101.0, 99.0, 100.5, 3.0], (n, 1)) + np.arange(start, start + n)[:, None] * 0.0
+    )
 
 
 def test_candles_become_a_columnar_block() -> None:
@@ -104,3 +107,19 @@ def test_memory_writer_mode_comes_from_the_environment() -> None:
     assert ServingSettings.from_env({"MEM_SERVING_MEMORY_WRITER": "inline"}).memory_writer_process is False
     with pytest.raises(ValueError, match="MEM_SERVING_MEMORY_WRITER"):
         ServingSettings.from_env({"MEM_SERVING_MEMORY_WRITER": "thread"})
+
+
+def test_the_prediction_cache_holds_one_entry_per_symbol_however_many_candles_arrive() -> None:
+    now = [0.0]
+    cache: NewestPerKey[int] = NewestPerKey(ttl_s=60, max_keys=3, clock=lambda: now[0])
+    for candle in range(10_000):  # a new candle per call: each replaces the symbol's entry
+        cache.put("BTCUSDT", (candle, "v1"), candle)
+    assert len(cache) == 1 and cache.get("BTCUSDT", (9_999, "v1")) == 9_999
+    assert (
+        cache.get("BTCUSDT", (9_998, "v1")) is None and cache.get("BTCUSDT", (9_999, "v2")) is None
+    )  # other candle, other model
+    for s in ("A", "B", "C"):
+        cache.put(s, (0, "v1"), 0)
+    assert len(cache) == 3 and cache.get("BTCUSDT", (9_999, "v1")) is None  # the least recently stored symbol went
+    now[0] = 61
+    assert cache.get("C", (0, "v1")) is None  # expired

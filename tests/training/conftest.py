@@ -1,13 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from mem_core.feature_sets import FeatureSet
-
-from .helpers import regime_v1_registered
 
 
 @pytest.fixture
@@ -16,10 +11,3 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
-
-
-@pytest.fixture
-def regime_v1() -> Iterator[FeatureSet]:
-    """The ``regime_v1`` feature set registered for this test (``helpers.regime_v1_registered``)."""
-    with regime_v1_registered() as fs:
-        yield fs

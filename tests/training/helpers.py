@@ -6,10 +6,10 @@ weights are set so that its probability is ``sigmoid`` of one designated input c
 test wants, so accuracy, margin, McNemar's discordant counts and the log loss are set exactly.
 ``Unscorable`` loads fine and returns NaN.
 """
+
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import mlflow
@@ -18,10 +18,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from mem_core import estimators, feature_sets, features, registry
-from mem_core.feature_sets import SEED, FeatureSet
+from mem_core import estimators, registry
+from mem_core.feature_sets import SEED
 from mem_core.model import ReversalModel
-from mem_core.regime_features import REGIME_HISTORY, REGIME_NAMES, regime_features
 from mem_pipelines.training.dataset import split_dataset
 
 CHAMPION_COL, CHALLENGER_COL = 10, 11
@@ -90,7 +89,9 @@ def gate_dataset(holdout_rows: int, champion_wrong: int, challenger_wrong: int, 
     for col, wrong in ((CHAMPION_COL, champion_wrong), (CHALLENGER_COL, challenger_wrong)):
         predicted = y[hold].copy()
         predicted[order[:wrong]] = 1 - predicted[order[:wrong]]
-        data.iloc[hold, data.columns.get_loc(names[col])] = np.where(predicted == 1, logit(CONFIDENCE), logit(1 - CONFIDENCE))
+        data.iloc[hold, data.columns.get_loc(names[col])] = np.where(
+            predicted == 1, logit(CONFIDENCE), logit(1 - CONFIDENCE)
+        )
     return data
 
 
@@ -100,34 +101,3 @@ def champion(uri: str) -> str | None:
 
 def description(uri: str, version: str) -> str:
     return MlflowClient(uri).get_model_version(registry.MODEL_NAME, version).description or ""
-
-
-def _regime_v1_frame(candles: pd.DataFrame) -> pd.DataFrame:
-    seed = features.compute_features(candles)
-    return seed.merge(regime_features(candles), on="ts", how="inner").dropna().reset_index(drop=True)
-
-
-def _training_only(ohlcv: np.ndarray) -> dict[str, float]:
-    raise NotImplementedError("the stand-in regime_v1 computes training frames only")
-
-
-@contextmanager
-def regime_v1_registered() -> Iterator[FeatureSet]:
-    """The ``regime_v1`` feature set: mem_core's own once it defines one; until then a stand-in
-    (the seed's 12 then ``mem_core.regime_features``) registered for the block only."""
-    if "regime_v1" in feature_sets.FEATURE_SETS:
-        yield feature_sets.get("regime_v1")
-        return
-    stand_in = FeatureSet(
-        name="regime_v1",
-        names=(*features.FEATURE_NAMES, *REGIME_NAMES),
-        min_history=max(features.MIN_HISTORY, REGIME_HISTORY),
-        history=features.SERVING_HISTORY,
-        frame=_regime_v1_frame,
-        newest=_training_only,
-    )
-    feature_sets.FEATURE_SETS[stand_in.name] = stand_in
-    try:
-        yield stand_in
-    finally:
-        del feature_sets.FEATURE_SETS[stand_in.name]

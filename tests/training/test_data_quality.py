@@ -1,5 +1,6 @@
 """Data quality gates training: a bad candle stops ``train_and_gate`` before any feature, a symbol
 without candles fails its candle checks, gaps are found and no dataset row reaches one."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,11 +26,16 @@ START = pd.Timestamp("2025-06-01", tz="UTC")
 def _defs(questdb: QuestDBSettings, symbols: tuple[str, ...], uri: str, frames: Path) -> dg.Definitions:
     return build_definitions(
         PipelineSettings(symbols=symbols, questdb=questdb),
-        resources={"mlflow": MlflowResource(tracking_uri=uri), "training_frames": TrainingFramesIOManager(base_dir=str(frames))},
+        resources={
+            "mlflow": MlflowResource(tracking_uri=uri),
+            "training_frames": TrainingFramesIOManager(base_dir=str(frames)),
+        },
     )
 
 
-def test_a_bad_candle_stops_training_before_any_feature(fresh_questdb: QuestDBSettings, mlflow_uri: str, tmp_path: Path) -> None:
+def test_a_bad_candle_stops_training_before_any_feature(
+    fresh_questdb: QuestDBSettings, mlflow_uri: str, tmp_path: Path
+) -> None:
     candles = synthetic_candles(["BTCUSDT", "ETHUSDT"], days=3, seed=1, end=START)
     bad = candles.index[(candles["symbol"] == "ETHUSDT")][100]
     candles.loc[bad, "high"] = candles.loc[bad, "low"] * 0.99  # high below low
@@ -54,7 +60,9 @@ def test_a_bad_candle_stops_training_before_any_feature(fresh_questdb: QuestDBSe
     assert registry.client(mlflow_uri).search_model_versions(f"name='{registry.MODEL_NAME}'") == []
 
 
-def test_a_symbol_without_candles_fails_its_candle_checks(fresh_questdb: QuestDBSettings, mlflow_uri: str, tmp_path: Path) -> None:
+def test_a_symbol_without_candles_fails_its_candle_checks(
+    fresh_questdb: QuestDBSettings, mlflow_uri: str, tmp_path: Path
+) -> None:
     write_candles(fresh_questdb, synthetic_candles(["BTCUSDT"], days=1, seed=1, end=START))
     defs = _defs(fresh_questdb, ("BTCUSDT", "XRPUSDT"), mlflow_uri, tmp_path / "frames")
     with dg.instance_for_test() as instance:
@@ -89,7 +97,9 @@ def test_gaps_are_found_and_the_rows_reaching_them_dropped() -> None:
     other = feats.assign(ts=ts[: len(kept)].to_numpy())
     built = build_dataset(
         {"ETHUSDT": (feats, labels), "BTCUSDT": (other, labels.assign(ts=other["ts"]))},
-        start=START + pd.Timedelta(hours=2), gaps={"ETHUSDT": gaps}, lookback=lookback,
+        start=START + pd.Timedelta(hours=2),
+        gaps={"ETHUSDT": gaps},
+        lookback=lookback,
     )
     assert built.dropped == {"BTCUSDT": 0, "ETHUSDT": HORIZON + lookback - 1}
     assert [(g.symbol, g.gap, g.rows_dropped) for g in built.gaps] == [("ETHUSDT", gaps[0], HORIZON + lookback - 1)]
@@ -104,7 +114,11 @@ def test_a_gap_outside_the_window_drops_nothing() -> None:
     kept = ts.drop(ts.index[1500:1510]).reset_index(drop=True)
     feats = pd.DataFrame({"ts": kept, "x": 1.0})
     labels = pd.DataFrame({"ts": kept, "label": 0, "direction": "bullish"})
-    built = build_dataset({"ETHUSDT": (feats, labels)}, end=START + pd.Timedelta(hours=window_end_hours),
-                          gaps={"ETHUSDT": find_gaps(kept)}, lookback=400)
+    built = build_dataset(
+        {"ETHUSDT": (feats, labels)},
+        end=START + pd.Timedelta(hours=window_end_hours),
+        gaps={"ETHUSDT": find_gaps(kept)},
+        lookback=400,
+    )
     assert built.dropped == {"ETHUSDT": 0} and built.gaps == []
     assert len(built.data) == window_end_hours * 12

@@ -1,4 +1,5 @@
 """Definitions: what the training domain offers, the schedule, and the gate asset on failure."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -30,11 +31,16 @@ def test_definitions_load_with_assets_checks_job_and_schedule() -> None:
     candle_rules = {name for asset, name in checks if asset == "training_candles"}
     assert candle_rules == set(quality.CHECKS)
     assert checks - {("training_candles", n) for n in candle_rules} == {
-        ("training_dataset", "features_are_finite"), ("training_dataset", "label_rate_is_sane"),
+        ("training_dataset", "features_are_finite"),
+        ("training_dataset", "label_rate_is_sane"),
         ("reversal_model", "holdout_is_purged"),
     }
     blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking == (quality.BLOCKING_CHECKS - {"has_rows"}) | {"features_are_finite", "label_rate_is_sane", "holdout_is_purged"}
+    assert blocking == (quality.BLOCKING_CHECKS - {"has_rows"}) | {
+        "features_are_finite",
+        "label_rate_is_sane",
+        "holdout_is_purged",
+    }
     assert defs.resolve_job_def("train_and_gate") is not None
 
 
@@ -94,5 +100,9 @@ def test_unknown_estimator_is_refused_not_swapped() -> None:
     seed = estimators.create().estimator
     assert type(seed).__name__ == "GradientBoostingClassifier"
     assert (seed.n_estimators, seed.max_depth, seed.learning_rate, seed.min_samples_split, seed.random_state) == (
-        200, 5, 0.1, 20, 42,
+        200,
+        5,
+        0.1,
+        20,
+        42,
     )

@@ -1,4 +1,5 @@
 """The model types by name and the interface every one of them offers (``mem_core.model``)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,11 @@ from mem_core.estimators.seed_gbc import SeedGBC
 from mem_core.feature_sets import SEED, UnknownFeatureSet
 
 BUILT_IN = ("seed_gbc", "hist_gb", "random_forest")
-SMALL = {"seed_gbc": {"n_estimators": 20}, "hist_gb": {"max_iter": 20}, "random_forest": {"n_estimators": 10, "random_state": 0}}
+SMALL = {
+    "seed_gbc": {"n_estimators": 20},
+    "hist_gb": {"max_iter": 20, "min_samples_leaf": 20},
+    "random_forest": {"n_estimators": 10, "random_state": 0},
+}
 
 
 def _data(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +29,14 @@ def test_the_built_in_types_and_the_default() -> None:
     assert estimators.DEFAULT == "seed_gbc"
     hist = estimators.create("hist_gb").estimator
     assert type(hist).__name__ == "HistGradientBoostingClassifier"
-    assert (hist.max_iter, hist.learning_rate, hist.max_depth, hist.early_stopping, hist.random_state) == (200, 0.1, 5, False, 42)
+    assert (hist.max_iter, hist.learning_rate, hist.max_leaf_nodes, hist.min_samples_leaf, hist.l2_regularization) == (
+        250,
+        0.05,
+        31,
+        300,
+        1.0,
+    )
+    assert (hist.early_stopping, hist.random_state) == (False, 0)
     assert estimators.create("hist_gb", {"max_iter": 7}).estimator.max_iter == 7
 
 
@@ -52,7 +64,9 @@ def test_hist_gb_is_deterministic() -> None:
 def test_unknown_names_fail_loudly() -> None:
     with pytest.raises(estimators.UnknownEstimator, match=r"unknown estimator 'xgboost'; choose one of \["):
         estimators.get("xgboost")
-    with pytest.raises(UnknownFeatureSet, match=r"unknown feature set 'rich'; this code computes \['seed'\]"):
+    with pytest.raises(
+        UnknownFeatureSet, match=r"unknown feature set 'rich'; this code computes \['regime_v1', 'seed'\]"
+    ):
         feature_sets.get("rich")
     assert feature_sets.get("seed") is SEED
 

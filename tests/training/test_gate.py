@@ -5,6 +5,7 @@ Two kinds of models: real ones fitted by the training code (on pure noise, on da
 signal) and echo models (tests/training/helpers.py) whose probabilities are set exactly by the
 dataset's holdout rows, so accuracy, margin, McNemar's discordant counts and log loss are known.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,7 +71,10 @@ def test_a_first_model_trained_on_pure_noise_is_not_promoted(mlflow_uri: str) ->
     version = _train(mlflow_uri, data)
     outcome = run_gate(data, version, tracking_uri=mlflow_uri)
     assert not outcome.promoted and champion(mlflow_uri) is None
-    assert outcome.verdict.skill["log_loss_gain_mnat"] <= 0 or outcome.verdict.skill.intervals["log_loss_gain_mnat"].low <= 0
+    assert (
+        outcome.verdict.skill["log_loss_gain_mnat"] <= 0
+        or outcome.verdict.skill.intervals["log_loss_gain_mnat"].low <= 0
+    )
     assert description(mlflow_uri, version) == outcome.verdict.sentence
     assert outcome.verdict.sentence.startswith("Not promoted: the model has no skill")
     tags = _tags(mlflow_uri, version)
@@ -137,7 +141,9 @@ def test_a_challenger_without_skill_is_refused_even_when_more_accurate(mlflow_ur
     data.iloc[hold, col] = np.sign(data.iloc[hold, col].to_numpy()) * 35.0
     challenger = register(mlflow_uri, echo(CHALLENGER_COL))
     outcome = run_gate(data, challenger, tracking_uri=mlflow_uri)
-    assert outcome.verdict.accuracy is not None and outcome.verdict.accuracy.promote  # the accuracy rule alone would promote
+    assert (
+        outcome.verdict.accuracy is not None and outcome.verdict.accuracy.promote
+    )  # the accuracy rule alone would promote
     assert not outcome.promoted and champion(mlflow_uri) == champion_v1
     assert description(mlflow_uri, challenger).startswith("Not promoted: the model has no skill")
 

@@ -8,6 +8,7 @@ checks ran first, the walk-forward reached MLflow and the Dagster metadata, and 
 verdict is the version's description and moved the champion alias exactly when it says so; a
 second run's challenger (the same model) is not promoted.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mem_core import registry
-from mem_core.feature_sets import FeatureSet
+from mem_core import feature_sets, registry
 from mem_core.labels import HORIZON
 from mem_core.questdb.store import write_candles
 from mem_core.settings import QuestDBSettings
@@ -84,8 +84,7 @@ def _meta(result: dg.ExecuteInProcessResult, node: str) -> dict:
 
 
 def test_train_and_gate_on_real_candles(
-    planted_gap: tuple[pd.Timestamp, pd.Timestamp], questdb: QuestDBSettings, mlflow_uri: str, tmp_path: Path,
-    regime_v1: FeatureSet,
+    planted_gap: tuple[pd.Timestamp, pd.Timestamp], questdb: QuestDBSettings, mlflow_uri: str, tmp_path: Path
 ) -> None:
     defs = _defs(questdb, mlflow_uri, tmp_path / "frames")
     with dg.instance_for_test() as instance:
@@ -100,7 +99,11 @@ def test_train_and_gate_on_real_candles(
         assert any("XRPUSDT" in w and "no candles" in w for w in warnings)
 
         # the candle checks ran before training; the empty symbol fails has_rows (a warning only)
-        checks = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey("training_candles")}
+        checks = {
+            e.check_name: e
+            for e in result.get_asset_check_evaluations()
+            if e.asset_key == dg.AssetKey("training_candles")
+        }
         assert {n for n, e in checks.items() if e.passed} == set(checks) - {"has_rows"}
         assert checks["has_rows"].severity == dg.AssetCheckSeverity.WARN
         assert checks["has_rows"].metadata["failed_symbols"].value == ["XRPUSDT"]
@@ -116,15 +119,20 @@ def test_train_and_gate_on_real_candles(
         eth = dataset.loc[dataset["symbol"] == "ETHUSDT", "ts"]
         reach = (eth >= first - HORIZON * CANDLE) & (eth <= last + (lookback - 1) * CANDLE)
         assert not reach.any() and len(eth) == dataset_meta["rows_per_symbol"]["ETHUSDT"]
-        assert set(regime_v1.names) <= set(dataset.columns)
+        assert set(feature_sets.get("regime_v1").names) <= set(dataset.columns)
 
         model_meta = _meta(result, "reversal_model")
         assert (model_meta["estimator"], model_meta["feature_set"]) == ("hist_gb", "regime_v1")
         assert 0.5 < model_meta["accuracy"] <= 1.0 and 0.5 <= model_meta["baseline_accuracy"] < 1.0
-        assert model_meta["walk_forward_folds"] == 5 and model_meta["walk_forward_train_days"] == pytest.approx(DAYS / 2, abs=0.5)
+        assert model_meta["walk_forward_folds"] == 5 and model_meta["walk_forward_train_days"] == pytest.approx(
+            DAYS / 2, abs=0.5
+        )
         table = model_meta["walk_forward"]
         assert table.count("\n") == 7 and "| **pooled** |" in table and "log-loss gain mnat [CI]" in table
-        assert model_meta["walk_forward_plot"].startswith("![walk-forward") and "data:image/png;base64," in model_meta["walk_forward_plot"]
+        assert (
+            model_meta["walk_forward_plot"].startswith("![walk-forward")
+            and "data:image/png;base64," in model_meta["walk_forward_plot"]
+        )
         assert isinstance(model_meta["walk_forward_pooled_log_loss_gain_mnat"], float)
         assert 0.0 <= model_meta["walk_forward_folds_gain_ci_above_zero"] <= 5
         assert "| holdout |" in model_meta["holdout_skill"]
@@ -137,14 +145,21 @@ def test_train_and_gate_on_real_candles(
         assert run.data.params["model.min_samples_leaf"] == "300" and run.data.params["model.learning_rate"] == "0.05"
         assert run.data.params["walk_forward.folds"] == "5"
         assert run.data.metrics["walk_forward_pooled_log_loss_gain_mnat"] == pytest.approx(
-            model_meta["walk_forward_pooled_log_loss_gain_mnat"], abs=0.01)
+            model_meta["walk_forward_pooled_log_loss_gain_mnat"], abs=0.01
+        )
         assert "holdout_log_loss_gain_mnat_ci_low" in run.data.metrics
         assert len(client.get_metric_history(run_id, "walk_forward_fold_roc_auc")) == 5
         artifacts = {a.path for a in client.list_artifacts(run_id, "walk_forward")}
-        assert artifacts == {"walk_forward/walk_forward.csv", "walk_forward/walk_forward.md", "walk_forward/walk_forward.png"}
+        assert artifacts == {
+            "walk_forward/walk_forward.csv",
+            "walk_forward/walk_forward.md",
+            "walk_forward/walk_forward.png",
+        }
         csv = pd.read_csv(client.download_artifacts(run_id, "walk_forward/walk_forward.csv", str(tmp_path)))
         assert list(csv["fold"])[-1] == "pooled" and len(csv) == 6
-        assert {"roc_auc_ci_low", "log_loss_gain_mnat_ci_high", "top_decile_lift", "train_start", "test_end"} <= set(csv.columns)
+        assert {"roc_auc_ci_low", "log_loss_gain_mnat_ci_high", "top_decile_lift", "train_start", "test_end"} <= set(
+            csv.columns
+        )
         assert run.data.tags["data.symbols"] == ",".join(WITH_CANDLES)
         assert run.data.tags["dagster.run_id"] == result.run_id
 

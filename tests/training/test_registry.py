@@ -1,5 +1,6 @@
 """Registry: where the store lives, registering, aliases, loading the champion with its ranges,
 its model type and its feature set."""
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,9 @@ def test_unknown_feature_set_or_estimator_or_columns_fail_loudly(mlflow_uri: str
     model, X = _fitted()
     names = json.dumps(list(SEED.names))
     rich = _register_untagged(mlflow_uri, model, X, {"feature_set": "rich", "feature_names": names})
-    with pytest.raises(UnknownFeatureSet, match="unknown feature set 'rich'; this code computes \\['seed'\\]"):
+    with pytest.raises(
+        UnknownFeatureSet, match="unknown feature set 'rich'; this code computes \\['regime_v1', 'seed'\\]"
+    ):
         registry.load_version(rich, mlflow_uri)
     other = _register_untagged(mlflow_uri, model, X, {"estimator": "xgboost", "feature_set": "seed"})
     with pytest.raises(UnknownEstimator, match="unknown estimator 'xgboost'"):

@@ -1,4 +1,5 @@
 """The project's own local QuestDB: start, query, stop, and a clear refusal on a taken port."""
+
 from __future__ import annotations
 
 import socket

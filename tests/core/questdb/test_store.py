@@ -1,14 +1,15 @@
 """The candles table on a real QuestDB: round trip, idempotence, windows, latest, clear errors."""
+
 from __future__ import annotations
 
 import pandas as pd
 import psycopg
 import pytest
 
-from mem_pipelines.ingest.synthetic import synthetic_candles
 from mem_core.questdb import store
 from mem_core.questdb.store import CandleStoreError
 from mem_core.settings import QuestDBSettings
+from mem_pipelines.ingest.synthetic import synthetic_candles
 
 END = "2026-01-10T00:00:00Z"
 
@@ -58,7 +59,14 @@ def test_window_is_half_open_and_latest_is_ascending(fresh_questdb):
 
 def test_reads_on_a_missing_table_are_empty(fresh_questdb):
     assert store.read_candles(fresh_questdb, "BTCUSDT").empty
-    assert list(store.read_candles(fresh_questdb, "BTCUSDT").columns) == ["ts", "open", "high", "low", "close", "volume"]
+    assert list(store.read_candles(fresh_questdb, "BTCUSDT").columns) == [
+        "ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+    ]
     assert store.list_symbols(fresh_questdb) == []
 
 

@@ -85,7 +85,7 @@ class MlPrediction(_message.Message):
     def __init__(self, confidence: _Optional[float] = ..., direction: _Optional[_Union[Direction, str]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class EnhanceSignalRequest(_message.Message):
-    __slots__ = ("symbol", "action", "base_confidence", "price", "time", "strategy", "ml_prediction", "candles", "market_context", "session_id")
+    __slots__ = ("symbol", "action", "base_confidence", "price", "time", "strategy", "ml_prediction", "candles", "market_context", "session_id", "request_id")
     class MarketContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class EnhanceSignalRequest(_message.Message):
     CANDLES_FIELD_NUMBER: _ClassVar[int]
     MARKET_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     action: Action
     base_confidence: float
@@ -113,7 +114,8 @@ class EnhanceSignalRequest(_message.Message):
     candles: _containers.RepeatedCompositeFieldContainer[Candle]
     market_context: _containers.ScalarMap[str, str]
     session_id: str
-    def __init__(self, symbol: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., base_confidence: _Optional[float] = ..., price: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy: _Optional[str] = ..., ml_prediction: _Optional[_Union[MlPrediction, _Mapping]] = ..., candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ..., market_context: _Optional[_Mapping[str, str]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, symbol: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., base_confidence: _Optional[float] = ..., price: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy: _Optional[str] = ..., ml_prediction: _Optional[_Union[MlPrediction, _Mapping]] = ..., candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ..., market_context: _Optional[_Mapping[str, str]] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class EnhancedSignal(_message.Message):
     __slots__ = ("decision_id", "action", "symbol", "confidence", "size", "stop_loss", "take_profit", "reasoning", "base_confidence", "ml_confidence", "memory_confidence", "learned_strategy", "model_version", "time")
@@ -148,7 +150,7 @@ class EnhancedSignal(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., symbol: _Optional[str] = ..., confidence: _Optional[float] = ..., size: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., reasoning: _Optional[str] = ..., base_confidence: _Optional[float] = ..., ml_confidence: _Optional[float] = ..., memory_confidence: _Optional[float] = ..., learned_strategy: _Optional[str] = ..., model_version: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LogOutcomeRequest(_message.Message):
-    __slots__ = ("decision_id", "entry_price", "exit_price", "size", "pnl", "pnl_pct", "exit_reason", "time")
+    __slots__ = ("decision_id", "entry_price", "exit_price", "size", "pnl", "pnl_pct", "exit_reason", "time", "request_id")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ENTRY_PRICE_FIELD_NUMBER: _ClassVar[int]
     EXIT_PRICE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +159,7 @@ class LogOutcomeRequest(_message.Message):
     PNL_PCT_FIELD_NUMBER: _ClassVar[int]
     EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     entry_price: float
     exit_price: float
@@ -165,7 +168,8 @@ class LogOutcomeRequest(_message.Message):
     pnl_pct: float
     exit_reason: str
     time: _timestamp_pb2.Timestamp
-    def __init__(self, decision_id: _Optional[str] = ..., entry_price: _Optional[float] = ..., exit_price: _Optional[float] = ..., size: _Optional[float] = ..., pnl: _Optional[float] = ..., pnl_pct: _Optional[float] = ..., exit_reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, decision_id: _Optional[str] = ..., entry_price: _Optional[float] = ..., exit_price: _Optional[float] = ..., size: _Optional[float] = ..., pnl: _Optional[float] = ..., pnl_pct: _Optional[float] = ..., exit_reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StrategyStats(_message.Message):
     __slots__ = ("trades", "wins", "win_rate", "total_pnl", "avg_pnl_pct")
@@ -285,3 +289,21 @@ class ListStrategiesResponse(_message.Message):
     STRATEGIES_FIELD_NUMBER: _ClassVar[int]
     strategies: _containers.RepeatedCompositeFieldContainer[StrategySpec]
     def __init__(self, strategies: _Optional[_Iterable[_Union[StrategySpec, _Mapping]]] = ...) -> None: ...
+
+class PushCandlesRequest(_message.Message):
+    __slots__ = ("symbol", "candles")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    CANDLES_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    candles: _containers.RepeatedCompositeFieldContainer[Candle]
+    def __init__(self, symbol: _Optional[str] = ..., candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ...) -> None: ...
+
+class PushCandlesResponse(_message.Message):
+    __slots__ = ("queued", "dropped", "pending")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    dropped: int
+    pending: int
+    def __init__(self, queued: _Optional[int] = ..., dropped: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...

@@ -60,6 +60,11 @@ class MemServiceStub:
                 request_serializer=mem_dot_v1_dot_mem__pb2.ListStrategiesRequest.SerializeToString,
                 response_deserializer=mem_dot_v1_dot_mem__pb2.ListStrategiesResponse.FromString,
                 _registered_method=True)
+        self.PushCandles = channel.unary_unary(
+                '/mem.v1.MemService/PushCandles',
+                request_serializer=mem_dot_v1_dot_mem__pb2.PushCandlesRequest.SerializeToString,
+                response_deserializer=mem_dot_v1_dot_mem__pb2.PushCandlesResponse.FromString,
+                _registered_method=True)
 
 
 class MemServiceServicer:
@@ -102,6 +107,16 @@ class MemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushCandles(self, request, context):
+        """Bulk candles of one symbol (history, a backfill) for QuestDB: validated like the candles of
+        the other calls, queued for the server's background writer and answered at once (the
+        candles sent with PredictReversal and EnhanceSignal are written the same way). The server's
+        in-memory history is left as it is. FAILED_PRECONDITION when the server writes no candles.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +144,11 @@ def add_MemServiceServicer_to_server(servicer, server):
                     servicer.ListStrategies,
                     request_deserializer=mem_dot_v1_dot_mem__pb2.ListStrategiesRequest.FromString,
                     response_serializer=mem_dot_v1_dot_mem__pb2.ListStrategiesResponse.SerializeToString,
+            ),
+            'PushCandles': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushCandles,
+                    request_deserializer=mem_dot_v1_dot_mem__pb2.PushCandlesRequest.FromString,
+                    response_serializer=mem_dot_v1_dot_mem__pb2.PushCandlesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +287,33 @@ class MemService:
             '/mem.v1.MemService/ListStrategies',
             mem_dot_v1_dot_mem__pb2.ListStrategiesRequest.SerializeToString,
             mem_dot_v1_dot_mem__pb2.ListStrategiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushCandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mem.v1.MemService/PushCandles',
+            mem_dot_v1_dot_mem__pb2.PushCandlesRequest.SerializeToString,
+            mem_dot_v1_dot_mem__pb2.PushCandlesResponse.FromString,
             options,
             channel_credentials,
             insecure,

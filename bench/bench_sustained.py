@@ -1,0 +1,275 @@
+"""Sustained load: 4 client processes paced at 1,000 EnhanceSignal calls/s in total, a new candle
+on every call, against ``mem serve`` run as a process; and the server's memory over it. Prints
+one JSON object (the figures in docs/serving.md).
+
+Set-up as in bench_serving.py: the seed's champion (200-tree GradientBoostingClassifier fitted on
+real BTCUSDT features), an empty memory store, ``mem serve`` with its writer process. Each client
+has its own symbols (16) whose histories it seeds, then sends on a fixed schedule (open loop: call
+k is due at t0 + k / rate, whether or not earlier calls have answered), so a slow server cannot
+slow the offered load down. Latency is reported from the send and from the due time (the latter
+includes any lateness of the client itself).
+
+Phases, back to back at the same rate: a warm-up of ``--warmup`` seconds (its calls fill the
+server's per-symbol caches and working memory), then ``--seconds`` measured seconds. The server's
+resident memory (the server process and, separately, its writer process, from /proc) is taken
+after the warm-up and after the measured phase, which sends twice as many calls as the warm-up
+by default; the difference is the growth (target <= 50 MB). Targets for the measured phase:
+0 errors, p99 <= 5 ms.
+
+    .venv/bin/python bench/bench_sustained.py [--rate 1000] [--clients 4] [--warmup 30] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bench_serving as common  # the champion, real candles, request bytes and /proc readers
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOLS_PER_CLIENT = 16
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024.0, 1)
+    return float("nan")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def _client(
+    address: str, k: int, rate: float, warmup: float, seconds: float, start_at: float, history: int, out
+) -> None:
+    """One paced client: seeds its symbols, then sends its share on schedule; reports the
+    measured phase's latencies (from the send and from the due time) and errors."""
+    import grpc
+
+    from mem_serving.api import pb
+
+    symbols = [f"S{k}_{j}" for j in range(SYMBOLS_PER_CLIENT)]
+    total = int(round(rate * (warmup + seconds)))
+    per_symbol = -(-total // len(symbols)) + 1
+    rows = common._rows(0, history + per_symbol)
+    common._seed_history(address, symbols, rows[:history])
+    by_symbol = [common._enhance_bytes(pb, s, rows[history:]) for s in symbols]
+    payloads = [by_symbol[i % len(symbols)][i // len(symbols)] for i in range(total)]
+    measured_from = int(round(rate * warmup))
+
+    async def main() -> dict:
+        channel = grpc.aio.insecure_channel(address)
+        call = channel.unary_unary(
+            "/mem.v1.MemService/EnhanceSignal", request_serializer=None, response_deserializer=None
+        )
+        await channel.channel_ready()
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        t0 = loop.time()
+        sent_lat: list[float] = []
+        due_lat: list[float] = []
+        errors: dict[str, int] = {}
+        late: list[float] = []
+
+        async def one(i: int, data: bytes) -> None:
+            due = t0 + i / rate
+            sent = loop.time()
+            try:
+                await call(data, timeout=5)
+                code = None
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+            done = loop.time()
+            if i >= measured_from:
+                if code is None:
+                    sent_lat.append(done - sent)
+                    due_lat.append(done - due)
+                else:
+                    errors[code] = errors.get(code, 0) + 1
+                late.append(sent - due)
+
+        tasks = []
+        cpu0 = time.process_time()
+        for i, data in enumerate(payloads):
+            delay = t0 + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(i, data)))
+        await asyncio.gather(*tasks)
+        cpu = time.process_time() - cpu0
+        await channel.close()
+        return {
+            "sent": sent_lat,
+            "due": due_lat,
+            "errors": errors,
+            "late_max_s": max(late),
+            "late_p99_s": float(np.percentile(late, 99)),
+            "calls": len(payloads) - measured_from,
+            "cpu_s": cpu,
+        }
+
+    out.put(asyncio.run(main()))
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values) * 1000.0, q)), 3) if values else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=1000.0, help="calls per second, all clients together")
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--warmup", type=float, default=30.0, help="seconds of warm-up at the same rate")
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds")
+    ap.add_argument("--quick", action="store_true", help="a 50-tree model instead of the seed's 200 (faster set-up)")
+    args = ap.parse_args()
+
+    from mem_core.features import SERVING_HISTORY
+    from mem_core.questdb.local import free_port
+
+    tmp = Path(tempfile.mkdtemp(prefix="mem-bench-sustained-"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    version, fit_s = common._train_champion(uri, args.quick)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
+    env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mem_cli.main",
+            "serve",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--memory-db",
+            str(tmp / "memory.db"),
+            "--tracking-uri",
+            uri,
+            "--model-poll",
+            "5",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        info = json.loads(server.stdout.readline())
+        writer = _children(server.pid)[0]
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        rss_start = {"server": _rss_mb(server.pid), "writer": _rss_mb(writer)}
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        start_at = time.time() + 15.0  # every client seeds its symbols and connects first
+        per_client = args.rate / args.clients
+        procs = [
+            ctx.Process(
+                target=_client,
+                args=(info["grpc"], k, per_client, args.warmup, args.seconds, start_at, SERVING_HISTORY, out),
+            )
+            for k in range(args.clients)
+        ]
+        for p in procs:
+            p.start()
+        time.sleep(max(0.0, start_at - time.time()))
+        samples = []
+        rss_warm = None
+        cpu0 = common._proc_cpu(server.pid)
+        t_end = start_at + args.warmup + args.seconds
+        while time.time() < t_end:
+            time.sleep(min(5.0, max(0.0, t_end - time.time())))
+            elapsed = round(time.time() - start_at)
+            samples.append({"s": elapsed, "server_mb": _rss_mb(server.pid), "writer_mb": _rss_mb(writer)})
+            if rss_warm is None and elapsed >= args.warmup:
+                rss_warm = {"server": samples[-1]["server_mb"], "writer": samples[-1]["writer_mb"], "at_s": elapsed}
+        results = [out.get(timeout=600) for _ in procs]
+        server_cpu = common._proc_cpu(server.pid) - cpu0
+        for p in procs:
+            p.join()
+        rss_end = {"server": _rss_mb(server.pid), "writer": _rss_mb(writer)}
+        load_after = [round(x, 2) for x in os.getloadavg()]
+        sent = [x for r in results for x in r["sent"]]
+        due = [x for r in results for x in r["due"]]
+        errors: dict[str, int] = {}
+        for r in results:
+            for code, n in r["errors"].items():
+                errors[code] = errors.get(code, 0) + n
+        calls = sum(r["calls"] for r in results)
+        growth = round(rss_end["server"] - rss_warm["server"], 1) if rss_warm else float("nan")
+        report = {
+            "benchmark": "sustained",
+            "model": {"version": version, "trees": 50 if args.quick else 200, "fit_s": round(fit_s, 2)},
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "offered_rate_per_s": args.rate,
+            "clients": args.clients,
+            "symbols": args.clients * SYMBOLS_PER_CLIENT,
+            "warmup_s": args.warmup,
+            "measured_s": args.seconds,
+            "measured": {
+                "calls": calls,
+                "ok": len(sent),
+                "errors": sum(errors.values()),
+                "error_codes": errors,
+                "decisions_per_s": round(len(sent) / args.seconds, 1),
+                "latency_from_send_ms": {
+                    "p50": _pct(sent, 50),
+                    "p90": _pct(sent, 90),
+                    "p99": _pct(sent, 99),
+                    "max": _pct(sent, 100),
+                },
+                "latency_from_due_time_ms": {"p50": _pct(due, 50), "p99": _pct(due, 99), "max": _pct(due, 100)},
+                "client_lateness_p99_ms": round(max(r["late_p99_s"] for r in results) * 1000.0, 3),
+                "client_cpu_share_of_machine": round(
+                    sum(r["cpu_s"] for r in results) / (args.warmup + args.seconds) / (os.cpu_count() or 1), 3
+                ),
+                "server_cpu_ms_per_call": round(
+                    server_cpu / max(1, int(args.rate * (args.warmup + args.seconds))) * 1000.0, 3
+                ),
+            },
+            "rss_mb": {
+                "start": rss_start,
+                "after_warmup": rss_warm,
+                "after_measured": rss_end,
+                "server_growth_mb": growth,
+                "calls_warmup": int(args.rate * args.warmup),
+                "calls_measured": calls,
+                "samples": samples,
+            },
+            "server_side": common._server_side(info["metrics"]),
+            "targets": {"errors": 0, "p99_ms": 5.0, "rss_growth_mb": 50.0},
+        }
+        report["meets"] = {
+            "no_errors": report["measured"]["errors"] == 0 and report["measured"]["ok"] == calls,
+            "p99_from_send": report["measured"]["latency_from_send_ms"]["p99"] <= 5.0,
+            "p99_from_due_time": report["measured"]["latency_from_due_time_ms"]["p99"] <= 5.0,
+            "rss_growth": growth <= 50.0,
+        }
+        print(json.dumps(report, indent=2))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

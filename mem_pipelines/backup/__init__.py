@@ -1,0 +1,1 @@
+"""The daily backup of the memory store (asset, job, schedule)."""

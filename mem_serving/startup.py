@@ -1,0 +1,78 @@
+"""What ``mem serve`` checks before it starts anything, and the one error it raises when the
+configuration cannot work: ``StartupError``, whose message is one sentence naming the port, the
+file or the variable to fix. The command prints it on one line and exits 1 (no traceback).
+
+Checking first means nothing is half started when a port is taken or a file is missing, and
+gRPC's C core never gets to log its own bind failure.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+
+from mem_serving.settings import ServingSettings
+
+
+class StartupError(RuntimeError):
+    """The server cannot start with this configuration; the message says what to change."""
+
+
+def check_port(host: str, port: int, what: str, setting: str) -> None:
+    """``StartupError`` unless ``host:port`` can be bound now (0 = any free port: always fine)."""
+    if port == 0:
+        return
+    if not 0 < port < 65536:
+        raise StartupError(f"the {what} port {port} is not a TCP port (1-65535); set {setting}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot resolve the {what} host {host!r} ({exc.strerror}); set {setting}") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and http.server bind
+        try:
+            s.bind(address)
+        except OSError as exc:
+            problem = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            raise StartupError(f"the {what} port {host}:{port} {problem}; choose another with {setting}") from None
+
+
+def check_file(path: Path | None, variable: str) -> bytes:
+    """The bytes of ``path`` (named by ``variable``), or ``StartupError`` saying why not."""
+    if path is None:
+        raise StartupError(f"{variable} is not set")
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise StartupError(f"{variable} names {path}, which cannot be read ({exc.strerror})") from None
+
+
+def check_tls(settings: ServingSettings) -> None:
+    """Both PEM files readable and parseable (certificate, private key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = check_file(settings.tls_cert, "MEM_SERVING_TLS_CERT")
+    key = check_file(settings.tls_key, "MEM_SERVING_TLS_KEY")
+    try:
+        x509.load_pem_x509_certificate(cert)
+    except ValueError:
+        raise StartupError(f"MEM_SERVING_TLS_CERT names {settings.tls_cert}, which is not a PEM certificate") from None
+    try:
+        serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        raise StartupError(
+            f"MEM_SERVING_TLS_KEY names {settings.tls_key}, which is not an unencrypted PEM private key"
+        ) from None
+
+
+def preflight(settings: ServingSettings) -> None:
+    """Every check that needs nothing started: ports free, TLS files usable."""
+    check_port(settings.host, settings.port, "gRPC", "MEM_SERVING_PORT or --port")
+    if settings.metrics_port > 0:
+        check_port(
+            settings.metrics_host, settings.metrics_port, "metrics", "MEM_SERVING_METRICS_PORT or --metrics-port"
+        )
+    if settings.tls:
+        check_tls(settings)
