@@ -15,7 +15,9 @@ def main(
     ),
     symbols: str = typer.Option(",".join(DEFAULT_REPLAY_SYMBOLS), help="Symbols of the synthetic candles."),
     days: int = typer.Option(40, help="Days of synthetic candles."),
-    train_days: int = typer.Option(30, help="Days of training data before the replay window."),
+    train_days: int | None = typer.Option(
+        None, help="Days of training data before the replay window (default 180, or all there are)."
+    ),
     replay_days: float = typer.Option(5.0, help="Days replayed through the server after the training window."),
     seed: int = typer.Option(7, help="Seed of the synthetic generator."),
 ) -> None:
@@ -36,7 +38,7 @@ def main(
         replay_days=replay_days,
         seed=seed,
     )
-    if cfg.train_days + cfg.replay_days + 2 > cfg.days and not cfg.csv:
+    if cfg.train_days is not None and cfg.train_days + cfg.replay_days + 2 > cfg.days and not cfg.csv:
         typer.echo(f"error: --days ({cfg.days}) must exceed --train-days + --replay-days + 2 (warm-up)", err=True)
         raise typer.Exit(1)
     try:

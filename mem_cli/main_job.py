@@ -2,7 +2,8 @@
 
 1. start the local QuestDB (or use the external one the environment names)
 2. ingest candles: synthetic (seeded) or the CSV files given
-3. Dagster: materialize ``candles`` (with its quality checks) and ``train_and_gate`` on a window
+3. Dagster: materialize ``candles`` (with its quality checks) and ``train_and_gate`` over every
+   ingested symbol, on a window (default: the training job's, 180 days, or all candles there are)
    that ends before the replay window, so the champion never saw the replayed candles
 4. start ``mem serve`` on free ports with a fresh memory store for this run
 5. replay the later window through the server and write the three-way report
@@ -48,7 +49,8 @@ class MainConfig:
     symbols: tuple[str, ...] = DEFAULT_REPLAY_SYMBOLS
     csv: tuple[Path, ...] = ()
     days: int = 40
-    train_days: int = 30
+    #: None: the training job's default window (``training.defaults.TRAIN_DAYS``).
+    train_days: int | None = None
     replay_days: float = 5.0
     seed: int = 7
     end: str = DEFAULT_END
@@ -139,7 +141,12 @@ def _dagster(
         job = defs.resolve_job_def("train_and_gate")
         partitions = job.partitions_def or defs.resolve_assets_def("features").partitions_def
         assert partitions is not None  # features are partitioned by symbol
-        say(f"train_and_gate on [{train_start}, {train_end}) for {', '.join(symbols)} (the seed's GradientBoosting)")
+        from mem_pipelines.training import defaults
+
+        say(
+            f"train_and_gate on [{train_start}, {train_end}) for {', '.join(symbols)} "
+            f"({defaults.ESTIMATOR} over {defaults.FEATURE_SET}, with its walk-forward)"
+        )
         res = job.execute_in_process(
             instance=instance,
             tags=all_symbols_tags(partitions),
@@ -161,13 +168,16 @@ def _dagster(
             if hasattr(v, "value") and isinstance(v.value, (int, float, str)) and len(str(v.value)) < 120
         }
         say(
-            "model v{v}: holdout accuracy {a:.3f} vs majority baseline {b:.3f}; gate: {g}".format(
+            "model v{v}: holdout accuracy {a:.3f} vs majority baseline {b:.3f}, log-loss gain {g:+.1f} mnat; gate: {d}".format(
                 v=summary.get("model_version", "?"),
                 a=float(summary.get("accuracy", float("nan"))),
                 b=float(summary.get("baseline_accuracy", float("nan"))),
-                g=summary.get("verdict", summary.get("decision", "?")),
+                g=float(summary.get("holdout_log_loss_gain_mnat", float("nan"))),
+                d=summary.get("verdict", "?"),
             )
         )
+        if "sentence" in gate:
+            say(f"gate: {gate['sentence'].value}")
         return summary
 
 
@@ -262,7 +272,9 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         replay_start = replay_end - pd.Timedelta(days=cfg.replay_days)
         # Labels look HORIZON candles ahead: end training a margin before the replay window.
         train_end = replay_start - pd.Timedelta(hours=1)
-        train_start = train_end - pd.Timedelta(days=cfg.train_days)
+        from mem_pipelines.training.defaults import TRAIN_DAYS
+
+        train_start = train_end - pd.Timedelta(days=cfg.train_days or TRAIN_DAYS)
         _dagster(symbols, paths, train_start, train_end, say)
 
         shutil.rmtree(memory_db.parent, ignore_errors=True)

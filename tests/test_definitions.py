@@ -23,6 +23,7 @@ from mem_pipelines.training.defs import training_defs
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDLE_CHECKS = {
+    "has_rows",
     "no_nulls",
     "high_not_below_low",
     "high_covers_open_close",

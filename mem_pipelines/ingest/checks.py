@@ -1,7 +1,9 @@
 """Data-quality checks of ``candles`` (a Great Expectations suite), one Dagster check per rule.
 
 All rules run in one op (Great Expectations is imported once, lazily), yielding a result per
-check. A failed check's metadata lists the offending rows (ts and OHLCV) and their count.
+check. A failed check's metadata lists the offending rows (ts and OHLCV) and their count. The
+checks that matter (``quality.BLOCKING_CHECKS``: every rule but the gap ratio) are blocking; a
+symbol without candles fails ``has_rows``.
 """
 
 from collections.abc import Iterable
@@ -9,7 +11,7 @@ from collections.abc import Iterable
 import dagster as dg
 import pandas as pd
 
-from mem_pipelines.ingest.quality import CHECKS, frame_markdown, run_quality_suite
+from mem_pipelines.ingest.quality import BLOCKING_CHECKS, CHECKS, frame_markdown, run_quality_suite
 from mem_pipelines.settings import DEFAULT_MAX_GAP_RATIO
 
 INTERVAL_SECONDS = 300
@@ -19,7 +21,13 @@ def build_candle_checks(
     partitions_def: dg.PartitionsDefinition, max_gap_ratio: float = DEFAULT_MAX_GAP_RATIO
 ) -> dg.AssetChecksDefinition:
     specs = [
-        dg.AssetCheckSpec(name, asset="candles", description=description, partitions_def=partitions_def)
+        dg.AssetCheckSpec(
+            name,
+            asset="candles",
+            description=description,
+            partitions_def=partitions_def,
+            blocking=name in BLOCKING_CHECKS,
+        )
         for name, description in CHECKS.items()
     ]
 

@@ -19,6 +19,7 @@ _MAX_LISTED = 20
 
 # (check name, description)
 CHECKS: dict[str, str] = {
+    "has_rows": "The symbol has at least one candle.",
     "no_nulls": "No null in ts, open, high, low, close, volume.",
     "high_not_below_low": "high >= low on every row.",
     "high_covers_open_close": "high >= max(open, close) on every row.",
@@ -27,6 +28,11 @@ CHECKS: dict[str, str] = {
     "ts_strictly_increasing": "Timestamps strictly increase (sorted, no duplicates).",
     "gap_ratio_below_threshold": "Missing interval slots / expected slots stays under the threshold.",
 }
+
+
+#: The checks that matter: a failure means the candles must not be trained on (blocking checks).
+#: Gaps are not among them: training drops the rows that reach a gap.
+BLOCKING_CHECKS: frozenset[str] = frozenset(CHECKS) - {"gap_ratio_below_threshold"}
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,17 @@ def run_quality_suite(
             failed[check] = True
             bad_rows[check].update(int(i) for i in r.result.get("unexpected_index_list") or [])
 
-    outcomes = []
+    outcomes = [
+        QualityOutcome(
+            name="has_rows",
+            passed=len(frame) > 0,
+            description=CHECKS["has_rows"],
+            unexpected_count=int(len(frame) == 0),
+            metadata={"rows": len(frame)},
+        )
+    ]
     for name, description in CHECKS.items():
-        if name == "gap_ratio_below_threshold":
+        if name in ("has_rows", "gap_ratio_below_threshold"):
             continue
         rows = sorted(bad_rows[name])
         outcomes.append(

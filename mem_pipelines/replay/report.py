@@ -83,6 +83,8 @@ class ReplayReport:
     model_version: str
     model_data_end: str
     variants: list[VariantResult]
+    #: Why no model was served ("" when one was): the ML was silent.
+    model_absent_reason: str = ""
     evolution: list[EvolutionPoint] = field(default_factory=list)
     events: list[LearningEvent] = field(default_factory=list)
     final_strategies: list[dict[str, object]] = field(default_factory=list)
@@ -276,6 +278,17 @@ class ReplayReport:
                 )
         return pd.DataFrame(rows)
 
+    def _model_line(self) -> str:
+        if not self.model_version:
+            return (
+                f"- Model: none served ({self.model_absent_reason}); the ML is silent in base + ML and in the full "
+                "system, so base + ML is the base strategy under the HOLD rule"
+            )
+        return (
+            f"- Model: mem-reversal version {self.model_version} as the server reports it, trained on candles up to "
+            f"{self.model_data_end} (the labels' look-ahead included)"
+        )
+
     def markdown(self, png_name: str | None = "equity.png") -> str:
         """The whole report: setup, the comparison, a plain verdict, and how the memory learned."""
         out = [
@@ -284,8 +297,7 @@ class ReplayReport:
             f"- Symbols: {', '.join(self.symbols)}",
             f"- Window: {self.start.isoformat()} to {self.end.isoformat()} (decisions at candle closes inside it)",
             f"- Costs: fee {self.fee_bps:g} bps per fill, slippage {self.slippage_bps:g} bps per fill; capital {self.capital:,.0f}",
-            f"- Model: mem-reversal version {self.model_version} as the server reports it, trained on candles up to "
-            f"{self.model_data_end} (the labels' look-ahead included)",
+            self._model_line(),
             "",
             "## Comparison (same candles, same costs)",
             "",

@@ -75,17 +75,25 @@ class ModelInfo:
 
     version: str
     data_start: pd.Timestamp | None
-    data_end: pd.Timestamp
+    data_end: pd.Timestamp | None
     run_id: str = ""
+    #: Why the server scores with no model ("" when it has one): the ML is silent in base + ML
+    #: and in the full system, as EnhanceSignal is without a champion.
+    absent_reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return not self.absent_reason
 
 
 def served_model(info: ServerModelInfo, address: str = "") -> ModelInfo:
-    """The model the server scores with, from its ``GetModelInfo`` answer. Raises ``ReplayError``
-    when the server has no usable champion and ``LookAheadError`` when it reports no training
+    """The model the server scores with, from its ``GetModelInfo`` answer; without one (no
+    champion: the gate promotes only a model with skill) the replay runs with the ML silent, as
+    the server decides then. Raises ``LookAheadError`` when a served model reports no training
     window. The replay's own registry plays no part: what counts is the model that answers."""
     where = f" at {address}" if address else ""
     if not info.ml_usable:
-        raise ReplayError(f"the server{where} has no model to score with: {info.reason}")
+        return ModelInfo(version="", data_start=None, data_end=None, absent_reason=info.reason or "no model")
     window = info.training_window
     if window is None:
         raise LookAheadError(
@@ -227,7 +235,9 @@ class ReplayConfig:
 def check_model_window(model: ModelInfo, start: pd.Timestamp) -> None:
     """Refuse a model whose training data reaches the replay window: ``model.data_end`` (the last
     candle the training saw, the labels' look-ahead included — see ``served_model``) must be
-    strictly before ``start``. An unknown window is refused too."""
+    strictly before ``start``. An unknown window is refused too. No model: nothing to check."""
+    if not model.usable:
+        return
     if model.data_end is None or pd.isna(model.data_end):
         raise LookAheadError(
             f"model version {model.version}: training window unknown (no data_end); refusing to replay"
@@ -316,8 +326,9 @@ class _SignalPolicy(Policy):
 
 
 def _same_model(expected: str, got: str) -> None:
-    """The server must score with the champion whose training window was checked."""
-    if expected and got and got != expected:
+    """The server must score with the champion whose training window was checked (or with none
+    when it had none at the start)."""
+    if got != expected and (got or not expected):
         raise ReplayError(
             f"the server answered with model version {got}, not the champion {expected} whose training window was "
             "checked (a new champion during the replay?); rerun the replay"
@@ -349,9 +360,12 @@ class MLFilterPolicy(_SignalPolicy):
         sig = self._signal(symbol, index)
         if sig is None:
             return None
-        ml = self.service.predict_reversal(symbol, self._candles(symbol, candles, self.history))
-        _same_model(self.model_version, ml.model_version)
-        final = combine(sig[1], ml_support(sig[0], ml.confidence, ml.direction or None), None)
+        if self.model_version:
+            ml = self.service.predict_reversal(symbol, self._candles(symbol, candles, self.history))
+            _same_model(self.model_version, ml.model_version)
+            final = combine(sig[1], ml_support(sig[0], ml.confidence, ml.direction or None), None)
+        else:  # no model served: the ML is silent (what EnhanceSignal does then)
+            final = combine(sig[1], None, None)
         if hold_rule(sig[0], final, self.defaults.ml_confidence_min) == "HOLD":
             self.skipped += 1
             return None
@@ -529,7 +543,8 @@ def replay_frames(
         slippage_bps=cfg.slippage_bps,
         capital=cfg.capital,
         model_version=model.version,
-        model_data_end=model.data_end.isoformat(),
+        model_data_end=model.data_end.isoformat() if model.data_end is not None else "",
+        model_absent_reason=model.absent_reason,
         variants=variants,
         evolution=full.evolution,
         events=full.events,

@@ -1,57 +1,86 @@
-"""Training assets: candles -> features, labels (per symbol) -> training_dataset -> reversal_model
--> champion_gate. Bodies are thin; the work is in mem_pipelines.lib and the training modules
-(dataset, fit, mlflow_logging, gate_runner, render).
+"""Training assets: candles -> training_candles (checked) -> features, labels (per symbol) ->
+training_dataset -> reversal_model (with its walk-forward) -> champion_gate. Bodies are thin; the
+work is in mem_pipelines.lib and the training modules (dataset, fit, mlflow_logging, gate_runner,
+render); the defaults in ``training.defaults``.
 
-``features`` and ``labels`` are partitioned by symbol like ``candles`` and computed over the
-symbol's whole stored history (so the EMA warm-up never eats into a training window). They use
-a single-run backfill policy and the ``training_frames`` IO manager (one parquet file per symbol),
-so one run can refresh every symbol and then train: the ``train_and_gate`` job runs over the
-full symbol range. ``training_dataset`` cuts the time window (config: ``last_days`` or
-``start``/``end``).
+``training_candles``, ``features`` and ``labels`` are partitioned by symbol like ``candles`` and
+cover the symbol's whole stored history (so no warm-up eats into a training window). They use a
+single-run backfill policy and the ``training_frames`` IO manager (one parquet file per symbol),
+so one run refreshes every symbol and then trains: the ``train_and_gate`` job runs over the full
+symbol range. A symbol without candles is skipped with a warning (logs and metadata), never a
+failed run; the blocking checks of ``training_candles`` (``checks.py``) stop the run before any
+feature is computed from bad candles. ``training_dataset`` cuts the time window (config:
+``last_days`` or ``start``/``end``; default the last ``defaults.TRAIN_DAYS`` days).
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mem_core import estimators, registry
-from mem_core.feature_sets import SEED
+from mem_core import estimators, feature_sets, registry
 from mem_core.labels import HORIZON, reversal_labels
 from mem_core.questdb.store import read_candles
 from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION
-from mem_pipelines.lib.gate import GatePolicy
+from mem_pipelines.lib.gate import METRICS, GatePolicy
 from mem_pipelines.resources import MlflowResource, QuestDBResource
-from mem_pipelines.training.dataset import build_dataset, data_hash
+from mem_pipelines.training import defaults
+from mem_pipelines.training.dataset import (
+    all_feature_names,
+    build_dataset,
+    data_hash,
+    feature_columns,
+    feature_frame,
+    find_gaps,
+    row_lookback,
+)
+from mem_pipelines.training.fit import window_folds
 from mem_pipelines.training.gate_runner import GateError, run_gate
 from mem_pipelines.training.mlflow_logging import train_and_log
 from mem_pipelines.training.render import (
     confusion_markdown,
+    gaps_markdown,
     importance_markdown,
     metrics_table,
+    png_markdown,
+    skill_markdown,
+    walk_forward_markdown,
 )
 
 GROUP = "training"
 CANDLES = dg.AssetKey("candles")
+CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
+LABEL_COLUMNS = ["ts", "label", "direction"]
 
 
 def _per_symbol(
-    context: dg.AssetExecutionContext, questdb: QuestDBResource, compute
-) -> tuple[dict[str, pd.DataFrame], dict]:
-    settings = questdb.settings()
-    out, rows = {}, {}
+    context: dg.AssetExecutionContext,
+    candles: dict[str, pd.DataFrame],
+    compute: Callable[[pd.DataFrame], pd.DataFrame],
+    empty_columns: list[str],
+) -> tuple[dict[str, pd.DataFrame], dict[str, int], list[str]]:
+    """``compute`` over each symbol's candles; symbols with too few candles get an empty frame."""
+    need = row_lookback()
+    out: dict[str, pd.DataFrame] = {}
+    rows: dict[str, int] = {}
+    skipped: list[str] = []
     for symbol in context.partition_keys:
-        candles = read_candles(settings, symbol)
-        if candles.empty:
-            raise ValueError(f"no candles for {symbol} in QuestDB; ingest them first")
-        out[symbol] = compute(candles)
+        frame = candles.get(symbol)
+        if frame is None or len(frame) < need:
+            n = 0 if frame is None else len(frame)
+            context.log.warning(f"{symbol}: {n} candles, fewer than the {need} a row needs; skipped")
+            out[symbol] = pd.DataFrame(columns=empty_columns)
+            skipped.append(symbol)
+        else:
+            out[symbol] = compute(frame)
         rows[symbol] = len(out[symbol])
-    return out, rows
+    return out, rows, skipped
 
 
 def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """``features`` and ``labels``, partitioned exactly like ``candles``."""
+    """``training_candles``, ``features`` and ``labels``, partitioned exactly like ``candles``."""
 
     @dg.asset(
         partitions_def=partitions_def,
@@ -59,61 +88,117 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key="training_frames",
         group_name=GROUP,
-        kinds={"pandas"},
+        kinds={"questdb", "pandas"},
     )
-    def features(context: dg.AssetExecutionContext, questdb: QuestDBResource) -> dg.Output[dict[str, pd.DataFrame]]:
-        """The 12 scale-free features per candle (pandas-ta) over the symbol's stored history,
-        warm-up dropped; see docs/ml.md."""
-        frames, rows = _per_symbol(context, questdb, SEED.frame)
-        last = {s: f[list(SEED.names)].iloc[-1].round(6).to_dict() for s, f in frames.items() if len(f)}
+    def training_candles(
+        context: dg.AssetExecutionContext, questdb: QuestDBResource
+    ) -> dg.Output[dict[str, pd.DataFrame]]:
+        """Every symbol's stored candles (whole history), read once per training run; checked by
+        the blocking ``training_candles_quality`` before features and labels. A symbol without
+        candles is skipped (an empty frame, a warning)."""
+        settings = questdb.settings()
+        out, rows, spans, gaps, skipped = {}, {}, {}, {}, []
+        for symbol in context.partition_keys:
+            frame = read_candles(settings, symbol)
+            if frame.empty:
+                context.log.warning(
+                    f"no candles for {symbol} in QuestDB; training goes on without it (ingest it first)"
+                )
+                skipped.append(symbol)
+                frame = pd.DataFrame(
+                    {c: pd.Series(dtype="datetime64[us, UTC]" if c == "ts" else "float64") for c in CANDLE_COLUMNS}
+                )
+            else:
+                found = find_gaps(frame["ts"])
+                spans[symbol] = [frame["ts"].iloc[0].isoformat(), frame["ts"].iloc[-1].isoformat()]
+                gaps[symbol] = {"gaps": len(found), "missing_candles": sum(g.slots for g in found)}
+            out[symbol] = frame[CANDLE_COLUMNS].reset_index(drop=True)
+            rows[symbol] = len(frame)
+        if not spans:
+            raise dg.Failure(f"no candles in QuestDB for any of {list(context.partition_keys)}; ingest them first")
         return dg.Output(
-            frames,
+            out,
             metadata={
                 "rows": dg.MetadataValue.int(sum(rows.values())),
                 "rows_per_symbol": dg.MetadataValue.json(rows),
-                "features": dg.MetadataValue.json(list(SEED.names)),
-                "newest_row": dg.MetadataValue.json(last),
+                "first_last_candle": dg.MetadataValue.json(spans),
+                "gaps_per_symbol": dg.MetadataValue.json(gaps),
+                "skipped_symbols": dg.MetadataValue.json(skipped),
             },
         )
 
     @dg.asset(
         partitions_def=partitions_def,
-        deps=[CANDLES],
+        ins={"training_candles": dg.AssetIn(input_manager_key="training_frames")},
         backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key="training_frames",
         group_name=GROUP,
         kinds={"pandas"},
     )
-    def labels(context: dg.AssetExecutionContext, questdb: QuestDBResource) -> dg.Output[dict[str, pd.DataFrame]]:
+    def features(
+        context: dg.AssetExecutionContext, training_candles: dict[str, pd.DataFrame]
+    ) -> dg.Output[dict[str, pd.DataFrame]]:
+        """The columns of every known feature set (``mem_core.feature_sets``) per candle over the
+        symbol's stored history, warm-up dropped; see docs/ml.md."""
+        names = all_feature_names()
+        frames, rows, skipped = _per_symbol(context, training_candles, feature_frame, ["ts", *names])
+        last = {s: f[names].iloc[-1].round(6).to_dict() for s, f in frames.items() if len(f)}
+        return dg.Output(
+            frames,
+            metadata={
+                "rows": dg.MetadataValue.int(sum(rows.values())),
+                "rows_per_symbol": dg.MetadataValue.json(rows),
+                "feature_sets": dg.MetadataValue.json(
+                    {fs.name: list(fs.names) for fs in feature_sets.FEATURE_SETS.values()}
+                ),
+                "newest_row": dg.MetadataValue.json(last),
+                "skipped_symbols": dg.MetadataValue.json(skipped),
+            },
+        )
+
+    @dg.asset(
+        partitions_def=partitions_def,
+        ins={"training_candles": dg.AssetIn(input_manager_key="training_frames")},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        io_manager_key="training_frames",
+        group_name=GROUP,
+        kinds={"pandas"},
+    )
+    def labels(
+        context: dg.AssetExecutionContext, training_candles: dict[str, pd.DataFrame]
+    ) -> dg.Output[dict[str, pd.DataFrame]]:
         """Reversal labels (horizon 10, k·σ·√H against the prior 20-candle trend); see docs/ml.md."""
-        frames, rows = _per_symbol(context, questdb, reversal_labels)
+        frames, rows, skipped = _per_symbol(context, training_candles, reversal_labels, LABEL_COLUMNS)
         rates = {s: round(float(f["label"].mean()), 4) if len(f) else None for s, f in frames.items()}
         return dg.Output(
             frames,
             metadata={
                 "rows": dg.MetadataValue.int(sum(rows.values())),
                 "positive_rate_per_symbol": dg.MetadataValue.json(rates),
+                "skipped_symbols": dg.MetadataValue.json(skipped),
             },
         )
 
-    return [features, labels]
+    return [training_candles, features, labels]
 
 
 class WindowConfig(dg.Config):
     """The training window. ``last_days`` (counted back from the newest labelled candle) wins
-    over ``start``/``end`` (ISO dates, UTC, half-open). Empty: everything stored."""
+    over ``start``/``end`` (ISO dates, UTC, half-open). Empty: the last ``defaults.TRAIN_DAYS``
+    days."""
 
-    last_days: int | None = Field(default=None, description="train on the last N days")
+    last_days: int | None = Field(default=None, description=f"train on the last N days (default {defaults.TRAIN_DAYS})")
     start: str | None = Field(default=None, description="inclusive start, e.g. 2025-06-01")
     end: str | None = Field(default=None, description="exclusive end, e.g. 2025-09-01")
-    symbols: list[str] | None = Field(default=None, description="subset of symbols; empty = all")
+    symbols: list[str] | None = Field(default=None, description="subset of symbols; empty = all that have candles")
 
 
 def _window(config: WindowConfig, latest: pd.Timestamp) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-    if config.last_days is not None:
-        if config.last_days <= 0:
+    if config.last_days is not None or not (config.start or config.end):
+        days = defaults.TRAIN_DAYS if config.last_days is None else config.last_days
+        if days <= 0:
             raise ValueError("last_days must be positive")
-        return latest - pd.Timedelta(days=config.last_days), None
+        return latest - pd.Timedelta(days=days), None
     start = pd.Timestamp(config.start, tz="UTC") if config.start else None
     end = pd.Timestamp(config.end, tz="UTC") if config.end else None
     if start is not None and end is not None and start >= end:
@@ -125,6 +210,7 @@ def _window(config: WindowConfig, latest: pd.Timestamp) -> tuple[pd.Timestamp | 
     ins={
         "features": dg.AssetIn(key="features", input_manager_key="training_frames"),
         "labels": dg.AssetIn(key="labels", input_manager_key="training_frames"),
+        "training_candles": dg.AssetIn(key="training_candles", input_manager_key="training_frames"),
     },
     group_name=GROUP,
     kinds={"pandas"},
@@ -134,79 +220,135 @@ def training_dataset(
     config: WindowConfig,
     features: dict[str, pd.DataFrame],
     labels: dict[str, pd.DataFrame],
+    training_candles: dict[str, pd.DataFrame],
 ) -> dg.Output[pd.DataFrame]:
-    """All symbols' features joined with labels on ``ts``, cut to the window, ordered by time."""
-    symbols = sorted(config.symbols or features.keys())
-    unknown = [s for s in symbols if s not in features or s not in labels]
+    """All symbols' features joined with labels on ``ts``, cut to the window, ordered by time;
+    rows whose candles reach a gap are dropped (counted and listed in the metadata)."""
+    listed = sorted(config.symbols or features.keys())
+    unknown = [s for s in listed if s not in features or s not in labels]
     if unknown:
         raise ValueError(f"no features/labels for {unknown}")
-    latest = max(pd.Timestamp(labels[s]["ts"].max()) for s in symbols if len(labels[s]))
+    symbols = [s for s in listed if len(features[s]) and len(labels[s])]
+    skipped = sorted(set(listed) - set(symbols))
+    if skipped:
+        context.log.warning(f"no candles (or too few) for {skipped}: training on {symbols} only")
+    if not symbols:
+        raise ValueError(f"none of {listed} has candles to train on")
+    latest = max(pd.Timestamp(labels[s]["ts"].max()) for s in symbols)
     start, end = _window(config, latest)
-    data = build_dataset({s: (features[s], labels[s]) for s in symbols}, start, end)
+    gaps = {s: find_gaps(training_candles[s]["ts"]) for s in symbols if s in training_candles}
+    built = build_dataset({s: (features[s], labels[s]) for s in symbols}, start, end, gaps)
+    data = built.data
     if data.empty:
         raise ValueError(f"no rows in the window [{start}, {end})")
     per_symbol = data.groupby("symbol").size().to_dict()
+    dropped = sum(built.dropped.values())
+    if dropped:
+        context.log.warning(f"dropped {dropped} rows whose candles reach a gap: {built.dropped}")
+    first, last = pd.Timestamp(data["ts"].min()), pd.Timestamp(data["ts"].max())
     return dg.Output(
         data,
         metadata={
             "rows": dg.MetadataValue.int(len(data)),
             "rows_per_symbol": dg.MetadataValue.json({k: int(v) for k, v in per_symbol.items()}),
-            "start": dg.MetadataValue.text(pd.Timestamp(data["ts"].min()).isoformat()),
-            "end": dg.MetadataValue.text(pd.Timestamp(data["ts"].max()).isoformat()),
-            "positive_rate": dg.MetadataValue.float(float(data["label"].mean())),
+            "symbols": dg.MetadataValue.json(symbols),
+            "skipped_symbols": dg.MetadataValue.json(skipped),
+            "start": dg.MetadataValue.text(first.isoformat()),
+            "end": dg.MetadataValue.text(last.isoformat()),
+            "window_days": dg.MetadataValue.float(round((last - first) / pd.Timedelta(days=1), 2)),
+            "positive_rate": dg.MetadataValue.float(round(float(data["label"].mean()), 4)),
+            "feature_columns": dg.MetadataValue.json(feature_columns(data)),
+            "gaps": dg.MetadataValue.md(gaps_markdown(built.gaps)),
+            "gap_count": dg.MetadataValue.int(len(built.gaps)),
+            "gap_rows_dropped": dg.MetadataValue.int(dropped),
+            "gap_rows_dropped_per_symbol": dg.MetadataValue.json(built.dropped),
             "data_sha256": dg.MetadataValue.text(data_hash(data)),
         },
     )
 
 
 class ModelConfig(dg.Config):
-    """The model type (``mem_core.estimators``). Default: the seed's GradientBoostingClassifier
-    with the seed's parameters; another one only when named here (it shows in the MLflow params
-    and the version's tags)."""
+    """The model type (``mem_core.estimators``) and its feature set (``mem_core.feature_sets``).
+    Default: ``hist_gb`` over ``regime_v1`` with training's parameters (``training.defaults``);
+    the seed's model is ``estimator: seed_gbc, feature_set: seed``. Both names show in the MLflow
+    params and the version's tags. The walk-forward uses the same type, parameters and set."""
 
-    estimator: str = Field(default=estimators.DEFAULT, description=" | ".join(estimators.names()))
+    estimator: str = Field(default=defaults.ESTIMATOR, description=" | ".join(estimators.names()))
+    feature_set: str = Field(default=defaults.FEATURE_SET, description="a name of mem_core.feature_sets")
     params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters overriding the defaults")
     holdout_fraction: float = HOLDOUT_FRACTION
+    walk_forward_folds: int = Field(
+        default=defaults.WALK_FORWARD_FOLDS, description="rolling folds over the window; 0 = none"
+    )
+    walk_forward_train_days: float | None = Field(
+        default=None, description="days each fold trains on (default: half the window)"
+    )
+
+
+def _round(x: float, digits: int = 4) -> float:
+    return float(round(x, digits))
 
 
 @dg.asset(group_name=GROUP, kinds={"sklearn", "mlflow"})
 def reversal_model(
     context: dg.AssetExecutionContext, config: ModelConfig, mlflow: MlflowResource, training_dataset: pd.DataFrame
 ) -> dg.Output[dict[str, Any]]:
-    """Fit, score the purged time holdout, log one MLflow run, register a ``challenger`` version."""
+    """Fit, score the purged time holdout, walk forward over the window, log one MLflow run,
+    register a ``challenger`` version."""
     uri = mlflow.uri()
+    folds = config.walk_forward_folds
+    if folds > 0:
+        try:
+            window_folds(training_dataset, folds, config.walk_forward_train_days)
+        except ValueError as exc:
+            context.log.warning(f"walk-forward skipped: {exc}")
+            folds = 0
     result = train_and_log(
         training_dataset,
         tracking_uri=uri,
         estimator=config.estimator,
         estimator_params=config.params,
+        feature_set=config.feature_set,
         holdout_fraction=config.holdout_fraction,
         horizon=HORIZON,
+        walk_forward_folds=folds,
+        walk_forward_train_days=config.walk_forward_train_days,
         dagster_run_id=context.run_id,
     )
-    m = result.metrics
+    m, skill = result.metrics, result.skill
     bar = pd.Series(training_dataset["ts"].unique()).sort_values().diff().median()
     value = {
         "run_id": result.run_id,
         "version": result.version,
         "experiment_id": result.experiment_id,
         "tracking_uri": uri,
+        "estimator": result.model.name,
+        "feature_set": result.model.feature_set.name,
         "holdout_fraction": config.holdout_fraction,
         "horizon": HORIZON,
         **result.split.summary(),
         "bar_seconds": float(pd.Timedelta(bar).total_seconds()),
         "metrics": m.as_dict(),
     }
+    gain = skill.intervals["log_loss_gain_mnat"]
     metadata: dict[str, Any] = {
-        "accuracy": dg.MetadataValue.float(m.accuracy),
-        "baseline_accuracy": dg.MetadataValue.float(m.baseline_accuracy),
-        "accuracy_over_baseline": dg.MetadataValue.float(m.accuracy - m.baseline_accuracy),
-        "precision": dg.MetadataValue.float(m.precision),
-        "recall": dg.MetadataValue.float(m.recall),
-        "f1": dg.MetadataValue.float(m.f1),
+        "estimator": dg.MetadataValue.text(result.model.name),
+        "feature_set": dg.MetadataValue.text(result.model.feature_set.name),
+        "accuracy": dg.MetadataValue.float(_round(m.accuracy)),
+        "baseline_accuracy": dg.MetadataValue.float(_round(m.baseline_accuracy)),
+        "accuracy_over_baseline": dg.MetadataValue.float(_round(m.accuracy - m.baseline_accuracy)),
+        "precision": dg.MetadataValue.float(_round(m.precision)),
+        "recall": dg.MetadataValue.float(_round(m.recall)),
+        "f1": dg.MetadataValue.float(_round(m.f1)),
+        "holdout_log_loss_gain_mnat": dg.MetadataValue.float(_round(skill["log_loss_gain_mnat"], 2)),
+        "holdout_log_loss_gain_ci_low": dg.MetadataValue.float(_round(gain.low, 2)),
+        "holdout_log_loss_gain_ci_high": dg.MetadataValue.float(_round(gain.high, 2)),
+        "holdout_brier_skill": dg.MetadataValue.float(_round(skill["brier_skill"])),
+        "holdout_top_decile_lift": dg.MetadataValue.float(_round(skill["top_decile_lift"], 3)),
+        "holdout_skill": dg.MetadataValue.md(skill_markdown(skill)),
         "holdout_rows": dg.MetadataValue.int(m.rows),
         "train_rows": dg.MetadataValue.int(len(result.split.train)),
-        "fit_seconds": dg.MetadataValue.float(result.fit_seconds),
+        "fit_seconds": dg.MetadataValue.float(_round(result.fit_seconds, 2)),
         "metrics": dg.MetadataValue.md(metrics_table(m)),
         "confusion_matrix": dg.MetadataValue.md(confusion_markdown(m)),
         "feature_importances": dg.MetadataValue.md(importance_markdown(result.importances)),
@@ -216,7 +358,44 @@ def reversal_model(
         "mlflow_model": dg.MetadataValue.text(f"models:/{registry.MODEL_NAME}/{result.version}"),
     }
     if m.roc_auc is not None:
-        metadata["roc_auc"] = dg.MetadataValue.float(m.roc_auc)
+        metadata["roc_auc"] = dg.MetadataValue.float(_round(m.roc_auc))
+    wf = result.walk_forward
+    if wf is not None and result.walk_forward_png is not None:
+        summary = wf.result.summary()
+        pooled_gain = wf.result.pooled.intervals["log_loss_gain_mnat"]
+        metadata.update(
+            {
+                "walk_forward": dg.MetadataValue.md(walk_forward_markdown(wf.result)),
+                "walk_forward_plot": dg.MetadataValue.md(
+                    png_markdown(result.walk_forward_png, "walk-forward log-loss gain and ROC-AUC")
+                ),
+                "walk_forward_folds": dg.MetadataValue.int(len(wf.folds)),
+                "walk_forward_train_days": dg.MetadataValue.float(_round(wf.train_days, 2)),
+                "walk_forward_folds_gain_positive": dg.MetadataValue.int(
+                    int(summary["walk_forward_folds_gain_positive"])
+                ),
+                "walk_forward_folds_gain_ci_above_zero": dg.MetadataValue.int(
+                    int(summary["walk_forward_folds_gain_ci_above_zero"])
+                ),
+                "walk_forward_min_log_loss_gain_mnat": dg.MetadataValue.float(
+                    _round(summary["walk_forward_min_log_loss_gain_mnat"], 2)
+                ),
+                "walk_forward_pooled_log_loss_gain_mnat": dg.MetadataValue.float(
+                    _round(wf.result.pooled["log_loss_gain_mnat"], 2)
+                ),
+                "walk_forward_pooled_log_loss_gain_ci_low": dg.MetadataValue.float(_round(pooled_gain.low, 2)),
+                "walk_forward_pooled_log_loss_gain_ci_high": dg.MetadataValue.float(_round(pooled_gain.high, 2)),
+                "walk_forward_median_roc_auc": dg.MetadataValue.float(_round(summary["walk_forward_median_roc_auc"])),
+                "walk_forward_pooled_roc_auc": dg.MetadataValue.float(_round(wf.result.pooled["roc_auc"])),
+                "walk_forward_seconds": dg.MetadataValue.float(_round(wf.seconds, 2)),
+            }
+        )
+    else:
+        metadata["walk_forward"] = dg.MetadataValue.md(
+            "_skipped: the window is too short for the folds (see the run's logs)_"
+            if config.walk_forward_folds > 0
+            else "_off (walk_forward_folds = 0)_"
+        )
     if uri.startswith("http"):
         metadata["mlflow_run"] = dg.MetadataValue.url(
             f"{uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
@@ -224,14 +403,28 @@ def reversal_model(
     else:
         metadata["mlflow_ui"] = dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri}")
     context.log.info(
-        f"registered {registry.MODEL_NAME} v{result.version}: accuracy {m.accuracy:.4f} vs baseline {m.baseline_accuracy:.4f}"
+        f"registered {registry.MODEL_NAME} v{result.version} ({result.model.name} over {result.model.feature_set.name}): "
+        f"holdout log-loss gain {skill['log_loss_gain_mnat']:+.1f} mnat [{gain.low:+.1f}, {gain.high:+.1f}], "
+        f"accuracy {m.accuracy:.4f} vs baseline {m.baseline_accuracy:.4f}"
     )
     return dg.Output(value, metadata=metadata)
 
 
 class GateConfig(dg.Config):
-    min_margin: float = Field(default=0.02, description="accuracy the challenger must gain")
-    alpha: float = Field(default=0.05, description="McNemar significance level")
+    """The gate's comparison with the champion (after the skill floor, which always applies)."""
+
+    metric: str = Field(default="accuracy", description=" | ".join(METRICS))
+    min_margin: float | None = Field(
+        default=None,
+        description="what the challenger must gain: accuracy points (default 0.02), mnat of log loss or Brier (default 0: any significant gain)",
+    )
+    alpha: float = Field(
+        default=0.05, description="significance level (McNemar for accuracy, paired day-block bootstrap otherwise)"
+    )
+
+    def policy(self) -> GatePolicy:
+        margin = self.min_margin if self.min_margin is not None else (0.02 if self.metric == "accuracy" else 0.0)
+        return GatePolicy(min_margin=margin, alpha=self.alpha, metric=self.metric)
 
 
 @dg.asset(group_name=GROUP, kinds={"mlflow"})
@@ -242,19 +435,22 @@ def champion_gate(
     training_dataset: pd.DataFrame,
     reversal_model: dict[str, Any],
 ) -> dg.MaterializeResult:
-    """Champion vs challenger on the same holdout rows; alias ``champion`` moves only per the gate.
+    """Champion vs challenger on the same holdout rows; alias ``champion`` moves only per the
+    verdict (skill floor, then the configured comparison), whose sentence becomes the version's
+    description.
 
-    On any error the alias is untouched, the failure is recorded (version tag ``gate.error`` and
-    the metadata of the step's failure) and the step fails.
+    On any error the alias is untouched, the failure is recorded (version description, tag
+    ``gate.error``, the metadata of the step's failure) and the step fails.
     """
     uri = mlflow.uri()
     version = str(reversal_model["version"])
+    policy = config.policy()
     try:
         outcome = run_gate(
             training_dataset,
             version,
             tracking_uri=uri,
-            policy=GatePolicy(min_margin=config.min_margin, alpha=config.alpha),
+            policy=policy,
             holdout_fraction=float(reversal_model.get("holdout_fraction", HOLDOUT_FRACTION)),
             horizon=int(reversal_model.get("horizon", HORIZON)),
         )
@@ -269,23 +465,34 @@ def champion_gate(
                 "champion_version": str(registry.champion_version(uri)),
             },
         ) from exc
-    d = outcome.decision
-    verdict = "promoted" if d.promote else "rejected"
-    context.log.info(f"gate: {verdict} v{version} ({d.reason}); champion is v{outcome.champion_after}")
+    v = outcome.verdict
+    verdict = "promoted" if v.promote else "rejected"
+    context.log.info(f"gate: {v.sentence} Champion: v{outcome.champion_after}")
+    gain = v.skill.intervals["log_loss_gain_mnat"]
     metadata: dict[str, Any] = {
         "verdict": dg.MetadataValue.text(verdict),
-        "reason": dg.MetadataValue.text(d.reason),
+        "sentence": dg.MetadataValue.text(v.sentence),
+        "metric": dg.MetadataValue.text(v.metric),
         "challenger_version": dg.MetadataValue.text(version),
         "champion_before": dg.MetadataValue.text(outcome.champion_before or "none"),
         "champion_after": dg.MetadataValue.text(outcome.champion_after or "none"),
-        "challenger_accuracy": dg.MetadataValue.float(d.challenger_accuracy),
-        "holdout_rows": dg.MetadataValue.int(d.rows),
+        "holdout_rows": dg.MetadataValue.int(outcome.rows),
+        "holdout_rows_seen_by_champion": dg.MetadataValue.int(outcome.rows_seen_by_champion),
         "holdout_start": dg.MetadataValue.text(outcome.holdout_start),
-        "min_margin": dg.MetadataValue.float(d.min_margin),
-        "alpha": dg.MetadataValue.float(d.alpha),
+        "base_rate": dg.MetadataValue.float(_round(outcome.base_rate)),
+        "log_loss_gain_mnat": dg.MetadataValue.float(_round(v.skill["log_loss_gain_mnat"], 2)),
+        "log_loss_gain_ci_low": dg.MetadataValue.float(_round(gain.low, 2)),
+        "log_loss_gain_ci_high": dg.MetadataValue.float(_round(gain.high, 2)),
+        "roc_auc": dg.MetadataValue.float(_round(v.skill["roc_auc"])),
+        "challenger_accuracy": dg.MetadataValue.float(_round(v.skill["accuracy"])),
+        "min_margin": dg.MetadataValue.float(policy.min_margin),
+        "alpha": dg.MetadataValue.float(policy.alpha),
     }
-    if d.champion_accuracy is not None:
-        metadata["champion_accuracy"] = dg.MetadataValue.float(d.champion_accuracy)
-        metadata["margin"] = dg.MetadataValue.float(float(d.margin))
-        metadata["p_value"] = dg.MetadataValue.float(float(d.p_value))
+    if v.accuracy is not None and v.accuracy.champion_accuracy is not None:
+        metadata["champion_accuracy"] = dg.MetadataValue.float(_round(v.accuracy.champion_accuracy))
+        metadata["accuracy_margin"] = dg.MetadataValue.float(_round(float(v.accuracy.margin or 0.0)))
+    if v.improvement is not None:
+        metadata["improvement"] = dg.MetadataValue.float(_round(v.improvement))
+    if v.p_value is not None:
+        metadata["p_value"] = dg.MetadataValue.float(float(f"{v.p_value:.4g}"))
     return dg.MaterializeResult(metadata=metadata)

@@ -1,29 +1,91 @@
-"""Asset checks of the training data and split. Blocking: a failure stops the run before the
-model or the gate, so nothing is promoted from bad data."""
+"""Asset checks of the training data and split. The ones that matter are blocking: a failure stops
+the run before the features, the model or the gate, so nothing is trained or promoted from bad
+data.
 
+``training_candles_quality`` runs the candle rules of ``mem_pipelines.ingest.quality`` (the same
+Great Expectations suite as the ``candles`` checks) over every symbol of the run before any
+feature is computed. The rules in ``quality.BLOCKING_CHECKS`` block; ``has_rows`` (a listed
+symbol without candles: skipped, not trained on) and the gap ratio (rows reaching a gap are
+dropped by ``training_dataset``) only warn.
+"""
+
+from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from mem_core.feature_sets import SEED
 from mem_core.labels import HORIZON
+from mem_pipelines.ingest import quality
+from mem_pipelines.ingest.quality import QualityOutcome, frame_markdown, run_quality_suite
 from mem_pipelines.training.assets import reversal_model, training_dataset
+from mem_pipelines.training.dataset import feature_columns
 
 #: Sane bounds for the share of reversals (30.5% on the shared data with k = 0.75).
 POSITIVE_RATE_BOUNDS = (0.05, 0.60)
+#: Candle rules that only warn in training (see the module docstring).
+WARN_ONLY = frozenset({"has_rows", "gap_ratio_below_threshold"})
+CANDLES = dg.AssetKey("training_candles")
+
+
+def _aggregate(name: str, by_symbol: dict[str, QualityOutcome]) -> dg.AssetCheckResult:
+    failed = {s: o for s, o in by_symbol.items() if not o.passed}
+    metadata: dict[str, Any] = {
+        "symbols_checked": len(by_symbol),
+        "failed_symbols": sorted(failed),
+        "unexpected_per_symbol": {s: o.unexpected_count for s, o in by_symbol.items() if o.unexpected_count},
+    }
+    for symbol, outcome in sorted(failed.items())[:1]:
+        if not outcome.offending.empty:
+            metadata["offending_rows"] = dg.MetadataValue.md(f"**{symbol}**\n\n" + frame_markdown(outcome.offending))
+    blocking = name in quality.BLOCKING_CHECKS and name not in WARN_ONLY
+    return dg.AssetCheckResult(
+        asset_key=CANDLES,
+        check_name=name,
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=quality.CHECKS[name],
+    )
+
+
+@dg.multi_asset_check(
+    name="training_candles_quality",
+    specs=[
+        dg.AssetCheckSpec(
+            name,
+            asset=CANDLES,
+            description=description,
+            blocking=name in quality.BLOCKING_CHECKS and name not in WARN_ONLY,
+        )
+        for name, description in quality.CHECKS.items()
+    ],
+    ins={"training_candles": dg.AssetIn(CANDLES, input_manager_key="training_frames")},
+    description="The candle rules over every symbol of the run, before features and labels.",
+)
+def training_candles_quality(training_candles: dict[str, pd.DataFrame]) -> Iterable[dg.AssetCheckResult]:
+    by_rule: dict[str, dict[str, QualityOutcome]] = {name: {} for name in quality.CHECKS}
+    for symbol, frame in sorted(training_candles.items()):
+        if frame.empty:
+            by_rule["has_rows"][symbol] = QualityOutcome("has_rows", False, quality.CHECKS["has_rows"], 1)
+            continue
+        for outcome in run_quality_suite(frame):
+            by_rule[outcome.name][symbol] = outcome
+    for name in quality.CHECKS:
+        yield _aggregate(name, by_rule[name])
 
 
 @dg.asset_check(asset=training_dataset, blocking=True, description="no NaN or infinite feature values")
 def features_are_finite(training_dataset: pd.DataFrame) -> dg.AssetCheckResult:
-    values = SEED.matrix(training_dataset)
+    names = feature_columns(training_dataset)
+    values = training_dataset[names].to_numpy(dtype="float64")
     bad = ~np.isfinite(values)
-    per_feature = {name: int(n) for name, n in zip(SEED.names, bad.sum(axis=0)) if n}
+    per_feature = {name: int(n) for name, n in zip(names, bad.sum(axis=0)) if n}
     return dg.AssetCheckResult(
         passed=not per_feature,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"non_finite_per_feature": per_feature, "rows": len(training_dataset)},
+        metadata={"non_finite_per_feature": per_feature, "rows": len(training_dataset), "features": len(names)},
     )
 
 
@@ -68,4 +130,4 @@ def holdout_is_purged(reversal_model: dict[str, Any], training_dataset: pd.DataF
     )
 
 
-CHECKS = [features_are_finite, label_rate_is_sane, holdout_is_purged]
+CHECKS = [training_candles_quality, features_are_finite, label_rate_is_sane, holdout_is_purged]

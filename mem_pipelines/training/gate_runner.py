@@ -1,7 +1,9 @@
 """The champion gate against the registry: champion and challenger scored on the same holdout
-rows of the current dataset, each on its own feature set; alias ``champion`` moves only per
-``mem_pipelines.lib.gate``; the verdict is written to the challenger's version tags. Any error
-leaves the alias where it was, is recorded as a tag and re-raised as ``GateError``."""
+rows of the current dataset, each on its own feature set; ``mem_pipelines.lib.gate.judge``
+decides (the skill floor, then the configured comparison); alias ``champion`` moves only per
+its verdict. The verdict's sentence becomes the challenger version's description and, with its
+evidence, its ``gate.*`` tags. Any error leaves the alias where it was, is recorded the same way
+and re-raised as ``GateError``."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import pandas as pd
 from mem_core import labels as label_defs
 from mem_core import registry
 from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION
-from mem_pipelines.lib.gate import GateDecision, GatePolicy, decide
+from mem_pipelines.lib.gate import GatePolicy, Verdict, judge
 from mem_pipelines.training.dataset import split_dataset
+from mem_pipelines.training.fit import limited_threads
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +33,19 @@ class GateError(RuntimeError):
 
 @dataclass(frozen=True)
 class GateOutcome:
-    decision: GateDecision
+    verdict: Verdict
     challenger_version: str
     champion_before: str | None
     champion_after: str | None
     holdout_start: str
+    #: Holdout rows both models were scored on, and those left out (seen by the champion).
+    rows: int
+    rows_seen_by_champion: int
+    base_rate: float
+
+    @property
+    def promoted(self) -> bool:
+        return self.verdict.promote
 
 
 def run_gate(
@@ -47,53 +58,62 @@ def run_gate(
     horizon: int = label_defs.HORIZON,
     model_name: str = registry.MODEL_NAME,
 ) -> GateOutcome:
-    """Score champion and challenger on the same holdout rows; move ``champion`` per the gate.
+    """Score champion and challenger on the same holdout rows; move ``champion`` per the verdict.
 
-    Moving the alias is the very last step: any error before it leaves the champion in place,
-    is recorded on the challenger's version (``gate.verdict=error``, ``gate.error``) and re-raised
-    as ``GateError``.
+    The constant the skill floor compares with is the positive rate of the challenger's training
+    rows (the dataset's training part). Moving the alias is the very last step: any error before
+    it leaves the champion in place, is recorded on the challenger's version (description,
+    ``gate.outcome=error``, ``gate.error``) and re-raised as ``GateError``.
     """
     client = registry.client(tracking_uri)
     champion_before: str | None = None
     try:
         champion_mv = registry.version_by_alias(registry.CHAMPION, tracking_uri, model_name)
         champion_before = None if champion_mv is None else str(champion_mv.version)
+        if champion_before == str(challenger_version):
+            raise GateError(f"version {challenger_version} is already the champion")
         split = split_dataset(dataset, holdout_fraction, horizon)
         rows, seen = _rows_unseen_by(client, champion_mv, dataset, split.holdout, horizon)
         if len(rows) == 0:
             raise GateError(f"every holdout row was in the champion's (v{champion_before}) training data")
         scored = dataset.iloc[rows]
-        y = dataset["label"].to_numpy(dtype="int64")[rows]
+        y = dataset["label"].to_numpy(dtype="int64")
+        base_rate = float(y[split.train].mean())
         challenger = registry.load_version(challenger_version, tracking_uri, model_name)
-        challenger_pred = _predict(challenger, scored)
-        if champion_before is None:
-            champion_pred = None
-        elif champion_before == str(challenger_version):
-            raise GateError(f"version {challenger_version} is already the champion")
-        else:
-            champion_pred = _predict(registry.load_version(champion_before, tracking_uri, model_name), scored)
-        decision = decide(y, challenger_pred, champion_pred, policy)
+        challenger_proba = _proba(challenger, scored)
+        champion_proba = None
+        if champion_before is not None:
+            champion_proba = _proba(registry.load_version(champion_before, tracking_uri, model_name), scored)
+        verdict = judge(y[rows], challenger_proba, champion_proba, scored["ts"].to_numpy(), base_rate, policy)
         tags = {
-            "verdict": "promoted" if decision.promote else "rejected",
-            "reason": decision.reason,
-            "challenger_accuracy": f"{decision.challenger_accuracy:.6f}",
-            "champion_accuracy": "" if decision.champion_accuracy is None else f"{decision.champion_accuracy:.6f}",
-            "champion_version": champion_before or "",
-            "margin": "" if decision.margin is None else f"{decision.margin:.6f}",
-            "p_value": "" if decision.p_value is None else f"{decision.p_value:.6g}",
-            "test": decision.test or "",
-            "holdout_rows": str(decision.rows),
-            "holdout_rows_seen_by_champion": str(seen),
-            "holdout_start": split.holdout_start.isoformat(),
-            "min_margin": str(policy.min_margin),
-            "alpha": str(policy.alpha),
+            **verdict.tags(),
+            "gate.outcome": "promoted" if verdict.promote else "rejected",
+            "gate.champion_version": champion_before or "",
+            "gate.holdout_rows": str(len(rows)),
+            "gate.holdout_rows_seen_by_champion": str(seen),
+            "gate.holdout_start": split.holdout_start.isoformat(),
+            "gate.base_rate": f"{base_rate:.6f}",
+            "gate.min_margin": str(policy.min_margin),
+            "gate.alpha": str(policy.alpha),
+            "gate.challenger_accuracy": f"{verdict.skill['accuracy']:.6f}",
         }
+        if verdict.accuracy is not None:
+            acc = verdict.accuracy
+            tags.update(
+                {
+                    "gate.champion_accuracy": f"{acc.champion_accuracy:.6f}",
+                    "gate.accuracy_margin": f"{acc.margin:.6f}",
+                    "gate.mcnemar_p_value": f"{acc.p_value:.6g}",
+                    "gate.mcnemar_test": acc.test or "",
+                }
+            )
         for key, value in tags.items():
-            client.set_model_version_tag(model_name, str(challenger_version), GATE_TAG_PREFIX + key, value)
-        if decision.promote:
+            client.set_model_version_tag(model_name, str(challenger_version), key, value)
+        client.update_model_version(model_name, str(challenger_version), description=verdict.sentence)
+        if verdict.promote:
             client.set_registered_model_alias(model_name, registry.CHAMPION, str(challenger_version))
     except Exception as exc:
-        _record_failure(client, model_name, challenger_version, exc)
+        _record_failure(client, model_name, challenger_version, champion_before, exc)
         if isinstance(exc, GateError):
             raise
         raise GateError(
@@ -101,11 +121,14 @@ def run_gate(
         ) from exc
     after = registry.version_by_alias(registry.CHAMPION, tracking_uri, model_name)
     return GateOutcome(
-        decision,
+        verdict,
         str(challenger_version),
         champion_before,
         None if after is None else str(after.version),
         split.holdout_start.isoformat(),
+        len(rows),
+        seen,
+        base_rate,
     )
 
 
@@ -132,25 +155,30 @@ def _rows_unseen_by(
     return holdout[keep], int((~keep).sum())
 
 
-def _predict(model: registry.LoadedModel, rows: pd.DataFrame) -> np.ndarray:
-    """Class predictions of ``model`` on ``rows``, read in the columns of its own feature set."""
+def _proba(model: registry.LoadedModel, rows: pd.DataFrame) -> np.ndarray:
+    """P(reversal) of ``model`` on ``rows``, read in the columns of its own feature set."""
     missing = [name for name in model.feature_names if name not in rows.columns]
     if missing:
         raise GateError(
             f"version {model.version} expects features {list(model.feature_names)}; the dataset lacks {missing}"
         )
     X = model.feature_set.matrix(rows)
-    proba = model.predict_proba(X)
-    if proba.shape != (len(X),) or not np.isfinite(proba).all():
+    with limited_threads():
+        proba = np.asarray(model.predict_proba(X), dtype="float64")
+    if proba.shape != (len(X),) or not np.isfinite(proba).all() or (proba < 0).any() or (proba > 1).any():
         raise GateError(f"version {model.version} returned unusable probabilities {proba.shape}")
-    return (proba >= 0.5).astype(int)
+    return proba
 
 
-def _record_failure(client: Any, model_name: str, version: str, exc: Exception) -> None:
+def _record_failure(client: Any, model_name: str, version: str, champion: str | None, exc: Exception) -> None:
+    message = f"{type(exc).__name__}: {exc}"[:4000]
     try:
-        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "verdict", "error")
-        client.set_model_version_tag(
-            model_name, str(version), GATE_TAG_PREFIX + "error", f"{type(exc).__name__}: {exc}"[:4000]
+        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "outcome", "error")
+        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "promoted", "false")
+        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "error", message)
+        kept = f"the champion stays version {champion}" if champion else "there is no champion"
+        client.update_model_version(
+            model_name, str(version), description=f"Not promoted: the gate failed ({message}); {kept}."
         )
     except Exception:  # the original error is what must surface
         log.exception("could not record the gate failure on version %s", version)

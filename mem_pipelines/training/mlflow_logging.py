@@ -1,21 +1,31 @@
 """What one training run logs to MLflow: params (model type and parameters, label and split
-definitions, feature set, lineage), tags, holdout metrics, feature importances, the confusion
-matrix and the model, registered as a version with alias ``challenger``."""
+definitions, feature set, walk-forward set-up, lineage), tags, holdout metrics and skill, the
+walk-forward (per-fold step metrics, summary metrics, a CSV table, a markdown table and a PNG
+plot under ``walk_forward/``), feature importances, the confusion matrix and the model, registered
+as a version with alias ``challenger``."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mem_core import estimators, feature_sets, registry
 from mem_core import labels as label_defs
+from mem_core import registry
 from mem_core.model import ReversalModel
 from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION, Metrics, Split
+from mem_pipelines.lib.skill import SkillReport
+from mem_pipelines.lib.walkforward import DEFAULT_EMBARGO
+from mem_pipelines.training import defaults
 from mem_pipelines.training.dataset import lineage
-from mem_pipelines.training.fit import FitResult, fit_model
+from mem_pipelines.training.fit import FitResult, WalkForwardRun, fit_model, run_walk_forward
+from mem_pipelines.training.render import walk_forward_frame, walk_forward_markdown, walk_forward_png
+
+WALK_FORWARD_DIR = "walk_forward"
 
 
 @dataclass(frozen=True)
@@ -23,26 +33,32 @@ class TrainingResult:
     run_id: str
     version: str
     metrics: Metrics
+    skill: SkillReport
     split: Split
     importances: dict[str, float]
     lineage: dict[str, str]
     fit_seconds: float
     experiment_id: str
     model: ReversalModel = field(repr=False)
+    walk_forward: WalkForwardRun | None = None
+    walk_forward_png: bytes | None = field(default=None, repr=False)
 
 
 def train_and_log(
     dataset: pd.DataFrame,
     *,
     tracking_uri: str,
-    estimator: str = estimators.DEFAULT,
+    estimator: str = defaults.ESTIMATOR,
     estimator_params: Mapping[str, Any] | None = None,
-    feature_set: str = feature_sets.SEED.name,
+    feature_set: str = defaults.FEATURE_SET,
     holdout_fraction: float = HOLDOUT_FRACTION,
     horizon: int = label_defs.HORIZON,
+    walk_forward_folds: int = 0,
+    walk_forward_train_days: float | None = None,
     dagster_run_id: str | None = None,
 ) -> TrainingResult:
-    """Fit on the training part, score the holdout, log one MLflow run, register a challenger."""
+    """Fit on the training part, score the holdout, walk forward (``walk_forward_folds`` > 0),
+    log one MLflow run, register a challenger."""
     fitted = fit_model(
         dataset,
         estimator=estimator,
@@ -51,14 +67,62 @@ def train_and_log(
         holdout_fraction=holdout_fraction,
         horizon=horizon,
     )
+    wf = None
+    if walk_forward_folds > 0:
+        wf = run_walk_forward(
+            dataset,
+            estimator=estimator,
+            estimator_params=estimator_params,
+            feature_set=feature_set,
+            folds=walk_forward_folds,
+            train_days=walk_forward_train_days,
+            horizon=horizon,
+        )
     return log_training_run(
         dataset,
         fitted,
         tracking_uri=tracking_uri,
         holdout_fraction=holdout_fraction,
         horizon=horizon,
+        walk_forward=wf,
         dagster_run_id=dagster_run_id,
     )
+
+
+def skill_tags(prefix: str, report: SkillReport) -> dict[str, str]:
+    gain = report.intervals["log_loss_gain_mnat"]
+    return {
+        f"{prefix}.log_loss_gain_mnat": f"{report['log_loss_gain_mnat']:.2f}",
+        f"{prefix}.log_loss_gain_ci": f"[{gain.low:.2f}, {gain.high:.2f}]",
+        f"{prefix}.roc_auc": f"{report['roc_auc']:.4f}",
+        f"{prefix}.brier_skill": f"{report['brier_skill']:.4f}",
+    }
+
+
+def log_walk_forward(wf: WalkForwardRun, png: bytes) -> None:
+    """Params, summary and per-fold step metrics, and the ``walk_forward/`` artifacts (CSV table,
+    markdown table, PNG plot) of ``wf`` into the active MLflow run."""
+    import mlflow
+
+    result = wf.result
+    mlflow.log_params(
+        {
+            "walk_forward.folds": len(wf.folds),
+            "walk_forward.train_days": wf.train_days,
+            "walk_forward.embargo_days": DEFAULT_EMBARGO / pd.Timedelta(days=1),
+        }
+    )
+    mlflow.log_metrics(
+        {**result.summary(), **result.pooled.flat("walk_forward_pooled_"), "walk_forward_seconds": wf.seconds}
+    )
+    for k, fold in enumerate(result.folds):
+        mlflow.log_metrics({f"walk_forward_fold_{name}": value for name, value in fold.skill.flat().items()}, step=k)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        walk_forward_frame(result).to_csv(folder / "walk_forward.csv", index=False)
+        (folder / "walk_forward.md").write_text(walk_forward_markdown(result) + "\n")
+        (folder / "walk_forward.png").write_bytes(png)
+        mlflow.log_artifacts(str(folder), WALK_FORWARD_DIR)
 
 
 def log_training_run(
@@ -68,16 +132,21 @@ def log_training_run(
     tracking_uri: str,
     holdout_fraction: float,
     horizon: int,
+    walk_forward: WalkForwardRun | None = None,
     dagster_run_id: str | None = None,
 ) -> TrainingResult:
-    """One MLflow run of ``fitted`` and a registered version with alias ``challenger``."""
+    """One MLflow run of ``fitted`` (and its walk-forward) and a registered version with alias
+    ``challenger``."""
     import mlflow
 
     model, split, metrics = fitted.model, fitted.split, fitted.metrics
     features = model.feature_set
     X_train = features.matrix(dataset.iloc[split.train])
     y_train = dataset["label"].to_numpy(dtype="int64")[split.train]
-    data_lineage = lineage(dataset, dagster_run_id, features)
+    data_lineage = lineage(dataset, dagster_run_id)
+    png = None
+    if walk_forward is not None:
+        png = walk_forward_png(walk_forward.result, f"walk-forward: {model.name} over {features.name}")
 
     experiment_id = registry.ensure_experiment(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
@@ -107,6 +176,7 @@ def log_training_run(
             }
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.scalars().items()})
+        mlflow.log_metrics(fitted.skill.flat("holdout_"))
         mlflow.log_metrics(
             {
                 "train_rows": float(len(split.train)),
@@ -121,25 +191,40 @@ def log_training_run(
             {"labels": ["no reversal", "reversal"], "rows_true_cols_predicted": [list(r) for r in metrics.confusion]},
             "confusion_matrix.json",
         )
-        version = registry.log_model_version(
-            model,
-            X_train=X_train,
-            uri=tracking_uri,
-            extra_version_tags={
-                "data.sha256": data_lineage["data.sha256"],
-                "holdout_accuracy": f"{metrics.accuracy:.6f}",
-                "holdout_baseline_accuracy": f"{metrics.baseline_accuracy:.6f}",
-                "dagster.run_id": dagster_run_id or "",
-            },
-        )
+        version_tags = {
+            "data.sha256": data_lineage["data.sha256"],
+            "data.start": data_lineage["data.start"],
+            "data.end": data_lineage["data.end"],
+            "data.symbols": data_lineage["data.symbols"],
+            "label.horizon": str(horizon),
+            "holdout_accuracy": f"{metrics.accuracy:.6f}",
+            "holdout_baseline_accuracy": f"{metrics.baseline_accuracy:.6f}",
+            **skill_tags("holdout", fitted.skill),
+            "dagster.run_id": dagster_run_id or "",
+        }
+        if walk_forward is not None and png is not None:
+            log_walk_forward(walk_forward, png)
+            summary = walk_forward.result.summary()
+            version_tags.update(
+                {
+                    **skill_tags("walk_forward.pooled", walk_forward.result.pooled),
+                    "walk_forward.folds": str(len(walk_forward.folds)),
+                    "walk_forward.folds_gain_ci_above_zero": str(int(summary["walk_forward_folds_gain_ci_above_zero"])),
+                    "walk_forward.median_roc_auc": f"{summary['walk_forward_median_roc_auc']:.4f}",
+                }
+            )
+        version = registry.log_model_version(model, X_train=X_train, uri=tracking_uri, extra_version_tags=version_tags)
     return TrainingResult(
         run.info.run_id,
         version,
         metrics,
+        fitted.skill,
         split,
         fitted.importances,
         data_lineage,
         fitted.fit_seconds,
         experiment_id,
         model,
+        walk_forward,
+        png,
     )

@@ -2,10 +2,12 @@
 
 import dagster as dg
 
+from mem_pipelines.training import defaults
+
 #: Run tags that make one run cover every symbol partition (single-run backfill policy).
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-JOB_ASSETS = ("features", "labels", "training_dataset", "reversal_model", "champion_gate")
+JOB_ASSETS = ("training_candles", "features", "labels", "training_dataset", "reversal_model", "champion_gate")
 
 
 def all_symbols_tags(partitions_def: dg.PartitionsDefinition) -> dict[str, str]:
@@ -13,7 +15,7 @@ def all_symbols_tags(partitions_def: dg.PartitionsDefinition) -> dict[str, str]:
     return {RANGE_START: keys[0], RANGE_END: keys[-1]}
 
 
-def daily_run_config(last_days: int = 30) -> dict:
+def daily_run_config(last_days: int = defaults.TRAIN_DAYS) -> dict:
     return {"ops": {"training_dataset": {"config": {"last_days": last_days}}}}
 
 
@@ -22,9 +24,13 @@ def build_train_and_gate_job():
         "train_and_gate",
         selection=dg.AssetSelection.assets(*JOB_ASSETS),
         description=(
-            "Refresh features and labels of every symbol, build the dataset for a window "
-            "(ops.training_dataset.config: last_days, or start/end), train and register a challenger, "
-            "run the champion gate. Launch it over the whole symbol range (all partitions in one run)."
+            "Read and check (blocking) the candles of every symbol, refresh features and labels, build the "
+            f"dataset for a window (ops.training_dataset.config: last_days, or start/end; default the last "
+            f"{defaults.TRAIN_DAYS} days), train and register a challenger with its walk-forward "
+            f"(ops.reversal_model.config: estimator {defaults.ESTIMATOR!r}, feature_set {defaults.FEATURE_SET!r} "
+            "by default), run the champion gate (ops.champion_gate.config: metric, min_margin, alpha). "
+            "Launch it over the whole symbol range (all partitions in one run); symbols without candles "
+            "are skipped with a warning."
         ),
     )
 
@@ -37,10 +43,13 @@ def build_daily_schedule(job, partitions_def: dg.PartitionsDefinition) -> dg.Sch
         cron_schedule="0 2 * * *",
         execution_timezone="UTC",
         name="daily_retrain",
-        description="Daily at 02:00 UTC: retrain on the last 30 days of every symbol and run the gate.",
+        description=(
+            f"Daily at 02:00 UTC: retrain on the last {defaults.TRAIN_DAYS} days of every symbol that has "
+            "candles (walk-forward included) and run the gate."
+        ),
     )
     def daily_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         when = context.scheduled_execution_time
-        return dg.RunRequest(run_key=when.isoformat() if when else None, run_config=daily_run_config(30), tags=tags)
+        return dg.RunRequest(run_key=when.isoformat() if when else None, run_config=daily_run_config(), tags=tags)
 
     return daily_retrain

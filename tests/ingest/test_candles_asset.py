@@ -44,7 +44,7 @@ def test_materialize_reads_window_and_checks_pass(fresh_questdb):
     )
     assert "| ts |" in meta["preview"].value
     checks = _checks(result)
-    assert len(checks) == 7 and all(c.passed for c in checks.values()), {n: c.passed for n, c in checks.items()}
+    assert len(checks) == 8 and all(c.passed for c in checks.values()), {n: c.passed for n, c in checks.items()}
 
     last = _materialize(fresh_questdb, partition="ETHUSDT", config={"last_days": 1})
     assert last.success and len(last.output_for_node("candles")) == 288

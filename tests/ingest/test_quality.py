@@ -37,3 +37,9 @@ def test_gap_ratio():
     gap = out["gap_ratio_below_threshold"]
     assert not gap.passed and gap.metadata["missing_slots"] == 10
     assert gap.offending["ts"].iloc[0] == pd.Timestamp("2025-12-31 05:00", tz="UTC")
+
+
+def test_an_empty_frame_fails_has_rows_only():
+    out = {o.name: o for o in run_quality_suite(_frame().iloc[:0])}
+    assert not out["has_rows"].passed and out["has_rows"].unexpected_count == 1
+    assert all(o.passed for name, o in out.items() if name != "has_rows")

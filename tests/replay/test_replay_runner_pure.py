@@ -224,8 +224,9 @@ def test_the_window_comes_from_the_server_labels_look_ahead_included() -> None:
         check_model_window(model, pd.Timestamp("2025-05-31T23:55", tz="UTC"))
     with pytest.raises(LookAheadError, match="without a recorded training window"):
         served_model(_served(None))
-    with pytest.raises(ReplayError, match="has no model to score with: no champion"):
-        served_model(_served(None, usable=False))
+    silent = served_model(_served(None, usable=False))  # no champion: the replay runs with the ML silent
+    assert not silent.usable and silent.version == "" and silent.absent_reason == "no champion model yet"
+    check_model_window(silent, pd.Timestamp("2025-06-01", tz="UTC"))  # no model: nothing learned from any window
 
 
 def test_the_store_must_be_the_servers(tmp_path) -> None:

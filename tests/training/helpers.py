@@ -1,9 +1,10 @@
-"""Models with exactly known predictions and a dataset built for them (gate and definitions tests).
+"""Models with exactly known probabilities and a dataset built for them (gate and definitions tests).
 
-``Copycat`` is a test-only model type (registered under its own name): a depth-1 tree fitted so
-that its prediction is exactly one designated input column (``CHAMPION_COL`` / ``CHALLENGER_COL``);
-the holdout rows of ``gate_dataset`` carry the predictions each test wants, so accuracy, margin
-and McNemar's discordant counts are set exactly. ``Unscorable`` loads fine and returns NaN.
+``Echo`` is a test-only model type (registered under its own name): a logistic regression whose
+weights are set so that its probability is ``sigmoid`` of one designated input column
+(``CHAMPION_COL`` / ``CHALLENGER_COL``); the holdout rows of ``gate_dataset`` carry the logits each
+test wants, so accuracy, margin, McNemar's discordant counts and the log loss are set exactly.
+``Unscorable`` loads fine and returns NaN.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from sklearn.tree import DecisionTreeClassifier
+from sklearn.linear_model import LogisticRegression
 
 from mem_core import estimators, registry
 from mem_core.feature_sets import SEED
@@ -23,33 +24,40 @@ from mem_core.model import ReversalModel
 from mem_pipelines.training.dataset import split_dataset
 
 CHAMPION_COL, CHALLENGER_COL = 10, 11
+#: The probability the echo models give to the class they predict.
+CONFIDENCE = 0.75
 
 
 @estimators.register
-class Copycat(ReversalModel):
-    name = "test_copycat"
-    estimator_type = DecisionTreeClassifier
+class Echo(ReversalModel):
+    name = "test_echo"
+    estimator_type = LogisticRegression
 
     @staticmethod
-    def build(params: Mapping[str, Any]) -> DecisionTreeClassifier:
-        return DecisionTreeClassifier(**{"max_depth": 1, "random_state": 0, **params})
+    def build(params: Mapping[str, Any]) -> LogisticRegression:
+        return LogisticRegression(**params)
 
 
 @estimators.register
-class Unscorable(Copycat):
+class Unscorable(Echo):
     name = "test_unscorable"
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return np.full(len(X), np.nan)
 
 
-def copycat(column: int, model_type: type[ReversalModel] = Copycat) -> ReversalModel:
-    """A fitted model whose prediction is ``X[:, column] > 0.5``."""
-    rng = np.random.default_rng(column)
-    X = rng.random((400, len(SEED.names))) * 0.4 + 0.3  # other columns cannot separate
-    target = rng.integers(0, 2, 400)
-    X[:, column] = target
-    return model_type.create().fit(X, target)
+def echo(column: int, model_type: type[ReversalModel] = Echo) -> ReversalModel:
+    """A fitted model whose probability is ``sigmoid(X[:, column])``."""
+    n = len(SEED.names)
+    model = model_type.create()
+    model.fit(np.random.default_rng(0).random((20, n)), np.arange(20) % 2)
+    model.estimator.coef_ = np.eye(n)[[column]]
+    model.estimator.intercept_ = np.zeros(1)
+    return model
+
+
+def logit(p: float | np.ndarray) -> float | np.ndarray:
+    return np.log(p) - np.log1p(-np.asarray(p))
 
 
 def register(uri: str, model: ReversalModel) -> str:
@@ -60,9 +68,11 @@ def register(uri: str, model: ReversalModel) -> str:
         return registry.log_model_version(model, X_train=X, uri=uri)
 
 
-def gate_dataset(holdout_rows: int, champion_wrong: int, challenger_wrong: int) -> pd.DataFrame:
+def gate_dataset(holdout_rows: int, champion_wrong: int, challenger_wrong: int, spread: bool = True) -> pd.DataFrame:
     """A dataset whose holdout (last 20% of time, after a purge of 10) has exactly
-    ``holdout_rows`` rows; the challenger's errors are a subset of the champion's."""
+    ``holdout_rows`` rows; the echo models predict the label with ``CONFIDENCE`` except on
+    their wrong rows, and the challenger's errors are a subset of the champion's. ``spread``:
+    the wrong rows are spread over the holdout (else they are its first rows)."""
     names = list(SEED.names)
     n = holdout_rows * 5
     rng = np.random.default_rng(42)
@@ -75,14 +85,19 @@ def gate_dataset(holdout_rows: int, champion_wrong: int, challenger_wrong: int) 
     split = split_dataset(data)
     assert len(split.holdout) == holdout_rows
     hold = split.holdout
-    champion = y[hold].copy()
-    champion[:champion_wrong] = 1 - champion[:champion_wrong]
-    challenger = y[hold].copy()
-    challenger[:challenger_wrong] = 1 - challenger[:challenger_wrong]
-    data.iloc[hold, data.columns.get_loc(names[CHAMPION_COL])] = champion
-    data.iloc[hold, data.columns.get_loc(names[CHALLENGER_COL])] = challenger
+    order = rng.permutation(holdout_rows) if spread else np.arange(holdout_rows)
+    for col, wrong in ((CHAMPION_COL, champion_wrong), (CHALLENGER_COL, challenger_wrong)):
+        predicted = y[hold].copy()
+        predicted[order[:wrong]] = 1 - predicted[order[:wrong]]
+        data.iloc[hold, data.columns.get_loc(names[col])] = np.where(
+            predicted == 1, logit(CONFIDENCE), logit(1 - CONFIDENCE)
+        )
     return data
 
 
-def champion(uri: str) -> str:
-    return str(MlflowClient(uri).get_model_version_by_alias(registry.MODEL_NAME, registry.CHAMPION).version)
+def champion(uri: str) -> str | None:
+    return registry.champion_version(uri)
+
+
+def description(uri: str, version: str) -> str:
+    return MlflowClient(uri).get_model_version(registry.MODEL_NAME, version).description or ""

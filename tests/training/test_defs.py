@@ -8,11 +8,12 @@ import pytest
 from mlflow import MlflowClient
 
 from mem_core import estimators, registry
+from mem_pipelines.ingest import quality
 from mem_pipelines.resources import MlflowResource, QuestDBResource, TrainingFramesIOManager
 from mem_pipelines.training.assets import champion_gate
 from mem_pipelines.training.defs import training_defs
 
-from .helpers import CHAMPION_COL, Unscorable, champion, copycat, gate_dataset, register
+from .helpers import CHAMPION_COL, Unscorable, champion, description, echo, gate_dataset, register
 
 
 def _defs() -> dg.Definitions:
@@ -24,13 +25,26 @@ def test_definitions_load_with_assets_checks_job_and_schedule() -> None:
     defs = _defs()
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-    assert {"features", "labels", "training_dataset", "reversal_model", "champion_gate"} <= keys
-    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"features_are_finite", "label_rate_is_sane", "holdout_is_purged"}
+    assert {"training_candles", "features", "labels", "training_dataset", "reversal_model", "champion_gate"} <= keys
+    graph = defs.resolve_asset_graph()
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    candle_rules = {name for asset, name in checks if asset == "training_candles"}
+    assert candle_rules == set(quality.CHECKS)
+    assert checks - {("training_candles", n) for n in candle_rules} == {
+        ("training_dataset", "features_are_finite"),
+        ("training_dataset", "label_rate_is_sane"),
+        ("reversal_model", "holdout_is_purged"),
+    }
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert blocking == (quality.BLOCKING_CHECKS - {"has_rows"}) | {
+        "features_are_finite",
+        "label_rate_is_sane",
+        "holdout_is_purged",
+    }
     assert defs.resolve_job_def("train_and_gate") is not None
 
 
-def test_daily_schedule_is_two_am_utc_on_the_last_30_days_over_all_symbols() -> None:
+def test_daily_schedule_is_two_am_utc_on_the_last_180_days_over_all_symbols() -> None:
     schedule = _defs().resolve_schedule_def("daily_retrain")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "UTC"
@@ -40,15 +54,15 @@ def test_daily_schedule_is_two_am_utc_on_the_last_30_days_over_all_symbols() -> 
             instance=instance, scheduled_execution_time=pd.Timestamp("2026-01-02T02:00:00Z").to_pydatetime()
         )
         request = schedule(context)
-    assert request.run_config["ops"]["training_dataset"]["config"]["last_days"] == 30
+    assert request.run_config["ops"]["training_dataset"]["config"]["last_days"] == 180
     assert request.tags["dagster/asset_partition_range_start"] == "BTCUSDT"
     assert request.tags["dagster/asset_partition_range_end"] == "SOLUSDT"
 
 
 def test_gate_asset_failure_keeps_champion_and_fails_loudly(mlflow_uri: str) -> None:
-    first = register(mlflow_uri, copycat(CHAMPION_COL))
+    first = register(mlflow_uri, echo(CHAMPION_COL))
     MlflowClient(mlflow_uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, first)
-    broken = register(mlflow_uri, copycat(3, Unscorable))
+    broken = register(mlflow_uri, echo(3, Unscorable))
     data = gate_dataset(500, 200, 50)
 
     @dg.asset(name="training_dataset")
@@ -76,7 +90,8 @@ def test_gate_asset_failure_keeps_champion_and_fails_loudly(mlflow_uri: str) -> 
     assert failures and failures[0].metadata["verdict"].value == "error"
     assert failures[0].metadata["champion_version"].value == first
     tags = MlflowClient(mlflow_uri).get_model_version(registry.MODEL_NAME, broken).tags
-    assert tags["gate.verdict"] == "error"
+    assert tags["gate.outcome"] == "error"
+    assert description(mlflow_uri, broken).startswith("Not promoted: the gate failed")
 
 
 def test_unknown_estimator_is_refused_not_swapped() -> None:

@@ -1,9 +1,12 @@
 """End to end, in process: shared real candles -> test QuestDB -> Dagster assets -> MLflow.
 
-Two symbols (BTCUSDT, ETHUSDT), the last 30 days of the shared files, the seed's
-model. Checks the MLflow run, the registered version, the champion alias and
-the Dagster metadata (accuracy and baseline), and that a second run's challenger goes through the
-gate without disturbing the champion unless the gate says so.
+Two symbols with candles (BTCUSDT, ETHUSDT, the last 33 days of the shared files; ETH with a
+planted two-hour gap) and one listed symbol without any (XRPUSDT), the default model
+(``hist_gb`` over ``regime_v1``) on a 30-day window with its walk-forward. Checks that the empty
+symbol is skipped with a warning, the gap is reported and no row reaches it, the blocking candle
+checks ran first, the walk-forward reached MLflow and the Dagster metadata, and the gate's
+verdict is the version's description and moved the champion alias exactly when it says so; a
+second run's challenger (the same model) is not promoted.
 """
 
 from __future__ import annotations
@@ -15,29 +18,45 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mem_core import registry
+from mem_core import feature_sets, registry
+from mem_core.labels import HORIZON
 from mem_core.questdb.store import write_candles
 from mem_core.settings import QuestDBSettings
 from mem_pipelines.definitions import build_definitions
 from mem_pipelines.ingest.csv_source import read_kline_csv
+from mem_pipelines.ingest.quality import BLOCKING_CHECKS
 from mem_pipelines.resources import MlflowResource, TrainingFramesIOManager
 from mem_pipelines.settings import PipelineSettings
+from mem_pipelines.training.dataset import CANDLE, row_lookback
 
-SYMBOLS = ("BTCUSDT", "ETHUSDT")
+from .helpers import champion, description
+
+WITH_CANDLES = ("BTCUSDT", "ETHUSDT")
+SYMBOLS = (*WITH_CANDLES, "XRPUSDT")
 DAYS = 30
+GAP_CANDLES = 24
 
 
 @pytest.fixture(scope="module")
-def loaded_questdb(questdb: QuestDBSettings, shared_candles: Path) -> QuestDBSettings:
+def planted_gap(questdb: QuestDBSettings, shared_candles: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """BTC and ETH candles in the test QuestDB; ETH lacks ``GAP_CANDLES`` candles 12 days before
+    its end. Returns the first and last missing slot."""
     import psycopg
 
     with psycopg.connect(**questdb.pg_conninfo(), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS candles")
-    for symbol in SYMBOLS:
+    gap: tuple[pd.Timestamp, pd.Timestamp] | None = None
+    for symbol in WITH_CANDLES:
         frame = read_kline_csv(shared_candles / f"{symbol}-5m.csv.gz").frame
-        cut = frame["ts"].max() - pd.Timedelta(days=DAYS)
-        write_candles(questdb, frame[frame["ts"] >= cut].reset_index(drop=True))
-    return questdb
+        frame = frame[frame["ts"] >= frame["ts"].max() - pd.Timedelta(days=DAYS + 3)].reset_index(drop=True)
+        if symbol == "ETHUSDT":
+            first = (frame["ts"].max() - pd.Timedelta(days=12)).floor("5min")
+            last = first + (GAP_CANDLES - 1) * CANDLE
+            frame = frame[(frame["ts"] < first) | (frame["ts"] > last)].reset_index(drop=True)
+            gap = (first, last)
+        write_candles(questdb, frame)
+    assert gap is not None
+    return gap
 
 
 def _defs(questdb: QuestDBSettings, uri: str, frames: Path) -> dg.Definitions:
@@ -60,53 +79,110 @@ def _run(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProc
     )
 
 
-def test_train_and_gate_on_real_candles(loaded_questdb: QuestDBSettings, mlflow_uri: str, tmp_path: Path) -> None:
-    defs = _defs(loaded_questdb, mlflow_uri, tmp_path / "frames")
+def _meta(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+def test_train_and_gate_on_real_candles(
+    planted_gap: tuple[pd.Timestamp, pd.Timestamp], questdb: QuestDBSettings, mlflow_uri: str, tmp_path: Path
+) -> None:
+    defs = _defs(questdb, mlflow_uri, tmp_path / "frames")
     with dg.instance_for_test() as instance:
         result = _run(defs, instance)
         assert result.success
 
-        model_meta = result.asset_materializations_for_node("reversal_model")[0].metadata
-        accuracy = model_meta["accuracy"].value
-        baseline = model_meta["baseline_accuracy"].value
-        assert 0.5 < accuracy <= 1.0 and 0.5 <= baseline < 1.0
-        assert "| feature | importance |" in model_meta["feature_importances"].value
-        assert "reversal" in model_meta["confusion_matrix"].value
-        run_id = model_meta["mlflow_run_id"].value
-        version = model_meta["model_version"].value
+        # the listed symbol without candles: skipped with a warning, in the logs and the metadata
+        assert _meta(result, "training_candles")["skipped_symbols"] == ["XRPUSDT"]
+        dataset_meta = _meta(result, "training_dataset")
+        assert dataset_meta["skipped_symbols"] == ["XRPUSDT"] and dataset_meta["symbols"] == list(WITH_CANDLES)
+        warnings = [e.message for e in instance.all_logs(result.run_id) if e.level >= 30]
+        assert any("XRPUSDT" in w and "no candles" in w for w in warnings)
 
+        # the candle checks ran before training; the empty symbol fails has_rows (a warning only)
+        checks = {
+            e.check_name: e
+            for e in result.get_asset_check_evaluations()
+            if e.asset_key == dg.AssetKey("training_candles")
+        }
+        assert {n for n, e in checks.items() if e.passed} == set(checks) - {"has_rows"}
+        assert checks["has_rows"].severity == dg.AssetCheckSeverity.WARN
+        assert checks["has_rows"].metadata["failed_symbols"].value == ["XRPUSDT"]
+        assert BLOCKING_CHECKS - {"has_rows"} <= set(checks)
+
+        # the gap: reported, and no ETH row whose candles reach it
+        first, last = planted_gap
+        assert dataset_meta["gap_count"] == 1
+        assert first.isoformat() in dataset_meta["gaps"] and last.isoformat() in dataset_meta["gaps"]
+        lookback = row_lookback()
+        assert dataset_meta["gap_rows_dropped_per_symbol"] == {"BTCUSDT": 0, "ETHUSDT": HORIZON + lookback - 1}
+        dataset: pd.DataFrame = result.output_for_node("training_dataset")
+        eth = dataset.loc[dataset["symbol"] == "ETHUSDT", "ts"]
+        reach = (eth >= first - HORIZON * CANDLE) & (eth <= last + (lookback - 1) * CANDLE)
+        assert not reach.any() and len(eth) == dataset_meta["rows_per_symbol"]["ETHUSDT"]
+        assert set(feature_sets.get("regime_v1").names) <= set(dataset.columns)
+
+        model_meta = _meta(result, "reversal_model")
+        assert (model_meta["estimator"], model_meta["feature_set"]) == ("hist_gb", "regime_v1")
+        assert 0.5 < model_meta["accuracy"] <= 1.0 and 0.5 <= model_meta["baseline_accuracy"] < 1.0
+        assert model_meta["walk_forward_folds"] == 5 and model_meta["walk_forward_train_days"] == pytest.approx(
+            DAYS / 2, abs=0.5
+        )
+        table = model_meta["walk_forward"]
+        assert table.count("\n") == 7 and "| **pooled** |" in table and "log-loss gain mnat [CI]" in table
+        assert (
+            model_meta["walk_forward_plot"].startswith("![walk-forward")
+            and "data:image/png;base64," in model_meta["walk_forward_plot"]
+        )
+        assert isinstance(model_meta["walk_forward_pooled_log_loss_gain_mnat"], float)
+        assert 0.0 <= model_meta["walk_forward_folds_gain_ci_above_zero"] <= 5
+        assert "| holdout |" in model_meta["holdout_skill"]
+
+        run_id, version = model_meta["mlflow_run_id"], model_meta["model_version"]
         client = MlflowClient(mlflow_uri)
         run = client.get_run(run_id)
-        assert run.data.metrics["holdout_accuracy"] == pytest.approx(accuracy)
-        assert run.data.metrics["holdout_baseline_accuracy"] == pytest.approx(baseline)
-        assert run.data.params["estimator"] == "seed_gbc" and run.data.params["feature_set"] == "seed"
-        assert run.data.params["model.n_estimators"] == "200" and run.data.params["model.max_depth"] == "5"
-        assert run.data.tags["data.symbols"] == ",".join(SYMBOLS)
+        assert run.data.metrics["holdout_accuracy"] == pytest.approx(model_meta["accuracy"], abs=1e-4)
+        assert run.data.params["estimator"] == "hist_gb" and run.data.params["feature_set"] == "regime_v1"
+        assert run.data.params["model.min_samples_leaf"] == "300" and run.data.params["model.learning_rate"] == "0.05"
+        assert run.data.params["walk_forward.folds"] == "5"
+        assert run.data.metrics["walk_forward_pooled_log_loss_gain_mnat"] == pytest.approx(
+            model_meta["walk_forward_pooled_log_loss_gain_mnat"], abs=0.01
+        )
+        assert "holdout_log_loss_gain_mnat_ci_low" in run.data.metrics
+        assert len(client.get_metric_history(run_id, "walk_forward_fold_roc_auc")) == 5
+        artifacts = {a.path for a in client.list_artifacts(run_id, "walk_forward")}
+        assert artifacts == {
+            "walk_forward/walk_forward.csv",
+            "walk_forward/walk_forward.md",
+            "walk_forward/walk_forward.png",
+        }
+        csv = pd.read_csv(client.download_artifacts(run_id, "walk_forward/walk_forward.csv", str(tmp_path)))
+        assert list(csv["fold"])[-1] == "pooled" and len(csv) == 6
+        assert {"roc_auc_ci_low", "log_loss_gain_mnat_ci_high", "top_decile_lift", "train_start", "test_end"} <= set(
+            csv.columns
+        )
+        assert run.data.tags["data.symbols"] == ",".join(WITH_CANDLES)
         assert run.data.tags["dagster.run_id"] == result.run_id
-        assert len(run.data.tags["data.sha256"]) == 64
-        assert "importance_rsi14" in run.data.metrics
 
-        assert str(client.get_model_version_by_alias(registry.MODEL_NAME, registry.CHALLENGER).version) == version
-        assert str(client.get_model_version_by_alias(registry.MODEL_NAME, registry.CHAMPION).version) == version
-        gate_meta = result.asset_materializations_for_node("champion_gate")[0].metadata
-        assert gate_meta["verdict"].value == "promoted" and gate_meta["champion_after"].value == version
-
-        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"features_are_finite": True, "label_rate_is_sane": True, "holdout_is_purged": True}
-
-        loaded = registry.load_champion(mlflow_uri)
-        assert loaded is not None and loaded.version == version and len(loaded.feature_ranges) == 12
-        assert loaded.estimator == "seed_gbc" and loaded.feature_set.name == "seed"
+        gate = _meta(result, "champion_gate")
+        assert description(mlflow_uri, version) == gate["sentence"]
         version_tags = client.get_model_version(registry.MODEL_NAME, version).tags
-        assert (version_tags["estimator"], version_tags["feature_set"]) == ("seed_gbc", "seed")
+        assert (version_tags["estimator"], version_tags["feature_set"]) == ("hist_gb", "regime_v1")
+        assert version_tags["gate.outcome"] == gate["verdict"] and version_tags["walk_forward.folds"] == "5"
+        if gate["verdict"] == "promoted":
+            assert champion(mlflow_uri) == version == gate["champion_after"]
+            assert gate["log_loss_gain_ci_low"] > 0
+        else:
+            assert champion(mlflow_uri) is None and gate["champion_after"] == "none"
+            assert gate["sentence"].startswith("Not promoted: the model has no skill")
+        first_champion = champion(mlflow_uri)
 
-        # A second run on the same data trains the same model: not 2 points better -> rejected.
+        # A second run on the same data trains the same model: it is not promoted over it.
         second = _run(defs, instance)
-        again = second.asset_materializations_for_node("champion_gate")[0].metadata
-        assert again["verdict"].value == "rejected" and again["margin"].value == pytest.approx(0.0)
-        new_version = again["challenger_version"].value
-        assert new_version != version
-        assert str(client.get_model_version_by_alias(registry.MODEL_NAME, registry.CHAMPION).version) == version
+        again = _meta(second, "champion_gate")
+        assert again["verdict"] == "rejected"
+        new_version = again["challenger_version"]
+        assert new_version != version and champion(mlflow_uri) == first_champion
         assert str(client.get_model_version_by_alias(registry.MODEL_NAME, registry.CHALLENGER).version) == new_version
-        tags = client.get_model_version(registry.MODEL_NAME, new_version).tags
-        assert tags["gate.verdict"] == "rejected" and tags["gate.champion_version"] == version
+        assert description(mlflow_uri, new_version) == again["sentence"]
+        if first_champion is not None:
+            assert again["accuracy_margin"] == pytest.approx(0.0) and again["sentence"].startswith("Champion kept")
