@@ -27,7 +27,7 @@ def main(
     from mem_cli.main_job import MainConfig, run_main
 
     for name, value in (("--days", days), ("--train-days", train_days), ("--replay-days", replay_days)):
-        if not math.isfinite(value) or value <= 0:
+        if value is not None and (not math.isfinite(value) or value <= 0):
             typer.echo(f"error: {name} {value!r}: must be a finite number of days > 0", err=True)
             raise typer.Exit(1)
     cfg = MainConfig(

@@ -76,6 +76,9 @@ class EnhancedSignal:
     ml_confidence: float | None = None  # None: no ML prediction was available
     memory_confidence: float | None = None  # None: the memory had nothing to say
     time: datetime | None = None
+    #: The decision was taken with the ML silent (the server has no champion model): why.
+    ml_absent: bool = False
+    ml_absent_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,8 @@ class MemClient:
             ml_confidence=float(r.ml_confidence) if r.HasField("ml_confidence") else None,
             memory_confidence=float(r.memory_confidence) if r.HasField("memory_confidence") else None,
             time=_datetime(r.time) if r.HasField("time") else None,
+            ml_absent=bool(r.ml_absent),
+            ml_absent_reason=r.ml_absent_reason,
         )
 
     def log_outcome(

@@ -82,6 +82,32 @@ def test_a_first_model_trained_on_pure_noise_is_not_promoted(mlflow_uri: str) ->
     assert tags["gate.verdict"] == outcome.verdict.sentence[:250]
 
 
+def test_serving_without_the_refused_model_answers_with_the_ml_silent(mlflow_uri: str, tmp_path) -> None:
+    """The noise model is refused, so the registry has no champion: a real server on it still
+    decides (EnhanceSignal, the ML silent) and PredictReversal is FAILED_PRECONDITION."""
+    import grpc
+
+    from mem_serving.client import MemClient, MemClientError
+    from tests.serving.stack import start_stack
+
+    data = _market(days=12, signal=0.0, seed=1)
+    assert not run_gate(data, _train(mlflow_uri, data), tracking_uri=mlflow_uri).promoted
+    stack = start_stack(mlflow_uri, tmp_path / "memory.db")
+    try:
+        with MemClient(stack.address, timeout_s=10) as client:
+            signal = client.enhance_signal("BTCUSDT", "BUY", 0.7, 100.0, pd.Timestamp.now(tz="UTC").to_pydatetime())
+            with pytest.raises(MemClientError) as refused:
+                client.predict_reversal("BTCUSDT")
+            info = client.get_model_info()
+    finally:
+        stack.channel.close()
+        stack.running.stop(grace=1.0)
+    assert signal.ml_absent and "no champion model" in signal.ml_absent_reason and signal.ml_confidence is None
+    assert signal.action == "BUY" and signal.confidence == pytest.approx(0.7)  # base alone (memory silent too)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION and "no champion model" in str(refused.value)
+    assert not info.ml_usable and info.champion_version == ""
+
+
 def test_a_skilful_first_model_is_promoted(mlflow_uri: str) -> None:
     data = _market(days=12, signal=1.0, seed=2)
     version = _train(mlflow_uri, data)
