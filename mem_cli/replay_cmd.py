@@ -23,7 +23,7 @@ def replay(
     max_holding: int = typer.Option(24, help="Time exit after this many candles."),
     learn_every: int = typer.Option(10, help="Run pattern discovery + performance monitor every N outcomes."),
     memory_db: Path = typer.Option(
-        None, help="The server's memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."
+        None, help="The server's memory store (default MEM_MEMORY_DB, else $MEM_HOME/.mem/memory/memory.db)."
     ),
     out: Path = typer.Option(Path("reports"), help="Folder for report.md, CSVs and equity.png."),
 ) -> None:
