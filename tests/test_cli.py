@@ -101,3 +101,33 @@ def test_ui_sh_defaults_to_the_project_folder(tmp_path: Path) -> None:
     got = _ui(tmp_path, "dagster")
     assert got["MEM_HOME"] == got["DAGSTER_HOME"] == str(ROOT)
     assert got["MLFLOW_TRACKING_URI"] == f"sqlite:///{ROOT}/mlflow.db"
+
+
+def test_main_on_a_busy_questdb_port_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    from mem_core.questdb.local import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "MEM_QUESTDB_HOST"},
+            "MEM_HOME": str(tmp_path),
+            "DAGSTER_HOME": str(tmp_path),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "MEM_QUESTDB_HTTP_PORT": str(port),
+            "MEM_QUESTDB_PG_PORT": str(free_port()),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "mem_cli.main", "main"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and f"port {port} on 127.0.0.1 is already in use" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
