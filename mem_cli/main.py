@@ -10,6 +10,28 @@ import typer
 from mem_cli import ingest_cmd, main_cmd, memory_cmd, memory_verify_cmd, questdb_cmd, replay_cmd, serve_cmd
 
 app = typer.Typer(help="MEM: memory-enhanced ML trading signals.", no_args_is_help=True, add_completion=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"mem {version('mem-platform')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("mem (not installed; see pyproject.toml)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """MEM: memory-enhanced ML trading signals."""
+
+
 app.add_typer(questdb_cmd.app, name="questdb")
 app.add_typer(ingest_cmd.app, name="ingest")
 memory_cmd.app.command(name="verify")(memory_verify_cmd.verify)

@@ -11,20 +11,27 @@ from mem_core.settings import DEFAULT_REPLAY_SYMBOLS
 
 def main(
     csv: list[Path] = typer.Option(
-        None, help="Binance kline CSV file(s) to ingest instead of synthetic candles (repeat the option)."
+        None, help="Binance kline CSV file(s) to ingest instead of the shipped sample (repeat the option)."
     ),
-    symbols: str = typer.Option(",".join(DEFAULT_REPLAY_SYMBOLS), help="Symbols of the synthetic candles."),
-    days: int = typer.Option(40, help="Days of synthetic candles."),
+    synthetic: bool = typer.Option(
+        False, "--synthetic", help="Seeded synthetic candles instead of the shipped sample of real ones (data/sample)."
+    ),
+    symbols: str = typer.Option(",".join(DEFAULT_REPLAY_SYMBOLS), help="Symbols of the sample or synthetic candles."),
+    days: int = typer.Option(40, help="Days of synthetic candles (with --synthetic)."),
     train_days: int | None = typer.Option(
         None, help="Days of training data before the replay window (default 180, or all there are)."
     ),
     replay_days: float = typer.Option(5.0, help="Days replayed through the server after the training window."),
-    seed: int = typer.Option(7, help="Seed of the synthetic generator."),
+    seed: int = typer.Option(7, help="Seed of the synthetic generator (with --synthetic)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Also show MLflow's, Dagster's and Alembic's INFO logs."
+    ),
 ) -> None:
     """Start QuestDB, ingest candles, train and gate a champion, serve it, replay a later window, report."""
     import math
 
     from mem_cli.main_job import MainConfig, run_main
+    from mem_cli.progress import quiet_third_party
 
     for name, value in (("--days", days), ("--train-days", train_days), ("--replay-days", replay_days)):
         if value is not None and (not math.isfinite(value) or value <= 0):
@@ -33,14 +40,19 @@ def main(
     cfg = MainConfig(
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
         csv=tuple(csv or ()),
+        synthetic=synthetic,
         days=days,
         train_days=train_days,
         replay_days=replay_days,
         seed=seed,
     )
-    if cfg.train_days is not None and cfg.train_days + cfg.replay_days + 2 > cfg.days and not cfg.csv:
+    if cfg.csv and cfg.synthetic:
+        typer.echo("error: give --csv or --synthetic, not both", err=True)
+        raise typer.Exit(1)
+    if cfg.train_days is not None and cfg.train_days + cfg.replay_days + 2 > cfg.days and cfg.synthetic:
         typer.echo(f"error: --days ({cfg.days}) must exceed --train-days + --replay-days + 2 (warm-up)", err=True)
         raise typer.Exit(1)
+    quiet_third_party(verbose)
     try:
         run_main(cfg, echo=typer.echo)
     except Exception as exc:  # the CLI answers with a message, not a traceback

@@ -1,7 +1,8 @@
 """The main job: the whole story on one machine, start to finish, leaving no process behind.
 
 1. start the local QuestDB (or use the external one the environment names)
-2. ingest candles: synthetic (seeded) or the CSV files given
+2. ingest candles: the shipped sample of real candles (data/sample), the CSV files given, or
+   seeded synthetic ones
 3. Dagster: materialize ``candles`` (with its quality checks) and ``train_and_gate`` over every
    ingested symbol, on a window (default: the training job's, 180 days, or all candles there are)
    that ends before the replay window, so the champion never saw the replayed candles
@@ -48,6 +49,8 @@ DEFAULT_END = "2026-01-01T00:00:00Z"
 class MainConfig:
     symbols: tuple[str, ...] = DEFAULT_REPLAY_SYMBOLS
     csv: tuple[Path, ...] = ()
+    #: Seeded synthetic candles instead of the shipped sample (``--synthetic``).
+    synthetic: bool = False
     days: int = 40
     #: None: the training job's default window (``training.defaults.TRAIN_DAYS``).
     train_days: int | None = None
@@ -84,11 +87,15 @@ def _ensure_questdb(paths: ProjectPaths, say: Steps) -> tuple[QuestDBSettings, L
 
 def _ingest(cfg: MainConfig, settings: QuestDBSettings, say: Steps) -> tuple[tuple[str, ...], pd.Timestamp]:
     from mem_pipelines.ingest.load import ingest_csv_files, ingest_synthetic
+    from mem_pipelines.ingest.sample import ingest_sample
 
     if cfg.csv:
         results = ingest_csv_files(settings, cfg.csv)
-    else:
+    elif cfg.synthetic:
         results = ingest_synthetic(settings, cfg.symbols, cfg.days, cfg.seed, cfg.end)
+    else:
+        say(f"ingesting the shipped sample of real Binance candles ({', '.join(cfg.symbols)}; data/sample)")
+        results = ingest_sample(settings, cfg.symbols)
     for r in results:
         say(f"ingested {r.rows:,} candles of {r.symbol} from {r.source} ({r.first} .. {r.last})")
     symbols = tuple(sorted({r.symbol for r in results}))
@@ -119,6 +126,9 @@ def _dagster(
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
+    import uuid
+
+    from mem_cli.progress import follow_run
     from mem_pipelines.settings import dagster_home
     from mem_pipelines.training.schedules import all_symbols_tags
 
@@ -147,8 +157,11 @@ def _dagster(
             f"train_and_gate on [{train_start}, {train_end}) for {', '.join(symbols)} "
             f"({defaults.ESTIMATOR} over {defaults.FEATURE_SET}, with its walk-forward)"
         )
+        run_id = str(uuid.uuid4())  # known before the run starts, so its steps can be followed
+        progress = follow_run(instance, run_id, say)  # a line per step, and while the fit runs
         res = job.execute_in_process(
             instance=instance,
+            run_id=run_id,
             tags=all_symbols_tags(partitions),
             run_config={
                 **quiet,
@@ -158,6 +171,7 @@ def _dagster(
             },
             raise_on_error=False,
         )
+        progress.stop()
         if not res.success:
             raise RuntimeError(f"train_and_gate failed; see the Dagster UI (run {res.run_id})")
         model = res.asset_materializations_for_node("reversal_model")[0].metadata

@@ -18,7 +18,7 @@ import typer
 
 app = typer.Typer(help="Back up, restore, rekey, audit and verify the memory store.", no_args_is_help=True)
 
-_DB_HELP = "Memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."
+_DB_HELP = "Memory store (default MEM_MEMORY_DB, else $MEM_HOME/.mem/memory/memory.db)."
 
 
 def _db(memory_db: Path | None) -> Path:

@@ -10,7 +10,9 @@ import typer
 from mem_core.questdb.local import QuestDBError, local_from_env
 from mem_core.settings import DEFAULT_QUESTDB_HTTP_PORT, DEFAULT_QUESTDB_PG_PORT, QuestDBSettings
 
-app = typer.Typer(help="Start, stop or inspect the local QuestDB (data under .mem/questdb).", no_args_is_help=True)
+app = typer.Typer(
+    help="Start, stop or inspect the local QuestDB (data under $MEM_HOME/.mem/questdb).", no_args_is_help=True
+)
 
 
 def _local():

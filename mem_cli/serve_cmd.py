@@ -18,11 +18,17 @@ def serve(
         None,
         help=f"Prometheus HTTP port (default MEM_SERVING_METRICS_PORT or {DEFAULT_METRICS_PORT}; 0 = free, -1 = off).",
     ),
-    memory_db: Path = typer.Option(None, help="Memory store (default MEM_MEMORY_DB or .mem/memory/memory.db)."),
-    tracking_uri: str = typer.Option(
-        None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+    memory_db: Path = typer.Option(
+        None,
+        help="Memory store (default MEM_MEMORY_DB, else $MEM_HOME/.mem/memory/memory.db; MEM_HOME: the project folder).",
     ),
-    model_poll: float = typer.Option(None, help="Seconds between checks for a new champion (default 5)."),
+    tracking_uri: str = typer.Option(
+        None,
+        help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI, else sqlite:///$MEM_HOME/mlflow.db; MEM_HOME: the project folder).",
+    ),
+    model_poll: float = typer.Option(
+        None, help="Seconds between checks for a new champion (default MEM_SERVING_MODEL_POLL_S or 5)."
+    ),
     workers: int = typer.Option(
         None,
         help="Threads for the calls that block on QuestDB or SQLite (default MEM_SERVING_WORKERS or 8); the rest run on the event loop.",

@@ -16,10 +16,12 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-#: The symbols the Dagster assets are partitioned by and ``mem ingest synthetic`` generates.
-DEFAULT_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
-#: The symbols the main job and a replay trade when none are named.
-DEFAULT_REPLAY_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+#: The one default symbol set: the symbols of the shipped sample of real candles (data/sample),
+#: which the Dagster assets are partitioned by (MEM_SYMBOLS), ``mem ingest synthetic`` generates,
+#: and the main job and a replay trade when none are named.
+DEFAULT_SYMBOLS: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+#: The same set, by the name the main job and the replay use.
+DEFAULT_REPLAY_SYMBOLS: tuple[str, ...] = DEFAULT_SYMBOLS
 #: Trading costs of the replay's simulator, in basis points of notional per fill.
 DEFAULT_FEE_BPS = 10.0
 DEFAULT_SLIPPAGE_BPS = 5.0

@@ -393,11 +393,10 @@ class _SinkCollector:
         yield dropped
         yield GaugeMetricFamily("mem_candles_pending", "Queued candles not yet written", value=s.pending)
         yield CounterMetricFamily("mem_candles_write_failures", "Failed write attempts (retried)", value=s.failures)
-        yield GaugeMetricFamily(
-            "mem_candles_last_write_timestamp_seconds",
-            "Unix time of the last successful write (NaN: none yet)",
-            value=math.nan if s.last_write is None else s.last_write,
-        )
+        if s.last_write is not None:  # absent until the first write: no NaN in the exposition
+            yield GaugeMetricFamily(
+                "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write", value=s.last_write
+            )
         age = GaugeMetricFamily(
             "mem_candles_newest_age_seconds",
             "Seconds since the open time of the newest candle known in QuestDB",

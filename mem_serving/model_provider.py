@@ -11,14 +11,19 @@ serving computes that set for every prediction. A champion whose feature set or 
 code does not know is refused (logged, the current one stays). When the registry loses the
 alias, the loaded model keeps serving (logged): a trading engine is better served by
 yesterday's champion than by none.
+
+With ``metrics``, every load is counted (``mem_model_loads_total{result}``), every swap of a
+served champion too (``mem_model_swaps_total``), and the last load's duration is a gauge.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +32,9 @@ from mem_core.estimators import UnknownEstimator
 from mem_core.feature_sets import FeatureSet, UnknownFeatureSet
 from mem_core.model import OnePredictor
 from mem_serving.fast_predict import one_row_predictor
+
+if TYPE_CHECKING:
+    from mem_serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +81,14 @@ class ModelProvider:
         version_fn: Callable[[str | None], str | None] | None = None,
         load_fn: Callable[[str, str | None], registry.LoadedModel] | None = None,
         on_change: Callable[[ServingModel | None], None] | None = None,
+        metrics: ServingMetrics | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri or registry.tracking_uri()
         self.poll_s = poll_s
         self._version_fn = version_fn or registry.champion_version
         self._load_fn = load_fn or (lambda version, uri: registry.load_version(version, uri))
         self._listeners: list[Callable[[ServingModel | None], None]] = [on_change] if on_change else []
+        self._metrics = metrics
         self._model: ServingModel | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,14 +119,21 @@ class ModelProvider:
                 return False
             if current is not None and current.version == str(version):
                 return False
+            started = time.perf_counter()
             try:
                 model = ServingModel.prepare(self._load_fn(str(version), self.tracking_uri))
             except (UnknownFeatureSet, UnknownEstimator) as exc:
                 self._error(f"champion version {version} refused: {exc}")
+                if self._metrics is not None:
+                    self._metrics.model_load_failed(refused=True)
                 return False
             except Exception as exc:
                 self._error(f"cannot load champion version {version}: {exc}")
+                if self._metrics is not None:
+                    self._metrics.model_load_failed(refused=False)
                 return False
+            if self._metrics is not None:
+                self._metrics.model_loaded(time.perf_counter() - started, swapped=current is not None)
             self._model = model
             self.last_error = None
             log.info(

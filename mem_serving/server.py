@@ -323,7 +323,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
         raise
     features.warm_up()
     metrics = ServingMetrics()
-    models = ModelProvider(settings.tracking_uri, settings.model_poll_s)
+    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, metrics=metrics)
     models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
     models.start()
     source = questdb_source(questdb)

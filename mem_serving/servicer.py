@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -84,24 +85,32 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self.h = handlers
         self._executor = executor
         self._requests = handlers.metrics.requests
+        self._durations = handlers.metrics.request_duration
         self._max_candles = handlers.settings.max_candles
+
+    def _finished(self, method: str, code: str, started: float) -> None:
+        """Count the call's final status and observe its duration, before the status is sent (a
+        client that got its answer finds the call in the metrics)."""
+        self._durations.labels(method).observe(time.perf_counter() - started)
+        self._requests.labels(method, code).inc()
 
     async def _run(
         self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]
     ) -> Any:
+        started = time.perf_counter()
         if request is UNDECODABLE:
-            self._requests.labels(method, grpc.StatusCode.INTERNAL.name).inc()
+            self._finished(method, grpc.StatusCode.INTERNAL.name, started)
             await context.abort(grpc.StatusCode.INTERNAL, DECODE_ERROR)
         try:
             reply = await work(Budget(context.time_remaining))
         except asyncio.CancelledError:  # deadline, client gone, server stopping: no status is sent
-            self._requests.labels(method, grpc.StatusCode.CANCELLED.name).inc()
+            self._finished(method, grpc.StatusCode.CANCELLED.name, started)
             raise
         except Exception as exc:  # the one place errors become statuses (CancelledError is not an Exception)
             code, message = to_status(exc, method)
-            self._requests.labels(method, code.name).inc()
+            self._finished(method, code.name, started)
             await context.abort(code, message)  # raises; grpc ends the call with this status
-        self._requests.labels(method, "OK").inc()
+        self._finished(method, "OK", started)
         return reply
 
     def _blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:

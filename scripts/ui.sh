@@ -1,12 +1,45 @@
 #!/usr/bin/env bash
-# Open a UI on the project's own stores: `bash scripts/ui.sh dagster` or `bash scripts/ui.sh mlflow`.
+# Open a UI on the same stores `mem main` and `mem serve` use:
+#   bash scripts/ui.sh dagster            # Dagster UI on http://127.0.0.1:${PORT:-3000}
+#   bash scripts/ui.sh mlflow             # MLflow UI on http://127.0.0.1:${PORT:-5000}
+#   bash scripts/ui.sh --dry-run dagster  # print the environment and the command, run nothing
+# Honours MEM_HOME (default: the project folder), DAGSTER_HOME (default: MEM_HOME) and
+# MLFLOW_TRACKING_URI (default: sqlite:///<MEM_HOME>/mlflow.db, artifacts in mlruns/ beside it),
+# exactly as mem_core/settings.py and mem_pipelines/settings.py resolve them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/bootstrap.sh"
-cd "$ROOT"
-export DAGSTER_HOME="$ROOT"
+DRY_RUN=""
+if [ "${1:-}" = "--dry-run" ]; then DRY_RUN=1; shift; fi
 case "${1:-}" in
-  dagster) exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}" ;;
-  mlflow)  exec .venv/bin/mlflow ui --backend-store-uri "${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlflow.db}" --default-artifact-root "$ROOT/mlruns" -h 127.0.0.1 -p "${PORT:-5000}" ;;
-  *) echo "usage: bash scripts/ui.sh dagster|mlflow" >&2; exit 2 ;;
+  dagster|mlflow) ;;
+  *) echo "usage: bash scripts/ui.sh [--dry-run] dagster|mlflow" >&2; exit 2 ;;
 esac
+
+# Resolved from the caller's directory, as `mem` resolves them, before anything changes directory.
+MEM_HOME="$(realpath -m "${MEM_HOME:-$ROOT}")"
+DAGSTER_HOME="$(realpath -m "${DAGSTER_HOME:-$MEM_HOME}")"
+MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$MEM_HOME/mlflow.db}"
+case "$MLFLOW_TRACKING_URI" in
+  sqlite:///*)  # a relative database path is relative to the caller's directory: made absolute
+    DB="$(realpath -m "${MLFLOW_TRACKING_URI#sqlite:///}")"
+    MLFLOW_TRACKING_URI="sqlite:///$DB"
+    ARTIFACTS="$(dirname "$DB")/mlruns" ;;
+  *) ARTIFACTS="$MEM_HOME/mlruns" ;;
+esac
+export MEM_HOME DAGSTER_HOME MLFLOW_TRACKING_URI
+
+case "$1" in
+  dagster) CMD=(.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}") ;;
+  mlflow)  CMD=(.venv/bin/mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI" --default-artifact-root "$ARTIFACTS" -h 127.0.0.1 -p "${PORT:-5000}") ;;
+esac
+
+if [ -n "$DRY_RUN" ]; then
+  echo "MEM_HOME=$MEM_HOME"
+  echo "DAGSTER_HOME=$DAGSTER_HOME"
+  echo "MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI"
+  echo "cd $ROOT && ${CMD[*]}"
+  exit 0
+fi
+source "$ROOT/scripts/bootstrap.sh"
+cd "$ROOT"  # workspace.yaml and the relative storage paths of the project's dagster.yaml
+exec "${CMD[@]}"

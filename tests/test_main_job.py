@@ -1,7 +1,9 @@
 """The README's main job, shortened: a fresh MEM_HOME, free ports, the whole story in a subprocess.
 
-It must produce the three-way report, stop everything it started, and say where to look; its
-Definitions are partitioned by its own symbols, passed as a parameter (never through os.environ).
+With no ``--csv`` it runs on the shipped sample of real candles (data/sample). It must produce
+the three-way report, show progress while it trains, keep third-party INFO logs out of its
+output, stop everything it started, and say where to look; its Definitions are partitioned by
+its own symbols, passed as a parameter (never through os.environ).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
     for var in ("MEM_QUESTDB_HOST", "MEM_MEMORY_DB"):
         env.pop(var, None)
     proc = subprocess.run(
-        [sys.executable, "-m", "mem_cli.main", "main", "--days", "16", "--train-days", "10", "--replay-days", "2"],
+        [sys.executable, "-m", "mem_cli.main", "main", "--train-days", "10", "--replay-days", "2"],
         cwd=home,
         env=env,
         capture_output=True,
@@ -69,6 +71,15 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
     assert (home / "reports" / "equity.png").stat().st_size > 1000
     assert "holdout accuracy" in proc.stdout and "majority baseline" in proc.stdout
     assert "candles[BTCUSDT]: ok" in proc.stdout and "candles[ETHUSDT]: ok" in proc.stdout
+    # the shipped sample of real candles, all of it (no --csv, no --synthetic)
+    for symbol, rows in (("BTCUSDT", "25,896"), ("ETHUSDT", "25,864")):
+        assert f"ingested {rows} candles of {symbol} from {ROOT / 'data' / 'sample' / symbol}-5m.csv.gz" in proc.stdout
+    assert "synthetic" not in proc.stdout
+    # a line as each training step starts and ends; no INFO line of MLflow, Alembic or Dagster
+    for step in ("features", "training_dataset", "reversal_model", "champion_gate"):
+        assert f"  {step} ..." in proc.stdout and f"  {step} done (" in proc.stdout, step
+    for noise in ("INFO mlflow", "INFO alembic", "[alembic", "INFO dagster", "- dagster - INFO"):
+        assert noise not in proc.stdout + proc.stderr, noise
     assert "DOGEUSDT" not in proc.stdout + proc.stderr
     assert "Dagster UI" in proc.stdout and "MLflow UI" in proc.stdout
     # nothing left running from this MEM_HOME (QuestDB data dir, memory store)

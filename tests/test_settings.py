@@ -146,7 +146,7 @@ def test_shared_defaults_are_declared_once_and_used_by_name() -> None:
 
 def test_pipeline_settings_from_the_environment() -> None:
     default = PipelineSettings.from_env({})
-    assert default.symbols == ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT")
+    assert default.symbols == core.DEFAULT_SYMBOLS == ("BTCUSDT", "ETHUSDT")
     assert (default.max_gap_ratio, default.deployment, default.questdb_password_from_env) == (0.01, "local", False)
     custom = PipelineSettings.from_env(
         {

@@ -63,7 +63,7 @@ def start_stack(
 ) -> Stack:
     config = ServingSettings(**{"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4, **settings})
     metrics = ServingMetrics()
-    models = ModelProvider(uri, config.model_poll_s)
+    models = ModelProvider(uri, config.model_poll_s, metrics=metrics)
     models.subscribe(lambda m: metrics.set_model(None if m is None else m.version))
     models.start()
     store, engine = open_engine(memory_db, memory_key)

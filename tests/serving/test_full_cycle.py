@@ -146,7 +146,7 @@ def test_full_cycle_learns_and_exports(
         "mem_ml_latency_seconds_bucket",
         "mem_memory_load_seconds_count",
         "mem_enhancement_seconds_sum",
-        "mem_win_rate_24h 1.0",
+        "mem_win_rate_24h_ratio 1.0",
         'mem_strategies{state="active"} 2.0',
         'mem_strategies{state="deprecated"} 0.0',
         f'mem_model_info{{version="{model_store.v1}"}} 1.0',
