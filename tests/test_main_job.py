@@ -72,7 +72,7 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
     assert "holdout accuracy" in proc.stdout and "majority baseline" in proc.stdout
     assert "candles[BTCUSDT]: ok" in proc.stdout and "candles[ETHUSDT]: ok" in proc.stdout
     # the shipped sample of real candles, all of it (no --csv, no --synthetic)
-    for symbol, rows in (("BTCUSDT", "25,896"), ("ETHUSDT", "25,864")):
+    for symbol, rows in (("BTCUSDT", "50,376"), ("ETHUSDT", "50,344")):
         assert f"ingested {rows} candles of {symbol} from {ROOT / 'data' / 'sample' / symbol}-5m.csv.gz" in proc.stdout
     assert "synthetic" not in proc.stdout
     # a line as each training step starts and ends; no INFO line of MLflow, Alembic or Dagster

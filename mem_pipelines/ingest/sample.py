@@ -1,4 +1,4 @@
-"""The sample of real candles shipped in the repository (``data/sample``, see its README): 90 days
+"""The sample of real candles shipped in the repository (``data/sample``, see its README): 175 days
 of Binance spot 5-minute klines of BTCUSDT and ETHUSDT, which ``mem main`` ingests when it is
 given no ``--csv`` so its report is about a real market with no network and no other data."""
 
