@@ -81,7 +81,8 @@ def shared(args, settings, tmp: Path, out: Path) -> dict:
     from mem_core.questdb.store import write_candles
     from mem_pipelines.ingest.csv_source import read_kline_csv
     from mem_pipelines.replay.runner import ReplayConfig, run_replay
-    from mem_pipelines.training import train
+    from mem_pipelines.training.dataset import build_dataset
+    from mem_pipelines.training.mlflow_logging import train_and_log
     from mem_serving.server import build_app
     from mem_serving.settings import ServingSettings
 
@@ -97,10 +98,10 @@ def shared(args, settings, tmp: Path, out: Path) -> dict:
         part = frame[frame["ts"] < train_end].reset_index(drop=True)
         per_symbol[symbol] = (compute_features(part), reversal_labels(part))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    dataset = train.build_dataset(per_symbol, start=train_start)
+    dataset = build_dataset(per_symbol, start=train_start)
     # The last label looks 10 candles ahead: end the labelled rows an hour before the replays.
     dataset = dataset[dataset["ts"] < train_end - pd.Timedelta(hours=1)].reset_index(drop=True)
-    result = train.train_and_log(dataset, tracking_uri=uri)
+    result = train_and_log(dataset, tracking_uri=uri, estimator="seed_gbc", feature_set="seed")
     registry.client(uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, result.version)
     results = {
         "champion": {

@@ -55,18 +55,24 @@ def _load(symbol: str, rows: int):
     return frame
 
 
-def _train_champion(uri: str, quick: bool) -> tuple[str, float]:
+def _train_champion(uri: str, quick: bool, estimator: str = "seed_gbc", feature_set: str = "seed") -> tuple[str, float]:
+    """A champion of ``estimator`` over ``feature_set`` on the first TRAIN_ROWS BTCUSDT candles
+    (the training job's defaults: ``--estimator hist_gb --feature-set regime_v1``)."""
     from mem_core import registry
-    from mem_core.features import compute_features
+    from mem_core.feature_sets import get as feature_set_named
     from mem_core.labels import reversal_labels
     from mem_pipelines.training.dataset import build_dataset
     from mem_pipelines.training.mlflow_logging import train_and_log
 
     candles = _load("BTCUSDT", TRAIN_ROWS)
-    dataset = build_dataset({"BTCUSDT": (compute_features(candles), reversal_labels(candles))})
-    params = {"n_estimators": 50} if quick else None  # None: the seed's 200 trees, depth 5
+    features = feature_set_named(feature_set).frame(candles)
+    dataset = build_dataset({"BTCUSDT": (features, reversal_labels(candles))})
+    # quick: a 50-tree seed model; None: the type's own parameters (the seed's 200 trees, depth 5)
+    params = {"n_estimators": 50} if quick and estimator == "seed_gbc" else None
     started = time.perf_counter()
-    result = train_and_log(dataset, tracking_uri=uri, estimator_params=params)
+    result = train_and_log(
+        dataset, tracking_uri=uri, estimator=estimator, estimator_params=params, feature_set=feature_set
+    )
     registry.client(uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, result.version)
     return result.version, time.perf_counter() - started
 
@@ -415,6 +421,8 @@ def main() -> None:
     )
     ap.add_argument("--ghz-symbols", type=int, default=500, help="symbols ghz's calls are spread over")
     ap.add_argument("--quick", action="store_true", help="a 50-tree model instead of the seed's 200 (faster set-up)")
+    ap.add_argument("--estimator", default="seed_gbc", help="model type of the champion (hist_gb: the default's)")
+    ap.add_argument("--feature-set", default="seed", help="feature set of the champion (regime_v1: the default's)")
     args = ap.parse_args()
 
     from mem_core.features import SERVING_HISTORY
@@ -422,7 +430,7 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     tmp = Path(tempfile.mkdtemp(prefix="mem-bench-serving-"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    version, fit_s = _train_champion(uri, args.quick)
+    version, fit_s = _train_champion(uri, args.quick, args.estimator, args.feature_set)
     # no QuestDB here: the candle write-behind is off (bench_candle_sink.py measures it on and off)
     env = {
         **os.environ,
@@ -546,8 +554,9 @@ def main() -> None:
             "benchmark": "serving",
             "model": {
                 "version": version,
-                "estimator": "GradientBoostingClassifier",
-                "trees": 50 if args.quick else 200,
+                "estimator": args.estimator,
+                "feature_set": args.feature_set,
+                "trees": (50 if args.quick else 200) if args.estimator == "seed_gbc" else None,
                 "fit_s": round(fit_s, 2),
             },
             "cpus": os.cpu_count(),

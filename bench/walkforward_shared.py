@@ -65,7 +65,7 @@ def _dataset(paths: list[str], feature_set: str) -> tuple[Any, dict[str, Any]]:
     from mem_core import feature_sets
     from mem_core.labels import reversal_labels
     from mem_pipelines.ingest.csv_source import read_kline_csv
-    from mem_pipelines.training.dataset import build_dataset, feature_frame, find_gaps, row_lookback
+    from mem_pipelines.training.dataset import assemble_dataset, feature_frame, find_gaps, row_lookback
 
     fs = feature_sets.get(feature_set)
     per_symbol, gaps, spans = {}, {}, {}
@@ -75,7 +75,7 @@ def _dataset(paths: list[str], feature_set: str) -> tuple[Any, dict[str, Any]]:
         per_symbol[source.symbol] = (feature_frame(candles, [fs]), reversal_labels(candles))
         gaps[source.symbol] = find_gaps(candles["ts"])
         spans[source.symbol] = [candles["ts"].iloc[0].isoformat(), candles["ts"].iloc[-1].isoformat()]
-    built = build_dataset(per_symbol, gaps=gaps, lookback=row_lookback([fs]))
+    built = assemble_dataset(per_symbol, gaps=gaps, lookback=row_lookback([fs]))
     info = {"candles": spans, "gap_rows_dropped": built.dropped, "dataset_rows": int(len(built.data))}
     return built.data, info
 

@@ -73,7 +73,9 @@ def run_planted(
             part = frame[frame["ts"] < train_end].reset_index(drop=True)
             per_symbol[symbol] = (compute_features(part), reversal_labels(part))
         dataset = build_dataset(per_symbol)
-        version = train_and_log(dataset, tracking_uri=uri, estimator_params=run.estimator_params).version
+        version = train_and_log(
+            dataset, tracking_uri=uri, estimator="seed_gbc", feature_set="seed", estimator_params=run.estimator_params
+        ).version
         registry.client(uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, version)
 
     memory_db = folder / "memory.db"

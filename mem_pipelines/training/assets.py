@@ -29,7 +29,7 @@ from mem_pipelines.resources import MlflowResource, QuestDBResource
 from mem_pipelines.training import defaults
 from mem_pipelines.training.dataset import (
     all_feature_names,
-    build_dataset,
+    assemble_dataset,
     data_hash,
     feature_columns,
     feature_frame,
@@ -237,7 +237,7 @@ def training_dataset(
     latest = max(pd.Timestamp(labels[s]["ts"].max()) for s in symbols)
     start, end = _window(config, latest)
     gaps = {s: find_gaps(training_candles[s]["ts"]) for s in symbols if s in training_candles}
-    built = build_dataset({s: (features[s], labels[s]) for s in symbols}, start, end, gaps)
+    built = assemble_dataset({s: (features[s], labels[s]) for s in symbols}, start, end, gaps)
     data = built.data
     if data.empty:
         raise ValueError(f"no rows in the window [{start}, {end})")

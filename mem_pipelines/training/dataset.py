@@ -135,12 +135,24 @@ def build_dataset(
     per_symbol: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]],
     start: pd.Timestamp | None = None,
     end: pd.Timestamp | None = None,
+    feature_set: FeatureSet | None = None,
+) -> pd.DataFrame:
+    """``ts, symbol, <feature columns>, label, direction`` over ``[start, end)``, ordered by time
+    (candles without gaps; ``assemble_dataset`` also drops the rows that reach a gap)."""
+    lookback = row_lookback([feature_set]) if feature_set is not None else None
+    return assemble_dataset(per_symbol, start, end, lookback=lookback).data
+
+
+def assemble_dataset(
+    per_symbol: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]],
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
     gaps: Mapping[str, Sequence[Gap]] | None = None,
     lookback: int | None = None,
     horizon: int = label_defs.HORIZON,
 ) -> DatasetBuild:
-    """``ts, symbol, <feature columns>, label, direction`` over ``[start, end)``, ordered by time,
-    without the rows that reach one of the symbol's ``gaps``."""
+    """``build_dataset`` without the rows that reach one of the symbol's ``gaps``, with what was
+    dropped and the gaps met (for the data-quality metadata)."""
     lookback = row_lookback() if lookback is None else lookback
     parts, dropped, reported = [], {}, []
     columns: list[str] | None = None

@@ -58,7 +58,9 @@ def _train(frames: dict[str, pd.DataFrame], uri: str, end: str) -> str:
         part = f[f["ts"] < pd.Timestamp(end, tz="UTC")].reset_index(drop=True)
         per_symbol[s] = (compute_features(part), reversal_labels(part))
     dataset = build_dataset(per_symbol)
-    version = train_and_log(dataset, tracking_uri=uri, estimator_params=SMALL_GBC).version
+    version = train_and_log(
+        dataset, tracking_uri=uri, estimator="seed_gbc", feature_set="seed", estimator_params=SMALL_GBC
+    ).version
     registry.client(uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, version)
     return version
 

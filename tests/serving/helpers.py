@@ -39,7 +39,9 @@ def load_candles(folder: Path, symbol: str, rows: int) -> pd.DataFrame:
 def train_version(candles: pd.DataFrame, uri: str, params: dict, symbol: str = "BTCUSDT") -> str:
     """Fit a GradientBoosting model on real features and labels; register it (alias challenger)."""
     dataset = build_dataset({symbol: (compute_features(candles), reversal_labels(candles))})
-    return train_and_log(dataset, tracking_uri=uri, estimator_params=params).version
+    return train_and_log(
+        dataset, tracking_uri=uri, estimator="seed_gbc", feature_set="seed", estimator_params=params
+    ).version
 
 
 def promote(uri: str, version: str) -> None:

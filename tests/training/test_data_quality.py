@@ -19,7 +19,7 @@ from mem_pipelines.ingest import quality
 from mem_pipelines.ingest.synthetic import synthetic_candles
 from mem_pipelines.resources import MlflowResource, TrainingFramesIOManager
 from mem_pipelines.settings import PipelineSettings
-from mem_pipelines.training.dataset import CANDLE, Gap, build_dataset, find_gaps, spans_gap
+from mem_pipelines.training.dataset import CANDLE, Gap, assemble_dataset, find_gaps, spans_gap
 
 START = pd.Timestamp("2025-06-01", tz="UTC")
 
@@ -96,7 +96,7 @@ def test_gaps_are_found_and_the_rows_reaching_them_dropped() -> None:
     feats.insert(0, "ts", kept)
     labels = pd.DataFrame({"ts": kept, "label": rng.integers(0, 2, len(kept)), "direction": "bullish"})
     other = feats.assign(ts=ts[: len(kept)].to_numpy())
-    built = build_dataset(
+    built = assemble_dataset(
         {"ETHUSDT": (feats, labels), "BTCUSDT": (other, labels.assign(ts=other["ts"]))},
         start=START + pd.Timedelta(hours=2),
         gaps={"ETHUSDT": gaps},
@@ -115,7 +115,7 @@ def test_a_gap_outside_the_window_drops_nothing() -> None:
     kept = ts.drop(ts.index[1500:1510]).reset_index(drop=True)
     feats = pd.DataFrame({"ts": kept, "x": 1.0})
     labels = pd.DataFrame({"ts": kept, "label": 0, "direction": "bullish"})
-    built = build_dataset(
+    built = assemble_dataset(
         {"ETHUSDT": (feats, labels)},
         end=START + pd.Timedelta(hours=window_end_hours),
         gaps={"ETHUSDT": find_gaps(kept)},
