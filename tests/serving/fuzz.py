@@ -29,13 +29,23 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_serving.api import SERVICE_NAME, pb
 
-METHODS = ("PredictReversal", "EnhanceSignal", "LogOutcome", "GetParameters", "ListStrategies")
+METHODS = (
+    "PredictReversal",
+    "EnhanceSignal",
+    "LogOutcome",
+    "GetParameters",
+    "ListStrategies",
+    "PushCandles",
+    "GetModelInfo",
+)
 REQUEST_TYPES = {
     "PredictReversal": pb.PredictReversalRequest,
     "EnhanceSignal": pb.EnhanceSignalRequest,
     "LogOutcome": pb.LogOutcomeRequest,
     "GetParameters": pb.GetParametersRequest,
     "ListStrategies": pb.ListStrategiesRequest,
+    "PushCandles": pb.PushCandlesRequest,
+    "GetModelInfo": pb.GetModelInfoRequest,
 }
 #: Statuses a request that decodes may get; anything else (INTERNAL above all) is a server bug.
 EXPECTED = frozenset(
@@ -49,7 +59,7 @@ EXPECTED = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
-WEIGHTS = (0.2, 0.35, 0.25, 0.1, 0.1)
+WEIGHTS = (0.18, 0.32, 0.23, 0.08, 0.08, 0.06, 0.05)
 BAD_FLOATS = (float("nan"), float("inf"), float("-inf"), -1.0, 0.0, -0.0, 5e-324, 1e308, -1e308, 2.0, 1.5e19)
 BAD_TEXT = ("", " ", "\x00", "\n", "a b", "€漢字🙂", "\u202e" + "USDT", "x" * 65, "y" * 129, "z" * 257, "w" * 5000)
 BAD_ENUMS = (-1, 0, 4, 99, 2**31 - 1, -(2**31))
@@ -80,6 +90,8 @@ class FuzzReport:
     health_not_serving: int = 0
     decisions: set[str] = field(default_factory=set)
     closed: set[str] = field(default_factory=set)
+    #: Decisions closed by an acknowledged shadow outcome (``LogOutcome.shadow`` on a HOLD).
+    shadowed: set[str] = field(default_factory=set)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,7 +108,12 @@ class FuzzReport:
             "health_not_serving": self.health_not_serving,
             "decisions_acknowledged": len(self.decisions),
             "outcomes_acknowledged": len(self.closed),
+            "shadow_outcomes_acknowledged": len(self.shadowed),
         }
+
+    def expected_counts(self) -> dict[str, int]:
+        """What the store must hold after the run: exactly what was acknowledged."""
+        return {"decisions": len(self.decisions), "outcomes": len(self.closed), "shadow_outcomes": len(self.shadowed)}
 
 
 class Generator:
@@ -201,12 +218,21 @@ class Generator:
                 pnl_pct=pnl_pct,
                 exit_reason=rng.choice(("take_profit", "stop_loss", "")),
                 request_id=self.request_id(),
+                shadow=rng.random() < 0.1,  # valid on a HOLD decision only
             )
             if rng.random() < 0.5:
                 req.time.GetCurrentTime()
             return req
         if method == "GetParameters":
             return pb.GetParametersRequest()
+        if method == "PushCandles":
+            start = rng.randrange(len(self.rows) - 60)
+            symbol = rng.choice((self.symbol(), f"PUSH{rng.randrange(5)}"))
+            return pb.PushCandlesRequest(
+                symbol=symbol, candles=[self.candle(start + k) for k in range(rng.choice((1, 5, 60)))]
+            )
+        if method == "GetModelInfo":
+            return pb.GetModelInfoRequest()
         return pb.ListStrategiesRequest(include_deprecated=rng.random() < 0.5)
 
     # ------------------------------------------------------------------ breaking a request
@@ -232,7 +258,7 @@ class Generator:
                 ts.seconds, ts.nanos = rng.choice(BAD_SECONDS)
 
             choices.append(bad_time)
-        if method in ("PredictReversal", "EnhanceSignal"):
+        if method in ("PredictReversal", "EnhanceSignal", "PushCandles"):
             choices.append(lambda: self._break_candles(msg))
         if method == "EnhanceSignal":
 
@@ -378,7 +404,8 @@ def run(channel: grpc.Channel, gen: Generator, n: int, health_every: int = 100, 
             if method == "EnhanceSignal":
                 report.decisions.add(pb.EnhancedSignal.FromString(reply).decision_id)
             elif method == "LogOutcome":
-                report.closed.add(pb.LogOutcomeResponse.FromString(reply).decision_id)
+                learned = pb.LogOutcomeResponse.FromString(reply)
+                (report.shadowed if learned.shadow else report.closed).add(learned.decision_id)
         if not decodable and code == grpc.StatusCode.INTERNAL:
             report.internal_undecodable += 1
         elif code not in EXPECTED:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from mem_core.features import SERVING_HISTORY
 
-from .fuzz import Generator, run, seed_histories
+from .fuzz import METHODS, Generator, run, seed_histories
 from .stack import Stack
 
 SYMBOLS = ("FZA", "FZB", "FZC")
@@ -31,9 +31,7 @@ def test_1500_generated_requests_across_every_rpc(stack: Stack, serve_candles: p
     assert len(report.decisions) > 50 and len(report.closed) > 20
     assert stack.handlers.metrics.replays.labels("EnhanceSignal")._value.get() > 0
     # nothing from a refused call is stored: exactly the acknowledged decisions and outcomes
-    assert stack.store.counts() == {
-        "decisions": len(report.decisions),
-        "outcomes": len(report.closed),
-        "shadow_outcomes": 0,
-    }
+    assert stack.store.counts() == report.expected_counts()
+    # every RPC was exercised, PushCandles and GetModelInfo included
+    assert {key.split()[0] for key in report.by_status} == set(METHODS)
     assert set(stack.store.decision_event_ids(sorted(report.decisions))) == report.decisions
