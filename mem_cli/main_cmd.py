@@ -8,6 +8,10 @@ import typer
 
 from mem_core.settings import DEFAULT_REPLAY_SYMBOLS
 
+#: Fewest days of synthetic candles the main job trains on (its walk-forward needs 5 folds of
+#: more than a day each; docs/ml.md).
+MIN_TRAIN_DAYS = 14
+
 
 def main(
     csv: list[Path] = typer.Option(
@@ -49,8 +53,13 @@ def main(
     if cfg.csv and cfg.synthetic:
         typer.echo("error: give --csv or --synthetic, not both", err=True)
         raise typer.Exit(1)
-    if cfg.train_days is not None and cfg.train_days + cfg.replay_days + 2 > cfg.days and cfg.synthetic:
-        typer.echo(f"error: --days ({cfg.days}) must exceed --train-days + --replay-days + 2 (warm-up)", err=True)
+    least = (cfg.train_days or MIN_TRAIN_DAYS) + cfg.replay_days + 2
+    if cfg.synthetic and least > cfg.days:
+        typer.echo(
+            f"error: --days ({cfg.days}) must be at least --train-days (default: all there are, "
+            f"at least {MIN_TRAIN_DAYS}) + --replay-days + 2 (warm-up) = {least:g}",
+            err=True,
+        )
         raise typer.Exit(1)
     quiet_third_party(verbose)
     try:

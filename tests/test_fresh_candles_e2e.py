@@ -58,7 +58,7 @@ def test_pushed_candles_of_a_new_symbol_reach_questdb_and_the_next_training(
                 stub.PredictReversal(
                     pb.PredictReversalRequest(symbol=SYMBOL, candles=[candle_pb(tuple(candles.iloc[ROWS]))]), timeout=10
                 )
-            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         running.stop(grace=1.0)
     wait_for_wal(fresh_questdb)

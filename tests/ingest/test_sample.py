@@ -22,11 +22,11 @@ def test_the_sample_is_small_and_its_symbols_are_the_default_set() -> None:
 
 
 @pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name)
-def test_each_file_holds_about_90_days_of_gap_free_5_minute_candles(path: Path) -> None:
+def test_each_file_holds_about_175_days_of_gap_free_5_minute_candles(path: Path) -> None:
     f = read_kline_csv(path)  # the ingest's own parser and validation
     ts = f.frame["ts"]
     assert f.interval == "5m" and f.symbol in DEFAULT_SYMBOLS
-    assert pd.Timedelta(days=89) <= ts.iloc[-1] - ts.iloc[0] <= pd.Timedelta(days=90)
+    assert pd.Timedelta(days=174) <= ts.iloc[-1] - ts.iloc[0] <= pd.Timedelta(days=175)
     assert (ts.diff().dropna() == pd.Timedelta(minutes=5)).all()
     assert (f.frame["volume"] > 0).all() and (f.frame["high"] >= f.frame["low"]).all()
 

@@ -72,7 +72,14 @@ def test_mem_serve_runs_and_stops_gracefully_on_sigterm(
 
 
 def _children(pid: int) -> list[int]:
-    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    """Child processes of ``pid`` (a thread that ends while they are listed is skipped)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return found
 
 
 def test_tls_with_bearer_token(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
