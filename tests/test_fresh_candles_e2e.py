@@ -83,7 +83,7 @@ def test_pushed_candles_of_a_new_symbol_reach_questdb_and_the_next_training(
             run_config={
                 "ops": {
                     "training_dataset": {"config": {"last_days": 30}},
-                    "reversal_model": {"config": {"params": {"n_estimators": 20, "max_depth": 3}}},
+                    "reversal_model": {"config": {"params": {"max_iter": 40}, "walk_forward_folds": 0}},
                 }
             },
         )
@@ -93,4 +93,5 @@ def test_pushed_candles_of_a_new_symbol_reach_questdb_and_the_next_training(
     assert list(rows) == [SYMBOL] and ROWS - 500 < rows[SYMBOL] <= ROWS  # less the warm-up and the label horizon
     assert pd.Timestamp(dataset["end"].value) > candles["ts"].iloc[ROWS - 20]  # up to the newest labelled candle
     gate = result.asset_materializations_for_node("champion_gate")[0].metadata
-    assert gate["verdict"].value == "promoted"
+    # the gate judged the model trained on them (promoted only with skill over the base rate)
+    assert gate["verdict"].value in ("promoted", "rejected") and gate["sentence"].value
