@@ -7,9 +7,11 @@ next to the database file (so a test's ``tmp_path`` store keeps everything in ``
 
 Registered model ``mem-reversal``; each training registers a version with alias ``challenger``;
 the gate moves alias ``champion``. Model versions carry tags ``estimator`` and ``feature_set``
-(the model type and the feature set it reads: see ``mem_core.model``), ``feature_names`` and
-``feature_ranges`` (JSON, training min/max per feature) so serving can rebuild the model and
-flag out-of-distribution input without downloading other artifacts.
+(the model type and the feature set it reads: see ``mem_core.model``) and ``feature_names``, so
+serving can rebuild the model; the training min/max per feature (to flag out-of-distribution
+input) is the run's artifact ``feature_ranges.json`` (versions registered before it read their
+``feature_ranges`` tag). The experiment, the registered model and every version carry a
+description (the version's: what it was trained on, then the gate's verdict).
 
 Models are stored through the one flavour of ``mem_core.model`` (scikit-learn, skops format).
 """
@@ -35,6 +37,21 @@ MODEL_NAME = "mem-reversal"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 EXPERIMENT = "mem-reversal"
+FEATURE_RANGES_ARTIFACT = "feature_ranges.json"
+#: The description MLflow shows for a run, an experiment or a registered model (``mlflow.note.content``).
+NOTE_TAG = "mlflow.note.content"
+EXPERIMENT_DESCRIPTION = (
+    "Training runs of the reversal model (does price reverse against its trend within the next 10 "
+    "candles?), one per Dagster `train_and_gate` run: params, holdout metrics and skill with bootstrap "
+    "CIs, the walk-forward, plots, the candles it saw (Datasets) and the registered version. "
+    "See docs/ml.md."
+)
+MODEL_DESCRIPTION = (
+    "P(reversal within 10 candles) from the features of one candle. Each training registers a version "
+    "with alias `challenger`; the champion gate moves alias `champion` (what `mem serve` loads) only for "
+    "a version with skill over the constant base rate that also beats the champion on the same holdout "
+    "rows. Each version's description says what it was trained on and the gate's verdict."
+)
 
 
 def artifact_location(uri: str) -> str | None:
@@ -60,11 +77,15 @@ def ensure_experiment(uri: str | None = None, name: str = EXPERIMENT) -> str:
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if NOTE_TAG not in (exp.tags or {}):  # made before experiments had a description
+            c.set_experiment_tag(exp.experiment_id, NOTE_TAG, EXPERIMENT_DESCRIPTION)
         return exp.experiment_id
     from mlflow.exceptions import MlflowException
 
     try:
-        return c.create_experiment(name, artifact_location=artifact_location(uri))
+        return c.create_experiment(
+            name, artifact_location=artifact_location(uri), tags={NOTE_TAG: EXPERIMENT_DESCRIPTION}
+        )
     except MlflowException:  # created concurrently
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -155,10 +176,26 @@ def _load(mv: Any, uri: str, model_name: str) -> LoadedModel:
     mlflow.set_registry_uri(uri)
     estimator = load_estimator(f"models:/{model_name}/{mv.version}")
     model_type = model_type or estimators.for_estimator(estimator)
-    ranges = {k: (float(v[0]), float(v[1])) for k, v in json.loads(tags.get("feature_ranges", "{}")).items()}
+    ranges = _feature_ranges(mv, tags)
     return LoadedModel(
         version=str(mv.version), model=model_type(estimator, features), feature_ranges=ranges, run_id=mv.run_id
     )
+
+
+def _feature_ranges(mv: Any, tags: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """The training ranges: the run's ``feature_ranges.json``, else (older versions) the tag."""
+    raw: Mapping[str, Any] | None = None
+    if mv.run_id:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            raw = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{FEATURE_RANGES_ARTIFACT}")
+        except (MlflowException, OSError, ValueError):
+            raw = None
+    if raw is None:
+        raw = json.loads(tags.get("feature_ranges", "{}"))
+    return {k: (float(v[0]), float(v[1])) for k, v in raw.items()}
 
 
 def load_alias(alias: str, uri: str | None = None, model_name: str = MODEL_NAME) -> LoadedModel | None:
@@ -185,12 +222,14 @@ def log_model_version(
     model_name: str = MODEL_NAME,
     alias: str | None = CHALLENGER,
     extra_version_tags: Mapping[str, str] | None = None,
+    description: str | None = None,
 ) -> str:
     """Log ``model`` into the active run, register a version, tag it, set ``alias``.
 
     ``X_train``: the training rows (columns in the model's feature order), for the feature
     ranges and the input example. Returns the version number. Must be called inside
-    ``mlflow.start_run``.
+    ``mlflow.start_run``. ``description``: the version's (the registered model gets
+    ``MODEL_DESCRIPTION`` when it has none).
     """
     import mlflow
 
@@ -201,7 +240,7 @@ def log_model_version(
             f"X_train has shape {X.shape}; feature set {model.feature_set.name!r} has {len(names)} columns"
         )
     ranges = feature_ranges(X, names)
-    mlflow.log_dict({k: list(v) for k, v in ranges.items()}, "feature_ranges.json")
+    mlflow.log_dict({k: list(v) for k, v in ranges.items()}, FEATURE_RANGES_ARTIFACT)
     model_uri = log_estimator(model, X)
     mlflow.set_registry_uri(uri)  # the fluent API is global: register where we were told
     mv = mlflow.register_model(model_uri, model_name, await_registration_for=0)
@@ -210,11 +249,14 @@ def log_model_version(
         "estimator": model.name,
         "feature_set": model.feature_set.name,
         "feature_names": json.dumps(names),
-        "feature_ranges": json.dumps({k: list(v) for k, v in ranges.items()}),
         **(extra_version_tags or {}),
     }
     for key, value in tags.items():
         c.set_model_version_tag(model_name, mv.version, key, value)
+    if description:
+        c.update_model_version(model_name, mv.version, description=description)
+    if not c.get_registered_model(model_name).description:
+        c.update_registered_model(model_name, description=MODEL_DESCRIPTION)
     if alias:
         c.set_registered_model_alias(model_name, alias, mv.version)
     return str(mv.version)

@@ -9,6 +9,7 @@ external one MEM_QUESTDB_HOST names).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -26,8 +27,9 @@ from mem_pipelines.training.defs import training_defs
 
 def _questdb_password(settings: PipelineSettings) -> Any:
     """A password from the environment reaches Dagster only as an ``EnvVar`` (resolved at run
-    time, never shown in the UI)."""
-    return dg.EnvVar(QUESTDB_PASSWORD_ENV) if settings.questdb_password_from_env else settings.questdb.password
+    time, never shown in the UI); otherwise the field stays empty (the local QuestDB's default),
+    so the Launchpad's default config never shows a password."""
+    return dg.EnvVar(QUESTDB_PASSWORD_ENV) if settings.questdb_password_from_env else ""
 
 
 def _project_stores() -> dict[str, Any]:
@@ -76,14 +78,44 @@ def build_definitions(
     """The Definitions for ``settings`` (default: from the environment). ``resources`` replace
     members of the deployment's resource set (tests bind stores under ``tmp_path``)."""
     settings = PipelineSettings.from_env() if settings is None else settings
-    return dg.Definitions.merge(
+    merged = dg.Definitions.merge(
         ingest_defs(settings.symbols, settings.max_gap_ratio, FreshnessSettings.from_env().max_lag_minutes),
         training_defs(settings.symbols),
         learning_defs(),
         replay_defs(),
         backup_defs(),
         dg.Definitions(resources={**RESOURCES[settings.deployment](settings), **(resources or {})}),
+    ).map_asset_specs(func=_catalog_attributes)
+    return dg.Definitions(
+        assets=dg.with_source_code_references(list(merged.assets or [])),
+        asset_checks=merged.asset_checks,
+        jobs=merged.jobs,
+        schedules=merged.schedules,
+        sensors=merged.sensors,
+        resources=merged.resources,
     )
+
+
+#: Who answers for each group's assets (shown as owners in the catalog).
+OWNERS: Mapping[str, str] = {
+    "ingest": "team:data-platform",
+    "training": "team:ml",
+    "learning": "team:trading",
+    "replay": "team:trading",
+    "memory": "team:data-platform",
+}
+#: The daily retrain runs at 02:00 UTC and takes minutes: a model or verdict older than this is late.
+RETRAIN_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
+RETRAINED = {"reversal_model", "champion_gate"}
+
+
+def _catalog_attributes(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """Owners by group; the daily retrain's freshness on the model and the gate's verdict."""
+    owner = OWNERS.get(spec.group_name or "")
+    spec = spec.replace_attributes(owners=[owner]) if owner and not spec.owners else spec
+    if spec.key.to_user_string() in RETRAINED:
+        spec = spec.replace_attributes(freshness_policy=RETRAIN_FRESHNESS)
+    return spec
 
 
 @dg.definitions

@@ -36,7 +36,9 @@ class QuestDBResource(dg.ConfigurableResource):
     http_port: int = DEFAULT_QUESTDB_HTTP_PORT
     pg_port: int = DEFAULT_QUESTDB_PG_PORT
     user: str = "admin"
-    password: str = "quest"
+    #: Empty: the local QuestDB's default password (never a value in the Launchpad's config);
+    #: a password from the environment is bound as ``dg.EnvVar`` in ``definitions.py``.
+    password: str = ""
     external: bool = False
 
     def settings(self) -> QuestDBSettings:
@@ -45,7 +47,7 @@ class QuestDBResource(dg.ConfigurableResource):
             http_port=self.http_port,
             pg_port=self.pg_port,
             user=self.user,
-            password=self.password,
+            password=self.password or QuestDBSettings.password,
             external=self.external,
         )
 

@@ -85,6 +85,20 @@ def dagster_home(default: Path, env: Mapping[str, str] | None = None) -> Path:
     return Path(os.path.expanduser(named)) if named else default
 
 
+#: Where ``scripts/ui.sh mlflow`` serves the MLflow UI (for the links in Dagster's metadata).
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+
+
+def mlflow_ui_url(tracking_uri: str, env: Mapping[str, str] | None = None) -> str:
+    """The MLflow UI the Dagster metadata links to: MEM_MLFLOW_UI_URL, else the tracking server
+    itself (an http tracking URI), else the local UI of ``scripts/ui.sh mlflow``."""
+    env = os.environ if env is None else env
+    named = env.get("MEM_MLFLOW_UI_URL", "")
+    if named:
+        return named.rstrip("/")
+    return tracking_uri.rstrip("/") if tracking_uri.startswith("http") else DEFAULT_MLFLOW_UI_URL
+
+
 QUARANTINE = "quarantine"
 
 

@@ -25,6 +25,7 @@ def backup_folder(config: MemoryBackupConfig) -> Path:
 
 @dg.asset(
     group_name=GROUP,
+    deps=["memory_store"],  # the external asset of learning/defs.py
     description=(
         "A consistent snapshot of the memory store taken while servers write (SQLite backup API), "
         "encrypted as stored, 0600 in a 0700 folder, with a manifest; keeps the newest `keep`."

@@ -37,6 +37,7 @@ def _now() -> pd.Timestamp:
 
 @dg.asset(
     group_name=GROUP,
+    deps=["memory_store"],  # the external asset of learning/defs.py: written by mem serve
     description=(
         f"Learned strategies in the memory store: pattern discovery over the last {RULES.discovery_window} closed trades "
         "creates, updates or deprecates them; strategy_modules.py is re-rendered from the specs."
@@ -73,6 +74,7 @@ def learned_strategies(context: dg.AssetExecutionContext, memory_store: MemorySt
 
 @dg.asset(
     group_name=GROUP,
+    deps=["memory_store"],  # the external asset of learning/defs.py: written by mem serve
     description=(
         f"Parameter memory: the performance monitor checks the win rate over the last {RULES.monitor_window} closed "
         f"trades (below {RULES.monitor_min_win_rate:.0%}: sizes x{RULES.monitor_size_factor:g}, confidence minimum "

@@ -35,6 +35,7 @@ class ReplayReportConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
+    deps=["memory_store"],  # the external asset of learning/defs.py: written by mem serve
     description=(
         "Three-way replay report (base alone; base + ML filter; base + ML + memory) on candles from "
         "QuestDB through the running gRPC server; files under reports/."

@@ -26,6 +26,7 @@ from mem_core.questdb.store import read_candles
 from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION
 from mem_pipelines.lib.gate import METRICS, GatePolicy
 from mem_pipelines.resources import MlflowResource, QuestDBResource
+from mem_pipelines.settings import mlflow_ui_url
 from mem_pipelines.training import defaults
 from mem_pipelines.training.dataset import (
     all_feature_names,
@@ -53,6 +54,13 @@ GROUP = "training"
 CANDLES = dg.AssetKey("candles")
 CANDLE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
 LABEL_COLUMNS = ["ts", "label", "direction"]
+
+
+def column_schema(frame: pd.DataFrame) -> dg.MetadataValue:
+    """The frame's columns and dtypes as Dagster's column schema (the asset page's Columns)."""
+    return dg.MetadataValue.table_schema(
+        dg.TableSchema(columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()])
+    )
 
 
 def _per_symbol(
@@ -119,8 +127,9 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         return dg.Output(
             out,
             metadata={
-                "rows": dg.MetadataValue.int(sum(rows.values())),
+                "dagster/row_count": dg.MetadataValue.int(sum(rows.values())),
                 "rows_per_symbol": dg.MetadataValue.json(rows),
+                "dagster/column_schema": column_schema(next(iter(out.values()))),
                 "first_last_candle": dg.MetadataValue.json(spans),
                 "gaps_per_symbol": dg.MetadataValue.json(gaps),
                 "skipped_symbols": dg.MetadataValue.json(skipped),
@@ -146,8 +155,9 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         return dg.Output(
             frames,
             metadata={
-                "rows": dg.MetadataValue.int(sum(rows.values())),
+                "dagster/row_count": dg.MetadataValue.int(sum(rows.values())),
                 "rows_per_symbol": dg.MetadataValue.json(rows),
+                "dagster/column_schema": column_schema(next(iter(frames.values()))),
                 "feature_sets": dg.MetadataValue.json(
                     {fs.name: list(fs.names) for fs in feature_sets.FEATURE_SETS.values()}
                 ),
@@ -173,7 +183,8 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         return dg.Output(
             frames,
             metadata={
-                "rows": dg.MetadataValue.int(sum(rows.values())),
+                "dagster/row_count": dg.MetadataValue.int(sum(rows.values())),
+                "dagster/column_schema": column_schema(next(iter(frames.values()))),
                 "positive_rate_per_symbol": dg.MetadataValue.json(rates),
                 "skipped_symbols": dg.MetadataValue.json(skipped),
             },
@@ -249,7 +260,8 @@ def training_dataset(
     return dg.Output(
         data,
         metadata={
-            "rows": dg.MetadataValue.int(len(data)),
+            "dagster/row_count": dg.MetadataValue.int(len(data)),
+            "dagster/column_schema": column_schema(data),
             "rows_per_symbol": dg.MetadataValue.json({k: int(v) for k, v in per_symbol.items()}),
             "symbols": dg.MetadataValue.json(symbols),
             "skipped_symbols": dg.MetadataValue.json(skipped),
@@ -396,12 +408,13 @@ def reversal_model(
             if config.walk_forward_folds > 0
             else "_off (walk_forward_folds = 0)_"
         )
-    if uri.startswith("http"):
-        metadata["mlflow_run"] = dg.MetadataValue.url(
-            f"{uri.rstrip('/')}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
-        )
-    else:
-        metadata["mlflow_ui"] = dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri}")
+    ui = mlflow_ui_url(uri)
+    metadata["mlflow_run"] = dg.MetadataValue.url(f"{ui}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    metadata["mlflow_model_version"] = dg.MetadataValue.url(
+        f"{ui}/#/models/{registry.MODEL_NAME}/versions/{result.version}"
+    )
+    if not uri.startswith("http"):
+        metadata["mlflow_ui"] = dg.MetadataValue.text("bash scripts/ui.sh mlflow (serves the links above)")
     context.log.info(
         f"registered {registry.MODEL_NAME} v{result.version} ({result.model.name} over {result.model.feature_set.name}): "
         f"holdout log-loss gain {skill['log_loss_gain_mnat']:+.1f} mnat [{gain.low:+.1f}, {gain.high:+.1f}], "

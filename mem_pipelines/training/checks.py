@@ -96,7 +96,7 @@ def label_rate_is_sane(training_dataset: pd.DataFrame) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=bool(lo <= rate <= hi),
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"positive_rate": rate, "lower": lo, "upper": hi},
+        metadata={"positive_rate": dg.MetadataValue.float(round(rate, 4)), "lower": lo, "upper": hi},
     )
 
 

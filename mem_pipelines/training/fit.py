@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
@@ -38,6 +39,8 @@ class FitResult:
     importances: dict[str, float]
     fit_seconds: float
     model: ReversalModel = field(repr=False)
+    #: P(reversal) on the holdout rows (``split.holdout`` order), for the plots.
+    holdout_proba: np.ndarray | None = field(default=None, repr=False)
 
 
 def new_model(
@@ -72,7 +75,7 @@ def fit_model(
         proba = model.predict_proba(X[split.holdout])
     metrics = evaluate(y[split.holdout], proba)
     skill = skill_report(y[split.holdout], proba, dataset["ts"].iloc[split.holdout], float(y[split.train].mean()))
-    return FitResult(split, metrics, skill, model.importances(), fit_seconds, model)
+    return FitResult(split, metrics, skill, model.importances(), fit_seconds, model, proba)
 
 
 @dataclass(frozen=True)

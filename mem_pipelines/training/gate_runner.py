@@ -1,7 +1,9 @@
 """The champion gate against the registry: champion and challenger scored on the same holdout
 rows of the current dataset, each on its own feature set; ``mem_pipelines.lib.gate.judge``
 decides (the skill floor, then the configured comparison); alias ``champion`` moves only per
-its verdict. The verdict's sentence becomes the challenger version's description and, with its
+its verdict. The verdict's sentence (with a warning when the challenger does not beat its
+majority baseline or the constant base rate on these rows) becomes the challenger version's
+description and, with its
 evidence, its ``gate.*`` tags. Any error leaves the alias where it was, is recorded the same way
 and re-raised as ``GateError``."""
 
@@ -16,10 +18,11 @@ import pandas as pd
 
 from mem_core import labels as label_defs
 from mem_core import registry
-from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION
+from mem_pipelines.lib.evaluation import HOLDOUT_FRACTION, baseline_accuracy
 from mem_pipelines.lib.gate import GatePolicy, Verdict, judge
 from mem_pipelines.training.dataset import split_dataset
 from mem_pipelines.training.fit import limited_threads
+from mem_pipelines.training.mlflow_logging import baseline_warning
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,11 @@ def run_gate(
             )
         for key, value in tags.items():
             client.set_model_version_tag(model_name, str(challenger_version), key, value)
-        client.update_model_version(model_name, str(challenger_version), description=verdict.sentence)
+        warning = baseline_warning(
+            float(verdict.skill["accuracy"]), baseline_accuracy(y[rows]), float(verdict.skill["log_loss_gain_mnat"])
+        )
+        description = f"{verdict.sentence} {warning}" if warning else verdict.sentence
+        client.update_model_version(model_name, str(challenger_version), description=description)
         if verdict.promote:
             client.set_registered_model_alias(model_name, registry.CHAMPION, str(challenger_version))
     except Exception as exc:

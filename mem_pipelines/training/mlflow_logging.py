@@ -1,17 +1,24 @@
 """What one training run logs to MLflow: params (model type and parameters, label and split
 definitions, feature set, walk-forward set-up, lineage), tags, holdout metrics and skill, the
 walk-forward (per-fold step metrics, summary metrics, a CSV table, a markdown table and a PNG
-plot under ``walk_forward/``), feature importances, the confusion matrix and the model, registered
-as a version with alias ``challenger``."""
+plot under ``walk_forward/``), feature importances, the confusion matrix, the holdout plots under
+``plots/`` (ROC, reliability, confusion matrix, feature importances), the rows it trained on as
+one MLflow dataset per symbol window (with its digest: the run's "Datasets") and the model,
+registered as a version with alias ``challenger`` and a description saying what it was trained
+on (with a warning when it does not beat its majority baseline or the constant base rate).
+
+The run starts before the fit, so its duration covers the fit and the walk-forward."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mem_core import labels as label_defs
@@ -22,7 +29,15 @@ from mem_pipelines.lib.skill import SkillReport
 from mem_pipelines.lib.walkforward import DEFAULT_EMBARGO
 from mem_pipelines.training import defaults
 from mem_pipelines.training.dataset import lineage
-from mem_pipelines.training.fit import FitResult, WalkForwardRun, fit_model, run_walk_forward
+from mem_pipelines.training.fit import FitResult, WalkForwardRun, fit_model, limited_threads, run_walk_forward
+from mem_pipelines.training.plots import (
+    PLOTS_DIR,
+    confusion_figure,
+    importance_figure,
+    permutation_importances,
+    reliability_figure,
+    roc_figure,
+)
 from mem_pipelines.training.render import walk_forward_frame, walk_forward_markdown, walk_forward_png
 
 WALK_FORWARD_DIR = "walk_forward"
@@ -58,35 +73,117 @@ def train_and_log(
     dagster_run_id: str | None = None,
 ) -> TrainingResult:
     """Fit on the training part, score the holdout, walk forward (``walk_forward_folds`` > 0),
-    log one MLflow run, register a challenger."""
-    fitted = fit_model(
-        dataset,
-        estimator=estimator,
-        estimator_params=estimator_params,
-        feature_set=feature_set,
-        holdout_fraction=holdout_fraction,
-        horizon=horizon,
-    )
-    wf = None
-    if walk_forward_folds > 0:
-        wf = run_walk_forward(
+    log one MLflow run (started before the fit, so it spans it), register a challenger."""
+    import mlflow
+
+    experiment_id = registry.ensure_experiment(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(dataset)):
+        fitted = fit_model(
             dataset,
             estimator=estimator,
             estimator_params=estimator_params,
             feature_set=feature_set,
-            folds=walk_forward_folds,
-            train_days=walk_forward_train_days,
+            holdout_fraction=holdout_fraction,
             horizon=horizon,
         )
-    return log_training_run(
-        dataset,
-        fitted,
-        tracking_uri=tracking_uri,
-        holdout_fraction=holdout_fraction,
-        horizon=horizon,
-        walk_forward=wf,
-        dagster_run_id=dagster_run_id,
+        wf = None
+        if walk_forward_folds > 0:
+            wf = run_walk_forward(
+                dataset,
+                estimator=estimator,
+                estimator_params=estimator_params,
+                feature_set=feature_set,
+                folds=walk_forward_folds,
+                train_days=walk_forward_train_days,
+                horizon=horizon,
+            )
+        return log_training_run(
+            dataset,
+            fitted,
+            tracking_uri=tracking_uri,
+            holdout_fraction=holdout_fraction,
+            horizon=horizon,
+            walk_forward=wf,
+            dagster_run_id=dagster_run_id,
+        )
+
+
+def run_name(dataset: pd.DataFrame) -> str:
+    return f"reversal-{pd.Timestamp(dataset['ts'].max()).date().isoformat()}"
+
+
+def baseline_warning(accuracy: float, baseline_accuracy: float, log_loss_gain_mnat: float) -> str | None:
+    """A plain warning when a model does not beat the majority class (accuracy) or the constant
+    base rate (log loss) on its holdout; None when it beats both."""
+    misses = []
+    if accuracy <= baseline_accuracy:
+        misses.append(
+            f"its holdout accuracy {accuracy:.3f} does not beat always predicting the majority class ({baseline_accuracy:.3f})"
+        )
+    if log_loss_gain_mnat <= 0:
+        misses.append(f"its log loss is no better than the constant base rate (gain {log_loss_gain_mnat:+.1f} mnat)")
+    return ("Warning: " + "; ".join(misses) + ".") if misses else None
+
+
+def version_description(dataset: pd.DataFrame, fitted: FitResult) -> str:
+    """What a version was trained on and how it scored, before the gate adds its verdict."""
+    m = fitted.metrics
+    ts = pd.to_datetime(dataset["ts"], utc=True)
+    symbols = ", ".join(sorted(dataset["symbol"].unique()))
+    text = (
+        f"{fitted.model.name} over feature set {fitted.model.feature_set.name}, trained on {len(fitted.split.train):,} "
+        f"rows of {symbols} from {ts.min():%Y-%m-%d %H:%M} to {ts.max():%Y-%m-%d %H:%M} UTC. Holdout ({m.rows:,} rows): "
+        f"accuracy {m.accuracy:.3f} vs majority baseline {m.baseline_accuracy:.3f}, "
+        f"log-loss gain {fitted.skill['log_loss_gain_mnat']:+.1f} mnat over the constant base rate. "
+        "Awaiting the champion gate."
     )
+    warning = baseline_warning(m.accuracy, m.baseline_accuracy, fitted.skill["log_loss_gain_mnat"])
+    return f"{text} {warning}" if warning else text
+
+
+def log_datasets(dataset: pd.DataFrame) -> None:
+    """The rows the run saw (candle time, features, label), one MLflow dataset per symbol
+    window, each with its digest, as training inputs of the active run."""
+    import mlflow
+
+    for symbol, rows in dataset.groupby("symbol", sort=True):
+        rows = rows.reset_index(drop=True)
+        ts = pd.to_datetime(rows["ts"], utc=True)
+        frame = rows.assign(ts=ts.dt.tz_localize(None))  # MLflow's schema has no time zones (UTC)
+        name = f"{symbol} 5m {ts.min():%Y-%m-%d}..{ts.max():%Y-%m-%d}"
+        data = mlflow.data.from_pandas(frame, name=name, targets="label")
+        mlflow.log_input(data, context="training", tags={"symbol": str(symbol)})
+
+
+def log_plots(dataset: pd.DataFrame, fitted: FitResult) -> None:
+    """ROC, reliability, confusion matrix and feature importances under ``plots/``."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    figures = {"confusion_matrix.png": confusion_figure(fitted.metrics)}
+    if fitted.holdout_proba is not None:
+        y = dataset["label"].to_numpy(dtype="int64")[fitted.split.holdout]
+        figures["roc_curve.png"] = roc_figure(y, fitted.holdout_proba)
+        figures["reliability_curve.png"] = reliability_figure(y, fitted.holdout_proba)
+    if fitted.importances:
+        figures["feature_importances.png"] = importance_figure(fitted.importances)
+    elif (
+        len(fitted.split.holdout)
+        and len(np.unique(y := dataset["label"].to_numpy(dtype="int64")[fitted.split.holdout])) == 2
+    ):
+        model = fitted.model
+        X = model.feature_set.matrix(dataset.iloc[fitted.split.holdout])
+        with limited_threads():
+            permuted = permutation_importances(model.estimator, X, y, model.feature_names)
+        mlflow.log_dict(permuted, f"{PLOTS_DIR}/permutation_importances.json")
+        figures["feature_importances.png"] = importance_figure(
+            permuted, f"permutation importances: holdout log-loss increase ({model.name} has no impurity importances)"
+        )
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"{PLOTS_DIR}/{name}")
+        plt.close(fig)
 
 
 def skill_tags(prefix: str, report: SkillReport) -> dict[str, str]:
@@ -151,7 +248,14 @@ def log_training_run(
     experiment_id = registry.ensure_experiment(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"reversal-{data_lineage['data.end'][:10]}") as run:
+    active = mlflow.active_run()
+    # inside train_and_log's run (started before the fit), else a run of its own
+    with (
+        nullcontext(active)
+        if active is not None
+        else mlflow.start_run(experiment_id=experiment_id, run_name=run_name(dataset))
+    ) as run:
+        assert run is not None
         mlflow.log_params(
             {
                 "estimator": model.name,
@@ -213,7 +317,15 @@ def log_training_run(
                     "walk_forward.median_roc_auc": f"{summary['walk_forward_median_roc_auc']:.4f}",
                 }
             )
-        version = registry.log_model_version(model, X_train=X_train, uri=tracking_uri, extra_version_tags=version_tags)
+        log_plots(dataset, fitted)
+        log_datasets(dataset)
+        version = registry.log_model_version(
+            model,
+            X_train=X_train,
+            uri=tracking_uri,
+            extra_version_tags=version_tags,
+            description=version_description(dataset, fitted),
+        )
     return TrainingResult(
         run.info.run_id,
         version,

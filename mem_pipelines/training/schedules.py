@@ -43,6 +43,8 @@ def build_daily_schedule(job, partitions_def: dg.PartitionsDefinition) -> dg.Sch
         cron_schedule="0 2 * * *",
         execution_timezone="UTC",
         name="daily_retrain",
+        # on as soon as the daemon runs (`dagster dev`, scripts/ui.sh dagster): the README promises a daily retrain
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
             f"Daily at 02:00 UTC: retrain on the last {defaults.TRAIN_DAYS} days of every symbol that has "
             "candles (walk-forward included) and run the gate."

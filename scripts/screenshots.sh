@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Screenshots for docs/ui.md, taken with headless Chromium (Debian package `chromium`):
+#   bash scripts/screenshots.sh            # into docs/img/
+# Uses the instance of a main job under MEM_HOME (default /tmp/mem-screenshots; runs
+# `mem main` there first when it holds no MLflow store), starts the Dagster webserver and the
+# MLflow UI on free loopback ports, takes the pictures, and stops what it started.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="${OUT:-$ROOT/docs/img}"
+export MEM_HOME="$(realpath -m "${MEM_HOME:-/tmp/mem-screenshots}")"
+export DAGSTER_HOME="$MEM_HOME"
+export MLFLOW_TRACKING_URI="sqlite:///$MEM_HOME/mlflow.db"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+PY="$ROOT/.venv/bin/python"
+CHROMIUM="$(command -v chromium || command -v chromium-browser || true)"
+[ -n "$CHROMIUM" ] || { echo "chromium is missing: apt-get install chromium (as root)" >&2; exit 1; }
+mkdir -p "$OUT" "$MEM_HOME"
+
+if [ ! -f "$MEM_HOME/mlflow.db" ]; then
+  echo "no main job under $MEM_HOME yet: running it (a few minutes)"
+  "$PY" -m mem_cli.main main
+fi
+
+# no "join the community" dialog over the pictures
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\n' >"$DAGSTER_HOME/dagster.yaml"
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+DPORT="$(free_port)"; MPORT="$(free_port)"
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+"$PY" -m dagster_webserver -w workspace.yaml -h 127.0.0.1 -p "$DPORT" >"$MEM_HOME/screenshots-dagster.log" 2>&1 &
+PIDS+=($!)
+"$ROOT/.venv/bin/mlflow" ui --backend-store-uri "$MLFLOW_TRACKING_URI" --default-artifact-root "$MEM_HOME/mlruns" \
+  -h 127.0.0.1 -p "$MPORT" >"$MEM_HOME/screenshots-mlflow.log" 2>&1 &
+PIDS+=($!)
+
+wait_for() {  # url
+  for _ in $(seq 1 240); do curl -fs -o /dev/null "$1" && return 0; sleep 0.5; done
+  echo "no answer from $1" >&2; return 1
+}
+wait_for "http://127.0.0.1:$DPORT/server_info"
+wait_for "http://127.0.0.1:$MPORT/health"
+
+read -r VERSION EXPERIMENT RUN < <("$PY" -c '
+from mem_core import registry
+mv = registry.version_by_alias(registry.CHAMPION) or registry.version_by_alias(registry.CHALLENGER)
+print(mv.version, registry.ensure_experiment(), mv.run_id)')
+
+shot() {  # name url [width height]
+  "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size="${3:-1440},${4:-900}" \
+    --virtual-time-budget=20000 --screenshot="$OUT/$1.png" "$2" >/dev/null 2>&1 || { echo "chromium failed on $2" >&2; return 1; }
+  echo "$OUT/$1.png  <- $2"
+}
+shot dagster-asset-graph "http://127.0.0.1:$DPORT/asset-groups" 1600 900
+shot dagster-training-group "http://127.0.0.1:$DPORT/locations/mem/asset-groups/training/lineage" 1600 900
+shot dagster-reversal-model "http://127.0.0.1:$DPORT/assets/reversal_model" 1440 1400
+shot dagster-runs "http://127.0.0.1:$DPORT/runs"
+shot mlflow-model-version "http://127.0.0.1:$MPORT/#/models/mem-reversal/versions/$VERSION" 1440 1200
+shot mlflow-run "http://127.0.0.1:$MPORT/#/experiments/$EXPERIMENT/runs/$RUN" 1440 1200
