@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mem_memory.async_commit import AsyncDecisionCommitter
+from mem_memory.backend import SQLITE
 from mem_memory.config import MemoryConfig
 from mem_memory.errors import (
     CorruptRecord,
@@ -88,7 +89,7 @@ class MemoryEngine:
         self.write_health = WriteHealth(store.probe_write, self.config.write_probe_s)
         self._group = GroupCommitter(store, self._after_commit)
         self._async: AsyncDecisionCommitter | None = None
-        if writer_process:
+        if writer_process and store.backend == SQLITE:  # PostgreSQL: psycopg waits without the GIL
             self._async = AsyncDecisionCommitter(
                 WriterProcess(store.path), store, self._after_commit, self._group.submit_decision
             )

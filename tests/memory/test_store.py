@@ -20,6 +20,7 @@ from mem_memory import (
     WrongMemoryKey,
     key_from_env,
 )
+from tests.memory.helpers import raw_connect, sibling, stored_bytes
 
 from .helpers import b64, outcome, request
 
@@ -31,6 +32,7 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
+@pytest.mark.sqlite_only
 def test_files_are_created_0600_even_with_a_loose_umask(db: Path) -> None:
     old = os.umask(0o022)
     try:
@@ -63,16 +65,17 @@ def _needles(decision_id: str) -> list[bytes]:
     ]
 
 
-def test_with_a_key_no_decision_text_or_number_is_in_the_file(db: Path, key: bytes) -> None:
+def test_with_a_key_no_decision_text_or_number_is_in_the_file(db: Path, key: bytes, backend: str) -> None:
     store = MemoryStore.open(db, key=key)
     did = _write_marked(store)
-    wal = Path(f"{db}-wal").read_bytes()
-    assert wal  # the writes are in the WAL now ...
-    for needle in _needles(did):
-        assert needle not in wal, needle
+    if backend == "sqlite":
+        wal = Path(f"{db}-wal").read_bytes()
+        assert wal  # the writes are in the WAL now ...
+        for needle in _needles(did):
+            assert needle not in wal, needle
     store.checkpoint()  # ... and in the main file after a checkpoint
     store.close()
-    data = db.read_bytes() + (Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else b"")
+    data = stored_bytes(db)  # PostgreSQL: every relation file of the database, after a CHECKPOINT
     for needle in _needles(did):
         assert needle not in data, needle
     again = MemoryStore.open(db, key=key)  # and it reads back
@@ -86,7 +89,7 @@ def test_control_without_a_key_the_text_is_visible(db: Path) -> None:
     _write_marked(store)
     store.checkpoint()
     store.close()
-    assert REASONING_MARK.encode() in db.read_bytes()  # so the encrypted test above is meaningful
+    assert REASONING_MARK.encode() in stored_bytes(db)  # so the encrypted test above is meaningful
 
 
 def test_wrong_missing_and_unexpected_keys_are_clear_errors(db: Path, key: bytes) -> None:
@@ -95,7 +98,7 @@ def test_wrong_missing_and_unexpected_keys_are_clear_errors(db: Path, key: bytes
         MemoryStore.open(db, key=os.urandom(32))
     with pytest.raises(MissingMemoryKey, match="encrypted; set MEM_MEMORY_KEY"):
         MemoryStore.open(db)
-    plain = db.with_name("plain.db")
+    plain = sibling(db, "plain.db")
     MemoryStore.open(plain).close()
     with pytest.raises(UnencryptedStoreKeyError):
         MemoryStore.open(plain, key=key)
@@ -144,14 +147,12 @@ def test_store_reopens_with_integrity_and_is_append_only(db: Path) -> None:
 
 
 def test_a_tampered_payload_is_left_out_of_scans_and_fails_its_own_read(db: Path, key: bytes) -> None:
-    import sqlite3
-
     from mem_memory import CorruptRecord
 
     store = MemoryStore.open(db, key=key)
     d = MemoryEngine(store).enhance(request())
     store.close()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     blob = bytearray(conn.execute("SELECT payload FROM events WHERE event_id = 1").fetchone()[0])
     blob[-1] ^= 1
     conn.execute("UPDATE events SET payload = ? WHERE event_id = 1", (bytes(blob),))
