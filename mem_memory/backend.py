@@ -123,6 +123,14 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{netloc[1]}", parts.path, parts.query, parts.fragment))
 
 
+def redact_text(text: str, target: str | os.PathLike[str]) -> str:
+    """``text`` (an error message) with the password of ``target``'s URL masked, if it has one."""
+    if not is_postgres(target):
+        return text
+    password = urlsplit(postgres_url(target)).password
+    return text.replace(password, "***") if password else text
+
+
 def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
@@ -145,7 +153,7 @@ class PgConnection:
         raw = psycopg.connect(url, autocommit=True, application_name=who[:63])
         return cls(raw)
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:  # a psycopg cursor
         verb = sql.strip().upper()
         if verb == "BEGIN IMMEDIATE":
             self.raw.execute("BEGIN")
@@ -154,7 +162,7 @@ class PgConnection:
             return self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         return self.raw.execute(_pg_sql(sql), tuple(args) if args else None)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         cur = self.raw.cursor()
         cur.executemany(_pg_sql(sql), rows)
         return cur

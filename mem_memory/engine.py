@@ -223,6 +223,14 @@ class MemoryEngine:
             self.refresh(force=False)
             return self._wm.matching(action, context)
 
+    def seen_event_id(self) -> int:
+        """The newest event applied to the working memory, after a refresh if
+        ``refresh_interval_s`` has passed (so it moves when any process writes): callers that
+        cache reads of the engine key their caches on it."""
+        with self._lock:
+            self.refresh(force=False)
+            return self._last_seen
+
     def parameters(self) -> Parameters:
         with self._lock:
             self.refresh(force=False)
