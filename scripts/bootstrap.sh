@@ -88,6 +88,6 @@ if ! pg_bin_present; then
       || die "could not install the Debian package postgresql"
     # the package starts a system cluster; the tests start their own, so leave the system one alone
   else
-    die "PostgreSQL server binaries are missing (the memory's PostgreSQL tests need initdb and pg_ctl): install them, e.g. 'sudo apt-get install postgresql', or set MEM_TEST_PG_BIN to their folder"
+    echo "bootstrap: PostgreSQL server binaries are missing: the memory's PostgreSQL tests need initdb and pg_ctl (they fail in CI without them, and are skipped elsewhere); install them, e.g. 'sudo apt-get install postgresql', or set MEM_TEST_PG_BIN to their folder" >&2
   fi
 fi
