@@ -155,9 +155,8 @@ class PgConnection:
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:  # a psycopg cursor
         verb = sql.strip().upper()
-        if verb == "BEGIN IMMEDIATE":
-            self.raw.execute("BEGIN")
-            return self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        if verb == "BEGIN IMMEDIATE":  # one round trip: no parameters, so both go as one simple query
+            return self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})")
         if verb == "BEGIN":
             return self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         return self.raw.execute(_pg_sql(sql), tuple(args) if args else None)

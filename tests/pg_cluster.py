@@ -68,7 +68,9 @@ class PgCluster:
         )  # type: ignore[call-overload]
 
     @classmethod
-    def start(cls, bin_dir: Path | None = None) -> PgCluster:
+    def start(cls, bin_dir: Path | None = None, *, durable: bool = False) -> PgCluster:
+        """Start a cluster; ``durable`` keeps PostgreSQL's defaults (fsync, full-page writes) as a
+        real deployment has them (benchmarks), else they are off (tests)."""
         bin_dir = bin_dir or find_bin()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql; scripts/bootstrap.sh does it)")
@@ -82,10 +84,9 @@ class PgCluster:
             cluster._run(
                 bin_dir / "initdb", "-D", cluster.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
             )
-            opts = (
-                f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=64MB"
-            )
+            opts = f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB"
+            if not durable:
+                opts += " -c fsync=off -c full_page_writes=off"
             cluster._run(
                 bin_dir / "pg_ctl", "-D", cluster.data, "-o", opts, "-l", root / "log", "-w", "-t", "60", "start"
             )
