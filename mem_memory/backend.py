@@ -142,42 +142,99 @@ class PgConnection:
 
     backend = POSTGRESQL
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: psycopg.Connection[Any], url: str = "", who: str = "") -> None:
         self.raw = raw
+        self._url, self._who = url, who
+        self._txn = False  # inside a transaction this connection began
+        self._lock_mode: bool | None = None  # OPEN_LOCK held: exclusive or shared (None: not held)
 
     @classmethod
     def connect(cls, url: str, command: str = "") -> PgConnection:
         """Connect; ``application_name`` says which process holds the connection
         (``pid 123 (mem serve)``: what ``holders`` reports when a rekey finds the store in use)."""
-        who = f"pid {os.getpid()} ({command})" if command else f"pid {os.getpid()}"
-        raw = psycopg.connect(url, autocommit=True, application_name=who[:63])
-        return cls(raw)
+        who = (f"pid {os.getpid()} ({command})" if command else f"pid {os.getpid()}")[:63]
+        return cls(cls._raw(url, who), url, who)
+
+    @staticmethod
+    def _raw(url: str, who: str) -> psycopg.Connection[Any]:
+        return psycopg.connect(url, autocommit=True, application_name=who)
+
+    @property
+    def lost(self) -> bool:
+        """The server closed the connection (restart, failover, an administrator)."""
+        return bool(self.raw.closed or self.raw.broken)
+
+    def _reconnect(self) -> None:
+        """A new connection after a lost one (with the store's session lock taken again). Only
+        between transactions: what a lost transaction wrote was never committed, and its caller
+        got the error."""
+        if not self._url:
+            raise psycopg.OperationalError("the connection to the memory store is lost")
+        try:
+            self.raw.close()
+        except psycopg.Error:
+            pass
+        self.raw = self._raw(self._url, self._who)
+        self._txn = False
+        if self._lock_mode is not None and not self.try_open_lock(self._lock_mode):
+            raise psycopg.OperationalError("reconnected, but the memory store is held alone by another process")
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:  # a psycopg cursor
         verb = sql.strip().upper()
+        if not (verb.startswith("BEGIN") or (not self._txn and verb.startswith("SELECT"))):
+            return self._execute(verb, sql, args)
+        # a new transaction, or a read between transactions: nothing to lose by trying again on a
+        # new connection when the old one turns out to be gone (psycopg learns it on first use)
+        if self.lost:
+            self._reconnect()
+        try:
+            return self._execute(verb, sql, args)
+        except psycopg.OperationalError:
+            if not self.lost:
+                raise
+            self._reconnect()
+            return self._execute(verb, sql, args)
+
+    def _execute(self, verb: str, sql: str, args: Sequence[Any]) -> Any:
         if verb == "BEGIN IMMEDIATE":  # one round trip: no parameters, so both go as one simple query
-            return self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})")
+            cur = self.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})")
+            self._txn = True
+            return cur
         if verb == "BEGIN":
-            return self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            cur = self.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            self._txn = True
+            return cur
+        if verb in ("COMMIT", "ROLLBACK"):
+            self._txn = False  # over, whether the statement succeeds or the connection is gone
+            if verb == "ROLLBACK" and self.lost:
+                return None  # the server rolled it back already
         return self.raw.execute(_pg_sql(sql), tuple(args) if args else None)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        if self.lost and not self._txn:
+            self._reconnect()
         cur = self.raw.cursor()
         cur.executemany(_pg_sql(sql), rows)
         return cur
 
     @property
     def in_transaction(self) -> bool:
+        if self.lost:  # the server rolled back what was open; until the store ends that transaction
+            return self._txn  # (its COMMIT raises, its ROLLBACK is a no-op) nothing reconnects
         return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
 
     def close(self) -> None:
+        self._url = ""  # no reconnect after an explicit close
         self.raw.close()
 
     def try_open_lock(self, exclusive: bool) -> bool:
         """Take the store's session lock (``OPEN_LOCK``) shared, or alone, without waiting."""
         fn = "pg_try_advisory_lock" if exclusive else "pg_try_advisory_lock_shared"
         row = self.raw.execute(f"SELECT {fn}(%s)", (OPEN_LOCK,)).fetchone()
-        return bool(row and row[0])
+        if row and row[0]:
+            self._lock_mode = exclusive
+            return True
+        return False
 
     def holders(self) -> str:
         """The other sessions holding ``OPEN_LOCK``, by their ``application_name`` and client

@@ -19,12 +19,15 @@ BACKENDS = ("sqlite", "postgresql")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """SQLite-only tests are not run (deselected, not skipped) on PostgreSQL."""
+    """SQLite-only tests are not run (deselected, not skipped) on PostgreSQL, nor PostgreSQL-only
+    ones (a lost connection) on SQLite."""
     keep, drop = [], []
     for item in items:
         params = getattr(item, "callspec", None)
         backend = params.params.get("db") if params is not None else None
-        if backend == "postgresql" and item.get_closest_marker("sqlite_only"):
+        if (backend == "postgresql" and item.get_closest_marker("sqlite_only")) or (
+            backend == "sqlite" and item.get_closest_marker("postgresql_only")
+        ):
             drop.append(item)
         else:
             keep.append(item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,14 @@ from mem_memory import (
     MemoryStore,
     MissingMemoryKey,
     StoreClosed,
+    StoreInUse,
     UnencryptedStoreKeyError,
     WrongMemoryKey,
     key_from_env,
 )
 from tests.memory.helpers import raw_connect, sibling, stored_bytes
 
-from .helpers import b64, outcome, request
+from .helpers import b64, make_decision, outcome, request
 
 REASONING_MARK = "zebra-quokka-7731"
 PRICE = 12345.6789
@@ -167,3 +169,51 @@ def test_a_tampered_payload_is_left_out_of_scans_and_fails_its_own_read(db: Path
         assert again.corrupt == {1: "decision"}
     finally:
         again.close()
+
+
+@pytest.mark.postgresql_only
+def test_a_lost_postgresql_connection_loses_nothing_acknowledged_and_the_store_reconnects(db: str) -> None:
+    """The server ends the store's session (a restart, a failover, an administrator): the write
+    in flight fails and is not stored, nothing acknowledged is lost, and the next call reconnects
+    (with the store's open lock taken again)."""
+    import psycopg
+
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store)
+    first = engine.enhance(request())
+    pid = store._c().raw.info.backend_pid  # type: ignore[union-attr]
+    with psycopg.connect(db, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.2)
+    second = engine.enhance(request())  # a new transaction: reconnects
+    assert store._c().raw.info.backend_pid != pid  # type: ignore[union-attr]
+    assert [e.payload["decision_id"] for e in store.events_since(0)] == [first.decision_id, second.decision_id]
+    with pytest.raises(StoreInUse):
+        MemoryStore.open(db, exclusive=True)  # the reconnected session holds the open lock again
+    # a transaction whose connection is lost halfway commits nothing and says so
+    with pytest.raises(psycopg.OperationalError):
+        with store.transaction():
+            store.append_decision(make_decision(1, decision_id="lost-1"))
+            with psycopg.connect(db, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (store._c().raw.info.backend_pid,))  # type: ignore[union-attr]
+            time.sleep(0.2)
+            store.append_decision(make_decision(2, decision_id="lost-2"))
+    assert store.decision_event_ids(["lost-1", "lost-2"]) == {}
+    assert store.last_event_id() == 2
+    # a group commit whose connection is lost after one unit succeeded (as the group committer runs
+    # units: each in a savepoint, a unit's error caught) must fail as a whole, not report that unit
+    with pytest.raises(psycopg.OperationalError):
+        with store.group_transaction():
+            with store.savepoint():
+                store.append_decision(make_decision(3, decision_id="group-1"))
+            with psycopg.connect(db, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (store._c().raw.info.backend_pid,))  # type: ignore[union-attr]
+            time.sleep(0.2)
+            try:
+                with store.savepoint():
+                    store.append_decision(make_decision(4, decision_id="group-2"))
+            except Exception:  # noqa: BLE001  # as GroupCommitter._write: this unit's error only
+                pass
+    assert store.decision_event_ids(["group-1", "group-2"]) == {}
+    assert engine.enhance(request()) and store.last_event_id() == 3  # and it carries on
+    store.close()
