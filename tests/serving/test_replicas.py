@@ -157,3 +157,93 @@ def test_a_learned_change_on_one_replica_reaches_the_other_within_its_refresh_in
     seen = time.monotonic() - changed
     assert seen <= 1.0 + 0.5  # refresh_interval_s (1 s) plus a poll's slack on 2 busy cores
     assert _size(b) == pytest.approx(before * 1.02)
+
+
+def test_two_mem_serve_processes_share_a_postgresql_memory_given_by_env(
+    postgres: PgCluster, empty_mlflow_uri: str, tmp_path: Path
+) -> None:
+    """``MEM_MEMORY_DB=postgresql://…`` and two ``mem serve`` processes: a decision on one, its
+    outcome on the other, the learned size on both; GetModelInfo names the same store."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import grpc
+
+    from mem_serving.api import MemServiceStub
+
+    url = postgres.create_db("serve")
+    env = {
+        **os.environ,
+        "MEM_HOME": str(tmp_path),
+        "MLFLOW_TRACKING_URI": empty_mlflow_uri,
+        "MEM_MEMORY_DB": url,
+        "MEM_SERVING_CANDLE_SINK": "off",
+        "MEM_QUESTDB_PG_PORT": "1",
+    }
+    env.pop("MEM_SERVING_TOKEN", None)
+    env.pop("MEM_MEMORY_KEY", None)
+    root = Path(__file__).resolve().parents[2]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "-1"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    channels: list[grpc.Channel] = []
+    try:
+        stubs = []
+        for p in procs:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            assert line, p.stderr.read() if p.stderr else ""
+            channels.append(grpc.insecure_channel(json.loads(line)["grpc"]))
+            stubs.append(MemServiceStub(channels[-1]))
+        infos = [s.GetModelInfo(pb.GetModelInfoRequest(), timeout=10).memory_store for s in stubs]
+        assert infos[0].store_id == infos[1].store_id and infos[0].location == url
+        ml = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
+        signal = stubs[0].EnhanceSignal(
+            pb.EnhanceSignalRequest(
+                symbol="PROC", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0, time=now_pb(), ml_prediction=ml
+            ),
+            timeout=10,
+        )
+        start = stubs[1].GetParameters(pb.GetParametersRequest(), timeout=10).parameters["position_size"]
+        stubs[1].LogOutcome(
+            pb.LogOutcomeRequest(
+                decision_id=signal.decision_id,
+                entry_price=100,
+                exit_price=101,
+                size=0.01,
+                pnl=1,
+                pnl_pct=0.01,
+                exit_reason="take_profit",
+                time=now_pb(),
+            ),
+            timeout=30,
+        )
+        deadline = time.monotonic() + 3.0
+        sizes: list[float] = []
+        while time.monotonic() < deadline:
+            sizes = [s.GetParameters(pb.GetParametersRequest(), timeout=10).parameters["position_size"] for s in stubs]
+            if all(x == pytest.approx(start * 1.02) for x in sizes):
+                break
+            time.sleep(0.1)
+        assert sizes == [pytest.approx(start * 1.02)] * 2
+    finally:
+        for c in channels:
+            c.close()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        postgres.drop_db(url)
