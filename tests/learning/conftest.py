@@ -68,12 +68,13 @@ def _plant(store, n: int = 240, seed: int = 7) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def memory_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def memory_target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The memory store the learning assets and sensors run on: a SQLite file, or a database of
     the session's PostgreSQL cluster (sensors, discovery, the monitor and exports work unchanged)."""
     if request.param == "sqlite":
         yield str(tmp_path / "memory" / "memory.db")
         return
+    monkeypatch.setenv("MEM_HOME", str(tmp_path))  # the exports of a database store go under MEM_HOME
     cluster = request.getfixturevalue("postgres")
     url = cluster.create_db("learning")
     yield url
