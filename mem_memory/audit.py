@@ -92,7 +92,11 @@ def current_command() -> str:
 
 
 def ensure(conn: Conn) -> None:
-    conn.execute(PG_AUDIT_SCHEMA if isinstance(conn, PgConnection) else SCHEMA)
+    if isinstance(conn, PgConnection):
+        if not has_table(conn, "audit"):  # CREATE ... IF NOT EXISTS needs CREATE rights there
+            conn.execute(PG_AUDIT_SCHEMA)
+        return
+    conn.execute(SCHEMA)
 
 
 def _user() -> str:

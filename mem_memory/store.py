@@ -24,6 +24,10 @@ Layout (docs/memory.md):
 
 Every open holds ``<db>.lock`` shared (``mem_memory.lock``); a rekey or restore needs it alone.
 
+The same store runs on PostgreSQL when ``open`` is given a ``postgresql://`` URL: the SQL that
+differs (placeholders, the write lock, event ids, the schema, a lost connection) is in
+``mem_memory.backend``; docs/memory.md ("PostgreSQL") says what is SQLite-only.
+
 Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
 to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
 has seen every event <= N. ``synchronous=FULL`` makes every acknowledged commit durable before
@@ -57,6 +61,7 @@ from mem_memory.backend import (
     SQLITE,
     Conn,
     PgConnection,
+    has_table,
     insert_events,
     is_postgres,
     postgres_url,
@@ -356,9 +361,12 @@ class MemoryStore:
         announce = audit.first_open(ident, codec.key_id, command)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in (PG_SCHEMA if self.backend == POSTGRESQL else _SCHEMA).split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            # PostgreSQL checks CREATE rights even for IF NOT EXISTS: a role that may only read and
+            # write an existing store (docs/deploy.md) skips the DDL once the tables are there
+            if self.backend == SQLITE or not has_table(conn, "requests"):
+                for statement in (PG_SCHEMA if self.backend == POSTGRESQL else _SCHEMA).split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             audit.ensure(conn)
             meta = {
                 k: v.decode() if isinstance(v, bytes) and k not in _BINARY_META else v

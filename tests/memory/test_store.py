@@ -217,3 +217,33 @@ def test_a_lost_postgresql_connection_loses_nothing_acknowledged_and_the_store_r
     assert store.decision_event_ids(["group-1", "group-2"]) == {}
     assert engine.enhance(request()) and store.last_event_id() == 3  # and it carries on
     store.close()
+
+
+@pytest.mark.postgresql_only
+def test_a_role_that_may_only_read_and_write_uses_an_existing_postgresql_store(db: str, key: bytes) -> None:
+    """Replicas can run with a role that has no CREATE right (docs/deploy.md): the tables are made
+    once by an owner, then opening, deciding, learning and the audit trail need only DML rights."""
+    import psycopg
+
+    owner = MemoryStore.open(db, key=key)
+    MemoryEngine(owner).enhance(request())
+    owner.close()
+    role = f"mem_rw_{os.getpid()}"
+    with psycopg.connect(db, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        admin.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        assert not admin.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", (role,)).fetchone()[0]
+    url = db.replace("postgresql://postgres@", f"postgresql://{role}@")
+    try:
+        store = MemoryStore.open(url, key=key, command="replica")
+        engine = MemoryEngine(store)
+        d = engine.enhance(request())
+        engine.record_outcome(outcome(d, 0.01))
+        assert store.counts() == {"decisions": 2, "outcomes": 1, "shadow_outcomes": 0}
+        store.close()
+    finally:
+        with psycopg.connect(db, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
