@@ -247,3 +247,14 @@ def test_a_role_that_may_only_read_and_write_uses_an_existing_postgresql_store(d
         with psycopg.connect(db, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.postgresql_only
+def test_backup_and_restore_of_a_postgresql_store_point_at_postgresql_tools(db: str, tmp_path: Path) -> None:
+    from mem_memory import MemoryStoreError
+    from mem_memory.backup import backup, restore
+
+    with pytest.raises(MemoryStoreError, match="pg_dump"):
+        backup(db, tmp_path / "backups")
+    with pytest.raises(MemoryStoreError, match="SQLite-only"):
+        restore(tmp_path / "memory-x.db", db, None)
