@@ -36,6 +36,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import pq
 
+from mem_memory.errors import MemoryUnavailable
+
 #: Transaction-level advisory lock held by every write transaction (per database).
 WRITE_LOCK = 0x4D454D5F5752  # "MEM_WR"
 #: Session-level advisory lock: shared while a store is open, exclusive for a rekey.
@@ -180,6 +182,19 @@ class PgConnection:
             raise psycopg.OperationalError("reconnected, but the memory store is held alone by another process")
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:  # a psycopg cursor
+        """Run ``sql``; ``MemoryUnavailable`` (serving: UNAVAILABLE) when the connection is lost
+        and could not be made again, or was lost inside a transaction (nothing of it stored)."""
+        try:
+            return self._run(sql, args)
+        except psycopg.OperationalError as exc:
+            if not self.lost:
+                raise
+            raise MemoryUnavailable(
+                f"the memory store's PostgreSQL connection is lost ({type(exc).__name__}): nothing of the "
+                "transaction in flight was stored; the next call reconnects"
+            ) from exc
+
+    def _run(self, sql: str, args: Sequence[Any]) -> Any:
         verb = sql.strip().upper()
         if not (verb.startswith("BEGIN") or (not self._txn and verb.startswith("SELECT"))):
             return self._execute(verb, sql, args)
@@ -211,11 +226,16 @@ class PgConnection:
         return self.raw.execute(_pg_sql(sql), tuple(args) if args else None)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
-        if self.lost and not self._txn:
-            self._reconnect()
-        cur = self.raw.cursor()
-        cur.executemany(_pg_sql(sql), rows)
-        return cur
+        try:
+            if self.lost and not self._txn:
+                self._reconnect()
+            cur = self.raw.cursor()
+            cur.executemany(_pg_sql(sql), rows)
+            return cur
+        except psycopg.OperationalError as exc:
+            if not self.lost:
+                raise
+            raise MemoryUnavailable(f"the memory store's PostgreSQL connection is lost ({type(exc).__name__})") from exc
 
     @property
     def in_transaction(self) -> bool:

@@ -15,6 +15,7 @@ from mem_memory import (
     MemoryEngine,
     MemoryKeyError,
     MemoryStore,
+    MemoryUnavailable,
     MissingMemoryKey,
     StoreClosed,
     StoreInUse,
@@ -191,7 +192,7 @@ def test_a_lost_postgresql_connection_loses_nothing_acknowledged_and_the_store_r
     with pytest.raises(StoreInUse):
         MemoryStore.open(db, exclusive=True)  # the reconnected session holds the open lock again
     # a transaction whose connection is lost halfway commits nothing and says so
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(MemoryUnavailable):
         with store.transaction():
             store.append_decision(make_decision(1, decision_id="lost-1"))
             with psycopg.connect(db, autocommit=True) as admin:
@@ -202,7 +203,7 @@ def test_a_lost_postgresql_connection_loses_nothing_acknowledged_and_the_store_r
     assert store.last_event_id() == 2
     # a group commit whose connection is lost after one unit succeeded (as the group committer runs
     # units: each in a savepoint, a unit's error caught) must fail as a whole, not report that unit
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(MemoryUnavailable):
         with store.group_transaction():
             with store.savepoint():
                 store.append_decision(make_decision(3, decision_id="group-1"))
