@@ -112,12 +112,17 @@ def audit(
     import sqlite3
 
     from mem_memory import audit as trail
+    from mem_memory.backend import PgConnection, is_postgres, postgres_url
 
     db = _db(memory_db)
-    if not db.exists():
+    conn: Any
+    if is_postgres(db):
+        conn = PgConnection.connect(postgres_url(db), "mem memory audit")
+    elif not db.exists():
         typer.echo(f"error: the memory store {db} does not exist", err=True)
         raise typer.Exit(1)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    else:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = trail.entries(conn, limit=limit, action=action)
         broken = trail.verify_chain(conn)

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import socket
-import sqlite3
 import sys
 import threading
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from mem_memory.backend import PG_AUDIT_SCHEMA, Conn, PgConnection, has_table
 from mem_memory.lock import program_words
 
 OPEN = "open"
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS audit (
     key_id TEXT,
     command TEXT NOT NULL,
     pid INTEGER NOT NULL,
-    user TEXT NOT NULL,
+    "user" TEXT NOT NULL,
     host TEXT NOT NULL,
     detail TEXT NOT NULL,
     hash TEXT NOT NULL
@@ -91,7 +91,11 @@ def current_command() -> str:
     return program_words(list(sys.argv))
 
 
-def ensure(conn: sqlite3.Connection) -> None:
+def ensure(conn: Conn) -> None:
+    if isinstance(conn, PgConnection):
+        if not has_table(conn, "audit"):  # CREATE ... IF NOT EXISTS needs CREATE rights there
+            conn.execute(PG_AUDIT_SCHEMA)
+        return
     conn.execute(SCHEMA)
 
 
@@ -108,7 +112,7 @@ def _digest(prev: str, fields: tuple[Any, ...]) -> str:
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: Conn,
     action: str,
     key_id: str | None,
     command: str | None = None,
@@ -132,15 +136,16 @@ def record(
         socket.gethostname(),
         json.dumps(dict(detail or {}), sort_keys=True, separators=(",", ":")),
     )
-    cur = conn.execute(
-        "INSERT INTO audit(at, action, key_id, command, pid, user, host, detail, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    row = conn.execute(
+        'INSERT INTO audit(at, action, key_id, command, pid, "user", host, detail, hash) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING audit_id",
         (*fields, _digest(prev, fields)),
-    )
-    return int(cur.lastrowid or 0)
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def record_now(
-    conn: sqlite3.Connection,
+    conn: Conn,
     action: str,
     key_id: str | None,
     command: str | None = None,
@@ -174,13 +179,13 @@ def forget_open(path: str, key_id: str | None, command: str) -> None:
         _announced.discard((path, key_id, command))
 
 
-def entries(conn: sqlite3.Connection, limit: int | None = None, action: str | None = None) -> list[AuditEntry]:
+def entries(conn: Conn, limit: int | None = None, action: str | None = None) -> list[AuditEntry]:
     """Audit rows, oldest first (the last ``limit`` when given)."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'").fetchone():
+    if not has_table(conn, "audit"):
         return []
     where, args = ("WHERE action = ?", [action]) if action else ("", [])
     args_: list[object] = list(args)
-    sql = f"SELECT audit_id, at, action, key_id, command, pid, user, host, detail, hash FROM audit {where} ORDER BY audit_id DESC"
+    sql = f'SELECT audit_id, at, action, key_id, command, pid, "user", host, detail, hash FROM audit {where} ORDER BY audit_id DESC'
     if limit is not None:
         sql += " LIMIT ?"
         args_.append(int(limit))
@@ -189,14 +194,14 @@ def entries(conn: sqlite3.Connection, limit: int | None = None, action: str | No
     return [AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7], json.loads(r[8]), r[9]) for r in rows]
 
 
-def verify_chain(conn: sqlite3.Connection) -> int | None:
+def verify_chain(conn: Conn) -> int | None:
     """The id of the first row whose hash does not follow from its fields and the row before
     (an edit, a deletion before it, or a reordering), or None when the chain holds."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'").fetchone():
+    if not has_table(conn, "audit"):
         return None
     prev = _GENESIS
     rows = conn.execute(
-        "SELECT audit_id, at, action, key_id, command, pid, user, host, detail, hash FROM audit ORDER BY audit_id"
+        'SELECT audit_id, at, action, key_id, command, pid, "user", host, detail, hash FROM audit ORDER BY audit_id'
     )
     for audit_id, *fields, digest in rows:
         if _digest(prev, tuple(fields)) != digest:

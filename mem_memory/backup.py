@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from mem_memory import audit, keys
-from mem_memory.errors import CorruptRecord, StoreClosed
+from mem_memory.backend import describe, is_postgres
+from mem_memory.errors import CorruptRecord, MemoryStoreError, StoreClosed
 from mem_memory.lock import StoreLock, lock_path
 from mem_memory.store import MemoryStore, _connect
 
@@ -90,6 +91,14 @@ def private_folder(folder: Path) -> Path:
     return folder
 
 
+def _sqlite_only(db: str | os.PathLike[str]) -> None:
+    if is_postgres(db):
+        raise MemoryStoreError(
+            f"backups of a PostgreSQL memory ({describe(db)}) are PostgreSQL's own: pg_dump or "
+            "point-in-time recovery (the payloads stay encrypted in them); `mem memory backup|restore` is SQLite-only"
+        )
+
+
 def backup(
     db: str | os.PathLike[str],
     folder: str | os.PathLike[str],
@@ -100,6 +109,7 @@ def backup(
     """Snapshot the store at ``db`` into ``folder`` (see the module docstring); with ``keep``,
     then delete all but the newest ``keep`` backups there. Refused (``StoreInUse``) only while a
     rekey or restore holds the store."""
+    _sqlite_only(db)
     started = time.perf_counter()
     db = Path(db)
     if not db.exists():
@@ -202,6 +212,7 @@ def restore(
     ``StoreInUse`` while anything has ``db`` open, ``FileExistsError`` when it exists and not
     ``force`` (then the old store is moved aside to ``<db>.before-restore-<time>``), ``CorruptRecord`` when the backup fails a check, ``MemoryKeyError`` when the keys
     do not open it; the target is untouched in every one of these cases."""
+    _sqlite_only(db)
     started = time.perf_counter()
     source, db = Path(source), Path(db)
     if not source.is_file():

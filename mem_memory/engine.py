@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mem_memory.async_commit import AsyncDecisionCommitter
+from mem_memory.backend import SQLITE
 from mem_memory.config import MemoryConfig
 from mem_memory.errors import (
     CorruptRecord,
@@ -88,7 +89,7 @@ class MemoryEngine:
         self.write_health = WriteHealth(store.probe_write, self.config.write_probe_s)
         self._group = GroupCommitter(store, self._after_commit)
         self._async: AsyncDecisionCommitter | None = None
-        if writer_process:
+        if writer_process and store.backend == SQLITE:  # PostgreSQL: psycopg waits without the GIL
             self._async = AsyncDecisionCommitter(
                 WriterProcess(store.path), store, self._after_commit, self._group.submit_decision
             )
@@ -221,6 +222,14 @@ class MemoryEngine:
         with self._lock:
             self.refresh(force=False)
             return self._wm.matching(action, context)
+
+    def seen_event_id(self) -> int:
+        """The newest event applied to the working memory, after a refresh if
+        ``refresh_interval_s`` has passed (so it moves when any process writes): callers that
+        cache reads of the engine key their caches on it."""
+        with self._lock:
+            self.refresh(force=False)
+            return self._last_seen
 
     def parameters(self) -> Parameters:
         with self._lock:

@@ -102,9 +102,9 @@ class StoreClosed(MemoryStoreError):
 
 
 class MemoryUnavailable(MemoryStoreError):
-    """The memory's writer process is gone or cannot start, and the call's decision is not
-    stored (a decision the process committed before it died is acknowledged, not lost). Serving
-    answers UNAVAILABLE; the next call starts a new writer."""
+    """The memory's writer process is gone or cannot start, or a PostgreSQL store's connection
+    is lost, and the call's records are not stored (what was committed before is acknowledged, not
+    lost). Serving answers UNAVAILABLE; the next call starts a new writer, or reconnects."""
 
 
 class StoreInUse(MemoryStoreError):

@@ -31,13 +31,13 @@ the leadership to the first queued writer, if any (no thundering herd on one con
 from __future__ import annotations
 
 import logging
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from mem_memory.backend import INTEGRITY_ERRORS
 from mem_memory.errors import StoreFull
 from mem_memory.store import MemoryStore, PreparedDecision
 
@@ -155,7 +155,7 @@ class GroupCommitter:
             try:
                 with store.group_transaction() as span:
                     self._write(store, batch, fast)
-            except sqlite3.IntegrityError:
+            except INTEGRITY_ERRORS:
                 if fast:  # a repeated decision id in a multi-row INSERT: again, unit by unit
                     continue
                 self._fail(batch, sys.exc_info()[1])

@@ -16,18 +16,16 @@ rotation (``rotate=True``); any other open with a key that is not the store's is
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from mem_memory import audit
+from mem_memory.backend import Conn
 from mem_memory.crypto import KEY_ENV, PREVIOUS_KEYS_ENV, Codec
 from mem_memory.errors import MemoryKeyError, MissingMemoryKey, WrongMemoryKey
 
 
-def settle(
-    conn: sqlite3.Connection, meta: dict[str, Any], codec: Codec, path: Path, rotate: bool, command: str
-) -> None:
+def settle(conn: Conn, meta: dict[str, Any], codec: Codec, path: Path | str, rotate: bool, command: str) -> None:
     """Check ``codec``'s keys against an existing encrypted store and point its tags at the
     store's key, inside the open's write transaction; with ``rotate``, start a rotation to
     ``codec``'s writing key (recorded, with a ``rekey.start`` audit row). Raises a
@@ -75,13 +73,13 @@ def settle(
         )
 
 
-def rotation(conn: sqlite3.Connection) -> tuple[str | None, str | None]:
+def rotation(conn: Conn) -> tuple[str | None, str | None]:
     """(the store's key id, the key id of an unfinished rotation or None)."""
     meta = dict(conn.execute("SELECT k, v FROM meta WHERE k IN ('key_id', 'rekey_to')").fetchall())
     return _text(meta.get("key_id")), _text(meta.get("rekey_to"))
 
 
-def finish(conn: sqlite3.Connection, codec: Codec) -> None:
+def finish(conn: Conn, codec: Codec) -> None:
     """Make the rotation's key the store's key (inside the caller's transaction, after every
     record and tag has moved to it): its key check, its id; the rotation's rows removed."""
     target = codec.key_id

@@ -24,6 +24,10 @@ Layout (docs/memory.md):
 
 Every open holds ``<db>.lock`` shared (``mem_memory.lock``); a rekey or restore needs it alone.
 
+The same store runs on PostgreSQL when ``open`` is given a ``postgresql://`` URL: the SQL that
+differs (placeholders, the write lock, event ids, the schema, a lost connection) is in
+``mem_memory.backend``; docs/memory.md ("PostgreSQL") says what is SQLite-only.
+
 Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
 to ``busy_timeout``), so event ids are committed in increasing order: a reader that has seen id N
 has seen every event <= N. ``synchronous=FULL`` makes every acknowledged commit durable before
@@ -47,7 +51,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import psycopg
+
 from mem_memory import audit, keys
+from mem_memory.backend import (
+    INTEGRITY_ERRORS,
+    PG_SCHEMA,
+    POSTGRESQL,
+    SQLITE,
+    Conn,
+    PgConnection,
+    has_table,
+    insert_events,
+    is_postgres,
+    postgres_url,
+    redact,
+)
+from mem_memory.backend import is_full as _is_full
 from mem_memory.crypto import Codec
 from mem_memory.errors import (
     CorruptRecord,
@@ -58,6 +78,7 @@ from mem_memory.errors import (
     MemoryStoreError,
     StoreClosed,
     StoreFull,
+    StoreInUse,
     UnencryptedStoreKeyError,
     UnknownDecision,
 )
@@ -124,6 +145,8 @@ _BUILD: dict[str, Any] = {
 }
 
 FORMAT_VERSION = "1"
+#: ``meta`` rows holding bytes (the others are text; PostgreSQL returns every ``v`` as bytes).
+_BINARY_META = frozenset({"key_check", "rekey_check"})
 BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
@@ -169,11 +192,11 @@ PROBE_BYTES = 16384
 
 
 def is_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite's "database or disk is full" (SQLITE_FULL)."""
-    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+    """Whether ``exc`` is "database or disk is full" (SQLite's SQLITE_FULL, PostgreSQL's disk_full)."""
+    return _is_full(exc)
 
 
-def _full(path: Path, exc: BaseException) -> StoreFull:
+def _full(path: Path | str, exc: BaseException) -> StoreFull:
     return StoreFull(
         f"the memory store {path} is full (no space left on its disk, or its size cap is reached): nothing was stored"
     )
@@ -218,9 +241,15 @@ class MemoryStore:
     """The shared, durable memory store. Thread-safe (one connection behind a lock); open one
     per process (do not share across fork)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, codec: Codec, lock: StoreLock | None = None) -> None:
+    def __init__(
+        self, path: Path, conn: Conn, codec: Codec, lock: StoreLock | None = None, location: str | None = None
+    ) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = conn
+        #: The store in messages: its file, or its PostgreSQL URL without the password.
+        self.location = location or str(path)
+        #: ``sqlite`` or ``postgresql`` (``mem_memory.backend``).
+        self.backend = POSTGRESQL if isinstance(conn, PgConnection) else SQLITE
+        self._conn: Conn | None = conn
         self._codec = codec
         self._held = lock
         self._lock = threading.RLock()
@@ -256,6 +285,10 @@ class MemoryStore:
         ``rotate`` starts a rotation to ``key`` (``mem_memory.rekey``). The first open per
         process, key and ``command`` (default: this process's command words) is an audit row.
         """
+        if is_postgres(path):
+            return cls._open_postgres(
+                postgres_url(path), key, previous_keys, exclusive, rotate, command or audit.current_command()
+            )
         p = Path(path)
         private_dir(p.parent)
         codec = Codec(key, previous_keys)
@@ -278,10 +311,35 @@ class MemoryStore:
         return store
 
     @classmethod
+    def _open_postgres(
+        cls, url: str, key: bytes | None, previous_keys: Sequence[bytes], exclusive: bool, rotate: bool, command: str
+    ) -> MemoryStore:
+        """``open`` on PostgreSQL: one connection; the session advisory lock ``OPEN_LOCK`` stands
+        for the SQLite store's ``<db>.lock`` (shared while open, alone for a rekey)."""
+        location = redact(url)
+        conn = PgConnection.connect(url, command)
+        try:
+            if not conn.try_open_lock(exclusive):
+                who = conn.holders()
+                if exclusive:
+                    raise StoreInUse(f"the memory store {location} is in use by {who}; stop it first")
+                raise StoreInUse(
+                    f"the memory store {location} is being rekeyed or restored by {who}; wait for it to finish"
+                )
+            store = cls(Path(location), conn, Codec(key, previous_keys), None, location)
+            store._init_meta(command, rotate)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    @classmethod
     def attach_prepared_writer(cls, path: str | os.PathLike[str]) -> MemoryStore:
         """A connection to an existing store that only writes decisions prepared (encoded and
         encrypted) by a store opened with the key: the writer process of
         ``mem_memory.writer``. It holds no key; its reads would not decode."""
+        if is_postgres(path):
+            raise MemoryStoreError("the writer process is SQLite-only (on PostgreSQL the store commits in-process)")
         p = Path(path)
         if not p.exists():
             raise StoreClosed(f"the memory store {p} does not exist")
@@ -299,14 +357,21 @@ class MemoryStore:
     def _init_meta(self, command: str, rotate: bool) -> None:
         conn = self._c()
         codec = self._codec
-        announce = audit.first_open(str(self.path.resolve()), codec.key_id, command)
+        ident = self.location if self.backend == POSTGRESQL else str(self.path.resolve())
+        announce = audit.first_open(ident, codec.key_id, command)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            # PostgreSQL checks CREATE rights even for IF NOT EXISTS: a role that may only read and
+            # write an existing store (docs/deploy.md) skips the DDL once the tables are there
+            if self.backend == SQLITE or not has_table(conn, "requests"):
+                for statement in (PG_SCHEMA if self.backend == POSTGRESQL else _SCHEMA).split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             audit.ensure(conn)
-            meta = dict(conn.execute("SELECT k, v FROM meta").fetchall())
+            meta = {
+                k: v.decode() if isinstance(v, bytes) and k not in _BINARY_META else v
+                for k, v in conn.execute("SELECT k, v FROM meta").fetchall()
+            }
             if "format" not in meta:
                 conn.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
                 conn.execute("INSERT INTO meta VALUES ('encrypted', ?)", ("1" if codec.encrypted else "0",))
@@ -314,10 +379,10 @@ class MemoryStore:
                     conn.execute("INSERT INTO meta VALUES ('key_check', ?)", (codec.key_check(),))
                     conn.execute("INSERT INTO meta VALUES ('key_id', ?)", (codec.key_id,))
             elif meta.get("encrypted") == "1":
-                keys.settle(conn, meta, codec, self.path, rotate, command)
+                keys.settle(conn, meta, codec, self.location, rotate, command)
             elif codec.encrypted:
                 raise UnencryptedStoreKeyError(
-                    f"the memory store {self.path} was created without encryption; unset MEM_MEMORY_KEY or use a new store"
+                    f"the memory store {self.location} was created without encryption; unset MEM_MEMORY_KEY or use a new store"
                 )
             if announce:
                 audit.record(
@@ -335,7 +400,7 @@ class MemoryStore:
         except BaseException as exc:
             conn.execute("ROLLBACK")
             if announce:
-                audit.forget_open(str(self.path.resolve()), codec.key_id, command)
+                audit.forget_open(ident, codec.key_id, command)
             if isinstance(exc, MemoryKeyError):
                 self._refused(command, exc)
             raise
@@ -351,8 +416,8 @@ class MemoryStore:
                 command,
                 {"error": exc.__class__.__name__, "key_ids": list(self._codec.key_ids)},
             )
-        except sqlite3.Error:
-            log.warning("could not record the refused open of %s in its audit trail", self.path)
+        except (sqlite3.Error, psycopg.Error):
+            log.warning("could not record the refused open of %s in its audit trail", self.location)
 
     def close(self) -> None:
         with self._lock:
@@ -369,7 +434,7 @@ class MemoryStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"MemoryStore(path={str(self.path)!r}, encrypted={self.encrypted}, open={self._conn is not None})"
+        return f"MemoryStore(location={self.location!r}, encrypted={self.encrypted}, open={self._conn is not None})"
 
     __str__ = __repr__
 
@@ -386,9 +451,9 @@ class MemoryStore:
     def encrypted(self) -> bool:
         return self._codec.encrypted
 
-    def _c(self) -> sqlite3.Connection:
+    def _c(self) -> Conn:
         if self._conn is None:
-            raise StoreClosed(f"the memory store {self.path} is closed")
+            raise StoreClosed(f"the memory store {self.location} is closed")
         return self._conn
 
     # ------------------------------------------------------------------ transactions
@@ -409,7 +474,7 @@ class MemoryStore:
                 if conn.in_transaction:  # SQLITE_FULL may have rolled it back already
                     conn.execute("ROLLBACK")
                 if is_full(exc):
-                    raise _full(self.path, exc) from exc
+                    raise _full(self.location, exc) from exc
                 raise
 
     @contextmanager
@@ -427,11 +492,7 @@ class MemoryStore:
                 conn.execute("COMMIT")
 
     def _insert(self, kind: str, subject: str, record: dict[str, Any]) -> int:
-        cur = self._c().execute(
-            "INSERT INTO events(kind, subject, payload) VALUES (?, ?, ?)",
-            (kind, subject, self._codec.encode(kind, record)),
-        )
-        event_id = int(cur.lastrowid or 0)
+        event_id = insert_events(self._c(), [(kind, subject, self._codec.encode(kind, record))])
         self._note(event_id, event_id)
         return event_id
 
@@ -458,7 +519,7 @@ class MemoryStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if is_full(exc):
-                    raise _full(self.path, exc) from exc
+                    raise _full(self.location, exc) from exc
                 raise
             finally:
                 self._span = None
@@ -487,7 +548,7 @@ class MemoryStore:
                     if saved is not None and self._span is not None:
                         self._span[:] = saved
                 if is_full(exc):
-                    raise _full(self.path, exc) from exc
+                    raise _full(self.location, exc) from exc
                 raise
             conn.execute("RELEASE unit")
 
@@ -503,6 +564,10 @@ class MemoryStore:
         a full disk. Applies to this connection and to the writer process's next batch."""
         with self._lock:
             conn = self._c()
+            if isinstance(conn, PgConnection):
+                if max_bytes is not None:
+                    raise MemoryStoreError("a size cap (max_bytes) is SQLite-only; PostgreSQL has its own quotas")
+                return
             if max_bytes is None:
                 pages = None
                 conn.execute(f"PRAGMA max_page_count = {NO_PAGE_CAP}")
@@ -515,7 +580,7 @@ class MemoryStore:
 
     def apply_max_pages(self, pages: int | None) -> None:
         """The writer process's side of ``set_max_bytes``: the cap as the parent has it."""
-        if pages != self.max_pages:
+        if pages != self.max_pages and self.backend == SQLITE:
             with self._lock:
                 self._c().execute(f"PRAGMA max_page_count = {NO_PAGE_CAP if pages is None else int(pages)}")
                 self.max_pages = pages
@@ -525,7 +590,7 @@ class MemoryStore:
         store cannot grow (its disk is full or its cap reached). Stores nothing."""
         with self.transaction():
             conn = self._c()
-            conn.execute("INSERT INTO probe(x) VALUES (zeroblob(?))", (PROBE_BYTES,))
+            conn.execute("INSERT INTO probe(x) VALUES (?)", (bytes(PROBE_BYTES),))
             conn.execute("DELETE FROM probe")
 
     # ------------------------------------------------------------------ appends
@@ -569,14 +634,8 @@ class MemoryStore:
         if not n:
             return []
         with self._lock:
-            ev_args: list[Any] = []
-            for p in prepared:
-                ev_args += (DECISION, p.decision_id, p.payload)
-            cur = conn.execute(
-                "INSERT INTO events(kind, subject, payload) VALUES " + ",".join(["(?,?,?)"] * n), ev_args
-            )
-            last = int(cur.lastrowid or 0)
-            first = last - n + 1  # one statement, AUTOINCREMENT: consecutive ids in VALUES order
+            last = insert_events(conn, [(DECISION, p.decision_id, p.payload) for p in prepared])
+            first = last - n + 1  # one statement: consecutive ids in VALUES order
             dec_args: list[Any] = []
             for i, p in enumerate(prepared):
                 dec_args += (p.decision_id, p.symbol_tag, first + i)
@@ -655,8 +714,9 @@ class MemoryStore:
         with self.transaction():
             conn = self._c()
             next_id = self.last_event_id() + 1
-            seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-            next_id = max(next_id, (seq[0] if seq else 0) + 1)
+            if self.backend == SQLITE:
+                seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+                next_id = max(next_id, (seq[0] if seq else 0) + 1)
             ev_rows: list[tuple[int, str, str, bytes]] = []
             dec_rows: list[tuple[str, str, int]] = []
             for d in decisions:
@@ -666,7 +726,7 @@ class MemoryStore:
             conn.executemany("INSERT INTO events(event_id, kind, subject, payload) VALUES (?, ?, ?, ?)", ev_rows)
             try:
                 conn.executemany("INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES (?, ?, ?)", dec_rows)
-            except sqlite3.IntegrityError as exc:
+            except INTEGRITY_ERRORS as exc:
                 raise DuplicateDecision(f"bulk load repeats a stored decision id ({exc})") from None
             n = len(ev_rows)
             ev_rows, out_rows = [], []
@@ -720,7 +780,7 @@ class MemoryStore:
         second, so ids are remembered for at least ``REQUEST_ID_WINDOW_S``."""
         with self.transaction():
             cur = self._c().execute(
-                "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE created < ? LIMIT ?)",
+                "DELETE FROM requests WHERE (kind, tag) IN (SELECT kind, tag FROM requests WHERE created < ? LIMIT ?)",
                 (float(older_than), int(limit)),
             )
             self._pruned = _time.monotonic()
@@ -785,7 +845,9 @@ class MemoryStore:
         key = exc.event_id if exc.event_id is not None else -1
         if key not in self.corrupt:
             self.corrupt[key] = exc.kind or "?"
-            log.error("memory store %s: %s; left out (`mem memory verify` lists every corrupt record)", self.path, exc)
+            log.error(
+                "memory store %s: %s; left out (`mem memory verify` lists every corrupt record)", self.location, exc
+            )
 
     def _pair(
         self, decision_id: str, d_id: int, d: bytes, o_id: int | None, o: bytes | None, o_kind: str | None = None
@@ -1112,7 +1174,7 @@ class MemoryStore:
             row = (
                 self._c()
                 .execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM events WHERE kind = ? AND event_id > ? LIMIT ?)",
+                    "SELECT count(*) FROM (SELECT 1 FROM events WHERE kind = ? AND event_id > ? LIMIT ?) AS t",
                     (OUTCOME, int(event_id), int(cap)),
                 )
                 .fetchone()
@@ -1129,12 +1191,16 @@ class MemoryStore:
     # ------------------------------------------------------------------ maintenance
     def integrity_check(self) -> str:
         with self._lock:
+            if self.backend == POSTGRESQL:  # the server checks its pages itself (data checksums)
+                self._c().execute("SELECT 1").fetchone()
+                return "ok"
             return str(self._c().execute("PRAGMA integrity_check").fetchone()[0])
 
     def checkpoint(self) -> None:
         """Move the WAL into the main file and truncate it."""
         with self._lock:
-            self._c().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self.backend == SQLITE:
+                self._c().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 __all__ = ["MemoryStore", "MemoryKeyError", "PreparedDecision"]

@@ -13,6 +13,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from mem_memory.errors import CorruptRecord
 from mem_memory.store import MemoryStore
 
@@ -21,7 +23,7 @@ from mem_memory.store import MemoryStore
 class VerifyReport:
     """What ``verify`` found: ``events`` checked, the ``corrupt`` ones, SQLite's verdict."""
 
-    path: Path
+    path: Path | str
     events: int
     corrupt: tuple[CorruptRecord, ...]
     integrity: str
@@ -44,7 +46,7 @@ def verify(store: MemoryStore, page: int = 5000) -> VerifyReport:
     """Check every event of ``store`` (read-only; a running server may keep writing)."""
     try:
         integrity = store.integrity_check()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, psycopg.Error) as exc:
         integrity = f"failed: {exc}"
     events, corrupt, cursor = 0, [], 0
     while True:
@@ -53,4 +55,4 @@ def verify(store: MemoryStore, page: int = 5000) -> VerifyReport:
             break
         events += n
         corrupt += bad
-    return VerifyReport(store.path, events, tuple(corrupt), integrity)
+    return VerifyReport(store.path if store.backend == "sqlite" else store.location, events, tuple(corrupt), integrity)

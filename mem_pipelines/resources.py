@@ -27,6 +27,7 @@ from mem_core.settings import (
     tracking_uri,
 )
 from mem_memory import MemoryEngine, MemoryStore, key_from_env
+from mem_memory.backend import is_postgres
 
 
 class QuestDBResource(dg.ConfigurableResource):
@@ -150,4 +151,7 @@ class MemoryStoreResource(dg.ConfigurableResource):
 
     def exports_folder(self) -> Path:
         """Where the human-readable exports (strategy_modules.py, ...) are rendered."""
-        return self.db_path().parent / "exports"
+        db = self.db_path()
+        if is_postgres(db):  # a database has no folder: the project's memory folder (MEM_HOME)
+            return project_paths().memory_db.parent / "exports"
+        return db.parent / "exports"

@@ -81,6 +81,7 @@ class MemoryEngineLike(Protocol):
     ) -> Decision | None: ...
     def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate: ...
     def parameters(self) -> Parameters: ...
+    def seen_event_id(self) -> int: ...
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]: ...
     def stats(self, now: Any = None) -> MemoryStats: ...
 
@@ -146,6 +147,7 @@ class Handlers:
             settings.prediction_ttl_s, max_keys=self.history.max_symbols
         )
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
+        self._memory_seen = -1  # the engine's newest applied event when the cache was last checked
         self.model_info_source = ModelInfoSource(models, getattr(engine, "store", None))
 
     # ---- candles and features ----------------------------------------------------------
@@ -422,10 +424,21 @@ class Handlers:
             self.metrics.outcome(update.win)
         return update
 
+    def _fresh_memory_cache(self) -> None:
+        """Drop the memory query cache when the store moved since it was filled, whoever wrote:
+        another replica or a Dagster sensor on the same store is seen within the engine's refresh
+        interval (1 s), not after the cache's TTL."""
+        seen = self.engine.seen_event_id()
+        if seen != self._memory_seen:
+            self.memory_cache.clear()
+            self._memory_seen = seen
+
     def parameters(self) -> Parameters:
+        self._fresh_memory_cache()
         return self.memory_cache.get_or_compute(("parameters",), self.engine.parameters)
 
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]:
+        self._fresh_memory_cache()
         return self.memory_cache.get_or_compute(
             ("strategies", bool(include_deprecated)),
             lambda: list(self.engine.strategies(include_deprecated=include_deprecated)),
@@ -437,4 +450,5 @@ class Handlers:
 
     def memory_stats(self) -> MemoryStats:
         """Counts and the 24 h win rate from the store (for the metrics; cached like memory queries)."""
+        self._fresh_memory_cache()
         return self.memory_cache.get_or_compute(("stats",), self.engine.stats)

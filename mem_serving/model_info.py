@@ -157,7 +157,10 @@ class ModelInfoSource:
     def current(self) -> ServedModelInfo:
         store_id = str(getattr(self.store, "store_id", "") or "")
         path = getattr(self.store, "path", None)
-        location = str(path.resolve()) if path is not None else ""
+        if getattr(self.store, "backend", "sqlite") != "sqlite":  # a database URL, without its password
+            location = str(getattr(self.store, "location", ""))
+        else:
+            location = str(path.resolve()) if path is not None else ""
         registry = public_location(self.models.tracking_uri)
         model = self.models.model
         if model is None:

@@ -294,9 +294,12 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     ``StartupError`` before anything is left running."""
     import sqlite3
 
+    import psycopg
+
     from mem_core import features
     from mem_core.settings import project_paths
     from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
+    from mem_memory.backend import describe, redact_text
     from mem_serving.handlers import questdb_source
     from mem_serving.metrics import ServingMetrics
     from mem_serving.model_provider import ModelProvider
@@ -313,8 +316,10 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
         )
     except (MemoryKeyError, StoreInUse) as exc:
         raise StartupError(str(exc)) from None
-    except (OSError, sqlite3.Error) as exc:
-        raise StartupError(f"cannot open the memory store {memory_db} (MEM_MEMORY_DB or --memory-db): {exc}") from None
+    except (OSError, sqlite3.Error, psycopg.Error) as exc:
+        raise StartupError(
+            f"cannot open the memory store {describe(memory_db)} (MEM_MEMORY_DB or --memory-db): {redact_text(str(exc), memory_db)}"
+        ) from None
     engine = MemoryEngine(store, writer_process=settings.memory_writer_process)
     try:
         engine.start_writer()

@@ -71,3 +71,23 @@ if [ ! -x "$GRPCURL" ] || [ "$(cat "$CACHE/bin/.grpcurl-version" 2>/dev/null)" !
 fi
 export MEM_GRPCURL="${MEM_GRPCURL:-$GRPCURL}"
 # --- end serving ---
+
+# 4. PostgreSQL server binaries: the memory's PostgreSQL store is tested on a throwaway cluster
+# (tests/pg_cluster.py: initdb + pg_ctl on a free loopback port). Debian's package, installed when
+# missing; as root with apt-get only, else a clear message. MEM_TEST_PG_BIN names another folder.
+pg_bin_present() {
+  [ -n "${MEM_TEST_PG_BIN:-}" ] && [ -x "$MEM_TEST_PG_BIN/pg_ctl" ] && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null 2>&1 && return 0
+  command -v pg_ctl >/dev/null 2>&1
+}
+if ! pg_bin_present; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing PostgreSQL (Debian package postgresql) for the memory's PostgreSQL tests"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
+      || die "could not install the Debian package postgresql"
+    # the package starts a system cluster; the tests start their own, so leave the system one alone
+  else
+    echo "bootstrap: PostgreSQL server binaries are missing: the memory's PostgreSQL tests need initdb and pg_ctl (they fail in CI without them, and are skipped elsewhere); install them, e.g. 'sudo apt-get install postgresql', or set MEM_TEST_PG_BIN to their folder" >&2
+  fi
+fi

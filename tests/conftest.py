@@ -15,6 +15,7 @@ import pytest
 
 from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.settings import QuestDBSettings
+from tests.pg_cluster import PgCluster, find_bin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,21 @@ def questdb(tmp_path_factory: pytest.TempPathFactory) -> QuestDBSettings:
     settings = server.start()
     yield settings
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PgCluster:
+    """A throwaway PostgreSQL cluster for this session (``tests/pg_cluster.py``): the memory's
+    PostgreSQL store and the serving replicas run on it. Missing PostgreSQL fails the run in CI
+    (``CI`` set) and skips the PostgreSQL cases elsewhere, saying how to install it."""
+    if find_bin() is None:
+        msg = "PostgreSQL is not installed: run scripts/bootstrap.sh (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    cluster = PgCluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

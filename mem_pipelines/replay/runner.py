@@ -35,6 +35,7 @@ import pandas as pd
 from mem_core.features import SERVING_HISTORY
 from mem_core.questdb.store import read_candles
 from mem_core.settings import DEFAULT_FEE_BPS, DEFAULT_SERVER_ADDRESS, DEFAULT_SLIPPAGE_BPS, QuestDBSettings
+from mem_memory.backend import is_postgres
 from mem_memory.rules.combine import combine, hold_rule, ml_support
 from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
 from mem_pipelines.replay.learner import MemoryLearner
@@ -115,6 +116,15 @@ def server_store(info: ServerModelInfo, requested: Path | None, address: str = "
     served = info.memory_store
     if not served.store_id:
         raise StoreMismatchError(f"the server{where} does not report the identity of the memory store it writes")
+    if requested is not None and is_postgres(requested):
+        return Path(requested)  # a database: check_same_store compares the identities once open
+    if requested is None and is_postgres(served.location):
+        if "***@" in served.location:  # the server reports its URL without the password
+            raise StoreMismatchError(
+                f"the server{where} writes the PostgreSQL memory {served.location} (id {served.store_id}); "
+                "give its URL with the credentials (--memory-db or MEM_MEMORY_DB)"
+            )
+        return Path(served.location)
     path = Path(requested) if requested is not None else Path(served.location)
     if not path.is_file():
         raise StoreMismatchError(
@@ -131,7 +141,7 @@ def check_same_store(info: ServerModelInfo, path: Path, store_id: str, address: 
     served = info.memory_store
     same = store_id == served.store_id
     theirs = Path(served.location)
-    if same and theirs.is_file():
+    if same and not is_postgres(served.location) and theirs.is_file():
         same = os.path.samefile(path, theirs)
     if not same:
         raise StoreMismatchError(

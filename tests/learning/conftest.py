@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -66,10 +67,24 @@ def _plant(store, n: int = 240, seed: int = 7) -> None:
     store.bulk_append(decisions, outcomes)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def memory_target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The memory store the learning assets and sensors run on: a SQLite file, or a database of
+    the session's PostgreSQL cluster (sensors, discovery, the monitor and exports work unchanged)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "memory" / "memory.db")
+        return
+    monkeypatch.setenv("MEM_HOME", str(tmp_path))  # the exports of a database store go under MEM_HOME
+    cluster = request.getfixturevalue("postgres")
+    url = cluster.create_db("learning")
+    yield url
+    cluster.drop_db(url)
+
+
 @pytest.fixture
-def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryStoreResource:
+def planted(memory_target: str, monkeypatch: pytest.MonkeyPatch) -> MemoryStoreResource:
     monkeypatch.delenv("MEM_MEMORY_KEY", raising=False)
-    resource = MemoryStoreResource(path=str(tmp_path / "memory" / "memory.db"))
+    resource = MemoryStoreResource(path=memory_target)
     with resource.store() as store:
         _plant(store)
     return resource

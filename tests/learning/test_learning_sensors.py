@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -57,9 +56,9 @@ def _outcome(i: int, pnl: float = 1.0):
 
 
 @pytest.fixture
-def memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryStoreResource:
+def memory(memory_target: str, monkeypatch: pytest.MonkeyPatch) -> MemoryStoreResource:
     monkeypatch.delenv("MEM_MEMORY_KEY", raising=False)
-    return MemoryStoreResource(path=str(tmp_path / "memory" / "memory.db"))
+    return MemoryStoreResource(path=memory_target)
 
 
 def _tick(sensor, instance, cursor, memory):

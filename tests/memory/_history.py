@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from mem_memory import (
     StrategyStats,
 )
 from mem_memory.crypto import payload_key_id
-from tests.memory.helpers import FEATURES, T0, make_decision, outcome, request
+from tests.memory.helpers import FEATURES, T0, make_decision, outcome, raw_connect, request
 
 SYMBOLS = ("S0", "S1", "S2")
 MARKER = "history-marker-7Q"  # in every bulk decision's reasoning: must never appear in encrypted bytes
@@ -96,7 +95,7 @@ def views(engine: MemoryEngine, symbols: tuple[str, ...] = SYMBOLS) -> dict[str,
 
 def key_ids_in(db: Path) -> dict[str | None, int]:
     """How many payloads name each key id (None: unlabelled or clear)."""
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     try:
         counts: dict[str | None, int] = {}
         for (payload,) in conn.execute("SELECT payload FROM events"):

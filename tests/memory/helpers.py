@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from mem_memory import Decision, Outcome, SignalRequest
+from mem_memory.backend import PgConnection, is_postgres
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 FEATURES = {
@@ -127,9 +132,7 @@ def flip_stored_bit(db: Path, event_id: int, needle: bytes | None = None) -> Non
     """Flip the lowest bit of one byte of a stored payload, as a bad disk or a stray write would:
     the byte after ``needle`` (a clear store's JSON), else the middle byte (an encrypted one).
     The store must be closed."""
-    import sqlite3
-
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     try:
         blob = bytearray(conn.execute("SELECT payload FROM events WHERE event_id = ?", (event_id,)).fetchone()[0])
         at = blob.index(needle) + len(needle) if needle is not None else len(blob) // 2
@@ -138,3 +141,57 @@ def flip_stored_bit(db: Path, event_id: int, needle: bytes | None = None) -> Non
         conn.commit()
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- both engines
+class _PgRaw(PgConnection):
+    """A raw connection to a PostgreSQL store with sqlite3's ``commit`` (autocommit: a no-op)."""
+
+    def commit(self) -> None:
+        pass
+
+
+def raw_connect(db: Path | str) -> Any:
+    """A connection below the store's API (to tamper with rows, or count them): ``sqlite3`` for a
+    file, else a psycopg connection with the same ``execute(sql with ?)`` surface."""
+    if isinstance(db, str) and is_postgres(db):
+        return _PgRaw(psycopg.connect(db, autocommit=True))
+    import sqlite3
+
+    return sqlite3.connect(db)
+
+
+def stored_bytes(db: Path | str) -> bytes:
+    """Every byte the store keeps on disk: a SQLite file and its WAL, or (after a CHECKPOINT) the
+    files of every relation of the PostgreSQL database, tables, TOAST tables and indexes, read with
+    ``pg_read_binary_file``."""
+    if isinstance(db, str) and is_postgres(db):
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+            rows = conn.execute(
+                "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 't', 'i') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND pg_relation_filepath(c.oid) IS NOT NULL"
+            ).fetchall()
+            out = []
+            for (path,) in rows:
+                size = conn.execute("SELECT (pg_stat_file(%s, true)).size", (path,)).fetchone()[0]
+                if size:
+                    out.append(conn.execute("SELECT pg_read_binary_file(%s)", (path,)).fetchone()[0])
+        assert out, "no relation files found"
+        return b"".join(out)
+    p = Path(db)
+    wal = Path(f"{p}-wal")
+    return p.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def sibling(db: Path | str, name: str) -> Path | str:
+    """Another, new store beside ``db``: a file in the same folder, or a new database on the same
+    PostgreSQL server."""
+    if isinstance(db, str) and is_postgres(db):
+        base, _ = db.rsplit("/", 1)
+        new = f"{name.replace('.', '_')}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{new}"')
+        return f"{base}/{new}"
+    return Path(db).with_name(name)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ import pytest
 
 from mem_memory import MemoryStore, WrongMemoryKey, audit, key_id
 from tests.memory._history import populate
-from tests.memory.helpers import b64
+from tests.memory.helpers import b64, raw_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,13 +35,14 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def _trail(db: Path) -> list[audit.AuditEntry]:
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     try:
         return audit.entries(conn)
     finally:
         conn.close()
 
 
+@pytest.mark.sqlite_only  # file backups and restores
 def test_key_use_rekey_backup_and_restore_are_audited_without_secrets(tmp_path: Path, db: Path) -> None:
     old, new, wrong = os.urandom(32), os.urandom(32), os.urandom(32)
     started = datetime.now(UTC)
@@ -110,7 +110,7 @@ def test_key_use_rekey_backup_and_restore_are_audited_without_secrets(tmp_path: 
 def test_the_audit_chain_shows_an_edited_row(db: Path, key: bytes) -> None:
     MemoryStore.open(db, key, command="first").close()
     MemoryStore.open(db, key, command="second").close()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     try:
         assert audit.verify_chain(conn) is None
         conn.execute("UPDATE audit SET command = 'someone else' WHERE audit_id = 1")

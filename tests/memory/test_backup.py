@@ -29,6 +29,8 @@ from mem_memory.backup import backup, backups, prune, restore
 from tests.memory._history import CONFIG, MARKER, SYMBOLS, events, populate, views
 from tests.memory.helpers import b64
 
+pytestmark = pytest.mark.sqlite_only  # SQLite's files: the writer process, caps, backups, modes
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_worker.py")
 

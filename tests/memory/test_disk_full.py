@@ -14,6 +14,8 @@ from mem_memory import MemoryConfig, MemoryEngine, MemoryStore, StoreFull
 
 from .helpers import outcome, request
 
+pytestmark = pytest.mark.sqlite_only  # SQLite's files: the writer process, caps, backups, modes
+
 
 def _cap_a_few_pages_above_now(store: MemoryStore, pages: int = 6) -> None:
     store.set_max_bytes(0)  # SQLite keeps the cap at the current size at least

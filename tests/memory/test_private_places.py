@@ -15,6 +15,8 @@ from mem_memory.writer import WriterProcess
 
 from .helpers import outcome, request
 
+pytestmark = pytest.mark.sqlite_only  # SQLite's files: the writer process, caps, backups, modes
+
 
 def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from mem_memory import (
 )
 from mem_memory.rekey import rekey
 from tests.memory._history import CONFIG, SYMBOLS, events, key_ids_in, populate, views
-from tests.memory.helpers import b64, request
+from tests.memory.helpers import b64, raw_connect, request, sibling
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_worker.py")
@@ -53,9 +52,12 @@ def _state(db: Path, key: bytes, previous: tuple[bytes, ...] = ()) -> tuple[list
 
 
 def _meta(db: Path) -> dict[str, object]:
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     try:
-        return dict(conn.execute("SELECT k, v FROM meta").fetchall())
+        return {
+            k: v.decode() if isinstance(v, bytes) and k in ("key_id", "rekey_to") else v
+            for k, v in conn.execute("SELECT k, v FROM meta").fetchall()
+        }
     finally:
         conn.close()
 
@@ -184,7 +186,7 @@ def test_rekey_needs_an_encrypted_store_and_its_key(db: Path) -> None:
     populate(db, None, bulk=10)
     with pytest.raises(UnencryptedStoreKeyError):
         rekey(db, os.urandom(32), [])
-    other = db.with_name("other.db")
+    other = sibling(db, "other.db")
     old, new, wrong = os.urandom(32), os.urandom(32), os.urandom(32)
     populate(other, old, bulk=10)
     with pytest.raises(MemoryKeyError):
@@ -199,7 +201,7 @@ def _make_legacy(db: Path, key: bytes) -> None:
 
     codec = crypto.Codec(key)
     aead = AESGCM(crypto._derive(key, b"payload"))
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     try:
         rows = conn.execute("SELECT event_id, kind, payload FROM events").fetchall()
         updates = []

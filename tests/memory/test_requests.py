@@ -13,6 +13,7 @@ import pytest
 
 from mem_memory import InvalidRecord, MemoryEngine, MemoryStore
 from mem_memory.requests import REQUEST_ID_WINDOW_S
+from tests.memory.helpers import stored_bytes
 
 from .helpers import outcome, request
 
@@ -34,7 +35,7 @@ def test_a_repeated_id_gets_the_original_answer_and_writes_nothing(db: Path, key
     assert store.last_event_id() == events and engine.parameters() == params
     store.close()
 
-    raw = db.read_bytes() + (Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else b"")
+    raw = stored_bytes(db)
     assert b"engine-42" not in raw  # encrypted store: ids are kept as keyed tags
 
     reopened = MemoryStore.open(db, key=key)  # a restart: the ids are durable

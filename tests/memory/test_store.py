@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,17 @@ from mem_memory import (
     MemoryEngine,
     MemoryKeyError,
     MemoryStore,
+    MemoryUnavailable,
     MissingMemoryKey,
     StoreClosed,
+    StoreInUse,
     UnencryptedStoreKeyError,
     WrongMemoryKey,
     key_from_env,
 )
+from tests.memory.helpers import raw_connect, sibling, stored_bytes
 
-from .helpers import b64, outcome, request
+from .helpers import b64, make_decision, outcome, request
 
 REASONING_MARK = "zebra-quokka-7731"
 PRICE = 12345.6789
@@ -31,6 +35,7 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
+@pytest.mark.sqlite_only
 def test_files_are_created_0600_even_with_a_loose_umask(db: Path) -> None:
     old = os.umask(0o022)
     try:
@@ -63,16 +68,17 @@ def _needles(decision_id: str) -> list[bytes]:
     ]
 
 
-def test_with_a_key_no_decision_text_or_number_is_in_the_file(db: Path, key: bytes) -> None:
+def test_with_a_key_no_decision_text_or_number_is_in_the_file(db: Path, key: bytes, backend: str) -> None:
     store = MemoryStore.open(db, key=key)
     did = _write_marked(store)
-    wal = Path(f"{db}-wal").read_bytes()
-    assert wal  # the writes are in the WAL now ...
-    for needle in _needles(did):
-        assert needle not in wal, needle
+    if backend == "sqlite":
+        wal = Path(f"{db}-wal").read_bytes()
+        assert wal  # the writes are in the WAL now ...
+        for needle in _needles(did):
+            assert needle not in wal, needle
     store.checkpoint()  # ... and in the main file after a checkpoint
     store.close()
-    data = db.read_bytes() + (Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else b"")
+    data = stored_bytes(db)  # PostgreSQL: every relation file of the database, after a CHECKPOINT
     for needle in _needles(did):
         assert needle not in data, needle
     again = MemoryStore.open(db, key=key)  # and it reads back
@@ -86,7 +92,7 @@ def test_control_without_a_key_the_text_is_visible(db: Path) -> None:
     _write_marked(store)
     store.checkpoint()
     store.close()
-    assert REASONING_MARK.encode() in db.read_bytes()  # so the encrypted test above is meaningful
+    assert REASONING_MARK.encode() in stored_bytes(db)  # so the encrypted test above is meaningful
 
 
 def test_wrong_missing_and_unexpected_keys_are_clear_errors(db: Path, key: bytes) -> None:
@@ -95,7 +101,7 @@ def test_wrong_missing_and_unexpected_keys_are_clear_errors(db: Path, key: bytes
         MemoryStore.open(db, key=os.urandom(32))
     with pytest.raises(MissingMemoryKey, match="encrypted; set MEM_MEMORY_KEY"):
         MemoryStore.open(db)
-    plain = db.with_name("plain.db")
+    plain = sibling(db, "plain.db")
     MemoryStore.open(plain).close()
     with pytest.raises(UnencryptedStoreKeyError):
         MemoryStore.open(plain, key=key)
@@ -144,14 +150,12 @@ def test_store_reopens_with_integrity_and_is_append_only(db: Path) -> None:
 
 
 def test_a_tampered_payload_is_left_out_of_scans_and_fails_its_own_read(db: Path, key: bytes) -> None:
-    import sqlite3
-
     from mem_memory import CorruptRecord
 
     store = MemoryStore.open(db, key=key)
     d = MemoryEngine(store).enhance(request())
     store.close()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     blob = bytearray(conn.execute("SELECT payload FROM events WHERE event_id = 1").fetchone()[0])
     blob[-1] ^= 1
     conn.execute("UPDATE events SET payload = ? WHERE event_id = 1", (bytes(blob),))
@@ -166,3 +170,92 @@ def test_a_tampered_payload_is_left_out_of_scans_and_fails_its_own_read(db: Path
         assert again.corrupt == {1: "decision"}
     finally:
         again.close()
+
+
+@pytest.mark.postgresql_only
+def test_a_lost_postgresql_connection_loses_nothing_acknowledged_and_the_store_reconnects(db: str) -> None:
+    """The server ends the store's session (a restart, a failover, an administrator): the write
+    in flight fails and is not stored, nothing acknowledged is lost, and the next call reconnects
+    (with the store's open lock taken again)."""
+    import psycopg
+
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store)
+    first = engine.enhance(request())
+    pid = store._c().raw.info.backend_pid  # type: ignore[union-attr]
+    with psycopg.connect(db, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.2)
+    second = engine.enhance(request())  # a new transaction: reconnects
+    assert store._c().raw.info.backend_pid != pid  # type: ignore[union-attr]
+    assert [e.payload["decision_id"] for e in store.events_since(0)] == [first.decision_id, second.decision_id]
+    with pytest.raises(StoreInUse):
+        MemoryStore.open(db, exclusive=True)  # the reconnected session holds the open lock again
+    # a transaction whose connection is lost halfway commits nothing and says so
+    with pytest.raises(MemoryUnavailable):
+        with store.transaction():
+            store.append_decision(make_decision(1, decision_id="lost-1"))
+            with psycopg.connect(db, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (store._c().raw.info.backend_pid,))  # type: ignore[union-attr]
+            time.sleep(0.2)
+            store.append_decision(make_decision(2, decision_id="lost-2"))
+    assert store.decision_event_ids(["lost-1", "lost-2"]) == {}
+    assert store.last_event_id() == 2
+    # a group commit whose connection is lost after one unit succeeded (as the group committer runs
+    # units: each in a savepoint, a unit's error caught) must fail as a whole, not report that unit
+    with pytest.raises(MemoryUnavailable):
+        with store.group_transaction():
+            with store.savepoint():
+                store.append_decision(make_decision(3, decision_id="group-1"))
+            with psycopg.connect(db, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (store._c().raw.info.backend_pid,))  # type: ignore[union-attr]
+            time.sleep(0.2)
+            try:
+                with store.savepoint():
+                    store.append_decision(make_decision(4, decision_id="group-2"))
+            except Exception:  # noqa: BLE001  # as GroupCommitter._write: this unit's error only
+                pass
+    assert store.decision_event_ids(["group-1", "group-2"]) == {}
+    assert engine.enhance(request()) and store.last_event_id() == 3  # and it carries on
+    store.close()
+
+
+@pytest.mark.postgresql_only
+def test_a_role_that_may_only_read_and_write_uses_an_existing_postgresql_store(db: str, key: bytes) -> None:
+    """Replicas can run with a role that has no CREATE right (docs/deploy.md): the tables are made
+    once by an owner, then opening, deciding, learning and the audit trail need only DML rights."""
+    import psycopg
+
+    owner = MemoryStore.open(db, key=key)
+    MemoryEngine(owner).enhance(request())
+    owner.close()
+    role = f"mem_rw_{os.getpid()}"
+    with psycopg.connect(db, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        admin.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        assert not admin.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", (role,)).fetchone()[0]
+    url = db.replace("postgresql://postgres@", f"postgresql://{role}@")
+    try:
+        store = MemoryStore.open(url, key=key, command="replica")
+        engine = MemoryEngine(store)
+        d = engine.enhance(request())
+        engine.record_outcome(outcome(d, 0.01))
+        assert store.counts() == {"decisions": 2, "outcomes": 1, "shadow_outcomes": 0}
+        store.close()
+    finally:
+        with psycopg.connect(db, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.postgresql_only
+def test_backup_and_restore_of_a_postgresql_store_point_at_postgresql_tools(db: str, tmp_path: Path) -> None:
+    from mem_memory import MemoryStoreError
+    from mem_memory.backup import backup, restore
+
+    with pytest.raises(MemoryStoreError, match="pg_dump"):
+        backup(db, tmp_path / "backups")
+    with pytest.raises(MemoryStoreError, match="SQLite-only"):
+        restore(tmp_path / "memory-x.db", db, None)

@@ -19,6 +19,8 @@ from mem_memory.writer import WriterProcess
 
 from .helpers import T0, b64, kill_after_lines, request
 
+pytestmark = pytest.mark.sqlite_only  # SQLite's files: the writer process, caps, backups, modes
+
 WORKER = Path(__file__).with_name("_worker.py")
 
 

@@ -246,3 +246,29 @@ def test_the_store_must_be_the_servers(tmp_path) -> None:
     # A server on another machine: the path is not here, the id decides.
     remote = _served(None, store=StoreIdentity(ours, "/elsewhere/memory.db"))
     check_same_store(remote, tmp_path / "server.db", ours)
+
+
+def test_a_postgresql_store_is_checked_by_identity(postgres) -> None:
+    """A server on a PostgreSQL memory reports the URL without its password: the replay uses it
+    when it has no password, asks for the credentials when it had one, and compares ids."""
+    from mem_memory import MemoryStore
+
+    url = postgres.create_db("replay")
+    try:
+        with MemoryStore.open(url) as s:
+            ours = s.store_id
+        info = _served(None, store=StoreIdentity(ours, url))
+        found = server_store(info, None)
+        with MemoryStore.open(found) as again:  # the Path-collapsed URL opens the same store
+            assert again.store_id == ours
+        check_same_store(info, found, ours)
+        with pytest.raises(StoreMismatchError, match="id other"):
+            check_same_store(info, found, "other")
+        hidden = url.replace("postgres@", "postgres:***@")
+        with pytest.raises(StoreMismatchError, match="with the credentials"):
+            server_store(_served(None, store=StoreIdentity(ours, hidden)), None)
+        given = server_store(_served(None, store=StoreIdentity(ours, hidden)), url)  # type: ignore[arg-type]
+        with MemoryStore.open(given) as named:  # --memory-db with the credentials
+            assert named.store_id == ours
+    finally:
+        postgres.drop_db(url)
