@@ -173,7 +173,7 @@ def main() -> None:
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=open(tmp / "serve.log", "w"),  # noqa: SIM115 - the server's log, kept with the run's files
         text=True,
     )
     try:
@@ -221,7 +221,12 @@ def main() -> None:
         growth = round(rss_end["server"] - rss_warm["server"], 1) if rss_warm else float("nan")
         report = {
             "benchmark": "sustained",
-            "model": {"version": version, "trees": 50 if args.quick else 200, "fit_s": round(fit_s, 2)},
+            "model": {
+                "version": version,
+                "estimator": args.estimator,
+                "feature_set": args.feature_set,
+                "fit_s": round(fit_s, 2),
+            },
             "cpus": os.cpu_count(),
             "load_average_before": load_before,
             "load_average_after": load_after,
@@ -263,6 +268,8 @@ def main() -> None:
             "server_side": common._server_side(info["metrics"]),
             "targets": {"errors": 0, "p99_ms": 5.0, "rss_growth_mb": 50.0},
         }
+        if errors:  # the server's own account of what went wrong
+            report["server_log_tail"] = (tmp / "serve.log").read_text().splitlines()[-15:]
         report["meets"] = {
             "no_errors": report["measured"]["errors"] == 0 and report["measured"]["ok"] == calls,
             "p99_from_send": report["measured"]["latency_from_send_ms"]["p99"] <= 5.0,
