@@ -141,6 +141,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=30.0, help="seconds of warm-up at the same rate")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds")
     ap.add_argument("--quick", action="store_true", help="a 50-tree model instead of the seed's 200 (faster set-up)")
+    ap.add_argument(
+        "--candle-sink",
+        choices=("on", "off"),
+        default="off",
+        help="write the calls' candles to QuestDB (none runs here: on measures a server whose QuestDB is down)",
+    )
     ap.add_argument("--estimator", default="seed_gbc", help="model type of the champion (hist_gb: the default's)")
     ap.add_argument("--feature-set", default="seed", help="feature set of the champion (regime_v1: the default's)")
     args = ap.parse_args()
@@ -153,6 +159,7 @@ def main() -> None:
     version, fit_s = common._train_champion(uri, args.quick, args.estimator, args.feature_set)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
     env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
+    env["MEM_SERVING_CANDLE_SINK"] = args.candle_sink
     server = subprocess.Popen(
         [
             sys.executable,
@@ -231,6 +238,7 @@ def main() -> None:
             "load_average_before": load_before,
             "load_average_after": load_after,
             "offered_rate_per_s": args.rate,
+            "candle_sink": args.candle_sink,
             "clients": args.clients,
             "symbols": args.clients * SYMBOLS_PER_CLIENT,
             "warmup_s": args.warmup,

@@ -191,7 +191,10 @@ class CandleSink:
             self._pending += n
             self._queued += n
             pending = self._pending
-        if pending >= self.batch_rows:
+            # a full batch is written at once, but not during an outage: there the writer keeps
+            # its backoff (waking it on every call made a retry storm that starved the calls)
+            wake = pending >= self.batch_rows and self._last_error is None
+        if wake:
             self._wake.set()
         return Offer(n, 0, pending)
 

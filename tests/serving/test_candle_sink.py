@@ -255,6 +255,30 @@ def test_a_questdb_outage_fails_no_call_loses_nothing_queued_and_counts_drops(
         server.stop()
 
 
+def test_during_an_outage_a_full_batch_does_not_defeat_the_backoff(serve_candles: pd.DataFrame) -> None:
+    """QuestDB down with a full batch queued: every call's candle used to wake the writer, which
+    retried at once (a retry storm holding the GIL: calls took seconds at 500/s). It must keep
+    its backoff: a handful of attempts, not one per call."""
+    down = QuestDBSettings(host="127.0.0.1", http_port=free_port(), pg_port=free_port())  # nothing listens
+    sink = CandleSink(down, batch_rows=50, flush_s=0.05, retry_max_s=5.0)
+    try:
+        rows = serve_candles.iloc[:400]
+        block = CandleBlock(
+            rows["ts"].astype("int64").to_numpy() // 1_000_000,
+            rows[["open", "high", "low", "close", "volume"]].to_numpy(dtype="float64"),
+        )
+        started = time.monotonic()
+        for i in range(len(block)):  # ~270 calls/s, each bringing one candle, for 1.5 s
+            sink.offer("BTCUSDT", CandleBlock(block.ts_ms[i : i + 1], block.ohlcv[i : i + 1]))
+            time.sleep(max(0.0, started + (i + 1) / 270.0 - time.monotonic()))
+        stats = sink.stats()
+        assert stats.pending == len(block) and stats.last_error  # kept, not written
+        # first write after flush_s, then backoff 0.5 s, 1 s, ...: at most a few attempts in 1.5 s
+        assert 1 <= stats.failures <= 4, stats.failures
+    finally:
+        sink.close()
+
+
 def test_within_one_batch_the_last_revision_of_a_candle_wins(
     fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame
 ) -> None:
