@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.settings import QuestDBSettings
-from tests.pg_cluster import PgCluster, find_bin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,10 +58,13 @@ def questdb(tmp_path_factory: pytest.TempPathFactory) -> QuestDBSettings:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> PgCluster:
+def postgres() -> Iterator[Any]:
     """A throwaway PostgreSQL cluster for this session (``tests/pg_cluster.py``): the memory's
     PostgreSQL store and the serving replicas run on it. Missing PostgreSQL fails the run in CI
     (``CI`` set) and skips the PostgreSQL cases elsewhere, saying how to install it."""
+    # imported here: this conftest is also copied alone into a bare folder (tests/test_bootstrap.py)
+    from tests.pg_cluster import PgCluster, find_bin
+
     if find_bin() is None:
         msg = "PostgreSQL is not installed: run scripts/bootstrap.sh (apt-get install postgresql)"
         if os.environ.get("CI"):
