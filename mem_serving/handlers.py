@@ -234,14 +234,10 @@ class Handlers:
         """Features of the newest candle and the direction a reversal would take."""
         return newest_features(block, feature_set), newest_direction(block.ohlcv[:, 3])
 
-    def no_model_reason(self) -> str:
-        """Why there is no model to score with (one sentence)."""
-        return self.models.absent_reason()
-
     def _model(self) -> Any:
         model = self.models.model
         if model is None:
-            raise NoModel(self.no_model_reason())
+            raise NoModel(self.models.absent_reason())
         return model
 
     # ---- calls -------------------------------------------------------------------------
@@ -337,7 +333,7 @@ class Handlers:
         absent = ""
         if query.ml is None and self.models.model is None:
             ml_confidence, ml_direction, version = None, None, ""
-            absent = self.no_model_reason()
+            absent = self.models.absent_reason()
             features = self._snapshot(query, budget)
             self.metrics.ml_absent.inc()
         elif query.ml is None:

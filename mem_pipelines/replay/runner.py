@@ -338,7 +338,7 @@ class _SignalPolicy(Policy):
 def _same_model(expected: str, got: str) -> None:
     """The server must score with the champion whose training window was checked (or with none
     when it had none at the start)."""
-    if got != expected and (got or not expected):
+    if got and got != expected:
         raise ReplayError(
             f"the server answered with model version {got}, not the champion {expected} whose training window was "
             "checked (a new champion during the replay?); rerun the replay"

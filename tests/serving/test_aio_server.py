@@ -49,7 +49,7 @@ def _handlers(source, models: ModelProvider | None = None) -> Handlers:
     )  # type: ignore[arg-type]
 
 
-def _regime_v1_champion(feature_set: FeatureSet = REGIME_V1) -> ModelProvider:
+def _champion(feature_set: FeatureSet = REGIME_V1) -> ModelProvider:
     """A provider holding a (tiny, real) champion over ``feature_set``, loaded without a registry."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, len(feature_set.names)))
@@ -93,7 +93,7 @@ def test_the_candle_source_predicate() -> None:
     assert not without.reads_candle_source("A", None)  # nothing to read from: no I/O (the call fails fast)
     assert not without.enhance_reads_candle_source(_query("A", _block(0, 3)))
 
-    h = _handlers(lambda symbol, n: CandleBlock.empty(), _regime_v1_champion(SEED))
+    h = _handlers(lambda symbol, n: CandleBlock.empty(), _champion(SEED))
     assert h.reads_candle_source("A", None)  # symbol alone: QuestDB
     assert h.enhance_reads_candle_source(_query("A", None))
     silent = _handlers(lambda symbol, n: CandleBlock.empty())
@@ -111,12 +111,12 @@ def test_the_candle_source_predicate() -> None:
     assert not h.reads_candle_source("B", _block(MIN_HISTORY + 5, MIN_HISTORY))  # after a gap, enough given
 
     # a regime_v1 champion needs 289 candles: fewer are seeded from QuestDB
-    r = _handlers(lambda symbol, n: CandleBlock.empty(), _regime_v1_champion())
+    r = _handlers(lambda symbol, n: CandleBlock.empty(), _champion())
     assert r.reads_candle_source("A", _block(0, REGIME_V1.min_history - 1))
     assert not r.reads_candle_source("A", _block(0, REGIME_V1.min_history))
 
 
-def test_a_regime_v1_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
+def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
     """Fewer candles than regime_v1 needs: seeded from the candle source when there is one, else
     INVALID_ARGUMENT naming the 289 it needs (never a model fed undefined features)."""
     ts = serve_candles["ts"].dt.as_unit("ms").astype("int64").to_numpy()
@@ -131,7 +131,7 @@ def test_a_regime_v1_champion_gets_its_history(serve_candles: pd.DataFrame) -> N
         reads.append(n)
         return stored.tail(n)
 
-    h = _handlers(source, _regime_v1_champion())
+    h = _handlers(source, _champion())
     prediction = h.predict(PredictQuery("A", given))
     assert (
         reads
@@ -141,7 +141,7 @@ def test_a_regime_v1_champion_gets_its_history(serve_candles: pd.DataFrame) -> N
     merged = CandleBlock(ts[: SERVING_HISTORY + 1], ohlcv[: SERVING_HISTORY + 1]).tail(SERVING_HISTORY)
     assert prediction.features == REGIME_V1.newest(merged.ohlcv, merged.newest_ts_ms)
     with pytest.raises(InvalidArgument, match="at least 289 candles"):
-        _handlers(None, _regime_v1_champion()).predict(PredictQuery("A", given))
+        _handlers(None, _champion()).predict(PredictQuery("A", given))
 
 
 def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(
