@@ -80,9 +80,9 @@ def _values(result: Any, node: str) -> dict[str, Any]:
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
-def _run(job: Any, instance: Any, tags: dict[str, str], run_config: dict[str, Any]) -> dict[str, Any]:
+def _run(job: Any, instance: Any, run_config: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
-    result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config)
+    result = job.execute_in_process(instance=instance, run_config=run_config)
     seconds = time.perf_counter() - started
     model = _values(result, "reversal_model")
     gate = _values(result, "champion_gate")
@@ -147,7 +147,7 @@ def main() -> None:
     from mem_pipelines.definitions import build_definitions
     from mem_pipelines.resources import MlflowResource, TrainingFramesIOManager
     from mem_pipelines.settings import PipelineSettings
-    from mem_pipelines.training.schedules import all_symbols_tags, daily_run_config
+    from mem_pipelines.training.schedules import daily_run_config
 
     load_before = [round(x, 2) for x in os.getloadavg()]
     configs: dict[str, dict[str, Any]] = {
@@ -176,14 +176,13 @@ def main() -> None:
                 },
             )
             job = defs.resolve_job_def("train_and_gate")
-            partitions = job.partitions_def or dg.StaticPartitionsDefinition(list(symbols))
             (tmp_path / "dagster").mkdir()
             with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
                 for name, model_config in configs.items():
                     run_config = daily_run_config()
                     if model_config:
                         run_config["ops"]["reversal_model"] = {"config": model_config}
-                    results[name] = _run(job, instance, all_symbols_tags(partitions), run_config)
+                    results[name] = _run(job, instance, run_config)
         finally:
             server.stop()
 

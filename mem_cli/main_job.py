@@ -121,8 +121,8 @@ def _dagster(
 
     import dagster as dg
 
-    # Our definitions knowingly use preview/beta Dagster features (partitioned asset checks,
-    # single-run backfills); the warnings are for developers, not for the main job's reader.
+    # Our definitions knowingly use preview/beta Dagster features (partitioned asset checks, code
+    # references); the warnings are for developers, not for the main job's reader.
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -130,7 +130,6 @@ def _dagster(
 
     from mem_cli.progress import follow_run
     from mem_pipelines.settings import dagster_home
-    from mem_pipelines.training.schedules import all_symbols_tags
 
     defs = main_definitions(symbols)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -149,8 +148,6 @@ def _dagster(
             if not res.success:
                 raise RuntimeError(f"the candles job failed for {symbol}; see the Dagster UI (run {res.run_id})")
         job = defs.resolve_job_def("train_and_gate")
-        partitions = job.partitions_def or defs.resolve_assets_def("features").partitions_def
-        assert partitions is not None  # features are partitioned by symbol
         from mem_pipelines.training import defaults
 
         say(
@@ -162,7 +159,6 @@ def _dagster(
         res = job.execute_in_process(
             instance=instance,
             run_id=run_id,
-            tags=all_symbols_tags(partitions),
             run_config={
                 **quiet,
                 "ops": {

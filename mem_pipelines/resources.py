@@ -10,8 +10,9 @@ is opened, and it is never logged.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,43 +74,52 @@ class MlflowResource(dg.ConfigurableResource):
         return self.tracking_uri or tracking_uri()
 
 
+#: The file beside a training asset's frames that lists the symbols of its latest materialization.
+FRAMES_MANIFEST = "symbols.json"
+
+
 class TrainingFramesIOManager(dg.ConfigurableIOManager):
-    """Per-symbol frames as parquet files ``<base_dir>/<asset>/<symbol>.parquet``.
+    """Every symbol's frame of a training asset (``{symbol: DataFrame}``) as parquet files
+    ``<base_dir>/<asset>/<symbol>.parquet``, with ``symbols.json`` listing the symbols of the
+    latest materialization in their order.
 
-    Loading all partitions for the unpartitioned ``training_dataset`` returns the symbols that
-    have been materialized (a warning names the others); the dataset's metadata and the MLflow
-    lineage list the symbols actually used.
-
-    Outputs and inputs are ``{symbol: DataFrame}`` so a single run can cover many partitions
-    (Dagster's pickling IO manager cannot store a multi-partition output).
+    An input is exactly the symbols of the latest materialization, never a file left by an
+    earlier one with other symbols (those are removed once the manifest names the new set). Each
+    file is replaced atomically and the manifest after the frames, so every listed symbol has its
+    file.
     """
 
     base_dir: str = ""
 
-    def _root(self) -> str:
-        return self.base_dir or str(project_paths().state / "frames")
-
-    def _path(self, asset_key: dg.AssetKey, partition: str) -> str:
-        return os.path.join(self._root(), *asset_key.path, f"{partition}.parquet")
+    def _folder(self, asset_key: dg.AssetKey) -> Path:
+        return Path(self.base_dir or project_paths().state / "frames").joinpath(*asset_key.path)
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
-        for partition, frame in obj.items():
-            path = self._path(context.asset_key, partition)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".tmp"
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
+        folder = self._folder(context.asset_key)
+        folder.mkdir(parents=True, exist_ok=True)
+        for symbol, frame in obj.items():
+            _replace(folder / f"{symbol}.parquet", lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+        _replace(folder / FRAMES_MANIFEST, lambda tmp: tmp.write_text(json.dumps(list(obj))))
+        for stale in folder.glob("*.parquet"):
+            if stale.stem not in obj:
+                stale.unlink()
 
     def load_input(self, context: dg.InputContext) -> dict[str, pd.DataFrame]:
-        key = context.asset_key
-        partitions = context.asset_partition_keys if context.has_asset_partitions else []
-        present = [p for p in partitions if os.path.exists(self._path(key, p))]
-        if not present:
-            raise FileNotFoundError(f"{key.to_user_string()} is not materialized for any of {partitions}")
-        missing = sorted(set(partitions) - set(present))
-        if missing:  # symbols never materialized (no candles ingested): trained without, said so
-            context.log.warning(f"{key.to_user_string()} not materialized for {missing}; using {present}")
-        return {p: pd.read_parquet(self._path(key, p)) for p in present}
+        folder = self._folder(context.asset_key)
+        manifest = folder / FRAMES_MANIFEST
+        if not manifest.is_file():
+            raise FileNotFoundError(
+                f"{context.asset_key.to_user_string()} is not materialized ({manifest} is missing); "
+                "materialize it first (the train_and_gate job does)"
+            )
+        return {s: pd.read_parquet(folder / f"{s}.parquet") for s in json.loads(manifest.read_text())}
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to a temporary file beside ``path``, then move it over ``path`` atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 @contextmanager

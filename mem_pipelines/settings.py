@@ -49,7 +49,7 @@ def parse_symbols(raw: str | Iterable[str]) -> tuple[str, ...]:
 class PipelineSettings:
     """What the Definitions are built from."""
 
-    #: The symbol partitions of ``candles``, ``features`` and ``labels`` (MEM_SYMBOLS).
+    #: The partitions of ``candles``, every one of which training reads in one run (MEM_SYMBOLS).
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     #: Threshold of the candles' gap check (MEM_MAX_GAP_RATIO).
     max_gap_ratio: float = DEFAULT_MAX_GAP_RATIO

@@ -94,8 +94,13 @@ def test_resources_are_bound_once_in_definitions_py_and_nowhere_else():
 
 def test_build_definitions_partitions_by_the_settings_symbols():
     built = build_definitions(PipelineSettings(symbols=("solusdt", "ADAUSDT", "SOLUSDT")))
-    for key in ("candles", "features", "labels"):
+    for key in ("kline_files", "candles"):
         assert built.resolve_assets_def(key).partitions_def.get_partition_keys() == ["SOLUSDT", "ADAUSDT"]
+    # the training side is not partitioned: each asset holds every symbol's frame
+    for key in ("training_candles", "features", "labels"):
+        node = built.resolve_assets_def(key)
+        assert node.partitions_def is None
+        assert node.metadata_by_key[node.key]["symbols"].value == ["SOLUSDT", "ADAUSDT"]
 
 
 def test_project_definitions_load_and_validate():

@@ -79,7 +79,6 @@ def test_pushed_candles_of_a_new_symbol_reach_questdb_and_the_next_training(
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("train_and_gate").execute_in_process(
             instance=instance,
-            tags={"dagster/asset_partition_range_start": SYMBOL, "dagster/asset_partition_range_end": SYMBOL},
             run_config={
                 "ops": {
                     "training_dataset": {"config": {"last_days": 30}},

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from mem_cli.main_job import main_definitions
@@ -35,9 +36,10 @@ def test_main_definitions_take_the_symbols_as_a_parameter_not_from_the_environme
     before = dict(os.environ)
     defs = main_definitions(("SOLUSDT", "ETHUSDT"))
     assert dict(os.environ) == before
-    for key in ("candles", "features", "labels"):
-        assert defs.resolve_assets_def(key).partitions_def.get_partition_keys() == ["SOLUSDT", "ETHUSDT"]
+    assert defs.resolve_assets_def("candles").partitions_def.get_partition_keys() == ["SOLUSDT", "ETHUSDT"]
     assert defs.resolve_job_def("candles_job").partitions_def.get_partition_keys() == ["SOLUSDT", "ETHUSDT"]
+    for key in ("training_candles", "features", "labels"):  # not partitioned: every symbol in one run
+        assert defs.resolve_assets_def(key).metadata_by_key[dg.AssetKey(key)]["symbols"].value == ["SOLUSDT", "ETHUSDT"]
 
 
 def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> None:

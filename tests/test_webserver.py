@@ -1,9 +1,10 @@
 """The Dagster UI as its users meet it: ``dagster-webserver`` on the project's workspace.yaml (a
-free loopback port, a temporary DAGSTER_HOME), asked through GraphQL. The code location loads
-with every asset, check, sensor and schedule of the Definitions; the learning group's lineage
-reaches back to the gate through the external assets; ``daily_retrain`` is on by default; a
-launch of ``train_and_gate`` over every symbol (one run) succeeds on real candles in the test
-QuestDB."""
+free loopback port, a temporary DAGSTER_HOME, the default symbols), asked through GraphQL. The
+code location loads with every asset, check, sensor and schedule of the Definitions; the learning
+group's lineage reaches back to the gate through the external assets; ``daily_retrain`` is on by
+default; a plain launch of ``train_and_gate`` (no partition, no tags, no config: one click in the
+Launchpad) trains on every symbol. Candles: the last days of the shipped sample (real, BTCUSDT
+and ETHUSDT) in the test QuestDB."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.request
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,12 @@ import pytest
 
 from mem_core.questdb.local import free_port
 from mem_core.questdb.store import write_candles
-from mem_core.settings import QuestDBSettings
+from mem_core.settings import DEFAULT_SYMBOLS, QuestDBSettings
 from mem_pipelines.ingest.csv_source import read_kline_csv
+from mem_pipelines.ingest.sample import sample_files
 
 ROOT = Path(__file__).resolve().parents[1]
-SYMBOL = "BTCUSDT"
+SYMBOLS = DEFAULT_SYMBOLS  # what the code location partitions by when MEM_SYMBOLS is not set
 DAYS = 10
 
 WORKSPACE = """
@@ -73,7 +76,20 @@ mutation($params: ExecutionParams!) {
 """
 
 RUN = """
-query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }
+query($id: ID!) {
+  runOrError(runId: $id) {
+    ... on Run {
+      status
+      jobName
+      tags { key value }
+      repositoryOrigin { repositoryLocationName repositoryName }
+      assetMaterializations {
+        assetKey { path }
+        metadataEntries { label ... on JsonMetadataEntry { jsonString } ... on TextMetadataEntry { text } }
+      }
+    }
+  }
+}
 """
 
 
@@ -88,14 +104,41 @@ def _graphql(port: int, query: str, variables: dict[str, Any] | None = None) -> 
     return answer["data"]
 
 
+def _finished(port: int, run_ids: list[str], timeout: float = 420) -> dict[str, dict[str, Any]]:
+    """The runs once each has ended (success, failure or cancel), by id."""
+    deadline = time.monotonic() + timeout
+    runs: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        runs = {i: _graphql(port, RUN, {"id": i})["runOrError"] for i in run_ids}
+        if all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs.values()):
+            return runs
+        time.sleep(2)
+    raise AssertionError(f"runs not finished in {timeout:.0f} s: { {i: r['status'] for i, r in runs.items()} }")
+
+
+def _metadata(run: dict[str, Any], asset: str) -> dict[str, Any]:
+    (event,) = [m for m in run["assetMaterializations"] if m["assetKey"]["path"] == [asset]]
+    return {
+        e["label"]: json.loads(e["jsonString"]) if "jsonString" in e else e.get("text")
+        for e in event["metadataEntries"]
+    }
+
+
+@dataclass(frozen=True)
+class Webserver:
+    port: int
+    env: dict[str, str]  # the code location's environment (its stores, QuestDB, symbols)
+
+
 @pytest.fixture(scope="module")
-def candles(questdb: QuestDBSettings, shared_candles: Path) -> QuestDBSettings:
+def candles(questdb: QuestDBSettings) -> QuestDBSettings:
     import psycopg
 
     with psycopg.connect(**questdb.pg_conninfo(), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS candles")
-    frame = read_kline_csv(shared_candles / f"{SYMBOL}-5m.csv.gz").frame
-    write_candles(questdb, frame[frame["ts"] >= frame["ts"].max() - pd.Timedelta(days=DAYS)].reset_index(drop=True))
+    for path in sample_files(SYMBOLS):
+        frame = read_kline_csv(path).frame
+        write_candles(questdb, frame[frame["ts"] >= frame["ts"].max() - pd.Timedelta(days=DAYS)].reset_index(drop=True))
     return questdb
 
 
@@ -110,11 +153,10 @@ def webserver(candles: QuestDBSettings, tmp_path_factory: pytest.TempPathFactory
     mem_home = tmp_path_factory.mktemp("mem_home")
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in ("MEM_SYMBOLS", "MEM_QUESTDB_HOST")},
         "DAGSTER_HOME": str(home),
         "MEM_HOME": str(mem_home),
         "MLFLOW_TRACKING_URI": f"sqlite:///{mem_home / 'mlflow.db'}",
-        "MEM_SYMBOLS": SYMBOL,
         "MEM_QUESTDB_PG_PORT": str(candles.pg_port),
         "MEM_QUESTDB_HTTP_PORT": str(candles.http_port),
         "MEM_MEMORY_DB": str(mem_home / "memory.db"),
@@ -138,7 +180,7 @@ def webserver(candles: QuestDBSettings, tmp_path_factory: pytest.TempPathFactory
             except OSError:
                 assert time.monotonic() < deadline, "dagster-webserver did not answer in 180 s"
                 time.sleep(0.5)
-        yield port
+        yield Webserver(port, env)
     finally:
         proc.terminate()
         try:
@@ -158,15 +200,19 @@ def _repository(port: int) -> dict[str, Any]:
     return repo
 
 
-def test_the_code_location_loads_everything_and_train_and_gate_launches(webserver: int) -> None:
+def test_the_code_location_loads_everything_and_one_plain_launch_trains_on_every_symbol(
+    webserver: Webserver,
+) -> None:
+    from mlflow import MlflowClient
+
     from mem_pipelines.definitions import build_definitions
     from mem_pipelines.settings import PipelineSettings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        defs = build_definitions(PipelineSettings(symbols=(SYMBOL,)))
+        defs = build_definitions(PipelineSettings())
     graph = defs.resolve_asset_graph()
-    repo = _repository(webserver)
+    repo = _repository(webserver.port)
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in repo["assetNodes"]}
     assert set(nodes) == {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -182,8 +228,9 @@ def test_the_code_location_loads_everything_and_train_and_gate_launches(webserve
     assert ["memory_store"] in [d["path"] for d in nodes["learned_strategies"]["dependencyKeys"]]
     assert nodes["reversal_model"]["owners"] in ([{"team": "ml"}], [{"team": "team:ml"}])
 
+    # the Launchpad's one click: no partition, no tags, the default config
     launched = _graphql(
-        webserver,
+        webserver.port,
         LAUNCH,
         {
             "params": {
@@ -192,28 +239,25 @@ def test_the_code_location_loads_everything_and_train_and_gate_launches(webserve
                     "repositoryName": repo["name"],
                     "jobName": "train_and_gate",
                 },
-                "runConfigData": {
-                    "ops": {
-                        "training_dataset": {"config": {"last_days": 6}},
-                        "reversal_model": {"config": {"walk_forward_folds": 0}},
-                    }
-                },
-                "executionMetadata": {
-                    "tags": [
-                        {"key": "dagster/asset_partition_range_start", "value": SYMBOL},
-                        {"key": "dagster/asset_partition_range_end", "value": SYMBOL},
-                    ]
-                },
             }
         },
     )["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + 420
-    status = "?"
-    while time.monotonic() < deadline:
-        status = _graphql(webserver, RUN, {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(2)
-    assert status == "SUCCESS", f"run {run_id} ended {status}"
+    run = _finished(webserver.port, [run_id])[run_id]
+    assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}"
+    assert not [
+        t for t in run["tags"] if t["key"].startswith("dagster/asset_partition") or t["key"] == "dagster/partition"
+    ]
+
+    # trained on every symbol: the frames, the dataset and the MLflow run say so
+    for asset in ("training_candles", "features", "labels"):
+        assert list(_metadata(run, asset)["rows_per_symbol"]) == list(SYMBOLS), asset
+    dataset = _metadata(run, "training_dataset")
+    assert dataset["symbols"] == list(SYMBOLS) and dataset["skipped_symbols"] == []
+    assert all(rows > 1000 for rows in dataset["rows_per_symbol"].values())
+    mlflow_run = MlflowClient(webserver.env["MLFLOW_TRACKING_URI"]).get_run(
+        _metadata(run, "reversal_model")["mlflow_run_id"]
+    )
+    assert mlflow_run.data.tags["data.symbols"] == ",".join(SYMBOLS)
+    assert mlflow_run.data.tags["dagster.run_id"] == run_id

@@ -1,19 +1,20 @@
-"""Training assets: candles -> training_candles (checked) -> features, labels (per symbol) ->
+"""Training assets: candles -> training_candles (checked) -> features, labels (every symbol) ->
 training_dataset -> reversal_model (with its walk-forward) -> champion_gate. Bodies are thin; the
 work is in mem_pipelines.lib and the training modules (dataset, fit, mlflow_logging, gate_runner,
 render); the defaults in ``training.defaults``.
 
-``training_candles``, ``features`` and ``labels`` are partitioned by symbol like ``candles`` and
-cover the symbol's whole stored history (so no warm-up eats into a training window). They use a
-single-run backfill policy and the ``training_frames`` IO manager (one parquet file per symbol),
-so one run refreshes every symbol and then trains: the ``train_and_gate`` job runs over the full
-symbol range. A symbol without candles is skipped with a warning (logs and metadata), never a
-failed run; the blocking checks of ``training_candles`` (``checks.py``) stop the run before any
-feature is computed from bad candles. ``training_dataset`` cuts the time window (config:
-``last_days`` or ``start``/``end``; default the last ``defaults.TRAIN_DAYS`` days).
+``candles`` is partitioned by symbol (ingestion and its checks work one symbol at a time);
+``training_candles``, ``features`` and ``labels`` are not: each holds every symbol's frame
+(``{symbol: DataFrame}``, one parquet file per symbol through the ``training_frames`` IO manager)
+over the symbol's whole stored history (so no warm-up eats into a training window). A plain
+launch of ``train_and_gate`` therefore refreshes every symbol and then trains on all of them. A
+symbol without candles is skipped with a warning (logs and metadata), never a failed run; the
+blocking checks of ``training_candles`` (``checks.py``) stop the run before any feature is computed
+from bad candles. ``training_dataset`` cuts the time window (config: ``last_days`` or
+``start``/``end``; default the last ``defaults.TRAIN_DAYS`` days) and may pick a subset of symbols.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
@@ -74,11 +75,9 @@ def _per_symbol(
     out: dict[str, pd.DataFrame] = {}
     rows: dict[str, int] = {}
     skipped: list[str] = []
-    for symbol in context.partition_keys:
-        frame = candles.get(symbol)
-        if frame is None or len(frame) < need:
-            n = 0 if frame is None else len(frame)
-            context.log.warning(f"{symbol}: {n} candles, fewer than the {need} a row needs; skipped")
+    for symbol, frame in candles.items():
+        if len(frame) < need:
+            context.log.warning(f"{symbol}: {len(frame)} candles, fewer than the {need} a row needs; skipped")
             out[symbol] = pd.DataFrame(columns=empty_columns)
             skipped.append(symbol)
         else:
@@ -87,16 +86,18 @@ def _per_symbol(
     return out, rows, skipped
 
 
-def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """``training_candles``, ``features`` and ``labels``, partitioned exactly like ``candles``."""
+def build_symbol_assets(symbols: Sequence[str]) -> list[dg.AssetsDefinition]:
+    """``training_candles``, ``features`` and ``labels`` over every one of ``symbols`` (the
+    partitions of ``candles``): not partitioned themselves, so one plain run covers all symbols."""
+    listed = list(symbols)
+    symbols_metadata = {"symbols": dg.MetadataValue.json(listed)}
 
     @dg.asset(
-        partitions_def=partitions_def,
         deps=[CANDLES],
-        backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key="training_frames",
         group_name=GROUP,
         kinds={"questdb", "pandas"},
+        metadata=symbols_metadata,
     )
     def training_candles(
         context: dg.AssetExecutionContext, questdb: QuestDBResource
@@ -106,7 +107,7 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         candles is skipped (an empty frame, a warning)."""
         settings = questdb.settings()
         out, rows, spans, gaps, skipped = {}, {}, {}, {}, []
-        for symbol in context.partition_keys:
+        for symbol in listed:
             frame = read_candles(settings, symbol)
             if frame.empty:
                 context.log.warning(
@@ -123,7 +124,7 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             out[symbol] = frame[CANDLE_COLUMNS].reset_index(drop=True)
             rows[symbol] = len(frame)
         if not spans:
-            raise dg.Failure(f"no candles in QuestDB for any of {list(context.partition_keys)}; ingest them first")
+            raise dg.Failure(f"no candles in QuestDB for any of {listed}; ingest them first")
         return dg.Output(
             out,
             metadata={
@@ -137,17 +138,16 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         )
 
     @dg.asset(
-        partitions_def=partitions_def,
         ins={"training_candles": dg.AssetIn(input_manager_key="training_frames")},
-        backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key="training_frames",
         group_name=GROUP,
         kinds={"pandas"},
+        metadata=symbols_metadata,
     )
     def features(
         context: dg.AssetExecutionContext, training_candles: dict[str, pd.DataFrame]
     ) -> dg.Output[dict[str, pd.DataFrame]]:
-        """The columns of every known feature set (``mem_core.feature_sets``) per candle over the
+        """The columns of every known feature set (``mem_core.feature_sets``) per candle over each
         symbol's stored history, warm-up dropped; see docs/ml.md."""
         names = all_feature_names()
         frames, rows, skipped = _per_symbol(context, training_candles, feature_frame, ["ts", *names])
@@ -167,12 +167,11 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         )
 
     @dg.asset(
-        partitions_def=partitions_def,
         ins={"training_candles": dg.AssetIn(input_manager_key="training_frames")},
-        backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key="training_frames",
         group_name=GROUP,
         kinds={"pandas"},
+        metadata=symbols_metadata,
     )
     def labels(
         context: dg.AssetExecutionContext, training_candles: dict[str, pd.DataFrame]
@@ -184,6 +183,7 @@ def build_symbol_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             frames,
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(sum(rows.values())),
+                "rows_per_symbol": dg.MetadataValue.json(rows),
                 "dagster/column_schema": column_schema(next(iter(frames.values()))),
                 "positive_rate_per_symbol": dg.MetadataValue.json(rates),
                 "skipped_symbols": dg.MetadataValue.json(skipped),

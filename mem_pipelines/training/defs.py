@@ -7,19 +7,17 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from mem_pipelines.ingest.assets import candles_partitions
 from mem_pipelines.training.assets import build_symbol_assets, champion_gate, reversal_model, training_dataset
 from mem_pipelines.training.checks import CHECKS
 from mem_pipelines.training.schedules import build_daily_schedule, build_train_and_gate_job
 
 
 def training_defs(symbols: Sequence[str]) -> dg.Definitions:
-    """The training domain, partitioned by the same ``symbols`` as ``candles``."""
-    partitions = candles_partitions(symbols)
+    """The training domain over every one of ``symbols`` (the partitions of ``candles``)."""
     job = build_train_and_gate_job()
     return dg.Definitions(
-        assets=[*build_symbol_assets(partitions), training_dataset, reversal_model, champion_gate],
+        assets=[*build_symbol_assets(symbols), training_dataset, reversal_model, champion_gate],
         asset_checks=CHECKS,
         jobs=[job],
-        schedules=[build_daily_schedule(job, partitions)],
+        schedules=[build_daily_schedule(job)],
     )

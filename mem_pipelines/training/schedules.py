@@ -4,15 +4,7 @@ import dagster as dg
 
 from mem_pipelines.training import defaults
 
-#: Run tags that make one run cover every symbol partition (single-run backfill policy).
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 JOB_ASSETS = ("training_candles", "features", "labels", "training_dataset", "reversal_model", "champion_gate")
-
-
-def all_symbols_tags(partitions_def: dg.PartitionsDefinition) -> dict[str, str]:
-    keys = partitions_def.get_partition_keys()
-    return {RANGE_START: keys[0], RANGE_END: keys[-1]}
 
 
 def daily_run_config(last_days: int = defaults.TRAIN_DAYS) -> dict:
@@ -26,18 +18,16 @@ def build_train_and_gate_job():
         description=(
             "Read and check (blocking) the candles of every symbol, refresh features and labels, build the "
             f"dataset for a window (ops.training_dataset.config: last_days, or start/end; default the last "
-            f"{defaults.TRAIN_DAYS} days), train and register a challenger with its walk-forward "
-            f"(ops.reversal_model.config: estimator {defaults.ESTIMATOR!r}, feature_set {defaults.FEATURE_SET!r} "
-            "by default), run the champion gate (ops.champion_gate.config: metric, min_margin, alpha). "
-            "Launch it over the whole symbol range (all partitions in one run); symbols without candles "
-            "are skipped with a warning."
+            f"{defaults.TRAIN_DAYS} days; symbols: a subset), train and register a challenger with its "
+            f"walk-forward (ops.reversal_model.config: estimator {defaults.ESTIMATOR!r}, feature_set "
+            f"{defaults.FEATURE_SET!r} by default), run the champion gate (ops.champion_gate.config: metric, "
+            "min_margin, alpha). One plain launch covers every symbol (no partition to pick); symbols "
+            "without candles are skipped with a warning."
         ),
     )
 
 
-def build_daily_schedule(job, partitions_def: dg.PartitionsDefinition) -> dg.ScheduleDefinition:
-    tags = all_symbols_tags(partitions_def)
-
+def build_daily_schedule(job) -> dg.ScheduleDefinition:
     @dg.schedule(
         job=job,
         cron_schedule="0 2 * * *",
@@ -52,6 +42,6 @@ def build_daily_schedule(job, partitions_def: dg.PartitionsDefinition) -> dg.Sch
     )
     def daily_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         when = context.scheduled_execution_time
-        return dg.RunRequest(run_key=when.isoformat() if when else None, run_config=daily_run_config(), tags=tags)
+        return dg.RunRequest(run_key=when.isoformat() if when else None, run_config=daily_run_config())
 
     return daily_retrain

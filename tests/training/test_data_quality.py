@@ -43,11 +43,7 @@ def test_a_bad_candle_stops_training_before_any_feature(
     write_candles(fresh_questdb, candles)
     defs = _defs(fresh_questdb, ("BTCUSDT", "ETHUSDT"), mlflow_uri, tmp_path / "frames")
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("train_and_gate").execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": "BTCUSDT", "dagster/asset_partition_range_end": "ETHUSDT"},
-            raise_on_error=False,
-        )
+        result = defs.resolve_job_def("train_and_gate").execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     failed = checks["high_not_below_low"]

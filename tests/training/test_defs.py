@@ -44,8 +44,18 @@ def test_definitions_load_with_assets_checks_job_and_schedule() -> None:
     assert defs.resolve_job_def("train_and_gate") is not None
 
 
+def test_train_and_gate_covers_every_symbol_without_a_partition() -> None:
+    defs = _defs()
+    assert defs.resolve_job_def("train_and_gate").partitions_def is None
+    for key in ("training_candles", "features", "labels"):
+        node = defs.resolve_assets_def(key)
+        assert node.partitions_def is None
+        assert node.metadata_by_key[dg.AssetKey(key)]["symbols"].value == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
 def test_daily_schedule_is_two_am_utc_on_the_last_180_days_over_all_symbols() -> None:
     schedule = _defs().resolve_schedule_def("daily_retrain")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "UTC"
     assert schedule.job_name == "train_and_gate"
@@ -55,8 +65,7 @@ def test_daily_schedule_is_two_am_utc_on_the_last_180_days_over_all_symbols() ->
         )
         request = schedule(context)
     assert request.run_config["ops"]["training_dataset"]["config"]["last_days"] == 180
-    assert request.tags["dagster/asset_partition_range_start"] == "BTCUSDT"
-    assert request.tags["dagster/asset_partition_range_end"] == "SOLUSDT"
+    assert request.partition_key is None and not any(k.startswith("dagster/asset_partition") for k in request.tags)
 
 
 def test_gate_asset_failure_keeps_champion_and_fails_loudly(mlflow_uri: str) -> None:

@@ -73,7 +73,6 @@ def _run(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProc
     job = defs.resolve_job_def("train_and_gate")
     return job.execute_in_process(
         instance=instance,
-        tags={"dagster/asset_partition_range_start": SYMBOLS[0], "dagster/asset_partition_range_end": SYMBOLS[-1]},
         run_config={"ops": {"training_dataset": {"config": {"last_days": DAYS}}}},
         raise_on_error=True,
     )
