@@ -115,8 +115,9 @@ def main_definitions(symbols: Sequence[str]) -> dg.Definitions:
 def _dagster(
     symbols: Sequence[str], paths: ProjectPaths, train_start: pd.Timestamp, train_end: pd.Timestamp, say: Steps
 ) -> dict:
-    """Run the Dagster jobs in-process on the project's instance (DAGSTER_HOME, else MEM_HOME),
-    so the UI shows the runs. The Definitions are partitioned by exactly ``symbols``."""
+    """Run the Dagster jobs in this process on the project's instance (DAGSTER_HOME, else
+    MEM_HOME), as runs of the project's code location, so the UI shows them and can re-execute
+    them (``location_runs``). The Definitions are partitioned by exactly ``symbols``."""
     import warnings
 
     import dagster as dg
@@ -128,17 +129,15 @@ def _dagster(
 
     import uuid
 
+    from mem_cli.location_runs import execute_location_run
     from mem_cli.progress import follow_run
     from mem_pipelines.settings import dagster_home
 
     defs = main_definitions(symbols)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.from_config(str(dagster_home(paths.root))) as instance:
-        candles_job = defs.resolve_job_def("candles_job")
         for symbol in symbols:
-            res = candles_job.execute_in_process(
-                instance=instance, partition_key=symbol, run_config=quiet, raise_on_error=False
-            )
+            res = execute_location_run(instance, defs, "candles_job", run_config=quiet, partition_key=symbol)
             checks = res.get_asset_check_evaluations()
             failed = [c.check_name for c in checks if not c.passed]
             say(
@@ -147,7 +146,6 @@ def _dagster(
             )
             if not res.success:
                 raise RuntimeError(f"the candles job failed for {symbol}; see the Dagster UI (run {res.run_id})")
-        job = defs.resolve_job_def("train_and_gate")
         from mem_pipelines.training import defaults
 
         say(
@@ -156,18 +154,21 @@ def _dagster(
         )
         run_id = str(uuid.uuid4())  # known before the run starts, so its steps can be followed
         progress = follow_run(instance, run_id, say)  # a line per step, and while the fit runs
-        res = job.execute_in_process(
-            instance=instance,
-            run_id=run_id,
-            run_config={
-                **quiet,
-                "ops": {
-                    "training_dataset": {"config": {"start": train_start.isoformat(), "end": train_end.isoformat()}}
+        try:
+            res = execute_location_run(
+                instance,
+                defs,
+                "train_and_gate",
+                run_id=run_id,
+                run_config={
+                    **quiet,
+                    "ops": {
+                        "training_dataset": {"config": {"start": train_start.isoformat(), "end": train_end.isoformat()}}
+                    },
                 },
-            },
-            raise_on_error=False,
-        )
-        progress.stop()
+            )
+        finally:
+            progress.stop()
         if not res.success:
             raise RuntimeError(f"train_and_gate failed; see the Dagster UI (run {res.run_id})")
         model = res.asset_materializations_for_node("reversal_model")[0].metadata
@@ -275,6 +276,7 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
     memory_db = paths.state / "main" / "memory.db"  # a fresh memory store for this run
     qdb_server: LocalQuestDB | None = None
     serve_proc: subprocess.Popen | None = None
+    symbols: tuple[str, ...] = ()
     try:
         settings, qdb_server = _ensure_questdb(paths, say)
         symbols, last = _ingest(cfg, settings, say)
@@ -325,9 +327,9 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         echo(
             "  Dagster UI : bash scripts/ui.sh dagster   (runs, asset lineage, checks, metadata; start QuestDB first: .venv/bin/mem questdb start)"
         )
-        echo(
-            f"               this job's symbols and memory: MEM_SYMBOLS={','.join(cfg.symbols) if not cfg.csv else '<your symbols>'} MEM_MEMORY_DB={memory_db}"
-        )
+        # the UI's code location reads its symbols from MEM_SYMBOLS, also when it re-executes this job's runs
+        shown = ",".join(symbols) if symbols else "<your symbols>" if cfg.csv else ",".join(cfg.symbols)
+        echo(f"               this job's symbols and memory: MEM_SYMBOLS={shown} MEM_MEMORY_DB={memory_db}")
         echo("  MLflow UI  : bash scripts/ui.sh mlflow    (runs, registry mem-reversal with @champion / @challenger)")
         echo(
             f"  Serving    : .venv/bin/mem serve          (gRPC :{DEFAULT_SERVING_PORT}, Prometheus metrics http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics)"

@@ -3,7 +3,8 @@
 With no ``--csv`` it runs on the shipped sample of real candles (data/sample). It must produce
 the three-way report, show progress while it trains, keep third-party INFO logs out of its
 output, stop everything it started, and say where to look; its Definitions are partitioned by
-its own symbols, passed as a parameter (never through os.environ).
+its own symbols, passed as a parameter (never through os.environ); its runs belong to the
+workspace's code location.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from mem_cli.location_runs import location_job_origin
 from mem_cli.main_job import main_definitions
 from mem_core.questdb.local import free_port
 
@@ -40,6 +42,20 @@ def test_main_definitions_take_the_symbols_as_a_parameter_not_from_the_environme
     assert defs.resolve_job_def("candles_job").partitions_def.get_partition_keys() == ["SOLUSDT", "ETHUSDT"]
     for key in ("training_candles", "features", "labels"):  # not partitioned: every symbol in one run
         assert defs.resolve_assets_def(key).metadata_by_key[dg.AssetKey(key)]["symbols"].value == ["SOLUSDT", "ETHUSDT"]
+
+
+def test_main_job_runs_carry_the_origin_of_the_workspace_code_location(tmp_path: Path) -> None:
+    """What the Dagster UI needs to re-execute a run (tests/test_webserver.py re-executes one)."""
+    defs = main_definitions(("BTCUSDT",))
+    origin = location_job_origin(defs, "train_and_gate")
+    assert (origin.location_name, origin.job_name) == ("mem", "train_and_gate")
+    assert origin.repository_origin.repository_name == defs.get_repository_def().name
+    assert origin.repository_origin.code_location_origin.loadable_target_origin.module_name == (
+        "mem_pipelines.definitions"
+    )
+    (tmp_path / "workspace.yaml").write_text("load_from:\n  - python_module: {module_name: x, location_name: other}\n")
+    with pytest.raises(ValueError, match="no code location 'mem'"):
+        location_job_origin(defs, "train_and_gate", workspace=tmp_path / "workspace.yaml")
 
 
 def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Our code uses only the public API of third-party packages: no import of a private module or
-name (``scipy.signal._sigtools``), no attribute reach into one (``np._core``)."""
+name (``scipy.signal._sigtools``), no attribute reach into one (``np._core``), except the few in
+``KNOWN_PRIVATE``, each with the reason no public API serves and the test that pins it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS = {"mem_core", "mem_memory", "mem_pipelines", "mem_serving", "mem_cli"}
+#: Private names a file of ours uses knowingly. The test fails on any other private reach and on
+#: an entry no longer used.
+KNOWN_PRIVATE: dict[str, list[str]] = {
+    # Dagster gives a run its code location's origin only when a loaded workspace launches it; no
+    # public API executes a run in this process with that origin, which the UI needs to re-execute
+    # it (dagster-io/dagster#19458). Pinned by tests/test_webserver.py (re-execution through GraphQL).
+    "mem_cli/location_runs.py": [
+        "dagster._core.definitions.job_base.InMemoryJob",
+        "dagster._core.execution.api.execute_run",
+        "dagster._core.remote_origin.RemoteJobOrigin",
+        "dagster._core.remote_origin.RemoteRepositoryOrigin",
+        "dagster._core.workspace.load.location_origins_from_yaml_paths",
+    ],
+}
 
 
 def _private(name: str) -> bool:
@@ -65,4 +80,4 @@ def test_no_package_of_ours_reaches_into_a_private_third_party_api() -> None:
     files = [p for pkg in sorted(OURS) for p in (ROOT / pkg).rglob("*.py") if "_gen" not in p.parts]
     assert len(files) > 50
     found = {str(p.relative_to(ROOT)): hits for p in files if (hits := private_reaches(p.read_text(encoding="utf-8")))}
-    assert found == {}
+    assert found == KNOWN_PRIVATE

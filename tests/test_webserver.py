@@ -3,8 +3,9 @@ free loopback port, a temporary DAGSTER_HOME, the default symbols), asked throug
 code location loads with every asset, check, sensor and schedule of the Definitions; the learning
 group's lineage reaches back to the gate through the external assets; ``daily_retrain`` is on by
 default; a plain launch of ``train_and_gate`` (no partition, no tags, no config: one click in the
-Launchpad) trains on every symbol. Candles: the last days of the shipped sample (real, BTCUSDT
-and ETHUSDT) in the test QuestDB."""
+Launchpad) trains on every symbol; the runs ``mem main`` makes carry the code location's origin
+and the UI re-executes them. Candles: the last days of the shipped sample (real, BTCUSDT and
+ETHUSDT) in the test QuestDB."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import pytest
 
 from mem_core.questdb.local import free_port
-from mem_core.questdb.store import write_candles
+from mem_core.questdb.store import newest_candle_times, write_candles
 from mem_core.settings import DEFAULT_SYMBOLS, QuestDBSettings
 from mem_pipelines.ingest.csv_source import read_kline_csv
 from mem_pipelines.ingest.sample import sample_files
@@ -71,6 +73,16 @@ mutation($params: ExecutionParams!) {
     ... on PythonError { message }
     ... on RunConfigValidationInvalid { errors { message } }
     ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+REEXECUTE = """
+mutation($params: ReexecutionParams!) {
+  launchRunReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
   }
 }
 """
@@ -261,3 +273,62 @@ def test_the_code_location_loads_everything_and_one_plain_launch_trains_on_every
     )
     assert mlflow_run.data.tags["data.symbols"] == ",".join(SYMBOLS)
     assert mlflow_run.data.tags["dagster.run_id"] == run_id
+
+
+def test_runs_of_the_main_job_carry_the_code_location_and_the_ui_re_executes_them(
+    webserver: Webserver, candles: QuestDBSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mem_cli.main_job import Steps, _dagster
+    from mem_core.settings import project_paths
+
+    for name in ("MEM_SYMBOLS", "MEM_QUESTDB_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    for name in (
+        "DAGSTER_HOME",
+        "MEM_HOME",
+        "MLFLOW_TRACKING_URI",
+        "MEM_QUESTDB_PG_PORT",
+        "MEM_QUESTDB_HTTP_PORT",
+        "MEM_MEMORY_DB",
+    ):
+        monkeypatch.setenv(name, webserver.env[name])
+    home = webserver.env["DAGSTER_HOME"]
+    with dg.DagsterInstance.from_config(home) as instance:
+        before = {r.run_id for r in instance.get_runs()}
+    # the main job's training window: a week ending before the newest candle (its replay window)
+    end = min(newest_candle_times(candles, list(SYMBOLS)).values()) - pd.Timedelta(hours=1)
+    lines: list[str] = []
+    summary = _dagster(SYMBOLS, project_paths(), end - pd.Timedelta(days=7), end, Steps(lines.append))
+    assert summary["verdict"] in ("promoted", "rejected"), lines
+    assert any("training_dataset done" in line for line in lines), lines
+
+    with dg.DagsterInstance.from_config(home) as instance:
+        made = [r for r in instance.get_runs() if r.run_id not in before]
+    assert sorted(r.job_name for r in made) == ["candles_job", "candles_job", "train_and_gate"]
+    for run in made:
+        origin = run.remote_job_origin
+        assert origin is not None and origin.location_name == "mem", run.job_name
+        assert origin.repository_origin.repository_name == "__repository__"
+        shown = _graphql(webserver.port, RUN, {"id": run.run_id})["runOrError"]["repositoryOrigin"]
+        assert shown == {"repositoryLocationName": "mem", "repositoryName": "__repository__"}
+
+    # "Re-execute" (all steps) on the training run and on one symbol's candles run
+    parents = [r for r in made if r.job_name == "train_and_gate"] + [
+        r for r in made if r.job_name == "candles_job" and r.tags.get("dagster/partition") == SYMBOLS[0]
+    ]
+    children = {}
+    for parent in parents:
+        answer = _graphql(
+            webserver.port, REEXECUTE, {"params": {"parentRunId": parent.run_id, "strategy": "ALL_STEPS"}}
+        )["launchRunReexecution"]
+        assert answer["__typename"] == "LaunchRunSuccess", answer
+        children[answer["run"]["runId"]] = parent
+    for child_id, child in _finished(webserver.port, list(children)).items():
+        parent = children[child_id]
+        assert child["status"] == "SUCCESS", f"re-execution {child_id} of {parent.job_name} ended {child['status']}"
+        tags = {t["key"]: t["value"] for t in child["tags"]}
+        assert child["jobName"] == parent.job_name and tags["dagster/parent_run_id"] == parent.run_id
+        if parent.job_name == "candles_job":
+            assert tags["dagster/partition"] == SYMBOLS[0]
+        else:
+            assert _metadata(child, "training_dataset")["symbols"] == list(SYMBOLS)
