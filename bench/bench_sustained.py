@@ -88,6 +88,7 @@ def _client(
         sent_lat: list[float] = []
         due_lat: list[float] = []
         errors: dict[str, int] = {}
+        details: dict[str, str] = {}  # the first message of each error code
         late: list[float] = []
 
         async def one(i: int, data: bytes) -> None:
@@ -98,6 +99,7 @@ def _client(
                 code = None
             except grpc.aio.AioRpcError as exc:
                 code = exc.code().name
+                details.setdefault(code, exc.details())
             done = loop.time()
             if i >= measured_from:
                 if code is None:
@@ -121,6 +123,7 @@ def _client(
             "sent": sent_lat,
             "due": due_lat,
             "errors": errors,
+            "details": details,
             "late_max_s": max(late),
             "late_p99_s": float(np.percentile(late, 99)),
             "calls": len(payloads) - measured_from,
@@ -224,6 +227,7 @@ def main() -> None:
         for r in results:
             for code, n in r["errors"].items():
                 errors[code] = errors.get(code, 0) + n
+        details = {code: d for r in results for code, d in r["details"].items()}
         calls = sum(r["calls"] for r in results)
         growth = round(rss_end["server"] - rss_warm["server"], 1) if rss_warm else float("nan")
         report = {
@@ -248,6 +252,7 @@ def main() -> None:
                 "ok": len(sent),
                 "errors": sum(errors.values()),
                 "error_codes": errors,
+                "error_details": details,
                 "decisions_per_s": round(len(sent) / args.seconds, 1),
                 "latency_from_send_ms": {
                     "p50": _pct(sent, 50),

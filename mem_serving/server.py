@@ -12,8 +12,8 @@ everything until SIGINT/SIGTERM and stops gracefully.
 from __future__ import annotations
 
 import asyncio
-import gc
 import concurrent.futures
+import gc
 import logging
 import signal
 import threading

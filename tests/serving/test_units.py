@@ -80,6 +80,32 @@ def test_history_appends_replaces_the_revised_candle_and_drops_across_gaps() -> 
     assert len(seeded) == 10 and list(np.diff(seeded.ts_ms)) == [STEP] * 9  # capacity 10
 
 
+def test_calls_overtaken_by_later_ones_lose_no_candle_and_see_their_own() -> None:
+    """Calls of one symbol merged out of order (in flight together, or retried): the history
+    ends whole, a late call's features end at its own candle, and the gap the early newer
+    candles opened closes when the missing ones arrive."""
+    history = CandleHistory(capacity=300)
+    history.merge("X", _block(0, 100))
+    assert len(history.merge("X", _block(102, 1))) == 1  # candles 100, 101 not here yet: a gap for this call
+    late = history.merge("X", _block(101, 1))
+    assert len(late) == 1 and late.newest_ts_ms == _block(101, 1).newest_ts_ms  # still after the gap
+    assert history.merged_length("X", _block(100, 1)) == 101
+    joined = history.merge("X", _block(100, 1))  # the missing candle: the history is whole again
+    assert len(joined) == 101 and joined.newest_ts_ms == _block(100, 1).newest_ts_ms
+    stored = history.get("X")
+    assert stored is not None and len(stored) == 103 and list(np.diff(stored.ts_ms)) == [STEP] * 102
+    assert len(history.merge("X", _block(103, 1))) == 104  # the next call continues it
+    retried = history.merge("X", _block(101, 1))  # a retry of an earlier call
+    assert len(retried) == 102 and len(history.get("X")) == 104  # sees its candle; nothing newer lost
+
+
+def test_an_older_block_across_a_gap_replaces_the_newer_history() -> None:
+    history = CandleHistory(capacity=300)
+    history.merge("X", _block(500, 50))
+    restart = history.merge("X", _block(0, 60))  # an engine restarted at an earlier time
+    assert len(restart) == 60 and history.get("X").newest_ts_ms == restart.newest_ts_ms
+
+
 def test_ttl_cache_expires_and_clears() -> None:
     now = [0.0]
     cache: TTLCache[int] = TTLCache(ttl_s=60, max_items=2, clock=lambda: now[0])
