@@ -300,14 +300,25 @@ class CandleReader:
     network reset) is discarded and the read retried once on a new connection (reads are
     idempotent); a second failure raises. ``close()`` closes the idle connections, and ones in
     use when they come back; a closed reader refuses to read. Also a context manager.
+
+    While QuestDB cannot be reached, the reader tries to connect at most once per back-off
+    (``backoff_s``: from 0.25 s, doubling to 4 s while it stays down, reset by a connection that
+    opens); reads in between raise at once with the last error. Under load every call that needs
+    QuestDB would otherwise open a connection of its own to a server that is not there.
     """
 
-    def __init__(self, settings: QuestDBSettings, *, max_idle: int = 4) -> None:
+    def __init__(
+        self, settings: QuestDBSettings, *, max_idle: int = 4, backoff_s: tuple[float, float] = (0.25, 4.0)
+    ) -> None:
         self.settings = settings
         self.max_idle = max(1, int(max_idle))
+        self.backoff_s = backoff_s
         self._lock = threading.Lock()
         self._idle: list[psycopg.Connection] = []
         self._closed = False
+        self._down: CandleStoreError | None = None  # the last failed connect, while backing off
+        self._retry_at = 0.0  # time.monotonic() of the next connect attempt allowed
+        self._backoff = backoff_s[0]
         # Connections still idle when the reader is garbage-collected get closed too.
         self._finalizer = weakref.finalize(self, _close_all, self._idle)
 
@@ -354,14 +365,33 @@ class CandleReader:
             self._idle.clear()
         _close_all(idle)
 
+    def retry_in(self) -> float:
+        """Seconds until the reader tries to connect again (0: it would try now)."""
+        with self._lock:
+            return max(0.0, self._retry_at - time.monotonic()) if self._down is not None else 0.0
+
     def _acquire(self, fresh: bool = False) -> psycopg.Connection:
-        """An idle connection, or a new one (opened outside the lock) when none is or ``fresh``."""
+        """An idle connection, or a new one (opened outside the lock) when none is or ``fresh``;
+        during a back-off, the last connect error at once."""
         with self._lock:
             if self._closed:
                 raise CandleStoreError(f"the candle reader for {_pg_where(self.settings)} is closed")
             if self._idle and not fresh:
                 return self._idle.pop()
-        return _connect(self.settings)
+            if self._down is not None:
+                left = self._retry_at - time.monotonic()
+                if left > 0:
+                    raise CandleStoreError(f"{self._down} (next attempt in {left:.2f} s)")
+        try:
+            conn = _connect(self.settings)
+        except CandleStoreError as exc:
+            with self._lock:
+                self._backoff = self.backoff_s[0] if self._down is None else min(self._backoff * 2, self.backoff_s[1])
+                self._down, self._retry_at = exc, time.monotonic() + self._backoff
+            raise
+        with self._lock:
+            self._down, self._backoff = None, self.backoff_s[0]
+        return conn
 
     def _release(self, conn: psycopg.Connection) -> None:
         with self._lock:

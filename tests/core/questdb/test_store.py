@@ -85,6 +85,7 @@ def test_unreachable_server_is_named(questdb):
 import dataclasses  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -221,6 +222,7 @@ def test_reader_recovers_a_dropped_connection(fresh_questdb, monkeypatch):
             with pytest.raises(CandleStoreError, match=f"127.0.0.1:{proxy.port}"):
                 reader.read_latest("BTCUSDT", 100)
             proxy.refusing = False
+            time.sleep(reader.retry_in())  # the reader's back-off after a failed connect
             pd.testing.assert_frame_equal(reader.read_latest("BTCUSDT", 100), want)
             assert len(reader._idle) == 1
 
@@ -271,6 +273,27 @@ def test_reader_is_thread_safe(fresh_questdb, monkeypatch):
         assert not errors
         # At most one connection per concurrent reader, all kept (4 <= max_idle).
         assert connects.count <= len(threads) and len(reader._idle) == connects.count
+
+
+def test_an_unreachable_server_is_tried_once_per_back_off(monkeypatch):
+    """While QuestDB is down, reads fail at once with the last error instead of each opening a
+    connection; the back-off doubles while it stays down."""
+    from mem_core.questdb.local import free_port
+
+    port = free_port()
+    connects = _Connects(monkeypatch)
+    with store.CandleReader(QuestDBSettings(pg_port=port), backoff_s=(0.2, 0.4)) as down:
+        with pytest.raises(CandleStoreError, match=f"cannot reach .*127.0.0.1:{port}"):
+            down.read_latest("BTCUSDT", 1)
+        assert connects.count == 1 and 0.1 < down.retry_in() <= 0.2
+        for _ in range(50):
+            with pytest.raises(CandleStoreError, match=r"cannot reach .*next attempt in 0\.\d\d s"):
+                down.read_latest("BTCUSDT", 1)
+        assert connects.count == 1  # no connect during the back-off
+        time.sleep(down.retry_in())
+        with pytest.raises(CandleStoreError, match="cannot reach"):
+            down.read_latest("BTCUSDT", 1)
+        assert connects.count == 2 and 0.3 < down.retry_in() <= 0.4  # doubled, capped at 0.4
 
 
 def test_closed_and_unreachable_readers_raise_the_store_error(questdb):
