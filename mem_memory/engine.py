@@ -32,6 +32,7 @@ from mem_memory.errors import (
     DuplicateOutcome,
     DuplicateRequest,
     InvalidRecord,
+    MemoryUnavailable,
     StoreFull,
     UnknownParameterVersion,
 )
@@ -252,7 +253,7 @@ class MemoryEngine:
         decision, prepared = self._decide(request)
         try:
             self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
-        except StoreFull as exc:
+        except (StoreFull, MemoryUnavailable) as exc:  # no space, or the store out of reach
             self.write_health.failed(exc)
             raise
         except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
@@ -271,7 +272,7 @@ class MemoryEngine:
                 await self._async.submit(prepared, apply)
             else:
                 await asyncio.to_thread(self._group.submit_decision, prepared, apply)
-        except StoreFull as exc:
+        except (StoreFull, MemoryUnavailable) as exc:  # no space, or the store out of reach
             self.write_health.failed(exc)
             raise
         except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
@@ -397,7 +398,7 @@ class MemoryEngine:
             learned = self._group.submit(
                 lambda store: self._learn(store, outcome, held, request_id), lambda w: self._apply_learned(outcome, w)
             )
-        except StoreFull as exc:
+        except (StoreFull, MemoryUnavailable) as exc:  # no space, or the store out of reach
             self.write_health.failed(exc)
             raise
         update: LearningUpdate = learned[0]

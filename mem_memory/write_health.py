@@ -1,7 +1,8 @@
 """Whether the memory can write, as its writes find it, for health reporting.
 
 A write that fails because the store is full (``StoreFull``: no space on its disk, or its size
-cap) turns ``ok`` False; any write that commits turns it True again. While it is False a daemon
+cap) or out of reach (``MemoryUnavailable``: its PostgreSQL server down, the writer process
+gone) turns ``ok`` False; any write that commits turns it True again. While it is False a daemon
 thread tries a small write every ``interval_s`` (``MemoryStore.probe_write``), so the memory
 notices freed space even when no caller writes (an orchestrator that saw NOT_SERVING sends no
 traffic). Listeners hear every change, from whichever thread made it.
@@ -13,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from mem_memory.errors import StoreFull
+from mem_memory.errors import MemoryUnavailable, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class WriteHealth:
         listener(self._ok)
 
     def failed(self, exc: BaseException) -> None:
-        """A write failed for lack of space."""
+        """A write failed for lack of space or because the store is out of reach."""
         with self._lock:
             if self._closed.is_set() or not self._ok:
                 return
@@ -80,7 +81,7 @@ class WriteHealth:
         while not self._closed.wait(self.interval_s) and not self._ok:
             try:
                 self._probe()
-            except StoreFull:
+            except (StoreFull, MemoryUnavailable):
                 continue
             except Exception:
                 log.exception("the memory's write probe failed")

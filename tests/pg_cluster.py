@@ -51,6 +51,7 @@ class PgCluster:
     port: int
     user: str | None  # the OS user running the server (None: this process's)
     _dbs: list[str] = field(default_factory=list)
+    _opts: str = ""  # the server's options (pg_ctl -o)
 
     @property
     def data(self) -> Path:
@@ -87,15 +88,24 @@ class PgCluster:
             opts = f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=128MB"
             if not durable:
                 opts += " -c fsync=off -c full_page_writes=off"
-            cluster._run(
-                bin_dir / "pg_ctl", "-D", cluster.data, "-o", opts, "-l", root / "log", "-w", "-t", "60", "start"
-            )
+            cluster._opts = opts
+            cluster.resume()
         except BaseException as exc:
             log = (root / "log").read_text() if (root / "log").exists() else ""
             shutil.rmtree(root, ignore_errors=True)
             detail = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else ""
             raise RuntimeError(f"could not start PostgreSQL from {bin_dir}: {exc} {detail} {log[-2000:]}") from None
         return cluster
+
+    def pause(self) -> None:
+        """Stop the server (as a crash does: no shutdown checkpoint), keeping its data."""
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", timeout=60)
+
+    def resume(self) -> None:
+        """Start the server on its data and port (again, after ``pause``)."""
+        self._run(
+            self.bin / "pg_ctl", "-D", self.data, "-o", self._opts, "-l", self.root / "log", "-w", "-t", "60", "start"
+        )
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.url(), autocommit=True)
