@@ -131,11 +131,13 @@ def _dagster(
 
     from mem_cli.location_runs import execute_location_run
     from mem_cli.progress import follow_run
-    from mem_pipelines.settings import dagster_home
+    from mem_pipelines.settings import dagster_home, ensure_instance_config
 
     defs = main_definitions(symbols)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with dg.DagsterInstance.from_config(str(dagster_home(paths.root))) as instance:
+    home = dagster_home(paths.root)
+    ensure_instance_config(home)  # a MEM_HOME elsewhere gets the project's run queue and limits
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         for symbol in symbols:
             res = execute_location_run(instance, defs, "candles_job", run_config=quiet, partition_key=symbol)
             checks = res.get_asset_check_evaluations()
@@ -276,10 +278,11 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
     memory_db = paths.state / "main" / "memory.db"  # a fresh memory store for this run
     qdb_server: LocalQuestDB | None = None
     serve_proc: subprocess.Popen | None = None
-    symbols: tuple[str, ...] = ()
+    ingested: tuple[str, ...] = ()  # known once the candles are in (the closing hint names them)
     try:
         settings, qdb_server = _ensure_questdb(paths, say)
-        symbols, last = _ingest(cfg, settings, say)
+        ingested, last = _ingest(cfg, settings, say)
+        symbols = ingested
         replay_end = last.floor("5min") + CANDLE
         replay_start = replay_end - pd.Timedelta(days=cfg.replay_days)
         # Labels look HORIZON candles ahead: end training a margin before the replay window.
@@ -328,7 +331,7 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
             "  Dagster UI : bash scripts/ui.sh dagster   (runs, asset lineage, checks, metadata; start QuestDB first: .venv/bin/mem questdb start)"
         )
         # the UI's code location reads its symbols from MEM_SYMBOLS, also when it re-executes this job's runs
-        shown = ",".join(symbols) if symbols else "<your symbols>" if cfg.csv else ",".join(cfg.symbols)
+        shown = ",".join(ingested) if ingested else "<your symbols>" if cfg.csv else ",".join(cfg.symbols)
         echo(f"               this job's symbols and memory: MEM_SYMBOLS={shown} MEM_MEMORY_DB={memory_db}")
         echo("  MLflow UI  : bash scripts/ui.sh mlflow    (runs, registry mem-reversal with @champion / @challenger)")
         echo(

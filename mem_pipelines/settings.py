@@ -85,6 +85,28 @@ def dagster_home(default: Path, env: Mapping[str, str] | None = None) -> Path:
     return Path(os.path.expanduser(named)) if named else default
 
 
+def ensure_instance_config(home: Path, project_config: Path | None = None) -> Path:
+    """``home``'s dagster.yaml, written from the project's when it has none: an instance under a
+    MEM_HOME elsewhere gets the same run queue and limits, and no telemetry prompt, with its
+    storage under ``home/.mem/dagster``. An existing file is left as it is."""
+    import json
+
+    from mem_core.settings import PROJECT_ROOT
+
+    target = home / "dagster.yaml"
+    if target.exists():
+        return target
+    text = (project_config or PROJECT_ROOT / "dagster.yaml").read_text(encoding="utf-8")
+    for folder in ("storage", "artifacts", "compute_logs"):
+        # a JSON string is a YAML string: any path, quoted
+        text = text.replace(
+            f"base_dir: .mem/dagster/{folder}", f"base_dir: {json.dumps(str(home / '.mem' / 'dagster' / folder))}"
+        )
+    home.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
 #: Where ``scripts/ui.sh mlflow`` serves the MLflow UI (for the links in Dagster's metadata).
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 

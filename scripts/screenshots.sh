@@ -22,8 +22,8 @@ if [ ! -f "$MEM_HOME/mlflow.db" ]; then
   "$PY" -m mem_cli.main main
 fi
 
-# no "join the community" dialog over the pictures
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\n' >"$DAGSTER_HOME/dagster.yaml"
+# the project's instance settings (no "join the community" dialog over the pictures)
+"$PY" -c 'import sys; from pathlib import Path; from mem_pipelines.settings import ensure_instance_config; ensure_instance_config(Path(sys.argv[1]))' "$DAGSTER_HOME"
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 DPORT="$(free_port)"; MPORT="$(free_port)"

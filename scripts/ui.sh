@@ -42,4 +42,7 @@ if [ -n "$DRY_RUN" ]; then
 fi
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"  # workspace.yaml and the relative storage paths of the project's dagster.yaml
+if [ "$1" = dagster ]; then  # an instance outside the project gets the project's run queue and limits
+  .venv/bin/python -c 'import sys; from pathlib import Path; from mem_pipelines.settings import ensure_instance_config; ensure_instance_config(Path(sys.argv[1]))' "$DAGSTER_HOME"
+fi
 exec "${CMD[@]}"

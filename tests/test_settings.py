@@ -200,3 +200,26 @@ def test_the_memory_writer_child_never_gets_the_key(monkeypatch: pytest.MonkeyPa
     assert "MEM_SERVING_TOKEN" not in child and set(child) <= set(memory_settings.CHILD_ENV)
     assert child["PYTHONPATH"] == os.pathsep.join(["/pkg", "/elsewhere"])
     assert memory_settings.KEY_ENV in os.environ  # a copy: the parent's environment is untouched
+
+
+def test_an_instance_outside_the_project_gets_the_projects_dagster_settings(tmp_path) -> None:
+    """A MEM_HOME elsewhere: its Dagster instance queues runs with the project's limits, keeps its
+    storage inside that folder and shows no telemetry prompt; an existing dagster.yaml is kept."""
+    import dagster as dg
+
+    from mem_pipelines.settings import ensure_instance_config
+
+    home = tmp_path / "home with space"
+    written = ensure_instance_config(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        coordinator = instance.run_coordinator
+        assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        assert coordinator.get_run_queue_config().max_concurrent_runs == 2
+        assert not instance.telemetry_enabled
+        assert Path(instance.storage_directory()).is_relative_to(home / ".mem" / "dagster")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")
+    ensure_instance_config(mine)
+    assert (mine / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
+    assert written == home / "dagster.yaml"
