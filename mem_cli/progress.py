@@ -22,9 +22,8 @@ THIRD_PARTY_LOGGERS = ("mlflow", "alembic", "dagster", "urllib3", "git", "py4j")
 
 
 def quiet_third_party(verbose: bool) -> None:
-    """WARNING and above from the third-party loggers, unless ``verbose``. (MLflow's registry
-    still prints its two plain notes, "Successfully registered model ..." and "Created version
-    ...": they are ``print`` calls, not log records.)"""
+    """WARNING and above from the third-party loggers, unless ``verbose``. (MLflow's two registry
+    notes are ``print`` calls, not log records: ``mem_core.registry`` silences them itself.)"""
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return

@@ -19,6 +19,7 @@ Models are stored through the one flavour of ``mem_core.model`` (scikit-learn, s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from mem_core.feature_sets import FeatureSet
 from mem_core.features import out_of_range
 from mem_core.model import ReversalModel, load_estimator, log_estimator
 from mem_core.settings import tracking_uri
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = "mem-reversal"
 CHAMPION = "champion"
@@ -243,7 +246,7 @@ def log_model_version(
     mlflow.log_dict({k: list(v) for k, v in ranges.items()}, FEATURE_RANGES_ARTIFACT)
     model_uri = log_estimator(model, X)
     mlflow.set_registry_uri(uri)  # the fluent API is global: register where we were told
-    mv = mlflow.register_model(model_uri, model_name, await_registration_for=0)
+    mv = _register_quietly(model_uri, model_name)
     c = client(uri)
     tags = {
         "estimator": model.name,
@@ -260,3 +263,20 @@ def log_model_version(
     if alias:
         c.set_registered_model_alias(model_name, alias, mv.version)
     return str(mv.version)
+
+
+def _register_quietly(model_uri: str, model_name: str) -> Any:
+    """``mlflow.register_model`` without its two console notes ("Successfully registered model",
+    "Created version"): they are ``print`` calls on MLflow's event stream, not log records, so no
+    log level hides them; the version is logged here instead."""
+    import mlflow
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    enabled = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        mv = mlflow.register_model(model_uri, model_name, await_registration_for=0)
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = enabled
+    log.info("registered %s version %s from %s", model_name, mv.version, model_uri)
+    return mv
