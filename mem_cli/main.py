@@ -5,8 +5,6 @@ Sub-commands import their layer lazily, so ``mem --help`` stays fast.
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from mem_cli import ingest_cmd, main_cmd, memory_cmd, memory_verify_cmd, questdb_cmd, replay_cmd, serve_cmd
@@ -32,9 +30,6 @@ def _root(
     ),
 ) -> None:
     """MEM: memory-enhanced ML trading signals."""
-    # MLflow draws a progress bar for every artifact download (a champion's few files): noise in a
-    # console and in a server's log. Set the variable to true to have them back.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 app.add_typer(questdb_cmd.app, name="questdb")
