@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pandas as pd
 from cryptography import x509
@@ -12,13 +14,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_core import registry
 from mem_core.features import compute_features
 from mem_core.labels import reversal_labels
 from mem_pipelines.training.dataset import build_dataset
 from mem_pipelines.training.mlflow_logging import train_and_log
-from mem_serving.api import pb
+from mem_serving.api import SERVICE_NAME, MemServiceStub, pb
 
 #: Candles of the served tests' training window (the rows after it are served).
 TRAIN_ROWS = 6000
@@ -92,3 +95,26 @@ def self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
+
+
+def both_health(channel: grpc.Channel) -> tuple[int, int]:
+    """Health of the server ("") and of ``mem.v1.MemService``."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    return tuple(stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=5).status for s in ("", SERVICE_NAME))  # type: ignore[return-value]
+
+
+def wait_both_health(channel: grpc.Channel, want: int, seconds: float = 10.0) -> tuple[int, int]:
+    """``both_health`` once both are ``want``, or what they are after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (got := both_health(channel)) != (want, want) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
+
+
+def enhance_buy(stub: MemServiceStub, i: int) -> pb.EnhancedSignal:
+    """A BUY of BTCUSDT at price 100 + i with the client's own ML prediction (no candles needed)."""
+    ml = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
+    request = pb.EnhanceSignalRequest(
+        symbol="BTCUSDT", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0 + i, time=now_pb(), ml_prediction=ml
+    )
+    return stub.EnhanceSignal(request, timeout=10)

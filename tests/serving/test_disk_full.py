@@ -9,27 +9,17 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from mem_memory import MemoryStore
-from mem_serving.api import SERVICE_NAME, pb
+from mem_serving.api import pb
 
-from .helpers import now_pb
+from .helpers import both_health as _health
+from .helpers import enhance_buy, now_pb
+from .helpers import wait_both_health as _wait_health
 from .stack import start_stack
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def _health(channel: grpc.Channel) -> tuple[int, int]:
-    stub = health_pb2_grpc.HealthStub(channel)
-    return tuple(stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=5).status for s in ("", SERVICE_NAME))  # type: ignore[return-value]
-
-
-def _wait_health(channel: grpc.Channel, want: int, seconds: float = 10.0) -> tuple[int, int]:
-    deadline = time.monotonic() + seconds
-    while (got := _health(channel)) != (want, want) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return got
 
 
 def test_a_full_disk_is_resource_exhausted_and_not_serving_until_space_returns(
@@ -38,20 +28,9 @@ def test_a_full_disk_is_resource_exhausted_and_not_serving_until_space_returns(
     db = tmp_path / "memory.db"
     s = start_stack(mlflow_uri, db)
     s.engine.write_health.interval_s = 0.1
-    ml = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
 
     def enhance(i: int) -> pb.EnhancedSignal:
-        return s.stub.EnhanceSignal(
-            pb.EnhanceSignalRequest(
-                symbol="BTCUSDT",
-                action=pb.ACTION_BUY,
-                base_confidence=0.9,
-                price=100.0 + i,
-                time=now_pb(),
-                ml_prediction=ml,
-            ),
-            timeout=10,
-        )
+        return enhance_buy(s.stub, i)
 
     def log_outcome(decision_id: str) -> pb.LogOutcomeResponse:
         return s.stub.LogOutcome(

@@ -16,9 +16,10 @@ from mem_memory import MemoryStore
 from mem_serving.api import pb
 from tests.pg_cluster import PgCluster, find_bin
 
-from .helpers import now_pb
+from .helpers import both_health as _health
+from .helpers import enhance_buy
+from .helpers import wait_both_health as _wait_health
 from .stack import start_stack
-from .test_disk_full import _health, _wait_health
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -39,18 +40,9 @@ def test_the_memory_database_down_is_unavailable_and_not_serving_until_it_return
     url = own_cluster.create_db("outage")
     s = start_stack(mlflow_uri, url)  # type: ignore[arg-type]  # a URL where a path usually goes
     s.engine.write_health.interval_s = 0.1
-    ml = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
 
     def enhance(i: int) -> pb.EnhancedSignal:
-        request = pb.EnhanceSignalRequest(
-            symbol="BTCUSDT",
-            action=pb.ACTION_BUY,
-            base_confidence=0.9,
-            price=100.0 + i,
-            time=now_pb(),
-            ml_prediction=ml,
-        )
-        return s.stub.EnhanceSignal(request, timeout=10)
+        return enhance_buy(s.stub, i)
 
     try:
         acknowledged = [enhance(i).decision_id for i in range(3)]
