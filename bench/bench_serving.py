@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -369,7 +370,8 @@ def _proc_cpu(pid: int) -> float:
 
 
 def _server_side(url: str) -> dict[str, dict[str, float]]:
-    """Mean and bucket-estimated p50/p99 (ms) of the server's histograms, from /metrics."""
+    """Mean and bucket-estimated p50/p99 (ms) of the server's histograms, from /metrics; a labelled
+    histogram gives one entry per label set (``request_duration/EnhanceSignal``)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -379,24 +381,28 @@ def _server_side(url: str) -> dict[str, dict[str, float]]:
     for family in text_string_to_metric_families(text):
         if family.type != "histogram":
             continue
-        buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
-        count = next(s.value for s in family.samples if s.name.endswith("_count"))
-        total = next(s.value for s in family.samples if s.name.endswith("_sum"))
-        if not count:
-            continue
-
-        def quantile(q: float) -> float:
-            for le, cum in buckets:
-                if cum >= q * count:
-                    return round(le * 1000.0, 3)
-            return math.inf
-
-        out[family.name.removeprefix("mem_").removesuffix("_seconds")] = {
-            "count": int(count),
-            "mean_ms": round(total / count * 1000.0, 3),
-            "p50_ms_le": quantile(0.5),
-            "p99_ms_le": quantile(0.99),
-        }
+        series: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}  # one per label set (e.g. method)
+        for s in family.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+            one = series.setdefault(labels, {"buckets": [], "count": 0.0, "sum": 0.0})
+            if s.name.endswith("_bucket"):
+                one["buckets"].append((float(s.labels["le"]), s.value))
+            elif s.name.endswith("_count"):
+                one["count"] = s.value
+            elif s.name.endswith("_sum"):
+                one["sum"] = s.value
+        for labels, one in series.items():
+            count = one["count"]
+            if not count:
+                continue
+            le_ms = [(round(le * 1000.0, 3), cum) for le, cum in sorted(one["buckets"])]
+            name = family.name.removeprefix("mem_").removesuffix("_seconds")
+            out["/".join([name, *(v for _, v in labels)])] = {
+                "count": int(count),
+                "mean_ms": round(one["sum"] / count * 1000.0, 3),
+                "p50_ms_le": next((le for le, cum in le_ms if cum >= 0.5 * count), math.inf),
+                "p99_ms_le": next((le for le, cum in le_ms if cum >= 0.99 * count), math.inf),
+            }
     return out
 
 

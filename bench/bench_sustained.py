@@ -1,12 +1,20 @@
-"""Sustained load: 4 client processes paced at 1,000 EnhanceSignal calls/s in total, a new candle
-on every call, against ``mem serve`` run as a process; and the server's memory over it. Prints
-one JSON object (the figures in docs/serving.md).
+"""Sustained load: 4 clients paced at 1,000 EnhanceSignal calls/s in total, a new candle on every
+call, against ``mem serve`` run as a process; and the server's memory over it. Prints one JSON
+object (the figures in docs/serving.md).
+
+The clients are Go processes (``bench/loadgen``, built on first use into ``.cache/bin``; one
+connection each), like the compiled C# engine the server is for. grpc.aio clients in Python
+(``--client python``, kept for comparison) take twice the CPU on the 2 cores the server is
+measured on, and their own event loop's delays end up in the latency they measure. Either way
+the requests are encoded here with the project's stubs.
 
 Set-up as in bench_serving.py: the seed's champion (200-tree GradientBoostingClassifier fitted on
 real BTCUSDT features), an empty memory store, ``mem serve`` with its writer process. Each client
 has its own symbols (16) whose histories it seeds, then sends on a fixed schedule (open loop: call
 k is due at t0 + k / rate, whether or not earlier calls have answered), so a slow server cannot
-slow the offered load down. Latency is reported from the send and from the due time (the latter
+slow the offered load down. Client j's t0 is j / total rate after client 0's, so together they
+send one call every 1 / total rate (until 2026-11-30 they started at the same instant and sent
+in bursts of 4 simultaneous calls, which added the queueing of a burst to every latency). Latency is reported from the send and from the due time (the latter
 includes any lateness of the client itself).
 
 Phases, back to back at the same rate: a warm-up of ``--warmup`` seconds (its calls fill the
@@ -17,6 +25,7 @@ by default; the difference is the growth (target <= 50 MB). Targets for the meas
 0 errors, p99 <= 5 ms.
 
     .venv/bin/python bench/bench_sustained.py [--rate 1000] [--clients 4] [--warmup 30] [--seconds 60]
+        [--client go|python]
 """
 
 from __future__ import annotations
@@ -58,13 +67,9 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _client(
-    address: str, k: int, rate: float, warmup: float, seconds: float, start_at: float, history: int, out
-) -> None:
-    """One paced client: seeds its symbols, then sends its share on schedule; reports the
-    measured phase's latencies (from the send and from the due time) and errors."""
-    import grpc
-
+def _seeded_payloads(address: str, k: int, rate: float, warmup: float, seconds: float, history: int) -> list[bytes]:
+    """Client ``k``'s requests in sending order (its symbols in turn, a new candle each), after
+    giving the server each symbol's ``history``."""
     from mem_serving.api import pb
 
     symbols = [f"S{k}_{j}" for j in range(SYMBOLS_PER_CLIENT)]
@@ -73,7 +78,75 @@ def _client(
     rows = common._rows(0, history + per_symbol)
     common._seed_history(address, symbols, rows[:history])
     by_symbol = [common._enhance_bytes(pb, s, rows[history:]) for s in symbols]
-    payloads = [by_symbol[i % len(symbols)][i // len(symbols)] for i in range(total)]
+    return [by_symbol[i % len(symbols)][i // len(symbols)] for i in range(total)]
+
+
+def _loadgen() -> Path:
+    """The Go client (bench/loadgen), built once into .cache/bin from the Go module proxy (Go's
+    module cache holds grpc after ``scripts/bootstrap.sh`` built grpcurl)."""
+    src = ROOT / "bench" / "loadgen"
+    binary = ROOT / ".cache" / "bin" / "mem-loadgen"
+    newest = max(f.stat().st_mtime for f in src.iterdir())
+    if not binary.exists() or binary.stat().st_mtime < newest:
+        if shutil.which("go") is None:
+            sys.exit("bench_sustained: Go is needed to build the client (bench/loadgen); or use --client python")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["go", "build", "-buildvcs=false", "-o", str(binary), "."],
+            cwd=src,
+            check=True,
+            env={**os.environ, "CGO_ENABLED": "0"},
+        )
+    return binary
+
+
+def _go_client(
+    binary: Path, address: str, k: int, rate: float, warmup: float, seconds: float, start_at: float, history: int, out
+) -> None:
+    """One paced Go client: the payloads are seeded and encoded here, then sent by bench/loadgen."""
+    payloads = _seeded_payloads(address, k, rate, warmup, seconds, history)
+    with tempfile.NamedTemporaryFile(prefix=f"mem-loadgen-{k}-", delete=False) as f:
+        for data in payloads:
+            f.write(len(data).to_bytes(4, "little") + data)
+    try:
+        proc = subprocess.run(
+            [
+                str(binary),
+                f"-addr={address}",
+                f"-payloads={f.name}",
+                f"-rate={rate}",
+                f"-measured-from={int(round(rate * warmup))}",
+                f"-start={start_at}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(f.name)
+    r = json.loads(proc.stdout)
+    out.put(
+        {
+            "sent": [x / 1000.0 for x in r["sent"] or []],
+            "due": [x / 1000.0 for x in r["due"] or []],
+            "errors": r["errors"],
+            "details": r["details"],
+            "late_max_s": r["late_max_ms"] / 1000.0,
+            "late_p99_s": r["late_p99_ms"] / 1000.0,
+            "calls": r["calls"],
+            "cpu_s": r["cpu_s"],
+        }
+    )
+
+
+def _client(
+    address: str, k: int, rate: float, warmup: float, seconds: float, start_at: float, history: int, out
+) -> None:
+    """One paced client: seeds its symbols, then sends its share on schedule; reports the
+    measured phase's latencies (from the send and from the due time) and errors."""
+    import grpc
+
+    payloads = _seeded_payloads(address, k, rate, warmup, seconds, history)
     measured_from = int(round(rate * warmup))
 
     async def main() -> dict:
@@ -152,6 +225,12 @@ def main() -> None:
     )
     ap.add_argument("--estimator", default="seed_gbc", help="model type of the champion (hist_gb: the default's)")
     ap.add_argument("--feature-set", default="seed", help="feature set of the champion (regime_v1: the default's)")
+    ap.add_argument(
+        "--client",
+        choices=("go", "python"),
+        default="go",
+        help="go: bench/loadgen, a compiled client like the C# engine (default); python: grpc.aio clients",
+    )
     args = ap.parse_args()
 
     from mem_core.features import SERVING_HISTORY
@@ -193,12 +272,24 @@ def main() -> None:
         rss_start = {"server": _rss_mb(server.pid), "writer": _rss_mb(writer)}
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
+        target, extra = (_go_client, (_loadgen(),)) if args.client == "go" else (_client, ())
         start_at = time.time() + 15.0  # every client seeds its symbols and connects first
         per_client = args.rate / args.clients
         procs = [
             ctx.Process(
-                target=_client,
-                args=(info["grpc"], k, per_client, args.warmup, args.seconds, start_at, SERVING_HISTORY, out),
+                target=target,
+                # client k starts k/rate later: together one call every 1/rate, not 4 at once
+                args=(
+                    *extra,
+                    info["grpc"],
+                    k,
+                    per_client,
+                    args.warmup,
+                    args.seconds,
+                    start_at + k / args.rate,
+                    SERVING_HISTORY,
+                    out,
+                ),
             )
             for k in range(args.clients)
         ]
@@ -244,6 +335,7 @@ def main() -> None:
             "offered_rate_per_s": args.rate,
             "candle_sink": args.candle_sink,
             "clients": args.clients,
+            "client": args.client,
             "symbols": args.clients * SYMBOLS_PER_CLIENT,
             "warmup_s": args.warmup,
             "measured_s": args.seconds,
