@@ -27,11 +27,13 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serving as bs  # the champion, the real candles, the server-side histograms
+from serve_process import start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +46,7 @@ def _candles_dir() -> Path:
 
 def _start_server(
     name: str, sink: str, tmp: Path, uri: str, questdb, workers: int, flush_s: float
-) -> tuple[subprocess.Popen, dict]:
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,
@@ -58,32 +60,19 @@ def _start_server(
     env.pop("MEM_SERVING_TOKEN", None)
     env.pop("MEM_QUESTDB_HOST", None)
     (tmp / name).mkdir()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mem_cli.main",
-            "serve",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--memory-db",
-            str(tmp / name / "memory.db"),
-            "--tracking-uri",
-            uri,
-            "--workers",
-            str(workers),
-            "--model-poll",
-            "5",
-        ],
-        cwd=ROOT,
+    return start_serve(
+        "--metrics-port",
+        "0",
+        "--memory-db",
+        str(tmp / name / "memory.db"),
+        "--tracking-uri",
+        uri,
+        "--workers",
+        str(workers),
+        "--model-poll",
+        "5",
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
     )
-    return proc, json.loads(proc.stdout.readline())
 
 
 def _metric(url: str, name: str, labels: str = "") -> float:
@@ -233,12 +222,7 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     finally:
         for proc in servers:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, timeout=30)
         questdb.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

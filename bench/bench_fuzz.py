@@ -18,10 +18,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from serve_process import start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the generator and the model helpers live with the tests
@@ -57,34 +58,13 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
     env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
     db = tmp / "memory.db"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mem_cli.main",
-            "serve",
-            "--port",
-            "0",
-            "--metrics-port",
-            "-1",
-            "--memory-db",
-            str(db),
-            "--model-poll",
-            "5",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    server, info = start_serve("--metrics-port", "-1", "--memory-db", str(db), "--model-poll", "5", env=env)
     try:
-        address = json.loads(server.stdout.readline())["grpc"]
+        address = info["grpc"]
         with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]) as channel:
             seed_histories(channel, rows, SYMBOLS, SERVING_HISTORY)
             report = run(channel, Generator(args.seed, rows, SYMBOLS, SERVING_HISTORY), args.requests)
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server, timeout=30)
         store = MemoryStore.open(db)
         try:
             stored = store.counts()
@@ -110,9 +90,7 @@ def main() -> None:
         }
         print(json.dumps(result, indent=2))
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        stop(server, timeout=0)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from serve_process import start_serve, stop  # noqa: E402
+
 
 def _client(address: str, symbol: str, calls: int | None, seconds: float | None, start_at: float, out) -> None:
     import grpc
@@ -89,20 +91,8 @@ def _serve(store: str, tmp: Path, n: int) -> list[tuple[subprocess.Popen, str]]:
     env.pop("MEM_SERVING_TOKEN", None)
     out = []
     for _ in range(n):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "0"]
-            + ["--memory-db", store, "--model-poll", "30"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"mem serve on {store} did not start (exit {proc.wait()})")
-        out.append((proc, json.loads(line)["grpc"]))
+        proc, info = start_serve("--metrics-port", "0", "--memory-db", store, "--model-poll", "30", env=env)
+        out.append((proc, info["grpc"]))
     return out
 
 
@@ -161,12 +151,7 @@ def main() -> None:
                     conc = _phase(addresses, args.clients, None, args.seconds, "C")
                 finally:
                     for proc, _ in servers:
-                        proc.terminate()
-                    for proc, _ in servers:
-                        try:
-                            proc.wait(timeout=20)
-                        except subprocess.TimeoutExpired:
-                            proc.kill()
+                        stop(proc)
                 check = MemoryStore.open(store)
                 try:
                     ids = [e.event_id for e in check.iter_events()]

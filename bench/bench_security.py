@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_memory import load
+from serve_process import start_serve, stop
 
 from mem_memory import MemoryStore, key_id
 
@@ -72,25 +73,7 @@ def rotation(phase_s: float) -> dict:
         "MEM_SERVING_CREDENTIALS_POLL_S": "0",
     }
     env.pop("MEM_SERVING_TOKEN", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mem_cli.main",
-            "serve",
-            "--port",
-            "0",
-            "--metrics-port",
-            "-1",
-            "--memory-db",
-            str(tmp / "m.db"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, info = start_serve("--metrics-port", "-1", "--memory-db", str(tmp / "m.db"), env=env, stderr=subprocess.PIPE)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
 
@@ -108,7 +91,6 @@ def rotation(phase_s: float) -> dict:
         return {k: v - before.get(k, 0) for k, v in after.items()}
 
     try:
-        info = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         address = f"localhost:{info['grpc'].rsplit(':', 1)[1]}"
         roots = ca1.cert_pem + ca2.cert_pem
         a = [Caller(address, roots, "token-A").start(), Caller(address, roots, "token-A", fresh=True).start()]
@@ -147,11 +129,7 @@ def rotation(phase_s: float) -> dict:
             "old_certificate_no_longer_served": old_cert_gone,
         }
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -33,13 +33,13 @@ import multiprocessing as mp
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serve_process import proc_cpu, start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDLES = Path(os.environ.get("MEM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "candles"
@@ -363,12 +363,6 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _server_side(url: str) -> dict[str, dict[str, float]]:
     """Mean and bucket-estimated p50/p99 (ms) of the server's histograms, from /metrics; a labelled
     histogram gives one entry per label set (``request_duration/EnhanceSignal``)."""
@@ -446,34 +440,20 @@ def main() -> None:
         "MEM_SERVING_CANDLE_SINK": "off",
     }
     env.pop("MEM_SERVING_TOKEN", None)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mem_cli.main",
-            "serve",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--memory-db",
-            str(tmp / "memory.db"),
-            "--tracking-uri",
-            uri,
-            "--workers",
-            str(args.workers),
-            "--model-poll",
-            "5",
-        ],
-        cwd=ROOT,
+    server, info = start_serve(
+        "--metrics-port",
+        "0",
+        "--memory-db",
+        str(tmp / "memory.db"),
+        "--tracking-uri",
+        uri,
+        "--workers",
+        str(args.workers),
+        "--model-poll",
+        "5",
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
     )
     try:
-        line = server.stdout.readline()
-        info = json.loads(line)
         address = info["grpc"]
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
@@ -506,9 +486,9 @@ def main() -> None:
             for p in procs:
                 p.start()
             time.sleep(max(0.0, start_at - time.time()))
-            cpu0 = _proc_cpu(server.pid)
+            cpu0 = proc_cpu(server.pid)
             results = [out.get(timeout=600) for _ in procs]
-            server_cpu = _proc_cpu(server.pid) - cpu0
+            server_cpu = proc_cpu(server.pid) - cpu0
             for p in procs:
                 p.join()
             done = sum(r["done"] for r in results)
@@ -539,7 +519,7 @@ def main() -> None:
             else:
                 ghz = []
                 for c in levels:
-                    cpu0 = _proc_cpu(server.pid)
+                    cpu0 = proc_cpu(server.pid)
                     run = _ghz_run(
                         exe,
                         address,
@@ -553,7 +533,7 @@ def main() -> None:
                     )
                     if "calls" in run:  # server CPU over the warm-up and measured runs (and the seeding)
                         run["server_cpu_ms_per_decision"] = round(
-                            (_proc_cpu(server.pid) - cpu0) / (run["calls"] + 2000) * 1000.0, 3
+                            (proc_cpu(server.pid) - cpu0) / (run["calls"] + 2000) * 1000.0, 3
                         )
                     ghz.append(run)
         report = {
@@ -594,12 +574,7 @@ def main() -> None:
         }
         print(json.dumps(report, indent=2))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

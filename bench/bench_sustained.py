@@ -44,27 +44,10 @@ from pathlib import Path
 
 import bench_serving as common  # the champion, real candles, request bytes and /proc readers
 import numpy as np
+from serve_process import children, proc_cpu, rss_mb, start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS_PER_CLIENT = 16
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024.0, 1)
-    return float("nan")
-
-
-def _children(pid: int) -> list[int]:
-    """Child processes of ``pid`` (a thread that ends while they are listed is skipped)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-    return found
 
 
 def _seeded_payloads(address: str, k: int, rate: float, warmup: float, seconds: float, history: int) -> list[bytes]:
@@ -242,34 +225,22 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
     env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
     env["MEM_SERVING_CANDLE_SINK"] = args.candle_sink
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mem_cli.main",
-            "serve",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--memory-db",
-            str(tmp / "memory.db"),
-            "--tracking-uri",
-            uri,
-            "--model-poll",
-            "5",
-        ],
-        cwd=ROOT,
+    server, info = start_serve(
+        "--metrics-port",
+        "0",
+        "--memory-db",
+        str(tmp / "memory.db"),
+        "--tracking-uri",
+        uri,
+        "--model-poll",
+        "5",
         env=env,
-        stdout=subprocess.PIPE,
         stderr=open(tmp / "serve.log", "w"),  # noqa: SIM115 - the server's log, kept with the run's files
-        text=True,
     )
     try:
-        info = json.loads(server.stdout.readline())
-        writer = _children(server.pid)[0]
+        writer = children(server.pid)[0]
         load_before = [round(x, 2) for x in os.getloadavg()]
-        rss_start = {"server": _rss_mb(server.pid), "writer": _rss_mb(writer)}
+        rss_start = {"server": rss_mb(server.pid), "writer": rss_mb(writer)}
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
         target, extra = (_go_client, (_loadgen(),)) if args.client == "go" else (_client, ())
@@ -298,19 +269,19 @@ def main() -> None:
         time.sleep(max(0.0, start_at - time.time()))
         samples = []
         rss_warm = None
-        cpu0 = common._proc_cpu(server.pid)
+        cpu0 = proc_cpu(server.pid)
         t_end = start_at + args.warmup + args.seconds
         while time.time() < t_end:
             time.sleep(min(5.0, max(0.0, t_end - time.time())))
             elapsed = round(time.time() - start_at)
-            samples.append({"s": elapsed, "server_mb": _rss_mb(server.pid), "writer_mb": _rss_mb(writer)})
+            samples.append({"s": elapsed, "server_mb": rss_mb(server.pid), "writer_mb": rss_mb(writer)})
             if rss_warm is None and elapsed >= args.warmup:
                 rss_warm = {"server": samples[-1]["server_mb"], "writer": samples[-1]["writer_mb"], "at_s": elapsed}
         results = [out.get(timeout=600) for _ in procs]
-        server_cpu = common._proc_cpu(server.pid) - cpu0
+        server_cpu = proc_cpu(server.pid) - cpu0
         for p in procs:
             p.join()
-        rss_end = {"server": _rss_mb(server.pid), "writer": _rss_mb(writer)}
+        rss_end = {"server": rss_mb(server.pid), "writer": rss_mb(writer)}
         load_after = [round(x, 2) for x in os.getloadavg()]
         sent = [x for r in results for x in r["sent"]]
         due = [x for r in results for x in r["due"]]
@@ -383,12 +354,7 @@ def main() -> None:
         }
         print(json.dumps(report, indent=2))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
