@@ -25,7 +25,11 @@ by default; the difference is the growth (target <= 50 MB). Targets for the meas
 0 errors, p99 <= 5 ms.
 
     .venv/bin/python bench/bench_sustained.py [--rate 1000] [--clients 4] [--warmup 30] [--seconds 60]
-        [--client go|python]
+        [--client go|python] [--servers 1]
+
+``--servers n`` starts n ``mem serve`` replicas over the same memory store, and client k sends its
+symbols to replica k mod n, as engines that route their symbols to replicas would (docs/deploy.md):
+each symbol's candle history then stays with one replica.
 """
 
 from __future__ import annotations
@@ -214,6 +218,12 @@ def main() -> None:
         default="go",
         help="go: bench/loadgen, a compiled client like the C# engine (default); python: grpc.aio clients",
     )
+    ap.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="mem serve replicas sharing the memory store; client k sends its symbols to replica k mod n",
+    )
     args = ap.parse_args()
 
     from mem_core.features import SERVING_HISTORY
@@ -225,18 +235,29 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
     env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
     env["MEM_SERVING_CANDLE_SINK"] = args.candle_sink
-    server, info = start_serve(
-        "--metrics-port",
-        "0",
-        "--memory-db",
-        str(tmp / "memory.db"),
-        "--tracking-uri",
-        uri,
-        "--model-poll",
-        "5",
-        env=env,
-        stderr=open(tmp / "serve.log", "w"),  # noqa: SIM115 - the server's log, kept with the run's files
-    )
+    servers: list[tuple[subprocess.Popen[str], dict]] = []
+    try:
+        for i in range(args.servers):
+            log = open(tmp / f"serve{i or ''}.log", "w")  # noqa: SIM115 - the server's log, kept with the run's files
+            servers.append(
+                start_serve(
+                    "--metrics-port",
+                    "0",
+                    "--memory-db",
+                    str(tmp / "memory.db"),
+                    "--tracking-uri",
+                    uri,
+                    "--model-poll",
+                    "5",
+                    env=env,
+                    stderr=log,
+                )
+            )
+    except BaseException:  # one did not start: stop the others
+        for p, _ in servers:
+            stop(p)
+        raise
+    server, info = servers[0]  # its RSS is the one tracked
     try:
         writer = children(server.pid)[0]
         load_before = [round(x, 2) for x in os.getloadavg()]
@@ -252,7 +273,7 @@ def main() -> None:
                 # client k starts k/rate later: together one call every 1/rate, not 4 at once
                 args=(
                     *extra,
-                    info["grpc"],
+                    servers[k % len(servers)][1]["grpc"],
                     k,
                     per_client,
                     args.warmup,
@@ -269,7 +290,7 @@ def main() -> None:
         time.sleep(max(0.0, start_at - time.time()))
         samples = []
         rss_warm = None
-        cpu0 = proc_cpu(server.pid)
+        cpu0 = sum(proc_cpu(p.pid) for p, _ in servers)
         t_end = start_at + args.warmup + args.seconds
         while time.time() < t_end:
             time.sleep(min(5.0, max(0.0, t_end - time.time())))
@@ -278,7 +299,7 @@ def main() -> None:
             if rss_warm is None and elapsed >= args.warmup:
                 rss_warm = {"server": samples[-1]["server_mb"], "writer": samples[-1]["writer_mb"], "at_s": elapsed}
         results = [out.get(timeout=600) for _ in procs]
-        server_cpu = proc_cpu(server.pid) - cpu0
+        server_cpu = sum(proc_cpu(p.pid) for p, _ in servers) - cpu0
         for p in procs:
             p.join()
         rss_end = {"server": rss_mb(server.pid), "writer": rss_mb(writer)}
@@ -307,6 +328,7 @@ def main() -> None:
             "candle_sink": args.candle_sink,
             "clients": args.clients,
             "client": args.client,
+            "servers": args.servers,
             "symbols": args.clients * SYMBOLS_PER_CLIENT,
             "warmup_s": args.warmup,
             "measured_s": args.seconds,
@@ -341,7 +363,9 @@ def main() -> None:
                 "calls_measured": calls,
                 "samples": samples,
             },
-            "server_side": common._server_side(info["metrics"]),
+            "server_side": [common._server_side(i["metrics"]) for _, i in servers]
+            if len(servers) > 1
+            else common._server_side(info["metrics"]),
             "targets": {"errors": 0, "p99_ms": 5.0, "rss_growth_mb": 50.0},
         }
         if errors:  # the server's own account of what went wrong
@@ -354,7 +378,8 @@ def main() -> None:
         }
         print(json.dumps(report, indent=2))
     finally:
-        stop(server)
+        for p, _ in servers:
+            stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
