@@ -4,7 +4,7 @@ object (the figures in docs/serving.md).
 
 The clients are Go processes (``bench/loadgen``, built on first use into ``.cache/bin``; one
 connection each), like the compiled C# engine the server is for. grpc.aio clients in Python
-(``--client python``, kept for comparison) take twice the CPU on the 2 cores the server is
+(``--client python``, kept for comparison) take nearly twice the CPU on the 2 cores the server is
 measured on, and their own event loop's delays end up in the latency they measure. Either way
 the requests are encoded here with the project's stubs.
 
