@@ -60,19 +60,7 @@ def _start_server(
     env.pop("MEM_SERVING_TOKEN", None)
     env.pop("MEM_QUESTDB_HOST", None)
     (tmp / name).mkdir()
-    return start_serve(
-        "--metrics-port",
-        "0",
-        "--memory-db",
-        str(tmp / name / "memory.db"),
-        "--tracking-uri",
-        uri,
-        "--workers",
-        str(workers),
-        "--model-poll",
-        "5",
-        env=env,
-    )
+    return start_serve(tmp / name / "memory.db", "--workers", str(workers), env=env, tracking_uri=uri, model_poll=5)
 
 
 def _metric(url: str, name: str, labels: str = "") -> float:

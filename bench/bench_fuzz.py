@@ -58,7 +58,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
     env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
     db = tmp / "memory.db"
-    server, info = start_serve("--metrics-port", "-1", "--memory-db", str(db), "--model-poll", "5", env=env)
+    server, info = start_serve(db, env=env, metrics_port=-1, model_poll=5)
     try:
         address = info["grpc"]
         with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]) as channel:

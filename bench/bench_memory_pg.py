@@ -91,7 +91,7 @@ def _serve(store: str, tmp: Path, n: int) -> list[tuple[subprocess.Popen, str]]:
     env.pop("MEM_SERVING_TOKEN", None)
     out = []
     for _ in range(n):
-        proc, info = start_serve("--metrics-port", "0", "--memory-db", store, "--model-poll", "30", env=env)
+        proc, info = start_serve(store, env=env, model_poll=30)
         out.append((proc, info["grpc"]))
     return out
 

@@ -73,7 +73,7 @@ def rotation(phase_s: float) -> dict:
         "MEM_SERVING_CREDENTIALS_POLL_S": "0",
     }
     env.pop("MEM_SERVING_TOKEN", None)
-    proc, info = start_serve("--metrics-port", "-1", "--memory-db", str(tmp / "m.db"), env=env, stderr=subprocess.PIPE)
+    proc, info = start_serve(tmp / "m.db", env=env, metrics_port=-1, stderr=subprocess.PIPE)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
 

@@ -441,17 +441,7 @@ def main() -> None:
     }
     env.pop("MEM_SERVING_TOKEN", None)
     server, info = start_serve(
-        "--metrics-port",
-        "0",
-        "--memory-db",
-        str(tmp / "memory.db"),
-        "--tracking-uri",
-        uri,
-        "--workers",
-        str(args.workers),
-        "--model-poll",
-        "5",
-        env=env,
+        tmp / "memory.db", "--workers", str(args.workers), env=env, tracking_uri=uri, model_poll=5
     )
     try:
         address = info["grpc"]

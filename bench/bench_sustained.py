@@ -239,20 +239,7 @@ def main() -> None:
     try:
         for i in range(args.servers):
             log = open(tmp / f"serve{i or ''}.log", "w")  # noqa: SIM115 - the server's log, kept with the run's files
-            servers.append(
-                start_serve(
-                    "--metrics-port",
-                    "0",
-                    "--memory-db",
-                    str(tmp / "memory.db"),
-                    "--tracking-uri",
-                    uri,
-                    "--model-poll",
-                    "5",
-                    env=env,
-                    stderr=log,
-                )
-            )
+            servers.append(start_serve(tmp / "memory.db", env=env, tracking_uri=uri, model_poll=5, stderr=log))
     except BaseException:  # one did not start: stop the others
         for p, _ in servers:
             stop(p)

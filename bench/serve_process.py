@@ -15,13 +15,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_serve(
-    *options: str, env: Mapping[str, str], stderr: int | IO[Any] = subprocess.DEVNULL
+    memory_db: str | os.PathLike[str],
+    *options: str,
+    env: Mapping[str, str],
+    tracking_uri: str | None = None,
+    metrics_port: int = 0,
+    model_poll: float | None = None,
+    stderr: int | IO[Any] = subprocess.DEVNULL,
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """``mem serve --port 0 <options>`` with ``env``; returns the process and its ready line
-    (``grpc``, ``metrics``, ``model_version``, ...). A server that exits before it is ready ends
-    the bench with its exit code."""
+    """``mem serve --port 0`` on ``memory_db`` with ``env`` (``metrics_port`` -1: no metrics;
+    ``tracking_uri`` and ``model_poll`` when given; then ``options``); returns the process and its
+    ready line (``grpc``, ``metrics``, ``model_version``, ...). A server that exits before it is
+    ready ends the bench with its exit code."""
+    args = ["--port", "0", "--metrics-port", str(metrics_port), "--memory-db", os.fspath(memory_db)]
+    if tracking_uri is not None:
+        args += ["--tracking-uri", tracking_uri]
+    if model_poll is not None:
+        args += ["--model-poll", f"{model_poll:g}"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", *options],
+        [sys.executable, "-m", "mem_cli.main", "serve", *args, *options],
         cwd=ROOT,
         env=dict(env),
         stdout=subprocess.PIPE,
