@@ -14,8 +14,9 @@ has its own symbols (16) whose histories it seeds, then sends on a fixed schedul
 k is due at t0 + k / rate, whether or not earlier calls have answered), so a slow server cannot
 slow the offered load down. Client j's t0 is j / total rate after client 0's, so together they
 send one call every 1 / total rate (until 2026-11-30 they started at the same instant and sent
-in bursts of 4 simultaneous calls, which added the queueing of a burst to every latency). Latency is reported from the send and from the due time (the latter
-includes any lateness of the client itself).
+in bursts of 4 simultaneous calls, which added the queueing of a burst to every latency).
+Latency is reported from the send and from the due time (the latter includes any lateness of
+the client itself).
 
 Phases, back to back at the same rate: a warm-up of ``--warmup`` seconds (its calls fill the
 server's per-symbol caches and working memory), then ``--seconds`` measured seconds. The server's
