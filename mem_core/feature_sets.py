@@ -27,7 +27,6 @@ The newest row of ``regime_v1`` also needs the candle's open time (UTC) for the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,8 +73,13 @@ class FeatureSet:
 def _seed_newest(ohlcv: np.ndarray, newest_open_ms: int) -> dict[str, float]:
     """``features.latest_features`` of numpy OHLCV rows, without building a DataFrame (the seed
     features do not depend on the time)."""
-    cols = ohlcv[-features.SERVING_HISTORY :].T
-    return features.latest_features_arrays(cols[0], cols[1], cols[2], cols[3], cols[4])
+    _need(ohlcv, features.MIN_HISTORY)
+    return features.finite_values(features.FEATURE_NAMES, features.newest_row(ohlcv[-features.SERVING_HISTORY :]))
+
+
+def _need(ohlcv: np.ndarray, rows: int) -> None:
+    if ohlcv.shape[0] < rows:
+        raise features.InsufficientHistory(f"need at least {rows} candles, got {ohlcv.shape[0]}")
 
 
 SEED = FeatureSet(
@@ -101,23 +105,17 @@ def _regime_v1_frame(candles: pd.DataFrame) -> pd.DataFrame:
 def _regime_v1_newest(ohlcv: np.ndarray, newest_open_ms: int) -> dict[str, float]:
     """The seed's 12 from the newest ``SERVING_HISTORY`` rows, the regime 10 from the newest
     ``REGIME_HISTORY`` rows and the candle's open time."""
-    if ohlcv.shape[0] < regime_features.REGIME_HISTORY:
-        raise features.InsufficientHistory(
-            f"need at least {regime_features.REGIME_HISTORY} candles, got {ohlcv.shape[0]}"
-        )
-    values = _seed_newest(ohlcv, newest_open_ms)
-    cols = ohlcv[-regime_features.REGIME_HISTORY :].T
-    regime = regime_features.latest_regime_features(cols[1], cols[2], cols[3], cols[4], newest_open_ms)
-    bad = [k for k, v in regime.items() if not math.isfinite(v)]
-    if bad:
-        raise features.InsufficientHistory(f"features {bad} are undefined for the newest candle")
-    values.update(regime)
-    return values
+    _need(ohlcv, regime_features.REGIME_HISTORY)
+    seed = features.newest_row(ohlcv[-features.SERVING_HISTORY :])
+    regime = regime_features.newest_row(ohlcv, newest_open_ms)
+    return features.finite_values(_REGIME_V1_NAMES, np.concatenate((seed, regime)))
 
+
+_REGIME_V1_NAMES = features.FEATURE_NAMES + regime_features.REGIME_NAMES
 
 REGIME_V1 = FeatureSet(
     name="regime_v1",
-    names=features.FEATURE_NAMES + regime_features.REGIME_NAMES,
+    names=_REGIME_V1_NAMES,
     min_history=regime_features.REGIME_HISTORY,
     history=max(features.SERVING_HISTORY, regime_features.REGIME_HISTORY),
     frame=_regime_v1_frame,
@@ -133,3 +131,13 @@ def get(name: str) -> FeatureSet:
         return FEATURE_SETS[name]
     except KeyError:
         raise UnknownFeatureSet(f"unknown feature set {name!r}; this code computes {sorted(FEATURE_SETS)}") from None
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every set's newest-row kernels before the first
+    request: ``features.warm_up`` and the regime kernel on synthetic candles."""
+    features.warm_up()
+    n = regime_features.REGIME_HISTORY
+    close = 100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 0.001, n)))
+    rows = np.column_stack((close, close * 1.001, close * 0.999, close, np.full(n, 10.0)))
+    regime_features.newest_row(rows, 0)

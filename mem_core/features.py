@@ -201,11 +201,17 @@ def latest_features_arrays(
         raise InsufficientHistory(f"need at least {MIN_HISTORY} candles, got {n}")
     if n > SERVING_HISTORY:
         cols = [c[-SERVING_HISTORY:] for c in cols]
-    values = _last_row(*cols)
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    if bad:
+    return finite_values(FEATURE_NAMES, newest_row(np.column_stack(cols)))
+
+
+def finite_values(names: tuple[str, ...], values: np.ndarray) -> dict[str, float]:
+    """``{name: value}`` of the newest row; ``InsufficientHistory`` naming the features that are
+    not finite (NaN/inf input, a zero price)."""
+    floats = values.tolist()
+    if not all(map(math.isfinite, floats)):
+        bad = [k for k, v in zip(names, floats, strict=True) if not math.isfinite(v)]
         raise InsufficientHistory(f"features {bad} are undefined for the newest candle")
-    return {k: float(v) for k, v in values.items()}
+    return dict(zip(names, floats, strict=True))
 
 
 def latest_features_reference(candles: pd.DataFrame) -> dict[str, float]:
@@ -216,76 +222,107 @@ def latest_features_reference(candles: pd.DataFrame) -> dict[str, float]:
     return {name: float(row[name]) for name in FEATURE_NAMES}
 
 
-@njit(cache=True)
-def _recursive_mean(x: np.ndarray, alpha: float, start: int, seed: float) -> np.ndarray:
-    """pandas ``ewm(alpha, adjust=False).mean()`` from index ``start`` with y[start] = seed.
+@njit(cache=True, error_model="numpy")
+def _last_row_kernel(x: np.ndarray, out: np.ndarray) -> None:
+    """The 12 features of the newest row of ``x`` (rows of open, high, low, close, volume; at
+    least ``MIN_HISTORY``) into ``out``, in ``FEATURE_NAMES`` order: one compiled pass instead of
+    ~40 small numpy calls.
 
-    The operations, in order, of ``scipy.signal.lfilter([alpha], [1, alpha - 1], x[start + 1:],
-    zi=[(1 - alpha) * seed])`` (direct form II transposed), so the values are the same bits.
-    """
-    y = np.empty(len(x) - start)
-    y[0] = seed
-    a1 = alpha - 1.0
-    state = (1.0 - alpha) * seed
-    for i in range(1, len(y)):
-        xi = x[start + i]
-        yi = state + alpha * xi
-        y[i] = yi
-        state = xi * 0.0 - yi * a1
-    return y
-
-
-def _mean(x: np.ndarray) -> float:
-    """``x.mean()`` bit for bit (numpy's own sum, then one division), without its Python wrapper."""
-    return np.add.reduce(x) / x.shape[0]
-
-
-def _std1(x: np.ndarray) -> float:
-    """``x.std(ddof=1)`` bit for bit, the steps of numpy's ``_var``/``_std`` without the wrapper."""
-    d = x - np.add.reduce(x) / x.shape[0]
-    return math.sqrt(np.add.reduce(d * d) / (x.shape[0] - 1))
-
-
-def _ema_presma(x: np.ndarray, length: int) -> np.ndarray:
-    """pandas-ta ``ema`` (presma=True): seeded with the SMA of the first ``length`` values;
-    returns the values from index ``length - 1`` on."""
-    return _recursive_mean(x, 2.0 / (length + 1), length - 1, float(_mean(x[:length])))
-
-
-def _last_row(o: np.ndarray, h: np.ndarray, low: np.ndarray, c: np.ndarray, v: np.ndarray) -> dict[str, float]:
-    """The numpy core of ``latest_features_arrays`` (unchecked: use the public function)."""
-    last = c[-1]
-    diff = np.diff(c)
+    The exponential averages are pandas' ``ewm(alpha, adjust=False).mean()`` as pandas-ta seeds
+    them, each step in the order of ``scipy.signal.lfilter`` (direct form II transposed). Window
+    means are plain sums, not numpy's pairwise ones: the last bits may differ from a numpy
+    version, far inside the 1e-6 parity with the batch frame that the tests check."""
+    n = x.shape[0]
+    last = x[n - 1, 3]
+    # RSI: Wilder's RMA (alpha 1/14) of gains and losses, seeded with the first move
     alpha = 1.0 / 14
-    pos = _recursive_mean(np.maximum(diff, 0.0), alpha, 0, max(diff[0], 0.0))[-1]
-    neg = _recursive_mean(np.minimum(diff, 0.0), alpha, 0, min(diff[0], 0.0))[-1]
+    a1 = alpha - 1.0
+    d = x[1, 3] - x[0, 3]
+    pos = max(d, 0.0)
+    neg = min(d, 0.0)
+    s_pos = (1.0 - alpha) * pos
+    s_neg = (1.0 - alpha) * neg
+    for i in range(2, n):
+        d = x[i, 3] - x[i - 1, 3]
+        g = max(d, 0.0)
+        loss = min(d, 0.0)
+        pos = s_pos + alpha * g
+        s_pos = g * 0.0 - pos * a1
+        neg = s_neg + alpha * loss
+        s_neg = loss * 0.0 - neg * a1
     rsi = 100.0 * pos / (pos + abs(neg)) if (pos + abs(neg)) > 0 else 50.0
-    ema12 = _ema_presma(c, 12)[26 - 12 :]
-    ema26 = _ema_presma(c, 26)
-    macd_series = ema12 - ema26
-    macd = macd_series[-1]
-    signal = _ema_presma(macd_series, 9)[-1]
-    window = c[-20:]
-    mid = _mean(window)
-    std = _std1(window)
+    # MACD: EMA12 - EMA26 (each seeded with the SMA of its first values), signal = EMA9 of it
+    e12 = _window_mean(x, 3, 0, 12)
+    e26 = _window_mean(x, 3, 0, 26)
+    a12 = 2.0 / 13
+    a26 = 2.0 / 27
+    s12 = (1.0 - a12) * e12
+    s26 = (1.0 - a26) * e26
+    macd_line = np.empty(n - 25)
+    for i in range(12, n):
+        xi = x[i, 3]
+        e12 = s12 + a12 * xi
+        s12 = xi * 0.0 - e12 * (a12 - 1.0)
+        if i >= 26:
+            e26 = s26 + a26 * xi
+            s26 = xi * 0.0 - e26 * (a26 - 1.0)
+        if i >= 25:
+            macd_line[i - 25] = e12 - e26
+    macd = macd_line[n - 26]
+    signal = 0.0
+    for i in range(9):
+        signal += macd_line[i]
+    signal = signal / 9
+    a9 = 2.0 / 10
+    s9 = (1.0 - a9) * signal
+    for i in range(9, n - 25):
+        mi = macd_line[i]
+        signal = s9 + a9 * mi
+        s9 = mi * 0.0 - signal * (a9 - 1.0)
+    # Bollinger(20, 2 sigma), volume and the bar
+    mid = _window_mean(x, 3, n - 20, n)
+    ss = 0.0
+    for i in range(n - 20, n):
+        dev = x[i, 3] - mid
+        ss += dev * dev
+    std = math.sqrt(ss / 19)
     width = 4.0 * std
-    bbp = (last - (mid - 2.0 * std)) / width if width > 0 else 0.5
-    vmean = _mean(v[-20:])
-    bar = h[-1] - low[-1]
-    return {
-        "sma5": last / _mean(c[-5:]) - 1.0,
-        "sma20": last / mid - 1.0,
-        "sma50": last / _mean(c[-50:]) - 1.0,
-        "rsi14": float(rsi),
-        "macd": macd / last,
-        "macd_signal": signal / last,
-        "macd_hist": (macd - signal) / last,
-        "bb_position": float(bbp),
-        "volume_ratio": v[-1] / vmean if vmean > 0 else 1.0,
-        "hl_range": bar / last,
-        "close_position": (last - low[-1]) / bar if bar > 0 else 0.5,
-        "oc_range": (last - o[-1]) / o[-1],
-    }
+    vmean = _window_mean(x, 4, n - 20, n)
+    high, low, opened, volume = x[n - 1, 1], x[n - 1, 2], x[n - 1, 0], x[n - 1, 4]
+    bar = high - low
+    out[0] = last / _window_mean(x, 3, n - 5, n) - 1.0
+    out[1] = last / mid - 1.0
+    out[2] = last / _window_mean(x, 3, n - 50, n) - 1.0
+    out[3] = rsi
+    out[4] = macd / last
+    out[5] = signal / last
+    out[6] = (macd - signal) / last
+    out[7] = (last - (mid - 2.0 * std)) / width if width > 0 else 0.5
+    out[8] = volume / vmean if vmean > 0 else 1.0
+    out[9] = bar / last
+    out[10] = (last - low) / bar if bar > 0 else 0.5
+    out[11] = (last - opened) / opened
+
+
+@njit(cache=True, error_model="numpy")
+def _window_mean(x: np.ndarray, column: int, start: int, stop: int) -> float:
+    """Mean of ``x[start:stop, column]`` (a plain sum, then one division)."""
+    total = 0.0
+    for i in range(start, stop):
+        total += x[i, column]
+    return total / (stop - start)
+
+
+def newest_row(ohlcv: np.ndarray) -> np.ndarray:
+    """The 12 features of the newest row, in ``FEATURE_NAMES`` order, from an ``(n, 5)`` float64
+    array of open, high, low, close, volume (``MIN_HISTORY <= n``; serving passes its newest
+    ``SERVING_HISTORY``). Unchecked: the values may be non-finite (the callers check)."""
+    x = np.ascontiguousarray(ohlcv, dtype=np.float64)
+    if not x.flags.writeable:  # one compiled version of the kernel: C-contiguous and writable
+        x = x.copy()
+    out = np.empty(len(FEATURE_NAMES))
+    _last_row_kernel(x, out)
+    return out
 
 
 def out_of_range(values: Mapping[str, float], ranges: Mapping[str, tuple[float, float]]) -> tuple[str, ...]:
@@ -301,7 +338,7 @@ def feature_matrix(features: pd.DataFrame) -> np.ndarray:
 
 
 def warm_up() -> None:
-    """Run the feature code once so the numba kernels (pandas-ta's and ``_recursive_mean``) are
+    """Run the feature code once so the numba kernels (pandas-ta's and ``_last_row_kernel``) are
     compiled or loaded from cache before the first request."""
     n = MIN_HISTORY * 2
     rng = np.random.default_rng(0)
@@ -318,10 +355,3 @@ def warm_up() -> None:
     )
     _feature_frame(frame)
     latest_features(frame)
-    # Every layout numba compiles separately: contiguous or strided (serving's candle-block
-    # columns), writable or read-only (pandas' arrays).
-    x = np.linspace(1.0, 2.0, 8)
-    read_only = x.copy()
-    read_only.flags.writeable = False
-    for arr in (x, x[::2], read_only, read_only[::2]):
-        _recursive_mean(arr, 0.5, 1, 1.0)

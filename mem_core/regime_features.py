@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from numba import njit
 from numpy.typing import ArrayLike
 
 REGIME_NAMES: tuple[str, ...] = (
@@ -114,9 +115,78 @@ def regime_features(candles: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _sd(x: np.ndarray) -> np.float64:
-    d = x - np.add.reduce(x) / x.shape[0]
-    return np.sqrt(np.add.reduce(d * d) / (x.shape[0] - 1))
+@njit(cache=True, error_model="numpy")
+def _sd(x: np.ndarray, start: int, stop: int) -> float:
+    """Sample standard deviation (ddof 1) of ``x[start:stop]``."""
+    total = 0.0
+    for i in range(start, stop):
+        total += x[i]
+    mean = total / (stop - start)
+    ss = 0.0
+    for i in range(start, stop):
+        d = x[i] - mean
+        ss += d * d
+    return math.sqrt(ss / (stop - start - 1))
+
+
+@njit(cache=True, error_model="numpy")
+def _newest_kernel(x: np.ndarray, minute: int, out: np.ndarray) -> None:
+    """:data:`REGIME_NAMES` of the newest row of ``x`` (the newest ``REGIME_HISTORY`` rows of
+    open, high, low, close, volume) into ``out``; one compiled pass. Sums are plain (not numpy's
+    pairwise), which moves only the last bits."""
+    k = x.shape[0]
+    lc = np.empty(k)
+    for i in range(k):
+        lc[i] = math.log(x[i, 3])
+    r = np.empty(k - 1)
+    for i in range(k - 1):
+        r[i] = lc[i + 1] - lc[i]
+    m = k - 1
+    sigma = _sd(r, m - 100, m)
+    hl12 = 0.0
+    hl100 = 0.0
+    for i in range(k - 100, k):
+        hl = (x[i, 1] - x[i, 2]) / x[i, 3]
+        hl100 += hl
+        if i >= k - 12:
+            hl12 += hl
+    path20 = 0.0
+    for i in range(k - 20, k):
+        path20 += abs(x[i, 3] - x[i - 1, 3])
+    v12 = 0.0
+    v288 = 0.0
+    for i in range(1, k):
+        v288 += x[i, 4]
+        if i >= k - 12:
+            v12 += x[i, 4]
+    v12 = v12 / 12.0
+    v288 = v288 / 288.0
+    eps = 1e-12 * v288 + 1e-300
+    angle = _RADIANS_PER_MINUTE * minute
+    out[0] = _sd(r, m - 12, m) / sigma
+    out[1] = sigma / _sd(r, 0, m)
+    out[2] = (hl12 / 12.0) / (hl100 / 100.0)
+    out[3] = math.log(sigma) if sigma > 0 else -math.inf
+    out[4] = (lc[k - 1] - lc[k - 21]) / (sigma * math.sqrt(20.0))
+    out[5] = (lc[k - 1] - lc[k - 4]) / (sigma * math.sqrt(3.0))
+    out[6] = abs(x[k - 1, 3] - x[k - 21, 3]) / path20 if path20 > 0 else 0.0
+    out[7] = math.log((v12 + eps) / (v288 + eps))
+    out[8] = math.sin(angle)
+    out[9] = math.cos(angle)
+
+
+def newest_row(ohlcv: np.ndarray, newest_open_ms: int) -> np.ndarray:
+    """:data:`REGIME_NAMES` of the newest candle, in that order, from an ``(n, 5)`` float64 array
+    of open, high, low, close, volume (at least ``REGIME_HISTORY`` rows; the newest are read) and
+    the candle's open time in epoch milliseconds (UTC). Unchecked: values may be non-finite."""
+    if ohlcv.shape[0] < REGIME_HISTORY:
+        raise ValueError(f"need {REGIME_HISTORY} candles for the regime features, got {ohlcv.shape[0]}")
+    x = np.ascontiguousarray(ohlcv[-REGIME_HISTORY:], dtype=np.float64)
+    if not x.flags.writeable:  # one compiled version of the kernel: C-contiguous and writable
+        x = x.copy()
+    out = np.empty(len(REGIME_NAMES))
+    _newest_kernel(x, (int(newest_open_ms) // 60_000) % 1440, out)
+    return out
 
 
 def latest_regime_features(
@@ -126,29 +196,8 @@ def latest_regime_features(
     ``REGIME_HISTORY`` values; only the newest ``REGIME_HISTORY`` are read) and the newest
     candle's open time in epoch milliseconds (UTC)."""
     k = REGIME_HISTORY
-    c = np.asarray(close, dtype=np.float64)[-k:]
-    if c.shape[0] < k:
-        raise ValueError(f"need {k} candles for the regime features, got {c.shape[0]}")
-    h = np.asarray(high, dtype=np.float64)[-k:]
-    lo = np.asarray(low, dtype=np.float64)[-k:]
-    v = np.asarray(volume, dtype=np.float64)[-k:]
-    lc = np.log(c)
-    r = lc[1:] - lc[:-1]
-    sigma = _sd(r[-100:])
-    hl = (h[-100:] - lo[-100:]) / c[-100:]
-    path20 = float(np.add.reduce(np.abs(c[-20:] - c[-21:-1])))
-    angle = _RADIANS_PER_MINUTE * ((int(newest_open_ms) // 60_000) % 1440)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = (
-            _sd(r[-12:]) / sigma,
-            sigma / _sd(r),
-            (np.add.reduce(hl[-12:]) / 12.0) / (np.add.reduce(hl) / 100.0),
-            math.log(sigma) if sigma > 0 else -math.inf,
-            (lc[-1] - lc[-21]) / (sigma * math.sqrt(20.0)),
-            (lc[-1] - lc[-4]) / (sigma * math.sqrt(3.0)),
-            abs(c[-1] - c[-21]) / path20 if path20 > 0 else 0.0,
-            _log_volume_ratio(np.add.reduce(v[-12:]) / 12.0, np.add.reduce(v[1:]) / 288.0),
-            math.sin(angle),
-            math.cos(angle),
-        )
-    return {name: float(value) for name, value in zip(REGIME_NAMES, values, strict=True)}
+    cols = [np.asarray(c, dtype=np.float64)[-k:] for c in (close, high, low, close, volume)]
+    if cols[0].shape[0] < k:
+        raise ValueError(f"need {k} candles for the regime features, got {cols[0].shape[0]}")
+    values = newest_row(np.column_stack(cols), newest_open_ms)  # the open column is not read
+    return dict(zip(REGIME_NAMES, values.tolist(), strict=True))

@@ -297,7 +297,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
 
     import psycopg
 
-    from mem_core import features
+    from mem_core import feature_sets
     from mem_core.settings import project_paths
     from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
     from mem_memory.backend import describe, redact_text
@@ -327,7 +327,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     except BaseException:
         store.close()
         raise
-    features.warm_up()
+    feature_sets.warm_up()
     metrics = ServingMetrics()
     models = ModelProvider(settings.tracking_uri, settings.model_poll_s, metrics=metrics)
     models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))

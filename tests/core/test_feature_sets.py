@@ -108,3 +108,20 @@ def test_regime_v1_has_no_look_ahead(cut: int, seed: int, scale: float) -> None:
     assert (a["ts"] <= t).sum() == cut - SERVING_HISTORY + 2
     pd.testing.assert_frame_equal(a[a["ts"] <= t], b[b["ts"] <= t])
     assert _newest(REGIME_V1, candles.iloc[: cut + 1]) == _newest(REGIME_V1, changed.iloc[: cut + 1])
+
+
+def test_warm_up_compiles_the_kernels_serving_calls() -> None:
+    """After ``warm_up`` serving's newest rows (any layout of the candle rows) compile nothing more."""
+    from mem_core import features, regime_features
+
+    feature_sets.warm_up()
+    kernels = (features._last_row_kernel, regime_features._newest_kernel)
+    compiled = [list(k.signatures) for k in kernels]
+    assert [len(c) for c in compiled] == [1, 1]
+    candles = random_candles(SERVING_HISTORY + 10)
+    rows = candles[OHLCV].to_numpy(dtype="float64")
+    frozen = rows.copy()
+    frozen.flags.writeable = False
+    for block in (rows, frozen, np.asfortranarray(rows)):
+        assert list(REGIME_V1.newest(block, 1_700_000_000_000)) == list(REGIME_V1.names)
+    assert [list(k.signatures) for k in kernels] == compiled

@@ -178,18 +178,21 @@ def test_arrays_path_refuses_bad_columns() -> None:
 
 
 def test_warm_up_compiles_every_array_layout() -> None:
-    """After ``warm_up`` no call of the serving path compiles (or loads) another kernel version."""
+    """After ``warm_up`` no call of the serving path compiles (or loads) another kernel version:
+    every layout (strided, read-only) reaches the kernel as one."""
     F.warm_up()
-    compiled = list(F._recursive_mean.signatures)
-    assert len(compiled) == 4
+    compiled = list(F._last_row_kernel.signatures)
+    assert len(compiled) == 1
     candles = random_candles(SERVING_HISTORY + 20)
     block = candles[list(OHLCV)].to_numpy(dtype="float64")
     frozen = block.copy()
     frozen.flags.writeable = False
     for cols in (block.T, frozen.T, _arrays(candles), [np.ascontiguousarray(c) for c in frozen.T]):
         latest_features_arrays(*cols)
+    for rows in (block, frozen, block[::2], np.asfortranarray(block)):
+        F.newest_row(rows)
     latest_features(candles)
-    assert F._recursive_mean.signatures == compiled
+    assert F._last_row_kernel.signatures == compiled
 
 
 def test_out_of_range_names_features_outside_their_training_range() -> None:

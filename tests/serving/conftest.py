@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mem_core import features
+from mem_core import feature_sets
 
 from .helpers import TRAIN_ROWS, V1_PARAMS, V2_PARAMS, load_candles, promote, train_version
 from .stack import ModelStore, Stack, start_stack
@@ -59,7 +59,7 @@ def empty_mlflow_uri(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def warm_features() -> None:
-    features.warm_up()
+    feature_sets.warm_up()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Serving's feature path (numpy on the candle block, through the public
+"""Serving's feature path (the candle block's rows, through the public ``newest_row`` behind
 ``latest_features_arrays``) equals the pipeline's latest_features; for ``regime_v1`` it equals
 the training frame."""
 
@@ -45,20 +45,21 @@ def test_too_short_history_raises_like_latest_features(serve_candles: pd.DataFra
 
 
 def test_serving_uses_the_public_function(serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No private feature internals in serving: the block goes to ``latest_features_arrays``."""
+    """No private feature internals in serving: the block's newest rows go to ``newest_row``, the
+    function behind ``latest_features_arrays`` too."""
     frame = serve_candles.iloc[: SERVING_HISTORY + 50].reset_index(drop=True)
     expected = latest_features(frame)
     calls: list[int] = []
-    real = feats.latest_features_arrays
+    real = feats.newest_row
 
-    def spy(*cols: np.ndarray) -> dict[str, float]:
-        calls.append(len(cols[0]))
-        return real(*cols)
+    def spy(ohlcv: np.ndarray) -> np.ndarray:
+        calls.append(len(ohlcv))
+        return real(ohlcv)
 
-    monkeypatch.setattr(feats, "latest_features_arrays", spy)
+    monkeypatch.setattr(feats, "newest_row", spy)
     assert newest_features(_block(frame)) == expected
     assert calls == [SERVING_HISTORY]
-    assert "_last_row" not in open(handlers.__file__, encoding="utf-8").read()
+    assert "_kernel" not in open(handlers.__file__, encoding="utf-8").read()
 
 
 def test_regime_v1_block_features_equal_the_training_frame(btc: pd.DataFrame) -> None:
