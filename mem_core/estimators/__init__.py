@@ -7,7 +7,7 @@ name                model
 ``seed_gbc``        the seed's GradientBoostingClassifier (DESIGN §4), the default; compiled
                     one-row path
 ``hist_gb``         HistGradientBoostingClassifier with the walk-forward study's parameters,
-                    deterministic (no early stopping, fixed seed); one-row path through ONNX
+                    deterministic (no early stopping, fixed seed); compiled one-row tree walk
 ``random_forest``   RandomForestClassifier with scikit-learn's defaults
 ==================  ===========================================================================
 

@@ -1,4 +1,4 @@
-"""``hist_gb``: scikit-learn's HistGradientBoostingClassifier, deterministic, with an ONNX one-row path.
+"""``hist_gb``: scikit-learn's HistGradientBoostingClassifier, deterministic, with a compiled one-row path.
 
 Parameters: those of the walk-forward study (docs/ml.md): 250 iterations at learning rate 0.05,
 at most 31 leaves per tree, at least 300 rows per leaf, L2 regularisation 1. Early stopping is off
@@ -7,29 +7,31 @@ always gives the same model.
 
 One row through ``predict_proba`` costs 1-2.5 ms (scikit-learn's per-call checks and one OpenMP
 region per tree), and the trees are not public. ``compile_hist_gradient_boosting`` therefore
-converts the fitted model with skl2onnx and runs it with onnxruntime (one thread, sequential):
-tens of microseconds per row.
+reads the fitted trees through skl2onnx's converter and walks them in one numba loop: a few
+microseconds per row.
 
 Exactness. skl2onnx's converter for this model writes thresholds and leaf values as float32
 attributes of a ``TreeEnsembleClassifier``; a feature equal to a threshold (HistGradientBoosting
 splits on values seen in training: time-of-day values, an RSI of 50, an efficiency ratio of 0)
 then falls on the other side, and probabilities differ by up to 0.14 (measured on real
 ``regime_v1`` rows). Instead, skl2onnx's own converter function runs with ``ai.onnx.ml`` opset 3
-attribute types (float64 arrays) and its attributes are rebuilt as an ``ai.onnx.ml`` opset 5
-``TreeEnsemble``, whose splits, leaf weights, input and output are all double: the comparisons
-are scikit-learn's (``x <= threshold``, NaN to the side it learned) and the sum differs only by
-summation order (~1e-15). Serving verifies the result against ``predict_proba`` to 1e-9 before
-using it (``mem_serving.fast_predict``) and otherwise falls back to ``predict_proba``.
+attribute types (float64 arrays), and those attributes become flat arrays (``flat_trees``) whose
+splits and leaf weights are double: the comparisons are scikit-learn's (``x <= threshold``, NaN to
+the side it learned) and the sum differs only by summation order (~1e-15). Serving verifies the
+result against ``predict_proba`` to 1e-9 before using it (``mem_serving.fast_predict``) and
+otherwise falls back to ``predict_proba``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+from numba import njit
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mem_core.model import OnePredictor, ReversalModel
@@ -104,14 +106,28 @@ def tree_attributes(model: HistGradientBoostingClassifier) -> dict[str, Any]:
     return captured[0]
 
 
-def tree_ensemble_model(attrs: Mapping[str, Any], n_features: int) -> tuple[bytes, float]:
-    """An ONNX model (``ai.onnx.ml`` opset 5 ``TreeEnsemble``, double throughout) computing the
-    sum of the trees' leaf weights of each row, and the base value to add before the logistic.
+@dataclass(frozen=True)
+class FlatTrees:
+    """A binary logistic tree ensemble as flat arrays, one entry per interior node: the feature it
+    tests, its split (go "true" when ``x <= split``, or when ``x`` is NaN and ``missing_true``),
+    and for each side the next node or, when ``*_leaf``, the index of a leaf weight. ``roots``
+    holds each tree's first node in tree order; P(class 1) = logistic(base + sum of the leaves)."""
 
-    ``attrs`` are the ``TreeEnsembleClassifier`` attributes of a binary model with one tree per
+    base: float
+    roots: np.ndarray
+    feature: np.ndarray
+    split: np.ndarray
+    true_id: np.ndarray
+    true_leaf: np.ndarray
+    false_id: np.ndarray
+    false_leaf: np.ndarray
+    missing_true: np.ndarray
+    leaf_weights: np.ndarray
+
+
+def flat_trees(attrs: Mapping[str, Any]) -> FlatTrees:
+    """The ensemble of ``TreeEnsembleClassifier`` attributes of a binary model with one tree per
     iteration and a logistic output (``tree_attributes``); anything else raises ``ValueError``."""
-    from onnx import TensorProto, checker, helper, numpy_helper
-
     if attrs.get("post_transform") != "LOGISTIC" or set(attrs["class_ids"]) != {0}:
         raise ValueError("not a binary logistic tree ensemble")
     base = [float(v) for v in np.asarray(attrs["base_values"], dtype=np.float64).ravel()]
@@ -130,7 +146,7 @@ def tree_ensemble_model(attrs: Mapping[str, Any], n_features: int) -> tuple[byte
     ):
         weights[(int(t), int(n))] = weights.get((int(t), int(n)), 0.0) + float(w)
 
-    # interior nodes and leaves get their own index spaces in opset 5
+    # interior nodes and leaves get their own index spaces
     branch_index: dict[tuple[int, int], int] = {}
     leaf_index: dict[tuple[int, int], int] = {}
     for t, n, mode in zip(tree_ids, node_ids, modes):
@@ -141,8 +157,6 @@ def tree_ensemble_model(attrs: Mapping[str, Any], n_features: int) -> tuple[byte
     def child(t: int, n: int) -> tuple[int, int]:
         return (leaf_index[(t, n)], 1) if (t, n) in leaf_index else (branch_index[(t, n)], 0)
 
-    # one row per interior node: feature, split, true child, true is leaf, false child, false is
-    # leaf, missing goes true
     branches: list[tuple[int, float, int, int, int, int, int]] = []
     for i, (t, mode) in enumerate(zip(tree_ids, modes)):
         if mode != "BRANCH_LEQ":
@@ -167,62 +181,69 @@ def tree_ensemble_model(attrs: Mapping[str, Any], n_features: int) -> tuple[byte
             roots.append(len(branches))
             branches.append((0, 0.0, leaf, 1, leaf, 1, 0))
     feature, split, true_id, true_leaf, false_id, false_leaf, missing_true = (list(col) for col in zip(*branches))
+    ints = np.int64
+    return FlatTrees(
+        base=base[0],
+        roots=np.array(roots, dtype=ints),
+        feature=np.array(feature, dtype=ints),
+        split=np.array(split, dtype=np.float64),
+        true_id=np.array(true_id, dtype=ints),
+        true_leaf=np.array(true_leaf, dtype=np.bool_),
+        false_id=np.array(false_id, dtype=ints),
+        false_leaf=np.array(false_leaf, dtype=np.bool_),
+        missing_true=np.array(missing_true, dtype=np.bool_),
+        leaf_weights=np.array(leaf_weights, dtype=np.float64),
+    )
 
-    node = helper.make_node(
-        "TreeEnsemble",
-        ["X"],
-        ["raw"],
-        domain="ai.onnx.ml",
-        n_targets=1,
-        aggregate_function=1,
-        post_transform=0,
-        tree_roots=roots,
-        nodes_featureids=feature,
-        nodes_splits=numpy_helper.from_array(np.array(split, dtype=np.float64)),
-        nodes_modes=numpy_helper.from_array(np.zeros(len(feature), dtype=np.uint8)),  # 0: BRANCH_LEQ
-        nodes_truenodeids=true_id,
-        nodes_trueleafs=true_leaf,
-        nodes_falsenodeids=false_id,
-        nodes_falseleafs=false_leaf,
-        nodes_missing_value_tracks_true=missing_true,
-        leaf_targetids=[0] * len(leaf_weights),
-        leaf_weights=numpy_helper.from_array(np.array(leaf_weights, dtype=np.float64)),
-    )
-    graph = helper.make_graph(
-        [node],
-        "hist_gb",
-        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, n_features])],
-        [helper.make_tensor_value_info("raw", TensorProto.DOUBLE, [None, 1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)])
-    checker.check_model(model)
-    return model.SerializeToString(), base[0]
+
+@njit(cache=True)
+def _leaf_sum(
+    x: np.ndarray,
+    roots: np.ndarray,
+    feature: np.ndarray,
+    split: np.ndarray,
+    true_id: np.ndarray,
+    true_leaf: np.ndarray,
+    false_id: np.ndarray,
+    false_leaf: np.ndarray,
+    missing_true: np.ndarray,
+    leaf_weights: np.ndarray,
+) -> float:
+    """The sum of the leaf weights ``x`` reaches, tree by tree."""
+    total = 0.0
+    for root in roots:
+        node = root
+        while True:
+            v = x[feature[node]]
+            if v <= split[node] or (v != v and missing_true[node]):
+                nxt, leaf = true_id[node], true_leaf[node]
+            else:
+                nxt, leaf = false_id[node], false_leaf[node]
+            if leaf:
+                total += leaf_weights[nxt]
+                break
+            node = nxt
+    return total
 
 
 def compile_hist_gradient_boosting(model: Any) -> OnePredictor | None:
-    """A function row -> P(class 1) for a fitted binary HistGradientBoostingClassifier (onnxruntime
-    on one thread), else None. Serving verifies it against ``predict_proba`` before use."""
+    """A function row -> P(class 1) for a fitted binary HistGradientBoostingClassifier (its trees
+    walked in one compiled loop), else None. Serving verifies it against ``predict_proba``
+    before use."""
     if not isinstance(model, HistGradientBoostingClassifier) or len(getattr(model, "classes_", ())) != 2:
         return None
-    import onnxruntime as ort
-
     n_features = int(model.n_features_in_)
-    onnx_bytes, base = tree_ensemble_model(tree_attributes(model), n_features)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    run = session.run
-    outputs = ["raw"]
-    exp = math.exp
+    t = flat_trees(tree_attributes(model))
+    arrays = (t.roots, t.feature, t.split, t.true_id, t.true_leaf, t.false_id, t.false_leaf, t.missing_true)
+    weights, base, exp = t.leaf_weights, t.base, math.exp
 
     def predict_one(x: np.ndarray) -> float:
-        row = np.asarray(x, dtype=np.float64).reshape(1, n_features)
-        raw = base + float(run(outputs, {"X": row})[0][0, 0])
+        row = np.ascontiguousarray(x, dtype=np.float64).reshape(n_features)
+        raw = base + _leaf_sum(row, *arrays, weights)
         if raw >= 0.0:
             return 1.0 / (1.0 + exp(-raw))
         odds = exp(raw)
         return odds / (1.0 + odds)
 
+    predict_one(np.zeros(n_features))  # compile (or load from numba's cache) now, not on the first call
     return predict_one

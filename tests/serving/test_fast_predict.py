@@ -1,4 +1,4 @@
-"""The one-row predictor serving uses: the seed's compiled GBC path and hist_gb's ONNX path equal
+"""The one-row predictor serving uses: the seed's compiled GBC path and hist_gb's compiled tree walk equal
 predict_proba on real feature rows; a model type without a compiled path, or whose compiled path
 disagrees, gets the generic ``predict_one``."""
 
@@ -31,8 +31,8 @@ def test_compiled_gradient_boosting_matches_predict_proba(btc: pd.DataFrame) -> 
     np.testing.assert_allclose(got, model.estimator.predict_proba(held_out)[:, 1], rtol=0, atol=1e-12)
 
 
-def test_hist_gb_onnx_path_matches_predict_proba(btc: pd.DataFrame) -> None:
-    """hist_gb (the study's parameters, fewer trees) on real regime_v1 rows: the ONNX path is
+def test_hist_gb_compiled_path_matches_predict_proba(btc: pd.DataFrame) -> None:
+    """hist_gb (the study's parameters, fewer trees) on real regime_v1 rows: the tree walk is
     double precision throughout, so it agrees with predict_proba to rounding, not to float32."""
     X, y = _real_rows(btc, REGIME_V1, rows=len(btc))
     model = estimators.create("hist_gb", {"max_iter": 40}, REGIME_V1).fit(X[:4000], y[:4000])
