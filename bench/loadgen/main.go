@@ -4,6 +4,10 @@
 //
 // A compiled client, like the C# engine the server is built for: on a 2-core machine, Python
 // clients would take a large share of the CPU the server is measured on.
+//
+// With -serve-health it is instead a Go gRPC server with only the standard health service, on a
+// free loopback port that it prints: the reference for what the transport alone costs here
+// (bench/bench_transport_floor.py).
 package main
 
 import (
@@ -13,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -20,6 +25,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -87,7 +94,15 @@ func main() {
 	measuredFrom := flag.Int("measured-from", 0, "index of the first call whose figures are reported")
 	startAt := flag.Float64("start", 0, "Unix time (s) at which call 0 is due")
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of each call")
+	serveHealth := flag.Bool("serve-health", false, "serve the health service on a free loopback port instead")
 	flag.Parse()
+	if *serveHealth {
+		if err := serveHealthOnly(); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	payloads, err := readPayloads(*payloadPath)
 	if err != nil {
@@ -162,4 +177,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
+}
+
+// serveHealthOnly serves grpc.health.v1 (SERVING) on 127.0.0.1:0 until killed; prints the address.
+func serveHealthOnly() error {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(lis.Addr().String())
+	server := grpc.NewServer()
+	healthpb.RegisterHealthServer(server, health.NewServer())
+	return server.Serve(lis)
 }
