@@ -16,6 +16,7 @@ import concurrent.futures
 import gc
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent import futures
@@ -406,10 +407,18 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+#: The GIL switch interval while serving (Python's default: 5 ms). The event-loop thread answers
+#: every call; when a background thread holds the GIL (the champion poll's MLflow query, a memory
+#: query in the pool), the loop waits up to one interval each time it wants it back, and a poll of
+#: a few ms of CPU stalled the loop for 20-40 ms, every 5 s (docs/serving.md, "Sustained load").
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServer], None] | None = None) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace_s``);
     SIGHUP re-reads the token file and the TLS pair."""
     settings = settings or ServingSettings.from_env()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # this process only serves (like settle_heap)
     running = build_app(settings)
     settle_heap()
     stop = threading.Event()
