@@ -234,12 +234,22 @@ def compile_hist_gradient_boosting(model: Any) -> OnePredictor | None:
         return None
     n_features = int(model.n_features_in_)
     t = flat_trees(tree_attributes(model))
-    arrays = (t.roots, t.feature, t.split, t.true_id, t.true_leaf, t.false_id, t.false_leaf, t.missing_true)
-    weights, base, exp = t.leaf_weights, t.base, math.exp
+    arrays = (
+        t.roots,
+        t.feature,
+        t.split,
+        t.true_id,
+        t.true_leaf,
+        t.false_id,
+        t.false_leaf,
+        t.missing_true,
+        t.leaf_weights,
+    )
+    base, exp = t.base, math.exp
 
     def predict_one(x: np.ndarray) -> float:
         row = np.ascontiguousarray(x, dtype=np.float64).reshape(n_features)
-        raw = base + _leaf_sum(row, *arrays, weights)
+        raw = base + _leaf_sum(row, *arrays)
         if raw >= 0.0:
             return 1.0 / (1.0 + exp(-raw))
         odds = exp(raw)
