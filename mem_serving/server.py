@@ -30,7 +30,8 @@ from grpc_reflection.v1alpha import reflection
 from mem_core.settings import QuestDBSettings
 from mem_serving.api import SERVICE_NAME
 from mem_serving.candle_sink import CandleSink, observing
-from mem_serving.credentials import ServingCredentials, TokenSet
+from mem_serving.credentials import UNAUTHENTICATED_MESSAGE, ServingCredentials, TokenSet
+from mem_serving.front import Front
 from mem_serving.handlers import Handlers
 from mem_serving.servicer import MemServicer, add_to_server
 from mem_serving.settings import ServingSettings
@@ -78,7 +79,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
 
 def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -109,6 +110,8 @@ class RunningServer:
     credentials: ServingCredentials | None = None
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
+    #: The compiled front holding the clients' connections (``MEM_SERVING_FRONT=go``), if any.
+    front: Front | None = None
     #: The conditions of the health (``set_condition``).
     conditions: dict[str, bool] = field(default_factory=lambda: {"memory": True})
     #: Whether a champion is loaded (``set_model_health``); not a health condition: without one
@@ -181,6 +184,8 @@ class RunningServer:
 
     async def _shutdown(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
+        if self.front is not None:  # its calls in flight finish on this loop meanwhile
+            await asyncio.get_running_loop().run_in_executor(None, self.front.stop, grace)
         await self.server.stop(grace)
 
 
@@ -193,7 +198,7 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
     thread.start()
     executor = futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=WORKER_THREAD_PREFIX)
     try:
-        server, health_servicer, port = asyncio.run_coroutine_threadsafe(
+        server, health_servicer, port, front = asyncio.run_coroutine_threadsafe(
             _start(settings, handlers, executor, credentials), loop
         ).result()
     except BaseException:
@@ -210,17 +215,19 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
         thread=thread,
         executor=executor,
         credentials=credentials,
+        front=front,
         conditions={"memory": True},
         model_loaded=handlers.models.model is not None,
     )
     credentials.start_watching()
     running.stoppers.append(credentials.stop)
     log.info(
-        "MEM gRPC server on %s:%d (%s, auth %s)",
+        "MEM gRPC server on %s:%d (%s, auth %s%s)",
         settings.host,
         port,
         "TLS" if settings.tls else "plaintext",
         "on" if credentials.auth else "off",
+        ", compiled front" if front is not None else "",
     )
     return running
 
@@ -255,8 +262,10 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 async def _start(
     settings: ServingSettings, handlers: Handlers, executor: futures.Executor, credentials: ServingCredentials
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-    """Build, bind and start the server (on the loop: grpc.aio objects belong to their loop)."""
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int, Front | None]:
+    """Build, bind and start the server (on the loop: grpc.aio objects belong to their loop).
+    With the compiled front, grpc.aio binds a free loopback port and the front the configured
+    address."""
     interceptors = [BearerTokenInterceptor(credentials.tokens)] if credentials.tokens is not None else []
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -266,13 +275,15 @@ async def _start(
             ("grpc.so_reuseport", 0),
         ],
     )
-    add_to_server(MemServicer(handlers, executor), server)
+    methods = add_to_server(MemServicer(handlers, executor), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
+    if settings.front == "go":  # grpc.aio serves the front's proxied calls on a loopback port
+        address = "127.0.0.1:0"
     try:
-        if credentials.tls is not None:
+        if credentials.tls is not None and settings.front != "go":
             port = server.add_secure_port(address, credentials.tls.server_credentials())
         else:
             port = server.add_insecure_port(address)
@@ -283,10 +294,28 @@ async def _start(
             f"cannot bind the gRPC server to {address}; choose another port with MEM_SERVING_PORT or --port"
         )
     await server.start()
+    front = None
+    if settings.front == "go":
+        front = Front(
+            settings.host,
+            settings.port,
+            port,
+            methods,
+            lambda: credentials.tokens,
+            settings.max_concurrent_rpcs,
+            settings.grace_s,
+            credentials.tls,
+        )
+        try:
+            await front.start()
+        except BaseException:
+            await server.stop(None)
+            raise
+        port = front.port
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     # SERVING without a champion too: EnhanceSignal answers with the ML silent
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    return server, health_servicer, port
+    return server, health_servicer, port, front
 
 
 def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> RunningServer:

@@ -63,8 +63,9 @@ class _Collect:
         self.service, self.handlers = service, handlers
 
 
-def add_to_server(servicer: MemServicer, server: grpc.aio.Server) -> None:
-    """The generated registration, with deserializers that let the servicer refuse bad bytes."""
+def add_to_server(servicer: MemServicer, server: grpc.aio.Server) -> dict[str, grpc.RpcMethodHandler]:
+    """The generated registration, with deserializers that let the servicer refuse bad bytes;
+    returns the handlers by full method name (``/mem.v1.MemService/EnhanceSignal``)."""
     got = _Collect()
     mem_pb2_grpc.add_MemServiceServicer_to_server(servicer, got)
     handlers = {}
@@ -77,6 +78,7 @@ def add_to_server(servicer: MemServicer, server: grpc.aio.Server) -> None:
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(got.service, handlers),))
     server.add_registered_method_handlers(got.service, handlers)
+    return {f"/{got.service}/{name}": h for name, h in handlers.items()}
 
 
 class MemServicer(mem_pb2_grpc.MemServiceServicer):

@@ -14,6 +14,9 @@ MEM_SERVING_WORKERS            threads for the calls that block (QuestDB  8
 MEM_SERVING_MEMORY_WRITER      how decisions are committed: ``process``   process
                                (the memory's writer process) or
                                ``inline`` (in-process group commit)
+MEM_SERVING_FRONT              who holds the clients' connections:        grpc
+                               ``grpc`` (grpc.aio in this process) or
+                               ``go`` (the compiled front, front/)
 MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
 MEM_SERVING_CANDLE_SINK        write the candles the engine sends to      on
                                QuestDB in the background (``on``/``off``)
@@ -61,6 +64,9 @@ class ServingSettings:
     memory_writer_process: bool = True
     #: Calls beyond this many in flight are refused with RESOURCE_EXHAUSTED (load shedding).
     max_concurrent_rpcs: int = 512
+    #: "grpc": grpc.aio in this process holds the connections; "go": the compiled front
+    #: (``mem_serving.front``) does and hands MemService calls to this process over a socket.
+    front: str = "grpc"
     model_poll_s: float = 5.0
     prediction_ttl_s: float = 300.0
     memory_ttl_s: float = 60.0
@@ -105,6 +111,7 @@ class ServingSettings:
             tracking_uri=tracking_uri(env),
             max_workers=_number(env, "MEM_SERVING_WORKERS", 8, int),
             memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
+            front=_front(env.get("MEM_SERVING_FRONT", "grpc")),
             model_poll_s=_number(env, "MEM_SERVING_MODEL_POLL_S", 5.0, float),
             candle_sink=_on_off("MEM_SERVING_CANDLE_SINK", env.get("MEM_SERVING_CANDLE_SINK", "on")),
             candle_queue_rows=_number(env, "MEM_SERVING_CANDLE_QUEUE", 100_000, int),
@@ -154,6 +161,13 @@ def _writer_mode(value: str) -> bool:
     if mode not in ("process", "inline"):
         raise ValueError(f"MEM_SERVING_MEMORY_WRITER must be 'process' or 'inline', got {value!r}")
     return mode == "process"
+
+
+def _front(value: str) -> str:
+    front = value.strip().lower()
+    if front not in ("grpc", "go"):
+        raise ValueError(f"MEM_SERVING_FRONT must be 'grpc' or 'go', got {value!r}")
+    return front
 
 
 def _on_off(name: str, value: str) -> bool:
