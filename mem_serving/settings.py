@@ -111,7 +111,7 @@ class ServingSettings:
             tracking_uri=tracking_uri(env),
             max_workers=_number(env, "MEM_SERVING_WORKERS", 8, int),
             memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
-            front=_front(env.get("MEM_SERVING_FRONT", "grpc")),
+            front=parse_front(env.get("MEM_SERVING_FRONT", "grpc")),
             model_poll_s=_number(env, "MEM_SERVING_MODEL_POLL_S", 5.0, float),
             candle_sink=_on_off("MEM_SERVING_CANDLE_SINK", env.get("MEM_SERVING_CANDLE_SINK", "on")),
             candle_queue_rows=_number(env, "MEM_SERVING_CANDLE_QUEUE", 100_000, int),
@@ -163,10 +163,11 @@ def _writer_mode(value: str) -> bool:
     return mode == "process"
 
 
-def _front(value: str) -> str:
+def parse_front(value: str) -> str:
+    """``grpc`` or ``go`` (MEM_SERVING_FRONT, ``mem serve --front``); ValueError otherwise."""
     front = value.strip().lower()
     if front not in ("grpc", "go"):
-        raise ValueError(f"MEM_SERVING_FRONT must be 'grpc' or 'go', got {value!r}")
+        raise ValueError(f"MEM_SERVING_FRONT (--front) must be 'grpc' or 'go', got {value!r}")
     return front
 
 

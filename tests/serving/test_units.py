@@ -135,6 +135,15 @@ def test_memory_writer_mode_comes_from_the_environment() -> None:
         ServingSettings.from_env({"MEM_SERVING_MEMORY_WRITER": "thread"})
 
 
+def test_the_front_comes_from_the_environment() -> None:
+    from mem_serving.settings import ServingSettings
+
+    assert ServingSettings.from_env({}).front == "grpc"
+    assert ServingSettings.from_env({"MEM_SERVING_FRONT": " Go "}).front == "go"
+    with pytest.raises(ValueError, match="MEM_SERVING_FRONT"):
+        ServingSettings.from_env({"MEM_SERVING_FRONT": "nginx"})
+
+
 def test_the_prediction_cache_holds_one_entry_per_symbol_however_many_candles_arrive() -> None:
     now = [0.0]
     cache: NewestPerKey[int] = NewestPerKey(ttl_s=60, max_keys=3, clock=lambda: now[0])
