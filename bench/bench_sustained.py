@@ -26,7 +26,10 @@ by default; the difference is the growth (target <= 50 MB). Targets for the meas
 0 errors, p99 <= 5 ms.
 
     .venv/bin/python bench/bench_sustained.py [--rate 1000] [--clients 4] [--warmup 30] [--seconds 60]
-        [--client go|python] [--servers 1]
+        [--client go|python] [--servers 1] [--front grpc|go]
+
+``--front go`` runs ``mem serve`` behind its compiled gRPC front (``MEM_SERVING_FRONT=go``);
+the front's CPU is reported apart from the server's.
 
 ``--servers n`` starts n ``mem serve`` replicas over the same memory store, and client k sends its
 symbols to replica k mod n, as engines that route their symbols to replicas would (docs/deploy.md):
@@ -53,6 +56,11 @@ from serve_process import children, proc_cpu, rss_mb, start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS_PER_CLIENT = 16
+
+
+def _comm(pid: int) -> str:
+    """A process's command name (Linux /proc)."""
+    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
 def _seeded_payloads(address: str, k: int, rate: float, warmup: float, seconds: float, history: int) -> list[bytes]:
@@ -225,6 +233,12 @@ def main() -> None:
         default=1,
         help="mem serve replicas sharing the memory store; client k sends its symbols to replica k mod n",
     )
+    ap.add_argument(
+        "--front",
+        choices=("grpc", "go"),
+        default="grpc",
+        help="who holds the connections in mem serve (MEM_SERVING_FRONT): grpc.aio, or the compiled front",
+    )
     args = ap.parse_args()
 
     from mem_core.features import SERVING_HISTORY
@@ -236,6 +250,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
     env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
     env["MEM_SERVING_CANDLE_SINK"] = args.candle_sink
+    env["MEM_SERVING_FRONT"] = args.front
     servers: list[tuple[subprocess.Popen[str], dict]] = []
     try:
         for i in range(args.servers):
@@ -247,7 +262,8 @@ def main() -> None:
         raise
     server, info = servers[0]  # its RSS is the one tracked
     try:
-        writer = children(server.pid)[0]
+        fronts = [c for s, _ in servers for c in children(s.pid) if _comm(c) == "mem-front"]
+        writer = next(c for c in children(server.pid) if c not in fronts)
         load_before = [round(x, 2) for x in os.getloadavg()]
         rss_start = {"server": rss_mb(server.pid), "writer": rss_mb(writer)}
         ctx = mp.get_context("spawn")
@@ -279,6 +295,7 @@ def main() -> None:
         samples = []
         rss_warm = None
         cpu0 = sum(proc_cpu(p.pid) for p, _ in servers)
+        front_cpu0 = sum(proc_cpu(f) for f in fronts)
         t_end = start_at + args.warmup + args.seconds
         while time.time() < t_end:
             time.sleep(min(5.0, max(0.0, t_end - time.time())))
@@ -288,6 +305,7 @@ def main() -> None:
                 rss_warm = {"server": samples[-1]["server_mb"], "writer": samples[-1]["writer_mb"], "at_s": elapsed}
         results = [out.get(timeout=600) for _ in procs]
         server_cpu = sum(proc_cpu(p.pid) for p, _ in servers) - cpu0
+        front_cpu = sum(proc_cpu(f) for f in fronts) - front_cpu0
         for p in procs:
             p.join()
         rss_end = {"server": rss_mb(server.pid), "writer": rss_mb(writer)}
@@ -316,6 +334,7 @@ def main() -> None:
             "candle_sink": args.candle_sink,
             "clients": args.clients,
             "client": args.client,
+            "front": args.front,
             "servers": args.servers,
             "symbols": args.clients * SYMBOLS_PER_CLIENT,
             "warmup_s": args.warmup,
@@ -340,6 +359,9 @@ def main() -> None:
                 ),
                 "server_cpu_ms_per_call": round(
                     server_cpu / max(1, int(args.rate * (args.warmup + args.seconds))) * 1000.0, 3
+                ),
+                "front_cpu_ms_per_call": round(
+                    front_cpu / max(1, int(args.rate * (args.warmup + args.seconds))) * 1000.0, 3
                 ),
             },
             "rss_mb": {
