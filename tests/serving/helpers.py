@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -118,3 +120,27 @@ def enhance_buy(stub: MemServiceStub, i: int) -> pb.EnhancedSignal:
         symbol="BTCUSDT", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0 + i, time=now_pb(), ml_prediction=ml
     )
     return stub.EnhanceSignal(request, timeout=10)
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (a thread that ends while they are listed is skipped)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def mem_serve_process(env: dict[str, str], memory_db: Path, metrics_port: int = 0) -> subprocess.Popen[str]:
+    """``mem serve --port 0`` as a process with ``env`` (stdout: its ready line; stderr piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", str(metrics_port)]
+        + ["--memory-db", str(memory_db)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -12,7 +12,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from mem_serving.api import MemServiceStub, pb
 from mem_serving.front import FrameProtocol
 from mem_serving.startup import StartupError
 
-from .helpers import self_signed_cert
+from .helpers import children, mem_serve_process, self_signed_cert
 from .stack import ModelStore, Stack, start_stack
 from .test_grpcurl_client import grpcurl  # noqa: F401 - the fixture that builds grpcurl
 
@@ -150,15 +149,7 @@ def test_the_front_holds_no_secret_and_leaves_when_mem_serve_is_killed(
         "MEM_SERVING_FRONT": "go",
         "MEM_SERVING_TOKEN": "tok-in-env",
     }
-    args = ["--port", "0", "--metrics-port", "-1", "--memory-db", str(tmp_path / "m.db")]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mem_cli.main", "serve", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = mem_serve_process(env, tmp_path / "m.db", metrics_port=-1)
     try:
         ready = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         with grpc.insecure_channel(ready["grpc"]) as channel:
@@ -166,7 +157,7 @@ def test_the_front_holds_no_secret_and_leaves_when_mem_serve_is_killed(
                 pb.GetParametersRequest(), timeout=10, metadata=(("authorization", "Bearer tok-in-env"),)
             )
             assert reply.version
-        fronts = [c for c in _children(proc.pid) if _comm(Path(f"/proc/{c}")) == "mem-front"]
+        fronts = [c for c in children(proc.pid) if _comm(Path(f"/proc/{c}")) == "mem-front"]
         assert len(fronts) == 1
         environ = Path(f"/proc/{fronts[0]}/environ").read_bytes().split(b"\0")
         assert not [v for v in environ if v.startswith(b"MEM_") or b"tok-in-env" in v]
@@ -180,16 +171,6 @@ def test_the_front_holds_no_secret_and_leaves_when_mem_serve_is_killed(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return found
 
 
 # ---------------------------------------------------------------- the frame protocol, in process

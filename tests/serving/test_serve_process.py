@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mem_serving.api import MemServiceStub, pb
 
-from .helpers import self_signed_cert
+from .helpers import children, mem_serve_process, self_signed_cert
 from .stack import ModelStore, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,25 +26,7 @@ def test_mem_serve_runs_and_stops_gracefully_on_sigterm(
 ) -> None:
     env = {**os.environ, "MEM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_uri, "MEM_QUESTDB_PG_PORT": "1"}
     env.pop("MEM_SERVING_TOKEN", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mem_cli.main",
-            "serve",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--memory-db",
-            str(tmp_path / "m.db"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = mem_serve_process(env, tmp_path / "m.db")
     try:
         ready = json.loads(proc.stdout.readline())
         assert ready["model_version"] == model_store.v1 and not ready["auth"] and not ready["tls"]
@@ -59,27 +39,16 @@ def test_mem_serve_runs_and_stops_gracefully_on_sigterm(
         text = urllib.request.urlopen(ready["metrics"], timeout=10).read().decode()
         assert 'mem_requests_total{code="OK",method="GetParameters"} 1.0' in text
         assert (tmp_path / "m.db").stat().st_mode & 0o777 == 0o600
-        children = _children(proc.pid)
-        assert len(children) == 1  # the memory's writer process
+        kids = children(proc.pid)
+        assert len(kids) == 1  # the memory's writer process
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-        assert not any(Path(f"/proc/{pid}").exists() for pid in children), "the writer process outlived mem serve"
+        assert not any(Path(f"/proc/{pid}").exists() for pid in kids), "the writer process outlived mem serve"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert "stopping" in proc.stderr.read()
-
-
-def _children(pid: int) -> list[int]:
-    """Child processes of ``pid`` (a thread that ends while they are listed is skipped)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-    return found
 
 
 def test_tls_with_bearer_token(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
