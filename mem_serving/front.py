@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -40,6 +39,7 @@ from pathlib import Path
 import grpc
 
 from mem_serving.credentials import UNAUTHENTICATED_MESSAGE, CertificatePair, TokenSet
+from mem_serving.settings import front_environment, go_build_environment
 from mem_serving.startup import StartupError
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def binary() -> Path:
         cwd=SOURCE,
         capture_output=True,
         text=True,
-        env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
+        env=go_build_environment(),
     )
     if built.returncode != 0:
         raise StartupError(f"cannot build the front (front/): {built.stderr.strip()[-500:]}")
@@ -261,8 +261,7 @@ class Front:
                 stdout=subprocess.PIPE,
                 text=True,
                 pass_fds=(theirs.fileno(),),
-                # one thread runs Go code: on 2 cores a second one mostly spins; no secret reaches it
-                env={"GOMAXPROCS": "1", **{k: v for k, v in os.environ.items() if not k.startswith("MEM_")}},
+                env=front_environment(),  # no secret reaches it
             )
         finally:
             theirs.close()

@@ -163,6 +163,26 @@ def _writer_mode(value: str) -> bool:
     return mode == "process"
 
 
+#: What the compiled front's process gets of this process's environment, and nothing else (no
+#: MEM_SERVING_TOKEN, MEM_MEMORY_KEY, passwords or cloud credentials: it needs no secret).
+FRONT_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG")
+
+
+def front_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The front's environment: ``FRONT_ENV`` from ``environ``; ``GOMAXPROCS`` 1 unless set (one
+    thread runs its Go code: on 2 cores a second one mostly spins)."""
+    environ = os.environ if environ is None else environ
+    return {"GOMAXPROCS": "1", **{k: environ[k] for k in FRONT_ENV if k in environ}}
+
+
+def go_build_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``go build``'s environment for the front: this one without the ``MEM_*`` variables, module
+    mode, no cgo (a static binary)."""
+    environ = os.environ if environ is None else environ
+    kept = {k: v for k, v in environ.items() if not k.startswith("MEM_")}
+    return {**kept, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+
+
 def parse_front(value: str) -> str:
     """``grpc`` or ``go`` (MEM_SERVING_FRONT, ``mem serve --front``); ValueError otherwise."""
     front = value.strip().lower()

@@ -144,6 +144,16 @@ def test_the_front_comes_from_the_environment() -> None:
         ServingSettings.from_env({"MEM_SERVING_FRONT": "nginx"})
 
 
+def test_the_fronts_process_gets_no_secret_and_one_go_thread_unless_told() -> None:
+    from mem_serving.settings import front_environment, go_build_environment
+
+    env = {"PATH": "/bin", "MEM_SERVING_TOKEN": "t", "MEM_MEMORY_KEY": "k", "PGPASSWORD": "p", "GOGC": "200"}
+    assert front_environment(env) == {"GOMAXPROCS": "1", "PATH": "/bin", "GOGC": "200"}
+    assert front_environment({"GOMAXPROCS": "2"})["GOMAXPROCS"] == "2"
+    build = go_build_environment(env)
+    assert not [k for k in build if k.startswith("MEM_")] and build["CGO_ENABLED"] == "0"
+
+
 def test_the_prediction_cache_holds_one_entry_per_symbol_however_many_candles_arrive() -> None:
     now = [0.0]
     cache: NewestPerKey[int] = NewestPerKey(ttl_s=60, max_keys=3, clock=lambda: now[0])
