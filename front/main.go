@@ -170,18 +170,25 @@ func (u *upstream) call(ctx context.Context, method string, auth string, request
 	u.mu.Lock()
 	u.waiting[id] = ch
 	u.mu.Unlock()
+	forget := func() {
+		u.mu.Lock()
+		delete(u.waiting, id)
+		u.mu.Unlock()
+	}
 	select {
 	case u.out <- frame:
+	case <-ctx.Done(): // mem serve is not reading (the queue is full): the call never reached it
+		forget()
+		return reply{}, status.FromContextError(ctx.Err()).Err()
 	case <-u.closed:
+		forget()
 		return reply{}, status.Error(codes.Unavailable, "mem serve is not running")
 	}
 	select {
 	case rep := <-ch:
 		return rep, nil
 	case <-ctx.Done():
-		u.mu.Lock()
-		delete(u.waiting, id)
-		u.mu.Unlock()
+		forget()
 		cancel := make([]byte, 4, 13)
 		cancel = append(cancel, 2)
 		cancel = binary.LittleEndian.AppendUint64(cancel, id)
@@ -250,20 +257,16 @@ func (f *front) forward(method string, server grpc.ServerStream) error {
 	if err != nil {
 		return err
 	}
-	toUpstream := make(chan error, 1)
-	go func() {
+	go func() { // the client's messages upstream; a failure either way ends the call below
 		for {
 			var m []byte
 			if err := server.RecvMsg(&m); err != nil {
 				if errors.Is(err, io.EOF) {
-					toUpstream <- client.CloseSend()
-				} else {
-					toUpstream <- err
+					client.CloseSend()
 				}
 				return
 			}
-			if err := client.SendMsg(&m); err != nil {
-				toUpstream <- nil // the upstream's status comes with RecvMsg below
+			if client.SendMsg(&m) != nil { // the upstream's status comes with RecvMsg below
 				return
 			}
 		}
