@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -205,6 +206,34 @@ def test_sigkill_of_the_parent_loses_no_acknowledged_decision_and_leaves_no_writ
         store.close()
 
 
+def _decisions_in_the_database_file(db: Path, tmp: Path) -> int:
+    """Decisions in ``db``'s main file alone: those a checkpoint has copied out of the WAL."""
+    copy = tmp / "main-file-only.db"
+    copy.write_bytes(db.read_bytes())
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_the_writer_copies_the_wal_into_the_database_file_between_commits(db: Path, tmp_path: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    _enhance_many(engine, 16)  # far below the 1,000 pages at which a COMMIT would checkpoint
+    held = 0
+    deadline = time.monotonic() + 10
+    while held < 16 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            held = _decisions_in_the_database_file(db, tmp_path)
+        except sqlite3.DatabaseError:  # copied mid-checkpoint: look again
+            continue
+    assert held == 16, "the background checkpoint did not copy the committed decisions"
+    engine.close()
+    store.close()
+
+
 def test_close_stops_the_writer_and_later_calls_fail_clearly(db: Path) -> None:
     store = MemoryStore.open(db)
     engine = MemoryEngine(store, writer_process=True)
@@ -226,8 +255,6 @@ def test_a_writer_that_cannot_open_the_store_is_a_clear_error(tmp_path: Path) ->
 
 
 def test_close_after_the_event_loop_is_gone_settles_the_batch_in_flight(db: Path) -> None:
-    import sqlite3
-
     store = MemoryStore.open(db)
     engine = MemoryEngine(store, writer_process=True)
     blocker = sqlite3.connect(db, isolation_level=None)
