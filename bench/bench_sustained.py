@@ -3,7 +3,8 @@ call, against ``mem serve`` run as a process; and the server's memory over it. P
 object (the figures in docs/serving.md).
 
 The clients are Go processes (``bench/loadgen``, built on first use into ``.cache/bin``; one
-connection each), like the compiled C# engine the server is for. grpc.aio clients in Python
+connection each; ``--clients-per-process 4`` runs the four in one process, which takes less of
+the machine's CPU), like the compiled C# engine the server is for. grpc.aio clients in Python
 (``--client python``, kept for comparison) take nearly twice the CPU on the 2 cores the server is
 measured on, and their own event loop's delays end up in the latency they measure. Either way
 the requests are encoded here with the project's stubs.
@@ -26,7 +27,7 @@ by default; the difference is the growth (target <= 50 MB). Targets for the meas
 0 errors, p99 <= 5 ms.
 
     .venv/bin/python bench/bench_sustained.py [--rate 1000] [--clients 4] [--warmup 30] [--seconds 60]
-        [--client go|python] [--servers 1] [--front grpc|go]
+        [--client go|python] [--servers 1] [--front grpc|go] [--clients-per-process 1]
 
 ``--front go`` runs ``mem serve`` behind its compiled gRPC front (``MEM_SERVING_FRONT=go``);
 the front's CPU is reported apart from the server's.
@@ -96,43 +97,59 @@ def _loadgen() -> Path:
     return binary
 
 
-def _go_client(
-    binary: Path, address: str, k: int, rate: float, warmup: float, seconds: float, start_at: float, history: int, out
+def _go_clients(
+    binary: Path,
+    address: str,
+    ks: list[int],
+    rate: float,
+    warmup: float,
+    seconds: float,
+    start_at: float,
+    stagger: float,
+    history: int,
+    out,
 ) -> None:
-    """One paced Go client: the payloads are seeded and encoded here, then sent by bench/loadgen."""
-    payloads = _seeded_payloads(address, k, rate, warmup, seconds, history)
-    with tempfile.NamedTemporaryFile(prefix=f"mem-loadgen-{k}-", delete=False) as f:
-        for data in payloads:
-            f.write(len(data).to_bytes(4, "little") + data)
+    """Paced Go clients ``ks`` in one bench/loadgen process (one connection each; client ``ks[j]``
+    starts ``j * stagger`` after ``start_at``): the payloads are seeded and encoded here."""
+    files = []
     try:
+        for k in ks:
+            payloads = _seeded_payloads(address, k, rate, warmup, seconds, history)
+            with tempfile.NamedTemporaryFile(prefix=f"mem-loadgen-{k}-", delete=False) as f:
+                files.append(f.name)
+                for data in payloads:
+                    f.write(len(data).to_bytes(4, "little") + data)
         proc = subprocess.run(
             [
                 str(binary),
                 f"-addr={address}",
-                f"-payloads={f.name}",
+                f"-payloads={','.join(files)}",
                 f"-rate={rate}",
                 f"-measured-from={int(round(rate * warmup))}",
                 f"-start={start_at}",
+                f"-stagger={stagger}",
             ],
             capture_output=True,
             text=True,
             check=True,
         )
     finally:
-        os.unlink(f.name)
-    r = json.loads(proc.stdout)
-    out.put(
-        {
-            "sent": [x / 1000.0 for x in r["sent"] or []],
-            "due": [x / 1000.0 for x in r["due"] or []],
-            "errors": r["errors"],
-            "details": r["details"],
-            "late_max_s": r["late_max_ms"] / 1000.0,
-            "late_p99_s": r["late_p99_ms"] / 1000.0,
-            "calls": r["calls"],
-            "cpu_s": r["cpu_s"],
-        }
-    )
+        for name in files:
+            os.unlink(name)
+    for line in proc.stdout.splitlines():
+        r = json.loads(line)
+        out.put(
+            {
+                "sent": [x / 1000.0 for x in r["sent"] or []],
+                "due": [x / 1000.0 for x in r["due"] or []],
+                "errors": r["errors"],
+                "details": r["details"],
+                "late_max_s": r["late_max_ms"] / 1000.0,
+                "late_p99_s": r["late_p99_ms"] / 1000.0,
+                "calls": r["calls"],
+                "cpu_s": r["cpu_s"],
+            }
+        )
 
 
 def _client(
@@ -239,7 +256,15 @@ def main() -> None:
         default="grpc",
         help="who holds the connections in mem serve (MEM_SERVING_FRONT): grpc.aio, or the compiled front",
     )
+    ap.add_argument(
+        "--clients-per-process",
+        type=int,
+        default=1,
+        help="Go clients per bench/loadgen process (each still has its own connection); 1: a process each",
+    )
     args = ap.parse_args()
+    if args.clients_per_process > 1 and (args.client != "go" or args.servers != 1):
+        ap.error("--clients-per-process needs --client go and one server")
 
     from mem_core.features import SERVING_HISTORY
     from mem_core.questdb.local import free_port
@@ -268,27 +293,50 @@ def main() -> None:
         rss_start = {"server": rss_mb(server.pid), "writer": rss_mb(writer)}
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
-        target, extra = (_go_client, (_loadgen(),)) if args.client == "go" else (_client, ())
+        binary = _loadgen() if args.client == "go" else None
         start_at = time.time() + 15.0  # every client seeds its symbols and connects first
         per_client = args.rate / args.clients
-        procs = [
-            ctx.Process(
-                target=target,
-                # client k starts k/rate later: together one call every 1/rate, not 4 at once
-                args=(
-                    *extra,
-                    servers[k % len(servers)][1]["grpc"],
-                    k,
-                    per_client,
-                    args.warmup,
-                    args.seconds,
-                    start_at + k / args.rate,
-                    SERVING_HISTORY,
-                    out,
-                ),
-            )
-            for k in range(args.clients)
-        ]
+        # client k starts k/rate later: together one call every 1/rate, not 4 at once
+        if binary is not None:
+            groups = [
+                list(range(k, min(k + args.clients_per_process, args.clients)))
+                for k in range(0, args.clients, args.clients_per_process)
+            ]
+            procs = [
+                ctx.Process(
+                    target=_go_clients,
+                    args=(
+                        binary,
+                        servers[ks[0] % len(servers)][1]["grpc"],
+                        ks,
+                        per_client,
+                        args.warmup,
+                        args.seconds,
+                        start_at + ks[0] / args.rate,
+                        1 / args.rate,
+                        SERVING_HISTORY,
+                        out,
+                    ),
+                )
+                for ks in groups
+            ]
+        else:
+            procs = [
+                ctx.Process(
+                    target=_client,
+                    args=(
+                        servers[k % len(servers)][1]["grpc"],
+                        k,
+                        per_client,
+                        args.warmup,
+                        args.seconds,
+                        start_at + k / args.rate,
+                        SERVING_HISTORY,
+                        out,
+                    ),
+                )
+                for k in range(args.clients)
+            ]
         for p in procs:
             p.start()
         time.sleep(max(0.0, start_at - time.time()))
@@ -303,7 +351,7 @@ def main() -> None:
             samples.append({"s": elapsed, "server_mb": rss_mb(server.pid), "writer_mb": rss_mb(writer)})
             if rss_warm is None and elapsed >= args.warmup:
                 rss_warm = {"server": samples[-1]["server_mb"], "writer": samples[-1]["writer_mb"], "at_s": elapsed}
-        results = [out.get(timeout=600) for _ in procs]
+        results = [out.get(timeout=600) for _ in range(args.clients)]
         server_cpu = sum(proc_cpu(p.pid) for p, _ in servers) - cpu0
         front_cpu = sum(proc_cpu(f) for f in fronts) - front_cpu0
         for p in procs:
@@ -334,6 +382,7 @@ def main() -> None:
             "candle_sink": args.candle_sink,
             "clients": args.clients,
             "client": args.client,
+            "clients_per_process": args.clients_per_process,
             "front": args.front,
             "servers": args.servers,
             "symbols": args.clients * SYMBOLS_PER_CLIENT,

@@ -1,6 +1,8 @@
 // Command loadgen is one paced gRPC client of bench/bench_sustained.py: it sends pre-encoded
 // EnhanceSignal requests open loop (call k is due at start + k/rate, whether or not earlier calls
-// have answered) over one connection and prints its figures as one JSON object.
+// have answered) over one connection and prints its figures as one JSON object. Given several
+// payload files it runs one such client per file, each with its own connection, in this one
+// process, and prints one line per client.
 //
 // A compiled client, like the C# engine the server is built for: on a 2-core machine, Python
 // clients would take a large share of the CPU the server is measured on.
@@ -20,6 +22,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,10 +92,11 @@ type report struct {
 func main() {
 	addr := flag.String("addr", "", "host:port of mem serve")
 	method := flag.String("method", "/mem.v1.MemService/EnhanceSignal", "full gRPC method name")
-	payloadPath := flag.String("payloads", "", "file of length-prefixed (uint32 LE) request bytes, sent in order")
-	rate := flag.Float64("rate", 250, "calls per second of this client")
+	payloadPaths := flag.String("payloads", "", "files of length-prefixed (uint32 LE) request bytes, sent in order; several (comma-separated): one client, with its own connection, per file")
+	rate := flag.Float64("rate", 250, "calls per second of each client")
 	measuredFrom := flag.Int("measured-from", 0, "index of the first call whose figures are reported")
-	startAt := flag.Float64("start", 0, "Unix time (s) at which call 0 is due")
+	startAt := flag.Float64("start", 0, "Unix time (s) at which call 0 (of the first client) is due")
+	stagger := flag.Float64("stagger", 0, "seconds between the clients' first calls (several files)")
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of each call")
 	serveHealth := flag.Bool("serve-health", false, "serve the health service on a free loopback port instead")
 	flag.Parse()
@@ -104,20 +108,52 @@ func main() {
 		return
 	}
 
-	payloads, err := readPayloads(*payloadPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-		os.Exit(1)
+	paths := strings.Split(*payloadPaths, ",")
+	payloads := make([][][]byte, len(paths))
+	conns := make([]*grpc.ClientConn, len(paths))
+	for k, path := range paths {
+		var err error
+		if payloads[k], err = readPayloads(path); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		conns[k], err = grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		defer conns[k].Close()
+		conns[k].Connect()
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-		os.Exit(1)
-	}
-	defer conn.Close()
-	conn.Connect()
 
+	t0 := time.Unix(0, int64(*startAt*1e9))
+	time.Sleep(time.Until(t0))
+	cpu0 := cpuSeconds()
+	reports := make([]report, len(paths))
+	var wg sync.WaitGroup
+	for k := range paths {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			start := t0.Add(time.Duration(float64(k) * *stagger * 1e9))
+			reports[k] = run(conns[k], *method, payloads[k], start, *rate, *measuredFrom, *timeout)
+		}(k)
+	}
+	wg.Wait()
+	cpu := (cpuSeconds() - cpu0) / float64(len(paths)) // the process's CPU, shared equally
+	enc := json.NewEncoder(os.Stdout)                  // one line per client, in the files' order
+	for _, r := range reports {
+		r.CPUs = cpu
+		if err := enc.Encode(r); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// run sends payloads open loop over conn (call i due at t0 + i/rate) and reports from measuredFrom on.
+func run(conn *grpc.ClientConn, method string, payloads [][]byte, t0 time.Time, rate float64, measuredFrom int, timeout time.Duration) report {
 	n := len(payloads)
 	sent := make([]float64, n)
 	due := make([]float64, n)
@@ -125,12 +161,9 @@ func main() {
 	details := make([]string, n)
 	late := make([]float64, n)
 	var wg sync.WaitGroup
-
-	t0 := time.Unix(0, int64(*startAt*1e9))
 	time.Sleep(time.Until(t0))
-	cpu0 := cpuSeconds()
 	for i := range payloads {
-		dueAt := t0.Add(time.Duration(float64(i) / *rate * 1e9))
+		dueAt := t0.Add(time.Duration(float64(i) / rate * 1e9))
 		if d := time.Until(dueAt); d > 0 {
 			time.Sleep(d)
 		}
@@ -138,10 +171,10 @@ func main() {
 		go func(i int, dueAt time.Time) {
 			defer wg.Done()
 			start := time.Now()
-			ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			var reply []byte
-			err := conn.Invoke(ctx, *method, &payloads[i], &reply)
+			err := conn.Invoke(ctx, method, &payloads[i], &reply)
 			done := time.Now()
 			late[i] = float64(start.Sub(dueAt)) / 1e6
 			sent[i] = float64(done.Sub(start)) / 1e6
@@ -154,14 +187,14 @@ func main() {
 		}(i, dueAt)
 	}
 	wg.Wait()
-	r := report{Errors: map[string]int{}, Details: map[string]string{}, CPUs: cpuSeconds() - cpu0}
-	lates := append([]float64(nil), late[*measuredFrom:]...)
+	r := report{Errors: map[string]int{}, Details: map[string]string{}}
+	lates := append([]float64(nil), late[measuredFrom:]...)
 	sort.Float64s(lates)
 	if len(lates) > 0 {
 		r.LateMaxMs = lates[len(lates)-1]
 		r.LateP99Ms = lates[int(0.99*float64(len(lates)-1))]
 	}
-	for i := *measuredFrom; i < n; i++ {
+	for i := measuredFrom; i < n; i++ {
 		r.Calls++
 		if codes[i] == "" {
 			r.SentMs = append(r.SentMs, sent[i])
@@ -173,10 +206,7 @@ func main() {
 			r.Details[codes[i]] = details[i]
 		}
 	}
-	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-		os.Exit(1)
-	}
+	return r
 }
 
 // serveHealthOnly serves grpc.health.v1 (SERVING) on 127.0.0.1:0 until killed; prints the address.
