@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.serve_process import children  # noqa: F401  (one definition, the benches')
 from mem_core import registry
 from mem_core.features import compute_features
 from mem_core.labels import reversal_labels
@@ -120,17 +121,6 @@ def enhance_buy(stub: MemServiceStub, i: int) -> pb.EnhancedSignal:
         symbol="BTCUSDT", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0 + i, time=now_pb(), ml_prediction=ml
     )
     return stub.EnhanceSignal(request, timeout=10)
-
-
-def children(pid: int) -> list[int]:
-    """Child processes of ``pid`` (a thread that ends while they are listed is skipped)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-    return found
 
 
 def mem_serve_process(env: dict[str, str], memory_db: Path, metrics_port: int = 0) -> subprocess.Popen[str]:
