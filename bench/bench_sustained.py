@@ -27,7 +27,12 @@ by default; the difference is the growth (target <= 50 MB). Targets for the meas
 0 errors, p99 <= 5 ms.
 
     .venv/bin/python bench/bench_sustained.py [--rate 1000] [--clients 4] [--warmup 30] [--seconds 60]
-        [--client go|python] [--servers 1] [--front grpc|go] [--clients-per-process 1]
+        [--client go|python] [--servers 1] [--front grpc|go] [--clients-per-process 1] [--refused]
+
+``--refused`` measures the floor under the same load: the same clients, requests and server, but
+the requests carry no symbol, so the server refuses each one (INVALID_ARGUMENT, counted here as
+the answer) as soon as it has decoded it: the transport, the front, the event loop and the
+servicer's bookkeeping, without the features, the model and the memory's durable write.
 
 ``--front go`` runs ``mem serve`` behind its compiled gRPC front (``MEM_SERVING_FRONT=go``);
 the front's CPU is reported apart from the server's.
@@ -64,18 +69,30 @@ def _comm(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
-def _seeded_payloads(address: str, k: int, rate: float, warmup: float, seconds: float, history: int) -> list[bytes]:
+def _seeded_payloads(
+    address: str, k: int, rate: float, warmup: float, seconds: float, history: int, refused: bool = False
+) -> list[bytes]:
     """Client ``k``'s requests in sending order (its symbols in turn, a new candle each), after
-    giving the server each symbol's ``history``."""
+    giving the server each symbol's ``history``. ``refused``: the same requests without their
+    symbol, which the server refuses (INVALID_ARGUMENT) as soon as it has decoded them, and no
+    history is given."""
     from mem_serving.api import pb
 
     symbols = [f"S{k}_{j}" for j in range(SYMBOLS_PER_CLIENT)]
     total = int(round(rate * (warmup + seconds)))
     per_symbol = -(-total // len(symbols)) + 1
     rows = common._rows(0, history + per_symbol)
-    common._seed_history(address, symbols, rows[:history])
+    if not refused:
+        common._seed_history(address, symbols, rows[:history])
     by_symbol = [common._enhance_bytes(pb, s, rows[history:]) for s in symbols]
-    return [by_symbol[i % len(symbols)][i // len(symbols)] for i in range(total)]
+    payloads = [by_symbol[i % len(symbols)][i // len(symbols)] for i in range(total)]
+    return [_without_symbol(pb, p) for p in payloads] if refused else payloads
+
+
+def _without_symbol(pb, data: bytes) -> bytes:
+    request = pb.EnhanceSignalRequest.FromString(data)
+    request.symbol = ""
+    return request.SerializeToString()
 
 
 def _loadgen() -> Path:
@@ -108,13 +125,15 @@ def _go_clients(
     stagger: float,
     history: int,
     out,
+    refused: bool = False,
 ) -> None:
     """Paced Go clients ``ks`` in one bench/loadgen process (one connection each; client ``ks[j]``
-    starts ``j * stagger`` after ``start_at``): the payloads are seeded and encoded here."""
+    starts ``j * stagger`` after ``start_at``): the payloads are seeded and encoded here.
+    ``refused``: requests without a symbol, whose INVALID_ARGUMENT counts as the answer."""
     files = []
     try:
         for k in ks:
-            payloads = _seeded_payloads(address, k, rate, warmup, seconds, history)
+            payloads = _seeded_payloads(address, k, rate, warmup, seconds, history, refused)
             with tempfile.NamedTemporaryFile(prefix=f"mem-loadgen-{k}-", delete=False) as f:
                 files.append(f.name)
                 for data in payloads:
@@ -128,7 +147,8 @@ def _go_clients(
                 f"-measured-from={int(round(rate * warmup))}",
                 f"-start={start_at}",
                 f"-stagger={stagger}",
-            ],
+            ]
+            + (["-answered=InvalidArgument"] if refused else []),
             capture_output=True,
             text=True,
             check=True,
@@ -262,9 +282,17 @@ def main() -> None:
         default=1,
         help="Go clients per bench/loadgen process (each still has its own connection); 1: a process each",
     )
+    ap.add_argument(
+        "--refused",
+        action="store_true",
+        help="the floor: requests without a symbol, refused (INVALID_ARGUMENT) right after decoding; "
+        "their answers are what is measured",
+    )
     args = ap.parse_args()
     if args.clients_per_process > 1 and (args.client != "go" or args.servers != 1):
         ap.error("--clients-per-process needs --client go and one server")
+    if args.refused and args.client != "go":
+        ap.error("--refused needs --client go")
 
     from mem_core.features import SERVING_HISTORY
     from mem_core.questdb.local import free_port
@@ -316,6 +344,7 @@ def main() -> None:
                         1 / args.rate,
                         SERVING_HISTORY,
                         out,
+                        args.refused,
                     ),
                 )
                 for ks in groups
@@ -384,6 +413,7 @@ def main() -> None:
             "client": args.client,
             "clients_per_process": args.clients_per_process,
             "front": args.front,
+            "refused_floor": args.refused,
             "servers": args.servers,
             "symbols": args.clients * SYMBOLS_PER_CLIENT,
             "warmup_s": args.warmup,

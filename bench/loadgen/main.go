@@ -99,6 +99,7 @@ func main() {
 	stagger := flag.Float64("stagger", 0, "seconds between the clients' first calls (several files)")
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of each call")
 	serveHealth := flag.Bool("serve-health", false, "serve the health service on a free loopback port instead")
+	answered := flag.String("answered", "", "a status code name (e.g. InvalidArgument) whose calls count as answered, with their latency, not as errors")
 	flag.Parse()
 	if *serveHealth {
 		if err := serveHealthOnly(); err != nil {
@@ -137,7 +138,7 @@ func main() {
 		go func(k int) {
 			defer wg.Done()
 			start := t0.Add(time.Duration(float64(k) * *stagger * 1e9))
-			reports[k] = run(conns[k], *method, payloads[k], start, *rate, *measuredFrom, *timeout)
+			reports[k] = run(conns[k], *method, payloads[k], start, *rate, *measuredFrom, *timeout, *answered)
 		}(k)
 	}
 	wg.Wait()
@@ -152,8 +153,9 @@ func main() {
 	}
 }
 
-// run sends payloads open loop over conn (call i due at t0 + i/rate) and reports from measuredFrom on.
-func run(conn *grpc.ClientConn, method string, payloads [][]byte, t0 time.Time, rate float64, measuredFrom int, timeout time.Duration) report {
+// run sends payloads open loop over conn (call i due at t0 + i/rate) and reports from measuredFrom
+// on; calls ending with status answered (a code name; "": none) count like OK ones.
+func run(conn *grpc.ClientConn, method string, payloads [][]byte, t0 time.Time, rate float64, measuredFrom int, timeout time.Duration, answered string) report {
 	n := len(payloads)
 	sent := make([]float64, n)
 	due := make([]float64, n)
@@ -196,7 +198,7 @@ func run(conn *grpc.ClientConn, method string, payloads [][]byte, t0 time.Time, 
 	}
 	for i := measuredFrom; i < n; i++ {
 		r.Calls++
-		if codes[i] == "" {
+		if codes[i] == "" || codes[i] == answered {
 			r.SentMs = append(r.SentMs, sent[i])
 			r.DueMs = append(r.DueMs, due[i])
 			continue
