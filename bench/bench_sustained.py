@@ -84,15 +84,8 @@ def _seeded_payloads(
     rows = common._rows(0, history + per_symbol)
     if not refused:
         common._seed_history(address, symbols, rows[:history])
-    by_symbol = [common._enhance_bytes(pb, s, rows[history:]) for s in symbols]
-    payloads = [by_symbol[i % len(symbols)][i // len(symbols)] for i in range(total)]
-    return [_without_symbol(pb, p) for p in payloads] if refused else payloads
-
-
-def _without_symbol(pb, data: bytes) -> bytes:
-    request = pb.EnhanceSignalRequest.FromString(data)
-    request.symbol = ""
-    return request.SerializeToString()
+    by_symbol = [common._enhance_bytes(pb, "" if refused else s, rows[history:]) for s in symbols]
+    return [by_symbol[i % len(symbols)][i // len(symbols)] for i in range(total)]
 
 
 def _loadgen() -> Path:
