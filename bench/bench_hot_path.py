@@ -12,7 +12,7 @@ gRPC. Reported: that thread's CPU per call (``time.thread_time`` on the loop) in
 Set-up as in ``bench_serving.py``: a champion (default ``hist_gb`` over ``regime_v1``) fitted on
 real BTCUSDT candles in a temporary SQLite MLflow store, 16 symbols seeded with their history,
 then each call brings one new candle. gRPC's own cost per call is the difference to the
-sustained bench's loop figure (docs/serving.md, "Sustained load").
+sustained bench's loop figure (docs/serving.md, "Performance").
 
     .venv/bin/python bench/bench_hot_path.py [--calls 3000] [--gap-ms 2]
 """

@@ -33,10 +33,6 @@ def serve(
         None,
         help="Threads for the calls that block on QuestDB or SQLite (default MEM_SERVING_WORKERS or 8); the rest run on the event loop.",
     ),
-    front: str = typer.Option(
-        None,
-        help="Who holds the clients' connections: grpc (grpc.aio in this process) or go (the compiled front, front/; default MEM_SERVING_FRONT or grpc).",
-    ),
 ) -> None:
     """Serve PredictReversal, EnhanceSignal, LogOutcome, GetParameters, ListStrategies over gRPC."""
     from mem_serving.server import StartupError
@@ -53,7 +49,6 @@ def serve(
             tracking_uri=tracking_uri,
             model_poll_s=model_poll,
             max_workers=workers,
-            front=None if front is None else _front(front),
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -82,9 +77,3 @@ def serve(
     except (StartupError, CredentialError) as exc:  # a configuration problem: one line, no traceback
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-
-
-def _front(value: str) -> str:
-    from mem_serving.settings import parse_front
-
-    return parse_front(value)

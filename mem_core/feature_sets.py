@@ -135,9 +135,10 @@ def get(name: str) -> FeatureSet:
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) every set's newest-row kernels before the first
-    request: ``features.warm_up`` and the regime kernel on synthetic candles."""
-    features.warm_up()
-    n = regime_features.REGIME_HISTORY
+    request: the seed's and the regime's, on synthetic candles. Only these: serving computes
+    nothing else (the pandas-ta frame path is training's; ``features.warm_up`` warms it)."""
+    n = max(features.SERVING_HISTORY, regime_features.REGIME_HISTORY)
     close = 100.0 * np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 0.001, n)))
     rows = np.column_stack((close, close * 1.001, close * 0.999, close, np.full(n, 10.0)))
+    features.newest_row(rows[-features.SERVING_HISTORY :])
     regime_features.newest_row(rows, 0)

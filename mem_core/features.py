@@ -37,7 +37,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-import pandas_ta as ta
 from numba import njit
 from numpy.typing import ArrayLike
 
@@ -85,6 +84,8 @@ def _validate(candles: pd.DataFrame) -> None:
 
 def _feature_frame(candles: pd.DataFrame) -> pd.DataFrame:
     """All 12 features for every row (NaN during the structural warm-up)."""
+    import pandas_ta as ta  # here, not at import: serving never needs it (its import costs ~0.2 s)
+
     if len(candles) < MIN_HISTORY:
         raise InsufficientHistory(f"need at least {MIN_HISTORY} candles, got {len(candles)}")
     close = candles["close"].astype("float64").reset_index(drop=True)

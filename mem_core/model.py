@@ -77,6 +77,16 @@ class ReversalModel(ABC):
         """A faster function equal to ``predict_one`` (to 1e-9), or None when there is none."""
         return None
 
+    def one_row_state(self) -> dict[str, np.ndarray] | None:
+        """Plain arrays from which ``compile_one_row_from`` rebuilds the compiled one-row path
+        without what derived them (serving keeps them beside its local copy of the model), or None
+        when there is nothing worth keeping."""
+        return None
+
+    def compile_one_row_from(self, state: Mapping[str, np.ndarray]) -> OnePredictor | None:
+        """``compile_one_row`` from ``one_row_state``'s arrays (checked by the caller as before)."""
+        return None
+
     def params(self) -> dict[str, Any]:
         """The estimator's parameters that MLflow can log (scalars and None)."""
         return {

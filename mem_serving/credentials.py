@@ -22,7 +22,7 @@ import hmac
 import logging
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ def read_token_file(path: Path) -> tuple[str, ...]:
         raise CredentialError(f"the token file {path} is not text") from None
 
 
-#: What a call without a current token is told (UNAUTHENTICATED), by either front.
+#: What a call without a current token is told (UNAUTHENTICATED).
 UNAUTHENTICATED_MESSAGE = "missing or invalid bearer token"
 
 
@@ -127,17 +127,11 @@ class CertificatePair:
         key_pem, cert_pem, self.fingerprint, self.not_after = self._load(at_start=True)
         self._current = (key_pem, cert_pem)
         self._initial = grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)])
-        self._listeners: list[Callable[[bytes, bytes], None]] = []
 
     @property
     def current(self) -> tuple[bytes, bytes]:
         """The pair in force: (key PEM, certificate PEM)."""
         return self._current
-
-    def subscribe(self, listener: Callable[[bytes, bytes], None]) -> None:
-        """Call ``listener(key_pem, cert_pem)`` after every reload that changed the pair (the
-        compiled front serves what it is given)."""
-        self._listeners.append(listener)
 
     def _load(self, at_start: bool = False) -> tuple[bytes, bytes, str, datetime]:
         """Read and check the pair. A key open to others and an expired certificate are logged at
@@ -187,8 +181,6 @@ class CertificatePair:
             self._pending = grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)])
             self._current = (key_pem, cert_pem)
             self.fingerprint, self.not_after = fp, not_after
-        for listener in self._listeners:
-            listener(key_pem, cert_pem)
         return True
 
 

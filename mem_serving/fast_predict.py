@@ -10,6 +10,7 @@ differs from ``predict_proba`` by more than 1e-9.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -18,14 +19,17 @@ from mem_core.model import OnePredictor, ReversalModel
 log = logging.getLogger(__name__)
 
 
-def one_row_predictor(model: ReversalModel, probe: np.ndarray) -> tuple[OnePredictor, bool]:
+def one_row_predictor(
+    model: ReversalModel, probe: np.ndarray, state: Mapping[str, np.ndarray] | None = None
+) -> tuple[OnePredictor, bool]:
     """The fastest exact one-row predictor of ``model`` (P(reversal) of a feature row).
 
     Returns (predictor, compiled). ``probe`` rows (real feature rows when available) are used to
-    verify a compiled predictor against ``predict_proba``.
+    verify a compiled predictor against ``predict_proba``. ``state``: the model's
+    ``one_row_state`` kept from an earlier load, to compile from (verified all the same).
     """
     try:
-        fast = model.compile_one_row()
+        fast = model.compile_one_row() if state is None else model.compile_one_row_from(state)
     except Exception:  # unusual internals: the generic path is always right
         log.warning("cannot compile %s for one-row inference; using predict_proba", model.name, exc_info=True)
         return model.predict_one, False

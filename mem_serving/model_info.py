@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from mem_serving.model_cache import RunRecord, public_location, read_run
 from mem_serving.model_provider import ModelProvider
 
 log = logging.getLogger(__name__)
@@ -66,32 +66,6 @@ class ServedModelInfo:
     store_id: str = ""
     store_location: str = ""
     registry: str = ""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """The parts of an MLflow run GetModelInfo reads."""
-
-    params: Mapping[str, str]
-    tags: Mapping[str, str]
-    metrics: Mapping[str, float]
-
-
-def read_run(run_id: str, tracking_uri: str) -> RunRecord:
-    """The run's params, tags and latest metrics from the registry's tracking store."""
-    from mem_core import registry
-
-    run = registry.client(tracking_uri).get_run(run_id)
-    return RunRecord(dict(run.data.params), dict(run.data.tags), {k: float(v) for k, v in run.data.metrics.items()})
-
-
-def public_location(uri: str) -> str:
-    """``uri`` without user name or password (a path is returned as it is)."""
-    parts = urlsplit(uri)
-    if not parts.netloc or "@" not in parts.netloc:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def training_window(lineage: Mapping[str, str]) -> TrainingWindow | None:
@@ -183,7 +157,7 @@ class ModelInfoSource:
                 **base,
             )
         try:
-            run = self._read_run(run_id, self.models.tracking_uri)
+            run = model.run if model.run is not None else self._read_run(run_id, self.models.tracking_uri)
         except Exception as exc:  # the registry is unreachable: answer what is known, say why
             log.warning("cannot read run %s of champion version %s: %s", run_id, model.version, exc)
             return ServedModelInfo(

@@ -12,6 +12,11 @@ code does not know is refused (logged, the current one stays). When the registry
 alias, the loaded model keeps serving (logged): a trading engine is better served by
 yesterday's champion than by none.
 
+With a ``cache`` (``mem_serving.model_cache``), versions are kept on local disk: a version the
+cache holds is loaded from there (no download, no MLflow), one it does not hold is downloaded
+once and kept. The champion's version is asked of the registry at every start and poll as
+before (``model_cache.champion_version``: one SQL query for a SQLite registry).
+
 With ``metrics``, every load is counted (``mem_model_loads_total{result}``), every swap of a
 served champion too (``mem_model_swaps_total``), and the last load's duration is a gauge.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +37,7 @@ from mem_core.estimators import UnknownEstimator
 from mem_core.feature_sets import FeatureSet, UnknownFeatureSet
 from mem_core.model import OnePredictor
 from mem_serving.fast_predict import one_row_predictor
+from mem_serving.model_cache import CachedModel, ModelCache, RunRecord, champion_version
 
 if TYPE_CHECKING:
     from mem_serving.metrics import ServingMetrics
@@ -51,6 +57,8 @@ class ServingModel:
     predict_one: OnePredictor
     compiled: bool
     loaded: registry.LoadedModel | None = None
+    #: The training run as read when the version was loaded (None: GetModelInfo reads it).
+    run: RunRecord | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -62,14 +70,25 @@ class ServingModel:
         return str(getattr(self.loaded, "run_id", None) or "")
 
     @classmethod
-    def prepare(cls, loaded: registry.LoadedModel) -> ServingModel:
+    def prepare(
+        cls,
+        loaded: registry.LoadedModel,
+        one_row_state: Mapping[str, np.ndarray] | None = None,
+        run: RunRecord | None = None,
+    ) -> ServingModel:
         names = loaded.feature_names
         ranges = dict(loaded.feature_ranges)
         lo = np.array([ranges.get(n, (-1.0, 1.0))[0] for n in names])
         hi = np.array([ranges.get(n, (-1.0, 1.0))[1] for n in names])
         probe = lo + (hi - lo) * np.random.default_rng(0).random((256, len(names)))
-        predict_one, compiled = one_row_predictor(loaded.model, probe)
-        return cls(str(loaded.version), loaded.estimator, loaded.feature_set, ranges, predict_one, compiled, loaded)
+        predict_one, compiled = one_row_predictor(loaded.model, probe, one_row_state)
+        return cls(
+            str(loaded.version), loaded.estimator, loaded.feature_set, ranges, predict_one, compiled, loaded, run
+        )
+
+    @classmethod
+    def from_cache(cls, cached: CachedModel) -> ServingModel:
+        return cls.prepare(cached.loaded, cached.one_row_state, cached.run)
 
 
 class ModelProvider:
@@ -82,13 +101,15 @@ class ModelProvider:
         load_fn: Callable[[str, str | None], registry.LoadedModel] | None = None,
         on_change: Callable[[ServingModel | None], None] | None = None,
         metrics: ServingMetrics | None = None,
+        cache: ModelCache | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri or registry.tracking_uri()
         self.poll_s = poll_s
-        self._version_fn = version_fn or registry.champion_version
+        self._version_fn = version_fn or champion_version
         self._load_fn = load_fn or (lambda version, uri: registry.load_version(version, uri))
         self._listeners: list[Callable[[ServingModel | None], None]] = [on_change] if on_change else []
         self._metrics = metrics
+        self._cache = cache
         self._model: ServingModel | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,7 +142,7 @@ class ModelProvider:
                 return False
             started = time.perf_counter()
             try:
-                model = ServingModel.prepare(self._load_fn(str(version), self.tracking_uri))
+                model = self._prepare(str(version))
             except (UnknownFeatureSet, UnknownEstimator) as exc:
                 self._error(f"champion version {version} refused: {exc}")
                 if self._metrics is not None:
@@ -132,21 +153,33 @@ class ModelProvider:
                 if self._metrics is not None:
                     self._metrics.model_load_failed(refused=False)
                 return False
-            if self._metrics is not None:
-                self._metrics.model_loaded(time.perf_counter() - started, swapped=current is not None)
-            self._model = model
-            self.last_error = None
-            log.info(
-                "serving champion version %s (was %s; %s over feature set %s; compiled one-row predictor: %s)",
-                model.version,
-                None if current is None else current.version,
-                model.estimator,
-                model.feature_set.name,
-                model.compiled,
-            )
-            for listener in list(self._listeners):
-                listener(model)
+            self._swap(model, current, time.perf_counter() - started)
             return True
+
+    def _prepare(self, version: str) -> ServingModel:
+        """``version`` ready to serve: from the cache, else from the registry (then cached)."""
+        if self._cache is None:
+            return ServingModel.prepare(self._load_fn(version, self.tracking_uri))
+        cached = self._cache.load(version) or self._cache.fetch(version, self._load_fn)
+        return ServingModel.from_cache(cached)
+
+    def _swap(self, model: ServingModel, current: ServingModel | None, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.model_loaded(seconds, swapped=current is not None)
+        self._model = model
+        self.last_error = None
+        if self._cache is not None:
+            self._cache.remember(model.version)
+        log.info(
+            "serving champion version %s (was %s; %s over feature set %s; compiled one-row predictor: %s)",
+            model.version,
+            None if current is None else current.version,
+            model.estimator,
+            model.feature_set.name,
+            model.compiled,
+        )
+        for listener in list(self._listeners):
+            listener(model)
 
     def subscribe(self, listener: Callable[[ServingModel | None], None]) -> None:
         """Call ``listener(model)`` after every swap (and once now with the current model)."""

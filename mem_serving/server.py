@@ -31,11 +31,10 @@ from mem_core.settings import QuestDBSettings
 from mem_serving.api import SERVICE_NAME
 from mem_serving.candle_sink import CandleSink, observing
 from mem_serving.credentials import UNAUTHENTICATED_MESSAGE, ServingCredentials, TokenSet
-from mem_serving.front import Front
 from mem_serving.handlers import Handlers
 from mem_serving.servicer import MemServicer, add_to_server
 from mem_serving.settings import ServingSettings
-from mem_serving.startup import StartupError, preflight
+from mem_serving.startup import StartupClock, StartupError, preflight
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +109,6 @@ class RunningServer:
     credentials: ServingCredentials | None = None
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
-    #: The compiled front holding the clients' connections (``MEM_SERVING_FRONT=go``), if any.
-    front: Front | None = None
     #: The conditions of the health (``set_condition``).
     conditions: dict[str, bool] = field(default_factory=lambda: {"memory": True})
     #: Whether a champion is loaded (``set_model_health``); not a health condition: without one
@@ -184,8 +181,6 @@ class RunningServer:
 
     async def _shutdown(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
-        if self.front is not None:  # its calls in flight finish on this loop meanwhile
-            await asyncio.get_running_loop().run_in_executor(None, self.front.stop, grace)
         await self.server.stop(grace)
 
 
@@ -198,7 +193,7 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
     thread.start()
     executor = futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=WORKER_THREAD_PREFIX)
     try:
-        server, health_servicer, port, front = asyncio.run_coroutine_threadsafe(
+        server, health_servicer, port = asyncio.run_coroutine_threadsafe(
             _start(settings, handlers, executor, credentials), loop
         ).result()
     except BaseException:
@@ -215,19 +210,17 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
         thread=thread,
         executor=executor,
         credentials=credentials,
-        front=front,
         conditions={"memory": True},
         model_loaded=handlers.models.model is not None,
     )
     credentials.start_watching()
     running.stoppers.append(credentials.stop)
     log.info(
-        "MEM gRPC server on %s:%d (%s, auth %s%s)",
+        "MEM gRPC server on %s:%d (%s, auth %s)",
         settings.host,
         port,
         "TLS" if settings.tls else "plaintext",
         "on" if credentials.auth else "off",
-        ", compiled front" if front is not None else "",
     )
     return running
 
@@ -262,10 +255,8 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 async def _start(
     settings: ServingSettings, handlers: Handlers, executor: futures.Executor, credentials: ServingCredentials
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int, Front | None]:
-    """Build, bind and start the server (on the loop: grpc.aio objects belong to their loop).
-    With the compiled front, grpc.aio binds a free loopback port and the front the configured
-    address."""
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """Build, bind and start the server (on the loop: grpc.aio objects belong to their loop)."""
     interceptors = [BearerTokenInterceptor(credentials.tokens)] if credentials.tokens is not None else []
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -275,15 +266,13 @@ async def _start(
             ("grpc.so_reuseport", 0),
         ],
     )
-    methods = add_to_server(MemServicer(handlers, executor), server)
+    add_to_server(MemServicer(handlers, executor), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{settings.host}:{settings.port}"
-    if settings.front == "go":  # grpc.aio serves the front's proxied calls on a loopback port
-        address = "127.0.0.1:0"
     try:
-        if credentials.tls is not None and settings.front != "go":
+        if credentials.tls is not None:
             port = server.add_secure_port(address, credentials.tls.server_credentials())
         else:
             port = server.add_insecure_port(address)
@@ -294,47 +283,34 @@ async def _start(
             f"cannot bind the gRPC server to {address}; choose another port with MEM_SERVING_PORT or --port"
         )
     await server.start()
-    front = None
-    if settings.front == "go":
-        front = Front(
-            settings.host,
-            settings.port,
-            port,
-            methods,
-            lambda: credentials.tokens,
-            settings.max_concurrent_rpcs,
-            settings.grace_s,
-            credentials.tls,
-        )
-        try:
-            await front.start()
-        except BaseException:
-            await server.stop(None)
-            raise
-        port = front.port
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     # SERVING without a champion too: EnhanceSignal answers with the ML silent
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    return server, health_servicer, port, front
+    return server, health_servicer, port
 
 
-def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> RunningServer:
+def build_app(
+    settings: ServingSettings, *, start_metrics: bool = True, clock: StartupClock | None = None
+) -> RunningServer:
     """Everything ``mem serve`` runs: champion provider, memory engine, QuestDB source, metrics,
     and the started gRPC server. A configuration that cannot work (a port taken, a TLS file
     missing, a wrong ``MEM_MEMORY_KEY``, a memory store that cannot be opened) raises
-    ``StartupError`` before anything is left running."""
+    ``StartupError`` before anything is left running. ``clock`` is told when each step ends."""
     import sqlite3
 
     import psycopg
 
-    from mem_core import feature_sets
+    from mem_core import feature_sets, registry
     from mem_core.settings import project_paths
     from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
     from mem_memory.backend import describe, redact_text
     from mem_serving.handlers import questdb_source
     from mem_serving.metrics import ServingMetrics
+    from mem_serving.model_cache import ModelCache
     from mem_serving.model_provider import ModelProvider
 
+    mark = clock.mark if clock is not None else lambda step: None
+    mark("imports")
     preflight(settings)
     try:
         questdb = QuestDBSettings.from_env()
@@ -352,16 +328,28 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
             f"cannot open the memory store {describe(memory_db)} (MEM_MEMORY_DB or --memory-db): {redact_text(str(exc), memory_db)}"
         ) from None
     engine = MemoryEngine(store, writer_process=settings.memory_writer_process)
-    try:
-        engine.start_writer()
-    except BaseException:
-        store.close()
-        raise
-    feature_sets.warm_up()
+    mark("memory store")
+    # the writer process starts (its interpreter and imports, on another core) while this thread
+    # loads the feature kernels and the champion; this thread only waits on its pipe meanwhile
+    writer_started = _in_thread(engine.start_writer, "mem-writer-start")
     metrics = ServingMetrics()
-    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, metrics=metrics)
-    models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
-    models.start()
+    cache = None
+    if settings.model_cache is not None:
+        cache = ModelCache(settings.model_cache, settings.tracking_uri or registry.tracking_uri())
+    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, metrics=metrics, cache=cache)
+    try:
+        feature_sets.warm_up()
+        mark("feature kernels")
+        models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
+        models.start()
+        mark("champion")
+        writer_started.result()
+        mark("memory writer")
+    except BaseException:
+        concurrent.futures.wait([writer_started])  # nothing is left starting
+        for stop in (models.stop, engine.close, store.close):
+            stop()
+        raise
     source = questdb_source(questdb)
     sink = candle_sink(settings, questdb)
     if sink is not None:
@@ -375,6 +363,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
         for stop in (source.close, engine.close, store.close, models.stop):  # type: ignore[attr-defined]  # questdb_source's reader has close()
             stop()
         raise
+    mark("gRPC server")
     models.subscribe(lambda model: running.set_model_health(model is not None))
     watch_memory(running, engine)
     running.stoppers.append(models.stop)
@@ -390,6 +379,20 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
             running.stop(grace=0)
             raise
     return running
+
+
+def _in_thread(fn: Callable[[], Any], name: str) -> concurrent.futures.Future[Any]:
+    """``fn()`` run in a thread of its own; its outcome as a future."""
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn())
+        except BaseException as exc:  # handed to whoever waits for it
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
 
 
 def candle_sink(settings: ServingSettings, questdb: QuestDBSettings) -> CandleSink | None:
@@ -439,7 +442,7 @@ def settle_heap() -> None:
 #: The GIL switch interval while serving (Python's default: 5 ms). The event-loop thread answers
 #: every call; when a background thread holds the GIL (the champion poll's MLflow query, a memory
 #: query in the pool), the loop waits up to one interval each time it wants it back, and a poll of
-#: a few ms of CPU stalled the loop for 20-40 ms, every 5 s (docs/serving.md, "Sustained load").
+#: a few ms of CPU stalled the loop for 20-40 ms, every 5 s (caught by a watchdog on the loop).
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
@@ -448,8 +451,11 @@ def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServe
     SIGHUP re-reads the token file and the TLS pair."""
     settings = settings or ServingSettings.from_env()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # this process only serves (like settle_heap)
-    running = build_app(settings)
+    clock = StartupClock()
+    running = build_app(settings, clock=clock)
     settle_heap()
+    clock.mark("heap")
+    log.info("started in %s", clock.summary())
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: running.reload_credentials("SIGHUP"))

@@ -14,10 +14,10 @@ MEM_SERVING_WORKERS            threads for the calls that block (QuestDB  8
 MEM_SERVING_MEMORY_WRITER      how decisions are committed: ``process``   process
                                (the memory's writer process) or
                                ``inline`` (in-process group commit)
-MEM_SERVING_FRONT              who holds the clients' connections:        grpc
-                               ``grpc`` (grpc.aio in this process) or
-                               ``go`` (the compiled front, front/)
 MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
+MEM_SERVING_MODEL_CACHE        local copies of champion versions, so a    <MEM_HOME>/.mem/
+                               restart loads without a download (``off``: cache/models
+                               none)
 MEM_SERVING_CANDLE_SINK        write the candles the engine sends to      on
                                QuestDB in the background (``on``/``off``)
 MEM_SERVING_CANDLE_QUEUE       candles the write-behind queue holds at    100000
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT, memory_db_path, tracking_uri
+from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT, memory_db_path, project_paths, tracking_uri
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,9 @@ class ServingSettings:
     memory_writer_process: bool = True
     #: Calls beyond this many in flight are refused with RESOURCE_EXHAUSTED (load shedding).
     max_concurrent_rpcs: int = 512
-    #: "grpc": grpc.aio in this process holds the connections; "go": the compiled front
-    #: (``mem_serving.front``) does and hands MemService calls to this process over a socket.
-    front: str = "grpc"
     model_poll_s: float = 5.0
+    #: Folder of the local copies of champion versions (``mem_serving.model_cache``); None: none.
+    model_cache: Path | None = None
     prediction_ttl_s: float = 300.0
     memory_ttl_s: float = 60.0
     grace_s: float = 5.0
@@ -111,8 +110,8 @@ class ServingSettings:
             tracking_uri=tracking_uri(env),
             max_workers=_number(env, "MEM_SERVING_WORKERS", 8, int),
             memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
-            front=parse_front(env.get("MEM_SERVING_FRONT", "grpc")),
             model_poll_s=_number(env, "MEM_SERVING_MODEL_POLL_S", 5.0, float),
+            model_cache=_model_cache(env),
             candle_sink=_on_off("MEM_SERVING_CANDLE_SINK", env.get("MEM_SERVING_CANDLE_SINK", "on")),
             candle_queue_rows=_number(env, "MEM_SERVING_CANDLE_QUEUE", 100_000, int),
             candle_flush_s=_number(env, "MEM_SERVING_CANDLE_FLUSH_S", 1.0, float),
@@ -163,32 +162,12 @@ def _writer_mode(value: str) -> bool:
     return mode == "process"
 
 
-#: What the compiled front's process gets of this process's environment, and nothing else (no
-#: MEM_SERVING_TOKEN, MEM_MEMORY_KEY, passwords or cloud credentials: it needs no secret).
-FRONT_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG")
-
-
-def front_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The front's environment: ``FRONT_ENV`` from ``environ``; ``GOMAXPROCS`` 1 unless set (one
-    thread runs its Go code: on 2 cores a second one mostly spins)."""
-    environ = os.environ if environ is None else environ
-    return {"GOMAXPROCS": "1", **{k: environ[k] for k in FRONT_ENV if k in environ}}
-
-
-def go_build_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``go build``'s environment for the front: this one without the ``MEM_*`` variables, module
-    mode, no cgo (a static binary)."""
-    environ = os.environ if environ is None else environ
-    kept = {k: v for k, v in environ.items() if not k.startswith("MEM_")}
-    return {**kept, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
-
-
-def parse_front(value: str) -> str:
-    """``grpc`` or ``go`` (MEM_SERVING_FRONT, ``mem serve --front``); ValueError otherwise."""
-    front = value.strip().lower()
-    if front not in ("grpc", "go"):
-        raise ValueError(f"MEM_SERVING_FRONT (--front) must be 'grpc' or 'go', got {value!r}")
-    return front
+def _model_cache(env: Mapping[str, str]) -> Path | None:
+    """MEM_SERVING_MODEL_CACHE: a folder, ``off`` for none, else the project's default."""
+    raw = env.get("MEM_SERVING_MODEL_CACHE", "").strip()
+    if raw.lower() == "off":
+        return None
+    return Path(raw) if raw else project_paths(env).state / "cache" / "models"
 
 
 def _on_off(name: str, value: str) -> bool:

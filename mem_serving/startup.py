@@ -9,7 +9,9 @@ gRPC's C core never gets to log its own bind failure.
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import time
 from pathlib import Path
 
 from mem_serving.settings import ServingSettings
@@ -76,3 +78,34 @@ def preflight(settings: ServingSettings) -> None:
         )
     if settings.tls:
         check_tls(settings)
+
+
+def process_age_s() -> float:
+    """Seconds since this process began (Linux /proc; 0.0 where that cannot be read): the start-up
+    log counts the interpreter and the imports too."""
+    try:
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, since_boot - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+class StartupClock:
+    """Where a start's time goes: ``mark(step)`` closes a step; ``summary()`` says, in one line,
+    the seconds since the process began and each step's wall and CPU seconds (``python``: the
+    interpreter and the command's own imports, before the clock was made)."""
+
+    def __init__(self) -> None:
+        self._began = time.perf_counter() - process_age_s()
+        self._last, self._cpu = time.perf_counter(), time.process_time()
+        self._steps: list[tuple[str, float, float]] = [("python", self._last - self._began, self._cpu)]
+
+    def mark(self, step: str) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        self._steps.append((step, now - self._last, cpu - self._cpu))
+        self._last, self._cpu = now, cpu
+
+    def summary(self) -> str:
+        steps = ", ".join(f"{name} {wall:.2f}/{cpu:.2f}" for name, wall, cpu in self._steps)
+        return f"{self._last - self._began:.2f} s since the process began, CPU {self._cpu:.2f} s (wall/CPU s: {steps})"

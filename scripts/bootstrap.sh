@@ -70,9 +70,6 @@ if [ ! -x "$GRPCURL" ] || [ "$(cat "$CACHE/bin/.grpcurl-version" 2>/dev/null)" !
   echo "$GRPCURL_VERSION" > "$CACHE/bin/.grpcurl-version"
 fi
 export MEM_GRPCURL="${MEM_GRPCURL:-$GRPCURL}"
-# mem serve's compiled gRPC front (MEM_SERVING_FRONT=go): built from front/ when missing or older
-.venv/bin/python -c 'from mem_serving.front import binary; binary()' >/dev/null \
-  || die "could not build the gRPC front (front/)"
 # --- end serving ---
 
 # 4. PostgreSQL server binaries: the memory's PostgreSQL store is tested on a throwaway cluster

@@ -59,6 +59,23 @@ class HistGB(ReversalModel):
     def compile_one_row(self) -> OnePredictor | None:
         return compile_hist_gradient_boosting(self.estimator)
 
+    def one_row_state(self) -> dict[str, np.ndarray] | None:
+        if not _binary(self.estimator):
+            return None
+        t = flat_trees(tree_attributes(self.estimator))
+        return {name: np.asarray(getattr(t, name)) for name in FlatTrees.__dataclass_fields__}
+
+    def compile_one_row_from(self, state: Mapping[str, np.ndarray]) -> OnePredictor | None:
+        if not _binary(self.estimator):
+            return None
+        fields: dict[str, Any] = {name: np.asarray(state[name]) for name in FlatTrees.__dataclass_fields__}
+        fields["base"] = float(fields["base"])
+        return _predictor(FlatTrees(**fields), int(self.estimator.n_features_in_))
+
+
+def _binary(model: Any) -> bool:
+    return isinstance(model, HistGradientBoostingClassifier) and len(getattr(model, "classes_", ())) == 2
+
 
 class _CaptureTrees:
     """A stand-in for skl2onnx's model container that keeps the attributes of the tree-ensemble
@@ -230,10 +247,13 @@ def compile_hist_gradient_boosting(model: Any) -> OnePredictor | None:
     """A function row -> P(class 1) for a fitted binary HistGradientBoostingClassifier (its trees
     walked in one compiled loop), else None. Serving verifies it against ``predict_proba``
     before use."""
-    if not isinstance(model, HistGradientBoostingClassifier) or len(getattr(model, "classes_", ())) != 2:
+    if not _binary(model):
         return None
-    n_features = int(model.n_features_in_)
-    t = flat_trees(tree_attributes(model))
+    return _predictor(flat_trees(tree_attributes(model)), int(model.n_features_in_))
+
+
+def _predictor(t: FlatTrees, n_features: int) -> OnePredictor:
+    """Row -> P(class 1) over ``t``, compiled (or loaded from numba's cache) before it returns."""
     arrays = (
         t.roots,
         t.feature,

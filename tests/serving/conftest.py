@@ -15,7 +15,7 @@ import pytest
 from mem_core import feature_sets
 
 from .helpers import TRAIN_ROWS, V1_PARAMS, V2_PARAMS, load_candles, promote, train_version
-from .stack import TEST_FRONT, ModelStore, Stack, start_stack
+from .stack import ModelStore, Stack, start_stack
 
 #: Rows after the training window, for serving (history + new candles).
 SERVE_ROWS = 1200
@@ -62,16 +62,10 @@ def warm_features() -> None:
     feature_sets.warm_up()
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A module that sets ``FRONTS = ("grpc", "go")`` runs its ``stack`` tests behind both."""
-    if "front" in metafunc.fixturenames:
-        metafunc.parametrize("front", getattr(metafunc.module, "FRONTS", (TEST_FRONT,)))
-
-
 @pytest.fixture
-def stack(mlflow_uri: str, tmp_path: Path, warm_features: None, front: str) -> Iterator[Stack]:
-    """The serving stack; behind the compiled front when ``front`` is "go"."""
-    s = start_stack(mlflow_uri, tmp_path / "memory" / "memory.db", front=front)
+def stack(mlflow_uri: str, tmp_path: Path, warm_features: None) -> Iterator[Stack]:
+    """The serving stack."""
+    s = start_stack(mlflow_uri, tmp_path / "memory" / "memory.db")
     yield s
     s.channel.close()
     s.running.stop(grace=1.0)

@@ -4,7 +4,6 @@ source; shared by the serving tests through the ``stack`` fixture or ``start_sta
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +15,6 @@ from mem_serving.metrics import ServingMetrics
 from mem_serving.model_provider import ModelProvider
 from mem_serving.server import RunningServer, create_running_server, start_metrics_http, watch_memory
 from mem_serving.settings import ServingSettings
-
-#: Who holds the connections in these tests' servers: ``MEM_TEST_FRONT=go`` runs the serving
-#: tests through the compiled front (``mem_serving.front``) instead of grpc.aio.
-TEST_FRONT = os.environ.get("MEM_TEST_FRONT", "grpc")
 
 
 @dataclass(frozen=True)
@@ -66,7 +61,7 @@ def start_stack(
     memory_key: bytes | None = None,
     **settings: object,
 ) -> Stack:
-    defaults = {"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4, "front": TEST_FRONT}
+    defaults = {"port": 0, "metrics_port": -1, "model_poll_s": 0.2, "max_workers": 4}
     config = ServingSettings(**{**defaults, **settings})
     metrics = ServingMetrics()
     models = ModelProvider(uri, config.model_poll_s, metrics=metrics)

@@ -20,7 +20,7 @@ from mem_serving.client import MemClient, MemClientError
 from mem_serving.types import CandleBlock
 
 from .helpers import candle_pb, candles_pb, now_pb
-from .stack import TEST_FRONT, start_stack
+from .stack import start_stack
 
 
 def _stop(s) -> None:
@@ -86,12 +86,6 @@ def test_a_retry_with_the_same_id_gets_the_first_answer_even_after_a_restart(
         _stop(s)
 
 
-#: How an expired call can end on the client. With the compiled front also CANCELLED ("Stream
-#: removed"): its transport (grpc-go) resets the stream at the deadline, and the reset can reach
-#: the client before its own timer fires (docs/serving.md, "The compiled front").
-EXPIRED = (grpc.StatusCode.DEADLINE_EXCEEDED,) + ((grpc.StatusCode.CANCELLED,) if TEST_FRONT == "go" else ())
-
-
 def test_calls_that_expire_are_recorded_at_most_once_when_retried_with_their_id(
     mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame
 ) -> None:
@@ -119,7 +113,7 @@ def test_calls_that_expire_are_recorded_at_most_once_when_retried_with_their_id(
             try:
                 answers[i] = s.stub.EnhanceSignal(request, timeout=0.002).decision_id
             except grpc.RpcError as exc:
-                assert exc.code() in EXPIRED, exc
+                assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, exc
                 expired += 1
                 answers[i] = s.stub.EnhanceSignal(request, timeout=10).decision_id  # the retry, same id
                 assert s.stub.EnhanceSignal(request, timeout=10).decision_id == answers[i]

@@ -1,5 +1,4 @@
-"""The real server on a free loopback port: full cycle, champion swap, statuses, health, auth.
-The tests on the ``stack`` fixture run twice: behind grpc.aio and behind the compiled front."""
+"""The real server on a free loopback port: full cycle, champion swap, statuses, health, auth."""
 
 from __future__ import annotations
 
@@ -24,8 +23,6 @@ from .helpers import candle_pb, candles_pb, now_pb, promote
 from .stack import ModelStore, Stack, start_stack
 
 SYMBOL = "BTCUSDT"
-#: Both ways of holding the connections (``mem_serving.front``): the ``stack`` tests run behind each.
-FRONTS = ("grpc", "go")
 
 
 def _history(serve_candles: pd.DataFrame) -> pd.DataFrame:
@@ -266,10 +263,8 @@ def test_without_a_champion_the_ml_is_silent_and_predict_is_a_failed_preconditio
         s.running.stop(grace=1.0)
 
 
-def test_bearer_token_is_required_when_configured(
-    mlflow_uri: str, tmp_path: Path, warm_features: None, front: str
-) -> None:
-    s = start_stack(mlflow_uri, tmp_path / "memory.db", token="s3cret-token", front=front)
+def test_bearer_token_is_required_when_configured(mlflow_uri: str, tmp_path: Path, warm_features: None) -> None:
+    s = start_stack(mlflow_uri, tmp_path / "memory.db", token="s3cret-token")
     try:
         code, details = _code(s.stub.GetParameters, pb.GetParametersRequest())
         assert code == grpc.StatusCode.UNAUTHENTICATED and "s3cret" not in details

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,23 +136,15 @@ def test_memory_writer_mode_comes_from_the_environment() -> None:
         ServingSettings.from_env({"MEM_SERVING_MEMORY_WRITER": "thread"})
 
 
-def test_the_front_comes_from_the_environment() -> None:
+def test_the_model_cache_folder_comes_from_the_environment(tmp_path: Path) -> None:
     from mem_serving.settings import ServingSettings
 
-    assert ServingSettings.from_env({}).front == "grpc"
-    assert ServingSettings.from_env({"MEM_SERVING_FRONT": " Go "}).front == "go"
-    with pytest.raises(ValueError, match="MEM_SERVING_FRONT"):
-        ServingSettings.from_env({"MEM_SERVING_FRONT": "nginx"})
-
-
-def test_the_fronts_process_gets_no_secret_and_one_go_thread_unless_told() -> None:
-    from mem_serving.settings import front_environment, go_build_environment
-
-    env = {"PATH": "/bin", "MEM_SERVING_TOKEN": "t", "MEM_MEMORY_KEY": "k", "PGPASSWORD": "p", "GOGC": "200"}
-    assert front_environment(env) == {"GOMAXPROCS": "1", "PATH": "/bin", "GOGC": "200"}
-    assert front_environment({"GOMAXPROCS": "2"})["GOMAXPROCS"] == "2"
-    build = go_build_environment(env)
-    assert not [k for k in build if k.startswith("MEM_")] and build["CGO_ENABLED"] == "0"
+    assert ServingSettings.from_env({"MEM_HOME": str(tmp_path)}).model_cache == (
+        tmp_path.resolve() / ".mem" / "cache" / "models"
+    )
+    assert ServingSettings.from_env({"MEM_SERVING_MODEL_CACHE": " OFF "}).model_cache is None
+    assert ServingSettings.from_env({"MEM_SERVING_MODEL_CACHE": "/var/cache/mem"}).model_cache == Path("/var/cache/mem")
+    assert ServingSettings().model_cache is None  # servers built in code keep no copy unless told
 
 
 def test_the_prediction_cache_holds_one_entry_per_symbol_however_many_candles_arrive() -> None:
