@@ -135,7 +135,12 @@ def _measured(reports: list[dict], answer: str) -> dict:
         "answered": len(latencies),
         "errors": sum(errors.values()),
         "error_codes": errors,
-        "error_details": {k: v for rep in reports for k, v in (rep.get("errorDistribution") or {}).items()},
+        "error_details": {  # ghz's messages, without the answer's own status (the refused floor's)
+            k: v
+            for rep in reports
+            for k, v in (rep.get("errorDistribution") or {}).items()
+            if f"code = {answer} " not in k
+        },
         "latency_from_send_ms": {q: _pct(ms, p) for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
     }
 
