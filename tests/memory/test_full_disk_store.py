@@ -25,10 +25,12 @@ pytestmark = pytest.mark.sqlite_only  # a file on a disk
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cli(*args: str, key: bytes | None) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, key: bytes | None, previous: bytes | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEM_MEMORY_")}
     if key is not None:
         env["MEM_MEMORY_KEY"] = b64(key)
+    if previous is not None:
+        env["MEM_MEMORY_KEY_PREVIOUS"] = b64(previous)
     return subprocess.run(
         [sys.executable, "-m", "mem_cli.main", "memory", *args],
         cwd=ROOT,
@@ -82,6 +84,8 @@ def test_verify_backup_elsewhere_and_audit_work_on_a_full_disk(
     before = db.read_bytes()
     _one_error_line(_cli("restore", info["path"], "--force", "--memory-db", str(db), key=key))
     assert db.read_bytes() == before and not list(db.parent.glob(".*restoring*"))
+    _one_error_line(_cli("rekey", "--memory-db", str(db), key=os.urandom(32), previous=key))
+    assert db.read_bytes() == before
 
     disk.free()
     restored = tmp_path / "restored" / "memory.db"
