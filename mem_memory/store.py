@@ -83,7 +83,8 @@ from mem_memory.errors import (
     UnknownDecision,
 )
 from mem_memory.files import private_dir
-from mem_memory.lock import StoreLock
+from mem_memory.lock import StoreLock, file_holders
+from mem_memory.lock import describe as describe_pids
 from mem_memory.requests import REPLY, REQUEST_ID_WINDOW_S
 from mem_memory.types import (
     DECISION,
@@ -361,6 +362,10 @@ class MemoryStore:
         lock = StoreLock.acquire(p, exclusive)
         command = command or audit.current_command()
         try:
+            if exclusive and (holders := file_holders(p)):  # opened under a name that resolves elsewhere
+                raise StoreInUse(
+                    f"the memory store {p} is in use by {describe_pids(holders)} (it has the database file open); stop it first"
+                )
             _create_private(p)
             try:
                 conn = _connect(p)

@@ -20,6 +20,7 @@ import pytest
 from mem_memory import MemoryStore, StoreInUse
 from mem_memory.backup import backup, restore
 from mem_memory.lock import lock_path
+from mem_memory.rekey import rekey
 from tests.memory import _every_kind
 from tests.memory._history import populate
 from tests.memory.helpers import b64
@@ -292,6 +293,8 @@ def test_restore_refuses_a_store_in_use_through_a_bind_mount(
     try:
         with pytest.raises(StoreInUse, match=f"pid {os.getpid()}"):
             restore(good, db, key, force=True)
+        with pytest.raises(StoreInUse, match=f"pid {os.getpid()}"):  # and a rekey
+            rekey(db, os.urandom(32), (key,))
     finally:
         holder.close()
     assert db.stat().st_ino == before and not list(db.parent.glob("*before-restore*"))  # not replaced
