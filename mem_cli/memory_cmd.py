@@ -30,14 +30,20 @@ def _db(memory_db: Path | None) -> Path:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """One clear message and exit code 1 for what the operator can fix."""
+def one_line_errors() -> Iterator[None]:
+    """One line and exit code 1 for every failure of a command on the store (a bad backup, a
+    full disk, a key that does not fit, a store in use, SQLite's own errors): never a traceback."""
+    import sqlite3
+
+    import psycopg
+
     from mem_memory import MemoryStoreError
 
     try:
         yield
-    except (MemoryStoreError, FileExistsError, FileNotFoundError, PermissionError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (MemoryStoreError, OSError, ValueError, sqlite3.Error, psycopg.Error) as exc:
+        message = " ".join(str(exc).split()) or exc.__class__.__name__
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -60,7 +66,7 @@ def backup(
     """Take an online, consistent snapshot of the store (servers may keep writing); prints JSON."""
     from mem_memory.backup import backup as run
 
-    with _errors():
+    with one_line_errors():
         _echo_json(run(_db(memory_db), dest, keep=keep).as_dict())
 
 
@@ -73,7 +79,7 @@ def restore(
     """Restore a backup as the store, after checking it; refused while anything has the store open."""
     from mem_memory.backup import restore as run
 
-    with _errors():
+    with one_line_errors():
         key, previous = _keys()
         _echo_json(run(src, _db(memory_db), key, previous_keys=previous, force=force).as_dict())
 
@@ -91,7 +97,7 @@ def rekey(
     def progress(done: int, through: int) -> None:
         typer.echo(f"rekey: {done} records re-encrypted, through event {through}", err=True)
 
-    with _errors():
+    with one_line_errors():
         key, previous = _keys()
         if key is None:
             raise ValueError("set MEM_MEMORY_KEY to the new key and MEM_MEMORY_KEY_PREVIOUS to the current one")
@@ -109,25 +115,24 @@ def audit(
 ) -> None:
     """List the audit trail of credential use (key ids, never keys); no key needed. Exit code 1
     when the trail's hash chain is broken."""
-    import sqlite3
-
     from mem_memory import audit as trail
     from mem_memory.backend import PgConnection, is_postgres, postgres_url
+    from mem_memory.store import read_only_connect
 
     db = _db(memory_db)
     conn: Any
-    if is_postgres(db):
-        conn = PgConnection.connect(postgres_url(db), "mem memory audit")
-    elif not db.exists():
-        typer.echo(f"error: the memory store {db} does not exist", err=True)
-        raise typer.Exit(1)
-    else:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = trail.entries(conn, limit=limit, action=action)
-        broken = trail.verify_chain(conn)
-    finally:
-        conn.close()
+    with one_line_errors():
+        if is_postgres(db):
+            conn = PgConnection.connect(postgres_url(db), "mem memory audit")
+        elif not db.exists():
+            raise FileNotFoundError(f"the memory store {db} does not exist")
+        else:
+            conn = read_only_connect(db)  # on a full disk too
+        try:
+            rows = trail.entries(conn, limit=limit, action=action)
+            broken = trail.verify_chain(conn)
+        finally:
+            conn.close()
     show: Callable[[Any], str] = (lambda e: json.dumps(e.to_dict())) if as_json else _line
     for e in rows:
         typer.echo(show(e))
@@ -155,6 +160,6 @@ def key_id() -> None:
     backups name), never the keys."""
     from mem_memory import key_id as ident
 
-    with _errors():
+    with one_line_errors():
         key, previous = _keys()
         _echo_json({"key_id": ident(key) if key else None, "previous_key_ids": [ident(k) for k in previous]})

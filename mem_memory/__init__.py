@@ -26,6 +26,7 @@ from mem_memory.errors import (
 )
 from mem_memory.files import private_dir
 from mem_memory.index import Similar
+from mem_memory.opening import open_with_env_keys
 from mem_memory.requests import REQUEST_ID_WINDOW_S, request_id_problem, validate_request_id
 from mem_memory.settings import KEY_ENV, key_from_env, previous_keys_from_env
 from mem_memory.store import MemoryStore
@@ -95,6 +96,7 @@ __all__ = [
     "UnknownParameterVersion",
     "WrongMemoryKey",
     "key_from_env",
+    "open_with_env_keys",
     "new_key",
     "parameters_version",
     "MAX_SYMBOL_LEN",

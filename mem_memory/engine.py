@@ -88,6 +88,8 @@ class MemoryEngine:
         self._load()
         #: Whether writes find space (serving's health follows it); probes while they do not.
         self.write_health = WriteHealth(store.probe_write, self.config.write_probe_s)
+        if not store.writable:  # opened read-only on a full disk: NOT_SERVING, probing, from the start
+            self.write_health.failed(StoreFull(store.read_only_reason))
         self._group = GroupCommitter(store, self._after_commit)
         self._async: AsyncDecisionCommitter | None = None
         if writer_process and store.backend == SQLITE:  # PostgreSQL: psycopg waits without the GIL
@@ -98,7 +100,7 @@ class MemoryEngine:
     def start_writer(self) -> None:
         """Start the writer process now rather than on the first ``enhance_async`` (no-op
         without ``writer_process``). ``MemoryUnavailable`` if it cannot open the store."""
-        if self._async is not None:
+        if self._async is not None and self.store.writable:  # else on the first write that finds space
             self._async.start()
 
     def close(self) -> None:
@@ -268,7 +270,7 @@ class MemoryEngine:
         decision, prepared = self._decide(request)
         apply = lambda _: self._wm.add_decision(decision)  # noqa: E731
         try:
-            if self._async is not None:
+            if self._async is not None and self.store.writable:  # read-only: StoreFull from the store
                 await self._async.submit(prepared, apply)
             else:
                 await asyncio.to_thread(self._group.submit_decision, prepared, apply)

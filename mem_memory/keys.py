@@ -25,11 +25,21 @@ from mem_memory.crypto import KEY_ENV, PREVIOUS_KEYS_ENV, Codec
 from mem_memory.errors import MemoryKeyError, MissingMemoryKey, WrongMemoryKey
 
 
-def settle(conn: Conn, meta: dict[str, Any], codec: Codec, path: Path | str, rotate: bool, command: str) -> None:
+def settle(
+    conn: Conn,
+    meta: dict[str, Any],
+    codec: Codec,
+    path: Path | str,
+    rotate: bool,
+    command: str,
+    *,
+    read_only: bool = False,
+) -> None:
     """Check ``codec``'s keys against an existing encrypted store and point its tags at the
     store's key, inside the open's write transaction; with ``rotate``, start a rotation to
     ``codec``'s writing key (recorded, with a ``rekey.start`` audit row). Raises a
-    ``MemoryKeyError`` naming the key ids (never the keys) that are missing."""
+    ``MemoryKeyError`` naming the key ids (never the keys) that are missing. ``read_only``:
+    the same checks, nothing written (a store opened on a full disk)."""
     if not codec.encrypted:
         raise MissingMemoryKey(f"the memory store {path} is encrypted; set {KEY_ENV} to the key it was created with")
     store_id = _text(meta.get("key_id"))
@@ -37,7 +47,8 @@ def settle(conn: Conn, meta: dict[str, Any], codec: Codec, path: Path | str, rot
         store_id = next((k for k in codec.key_ids if codec.verify(bytes(meta["key_check"]), k)), None)
         if store_id is None:
             raise WrongMemoryKey(f"the key given ({KEY_ENV}) is not the key of the memory store {path}")
-        conn.execute("INSERT INTO meta VALUES ('key_id', ?)", (store_id,))
+        if not read_only:
+            conn.execute("INSERT INTO meta VALUES ('key_id', ?)", (store_id,))
     target = _text(meta.get("rekey_to"))
     if not codec.holds(store_id):
         if target is not None and codec.key_id == target:

@@ -1,10 +1,16 @@
-"""Who holds the store: an advisory ``flock`` on ``<db>.lock`` beside the database.
+"""Who holds the store: an advisory ``flock`` on ``<db>.lock`` beside the database's real path.
 
 Every ``MemoryStore.open`` takes it shared for as long as the store is open (servers, engines,
 Dagster sensors, the writer process); ``mem memory rekey`` and ``mem memory restore`` take it
 exclusive, without waiting, and refuse when they cannot. The kernel drops the lock when its
 holder exits, SIGKILL included, so a crashed server never leaves the store "in use". A lock
 belongs to one open file description: two ``open`` calls in one process are two holders.
+
+The lock file is named after the store's real path (symlinks and relative paths resolved), so
+every name of one store shares one lock; a folder reached through a bind mount holds the same
+lock file. ``file_holders`` sees the rest (a bind mount or hard link of the file alone, the
+``sqlite3`` shell): every process with a lock on the database file itself, as SQLite keeps one
+while a connection in WAL mode is open.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from mem_memory.errors import StoreInUse
 
 
 def lock_path(db: str | os.PathLike[str]) -> Path:
-    return Path(f"{db}.lock")
+    """``<real path of db>.lock``: the same file whatever name (symlink, relative path) the
+    store is opened by."""
+    return Path(f"{os.path.realpath(db)}.lock")
 
 
 class StoreLock:
@@ -67,23 +75,31 @@ class StoreLock:
         self.release()
 
 
-def holders(path: Path) -> list[int]:
-    """Pids holding a flock on ``path`` (from /proc/locks; empty where that is unavailable)."""
+def holders(path: Path, kinds: tuple[str, ...] = ("FLOCK",)) -> list[int]:
+    """Pids holding a lock of ``kinds`` (FLOCK, POSIX, OFDLCK) on the file ``path`` (its device
+    and inode, from /proc/locks; empty where that is unavailable)."""
     try:
-        inode = path.stat().st_ino
+        st = path.stat()
         lines = Path("/proc/locks").read_text().splitlines()
     except OSError:
         return []
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     pids: list[int] = []
     for line in lines:
         parts = line.split()
         if "->" in parts:  # a waiter, not a holder
             continue
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
+        if len(parts) >= 6 and parts[1] in kinds and parts[5] == ident:
             pid = int(parts[4])
-            if pid not in pids:
+            if pid > 0 and pid not in pids:  # an OFD lock has no owning pid (-1)
                 pids.append(pid)
     return pids
+
+
+def file_holders(db: str | os.PathLike[str]) -> list[int]:
+    """Pids with any lock on the database file itself (SQLite's, or anyone's), whatever name
+    they reached it by."""
+    return holders(Path(db), ("FLOCK", "POSIX", "OFDLCK"))
 
 
 _WORD = re.compile(r"[A-Za-z][\w.-]{0,39}")

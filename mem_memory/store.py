@@ -83,7 +83,8 @@ from mem_memory.errors import (
     UnknownDecision,
 )
 from mem_memory.files import private_dir
-from mem_memory.lock import StoreLock
+from mem_memory.lock import StoreLock, file_holders
+from mem_memory.lock import describe as describe_pids
 from mem_memory.requests import REPLY, REQUEST_ID_WINDOW_S
 from mem_memory.types import (
     DECISION,
@@ -221,6 +222,59 @@ def _tighten(path: Path) -> None:
             os.chmod(p, 0o600)
 
 
+#: Below this many free bytes on its disk, a store that cannot be opened for writing is full.
+FULL_BELOW_BYTES = 1 << 20
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the disk that holds ``path`` (for an unprivileged writer), None if unknown."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _no_space(p: Path, exc: BaseException) -> bool:
+    """Whether opening ``p`` for writing failed for lack of space: SQLITE_FULL, or an I/O error
+    (SQLite cannot size its shared-memory file) on a disk with almost nothing free."""
+    if is_full(exc):
+        return True
+    if not isinstance(exc, sqlite3.OperationalError) or "disk I/O error" not in str(exc):
+        return False
+    free = free_bytes(p.parent)
+    return free is not None and free < FULL_BELOW_BYTES
+
+
+def read_only_connect(p: Path) -> sqlite3.Connection:
+    """A read-only connection to the store file ``p`` that works on a full disk too. Normally
+    SQLite's read-only mode (it still coordinates with writers through ``-shm``); when that
+    cannot be set up because ``-shm`` cannot grow (no space), the file is read as immutable,
+    which is exact only while no write-ahead log holds committed pages, so a non-empty ``-wal``
+    without a usable ``-shm`` is refused (``MemoryStoreError``)."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(p))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if not _no_space(p, exc):
+            raise
+        wal = Path(f"{p}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise MemoryStoreError(
+                f"the memory store {p} cannot be read on its full disk: its write-ahead log holds pages "
+                "and SQLite cannot set up its shared memory; free some space"
+            ) from None
+    conn = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return conn
+
+
 def _connect(p: Path) -> sqlite3.Connection:
     """A connection in WAL mode with ``synchronous=FULL`` (every commit fsynced) and the busy
     timeout that serialises writers across processes."""
@@ -260,6 +314,15 @@ class MemoryStore:
         self.max_pages: int | None = None
         self._pruned = float("-inf")  # when request ids past the window were last forgotten
         self._store_id = ""
+        #: Why the store is open read-only ("" when it can write): its disk was full at open.
+        #: Writes raise ``StoreFull`` meanwhile; ``probe_write`` reopens it for writing.
+        self.read_only_reason = ""
+        self._command = ""
+
+    @property
+    def writable(self) -> bool:
+        """False while the store is open read-only (its disk was full when it was opened)."""
+        return not self.read_only_reason
 
     # ------------------------------------------------------------------ open / close
     @classmethod
@@ -273,6 +336,7 @@ class MemoryStore:
         rotate: bool = False,
         command: str | None = None,
         max_bytes: int | None = None,
+        read_only_when_full: bool = False,
     ) -> MemoryStore:
         """Open (creating when missing) the store at ``path``.
 
@@ -284,6 +348,9 @@ class MemoryStore:
         Holds the store's lock shared, or alone with ``exclusive`` (``StoreInUse`` when it cannot);
         ``rotate`` starts a rotation to ``key`` (``mem_memory.rekey``). The first open per
         process, key and ``command`` (default: this process's command words) is an audit row.
+        ``read_only_when_full``: an existing SQLite store whose disk is full opens read-only
+        instead of failing (``writable`` False, writes raise ``StoreFull``, no audit row until
+        it can write); ``probe_write`` makes it writable again once there is space.
         """
         if is_postgres(path):
             return cls._open_postgres(
@@ -293,15 +360,26 @@ class MemoryStore:
         private_dir(p.parent)
         codec = Codec(key, previous_keys)
         lock = StoreLock.acquire(p, exclusive)
+        command = command or audit.current_command()
         try:
+            if exclusive and (holders := file_holders(p)):  # opened under a name that resolves elsewhere
+                raise StoreInUse(
+                    f"the memory store {p} is in use by {describe_pids(holders)} (it has the database file open); stop it first"
+                )
             _create_private(p)
-            conn = _connect(p)
             try:
-                store = cls(p, conn, codec, lock)
-                store._init_meta(command or audit.current_command(), rotate)
-            except BaseException:
-                conn.close()
-                raise
+                conn = _connect(p)
+                try:
+                    store = cls(p, conn, codec, lock)
+                    store._command = command
+                    store._init_meta(command, rotate)
+                except BaseException:
+                    conn.close()
+                    raise
+            except (sqlite3.Error, MemoryStoreError) as exc:
+                if not (read_only_when_full and not rotate and not exclusive and _no_space(p, exc)):
+                    raise
+                store = cls._open_read_only(p, codec, lock, command, exc)
         except BaseException:
             lock.release()
             raise
@@ -309,6 +387,67 @@ class MemoryStore:
         if max_bytes is not None:
             store.set_max_bytes(max_bytes)
         return store
+
+    @classmethod
+    def _open_read_only(cls, p: Path, codec: Codec, lock: StoreLock, command: str, cause: BaseException) -> MemoryStore:
+        """The store on a full disk, read-only: the keys are checked against ``meta`` as a
+        normal open does, nothing is written (no audit row: it is written once the store can
+        write). Raises ``cause`` again when there is no store to read."""
+        conn = read_only_connect(p)
+        try:
+            if not all(has_table(conn, t) for t in ("meta", "events", "decisions")):
+                raise cause
+            store = cls(p, conn, codec, lock)
+            store._command = command
+            meta = {
+                k: v.decode() if isinstance(v, bytes) and k not in _BINARY_META else v
+                for k, v in conn.execute("SELECT k, v FROM meta").fetchall()
+            }
+            if meta.get("encrypted") == "1":
+                keys.settle(conn, meta, codec, store.location, False, command, read_only=True)
+            elif codec.encrypted:
+                raise UnencryptedStoreKeyError(
+                    f"the memory store {store.location} was created without encryption; unset MEM_MEMORY_KEY or use a new store"
+                )
+            store._store_id = str(meta.get("store_id", ""))
+        except BaseException:
+            conn.close()
+            raise
+        free = free_bytes(p.parent)
+        store.read_only_reason = (
+            f"the memory store {p} is full (no space left on its disk: {free if free is not None else '?'} bytes free, "
+            f"{cause}): open read-only, writes are refused until space returns"
+        )
+        log.error("%s", store.read_only_reason)
+        return store
+
+    def _reopen_writable(self) -> None:
+        """Swap the read-only connection of a store opened on a full disk for a normal one
+        (``StoreFull`` while that still fails for lack of space)."""
+        with self._lock:
+            if self.writable:
+                return
+            old = self._c()
+            try:
+                conn = _connect(self.path)
+            except sqlite3.Error as exc:
+                if _no_space(self.path, exc):
+                    raise _full(self.location, exc) from None
+                raise
+            self._conn = conn
+            try:
+                self._init_meta(self._command, False)
+            except BaseException as exc:
+                self._conn = old
+                conn.close()
+                if _no_space(self.path, exc):
+                    raise _full(self.location, exc) from None
+                raise
+            old.close()
+            self.read_only_reason = ""
+            log.warning("the memory store %s has space again: open for writing", self.location)
+        if self.max_pages is not None:
+            self.apply_max_pages(self.max_pages)
 
     @classmethod
     def _open_postgres(
@@ -398,7 +537,8 @@ class MemoryStore:
             self._store_id = str(meta["store_id"])
             conn.execute("COMMIT")
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLITE_FULL may have rolled it back already
+                conn.execute("ROLLBACK")
             if announce:
                 audit.forget_open(ident, codec.key_id, command)
             if isinstance(exc, MemoryKeyError):
@@ -466,6 +606,7 @@ class MemoryStore:
             if conn.in_transaction:
                 yield self
                 return
+            self._check_writable()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self
@@ -508,6 +649,7 @@ class MemoryStore:
             conn = self._c()
             if conn.in_transaction:
                 raise RuntimeError("group_transaction cannot run inside another transaction")
+            self._check_writable()
             conn.execute("BEGIN IMMEDIATE")
             self._span = span = [0, 0]
             try:
@@ -523,6 +665,13 @@ class MemoryStore:
                 raise
             finally:
                 self._span = None
+
+    def _check_writable(self) -> None:
+        if self.read_only_reason:
+            raise StoreFull(
+                f"the memory store {self.location} is full (no space left on its disk, or its size cap is reached): "
+                "nothing was stored"
+            )
 
     def _note(self, first: int, last: int) -> None:
         span = self._span
@@ -587,7 +736,10 @@ class MemoryStore:
 
     def probe_write(self) -> None:
         """Write and delete a few pages in one committed transaction: ``StoreFull`` while the
-        store cannot grow (its disk is full or its cap reached). Stores nothing."""
+        store cannot grow (its disk is full or its cap reached). Stores nothing. A store opened
+        read-only on a full disk is opened for writing first."""
+        if not self.writable:
+            self._reopen_writable()
         with self.transaction():
             conn = self._c()
             conn.execute("INSERT INTO probe(x) VALUES (?)", (bytes(PROBE_BYTES),))

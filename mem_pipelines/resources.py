@@ -27,7 +27,7 @@ from mem_core.settings import (
     project_paths,
     tracking_uri,
 )
-from mem_memory import MemoryEngine, MemoryStore, key_from_env
+from mem_memory import MemoryEngine, MemoryStore, open_with_env_keys
 from mem_memory.backend import is_postgres
 
 
@@ -124,9 +124,10 @@ def _replace(path: Path, write: Callable[[Path], object]) -> None:
 
 @contextmanager
 def open_store(path: str | Path | None = None) -> Iterator[MemoryStore]:
-    """The ``MemoryStore`` at ``memory_db_path(path)`` (key from MEM_MEMORY_KEY), closed afterwards."""
+    """The ``MemoryStore`` at ``memory_db_path(path)`` (keys from MEM_MEMORY_KEY and
+    MEM_MEMORY_KEY_PREVIOUS), closed afterwards."""
     db = memory_db_path(path)
-    store = MemoryStore.open(db, key=key_from_env())
+    store = open_with_env_keys(db)
     try:
         yield store
     finally:

@@ -319,7 +319,11 @@ def build_app(
     memory_db = settings.memory_db or project_paths().memory_db
     try:
         store = MemoryStore.open(
-            memory_db, key=key_from_env(), previous_keys=previous_keys_from_env(), command="mem serve"
+            memory_db,
+            key=key_from_env(),
+            previous_keys=previous_keys_from_env(),
+            command="mem serve",
+            read_only_when_full=True,  # a full disk: reads answered, NOT_SERVING until space returns
         )
     except (MemoryKeyError, StoreInUse) as exc:
         raise StartupError(str(exc)) from None
