@@ -159,6 +159,7 @@ def test_a_call_refused_for_its_candles_prices_offers_nothing_to_questdb(
         (stack.stub.PushCandles, pb.PushCandlesRequest(symbol="HUGE", candles=candles_pb(huge))),
     ):
         code, details = _refused(call, request)
+        assert sink.stats().queued == 0, details  # before: queued, then refused when the features failed
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"candles[{SERVING_HISTORY - 3}]."), (
             details
         )
