@@ -113,6 +113,14 @@ def test_a_peer_that_does_not_answer_pings_is_dropped(serve) -> None:
     assert closed is not None and closed <= 5.0, closed
 
 
+def test_a_connection_is_asked_to_go_away_at_its_max_age(serve) -> None:
+    stack = serve(max_connection_age_s=1.0, max_connection_age_grace_s=0.5, max_idle_s=0, keepalive_s=0)
+    with socket.create_connection(("127.0.0.1", stack.running.port)) as sock:
+        frames, closed = _frames(sock, 10.0)
+    assert GOAWAY in [kind for kind, _, _ in frames], frames
+    assert closed is not None and 0.8 <= closed <= 5.0, closed  # the age (+-10 % jitter), then the grace
+
+
 def test_the_cap_on_concurrent_streams_holds(serve, monkeypatch: pytest.MonkeyPatch) -> None:
     stack = serve(max_streams=2, max_workers=8)
     with socket.create_connection(("127.0.0.1", stack.running.port)) as sock:
