@@ -402,10 +402,12 @@ class _SinkCollector:
             )
         age = GaugeMetricFamily(
             "mem_candles_newest_age_seconds",
-            "Seconds since the open time of the newest candle known in QuestDB",
+            "Seconds since the open time of the newest candle known in QuestDB (0 for one that opens later)",
             labels=["symbol"],
         )
         now = time.time()
         for symbol, ts_ms in sorted(self._sink.newest_stored().items()):
-            age.add_metric([symbol], now - ts_ms / 1000.0)
+            # never negative: a candle ahead of this clock (skew allowed by time_sanity, or one
+            # QuestDB got elsewhere) must not hold the freshness alert off
+            age.add_metric([symbol], max(0.0, now - ts_ms / 1000.0))
         yield age

@@ -29,6 +29,7 @@ from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving.candle_sink import Offer
 from mem_serving.errors import InvalidArgument
 from mem_serving.model_info import ServedModelInfo
+from mem_serving.time_sanity import FutureLimit
 from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery
 
 MAX_TEXT_LEN = 256
@@ -37,11 +38,17 @@ MAX_CONTEXT_ITEMS = 64
 # server keeps them to the microsecond (Python's datetime).
 _MAX_SECONDS = 253402300799
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Prices a candle (and EnhanceSignal.price) may carry. Within them every feature of a window is
+#: finite (sums, squares and ratios of prices stay far from overflow), so a call is never refused
+#: for its prices after its candles were accepted; 1e308 or 5e-324 is a client's bug.
+MIN_PRICE, MAX_PRICE = 1e-12, 1e12
 
 ACTIONS = {pb.ACTION_BUY: "BUY", pb.ACTION_SELL: "SELL", pb.ACTION_HOLD: "HOLD"}
 ACTION_ENUMS = {v: k for k, v in ACTIONS.items()}
 DIRECTIONS = {pb.DIRECTION_BULLISH: "bullish", pb.DIRECTION_BEARISH: "bearish"}
 DIRECTION_ENUMS = {v: k for k, v in DIRECTIONS.items()}
+#: Times more than one candle interval plus the default clock skew ahead of now are refused.
+NO_FUTURE = FutureLimit()
 
 
 # ---- validation helpers ------------------------------------------------------------------
@@ -80,6 +87,13 @@ def positive(value: float, field: str) -> float:
     finite(value, field)
     if value <= 0:
         raise InvalidArgument(field, f"must be > 0, got {value!r}")
+    return value
+
+
+def price(value: float, field: str) -> float:
+    positive(value, field)
+    if not MIN_PRICE <= value <= MAX_PRICE:
+        raise InvalidArgument(field, f"must lie within [{MIN_PRICE:g}, {MAX_PRICE:g}], got {value!r}")
     return value
 
 
@@ -131,11 +145,20 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def not_ahead(value: datetime, field: str, limit: FutureLimit) -> datetime:
+    """``value``, unless it lies further in the future than ``limit`` allows."""
+    problem = limit.problem(value)
+    if problem is not None:
+        raise InvalidArgument(field, problem)
+    return value
+
+
 # ---- candles -----------------------------------------------------------------------------
 
 
-def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock | None:
-    """Repeated Candle -> CandleBlock (None when empty). Checks every value; names the first bad one."""
+def candles(items: Any, max_candles: int, field: str = "candles", limit: FutureLimit = NO_FUTURE) -> CandleBlock | None:
+    """Repeated Candle -> CandleBlock (None when empty). Checks every value (times from the
+    future: ``limit``); names the first bad one."""
     n = len(items)
     if n == 0:
         return None
@@ -150,12 +173,14 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
         if (
             0 < s <= _MAX_SECONDS
             and 0 <= ns < 1_000_000_000
+            and s * 1000 + ns // 1_000_000 <= limit.latest_ms()
             and isfinite(o)
             and isfinite(h)
             and isfinite(lo)
             and isfinite(cl)
             and isfinite(v)
-            and lo > 0
+            and lo >= MIN_PRICE
+            and h <= MAX_PRICE
             and h >= lo
             and lo <= o <= h
             and lo <= cl <= h
@@ -187,6 +212,8 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
     o, h, lo, c, v = ohlcv.T
     checks = (
         (lo <= 0, "low", "must be > 0"),
+        (lo < MIN_PRICE, "low", f"must be >= {MIN_PRICE:g}"),
+        (h > MAX_PRICE, "high", f"must be <= {MAX_PRICE:g}"),
         (h < lo, "high", "must be >= low"),
         ((o < lo) | (o > h), "open", "must lie within [low, high]"),
         ((c < lo) | (c > h), "close", "must lie within [low, high]"),
@@ -205,22 +232,25 @@ def candles(items: Any, max_candles: int, field: str = "candles") -> CandleBlock
         if (step <= 0).any():
             i = int(np.argmax(step <= 0)) + 1
             raise InvalidArgument(f"{field}[{i}].ts", "candles must be ascending by ts with unique times (newest last)")
+    ahead = limit.first_ahead(ts_ms)
+    if ahead is not None:
+        raise InvalidArgument(f"{field}[{ahead[0]}].ts", ahead[1])
     return CandleBlock(ts_ms, ohlcv)
 
 
 # ---- requests ------------------------------------------------------------------------------
 
 
-def predict_query(req: pb.PredictReversalRequest, max_candles: int) -> PredictQuery:
-    return PredictQuery(symbol=symbol(req.symbol), candles=candles(req.candles, max_candles))
+def predict_query(req: pb.PredictReversalRequest, max_candles: int, limit: FutureLimit = NO_FUTURE) -> PredictQuery:
+    return PredictQuery(symbol=symbol(req.symbol), candles=candles(req.candles, max_candles, limit=limit))
 
 
-def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuery:
+def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int, limit: FutureLimit = NO_FUTURE) -> EnhanceQuery:
     sym = symbol(req.symbol)
     act = action(req.action)
     base = probability(req.base_confidence, "base_confidence")
-    price = positive(req.price, "price")
-    when = timestamp(req.time, "time", has=req.HasField("time"), default=now_utc)
+    price_ = price(req.price, "price")
+    when = not_ahead(timestamp(req.time, "time", has=req.HasField("time"), default=now_utc), "time", limit)
     ml = None
     if req.HasField("ml_prediction"):
         m = req.ml_prediction
@@ -236,25 +266,25 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuer
         symbol=sym,
         action=act,
         base_confidence=base,
-        price=price,
+        price=price_,
         time=when,
         strategy=text(req.strategy, "strategy", 128),
         ml=ml,
-        candles=candles(req.candles, max_candles),
+        candles=candles(req.candles, max_candles, limit=limit),
         market_context=context,
         session_id=text(req.session_id, "session_id", 128),
         request_id=request_id(req.request_id),
     )
 
 
-def push_query(req: pb.PushCandlesRequest, max_candles: int) -> tuple[str, CandleBlock]:
-    block = candles(req.candles, max_candles)
+def push_query(req: pb.PushCandlesRequest, max_candles: int, limit: FutureLimit = NO_FUTURE) -> tuple[str, CandleBlock]:
+    block = candles(req.candles, max_candles, limit=limit)
     if block is None:
         raise InvalidArgument("candles", "must not be empty")
     return symbol(req.symbol), block
 
 
-def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
+def outcome_query(req: pb.LogOutcomeRequest, limit: FutureLimit = NO_FUTURE) -> Outcome:
     decision_id = req.decision_id.strip()
     if not decision_id:
         raise InvalidArgument("decision_id", "must not be empty")
@@ -270,7 +300,7 @@ def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
         pnl=finite(req.pnl, "pnl"),
         pnl_pct=finite(req.pnl_pct, "pnl_pct"),
         exit_reason=text(req.exit_reason, "exit_reason"),
-        time=timestamp(req.time, "time", has=req.HasField("time"), default=now_utc),
+        time=not_ahead(timestamp(req.time, "time", has=req.HasField("time"), default=now_utc), "time", limit),
         shadow=bool(req.shadow),
     )
 

@@ -2,9 +2,9 @@
 
 - Tokens: ``MEM_SERVING_TOKEN`` (one, fixed for the process's life) or ``MEM_SERVING_TOKEN_FILE``
   (one token per line, ``#`` comments; the file must not be readable by group or others). A call
-  is accepted when its ``authorization: Bearer <t>`` matches any token of the current set
-  (compared in constant time against every one), so a rotation is: add the next token, reload,
-  move the clients, remove the old one, reload.
+  is accepted when its ``authorization: Bearer <t>`` (the scheme in any case) matches any token
+  of the current set (compared in constant time against every one), so a rotation is: add the
+  next token, reload, move the clients, remove the old one, reload.
 - TLS: the certificate and key files are served through ``grpc.dynamic_ssl_server_credentials``;
   after a reload every new handshake gets the new pair, established connections keep theirs.
 
@@ -52,24 +52,28 @@ class TokenSet:
         self.replace(tokens)
 
     def replace(self, tokens: Iterable[str]) -> None:
-        expected = tuple(f"Bearer {t}".encode() for t in tokens)
+        expected = tuple(t.encode() for t in tokens)
         if not expected:
             raise CredentialError("the token set is empty")
         self._expected = expected
 
     def accepts(self, given: bytes) -> bool:
-        """Whether ``given`` (the authorization header) names a current token; every token is
+        """Whether ``given`` (the authorization header: the scheme ``Bearer`` in any case, as RFC
+        7235 has it, one or more spaces, the token) names a current token; every token is
         compared, in constant time, whatever matches first."""
-        ok = False
+        scheme, _, rest = given.partition(b" ")
+        token = rest.lstrip(b" ")
+        ok = scheme.lower() == b"bearer"
+        match = False
         for expected in self._expected:
-            ok |= hmac.compare_digest(given, expected)
-        return ok
+            match |= hmac.compare_digest(token, expected)
+        return ok and match
 
     def __len__(self) -> int:
         return len(self._expected)
 
     def fingerprints(self) -> list[str]:
-        return [fingerprint(e[len("Bearer ") :]) for e in self._expected]
+        return [fingerprint(e) for e in self._expected]
 
     def __repr__(self) -> str:
         return f"TokenSet({len(self)} tokens)"

@@ -65,16 +65,18 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(self._exempt):
-            return handler
-        for key, value in details.invocation_metadata or ():
+        # authentication before routing: a caller without a token learns nothing of the methods
+        # (an unknown one is UNAUTHENTICATED too, not UNIMPLEMENTED)
+        if details.method.startswith(self._exempt) or self._authorized(details.invocation_metadata):
+            return await continuation(details)
+        handler = await continuation(details)  # only for its streaming kind
+        return _DENY if handler is None else _deny_like(handler)
+
+    def _authorized(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
             if key == "authorization":
-                given = value.encode() if isinstance(value, str) else bytes(value)
-                if self._tokens.accepts(given):
-                    return handler
-                break
-        return _deny_like(handler)
+                return self._tokens.accepts(value.encode() if isinstance(value, str) else bytes(value))
+        return False
 
 
 async def _deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -91,6 +93,34 @@ def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(_deny, **kw)
     return grpc.unary_unary_rpc_method_handler(_deny, **kw)
+
+
+#: What a call to a method without a handler gets without a token (the request is not parsed).
+_DENY = grpc.unary_unary_rpc_method_handler(_deny)
+
+#: gRPC's largest duration (ms): "never" for the connection timers.
+_NEVER_MS = 2**31 - 1
+
+
+def connection_options(settings: ServingSettings) -> list[tuple[str, int]]:
+    """The server's connection hygiene (docs/serving.md, "Connections"): keepalive pings, the
+    idle and age limits of a connection, and the cap on its concurrent calls."""
+
+    def ms(seconds: float) -> int:
+        return min(_NEVER_MS, max(1, round(seconds * 1000))) if seconds > 0 else _NEVER_MS
+
+    return [
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_s)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout_s)),
+        # what closes a connection whose ping goes unanswered (grpc 1.85 does not on the above alone)
+        ("grpc.http2.ping_timeout_ms", ms(settings.keepalive_timeout_s)),
+        # ping idle connections too: a peer that vanished is found before max_idle_s
+        ("grpc.keepalive_permit_without_calls", 1 if settings.keepalive_s > 0 else 0),
+        ("grpc.max_connection_idle_ms", ms(settings.max_idle_s)),
+        ("grpc.max_connection_age_ms", ms(settings.max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace_s)),
+        ("grpc.max_concurrent_streams", settings.max_streams),
+    ]
 
 
 @dataclass
@@ -264,6 +294,7 @@ async def _start(
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            *connection_options(settings),
         ],
     )
     add_to_server(MemServicer(handlers, executor), server)

@@ -11,9 +11,10 @@ queries behind GetParameters and ListStrategies, GetModelInfo's registry read, P
 call cancelled while awaiting (deadline,
 client gone, server stopping) ends with ``CancelledError``, which is not mapped to a status.
 
-Register it with ``add_to_server``: a request whose bytes do not parse ends in INTERNAL
-"Exception deserializing request!" (as the synchronous grpc server answered; grpc.aio alone would
-answer UNKNOWN with the parser's message).
+Register it with ``add_to_server``: a request whose bytes do not parse as the method's request
+message ends in INVALID_ARGUMENT "request: the bytes do not decode as mem.v1.<Request>" and is
+counted so (a client's garbage, not a server bug; grpc.aio alone would answer UNKNOWN with the
+parser's message, the synchronous grpc server INTERNAL).
 """
 
 from __future__ import annotations
@@ -32,23 +33,31 @@ from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving._gen.mem.v1 import mem_pb2_grpc
 from mem_serving.errors import to_status
 from mem_serving.handlers import Budget, Handlers, WouldReadCandles
+from mem_serving.time_sanity import FutureLimit
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: What the request deserializers return for bytes that do not parse.
-UNDECODABLE = object()
-DECODE_ERROR = "Exception deserializing request!"
+
+class Undecodable:
+    """What the request deserializers return for bytes that do not parse."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    kind = getattr(deserialize, "__self__", None)
+    name = kind.DESCRIPTOR.full_name if kind is not None and hasattr(kind, "DESCRIPTOR") else "the request message"
+    undecodable = Undecodable(f"request: the bytes do not decode as {name}")
+
     def parse(data: bytes) -> Any:
         try:
             return deserialize(data)
         except Exception as exc:
-            log.warning("%s: %s", DECODE_ERROR, exc)
-            return UNDECODABLE
+            log.info("%s (%s)", undecodable.message, exc)
+            return undecodable
 
     return parse
 
@@ -89,6 +98,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self._requests = handlers.metrics.requests
         self._durations = handlers.metrics.request_duration
         self._max_candles = handlers.settings.max_candles
+        self._no_future = FutureLimit(handlers.settings.max_clock_skew_s)
 
     def _finished(self, method: str, code: str, started: float) -> None:
         """Count the call's final status and observe its duration, before the status is sent (a
@@ -100,9 +110,9 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]
     ) -> Any:
         started = time.perf_counter()
-        if request is UNDECODABLE:
-            self._finished(method, grpc.StatusCode.INTERNAL.name, started)
-            await context.abort(grpc.StatusCode.INTERNAL, DECODE_ERROR)
+        if isinstance(request, Undecodable):  # a client's garbage, not a server bug
+            self._finished(method, grpc.StatusCode.INVALID_ARGUMENT.name, started)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         try:
             reply = await work(Budget(context.time_remaining))
         except asyncio.CancelledError:  # deadline, client gone, server stopping: no status is sent
@@ -123,7 +133,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self, request: pb.PredictReversalRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictReversalResponse:
         async def work(budget: Budget) -> pb.PredictReversalResponse:
-            query = conv.predict_query(request, self._max_candles)
+            query = conv.predict_query(request, self._max_candles, self._no_future)
             prediction = None
             if not self.h.reads_candle_source(query.symbol, query.candles):
                 try:
@@ -141,7 +151,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self, request: pb.EnhanceSignalRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnhancedSignal:
         async def work(budget: Budget) -> pb.EnhancedSignal:
-            query = conv.enhance_query(request, self._max_candles)
+            query = conv.enhance_query(request, self._max_candles, self._no_future)
             enhanced = None
             if not self.h.enhance_reads_candle_source(query):
                 try:
@@ -159,7 +169,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext
     ) -> pb.LogOutcomeResponse:
         async def work(budget: Budget) -> pb.LogOutcomeResponse:
-            query = conv.outcome_query(request)
+            query = conv.outcome_query(request, self._no_future)
             request_id = conv.request_id(request.request_id)
             return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget, request_id), query)
 
@@ -186,7 +196,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self, request: pb.PushCandlesRequest, context: grpc.aio.ServicerContext
     ) -> pb.PushCandlesResponse:
         def push() -> pb.PushCandlesResponse:  # up to max_candles to convert: off the loop
-            return conv.push_pb(self.h.push_candles(*conv.push_query(request, self._max_candles)))
+            return conv.push_pb(self.h.push_candles(*conv.push_query(request, self._max_candles, self._no_future)))
 
         async def work(budget: Budget) -> pb.PushCandlesResponse:
             return await self._blocking(push)

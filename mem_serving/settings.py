@@ -31,6 +31,22 @@ MEM_SERVING_CREDENTIALS_POLL_S seconds between checks of the token file   2
                                and TLS files (0 = only on SIGHUP)
 MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS; reloaded like  (none: plaintext)
                                the token file
+MEM_SERVING_MAX_CLOCK_SKEW_S   seconds a candle or decision time may lie  120
+                               ahead of the server's clock beyond one
+                               candle interval (5 min); later: refused
+MEM_SERVING_KEEPALIVE_S        seconds without traffic before the server  60
+                               pings a connection (0 = no pings)
+MEM_SERVING_KEEPALIVE_TIMEOUT_S
+                               seconds a ping may go unanswered before    20
+                               the connection is closed
+MEM_SERVING_MAX_IDLE_S         seconds a connection may hold no call      300
+                               before it is closed (0 = never)
+MEM_SERVING_MAX_CONNECTION_AGE_S
+                               seconds after which a connection is asked  3600
+                               to go away (0 = never)
+MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S
+                               seconds its calls in flight then get       30
+MEM_SERVING_MAX_STREAMS        calls in flight on one connection at most  256
 MEM_MEMORY_DB                  memory store (SQLite) path                 <MEM_HOME>/.mem/memory/memory.db
 MLFLOW_TRACKING_URI            MLflow tracking/registry store             sqlite:///<root>/mlflow.db
 =============================  =========================================  ==================
@@ -38,6 +54,7 @@ MLFLOW_TRACKING_URI            MLflow tracking/registry store             sqlite
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -45,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT, memory_db_path, project_paths, tracking_uri
+from mem_serving.time_sanity import DEFAULT_MAX_CLOCK_SKEW_S
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,21 @@ class ServingSettings:
     candle_batch_rows: int = 10_000
     #: Seconds ``stop`` lets the write-behind drain its queue into QuestDB.
     candle_drain_s: float = 10.0
+    #: Seconds a candle or decision time may lie ahead of the server's clock beyond one candle
+    #: interval; a later one is refused (``mem_serving.time_sanity``).
+    max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
+    #: Connections (docs/serving.md, "Connections"): seconds without traffic before the server
+    #: pings (0 = no pings) and seconds it waits for the answer before closing the connection.
+    keepalive_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    #: Seconds a connection may hold no call before the server closes it (0 = never).
+    max_idle_s: float = 300.0
+    #: Seconds after which a connection is asked to go away (GOAWAY; clients reconnect, which
+    #: spreads them over replicas), then the seconds its calls in flight get to end (0 = never).
+    max_connection_age_s: float = 3600.0
+    max_connection_age_grace_s: float = 30.0
+    #: Calls in flight on one connection at most (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    max_streams: int = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServingSettings:
@@ -120,6 +153,13 @@ class ServingSettings:
             tls_key=Path(key) if key else None,
             token_file=Path(token_file) if token_file else None,
             credentials_poll_s=float(env.get("MEM_SERVING_CREDENTIALS_POLL_S", 2.0)),
+            max_clock_skew_s=_at_least(env, "MEM_SERVING_MAX_CLOCK_SKEW_S", DEFAULT_MAX_CLOCK_SKEW_S, float, 0),
+            keepalive_s=_at_least(env, "MEM_SERVING_KEEPALIVE_S", 60.0, float, 0),
+            keepalive_timeout_s=_at_least(env, "MEM_SERVING_KEEPALIVE_TIMEOUT_S", 20.0, float, 0.001),
+            max_idle_s=_at_least(env, "MEM_SERVING_MAX_IDLE_S", 300.0, float, 0),
+            max_connection_age_s=_at_least(env, "MEM_SERVING_MAX_CONNECTION_AGE_S", 3600.0, float, 0),
+            max_connection_age_grace_s=_at_least(env, "MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S", 30.0, float, 0),
+            max_streams=_at_least(env, "MEM_SERVING_MAX_STREAMS", 256, int, 1),
         )
         clean: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings
@@ -153,6 +193,14 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> An
         return kind(raw)
     except ValueError:
         raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+
+
+def _at_least(env: Mapping[str, str], name: str, default: float, kind: type, low: float) -> Any:
+    """``_number``, refused below ``low`` (``ValueError`` naming the variable)."""
+    value = _number(env, name, default, kind)
+    if not math.isfinite(value) or value < low:
+        raise ValueError(f"{name} must be >= {low:g}, got {env.get(name)!r}")
+    return value
 
 
 def _writer_mode(value: str) -> bool:

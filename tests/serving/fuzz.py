@@ -7,9 +7,10 @@ Every request starts as a valid one built from real candles, with state carried 
 (~30%), with one to three fields broken (~50%: non-finite and out-of-range numbers, unknown
 enum numbers, timestamps at and past protobuf's range, oversized, empty, control-character and
 non-ASCII text, broken or disordered candles, unknown or repeated ids), as its serialized bytes
-flipped or cut (~10%), or as random bytes (~10%). The run checks: no INTERNAL for a request
-that decodes (only undecodable bytes may get one), health SERVING throughout, and afterwards the
-caller compares the store with the calls that succeeded (nothing from a refused call is stored).
+flipped or cut (~10%), or as random bytes (~10%). The run checks: no INTERNAL, for a request
+that decodes or not (bytes that do not decode get INVALID_ARGUMENT), health SERVING throughout,
+and afterwards the caller compares the store with the calls that succeeded (nothing from a
+refused call is stored).
 """
 
 from __future__ import annotations
@@ -77,13 +78,15 @@ BAD_SECONDS = (
 @dataclass
 class FuzzReport:
     """What a run saw. ``unexpected`` lists (method, kind, status, details) of every answer
-    outside ``EXPECTED`` for a decodable request; ``internal_undecodable`` counts the INTERNAL
-    answers to bytes that do not decode (the one expected INTERNAL)."""
+    outside ``EXPECTED`` for a decodable request and other than INVALID_ARGUMENT for bytes that do
+    not decode; ``internal_decodable`` and ``internal_undecodable`` count the INTERNAL answers to
+    each (0 expected for both)."""
 
     requests: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     by_kind: Counter[str] = field(default_factory=Counter)
     undecodable: int = 0
+    internal_decodable: int = 0
     internal_undecodable: int = 0
     unexpected: list[tuple[str, str, str, str]] = field(default_factory=list)
     health_checks: int = 0
@@ -101,7 +104,8 @@ class FuzzReport:
             "by_kind": dict(self.by_kind),
             "by_status": dict(sorted(self.by_status.items())),
             "undecodable": self.undecodable,
-            "internal_for_undecodable": self.internal_undecodable,
+            "internal_decodable": self.internal_decodable,
+            "internal_undecodable": self.internal_undecodable,
             "unexpected": len(self.unexpected),
             "unexpected_examples": self.unexpected[:10],
             "health_checks": self.health_checks,
@@ -406,9 +410,14 @@ def run(channel: grpc.Channel, gen: Generator, n: int, health_every: int = 100, 
             elif method == "LogOutcome":
                 learned = pb.LogOutcomeResponse.FromString(reply)
                 (report.shadowed if learned.shadow else report.closed).add(learned.decision_id)
-        if not decodable and code == grpc.StatusCode.INTERNAL:
-            report.internal_undecodable += 1
-        elif code not in EXPECTED:
+        internal = code == grpc.StatusCode.INTERNAL
+        if decodable:
+            report.internal_decodable += internal
+            wrong = code not in EXPECTED
+        else:
+            report.internal_undecodable += internal
+            wrong = code != grpc.StatusCode.INVALID_ARGUMENT
+        if wrong:
             report.unexpected.append((method, kind, code.name, details[:200]))
         if (i + 1) % health_every == 0:
             report.health_checks += 1

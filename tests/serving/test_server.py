@@ -340,47 +340,37 @@ def test_prediction_cache_is_keyed_by_the_newest_candle(stack: Stack, serve_cand
     assert (hits._value.get(), misses._value.get()) == (h0 + 1, m0 + 3)
 
 
-def test_the_last_protobuf_instant_is_served_and_anything_later_is_invalid(stack: Stack) -> None:
+def test_the_last_protobuf_instant_lies_in_the_future_and_anything_later_is_out_of_range(stack: Stack) -> None:
     last = Timestamp(seconds=253402300799, nanos=999_999_999)  # 9999-12-31T23:59:59.999999999Z
     ml = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
     base = dict(symbol="LATE", action=pb.ACTION_BUY, base_confidence=0.9, price=100.0, ml_prediction=ml)
-    signal = stack.stub.EnhanceSignal(pb.EnhanceSignalRequest(**base, time=last), timeout=10)
-    assert (signal.time.seconds, signal.time.nanos) == (253402300799, 999_999_000)  # kept to the microsecond
-    assert stack.engine.store.get_decision(signal.decision_id)[0].time == datetime(
+    signal = stack.stub.EnhanceSignal(pb.EnhanceSignalRequest(**base, time=now_pb()), timeout=10)
+    outcome = dict(decision_id=signal.decision_id, entry_price=100, exit_price=101, size=0.01, exit_reason="tp")
+    # read to the microsecond (integer arithmetic: a float sum would round into year 10000), then
+    # refused as a time from the future (tests/serving/test_time_sanity.py)
+    assert conv.timestamp(last, "time", has=True, default=None) == datetime(
         9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC
     )
-    learned = stack.stub.LogOutcome(
-        pb.LogOutcomeRequest(
-            decision_id=signal.decision_id,
-            entry_price=100,
-            exit_price=101,
-            size=0.01,
-            pnl=1,
-            pnl_pct=0.01,
-            exit_reason="tp",
-            time=last,
-        ),
-        timeout=10,
-    )
-    assert learned.decision_id == signal.decision_id
+    code, details = _code(stack.stub.EnhanceSignal, pb.EnhanceSignalRequest(**base, time=last))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("time: lies in the future"), details
+    code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(**outcome, time=last))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("time: lies in the future"), details
     for bad in (Timestamp(seconds=253402300800), Timestamp(seconds=5, nanos=1_000_000_000), Timestamp(seconds=-1)):
         code, details = _code(stack.stub.EnhanceSignal, pb.EnhanceSignalRequest(**base, time=bad))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("time: out of range"), details
-        code, details = _code(
-            stack.stub.LogOutcome,
-            pb.LogOutcomeRequest(
-                decision_id=signal.decision_id, entry_price=100, exit_price=101, size=0.01, exit_reason="tp", time=bad
-            ),
-        )
+        code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(**outcome, time=bad))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("time: out of range"), details
         candle = pb.Candle(ts=bad, open=1, high=1, low=1, close=1, volume=1)
         code, details = _code(stack.stub.PredictReversal, pb.PredictReversalRequest(symbol="LATE", candles=[candle]))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("candles[0].ts: out of range"), details
+    assert stack.store.counts()["outcomes"] == 0
 
 
-def test_undecodable_requests_are_counted(stack: Stack) -> None:
+def test_undecodable_requests_are_invalid_arguments_and_counted_so(stack: Stack) -> None:
     requests = stack.handlers.metrics.requests
-    for method in ("EnhanceSignal", "LogOutcome"):
+    for method, name in (("EnhanceSignal", "EnhanceSignalRequest"), ("LogOutcome", "LogOutcomeRequest")):
         code, details = _code(stack.channel.unary_unary(f"/mem.v1.MemService/{method}"), b"\xff\xff\xff")
-        assert code == grpc.StatusCode.INTERNAL and details == "Exception deserializing request!"
-        assert requests.labels(method, "INTERNAL")._value.get() == 1
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+        assert details == f"request: the bytes do not decode as mem.v1.{name}"
+        assert requests.labels(method, "INVALID_ARGUMENT")._value.get() == 1
+        assert requests.labels(method, "INTERNAL")._value.get() == 0
