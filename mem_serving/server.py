@@ -237,8 +237,14 @@ def _status(serving: bool) -> int:
 
 
 def watch_memory(running: RunningServer, engine: Any) -> None:
-    """Report the memory's write health (``engine.write_health``) as the ``memory`` condition."""
+    """Report the memory's write health (``engine.write_health``) as the ``memory`` condition, and
+    both in the metrics (``mem_memory_writes_ok``, ``mem_health_serving{service}``)."""
     engine.write_health.subscribe(lambda ok: running.set_condition("memory", ok))
+    metrics = running.handlers.metrics
+    engine.write_health.subscribe(metrics.set_memory_writes)
+    metrics.bind_health(
+        lambda: {SERVICE_NAME: all(running.conditions.values()), "": running.conditions.get("memory", True)}
+    )
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -331,8 +337,9 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     from mem_core.settings import project_paths
     from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
     from mem_memory.backend import describe, redact_text
+    from mem_serving.candle_age import CandleAgeWatcher
     from mem_serving.handlers import questdb_source
-    from mem_serving.metrics import ServingMetrics
+    from mem_serving.metrics import ServingMetrics, model_listener
     from mem_serving.model_provider import ModelProvider
 
     preflight(settings)
@@ -360,7 +367,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     feature_sets.warm_up()
     metrics = ServingMetrics()
     models = ModelProvider(settings.tracking_uri, settings.model_poll_s, metrics=metrics)
-    models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
+    models.subscribe(model_listener(metrics, models.tracking_uri))
     models.start()
     source = questdb_source(questdb)
     sink = candle_sink(settings, questdb)
@@ -383,6 +390,7 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     running.stoppers.append(source.close)  # type: ignore[attr-defined]  # questdb_source's reader has close()
     if sink is not None:
         running.stoppers.append(sink.close)  # after the server stopped: no call offers any more
+        running.stoppers.append(CandleAgeWatcher(questdb, sink.observe_stored).start().stop)
     if start_metrics:
         try:
             start_metrics_http(running, settings)
