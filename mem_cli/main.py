@@ -28,6 +28,7 @@ from mem_cli import (  # noqa: E402
     main_cmd,
     memory_cmd,
     memory_verify_cmd,
+    model_cmd,
     questdb_cmd,
     replay_cmd,
     serve_cmd,
@@ -60,6 +61,7 @@ def _root(
 app.add_typer(questdb_cmd.app, name="questdb")
 app.add_typer(ingest_cmd.app, name="ingest")
 app.add_typer(candles_cmd.app, name="candles")
+app.add_typer(model_cmd.app, name="model")
 memory_cmd.app.command(name="verify")(memory_verify_cmd.verify)
 app.add_typer(memory_cmd.app, name="memory")
 app.command(name="serve")(serve_cmd.serve)

@@ -260,17 +260,12 @@ class ModelTimes:
     promoted: float | None = None
 
 
-#: Audit tags ``mem model promote`` writes on the version it makes champion.
-PROMOTED_AT_TAG = "champion.promoted_at"
-PROMOTED_BY_TAG = "champion.promoted_by"
-PROMOTED_REASON_TAG = "champion.reason"
-
-
 def model_times(version: str, tracking_uri: str) -> ModelTimes:
     """The training end (the run's end time, else the version's creation) and the promotion time
     (the ``champion.promoted_at`` audit tag, else the version's last update: the gate writes its
     verdict just before it moves the alias) of ``version`` in the registry."""
     from mem_core import registry
+    from mem_core.promotion import PROMOTED_AT_TAG
 
     client = registry.client(tracking_uri)
     mv = client.get_model_version(registry.MODEL_NAME, str(version))
