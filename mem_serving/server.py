@@ -391,6 +391,10 @@ def build_app(settings: ServingSettings, *, start_metrics: bool = True) -> Runni
     if sink is not None:
         running.stoppers.append(sink.close)  # after the server stopped: no call offers any more
         running.stoppers.append(CandleAgeWatcher(questdb, sink.observe_stored).start().stop)
+    else:  # no write-behind to export the candle ages: the watcher does
+        ages = CandleAgeWatcher(questdb)
+        ages.register(metrics.registry)
+        running.stoppers.append(ages.start().stop)
     if start_metrics:
         try:
             start_metrics_http(running, settings)

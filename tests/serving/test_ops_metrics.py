@@ -207,3 +207,30 @@ def test_counters_replace_windowed_gauges() -> None:
     metrics.set_model(None)
     assert get("mem_model_loaded") == 0.0
     assert get("mem_model_version") is None and get("mem_model_training_end_timestamp_seconds") is None
+
+
+def test_without_the_write_behind_the_watcher_exports_the_candle_ages(
+    questdb: QuestDBSettings, serve_candles: pd.DataFrame
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from mem_serving.candle_age import CandleAgeWatcher
+
+    rows = serve_candles.iloc[:5].assign(symbol="AGEUSDT")
+    write_candles(questdb, rows)
+    wait_for_wal(questdb)
+    registry = CollectorRegistry()
+    watcher = CandleAgeWatcher(questdb, interval_s=3600)
+    watcher.register(registry)
+    assert registry.get_sample_value("mem_candles_newest_age_seconds", {"symbol": "AGEUSDT"}) is None
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while watcher.reads == 0:
+            assert time.monotonic() < deadline, "the watcher never read QuestDB"
+            time.sleep(0.05)
+    finally:
+        watcher.stop()
+    age = registry.get_sample_value("mem_candles_newest_age_seconds", {"symbol": "AGEUSDT"})
+    assert age is not None
+    assert abs(age - (time.time() - rows["ts"].iloc[-1].timestamp())) < 60
