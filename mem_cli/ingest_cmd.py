@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -31,7 +32,21 @@ def _settings():
     return settings
 
 
-def _fail(message: str) -> None:
+def _check_files(paths: list[Path]) -> None:
+    """Every input is a readable file, or one line naming the first that is not."""
+    for path in paths:
+        if not path.exists():
+            _fail(f"{path}: no such file")
+        if not path.is_file():
+            _fail(f"{path}: not a file")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            _fail(f"{path}: cannot be read ({exc.strerror})")
+
+
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -59,6 +74,7 @@ def csv_cmd(
     from mem_core.questdb.store import CandleStoreError
     from mem_pipelines.ingest.load import ingest_csv_files
 
+    _check_files(paths)  # before any server is contacted: a typo is not a QuestDB problem
     settings = _settings()
     try:
         results = ingest_csv_files(settings, paths, interval=interval, symbol=symbol)

@@ -5,10 +5,36 @@ Sub-commands import their layer lazily, so ``mem --help`` stays fast.
 
 from __future__ import annotations
 
-import typer
+import sys
+from types import TracebackType
 
-from mem_cli import ingest_cmd, main_cmd, memory_cmd, memory_verify_cmd, questdb_cmd, replay_cmd, serve_cmd
 
+def _interrupted_quietly(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """Ctrl-C before a command handles it (while the libraries load): one line, no traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.stderr.write("mem: interrupted\n")
+        return
+    sys.__excepthook__(kind, exc, tb)
+
+
+sys.excepthook = _interrupted_quietly
+
+import typer  # noqa: E402  (after the hook: importing the commands' libraries takes seconds)
+
+from mem_cli import (  # noqa: E402
+    candles_cmd,
+    help_style,
+    ingest_cmd,
+    main_cmd,
+    memory_cmd,
+    memory_verify_cmd,
+    model_cmd,
+    questdb_cmd,
+    replay_cmd,
+    serve_cmd,
+)
+
+help_style.install()
 app = typer.Typer(help="MEM: memory-enhanced ML trading signals.", no_args_is_help=True, add_completion=False)
 
 
@@ -34,6 +60,8 @@ def _root(
 
 app.add_typer(questdb_cmd.app, name="questdb")
 app.add_typer(ingest_cmd.app, name="ingest")
+app.add_typer(candles_cmd.app, name="candles")
+app.add_typer(model_cmd.app, name="model")
 memory_cmd.app.command(name="verify")(memory_verify_cmd.verify)
 app.add_typer(memory_cmd.app, name="memory")
 app.command(name="serve")(serve_cmd.serve)

@@ -32,6 +32,16 @@ def replay(
 ) -> None:
     """Replay candles from QuestDB through the server; refuses a served model trained into the window
     and a memory store other than the server's."""
+    from mem_cli.reach import unreachable
+
+    why = unreachable(server)
+    if why is not None:  # fail in about a second, not after gRPC's 30 s wait
+        typer.echo(
+            f"error: {why}; start the server first with `mem serve` (another terminal; it prints its address), "
+            "or name it with --server host:port",
+            err=True,
+        )
+        raise typer.Exit(1)
     from mem_pipelines.replay.runner import ReplayConfig, ReplayError, run_replay  # lazy: keeps `mem --help` fast
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -35,9 +36,12 @@ def serve(
     ),
 ) -> None:
     """Serve PredictReversal, EnhanceSignal, LogOutcome, GetParameters, ListStrategies over gRPC."""
-    from mem_serving.server import StartupError
-    from mem_serving.server import serve as run
-    from mem_serving.settings import ServingSettings
+    try:
+        from mem_serving.server import StartupError
+        from mem_serving.server import serve as run
+        from mem_serving.settings import ServingSettings
+    except KeyboardInterrupt:  # Ctrl-C while the libraries load (seconds on a busy machine)
+        _interrupted()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -77,3 +81,10 @@ def serve(
     except (StartupError, CredentialError) as exc:  # a configuration problem: one line, no traceback
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C while starting (once serving, it stops gracefully instead)
+        _interrupted()
+
+
+def _interrupted() -> NoReturn:
+    typer.echo("mem serve: interrupted while starting; stopped", err=True)
+    raise typer.Exit(130) from None

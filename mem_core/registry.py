@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,10 @@ from mem_core.model import ReversalModel, load_estimator, log_estimator
 from mem_core.settings import tracking_uri
 
 log = logging.getLogger(__name__)
+
+# MLflow draws a tqdm "Downloading artifacts" bar on stderr for every model it loads: noise in the
+# main job's output and the server's log. Off unless the user turns it on (read at each download).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MODEL_NAME = "mem-reversal"
 CHAMPION = "champion"

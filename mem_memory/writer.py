@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -208,6 +209,9 @@ def checkpoint_in_background(path: str, every_s: float = CHECKPOINT_EVERY_S) -> 
 def main(argv: list[str]) -> int:
     """The child: open the store, then commit batch after batch until the parent goes away."""
     path, read_fd, write_fd = argv[0], int(argv[1]), int(argv[2])
+    # a terminal's Ctrl-C reaches the whole process group: the parent stops this child (it ends
+    # when the pipe closes), so the interrupt is not a traceback here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     try:
         store = MemoryStore.attach_prepared_writer(path)

@@ -265,6 +265,7 @@ class Handlers:
         probability = model.predict_one(x)
         out_of_range = feats.out_of_range(values, model.feature_ranges)
         self.metrics.ml_latency.observe(time.perf_counter() - started)
+        self.metrics.prediction(probability, out_of_range)
         prediction = Prediction(
             symbol=query.symbol,
             is_reversal=probability >= self.settings.reversal_threshold,

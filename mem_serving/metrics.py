@@ -1,80 +1,87 @@
 """Prometheus metrics of one server (own registry, so several servers can live in one process).
 
-name                                   type       meaning
-=====================================  =========  ============================================
-mem_decisions_total{action}            counter    enhanced signals recorded (rate()/increase())
-mem_decisions_last_hour                gauge      decisions recorded in the last 60 minutes
-mem_outcomes_total{result}             counter    outcomes logged, result = win | loss
-mem_win_rate_24h                       gauge      wins / trades closed in the last 24 h, from the
-                                                  memory store (NaN when none)
-mem_ml_latency_seconds                 histogram  features + model inference of one prediction
-mem_memory_load_seconds                histogram  the memory engine's part of one enhancement
-mem_enhancement_seconds                histogram  one EnhanceSignal end to end in the handler
-mem_strategies{state}                  gauge      learned strategies, state = active | deprecated
-mem_requests_total{method,code}        counter    gRPC calls by final status code
-mem_prediction_cache_total{result}     counter    prediction cache hit | miss
-mem_model_info{version}                gauge      1 for the champion version being served
-mem_replays_total{method}              counter    calls answered with the first answer to their
-                                                  repeated request id (nothing recorded)
-mem_ml_absent_total                    counter    EnhanceSignal decisions taken with the ML silent
-                                                  (no champion model)
-mem_ml_absent_total                      counter    EnhanceSignal decisions taken with the ML silent
-                                                    (no champion model)
-mem_memory_corrupt_records             gauge      corrupt records the memory has met (left out
-                                                  of every read; ``mem memory verify`` lists all)
-=====================================  =========  ============================================
-=======
-=======================================  =========  ==========================================
-name                                     type       meaning
-=======================================  =========  ==========================================
-mem_decisions_total{action}              counter    enhanced signals recorded (rate()/increase())
-mem_decisions_last_hour                  gauge      decisions recorded in the last 60 minutes
-mem_outcomes_total{result}               counter    outcomes logged, result = win | loss
-mem_win_rate_24h_ratio                   gauge      wins / trades closed in the last 24 h (0..1),
-                                                    from the memory store; absent when none
-mem_ml_latency_seconds                   histogram  features + model inference of one prediction
-mem_memory_load_seconds                  histogram  the memory engine's part of one enhancement
-mem_enhancement_seconds                  histogram  one EnhanceSignal end to end in the handler
-mem_request_duration_seconds{method}     histogram  every RPC, received to answered, any status
-mem_strategies{state}                    gauge      learned strategies, state = active | deprecated
-mem_requests_total{method,code}          counter    gRPC calls by final status code
-mem_prediction_cache_total{result}       counter    prediction cache hit | miss
-mem_model_info{version}                  gauge      1 for the champion version being served
-mem_model_loads_total{result}            counter    champion loads: ok | refused | error
-mem_model_swaps_total                    counter    loads that replaced a served champion
-mem_model_load_seconds                   gauge      duration of the last successful load
-mem_replays_total{method}                counter    calls answered with the first answer to
-                                                    their repeated request id (nothing recorded)
-mem_memory_corrupt_records               gauge      corrupt records the memory has met (left
-                                                    out of every read; ``mem memory verify``)
-=======================================  =========  ==========================================
+=============================================  =========  ==========================================
+name                                           type       meaning
+=============================================  =========  ==========================================
+mem_build_info{version,git_commit}             gauge      1; the package version and git commit
+process_* / python_info                        various    CPU, resident memory, open files, start
+                                                          time of this process; the interpreter
+mem_decisions_total{action}                    counter    enhanced signals recorded (rate()/increase())
+mem_outcomes_total{result}                     counter    outcomes logged, result = win | loss
+mem_win_rate_24h_ratio                         gauge      wins / trades closed in the last 24 h (0..1),
+                                                          from the memory store; absent when none
+mem_ml_latency_seconds                         histogram  features + model inference of one prediction
+mem_predicted_probability_ratio                histogram  P(reversal) of each computed prediction
+mem_predictions_out_of_range_total             counter    predictions with a feature outside the
+                                                          champion's training min/max
+mem_out_of_range_features_total{feature}       counter    features met outside that range, by name
+mem_memory_load_seconds                        histogram  the memory engine's part of one enhancement
+mem_enhancement_seconds                        histogram  one EnhanceSignal end to end in the handler
+mem_request_duration_seconds{method}           histogram  every RPC, received to answered, any status
+mem_strategies{state}                          gauge      learned strategies, state = active | deprecated
+mem_requests_total{method,code}                counter    gRPC calls by final status code
+mem_prediction_cache_total{result}             counter    prediction cache hit | miss
+mem_model_info{version}                        gauge      1 for the champion version being served
+mem_model_loaded                               gauge      1 while a champion is served, else 0
+mem_model_version                              gauge      the served champion's version number
+mem_model_training_end_timestamp_seconds       gauge      when the champion's training run ended
+mem_model_promoted_timestamp_seconds           gauge      when it was made champion (audit tag of
+                                                          ``mem model promote``, else the version's
+                                                          last update: the gate's verdict)
+mem_model_loads_total{result}                  counter    champion loads: ok | refused | error
+mem_model_swaps_total                          counter    loads that replaced a served champion
+mem_model_load_seconds                         gauge      duration of the last successful load
+mem_replays_total{method}                      counter    calls answered with the first answer to
+                                                          their repeated request id (nothing recorded)
+mem_ml_absent_total                            counter    EnhanceSignal decisions taken with the ML
+                                                          silent (no champion model)
+mem_memory_corrupt_records                     gauge      corrupt records the memory has met (left
+                                                          out of every read; ``mem memory verify``)
+mem_memory_writes_ok                           gauge      1 while the memory's writes succeed, 0 while
+                                                          they fail (disk full, store out of reach)
+mem_health_serving{service}                    gauge      1 when the gRPC health of ``service``
+                                                          ("" = the server) is SERVING, else 0
+mem_candles_newest_age_seconds{symbol}         gauge      seconds since the newest candle of each
+                                                          symbol in QuestDB (read at start-up and
+                                                          every minute; ``candle_age``)
+=============================================  =========  ==========================================
+
+The candle write-behind adds its own ``mem_candles_*`` series (``mem_serving.candle_sink``).
 
 Conventions (prometheus.io/docs/practices): every known label set is exported from the start
 at zero (every method x status code, as go-grpc-prometheus does), so ``rate()`` and alerts see
-the first event; no ``_created`` series; base units in names (seconds, ratio); no NaN values: a
-gauge with nothing to report is absent.
-
-The last-hour decision window is kept in this process (a deque of timestamps) and restarts with
-the server; counters are the durable view for Prometheus. The 24 h win rate and the strategy
-counts come from the memory store (all processes).
+the first event; counters, not windowed gauges (decisions per hour is
+``increase(mem_decisions_total[1h])``); no ``_created`` series; base units in names (seconds,
+ratio); no NaN values: a gauge with nothing to report is absent. The 24 h win rate and the
+strategy counts come from the memory store (all processes). deploy/prometheus/alerts.yml and
+deploy/grafana/mem.json are built on these names (tests/serving/test_ops_metrics.py).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import subprocess
 import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mem_memory.types import ACTIONS
 from mem_serving._gen.mem.v1 import mem_pb2
 
+log = logging.getLogger(__name__)
+
+#: P(reversal) buckets: tenths, finer around the default reversal threshold (0.5).
+PROBABILITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0)
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 #: The RPCs of ``mem.v1.MemService`` (from the compiled proto, so a new RPC is counted from the start).
@@ -87,44 +94,43 @@ REPLAYED_METHODS = ("EnhanceSignal", "LogOutcome")
 LOAD_RESULTS = ("ok", "refused", "error")
 
 
-class _Window:
-    """Events in a sliding time window (thread-safe)."""
-
-    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
-        self.seconds = seconds
-        self._clock = clock
-        self._events: deque[tuple[float, bool]] = deque()
-        self._lock = threading.Lock()
-
-    def add(self, flag: bool = True) -> None:
-        with self._lock:
-            self._events.append((self._clock(), flag))
-
-    def _trim(self) -> None:
-        cutoff = self._clock() - self.seconds
-        while self._events and self._events[0][0] < cutoff:
-            self._events.popleft()
-
-    def count(self) -> int:
-        with self._lock:
-            self._trim()
-            return len(self._events)
-
-
 class ServingMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # ``<name>_created`` series are off for the whole process: their values are the process's
         # start time, one extra series per labelled child, and Prometheus ignores them
         prometheus_client.disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self._hour = _Window(3600.0, clock)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=r)  # python_info
+        self.build_info = Gauge(
+            "mem_build_info",
+            "The running code: package version and git commit (value 1)",
+            ["version", "git_commit"],
+            registry=r,
+        )
+        self.build_info.labels(*build_info()).set(1)
         self.decisions = Counter("mem_decisions", "Enhanced signals recorded", ["action"], registry=r)
-        self.decisions_last_hour = Gauge("mem_decisions_last_hour", "Decisions recorded in the last hour", registry=r)
-        self.decisions_last_hour.set_function(self._hour.count)
         self.outcomes = Counter("mem_outcomes", "Outcomes logged", ["result"], registry=r)
         self.ml_latency = Histogram(
             "mem_ml_latency_seconds", "Features + inference of one prediction", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.predicted_probability = Histogram(
+            "mem_predicted_probability_ratio",
+            "P(reversal) of each computed prediction (cache hits not counted again)",
+            buckets=PROBABILITY_BUCKETS,
+            registry=r,
+        )
+        self.out_of_range_predictions = Counter(
+            "mem_predictions_out_of_range",
+            "Predictions with at least one feature outside the champion's training min/max",
+            registry=r,
+        )
+        self.out_of_range_features = Counter(
+            "mem_out_of_range_features",
+            "Features outside the champion's training min/max, by feature",
+            ["feature"],
+            registry=r,
         )
         self.memory_load = Histogram(
             "mem_memory_load_seconds", "Memory engine time of one enhancement", buckets=_LATENCY_BUCKETS, registry=r
@@ -146,6 +152,9 @@ class ServingMetrics:
         self.requests = Counter("mem_requests", "gRPC calls by final status", ["method", "code"], registry=r)
         self.prediction_cache = Counter("mem_prediction_cache", "Prediction cache lookups", ["result"], registry=r)
         self.model_info = Gauge("mem_model_info", "Champion version being served (value 1)", ["version"], registry=r)
+        self.model_loaded_gauge = Gauge("mem_model_loaded", "1 while a champion model is served, else 0", registry=r)
+        self._served: tuple[str, ModelTimes] | None = None
+        r.register(_ServedModelCollector(lambda: self._served))
         self.model_loads = Counter(
             "mem_model_loads",
             "Attempts to load a champion version: ok, refused (unknown kind), error",
@@ -165,6 +174,10 @@ class ServingMetrics:
         self.corrupt_records = Gauge(
             "mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)", registry=r
         )
+        self.memory_writes_ok = Gauge(
+            "mem_memory_writes_ok", "1 while the memory's writes succeed, 0 while they fail", registry=r
+        )
+        self.memory_writes_ok.set(1)
         self._model_lock = threading.Lock()
         self._initialise_labels()
 
@@ -189,7 +202,14 @@ class ServingMetrics:
 
     def decision(self, action: str) -> None:
         self.decisions.labels(action).inc()
-        self._hour.add()
+
+    def prediction(self, probability: float, out_of_range: Sequence[str]) -> None:
+        """One computed prediction: its probability and the features outside the training range."""
+        self.predicted_probability.observe(probability)
+        if out_of_range:
+            self.out_of_range_predictions.inc()
+            for name in out_of_range:
+                self.out_of_range_features.labels(name).inc()
 
     def outcome(self, win: bool) -> None:
         self.outcomes.labels("win" if win else "loss").inc()
@@ -214,11 +234,167 @@ class ServingMetrics:
         self.strategies.labels("deprecated").set_function(lambda: stats().deprecated_strategies)
         self.corrupt_records.set_function(lambda: stats().corrupt_records)
 
-    def set_model(self, version: str | None) -> None:
+    def set_model(self, version: str | None, times: ModelTimes | None = None) -> None:
+        """The champion being served (None: none), with its training-end and promotion times."""
         with self._model_lock:
             self.model_info.clear()
+            self.model_loaded_gauge.set(0 if version is None else 1)
             if version is not None:
                 self.model_info.labels(version).set(1)
+            self._served = None if version is None else (version, times or ModelTimes())
+
+    def set_model_times(self, version: str, times: ModelTimes) -> None:
+        """The times of ``version``, read after it was loaded; ignored when another is served by now."""
+        with self._model_lock:
+            if self._served is not None and self._served[0] == version:
+                self._served = (version, times)
+
+    def set_memory_writes(self, ok: bool) -> None:
+        """The memory's write health (``WriteHealth`` listener)."""
+        self.memory_writes_ok.set(1 if ok else 0)
+
+    def bind_health(self, serving: Callable[[], Mapping[str, bool]]) -> None:
+        """``mem_health_serving{service}`` read at scrape time from ``serving()`` (service -> SERVING)."""
+        self.registry.register(_HealthCollector(serving))
+
+
+@dataclass(frozen=True)
+class ModelTimes:
+    """When a registered version's training ended and when it became champion (Unix seconds)."""
+
+    training_end: float | None = None
+    promoted: float | None = None
+
+
+def model_times(version: str, tracking_uri: str) -> ModelTimes:
+    """The training end (the run's end time, else the version's creation) and the promotion time
+    (the ``champion.promoted_at`` audit tag, else the version's last update: the gate writes its
+    verdict just before it moves the alias) of ``version`` in the registry."""
+    from mem_core import registry
+    from mem_core.promotion import PROMOTED_AT_TAG
+
+    client = registry.client(tracking_uri)
+    mv = client.get_model_version(registry.MODEL_NAME, str(version))
+    trained = (mv.creation_timestamp or 0) / 1000.0 or None
+    if mv.run_id:
+        end = client.get_run(mv.run_id).info.end_time
+        if end:
+            trained = end / 1000.0
+    promoted: float | None = (mv.last_updated_timestamp or 0) / 1000.0 or None
+    stamp = (mv.tags or {}).get(PROMOTED_AT_TAG)
+    if stamp:
+        try:
+            promoted = datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            log.warning("version %s: unreadable %s tag %r", version, PROMOTED_AT_TAG, stamp)
+    return ModelTimes(trained, promoted)
+
+
+def model_listener(metrics: ServingMetrics, tracking_uri: str) -> Callable[[Any], None]:
+    """A ``ModelProvider`` listener that sets the served-model metrics; the registry is read once
+    per new version (a failed read leaves the times absent, logged)."""
+
+    def fill_times(version: str) -> None:
+        try:
+            times = model_times(version, tracking_uri)
+        except Exception as exc:  # the registry is out of reach: serve anyway, times unknown
+            log.warning("cannot read the times of champion version %s: %s", version, exc)
+            return
+        metrics.set_model_times(version, times)
+
+    def listen(model: Any) -> None:
+        if model is None:
+            metrics.set_model(None)
+            return
+        for name in getattr(model, "feature_names", ()):  # each feature's series from the start, at 0
+            metrics.out_of_range_features.labels(name)
+        metrics.set_model(model.version)
+        # the registry read imports MLflow (seconds): off the start-up path, in its own thread
+        threading.Thread(target=fill_times, args=(model.version,), name="mem-model-times", daemon=True).start()
+
+    return listen
+
+
+def build_info() -> tuple[str, str]:
+    """(package version, git commit) of the running code: ``MEM_GIT_COMMIT`` when set (an image
+    built without .git), else ``git rev-parse`` in the project folder; "unknown" when neither."""
+    return _package_version(), os.environ.get("MEM_GIT_COMMIT") or _git_commit()
+
+
+@functools.cache
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mem-platform")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else "unknown"
+
+
+class _ServedModelCollector:
+    """``mem_model_version`` and the champion's timestamps; absent while nothing is served or a
+    time is unknown (never a misleading 0)."""
+
+    def __init__(self, served: Callable[[], tuple[str, ModelTimes] | None]) -> None:
+        self._served = served
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        served = self._served()
+        if served is None:
+            return
+        version, times = served
+        try:
+            yield GaugeMetricFamily(
+                "mem_model_version", "Version number of the champion being served", value=float(version)
+            )
+        except ValueError:
+            pass
+        if times.training_end is not None:
+            yield GaugeMetricFamily(
+                "mem_model_training_end_timestamp_seconds",
+                "Unix time the served champion's training run ended",
+                value=times.training_end,
+            )
+        if times.promoted is not None:
+            yield GaugeMetricFamily(
+                "mem_model_promoted_timestamp_seconds",
+                "Unix time the served champion was made champion",
+                value=times.promoted,
+            )
+
+
+class _HealthCollector:
+    """``mem_health_serving{service}`` at scrape time."""
+
+    def __init__(self, serving: Callable[[], Mapping[str, bool]]) -> None:
+        self._serving = serving
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", labels=["service"]
+        )
+        for service, ok in sorted(self._serving().items()):
+            family.add_metric([service], 1.0 if ok else 0.0)
+        yield family
 
 
 class _WinRateCollector:

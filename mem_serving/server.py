@@ -260,8 +260,14 @@ def _status(serving: bool) -> int:
 
 
 def watch_memory(running: RunningServer, engine: Any) -> None:
-    """Report the memory's write health (``engine.write_health``) as the ``memory`` condition."""
+    """Report the memory's write health (``engine.write_health``) as the ``memory`` condition, and
+    both in the metrics (``mem_memory_writes_ok``, ``mem_health_serving{service}``)."""
     engine.write_health.subscribe(lambda ok: running.set_condition("memory", ok))
+    metrics = running.handlers.metrics
+    engine.write_health.subscribe(metrics.set_memory_writes)
+    metrics.bind_health(
+        lambda: {SERVICE_NAME: all(running.conditions.values()), "": running.conditions.get("memory", True)}
+    )
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -335,8 +341,9 @@ def build_app(
     from mem_core.settings import project_paths
     from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
     from mem_memory.backend import describe, redact_text
+    from mem_serving.candle_age import CandleAgeWatcher
     from mem_serving.handlers import questdb_source
-    from mem_serving.metrics import ServingMetrics
+    from mem_serving.metrics import ServingMetrics, model_listener
     from mem_serving.model_cache import ModelCache
     from mem_serving.model_provider import ModelProvider
 
@@ -375,7 +382,7 @@ def build_app(
     try:
         feature_sets.warm_up()
         mark("feature kernels")
-        models.subscribe(lambda model: metrics.set_model(None if model is None else model.version))
+        models.subscribe(model_listener(metrics, models.tracking_uri))
         models.start()
         mark("champion")
         writer_started.result()
@@ -407,6 +414,11 @@ def build_app(
     running.stoppers.append(source.close)  # type: ignore[attr-defined]  # questdb_source's reader has close()
     if sink is not None:
         running.stoppers.append(sink.close)  # after the server stopped: no call offers any more
+        running.stoppers.append(CandleAgeWatcher(questdb, sink.observe_stored).start().stop)
+    else:  # no write-behind to export the candle ages: the watcher does
+        ages = CandleAgeWatcher(questdb)
+        ages.register(metrics.registry)
+        running.stoppers.append(ages.start().stop)
     if start_metrics:
         try:
             start_metrics_http(running, settings)

@@ -91,3 +91,19 @@ if ! pg_bin_present; then
     echo "bootstrap: PostgreSQL server binaries are missing: the memory's PostgreSQL tests need initdb and pg_ctl (they fail in CI without them, and are skipped elsewhere); install them, e.g. 'sudo apt-get install postgresql', or set MEM_TEST_PG_BIN to their folder" >&2
   fi
 fi
+
+# 5. promtool: checks and unit-tests the alert rules of deploy/prometheus (tests/test_deploy_prometheus.py).
+# Debian's package prometheus provides it; installed when missing, as root with apt-get only (the
+# package's service is not started in a container without systemd, and the tests need only promtool).
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing promtool (Debian package prometheus) for the alert-rule tests"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+      || die "could not install the Debian package prometheus"
+  elif [ "${CI:-}" = "true" ]; then
+    die "promtool is missing and cannot be installed here (not root or no apt-get): install the Debian package prometheus ('sudo apt-get install prometheus'); the alert-rule tests fail in CI without it"
+  else
+    echo "bootstrap: promtool is missing: the alert-rule tests need it (they fail in CI without it, and are skipped elsewhere); install it, e.g. 'sudo apt-get install prometheus'" >&2
+  fi
+fi

@@ -119,16 +119,45 @@ class LocalQuestDB:
             return None
         return pid
 
+    def configured_ports(self) -> tuple[int, int] | None:
+        """(HTTP, PG wire) ports in the ``conf/server.conf`` that ``start`` wrote for the server of
+        this folder, or None when there is none (never started) or it names no port."""
+        try:
+            lines = (self.root / "conf" / "server.conf").read_text().splitlines()
+        except OSError:
+            return None
+        found: dict[str, int] = {}
+        for line in lines:
+            key, sep, value = line.partition("=")
+            if sep and key.strip() in ("http.bind.to", "pg.net.bind.to"):
+                port = value.strip().rpartition(":")[2]
+                if port.isdigit():
+                    found[key.strip()] = int(port)
+        if len(found) != 2:
+            return None
+        return found["http.bind.to"], found["pg.net.bind.to"]
+
     def status(self) -> dict[str, object]:
+        """Whether the server of this folder runs and answers, on the ports it was started with
+        (its ``conf/server.conf``), whatever the environment's ports say now (``env_ports`` when
+        they differ)."""
         pid = self.pid()
-        return {
+        http_port, pg_port = self.http_port, self.pg_port
+        ports = self.configured_ports() if pid is not None else None
+        if ports is not None:
+            http_port, pg_port = ports
+        settings = QuestDBSettings(host="127.0.0.1", http_port=http_port, pg_port=pg_port)
+        out: dict[str, object] = {
             "running": pid is not None,
             "pid": pid,
-            "queryable": pid is not None and can_query(self.settings),
-            "http_port": self.http_port,
-            "pg_port": self.pg_port,
+            "queryable": pid is not None and can_query(settings),
+            "http_port": http_port,
+            "pg_port": pg_port,
             "root": str(self.root),
         }
+        if (http_port, pg_port) != (self.http_port, self.pg_port):
+            out["env_ports"] = {"http_port": self.http_port, "pg_port": self.pg_port}
+        return out
 
     def _write_config(self) -> None:
         conf = self.root / "conf"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -287,6 +288,35 @@ def newest_candle_times(settings: QuestDBSettings, symbols: list[str] | None = N
         settings, "reading the newest candle of each symbol", sql + " LATEST ON ts PARTITION BY symbol", params
     )
     return {r[0]: pd.Timestamp(int(r[1]), unit="us", tz="UTC") for r in rows if r[0] is not None}
+
+
+@dataclass(frozen=True)
+class SymbolSummary:
+    """What QuestDB holds of one symbol: its first and last candle (open times, UTC) and count."""
+
+    symbol: str
+    first: pd.Timestamp
+    last: pd.Timestamp
+    candles: int
+
+
+def candle_summary(settings: QuestDBSettings, symbols: list[str] | None = None) -> list[SymbolSummary]:
+    """Per symbol (of ``symbols``, or all), the first and last candle and the count, by symbol;
+    one aggregate query with bound parameters. Symbols with no candles are absent."""
+    sql, params = "SELECT symbol, min(ts)::long, max(ts)::long, count() FROM candles", []
+    if symbols is not None:
+        if not symbols:
+            return []
+        sql += " WHERE symbol IN (" + ", ".join(["%s"] * len(symbols)) + ")"
+        params = list(symbols)
+    rows = _select(settings, "summarising the candles of each symbol", sql + " GROUP BY symbol ORDER BY symbol", params)
+    return [
+        SymbolSummary(
+            r[0], pd.Timestamp(int(r[1]), unit="us", tz="UTC"), pd.Timestamp(int(r[2]), unit="us", tz="UTC"), int(r[3])
+        )
+        for r in rows
+        if r[0] is not None
+    ]
 
 
 class CandleReader:

@@ -30,7 +30,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mem_pipelines.lib.skill import DEFAULT_RESAMPLES, SkillReport, paired_loss_comparison, skill_report
+from mem_pipelines.lib.skill import (
+    DEFAULT_RESAMPLES,
+    PairedComparison,
+    SkillReport,
+    paired_loss_comparison,
+    skill_report,
+)
 
 EXACT_BELOW: int = 25
 METRICS: tuple[str, ...] = ("accuracy", "log_loss", "brier")
@@ -163,6 +169,31 @@ class Verdict:
     improvement: float | None  # challenger minus champion on ``metric`` (accuracy points, mnat, Brier)
     interval: tuple[float, float] | None
     p_value: float | None
+    #: Log loss and Brier, challenger vs champion on the same holdout rows (paired day-block
+    #: bootstrap), whatever the policy's metric: what moves when accuracy does not. Empty
+    #: without a champion.
+    comparisons: tuple[PairedComparison, ...] = ()
+
+    def review(self, version: str, champion: str | None = None) -> str:
+        """The verdict for a reviewer: the sentence, then for a challenger with a champion the
+        seed's accuracy rule and beside it the log-loss and Brier differences with their CIs on
+        the same holdout rows, then one line saying how to override the gate by hand."""
+        lines = [self.sentence]
+        acc = self.accuracy
+        if acc is not None and acc.champion_accuracy is not None:
+            met = "met" if acc.promote else "not met"
+            lines.append(
+                f"Accuracy rule (the seed's): {acc.challenger_accuracy:.4f} vs {acc.champion_accuracy:.4f} "
+                f"({(acc.margin or 0.0):+.4f}; needs +{acc.min_margin} with McNemar p < {acc.alpha}, "
+                f"p = {(acc.p_value if acc.p_value is not None else 1.0):.3g}): {met}."
+            )
+        for c in self.comparisons:
+            lines.append(comparison_line(c, self.skill.rows))
+        if self.promote and champion:
+            lines.append(f'To roll back by hand: mem model promote {champion} --reason "<why>"')
+        elif not self.promote:
+            lines.append(f'To promote by hand: mem model promote {version} --reason "<why>"')
+        return "\n".join(lines)
 
     def tags(self) -> dict[str, str]:
         """Short strings for MLflow tags (the sentence goes in the version description)."""
@@ -182,6 +213,18 @@ class Verdict:
         return out
 
 
+def comparison_line(c: PairedComparison, rows: int) -> str:
+    """One paired loss comparison in words (positive = the challenger's loss is lower)."""
+    if c.metric == "log_loss":
+        what, digits, unit = "Log loss", 1, " mnat"
+    else:
+        what, digits, unit = "Brier score", 5, ""
+    return (
+        f"{what} on the same {rows:,} holdout rows: challenger better by {c.improvement:+.{digits}f}{unit} "
+        f"[95% CI {c.interval.low:+.{digits}f}, {c.interval.high:+.{digits}f}], p = {c.p_value:.3g}."
+    )
+
+
 def judge(
     y_true: np.ndarray,
     challenger_proba: np.ndarray,
@@ -199,12 +242,16 @@ def judge(
     gain, ci = skill["log_loss_gain_mnat"], skill.intervals["log_loss_gain_mnat"]
     evidence = f"holdout log-loss gain {gain:+.1f} mnat [95% CI {ci.low:+.1f}, {ci.high:+.1f}] over the constant {base_rate:.3f}"
     accuracy = None
+    comparisons: tuple[PairedComparison, ...] = ()
     if champion_proba is not None:
         champion = np.asarray(champion_proba, dtype="float64")
         accuracy = decide(y, (challenger >= threshold).astype(int), (champion >= threshold).astype(int), policy)
+        comparisons = tuple(
+            paired_loss_comparison(y, champion, challenger, ts, metric, resamples) for metric in ("log_loss", "brier")
+        )
     if policy.skill_floor and not skill.skilful():
         sentence = f"Not promoted: the model has no skill over always predicting the base rate ({evidence})."
-        return Verdict(False, sentence, policy.metric, skill, accuracy, None, None, None)
+        return Verdict(False, sentence, policy.metric, skill, accuracy, None, None, None, comparisons)
     if champion_proba is None:
         sentence = f"Promoted as the first champion: it beats the constant base rate ({evidence})."
         return Verdict(True, sentence, policy.metric, skill, None, None, None, None)
@@ -217,8 +264,10 @@ def judge(
             f"({margin:+.4f}; needs +{policy.min_margin} with McNemar p < {policy.alpha}, p = {accuracy.p_value:.3g}); "
             f"{evidence}."
         )
-        return Verdict(accuracy.promote, sentence, "accuracy", skill, accuracy, margin, None, accuracy.p_value)
-    paired = paired_loss_comparison(y, champion, challenger, ts, policy.metric, resamples)
+        return Verdict(
+            accuracy.promote, sentence, "accuracy", skill, accuracy, margin, None, accuracy.p_value, comparisons
+        )
+    paired = next(c for c in comparisons if c.metric == policy.metric)  # the same paired bootstrap
     promote = paired.improvement >= policy.min_margin - _EPS and paired.p_value < policy.alpha
     unit = "mnat" if policy.metric == "log_loss" else "Brier"
     verb = "Promoted" if promote else "Champion kept"
@@ -236,4 +285,5 @@ def judge(
         paired.improvement,
         (paired.interval.low, paired.interval.high),
         paired.p_value,
+        comparisons,
     )

@@ -50,6 +50,11 @@ class GateOutcome:
     def promoted(self) -> bool:
         return self.verdict.promote
 
+    @property
+    def review(self) -> str:
+        """The verdict for a reviewer (``Verdict.review``): what the version's description says."""
+        return self.verdict.review(self.challenger_version, self.champion_before)
+
 
 def run_gate(
     dataset: pd.DataFrame,
@@ -115,7 +120,10 @@ def run_gate(
         warning = baseline_warning(
             float(verdict.skill["accuracy"]), baseline_accuracy(y[rows]), float(verdict.skill["log_loss_gain_mnat"])
         )
-        description = f"{verdict.sentence} {warning}" if warning else verdict.sentence
+        # the sentence (and its warning), the accuracy rule beside log loss and Brier on the same
+        # rows, and how to override the gate by hand (``Verdict.review``)
+        first, _, rest = verdict.review(str(challenger_version), champion_before).partition("\n")
+        description = (f"{first} {warning}" if warning else first) + (f"\n{rest}" if rest else "")
         client.update_model_version(model_name, str(challenger_version), description=description)
         if verdict.promote:
             client.set_registered_model_alias(model_name, registry.CHAMPION, str(challenger_version))

@@ -110,3 +110,41 @@ def test_judge_by_accuracy_keeps_the_seed_rule() -> None:
 def test_policy_refuses_an_unknown_metric() -> None:
     with pytest.raises(ValueError, match="metric"):
         GatePolicy(metric="f1")
+
+
+def test_the_review_sets_the_accuracy_rule_beside_log_loss_and_brier_and_says_how_to_promote() -> None:
+    """Accuracy ties (the seed's rule keeps the champion) while log loss and Brier show a clearly
+    better challenger: the reviewer sees both, with CIs, and the command to override the gate."""
+    y, p, ts = _holdout()
+    weaker = 0.6 * p + 0.4 * y.mean()  # same ranking, worse calibration
+    verdict = judge(y, p, weaker, ts, float(y.mean()), GatePolicy(), resamples=200)
+    assert not verdict.promote and verdict.metric == "accuracy"
+    assert [c.metric for c in verdict.comparisons] == ["log_loss", "brier"]
+    log_loss, brier = verdict.comparisons
+    assert log_loss.improvement > 0 and log_loss.interval.low > 0  # better, and the CI says so
+    assert brier.improvement > 0 and brier.interval.low > 0
+    lines = verdict.review("7", "3").splitlines()
+    assert lines[0] == verdict.sentence
+    assert lines[1].startswith("Accuracy rule (the seed's): ") and lines[1].endswith("not met.")
+    assert lines[2].startswith(f"Log loss on the same {len(y):,} holdout rows: challenger better by +")
+    assert f"[95% CI {log_loss.interval.low:+.1f}, {log_loss.interval.high:+.1f}]" in lines[2]
+    assert lines[3].startswith(f"Brier score on the same {len(y):,} holdout rows: challenger better by +")
+    assert f"[95% CI {brier.interval.low:+.5f}, {brier.interval.high:+.5f}]" in lines[3]
+    assert lines[4] == 'To promote by hand: mem model promote 7 --reason "<why>"'
+    # the comparison the policy gates on is the same bootstrap as the one shown
+    by_ll = judge(y, p, weaker, ts, float(y.mean()), GatePolicy(metric="log_loss", min_margin=1.0), resamples=200)
+    assert by_ll.promote and by_ll.improvement == pytest.approx(by_ll.comparisons[0].improvement)
+    assert by_ll.review("7", "3").splitlines()[-1] == 'To roll back by hand: mem model promote 3 --reason "<why>"'
+
+
+def test_a_first_model_has_no_comparison_lines() -> None:
+    y, p, ts = _holdout()
+    noise = np.random.default_rng(9).uniform(0.2, 0.4, len(y))
+    refused = judge(y, noise, None, ts, float(y.mean()), resamples=200)
+    assert refused.comparisons == ()
+    assert refused.review("1").splitlines() == [
+        refused.sentence,
+        'To promote by hand: mem model promote 1 --reason "<why>"',
+    ]
+    first = judge(y, p, None, ts, float(y.mean()), resamples=200)
+    assert first.review("1").splitlines() == [first.sentence]

@@ -11,7 +11,7 @@ import grpc
 
 from mem_serving.api import MemServiceStub
 from mem_serving.handlers import Handlers
-from mem_serving.metrics import ServingMetrics
+from mem_serving.metrics import ServingMetrics, model_listener
 from mem_serving.model_provider import ModelProvider
 from mem_serving.server import RunningServer, create_running_server, start_metrics_http, watch_memory
 from mem_serving.settings import ServingSettings
@@ -65,7 +65,7 @@ def start_stack(
     config = ServingSettings(**{**defaults, **settings})
     metrics = ServingMetrics()
     models = ModelProvider(uri, config.model_poll_s, metrics=metrics)
-    models.subscribe(lambda m: metrics.set_model(None if m is None else m.version))
+    models.subscribe(model_listener(metrics, uri))
     models.start()
     store, engine = open_engine(memory_db, memory_key)
     handlers = Handlers(config, models, engine, metrics, candle_source, candle_sink)

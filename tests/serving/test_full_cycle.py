@@ -142,7 +142,7 @@ def test_full_cycle_learns_and_exports(
     )
     for name in (
         "mem_decisions_total",
-        "mem_decisions_last_hour 1.0",
+        'mem_decisions_total{action="%s"} 1.0' % ("BUY" if buy else "SELL"),
         "mem_ml_latency_seconds_bucket",
         "mem_memory_load_seconds_count",
         "mem_enhancement_seconds_sum",

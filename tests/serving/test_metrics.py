@@ -83,7 +83,7 @@ def test_units_and_types_follow_prometheus_conventions(http_stack: Stack) -> Non
         if not family.name.startswith("mem_"):
             continue
         if family.type == "histogram":
-            assert family.name.endswith("_seconds"), family.name
+            assert family.name.endswith(("_seconds", "_ratio")), family.name
         if family.type == "gauge" and ("win_rate" in family.name or "ratio" in family.name):
             assert family.name.endswith("_ratio"), family.name
         for sample in family.samples:

@@ -148,6 +148,14 @@ def test_just_under_two_points_is_not_promoted(mlflow_uri: str, champion_v1: str
     assert champion(mlflow_uri) == champion_v1
     assert _tags(mlflow_uri, challenger)["gate.outcome"] == "rejected"
     assert description(mlflow_uri, challenger).startswith("Champion kept: accuracy 0.7000 vs the champion's 0.6810")
+    # the reviewer sees the accuracy rule beside log loss and Brier on the same rows, and the override
+    review = description(mlflow_uri, challenger).splitlines()
+    assert review[1].startswith("Accuracy rule (the seed's): 0.7000 vs 0.6810 (+0.0190") and "not met" in review[1]
+    assert review[2].startswith(f"Log loss on the same {outcome.rows:,} holdout rows: challenger better by ")
+    assert review[3].startswith(f"Brier score on the same {outcome.rows:,} holdout rows: challenger better by ")
+    assert "[95% CI " in review[2] and "[95% CI " in review[3]
+    assert review[-1] == f'To promote by hand: mem model promote {challenger} --reason "<why>"'
+    assert outcome.review.splitlines()[1:] == review[1:]
 
 
 def test_two_points_on_too_few_rows_is_not_promoted(mlflow_uri: str, champion_v1: str) -> None:

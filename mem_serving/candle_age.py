@@ -1,0 +1,107 @@
+"""The newest candle of each symbol in QuestDB, read at start-up and every minute, so that
+``mem_candles_newest_age_seconds{symbol}`` has a series from the server's start (an alert on
+stale candles is not silent after a restart) and follows candles written by others (``mem
+ingest``, another replica), not only those this server wrote or read.
+
+A daemon thread ("mem-candle-age") runs one ``LATEST ON ts PARTITION BY symbol`` query per
+``interval_s`` and hands each symbol's newest open time to ``observe`` (the candle write-behind's
+``observe_stored``, which exports the gauge). With the write-behind off there is no such sink:
+``register`` exports the gauge from what the watcher read. QuestDB out of reach: logged once,
+retried at the next interval; nothing waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from mem_core.questdb.store import CandleStoreError, newest_candle_times
+from mem_core.settings import QuestDBSettings
+
+log = logging.getLogger(__name__)
+
+THREAD_NAME = "mem-candle-age"
+INTERVAL_S = 60.0
+
+
+class CandleAgeWatcher:
+    """Reads the newest candle per symbol from QuestDB now and every ``interval_s``; ``stop`` ends it."""
+
+    def __init__(
+        self,
+        settings: QuestDBSettings,
+        observe: Callable[[str, int], None] | None = None,
+        interval_s: float = INTERVAL_S,
+    ) -> None:
+        self.settings = settings
+        self.interval_s = interval_s
+        self._newest: dict[str, int] = {}  # symbol -> newest open time (epoch ms) read
+        self._observe = observe or self._keep
+        self._stop = threading.Event()
+        self._failing = False
+        self.reads = 0  # successful reads (for tests)
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+
+    def _keep(self, symbol: str, ts_ms: int) -> None:
+        self._newest[symbol] = max(ts_ms, self._newest.get(symbol, ts_ms))
+
+    def register(self, registry: CollectorRegistry) -> None:
+        """Export ``mem_candles_newest_age_seconds{symbol}`` from the watcher's own reads (for a
+        server without the candle write-behind, whose sink exports it otherwise)."""
+        registry.register(_AgeCollector(lambda: dict(self._newest)))
+
+    def start(self) -> CandleAgeWatcher:
+        self._thread.start()
+        return self
+
+    def read_once(self) -> bool:
+        """One read; True when QuestDB answered."""
+        try:
+            newest = newest_candle_times(self.settings)
+        except CandleStoreError as exc:
+            if not self._failing:
+                log.warning(
+                    "cannot read the newest candles from QuestDB (retrying every %.0f s): %s", self.interval_s, exc
+                )
+            self._failing = True
+            return False
+        self._failing = False
+        for symbol, ts in newest.items():
+            self._observe(symbol, int(ts.value // 1_000_000))  # ns -> ms
+        self.reads += 1
+        return True
+
+    def _run(self) -> None:
+        while True:
+            self.read_once()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
+class _AgeCollector:
+    def __init__(self, newest: Callable[[], dict[str, int]]) -> None:
+        self._newest = newest
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        age = GaugeMetricFamily(
+            "mem_candles_newest_age_seconds",
+            "Seconds since the open time of the newest candle known in QuestDB",
+            labels=["symbol"],
+        )
+        now = time.time()
+        for symbol, ts_ms in sorted(self._newest().items()):
+            age.add_metric([symbol], now - ts_ms / 1000.0)
+        yield age

@@ -1,0 +1,91 @@
+"""Ctrl-C on a real ``mem serve`` process (SIGINT to its whole process group, as a terminal sends
+it): one line, no traceback, from the writer child either; and no MLflow progress bars when a
+model is loaded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .stack import ModelStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _serve(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mem_cli.main", "serve", "--port", "0", "--metrics-port", "-1"]
+        + ["--memory-db", str(tmp_path / "m.db")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell's foreground job
+    )
+
+
+def _env(mlflow_uri: str, tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "MEM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_uri, "MEM_QUESTDB_PG_PORT": "1"}
+    for name in ("MEM_SERVING_TOKEN", "MEM_MEMORY_KEY", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
+        env.pop(name, None)
+    return env
+
+
+def test_ctrl_c_stops_a_serving_mem_serve_with_one_line(
+    mlflow_uri: str, model_store: ModelStore, tmp_path: Path
+) -> None:
+    proc = _serve(_env(mlflow_uri, tmp_path), tmp_path)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline(), "no ready line"
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.count("stopping") == 1
+    assert "Downloading artifacts" not in err  # the champion was loaded without a progress bar
+
+
+def test_ctrl_c_while_mem_serve_starts_is_one_line(mlflow_uri: str, tmp_path: Path) -> None:
+    proc = _serve(_env(mlflow_uri, tmp_path), tmp_path)
+    try:
+        time.sleep(1.0)  # importing the libraries or starting: long before the ready line
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert out == ""
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    # 130 once a command runs; while Python still imports it re-raises SIGINT to die by it
+    assert proc.returncode in (130, -signal.SIGINT)
+    assert err.strip().splitlines()[-1] in ("mem serve: interrupted while starting; stopped", "mem: interrupted")
+
+
+def test_mlflow_draws_a_download_bar_only_when_asked(mlflow_uri: str, model_store: ModelStore) -> None:
+    """The bar exists (asked for, it is drawn); by default the project turns it off."""
+    code = f"from mem_core import registry; registry.load_version({model_store.v1!r}, {mlflow_uri!r})"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
+    quiet = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Downloading artifacts" not in quiet.stderr
+    asked = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**env, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert "Downloading artifacts" in asked.stderr
