@@ -36,7 +36,7 @@ def serve(mlflow_uri: str, tmp_path: Path, warm_features: None) -> Iterator:
     started: list[Stack] = []
 
     def start(**settings: object) -> Stack:
-        stack = start_stack(mlflow_uri, tmp_path / f"memory-{len(started)}" / "memory.db", front="grpc", **settings)
+        stack = start_stack(mlflow_uri, tmp_path / f"memory-{len(started)}" / "memory.db", **settings)
         started.append(stack)
         return stack
 
