@@ -259,8 +259,8 @@ class Handlers:
     ) -> list[Prediction | Exception]:
         """Predictions for many (symbol, candles) at once, each its own answer or error: the
         candles merged into the history on the loop; the QuestDB reads, if any, together in one
-        hop to the thread pool; the features of every prediction-cache miss; ONE model call on
-        the stacked rows."""
+        hop to the thread pool; the features of every prediction-cache miss in one compiled pass
+        over the symbols (``FeatureSet.newest_many``); ONE model call on the stacked rows."""
         need = model.feature_set.min_history
         n = len(items)
         blocks: list[CandleBlock | Exception | None] = [None] * n
@@ -286,7 +286,7 @@ class Handlers:
             for i, block in zip(reads, await blocking(read)):
                 blocks[i] = block
         out: list[Prediction | Exception | None] = [None] * n
-        rows: list[tuple[int, tuple[Any, ...], dict[str, float], str, CandleBlock]] = []
+        misses: list[tuple[int, tuple[Any, ...], CandleBlock]] = []
         for i, block in enumerate(blocks):
             if not isinstance(block, CandleBlock):
                 out[i] = block if isinstance(block, Exception) else InvalidArgument("candles", "none")
@@ -296,34 +296,37 @@ class Handlers:
             if cached is not None:
                 self.metrics.prediction_cache.labels("hit").inc()
                 out[i] = cached
-                continue
-            self.metrics.prediction_cache.labels("miss").inc()
-            if not rows:
-                budget.check("computing features")
+            else:
+                self.metrics.prediction_cache.labels("miss").inc()
+                misses.append((i, key, block))
+        if not misses:
+            return [o if o is not None else InvalidArgument("candles", "no prediction") for o in out]
+        budget.check("computing features")
+        started = time.perf_counter()
+        names = model.feature_names
+        matrix = model.feature_set.newest_many([b.ohlcv for _, _, b in misses], [b.newest_ts_ms for _, _, b in misses])
+        rows: list[tuple[int, tuple[Any, ...], CandleBlock, dict[str, float]]] = []
+        for (i, key, block), row in zip(misses, matrix):
             try:
-                values, direction = self._features(block, model.feature_set)
-            except Exception as exc:
+                rows.append((i, key, block, feats.finite_values(names, row)))
+            except feats.InsufficientHistory as exc:
                 out[i] = exc
-                continue
-            rows.append((i, key, values, direction, block))
-        if rows:
-            started = time.perf_counter()
-            x = np.array([[values[name] for name in model.feature_names] for _, _, values, _, _ in rows])
-            probabilities = _predict_rows(model, x)
-            self.metrics.ml_latency.observe(time.perf_counter() - started)
-            for (i, key, values, direction, block), probability in zip(rows, probabilities):
-                prediction = Prediction(
-                    symbol=items[i][0],
-                    is_reversal=probability >= self.settings.reversal_threshold,
-                    confidence=probability,
-                    direction=direction,
-                    model_version=model.version,
-                    out_of_range_features=feats.out_of_range(values, model.feature_ranges),
-                    candle_ts_ms=block.newest_ts_ms,
-                    features=values,
-                )
-                self.predictions.put(items[i][0], key, prediction)
-                out[i] = prediction
+        ok = [k for k, (i, _, _) in enumerate(misses) if out[i] is None]
+        probabilities = _predict_rows(model, matrix[ok]) if ok else []
+        self.metrics.ml_latency.observe(time.perf_counter() - started)
+        for (i, key, block, values), probability in zip(rows, probabilities):
+            prediction = Prediction(
+                symbol=items[i][0],
+                is_reversal=probability >= self.settings.reversal_threshold,
+                confidence=probability,
+                direction=newest_direction(block.ohlcv[:, 3]),
+                model_version=model.version,
+                out_of_range_features=feats.out_of_range(values, model.feature_ranges),
+                candle_ts_ms=block.newest_ts_ms,
+                features=values,
+            )
+            self.predictions.put(items[i][0], key, prediction)
+            out[i] = prediction
         return [o if o is not None else InvalidArgument("candles", "no prediction") for o in out]
 
     async def enhance(

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mem_core.feature_sets import REGIME_V1, SEED
 from mem_core.features import SERVING_HISTORY
 from mem_serving.api import pb
 from mem_serving.client import MemClient, MemClientError
@@ -43,6 +44,18 @@ def _symbols() -> list[str]:
 def _window(serve_candles: pd.DataFrame, i: int, end: int) -> pd.DataFrame:
     """Symbol i's candles: the serve candles shifted by 7*i rows (each symbol its own history)."""
     return serve_candles.iloc[7 * i : 7 * i + end]
+
+
+@pytest.mark.parametrize("feature_set", [SEED, REGIME_V1], ids=lambda f: f.name)
+def test_the_features_of_many_symbols_in_one_pass_equal_one_at_a_time(feature_set, serve_candles: pd.DataFrame) -> None:
+    ts = serve_candles["ts"].dt.as_unit("ms").astype("int64").to_numpy()
+    ohlcv = serve_candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    ends = [feature_set.min_history, SERVING_HISTORY, SERVING_HISTORY + 37, len(ts)]  # lengths differ
+    blocks = [ohlcv[end - min(end, 2 * SERVING_HISTORY) : end] for end in ends]
+    many = feature_set.newest_many(blocks, [int(ts[end - 1]) for end in ends])
+    assert many.shape == (len(ends), len(feature_set.names))
+    for row, block, end in zip(many, blocks, ends):
+        assert list(row) == list(feature_set.newest(block, int(ts[end - 1])).values())  # bit for bit
 
 
 def test_the_candle_close_in_one_call(
