@@ -51,6 +51,7 @@ from mem_memory.types import (
     StrategySpec,
     StrategyStats,
     parameters_version,
+    trusted,
 )
 
 __all__ = [
@@ -111,6 +112,7 @@ __all__ = [
     "Enhanced",
     "RequestConflict",
     "decide",
+    "trusted",
     "fingerprint",
     "request_id_problem",
     "validate_request_id",

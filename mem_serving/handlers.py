@@ -34,6 +34,7 @@ from mem_memory import (
     Parameters,
     SignalRequest,
     StrategySpec,
+    trusted,
 )
 from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candle_sink import CandleSink
@@ -407,8 +408,10 @@ class Handlers:
             ml_confidence, ml_direction, version = None, None, ""
             features = self._snapshot(q, budget)
         # market_context is stored with the decision (encrypted like the rest); the feature
-        # snapshot is what drives strategies and similarity.
-        return SignalRequest(
+        # snapshot is what drives strategies and similarity. Validated at the edge already
+        # (converters): built without checking again.
+        return trusted(
+            SignalRequest,
             symbol=q.symbol,
             action=q.action,
             base_confidence=q.base_confidence,
