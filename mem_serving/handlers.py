@@ -29,8 +29,8 @@ from mem_core.labels import newest_direction
 from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
 from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candle_sink import CandleSink, Offer
-from mem_serving.candles import CandleHistory
-from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NoModel
+from mem_serving.candles import CandleHistory, ShortHistory
+from mem_serving.errors import DeadlineExceeded, FailedPrecondition, NoModel
 from mem_serving.metrics import ServingMetrics
 from mem_serving.model_info import ModelInfoSource, ServedModelInfo
 from mem_serving.model_provider import ModelProvider
@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 #: Work is not started when less than this many seconds of the caller's deadline remain.
 MIN_BUDGET_S = 0.0005
 
-CandleSource = Callable[[str, int], CandleBlock]
+#: ``(symbol, n, until_ms)`` -> the newest ``n`` candles opened at or before ``until_ms`` (None:
+#: the newest there are), ascending: QuestDB in a server (``questdb_source``).
+CandleSource = Callable[[str, int, "int | None"], CandleBlock]
 
 
 class WouldReadCandles(Exception):
@@ -97,8 +99,8 @@ def questdb_source(settings: Any) -> CandleSource:
 
     reader = CandleReader(settings)
 
-    def read(symbol: str, n: int) -> CandleBlock:
-        ts_us, ohlcv = reader.read_latest_arrays(symbol, n)  # columns open, high, low, close, volume
+    def read(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
+        ts_us, ohlcv = reader.read_latest_arrays(symbol, n, until_ms)  # columns open, high, low, close, volume
         if len(ts_us) == 0:
             return CandleBlock.empty()
         return CandleBlock(ts_us // 1000, ohlcv)
@@ -142,7 +144,9 @@ class Handlers:
         self.candle_source = candle_source
         #: Where accepted candles go on their way to QuestDB (None: nowhere).
         self.candle_sink = candle_sink
-        self.history = CandleHistory(feats.SERVING_HISTORY)
+        #: The per-symbol candle history (``mem_serving.candles``: its merge rule); what it
+        #: accepts from a call goes to QuestDB through the candle sink.
+        self.history = CandleHistory(on_change=candle_sink.offer if candle_sink is not None else None)
         self.predictions: NewestPerKey[Prediction] = NewestPerKey(
             settings.prediction_ttl_s, max_keys=self.history.max_symbols
         )
@@ -154,8 +158,9 @@ class Handlers:
 
     def reads_candle_source(self, symbol: str, given: CandleBlock | None) -> bool:
         """Whether computing features for ``symbol`` from ``given`` would read the candle source
-        (QuestDB, blocking I/O): no candles given, or the history held plus ``given`` is shorter
-        than ``MIN_HISTORY`` so ``_candles`` would seed it. Never true without a source.
+        (QuestDB, blocking I/O): no candles given, or the newest contiguous run after merging
+        ``given`` is shorter than the champion needs so ``_candles`` would fill it. Never true
+        without a source.
 
         A guide for where to run the call, not a lock: a concurrent merge of the same symbol on
         another thread may change the answer."""
@@ -163,7 +168,7 @@ class Handlers:
             return False
         if given is None:
             return True
-        return self.history.merged_length(symbol, given) < self._min_history()
+        return self.history.run_length_after(symbol, given) < self._min_history()
 
     def _min_history(self) -> int:
         """Fewest candles the current champion's features need (the seed's when there is none)."""
@@ -184,50 +189,31 @@ class Handlers:
         budget: Budget,
         may_read: bool = True,
         need: int = feats.MIN_HISTORY,
+        merged: bool = False,
     ) -> CandleBlock:
-        """The history to compute features on (at least ``need`` candles): the request's candles
-        merged into the server's history of the symbol (seeded from QuestDB when short), or
-        QuestDB's latest alone. ``may_read=False``: raise ``WouldReadCandles`` rather than read QuestDB."""
-        if not may_read and self.candle_source is not None and given is None:
-            raise WouldReadCandles(symbol)
-        if given is None:
-            if self.candle_source is None:
-                raise InvalidArgument(
-                    "candles",
-                    f"no candles given and this server has no QuestDB to read them from; send at least {need} (best {feats.SERVING_HISTORY})",
-                )
-            budget.check("reading candles from QuestDB")
-            block = self.candle_source(symbol, feats.SERVING_HISTORY)
-            if len(block) < need:
-                raise FailedPrecondition(
-                    f"QuestDB holds {len(block)} candles of {symbol}; the features need at least {need}: send candles or ingest more"
-                )
-            return block
-        self._accept(symbol, given)
-        merged = self.history.merge(symbol, given)
-        if len(merged) < need and self.candle_source is not None:
+        """The newest contiguous run of ``symbol`` to compute features on (at least ``need``
+        candles): ``given`` merged into the history once (``merged``: it already was), QuestDB's
+        newest when no candles are given, and the run filled from QuestDB when it is short.
+        ``ShortHistory`` (FAILED_PRECONDITION) when it is still short; ``may_read=False``:
+        ``WouldReadCandles`` rather than read QuestDB."""
+        source = self.candle_source
+        if given is None and source is not None:
             if not may_read:
                 raise WouldReadCandles(symbol)
             budget.check("reading candles from QuestDB")
-            stored = self.candle_source(symbol, feats.SERVING_HISTORY + len(given))
-            older = stored.ts_ms < given.ts_ms[0]
-            if older.any():
-                seed = CandleBlock(stored.ts_ms[older], stored.ohlcv[older])
-                merged = self.history.merge(symbol, given, seed=seed)
-        if len(merged) < need:
-            held = len(merged) - len(given)
-            raise InvalidArgument(
-                "candles",
-                f"the features need at least {need} candles of {symbol} (best {feats.SERVING_HISTORY}); got {len(given)}"
-                + (f" plus {held} held by the server" if held > 0 else ""),
-            )
-        return merged
-
-    def _accept(self, symbol: str, given: CandleBlock) -> None:
-        """Queue what ``given`` brings that the held history lacks (new or revised candles) for
-        QuestDB; never blocks (``candle_sink``)."""
-        if self.candle_sink is not None:
-            self.candle_sink.offer_changes(symbol, given, self.history.get(symbol))
+            run = self.history.fill(symbol, source(symbol, feats.SERVING_HISTORY, None))
+        elif given is None or merged:
+            run = self.history.run(symbol)
+        else:
+            run = self.history.merge(symbol, given)
+        if len(run) < need and source is not None and given is not None:
+            if not may_read:
+                raise WouldReadCandles(symbol)
+            budget.check("reading candles from QuestDB")
+            run = self.history.fill_from(symbol, source)
+        if len(run) < need:
+            raise ShortHistory(symbol, len(run), need)
+        return run
 
     @staticmethod
     def _features(block: CandleBlock, feature_set: FeatureSet = SEED) -> tuple[dict[str, float], str]:
@@ -242,8 +228,11 @@ class Handlers:
 
     # ---- calls -------------------------------------------------------------------------
 
-    def predict(self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True) -> Prediction:
-        """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
+    def predict(
+        self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True, merged: bool = False
+    ) -> Prediction:
+        """The champion's reversal prediction for the newest candle held (``may_read``,
+        ``merged``: see ``_candles``); ``ShortHistory`` when the history is too short."""
         try:
             model = self._model()
         except NoModel:
@@ -251,7 +240,7 @@ class Handlers:
             # first training, and for when a champion arrives
             self.keep_candles(query.symbol, query.candles)
             raise
-        block = self._candles(query.symbol, query.candles, budget, may_read, model.feature_set.min_history)
+        block = self._candles(query.symbol, query.candles, budget, may_read, model.feature_set.min_history, merged)
         version = (block.newest_key(), model.version)
         cached = self.predictions.get(query.symbol, version)
         if cached is not None:
@@ -278,11 +267,12 @@ class Handlers:
         self.predictions.put(query.symbol, version, prediction)
         return prediction
 
-    def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
+    def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED, merged: bool = False) -> EnhanceResult:
+        """``merged``: ``query.candles`` were merged into the history already (``keep_candles``)."""
         replayed = self._replayed(query)
         if replayed is not None:
             return replayed
-        request, prediction, version, started = self._prepare_enhance(query, budget)
+        request, prediction, version, started = self._prepare_enhance(query, budget, merged=merged)
         memory_started = time.perf_counter()
         decision = self.engine.enhance(request)
         return self._finish_enhance(decision, prediction, version, started, memory_started, request.ml_absent_reason)
@@ -305,8 +295,7 @@ class Handlers:
         """Merge a request's candles into the symbol's history now, before anything can cancel
         the call: an expired or cancelled call never loses the candles it brought."""
         if candles is not None:
-            self._accept(symbol, candles)  # QuestDB gets what is new before the history holds it
-            self.history.merge(symbol, candles)
+            self.history.merge(symbol, candles)  # QuestDB gets what it accepts (on_change) first
 
     async def enhance_async(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
         """``enhance`` for the event loop: the same steps, awaiting the memory's durable write.
@@ -323,26 +312,33 @@ class Handlers:
         return self._finish_enhance(decision, prediction, version, started, memory_started, request.ml_absent_reason)
 
     def _prepare_enhance(
-        self, query: EnhanceQuery, budget: Budget, may_read: bool = True
+        self, query: EnhanceQuery, budget: Budget, may_read: bool = True, merged: bool = False
     ) -> tuple[SignalRequest, Prediction | None, str, float]:
         """The memory's request for ``query`` (predicting when no ML prediction is given), the
-        prediction, the model version and the start time. Without a champion the ML is silent:
-        the memory decides on base and memory alone and the request says why."""
+        prediction, the model version and the start time. Without a champion, or with too short
+        a candle history, the ML is silent: the memory decides on base and memory alone and the
+        request says why."""
         started = time.perf_counter()
         prediction: Prediction | None = None
         absent = ""
         if query.ml is None and self.models.model is None:
             ml_confidence, ml_direction, version = None, None, ""
             absent = self.models.absent_reason()
-            features = self._snapshot(query, budget)
+            features = self._snapshot(query, budget, merged)
             self.metrics.ml_absent.inc()
         elif query.ml is None:
-            prediction = self.predict(PredictQuery(query.symbol, query.candles), budget, may_read)
-            ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
-            features = dict(prediction.features)
+            try:
+                prediction = self.predict(PredictQuery(query.symbol, query.candles), budget, may_read, merged)
+            except ShortHistory as short:
+                ml_confidence, ml_direction, version = None, None, ""
+                absent, features = f"too short a candle history: {short.reason}", {}
+                self.metrics.ml_absent.inc()
+            else:
+                ml_confidence, ml_direction = prediction.confidence, prediction.direction
+                version, features = prediction.model_version, dict(prediction.features)
         else:
             ml_confidence, ml_direction, version = query.ml.confidence, query.ml.direction, query.ml.model_version
-            features = self._snapshot(query, budget)
+            features = self._snapshot(query, budget, merged)
         budget.check("recording the decision")
         request = self._signal_request(query, ml_confidence, ml_direction, version, features, absent)
         return request, prediction, version, started
@@ -364,15 +360,15 @@ class Handlers:
             decision=decision, prediction=prediction, model_version=version, ml_absent_reason=ml_absent_reason
         )
 
-    def _snapshot(self, query: EnhanceQuery, budget: Budget) -> dict[str, float]:
-        """Features for the decision snapshot when the caller brought its own ML prediction:
-        from the candles given (or already held); none when there are too few."""
-        if query.candles is None:
-            block = self.history.get(query.symbol)
+    def _snapshot(self, query: EnhanceQuery, budget: Budget, merged: bool = False) -> dict[str, float]:
+        """Features for the decision snapshot when the caller brought its own ML prediction (or
+        there is no champion): from the newest contiguous run after merging the candles given;
+        none when it is too short."""
+        if query.candles is None or merged:
+            block = self.history.run(query.symbol)
         else:
-            self._accept(query.symbol, query.candles)
             block = self.history.merge(query.symbol, query.candles)
-        if block is None or len(block) < feats.MIN_HISTORY:
+        if len(block) < feats.MIN_HISTORY:
             return {}
         budget.check("computing features")
         try:

@@ -125,14 +125,16 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         async def work(budget: Budget) -> pb.PredictReversalResponse:
             query = conv.predict_query(request, self._max_candles)
             prediction = None
+            merged = False
             if not self.h.reads_candle_source(query.symbol, query.candles):
                 try:
                     prediction = self.h.predict(query, budget, False)  # inline: never reads QuestDB
                 except WouldReadCandles:  # the history changed under the check: go to the pool
-                    pass
+                    merged = True  # raised after merging the candles given
             if prediction is None:
-                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
-                prediction = await self._blocking(self.h.predict, query, budget)
+                if not merged:
+                    self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
+                prediction = await self._blocking(self.h.predict, query, budget, True, True)  # merged once: above
             return conv.prediction_pb(prediction)
 
         return await self._run("PredictReversal", request, context, work)
@@ -143,14 +145,16 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         async def work(budget: Budget) -> pb.EnhancedSignal:
             query = conv.enhance_query(request, self._max_candles)
             enhanced = None
+            merged = False
             if not self.h.enhance_reads_candle_source(query):
                 try:
                     enhanced = await self.h.enhance_async(query, budget)  # the hot path: inline on the loop
                 except WouldReadCandles:  # the history changed under the check: go to the pool
-                    pass
+                    merged = True  # raised after merging the candles given
             if enhanced is None:
-                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
-                enhanced = await self._blocking(self.h.enhance, query, budget)
+                if not merged:
+                    self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
+                enhanced = await self._blocking(self.h.enhance, query, budget, True)  # merged once: above
             return conv.enhanced_pb(enhanced, query)
 
         return await self._run("EnhanceSignal", request, context, work)

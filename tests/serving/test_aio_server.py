@@ -18,8 +18,7 @@ from mem_core import estimators, registry
 from mem_core.feature_sets import REGIME_V1, SEED, FeatureSet
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving.api import pb
-from mem_serving.candles import CandleHistory
-from mem_serving.errors import InvalidArgument
+from mem_serving.candles import ShortHistory
 from mem_serving.handlers import Handlers
 from mem_serving.model_provider import ModelProvider
 from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX
@@ -72,31 +71,16 @@ def _enhance_pb(candles: list, symbol: str = SYMBOL) -> pb.EnhanceSignalRequest:
     )
 
 
-def test_merged_length_is_what_merge_would_hold() -> None:
-    history = CandleHistory(capacity=10)
-    cases = [
-        ("X", _block(0, 4)),
-        ("X", _block(4, 1)),
-        ("X", _block(4, 2)),
-        ("X", _block(6, 8)),
-        ("X", _block(30, 2)),
-        ("Y", _block(0, 12)),
-    ]
-    for symbol, block in cases:
-        expected = history.merged_length(symbol, block)
-        assert len(history.merge(symbol, block)) == expected
-
-
 def test_the_candle_source_predicate() -> None:
     ml = MLInput(0.7, "bullish", "7")
     without = _handlers(None)
     assert not without.reads_candle_source("A", None)  # nothing to read from: no I/O (the call fails fast)
     assert not without.enhance_reads_candle_source(_query("A", _block(0, 3)))
 
-    h = _handlers(lambda symbol, n: CandleBlock.empty(), _champion(SEED))
+    h = _handlers(lambda symbol, n, until_ms=None: CandleBlock.empty(), _champion(SEED))
     assert h.reads_candle_source("A", None)  # symbol alone: QuestDB
     assert h.enhance_reads_candle_source(_query("A", None))
-    silent = _handlers(lambda symbol, n: CandleBlock.empty())
+    silent = _handlers(lambda symbol, n, until_ms=None: CandleBlock.empty())
     assert not silent.enhance_reads_candle_source(_query("A", None))  # no champion: the ML is silent, no read
     assert not h.enhance_reads_candle_source(_query("A", None, ml))  # ML given: the snapshot never reads QuestDB
     assert h.reads_candle_source("A", _block(0, MIN_HISTORY - 1))  # too few, nothing held: would seed
@@ -111,14 +95,15 @@ def test_the_candle_source_predicate() -> None:
     assert not h.reads_candle_source("B", _block(MIN_HISTORY + 5, MIN_HISTORY))  # after a gap, enough given
 
     # a regime_v1 champion needs 289 candles: fewer are seeded from QuestDB
-    r = _handlers(lambda symbol, n: CandleBlock.empty(), _champion())
+    r = _handlers(lambda symbol, n, until_ms=None: CandleBlock.empty(), _champion())
     assert r.reads_candle_source("A", _block(0, REGIME_V1.min_history - 1))
     assert not r.reads_candle_source("A", _block(0, REGIME_V1.min_history))
 
 
 def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
-    """Fewer candles than regime_v1 needs: seeded from the candle source when there is one, else
-    INVALID_ARGUMENT naming the 289 it needs (never a model fed undefined features)."""
+    """Fewer candles than regime_v1 needs: filled from the candle source (the candles before the
+    newest held) when there is one, else FAILED_PRECONDITION naming the counts (never a model fed
+    undefined features)."""
     ts = serve_candles["ts"].dt.as_unit("ms").astype("int64").to_numpy()
     ohlcv = serve_candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
     stored = CandleBlock(ts[:SERVING_HISTORY], ohlcv[:SERVING_HISTORY])
@@ -127,9 +112,10 @@ def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
     )
     reads: list[int] = []
 
-    def source(symbol: str, n: int) -> CandleBlock:
+    def source(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
         reads.append(n)
-        return stored.tail(n)
+        keep = stored.ts_ms <= (until_ms if until_ms is not None else stored.newest_ts_ms)
+        return CandleBlock(stored.ts_ms[keep], stored.ohlcv[keep]).tail(n)
 
     h = _handlers(source, _champion())
     prediction = h.predict(PredictQuery("A", given))
@@ -140,7 +126,7 @@ def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
     )
     merged = CandleBlock(ts[: SERVING_HISTORY + 1], ohlcv[: SERVING_HISTORY + 1]).tail(SERVING_HISTORY)
     assert prediction.features == REGIME_V1.newest(merged.ohlcv, merged.newest_ts_ms)
-    with pytest.raises(InvalidArgument, match="at least 289 candles"):
+    with pytest.raises(ShortHistory, match="101 of 289 contiguous candles of A"):
         _handlers(None, _champion()).predict(PredictQuery("A", given))
 
 
@@ -186,9 +172,10 @@ def _recording_source(serve_candles: pd.DataFrame) -> tuple:
     block = CandleBlock(ts_ms, history[["open", "high", "low", "close", "volume"]].to_numpy(np.float64))
     read_on: list[str] = []
 
-    def source(symbol: str, n: int) -> CandleBlock:
+    def source(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
         read_on.append(threading.current_thread().name)
-        return block.tail(n)
+        keep = block.ts_ms <= (until_ms if until_ms is not None else block.newest_ts_ms)
+        return CandleBlock(block.ts_ms[keep], block.ohlcv[keep]).tail(n)
 
     return source, read_on
 
