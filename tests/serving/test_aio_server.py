@@ -75,8 +75,6 @@ def _enhance_pb(candles: list, symbol: str = SYMBOL) -> pb.EnhanceSignalRequest:
     )
 
 
-
-
 def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
     """Fewer candles than regime_v1 needs: filled from the candle source (the candles before the
     newest held) when there is one, else FAILED_PRECONDITION naming the counts (never a model fed
