@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
@@ -83,6 +83,32 @@ def _action(name: str, value: Any) -> str:
 #: Feature names already checked against IDENTIFIER (the same dozen names arrive on every call).
 _CHECKED_NAMES: set[str] = set()
 _MAX_CHECKED_NAMES = 4096
+
+
+def trusted[R](cls: type[R], **values: Any) -> R:
+    """A record of ``cls`` (a frozen slots dataclass of this module) from values validated
+    already, without ``__post_init__``'s checks: serving's request record, validated once at the
+    edge, and ``decide``'s decision, computed from validated inputs. Omitted fields take their
+    defaults."""
+    record = object.__new__(cls)
+    put = object.__setattr__
+    for name, default, factory in _FIELDS.get(cls) or _fields_of(cls):
+        if name in values:
+            put(record, name, values[name])
+        elif default is not MISSING:
+            put(record, name, default)
+        else:
+            put(record, name, factory())  # a required field missing: TypeError (MISSING is not callable)
+    return record
+
+
+_FIELDS: dict[type, list[tuple[str, Any, Any]]] = {}
+
+
+def _fields_of(cls: type) -> list[tuple[str, Any, Any]]:
+    found = [(f.name, f.default, f.default_factory) for f in fields(cls)]
+    _FIELDS[cls] = found
+    return found
 
 
 def _features(name: str, value: Any) -> Mapping[str, float]:
