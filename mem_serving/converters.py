@@ -280,8 +280,33 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int, limit: FutureL
     )
 
 
-from mem_serving.time_sanity import FutureLimit
-from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery, PushAnswer
+def request_fingerprint(req: Any) -> str:
+    """The fingerprint stored with a request's id: a digest of the message's deterministic
+    serialization ("" without an id). The same request sent again gives the same one."""
+    return fingerprint(req.SerializeToString(deterministic=True)) if req.request_id else ""
+
+
+def enhance_queries(
+    req: pb.EnhanceSignalsRequest, max_candles: int, max_items: int, limit: FutureLimit = NO_FUTURE
+) -> list[EnhanceQuery | Exception]:
+    """Each item of a batch as ``enhance_query`` makes it, or its validation error (an item's
+    error is its own answer)."""
+    if len(req.requests) > max_items:
+        raise InvalidArgument("requests", f"at most {max_items} requests per call, got {len(req.requests)}")
+    out: list[EnhanceQuery | Exception] = []
+    for item in req.requests:
+        try:
+            out.append(enhance_query(item, max_candles, limit))
+        except InvalidArgument as exc:  # as EnhanceSignal answers that request alone
+            out.append(exc)
+    return out
+
+
+def push_query(
+    req: pb.PushCandlesRequest, max_candles: int, limit: FutureLimit = NO_FUTURE
+) -> tuple[str, CandleBlock, str, str]:
+    """Symbol, candles, request id and fingerprint of a PushCandles request."""
+    block = candles(req.candles, max_candles, limit=limit)
     if block is None:
         raise InvalidArgument("candles", "must not be empty")
     return symbol(req.symbol), block, request_id(req.request_id), request_fingerprint(req)
