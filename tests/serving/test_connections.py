@@ -127,6 +127,9 @@ def test_the_cap_on_concurrent_streams_holds(serve, monkeypatch: pytest.MonkeyPa
         frames, _ = _frames(sock, 0.5)
     assert _settings(frames)[SETTINGS_MAX_CONCURRENT_STREAMS] == 2  # what the server announces
 
+    # the client learns the cap from the server's SETTINGS; a burst sent on a connection that has
+    # not had them yet would be refused (REFUSED_STREAM), so the channel connects first
+    stack.stub.GetParameters(pb.GetParametersRequest(), timeout=30)
     lock, in_flight, most = threading.Lock(), [0], [0]
     real = stack.handlers.parameters
 
