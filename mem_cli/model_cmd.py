@@ -4,7 +4,6 @@ its poll interval, 5 s by default)."""
 
 from __future__ import annotations
 
-import getpass
 import os
 from typing import NoReturn
 
@@ -21,10 +20,9 @@ def _fail(message: str) -> NoReturn:
 
 
 def _who() -> str:
-    try:
-        return os.environ.get("MEM_USER") or getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a container)
-        return f"uid {os.getuid()}"
+    from mem_core.settings import operator_name
+
+    return operator_name() or f"uid {os.getuid()}"
 
 
 @app.command("list")

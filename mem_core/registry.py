@@ -18,9 +18,9 @@ Models are stored through the one flavour of ``mem_core.model`` (scikit-learn, s
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +37,6 @@ from mem_core.settings import tracking_uri
 
 log = logging.getLogger(__name__)
 
-# MLflow draws a tqdm "Downloading artifacts" bar on stderr for every model it loads: noise in the
-# main job's output and the server's log. Off unless the user turns it on (read at each download).
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MODEL_NAME = "mem-reversal"
 CHAMPION = "champion"
@@ -71,9 +68,22 @@ def artifact_location(uri: str) -> str | None:
     return (db_path.parent / "mlruns").resolve().as_uri()
 
 
+@functools.cache
+def quiet_downloads() -> None:
+    """MLflow draws a tqdm "Downloading artifacts" bar on stderr for every model it loads: noise in
+    the main job's output and the server's log. Off unless the user turned it on, through MLflow's
+    own setting (``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``, read at each download)."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    if not MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.is_set():
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(False)
+
+
 def client(uri: str | None = None):
     """An ``MlflowClient`` on the tracking and registry store."""
     from mlflow.tracking import MlflowClient
+
+    quiet_downloads()
 
     uri = uri or tracking_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

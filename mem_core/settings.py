@@ -169,3 +169,16 @@ class LocalQuestDBSettings:
         version = env.get("MEM_QUESTDB_VERSION", DEFAULT_QUESTDB_VERSION)
         jar = env.get("MEM_QUESTDB_JAR") or PROJECT_ROOT / ".cache" / f"questdb-{version}.jar"
         return cls(jar=Path(jar), java=env.get("MEM_JAVA", "java"))
+
+
+def operator_name(env: Mapping[str, str] | None = None) -> str:
+    """Who runs a command, for audit tags: ``MEM_USER``, else the login name ("" when neither)."""
+    import getpass
+
+    name = _environ(env).get("MEM_USER", "")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return ""

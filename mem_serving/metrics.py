@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -319,7 +318,9 @@ def model_listener(metrics: ServingMetrics, tracking_uri: str) -> Callable[[Any]
 def build_info() -> tuple[str, str]:
     """(package version, git commit) of the running code: ``MEM_GIT_COMMIT`` when set (an image
     built without .git), else ``git rev-parse`` in the project folder; "unknown" when neither."""
-    return _package_version(), os.environ.get("MEM_GIT_COMMIT") or _git_commit()
+    from mem_serving.settings import git_commit_override
+
+    return _package_version(), git_commit_override() or _git_commit()
 
 
 @functools.cache

@@ -46,7 +46,7 @@ MEM_SERVING_MAX_CONNECTION_AGE_S
                                to go away (0 = never)
 MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S
                                seconds its calls in flight then get       30
-MEM_SERVING_MAX_STREAMS        calls in flight on one connection at most  256
+MEM_SERVING_MAX_STREAMS        calls in flight on one connection at most  2048
 MEM_MEMORY_DB                  memory store (SQLite) path                 <MEM_HOME>/.mem/memory/memory.db
 MLFLOW_TRACKING_URI            MLflow tracking/registry store             sqlite:///<root>/mlflow.db
 =============================  =========================================  ==================
@@ -124,7 +124,7 @@ class ServingSettings:
     max_connection_age_s: float = 3600.0
     max_connection_age_grace_s: float = 30.0
     #: Calls in flight on one connection at most (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
-    max_streams: int = 256
+    max_streams: int = 2048
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServingSettings:
@@ -159,7 +159,7 @@ class ServingSettings:
             max_idle_s=_at_least(env, "MEM_SERVING_MAX_IDLE_S", 300.0, float, 0),
             max_connection_age_s=_at_least(env, "MEM_SERVING_MAX_CONNECTION_AGE_S", 3600.0, float, 0),
             max_connection_age_grace_s=_at_least(env, "MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S", 30.0, float, 0),
-            max_streams=_at_least(env, "MEM_SERVING_MAX_STREAMS", 256, int, 1),
+            max_streams=_at_least(env, "MEM_SERVING_MAX_STREAMS", 2048, int, 1),
         )
         clean: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings
@@ -223,3 +223,8 @@ def _on_off(name: str, value: str) -> bool:
     if mode not in ("on", "off"):
         raise ValueError(f"{name} must be 'on' or 'off', got {value!r}")
     return mode == "on"
+
+
+def git_commit_override(env: Mapping[str, str] | None = None) -> str:
+    """``MEM_GIT_COMMIT``: the commit of an image built without .git ("" when unset)."""
+    return (os.environ if env is None else env).get("MEM_GIT_COMMIT", "")

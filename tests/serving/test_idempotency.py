@@ -6,6 +6,7 @@ EnhanceSignal, LogOutcome, EnhanceSignals (per item) and PushCandles."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
@@ -76,7 +77,7 @@ def test_a_reused_id_with_another_signal_is_refused_and_a_retry_is_replayed(
 def test_a_losing_outcome_under_the_id_of_a_recorded_win_is_refused(stack: Stack, serve_candles: pd.DataFrame) -> None:
     _seed(stack, serve_candles)
     decision = stack.stub.EnhanceSignal(_request(serve_candles, request_id=""), timeout=10)
-    when = Timestamp(seconds=1_800_000_000)
+    when = Timestamp(seconds=int(time.time()) - 60)  # after the decision, not from the future
     win = pb.LogOutcomeRequest(
         decision_id=decision.decision_id,
         entry_price=100.0,

@@ -99,8 +99,14 @@ def served(
 def test_a_fresh_server_exports_process_build_model_and_candle_age_series(
     served: dict[str, Any], model_store: ModelStore, mlflow_uri: str
 ) -> None:
-    text = _scrape(served["metrics"])
-    samples = _samples(text)
+    # the champion's times are read from the registry beside the start-up, not on its path
+    deadline = time.monotonic() + 60
+    while True:
+        text = _scrape(served["metrics"])
+        samples = _samples(text)
+        if ("mem_model_promoted_timestamp_seconds", ()) in samples or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     names = _names(text)
     # process and build information
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds"} <= names
