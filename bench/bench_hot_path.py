@@ -2,7 +2,7 @@
 
 ``mem serve``'s application (``build_app``: the champion, the memory engine with its writer
 process, the handlers) runs in this process; the requests go through the servicer's steps
-(parse, convert, ``Handlers.enhance_async``, reply) on the server's loop thread, but not through
+(parse, convert, ``Handlers.enhance`` of one item, reply) on the server's loop thread, but not through
 gRPC. Reported: that thread's CPU per call (``time.thread_time`` on the loop) in three modes:
 
 - ``concurrent``: 8 calls in flight (decisions share commits of the writer process);
@@ -63,15 +63,23 @@ def main() -> None:
         per_symbol = -(-(warmup + 3 * args.calls) // SYMBOLS) + 1
         rows = common._rows(0, SERVING_HISTORY + per_symbol)
         symbols = [f"S{j}" for j in range(SYMBOLS)]
+
+        async def inline(fn: Callable[[], object]) -> object:
+            return fn()
+
         for s in symbols:  # each symbol's history, so every call brings just its new candle
             req = pb.PredictReversalRequest(symbol=s, candles=[common._candle(pb, r) for r in rows[:SERVING_HISTORY]])
-            h.predict(conv.predict_query(req, mx), Budget(None))
+            asyncio.run_coroutine_threadsafe(
+                h.predict(conv.predict_query(req, mx), Budget(None), inline), app.loop
+            ).result()
         by_symbol = [common._enhance_bytes(pb, s, rows[SERVING_HISTORY:]) for s in symbols]
         payloads = iter([by_symbol[i % SYMBOLS][i // SYMBOLS] for i in range(SYMBOLS * (per_symbol - 1))])
 
         async def one() -> None:
             q = conv.enhance_query(pb.EnhanceSignalRequest.FromString(next(payloads)), mx)
-            conv.enhanced_pb(await h.enhance_async(q, Budget(None)), q).SerializeToString()
+            (result,) = await h.enhance([q], Budget(None), inline)
+            assert not isinstance(result, Exception), result
+            conv.enhanced_pb(result).SerializeToString()
 
         async def concurrent(n: int) -> None:
             sem = asyncio.Semaphore(8)

@@ -27,7 +27,7 @@ The newest row of ``regime_v1`` also needs the candle's open time (UTC) for the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +46,10 @@ class UnknownFeatureSet(KeyError):
 #: Serving's newest-row function: (n, 5) OHLCV rows (open, high, low, close, volume, oldest
 #: first) and the newest candle's open time in epoch milliseconds (UTC) -> ``{name: value}``.
 NewestFn = Callable[[np.ndarray, int], dict[str, float]]
+#: ``newest_many(blocks, newest_open_ms)``: the newest row of many symbols' OHLCV arrays (each at
+#: least ``min_history`` rows) as one ``(k, len(names))`` matrix, in one compiled pass; unchecked
+#: (a row may hold non-finite values: ``features.finite_values`` checks one).
+NewestManyFn = Callable[[Sequence[np.ndarray], Sequence[int]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class FeatureSet:
     #: Serving: the newest candle's ``{name: value}`` (see ``NewestFn``); raises
     #: ``features.InsufficientHistory`` below ``min_history`` candles or when a value is not finite.
     newest: NewestFn
+    #: Serving, many symbols at once (the candle close): see ``NewestManyFn``.
+    newest_many: NewestManyFn
 
     def matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """The model's input matrix of ``rows`` (columns in ``names`` order)."""
@@ -89,6 +95,7 @@ SEED = FeatureSet(
     history=features.SERVING_HISTORY,
     frame=features.compute_features,
     newest=_seed_newest,
+    newest_many=lambda blocks, newest_open_ms: features.newest_rows(blocks),
 )
 
 
@@ -111,6 +118,10 @@ def _regime_v1_newest(ohlcv: np.ndarray, newest_open_ms: int) -> dict[str, float
     return features.finite_values(_REGIME_V1_NAMES, np.concatenate((seed, regime)))
 
 
+def _regime_v1_newest_many(blocks: Sequence[np.ndarray], newest_open_ms: Sequence[int]) -> np.ndarray:
+    return np.hstack((features.newest_rows(blocks), regime_features.newest_rows(blocks, newest_open_ms)))
+
+
 _REGIME_V1_NAMES = features.FEATURE_NAMES + regime_features.REGIME_NAMES
 
 REGIME_V1 = FeatureSet(
@@ -120,6 +131,7 @@ REGIME_V1 = FeatureSet(
     history=max(features.SERVING_HISTORY, regime_features.REGIME_HISTORY),
     frame=_regime_v1_frame,
     newest=_regime_v1_newest,
+    newest_many=_regime_v1_newest_many,
 )
 
 FEATURE_SETS: dict[str, FeatureSet] = {s.name: s for s in (SEED, REGIME_V1)}

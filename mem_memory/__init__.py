@@ -5,7 +5,7 @@ Imports nothing from mem_pipelines or mem_serving. See docs/memory.md and docs/C
 
 from mem_memory.config import DEFAULT_PARAMETERS, PARAMETER_LIMITS, MemoryConfig
 from mem_memory.crypto import PREVIOUS_KEYS_ENV, key_id, new_key
-from mem_memory.engine import MemoryEngine
+from mem_memory.engine import Enhanced, MemoryEngine, decide
 from mem_memory.errors import (
     CorruptRecord,
     DuplicateDecision,
@@ -16,6 +16,7 @@ from mem_memory.errors import (
     MemoryStoreError,
     MemoryUnavailable,
     MissingMemoryKey,
+    RequestConflict,
     StoreClosed,
     StoreFull,
     StoreInUse,
@@ -27,7 +28,7 @@ from mem_memory.errors import (
 from mem_memory.files import private_dir
 from mem_memory.index import Similar
 from mem_memory.opening import open_with_env_keys
-from mem_memory.requests import REQUEST_ID_WINDOW_S, request_id_problem, validate_request_id
+from mem_memory.requests import PUSH, REQUEST_ID_WINDOW_S, fingerprint, request_id_problem, validate_request_id
 from mem_memory.settings import KEY_ENV, key_from_env, previous_keys_from_env
 from mem_memory.store import MemoryStore
 from mem_memory.symbols import MAX_SYMBOL_LEN, symbol_problem, validate_symbol
@@ -108,6 +109,11 @@ __all__ = [
     "previous_keys_from_env",
     "private_dir",
     "REQUEST_ID_WINDOW_S",
+    "PUSH",
+    "Enhanced",
+    "RequestConflict",
+    "decide",
+    "fingerprint",
     "request_id_problem",
     "validate_request_id",
     "StoreFull",

@@ -1,7 +1,9 @@
 """Group commit of decisions for asyncio callers, through the writer process.
 
-``await committer.submit(prepared, apply)`` returns the decision's event id once the batch
-holding it is committed (fsynced) by the writer process (``mem_memory.writer``). Everything
+``await committer.submit_many(prepared, apply)`` returns, per decision, its event id once the
+batch holding it is committed (fsynced) by the writer process (``mem_memory.writer``), or the
+``Replay``/``Conflict`` of its request id found inside that transaction (nothing written). The
+decisions of one ``submit_many`` (a candle close's batch) go in one transaction. Everything
 runs on the caller's event loop, with no thread of its own: a submit that finds no batch in
 flight sends the queue as one batch; the child's reply arrives through ``add_reader``; the reply
 handler applies the batch to the engine's index (``after_commit``), resolves its callers and
@@ -32,6 +34,7 @@ from typing import Any
 
 from mem_memory.errors import MemoryStoreError, MemoryUnavailable, StoreFull
 from mem_memory.group import AfterCommit, GroupStats
+from mem_memory.requests import Conflict, Replay
 from mem_memory.store import MemoryStore, PreparedDecision
 from mem_memory.writer import WriterProcess
 
@@ -39,17 +42,20 @@ log = logging.getLogger(__name__)
 
 #: Sends of one decision to a writer process before its caller gets ``MemoryUnavailable``.
 MAX_ATTEMPTS = 2
+#: Most decisions in one batch (one transaction): a whole EnhanceSignals call.
+MAX_BATCH = 5000
 
+Written = int | Replay | Conflict
 Apply = Callable[[int], None] | None
-#: ``fallback(prepared, apply) -> event id``: the in-process, blocking write of one decision.
-Fallback = Callable[[PreparedDecision, Apply], int]
+#: ``fallback(prepared, apply) -> result``: the in-process, blocking write of one decision.
+Fallback = Callable[[PreparedDecision, Apply], Written]
 
 
 @dataclass(eq=False)
 class _Pending:
     prepared: PreparedDecision
     apply: Apply
-    future: asyncio.Future[int]
+    future: asyncio.Future[Written]
     attempts: int = 0
 
 
@@ -62,7 +68,7 @@ class AsyncDecisionCommitter:
         store: MemoryStore,
         after_commit: AfterCommit,
         fallback: Fallback,
-        max_batch: int = 256,
+        max_batch: int = MAX_BATCH,
     ) -> None:
         self.writer = writer
         self.store = store
@@ -82,8 +88,11 @@ class AsyncDecisionCommitter:
         if not self.writer.alive:
             self.writer.start()
 
-    async def submit(self, prepared: PreparedDecision, apply: Apply = None) -> int:
-        """Commit ``prepared`` in the next batch; its event id once durable."""
+    async def submit_many(
+        self, prepared: list[PreparedDecision], apply: list[Apply]
+    ) -> list[Written | BaseException]:
+        """Commit ``prepared`` in the next batch (together); per decision its result once durable,
+        or the error that kept it out (``apply[i]`` runs on its event id once committed)."""
         if self._closed:
             raise MemoryUnavailable("the memory engine is closed")
         loop = asyncio.get_running_loop()
@@ -91,11 +100,14 @@ class AsyncDecisionCommitter:
             self._loop = loop
         elif loop is not self._loop:
             raise RuntimeError("AsyncDecisionCommitter serves one event loop; this is another")
-        future: asyncio.Future[int] = loop.create_future()
-        self._queue.append(_Pending(prepared, apply, future))
+        futures: list[asyncio.Future[Written]] = []
+        for p, a in zip(prepared, apply, strict=True):
+            future: asyncio.Future[Written] = loop.create_future()
+            self._queue.append(_Pending(p, a, future))
+            futures.append(future)
         if self._inflight is None:
             self._send_next()
-        return await future
+        return list(await asyncio.gather(*futures, return_exceptions=True))
 
     # ------------------------------------------------------------------ the cycle
     def _ensure_writer(self) -> None:
@@ -141,7 +153,7 @@ class AsyncDecisionCommitter:
         self._inflight = None
         status = reply[0]
         if status == "ok":
-            self._committed(batch, int(reply[1]), int(reply[2]))
+            self._committed(batch, reply[1])
         elif status == "integrity":
             for p in batch:  # one by one in-process: only the repeated id's caller fails
                 asyncio.ensure_future(self._one_by_one(p), loop=self._loop)
@@ -155,22 +167,24 @@ class AsyncDecisionCommitter:
                 _fail(p.future, error)
         self._send_next()
 
-    def _committed(self, batch: list[_Pending], first: int, last: int) -> None:
-        if last - first + 1 != len(batch):  # cannot happen with one multi-row INSERT; be loud
-            error = MemoryStoreError(f"the memory writer reported events {first}..{last} for {len(batch)} decisions")
+    def _committed(self, batch: list[_Pending], results: list[Written]) -> None:
+        if len(results) != len(batch):  # cannot happen: one result per decision; be loud
+            error = MemoryStoreError(f"the memory writer answered {len(results)} results for {len(batch)} decisions")
             for p in batch:
                 _fail(p.future, error)
             return
-        self._acknowledge(list(zip(batch, range(first, last + 1))))
+        self._acknowledge(list(zip(batch, results)))
 
-    def _acknowledge(self, done: list[tuple[_Pending, int]]) -> None:
-        """Committed decisions with their consecutive event ids: apply them to the index, then
-        answer their callers."""
+    def _acknowledge(self, done: list[tuple[_Pending, Written]]) -> None:
+        """Committed decisions with their results (new event ids are consecutive): apply the
+        written ones to the index, then answer every caller."""
         self._count(len(done))
-        try:
-            self.after_commit(done[0][1] - 1, done[-1][1], [(p.apply, e) for p, e in done])
-        except Exception:  # the records are durable; the index catches up from the log later
-            log.exception("applying a committed batch to the in-process index failed")
+        written = [(p.apply, e) for p, e in done if isinstance(e, int)]
+        if written:
+            try:
+                self.after_commit(written[0][1] - 1, written[-1][1], written)
+            except Exception:  # the records are durable; the index catches up from the log later
+                log.exception("applying a committed batch to the in-process index failed")
         for p, e in done:  # a cancelled caller's decision is stored all the same
             _settle(p.future, e)
 
@@ -243,7 +257,7 @@ class AsyncDecisionCommitter:
                 try:
                     reply = self.writer.recv()
                     if reply[0] == "ok":
-                        self._committed(inflight, int(reply[1]), int(reply[2]))
+                        self._committed(inflight, reply[1])
                     else:
                         for p in inflight:
                             _fail(p.future, MemoryUnavailable("the memory engine closed"))

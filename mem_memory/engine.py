@@ -18,11 +18,11 @@ import logging
 import threading
 import time as _time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.backend import SQLITE
@@ -30,15 +30,15 @@ from mem_memory.config import MemoryConfig
 from mem_memory.errors import (
     CorruptRecord,
     DuplicateOutcome,
-    DuplicateRequest,
     InvalidRecord,
     MemoryUnavailable,
+    RequestConflict,
     StoreFull,
     UnknownParameterVersion,
 )
 from mem_memory.group import GroupCommitter
 from mem_memory.index import Similar, WorkingMemory
-from mem_memory.requests import validate_request_id
+from mem_memory.requests import Conflict, validate_request_id
 from mem_memory.rules import discovery as discovery_rules
 from mem_memory.rules import parameters as prules
 from mem_memory.rules.adapter import adapt
@@ -85,6 +85,8 @@ class MemoryEngine:
         self._params = Parameters(dict(self.config.parameters), _EPOCH)
         self._last_seen = 0
         self._checked = 0.0
+        self._refreshing = threading.Lock()
+        self._catching_up = False
         self._load()
         #: Whether writes find space (serving's health follows it); probes while they do not.
         self.write_health = WriteHealth(store.probe_write, self.config.write_probe_s)
@@ -131,24 +133,53 @@ class MemoryEngine:
         self._checked = _time.monotonic()
 
     def refresh(self, force: bool = True) -> int:
-        """Apply events written since the last look (by any process); returns how many."""
-        with self._lock:
-            now = _time.monotonic()
-            if not force and now - self._checked < self.config.refresh_interval_s:
-                return 0
+        """Apply events written since the last look (by any process); returns how many. The
+        store is read outside the index lock (the hot path's index reads never wait for it);
+        one refresher at a time. Never call it holding the index lock."""
+        now = _time.monotonic()
+        if not force and now - self._checked < self.config.refresh_interval_s:
+            return 0
+        applied = 0
+        with self._refreshing:
             self._checked = now
-            if self.store.last_event_id() <= self._last_seen:
-                return 0
-            applied = 0
             while True:
-                batch, cursor = self.store.scan_since(self._last_seen, limit=1000)
-                if cursor == self._last_seen:
+                seen = self._last_seen
+                if self.store.last_event_id() <= seen:
                     return applied
-                for event in batch:
-                    self._apply(event)
-                    self._last_seen = event.event_id
-                self._last_seen = cursor  # past a corrupt event too (the store reported it)
+                batch, cursor = self.store.scan_since(seen, limit=1000)
+                if cursor == seen:
+                    return applied
+                with self._lock:
+                    if self._last_seen != seen:  # a commit of this process moved it: read from there
+                        continue
+                    for event in batch:
+                        self._apply(event)
+                        self._last_seen = event.event_id
+                    self._last_seen = cursor  # past a corrupt event too (the store reported it)
                 applied += len(batch)
+
+    def _refresh_due(self) -> bool:
+        return _time.monotonic() - self._checked >= self.config.refresh_interval_s
+
+    def _catch_up(self) -> None:
+        """``refresh`` now, or on a worker thread when called on an event loop (the loop never
+        reads the store)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.refresh()
+            return
+        if not self._catching_up:
+            self._catching_up = True
+            loop.run_in_executor(None, self._refresh_in_background)
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # the next refresh tries again
+            log.exception("refreshing the memory index failed")
+        finally:
+            self._catching_up = False
 
     def _apply(self, event: Event) -> None:
         p = event.payload
@@ -186,13 +217,13 @@ class MemoryEngine:
         with self._lock:
             if self._last_seen >= after:
                 return  # a refresh already read this group from the log
-            if self._last_seen != before:
-                self.refresh()
+            if self._last_seen == before:
+                for apply, result in applies:
+                    if apply is not None:
+                        apply(result)
+                self._last_seen = after
                 return
-            for apply, result in applies:
-                if apply is not None:
-                    apply(result)
-            self._last_seen = after
+        self._catch_up()
 
     @property
     def group_stats(self) -> dict[str, float]:
@@ -205,15 +236,15 @@ class MemoryEngine:
     # ------------------------------------------------------------------ hot-path reads
     def recent_decisions(self, symbol: str, n: int = 50) -> list[DecisionView]:
         """The last ``n`` (<= ``recent_per_symbol``) decisions of ``symbol``, newest first."""
+        self.refresh(force=False)
         with self._lock:
-            self.refresh(force=False)
             return self._wm.last(symbol, n)
 
     def similar(self, action: str, features: Mapping[str, float], k: int | None = None) -> Similar:
         """Closed trades of ``action`` among the ``k`` nearest neighbours of ``features`` (within
         ``similar_radius``)."""
+        self.refresh(force=False)
         with self._lock:
-            self.refresh(force=False)
             return self._wm.similar(action, features, k or self.config.neighbours, self.config.similar_radius)
 
     def matching_strategies(
@@ -222,152 +253,161 @@ class MemoryEngine:
         """Active strategies of ``action`` whose conditions hold; with ``time``, on the decision
         context (``utc_hour`` included) as ``enhance`` matches them."""
         context = decision_context(features, time) if time is not None else features
+        self.refresh(force=False)
         with self._lock:
-            self.refresh(force=False)
             return self._wm.matching(action, context)
 
     def seen_event_id(self) -> int:
         """The newest event applied to the working memory, after a refresh if
         ``refresh_interval_s`` has passed (so it moves when any process writes): callers that
         cache reads of the engine key their caches on it."""
+        self.refresh(force=False)
         with self._lock:
-            self.refresh(force=False)
             return self._last_seen
 
     def parameters(self) -> Parameters:
+        self.refresh(force=False)
         with self._lock:
-            self.refresh(force=False)
             return self._params
 
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]:
+        self.refresh(force=False)
         with self._lock:
-            self.refresh(force=False)
             specs = [s for s in self._wm.strategies.values() if include_deprecated or not s.deprecated]
             return sorted(specs, key=lambda s: s.name)
 
     # ------------------------------------------------------------------ enhancement
-    def enhance(self, request: SignalRequest) -> Decision:
-        """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
-        record the decision (durable when this returns). With ``request.request_id`` already
-        answered: the original decision, and nothing is written."""
-        if (original := self.answered_decision(request.request_id, request.symbol, request.action)) is not None:
-            return original
-        decision, prepared = self._decide(request)
-        try:
-            self._group.submit_decision(prepared, lambda _: self._wm.add_decision(decision))
-        except (StoreFull, MemoryUnavailable) as exc:  # no space, or the store out of reach
-            self.write_health.failed(exc)
-            raise
-        except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
-            return _same_call(self.store.decision_at(exc.event_id), request.symbol, request.action)
-        return decision
+    def _retrieve(self, request: SignalRequest) -> tuple[Parameters, StrategySpec | None, Similar | None]:
+        """What the memory knows for ``request``, from the in-process index only (no store
+        read): the current parameters, the first matching strategy and the similar trades."""
+        cfg = self.config
+        with self._lock:
+            params = self._params
+            if request.action == "HOLD":
+                return params, None, None
+            matches = self._wm.matching(request.action, decision_context(request.features, request.time))
+            sim = self._wm.similar(request.action, request.features, cfg.neighbours, cfg.similar_radius)
+        return params, (matches[0] if matches else None), sim
 
-    async def enhance_async(self, request: SignalRequest) -> Decision:
-        """``enhance`` for asyncio callers: the same decision, durable when the await returns;
-        the event loop is not blocked while the decision is committed."""
-        if (original := self.answered_decision(request.request_id, request.symbol, request.action)) is not None:
-            return original
-        decision, prepared = self._decide(request)
-        apply = lambda _: self._wm.add_decision(decision)  # noqa: E731
+    def _prepare(self, request: SignalRequest, fingerprint: str) -> tuple[Decision, PreparedDecision]:
+        """The decision for ``request`` (not yet stored) and its encoded form (JSON + AES-GCM
+        outside any lock)."""
+        params, spec, sim = self._retrieve(request)
+        decision = decide(request, params, spec, sim, self.config, str(uuid.uuid4()))
+        return decision, self.store.prepare_decision(decision, request.request_id, fingerprint)
+
+    def _index(self, decision: Decision) -> Callable[[Any], None]:
+        """What a committed decision adds to the index (nothing for a replayed request id)."""
+
+        def apply(written: Any) -> None:
+            if isinstance(written, int):
+                self._wm.add_decision(decision)
+
+        return apply
+
+    def _answer(self, request: SignalRequest, decision: Decision, written: Any) -> Enhanced:
+        """The answer to ``request`` once its commit returned ``written``: its new decision, or
+        the stored one of a repeated request id (``replayed``); ``RequestConflict`` for an id
+        used by another request."""
+        if isinstance(written, BaseException):
+            if isinstance(written, (StoreFull, MemoryUnavailable)):  # no space, or the store out of reach
+                self.write_health.failed(written)
+            raise written
+        if isinstance(written, int):
+            return Enhanced(decision, False)
+        if isinstance(written, Conflict):
+            raise RequestConflict(
+                f"request_id: {request.request_id!r} was already used for a different request (event "
+                f"{written.event_id}); nothing was recorded: use a new id for a new request",
+                written.event_id,
+            )
+        original = self.store.decision_from(written.event_id, written.payload)
+        if not written.fingerprinted:  # stored before fingerprints: check what the record says
+            _same_call(original, request.symbol, request.action)
+        return Enhanced(original, True)
+
+    def enhance(self, request: SignalRequest, fingerprint: str = "") -> Decision:
+        """Combine base, ML and memory confidence, apply the HOLD rule, size the trade and
+        record the decision (durable when this returns), on the caller's thread. With
+        ``request.request_id`` already recorded: its stored decision, nothing written (and
+        ``RequestConflict`` when ``fingerprint`` says the request differs)."""
+        self.refresh(force=False)
+        decision, prepared = self._prepare(request, fingerprint)
+        try:
+            written: Any = self._group.submit_decision(prepared, self._index(decision))
+        except Exception as exc:
+            written = exc
+        return self._answer(request, decision, written).decision
+
+    async def enhance_many(
+        self, requests: Sequence[SignalRequest], fingerprints: Sequence[str] | None = None
+    ) -> list[Enhanced | Exception]:
+        """``enhance`` for asyncio callers and many requests at once: the decisions are committed
+        together (one transaction), each request id checked inside it; per request its answer
+        or its error. The event loop never reads the store: the index is refreshed on a worker
+        thread, and the commit runs in the writer process (or on a worker thread)."""
+        if self._refresh_due():
+            self._checked = _time.monotonic()
+            self._catch_up()
+        fps = list(fingerprints) if fingerprints is not None else [""] * len(requests)
+        made = [self._prepare(r, fp) for r, fp in zip(requests, fps, strict=True)]
+        prepared = [p for _, p in made]
+        applies = [self._index(d) for d, _ in made]
+        results: list[Any]
+
+        def apply_all(written: list[Any]) -> None:
+            for apply, w in zip(applies, written):
+                apply(w)
+
         try:
             if self._async is not None and self.store.writable:  # read-only: StoreFull from the store
-                await self._async.submit(prepared, apply)
+                results = await self._async.submit_many(prepared, list[Any](applies))
             else:
-                await asyncio.to_thread(self._group.submit_decision, prepared, apply)
-        except (StoreFull, MemoryUnavailable) as exc:  # no space, or the store out of reach
+                results = await asyncio.to_thread(
+                    self._group.submit, lambda store: list[Any](store.append_prepared_checked(prepared)), apply_all
+                )
+        except Exception as exc:
+            results = [exc] * len(made)
+        answers: list[Enhanced | Exception] = []
+        for r, (d, _), w in zip(requests, made, results):
+            try:
+                answers.append(self._answer(r, d, w))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    async def enhance_async(self, request: SignalRequest, fingerprint: str = "") -> Decision:
+        """One request through ``enhance_many``: its decision (or error)."""
+        answer = (await self.enhance_many([request], [fingerprint]))[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer.decision
+
+    def once(self, kind: str, request_id: str, fingerprint: str, act: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """``act()`` at most once per ``request_id`` of calls of ``kind`` that write no event of
+        their own (PushCandles): inside one write transaction, the stored answer of a repeated id
+        and True (replayed), else ``act()``'s answer recorded with the id and False.
+        ``RequestConflict`` when the id was used by a request with another fingerprint."""
+        validate_request_id(request_id)
+
+        def work(store: MemoryStore) -> tuple[dict[str, Any], bool]:
+            found = store.find_request(kind, request_id)
+            if found is not None:
+                if found.fingerprint is not None and found.fingerprint != store.fingerprint_tag(fingerprint):
+                    raise RequestConflict(
+                        f"request_id: {request_id!r} was already used for a different request; nothing was "
+                        "recorded: use a new id for a new request"
+                    )
+                return dict(found.answer or {}), True
+            answer = act()
+            store.record_request(kind, request_id, 0, answer, fingerprint)
+            return answer, False
+
+        try:
+            return self._group.submit(work)
+        except (StoreFull, MemoryUnavailable) as exc:
             self.write_health.failed(exc)
             raise
-        except DuplicateRequest as exc:  # the same id arrived concurrently: its decision stands
-            return _same_call(self.store.decision_at(exc.event_id), request.symbol, request.action)
-        return decision
-
-    def answered_decision(
-        self, request_id: str, symbol: str | None = None, action: str | None = None
-    ) -> Decision | None:
-        """The decision already recorded for ``request_id`` (within ``REQUEST_ID_WINDOW_S``),
-        or None ("" is no id: always None). With ``symbol`` and ``action``: ``InvalidRecord`` on
-        ``request_id`` when the id was used for a call about another symbol or action (a reused
-        id, not a retry)."""
-        if not request_id:
-            return None
-        found = self.store.find_request(DECISION, request_id)
-        if found is None:
-            return None
-        original = self.store.decision_at(found[0])
-        return original if symbol is None or action is None else _same_call(original, symbol, action)
-
-    def _decide(self, request: SignalRequest) -> tuple[Decision, PreparedDecision]:
-        """The decision for ``request`` from the index (not yet stored) and its encoded form."""
-        cfg = self.config
-        features = request.features
-        base_action = request.action
-        spec: StrategySpec | None = None
-        sim: Similar | None = None
-        with self._lock:  # index reads only
-            self.refresh(force=False)
-            params = self._params
-            if base_action != "HOLD":
-                matches = self._wm.matching(base_action, decision_context(features, request.time))
-                spec = matches[0] if matches else None
-                sim = self._wm.similar(base_action, features, cfg.neighbours, cfg.similar_radius)
-        ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
-        adaptation = adapt(features, request.strategy, cfg)
-        memory: float | None = None
-        memory_note = "memory silent"
-        if sim is not None:
-            memory, memory_note = memory_confidence(sim.wins, sim.n, spec.confidence if spec else None, cfg.min_similar)
-        final = combine(request.base_confidence, ml, memory, cfg)
-        action = base_action if base_action == "HOLD" else hold_rule(base_action, final, params["ml_confidence_min"])
-        if action == "HOLD":
-            size = stop = target = 0.0
-            stop_price = take_price = 0.0
-            sizing_note = ""
-        else:
-            sz = prules.sizing(params, spec, adaptation, cfg)
-            size, stop, target, sizing_note = sz.size, sz.stop_loss_pct, sz.take_profit_pct, sz.note
-            sign = 1.0 if action == "BUY" else -1.0
-            stop_price = request.price * (1.0 - sign * stop)
-            take_price = request.price * (1.0 + sign * target)
-        reasoning = _reasoning(
-            request,
-            action,
-            final,
-            ml,
-            memory,
-            memory_note,
-            spec,
-            adaptation.regime,
-            params["ml_confidence_min"],
-            sizing_note,
-        )
-        decision = Decision(
-            decision_id=str(uuid.uuid4()),
-            time=request.time,
-            symbol=request.symbol,
-            strategy=request.strategy,
-            action=action,
-            base_action=base_action,
-            price=request.price,
-            base_confidence=request.base_confidence,
-            ml_confidence=request.ml_confidence,
-            memory_confidence=memory,
-            confidence=final,
-            size=size,
-            stop_loss=stop_price,
-            take_profit=take_price,
-            stop_loss_pct=stop,
-            take_profit_pct=target,
-            reasoning=reasoning,
-            learned_strategy=spec.name if spec else None,
-            model_version=request.model_version,
-            ml_direction=request.ml_direction,
-            features=features,
-            regime=adaptation.regime,
-            parameters_version=params.version,
-            session_id=request.session_id,
-            market_context=request.market_context,
-        )
-        return decision, self.store.prepare_decision(decision, request.request_id)  # JSON + AES-GCM outside any lock
 
     # ------------------------------------------------------------------ learning
     def _current_parameters(self) -> tuple[Parameters, dict[str, Any]]:
@@ -376,12 +416,13 @@ class MemoryEngine:
             return Parameters(dict(self.config.parameters), _EPOCH), {}
         return latest[1], latest[2]
 
-    def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate:
+    def record_outcome(self, outcome: Outcome, request_id: str = "", fingerprint: str = "") -> LearningUpdate:
         """Store the outcome and learn from it, atomically: the matched strategy's stats (and
         deprecation), the bounded parameter adjustment, the performance monitor. Raises
         ``UnknownDecision`` for an unknown id and ``DuplicateOutcome`` for a second outcome.
         With ``request_id`` already answered (``mem_memory.requests``): the original answer,
-        marked ``replayed``, and nothing is written.
+        marked ``replayed``, and nothing is written; ``RequestConflict`` when ``fingerprint``
+        says it answered a different request.
 
         A **shadow outcome** (``outcome.shadow``, only for a HOLD decision: what its base signal
         would have done had it been traded) is stored (kind ``shadow_outcome``) and learned from
@@ -398,7 +439,8 @@ class MemoryEngine:
             held = self._held(outcome.decision_id)  # saves decoding the decision from the store
         try:
             learned = self._group.submit(
-                lambda store: self._learn(store, outcome, held, request_id), lambda w: self._apply_learned(outcome, w)
+                lambda store: self._learn(store, outcome, held, request_id, fingerprint),
+                lambda w: self._apply_learned(outcome, w),
             )
         except (StoreFull, MemoryUnavailable) as exc:  # no space, or the store out of reach
             self.write_health.failed(exc)
@@ -407,14 +449,20 @@ class MemoryEngine:
         return update
 
     def _learn(
-        self, store: MemoryStore, outcome: Outcome, held: Decision | None, request_id: str = ""
+        self, store: MemoryStore, outcome: Outcome, held: Decision | None, request_id: str = "", fingerprint: str = ""
     ) -> tuple[Any, ...]:
         """The writes of one outcome, inside the (group) write transaction: (the answer, and what
         ``_apply_learned`` needs: decision, strategy after, adjustments, parameters; None for a
         repeated request id). Store calls only: it runs under the store's lock and must not take
         the engine's."""
         if request_id and (found := store.find_request(OUTCOME, request_id)) is not None:
-            first = LearningUpdate.from_dict(found[1] or {})
+            first = LearningUpdate.from_dict(found.answer or {})
+            if found.fingerprint is not None and fingerprint and found.fingerprint != store.fingerprint_tag(fingerprint):
+                raise RequestConflict(
+                    f"request_id: {request_id!r} was already used for a different outcome report (of decision "
+                    f"{first.decision_id}); nothing was recorded: use a new id for a new request",
+                    found.event_id,
+                )
             if first.decision_id != outcome.decision_id:
                 raise InvalidRecord(
                     "request_id", f"already used for the outcome of another decision ({first.decision_id})"
@@ -470,7 +518,7 @@ class MemoryEngine:
             shadow=outcome.shadow,
         )
         if request_id:
-            store.record_request(OUTCOME, request_id, outcome_event, update.to_dict())
+            store.record_request(OUTCOME, request_id, outcome_event, update.to_dict(), fingerprint)
         return update, decision, spec_after, adjustments, params
 
     def _apply_learned(self, outcome: Outcome, learned: tuple[Any, ...]) -> None:
@@ -548,8 +596,8 @@ class MemoryEngine:
         """Counts, and the win rate of trades closed in the 24 h before ``now``."""
         now = now or datetime.now(UTC)
         since = now - timedelta(hours=24)
+        self.refresh(force=False)
         with self._lock:
-            self.refresh(force=False)
             specs = list(self._wm.strategies.values())
         with self.store.snapshot():  # the store's reads, without holding the index
             counts = self.store.counts()
@@ -600,6 +648,88 @@ def _same_call(original: Decision, symbol: str, action: str) -> Decision:
             f"already used for a {original.base_action} call about {original.symbol} (decision {original.decision_id})",
         )
     return original
+
+
+class Enhanced(NamedTuple):
+    """An answered signal: its decision and whether it is the stored answer of a repeated
+    request id (nothing recorded by this call)."""
+
+    decision: Decision
+    replayed: bool
+
+
+def decide(
+    request: SignalRequest,
+    params: Parameters,
+    spec: StrategySpec | None,
+    sim: Similar | None,
+    cfg: MemoryConfig,
+    decision_id: str,
+) -> Decision:
+    """The decision record for ``request`` (pure: no I/O, no clock). Inputs: the request with
+    its ML prediction (``ml_confidence``/``ml_direction``) and feature snapshot, the current
+    parameters, the first matching learned strategy and the similar closed trades (both None
+    for a HOLD). Combines base, ML and memory confidence, applies the HOLD rule and sizes the
+    trade from the parameters, adjusted by the strategy and the regime (docs/memory.md)."""
+    features = request.features
+    base_action = request.action
+    ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
+    adaptation = adapt(features, request.strategy, cfg)
+    memory: float | None = None
+    memory_note = "memory silent"
+    if sim is not None:
+        memory, memory_note = memory_confidence(sim.wins, sim.n, spec.confidence if spec else None, cfg.min_similar)
+    final = combine(request.base_confidence, ml, memory, cfg)
+    action = base_action if base_action == "HOLD" else hold_rule(base_action, final, params["ml_confidence_min"])
+    if action == "HOLD":
+        size = stop = target = 0.0
+        stop_price = take_price = 0.0
+        sizing_note = ""
+    else:
+        sz = prules.sizing(params, spec, adaptation, cfg)
+        size, stop, target, sizing_note = sz.size, sz.stop_loss_pct, sz.take_profit_pct, sz.note
+        sign = 1.0 if action == "BUY" else -1.0
+        stop_price = request.price * (1.0 - sign * stop)
+        take_price = request.price * (1.0 + sign * target)
+    reasoning = _reasoning(
+        request,
+        action,
+        final,
+        ml,
+        memory,
+        memory_note,
+        spec,
+        adaptation.regime,
+        params["ml_confidence_min"],
+        sizing_note,
+    )
+    return Decision(
+        decision_id=decision_id,
+        time=request.time,
+        symbol=request.symbol,
+        strategy=request.strategy,
+        action=action,
+        base_action=base_action,
+        price=request.price,
+        base_confidence=request.base_confidence,
+        ml_confidence=request.ml_confidence,
+        memory_confidence=memory,
+        confidence=final,
+        size=size,
+        stop_loss=stop_price,
+        take_profit=take_price,
+        stop_loss_pct=stop,
+        take_profit_pct=target,
+        reasoning=reasoning,
+        learned_strategy=spec.name if spec else None,
+        model_version=request.model_version,
+        ml_direction=request.ml_direction,
+        features=features,
+        regime=adaptation.regime,
+        parameters_version=params.version,
+        session_id=request.session_id,
+        market_context=request.market_context,
+    )
 
 
 # ---------------------------------------------------------------------- sentences

@@ -49,6 +49,16 @@ class DuplicateRequest(MemoryStoreError):
         super().__init__(message)
 
 
+class RequestConflict(MemoryStoreError):
+    """A request id already used, within the window, for a different request (its fingerprint
+    differs: another price, time, strategy, ...). Refused (gRPC ALREADY_EXISTS naming
+    ``request_id``); nothing is recorded."""
+
+    def __init__(self, message: str, event_id: int = 0) -> None:
+        self.event_id = event_id
+        super().__init__(message)
+
+
 class UnknownParameterVersion(MemoryStoreError, LookupError):
     """``restore_parameters`` was given a version hash that no stored parameter set has.
     Parameters stay as they are."""

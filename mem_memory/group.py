@@ -5,7 +5,8 @@ A writer hands ``submit`` a unit of work (a function of the store that writes it
 progress queue up; the first writer to find no commit in progress becomes the *leader*: it takes
 every queued unit (up to ``max_batch``), writes them in arrival order in ONE ``BEGIN IMMEDIATE``
 transaction and commits (``synchronous=FULL``: one fsync of the WAL for the whole group).
-Consecutive decisions are written with one multi-row INSERT per table; every other unit runs
+Consecutive decisions are written with one multi-row INSERT per table after one SELECT of
+their request ids (``MemoryStore.append_prepared_checked``: a known id is answered, not written); every other unit runs
 inside its own savepoint, so its error (unknown decision, second outcome, ...) rolls back only
 its own writes and is raised to its own writer (but a full store, ``StoreFull``, fails the whole
 group: SQLite may have rolled the transaction back). Should a decision id repeat (the multi-row
@@ -38,7 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from mem_memory.backend import INTEGRITY_ERRORS
-from mem_memory.errors import StoreFull
+from mem_memory.errors import DuplicateDecision, StoreFull
+from mem_memory.requests import Conflict, Replay
 from mem_memory.store import MemoryStore, PreparedDecision
 
 log = logging.getLogger(__name__)
@@ -96,9 +98,12 @@ class GroupCommitter:
         has committed (durable), or raise its error (or the commit's)."""
         return self._submit(_Unit(work, apply))
 
-    def submit_decision(self, prepared: PreparedDecision, apply: Callable[[int], None] | None = None) -> int:
-        """Write a prepared decision in the next group transaction; its event id once durable.
-        ``DuplicateDecision`` if the id is already stored."""
+    def submit_decision(
+        self, prepared: PreparedDecision, apply: Callable[[Any], None] | None = None
+    ) -> int | Replay | Conflict:
+        """Write a prepared decision in the next group transaction; its event id once durable, or
+        the ``Replay``/``Conflict`` of its request id (nothing written; ``apply`` gets it too).
+        ``DuplicateDecision`` if the decision id is already stored."""
         return self._submit(_Unit(None, apply, prepared))
 
     def _submit(self, unit: _Unit[T]) -> T:
@@ -193,14 +198,17 @@ class GroupCommitter:
                     j += 1
                 run = batch[i:j]
                 prepared = [x.prepared for x in run if x.prepared is not None]
-                for x, event_id in zip(run, store.append_prepared_many(prepared)):
-                    x.result, x.ok = event_id, True
+                for x, written in zip(run, store.append_prepared_checked(prepared)):
+                    x.result, x.ok = written, True
                 i = j
                 continue
             try:
                 with store.savepoint():
                     if u.prepared is not None:
-                        u.result = store.append_prepared(u.prepared)
+                        try:
+                            u.result = store.append_prepared_checked([u.prepared])[0]
+                        except INTEGRITY_ERRORS:  # the savepoint rolls back its writes
+                            raise DuplicateDecision(f"decision {u.prepared.decision_id} is already recorded") from None
                     else:
                         assert u.work is not None  # a unit carries a prepared decision or work
                         u.result = u.work(store)

@@ -14,7 +14,8 @@ Layout (docs/memory.md):
   makes "one outcome per decision" atomic across processes.
 - ``heads(kind, subject, event_id)`` — the latest event per strategy name.
 - ``requests(kind, tag, event_id, reply, created)`` — callers' request ids (a keyed tag when
-  encrypted) with the event their call wrote and, for an outcome, its (encrypted) answer; kept
+  encrypted) with the event their call wrote and ``reply``: for a decision the tag of the
+  request's fingerprint, for an outcome or a push its (encrypted) answer with that tag; kept
   for ``REQUEST_ID_WINDOW_S`` (``mem_memory.requests``), then forgotten.
 - ``probe`` — empty; the write probe of a full store writes and deletes a row in it.
 - ``meta`` — format version, whether the store is encrypted, the key-check record, the key
@@ -85,7 +86,7 @@ from mem_memory.errors import (
 from mem_memory.files import private_dir
 from mem_memory.lock import StoreLock, file_holders
 from mem_memory.lock import describe as describe_pids
-from mem_memory.requests import REPLY, REQUEST_ID_WINDOW_S
+from mem_memory.requests import REPLY, REQUEST_ID_WINDOW_S, Conflict, Replay
 from mem_memory.types import (
     DECISION,
     OUTCOME,
@@ -104,13 +105,24 @@ log = logging.getLogger(__name__)
 
 
 class PreparedDecision(NamedTuple):
-    """A decision encoded for storage: id, symbol lookup tag, (encrypted) payload, and the lookup
-    tag of the caller's request id (None without one)."""
+    """A decision encoded for storage: id, symbol lookup tag, (encrypted) payload, the lookup
+    tag of the caller's request id (None without one) and the tag of the request's fingerprint."""
 
     decision_id: str
     symbol_tag: str
     payload: bytes
     request_tag: str | None = None
+    fingerprint: str | None = None
+
+
+class StoredRequest(NamedTuple):
+    """A request id found in the window: the event its call wrote, its stored answer (None for
+    a decision: the decision is the answer) and the tag of its fingerprint (None when stored
+    before fingerprints existed)."""
+
+    event_id: int
+    answer: dict[str, Any] | None
+    fingerprint: str | None
 
 
 def _build_decision(p: dict[str, Any], codec: Codec) -> tuple[Decision, str]:
@@ -746,16 +758,64 @@ class MemoryStore:
             conn.execute("DELETE FROM probe")
 
     # ------------------------------------------------------------------ appends
-    def prepare_decision(self, decision: Decision, request_id: str = "") -> PreparedDecision:
+    def prepare_decision(self, decision: Decision, request_id: str = "", fingerprint: str = "") -> PreparedDecision:
         """Encode (and encrypt) a decision for ``append_prepared`` — CPU work that needs no lock,
         so concurrent writers do it before they queue for the commit. ``request_id``: the
-        caller's id of the request (``mem_memory.requests``), stored with it."""
+        caller's id of the request (``mem_memory.requests``), stored with the tag of the
+        request's ``fingerprint``."""
+        tag = self._codec.tag
         return PreparedDecision(
             decision.decision_id,
-            self._codec.tag(decision.symbol),
+            tag(decision.symbol),
             self._codec.encode(DECISION, decision.to_dict()),
-            self._codec.tag(request_id) if request_id else None,
+            tag(request_id) if request_id else None,
+            tag(fingerprint) if request_id and fingerprint else None,
         )
+
+    def append_prepared_checked(self, prepared: Sequence[PreparedDecision]) -> list[int | Replay | Conflict]:
+        """Write prepared decisions inside the current transaction, checking their request ids
+        there (the one check): per decision its new event id, or ``Replay`` (the id is recorded
+        with the same fingerprint, or twice in ``prepared``: the first one's event) or
+        ``Conflict`` (another fingerprint), which write nothing. One SELECT for the ids, then
+        ``append_prepared_many`` for the rest."""
+        conn = self._c()
+        if not conn.in_transaction:
+            raise RuntimeError("append_prepared_checked needs an open write transaction")
+        tags = list(dict.fromkeys(p.request_tag for p in prepared if p.request_tag is not None))
+        known: dict[str, tuple[int, str | None, bytes]] = {}
+        if tags:
+            with self._lock:
+                rows = conn.execute(
+                    "SELECT r.tag, r.event_id, r.reply, e.payload FROM requests r JOIN events e ON e.event_id = r.event_id"
+                    f" WHERE r.kind = ? AND r.tag IN ({','.join('?' * len(tags))})",
+                    [DECISION, *tags],
+                ).fetchall()
+            known = {str(t): (int(e), None if fp is None else bytes(fp).decode(), bytes(pl)) for t, e, fp, pl in rows}
+        results: list[int | Replay | Conflict | None] = [None] * len(prepared)
+        writing: dict[str, int] = {}  # request tag -> index of the decision of this batch that records it
+        write: list[int] = []
+        for i, p in enumerate(prepared):
+            t = p.request_tag
+            if t is not None and t in known:
+                event_id, fp, payload = known[t]
+                same = fp is None or fp == p.fingerprint
+                results[i] = Replay(event_id, payload, fp is not None) if same else Conflict(event_id)
+            elif t is not None and t in writing:
+                results[i] = -1 - writing[t]  # resolved below, once the first one has its event id
+            else:
+                if t is not None:
+                    writing[t] = i
+                write.append(i)
+        for i, new_id in zip(write, self.append_prepared_many([prepared[i] for i in write])):
+            results[i] = new_id
+        for i, r in enumerate(results):
+            if isinstance(r, int) and r < 0:
+                first = prepared[-1 - r]
+                first_id = results[-1 - r]
+                assert isinstance(first_id, int)
+                same = first.fingerprint == prepared[i].fingerprint
+                results[i] = Replay(first_id, first.payload) if same else Conflict(first_id)
+        return [r for r in results if r is not None]
 
     def append_prepared(self, prepared: PreparedDecision) -> int:
         """Write a prepared decision (joining the current transaction, or in its own); returns its
@@ -794,14 +854,15 @@ class MemoryStore:
             conn.execute(
                 "INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES " + ",".join(["(?,?,?)"] * n), dec_args
             )
-            tagged = [(p.request_tag, first + i) for i, p in enumerate(prepared) if p.request_tag is not None]
+            tagged = [(p, first + i) for i, p in enumerate(prepared) if p.request_tag is not None]
             if tagged:
                 now, req_args = _time.time(), list[Any]()
-                for tag, event_id in tagged:
-                    req_args += (DECISION, tag, event_id, now)
+                for p, event_id in tagged:
+                    fp = None if p.fingerprint is None else p.fingerprint.encode()
+                    req_args += (DECISION, p.request_tag, event_id, fp, now)
                 conn.execute(
-                    "INSERT INTO requests(kind, tag, event_id, created) VALUES "
-                    + ",".join(["(?,?,?,?)"] * len(tagged)),
+                    "INSERT INTO requests(kind, tag, event_id, reply, created) VALUES "
+                    + ",".join(["(?,?,?,?,?)"] * len(tagged)),
                     req_args,
                 )
             self._note(first, last)
@@ -896,9 +957,8 @@ class MemoryStore:
             return n + len(ev_rows)
 
     # ------------------------------------------------------------------ request ids
-    def find_request(self, kind: str, request_id: str) -> tuple[int, dict[str, Any] | None] | None:
-        """The event written by the call of ``kind`` with ``request_id`` within the window, and
-        its stored answer (None for a decision: the decision is the answer); None when unknown."""
+    def find_request(self, kind: str, request_id: str) -> StoredRequest | None:
+        """The call of ``kind`` recorded with ``request_id`` within the window; None when unknown."""
         with self._lock:
             row = (
                 self._c()
@@ -910,21 +970,42 @@ class MemoryStore:
             )
         if row is None:
             return None
-        return int(row[0]), None if row[1] is None else self._payload(row[0], REPLY, row[1])
+        event_id, reply = int(row[0]), row[1]
+        if reply is None:
+            return StoredRequest(event_id, None, None)
+        if kind == DECISION:
+            return StoredRequest(event_id, None, bytes(reply).decode())
+        stored = self._payload(event_id, REPLY, reply)
+        if "fingerprint" in stored and "answer" in stored:
+            return StoredRequest(event_id, stored["answer"], stored["fingerprint"])
+        return StoredRequest(event_id, stored, None)  # recorded before fingerprints existed
 
-    def record_request(self, kind: str, request_id: str, event_id: int, reply: dict[str, Any] | None = None) -> None:
-        """Remember ``request_id`` (inside the write transaction of its call's records)."""
+    def record_request(
+        self, kind: str, request_id: str, event_id: int, reply: dict[str, Any] | None = None, fingerprint: str = ""
+    ) -> None:
+        """Remember ``request_id`` with the tag of the request's ``fingerprint`` and its answer
+        ``reply`` (inside the write transaction of its call's records)."""
+        tag = self._codec.tag(fingerprint) if fingerprint else None
+        record = None if reply is None else self._codec.encode(REPLY, {"answer": reply, "fingerprint": tag})
         with self._lock:
             self._c().execute(
                 "INSERT INTO requests(kind, tag, event_id, reply, created) VALUES (?, ?, ?, ?, ?)",
-                (
-                    kind,
-                    self._codec.tag(request_id),
-                    int(event_id),
-                    None if reply is None else self._codec.encode(REPLY, reply),
-                    _time.time(),
-                ),
+                (kind, self._codec.tag(request_id), int(event_id), record, _time.time()),
             )
+
+    def fingerprint_tag(self, fingerprint: str) -> str:
+        """The stored form of a request fingerprint (a keyed tag when encrypted)."""
+        return self._codec.tag(fingerprint)
+
+    def decision_from(self, event_id: int, payload: bytes) -> Decision:
+        """The decision of a stored event's payload (``Replay.payload``), checked as reads are."""
+        try:
+            record = self._payload(event_id, DECISION, payload)
+            decision: Decision = self._record(event_id, DECISION, str(record.get("decision_id")), payload, record)
+            return decision
+        except CorruptRecord as exc:
+            self._report(exc)
+            raise
 
     def forget_requests(self, older_than: float, limit: int = 1000) -> int:
         """Forget up to ``limit`` request ids recorded before ``older_than`` (epoch seconds);

@@ -8,14 +8,16 @@ FULL``: the batch is on disk when the reply is sent).
 
 The child holds no key and no other secret: its environment is a short allow-list
 (``CHILD_ENV``). It gets decisions already encoded and, when the store is encrypted,
-encrypted by the parent (``MemoryStore.prepare_decision``), and writes them with the same two
-statements as the in-process group commit (``MemoryStore.append_prepared_many``) in one
+encrypted by the parent (``MemoryStore.prepare_decision``), and writes them with the same
+statements as the in-process group commit (``MemoryStore.append_prepared_checked``) in one
 ``BEGIN IMMEDIATE`` transaction. Other processes' writers are serialised by SQLite as usual.
 
 Protocol (``multiprocessing.connection`` framing over two pipes): the child sends
 ``("ready", pid)`` once the store is open, then answers every batch ``(max_pages, [(id, tag,
-payload), ...])`` (``max_pages``: the store's size cap, ``MemoryStore.set_max_bytes``) with
-``("ok", first_event_id, last_event_id)``, ``("integrity", message)`` (a repeated decision id:
+payload, request tag, fingerprint tag), ...])`` (``max_pages``: the store's size cap,
+``MemoryStore.set_max_bytes``) with ``("ok", results)`` (per decision its event id, or a
+``Replay``/``Conflict`` of its request id, checked inside the transaction:
+``MemoryStore.append_prepared_checked``), ``("integrity", message)`` (a repeated decision id:
 nothing written), ``("full", message)`` (the disk is full or the cap reached: nothing written)
 or ``("error", message)`` (nothing written). It exits when the parent's end
 of the pipe closes, which also happens when the parent dies, so it never outlives its server.
@@ -161,18 +163,18 @@ class WriterProcess:
                 proc.wait()
 
 
-def _commit(store: MemoryStore, max_pages: int | None, rows: list[tuple[str, str, bytes]]) -> Reply:
+def _commit(store: MemoryStore, max_pages: int | None, rows: list[tuple[Any, ...]]) -> Reply:
     try:
         store.apply_max_pages(max_pages)
-        with store.group_transaction() as span:
-            store.append_prepared_many([PreparedDecision(*r) for r in rows])
+        with store.group_transaction():
+            results = store.append_prepared_checked([PreparedDecision(*r) for r in rows])
     except sqlite3.IntegrityError as exc:
         return ("integrity", str(exc))
     except StoreFull as exc:
         return ("full", str(exc))
     except Exception as exc:  # nothing of the batch is stored (rolled back)
         return ("error", f"{exc.__class__.__name__}: {exc}")
-    return ("ok", span[0], span[1])
+    return ("ok", results)
 
 
 def checkpoint_in_background(path: str, every_s: float = CHECKPOINT_EVERY_S) -> threading.Event:

@@ -79,6 +79,8 @@ class EnhancedSignal:
     #: The decision was taken with the ML silent (the server has no champion model): why.
     ml_absent: bool = False
     ml_absent_reason: str = ""
+    #: The stored answer of an earlier call with the same request_id (nothing recorded now).
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class OutcomeLearning:
     parameters_version: str
     summary: str
     shadow: bool = False  # a held signal's paper result: learned from, not a trade
+    replayed: bool = False  # the stored answer of an earlier call with the same request_id
 
 
 @dataclass(frozen=True)
@@ -279,47 +282,36 @@ class MemClient:
         """Enhance a base signal; ``ml`` passes a prediction the caller already has (else the
         server predicts from ``candles``, or from QuestDB without them). ``request_id``: your id
         of this call; a retry with the same id (after a deadline, a cancel, UNAVAILABLE) gets the
-        first answer and records nothing new."""
-        req = pb.EnhanceSignalRequest(
-            symbol=symbol,
-            action=_ACTIONS[action],
-            base_confidence=float(base_confidence),
-            price=float(price),
-            time=_timestamp(time),
+        first answer (``replayed``) and records nothing new; the same id with a different
+        request is refused (ALREADY_EXISTS)."""
+        req = _enhance_request(
+            symbol,
+            action,
+            base_confidence,
+            price,
+            time,
             strategy=strategy,
-            candles=_candles(candles),
+            candles=candles,
+            ml=ml,
             session_id=session_id,
+            market_context=market_context,
             request_id=request_id,
         )
-        if ml is not None:
-            req.ml_prediction.CopyFrom(
-                pb.MlPrediction(
-                    confidence=ml.confidence,
-                    direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED),
-                    model_version=ml.model_version,
-                )
-            )
-        if market_context:
-            req.market_context.update(market_context)
-        r = self._call("EnhanceSignal", req)
-        return EnhancedSignal(
-            decision_id=r.decision_id,
-            action=_ACTION_NAMES.get(r.action, "HOLD"),
-            confidence=float(r.confidence),
-            size=float(r.size),
-            stop_loss=float(r.stop_loss),
-            take_profit=float(r.take_profit),
-            learned_strategy=r.learned_strategy,
-            model_version=r.model_version,
-            symbol=r.symbol,
-            reasoning=r.reasoning,
-            base_confidence=float(r.base_confidence),
-            ml_confidence=float(r.ml_confidence) if r.HasField("ml_confidence") else None,
-            memory_confidence=float(r.memory_confidence) if r.HasField("memory_confidence") else None,
-            time=_datetime(r.time) if r.HasField("time") else None,
-            ml_absent=bool(r.ml_absent),
-            ml_absent_reason=r.ml_absent_reason,
-        )
+        return _signal(self._call("EnhanceSignal", req))
+
+    def enhance_signals(self, items: Sequence[Mapping[str, Any]]) -> list[EnhancedSignal | MemClientError]:
+        """EnhanceSignal for many symbols in one call (the candle close): each item holds the
+        keyword arguments of ``enhance_signal``. One answer per item, in order: its signal, or a
+        ``MemClientError`` with the item's own status (one bad item never fails the others)."""
+        req = pb.EnhanceSignalsRequest(requests=[_enhance_request(**item) for item in items])
+        out: list[EnhancedSignal | MemClientError] = []
+        for r in self._call("EnhanceSignals", req).results:
+            if r.code == 0:
+                out.append(_signal(r.signal))
+            else:
+                code = next((c for c in grpc.StatusCode if c.value[0] == r.code), grpc.StatusCode.UNKNOWN)
+                out.append(MemClientError(f"{code.name}: {r.message}", code))
+        return out
 
     def log_outcome(
         self,
@@ -372,6 +364,7 @@ class MemClient:
             parameters_version=r.parameters_version,
             summary=r.summary,
             shadow=bool(r.shadow),
+            replayed=bool(r.replayed),
         )
 
     def get_parameters(self) -> ParameterSet:
@@ -428,6 +421,66 @@ class MemClient:
             )
             for s in r.strategies
         ]
+
+
+def _enhance_request(
+    symbol: str,
+    action: str,
+    base_confidence: float,
+    price: float,
+    time: datetime,
+    *,
+    strategy: str = "",
+    candles: pd.DataFrame | None = None,
+    ml: ReversalPrediction | None = None,
+    session_id: str = "",
+    market_context: Mapping[str, str] | None = None,
+    request_id: str = "",
+) -> pb.EnhanceSignalRequest:
+    req = pb.EnhanceSignalRequest(
+        symbol=symbol,
+        action=_ACTIONS[action],
+        base_confidence=float(base_confidence),
+        price=float(price),
+        time=_timestamp(time),
+        strategy=strategy,
+        candles=_candles(candles),
+        session_id=session_id,
+        request_id=request_id,
+    )
+    if ml is not None:
+        req.ml_prediction.CopyFrom(
+            pb.MlPrediction(
+                confidence=ml.confidence,
+                direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED),
+                model_version=ml.model_version,
+            )
+        )
+    if market_context:
+        req.market_context.update(market_context)
+    return req
+
+
+def _signal(r: pb.EnhancedSignal) -> EnhancedSignal:
+    return EnhancedSignal(
+        decision_id=r.decision_id,
+        action=_ACTION_NAMES.get(r.action, "HOLD"),
+        confidence=float(r.confidence),
+        size=float(r.size),
+        stop_loss=float(r.stop_loss),
+        take_profit=float(r.take_profit),
+        learned_strategy=r.learned_strategy,
+        model_version=r.model_version,
+        symbol=r.symbol,
+        reasoning=r.reasoning,
+        base_confidence=float(r.base_confidence),
+        ml_confidence=float(r.ml_confidence) if r.HasField("ml_confidence") else None,
+        memory_confidence=float(r.memory_confidence) if r.HasField("memory_confidence") else None,
+        time=_datetime(r.time) if r.HasField("time") else None,
+        ml_absent=bool(r.ml_absent),
+        ml_absent_reason=r.ml_absent_reason,
+        replayed=bool(r.replayed),
+    )
 
 
 def _timestamp(t: datetime) -> Timestamp:

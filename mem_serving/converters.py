@@ -22,16 +22,18 @@ from mem_memory import (
     Parameters,
     StrategySpec,
     StrategyStats,
+    fingerprint,
     request_id_problem,
     symbol_problem,
 )
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
-from mem_serving.candle_sink import Offer
-from mem_serving.errors import InvalidArgument
+from mem_serving.errors import InvalidArgument, to_status
 from mem_serving.model_info import ServedModelInfo
-from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery
+from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, MLInput, Prediction, PredictQuery, PushAnswer
 
 MAX_TEXT_LEN = 256
+#: Most requests in one EnhanceSignals call.
+MAX_BATCH_ITEMS = 5000
 MAX_CONTEXT_ITEMS = 64
 # Timestamps a client may send: 1970 .. 9999 (protobuf's valid range ends at 9999-12-31); the
 # server keeps them to the microsecond (Python's datetime).
@@ -244,14 +246,36 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int) -> EnhanceQuer
         market_context=context,
         session_id=text(req.session_id, "session_id", 128),
         request_id=request_id(req.request_id),
+        fingerprint=request_fingerprint(req),
     )
 
 
-def push_query(req: pb.PushCandlesRequest, max_candles: int) -> tuple[str, CandleBlock]:
+def request_fingerprint(req: Any) -> str:
+    """The fingerprint stored with a request's id: a digest of the message's deterministic
+    serialization ("" without an id). The same request sent again gives the same one."""
+    return fingerprint(req.SerializeToString(deterministic=True)) if req.request_id else ""
+
+
+def enhance_queries(req: pb.EnhanceSignalsRequest, max_candles: int, max_items: int) -> list[EnhanceQuery | Exception]:
+    """Each item of a batch as ``enhance_query`` makes it, or its validation error (an item's
+    error is its own answer)."""
+    if len(req.requests) > max_items:
+        raise InvalidArgument("requests", f"at most {max_items} requests per call, got {len(req.requests)}")
+    out: list[EnhanceQuery | Exception] = []
+    for item in req.requests:
+        try:
+            out.append(enhance_query(item, max_candles))
+        except InvalidArgument as exc:  # as EnhanceSignal answers that request alone
+            out.append(exc)
+    return out
+
+
+def push_query(req: pb.PushCandlesRequest, max_candles: int) -> tuple[str, CandleBlock, str, str]:
+    """Symbol, candles, request id and fingerprint of a PushCandles request."""
     block = candles(req.candles, max_candles)
     if block is None:
         raise InvalidArgument("candles", "must not be empty")
-    return symbol(req.symbol), block
+    return symbol(req.symbol), block, request_id(req.request_id), request_fingerprint(req)
 
 
 def outcome_query(req: pb.LogOutcomeRequest) -> Outcome:
@@ -314,7 +338,7 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 # ---- memory records -> replies ---------------------------------------------------------------
 
 
-def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal:
+def enhanced_pb(result: EnhanceResult) -> pb.EnhancedSignal:
     d = result.decision  # for a repeated request id, the first call's decision: its symbol and time
     reply = pb.EnhancedSignal(
         decision_id=str(d.decision_id),
@@ -329,6 +353,7 @@ def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal
         learned_strategy=str(d.learned_strategy or ""),
         model_version=str(d.model_version or result.model_version or ""),
         time=ts_pb(d.time),
+        replayed=result.replayed,
     )
     if d.ml_confidence is not None:
         reply.ml_confidence = float(d.ml_confidence)
@@ -338,6 +363,18 @@ def enhanced_pb(result: EnhanceResult, query: EnhanceQuery) -> pb.EnhancedSignal
     if d.memory_confidence is not None:
         reply.memory_confidence = float(d.memory_confidence)
     return reply
+
+
+def enhance_results_pb(results: list[EnhanceResult | Exception], method: str) -> pb.EnhanceSignalsResponse:
+    """One result per item, in order: its signal, or its status code and message."""
+    out = []
+    for r in results:
+        if isinstance(r, Exception):
+            code, message = to_status(r, method)
+            out.append(pb.EnhanceSignalResult(code=code.value[0], message=message))
+        else:
+            out.append(pb.EnhanceSignalResult(signal=enhanced_pb(r)))
+    return pb.EnhanceSignalsResponse(results=out)
 
 
 def stats_pb(stats: StrategyStats | None) -> pb.StrategyStats:
@@ -363,7 +400,7 @@ def adjustment_pb(a: ParameterAdjustment) -> pb.ParameterAdjustment:
     )
 
 
-def learning_pb(update: LearningUpdate, query: Outcome) -> pb.LogOutcomeResponse:
+def learning_pb(update: LearningUpdate) -> pb.LogOutcomeResponse:
     return pb.LogOutcomeResponse(
         decision_id=update.decision_id,
         win=bool(update.win),
@@ -373,6 +410,7 @@ def learning_pb(update: LearningUpdate, query: Outcome) -> pb.LogOutcomeResponse
         parameters_version=str(update.parameters_version),
         summary=str(update.summary),
         shadow=bool(update.shadow),
+        replayed=bool(update.replayed),
     )
 
 
@@ -403,8 +441,8 @@ def strategy_pb(spec: StrategySpec) -> pb.StrategySpec:
     )
 
 
-def push_pb(offer: Offer) -> pb.PushCandlesResponse:
-    return pb.PushCandlesResponse(queued=offer.queued, dropped=offer.dropped, pending=offer.pending)
+def push_pb(a: PushAnswer) -> pb.PushCandlesResponse:
+    return pb.PushCandlesResponse(queued=a.queued, dropped=a.dropped, pending=a.pending, replayed=a.replayed)
 
 
 def model_info_pb(info: ServedModelInfo) -> pb.ModelInfo:

@@ -61,6 +61,7 @@ class DeadlineExceeded(ServingError):
 
 #: Memory errors (mem_memory.errors) in the order they are tested (subclasses first).
 _MEMORY: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (memory_errors.RequestConflict, grpc.StatusCode.ALREADY_EXISTS),
     (memory_errors.InvalidRecord, grpc.StatusCode.INVALID_ARGUMENT),
     (memory_errors.UnknownDecision, grpc.StatusCode.NOT_FOUND),
     (memory_errors.DuplicateOutcome, grpc.StatusCode.ALREADY_EXISTS),

@@ -1,41 +1,49 @@
 """The serving logic, with no gRPC in it: predictions, enhanced signals, outcomes, memory reads.
 
-The servicer converts requests into the records of ``mem_serving.types``, calls a method here
-and converts the result back. Errors are raised as ``mem_serving.errors`` (or the memory's and
-the candle store's own), mapped to status codes in ``errors.to_status``.
+The servicer converts requests into the records of ``mem_serving.types`` (validated once, at the
+edge), awaits a method here and converts the result back. Errors are raised as
+``mem_serving.errors`` (or the memory's and the candle store's own), mapped to status codes in
+``errors.to_status``; the batch calls return one answer or error per item instead.
 
-Hot path of EnhanceSignal (no ML prediction given, one new candle):
-merge the candle into the symbol's history (numpy) -> prediction cache lookup -> features of
-the newest row only (``newest_features``, numpy) -> compiled one-row model -> memory engine
-(in-process index + one durable SQLite write) -> metrics.
-
-The gRPC server runs on an asyncio event loop: ``enhance_async`` is that same path for the loop
-(it awaits the memory's ``enhance_async``), used when ``enhance_reads_candle_source`` says the
-call will not read QuestDB; every other call runs the synchronous methods in a thread pool.
+One path per call, on the server's event loop: EnhanceSignal is EnhanceSignals with one item.
+Merge each item's candles into its symbol's history (numpy) -> prediction cache lookup ->
+features of the newest row of every miss -> ONE model call on the stacked rows -> the memory's
+decisions (pure ``mem_memory.decide`` on the in-process index) committed together, each request
+id checked inside that commit -> metrics. Only reads of QuestDB (a history too short, or no
+candles given) leave the loop, together in one hop to the thread pool (``blocking``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from mem_core import features as feats
 from mem_core.feature_sets import SEED, FeatureSet
 from mem_core.labels import newest_direction
-from mem_memory import Decision, LearningUpdate, MemoryStats, Outcome, Parameters, SignalRequest, StrategySpec
+from mem_memory import (
+    PUSH,
+    Enhanced,
+    LearningUpdate,
+    MemoryStats,
+    Outcome,
+    Parameters,
+    SignalRequest,
+    StrategySpec,
+)
 from mem_serving.caches import NewestPerKey, TTLCache
-from mem_serving.candle_sink import CandleSink, Offer
+from mem_serving.candle_sink import CandleSink
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NoModel
 from mem_serving.metrics import ServingMetrics
 from mem_serving.model_info import ModelInfoSource, ServedModelInfo
-from mem_serving.model_provider import ModelProvider
+from mem_serving.model_provider import ModelProvider, ServingModel
 from mem_serving.settings import ServingSettings
-from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, Prediction, PredictQuery
+from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, Prediction, PredictQuery, PushAnswer
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +51,23 @@ log = logging.getLogger(__name__)
 MIN_BUDGET_S = 0.0005
 
 CandleSource = Callable[[str, int], CandleBlock]
+T = TypeVar("T")
+#: ``await blocking(fn)``: ``fn()`` on the server's thread pool (the QuestDB reads).
+Blocking = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+def _predict_rows(model: ServingModel, x: np.ndarray) -> list[float]:
+    """P(reversal) of every row of ``x``: the compiled one-row path for one row, one
+    ``predict_proba`` call for several."""
+    if len(x) == 1 or model.loaded is None:
+        return [float(model.predict_one(row)) for row in x]
+    return [float(p) for p in model.loaded.model.predict_proba(x)]
 
 
 class WouldReadCandles(Exception):
     """Raised instead of reading the candle source (blocking I/O) when the caller asked not to,
-    i.e. on the event loop; nothing was recorded, and the caller runs the call in its thread
-    pool instead. Only happens when another call changed the symbol's history between the
-    ``reads_candle_source`` check and the merge."""
+    i.e. on the event loop; the call's candles are merged already, and the caller reads in its
+    thread pool instead."""
 
 
 class Budget:
@@ -74,12 +92,13 @@ UNLIMITED = Budget()
 class MemoryEngineLike(Protocol):
     """The part of ``mem_memory.MemoryEngine`` serving uses (thread-safe: it locks itself)."""
 
-    def enhance(self, request: SignalRequest) -> Decision: ...
-    async def enhance_async(self, request: SignalRequest) -> Decision: ...
-    def answered_decision(
-        self, request_id: str, symbol: str | None = None, action: str | None = None
-    ) -> Decision | None: ...
-    def record_outcome(self, outcome: Outcome, request_id: str = "") -> LearningUpdate: ...
+    async def enhance_many(
+        self, requests: Sequence[SignalRequest], fingerprints: Sequence[str] | None = None
+    ) -> list[Enhanced | Exception]: ...
+    def record_outcome(self, outcome: Outcome, request_id: str = "", fingerprint: str = "") -> LearningUpdate: ...
+    def once(
+        self, kind: str, request_id: str, fingerprint: str, act: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]: ...
     def parameters(self) -> Parameters: ...
     def seen_event_id(self) -> int: ...
     def strategies(self, include_deprecated: bool = False) -> list[StrategySpec]: ...
@@ -152,31 +171,6 @@ class Handlers:
 
     # ---- candles and features ----------------------------------------------------------
 
-    def reads_candle_source(self, symbol: str, given: CandleBlock | None) -> bool:
-        """Whether computing features for ``symbol`` from ``given`` would read the candle source
-        (QuestDB, blocking I/O): no candles given, or the history held plus ``given`` is shorter
-        than ``MIN_HISTORY`` so ``_candles`` would seed it. Never true without a source.
-
-        A guide for where to run the call, not a lock: a concurrent merge of the same symbol on
-        another thread may change the answer."""
-        if self.candle_source is None:
-            return False
-        if given is None:
-            return True
-        return self.history.merged_length(symbol, given) < self._min_history()
-
-    def _min_history(self) -> int:
-        """Fewest candles the current champion's features need (the seed's when there is none)."""
-        model = self.models.model
-        return feats.MIN_HISTORY if model is None else model.feature_set.min_history
-
-    def enhance_reads_candle_source(self, query: EnhanceQuery) -> bool:
-        """Whether ``enhance(query)`` would read the candle source (only when it predicts: with an
-        ML prediction given, the snapshot uses the candles given or held and never reads it)."""
-        return (
-            query.ml is None and self.models.model is not None and self.reads_candle_source(query.symbol, query.candles)
-        )
-
     def _candles(
         self,
         symbol: str,
@@ -242,8 +236,8 @@ class Handlers:
 
     # ---- calls -------------------------------------------------------------------------
 
-    def predict(self, query: PredictQuery, budget: Budget = UNLIMITED, may_read: bool = True) -> Prediction:
-        """The champion's reversal prediction for the newest candle (``may_read``: see ``_candles``)."""
+    async def predict(self, query: PredictQuery, budget: Budget, blocking: Blocking) -> Prediction:
+        """The champion's reversal prediction for the newest candle of ``query.symbol``."""
         try:
             model = self._model()
         except NoModel:
@@ -251,54 +245,184 @@ class Handlers:
             # first training, and for when a champion arrives
             self.keep_candles(query.symbol, query.candles)
             raise
-        block = self._candles(query.symbol, query.candles, budget, may_read, model.feature_set.min_history)
-        version = (block.newest_key(), model.version)
-        cached = self.predictions.get(query.symbol, version)
-        if cached is not None:
-            self.metrics.prediction_cache.labels("hit").inc()
-            return cached
-        self.metrics.prediction_cache.labels("miss").inc()
-        budget.check("computing features")
-        started = time.perf_counter()
-        values, direction = self._features(block, model.feature_set)
-        x = np.array([values[name] for name in model.feature_names], dtype=np.float64)
-        probability = model.predict_one(x)
-        out_of_range = feats.out_of_range(values, model.feature_ranges)
-        self.metrics.ml_latency.observe(time.perf_counter() - started)
-        prediction = Prediction(
-            symbol=query.symbol,
-            is_reversal=probability >= self.settings.reversal_threshold,
-            confidence=probability,
-            direction=direction,
-            model_version=model.version,
-            out_of_range_features=out_of_range,
-            candle_ts_ms=block.newest_ts_ms,
-            features=values,
-        )
-        self.predictions.put(query.symbol, version, prediction)
+        (prediction,) = await self._predictions([(query.symbol, query.candles)], model, budget, blocking)
+        if isinstance(prediction, Exception):
+            raise prediction
         return prediction
 
-    def enhance(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
-        replayed = self._replayed(query)
-        if replayed is not None:
-            return replayed
-        request, prediction, version, started = self._prepare_enhance(query, budget)
-        memory_started = time.perf_counter()
-        decision = self.engine.enhance(request)
-        return self._finish_enhance(decision, prediction, version, started, memory_started, request.ml_absent_reason)
+    async def _predictions(
+        self,
+        items: Sequence[tuple[str, CandleBlock | None]],
+        model: ServingModel,
+        budget: Budget,
+        blocking: Blocking,
+    ) -> list[Prediction | Exception]:
+        """Predictions for many (symbol, candles) at once, each its own answer or error: the
+        candles merged into the history on the loop; the QuestDB reads, if any, together in one
+        hop to the thread pool; the features of every prediction-cache miss in one compiled pass
+        over the symbols (``FeatureSet.newest_many``); ONE model call on the stacked rows."""
+        need = model.feature_set.min_history
+        n = len(items)
+        blocks: list[CandleBlock | Exception | None] = [None] * n
+        reads: list[int] = []
+        for i, (symbol, candles) in enumerate(items):
+            try:
+                blocks[i] = self._candles(symbol, candles, budget, False, need)
+            except WouldReadCandles:
+                reads.append(i)
+            except Exception as exc:
+                blocks[i] = exc
+        if reads:
 
-    def _replayed(self, query: EnhanceQuery) -> EnhanceResult | None:
-        """The first call's decision when ``query.request_id`` was answered already (its candles
-        are still merged into the history: a retry never loses them); None otherwise."""
-        if not query.request_id:
-            return None
-        original = self.engine.answered_decision(query.request_id, query.symbol, query.action)
-        if original is None:
-            return None
-        self.keep_candles(query.symbol, query.candles)
-        self.metrics.replays.labels("EnhanceSignal").inc()
-        return EnhanceResult(
-            decision=original, prediction=None, model_version=original.model_version or "", replayed=True
+            def read() -> list[CandleBlock | Exception]:
+                got: list[CandleBlock | Exception] = []
+                for i in reads:
+                    try:
+                        got.append(self._candles(items[i][0], items[i][1], budget, True, need))
+                    except Exception as exc:
+                        got.append(exc)
+                return got
+
+            for i, block in zip(reads, await blocking(read)):
+                blocks[i] = block
+        out: list[Prediction | Exception | None] = [None] * n
+        misses: list[tuple[int, tuple[Any, ...], CandleBlock]] = []
+        for i, block in enumerate(blocks):
+            if not isinstance(block, CandleBlock):
+                out[i] = block if isinstance(block, Exception) else InvalidArgument("candles", "none")
+                continue
+            key = (block.newest_key(), model.version)
+            cached = self.predictions.get(items[i][0], key)
+            if cached is not None:
+                self.metrics.prediction_cache.labels("hit").inc()
+                out[i] = cached
+            else:
+                self.metrics.prediction_cache.labels("miss").inc()
+                misses.append((i, key, block))
+        if not misses:
+            return [o if o is not None else InvalidArgument("candles", "no prediction") for o in out]
+        budget.check("computing features")
+        started = time.perf_counter()
+        names = model.feature_names
+        matrix = model.feature_set.newest_many([b.ohlcv for _, _, b in misses], [b.newest_ts_ms for _, _, b in misses])
+        rows: list[tuple[int, tuple[Any, ...], CandleBlock, dict[str, float]]] = []
+        for (i, key, block), row in zip(misses, matrix):
+            try:
+                rows.append((i, key, block, feats.finite_values(names, row)))
+            except feats.InsufficientHistory as exc:
+                out[i] = exc
+        ok = [k for k, (i, _, _) in enumerate(misses) if out[i] is None]
+        probabilities = _predict_rows(model, matrix[ok]) if ok else []
+        self.metrics.ml_latency.observe(time.perf_counter() - started)
+        for (i, key, block, values), probability in zip(rows, probabilities):
+            prediction = Prediction(
+                symbol=items[i][0],
+                is_reversal=probability >= self.settings.reversal_threshold,
+                confidence=probability,
+                direction=newest_direction(block.ohlcv[:, 3]),
+                model_version=model.version,
+                out_of_range_features=feats.out_of_range(values, model.feature_ranges),
+                candle_ts_ms=block.newest_ts_ms,
+                features=values,
+            )
+            self.predictions.put(items[i][0], key, prediction)
+            out[i] = prediction
+        return [o if o is not None else InvalidArgument("candles", "no prediction") for o in out]
+
+    async def enhance(
+        self, queries: Sequence[EnhanceQuery], budget: Budget, blocking: Blocking
+    ) -> list[EnhanceResult | Exception]:
+        """Enhanced signals for many requests at once (EnhanceSignal is a batch of one), each its
+        own answer or error: the ML predictions of the items without one (``_predictions``), the
+        memory's decisions of all items committed together (``MemoryEngine.enhance_many``: one
+        transaction, each request id checked inside it). Without a champion the ML is silent:
+        the memory decides on base and memory alone and the decision says why."""
+        started = time.perf_counter()
+        model = self.models.model
+        n = len(queries)
+        out: list[EnhanceResult | Exception | None] = [None] * n
+        predictions: dict[int, Prediction] = {}
+        predict = [i for i, q in enumerate(queries) if q.ml is None and model is not None]
+        if predict:
+            assert model is not None
+            got = await self._predictions(
+                [(queries[i].symbol, queries[i].candles) for i in predict], model, budget, blocking
+            )
+            for i, p in zip(predict, got):
+                if isinstance(p, Exception):
+                    out[i] = p
+                else:
+                    predictions[i] = p
+        absent = self.models.absent_reason() if model is None else ""
+        requests: list[SignalRequest] = []
+        taken: list[int] = []
+        for i, q in enumerate(queries):
+            if out[i] is not None:
+                continue
+            try:
+                requests.append(self._signal_request(q, predictions.get(i), budget, absent))
+                taken.append(i)
+            except Exception as exc:
+                out[i] = exc
+        budget.check("recording the decisions")
+        memory_started = time.perf_counter()
+        answers = await self.engine.enhance_many(requests, [queries[i].fingerprint for i in taken]) if requests else []
+        self.metrics.memory_load.observe(time.perf_counter() - memory_started)
+        for i, request, answer in zip(taken, requests, answers):
+            if isinstance(answer, Exception):
+                out[i] = answer
+                continue
+            if answer.replayed:
+                self.metrics.replays.labels("EnhanceSignal").inc()
+            else:
+                self.metrics.decision(answer.decision.action)
+                if request.ml_confidence is None:
+                    self.metrics.ml_absent.inc()
+            prediction = predictions.get(i)
+            out[i] = EnhanceResult(
+                decision=answer.decision,
+                prediction=prediction,
+                model_version=request.model_version or "",
+                replayed=answer.replayed,
+                ml_absent_reason="" if answer.replayed else request.ml_absent_reason,
+            )
+        if any(isinstance(a, Enhanced) and not a.replayed for a in answers):
+            self.memory_cache.clear()  # memory queries (stats) include decisions
+        self.metrics.enhancement.observe(time.perf_counter() - started)
+        return [o if o is not None else InvalidArgument("request", "not answered") for o in out]
+
+    def _signal_request(
+        self, q: EnhanceQuery, prediction: Prediction | None, budget: Budget, absent: str
+    ) -> SignalRequest:
+        """The memory's request for ``q``: the ML prediction made (or the caller's), and the
+        feature snapshot it was made on (or one from the candles given or held)."""
+        if prediction is not None:
+            ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
+            features: dict[str, float] = dict(prediction.features)
+        elif q.ml is not None:
+            ml_confidence, ml_direction, version = q.ml.confidence, q.ml.direction, q.ml.model_version
+            features = self._snapshot(q, budget)
+            absent = ""
+        else:
+            ml_confidence, ml_direction, version = None, None, ""
+            features = self._snapshot(q, budget)
+        # market_context is stored with the decision (encrypted like the rest); the feature
+        # snapshot is what drives strategies and similarity.
+        return SignalRequest(
+            symbol=q.symbol,
+            action=q.action,
+            base_confidence=q.base_confidence,
+            price=q.price,
+            time=q.time,
+            strategy=q.strategy,
+            ml_confidence=ml_confidence,
+            ml_direction=ml_direction,
+            model_version=version or None,
+            features=features,
+            session_id=q.session_id,
+            market_context=q.market_context,
+            request_id=q.request_id,
+            ml_absent_reason=absent if ml_confidence is None else "",
         )
 
     def keep_candles(self, symbol: str, candles: CandleBlock | None) -> None:
@@ -307,62 +431,6 @@ class Handlers:
         if candles is not None:
             self._accept(symbol, candles)  # QuestDB gets what is new before the history holds it
             self.history.merge(symbol, candles)
-
-    async def enhance_async(self, query: EnhanceQuery, budget: Budget = UNLIMITED) -> EnhanceResult:
-        """``enhance`` for the event loop: the same steps, awaiting the memory's durable write.
-
-        Everything before that await runs on the caller's thread, so it never reads QuestDB:
-        ``WouldReadCandles`` instead (call it when ``enhance_reads_candle_source(query)`` is
-        false, and run ``enhance`` in a thread pool if it raises that anyway)."""
-        replayed = self._replayed(query)
-        if replayed is not None:
-            return replayed
-        request, prediction, version, started = self._prepare_enhance(query, budget, may_read=False)
-        memory_started = time.perf_counter()
-        decision = await self.engine.enhance_async(request)
-        return self._finish_enhance(decision, prediction, version, started, memory_started, request.ml_absent_reason)
-
-    def _prepare_enhance(
-        self, query: EnhanceQuery, budget: Budget, may_read: bool = True
-    ) -> tuple[SignalRequest, Prediction | None, str, float]:
-        """The memory's request for ``query`` (predicting when no ML prediction is given), the
-        prediction, the model version and the start time. Without a champion the ML is silent:
-        the memory decides on base and memory alone and the request says why."""
-        started = time.perf_counter()
-        prediction: Prediction | None = None
-        absent = ""
-        if query.ml is None and self.models.model is None:
-            ml_confidence, ml_direction, version = None, None, ""
-            absent = self.models.absent_reason()
-            features = self._snapshot(query, budget)
-            self.metrics.ml_absent.inc()
-        elif query.ml is None:
-            prediction = self.predict(PredictQuery(query.symbol, query.candles), budget, may_read)
-            ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
-            features = dict(prediction.features)
-        else:
-            ml_confidence, ml_direction, version = query.ml.confidence, query.ml.direction, query.ml.model_version
-            features = self._snapshot(query, budget)
-        budget.check("recording the decision")
-        request = self._signal_request(query, ml_confidence, ml_direction, version, features, absent)
-        return request, prediction, version, started
-
-    def _finish_enhance(
-        self,
-        decision: Decision,
-        prediction: Prediction | None,
-        version: str,
-        started: float,
-        memory_started: float,
-        ml_absent_reason: str = "",
-    ) -> EnhanceResult:
-        self.memory_cache.clear()  # memory queries (stats) include decisions
-        self.metrics.memory_load.observe(time.perf_counter() - memory_started)
-        self.metrics.decision(decision.action)
-        self.metrics.enhancement.observe(time.perf_counter() - started)
-        return EnhanceResult(
-            decision=decision, prediction=prediction, model_version=version, ml_absent_reason=ml_absent_reason
-        )
 
     def _snapshot(self, query: EnhanceQuery, budget: Budget) -> dict[str, float]:
         """Features for the decision snapshot when the caller brought its own ML prediction:
@@ -380,38 +448,31 @@ class Handlers:
         except feats.InsufficientHistory:
             return {}
 
-    def _signal_request(
-        self, q: EnhanceQuery, ml_confidence, ml_direction, version, features, ml_absent_reason: str = ""
-    ) -> SignalRequest:
-        # market_context is stored with the decision (encrypted like the rest); the feature
-        # snapshot is what drives strategies and similarity.
-        return SignalRequest(
-            symbol=q.symbol,
-            action=q.action,
-            base_confidence=q.base_confidence,
-            price=q.price,
-            time=q.time,
-            strategy=q.strategy,
-            ml_confidence=ml_confidence,
-            ml_direction=ml_direction,
-            model_version=version or None,
-            features=features,
-            session_id=q.session_id,
-            market_context=q.market_context,
-            request_id=q.request_id,
-            ml_absent_reason=ml_absent_reason,
-        )
-
-    def push_candles(self, symbol: str, block: CandleBlock) -> Offer:
-        """Queue a bulk block of candles for QuestDB (the held history is left as it is)."""
-        if self.candle_sink is None:
+    def push_candles(self, symbol: str, block: CandleBlock, request_id: str = "", fingerprint: str = "") -> PushAnswer:
+        """Queue a bulk block of candles for QuestDB (the held history is left as it is); with a
+        ``request_id``, at most once per id (a repeat gets the first answer, replayed)."""
+        sink = self.candle_sink
+        if sink is None:
             raise FailedPrecondition("this server does not write candles to QuestDB (MEM_SERVING_CANDLE_SINK=off)")
-        return self.candle_sink.offer(symbol, block)
+        if not request_id:
+            offer = sink.offer(symbol, block)
+            return PushAnswer(offer.queued, offer.dropped, offer.pending)
 
-    def log_outcome(self, outcome: Outcome, budget: Budget = UNLIMITED, request_id: str = "") -> LearningUpdate:
+        def queue() -> dict[str, Any]:
+            offer = sink.offer(symbol, block)
+            return {"queued": offer.queued, "dropped": offer.dropped, "pending": offer.pending}
+
+        answer, replayed = self.engine.once(PUSH, request_id, fingerprint, queue)
+        if replayed:
+            self.metrics.replays.labels("PushCandles").inc()
+        return PushAnswer(int(answer["queued"]), int(answer["dropped"]), int(answer["pending"]), replayed)
+
+    def log_outcome(
+        self, outcome: Outcome, budget: Budget = UNLIMITED, request_id: str = "", fingerprint: str = ""
+    ) -> LearningUpdate:
         """Learn from ``outcome``; with ``request_id`` already answered, the first answer."""
         budget.check("learning from the outcome")
-        update = self.engine.record_outcome(outcome, request_id)
+        update = self.engine.record_outcome(outcome, request_id, fingerprint)
         if update.replayed:
             self.metrics.replays.labels("LogOutcome").inc()
             return update

@@ -1,15 +1,15 @@
-"""The gRPC servicer (grpc.aio): thin. Each method converts the request, calls a handler, converts
-the reply; every exception goes through ``errors.to_status`` (the one mapping) and ends the call
-with that status. The server never dies of a request.
+"""The gRPC servicer (grpc.aio): thin. Each method converts the request (validated once, into
+one request record), awaits a handler and converts the reply; every exception goes through
+``errors.to_status`` (the one mapping) and ends the call with that status. The server never dies
+of a request. EnhanceSignals answers every item with its own status instead.
 
-Where a call runs: on the event loop when it does no blocking I/O (EnhanceSignal and
-PredictReversal when the candles given, with the history held, are enough: no QuestDB read;
-EnhanceSignal awaits the memory's durable write), else its synchronous handler runs in the
-server's thread pool (``executor``): QuestDB reads, LogOutcome's SQLite commit, the memory
-queries behind GetParameters and ListStrategies, GetModelInfo's registry read, PushCandles
-(converting up to 5000 candles; the write to QuestDB is the candle sink's, in the background). A
-call cancelled while awaiting (deadline,
-client gone, server stopping) ends with ``CancelledError``, which is not mapped to a status.
+Where a call runs is the handler's business for PredictReversal, EnhanceSignal and
+EnhanceSignals (on the event loop; only QuestDB reads go to the thread pool, ``executor``). The
+other calls run their synchronous handler in the pool: LogOutcome's commit, the memory queries
+behind GetParameters and ListStrategies, GetModelInfo's registry read, PushCandles (converting up
+to 5000 candles; the write to QuestDB is the candle sink's, in the background). A call cancelled
+while awaiting (deadline, client gone, server stopping) ends with ``CancelledError``, which is
+not mapped to a status.
 
 Register it with ``add_to_server``: a request whose bytes do not parse ends in INTERNAL
 "Exception deserializing request!" (as the synchronous grpc server answered; grpc.aio alone would
@@ -31,7 +31,7 @@ from mem_serving import converters as conv
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving._gen.mem.v1 import mem_pb2_grpc
 from mem_serving.errors import to_status
-from mem_serving.handlers import Budget, Handlers, WouldReadCandles
+from mem_serving.handlers import Budget, Handlers
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +124,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
     ) -> pb.PredictReversalResponse:
         async def work(budget: Budget) -> pb.PredictReversalResponse:
             query = conv.predict_query(request, self._max_candles)
-            prediction = None
-            if not self.h.reads_candle_source(query.symbol, query.candles):
-                try:
-                    prediction = self.h.predict(query, budget, False)  # inline: never reads QuestDB
-                except WouldReadCandles:  # the history changed under the check: go to the pool
-                    pass
-            if prediction is None:
-                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
-                prediction = await self._blocking(self.h.predict, query, budget)
-            return conv.prediction_pb(prediction)
+            return conv.prediction_pb(await self.h.predict(query, budget, self._blocking))
 
         return await self._run("PredictReversal", request, context, work)
 
@@ -142,18 +133,24 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
     ) -> pb.EnhancedSignal:
         async def work(budget: Budget) -> pb.EnhancedSignal:
             query = conv.enhance_query(request, self._max_candles)
-            enhanced = None
-            if not self.h.enhance_reads_candle_source(query):
-                try:
-                    enhanced = await self.h.enhance_async(query, budget)  # the hot path: inline on the loop
-                except WouldReadCandles:  # the history changed under the check: go to the pool
-                    pass
-            if enhanced is None:
-                self.h.keep_candles(query.symbol, query.candles)  # before the hop: a cancel cannot lose them
-                enhanced = await self._blocking(self.h.enhance, query, budget)
-            return conv.enhanced_pb(enhanced, query)
+            (result,) = await self.h.enhance([query], budget, self._blocking)
+            if isinstance(result, Exception):
+                raise result
+            return conv.enhanced_pb(result)
 
         return await self._run("EnhanceSignal", request, context, work)
+
+    async def EnhanceSignals(
+        self, request: pb.EnhanceSignalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnhanceSignalsResponse:
+        async def work(budget: Budget) -> pb.EnhanceSignalsResponse:
+            items = conv.enhance_queries(request, self._max_candles, conv.MAX_BATCH_ITEMS)
+            queries = [q for q in items if not isinstance(q, Exception)]
+            answers = iter(await self.h.enhance(queries, budget, self._blocking) if queries else [])
+            results = [q if isinstance(q, Exception) else next(answers) for q in items]
+            return conv.enhance_results_pb(results, "EnhanceSignals")
+
+        return await self._run("EnhanceSignals", request, context, work)
 
     async def LogOutcome(
         self, request: pb.LogOutcomeRequest, context: grpc.aio.ServicerContext
@@ -161,7 +158,8 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         async def work(budget: Budget) -> pb.LogOutcomeResponse:
             query = conv.outcome_query(request)
             request_id = conv.request_id(request.request_id)
-            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget, request_id), query)
+            fingerprint = conv.request_fingerprint(request)
+            return conv.learning_pb(await self._blocking(self.h.log_outcome, query, budget, request_id, fingerprint))
 
         return await self._run("LogOutcome", request, context, work)
 

@@ -92,6 +92,8 @@ class EnhanceQuery:
     session_id: str
     #: The caller's id of this request ("" = none; ``mem_memory.requests``).
     request_id: str = ""
+    #: The request's fingerprint, stored with its id ("" without an id).
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +107,14 @@ class EnhanceResult:
     replayed: bool = False
     #: Why the decision had no ML prediction ("" when it had one, or for a replayed answer).
     ml_absent_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PushAnswer:
+    """PushCandles' answer: candles queued for QuestDB, dropped (queue full), pending after the
+    call, and whether it is the stored answer of a repeated request id."""
+
+    queued: int
+    dropped: int
+    pending: int
+    replayed: bool = False

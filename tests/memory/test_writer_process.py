@@ -122,14 +122,12 @@ def test_a_repeated_decision_id_fails_only_its_own_caller(db: Path) -> None:
     store = MemoryStore.open(db)
     engine = MemoryEngine(store, writer_process=True)
     committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
-    first = store.prepare_decision(engine._decide(request())[0])
-    others = [store.prepare_decision(engine._decide(request(price=101.0 + i))[0]) for i in range(5)]
+    first = engine._prepare(request(), "")[1]
+    others = [engine._prepare(request(price=101.0 + i), "")[1] for i in range(5)]
 
     async def main() -> list:
-        await committer.submit(first)
-        return await asyncio.gather(
-            *(committer.submit(p) for p in [*others[:2], first, *others[2:]]), return_exceptions=True
-        )
+        await committer.submit_many([first], [None])
+        return await committer.submit_many([*others[:2], first, *others[2:]], [None] * 6)
 
     results = asyncio.run(main())
     assert isinstance(results[2], DuplicateDecision)

@@ -1,5 +1,5 @@
-"""The grpc.aio server: where each call runs (the event loop or the thread pool), the predicate that
-decides it, cancellation, and a clean stop (no loop thread left)."""
+"""The grpc.aio server: where each call runs (the event loop; only QuestDB reads in the thread
+pool), cancellation, and a clean stop (no loop thread left)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from mem_core import estimators, registry
-from mem_core.feature_sets import REGIME_V1, SEED, FeatureSet
-from mem_core.features import MIN_HISTORY, SERVING_HISTORY
+from mem_core.feature_sets import REGIME_V1, FeatureSet
+from mem_core.features import SERVING_HISTORY
 from mem_serving.api import pb
 from mem_serving.candles import CandleHistory
 from mem_serving.errors import InvalidArgument
-from mem_serving.handlers import Handlers
+from mem_serving.handlers import UNLIMITED, Handlers
 from mem_serving.model_provider import ModelProvider
 from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX
 from mem_serving.settings import ServingSettings
@@ -47,6 +47,10 @@ def _handlers(source, models: ModelProvider | None = None) -> Handlers:
     return Handlers(
         ServingSettings(), models=models or ModelProvider(None, poll_s=0), engine=None, candle_source=source
     )  # type: ignore[arg-type]
+
+
+async def _inline(fn):
+    return fn()
 
 
 def _champion(feature_set: FeatureSet = REGIME_V1) -> ModelProvider:
@@ -87,35 +91,6 @@ def test_merged_length_is_what_merge_would_hold() -> None:
         assert len(history.merge(symbol, block)) == expected
 
 
-def test_the_candle_source_predicate() -> None:
-    ml = MLInput(0.7, "bullish", "7")
-    without = _handlers(None)
-    assert not without.reads_candle_source("A", None)  # nothing to read from: no I/O (the call fails fast)
-    assert not without.enhance_reads_candle_source(_query("A", _block(0, 3)))
-
-    h = _handlers(lambda symbol, n: CandleBlock.empty(), _champion(SEED))
-    assert h.reads_candle_source("A", None)  # symbol alone: QuestDB
-    assert h.enhance_reads_candle_source(_query("A", None))
-    silent = _handlers(lambda symbol, n: CandleBlock.empty())
-    assert not silent.enhance_reads_candle_source(_query("A", None))  # no champion: the ML is silent, no read
-    assert not h.enhance_reads_candle_source(_query("A", None, ml))  # ML given: the snapshot never reads QuestDB
-    assert h.reads_candle_source("A", _block(0, MIN_HISTORY - 1))  # too few, nothing held: would seed
-    assert not h.reads_candle_source("A", _block(0, MIN_HISTORY))
-    h.history.merge("B", _block(0, MIN_HISTORY - 1))
-    assert not h.enhance_reads_candle_source(_query("B", _block(MIN_HISTORY - 1, 1)))  # held + the new candle suffice
-    assert h.reads_candle_source("B", _block(MIN_HISTORY - 2, 1))  # the newest revised: still one short
-    assert h.reads_candle_source("B", _block(MIN_HISTORY + 5, 1))  # a gap drops the history: would seed
-    assert len(h.history.get("B")) == MIN_HISTORY - 1  # the predicate stores nothing
-    h.history.merge("B", _block(MIN_HISTORY - 1, 1))
-    assert not h.reads_candle_source("B", _block(MIN_HISTORY - 1, 1))  # the newest revised: MIN_HISTORY held
-    assert not h.reads_candle_source("B", _block(MIN_HISTORY + 5, MIN_HISTORY))  # after a gap, enough given
-
-    # a regime_v1 champion needs 289 candles: fewer are seeded from QuestDB
-    r = _handlers(lambda symbol, n: CandleBlock.empty(), _champion())
-    assert r.reads_candle_source("A", _block(0, REGIME_V1.min_history - 1))
-    assert not r.reads_candle_source("A", _block(0, REGIME_V1.min_history))
-
-
 def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
     """Fewer candles than regime_v1 needs: seeded from the candle source when there is one, else
     INVALID_ARGUMENT naming the 289 it needs (never a model fed undefined features)."""
@@ -132,7 +107,7 @@ def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
         return stored.tail(n)
 
     h = _handlers(source, _champion())
-    prediction = h.predict(PredictQuery("A", given))
+    prediction = asyncio.run(h.predict(PredictQuery("A", given), UNLIMITED, _inline))
     assert (
         reads
         and prediction.candle_ts_ms == int(ts[SERVING_HISTORY])
@@ -141,7 +116,7 @@ def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
     merged = CandleBlock(ts[: SERVING_HISTORY + 1], ohlcv[: SERVING_HISTORY + 1]).tail(SERVING_HISTORY)
     assert prediction.features == REGIME_V1.newest(merged.ohlcv, merged.newest_ts_ms)
     with pytest.raises(InvalidArgument, match="at least 289 candles"):
-        _handlers(None, _champion()).predict(PredictQuery("A", given))
+        asyncio.run(_handlers(None, _champion()).predict(PredictQuery("A", given), UNLIMITED, _inline))
 
 
 def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(
@@ -156,16 +131,16 @@ def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(
         "submit",
         lambda fn, *a, **kw: (submitted.append(getattr(fn, "__name__", "?")), submit(fn, *a, **kw))[1],
     )
-    enhance_async = stack.engine.enhance_async
+    enhance_many = stack.engine.enhance_many
 
-    async def spy(request):
+    async def spy(requests, fingerprints=None):
         ran_on.append(threading.current_thread().name)
-        return await enhance_async(request)
+        return await enhance_many(requests, fingerprints)
 
     def no_sync(request):
         raise AssertionError("the synchronous enhance ran")
 
-    monkeypatch.setattr(stack.engine, "enhance_async", spy)
+    monkeypatch.setattr(stack.engine, "enhance_many", spy)
     monkeypatch.setattr(stack.engine, "enhance", no_sync)
     first = stack.stub.EnhanceSignal(_enhance_pb(candles_pb(serve_candles.iloc[:SERVING_HISTORY])), timeout=10)
     second = stack.stub.EnhanceSignal(_enhance_pb([candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))]), timeout=10)
@@ -199,21 +174,20 @@ def test_calls_that_read_questdb_run_in_the_thread_pool(
     source, read_on = _recording_source(serve_candles)
     s = start_stack(mlflow_uri, tmp_path / "memory.db", candle_source=source)
     try:
-        sync_on: list[str] = []
-        enhance = s.engine.enhance
+        decided_on: list[str] = []
+        enhance_many = s.engine.enhance_many
 
-        def spy(request):
-            sync_on.append(threading.current_thread().name)
-            return enhance(request)
+        async def spy(requests, fingerprints=None):
+            decided_on.append(threading.current_thread().name)
+            return await enhance_many(requests, fingerprints)
 
-        s.engine.enhance = spy
+        s.engine.enhance_many = spy
         assert s.stub.EnhanceSignal(_enhance_pb([], symbol="SEEDED"), timeout=10).decision_id  # symbol alone
         assert s.stub.PredictReversal(pb.PredictReversalRequest(symbol="SEEDED2"), timeout=10).model_version
-        assert len(read_on) == 2 and all(name.startswith(WORKER_THREAD_PREFIX) for name in read_on + sync_on), (
-            read_on,
-            sync_on,
-        )
-        assert len(sync_on) == 1
+        one = [candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))]  # one candle, nothing held: seeded
+        assert s.stub.EnhanceSignal(_enhance_pb(one, symbol="SHORT"), timeout=10).decision_id
+        assert len(read_on) == 3 and all(name.startswith(WORKER_THREAD_PREFIX) for name in read_on), read_on
+        assert decided_on == [LOOP_THREAD_NAME] * 2  # only the reads leave the loop
     finally:
         s.channel.close()
         s.running.stop(grace=1.0)
@@ -223,17 +197,17 @@ def test_a_call_cancelled_by_its_deadline_is_not_internal(
     stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cancelled = threading.Event()
-    enhance_async = stack.engine.enhance_async
+    enhance_many = stack.engine.enhance_many
 
-    async def slow(request):
+    async def slow(requests, fingerprints=None):
         try:
             await asyncio.sleep(2.0)
         except asyncio.CancelledError:
             cancelled.set()
             raise
-        return await enhance_async(request)
+        return await enhance_many(requests, fingerprints)
 
-    monkeypatch.setattr(stack.engine, "enhance_async", slow)
+    monkeypatch.setattr(stack.engine, "enhance_many", slow)
     requests = stack.handlers.metrics.requests
     with pytest.raises(grpc.RpcError) as err:
         stack.stub.EnhanceSignal(_enhance_pb(candles_pb(serve_candles.iloc[:SERVING_HISTORY])), timeout=0.3)
@@ -275,21 +249,3 @@ def test_a_killed_memory_writer_is_replaced_without_a_failed_call(stack: Stack, 
     assert len(stack.engine.store.decision_event_ids(ids)) == 20  # every answered decision is stored
     health = health_pb2_grpc.HealthStub(stack.channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def test_an_inline_call_never_reads_questdb_on_the_loop(
-    mlflow_uri: str, tmp_path: Path, warm_features: None, serve_candles: pd.DataFrame
-) -> None:
-    """Should the history change between the check and the merge (another call of the symbol in
-    the pool), the inline call does not read QuestDB on the loop: it moves to the pool."""
-    source, read_on = _recording_source(serve_candles)
-    s = start_stack(mlflow_uri, tmp_path / "memory.db", candle_source=source)
-    try:
-        s.handlers.reads_candle_source = lambda symbol, given: False  # the check saw a long history
-        one = [candle_pb(tuple(serve_candles.iloc[SERVING_HISTORY]))]
-        assert s.stub.EnhanceSignal(_enhance_pb(one, symbol="RACED"), timeout=10).decision_id
-        assert s.stub.PredictReversal(pb.PredictReversalRequest(symbol="RACED2", candles=one), timeout=10).model_version
-        assert len(read_on) == 2 and all(name.startswith(WORKER_THREAD_PREFIX) for name in read_on), read_on
-    finally:
-        s.channel.close()
-        s.running.stop(grace=1.0)

@@ -43,6 +43,7 @@ def test_proto_is_versioned_and_names_the_csharp_namespace() -> None:
         "ListStrategies",
         "PushCandles",
         "GetModelInfo",
+        "EnhanceSignals",
     ]
     for enum in (pb.Action, pb.Direction):
         assert enum.Name(0).endswith("_UNSPECIFIED")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -39,20 +40,15 @@ def test_a_retry_with_the_same_id_gets_the_first_answer_even_after_a_restart(
         with MemClient(s.address, timeout_s=10) as client:
             client.predict_reversal("BTCUSDT", history)
             first = client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="eng-7:order-1")
-            # the retry may differ (a later clock, another price): the first answer stands
-            again = client.enhance_signal(
-                "BTCUSDT", "BUY", 0.9, price * 2, ts + pd.Timedelta(minutes=1), candles=nxt, request_id="eng-7:order-1"
-            )
-            assert again == first
+            # the same request again: the first answer, flagged (a changed one: test_idempotency.py)
+            again = client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="eng-7:order-1")
+            assert again == replace(first, replayed=True)
             learned = client.log_outcome(
                 first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1"
             )
-            assert (
-                client.log_outcome(
-                    first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1"
-                )
-                == learned
-            )
+            assert client.log_outcome(
+                first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1"
+            ) == replace(learned, replayed=True)
             without_id = client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt)
             assert without_id.decision_id != first.decision_id  # no id: a new decision, as before
         replays = s.handlers.metrics.replays
@@ -65,16 +61,13 @@ def test_a_retry_with_the_same_id_gets_the_first_answer_even_after_a_restart(
     s = start_stack(mlflow_uri, db)  # a restart: the ids are in the memory store
     try:
         with MemClient(s.address, timeout_s=10) as client:
-            assert (
-                client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="eng-7:order-1")
-                == first
-            )
-            assert (
-                client.log_outcome(
-                    first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1"
-                )
-                == learned
-            )
+            client.predict_reversal("BTCUSDT", history)  # the new server's history (the retry is unchanged)
+            assert client.enhance_signal(
+                "BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="eng-7:order-1"
+            ) == replace(first, replayed=True)
+            assert client.log_outcome(
+                first.decision_id, price, price * 1.01, 0.01, 5.0, 0.01, "tp", ts, request_id="eng-7:close-1"
+            ) == replace(learned, replayed=True)
             with pytest.raises(MemClientError) as err:
                 client.enhance_signal("BTCUSDT", "BUY", 0.9, price, ts, candles=nxt, request_id="has space")
             assert (

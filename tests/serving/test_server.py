@@ -3,10 +3,12 @@ The tests on the ``stack`` fixture run twice: behind grpc.aio and behind the com
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pandas as pd
@@ -205,6 +207,10 @@ def test_market_context_is_stored_with_the_decision(stack: Stack, serve_candles:
     assert dict(stack.engine.store.get_decision(without.decision_id)[0].market_context) == {}
 
 
+async def _inline(fn: Any) -> Any:
+    return fn()
+
+
 def test_a_call_whose_deadline_passed_before_recording_records_nothing(
     stack: Stack, serve_candles: pd.DataFrame
 ) -> None:
@@ -223,8 +229,13 @@ def test_a_call_whose_deadline_passed_before_recording_records_nothing(
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # the handler checks the remaining time before each expensive step and records nothing
     query = conv.enhance_query(request, 5000)
+
+    async def expired() -> None:
+        (answer,) = await stack.handlers.enhance([query], Budget(lambda: 0.0), _inline)
+        raise answer  # type: ignore[misc]  # the item's error (a decision would fail the test)
+
     with pytest.raises(DeadlineExceeded):
-        stack.handlers.enhance(query, Budget(lambda: 0.0))
+        asyncio.run(expired())
     time.sleep(0.2)
     assert sum(decisions.labels(a)._value.get() for a in ("BUY", "SELL", "HOLD")) == before
     assert _health(stack.channel) == health_pb2.HealthCheckResponse.SERVING

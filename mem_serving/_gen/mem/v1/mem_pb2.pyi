@@ -118,7 +118,7 @@ class EnhanceSignalRequest(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., base_confidence: _Optional[float] = ..., price: _Optional[float] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy: _Optional[str] = ..., ml_prediction: _Optional[_Union[MlPrediction, _Mapping]] = ..., candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ..., market_context: _Optional[_Mapping[str, str]] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class EnhancedSignal(_message.Message):
-    __slots__ = ("decision_id", "action", "symbol", "confidence", "size", "stop_loss", "take_profit", "reasoning", "base_confidence", "ml_confidence", "memory_confidence", "learned_strategy", "model_version", "time", "ml_absent", "ml_absent_reason")
+    __slots__ = ("decision_id", "action", "symbol", "confidence", "size", "stop_loss", "take_profit", "reasoning", "base_confidence", "ml_confidence", "memory_confidence", "learned_strategy", "model_version", "time", "ml_absent", "ml_absent_reason", "replayed")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class EnhancedSignal(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     ML_ABSENT_FIELD_NUMBER: _ClassVar[int]
     ML_ABSENT_REASON_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     action: Action
     symbol: str
@@ -151,7 +152,30 @@ class EnhancedSignal(_message.Message):
     time: _timestamp_pb2.Timestamp
     ml_absent: bool
     ml_absent_reason: str
-    def __init__(self, decision_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., symbol: _Optional[str] = ..., confidence: _Optional[float] = ..., size: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., reasoning: _Optional[str] = ..., base_confidence: _Optional[float] = ..., ml_confidence: _Optional[float] = ..., memory_confidence: _Optional[float] = ..., learned_strategy: _Optional[str] = ..., model_version: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ml_absent: _Optional[bool] = ..., ml_absent_reason: _Optional[str] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, decision_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., symbol: _Optional[str] = ..., confidence: _Optional[float] = ..., size: _Optional[float] = ..., stop_loss: _Optional[float] = ..., take_profit: _Optional[float] = ..., reasoning: _Optional[str] = ..., base_confidence: _Optional[float] = ..., ml_confidence: _Optional[float] = ..., memory_confidence: _Optional[float] = ..., learned_strategy: _Optional[str] = ..., model_version: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ml_absent: _Optional[bool] = ..., ml_absent_reason: _Optional[str] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class EnhanceSignalsRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[EnhanceSignalRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[EnhanceSignalRequest, _Mapping]]] = ...) -> None: ...
+
+class EnhanceSignalResult(_message.Message):
+    __slots__ = ("signal", "code", "message")
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    signal: EnhancedSignal
+    code: int
+    message: str
+    def __init__(self, signal: _Optional[_Union[EnhancedSignal, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class EnhanceSignalsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EnhanceSignalResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[EnhanceSignalResult, _Mapping]]] = ...) -> None: ...
 
 class LogOutcomeRequest(_message.Message):
     __slots__ = ("decision_id", "entry_price", "exit_price", "size", "pnl", "pnl_pct", "exit_reason", "time", "request_id", "shadow")
@@ -208,7 +232,7 @@ class ParameterAdjustment(_message.Message):
     def __init__(self, parameter: _Optional[str] = ..., from_value: _Optional[float] = ..., to_value: _Optional[float] = ..., reason: _Optional[str] = ..., trigger: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LogOutcomeResponse(_message.Message):
-    __slots__ = ("decision_id", "win", "strategy", "strategy_stats", "adjustments", "parameters_version", "summary", "shadow")
+    __slots__ = ("decision_id", "win", "strategy", "strategy_stats", "adjustments", "parameters_version", "summary", "shadow", "replayed")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     WIN_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +241,7 @@ class LogOutcomeResponse(_message.Message):
     PARAMETERS_VERSION_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     win: bool
     strategy: str
@@ -225,7 +250,8 @@ class LogOutcomeResponse(_message.Message):
     parameters_version: str
     summary: str
     shadow: bool
-    def __init__(self, decision_id: _Optional[str] = ..., win: _Optional[bool] = ..., strategy: _Optional[str] = ..., strategy_stats: _Optional[_Union[StrategyStats, _Mapping]] = ..., adjustments: _Optional[_Iterable[_Union[ParameterAdjustment, _Mapping]]] = ..., parameters_version: _Optional[str] = ..., summary: _Optional[str] = ..., shadow: _Optional[bool] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, decision_id: _Optional[str] = ..., win: _Optional[bool] = ..., strategy: _Optional[str] = ..., strategy_stats: _Optional[_Union[StrategyStats, _Mapping]] = ..., adjustments: _Optional[_Iterable[_Union[ParameterAdjustment, _Mapping]]] = ..., parameters_version: _Optional[str] = ..., summary: _Optional[str] = ..., shadow: _Optional[bool] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
     __slots__ = ()
@@ -299,22 +325,26 @@ class ListStrategiesResponse(_message.Message):
     def __init__(self, strategies: _Optional[_Iterable[_Union[StrategySpec, _Mapping]]] = ...) -> None: ...
 
 class PushCandlesRequest(_message.Message):
-    __slots__ = ("symbol", "candles")
+    __slots__ = ("symbol", "candles", "request_id")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     CANDLES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     candles: _containers.RepeatedCompositeFieldContainer[Candle]
-    def __init__(self, symbol: _Optional[str] = ..., candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, symbol: _Optional[str] = ..., candles: _Optional[_Iterable[_Union[Candle, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PushCandlesResponse(_message.Message):
-    __slots__ = ("queued", "dropped", "pending")
+    __slots__ = ("queued", "dropped", "pending", "replayed")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     queued: int
     dropped: int
     pending: int
-    def __init__(self, queued: _Optional[int] = ..., dropped: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, queued: _Optional[int] = ..., dropped: _Optional[int] = ..., pending: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

@@ -70,6 +70,11 @@ class MemServiceStub:
                 request_serializer=mem_dot_v1_dot_mem__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=mem_dot_v1_dot_mem__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.EnhanceSignals = channel.unary_unary(
+                '/mem.v1.MemService/EnhanceSignals',
+                request_serializer=mem_dot_v1_dot_mem__pb2.EnhanceSignalsRequest.SerializeToString,
+                response_deserializer=mem_dot_v1_dot_mem__pb2.EnhanceSignalsResponse.FromString,
+                _registered_method=True)
 
 
 class MemServiceServicer:
@@ -130,6 +135,16 @@ class MemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnhanceSignals(self, request, context):
+        """The candle close: EnhanceSignal for many symbols in one call. One result per request, in
+        order, each with its own status (one bad item never fails the others); the features of all
+        items are computed together, the model is called once and the decisions are committed in
+        one transaction. Each item is idempotent by its own request_id, as EnhanceSignal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +182,11 @@ def add_MemServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=mem_dot_v1_dot_mem__pb2.GetModelInfoRequest.FromString,
                     response_serializer=mem_dot_v1_dot_mem__pb2.ModelInfo.SerializeToString,
+            ),
+            'EnhanceSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnhanceSignals,
+                    request_deserializer=mem_dot_v1_dot_mem__pb2.EnhanceSignalsRequest.FromString,
+                    response_serializer=mem_dot_v1_dot_mem__pb2.EnhanceSignalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +379,33 @@ class MemService:
             '/mem.v1.MemService/GetModelInfo',
             mem_dot_v1_dot_mem__pb2.GetModelInfoRequest.SerializeToString,
             mem_dot_v1_dot_mem__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnhanceSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mem.v1.MemService/EnhanceSignals',
+            mem_dot_v1_dot_mem__pb2.EnhanceSignalsRequest.SerializeToString,
+            mem_dot_v1_dot_mem__pb2.EnhanceSignalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
