@@ -1,0 +1,70 @@
+"""The store's schema is declared once (``mem_memory.schema``) and a store created on either engine
+has exactly the declared tables, columns and indexes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from mem_memory import MemoryStore, schema
+from mem_memory.backend import is_postgres, postgres_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ddl_of_both_engines_comes_from_the_one_metadata() -> None:
+    names = {t.name for t in schema.metadata.sorted_tables}
+    assert names == {"meta", "events", "decisions", "heads", "probe", "requests", "audit"}
+    for backend, blob, big, seconds in (
+        ("sqlite", "BLOB", "INTEGER", "REAL"),
+        ("postgresql", "BYTEA", "BIGINT", "DOUBLE PRECISION"),
+    ):
+        statements = schema.ddl(backend)
+        created = {m.group(1) for s in statements if (m := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", s))}
+        indexed = {m.group(1) for s in statements if (m := re.match(r"CREATE INDEX IF NOT EXISTS (\w+)", s))}
+        assert created == names
+        assert indexed == {i.name for t in schema.metadata.sorted_tables for i in t.indexes}
+        events = next(s for s in statements if s.startswith("CREATE TABLE IF NOT EXISTS events"))
+        assert f"payload {blob} NOT NULL" in events and f"event_id {big} NOT NULL" in events
+        requests = next(s for s in statements if s.startswith("CREATE TABLE IF NOT EXISTS requests"))
+        assert f"created {seconds} NOT NULL" in requests
+    assert "AUTOINCREMENT" in " ".join(schema.ddl("sqlite", ("events",)))
+    assert "GENERATED ALWAYS AS IDENTITY" in " ".join(schema.ddl("postgresql", ("audit",)))
+    assert "IDENTITY" not in " ".join(schema.ddl("postgresql", ("events",)))  # ids: max + n in the lock
+
+
+def test_no_other_module_declares_a_table() -> None:
+    """No second copy of the DDL can drift from the declaration."""
+    for path in (ROOT / "mem_memory").rglob("*.py"):
+        if path.name != "schema.py":
+            assert not re.search(r"CREATE\s+(TABLE|INDEX)", path.read_text(), re.IGNORECASE), path
+
+
+def _engine(db: Path | str) -> sa.Engine:
+    if isinstance(db, str) and is_postgres(db):
+        return sa.create_engine(postgres_url(db).replace("postgresql://", "postgresql+psycopg://", 1))
+    return sa.create_engine(f"sqlite:///{db}")
+
+
+def test_a_new_store_has_exactly_the_declared_schema(db: Path | str, backend: str) -> None:
+    MemoryStore.open(db).close()
+    engine = _engine(db)
+    dialect = schema.DIALECTS[backend]
+    try:
+        found = sa.inspect(engine)
+        assert set(found.get_table_names()) == set(schema.TABLES)
+        for table in schema.metadata.sorted_tables:
+            columns = {c["name"]: c for c in found.get_columns(table.name)}
+            assert list(columns) == [c.name for c in table.columns], table.name
+            for c in table.columns:
+                want = c.type.compile(dialect=dialect)
+                assert columns[c.name]["type"].compile(dialect=dialect) == want, (table.name, c.name)
+                assert columns[c.name]["nullable"] == (c.nullable and not c.primary_key), (table.name, c.name)
+            pk = found.get_pk_constraint(table.name)["constrained_columns"]
+            assert pk == [c.name for c in table.primary_key.columns], table.name
+            indexes = {i["name"]: i["column_names"] for i in found.get_indexes(table.name)}
+            assert indexes == {i.name: [c.name for c in i.columns] for i in table.indexes}, table.name
+    finally:
+        engine.dispose()
