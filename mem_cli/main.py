@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import typer
 
-from mem_cli import ingest_cmd, main_cmd, memory_cmd, memory_verify_cmd, questdb_cmd, replay_cmd, serve_cmd
+from mem_cli import (
+    ingest_cmd,
+    main_cmd,
+    memory_cmd,
+    memory_upgrade_cmd,
+    memory_verify_cmd,
+    questdb_cmd,
+    replay_cmd,
+    serve_cmd,
+)
 
 app = typer.Typer(help="MEM: memory-enhanced ML trading signals.", no_args_is_help=True, add_completion=False)
 
@@ -35,6 +44,7 @@ def _root(
 app.add_typer(questdb_cmd.app, name="questdb")
 app.add_typer(ingest_cmd.app, name="ingest")
 memory_cmd.app.command(name="verify")(memory_verify_cmd.verify)
+memory_cmd.app.command(name="upgrade")(memory_upgrade_cmd.upgrade)
 app.add_typer(memory_cmd.app, name="memory")
 app.command(name="serve")(serve_cmd.serve)
 app.command(name="replay")(replay_cmd.replay)
