@@ -54,6 +54,7 @@ from mem_memory.types import (
     StrategySpec,
     StrategyStats,
     parameters_version,
+    trusted,
 )
 
 __all__ = [
@@ -117,6 +118,7 @@ __all__ = [
     "Enhanced",
     "RequestConflict",
     "decide",
+    "trusted",
     "fingerprint",
     "request_id_problem",
     "validate_request_id",

@@ -88,9 +88,7 @@ class AsyncDecisionCommitter:
         if not self.writer.alive:
             self.writer.start()
 
-    async def submit_many(
-        self, prepared: list[PreparedDecision], apply: list[Apply]
-    ) -> list[Written | BaseException]:
+    async def submit_many(self, prepared: list[PreparedDecision], apply: list[Apply]) -> list[Written | BaseException]:
         """Commit ``prepared`` in the next batch (together); per decision its result once durable,
         or the error that kept it out (``apply[i]`` runs on its event id once committed)."""
         if self._closed:

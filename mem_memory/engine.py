@@ -63,6 +63,7 @@ from mem_memory.types import (
     Parameters,
     SignalRequest,
     StrategySpec,
+    trusted,
 )
 from mem_memory.write_health import WriteHealth
 from mem_memory.writer import WriterProcess
@@ -383,7 +384,9 @@ class MemoryEngine:
             raise answer
         return answer.decision
 
-    def once(self, kind: str, request_id: str, fingerprint: str, act: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    def once(
+        self, kind: str, request_id: str, fingerprint: str, act: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
         """``act()`` at most once per ``request_id`` of calls of ``kind`` that write no event of
         their own (PushCandles): inside one write transaction, the stored answer of a repeated id
         and True (replayed), else ``act()``'s answer recorded with the id and False.
@@ -457,7 +460,11 @@ class MemoryEngine:
         the engine's."""
         if request_id and (found := store.find_request(OUTCOME, request_id)) is not None:
             first = LearningUpdate.from_dict(found.answer or {})
-            if found.fingerprint is not None and fingerprint and found.fingerprint != store.fingerprint_tag(fingerprint):
+            if (
+                found.fingerprint is not None
+                and fingerprint
+                and found.fingerprint != store.fingerprint_tag(fingerprint)
+            ):
                 raise RequestConflict(
                     f"request_id: {request_id!r} was already used for a different outcome report (of decision "
                     f"{first.decision_id}); nothing was recorded: use a new id for a new request",
@@ -670,7 +677,9 @@ def decide(
     its ML prediction (``ml_confidence``/``ml_direction``) and feature snapshot, the current
     parameters, the first matching learned strategy and the similar closed trades (both None
     for a HOLD). Combines base, ML and memory confidence, applies the HOLD rule and sizes the
-    trade from the parameters, adjusted by the strategy and the regime (docs/memory.md)."""
+    trade from the parameters, adjusted by the strategy and the regime (docs/memory.md). The
+    record is built unchecked (``trusted``): its inputs are validated records and the rules keep
+    confidences in [0, 1] and sizes >= 0 (tests/memory/test_decide.py checks it passes the checks)."""
     features = request.features
     base_action = request.action
     ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
@@ -703,7 +712,8 @@ def decide(
         params["ml_confidence_min"],
         sizing_note,
     )
-    return Decision(
+    return trusted(
+        Decision,
         decision_id=decision_id,
         time=request.time,
         symbol=request.symbol,

@@ -39,16 +39,6 @@ class DuplicateDecision(MemoryStoreError):
     write). Nothing is written."""
 
 
-class DuplicateRequest(MemoryStoreError):
-    """A request id already answered within the window (``mem_memory.requests``): the original
-    answer stands and nothing is written. The engine answers with the original (``event_id``);
-    a caller of the engine never sees this error."""
-
-    def __init__(self, message: str, event_id: int) -> None:
-        self.event_id = event_id
-        super().__init__(message)
-
-
 class RequestConflict(MemoryStoreError):
     """A request id already used, within the window, for a different request (its fingerprint
     differs: another price, time, strategy, ...). Refused (gRPC ALREADY_EXISTS naming

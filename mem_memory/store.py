@@ -73,7 +73,6 @@ from mem_memory.errors import (
     CorruptRecord,
     DuplicateDecision,
     DuplicateOutcome,
-    DuplicateRequest,
     MemoryKeyError,
     MemoryStoreError,
     StoreClosed,
@@ -735,7 +734,7 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ appends
     def prepare_decision(self, decision: Decision, request_id: str = "", fingerprint: str = "") -> PreparedDecision:
-        """Encode (and encrypt) a decision for ``append_prepared`` — CPU work that needs no lock,
+        """Encode (and encrypt) a decision for ``append_prepared_checked`` — CPU work that needs no lock,
         so concurrent writers do it before they queue for the commit. ``request_id``: the
         caller's id of the request (``mem_memory.requests``), stored with the tag of the
         request's ``fingerprint``."""
@@ -793,22 +792,6 @@ class MemoryStore:
                 results[i] = Replay(first_id, first.payload) if same else Conflict(first_id)
         return [r for r in results if r is not None]
 
-    def append_prepared(self, prepared: PreparedDecision) -> int:
-        """Write a prepared decision (joining the current transaction, or in its own); returns its
-        event id. ``DuplicateDecision`` if the id exists, ``DuplicateRequest`` if its request id
-        is already answered (nothing is written then)."""
-        with self.transaction():
-            conn = self._c()
-            if conn.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (prepared.decision_id,)).fetchone():
-                raise DuplicateDecision(f"decision {prepared.decision_id} is already recorded")
-            if prepared.request_tag is not None:
-                row = conn.execute(
-                    "SELECT event_id FROM requests WHERE kind = ? AND tag = ?", (DECISION, prepared.request_tag)
-                ).fetchone()
-                if row is not None:
-                    raise DuplicateRequest("this request id is already answered", int(row[0]))
-            return self.append_prepared_many([prepared])[0]
-
     def append_prepared_many(self, prepared: Sequence[PreparedDecision]) -> list[int]:
         """Write several prepared decisions with two statements (one multi-row INSERT per table),
         inside the current transaction; returns their event ids. No duplicate check of its own:
@@ -847,7 +830,10 @@ class MemoryStore:
     def append_decision(self, decision: Decision) -> int:
         """Record a decision; returns its event id once durable. ``DuplicateDecision`` if the id
         exists."""
-        return self.append_prepared(self.prepare_decision(decision))
+        with self.transaction():
+            if self._c().execute("SELECT 1 FROM decisions WHERE decision_id = ?", (decision.decision_id,)).fetchone():
+                raise DuplicateDecision(f"decision {decision.decision_id} is already recorded")
+            return self.append_prepared_many([self.prepare_decision(decision)])[0]
 
     def append_outcome(self, outcome: Outcome) -> int:
         """Record the outcome of a decision (a shadow outcome as kind ``shadow_outcome``).

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
@@ -83,6 +83,23 @@ def _action(name: str, value: Any) -> str:
 #: Feature names already checked against IDENTIFIER (the same dozen names arrive on every call).
 _CHECKED_NAMES: set[str] = set()
 _MAX_CHECKED_NAMES = 4096
+
+
+def trusted[R](cls: type[R], **values: Any) -> R:
+    """A record of ``cls`` (a frozen slots dataclass of this module) from values validated
+    already, without ``__post_init__``'s checks: serving's request record, validated once at the
+    edge, and ``decide``'s decision, computed from validated inputs. Omitted fields take their
+    defaults."""
+    record = object.__new__(cls)
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in values:
+            value = values[f.name]
+        elif f.default is not MISSING:
+            value = f.default
+        else:
+            value = f.default_factory()  # type: ignore[operator]  # a required field missing: TypeError
+        object.__setattr__(record, f.name, value)
+    return record
 
 
 def _features(name: str, value: Any) -> Mapping[str, float]:

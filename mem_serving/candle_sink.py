@@ -362,8 +362,8 @@ def observing(source: Any, sink: CandleSink) -> Any:
     """``source`` (a handlers ``CandleSource``) that tells ``sink`` the newest candle it read, so
     the freshness metric covers symbols served from QuestDB too; keeps ``close`` and ``reader``."""
 
-    def read(symbol: str, n: int) -> CandleBlock:
-        block = source(symbol, n)
+    def read(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
+        block = source(symbol, n, until_ms)
         if len(block):
             sink.observe_stored(symbol, block.newest_ts_ms)
         return block

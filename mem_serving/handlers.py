@@ -34,10 +34,11 @@ from mem_memory import (
     Parameters,
     SignalRequest,
     StrategySpec,
+    trusted,
 )
 from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candle_sink import CandleSink
-from mem_serving.candles import CandleHistory
+from mem_serving.candles import CandleHistory, ShortHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NoModel
 from mem_serving.metrics import ServingMetrics
 from mem_serving.model_info import ModelInfoSource, ServedModelInfo
@@ -50,7 +51,9 @@ log = logging.getLogger(__name__)
 #: Work is not started when less than this many seconds of the caller's deadline remain.
 MIN_BUDGET_S = 0.0005
 
-CandleSource = Callable[[str, int], CandleBlock]
+#: ``(symbol, n, until_ms)`` -> the newest ``n`` candles opened at or before ``until_ms`` (None:
+#: the newest there are), ascending: QuestDB in a server (``questdb_source``).
+CandleSource = Callable[[str, int, "int | None"], CandleBlock]
 T = TypeVar("T")
 #: ``await blocking(fn)``: ``fn()`` on the server's thread pool (the QuestDB reads).
 Blocking = Callable[[Callable[[], T]], Awaitable[T]]
@@ -116,8 +119,8 @@ def questdb_source(settings: Any) -> CandleSource:
 
     reader = CandleReader(settings)
 
-    def read(symbol: str, n: int) -> CandleBlock:
-        ts_us, ohlcv = reader.read_latest_arrays(symbol, n)  # columns open, high, low, close, volume
+    def read(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
+        ts_us, ohlcv = reader.read_latest_arrays(symbol, n, until_ms)  # columns open, high, low, close, volume
         if len(ts_us) == 0:
             return CandleBlock.empty()
         return CandleBlock(ts_us // 1000, ohlcv)
@@ -161,7 +164,9 @@ class Handlers:
         self.candle_source = candle_source
         #: Where accepted candles go on their way to QuestDB (None: nowhere).
         self.candle_sink = candle_sink
-        self.history = CandleHistory(feats.SERVING_HISTORY)
+        #: The per-symbol candle history (``mem_serving.candles``: its merge rule); what it
+        #: accepts from a call goes to QuestDB through the candle sink.
+        self.history = CandleHistory(on_change=candle_sink.offer if candle_sink is not None else None)
         self.predictions: NewestPerKey[Prediction] = NewestPerKey(
             settings.prediction_ttl_s, max_keys=self.history.max_symbols
         )
@@ -178,50 +183,31 @@ class Handlers:
         budget: Budget,
         may_read: bool = True,
         need: int = feats.MIN_HISTORY,
+        merged: bool = False,
     ) -> CandleBlock:
-        """The history to compute features on (at least ``need`` candles): the request's candles
-        merged into the server's history of the symbol (seeded from QuestDB when short), or
-        QuestDB's latest alone. ``may_read=False``: raise ``WouldReadCandles`` rather than read QuestDB."""
-        if not may_read and self.candle_source is not None and given is None:
-            raise WouldReadCandles(symbol)
-        if given is None:
-            if self.candle_source is None:
-                raise InvalidArgument(
-                    "candles",
-                    f"no candles given and this server has no QuestDB to read them from; send at least {need} (best {feats.SERVING_HISTORY})",
-                )
-            budget.check("reading candles from QuestDB")
-            block = self.candle_source(symbol, feats.SERVING_HISTORY)
-            if len(block) < need:
-                raise FailedPrecondition(
-                    f"QuestDB holds {len(block)} candles of {symbol}; the features need at least {need}: send candles or ingest more"
-                )
-            return block
-        self._accept(symbol, given)
-        merged = self.history.merge(symbol, given)
-        if len(merged) < need and self.candle_source is not None:
+        """The newest contiguous run of ``symbol`` to compute features on (at least ``need``
+        candles): ``given`` merged into the history once (``merged``: it already was), QuestDB's
+        newest when no candles are given, and the run filled from QuestDB when it is short.
+        ``ShortHistory`` (FAILED_PRECONDITION) when it is still short; ``may_read=False``:
+        ``WouldReadCandles`` rather than read QuestDB."""
+        source = self.candle_source
+        if given is None and source is not None:
             if not may_read:
                 raise WouldReadCandles(symbol)
             budget.check("reading candles from QuestDB")
-            stored = self.candle_source(symbol, feats.SERVING_HISTORY + len(given))
-            older = stored.ts_ms < given.ts_ms[0]
-            if older.any():
-                seed = CandleBlock(stored.ts_ms[older], stored.ohlcv[older])
-                merged = self.history.merge(symbol, given, seed=seed)
-        if len(merged) < need:
-            held = len(merged) - len(given)
-            raise InvalidArgument(
-                "candles",
-                f"the features need at least {need} candles of {symbol} (best {feats.SERVING_HISTORY}); got {len(given)}"
-                + (f" plus {held} held by the server" if held > 0 else ""),
-            )
-        return merged
-
-    def _accept(self, symbol: str, given: CandleBlock) -> None:
-        """Queue what ``given`` brings that the held history lacks (new or revised candles) for
-        QuestDB; never blocks (``candle_sink``)."""
-        if self.candle_sink is not None:
-            self.candle_sink.offer_changes(symbol, given, self.history.get(symbol))
+            run = self.history.fill(symbol, source(symbol, feats.SERVING_HISTORY, None))
+        elif given is None or merged:
+            run = self.history.run(symbol)
+        else:
+            run = self.history.merge(symbol, given)
+        if len(run) < need and source is not None and given is not None:
+            if not may_read:
+                raise WouldReadCandles(symbol)
+            budget.check("reading candles from QuestDB")
+            run = self.history.fill_from(symbol, source)
+        if len(run) < need:
+            raise ShortHistory(symbol, len(run), need)
+        return run
 
     @staticmethod
     def _features(block: CandleBlock, feature_set: FeatureSet = SEED) -> tuple[dict[str, float], str]:
@@ -278,7 +264,7 @@ class Handlers:
                 got: list[CandleBlock | Exception] = []
                 for i in reads:
                     try:
-                        got.append(self._candles(items[i][0], items[i][1], budget, True, need))
+                        got.append(self._candles(items[i][0], items[i][1], budget, True, need, merged=True))
                     except Exception as exc:
                         got.append(exc)
                 return got
@@ -335,13 +321,15 @@ class Handlers:
         """Enhanced signals for many requests at once (EnhanceSignal is a batch of one), each its
         own answer or error: the ML predictions of the items without one (``_predictions``), the
         memory's decisions of all items committed together (``MemoryEngine.enhance_many``: one
-        transaction, each request id checked inside it). Without a champion the ML is silent:
-        the memory decides on base and memory alone and the decision says why."""
+        transaction, each request id checked inside it). Without a champion, or with too short a
+        candle history, the ML is silent: the memory decides on base and memory alone and the
+        decision says why."""
         started = time.perf_counter()
         model = self.models.model
         n = len(queries)
         out: list[EnhanceResult | Exception | None] = [None] * n
         predictions: dict[int, Prediction] = {}
+        short: dict[int, str] = {}  # items whose candle history is too short for the model: why
         predict = [i for i, q in enumerate(queries) if q.ml is None and model is not None]
         if predict:
             assert model is not None
@@ -349,7 +337,9 @@ class Handlers:
                 [(queries[i].symbol, queries[i].candles) for i in predict], model, budget, blocking
             )
             for i, p in zip(predict, got):
-                if isinstance(p, Exception):
+                if isinstance(p, ShortHistory):  # the ML is silent, the decision is still taken
+                    short[i] = f"too short a candle history: {p.reason}"
+                elif isinstance(p, Exception):
                     out[i] = p
                 else:
                     predictions[i] = p
@@ -360,7 +350,7 @@ class Handlers:
             if out[i] is not None:
                 continue
             try:
-                requests.append(self._signal_request(q, predictions.get(i), budget, absent))
+                requests.append(self._signal_request(q, predictions.get(i), budget, short.get(i, absent), i in short))
                 taken.append(i)
             except Exception as exc:
                 out[i] = exc
@@ -392,10 +382,11 @@ class Handlers:
         return [o if o is not None else InvalidArgument("request", "not answered") for o in out]
 
     def _signal_request(
-        self, q: EnhanceQuery, prediction: Prediction | None, budget: Budget, absent: str
+        self, q: EnhanceQuery, prediction: Prediction | None, budget: Budget, absent: str, short: bool = False
     ) -> SignalRequest:
         """The memory's request for ``q``: the ML prediction made (or the caller's), and the
-        feature snapshot it was made on (or one from the candles given or held)."""
+        feature snapshot it was made on (or one from the candles given or held; none when the
+        history was too ``short`` for the model: its candles are merged already)."""
         if prediction is not None:
             ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
             features: dict[str, float] = dict(prediction.features)
@@ -405,10 +396,12 @@ class Handlers:
             absent = ""
         else:
             ml_confidence, ml_direction, version = None, None, ""
-            features = self._snapshot(q, budget)
+            features = {} if short else self._snapshot(q, budget)
         # market_context is stored with the decision (encrypted like the rest); the feature
-        # snapshot is what drives strategies and similarity.
-        return SignalRequest(
+        # snapshot is what drives strategies and similarity. Validated at the edge already
+        # (converters): built without checking again.
+        return trusted(
+            SignalRequest,
             symbol=q.symbol,
             action=q.action,
             base_confidence=q.base_confidence,
@@ -429,18 +422,17 @@ class Handlers:
         """Merge a request's candles into the symbol's history now, before anything can cancel
         the call: an expired or cancelled call never loses the candles it brought."""
         if candles is not None:
-            self._accept(symbol, candles)  # QuestDB gets what is new before the history holds it
-            self.history.merge(symbol, candles)
+            self.history.merge(symbol, candles)  # QuestDB gets what it accepts (on_change) first
 
-    def _snapshot(self, query: EnhanceQuery, budget: Budget) -> dict[str, float]:
-        """Features for the decision snapshot when the caller brought its own ML prediction:
-        from the candles given (or already held); none when there are too few."""
-        if query.candles is None:
-            block = self.history.get(query.symbol)
+    def _snapshot(self, query: EnhanceQuery, budget: Budget, merged: bool = False) -> dict[str, float]:
+        """Features for the decision snapshot when the caller brought its own ML prediction (or
+        there is no champion): from the newest contiguous run after merging the candles given;
+        none when it is too short."""
+        if query.candles is None or merged:
+            block = self.history.run(query.symbol)
         else:
-            self._accept(query.symbol, query.candles)
             block = self.history.merge(query.symbol, query.candles)
-        if block is None or len(block) < feats.MIN_HISTORY:
+        if len(block) < feats.MIN_HISTORY:
             return {}
         budget.check("computing features")
         try:

@@ -81,8 +81,9 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0
 METHODS: tuple[str, ...] = tuple(m.name for m in mem_pb2.DESCRIPTOR.services_by_name["MemService"].methods)
 #: Every gRPC status code by name, as ``mem_requests_total`` labels them.
 CODES: tuple[str, ...] = tuple(c.name for c in grpc.StatusCode)
-#: The RPCs that take a client request id (a repeat is answered from the first answer).
-REPLAYED_METHODS = ("EnhanceSignal", "LogOutcome")
+#: The RPCs that take a client request id (a repeat is answered from the first answer; an
+#: EnhanceSignals item counts as EnhanceSignal).
+REPLAYED_METHODS = ("EnhanceSignal", "LogOutcome", "PushCandles")
 #: Outcomes of an attempt to load a champion version.
 LOAD_RESULTS = ("ok", "refused", "error")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -220,11 +220,20 @@ def _candles_query(
     return f"reading candles of {symbol}", sql + " ORDER BY ts", params
 
 
-def _latest_query(symbol: str, n: int) -> tuple[str, str, list[Any]]:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _latest_query(symbol: str, n: int, until: datetime | None = None) -> tuple[str, str, list[Any]]:
+    if until is None:
+        return (
+            f"reading the latest {n} candles of {symbol}",
+            _SELECT + " WHERE symbol = %s ORDER BY ts DESC LIMIT %s",
+            [symbol, int(n)],
+        )
     return (
-        f"reading the latest {n} candles of {symbol}",
-        _SELECT + " WHERE symbol = %s ORDER BY ts DESC LIMIT %s",
-        [symbol, int(n)],
+        f"reading the latest {n} candles of {symbol} up to {until.isoformat()}",
+        _SELECT + " WHERE symbol = %s AND ts <= %s ORDER BY ts DESC LIMIT %s",
+        [symbol, until, int(n)],
     )
 
 
@@ -338,11 +347,13 @@ class CandleReader:
             return empty_candles()
         return _latest_frame(self._select(*_latest_query(symbol, n)))
 
-    def read_latest_arrays(self, symbol: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_latest_arrays(self, symbol: str, n: int, until_ms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``read_latest`` as numpy, without the cost of a DataFrame: ``ts_us``
         (int64 epoch microseconds, shape ``(k,)``) and ``ohlcv`` (float64, shape ``(k, 5)``,
-        columns ``PRICE_COLUMNS``), ascending, ``k <= n``; both empty when nothing is stored."""
-        rows = self._select(*_latest_query(symbol, n)) if n > 0 else []
+        columns ``PRICE_COLUMNS``), ascending, ``k <= n``; both empty when nothing is stored.
+        ``until_ms``: only candles opened at or before it (epoch milliseconds)."""
+        until = None if until_ms is None else _EPOCH + timedelta(milliseconds=int(until_ms))
+        rows = self._select(*_latest_query(symbol, n, until)) if n > 0 else []
         if not rows:
             return np.empty(0, dtype=np.int64), np.empty((0, len(PRICE_COLUMNS)), dtype=np.float64)
         block = np.array(rows, dtype=np.float64)[::-1]

@@ -18,8 +18,7 @@ from mem_core import estimators, registry
 from mem_core.feature_sets import REGIME_V1, FeatureSet
 from mem_core.features import SERVING_HISTORY
 from mem_serving.api import pb
-from mem_serving.candles import CandleHistory
-from mem_serving.errors import InvalidArgument
+from mem_serving.candles import ShortHistory
 from mem_serving.handlers import UNLIMITED, Handlers
 from mem_serving.model_provider import ModelProvider
 from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX
@@ -76,24 +75,10 @@ def _enhance_pb(candles: list, symbol: str = SYMBOL) -> pb.EnhanceSignalRequest:
     )
 
 
-def test_merged_length_is_what_merge_would_hold() -> None:
-    history = CandleHistory(capacity=10)
-    cases = [
-        ("X", _block(0, 4)),
-        ("X", _block(4, 1)),
-        ("X", _block(4, 2)),
-        ("X", _block(6, 8)),
-        ("X", _block(30, 2)),
-        ("Y", _block(0, 12)),
-    ]
-    for symbol, block in cases:
-        expected = history.merged_length(symbol, block)
-        assert len(history.merge(symbol, block)) == expected
-
-
 def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
-    """Fewer candles than regime_v1 needs: seeded from the candle source when there is one, else
-    INVALID_ARGUMENT naming the 289 it needs (never a model fed undefined features)."""
+    """Fewer candles than regime_v1 needs: filled from the candle source (the candles before the
+    newest held) when there is one, else FAILED_PRECONDITION naming the counts (never a model fed
+    undefined features)."""
     ts = serve_candles["ts"].dt.as_unit("ms").astype("int64").to_numpy()
     ohlcv = serve_candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
     stored = CandleBlock(ts[:SERVING_HISTORY], ohlcv[:SERVING_HISTORY])
@@ -102,9 +87,10 @@ def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
     )
     reads: list[int] = []
 
-    def source(symbol: str, n: int) -> CandleBlock:
+    def source(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
         reads.append(n)
-        return stored.tail(n)
+        keep = stored.ts_ms <= (until_ms if until_ms is not None else stored.newest_ts_ms)
+        return CandleBlock(stored.ts_ms[keep], stored.ohlcv[keep]).tail(n)
 
     h = _handlers(source, _champion())
     prediction = asyncio.run(h.predict(PredictQuery("A", given), UNLIMITED, _inline))
@@ -115,7 +101,7 @@ def test_a_champion_gets_its_history(serve_candles: pd.DataFrame) -> None:
     )
     merged = CandleBlock(ts[: SERVING_HISTORY + 1], ohlcv[: SERVING_HISTORY + 1]).tail(SERVING_HISTORY)
     assert prediction.features == REGIME_V1.newest(merged.ohlcv, merged.newest_ts_ms)
-    with pytest.raises(InvalidArgument, match="at least 289 candles"):
+    with pytest.raises(ShortHistory, match="101 of 289 contiguous candles of A"):
         asyncio.run(_handlers(None, _champion()).predict(PredictQuery("A", given), UNLIMITED, _inline))
 
 
@@ -161,9 +147,10 @@ def _recording_source(serve_candles: pd.DataFrame) -> tuple:
     block = CandleBlock(ts_ms, history[["open", "high", "low", "close", "volume"]].to_numpy(np.float64))
     read_on: list[str] = []
 
-    def source(symbol: str, n: int) -> CandleBlock:
+    def source(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
         read_on.append(threading.current_thread().name)
-        return block.tail(n)
+        keep = block.ts_ms <= (until_ms if until_ms is not None else block.newest_ts_ms)
+        return CandleBlock(block.ts_ms[keep], block.ohlcv[keep]).tail(n)
 
     return source, read_on
 

@@ -175,8 +175,8 @@ def test_invalid_inputs_get_invalid_argument_naming_the_field(stack: Stack, serv
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("candles[10].high:")
 
     code, details = _code(stack.stub.PredictReversal, pb.PredictReversalRequest(symbol="FEW", candles=history[:10]))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("candles:")
-    assert f"at least {MIN_HISTORY}" in details and "got 10" in details
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith("candles:")  # well formed: too short
+    assert f"10 of {MIN_HISTORY} contiguous candles of FEW" in details
 
     code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(decision_id="", entry_price=1, exit_price=1))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("decision_id:")
@@ -318,7 +318,7 @@ def test_symbol_alone_reads_recent_candles_from_questdb(
         assert reply.candle_ts == direct.candle_ts
         assert reply.confidence == pytest.approx(direct.confidence, abs=1e-12)
         code, details = _code(s.stub.PredictReversal, pb.PredictReversalRequest(symbol="NOSUCHSYMBOL"))
-        assert code == grpc.StatusCode.FAILED_PRECONDITION and "holds 0 candles" in details
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and f"0 of {MIN_HISTORY} contiguous candles" in details
         code, details = _code(down.stub.PredictReversal, pb.PredictReversalRequest(symbol="QDBSERVE"))
         assert code == grpc.StatusCode.UNAVAILABLE and "QuestDB" in details
     finally:

@@ -1,4 +1,5 @@
-"""Pure pieces of serving: candle validation, the per-symbol history, the TTL cache, the bearer check."""
+"""Pure pieces of serving: candle validation, the TTL cache, the bearer check (the per-symbol
+history: test_candle_history.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mem_serving import converters as conv
 from mem_serving.api import pb
 from mem_serving.caches import NewestPerKey, TTLCache
-from mem_serving.candles import CandleHistory
 from mem_serving.errors import InvalidArgument
-from mem_serving.types import CandleBlock
 
 STEP = 300_000
 
@@ -23,13 +22,6 @@ def _candle(i: int, **over: float) -> pb.Candle:
     ts.FromMilliseconds(1_700_000_000_000 + i * STEP)
     values = dict(open=100.0, high=101.0, low=99.0, close=100.5, volume=3.0) | over
     return pb.Candle(ts=ts, **values)
-
-
-def _block(start: int, n: int) -> CandleBlock:
-    ts = 1_700_000_000_000 + np.arange(start, start + n, dtype=np.int64) * STEP
-    return CandleBlock(
-        ts, np.tile([100.0, 101.0, 99.0, 100.5, 3.0], (n, 1)) + np.arange(start, start + n)[:, None] * 0.0
-    )
 
 
 def test_candles_become_a_columnar_block() -> None:
@@ -65,45 +57,6 @@ def test_candle_times_must_be_set_and_ascending() -> None:
         conv.candles([_candle(0), _candle(2), _candle(1)], 10)
     with pytest.raises(InvalidArgument, match="at most 2 candles"):
         conv.candles([_candle(i) for i in range(3)], 2)
-
-
-def test_history_appends_replaces_the_revised_candle_and_drops_across_gaps() -> None:
-    history = CandleHistory(capacity=10)
-    assert len(history.merge("X", _block(0, 8))) == 8
-    assert len(history.merge("X", _block(8, 1))) == 9
-    revised = _block(8, 2)
-    merged = history.merge("X", revised)  # candle 8 again (revised) + candle 9
-    assert len(merged) == 10 and merged.newest_ts_ms == revised.newest_ts_ms
-    assert len(history.merge("X", _block(10, 3))) == 10  # capped at capacity
-    assert len(history.merge("X", _block(20, 1))) == 1  # a gap: stored history is dropped
-    seeded = history.merge("Y", _block(50, 1), seed=_block(40, 10))
-    assert len(seeded) == 10 and list(np.diff(seeded.ts_ms)) == [STEP] * 9  # capacity 10
-
-
-def test_calls_overtaken_by_later_ones_lose_no_candle_and_see_their_own() -> None:
-    """Calls of one symbol merged out of order (in flight together, or retried): the history
-    ends whole, a late call's features end at its own candle, and the gap the early newer
-    candles opened closes when the missing ones arrive."""
-    history = CandleHistory(capacity=300)
-    history.merge("X", _block(0, 100))
-    assert len(history.merge("X", _block(102, 1))) == 1  # candles 100, 101 not here yet: a gap for this call
-    late = history.merge("X", _block(101, 1))
-    assert len(late) == 1 and late.newest_ts_ms == _block(101, 1).newest_ts_ms  # still after the gap
-    assert history.merged_length("X", _block(100, 1)) == 101
-    joined = history.merge("X", _block(100, 1))  # the missing candle: the history is whole again
-    assert len(joined) == 101 and joined.newest_ts_ms == _block(100, 1).newest_ts_ms
-    stored = history.get("X")
-    assert stored is not None and len(stored) == 103 and list(np.diff(stored.ts_ms)) == [STEP] * 102
-    assert len(history.merge("X", _block(103, 1))) == 104  # the next call continues it
-    retried = history.merge("X", _block(101, 1))  # a retry of an earlier call
-    assert len(retried) == 102 and len(history.get("X")) == 104  # sees its candle; nothing newer lost
-
-
-def test_an_older_block_across_a_gap_replaces_the_newer_history() -> None:
-    history = CandleHistory(capacity=300)
-    history.merge("X", _block(500, 50))
-    restart = history.merge("X", _block(0, 60))  # an engine restarted at an earlier time
-    assert len(restart) == 60 and history.get("X").newest_ts_ms == restart.newest_ts_ms
 
 
 def test_ttl_cache_expires_and_clears() -> None:

@@ -1,0 +1,68 @@
+"""The pure ``decide``: same inputs, same decision; and the record it builds unchecked always
+passes the checks a stored decision must pass (it is built with ``trusted``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mem_memory import Decision, MemoryConfig, Parameters, Similar, decide
+from mem_memory.config import PARAMETER_LIMITS
+from mem_memory.types import Condition, StrategySpec, StrategyStats
+
+from .helpers import request
+
+unit = st.floats(0.0, 1.0, allow_nan=False)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CONFIG = MemoryConfig()
+
+
+@st.composite
+def parameters(draw: st.DrawFn) -> Parameters:
+    values = {k: draw(st.floats(lo, hi, allow_nan=False)) for k, (lo, hi) in PARAMETER_LIMITS.items()}
+    return Parameters({**CONFIG.parameters, **values}, T0)
+
+
+@st.composite
+def strategies(draw: st.DrawFn) -> StrategySpec | None:
+    if draw(st.booleans()):
+        return None
+    return StrategySpec(
+        name="learned_1",
+        conditions=(Condition("rsi14", "<", 30.0),),
+        action="BUY",
+        confidence=draw(unit),
+        size=draw(st.floats(0.001, 0.1)),
+        stop_loss_pct=draw(st.floats(0.001, 0.1)),
+        take_profit_pct=draw(st.floats(0.001, 0.2)),
+        stats=StrategyStats(),
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    action=st.sampled_from(["BUY", "SELL", "HOLD"]),
+    base=unit,
+    ml=st.none() | unit,
+    direction=st.sampled_from(["bullish", "bearish", None]),
+    price=st.floats(1e-6, 1e7, allow_nan=False),
+    params=parameters(),
+    spec=strategies(),
+    sim=st.none()
+    | st.integers(0, 50).flatmap(lambda n: st.builds(Similar, st.just(n), st.integers(0, n), st.just(()))),
+    minutes=st.integers(0, 100_000),
+)
+def test_decide_is_pure_and_its_record_is_valid(action, base, ml, direction, price, params, spec, sim, minutes) -> None:
+    req = request(
+        action=action, base=base, ml=ml, direction=direction, price=price, time=T0 + timedelta(minutes=minutes)
+    )
+    spec = spec if action == "BUY" else None
+    sim = sim if action != "HOLD" else None
+    d = decide(req, params, spec, sim, CONFIG, "d-1")
+    assert decide(req, params, spec, sim, CONFIG, "d-1") == d
+    assert Decision.from_dict(d.to_dict()) == d  # the checked constructor accepts it, unchanged
+    assert Decision(**{f: getattr(d, f) for f in d.__slots__}) == d  # type: ignore[attr-defined]
