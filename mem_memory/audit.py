@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mem_memory import schema
-from mem_memory.backend import Conn, backend_of, has_table
+from mem_memory.backend import Conn, has_table
+from mem_memory.dialect import dialect_of
 from mem_memory.lock import program_words
 
 OPEN = "open"
@@ -82,7 +82,7 @@ def ensure(conn: Conn) -> None:
     """Create the ``audit`` table when missing (its DDL from ``mem_memory.schema``; checked first:
     PostgreSQL wants CREATE rights even for ``IF NOT EXISTS``)."""
     if not has_table(conn, "audit"):
-        for statement in schema.ddl(backend_of(conn), ("audit",)):
+        for statement in dialect_of(conn).ddl(("audit",)):
             conn.execute(statement)
 
 

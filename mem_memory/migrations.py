@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from mem_memory.backend import Conn, has_table
 from mem_memory.crypto import Codec
+from mem_memory.dialect import dialect_of
 from mem_memory.errors import StoreNeedsUpgrade, StoreTooNew
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ class Step:
     run: Callable[[Conn, Codec], bool]
 
 
-def _store_id(conn: Conn, codec: Codec) -> bool:
-    """Stores made before store ids existed get theirs (a random UUID, once)."""
+def _revision_2(conn: Conn, codec: Codec) -> bool:
+    """What revision 1 stores gained without a revision: the tables and indexes added since the
+    first of them (``requests``, ``audit``, ``probe``) and a store id (a random UUID, once)."""
+    dialect_of(conn).create_schema(conn)
     if conn.execute("SELECT 1 FROM meta WHERE k = 'store_id'").fetchone() is None:
         conn.execute("INSERT INTO meta VALUES ('store_id', ?)", (str(uuid.uuid4()),))
     return True
@@ -55,7 +58,7 @@ def _store_id(conn: Conn, codec: Codec) -> bool:
 
 #: Every migration, oldest first (revisions consecutive from FIRST + 1).
 STEPS: list[Step] = [
-    Step(2, "a store_id for stores made before store ids existed", True, _store_id),
+    Step(2, "the tables, indexes and store id that revision 1 stores gained later", True, _revision_2),
 ]
 
 

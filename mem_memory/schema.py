@@ -6,8 +6,8 @@ variants below, the append-only ids from the table options (SQLite ``AUTOINCREME
 PostgreSQL ``events`` ids are allocated by the store inside its write lock, ``audit`` ids by an
 identity column). Only the DDL is generated: the store's statements stay hand-written SQL.
 
-``REVISION`` is the schema and payload revision this code writes (``meta`` 'format');
-``mem_memory.migrations`` brings older stores to it.
+The revision a store is at (``meta`` 'format') and the steps that bring an older store to this
+shape are in ``mem_memory.migrations``.
 """
 
 from __future__ import annotations
@@ -107,9 +107,6 @@ audit = Table(
 
 #: The engines' SQLAlchemy dialects, by the store's backend name.
 DIALECTS: dict[str, Dialect] = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}
-
-#: The revision this code writes and reads (``meta`` 'format'; "1" was the first release's).
-REVISION = 2
 
 
 def ddl(backend: str, tables: tuple[str, ...] | None = None) -> list[str]:

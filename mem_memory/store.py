@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from mem_memory import audit, keys, migrations, schema
+from mem_memory import audit, keys, migrations
 from mem_memory.backend import (
     INTEGRITY_ERRORS,
     POSTGRESQL,
@@ -62,13 +62,13 @@ from mem_memory.backend import (
     Conn,
     PgConnection,
     has_table,
-    insert_events,
     is_postgres,
     postgres_url,
     redact,
 )
 from mem_memory.backend import is_full as _is_full
 from mem_memory.crypto import Codec
+from mem_memory.dialect import dialect_of
 from mem_memory.errors import (
     CorruptRecord,
     DuplicateDecision,
@@ -278,6 +278,8 @@ class MemoryStore:
         self.location = location or str(path)
         #: ``sqlite`` or ``postgresql`` (``mem_memory.backend``).
         self.backend = POSTGRESQL if isinstance(conn, PgConnection) else SQLITE
+        #: What differs between the engines (``mem_memory.dialect``).
+        self.dialect = dialect_of(conn)
         self._conn: Conn | None = conn
         self._codec = codec
         self._held = lock
@@ -489,11 +491,8 @@ class MemoryStore:
         announce = audit.first_open(ident, codec.key_id, command)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # PostgreSQL checks CREATE rights even for IF NOT EXISTS: a role that may only read and
-            # write an existing store (docs/deploy.md) skips the DDL once the tables are there
-            if self.backend == SQLITE or not all(has_table(conn, t) for t in schema.TABLES):
-                for statement in schema.ddl(self.backend):
-                    conn.execute(statement)
+            if migrations.revision_of(conn) is None:  # a new store (older ones were migrated above)
+                self.dialect.create_schema(conn)
             meta = {
                 k: v.decode() if isinstance(v, bytes) and k not in _BINARY_META else v
                 for k, v in conn.execute("SELECT k, v FROM meta").fetchall()
@@ -620,7 +619,7 @@ class MemoryStore:
                 conn.execute("COMMIT")
 
     def _insert(self, kind: str, subject: str, record: dict[str, Any]) -> int:
-        event_id = insert_events(self._c(), [(kind, subject, self._codec.encode(kind, record))])
+        event_id = self.dialect.insert_events(self._c(), [(kind, subject, self._codec.encode(kind, record))])
         self._note(event_id, event_id)
         return event_id
 
@@ -700,7 +699,7 @@ class MemoryStore:
         a full disk. Applies to this connection and to the writer process's next batch."""
         with self._lock:
             conn = self._c()
-            if isinstance(conn, PgConnection):
+            if not self.dialect.size_cap:
                 if max_bytes is not None:
                     raise MemoryStoreError("a size cap (max_bytes) is SQLite-only; PostgreSQL has its own quotas")
                 return
@@ -716,7 +715,7 @@ class MemoryStore:
 
     def apply_max_pages(self, pages: int | None) -> None:
         """The writer process's side of ``set_max_bytes``: the cap as the parent has it."""
-        if pages != self.max_pages and self.backend == SQLITE:
+        if pages != self.max_pages and self.dialect.size_cap:
             with self._lock:
                 self._c().execute(f"PRAGMA max_page_count = {NO_PAGE_CAP if pages is None else int(pages)}")
                 self.max_pages = pages
@@ -805,7 +804,7 @@ class MemoryStore:
         if not n:
             return []
         with self._lock:
-            last = insert_events(conn, [(DECISION, p.decision_id, p.payload) for p in prepared])
+            last = self.dialect.insert_events(conn, [(DECISION, p.decision_id, p.payload) for p in prepared])
             first = last - n + 1  # one statement: consecutive ids in VALUES order
             dec_args: list[Any] = []
             for i, p in enumerate(prepared):
@@ -888,10 +887,7 @@ class MemoryStore:
         codec = self._codec
         with self.transaction():
             conn = self._c()
-            next_id = self.last_event_id() + 1
-            if self.backend == SQLITE:
-                seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-                next_id = max(next_id, (seq[0] if seq else 0) + 1)
+            next_id = self.dialect.next_event_id(conn, self.last_event_id())
             ev_rows: list[tuple[int, str, str, bytes]] = []
             dec_rows: list[tuple[str, str, int]] = []
             for d in decisions:
@@ -1386,16 +1382,12 @@ class MemoryStore:
     # ------------------------------------------------------------------ maintenance
     def integrity_check(self) -> str:
         with self._lock:
-            if self.backend == POSTGRESQL:  # the server checks its pages itself (data checksums)
-                self._c().execute("SELECT 1").fetchone()
-                return "ok"
-            return str(self._c().execute("PRAGMA integrity_check").fetchone()[0])
+            return self.dialect.integrity_check(self._c())
 
     def checkpoint(self) -> None:
         """Move the WAL into the main file and truncate it."""
         with self._lock:
-            if self.backend == SQLITE:
-                self._c().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.dialect.checkpoint(self._c())
 
 
 __all__ = ["MemoryStore", "MemoryKeyError", "PreparedDecision"]

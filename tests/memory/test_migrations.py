@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mem_memory import MemoryEngine, MemoryStore, StoreTooNew, migrations
+from mem_memory.backend import has_table
 from tests.memory.helpers import T0, raw_connect, request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,10 +74,18 @@ def test_a_new_store_records_this_codes_revision(db: Path | str) -> None:
 def test_a_first_release_store_is_migrated_on_open(db: Path | str) -> None:
     _filled(db, 5)
     _set_meta(db, "format", "1")
-    _set_meta(db, "store_id", None)  # as the first stores were made
+    _set_meta(db, "store_id", None)  # as the first stores were made, before ids and request ids
+    conn = raw_connect(db)
+    conn.execute("DROP TABLE requests")
+    conn.execute("DROP TABLE probe")
+    conn.commit()
+    conn.close()
     with MemoryStore.open(db) as store:
         assert store.counts()["decisions"] == 5
         assert store.store_id
+    conn = raw_connect(db)
+    assert has_table(conn, "requests") and has_table(conn, "probe")
+    conn.close()
     assert _meta(db, "format") == "2"
     assert _meta(db, "store_id") == store.store_id
 
