@@ -6,10 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from mem_memory import MemoryStore, schema
-from mem_memory.backend import is_postgres, postgres_url
+from tests.memory._schema_check import assert_declared_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,30 +40,7 @@ def test_no_other_module_declares_a_table() -> None:
             assert not re.search(r"CREATE\s+(TABLE|INDEX)", path.read_text(), re.IGNORECASE), path
 
 
-def _engine(db: Path | str) -> sa.Engine:
-    if isinstance(db, str) and is_postgres(db):
-        return sa.create_engine(postgres_url(db).replace("postgresql://", "postgresql+psycopg://", 1))
-    return sa.create_engine(f"sqlite:///{db}")
-
-
 def test_a_new_store_has_exactly_the_declared_schema(db: Path | str, backend: str) -> None:
     with MemoryStore.open(db) as store:
         assert store.dialect.name == backend  # the engine's differences come from one object
-    engine = _engine(db)
-    dialect = schema.DIALECTS[backend]
-    try:
-        found = sa.inspect(engine)
-        assert set(found.get_table_names()) == set(schema.TABLES)
-        for table in schema.metadata.sorted_tables:
-            columns = {c["name"]: c for c in found.get_columns(table.name)}
-            assert list(columns) == [c.name for c in table.columns], table.name
-            for c in table.columns:
-                want = c.type.compile(dialect=dialect)
-                assert columns[c.name]["type"].compile(dialect=dialect) == want, (table.name, c.name)
-                assert columns[c.name]["nullable"] == (c.nullable and not c.primary_key), (table.name, c.name)
-            pk = found.get_pk_constraint(table.name)["constrained_columns"]
-            assert pk == [c.name for c in table.primary_key.columns], table.name
-            indexes = {i["name"]: i["column_names"] for i in found.get_indexes(table.name)}
-            assert indexes == {i.name: [c.name for c in i.columns] for i in table.indexes}, table.name
-    finally:
-        engine.dispose()
+    assert_declared_schema(db, backend)

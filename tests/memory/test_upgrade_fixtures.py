@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from mem_memory import MemoryEngine, MemoryStore, audit, migrations
+from tests.memory._schema_check import assert_declared_schema
 from tests.memory.helpers import raw_connect
 from tests.memory.helpers import request as signal_request
 
@@ -104,6 +105,8 @@ def test_a_release_fixture_opens_verifies_and_returns_every_record(
         assert audit.entries(conn) and audit.verify_chain(conn) is None
     finally:
         conn.close()
+    backend = "sqlite" if name.endswith(".db") else "postgresql"
+    assert_declared_schema(db, backend, strict_keys=backend == "postgresql")
     with MemoryStore.open(db, key) as store:  # and it keeps working: one more decision
         MemoryEngine(store).enhance(signal_request(symbol="BTCUSDT"))
         assert store.counts()["decisions"] == expected["counts"]["decisions"] + 1
