@@ -81,7 +81,7 @@ def _train_champion(uri: str, quick: bool, estimator: str = "seed_gbc", feature_
 def _rows(offset: int, n: int) -> np.ndarray:
     """(n, 6) array ts_ms, o, h, l, c, v of real candles after the training window."""
     frame = _load("BTCUSDT", TRAIN_ROWS + offset + n).iloc[TRAIN_ROWS + offset :]
-    ts = frame["ts"].astype("int64").to_numpy() // 1_000_000
+    ts = frame["ts"].dt.as_unit("ms").astype("int64").to_numpy()  # whatever the stored resolution
     return np.column_stack([ts, frame[["open", "high", "low", "close", "volume"]].to_numpy()])
 
 

@@ -91,15 +91,24 @@ def trusted[R](cls: type[R], **values: Any) -> R:
     edge, and ``decide``'s decision, computed from validated inputs. Omitted fields take their
     defaults."""
     record = object.__new__(cls)
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.name in values:
-            value = values[f.name]
-        elif f.default is not MISSING:
-            value = f.default
+    put = object.__setattr__
+    for name, default, factory in _FIELDS.get(cls) or _fields_of(cls):
+        if name in values:
+            put(record, name, values[name])
+        elif default is not MISSING:
+            put(record, name, default)
         else:
-            value = f.default_factory()  # type: ignore[operator]  # a required field missing: TypeError
-        object.__setattr__(record, f.name, value)
+            put(record, name, factory())  # a required field missing: TypeError (MISSING is not callable)
     return record
+
+
+_FIELDS: dict[type, list[tuple[str, Any, Any]]] = {}
+
+
+def _fields_of(cls: type) -> list[tuple[str, Any, Any]]:
+    found = [(f.name, f.default, f.default_factory) for f in fields(cls)]
+    _FIELDS[cls] = found
+    return found
 
 
 def _features(name: str, value: Any) -> Mapping[str, float]:

@@ -1,7 +1,9 @@
 """Run the replay: candles from QuestDB, base signals, the running gRPC server, the memory learning.
 
-``run_replay(ReplayConfig) -> ReplayReport`` trades the same candles three times, with the same
-fills and costs (``simulator``):
+``run_replay(ReplayConfig) -> ReplayReport`` trades the same candles three ways, with the same
+fills and costs (``simulator``), in one pass over time (``drive_together``: each variant has its
+own simulator; the server's candle history of a symbol, which the two variants that call it share,
+only moves forward, so every answer is for the candle the replay is at):
 
 1. ``base``    — every base signal (``base_strategy``) is traded with the starting parameters
    (size, stop, target) the server reports before the replay.
@@ -41,7 +43,7 @@ from mem_pipelines.replay.base_strategy import BaseStrategyConfig, base_signals
 from mem_pipelines.replay.learner import MemoryLearner
 from mem_pipelines.replay.metrics import compute_metrics, equity_curve
 from mem_pipelines.replay.report import EvolutionPoint, LearningEvent, ReplayReport, VariantResult
-from mem_pipelines.replay.simulator import Candle, Costs, Order, Policy, Simulator, Trade, as_utc, drive
+from mem_pipelines.replay.simulator import Candle, Costs, Order, Policy, Simulator, Trade, as_utc, drive_together
 from mem_serving.client import (
     EnhancedSignal,
     MemClient,
@@ -292,10 +294,10 @@ class _SignalPolicy(Policy):
     def _candles(self, symbol: str, candles: pd.DataFrame, history: int) -> pd.DataFrame:
         """The candles to send with a call at the last row of ``candles``: the first call of this
         policy for a symbol sends ``history`` candles; later ones (``cfg.incremental_candles``)
-        only those after the previous call's, which the server appends to the history it holds
+        only those after the previous call's, which the server merges into the history it holds
         for the symbol (contiguous, so its newest ``history`` candles, and every feature, are
-        the same as if all were sent). A policy runs over the whole window before the next starts,
-        and its first call replaces what the previous one left in the server's history."""
+        the same as if all were sent). The policies run together in time order
+        (``drive_together``): whatever another policy sent is the same candles, never newer."""
         n = len(candles)
         before = self._sent.get(symbol)
         self._sent[symbol] = n
@@ -345,6 +347,17 @@ def _same_model(expected: str, got: str) -> None:
         )
 
 
+def _same_candle(symbol: str, expected: pd.Timestamp, got: datetime | None) -> None:
+    """The server must answer for the candle the replay is at: a server already holding newer
+    candles of the symbol (another caller, an earlier replay) answers for its newest one."""
+    if got is not None and as_utc(got) != as_utc(expected):
+        raise ReplayError(
+            f"the server answered for the {symbol} candle of {as_utc(got).isoformat()}, not the replay's "
+            f"{as_utc(expected).isoformat()}: it holds newer candles of {symbol} (another caller, or an earlier "
+            "replay); replay against a server started for it (mem main does)"
+        )
+
+
 class BasePolicy(_SignalPolicy):
     def decide(self, symbol, index, candles):
         sig = self._signal(symbol, index)
@@ -373,6 +386,7 @@ class MLFilterPolicy(_SignalPolicy):
         if self.model_version:
             ml = self.service.predict_reversal(symbol, self._candles(symbol, candles, self.history))
             _same_model(self.model_version, ml.model_version)
+            _same_candle(symbol, candles["ts"].iloc[-1], ml.candle_ts)
             final = combine(sig[1], ml_support(sig[0], ml.confidence, ml.direction or None), None)
         else:  # no model served: the ML is silent (what EnhanceSignal does then)
             final = combine(sig[1], None, None)
@@ -524,15 +538,18 @@ def replay_frames(
     defaults = defaults_from_parameters(service.get_parameters().values)
     grid = pd.DatetimeIndex(sorted({t for f in frames.values() for t in f["ts"] if cfg.start <= t < cfg.end}))
 
-    def run(policy: Policy) -> list[Trade]:
-        return drive(frames, policy, Simulator(cfg.costs, cfg.capital), cfg.start, cfg.end).trades
-
     variants: list[VariantResult] = []
     base = BasePolicy(cfg, signals, defaults)
     ml = MLFilterPolicy(cfg, signals, defaults, service, history, model.version)
     full = FullPolicy(cfg, signals, defaults, service, history, learner, model.version)
-    for name, policy in (("base", base), ("base_ml", ml), ("full", full)):
-        trades = tuple(run(policy))
+    policies: tuple[tuple[str, _SignalPolicy], ...] = (("base", base), ("base_ml", ml), ("full", full))
+    # One pass over time for the three (each with its own simulator): the server's candle history
+    # of a symbol, which base + ML and the full system share, only ever moves forward, so every
+    # call is answered for the candle it brought (a policy run after another would restart from
+    # an older point than the server holds, and be answered for the newer candles).
+    driven = drive_together(frames, [(p, Simulator(cfg.costs, cfg.capital)) for _, p in policies], cfg.start, cfg.end)
+    for (name, policy), result in zip(policies, driven, strict=True):
+        trades = tuple(result.trades)
         variants.append(
             VariantResult(
                 name,

@@ -23,13 +23,15 @@ Rules (docs/closed_loop.md repeats them):
 
 ``Simulator.on_candle`` sees one candle at a time and refuses candles out of time order, so no
 decision can see a candle after it; ``drive`` runs a policy over several symbols in global time
-order (exits of a timestamp first, then the decisions at its close).
+order (exits of a timestamp first, then the decisions at its close); ``drive_together`` runs
+several policies in that one pass (the replay's three variants, so that the server's candle
+history they share only moves forward).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -296,7 +298,20 @@ def drive(
     candle part), then the decisions at the candles' close, symbols in sorted order.
     Positions open when the data ends are closed at the last close (reason ``end``).
     """
-    result = DriveResult()
+    return drive_together(frames, [(policy, sim)], start, end)[0]
+
+
+def drive_together(
+    frames: Mapping[str, pd.DataFrame],
+    runs: Sequence[tuple[Policy, Simulator]],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+) -> list[DriveResult]:
+    """``drive`` for several independent (policy, simulator) pairs over the same candles, in one
+    pass: at each timestamp every pair's exits, then every pair's decisions, then every pair's
+    ``after_step``, pairs in the order given. Each pair sees exactly what ``drive`` alone would
+    show it; what they share (a server's candle history) only ever moves forward in time."""
+    results = [DriveResult() for _ in runs]
     arrays = {}
     for symbol, frame in frames.items():
         if not frame["ts"].is_monotonic_increasing or frame["ts"].duplicated().any():
@@ -324,27 +339,33 @@ def drive(
             group.append(events[i])
             i += 1
         ts = pd.Timestamp(t).tz_localize("UTC")
+        candles = []
         for _, symbol, row in group:
             _, o, h, lo, c = arrays[symbol]
-            candle = Candle(ts, o[row], h[row], lo[row], c[row])
-            for trade in sim.on_candle(symbol, candle):
-                result.trades.append(trade)
-                policy.on_exit(trade)
-            policy.on_candle(symbol, candle)
+            candles.append((symbol, Candle(ts, o[row], h[row], lo[row], c[row])))
+        for (policy, sim), result in zip(runs, results, strict=True):
+            for symbol, candle in candles:
+                for trade in sim.on_candle(symbol, candle):
+                    result.trades.append(trade)
+                    policy.on_exit(trade)
+                policy.on_candle(symbol, candle)
         if start64 <= t < end64:
-            for _, symbol, row in group:
-                if not sim.is_flat(symbol):
-                    continue
-                order = policy.decide(symbol, row, frames[symbol].iloc[: row + 1])
-                result.asked += 1
-                if order is not None:
-                    sim.submit(order)
-        policy.after_step(ts)
-    for trade in sim.close_all():
-        result.trades.append(trade)
-        policy.on_exit(trade)
-    policy.finish()
-    return result
+            for (policy, sim), result in zip(runs, results, strict=True):
+                for _, symbol, row in group:
+                    if not sim.is_flat(symbol):
+                        continue
+                    order = policy.decide(symbol, row, frames[symbol].iloc[: row + 1])
+                    result.asked += 1
+                    if order is not None:
+                        sim.submit(order)
+        for policy, _ in runs:
+            policy.after_step(ts)
+    for (policy, sim), result in zip(runs, results, strict=True):
+        for trade in sim.close_all():
+            result.trades.append(trade)
+            policy.on_exit(trade)
+        policy.finish()
+    return results
 
 
 def as_utc(t: object) -> pd.Timestamp:

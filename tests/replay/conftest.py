@@ -25,6 +25,12 @@ def read_shared_csv(folder: Path, symbol: str, start: str | None = None, end: st
 
 
 @pytest.fixture(scope="session")
+def read_csv():
+    """``read_csv(folder, symbol, start, end)`` -> candle frame of any folder of kline CSVs."""
+    return read_shared_csv
+
+
+@pytest.fixture(scope="session")
 def shared_csv(shared_candles: Path):
     """``shared_csv(symbol, start, end)`` -> candle frame from the shared CSVs."""
     return lambda symbol, start=None, end=None: read_shared_csv(shared_candles, symbol, start, end)

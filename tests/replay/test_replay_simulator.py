@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mem_pipelines.replay.simulator import Candle, Costs, Order, Policy, Simulator, Trade, drive
+from mem_pipelines.replay.simulator import Candle, Costs, Order, Policy, Simulator, Trade, drive, drive_together
 
 T0 = pd.Timestamp("2025-03-01", tz="UTC")
 
@@ -175,3 +175,27 @@ def test_drive_orders_events_in_time_and_limits_decisions_to_the_window() -> Non
     assert pol.log[i_exit + 1] == ("exit", ("B", _ts(4)))
     assert pol.log[i_exit + 2] == ("decide", ("A", _ts(4)))
     assert [t.symbol for t in res.trades] == ["A", "B"]
+
+
+def test_policies_driven_together_each_see_what_they_would_alone_and_time_only_moves_forward() -> None:
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, 60)))
+    rows = [(c, c * 1.004, c * 0.996, c * (1 + rng.normal(0, 0.001))) for c in close]
+    rows = [(o, max(o, h, c), min(o, lo, c), c) for o, h, lo, c in rows]
+    frames = {"A": _frame(rows), "B": _frame(rows[::-1])}
+    plans = [{("A", i) for i in range(5, 60, 3)}, {("B", i) for i in range(4, 60, 5)} | {("A", 7)}]
+    alone = [(p := _Recorder(plan), drive(frames, p, Simulator(COSTS), start=_ts(3), end=_ts(50))) for plan in plans]
+    calls: list[pd.Timestamp] = []  # every decide of both, in the order they happen
+
+    class _Shared(_Recorder):
+        def decide(self, symbol, index, candles):
+            calls.append(candles["ts"].iloc[-1])
+            return super().decide(symbol, index, candles)
+
+    together = [_Shared(plan) for plan in plans]
+    results = drive_together(frames, [(p, Simulator(COSTS)) for p in together], start=_ts(3), end=_ts(50))
+    for (pol, res), pol2, res2 in zip(alone, together, results, strict=True):
+        assert pol2.log == pol.log and res2.trades == res.trades and res2.asked == res.asked
+        assert res.trades  # the plans do trade
+    # across the pairs, no decision comes before an earlier one (what they share only moves forward)
+    assert len(calls) == sum(r.asked for r in results) and calls == sorted(calls)

@@ -14,6 +14,7 @@ import pytest
 
 from mem_core.feature_sets import REGIME_V1, SEED
 from mem_core.features import SERVING_HISTORY
+from mem_serving import handlers
 from mem_serving.api import pb
 from mem_serving.client import MemClient, MemClientError
 
@@ -70,16 +71,14 @@ def test_the_candle_close_in_one_call(
     )
     assert [r.code for r in seeded.results] == [0] * N, [r.message for r in seeded.results]
 
-    model = stack.handlers.models.model
-    assert model is not None and model.loaded is not None
     calls: list[int] = []
-    predict_proba = model.loaded.model.predict_proba
+    predict_rows = handlers._predict_rows
 
-    def spy(x: np.ndarray) -> np.ndarray:
+    def spy(model, x: np.ndarray) -> list[float]:
         calls.append(len(x))
-        return predict_proba(x)
+        return predict_rows(model, x)
 
-    monkeypatch.setattr(model.loaded.model, "predict_proba", spy)
+    monkeypatch.setattr(handlers, "_predict_rows", spy)
     commits = stack.engine.group_stats["commits"]
     close = [
         _item(s, [candle_pb(tuple(_window(serve_candles, i, SERVING_HISTORY + 1).iloc[-1]))])
@@ -97,7 +96,7 @@ def test_the_candle_close_in_one_call(
             assert not r.HasField("signal")
         else:
             assert r.code == 0 and r.signal.symbol == symbols[i] and r.signal.HasField("ml_confidence"), r
-    assert calls == [N - 2]  # one model call for the batch (the bad items never reach it)
+    assert calls == [N - 2]  # the model once, on the stacked rows (the bad items never reach it)
     assert stack.engine.group_stats["commits"] == commits + 1  # one commit for its decisions
     ids = [r.signal.decision_id for r in results if r.code == 0]
     assert len(stack.store.decision_event_ids(ids)) == N - 2  # stored when answered
