@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,33 @@ def _restricted(snap: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any
         fields = expected[kind]["fields"]
         out[kind] = {k: {f: r[f] for f in fields if f in r} for k, r in snap[kind].items()}
     return out
+
+
+def test_the_check_sees_a_record_changed_where_verify_cannot(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A changed word in a clear decision passes ``mem memory verify`` (the record still builds and
+    is filed right); the manifest comparison above is what catches it."""
+    release, name = next((r, n) for r, n in CASES if n == "plain.db")
+    folder = FIXTURES / release
+    expected = json.loads((folder / "manifest.json").read_text())["stores"][name]
+    db = _place(folder, name, tmp_path, request)
+    conn = sqlite3.connect(db)
+    event_id, payload = conn.execute("SELECT event_id, payload FROM events WHERE kind = 'decision' LIMIT 1").fetchone()
+    record = json.loads(payload)
+    record["reasoning"] += " (edited)"
+    conn.execute("UPDATE events SET payload = ? WHERE event_id = ?", (json.dumps(record).encode(), event_id))
+    conn.commit()
+    conn.close()
+    verified = subprocess.run(
+        [sys.executable, "-m", "mem_cli.main", "memory", "verify", "--memory-db", str(db)],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MEM_MEMORY_")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    writer = _writer()
+    got = writer.manifest(_restricted(writer.snapshot(db, None), expected))
+    changed = [k for k, h in expected["decisions"]["hashes"].items() if got["decisions"]["hashes"].get(k) != h]
+    assert changed == [record["decision_id"]]
