@@ -52,7 +52,7 @@ def main() -> None:
     frame = load_candles(CANDLES, "BTCUSDT", TRAIN_ROWS + SERVE_ROWS)
     promote(uri, train_version(frame.iloc[:TRAIN_ROWS].reset_index(drop=True), uri, V1_PARAMS))
     serve = frame.iloc[TRAIN_ROWS:].reset_index(drop=True)
-    ts = serve["ts"].astype("int64").to_numpy() // 1_000_000
+    ts = serve["ts"].dt.as_unit("ms").astype("int64").to_numpy()  # whatever the stored resolution
     rows = np.column_stack([ts, serve[["open", "high", "low", "close", "volume"]].to_numpy()])
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}

@@ -1,6 +1,6 @@
 """``mem main`` end to end, as a new user runs it, on the shipped sample or the seven shared files;
-prints JSON: per run the command, its exit code, seconds, the line that failed (if any), and the
-report's three rows (trades, win rate, total P&L per variant) from reports/comparison.csv.
+prints JSON: per run the command, its exit code, seconds, the line that failed (if any), the
+champion's lines (model and gate), and the report's three rows (trades, win rate, total P&L per variant) from reports/comparison.csv.
 
 Each run gets a fresh MEM_HOME in a temporary folder, free ports and its own QuestDB, so runs never
 share a server's candle history or memory (docs/serving.md, "Candle history").
@@ -75,6 +75,8 @@ def run_main(args: list[str], timeout: float) -> dict:
             "seconds": round(seconds, 1),
             "three_rows": all(f"| {row} |" in text for row in ROWS),
             "error": failed[-1] if failed else "",
+            # the champion the replay was served by (the gate's verdict), or why there is none
+            "model": [line.split("] ", 1)[-1] for line in lines if "] model v" in line or "] gate: " in line],
             "variants": [
                 {k: r.get(k) for k in ("variant", "signals", "trades", "win_rate", "total_pnl")} for r in rows
             ],

@@ -16,7 +16,7 @@ SYMBOLS = ("FZA", "FZB", "FZC")
 
 
 def candle_rows(frame: pd.DataFrame) -> np.ndarray:
-    ts = frame["ts"].astype("int64").to_numpy() // 1_000_000
+    ts = frame["ts"].dt.as_unit("ms").astype("int64").to_numpy()  # whatever the stored resolution
     return np.column_stack([ts, frame[["open", "high", "low", "close", "volume"]].to_numpy()])
 
 
