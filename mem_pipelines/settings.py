@@ -15,6 +15,10 @@ MEM_LANDING_SETTLE_S          a file is taken once it has not changed for      1
                               this many seconds (still being copied)
 MEM_CANDLES_MAX_LAG_MINUTES   freshness: the newest candle of each symbol      30
                               opened at most this long ago
+MEM_CANDLES_LIVE              1/true: a live feed keeps candles current, so     false (historical data:
+                              stale candles fail the freshness checks          the checks only warn,
+                              (ERROR) and ``candles_freshness`` runs every     saying how old the
+                              10 minutes                                       newest candle is)
 ============================  ===============================================  ==========================
 """
 
@@ -148,6 +152,8 @@ class FreshnessSettings:
     """How old the newest candle of a symbol may be before ``candles`` counts as stale."""
 
     max_lag_minutes: float = DEFAULT_MAX_LAG_MINUTES
+    #: A live feed keeps the candles current (MEM_CANDLES_LIVE): only then is an old candle a failure.
+    live: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FreshnessSettings:
@@ -155,4 +161,7 @@ class FreshnessSettings:
         lag = float(env.get("MEM_CANDLES_MAX_LAG_MINUTES", DEFAULT_MAX_LAG_MINUTES))
         if lag <= 0:
             raise ValueError(f"MEM_CANDLES_MAX_LAG_MINUTES must be positive, got {lag}")
-        return cls(max_lag_minutes=lag)
+        raw = env.get("MEM_CANDLES_LIVE", "").strip().lower()
+        if raw not in ("", "0", "1", "false", "true", "no", "yes"):
+            raise ValueError(f"MEM_CANDLES_LIVE must be 1/true or 0/false, got {raw!r}")
+        return cls(max_lag_minutes=lag, live=raw in ("1", "true", "yes"))

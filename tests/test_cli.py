@@ -56,7 +56,11 @@ def test_serve_help_states_the_true_registry_default() -> None:
 
 
 def _ui(tmp_path: Path, which: str, **env: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("MEM_HOME", "DAGSTER_HOME", "MLFLOW_TRACKING_URI")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MEM_HOME", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MEM_MEMORY_DB")
+    }
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "ui.sh"), "--dry-run", which],
         cwd=tmp_path,
@@ -67,8 +71,8 @@ def _ui(tmp_path: Path, which: str, **env: str) -> dict[str, str]:
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    out = dict(line.split("=", 1) for line in lines[:3])
-    out["command"] = lines[3]
+    out = dict(line.split("=", 1) for line in lines[:-1])
+    out["command"] = lines[-1]
     return out
 
 
@@ -76,6 +80,10 @@ def test_ui_sh_uses_the_stores_of_mem_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     dagster = _ui(tmp_path, "dagster", MEM_HOME=str(home))
     assert dagster["DAGSTER_HOME"] == str(home)
+    # the store `mem main` and `mem serve` write (mem_core.settings.memory_db_path)
+    assert dagster["MEM_MEMORY_DB"] == str(home / ".mem" / "memory" / "memory.db")
+    named = _ui(tmp_path, "dagster", MEM_HOME=str(home), MEM_MEMORY_DB="mine.db")  # relative: the caller's
+    assert named["MEM_MEMORY_DB"] == str(tmp_path / "mine.db")
     assert dagster["command"].endswith("dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000")
     mlflow = _ui(tmp_path, "mlflow", MEM_HOME="home")  # relative: from the caller's directory, as `mem` reads it
     assert mlflow["MLFLOW_TRACKING_URI"] == f"sqlite:///{home}/mlflow.db"

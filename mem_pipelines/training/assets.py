@@ -41,6 +41,7 @@ from mem_pipelines.training.dataset import (
 from mem_pipelines.training.fit import window_folds
 from mem_pipelines.training.gate_runner import GateError, run_gate
 from mem_pipelines.training.mlflow_logging import train_and_log
+from mem_pipelines.training.reuse import FINGERPRINT_TAG, Reused, find_version, fingerprint
 from mem_pipelines.training.render import (
     confusion_markdown,
     gaps_markdown,
@@ -315,6 +316,19 @@ def reversal_model(
         except ValueError as exc:
             context.log.warning(f"walk-forward skipped: {exc}")
             folds = 0
+    fp = fingerprint(
+        training_dataset,
+        estimator=config.estimator,
+        feature_set=config.feature_set,
+        params=config.params,
+        holdout_fraction=config.holdout_fraction,
+        horizon=HORIZON,
+        walk_forward_folds=folds,
+        walk_forward_train_days=config.walk_forward_train_days,
+    )
+    earlier = find_version(uri, fp)
+    if earlier is not None:  # a re-execution, or a retrain without new candles: the same model
+        return _reused_output(context, earlier, config, uri)
     result = train_and_log(
         training_dataset,
         tracking_uri=uri,
@@ -326,6 +340,7 @@ def reversal_model(
         walk_forward_folds=folds,
         walk_forward_train_days=config.walk_forward_train_days,
         dagster_run_id=context.run_id,
+        extra_version_tags={FINGERPRINT_TAG: fp},
     )
     m, skill = result.metrics, result.skill
     bar = pd.Series(training_dataset["ts"].unique()).sort_values().diff().median()
@@ -423,6 +438,53 @@ def reversal_model(
     return dg.Output(value, metadata=metadata)
 
 
+def _reused_output(
+    context: dg.AssetExecutionContext, earlier: Reused, config: ModelConfig, uri: str
+) -> dg.Output[dict[str, Any]]:
+    """The output of a training whose model ``earlier`` already is: its version, and the figures
+    its training logged (nothing is trained or registered)."""
+    m = earlier.metrics
+    said = (
+        f"{registry.MODEL_NAME} v{earlier.version} already holds this model (the same rows, model type, "
+        f"parameters and feature set; MLflow run {earlier.run_id}): not trained or registered again"
+    )
+    context.log.info(said)
+    value = {
+        "run_id": earlier.run_id,
+        "version": earlier.version,
+        "experiment_id": earlier.experiment_id,
+        "tracking_uri": uri,
+        "estimator": config.estimator,
+        "feature_set": config.feature_set,
+        "holdout_fraction": config.holdout_fraction,
+        "horizon": HORIZON,
+        "reused": True,
+    }
+    figures = {
+        "accuracy": "holdout_accuracy",
+        "baseline_accuracy": "holdout_baseline_accuracy",
+        "holdout_log_loss_gain_mnat": "holdout_log_loss_gain_mnat",
+        "holdout_log_loss_gain_ci_low": "holdout_log_loss_gain_mnat_ci_low",
+        "holdout_log_loss_gain_ci_high": "holdout_log_loss_gain_mnat_ci_high",
+        "roc_auc": "holdout_roc_auc",
+    }
+    metadata: dict[str, Any] = {
+        "reused": dg.MetadataValue.text(said),
+        "model_version": dg.MetadataValue.text(earlier.version),
+        **{k: dg.MetadataValue.float(_round(m[v])) for k, v in figures.items() if v in m},
+        "estimator": dg.MetadataValue.text(config.estimator),
+        "feature_set": dg.MetadataValue.text(config.feature_set),
+        "mlflow_run_id": dg.MetadataValue.text(earlier.run_id),
+        "mlflow_model": dg.MetadataValue.text(f"models:/{registry.MODEL_NAME}/{earlier.version}"),
+    }
+    ui = mlflow_ui_url(uri)
+    metadata["mlflow_run"] = dg.MetadataValue.url(f"{ui}/#/experiments/{earlier.experiment_id}/runs/{earlier.run_id}")
+    metadata["mlflow_model_version"] = dg.MetadataValue.url(
+        f"{ui}/#/models/{registry.MODEL_NAME}/versions/{earlier.version}"
+    )
+    return dg.Output(value, metadata=metadata)
+
+
 class GateConfig(dg.Config):
     """The gate's comparison with the champion (after the skill floor, which always applies)."""
 
@@ -458,6 +520,11 @@ def champion_gate(
     uri = mlflow.uri()
     version = str(reversal_model["version"])
     policy = config.policy()
+    if reversal_model.get("reused"):
+        earlier = _earlier_verdict(version, uri)
+        if earlier is not None:
+            context.log.info(earlier["sentence"].value)
+            return dg.MaterializeResult(metadata=earlier)
     try:
         outcome = run_gate(
             training_dataset,
@@ -509,3 +576,22 @@ def champion_gate(
     if v.p_value is not None:
         metadata["p_value"] = dg.MetadataValue.float(float(f"{v.p_value:.4g}"))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _earlier_verdict(version: str, uri: str) -> dict[str, Any] | None:
+    """The verdict the gate recorded on ``version`` when it was registered (a reused version is not
+    gated twice), or None when it never got one."""
+    mv = registry.client(uri).get_model_version(registry.MODEL_NAME, version)
+    tags = mv.tags or {}
+    outcome = tags.get("gate.outcome")
+    if outcome not in ("promoted", "rejected"):
+        return None
+    champion = registry.champion_version(uri)
+    return {
+        "verdict": dg.MetadataValue.text(outcome),
+        "sentence": dg.MetadataValue.text(
+            f"v{version} was gated when it was registered ({outcome}); not gated again. Its verdict: {mv.description}"
+        ),
+        "challenger_version": dg.MetadataValue.text(version),
+        "champion_after": dg.MetadataValue.text(str(champion) if champion else "none"),
+    }

@@ -10,7 +10,7 @@ and re-raised as ``GateError``."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,10 @@ def run_gate(
         rows, seen = _rows_unseen_by(client, champion_mv, dataset, split.holdout, horizon)
         if len(rows) == 0:
             raise GateError(f"every holdout row was in the champion's (v{champion_before}) training data")
-        scored = dataset.iloc[rows]
+        # the skill floor on the whole holdout (the figure the training reports); the comparison
+        # with the champion on the rows it never trained on
+        scored = dataset.iloc[split.holdout]
+        compared = np.isin(split.holdout, rows)
         y = dataset["label"].to_numpy(dtype="int64")
         base_rate = float(y[split.train].mean())
         challenger = registry.load_version(challenger_version, tracking_uri, model_name)
@@ -87,7 +90,21 @@ def run_gate(
         champion_proba = None
         if champion_before is not None:
             champion_proba = _proba(registry.load_version(champion_before, tracking_uri, model_name), scored)
-        verdict = judge(y[rows], challenger_proba, champion_proba, scored["ts"].to_numpy(), base_rate, policy)
+        verdict = judge(
+            y[split.holdout],
+            challenger_proba,
+            champion_proba,
+            scored["ts"].to_numpy(),
+            base_rate,
+            policy,
+            compared=compared,
+        )
+        if seen:
+            verdict = replace(
+                verdict,
+                sentence=f"{verdict.sentence} The champion is compared on the {len(rows):,} of {len(split.holdout):,} "
+                f"holdout rows it never trained on.",
+            )
         tags = {
             **verdict.tags(),
             "gate.outcome": "promoted" if verdict.promote else "rejected",
@@ -113,7 +130,9 @@ def run_gate(
         for key, value in tags.items():
             client.set_model_version_tag(model_name, str(challenger_version), key, value)
         warning = baseline_warning(
-            float(verdict.skill["accuracy"]), baseline_accuracy(y[rows]), float(verdict.skill["log_loss_gain_mnat"])
+            float(verdict.skill["accuracy"]),
+            baseline_accuracy(y[split.holdout]),
+            float(verdict.skill["log_loss_gain_mnat"]),
         )
         description = f"{verdict.sentence} {warning}" if warning else verdict.sentence
         client.update_model_version(model_name, str(challenger_version), description=description)

@@ -71,9 +71,11 @@ def train_and_log(
     walk_forward_folds: int = 0,
     walk_forward_train_days: float | None = None,
     dagster_run_id: str | None = None,
+    extra_version_tags: Mapping[str, str] | None = None,
 ) -> TrainingResult:
     """Fit on the training part, score the holdout, walk forward (``walk_forward_folds`` > 0),
-    log one MLflow run (started before the fit, so it spans it), register a challenger."""
+    log one MLflow run (started before the fit, so it spans it), register a challenger (with
+    ``extra_version_tags``)."""
     import mlflow
 
     experiment_id = registry.ensure_experiment(tracking_uri)
@@ -107,6 +109,7 @@ def train_and_log(
             horizon=horizon,
             walk_forward=wf,
             dagster_run_id=dagster_run_id,
+            extra_version_tags=extra_version_tags,
         )
 
 
@@ -231,6 +234,7 @@ def log_training_run(
     horizon: int,
     walk_forward: WalkForwardRun | None = None,
     dagster_run_id: str | None = None,
+    extra_version_tags: Mapping[str, str] | None = None,
 ) -> TrainingResult:
     """One MLflow run of ``fitted`` (and its walk-forward) and a registered version with alias
     ``challenger``."""
@@ -305,6 +309,7 @@ def log_training_run(
             "holdout_baseline_accuracy": f"{metrics.baseline_accuracy:.6f}",
             **skill_tags("holdout", fitted.skill),
             "dagster.run_id": dagster_run_id or "",
+            **(extra_version_tags or {}),
         }
         if walk_forward is not None and png is not None:
             log_walk_forward(walk_forward, png)

@@ -233,4 +233,9 @@ def test_rows_the_champion_trained_on_are_left_out(mlflow_uri: str, champion_v1:
     tags = client.get_model_version(registry.MODEL_NAME, challenger).tags
     assert tags["gate.holdout_rows_seen_by_champion"] == "410"
     # the champion's extra errors were all in the first 320 rows: on the rest both are equal
-    assert outcome.verdict.improvement == pytest.approx(0.0) and champion(mlflow_uri) == champion_v1
+    decision = outcome.verdict.accuracy
+    assert decision is not None and decision.rows == 590 and decision.margin == pytest.approx(0.0)
+    assert champion(mlflow_uri) == champion_v1
+    # the skill figure is the challenger's whole holdout (what its training reports), named as such
+    assert outcome.verdict.skill.rows == 1000
+    assert "compared on the 590 of 1,000 holdout rows it never trained on" in outcome.verdict.sentence

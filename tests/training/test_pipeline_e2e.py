@@ -69,11 +69,16 @@ def _defs(questdb: QuestDBSettings, uri: str, frames: Path) -> dg.Definitions:
     )
 
 
-def _run(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def _run(defs: dg.Definitions, instance: dg.DagsterInstance, folds: int = 5) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def("train_and_gate")
     return job.execute_in_process(
         instance=instance,
-        run_config={"ops": {"training_dataset": {"config": {"last_days": DAYS}}}},
+        run_config={
+            "ops": {
+                "training_dataset": {"config": {"last_days": DAYS}},
+                "reversal_model": {"config": {"walk_forward_folds": folds}},
+            }
+        },
         raise_on_error=True,
     )
 
@@ -175,8 +180,17 @@ def test_train_and_gate_on_real_candles(
             assert gate["sentence"].startswith("Not promoted: the model has no skill")
         first_champion = champion(mlflow_uri)
 
-        # A second run on the same data trains the same model: it is not promoted over it.
-        second = _run(defs, instance)
+        # The same training again (a re-execution): the version is reused, not registered twice,
+        # and not gated twice.
+        versions = len(client.search_model_versions(f"name='{registry.MODEL_NAME}'"))
+        repeat = _run(defs, instance)
+        assert _meta(repeat, "reversal_model")["model_version"] == version
+        assert "not trained or registered again" in _meta(repeat, "reversal_model")["reused"]
+        assert len(client.search_model_versions(f"name='{registry.MODEL_NAME}'")) == versions
+        assert _meta(repeat, "champion_gate")["verdict"] == gate["verdict"] and champion(mlflow_uri) == first_champion
+
+        # Another training of the same model (without its walk-forward): not promoted over it.
+        second = _run(defs, instance, folds=0)
         again = _meta(second, "champion_gate")
         assert again["verdict"] == "rejected"
         new_version = again["challenger_version"]
