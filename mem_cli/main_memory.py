@@ -53,9 +53,7 @@ def empty_store(db: Path, say: Callable[[str], None]) -> None:
         private_dir(db.parent)
 
 
-def record_learning(
-    dagster_home: Path, memory_db: Path, model_version: str, say: Callable[[str], None]
-) -> None:
+def record_learning(dagster_home: Path, memory_db: Path, model_version: str, say: Callable[[str], None]) -> None:
     """Report the learning assets' state after the replay on the instance at ``dagster_home``."""
     import dagster as dg
 

@@ -58,9 +58,13 @@ def _latest_run_id(context: dg.InputContext) -> str | None:
 def input_run_ids(context: dg.InputContext) -> Iterator[str]:
     """The runs an input may come from, best first: the step that made it in this run or its
     parent, then the asset's latest materialization, then outputs written outside a run."""
-    for run_id in (_upstream_run_id(context), _latest_run_id(context), NO_RUN):
-        if run_id:
-            yield run_id
+    upstream = _upstream_run_id(context)
+    if upstream:
+        yield upstream
+    latest = _latest_run_id(context)  # asked only when the upstream run has no output here
+    if latest:
+        yield latest
+    yield NO_RUN
 
 
 def asset_parts(context: dg.InputContext | dg.OutputContext) -> list[str]:

@@ -115,14 +115,26 @@ def ensure_instance_config(home: Path, project_config: Path | None = None) -> Pa
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 
 
+#: The file under ``<MEM_HOME>/.mem`` where ``scripts/ui.sh mlflow`` records the URL it serves at.
+MLFLOW_UI_URL_FILE = "mlflow_ui_url"
+
+
 def mlflow_ui_url(tracking_uri: str, env: Mapping[str, str] | None = None) -> str:
     """The MLflow UI the Dagster metadata links to: MEM_MLFLOW_UI_URL, else the tracking server
-    itself (an http tracking URI), else the local UI of ``scripts/ui.sh mlflow``."""
+    itself (an http tracking URI), else the address the last ``scripts/ui.sh mlflow`` of this
+    MEM_HOME served at (its PORT), else ``DEFAULT_MLFLOW_UI_URL``."""
     env = os.environ if env is None else env
     named = env.get("MEM_MLFLOW_UI_URL", "")
     if named:
         return named.rstrip("/")
-    return tracking_uri.rstrip("/") if tracking_uri.startswith("http") else DEFAULT_MLFLOW_UI_URL
+    if tracking_uri.startswith("http"):
+        return tracking_uri.rstrip("/")
+    recorded = project_paths(dict(env)).state / MLFLOW_UI_URL_FILE
+    try:
+        url = recorded.read_text(encoding="utf-8").strip()
+    except OSError:
+        url = ""
+    return url.rstrip("/") if url.startswith("http") else DEFAULT_MLFLOW_UI_URL
 
 
 QUARANTINE = "quarantine"

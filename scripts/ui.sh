@@ -36,7 +36,14 @@ export MEM_HOME DAGSTER_HOME MEM_MEMORY_DB MLFLOW_TRACKING_URI
 
 case "$1" in
   dagster) CMD=(.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}") ;;
-  mlflow)  CMD=(.venv/bin/mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI" --default-artifact-root "$ARTIFACTS" -h 127.0.0.1 -p "${PORT:-5000}") ;;
+  mlflow)
+    # The links in Dagster's metadata follow this URL (mem_pipelines/settings.py mlflow_ui_url):
+    # MEM_MLFLOW_UI_URL if set, else this UI's own address, recorded under MEM_HOME/.mem.
+    MLFLOW_UI_URL="${MEM_MLFLOW_UI_URL:-http://127.0.0.1:${PORT:-5000}}"
+    MLFLOW_PORT="${PORT:-$(echo "$MLFLOW_UI_URL" | sed -nE 's#^[a-z]+://[^/:]+:([0-9]+).*#\1#p')}"
+    # One worker and no job runner (a GenAI feature): 2 processes instead of ~15 on two cores.
+    CMD=(env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI"
+         --default-artifact-root "$ARTIFACTS" -h 127.0.0.1 -p "${MLFLOW_PORT:-5000}" --workers 1) ;;
 esac
 
 if [ -n "$DRY_RUN" ]; then
@@ -47,6 +54,7 @@ if [ -n "$DRY_RUN" ]; then
   echo "cd $ROOT && ${CMD[*]}"
   exit 0
 fi
+if [ "$1" = mlflow ]; then mkdir -p "$MEM_HOME/.mem" && echo "$MLFLOW_UI_URL" > "$MEM_HOME/.mem/mlflow_ui_url"; fi
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"  # workspace.yaml and the relative storage paths of the project's dagster.yaml
 if [ "$1" = dagster ]; then  # an instance outside the project gets the project's run queue and limits

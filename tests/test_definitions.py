@@ -32,7 +32,7 @@ CANDLE_CHECKS = {
     "ts_strictly_increasing",
     "gap_ratio_below_threshold",
 }
-RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "memory_store", "landing"}
+RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "io_manager", "memory_store", "landing"}
 
 
 def test_ingest_defs_offer_partitioned_candles_checks_and_job():

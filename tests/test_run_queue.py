@@ -65,9 +65,7 @@ def _wait(port: int, run_ids: list[str], done, timeout: float) -> dict[str, str]
 
 
 @pytest.mark.slow
-def test_two_launches_of_the_training_job_one_runs_one_waits(
-    questdb: QuestDBSettings, tmp_path: Path
-) -> None:
+def test_two_launches_of_the_training_job_one_runs_one_waits(questdb: QuestDBSettings, tmp_path: Path) -> None:
     import psycopg
 
     with psycopg.connect(**questdb.pg_conninfo(), autocommit=True) as conn:

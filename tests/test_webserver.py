@@ -327,7 +327,9 @@ def test_runs_of_the_main_job_carry_the_code_location_and_the_ui_re_executes_the
         selector = {"repositoryLocationName": "mem", "repositoryName": "__repository__", "pipelineName": run.job_name}
         job = _graphql(webserver.port, JOB_SNAPSHOT, {"selector": selector})["pipelineOrError"]
         assert job["__typename"] == "Pipeline", job
-        assert (shown["parentPipelineSnapshotId"] or shown["pipelineSnapshotId"]) == job["pipelineSnapshotId"], run.job_name
+        assert (shown["parentPipelineSnapshotId"] or shown["pipelineSnapshotId"]) == job["pipelineSnapshotId"], (
+            run.job_name
+        )
 
     # "Re-execute" (all steps) on the training run and on one symbol's candles run
     parents = [r for r in made if r.job_name == "train_and_gate"] + [

@@ -127,8 +127,7 @@ def run_gate(
                     "gate.mcnemar_test": acc.test or "",
                 }
             )
-        for key, value in tags.items():
-            client.set_model_version_tag(model_name, str(challenger_version), key, value)
+        record_gate(client, model_name, str(challenger_version), tags)
         warning = baseline_warning(
             float(verdict.skill["accuracy"]),
             baseline_accuracy(y[split.holdout]),
@@ -196,12 +195,25 @@ def _proba(model: registry.LoadedModel, rows: pd.DataFrame) -> np.ndarray:
     return proba
 
 
+#: The gate's one tag on a version (promoted, rejected or error); the rest of its evidence is the
+#: JSON artifact ``GATE_ARTIFACT`` of the version's training run (a version keeps a few tags).
+OUTCOME_TAG = GATE_TAG_PREFIX + "outcome"
+GATE_ARTIFACT = "gate_verdict.json"
+
+
+def record_gate(client: Any, model_name: str, version: str, details: dict[str, str]) -> None:
+    """Tag ``version`` with the gate's outcome and write every detail to ``GATE_ARTIFACT``."""
+    mv = client.get_model_version(model_name, version)
+    if mv.run_id:
+        client.log_dict(mv.run_id, {"version": version, **details}, GATE_ARTIFACT)
+    client.set_model_version_tag(model_name, version, OUTCOME_TAG, details.get(OUTCOME_TAG, ""))
+
+
 def _record_failure(client: Any, model_name: str, version: str, champion: str | None, exc: Exception) -> None:
     message = f"{type(exc).__name__}: {exc}"[:4000]
     try:
-        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "outcome", "error")
-        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "promoted", "false")
-        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "error", message)
+        details = {OUTCOME_TAG: "error", GATE_TAG_PREFIX + "promoted": "false", GATE_TAG_PREFIX + "error": message}
+        record_gate(client, model_name, str(version), details)
         kept = f"the champion stays version {champion}" if champion else "there is no champion"
         client.update_model_version(
             model_name, str(version), description=f"Not promoted: the gate failed ({message}); {kept}."

@@ -9,9 +9,7 @@ from mem_pipelines.learning.observe import report_memory_assets
 from mem_pipelines.resources import MemoryStoreResource
 
 
-def test_report_records_the_four_learning_assets_without_learning_again(
-    planted: MemoryStoreResource, tmp_path
-) -> None:
+def test_report_records_the_four_learning_assets_without_learning_again(planted: MemoryStoreResource, tmp_path) -> None:
     with planted.engine() as engine:
         engine.discover(engine.store.closed_trades(1)[0][1].time)  # some learned strategies to show
         before = engine.store.last_event_id()
@@ -24,9 +22,7 @@ def test_report_records_the_four_learning_assets_without_learning_again(
                 "learned_strategies",
                 "parameter_memory",
             ]
-            got = {
-                k.to_user_string(): instance.get_latest_materialization_event(k).asset_materialization for k in keys
-            }
+            got = {k.to_user_string(): instance.get_latest_materialization_event(k).asset_materialization for k in keys}
         assert engine.store.last_event_id() == before  # nothing learned, nothing written
         active = len(engine.strategies())
     assert got["served_model"].metadata["model_uri"].value == "models:/mem-reversal/3"

@@ -52,15 +52,18 @@ def test_each_run_reads_and_writes_its_own_folder(tmp_path: Path) -> None:
 
     outputs = RunOutputsIOManager(base_dir=str(tmp_path / "outputs"))
     key = dg.AssetKey("training_dataset")
-    with dg.instance_for_test() as instance:
-        for run_id, value in (("run-a", 1.0), ("run-b", 2.0)):
-            outputs.handle_output(dg.build_output_context(asset_key=key, run_id=run_id), _frame(value))
-        instance.report_runless_asset_event(dg.AssetMaterialization(key))  # latest: a run of its own
-        with pytest.raises(FileNotFoundError, match="training_dataset has no stored output"):
-            outputs.load_input(dg.build_input_context(asset_key=key, instance=instance))
-        upstream = dg.build_output_context(asset_key=key, run_id="run-a")
-        loaded = outputs.load_input(dg.build_input_context(asset_key=key, upstream_output=upstream))
-        pd.testing.assert_frame_equal(loaded, _frame(1.0))
+    for run_id, value in (("run-a", 1.0), ("run-b", 2.0)):
+        outputs.handle_output(dg.build_output_context(asset_key=key, run_id=run_id), _frame(value))
+    upstream = dg.build_output_context(asset_key=key, run_id="run-a")
+    loaded = outputs.load_input(dg.build_input_context(asset_key=key, upstream_output=upstream))
+    pd.testing.assert_frame_equal(loaded, _frame(1.0))
+    # an asset this run did not make: the run of its latest materialization (here a reported one,
+    # which stored nothing). The instance is not entered (``with``): entering it sets Dagster's
+    # current state storage, which a later test's Definitions would then find closed.
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    with pytest.raises(FileNotFoundError, match="training_dataset has no stored output"):
+        outputs.load_input(dg.build_input_context(asset_key=key, instance=instance))
 
 
 def test_old_run_folders_are_pruned(tmp_path: Path) -> None:
