@@ -151,6 +151,11 @@ def _dagster(
                 f"candles[{symbol}]: {'ok' if res.success else 'FAILED'}; {len(checks) - len(failed) - len(notes)}/{len(checks) - len(notes)} checks passed"
                 + (f" (failed: {failed})" if failed else "")
                 + (f"; {said[0].split(';')[0]}" if said else "")
+                + (
+                    f"; warnings: {others}"
+                    if (others := [c.check_name for c in notes if not c.check_name.startswith("fresh_")])
+                    else ""
+                )
             )
             if not res.success:
                 raise RuntimeError(f"the candles job failed for {symbol}; see the Dagster UI (run {res.run_id})")
@@ -186,12 +191,18 @@ def _dagster(
             for k, v in {**model, **gate}.items()
             if hasattr(v, "value") and isinstance(v.value, (int, float, str)) and len(str(v.value)) < 120
         }
+        # the one holdout-gain figure (the gate's skill floor is the same one), named
+        nan = float("nan")
         say(
-            "model v{v}: holdout accuracy {a:.3f} vs majority baseline {b:.3f}, log-loss gain {g:+.1f} mnat; gate: {d}".format(
+            "model v{v}: holdout accuracy {a:.3f} vs majority baseline {b:.3f}; log-loss gain {g:+.1f} mnat "
+            "[95% CI {lo:+.1f}, {hi:+.1f}] over the constant base rate {r:.3f}; gate: {d}".format(
                 v=summary.get("model_version", "?"),
-                a=float(summary.get("accuracy", float("nan"))),
-                b=float(summary.get("baseline_accuracy", float("nan"))),
-                g=float(summary.get("holdout_log_loss_gain_mnat", float("nan"))),
+                a=float(summary.get("accuracy", nan)),
+                b=float(summary.get("baseline_accuracy", nan)),
+                g=float(summary.get("holdout_log_loss_gain_mnat", nan)),
+                lo=float(summary.get("holdout_log_loss_gain_ci_low", nan)),
+                hi=float(summary.get("holdout_log_loss_gain_ci_high", nan)),
+                r=float(summary.get("holdout_base_rate", nan)),
                 d=summary.get("verdict", "?"),
             )
         )

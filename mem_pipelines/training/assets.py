@@ -470,6 +470,7 @@ def _reused_output(
         "holdout_log_loss_gain_ci_low": "holdout_log_loss_gain_mnat_ci_low",
         "holdout_log_loss_gain_ci_high": "holdout_log_loss_gain_mnat_ci_high",
         "roc_auc": "holdout_roc_auc",
+        "holdout_base_rate": "train_positive_rate",  # the constant the gain is measured against
     }
     metadata: dict[str, Any] = {
         "reused": dg.MetadataValue.text(said),

@@ -19,8 +19,9 @@ def build_train_and_gate_job():
     return dg.define_asset_job(
         "train_and_gate",
         selection=dg.AssetSelection.assets(*JOB_ASSETS),
-        # on every run of the job (UI launches, the schedule, mem main, re-executions)
-        run_tags=dict([TRAINING_TAG]),
+        # job tags, so on every run of the job: a Launchpad/GraphQL launch merges the job's tags (not
+        # its run_tags), the schedule, mem main and re-executions its run tags (= these tags)
+        tags=dict([TRAINING_TAG]),
         # its steps run one after the other anyway: one process, not one per step
         executor_def=dg.in_process_executor,
         description=(
