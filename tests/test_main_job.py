@@ -190,3 +190,32 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
     assert {"active_strategies", "store"} <= set(shown["learned_strategies"])
     assert {"parameters", "last_event_id"} <= set(shown["parameter_memory"])
     assert "model_version" in shown["served_model"]
+
+
+def test_an_earlier_memory_store_is_set_aside_whole_and_a_held_one_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main job's replay starts from an empty memory in MEM_HOME's store: an earlier store
+    moves (with its WAL files) to previous/<time>/, nothing deleted; a store a server holds is
+    not moved."""
+    from datetime import UTC, datetime
+
+    from mem_cli.main_memory import set_aside
+    from mem_memory import MemoryStore, StoreInUse
+
+    monkeypatch.delenv("MEM_MEMORY_KEY", raising=False)
+    db = tmp_path / "memory" / "memory.db"
+    assert set_aside(db) is None  # nothing there yet
+    store = MemoryStore.open(db)
+    store_id = store.store_id
+    with pytest.raises(StoreInUse):
+        set_aside(db)
+    assert db.is_file()
+    store.close()
+    moved = set_aside(db, now=datetime(2026, 12, 7, 10, 0, tzinfo=UTC))
+    assert moved == db.parent / "previous" / "20261207T100000Z" and not db.exists()
+    again = MemoryStore.open(moved / "memory.db")
+    try:
+        assert again.store_id == store_id
+    finally:
+        again.close()
