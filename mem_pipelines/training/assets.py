@@ -405,7 +405,11 @@ def reversal_model(
                     int(summary["walk_forward_folds_gain_ci_above_zero"])
                 ),
                 "walk_forward_train_days": dg.MetadataValue.float(_round(wf.train_days, 2)),
+                "walk_forward_folds_gain_positive": dg.MetadataValue.int(
+                    int(summary["walk_forward_folds_gain_positive"])
+                ),
                 "walk_forward_median_roc_auc": dg.MetadataValue.float(_round(summary["walk_forward_median_roc_auc"])),
+                "walk_forward_pooled_roc_auc": dg.MetadataValue.float(_round(wf.result.pooled["roc_auc"])),
                 "walk_forward_seconds": dg.MetadataValue.float(_round(wf.seconds, 2)),
             }
         )
