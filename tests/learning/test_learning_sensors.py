@@ -88,6 +88,10 @@ def test_cursor_one_run_per_batch_skip_and_restart(sensor, memory: MemoryStoreRe
     # Nothing new: skip, cursor unchanged.
     idle = _tick(sensor, instance, first.cursor, memory)
     assert not idle.run_requests and idle.skip_reason is not None
+    # the reason names the store it read (a database by its URL without the password)
+    from mem_memory.backend import describe
+
+    assert f"in the memory store {describe(memory.db_path())} after event {last}" in idle.skip_reason.skip_message
     assert idle.cursor == first.cursor
 
     # Only decisions (no trade closed): skip, but the cursor passes them so they are not re-read.
