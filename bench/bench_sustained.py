@@ -58,7 +58,8 @@ from pathlib import Path
 
 import bench_serving as common  # the champion, real candles, request bytes and /proc readers
 import numpy as np
-from serve_process import children, proc_cpu, rss_mb, start_serve, stop
+
+from mem_testing.serve_process import children, proc_cpu, rss_mb, start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS_PER_CLIENT = 16

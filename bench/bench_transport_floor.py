@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from bench_sustained import _loadgen, _pct
-from serve_process import start_serve, stop
+
+from mem_testing.serve_process import start_serve, stop
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 

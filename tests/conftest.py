@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.settings import QuestDBSettings
+from mem_testing.questdb import drop_candles, local_questdb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,9 +48,7 @@ SHARED_CANDLES = _shared_candles()
 @pytest.fixture(scope="session")
 def questdb(tmp_path_factory: pytest.TempPathFactory) -> QuestDBSettings:
     """A running QuestDB server started for this test session; stopped at the end."""
-    server = LocalQuestDB(
-        root=tmp_path_factory.mktemp("questdb"), http_port=free_port(), pg_port=free_port(), jar=default_jar()
-    )
+    server = local_questdb(tmp_path_factory.mktemp("questdb"))
     settings = server.start()
     yield settings
     server.stop()
@@ -59,11 +56,11 @@ def questdb(tmp_path_factory: pytest.TempPathFactory) -> QuestDBSettings:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Any]:
-    """A throwaway PostgreSQL cluster for this session (``tests/pg_cluster.py``): the memory's
+    """A throwaway PostgreSQL cluster for this session (``mem_testing/pg_cluster.py``): the memory's
     PostgreSQL store and the serving replicas run on it. Missing PostgreSQL fails the run in CI
     (``CI`` set) and skips the PostgreSQL cases elsewhere, saying how to install it."""
     # imported here: this conftest is also copied alone into a bare folder (tests/test_bootstrap.py)
-    from tests.pg_cluster import PgCluster, find_bin
+    from mem_testing.pg_cluster import PgCluster, find_bin
 
     if find_bin() is None:
         msg = "PostgreSQL is not installed: run scripts/bootstrap.sh (apt-get install postgresql)"
@@ -78,8 +75,7 @@ def postgres() -> Iterator[Any]:
 @pytest.fixture
 def fresh_questdb(questdb: QuestDBSettings) -> QuestDBSettings:
     """The session QuestDB with the candles table dropped, so a test starts from nothing."""
-    with psycopg.connect(**questdb.pg_conninfo(), autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS candles")
+    drop_candles(questdb)
     return questdb
 
 

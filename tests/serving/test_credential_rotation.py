@@ -23,8 +23,7 @@ import pytest
 from mem_memory import audit, key_id
 from mem_serving.credentials import CredentialError, TokenSet, fingerprint, parse_tokens
 from mem_serving.settings import ServingSettings
-
-from .rotation import (
+from mem_testing.rotation import (
     Caller,
     call_once,
     cert_fingerprint,
@@ -33,6 +32,7 @@ from .rotation import (
     wait_until,
     write_private,
 )
+
 from .stack import ModelStore, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
