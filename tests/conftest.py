@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,49 @@ def _shared_candles() -> Path:
 
 
 SHARED_CANDLES = _shared_candles()
+
+#: The slow tier, by node id prefix (a file, or one test in it), with why: ``pytest -m "not slow"``
+#: (``bash scripts/test.sh --fast``) leaves these out; the README's command and CI run them all.
+#: A test may also say ``@pytest.mark.slow`` itself.
+SLOW = {
+    "tests/test_main_job.py": "the whole main job in a subprocess",
+    "tests/test_webserver.py": "dagster-webserver started and polled",
+    "tests/test_dagster_postgres.py": "a Dagster instance on PostgreSQL",
+    "tests/test_fresh_candles_e2e.py": "serve, QuestDB and the next training",
+    "tests/test_bootstrap.py": "bootstrap and a bare pytest session in subprocesses",
+    "tests/training/test_pipeline_e2e.py": "train_and_gate on 33 days of two symbols",
+    "tests/replay/test_replay_e2e.py": "replays through the real server",
+    "tests/replay/test_planted_edge.py": "a twelve-day replay of four symbols",
+    "tests/serving/test_fuzz_scale.py": "1,500 generated requests",
+    "tests/serving/test_replicas.py": "two servers and two mem serve processes on PostgreSQL",
+    "tests/serving/test_credential_rotation.py": "rotations under a calling thread, mem serve processes",
+    "tests/serving/test_front.py": "the compiled front's processes",
+}
+#: End-to-end tests (the product through its entry points: the main job, the UI, ``mem serve`` or
+#: a replay against a real server): ``pytest -m e2e`` runs only them.
+E2E = (
+    "tests/test_main_job.py",
+    "tests/test_webserver.py",
+    "tests/test_fresh_candles_e2e.py",
+    "tests/training/test_pipeline_e2e.py",
+    "tests/replay/test_replay_e2e.py",
+    "tests/replay/test_planted_edge.py",
+    "tests/serving/test_serve_process.py",
+    "tests/serving/test_full_cycle.py",
+)
+
+
+def _listed(nodeid: str, prefixes: Iterable[str]) -> bool:
+    return any(nodeid == p or nodeid.startswith(p + "::") for p in prefixes)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tiers listed above (``slow``, ``e2e``) on the collected tests."""
+    for item in items:
+        if _listed(item.nodeid, SLOW):
+            item.add_marker(pytest.mark.slow)
+        if _listed(item.nodeid, E2E):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
