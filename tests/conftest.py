@@ -53,19 +53,24 @@ SLOW = {
     "tests/test_dagster_postgres.py": "a Dagster instance on PostgreSQL",
     "tests/test_fresh_candles_e2e.py": "serve, QuestDB and the next training",
     "tests/test_bootstrap.py": "bootstrap and a bare pytest session in subprocesses",
+    "tests/ingest/test_cli.py": "mem questdb start, ingest and stop as processes on a QuestDB of their own",
+    "tests/memory/test_durability.py": "a 60 s soak of writer processes, and processes killed mid-write",
+    "tests/memory/test_rekey.py": "key rotations with a process killed in the middle",
+    "tests/memory/test_backup.py": "online backups while a process writes, restore drills",
     "tests/training/test_pipeline_e2e.py": "train_and_gate on 33 days of two symbols",
     "tests/replay/test_replay_e2e.py": "replays through the real server",
     "tests/replay/test_planted_edge.py": "a twelve-day replay of four symbols",
     "tests/serving/test_fuzz_scale.py": "1,500 generated requests",
     "tests/serving/test_replicas.py": "two servers and two mem serve processes on PostgreSQL",
     "tests/serving/test_credential_rotation.py": "rotations under a calling thread, mem serve processes",
-    "tests/serving/test_front.py": "the compiled front's processes",
+    "tests/serving/test_startup_errors.py": "mem serve, mem questdb start and mem main as processes that must fail",
 }
 #: End-to-end tests (the product through its entry points: the main job, the UI, ``mem serve`` or
 #: a replay against a real server): ``pytest -m e2e`` runs only them.
 E2E = (
     "tests/test_main_job.py",
     "tests/test_webserver.py",
+    "tests/ingest/test_cli.py",
     "tests/test_fresh_candles_e2e.py",
     "tests/training/test_pipeline_e2e.py",
     "tests/replay/test_replay_e2e.py",
