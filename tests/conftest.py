@@ -64,6 +64,9 @@ SLOW = {
     "tests/serving/test_replicas.py": "two servers and two mem serve processes on PostgreSQL",
     "tests/serving/test_credential_rotation.py": "rotations under a calling thread, mem serve processes",
     "tests/serving/test_startup_errors.py": "mem serve, mem questdb start and mem main as processes that must fail",
+    "tests/serving/test_serve_process.py": "mem serve as a process, stopped and killed",
+    "tests/serving/test_second_estimator.py": "a second estimator family trained and served",
+    "tests/serving/test_regime_hist_gb.py": "the regime_v1 hist_gb champion trained and served",
 }
 #: End-to-end tests (the product through its entry points: the main job, the UI, ``mem serve`` or
 #: a replay against a real server): ``pytest -m e2e`` runs only them.
