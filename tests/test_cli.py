@@ -1,4 +1,6 @@
-"""The `mem` command and scripts/ui.sh as a user runs them (subprocesses, nothing mocked)."""
+"""The `mem` command and scripts/ui.sh as a user runs them (nothing mocked): ``python -m mem_cli.main``
+as a subprocess where the process matters (the entry point, a busy port), else in process (help,
+refused options: ``mem_testing.cli``)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,19 @@ import sys
 import tomllib
 from pathlib import Path
 
+from mem_testing.cli import run_mem
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mem(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mem_cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+def _mem(*args: str) -> subprocess.CompletedProcess:
+    return run_mem(*args)
 
 
 def test_version_prints_the_package_version() -> None:
-    proc = _mem("--version")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mem_cli.main", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"mem {version}"

@@ -16,25 +16,14 @@ T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 
 def _decision(i: int):
-    from mem_memory.types import Decision
+    from mem_testing.records import decision
 
-    return Decision(
+    return decision(
+        i,
         decision_id=uuid.UUID(int=i + 1).hex,
         time=T0 + timedelta(minutes=5 * i),
-        symbol="BTCUSDT",
         strategy="momentum_rsi",
-        action="BUY",
-        base_action="BUY",
         price=100.0,
-        base_confidence=0.6,
-        ml_confidence=0.7,
-        memory_confidence=None,
-        confidence=0.64,
-        size=0.02,
-        stop_loss=98.0,
-        take_profit=104.0,
-        stop_loss_pct=0.02,
-        take_profit_pct=0.04,
         reasoning="test",
         features={"rsi14": 50.0 + i},
     )
