@@ -33,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serving as bs  # the champion, the real candles, the server-side histograms
-from serve_process import start_serve, stop
+
+from mem_testing.serve_process import start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 

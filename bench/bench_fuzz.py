@@ -4,7 +4,7 @@ Prints one JSON object (the figures in docs/serving.md).
 Set-up in a temporary folder: a small real champion (GradientBoosting, 40 trees, fitted on real
 BTCUSDT features from the shared candles), an empty memory store, ``mem serve`` with no QuestDB
 behind it (calls that would read candles from QuestDB get UNAVAILABLE). The requests come from
-the seeded generator of tests/serving/fuzz.py (the CI test runs 1,500 of them): valid ones,
+the seeded generator of mem_testing/fuzz.py (the CI test runs 1,500 of them): valid ones,
 ones with one to three fields broken, garbled bytes, random bytes and retries. Checked: no
 INTERNAL, counted apart for requests that decode and bytes that do not (those get
 INVALID_ARGUMENT), health SERVING at every 100th request, and after the run the store holds
@@ -19,15 +19,12 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-from serve_process import start_serve, stop
+from mem_testing.serve_process import start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the generator and the model helpers live with the tests
-sys.path.insert(0, str(ROOT))  # which import bench.serve_process
 CANDLES = Path(os.environ.get("MEM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "candles"
 TRAIN_ROWS, SERVE_ROWS = 6000, 20000
 SYMBOLS = ("FZA", "FZB", "FZC")
@@ -41,12 +38,12 @@ def main() -> None:
 
     import grpc
     import numpy as np
-    from serving.fuzz import Generator, run, seed_histories
-    from serving.helpers import V1_PARAMS, load_candles, promote, train_version
 
     from mem_core.features import SERVING_HISTORY
     from mem_core.questdb.local import free_port
     from mem_memory import MemoryStore
+    from mem_testing.fuzz import Generator, run, seed_histories
+    from mem_testing.models import V1_PARAMS, load_candles, promote, train_version
 
     load_before = [round(x, 2) for x in os.getloadavg()]
     tmp = Path(tempfile.mkdtemp(prefix="mem-bench-fuzz-"))

@@ -31,7 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mem_memory import Decision, MemoryEngine, MemoryStore, Outcome, SignalRequest  # noqa: E402
+from mem_memory import MemoryEngine, MemoryStore, Outcome, SignalRequest  # noqa: E402
+from mem_testing import records  # noqa: E402
 
 FEATURES = (
     "sma5",
@@ -73,23 +74,13 @@ def load(store: MemoryStore, n: int, symbols: list[str], closed_fraction: float,
             i = done + j
             action = "BUY" if acts[j] else "SELL"
             t = T0 + timedelta(seconds=30 * i)
-            d = Decision(
+            d = records.decision(
+                i,
                 decision_id=f"b{i:09d}",
                 time=t,
                 symbol=symbols[i % len(symbols)],
-                strategy="momentum",
                 action=action,
-                base_action=action,
                 price=100.0 + (i % 1000) / 10,
-                base_confidence=0.6,
-                ml_confidence=0.7,
-                memory_confidence=None,
-                confidence=0.64,
-                size=0.02,
-                stop_loss=98.0,
-                take_profit=104.0,
-                stop_loss_pct=0.02,
-                take_profit_pct=0.04,
                 reasoning="bulk-loaded history",
                 features=dict(zip(FEATURES, feats[j].tolist())),
             )

@@ -1,7 +1,7 @@
 """Decisions/s and latency of ``mem serve`` replicas sharing one memory store: 1 and 2 replicas on
 PostgreSQL, against 1 and 2 on SQLite (same machine). Prints one JSON object.
 
-Set-up, all in a temporary folder: a throwaway PostgreSQL cluster (``tests/pg_cluster.py``; fsync
+Set-up, all in a temporary folder: a throwaway PostgreSQL cluster (``mem_testing/pg_cluster.py``; fsync
 and full-page writes ON, as deployed: every acknowledged decision is a commit flushed to disk),
 or a SQLite file; ``replicas`` processes ``mem serve --memory-db <store>`` on their own ports, an
 empty MLflow registry (no champion: the ML part is the client's ``ml_prediction``, so what is
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serve_process import start_serve, stop  # noqa: E402
+from mem_testing.serve_process import start_serve, stop  # noqa: E402
 
 
 def _client(address: str, symbol: str, calls: int | None, seconds: float | None, start_at: float, out) -> None:
@@ -130,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from mem_memory import MemoryStore
-    from tests.pg_cluster import PgCluster
+    from mem_testing.pg_cluster import PgCluster
 
     cluster = PgCluster.start(durable=True)
     report: dict = {

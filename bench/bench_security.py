@@ -10,7 +10,7 @@ restore. Prints one JSON object.
    ``--rotation-phase-s`` seconds: token A alone; A+B and a new certificate from another CA
    (one SIGHUP); the A clients stop and B alone (SIGHUP). Reports calls and failed calls per
    phase and the time from SIGHUP to the server's "reloaded" log line. Helpers come from
-   ``tests/serving/rotation.py`` (certificates from ``cryptography``).
+   ``mem_testing/rotation.py`` (certificates from ``cryptography``).
 2. ``rekey``: an encrypted store of ``--rekey-decisions`` decisions (60% closed) re-encrypted
    under a new key with ``mem_memory.rekey.rekey`` (what ``mem memory rekey`` runs).
 3. ``backup``: an encrypted store of ``--backup-decisions`` decisions (60% closed), backed up with
@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_memory import load
-from serve_process import start_serve, stop
 
 from mem_memory import MemoryStore, key_id
+from mem_testing.serve_process import start_serve, stop
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
 
@@ -53,7 +53,7 @@ SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
 def rotation(phase_s: float) -> dict:
     import grpc
 
-    from tests.serving.rotation import Caller, call_once, issue, make_ca, write_private
+    from mem_testing.rotation import Caller, call_once, issue, make_ca, write_private
 
     tmp = Path(tempfile.mkdtemp(prefix="mem-bench-rotation-"))
     ca1, ca2 = make_ca("ca-1"), make_ca("ca-2")

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from serve_process import proc_cpu, start_serve, stop
+
+from mem_testing.serve_process import proc_cpu, start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDLES = Path(os.environ.get("MEM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "candles"

@@ -46,7 +46,8 @@ from pathlib import Path
 
 import bench_serving as common  # the champion, real candles, request bytes, ghz and /proc readers
 import numpy as np
-from serve_process import children, proc_cpu, rss_mb, start_serve, stop
+
+from mem_testing.serve_process import children, proc_cpu, rss_mb, start_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 ENHANCE = "mem.v1.MemService/EnhanceSignal"

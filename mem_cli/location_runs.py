@@ -67,7 +67,9 @@ def execute_location_run(
     """Execute job ``job_name`` of ``defs`` in this process, on ``instance``, as a run of the
     code location's job (see the module's docstring). Failures are in the result (``success``),
     not raised."""
-    job = defs.resolve_job_def(job_name).with_executor_def(dg.in_process_executor)
+    job = defs.resolve_job_def(job_name)
+    if job.executor_def is not dg.in_process_executor:  # the project's jobs already are (same snapshot as the UI's)
+        job = job.with_executor_def(dg.in_process_executor)
     tags = dict(job.run_tags)
     if partition_key is not None:
         keys = job.get_partition_keys(selected_asset_keys=None)

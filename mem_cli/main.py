@@ -27,6 +27,7 @@ from mem_cli import (  # noqa: E402
     ingest_cmd,
     main_cmd,
     memory_cmd,
+    memory_upgrade_cmd,
     memory_verify_cmd,
     model_cmd,
     questdb_cmd,
@@ -63,6 +64,7 @@ app.add_typer(ingest_cmd.app, name="ingest")
 app.add_typer(candles_cmd.app, name="candles")
 app.add_typer(model_cmd.app, name="model")
 memory_cmd.app.command(name="verify")(memory_verify_cmd.verify)
+memory_cmd.app.command(name="upgrade")(memory_upgrade_cmd.upgrade)
 app.add_typer(memory_cmd.app, name="memory")
 app.command(name="serve")(serve_cmd.serve)
 app.command(name="replay")(replay_cmd.replay)

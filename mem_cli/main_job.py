@@ -6,14 +6,15 @@
 3. Dagster: materialize ``candles`` (with its quality checks) and ``train_and_gate`` over every
    ingested symbol, on a window (default: the training job's, 180 days, or all candles there are)
    that ends before the replay window, so the champion never saw the replayed candles
-4. start ``mem serve`` on free ports with a fresh memory store for this run
-5. replay the later window through the server and write the three-way report
+4. start ``mem serve`` on free ports with MEM_HOME's memory store, emptied for this run (an earlier
+   store is moved aside, ``main_memory``)
+5. replay the later window through the server and write the three-way report; record the learning
+   assets' state in Dagster
 6. stop what it started and say where to look
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from mem_core.settings import (
     DEFAULT_SLIPPAGE_BPS,
     ProjectPaths,
     QuestDBSettings,
+    memory_db_path,
     project_paths,
 )
 from mem_memory import private_dir
@@ -141,10 +143,19 @@ def _dagster(
         for symbol in symbols:
             res = execute_location_run(instance, defs, "candles_job", run_config=quiet, partition_key=symbol)
             checks = res.get_asset_check_evaluations()
-            failed = [c.check_name for c in checks if not c.passed]
+            # a WARN check (freshness on historical data) is a note, not a failure
+            failed = [c.check_name for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+            notes = [c for c in checks if not c.passed and c.severity != dg.AssetCheckSeverity.ERROR]
+            said = [c.description for c in notes if c.check_name.endswith(symbol) and c.description]
             say(
-                f"candles[{symbol}]: {'ok' if res.success else 'FAILED'}; {len(checks) - len(failed)}/{len(checks)} quality checks passed"
+                f"candles[{symbol}]: {'ok' if res.success else 'FAILED'}; {len(checks) - len(failed) - len(notes)}/{len(checks) - len(notes)} checks passed"
                 + (f" (failed: {failed})" if failed else "")
+                + (f"; {said[0].split(';')[0]}" if said else "")
+                + (
+                    f"; warnings: {others}"
+                    if (others := [c.check_name for c in notes if not c.check_name.startswith("fresh_")])
+                    else ""
+                )
             )
             if not res.success:
                 raise RuntimeError(f"the candles job failed for {symbol}; see the Dagster UI (run {res.run_id})")
@@ -180,12 +191,18 @@ def _dagster(
             for k, v in {**model, **gate}.items()
             if hasattr(v, "value") and isinstance(v.value, (int, float, str)) and len(str(v.value)) < 120
         }
+        # the one holdout-gain figure (the gate's skill floor is the same one), named
+        nan = float("nan")
         say(
-            "model v{v}: holdout accuracy {a:.3f} vs majority baseline {b:.3f}, log-loss gain {g:+.1f} mnat; gate: {d}".format(
+            "model v{v}: holdout accuracy {a:.3f} vs majority baseline {b:.3f}; log-loss gain {g:+.1f} mnat "
+            "[95% CI {lo:+.1f}, {hi:+.1f}] over the constant base rate {r:.3f}; gate: {d}".format(
                 v=summary.get("model_version", "?"),
-                a=float(summary.get("accuracy", float("nan"))),
-                b=float(summary.get("baseline_accuracy", float("nan"))),
-                g=float(summary.get("holdout_log_loss_gain_mnat", float("nan"))),
+                a=float(summary.get("accuracy", nan)),
+                b=float(summary.get("baseline_accuracy", nan)),
+                g=float(summary.get("holdout_log_loss_gain_mnat", nan)),
+                lo=float(summary.get("holdout_log_loss_gain_ci_low", nan)),
+                hi=float(summary.get("holdout_log_loss_gain_ci_high", nan)),
+                r=float(summary.get("holdout_base_rate", nan)),
                 d=summary.get("verdict", "?"),
             )
         )
@@ -275,7 +292,7 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
     say = Steps(echo)
     paths = project_paths()
     private_dir(paths.state)
-    memory_db = paths.state / "main" / "memory.db"  # a fresh memory store for this run
+    memory_db = memory_db_path()  # MEM_HOME's store: the one mem serve, Dagster and ui.sh open
     qdb_server: LocalQuestDB | None = None
     serve_proc: subprocess.Popen | None = None
     ingested: tuple[str, ...] = ()  # known once the candles are in (the closing hint names them)
@@ -292,8 +309,9 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         train_start = train_end - pd.Timedelta(days=cfg.train_days or TRAIN_DAYS)
         _dagster(symbols, paths, train_start, train_end, say)
 
-        shutil.rmtree(memory_db.parent, ignore_errors=True)
-        private_dir(memory_db.parent)
+        from mem_cli.main_memory import empty_store, record_learning
+
+        empty_store(memory_db, say)
         serve_proc, address, metrics_port = _start_server(paths, memory_db, say)
 
         from mem_pipelines.replay.runner import ReplayConfig, run_replay
@@ -312,6 +330,9 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
             )
         )
         files = report.write(paths.reports)
+        from mem_pipelines.settings import dagster_home
+
+        record_learning(dagster_home(paths.root), memory_db, report.model_version, say)
         echo("")
         echo(report.table_markdown())
         echo(report.verdict())
@@ -332,7 +353,7 @@ def run_main(cfg: MainConfig, echo: Callable[[str], None] = print) -> Path:
         )
         # the UI's code location reads its symbols from MEM_SYMBOLS, also when it re-executes this job's runs
         shown = ",".join(ingested) if ingested else "<your symbols>" if cfg.csv else ",".join(cfg.symbols)
-        echo(f"               this job's symbols and memory: MEM_SYMBOLS={shown} MEM_MEMORY_DB={memory_db}")
+        echo(f"               this job's symbols: MEM_SYMBOLS={shown} (its memory store: {memory_db})")
         echo("  MLflow UI  : bash scripts/ui.sh mlflow    (runs, registry mem-reversal with @champion / @challenger)")
         echo(
             f"  Serving    : .venv/bin/mem serve          (gRPC :{DEFAULT_SERVING_PORT}, Prometheus metrics http://127.0.0.1:{DEFAULT_METRICS_PORT}/metrics)"

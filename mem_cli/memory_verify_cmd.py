@@ -21,6 +21,7 @@ def verify(
     from mem_cli.memory_cmd import one_line_errors
     from mem_core.settings import project_paths
     from mem_memory import open_with_env_keys
+    from mem_memory.backend import is_postgres
     from mem_memory.verify import verify as check
     from mem_serving.settings import ServingSettings
 
@@ -28,7 +29,7 @@ def verify(
         path = (
             memory_db or ServingSettings.from_env().memory_db or project_paths().memory_db
         )  # the store `mem serve` uses
-        if not path.is_file():
+        if not is_postgres(path) and not path.is_file():
             raise FileNotFoundError(f"no memory store at {path} (MEM_MEMORY_DB or --memory-db)")
         store = open_with_env_keys(path, read_only_when_full=True)
         try:

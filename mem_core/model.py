@@ -124,27 +124,32 @@ def log_estimator(model: ReversalModel, X_train: np.ndarray) -> str:
     """Log the model's estimator as artifact ``model`` of the active MLflow run; its model URI.
 
     The signature and input example are the first training rows as a frame named by the feature
-    set, and the estimator's two-column ``predict_proba``.
+    set, and the pyfunc's answer: columns ``p_reversal`` and ``is_reversal`` (``reversal_flavor``).
     """
     import warnings
 
     import mlflow.sklearn
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
+
+    from mem_core import reversal_flavor
 
     example = pd.DataFrame(np.asarray(X_train[:5], dtype="float64"), columns=list(model.feature_names))
-    signature = infer_signature(example, model.estimator.predict_proba(example.to_numpy()))
+    signature = infer_signature(example, reversal_flavor.predictions(model.estimator, example))
     with warnings.catch_warnings():
         # the input example is a named frame for reviewers; the model is fitted on arrays
         warnings.filterwarnings("ignore", message="X has feature names")
-        info = mlflow.sklearn.log_model(
-            model.estimator,
+        # MLflow's scikit-learn flavour with a pyfunc face that names its columns (reversal_flavor)
+        info = Model.log(
+            artifact_path=None,
+            flavor=reversal_flavor,
+            sk_model=model.estimator,
             name="model",
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             skops_trusted_types=skops_trusted_types(model.estimator),
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
-            pyfunc_predict_fn="predict_proba",
+            pyfunc_predict_fn="predict",  # the pyfunc face: ReversalPyfunc.predict
         )
     return str(info.model_uri)
 

@@ -51,6 +51,10 @@ EXPERIMENT_DESCRIPTION = (
     "CIs, the walk-forward, plots, the candles it saw (Datasets) and the registered version. "
     "See docs/ml.md."
 )
+#: The experiment's description, and its kind: MLflow 3 opens a ``custom_model_development``
+#: experiment in the model-training view (runs, metrics, models), not the GenAI one (traces).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {NOTE_TAG: EXPERIMENT_DESCRIPTION, EXPERIMENT_KIND_TAG: "custom_model_development"}
 MODEL_DESCRIPTION = (
     "P(reversal within 10 candles) from the features of one candle. Each training registers a version "
     "with alias `challenger`; the champion gate moves alias `champion` (what `mem serve` loads) only for "
@@ -95,15 +99,14 @@ def ensure_experiment(uri: str | None = None, name: str = EXPERIMENT) -> str:
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
-        if NOTE_TAG not in (exp.tags or {}):  # made before experiments had a description
-            c.set_experiment_tag(exp.experiment_id, NOTE_TAG, EXPERIMENT_DESCRIPTION)
+        for key, value in EXPERIMENT_TAGS.items():  # made before experiments had these
+            if key not in (exp.tags or {}):
+                c.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     from mlflow.exceptions import MlflowException
 
     try:
-        return c.create_experiment(
-            name, artifact_location=artifact_location(uri), tags={NOTE_TAG: EXPERIMENT_DESCRIPTION}
-        )
+        return c.create_experiment(name, artifact_location=artifact_location(uri), tags=dict(EXPERIMENT_TAGS))
     except MlflowException:  # created concurrently
         exp = c.get_experiment_by_name(name)
         if exp is None:

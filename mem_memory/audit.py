@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mem_memory.backend import PG_AUDIT_SCHEMA, Conn, PgConnection, has_table
+from mem_memory.backend import Conn, has_table
+from mem_memory.dialect import dialect_of
 from mem_memory.lock import program_words
 
 OPEN = "open"
@@ -40,20 +41,6 @@ BACKUP = "backup"
 RESTORE = "restore"
 ACTIONS = (OPEN, OPEN_REFUSED, REKEY_START, REKEY_FINISH, BACKUP, RESTORE)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    audit_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    action TEXT NOT NULL,
-    key_id TEXT,
-    command TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    "user" TEXT NOT NULL,
-    host TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    hash TEXT NOT NULL
-)
-"""
 _GENESIS = "0" * 64
 _announced: set[tuple[str, str | None, str]] = set()
 _announced_lock = threading.Lock()
@@ -92,11 +79,11 @@ def current_command() -> str:
 
 
 def ensure(conn: Conn) -> None:
-    if isinstance(conn, PgConnection):
-        if not has_table(conn, "audit"):  # CREATE ... IF NOT EXISTS needs CREATE rights there
-            conn.execute(PG_AUDIT_SCHEMA)
-        return
-    conn.execute(SCHEMA)
+    """Create the ``audit`` table when missing (its DDL from ``mem_memory.schema``; checked first:
+    PostgreSQL wants CREATE rights even for ``IF NOT EXISTS``)."""
+    if not has_table(conn, "audit"):
+        for statement in dialect_of(conn).ddl(("audit",)):
+            conn.execute(statement)
 
 
 def _user() -> str:

@@ -15,7 +15,8 @@ things that differ:
 - event ids are assigned as ``max(event_id) + n`` inside that lock (``insert_events``), not from a
   sequence: a rolled-back transaction or savepoint gives its ids back, as SQLite's AUTOINCREMENT
   does, so a group commit's events are exactly ``first .. last`` on both engines;
-- the schema (``PG_SCHEMA``): ``BYTEA`` for blobs, ``BIGINT`` ids, ``DOUBLE PRECISION`` times.
+- the schema's types (``BYTEA`` blobs, ``BIGINT`` ids, ``DOUBLE PRECISION`` times) come from the one
+  declaration in ``mem_memory.schema``.
 
 Everything else is the same SQL on both. ``synchronous_commit`` (on by default) makes a commit
 durable on the server before it returns: acknowledged = committed. SQLite-only: the ``<db>.lock``
@@ -47,57 +48,6 @@ SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 
 _URL = re.compile(r"^(postgres|postgresql):/+", re.IGNORECASE)
-
-PG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BYTEA NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    event_id BIGINT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    payload BYTEA NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind, event_id);
-CREATE TABLE IF NOT EXISTS decisions (
-    decision_id TEXT PRIMARY KEY,
-    symbol_tag TEXT NOT NULL,
-    event_id BIGINT NOT NULL,
-    outcome_event_id BIGINT
-);
-CREATE INDEX IF NOT EXISTS decisions_symbol ON decisions(symbol_tag, event_id);
-CREATE INDEX IF NOT EXISTS decisions_closed ON decisions(outcome_event_id) WHERE outcome_event_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS heads (
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    event_id BIGINT NOT NULL,
-    PRIMARY KEY (kind, subject)
-);
-CREATE INDEX IF NOT EXISTS events_subject ON events(kind, subject, event_id);
-CREATE TABLE IF NOT EXISTS probe (x BYTEA);
-CREATE TABLE IF NOT EXISTS requests (
-    kind TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    event_id BIGINT NOT NULL,
-    reply BYTEA,
-    created DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (kind, tag)
-);
-CREATE INDEX IF NOT EXISTS requests_created ON requests(created);
-"""
-
-PG_AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    audit_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at TEXT NOT NULL,
-    action TEXT NOT NULL,
-    key_id TEXT,
-    command TEXT NOT NULL,
-    pid BIGINT NOT NULL,
-    "user" TEXT NOT NULL,
-    host TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    hash TEXT NOT NULL
-)
-"""
 
 #: A unique or primary key violated (a repeated decision or request id), on either engine.
 INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
@@ -324,7 +274,6 @@ def describe(target: str | os.PathLike[str]) -> str:
 __all__ = [
     "Conn",
     "INTEGRITY_ERRORS",
-    "PG_SCHEMA",
     "PgConnection",
     "backend_of",
     "describe",

@@ -112,3 +112,13 @@ class StoreInUse(MemoryStoreError):
     restore needs it to itself (servers, engines and sensors hold it shared while open), and
     nothing opens it while a rekey or restore runs. Nothing is changed; stop the holders named
     in the message, or wait, and retry."""
+
+
+class StoreTooNew(MemoryStoreError):
+    """The store was written by a newer MEM (its revision is beyond what this code knows). It is
+    not opened and nothing is changed: upgrade MEM."""
+
+
+class StoreNeedsUpgrade(MemoryStoreError):
+    """The store needs a migration that cannot run while it is in use. It is not opened and
+    nothing is changed: stop its servers and run ``mem memory upgrade`` (backup first)."""

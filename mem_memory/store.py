@@ -1,7 +1,7 @@
 """The durable memory: one SQLite file in WAL mode, an append-only event log plus two small
 lookup tables kept in the same transactions.
 
-Layout (docs/memory.md):
+Layout (declared once for both engines in ``mem_memory.schema``; docs/memory.md):
 
 - ``events(event_id INTEGER PRIMARY KEY AUTOINCREMENT, kind, subject, payload)`` — the audit
   trail. Every change is one appended row; nothing is updated or deleted (a key rotation,
@@ -18,7 +18,7 @@ Layout (docs/memory.md):
   request's fingerprint, for an outcome or a push its (encrypted) answer with that tag; kept
   for ``REQUEST_ID_WINDOW_S`` (``mem_memory.requests``), then forgotten.
 - ``probe`` — empty; the write probe of a full store writes and deletes a row in it.
-- ``meta`` — format version, whether the store is encrypted, the key-check record, the key
+- ``meta`` — the store's revision ('format', ``mem_memory.migrations``), whether the store is encrypted, the key-check record, the key
   ids (``mem_memory.keys``) and the store's id (a random UUID created once: which store a server
   writes, ``store_id``).
 - ``audit`` — the audit trail of credential use (``mem_memory.audit``), in clear.
@@ -26,7 +26,7 @@ Layout (docs/memory.md):
 Every open holds ``<db>.lock`` shared (``mem_memory.lock``); a rekey or restore needs it alone.
 
 The same store runs on PostgreSQL when ``open`` is given a ``postgresql://`` URL: the SQL that
-differs (placeholders, the write lock, event ids, the schema, a lost connection) is in
+differs (placeholders, the write lock, event ids, a lost connection) is in
 ``mem_memory.backend``; docs/memory.md ("PostgreSQL") says what is SQLite-only.
 
 Writes run in ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes, waiting up
@@ -54,22 +54,21 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from mem_memory import audit, keys
+from mem_memory import audit, keys, migrations
 from mem_memory.backend import (
     INTEGRITY_ERRORS,
-    PG_SCHEMA,
     POSTGRESQL,
     SQLITE,
     Conn,
     PgConnection,
     has_table,
-    insert_events,
     is_postgres,
     postgres_url,
     redact,
 )
 from mem_memory.backend import is_full as _is_full
 from mem_memory.crypto import Codec
+from mem_memory.dialect import dialect_of
 from mem_memory.errors import (
     CorruptRecord,
     DuplicateDecision,
@@ -79,6 +78,8 @@ from mem_memory.errors import (
     StoreClosed,
     StoreFull,
     StoreInUse,
+    StoreNeedsUpgrade,
+    StoreTooNew,
     UnencryptedStoreKeyError,
     UnknownDecision,
 )
@@ -156,46 +157,9 @@ _BUILD: dict[str, Any] = {
     STRATEGY_UPSERT: _build_strategy,
 }
 
-FORMAT_VERSION = "1"
 #: ``meta`` rows holding bytes (the others are text; PostgreSQL returns every ``v`` as bytes).
 _BINARY_META = frozenset({"key_check", "rekey_check"})
 BUSY_TIMEOUT_MS = 30_000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind, event_id);
-CREATE TABLE IF NOT EXISTS decisions (
-    decision_id TEXT PRIMARY KEY,
-    symbol_tag TEXT NOT NULL,
-    event_id INTEGER NOT NULL,
-    outcome_event_id INTEGER
-);
-CREATE INDEX IF NOT EXISTS decisions_symbol ON decisions(symbol_tag, event_id);
-CREATE INDEX IF NOT EXISTS decisions_closed ON decisions(outcome_event_id) WHERE outcome_event_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS heads (
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    event_id INTEGER NOT NULL,
-    PRIMARY KEY (kind, subject)
-);
-CREATE INDEX IF NOT EXISTS events_subject ON events(kind, subject, event_id);
-CREATE TABLE IF NOT EXISTS probe (x BLOB);
-CREATE TABLE IF NOT EXISTS requests (
-    kind TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    event_id INTEGER NOT NULL,
-    reply BLOB,
-    created REAL NOT NULL,
-    PRIMARY KEY (kind, tag)
-);
-CREATE INDEX IF NOT EXISTS requests_created ON requests(created);
-"""
 
 #: ``PRAGMA max_page_count`` without a cap (SQLite clamps it to its compile-time maximum).
 NO_PAGE_CAP = 4294967294
@@ -314,6 +278,8 @@ class MemoryStore:
         self.location = location or str(path)
         #: ``sqlite`` or ``postgresql`` (``mem_memory.backend``).
         self.backend = POSTGRESQL if isinstance(conn, PgConnection) else SQLITE
+        #: What differs between the engines (``mem_memory.dialect``).
+        self.dialect = dialect_of(conn)
         self._conn: Conn | None = conn
         self._codec = codec
         self._held = lock
@@ -348,6 +314,7 @@ class MemoryStore:
         command: str | None = None,
         max_bytes: int | None = None,
         read_only_when_full: bool = False,
+        upgrade: bool = False,
     ) -> MemoryStore:
         """Open (creating when missing) the store at ``path``.
 
@@ -362,10 +329,12 @@ class MemoryStore:
         ``read_only_when_full``: an existing SQLite store whose disk is full opens read-only
         instead of failing (``writable`` False, writes raise ``StoreFull``, no audit row until
         it can write); ``probe_write`` makes it writable again once there is space.
+        An older store is migrated to this code's revision (``mem_memory.migrations``; offline
+        steps only with ``upgrade``, else ``StoreNeedsUpgrade``); a newer one raises ``StoreTooNew``.
         """
         if is_postgres(path):
             return cls._open_postgres(
-                postgres_url(path), key, previous_keys, exclusive, rotate, command or audit.current_command()
+                postgres_url(path), key, previous_keys, exclusive, rotate, command or audit.current_command(), upgrade
             )
         p = Path(path)
         private_dir(p.parent)
@@ -383,12 +352,14 @@ class MemoryStore:
                 try:
                     store = cls(p, conn, codec, lock)
                     store._command = command
-                    store._init_meta(command, rotate)
+                    store._init_meta(command, rotate, upgrade)
                 except BaseException:
                     conn.close()
                     raise
             except (sqlite3.Error, MemoryStoreError) as exc:
-                if not (read_only_when_full and not rotate and not exclusive and _no_space(p, exc)):
+                if isinstance(exc, (StoreTooNew, StoreNeedsUpgrade)) or not (
+                    read_only_when_full and not rotate and not exclusive and _no_space(p, exc)
+                ):
                     raise
                 store = cls._open_read_only(p, codec, lock, command, exc)
         except BaseException:
@@ -408,6 +379,7 @@ class MemoryStore:
         try:
             if not all(has_table(conn, t) for t in ("meta", "events", "decisions")):
                 raise cause
+            migrations.pending(migrations.revision_of(conn), str(p))  # a newer store: refused
             store = cls(p, conn, codec, lock)
             store._command = command
             meta = {
@@ -462,7 +434,14 @@ class MemoryStore:
 
     @classmethod
     def _open_postgres(
-        cls, url: str, key: bytes | None, previous_keys: Sequence[bytes], exclusive: bool, rotate: bool, command: str
+        cls,
+        url: str,
+        key: bytes | None,
+        previous_keys: Sequence[bytes],
+        exclusive: bool,
+        rotate: bool,
+        command: str,
+        upgrade: bool = False,
     ) -> MemoryStore:
         """``open`` on PostgreSQL: one connection; the session advisory lock ``OPEN_LOCK`` stands
         for the SQLite store's ``<db>.lock`` (shared while open, alone for a rekey)."""
@@ -477,7 +456,7 @@ class MemoryStore:
                     f"the memory store {location} is being rekeyed or restored by {who}; wait for it to finish"
                 )
             store = cls(Path(location), conn, Codec(key, previous_keys), None, location)
-            store._init_meta(command, rotate)
+            store._init_meta(command, rotate, upgrade)
         except BaseException:
             conn.close()
             raise
@@ -504,26 +483,22 @@ class MemoryStore:
             raise
         return cls(p, conn, Codec(None), lock)
 
-    def _init_meta(self, command: str, rotate: bool) -> None:
+    def _init_meta(self, command: str, rotate: bool, upgrade: bool = False) -> None:
         conn = self._c()
         codec = self._codec
+        migrations.migrate(conn, codec, self.location, upgrade)  # an older store: to this code's revision
         ident = self.location if self.backend == POSTGRESQL else str(self.path.resolve())
         announce = audit.first_open(ident, codec.key_id, command)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # PostgreSQL checks CREATE rights even for IF NOT EXISTS: a role that may only read and
-            # write an existing store (docs/deploy.md) skips the DDL once the tables are there
-            if self.backend == SQLITE or not has_table(conn, "requests"):
-                for statement in (PG_SCHEMA if self.backend == POSTGRESQL else _SCHEMA).split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            audit.ensure(conn)
+            if migrations.revision_of(conn) is None:  # a new store (older ones were migrated above)
+                self.dialect.create_schema(conn)
             meta = {
                 k: v.decode() if isinstance(v, bytes) and k not in _BINARY_META else v
                 for k, v in conn.execute("SELECT k, v FROM meta").fetchall()
             }
             if "format" not in meta:
-                conn.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT_VERSION,))
+                conn.execute("INSERT INTO meta VALUES ('format', ?)", (str(migrations.head()),))
                 conn.execute("INSERT INTO meta VALUES ('encrypted', ?)", ("1" if codec.encrypted else "0",))
                 if codec.encrypted:
                     conn.execute("INSERT INTO meta VALUES ('key_check', ?)", (codec.key_check(),))
@@ -542,7 +517,7 @@ class MemoryStore:
                     command,
                     {"store_key_id": codec.store_key_id} if codec.encrypted else {},
                 )
-            if "store_id" not in meta:  # stores made before ids existed get theirs on first open
+            if "store_id" not in meta:  # a new store (older ones got theirs from a migration)
                 meta["store_id"] = str(uuid.uuid4())
                 conn.execute("INSERT INTO meta VALUES ('store_id', ?)", (meta["store_id"],))
             self._store_id = str(meta["store_id"])
@@ -644,7 +619,7 @@ class MemoryStore:
                 conn.execute("COMMIT")
 
     def _insert(self, kind: str, subject: str, record: dict[str, Any]) -> int:
-        event_id = insert_events(self._c(), [(kind, subject, self._codec.encode(kind, record))])
+        event_id = self.dialect.insert_events(self._c(), [(kind, subject, self._codec.encode(kind, record))])
         self._note(event_id, event_id)
         return event_id
 
@@ -724,7 +699,7 @@ class MemoryStore:
         a full disk. Applies to this connection and to the writer process's next batch."""
         with self._lock:
             conn = self._c()
-            if isinstance(conn, PgConnection):
+            if not self.dialect.size_cap:
                 if max_bytes is not None:
                     raise MemoryStoreError("a size cap (max_bytes) is SQLite-only; PostgreSQL has its own quotas")
                 return
@@ -740,7 +715,7 @@ class MemoryStore:
 
     def apply_max_pages(self, pages: int | None) -> None:
         """The writer process's side of ``set_max_bytes``: the cap as the parent has it."""
-        if pages != self.max_pages and self.backend == SQLITE:
+        if pages != self.max_pages and self.dialect.size_cap:
             with self._lock:
                 self._c().execute(f"PRAGMA max_page_count = {NO_PAGE_CAP if pages is None else int(pages)}")
                 self.max_pages = pages
@@ -829,7 +804,7 @@ class MemoryStore:
         if not n:
             return []
         with self._lock:
-            last = insert_events(conn, [(DECISION, p.decision_id, p.payload) for p in prepared])
+            last = self.dialect.insert_events(conn, [(DECISION, p.decision_id, p.payload) for p in prepared])
             first = last - n + 1  # one statement: consecutive ids in VALUES order
             dec_args: list[Any] = []
             for i, p in enumerate(prepared):
@@ -912,10 +887,7 @@ class MemoryStore:
         codec = self._codec
         with self.transaction():
             conn = self._c()
-            next_id = self.last_event_id() + 1
-            if self.backend == SQLITE:
-                seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-                next_id = max(next_id, (seq[0] if seq else 0) + 1)
+            next_id = self.dialect.next_event_id(conn, self.last_event_id())
             ev_rows: list[tuple[int, str, str, bytes]] = []
             dec_rows: list[tuple[str, str, int]] = []
             for d in decisions:
@@ -1410,16 +1382,12 @@ class MemoryStore:
     # ------------------------------------------------------------------ maintenance
     def integrity_check(self) -> str:
         with self._lock:
-            if self.backend == POSTGRESQL:  # the server checks its pages itself (data checksums)
-                self._c().execute("SELECT 1").fetchone()
-                return "ok"
-            return str(self._c().execute("PRAGMA integrity_check").fetchone()[0])
+            return self.dialect.integrity_check(self._c())
 
     def checkpoint(self) -> None:
         """Move the WAL into the main file and truncate it."""
         with self._lock:
-            if self.backend == SQLITE:
-                self._c().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.dialect.checkpoint(self._c())
 
 
 __all__ = ["MemoryStore", "MemoryKeyError", "PreparedDecision"]

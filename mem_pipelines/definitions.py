@@ -21,6 +21,7 @@ from mem_pipelines.ingest.landing_assets import LandingResource
 from mem_pipelines.learning.defs import learning_defs
 from mem_pipelines.replay.defs import replay_defs
 from mem_pipelines.resources import MemoryStoreResource, MlflowResource, QuestDBResource, TrainingFramesIOManager
+from mem_pipelines.run_outputs import RunOutputsIOManager
 from mem_pipelines.settings import Deployment, FreshnessSettings, LandingSettings, PipelineSettings
 from mem_pipelines.training.defs import training_defs
 
@@ -33,11 +34,12 @@ def _questdb_password(settings: PipelineSettings) -> Any:
 
 
 def _project_stores() -> dict[str, Any]:
-    """MLflow, the training frames, the memory store and the landing folder as the project
-    configures them."""
+    """MLflow, the training frames and the other outputs (one folder per run), the memory store
+    and the landing folder as the project configures them."""
     return {
         "mlflow": MlflowResource(),
         "training_frames": TrainingFramesIOManager(),
+        "io_manager": RunOutputsIOManager(),  # every other output, in its run's folder too
         "memory_store": MemoryStoreResource(),
         "landing": LandingResource.from_settings(LandingSettings.from_env()),
     }
@@ -79,7 +81,7 @@ def build_definitions(
     members of the deployment's resource set (tests bind stores under ``tmp_path``)."""
     settings = PipelineSettings.from_env() if settings is None else settings
     merged = dg.Definitions.merge(
-        ingest_defs(settings.symbols, settings.max_gap_ratio, FreshnessSettings.from_env().max_lag_minutes),
+        ingest_defs(settings.symbols, settings.max_gap_ratio, freshness=FreshnessSettings.from_env()),
         training_defs(settings.symbols),
         learning_defs(),
         replay_defs(),
@@ -93,6 +95,9 @@ def build_definitions(
         schedules=merged.schedules,
         sensors=merged.sensors,
         resources=merged.resources,
+        # one process per run, not one per step: the steps of a run depend on each other, and a
+        # process per step re-imports pandas, sklearn and MLflow each time (minutes on two cores)
+        executor=dg.in_process_executor,
     )
 
 

@@ -29,6 +29,7 @@ from mem_core.settings import (
 )
 from mem_memory import MemoryEngine, MemoryStore, open_with_env_keys
 from mem_memory.backend import is_postgres
+from mem_pipelines.run_outputs import input_run_ids, output_run_id, prune
 
 
 class QuestDBResource(dg.ConfigurableResource):
@@ -80,22 +81,25 @@ FRAMES_MANIFEST = "symbols.json"
 
 class TrainingFramesIOManager(dg.ConfigurableIOManager):
     """Every symbol's frame of a training asset (``{symbol: DataFrame}``) as parquet files
-    ``<base_dir>/<asset>/<symbol>.parquet``, with ``symbols.json`` listing the symbols of the
-    latest materialization in their order.
-
-    An input is exactly the symbols of the latest materialization, never a file left by an
-    earlier one with other symbols (those are removed once the manifest names the new set). Each
-    file is replaced atomically and the manifest after the frames, so every listed symbol has its
-    file.
+    ``<base_dir>/<run id>/frames/<asset>/<symbol>.parquet``, with ``symbols.json`` listing the
+    symbols in their order. Each run writes its own folder (``run_outputs``): concurrent runs
+    never share a file. An input is exactly the symbols of the materialization it reads (the
+    run's own step, its parent's in a re-execution, else the latest materialization). Each file
+    is replaced atomically and the manifest after the frames, so every listed symbol has its file.
     """
 
-    base_dir: str = ""
+    base_dir: str = ""  # empty: <MEM_HOME>/.mem/runs
 
-    def _folder(self, asset_key: dg.AssetKey) -> Path:
-        return Path(self.base_dir or project_paths().state / "frames").joinpath(*asset_key.path)
+    def _base(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else project_paths().state / "runs"
+
+    def _folder(self, run_id: str, asset_key: dg.AssetKey) -> Path:
+        return self._base().joinpath(run_id, "frames", *asset_key.path)
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
-        folder = self._folder(context.asset_key)
+        folder = self._folder(output_run_id(context), context.asset_key)
+        if not folder.parent.parent.exists():
+            prune(self._base())
         folder.mkdir(parents=True, exist_ok=True)
         for symbol, frame in obj.items():
             _replace(folder / f"{symbol}.parquet", lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
@@ -105,14 +109,15 @@ class TrainingFramesIOManager(dg.ConfigurableIOManager):
                 stale.unlink()
 
     def load_input(self, context: dg.InputContext) -> dict[str, pd.DataFrame]:
-        folder = self._folder(context.asset_key)
-        manifest = folder / FRAMES_MANIFEST
-        if not manifest.is_file():
-            raise FileNotFoundError(
-                f"{context.asset_key.to_user_string()} is not materialized ({manifest} is missing); "
-                "materialize it first (the train_and_gate job does)"
-            )
-        return {s: pd.read_parquet(folder / f"{s}.parquet") for s in json.loads(manifest.read_text())}
+        for run_id in input_run_ids(context):
+            folder = self._folder(run_id, context.asset_key)
+            manifest = folder / FRAMES_MANIFEST
+            if manifest.is_file():
+                return {s: pd.read_parquet(folder / f"{s}.parquet") for s in json.loads(manifest.read_text())}
+        raise FileNotFoundError(
+            f"{context.asset_key.to_user_string()} is not materialized (no {FRAMES_MANIFEST} of it under "
+            f"{self._base()}); materialize it first (the train_and_gate job does)"
+        )
 
 
 def _replace(path: Path, write: Callable[[Path], object]) -> None:

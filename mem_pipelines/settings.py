@@ -15,6 +15,10 @@ MEM_LANDING_SETTLE_S          a file is taken once it has not changed for      1
                               this many seconds (still being copied)
 MEM_CANDLES_MAX_LAG_MINUTES   freshness: the newest candle of each symbol      30
                               opened at most this long ago
+MEM_CANDLES_LIVE              1/true: a live feed keeps candles current, so     false (historical data:
+                              stale candles fail the freshness checks          the checks only warn,
+                              (ERROR) and ``candles_freshness`` runs every     saying how old the
+                              10 minutes                                       newest candle is)
 ============================  ===============================================  ==========================
 """
 
@@ -111,14 +115,26 @@ def ensure_instance_config(home: Path, project_config: Path | None = None) -> Pa
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 
 
+#: The file under ``<MEM_HOME>/.mem`` where ``scripts/ui.sh mlflow`` records the URL it serves at.
+MLFLOW_UI_URL_FILE = "mlflow_ui_url"
+
+
 def mlflow_ui_url(tracking_uri: str, env: Mapping[str, str] | None = None) -> str:
     """The MLflow UI the Dagster metadata links to: MEM_MLFLOW_UI_URL, else the tracking server
-    itself (an http tracking URI), else the local UI of ``scripts/ui.sh mlflow``."""
+    itself (an http tracking URI), else the address the last ``scripts/ui.sh mlflow`` of this
+    MEM_HOME served at (its PORT), else ``DEFAULT_MLFLOW_UI_URL``."""
     env = os.environ if env is None else env
     named = env.get("MEM_MLFLOW_UI_URL", "")
     if named:
         return named.rstrip("/")
-    return tracking_uri.rstrip("/") if tracking_uri.startswith("http") else DEFAULT_MLFLOW_UI_URL
+    if tracking_uri.startswith("http"):
+        return tracking_uri.rstrip("/")
+    recorded = project_paths(dict(env)).state / MLFLOW_UI_URL_FILE
+    try:
+        url = recorded.read_text(encoding="utf-8").strip()
+    except OSError:
+        url = ""
+    return url.rstrip("/") if url.startswith("http") else DEFAULT_MLFLOW_UI_URL
 
 
 QUARANTINE = "quarantine"
@@ -148,6 +164,8 @@ class FreshnessSettings:
     """How old the newest candle of a symbol may be before ``candles`` counts as stale."""
 
     max_lag_minutes: float = DEFAULT_MAX_LAG_MINUTES
+    #: A live feed keeps the candles current (MEM_CANDLES_LIVE): only then is an old candle a failure.
+    live: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FreshnessSettings:
@@ -155,4 +173,7 @@ class FreshnessSettings:
         lag = float(env.get("MEM_CANDLES_MAX_LAG_MINUTES", DEFAULT_MAX_LAG_MINUTES))
         if lag <= 0:
             raise ValueError(f"MEM_CANDLES_MAX_LAG_MINUTES must be positive, got {lag}")
-        return cls(max_lag_minutes=lag)
+        raw = env.get("MEM_CANDLES_LIVE", "").strip().lower()
+        if raw not in ("", "0", "1", "false", "true", "no", "yes"):
+            raise ValueError(f"MEM_CANDLES_LIVE must be 1/true or 0/false, got {raw!r}")
+        return cls(max_lag_minutes=lag, live=raw in ("1", "true", "yes"))

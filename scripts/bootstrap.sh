@@ -73,7 +73,7 @@ export MEM_GRPCURL="${MEM_GRPCURL:-$GRPCURL}"
 # --- end serving ---
 
 # 4. PostgreSQL server binaries: the memory's PostgreSQL store is tested on a throwaway cluster
-# (tests/pg_cluster.py: initdb + pg_ctl on a free loopback port). Debian's package, installed when
+# (mem_testing/pg_cluster.py: initdb + pg_ctl on a free loopback port). Debian's package, installed when
 # missing; as root with apt-get only, else a clear message. MEM_TEST_PG_BIN names another folder.
 pg_bin_present() {
   [ -n "${MEM_TEST_PG_BIN:-}" ] && [ -x "$MEM_TEST_PG_BIN/pg_ctl" ] && return 0

@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
-# Set up everything (idempotent) and run the whole test suite against real QuestDB, MLflow and gRPC.
+# Set up everything (idempotent) and run the test suite against real QuestDB, MLflow and gRPC, with
+# the line coverage of every package (child processes included) printed per file at the end.
+#   bash scripts/test.sh                 the whole suite (what CI runs)
+#   bash scripts/test.sh --fast          the fast loop: -m "not slow" (the slow tier: tests/conftest.py)
+#   bash scripts/test.sh tests/memory    any pytest arguments; MEM_TEST_COVERAGE=0 leaves coverage out
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
-exec .venv/bin/python -m pytest "$@"
+args=()
+for a in "$@"; do
+  if [ "$a" = "--fast" ]; then args+=(-m "not slow"); else args+=("$a"); fi
+done
+cov=()
+if [ "${MEM_TEST_COVERAGE:-1}" != "0" ]; then
+  cov=(--cov=mem_core --cov=mem_memory --cov=mem_serving --cov=mem_pipelines --cov=mem_cli --cov-report=term)
+fi
+exec .venv/bin/python -m pytest "${cov[@]}" "${args[@]}"

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.settings import QuestDBSettings
+from mem_testing.questdb import drop_candles, local_questdb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,13 +44,62 @@ def _shared_candles() -> Path:
 
 SHARED_CANDLES = _shared_candles()
 
+#: The slow tier, by node id prefix (a file, or one test in it), with why: ``pytest -m "not slow"``
+#: (``bash scripts/test.sh --fast``) leaves these out; the README's command and CI run them all.
+#: A test may also say ``@pytest.mark.slow`` itself.
+SLOW = {
+    "tests/test_main_job.py": "the whole main job in a subprocess",
+    "tests/test_webserver.py": "dagster-webserver started and polled",
+    "tests/test_dagster_postgres.py": "a Dagster instance on PostgreSQL",
+    "tests/test_fresh_candles_e2e.py": "serve, QuestDB and the next training",
+    "tests/test_bootstrap.py": "bootstrap and a bare pytest session in subprocesses",
+    "tests/ingest/test_cli.py": "mem questdb start, ingest and stop as processes on a QuestDB of their own",
+    "tests/memory/test_durability.py": "a 60 s soak of writer processes, and processes killed mid-write",
+    "tests/memory/test_rekey.py": "key rotations with a process killed in the middle",
+    "tests/memory/test_backup.py": "online backups while a process writes, restore drills",
+    "tests/training/test_pipeline_e2e.py": "train_and_gate on 33 days of two symbols",
+    "tests/replay/test_replay_e2e.py": "replays through the real server",
+    "tests/replay/test_planted_edge.py": "a twelve-day replay of four symbols",
+    "tests/serving/test_fuzz_scale.py": "1,500 generated requests",
+    "tests/serving/test_replicas.py": "two servers and two mem serve processes on PostgreSQL",
+    "tests/serving/test_credential_rotation.py": "rotations under a calling thread, mem serve processes",
+    "tests/serving/test_startup_errors.py": "mem serve, mem questdb start and mem main as processes that must fail",
+    "tests/serving/test_serve_process.py": "mem serve as a process, stopped and killed",
+    "tests/serving/test_second_estimator.py": "a second estimator family trained and served",
+    "tests/serving/test_regime_hist_gb.py": "the regime_v1 hist_gb champion trained and served",
+}
+#: End-to-end tests (the product through its entry points: the main job, the UI, ``mem serve`` or
+#: a replay against a real server): ``pytest -m e2e`` runs only them.
+E2E = (
+    "tests/test_main_job.py",
+    "tests/test_webserver.py",
+    "tests/ingest/test_cli.py",
+    "tests/test_fresh_candles_e2e.py",
+    "tests/training/test_pipeline_e2e.py",
+    "tests/replay/test_replay_e2e.py",
+    "tests/replay/test_planted_edge.py",
+    "tests/serving/test_serve_process.py",
+    "tests/serving/test_full_cycle.py",
+)
+
+
+def _listed(nodeid: str, prefixes: Iterable[str]) -> bool:
+    return any(nodeid == p or nodeid.startswith(p + "::") for p in prefixes)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tiers listed above (``slow``, ``e2e``) on the collected tests."""
+    for item in items:
+        if _listed(item.nodeid, SLOW):
+            item.add_marker(pytest.mark.slow)
+        if _listed(item.nodeid, E2E):
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(scope="session")
 def questdb(tmp_path_factory: pytest.TempPathFactory) -> QuestDBSettings:
     """A running QuestDB server started for this test session; stopped at the end."""
-    server = LocalQuestDB(
-        root=tmp_path_factory.mktemp("questdb"), http_port=free_port(), pg_port=free_port(), jar=default_jar()
-    )
+    server = local_questdb(tmp_path_factory.mktemp("questdb"))
     settings = server.start()
     yield settings
     server.stop()
@@ -59,11 +107,11 @@ def questdb(tmp_path_factory: pytest.TempPathFactory) -> QuestDBSettings:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Any]:
-    """A throwaway PostgreSQL cluster for this session (``tests/pg_cluster.py``): the memory's
+    """A throwaway PostgreSQL cluster for this session (``mem_testing/pg_cluster.py``): the memory's
     PostgreSQL store and the serving replicas run on it. Missing PostgreSQL fails the run in CI
     (``CI`` set) and skips the PostgreSQL cases elsewhere, saying how to install it."""
     # imported here: this conftest is also copied alone into a bare folder (tests/test_bootstrap.py)
-    from tests.pg_cluster import PgCluster, find_bin
+    from mem_testing.pg_cluster import PgCluster, find_bin
 
     if find_bin() is None:
         msg = "PostgreSQL is not installed: run scripts/bootstrap.sh (apt-get install postgresql)"
@@ -78,8 +126,7 @@ def postgres() -> Iterator[Any]:
 @pytest.fixture
 def fresh_questdb(questdb: QuestDBSettings) -> QuestDBSettings:
     """The session QuestDB with the candles table dropped, so a test starts from nothing."""
-    with psycopg.connect(**questdb.pg_conninfo(), autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS candles")
+    drop_candles(questdb)
     return questdb
 
 

@@ -275,3 +275,53 @@ def test_generated_stubs_are_private_to_mem_serving() -> None:
             if imp.target == GENERATED or imp.target.startswith(GENERATED + "."):
                 wrong.append(f"{path.relative_to(ROOT)}:{imp.line}: {imp.target}")
     assert not wrong, "\n".join(wrong)
+
+
+# --------------------------------------------------------------------------- tests, benches, harness
+HARNESS = "mem_testing"
+
+
+def _local_names(folder: str) -> set[str]:
+    """What a script with ``folder`` on ``sys.path`` may import from it: its modules and packages."""
+    base = ROOT / folder
+    return {p.stem for p in base.glob("*.py")} | {p.name for p in base.iterdir() if (p / "__init__.py").exists()}
+
+
+def _reaching(folder: str, into: str) -> list[str]:
+    """Imports in ``folder`` of the modules of ``into`` (as ``into.x`` or, with ``into`` put on
+    ``sys.path``, as ``x``), and any ``sys.path`` entry naming ``into``."""
+    names = (_local_names(into) - _local_names(folder) - {"conftest", "__init__"}) | {into}
+    wrong = []
+    for path in _files(folder):
+        wrong += [
+            f"{path.relative_to(ROOT)}:{i.line}: {i.target}" for i in _imports(path) if i.target.split(".")[0] in names
+        ]
+        wrong += [
+            f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+            for n, line in enumerate(path.read_text().splitlines(), 1)
+            if "sys.path" in line and f'"{into}"' in line
+        ]
+    return wrong
+
+
+def test_tests_and_benches_do_not_import_each_other() -> None:
+    """What both need lives in ``mem_testing`` (the harness)."""
+    wrong = _reaching("tests", "bench") + _reaching("bench", "tests")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_packages_do_not_import_the_test_harness() -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)}:{i.line}: {i.target}"
+        for path in _files(*LAYERS)
+        for i in _imports(path)
+        if i.target.split(".")[0] == HARNESS
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_harness_check_sees_imports_both_ways() -> None:
+    source = "import bench_serving\nfrom bench.serve_process import stop\nimport tests.pg_cluster\n"
+    targets = [i.target.split(".")[0] for i in _imports_in(source, Path("probe.py"), "probe", False)]
+    assert [t in _local_names("bench") | {"bench"} for t in targets] == [True, True, False]
+    assert "serving" in _local_names("tests") and "bench_serving" in _local_names("bench")

@@ -1,4 +1,6 @@
-"""The `mem` command and scripts/ui.sh as a user runs them (subprocesses, nothing mocked)."""
+"""The `mem` command and scripts/ui.sh as a user runs them (nothing mocked): ``python -m mem_cli.main``
+as a subprocess where the process matters (the entry point, a busy port), else in process (help,
+refused options: ``mem_testing.cli``)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,19 @@ import sys
 import tomllib
 from pathlib import Path
 
+from mem_testing.cli import run_mem
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mem(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mem_cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+def _mem(*args: str) -> subprocess.CompletedProcess:
+    return run_mem(*args)
 
 
 def test_version_prints_the_package_version() -> None:
-    proc = _mem("--version")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mem_cli.main", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"mem {version}"
@@ -56,7 +60,11 @@ def test_serve_help_states_the_true_registry_default() -> None:
 
 
 def _ui(tmp_path: Path, which: str, **env: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("MEM_HOME", "DAGSTER_HOME", "MLFLOW_TRACKING_URI")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MEM_HOME", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MEM_MEMORY_DB", "PORT", "MEM_MLFLOW_UI_URL")
+    }
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "ui.sh"), "--dry-run", which],
         cwd=tmp_path,
@@ -67,8 +75,8 @@ def _ui(tmp_path: Path, which: str, **env: str) -> dict[str, str]:
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    out = dict(line.split("=", 1) for line in lines[:3])
-    out["command"] = lines[3]
+    out = dict(line.split("=", 1) for line in lines[:-1])
+    out["command"] = lines[-1]
     return out
 
 
@@ -76,10 +84,23 @@ def test_ui_sh_uses_the_stores_of_mem_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     dagster = _ui(tmp_path, "dagster", MEM_HOME=str(home))
     assert dagster["DAGSTER_HOME"] == str(home)
+    # the store `mem main` and `mem serve` write (mem_core.settings.memory_db_path)
+    assert dagster["MEM_MEMORY_DB"] == str(home / ".mem" / "memory" / "memory.db")
+    named = _ui(tmp_path, "dagster", MEM_HOME=str(home), MEM_MEMORY_DB="mine.db")  # relative: the caller's
+    assert named["MEM_MEMORY_DB"] == str(tmp_path / "mine.db")
     assert dagster["command"].endswith("dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000")
     mlflow = _ui(tmp_path, "mlflow", MEM_HOME="home")  # relative: from the caller's directory, as `mem` reads it
     assert mlflow["MLFLOW_TRACKING_URI"] == f"sqlite:///{home}/mlflow.db"
     assert f"--backend-store-uri sqlite:///{home}/mlflow.db --default-artifact-root {home}/mlruns" in mlflow["command"]
+
+
+def test_ui_sh_mlflow_one_worker_on_the_port_the_links_follow(tmp_path: Path) -> None:
+    got = _ui(tmp_path, "mlflow", MEM_HOME=str(tmp_path))
+    assert got["command"].endswith("-h 127.0.0.1 -p 5000 --workers 1")
+    assert "env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false " in got["command"]  # no job-runner processes
+    assert _ui(tmp_path, "mlflow", MEM_HOME=str(tmp_path), PORT="5055")["command"].endswith("-p 5055 --workers 1")
+    named = _ui(tmp_path, "mlflow", MEM_HOME=str(tmp_path), MEM_MLFLOW_UI_URL="http://127.0.0.1:6001")
+    assert named["command"].endswith("-p 6001 --workers 1")
 
 
 def test_ui_sh_honours_dagster_home_and_mlflow_tracking_uri(tmp_path: Path) -> None:

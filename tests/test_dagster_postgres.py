@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.pg_cluster import PgCluster
+from mem_testing.pg_cluster import PgCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ CANDLE_CHECKS = {
     "ts_strictly_increasing",
     "gap_ratio_below_threshold",
 }
-RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "memory_store", "landing"}
+RESOURCE_KEYS = {"questdb", "mlflow", "training_frames", "io_manager", "memory_store", "landing"}
 
 
 def test_ingest_defs_offer_partitioned_candles_checks_and_job():
@@ -125,3 +125,27 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed validation" in proc.stdout + proc.stderr
+
+
+def test_job_snapshots_do_not_depend_on_the_hash_seed() -> None:
+    """``mem main`` and the UI's code location build the jobs in two processes: their snapshots must
+    match, or the UI's Re-execute warns that the job may have changed (a job's blocking checks in
+    two single-check ops were ordered by the process's hash seed)."""
+    script = (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "from mem_cli.main_job import main_definitions\n"
+        "d = main_definitions(('BTCUSDT', 'ETHUSDT'))\n"
+        "print(' '.join(d.resolve_job_def(j).get_job_snapshot().snapshot_id for j in ('train_and_gate', 'candles_job')))\n"
+    )
+    ids = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(ids) == 1, ids

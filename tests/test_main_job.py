@@ -9,9 +9,12 @@ workspace's code location.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -58,6 +61,69 @@ def test_main_job_runs_carry_the_origin_of_the_workspace_code_location(tmp_path:
         location_job_origin(defs, "train_and_gate", workspace=tmp_path / "workspace.yaml")
 
 
+LEARNING = ("served_model", "memory_store", "learned_strategies", "parameter_memory")
+MATERIALIZED = """
+query($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset { assetMaterializations(limit: 1) { runOrError { __typename } metadataEntries { label } } }
+  }
+}
+"""
+
+
+def _graphql(port: int, query: str, variables: dict) -> dict:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    assert "errors" not in answer, answer["errors"]
+    return answer["data"]
+
+
+def _materializations_in_the_ui(env: dict[str, str], assets: tuple[str, ...]) -> dict[str, list[str]]:
+    """The latest materialization's metadata labels of each of ``assets``, as the Dagster UI of
+    ``env`` (what scripts/ui.sh would start) shows them through GraphQL."""
+    port = free_port()
+    log = Path(env["DAGSTER_HOME"]) / "webserver.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "dagster-webserver did not answer in 180 s"
+                time.sleep(0.5)
+        found = {}
+        for asset in assets:
+            node = _graphql(port, MATERIALIZED, {"key": {"path": [asset]}})["assetOrError"]
+            assert node["__typename"] == "Asset", (asset, node)
+            events = node["assetMaterializations"]
+            found[asset] = [e["label"] for e in events[0]["metadataEntries"]] if events else []
+        return found
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
 def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -110,3 +176,46 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
     assert "Dagster UI" in proc.stdout and "MLflow UI" in proc.stdout
     # nothing left running from this MEM_HOME (QuestDB data dir, memory store)
     assert _our_processes(str(home)) == []
+
+    # one memory store for MEM_HOME: the one mem serve, the code location and ui.sh open by default
+    store = home / ".mem" / "memory" / "memory.db"
+    assert store.is_file() and not (home / ".mem" / "main").exists()
+    assert f"its memory store: {store}" in proc.stdout
+    assert "failed:" not in proc.stdout  # a healthy run: no failed check
+    # the UI on this MEM_HOME shows the story through the learning: every asset materialized
+    env.pop("MEM_SYMBOLS")
+    shown = _materializations_in_the_ui(env, ("reversal_model", "champion_gate", *LEARNING))
+    assert all(shown.values()), shown
+    assert {"decisions", "outcomes", "store"} <= set(shown["memory_store"])
+    assert {"active_strategies", "store"} <= set(shown["learned_strategies"])
+    assert {"parameters", "last_event_id"} <= set(shown["parameter_memory"])
+    assert "model_version" in shown["served_model"]
+
+
+def test_an_earlier_memory_store_is_set_aside_whole_and_a_held_one_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main job's replay starts from an empty memory in MEM_HOME's store: an earlier store
+    moves (with its WAL files) to previous/<time>/, nothing deleted; a store a server holds is
+    not moved."""
+    from datetime import UTC, datetime
+
+    from mem_cli.main_memory import set_aside
+    from mem_memory import MemoryStore, StoreInUse
+
+    monkeypatch.delenv("MEM_MEMORY_KEY", raising=False)
+    db = tmp_path / "memory" / "memory.db"
+    assert set_aside(db) is None  # nothing there yet
+    store = MemoryStore.open(db)
+    store_id = store.store_id
+    with pytest.raises(StoreInUse):
+        set_aside(db)
+    assert db.is_file()
+    store.close()
+    moved = set_aside(db, now=datetime(2026, 12, 7, 10, 0, tzinfo=UTC))
+    assert moved == db.parent / "previous" / "20261207T100000Z" and not db.exists()
+    again = MemoryStore.open(moved / "memory.db")
+    try:
+        assert again.store_id == store_id
+    finally:
+        again.close()

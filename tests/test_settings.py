@@ -12,7 +12,7 @@ import pytest
 
 from mem_core import settings as core
 from mem_memory import settings as memory_settings
-from mem_pipelines.settings import PipelineSettings, dagster_home, parse_symbols
+from mem_pipelines.settings import PipelineSettings, dagster_home, mlflow_ui_url, parse_symbols
 from mem_serving.settings import ClientSettings, ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,3 +223,16 @@ def test_an_instance_outside_the_project_gets_the_projects_dagster_settings(tmp_
     ensure_instance_config(mine)
     assert (mine / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
     assert written == home / "dagster.yaml"
+
+
+def test_mlflow_links_follow_the_configured_ui(tmp_path: Path) -> None:
+    """The Dagster metadata's MLflow links: MEM_MLFLOW_UI_URL, an http tracking server, the URL the
+    last ``scripts/ui.sh mlflow`` of MEM_HOME recorded (its PORT), else port 5000."""
+    home = {"MEM_HOME": str(tmp_path)}
+    local = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert mlflow_ui_url(local, home) == "http://127.0.0.1:5000"
+    (tmp_path / ".mem").mkdir()
+    (tmp_path / ".mem" / "mlflow_ui_url").write_text("http://127.0.0.1:5055\n")
+    assert mlflow_ui_url(local, home) == "http://127.0.0.1:5055"
+    assert mlflow_ui_url("http://mlflow:8080/", home) == "http://mlflow:8080"
+    assert mlflow_ui_url(local, {**home, "MEM_MLFLOW_UI_URL": "https://ml.example/"}) == "https://ml.example"

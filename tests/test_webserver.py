@@ -93,6 +93,8 @@ query($id: ID!) {
     ... on Run {
       status
       jobName
+      pipelineSnapshotId
+      parentPipelineSnapshotId
       tags { key value }
       repositoryOrigin { repositoryLocationName repositoryName }
       assetMaterializations {
@@ -101,6 +103,13 @@ query($id: ID!) {
       }
     }
   }
+}
+"""
+
+
+JOB_SNAPSHOT = """
+query($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) { __typename ... on Pipeline { pipelineSnapshotId } }
 }
 """
 
@@ -261,6 +270,8 @@ def test_the_code_location_loads_everything_and_one_plain_launch_trains_on_every
     assert not [
         t for t in run["tags"] if t["key"].startswith("dagster/asset_partition") or t["key"] == "dagster/partition"
     ]
+    # the tag the instance's run queue limits training runs by (dagster.yaml), on a plain launch too
+    assert {"key": "mem/pool", "value": "training"} in run["tags"]
 
     # trained on every symbol: the frames, the dataset and the MLflow run say so
     for asset in ("training_candles", "features", "labels"):
@@ -309,8 +320,16 @@ def test_runs_of_the_main_job_carry_the_code_location_and_the_ui_re_executes_the
         origin = run.remote_job_origin
         assert origin is not None and origin.location_name == "mem", run.job_name
         assert origin.repository_origin.repository_name == "__repository__"
-        shown = _graphql(webserver.port, RUN, {"id": run.run_id})["runOrError"]["repositoryOrigin"]
-        assert shown == {"repositoryLocationName": "mem", "repositoryName": "__repository__"}
+        shown = _graphql(webserver.port, RUN, {"id": run.run_id})["runOrError"]
+        assert shown["repositoryOrigin"] == {"repositoryLocationName": "mem", "repositoryName": "__repository__"}
+        # the UI's Re-execute shows no "may be different" warning: the run's job snapshot is the
+        # code location's (what useJobAvailabilityErrorForRun compares)
+        selector = {"repositoryLocationName": "mem", "repositoryName": "__repository__", "pipelineName": run.job_name}
+        job = _graphql(webserver.port, JOB_SNAPSHOT, {"selector": selector})["pipelineOrError"]
+        assert job["__typename"] == "Pipeline", job
+        assert (shown["parentPipelineSnapshotId"] or shown["pipelineSnapshotId"]) == job["pipelineSnapshotId"], (
+            run.job_name
+        )
 
     # "Re-execute" (all steps) on the training run and on one symbol's candles run
     parents = [r for r in made if r.job_name == "train_and_gate"] + [

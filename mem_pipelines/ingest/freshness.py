@@ -3,9 +3,14 @@
 One asset check per symbol (``fresh_<SYMBOL>`` on ``candles``) passes when the newest candle of
 the symbol in QuestDB opened at most ``max_lag`` ago (``MEM_CANDLES_MAX_LAG_MINUTES``, default
 30: six 5-minute bars). The checks read QuestDB directly (one ``LATEST ON`` query for every
-symbol), so they run on their own: ``candles_freshness_job`` every 10 minutes
-(``candles_freshness`` schedule), and in every run that materialises ``candles`` (after it).
-:func:`assess` is the rule, pure.
+symbol), so they run on their own (``candles_freshness_job``) and in every run that materialises
+``candles`` (after it).
+
+Freshness is judged only where candles are expected to be live (``MEM_CANDLES_LIVE``: a live feed
+is configured): there a stale symbol fails at ERROR and the ``candles_freshness`` schedule checks
+every 10 minutes. On historical data (the shipped sample, a backfill) an old candle is no fault:
+the check warns (WARN) once per run, saying how old the data is ("historical data, newest candle
+2026-02-19 21:55 UTC (290 days old)"), and the schedule is off. :func:`assess` is the rule, pure.
 """
 
 import re
@@ -38,12 +43,32 @@ class Freshness:
     def fresh(self) -> bool:
         return self.age is not None and self.age <= self.max_lag
 
-    def describe(self) -> str:
+    def describe(self, live: bool = True) -> str:
+        """What the check says: against the allowed lag with a live feed, else the data's age."""
         if self.newest is None or self.age is None:
             return f"no candles of {self.symbol} in QuestDB"
-        minutes = self.age.total_seconds() / 60.0
+        when = f"{self.newest:%Y-%m-%d %H:%M} UTC"
+        if not live:
+            return f"historical data, newest candle {when} ({age_text(self.age)} old); freshness is judged only with a live feed (MEM_CANDLES_LIVE=1)"
         verdict = "within" if self.fresh else "older than"
-        return f"newest {self.symbol} candle opened {minutes:.1f} min ago ({self.newest.isoformat()}), {verdict} the {self.max_lag.total_seconds() / 60:g} min allowed"
+        return f"newest {self.symbol} candle opened {age_text(self.age)} ago ({when}), {verdict} the {age_text(self.max_lag)} allowed"
+
+
+def age_text(age: pd.Timedelta) -> str:
+    """An age as a person reads it: "290 days", "1 day 5 h", "3 h 12 min", "12 min", "40 s"."""
+    seconds = max(age.total_seconds(), 0.0)
+    days, rest = divmod(int(seconds), 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes = rest // 60
+    if days >= 2:
+        return f"{days} days"
+    if days == 1:
+        return f"1 day {hours} h" if hours else "1 day"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min"
+    return f"{seconds:.0f} s"
 
 
 def assess(
@@ -61,13 +86,18 @@ def check_name(symbol: str) -> str:
     return "fresh_" + re.sub(r"\W", "_", symbol)
 
 
-def build_freshness_checks(symbols: Sequence[str], max_lag_minutes: float) -> dg.AssetChecksDefinition:
+def build_freshness_checks(
+    symbols: Sequence[str], max_lag_minutes: float, live: bool = True
+) -> dg.AssetChecksDefinition:
+    """The ``fresh_<SYMBOL>`` checks: a stale symbol fails at ERROR when ``live``, else WARN."""
     lag = pd.Timedelta(minutes=max_lag_minutes)
+    severity = dg.AssetCheckSeverity.ERROR if live else dg.AssetCheckSeverity.WARN
+    mode = "" if live else " Historical data (no live feed, MEM_CANDLES_LIVE): an older candle only warns."
     specs = [
         dg.AssetCheckSpec(
             check_name(s),
             asset=CANDLES,
-            description=f"The newest {s} candle opened at most {max_lag_minutes:g} minutes ago.",
+            description=f"The newest {s} candle opened at most {age_text(lag)} ago.{mode}",
         )
         for s in symbols
     ]
@@ -75,7 +105,7 @@ def build_freshness_checks(symbols: Sequence[str], max_lag_minutes: float) -> dg
     @dg.multi_asset_check(
         name="candles_freshness",
         specs=specs,
-        description=f"Per symbol: the newest candle in QuestDB opened within {max_lag_minutes:g} minutes of now.",
+        description=f"Per symbol: the newest candle in QuestDB opened within {age_text(lag)} of now.{mode}",
     )
     def candles_freshness(
         context: dg.AssetCheckExecutionContext, questdb: QuestDBResource
@@ -87,13 +117,16 @@ def build_freshness_checks(symbols: Sequence[str], max_lag_minutes: float) -> dg
                 asset_key=CANDLES,
                 check_name=check_name(f.symbol),
                 passed=f.fresh,
-                description=f.describe(),
+                severity=severity,
+                description=f.describe(live),
                 metadata={
                     "newest_ts": dg.MetadataValue.text(f.newest.isoformat() if f.newest is not None else "none"),
+                    "age": dg.MetadataValue.text(age_text(f.age) if f.age is not None else "no candles"),
                     "age_minutes": dg.MetadataValue.float(
                         f.age.total_seconds() / 60.0 if f.age is not None else float("nan")
                     ),
                     "max_lag_minutes": dg.MetadataValue.float(float(max_lag_minutes)),
+                    "live_feed": dg.MetadataValue.bool(live),
                     "checked_at": dg.MetadataValue.text(now.isoformat()),
                 },
             )
@@ -109,12 +142,15 @@ def build_freshness_job(checks: dg.AssetChecksDefinition) -> AssetJob:
     )
 
 
-def build_freshness_schedule(job: AssetJob) -> dg.ScheduleDefinition:
+def build_freshness_schedule(job: AssetJob, live: bool = True) -> dg.ScheduleDefinition:
+    """Every 10 minutes; on by default only with a live feed (on historical data each run would
+    only repeat how old the data is)."""
     return dg.ScheduleDefinition(
         name="candles_freshness",
         job=job,
         cron_schedule="*/10 * * * *",
         execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Every 10 minutes: is the newest candle of every symbol recent enough?",
+        default_status=dg.DefaultScheduleStatus.RUNNING if live else dg.DefaultScheduleStatus.STOPPED,
+        description="Every 10 minutes: is the newest candle of every symbol recent enough?"
+        + ("" if live else " Off by default: no live feed is configured (MEM_CANDLES_LIVE=1 turns it on)."),
     )

@@ -9,6 +9,7 @@ cursor, so a sensor restarted from an older cursor cannot launch the same run tw
 
 import dagster as dg
 
+from mem_memory.backend import describe
 from mem_pipelines.learning.assets import RULES, learned_strategies, parameter_memory
 from mem_pipelines.learning.cursor import scan_events
 from mem_pipelines.resources import MemoryStoreResource
@@ -27,14 +28,15 @@ parameter_memory_job = dg.define_asset_job(
 
 def _evaluate(name: str, context: dg.SensorEvaluationContext, memory_store: MemoryStoreResource) -> dg.SensorResult:
     cursor = int(context.cursor) if context.cursor else 0
+    where = describe(memory_store.db_path())
     with memory_store.store() as store:
         step = scan_events(store, cursor)
     new_cursor = str(step.last_event_id)
     if step.outcomes == 0:
         reason = (
-            f"no new outcomes after event {cursor}"
+            f"no new outcomes in the memory store {where} after event {cursor}"
             if step.events == 0
-            else f"{step.events} new events after {cursor}, none an outcome"
+            else f"{step.events} new events in the memory store {where} after event {cursor}, none an outcome"
         )
         return dg.SensorResult(skip_reason=reason, cursor=new_cursor)
     return dg.SensorResult(
@@ -45,6 +47,7 @@ def _evaluate(name: str, context: dg.SensorEvaluationContext, memory_store: Memo
                     "mem/events_after": str(cursor),
                     "mem/events_through": new_cursor,
                     "mem/new_outcomes": str(step.outcomes),
+                    "mem/memory_store": where,
                 },
             )
         ],

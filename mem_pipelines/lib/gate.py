@@ -234,17 +234,28 @@ def judge(
     policy: GatePolicy = GatePolicy(),
     threshold: float = 0.5,
     resamples: int = DEFAULT_RESAMPLES,
+    compared: np.ndarray | None = None,
 ) -> Verdict:
-    """The gate on the holdout rows: skill floor, then the policy's comparison with the champion."""
-    y = np.asarray(y_true).astype(int)
-    challenger = np.asarray(challenger_proba, dtype="float64")
-    skill = skill_report(y, challenger, ts, base_rate, resamples)
+    """The gate on the holdout rows: skill floor, then the policy's comparison with the champion.
+
+    The skill floor and its evidence use every row (the challenger's whole holdout: the same
+    figure its training reports); the comparison with the champion uses the rows ``compared``
+    (a boolean mask; default all), those the champion never trained on."""
+    y_all = np.asarray(y_true).astype(int)
+    challenger_all = np.asarray(challenger_proba, dtype="float64")
+    skill = skill_report(y_all, challenger_all, ts, base_rate, resamples)
     gain, ci = skill["log_loss_gain_mnat"], skill.intervals["log_loss_gain_mnat"]
-    evidence = f"holdout log-loss gain {gain:+.1f} mnat [95% CI {ci.low:+.1f}, {ci.high:+.1f}] over the constant {base_rate:.3f}"
+    evidence = (
+        f"holdout log-loss gain {gain:+.1f} mnat [95% CI {ci.low:+.1f}, {ci.high:+.1f}] over the constant "
+        f"base rate {base_rate:.3f}"
+    )
+    keep = np.ones(len(y_all), dtype=bool) if compared is None else np.asarray(compared, dtype=bool)
+    y, challenger = y_all[keep], challenger_all[keep]
+    ts = np.asarray(ts)[keep]
     accuracy = None
     comparisons: tuple[PairedComparison, ...] = ()
     if champion_proba is not None:
-        champion = np.asarray(champion_proba, dtype="float64")
+        champion = np.asarray(champion_proba, dtype="float64")[keep]
         accuracy = decide(y, (challenger >= threshold).astype(int), (champion >= threshold).astype(int), policy)
         comparisons = tuple(
             paired_loss_comparison(y, champion, challenger, ts, metric, resamples) for metric in ("log_loss", "brier")

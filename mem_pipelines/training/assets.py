@@ -37,19 +37,14 @@ from mem_pipelines.training.dataset import (
     feature_frame,
     find_gaps,
     row_lookback,
+    split_dataset,
 )
 from mem_pipelines.training.fit import window_folds
 from mem_pipelines.training.gate_runner import GateError, run_gate
 from mem_pipelines.training.mlflow_logging import train_and_log
-from mem_pipelines.training.render import (
-    confusion_markdown,
-    gaps_markdown,
-    importance_markdown,
-    metrics_table,
-    png_markdown,
-    skill_markdown,
-    walk_forward_markdown,
-)
+from mem_pipelines.training.render import confusion_markdown, gaps_markdown, png_markdown, walk_forward_frame
+from mem_pipelines.training.reuse import FINGERPRINT_TAG, Reused, find_version, fingerprint
+from mem_pipelines.training.tables import gate_table, holdout_table, importance_table, walk_forward_table
 
 GROUP = "training"
 CANDLES = dg.AssetKey("candles")
@@ -315,6 +310,19 @@ def reversal_model(
         except ValueError as exc:
             context.log.warning(f"walk-forward skipped: {exc}")
             folds = 0
+    fp = fingerprint(
+        training_dataset,
+        estimator=config.estimator,
+        feature_set=config.feature_set,
+        params=config.params,
+        holdout_fraction=config.holdout_fraction,
+        horizon=HORIZON,
+        walk_forward_folds=folds,
+        walk_forward_train_days=config.walk_forward_train_days,
+    )
+    earlier = find_version(uri, fp)
+    if earlier is not None:  # a re-execution, or a retrain without new candles: the same model
+        return _reused_output(context, earlier, config, uri, training_dataset)
     result = train_and_log(
         training_dataset,
         tracking_uri=uri,
@@ -326,6 +334,7 @@ def reversal_model(
         walk_forward_folds=folds,
         walk_forward_train_days=config.walk_forward_train_days,
         dagster_run_id=context.run_id,
+        extra_version_tags={FINGERPRINT_TAG: fp},
     )
     m, skill = result.metrics, result.skill
     bar = pd.Series(training_dataset["ts"].unique()).sort_values().diff().median()
@@ -343,82 +352,143 @@ def reversal_model(
         "metrics": m.as_dict(),
     }
     gain = skill.intervals["log_loss_gain_mnat"]
+    ui = mlflow_ui_url(uri)
+    wf = result.walk_forward
+    headline = (
+        f"{registry.MODEL_NAME} v{result.version}: holdout log-loss gain {skill['log_loss_gain_mnat']:+.1f} mnat "
+        f"[95% CI {gain.low:+.1f}, {gain.high:+.1f}] over the constant base rate {skill.base_rate:.3f} (the training "
+        f"rows' reversal rate) on {m.rows:,} holdout rows from {result.split.holdout_start:%Y-%m-%d}; "
+        f"ROC-AUC {skill['roc_auc']:.3f}; accuracy {m.accuracy:.3f} vs majority {m.baseline_accuracy:.3f}"
+    )
+    if wf is not None:
+        pooled = wf.result.pooled
+        headline += f"; walk-forward pooled gain {pooled['log_loss_gain_mnat']:+.1f} mnat over {len(wf.folds)} folds"
+    # headline figures first (the UI lists metadata in this order), then the tables, then details
     metadata: dict[str, Any] = {
-        "estimator": dg.MetadataValue.text(result.model.name),
-        "feature_set": dg.MetadataValue.text(result.model.feature_set.name),
-        "accuracy": dg.MetadataValue.float(_round(m.accuracy)),
-        "baseline_accuracy": dg.MetadataValue.float(_round(m.baseline_accuracy)),
-        "accuracy_over_baseline": dg.MetadataValue.float(_round(m.accuracy - m.baseline_accuracy)),
-        "precision": dg.MetadataValue.float(_round(m.precision)),
-        "recall": dg.MetadataValue.float(_round(m.recall)),
-        "f1": dg.MetadataValue.float(_round(m.f1)),
+        "headline": dg.MetadataValue.text(headline),
+        "model_version": dg.MetadataValue.text(result.version),
         "holdout_log_loss_gain_mnat": dg.MetadataValue.float(_round(skill["log_loss_gain_mnat"], 2)),
         "holdout_log_loss_gain_ci_low": dg.MetadataValue.float(_round(gain.low, 2)),
         "holdout_log_loss_gain_ci_high": dg.MetadataValue.float(_round(gain.high, 2)),
-        "holdout_brier_skill": dg.MetadataValue.float(_round(skill["brier_skill"])),
-        "holdout_top_decile_lift": dg.MetadataValue.float(_round(skill["top_decile_lift"], 3)),
-        "holdout_skill": dg.MetadataValue.md(skill_markdown(skill)),
-        "holdout_rows": dg.MetadataValue.int(m.rows),
-        "train_rows": dg.MetadataValue.int(len(result.split.train)),
-        "fit_seconds": dg.MetadataValue.float(_round(result.fit_seconds, 2)),
-        "metrics": dg.MetadataValue.md(metrics_table(m)),
-        "confusion_matrix": dg.MetadataValue.md(confusion_markdown(m)),
-        "feature_importances": dg.MetadataValue.md(importance_markdown(result.importances)),
-        "mlflow_run_id": dg.MetadataValue.text(result.run_id),
-        "mlflow_experiment_id": dg.MetadataValue.text(result.experiment_id),
-        "model_version": dg.MetadataValue.text(result.version),
-        "mlflow_model": dg.MetadataValue.text(f"models:/{registry.MODEL_NAME}/{result.version}"),
+        "holdout_base_rate": dg.MetadataValue.float(_round(skill.base_rate)),
+        "accuracy": dg.MetadataValue.float(_round(m.accuracy)),
+        "baseline_accuracy": dg.MetadataValue.float(_round(m.baseline_accuracy)),
     }
     if m.roc_auc is not None:
         metadata["roc_auc"] = dg.MetadataValue.float(_round(m.roc_auc))
-    wf = result.walk_forward
+    metadata["mlflow_run"] = dg.MetadataValue.url(f"{ui}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
+    metadata["mlflow_model_version"] = dg.MetadataValue.url(
+        f"{ui}/#/models/{registry.MODEL_NAME}/versions/{result.version}"
+    )
+    metadata["holdout"] = holdout_table(m, skill)
+    metadata["feature_importances"] = (
+        importance_table(result.importances, result.importance_kind)
+        if result.importances
+        else dg.MetadataValue.text("none: the holdout has a single class")
+    )
     if wf is not None and result.walk_forward_png is not None:
         summary = wf.result.summary()
         pooled_gain = wf.result.pooled.intervals["log_loss_gain_mnat"]
         metadata.update(
             {
-                "walk_forward": dg.MetadataValue.md(walk_forward_markdown(wf.result)),
+                "walk_forward": walk_forward_table(walk_forward_frame(wf.result)),
                 "walk_forward_plot": dg.MetadataValue.md(
                     png_markdown(result.walk_forward_png, "walk-forward log-loss gain and ROC-AUC")
-                ),
-                "walk_forward_folds": dg.MetadataValue.int(len(wf.folds)),
-                "walk_forward_train_days": dg.MetadataValue.float(_round(wf.train_days, 2)),
-                "walk_forward_folds_gain_positive": dg.MetadataValue.int(
-                    int(summary["walk_forward_folds_gain_positive"])
-                ),
-                "walk_forward_folds_gain_ci_above_zero": dg.MetadataValue.int(
-                    int(summary["walk_forward_folds_gain_ci_above_zero"])
-                ),
-                "walk_forward_min_log_loss_gain_mnat": dg.MetadataValue.float(
-                    _round(summary["walk_forward_min_log_loss_gain_mnat"], 2)
                 ),
                 "walk_forward_pooled_log_loss_gain_mnat": dg.MetadataValue.float(
                     _round(wf.result.pooled["log_loss_gain_mnat"], 2)
                 ),
                 "walk_forward_pooled_log_loss_gain_ci_low": dg.MetadataValue.float(_round(pooled_gain.low, 2)),
                 "walk_forward_pooled_log_loss_gain_ci_high": dg.MetadataValue.float(_round(pooled_gain.high, 2)),
+                "walk_forward_folds": dg.MetadataValue.int(len(wf.folds)),
+                "walk_forward_folds_gain_ci_above_zero": dg.MetadataValue.int(
+                    int(summary["walk_forward_folds_gain_ci_above_zero"])
+                ),
+                "walk_forward_train_days": dg.MetadataValue.float(_round(wf.train_days, 2)),
+                "walk_forward_folds_gain_positive": dg.MetadataValue.int(
+                    int(summary["walk_forward_folds_gain_positive"])
+                ),
                 "walk_forward_median_roc_auc": dg.MetadataValue.float(_round(summary["walk_forward_median_roc_auc"])),
                 "walk_forward_pooled_roc_auc": dg.MetadataValue.float(_round(wf.result.pooled["roc_auc"])),
                 "walk_forward_seconds": dg.MetadataValue.float(_round(wf.seconds, 2)),
             }
         )
     else:
-        metadata["walk_forward"] = dg.MetadataValue.md(
-            "_skipped: the window is too short for the folds (see the run's logs)_"
+        metadata["walk_forward"] = dg.MetadataValue.text(
+            "skipped: the window is too short for the folds (see the run's logs)"
             if config.walk_forward_folds > 0
-            else "_off (walk_forward_folds = 0)_"
+            else "off (walk_forward_folds = 0)"
         )
-    ui = mlflow_ui_url(uri)
-    metadata["mlflow_run"] = dg.MetadataValue.url(f"{ui}/#/experiments/{result.experiment_id}/runs/{result.run_id}")
-    metadata["mlflow_model_version"] = dg.MetadataValue.url(
-        f"{ui}/#/models/{registry.MODEL_NAME}/versions/{result.version}"
+    metadata.update(
+        {
+            "confusion_matrix": dg.MetadataValue.md(confusion_markdown(m)),
+            "estimator": dg.MetadataValue.text(result.model.name),
+            "feature_set": dg.MetadataValue.text(result.model.feature_set.name),
+            "holdout_rows": dg.MetadataValue.int(m.rows),
+            "train_rows": dg.MetadataValue.int(len(result.split.train)),
+            "holdout_brier_skill": dg.MetadataValue.float(_round(skill["brier_skill"])),
+            "holdout_top_decile_lift": dg.MetadataValue.float(_round(skill["top_decile_lift"], 3)),
+            "fit_seconds": dg.MetadataValue.float(_round(result.fit_seconds, 2)),
+            "mlflow_run_id": dg.MetadataValue.text(result.run_id),
+            "mlflow_experiment_id": dg.MetadataValue.text(result.experiment_id),
+            "mlflow_model": dg.MetadataValue.text(f"models:/{registry.MODEL_NAME}/{result.version}"),
+        }
     )
     if not uri.startswith("http"):
         metadata["mlflow_ui"] = dg.MetadataValue.text("bash scripts/ui.sh mlflow (serves the links above)")
-    context.log.info(
-        f"registered {registry.MODEL_NAME} v{result.version} ({result.model.name} over {result.model.feature_set.name}): "
-        f"holdout log-loss gain {skill['log_loss_gain_mnat']:+.1f} mnat [{gain.low:+.1f}, {gain.high:+.1f}], "
-        f"accuracy {m.accuracy:.4f} vs baseline {m.baseline_accuracy:.4f}"
+    context.log.info(headline)
+    return dg.Output(value, metadata=metadata)
+
+
+def _reused_output(
+    context: dg.AssetExecutionContext, earlier: Reused, config: ModelConfig, uri: str, dataset: pd.DataFrame
+) -> dg.Output[dict[str, Any]]:
+    """The output of a training whose model ``earlier`` already is: its version, and the figures
+    its training logged (nothing is trained or registered)."""
+    m = earlier.metrics
+    said = (
+        f"{registry.MODEL_NAME} v{earlier.version} already holds this model (the same rows, model type, "
+        f"parameters and feature set; MLflow run {earlier.run_id}): not trained or registered again"
+    )
+    context.log.info(said)
+    value = {
+        "run_id": earlier.run_id,
+        "version": earlier.version,
+        "experiment_id": earlier.experiment_id,
+        "tracking_uri": uri,
+        "estimator": config.estimator,
+        "feature_set": config.feature_set,
+        "holdout_fraction": config.holdout_fraction,
+        "horizon": HORIZON,
+        **split_dataset(dataset, config.holdout_fraction, HORIZON).summary(),
+        "bar_seconds": float(
+            pd.Timedelta(pd.Series(dataset["ts"].unique()).sort_values().diff().median()).total_seconds()
+        ),
+        "metrics": {k.removeprefix("holdout_"): v for k, v in m.items() if k.startswith("holdout_")},
+        "reused": True,
+    }
+    figures = {
+        "accuracy": "holdout_accuracy",
+        "baseline_accuracy": "holdout_baseline_accuracy",
+        "holdout_log_loss_gain_mnat": "holdout_log_loss_gain_mnat",
+        "holdout_log_loss_gain_ci_low": "holdout_log_loss_gain_mnat_ci_low",
+        "holdout_log_loss_gain_ci_high": "holdout_log_loss_gain_mnat_ci_high",
+        "roc_auc": "holdout_roc_auc",
+        "holdout_base_rate": "train_positive_rate",  # the constant the gain is measured against
+    }
+    metadata: dict[str, Any] = {
+        "reused": dg.MetadataValue.text(said),
+        "model_version": dg.MetadataValue.text(earlier.version),
+        **{k: dg.MetadataValue.float(_round(m[v])) for k, v in figures.items() if v in m},
+        "estimator": dg.MetadataValue.text(config.estimator),
+        "feature_set": dg.MetadataValue.text(config.feature_set),
+        "mlflow_run_id": dg.MetadataValue.text(earlier.run_id),
+        "mlflow_model": dg.MetadataValue.text(f"models:/{registry.MODEL_NAME}/{earlier.version}"),
+    }
+    ui = mlflow_ui_url(uri)
+    metadata["mlflow_run"] = dg.MetadataValue.url(f"{ui}/#/experiments/{earlier.experiment_id}/runs/{earlier.run_id}")
+    metadata["mlflow_model_version"] = dg.MetadataValue.url(
+        f"{ui}/#/models/{registry.MODEL_NAME}/versions/{earlier.version}"
     )
     return dg.Output(value, metadata=metadata)
 
@@ -458,6 +528,11 @@ def champion_gate(
     uri = mlflow.uri()
     version = str(reversal_model["version"])
     policy = config.policy()
+    if reversal_model.get("reused"):
+        earlier = _earlier_verdict(version, uri)
+        if earlier is not None:
+            context.log.info(earlier["sentence"].value)
+            return dg.MaterializeResult(metadata=earlier)
     try:
         outcome = run_gate(
             training_dataset,
@@ -508,4 +583,61 @@ def champion_gate(
         metadata["improvement"] = dg.MetadataValue.float(_round(v.improvement))
     if v.p_value is not None:
         metadata["p_value"] = dg.MetadataValue.float(float(f"{v.p_value:.4g}"))
+    metadata["comparison"] = gate_table(_gate_rows(v, policy))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _gate_rows(v: Any, policy: GatePolicy) -> list[dict[str, Any]]:
+    """The gate's evidence as table rows: the skill floor, the accuracy rule, the configured
+    metric's paired comparison (when it is not accuracy)."""
+    gain = v.skill.intervals["log_loss_gain_mnat"]
+    rows: list[dict[str, Any]] = [
+        {
+            "measure": "skill floor: holdout log-loss gain over the constant base rate (mnat)",
+            "challenger": v.skill["log_loss_gain_mnat"],
+            "ci_or_p": f"95% CI [{gain.low:+.1f}, {gain.high:+.1f}]",
+            "needs": "> 0 with the CI above 0",
+        }
+    ]
+    acc = v.accuracy
+    if acc is not None:
+        rows.append(
+            {
+                "measure": "accuracy (the seed's rule)",
+                "challenger": acc.challenger_accuracy,
+                "champion": acc.champion_accuracy,
+                "difference": acc.margin,
+                "ci_or_p": f"McNemar p = {acc.p_value:.3g}" if acc.p_value is not None else "",
+                "needs": f"+{acc.min_margin:g} with p < {acc.alpha:g}",
+            }
+        )
+    if v.metric != "accuracy" and v.improvement is not None:
+        low, high = v.interval or (float("nan"), float("nan"))
+        rows.append(
+            {
+                "measure": f"{v.metric.replace('_', ' ')} improvement (paired, day blocks)",
+                "difference": v.improvement,
+                "ci_or_p": f"95% CI [{low:+.4f}, {high:+.4f}], p = {v.p_value:.3g}",
+                "needs": f"{policy.min_margin:g} with p < {policy.alpha:g}",
+            }
+        )
+    return rows
+
+
+def _earlier_verdict(version: str, uri: str) -> dict[str, Any] | None:
+    """The verdict the gate recorded on ``version`` when it was registered (a reused version is not
+    gated twice), or None when it never got one."""
+    mv = registry.client(uri).get_model_version(registry.MODEL_NAME, version)
+    tags = mv.tags or {}
+    outcome = tags.get("gate.outcome")
+    if outcome not in ("promoted", "rejected"):
+        return None
+    champion = registry.champion_version(uri)
+    return {
+        "verdict": dg.MetadataValue.text(outcome),
+        "sentence": dg.MetadataValue.text(
+            f"v{version} was gated when it was registered ({outcome}); not gated again. Its verdict: {mv.description}"
+        ),
+        "challenger_version": dg.MetadataValue.text(version),
+        "champion_after": dg.MetadataValue.text(str(champion) if champion else "none"),
+    }

@@ -10,7 +10,7 @@ and re-raised as ``GateError``."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,10 @@ def run_gate(
         rows, seen = _rows_unseen_by(client, champion_mv, dataset, split.holdout, horizon)
         if len(rows) == 0:
             raise GateError(f"every holdout row was in the champion's (v{champion_before}) training data")
-        scored = dataset.iloc[rows]
+        # the skill floor on the whole holdout (the figure the training reports); the comparison
+        # with the champion on the rows it never trained on
+        scored = dataset.iloc[split.holdout]
+        compared = np.isin(split.holdout, rows)
         y = dataset["label"].to_numpy(dtype="int64")
         base_rate = float(y[split.train].mean())
         challenger = registry.load_version(challenger_version, tracking_uri, model_name)
@@ -92,7 +95,21 @@ def run_gate(
         champion_proba = None
         if champion_before is not None:
             champion_proba = _proba(registry.load_version(champion_before, tracking_uri, model_name), scored)
-        verdict = judge(y[rows], challenger_proba, champion_proba, scored["ts"].to_numpy(), base_rate, policy)
+        verdict = judge(
+            y[split.holdout],
+            challenger_proba,
+            champion_proba,
+            scored["ts"].to_numpy(),
+            base_rate,
+            policy,
+            compared=compared,
+        )
+        if seen:
+            verdict = replace(
+                verdict,
+                sentence=f"{verdict.sentence} The champion is compared on the {len(rows):,} of {len(split.holdout):,} "
+                f"holdout rows it never trained on.",
+            )
         tags = {
             **verdict.tags(),
             "gate.outcome": "promoted" if verdict.promote else "rejected",
@@ -115,10 +132,11 @@ def run_gate(
                     "gate.mcnemar_test": acc.test or "",
                 }
             )
-        for key, value in tags.items():
-            client.set_model_version_tag(model_name, str(challenger_version), key, value)
+        record_gate(client, model_name, str(challenger_version), tags)
         warning = baseline_warning(
-            float(verdict.skill["accuracy"]), baseline_accuracy(y[rows]), float(verdict.skill["log_loss_gain_mnat"])
+            float(verdict.skill["accuracy"]),
+            baseline_accuracy(y[split.holdout]),
+            float(verdict.skill["log_loss_gain_mnat"]),
         )
         # the sentence (and its warning), the accuracy rule beside log loss and Brier on the same
         # rows, and how to override the gate by hand (``Verdict.review``)
@@ -185,12 +203,25 @@ def _proba(model: registry.LoadedModel, rows: pd.DataFrame) -> np.ndarray:
     return proba
 
 
+#: The gate's one tag on a version (promoted, rejected or error); the rest of its evidence is the
+#: JSON artifact ``GATE_ARTIFACT`` of the version's training run (a version keeps a few tags).
+OUTCOME_TAG = GATE_TAG_PREFIX + "outcome"
+GATE_ARTIFACT = "gate_verdict.json"
+
+
+def record_gate(client: Any, model_name: str, version: str, details: dict[str, str]) -> None:
+    """Tag ``version`` with the gate's outcome and write every detail to ``GATE_ARTIFACT``."""
+    mv = client.get_model_version(model_name, version)
+    if mv.run_id:
+        client.log_dict(mv.run_id, {"version": version, **details}, GATE_ARTIFACT)
+    client.set_model_version_tag(model_name, version, OUTCOME_TAG, details.get(OUTCOME_TAG, ""))
+
+
 def _record_failure(client: Any, model_name: str, version: str, champion: str | None, exc: Exception) -> None:
     message = f"{type(exc).__name__}: {exc}"[:4000]
     try:
-        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "outcome", "error")
-        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "promoted", "false")
-        client.set_model_version_tag(model_name, str(version), GATE_TAG_PREFIX + "error", message)
+        details = {OUTCOME_TAG: "error", GATE_TAG_PREFIX + "promoted": "false", GATE_TAG_PREFIX + "error": message}
+        record_gate(client, model_name, str(version), details)
         kept = f"the champion stays version {champion}" if champion else "there is no champion"
         client.update_model_version(
             model_name, str(version), description=f"Not promoted: the gate failed ({message}); {kept}."

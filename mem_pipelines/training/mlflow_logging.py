@@ -11,7 +11,9 @@ The run starts before the fit, so its duration covers the fit and the walk-forwa
 
 from __future__ import annotations
 
+import functools
 import tempfile
+import uuid
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -41,6 +43,11 @@ from mem_pipelines.training.plots import (
 from mem_pipelines.training.render import walk_forward_frame, walk_forward_markdown, walk_forward_png
 
 WALK_FORWARD_DIR = "walk_forward"
+#: The tags a registered version carries beside the registry's own three (estimator, feature_set,
+#: feature_names) and the gate's outcome: at most eight in all, what a reviewer filters on; every
+#: other fact of the training is in the run's ``VERSION_DETAILS`` artifact (and its params/metrics).
+VERSION_TAGS = ("data.sha256", "training.fingerprint", "dagster.run_id", "holdout.log_loss_gain_mnat")
+VERSION_DETAILS = "version_details.json"
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class TrainingResult:
     model: ReversalModel = field(repr=False)
     walk_forward: WalkForwardRun | None = None
     walk_forward_png: bytes | None = field(default=None, repr=False)
+    importance_kind: str = ""
 
 
 def train_and_log(
@@ -71,15 +79,22 @@ def train_and_log(
     walk_forward_folds: int = 0,
     walk_forward_train_days: float | None = None,
     dagster_run_id: str | None = None,
+    extra_version_tags: Mapping[str, str] | None = None,
 ) -> TrainingResult:
     """Fit on the training part, score the holdout, walk forward (``walk_forward_folds`` > 0),
-    log one MLflow run (started before the fit, so it spans it), register a challenger."""
+    log one MLflow run (started before the fit, so it spans it), register a challenger (with
+    ``extra_version_tags``)."""
     import mlflow
 
     experiment_id = registry.ensure_experiment(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name(dataset)):
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name(dataset, estimator, feature_set),
+        description=f"Training of {estimator} over {feature_set} on {data_span(dataset)} (in progress).",
+        tags=source_tags(),
+    ):
         fitted = fit_model(
             dataset,
             estimator=estimator,
@@ -107,11 +122,49 @@ def train_and_log(
             horizon=horizon,
             walk_forward=wf,
             dagster_run_id=dagster_run_id,
+            extra_version_tags=extra_version_tags,
         )
 
 
-def run_name(dataset: pd.DataFrame) -> str:
-    return f"reversal-{pd.Timestamp(dataset['ts'].max()).date().isoformat()}"
+def run_name(
+    dataset: pd.DataFrame, estimator: str = defaults.ESTIMATOR, feature_set: str = defaults.FEATURE_SET
+) -> str:
+    """Unique per run: what was trained, on data up to which day, and when (UTC, to the second)."""
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    last = pd.Timestamp(dataset["ts"].max()).date().isoformat()
+    return f"{estimator}-{feature_set}-to-{last}-at-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+def data_span(dataset: pd.DataFrame) -> str:
+    ts = pd.to_datetime(dataset["ts"], utc=True)
+    symbols = ", ".join(sorted(dataset["symbol"].unique()))
+    return f"{len(dataset):,} rows of {symbols} from {ts.min():%Y-%m-%d %H:%M} to {ts.max():%Y-%m-%d %H:%M} UTC"
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The project's git commit (HEAD), or None outside a git checkout."""
+    import subprocess
+
+    from mem_core.settings import PROJECT_ROOT
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags for a run of this code: the git commit (``mlflow.source.git.commit``,
+    shown on the run page) when known."""
+    commit = git_commit()
+    return {"mlflow.source.git.commit": commit} if commit else {}
 
 
 def baseline_warning(accuracy: float, baseline_accuracy: float, log_loss_gain_mnat: float) -> str | None:
@@ -157,7 +210,26 @@ def log_datasets(dataset: pd.DataFrame) -> None:
         mlflow.log_input(data, context="training", tags={"symbol": str(symbol)})
 
 
-def log_plots(dataset: pd.DataFrame, fitted: FitResult) -> None:
+#: How the importances of a model without impurity importances (``hist_gb``) are measured.
+PERMUTATION = "permutation: mean increase of the holdout log loss when the feature is shuffled"
+IMPURITY = "impurity: the estimator's feature_importances_ (training rows)"
+
+
+def model_importances(dataset: pd.DataFrame, fitted: FitResult) -> tuple[dict[str, float], str]:
+    """The model's feature importances and how they were measured: the estimator's own
+    (impurity), else permutation importances on the holdout; ``({}, "")`` when neither exists."""
+    if fitted.importances:
+        return dict(fitted.importances), IMPURITY
+    y = dataset["label"].to_numpy(dtype="int64")[fitted.split.holdout]
+    if not len(y) or len(np.unique(y)) != 2:
+        return {}, ""
+    model = fitted.model
+    X = model.feature_set.matrix(dataset.iloc[fitted.split.holdout])
+    with limited_threads():
+        return permutation_importances(model.estimator, X, y, model.feature_names), PERMUTATION
+
+
+def log_plots(dataset: pd.DataFrame, fitted: FitResult, importances: Mapping[str, float], kind: str) -> None:
     """ROC, reliability, confusion matrix and feature importances under ``plots/``."""
     import matplotlib.pyplot as plt
     import mlflow
@@ -167,20 +239,8 @@ def log_plots(dataset: pd.DataFrame, fitted: FitResult) -> None:
         y = dataset["label"].to_numpy(dtype="int64")[fitted.split.holdout]
         figures["roc_curve.png"] = roc_figure(y, fitted.holdout_proba)
         figures["reliability_curve.png"] = reliability_figure(y, fitted.holdout_proba)
-    if fitted.importances:
-        figures["feature_importances.png"] = importance_figure(fitted.importances)
-    elif (
-        len(fitted.split.holdout)
-        and len(np.unique(y := dataset["label"].to_numpy(dtype="int64")[fitted.split.holdout])) == 2
-    ):
-        model = fitted.model
-        X = model.feature_set.matrix(dataset.iloc[fitted.split.holdout])
-        with limited_threads():
-            permuted = permutation_importances(model.estimator, X, y, model.feature_names)
-        mlflow.log_dict(permuted, f"{PLOTS_DIR}/permutation_importances.json")
-        figures["feature_importances.png"] = importance_figure(
-            permuted, f"permutation importances: holdout log-loss increase ({model.name} has no impurity importances)"
-        )
+    if importances:
+        figures["feature_importances.png"] = importance_figure(importances, kind.split(":")[0] + " importances")
     for name, fig in figures.items():
         mlflow.log_figure(fig, f"{PLOTS_DIR}/{name}")
         plt.close(fig)
@@ -231,6 +291,7 @@ def log_training_run(
     horizon: int,
     walk_forward: WalkForwardRun | None = None,
     dagster_run_id: str | None = None,
+    extra_version_tags: Mapping[str, str] | None = None,
 ) -> TrainingResult:
     """One MLflow run of ``fitted`` (and its walk-forward) and a registered version with alias
     ``challenger``."""
@@ -253,7 +314,11 @@ def log_training_run(
     with (
         nullcontext(active)
         if active is not None
-        else mlflow.start_run(experiment_id=experiment_id, run_name=run_name(dataset))
+        else mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name(dataset, model.name, features.name),
+            tags=source_tags(),
+        )
     ) as run:
         assert run is not None
         mlflow.log_params(
@@ -288,9 +353,10 @@ def log_training_run(
                 "train_positive_rate": float(y_train.mean()),
             }
         )
-        if fitted.importances:
-            mlflow.log_metrics({f"importance_{k}": v for k, v in fitted.importances.items()})
-            mlflow.log_dict(fitted.importances, "feature_importances.json")
+        importances, importance_kind = model_importances(dataset, fitted)
+        if importances:
+            mlflow.log_metrics({f"importance_{k}": v for k, v in importances.items()})
+            mlflow.log_dict({"kind": importance_kind, "importances": importances}, "feature_importances.json")
         mlflow.log_dict(
             {"labels": ["no reversal", "reversal"], "rows_true_cols_predicted": [list(r) for r in metrics.confusion]},
             "confusion_matrix.json",
@@ -305,6 +371,7 @@ def log_training_run(
             "holdout_baseline_accuracy": f"{metrics.baseline_accuracy:.6f}",
             **skill_tags("holdout", fitted.skill),
             "dagster.run_id": dagster_run_id or "",
+            **(extra_version_tags or {}),
         }
         if walk_forward is not None and png is not None:
             log_walk_forward(walk_forward, png)
@@ -317,14 +384,22 @@ def log_training_run(
                     "walk_forward.median_roc_auc": f"{summary['walk_forward_median_roc_auc']:.4f}",
                 }
             )
-        log_plots(dataset, fitted)
+        log_plots(dataset, fitted, importances, importance_kind)
         log_datasets(dataset)
+        described = version_description(dataset, fitted)
+        kept = {k: v for k, v in version_tags.items() if k in VERSION_TAGS}
+        mlflow.log_dict(version_tags, VERSION_DETAILS)  # every fact, beside the few tags a version keeps
         version = registry.log_model_version(
             model,
             X_train=X_train,
             uri=tracking_uri,
-            extra_version_tags=version_tags,
-            description=version_description(dataset, fitted),
+            extra_version_tags=kept,
+            description=described,
+        )
+        # the run's description (MLflow's run page): what it trained and scored, and its version
+        mlflow.set_tag(
+            registry.NOTE_TAG,
+            described.replace("Awaiting the champion gate.", f"Registered as {registry.MODEL_NAME} v{version}."),
         )
     return TrainingResult(
         run.info.run_id,
@@ -332,11 +407,12 @@ def log_training_run(
         metrics,
         fitted.skill,
         split,
-        fitted.importances,
+        importances,
         data_lineage,
         fitted.fit_seconds,
         experiment_id,
         model,
         walk_forward,
         png,
+        importance_kind,
     )

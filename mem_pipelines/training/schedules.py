@@ -4,6 +4,10 @@ import dagster as dg
 
 from mem_pipelines.training import defaults
 
+#: The tag every training run carries; the instance's run queue (dagster.yaml) lets one run with
+#: it start at a time (the fit and the walk-forward take the cores).
+TRAINING_TAG = ("mem/pool", "training")
+
 JOB_ASSETS = ("training_candles", "features", "labels", "training_dataset", "reversal_model", "champion_gate")
 
 
@@ -15,6 +19,11 @@ def build_train_and_gate_job():
     return dg.define_asset_job(
         "train_and_gate",
         selection=dg.AssetSelection.assets(*JOB_ASSETS),
+        # job tags, so on every run of the job: a Launchpad/GraphQL launch merges the job's tags (not
+        # its run_tags), the schedule, mem main and re-executions its run tags (= these tags)
+        tags=dict([TRAINING_TAG]),
+        # its steps run one after the other anyway: one process, not one per step
+        executor_def=dg.in_process_executor,
         description=(
             "Read and check (blocking) the candles of every symbol, refresh features and labels, build the "
             f"dataset for a window (ops.training_dataset.config: last_days, or start/end; default the last "

@@ -17,7 +17,8 @@ T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 def _plant(store, n: int = 240, seed: int = 7) -> None:
     """BUY trades: RSI in the low third always wins, elsewhere 30% win; the last 20 trades lose."""
-    from mem_memory import Decision, Outcome
+    from mem_memory import Outcome
+    from mem_testing import records
 
     rng = np.random.default_rng(seed)
     decisions, outcomes = [], []
@@ -30,23 +31,14 @@ def _plant(store, n: int = 240, seed: int = 7) -> None:
         did = uuid.UUID(int=i + 1).hex
         t = T0 + timedelta(minutes=5 * i)
         decisions.append(
-            Decision(
+            records.decision(
+                i,
                 decision_id=did,
                 time=t,
-                symbol="BTCUSDT",
                 strategy="momentum_rsi",
-                action="BUY",
-                base_action="BUY",
                 price=100.0,
-                base_confidence=0.6,
                 ml_confidence=0.6,
-                memory_confidence=None,
                 confidence=0.6,
-                size=0.02,
-                stop_loss=98.0,
-                take_profit=104.0,
-                stop_loss_pct=0.02,
-                take_profit_pct=0.04,
                 reasoning="planted",
                 features={"rsi14": rsi, "sma20": float(rng.normal(0, 0.01))},
             )

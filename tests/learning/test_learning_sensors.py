@@ -16,25 +16,14 @@ T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 
 def _decision(i: int):
-    from mem_memory.types import Decision
+    from mem_testing.records import decision
 
-    return Decision(
+    return decision(
+        i,
         decision_id=uuid.UUID(int=i + 1).hex,
         time=T0 + timedelta(minutes=5 * i),
-        symbol="BTCUSDT",
         strategy="momentum_rsi",
-        action="BUY",
-        base_action="BUY",
         price=100.0,
-        base_confidence=0.6,
-        ml_confidence=0.7,
-        memory_confidence=None,
-        confidence=0.64,
-        size=0.02,
-        stop_loss=98.0,
-        take_profit=104.0,
-        stop_loss_pct=0.02,
-        take_profit_pct=0.04,
         reasoning="test",
         features={"rsi14": 50.0 + i},
     )
@@ -88,6 +77,10 @@ def test_cursor_one_run_per_batch_skip_and_restart(sensor, memory: MemoryStoreRe
     # Nothing new: skip, cursor unchanged.
     idle = _tick(sensor, instance, first.cursor, memory)
     assert not idle.run_requests and idle.skip_reason is not None
+    # the reason names the store it read (a database by its URL without the password)
+    from mem_memory.backend import describe
+
+    assert f"in the memory store {describe(memory.db_path())} after event {last}" in idle.skip_reason.skip_message
     assert idle.cursor == first.cursor
 
     # Only decisions (no trade closed): skip, but the cursor passes them so they are not re-read.

@@ -14,6 +14,7 @@ import psycopg
 
 from mem_memory import Decision, Outcome, SignalRequest
 from mem_memory.backend import PgConnection, is_postgres
+from mem_testing import records
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 FEATURES = {
@@ -87,24 +88,13 @@ def make_decision(
     decision_id: str | None = None,
 ) -> Decision:
     """A stored-form decision without the engine (bulk loads, discovery histories)."""
-    return Decision(
+    return records.decision(
+        i,
         decision_id=decision_id or f"d{i:08d}",
         time=time or T0 + timedelta(minutes=i),
         symbol=symbol,
-        strategy="momentum",
         action=action,
         base_action=action,
-        price=100.0 + i % 7,
-        base_confidence=0.6,
-        ml_confidence=0.7,
-        memory_confidence=None,
-        confidence=0.64,
-        size=0.02,
-        stop_loss=98.0,
-        take_profit=104.0,
-        stop_loss_pct=0.02,
-        take_profit_pct=0.04,
-        reasoning="bulk",
         features=dict(features or FEATURES),
     )
 

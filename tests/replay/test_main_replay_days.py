@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.bench_replay_main import run_main
+from mem_testing.main_job import run_main
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Real data, a real champion and a TLS certificate for the serving tests."""
+"""Real data, a real champion (from ``mem_testing.models``) and a TLS certificate for the serving tests."""
 
 from __future__ import annotations
 
@@ -18,40 +18,11 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.serve_process import children  # noqa: F401  (one definition, the benches')
-from mem_core import registry
-from mem_core.features import compute_features
-from mem_core.labels import reversal_labels
-from mem_pipelines.training.dataset import build_dataset
-from mem_pipelines.training.mlflow_logging import train_and_log
 from mem_serving.api import SERVICE_NAME, MemServiceStub, pb
 
-#: Candles of the served tests' training window (the rows after it are served).
-TRAIN_ROWS = 6000
-
-#: Small but real GradientBoosting models (the seed's estimator, fewer trees: fast tests).
-V1_PARAMS = {"n_estimators": 40, "max_depth": 3, "random_state": 42}
-V2_PARAMS = {"n_estimators": 20, "max_depth": 2, "random_state": 7}
-
-
-def load_candles(folder: Path, symbol: str, rows: int) -> pd.DataFrame:
-    raw = pd.read_csv(folder / f"{symbol}-5m.csv.gz", nrows=rows)
-    frame = pd.DataFrame({"ts": pd.to_datetime(raw["open_time"], unit="ms", utc=True)})
-    for col in ("open", "high", "low", "close", "volume"):
-        frame[col] = raw[col].astype("float64")
-    return frame
-
-
-def train_version(candles: pd.DataFrame, uri: str, params: dict, symbol: str = "BTCUSDT") -> str:
-    """Fit a GradientBoosting model on real features and labels; register it (alias challenger)."""
-    dataset = build_dataset({symbol: (compute_features(candles), reversal_labels(candles))})
-    return train_and_log(
-        dataset, tracking_uri=uri, estimator="seed_gbc", feature_set="seed", estimator_params=params
-    ).version
-
-
-def promote(uri: str, version: str) -> None:
-    registry.client(uri).set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, version)
+# re-exported: the serving tests import them from here
+from mem_testing.models import TRAIN_ROWS, V1_PARAMS, V2_PARAMS, load_candles, promote, train_version  # noqa: F401
+from mem_testing.serve_process import children  # noqa: F401
 
 
 def candle_pb(row: pd.Series | tuple) -> pb.Candle:

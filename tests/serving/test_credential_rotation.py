@@ -23,8 +23,7 @@ import pytest
 from mem_memory import audit, key_id
 from mem_serving.credentials import CredentialError, TokenSet, fingerprint, parse_tokens
 from mem_serving.settings import ServingSettings
-
-from .rotation import (
+from mem_testing.rotation import (
     Caller,
     call_once,
     cert_fingerprint,
@@ -33,14 +32,21 @@ from .rotation import (
     wait_until,
     write_private,
 )
+
 from .stack import ModelStore, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
-LOAD_S = 0.6  # seconds of continuous calls in each phase
+CALLS_PER_PHASE = 10  # calls each running caller makes in each phase (waited for, not slept)
 
 
 def _callers(address: str, roots: bytes, token: str) -> list[Caller]:
     return [Caller(address, roots, token).start(), Caller(address, roots, token, fresh=True).start()]
+
+
+def _under_load(callers: list[Caller], calls: int = CALLS_PER_PHASE) -> None:
+    """Wait until each of ``callers`` has made ``calls`` more calls (a phase under load)."""
+    want = [c.calls + calls for c in callers]
+    wait_until(lambda: all(c.calls >= w for c, w in zip(callers, want)), what=f"{calls} calls of each caller")
 
 
 def _stop(callers: list[Caller]) -> None:
@@ -79,14 +85,14 @@ def test_token_set_and_certificate_rotate_under_load_from_watched_files(
     new: list[Caller] = []
     try:
         old = _callers(address, roots, "token-A")
-        time.sleep(LOAD_S)
+        _under_load(old)
         # 1. the next token joins the set: both are accepted
         write_private(token_file, "token-A\ntoken-B\n")
         wait_until(
             lambda: creds.describe()["tokens"] == [fingerprint("token-A"), fingerprint("token-B")], what="token set A+B"
         )
         new = _callers(address, roots, "token-B")
-        time.sleep(LOAD_S)
+        _under_load(old + new)
         # 2. the certificate is renewed (key and certificate replaced one after the other: the
         #    watcher may see the new certificate with the old key, refuses that pair, then takes both)
         write_private(cert_file, cert2)
@@ -95,7 +101,7 @@ def test_token_set_and_certificate_rotate_under_load_from_watched_files(
             lambda: creds.tls is not None and creds.tls.fingerprint == cert_fingerprint(cert2), what="new certificate"
         )
         fresh_before = new[1].ok
-        time.sleep(LOAD_S)
+        _under_load(old + new)
         assert new[1].ok > fresh_before  # handshakes went on through and after the swap
         assert (
             call_once(address, ca2.cert_pem, "token-B") == grpc.StatusCode.OK
@@ -105,7 +111,7 @@ def test_token_set_and_certificate_rotate_under_load_from_watched_files(
         _stop(old)
         write_private(token_file, "token-B\n")
         wait_until(lambda: creds.describe()["tokens"] == [fingerprint("token-B")], what="token set B")
-        time.sleep(LOAD_S)
+        _under_load(new)
         _stop(new)
         assert call_once(address, roots, "token-A") == grpc.StatusCode.UNAUTHENTICATED
         assert call_once(address, roots, "token-B") == grpc.StatusCode.OK
@@ -145,7 +151,7 @@ def test_a_bad_edit_keeps_the_credentials_in_force(mlflow_uri: str, tmp_path: Pa
         assert state["changed"] == [] and state["tokens"] == [fingerprint("token-A")]
         write_private(token_file, "\n# nothing\n")  # empty: refused
         assert s.running.reload_credentials("test")["tokens"] == [fingerprint("token-A")]
-        time.sleep(LOAD_S)
+        _under_load(callers)
         _stop(callers)
         _assert_no_failure(callers)
         assert call_once(address, ca.cert_pem, "token-B") == grpc.StatusCode.UNAUTHENTICATED
@@ -221,7 +227,7 @@ def test_sighup_rotates_token_and_certificate_of_mem_serve_under_load(
         address = f"localhost:{ready['grpc'].rsplit(':', 1)[1]}"
         roots = ca1.cert_pem + ca2.cert_pem
         old = _callers(address, roots, "token-A")
-        time.sleep(LOAD_S)
+        _under_load(old)
         write_private(token_file, "token-A\ntoken-B\n")
         write_private(cert_file, cert2)
         write_private(key_file, key2)
@@ -229,13 +235,13 @@ def test_sighup_rotates_token_and_certificate_of_mem_serve_under_load(
         assert "tokens, certificate changed" in logged and "token-A" not in logged and "token-B" not in logged
         new = _callers(address, roots, "token-B")
         callers = old + new
-        time.sleep(LOAD_S)
+        _under_load(callers)
         assert call_once(address, ca2.cert_pem, "token-B") == grpc.StatusCode.OK
         assert call_once(address, ca1.cert_pem, "token-A") == grpc.StatusCode.UNAVAILABLE
         _stop(old)
         write_private(token_file, "token-B\n")
         hup_and_wait()
-        time.sleep(LOAD_S)
+        _under_load(new)
         _stop(new)
         assert call_once(address, roots, "token-A") == grpc.StatusCode.UNAUTHENTICATED
         _assert_no_failure(callers)

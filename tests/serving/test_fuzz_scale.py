@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from mem_core.features import SERVING_HISTORY
+from mem_testing.fuzz import METHODS, Generator, run, seed_histories
 
-from .fuzz import METHODS, Generator, run, seed_histories
 from .stack import Stack
 
 SYMBOLS = ("FZA", "FZB", "FZC")

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2
 
 from mem_memory import MemoryStore
 from mem_serving.api import pb
-from tests.pg_cluster import PgCluster, find_bin
+from mem_testing.pg_cluster import PgCluster, find_bin
 
 from .helpers import both_health as _health
 from .helpers import enhance_buy

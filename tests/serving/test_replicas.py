@@ -15,7 +15,7 @@ import pytest
 
 from mem_memory import MemoryConfig
 from mem_serving.api import pb
-from tests.pg_cluster import PgCluster
+from mem_testing.pg_cluster import PgCluster
 
 from .helpers import now_pb
 from .stack import Stack, start_stack

@@ -34,7 +34,16 @@ from .helpers import (
 
 
 def _tags(uri: str, version: str) -> dict[str, str]:
-    return MlflowClient(uri).get_model_version(registry.MODEL_NAME, version).tags
+    """The version's tags with the gate's evidence (its JSON artifact in the version's run)."""
+    import mlflow
+
+    from mem_pipelines.training.gate_runner import GATE_ARTIFACT
+
+    mv = MlflowClient(uri).get_model_version(registry.MODEL_NAME, version)
+    mlflow.set_tracking_uri(uri)
+    details = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{GATE_ARTIFACT}")
+    assert details["version"] == version and details["gate.outcome"] == mv.tags["gate.outcome"]
+    return {**details, **mv.tags}
 
 
 @pytest.fixture
@@ -238,7 +247,12 @@ def test_rows_the_champion_trained_on_are_left_out(mlflow_uri: str, champion_v1:
     outcome = run_gate(data, challenger, tracking_uri=mlflow_uri)
     # rows up to seen_until + 10 candles are excluded: 400 + 10 of 1000
     assert outcome.rows == 590 and outcome.rows_seen_by_champion == 410
-    tags = client.get_model_version(registry.MODEL_NAME, challenger).tags
+    tags = _tags(mlflow_uri, challenger)
     assert tags["gate.holdout_rows_seen_by_champion"] == "410"
     # the champion's extra errors were all in the first 320 rows: on the rest both are equal
-    assert outcome.verdict.improvement == pytest.approx(0.0) and champion(mlflow_uri) == champion_v1
+    decision = outcome.verdict.accuracy
+    assert decision is not None and decision.rows == 590 and decision.margin == pytest.approx(0.0)
+    assert champion(mlflow_uri) == champion_v1
+    # the skill figure is the challenger's whole holdout (what its training reports), named as such
+    assert outcome.verdict.skill.rows == 1000
+    assert "compared on the 590 of 1,000 holdout rows it never trained on" in outcome.verdict.sentence

@@ -61,9 +61,39 @@ def test_a_training_run_as_a_reviewer_sees_it(mlflow_uri: str) -> None:
     assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "training"
     assert len({i.dataset.digest for i in inputs}) == 2
 
+    # what the run says about itself: a description, the code's git commit, a name of its own
+    assert run.data.tags[registry.NOTE_TAG].startswith("hist_gb over feature set seed, trained on ")
+    assert f"Registered as {registry.MODEL_NAME} v{result.version}." in run.data.tags[registry.NOTE_TAG]
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    assert run.info.run_name.startswith("hist_gb-seed-to-2025-03-08-at-")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view
+
+    # hist_gb has no impurity importances: permutation importances, one per feature, said so
+    importances = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/feature_importances.json")
+    assert importances["kind"].startswith("permutation") and set(importances["importances"]) == set(SEED.names)
+    assert result.importances == importances["importances"] and result.importance_kind == importances["kind"]
+
+    # a few tags on the version; the rest of the facts in the run's JSON artifact
+    version_tags = client.get_model_version(registry.MODEL_NAME, result.version).tags
+    assert len(version_tags) <= 8 and {"estimator", "feature_set", "feature_names", "data.sha256"} <= set(version_tags)
+    details = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/version_details.json")
+    assert details["data.symbols"] == "AAAUSDT,BBBUSDT" and "holdout.roc_auc" in details
+
+    # the pyfunc face of the version: a frame with named columns
+    model = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}/{result.version}")
+    frame = data.loc[:9, list(SEED.names)]
+    predicted = model.predict(frame)
+    assert isinstance(predicted, pd.DataFrame) and list(predicted.columns) == ["p_reversal", "is_reversal"]
+    expected = registry.load_version(result.version, mlflow_uri).predict_proba(frame.to_numpy(dtype="float64"))
+    np.testing.assert_allclose(predicted["p_reversal"].to_numpy(), expected)
+    assert (predicted["is_reversal"] == (expected >= 0.5)).all()
+
+    # a second run on the same data has a name of its own
+    again = train_and_log(data, tracking_uri=mlflow_uri, estimator="hist_gb", feature_set="seed")
+    assert client.get_run(again.run_id).info.run_name != run.info.run_name
+
     artifacts = {f.path for f in client.list_artifacts(result.run_id, "plots")}
     assert artifacts == {
-        "plots/permutation_importances.json",  # hist_gb has no impurity importances
         "plots/roc_curve.png",
         "plots/reliability_curve.png",
         "plots/confusion_matrix.png",

@@ -11,6 +11,7 @@ second run's challenger (the same model) is not promoted.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -69,11 +70,16 @@ def _defs(questdb: QuestDBSettings, uri: str, frames: Path) -> dg.Definitions:
     )
 
 
-def _run(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def _run(defs: dg.Definitions, instance: dg.DagsterInstance, folds: int = 5) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def("train_and_gate")
     return job.execute_in_process(
         instance=instance,
-        run_config={"ops": {"training_dataset": {"config": {"last_days": DAYS}}}},
+        run_config={
+            "ops": {
+                "training_dataset": {"config": {"last_days": DAYS}},
+                "reversal_model": {"config": {"walk_forward_folds": folds}},
+            }
+        },
         raise_on_error=True,
     )
 
@@ -126,15 +132,26 @@ def test_train_and_gate_on_real_candles(
         assert model_meta["walk_forward_folds"] == 5 and model_meta["walk_forward_train_days"] == pytest.approx(
             DAYS / 2, abs=0.5
         )
+        # headline first, then tables the UI can sort (not Markdown)
+        assert list(model_meta)[:2] == ["headline", "model_version"]
+        assert f"v{model_meta['model_version']}: holdout log-loss gain" in model_meta["headline"]
+        assert "over the constant base rate" in model_meta["headline"]
         table = model_meta["walk_forward"]
-        assert table.count("\n") == 7 and "| **pooled** |" in table and "log-loss gain mnat [CI]" in table
+        assert isinstance(table, dg.TableMetadataValue) and len(table.records) == 6
+        assert table.records[-1].data["fold"] == "pooled"
+        importances = model_meta["feature_importances"]
+        assert isinstance(importances, dg.TableMetadataValue)
+        assert len(importances.records) == len(feature_sets.get("regime_v1").names)  # permutation (hist_gb)
+        assert "permutation" in importances.schema.columns[-1].description
+        holdout = {r.data["measure"]: r.data for r in model_meta["holdout"].records}
+        gain = holdout["log-loss gain (mnat) over the constant base rate"]
+        assert gain["value"] == pytest.approx(model_meta["holdout_log_loss_gain_mnat"], abs=0.01)
         assert (
             model_meta["walk_forward_plot"].startswith("![walk-forward")
             and "data:image/png;base64," in model_meta["walk_forward_plot"]
         )
         assert isinstance(model_meta["walk_forward_pooled_log_loss_gain_mnat"], float)
         assert 0.0 <= model_meta["walk_forward_folds_gain_ci_above_zero"] <= 5
-        assert "| holdout |" in model_meta["holdout_skill"]
 
         run_id, version = model_meta["mlflow_run_id"], model_meta["model_version"]
         client = MlflowClient(mlflow_uri)
@@ -164,9 +181,15 @@ def test_train_and_gate_on_real_candles(
 
         gate = _meta(result, "champion_gate")
         assert description(mlflow_uri, version).startswith(gate["sentence"])
+        # one holdout-gain figure: the gate's skill floor is the training's own holdout figure
+        assert gate["log_loss_gain_mnat"] == pytest.approx(model_meta["holdout_log_loss_gain_mnat"], abs=0.01)
+        comparison = [r.data["measure"] for r in gate["comparison"].records]
+        assert comparison[0].startswith("skill floor")
         version_tags = client.get_model_version(registry.MODEL_NAME, version).tags
         assert (version_tags["estimator"], version_tags["feature_set"]) == ("hist_gb", "regime_v1")
-        assert version_tags["gate.outcome"] == gate["verdict"] and version_tags["walk_forward.folds"] == "5"
+        assert version_tags["gate.outcome"] == gate["verdict"] and len(version_tags) <= 8, version_tags
+        details = json.loads(Path(client.download_artifacts(run_id, "version_details.json", str(tmp_path))).read_text())
+        assert details["walk_forward.folds"] == "5" and details["data.symbols"] == ",".join(WITH_CANDLES)
         if gate["verdict"] == "promoted":
             assert champion(mlflow_uri) == version == gate["champion_after"]
             assert gate["log_loss_gain_ci_low"] > 0
@@ -175,8 +198,17 @@ def test_train_and_gate_on_real_candles(
             assert gate["sentence"].startswith("Not promoted: the model has no skill")
         first_champion = champion(mlflow_uri)
 
-        # A second run on the same data trains the same model: it is not promoted over it.
-        second = _run(defs, instance)
+        # The same training again (a re-execution): the version is reused, not registered twice,
+        # and not gated twice.
+        versions = len(client.search_model_versions(f"name='{registry.MODEL_NAME}'"))
+        repeat = _run(defs, instance)
+        assert _meta(repeat, "reversal_model")["model_version"] == version
+        assert "not trained or registered again" in _meta(repeat, "reversal_model")["reused"]
+        assert len(client.search_model_versions(f"name='{registry.MODEL_NAME}'")) == versions
+        assert _meta(repeat, "champion_gate")["verdict"] == gate["verdict"] and champion(mlflow_uri) == first_champion
+
+        # Another training of the same model (without its walk-forward): not promoted over it.
+        second = _run(defs, instance, folds=0)
         again = _meta(second, "champion_gate")
         assert again["verdict"] == "rejected"
         new_version = again["challenger_version"]
