@@ -33,8 +33,12 @@ trap cleanup EXIT
 
 "$PY" -m dagster_webserver -w workspace.yaml -h 127.0.0.1 -p "$DPORT" >"$MEM_HOME/screenshots-dagster.log" 2>&1 &
 PIDS+=($!)
-"$ROOT/.venv/bin/mlflow" ui --backend-store-uri "$MLFLOW_TRACKING_URI" --default-artifact-root "$MEM_HOME/mlruns" \
-  -h 127.0.0.1 -p "$MPORT" >"$MEM_HOME/screenshots-mlflow.log" 2>&1 &
+# as scripts/ui.sh mlflow starts it (one worker, no job runner), but on 127.0.0.2: MLflow opens its
+# assistant panel over the page on a first visit to localhost/127.0.0.1, not on another loopback address
+MHOST=127.0.0.2
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$ROOT/.venv/bin/mlflow" ui --backend-store-uri "$MLFLOW_TRACKING_URI" \
+  --default-artifact-root "$MEM_HOME/mlruns" -h "$MHOST" -p "$MPORT" --workers 1 \
+  --allowed-hosts "$MHOST,$MHOST:$MPORT" --cors-allowed-origins "http://$MHOST:$MPORT" >"$MEM_HOME/screenshots-mlflow.log" 2>&1 &
 PIDS+=($!)
 
 wait_for() {  # url
@@ -42,21 +46,31 @@ wait_for() {  # url
   echo "no answer from $1" >&2; return 1
 }
 wait_for "http://127.0.0.1:$DPORT/server_info"
-wait_for "http://127.0.0.1:$MPORT/health"
+wait_for "http://$MHOST:$MPORT/health"
 
+# the newest version (the gate's verdict on it, against the champion of the time), its run, and
+# the main job's training run
 read -r VERSION EXPERIMENT RUN < <("$PY" -c '
 from mem_core import registry
-mv = registry.version_by_alias(registry.CHAMPION) or registry.version_by_alias(registry.CHALLENGER)
+mv = max(registry.client().search_model_versions(f"name=\x27{registry.MODEL_NAME}\x27"), key=lambda v: int(v.version))
 print(mv.version, registry.ensure_experiment(), mv.run_id)')
+TRAIN_RUN="$("$PY" -c '
+from dagster import DagsterInstance, RunsFilter
+runs = DagsterInstance.get().get_runs(RunsFilter(job_name="train_and_gate"), limit=1)
+print(runs[0].run_id if runs else "")')"
 
 shot() {  # name url [width height]
   "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size="${3:-1440},${4:-900}" \
     --virtual-time-budget=20000 --screenshot="$OUT/$1.png" "$2" >/dev/null 2>&1 || { echo "chromium failed on $2" >&2; return 1; }
   echo "$OUT/$1.png  <- $2"
 }
-shot dagster-asset-graph "http://127.0.0.1:$DPORT/asset-groups" 1600 900
-shot dagster-training-group "http://127.0.0.1:$DPORT/locations/mem/asset-groups/training/lineage" 1600 900
-shot dagster-reversal-model "http://127.0.0.1:$DPORT/assets/reversal_model" 1440 1400
-shot dagster-runs "http://127.0.0.1:$DPORT/runs"
-shot mlflow-model-version "http://127.0.0.1:$MPORT/#/models/mem-reversal/versions/$VERSION" 1440 1200
-shot mlflow-run "http://127.0.0.1:$MPORT/#/experiments/$EXPERIMENT/runs/$RUN" 1440 1200
+D="http://127.0.0.1:$DPORT"
+shot dagster-lineage "$D/assets/candles?view=lineage&lineageScope=downstream&lineageDepth=12" 1600 900
+shot dagster-training-group "$D/locations/mem/asset-groups/training/lineage" 1600 900
+shot dagster-reversal-model "$D/assets/reversal_model" 1920 1500
+shot dagster-memory-store "$D/assets/memory_store" 1440 1000
+shot dagster-candles-checks "$D/assets/candles?view=checks" 1600 1000
+shot dagster-runs "$D/runs"
+[ -z "$TRAIN_RUN" ] || shot dagster-train-run "$D/runs/$TRAIN_RUN" 1600 900
+shot mlflow-model-version "http://$MHOST:$MPORT/#/models/mem-reversal/versions/$VERSION" 1440 1200
+shot mlflow-run "http://$MHOST:$MPORT/#/experiments/$EXPERIMENT/runs/$RUN" 1440 1200
