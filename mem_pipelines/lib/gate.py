@@ -219,9 +219,11 @@ def comparison_line(c: PairedComparison, rows: int) -> str:
         what, digits, unit = "Log loss", 1, " mnat"
     else:
         what, digits, unit = "Brier score", 5, ""
+    direction = "better" if c.improvement >= 0 else "worse"
     return (
-        f"{what} on the same {rows:,} holdout rows: challenger better by {c.improvement:+.{digits}f}{unit} "
-        f"[95% CI {c.interval.low:+.{digits}f}, {c.interval.high:+.{digits}f}], p = {c.p_value:.3g}."
+        f"{what} on the same {rows:,} holdout rows: challenger {direction} by {abs(c.improvement):.{digits}f}{unit} "
+        f"(improvement {c.improvement:+.{digits}f} [95% CI {c.interval.low:+.{digits}f}, "
+        f"{c.interval.high:+.{digits}f}]), p = {c.p_value:.3g}."
     )
 
 

@@ -126,9 +126,9 @@ def test_the_review_sets_the_accuracy_rule_beside_log_loss_and_brier_and_says_ho
     lines = verdict.review("7", "3").splitlines()
     assert lines[0] == verdict.sentence
     assert lines[1].startswith("Accuracy rule (the seed's): ") and lines[1].endswith("not met.")
-    assert lines[2].startswith(f"Log loss on the same {len(y):,} holdout rows: challenger better by +")
+    assert lines[2].startswith(f"Log loss on the same {len(y):,} holdout rows: challenger better by ")
     assert f"[95% CI {log_loss.interval.low:+.1f}, {log_loss.interval.high:+.1f}]" in lines[2]
-    assert lines[3].startswith(f"Brier score on the same {len(y):,} holdout rows: challenger better by +")
+    assert lines[3].startswith(f"Brier score on the same {len(y):,} holdout rows: challenger better by ")
     assert f"[95% CI {brier.interval.low:+.5f}, {brier.interval.high:+.5f}]" in lines[3]
     assert lines[4] == 'To promote by hand: mem model promote 7 --reason "<why>"'
     # the comparison the policy gates on is the same bootstrap as the one shown
@@ -148,3 +148,15 @@ def test_a_first_model_has_no_comparison_lines() -> None:
     ]
     first = judge(y, p, None, ts, float(y.mean()), resamples=200)
     assert first.review("1").splitlines() == [first.sentence]
+
+
+def test_a_worse_challenger_is_said_to_be_worse_not_better_by_a_negative_amount() -> None:
+    from mem_pipelines.lib.gate import comparison_line
+    from mem_pipelines.lib.skill import Interval, PairedComparison
+
+    worse = PairedComparison("log_loss", -3.3, Interval(-8.7, 1.6), 0.2, 1000)
+    line = comparison_line(worse, 13824)
+    assert "challenger worse by 3.3 mnat" in line and "better" not in line
+    assert "(improvement -3.3 [95% CI -8.7, +1.6])" in line
+    better = PairedComparison("brier", 0.0016, Interval(0.0001, 0.003), 0.01, 1000)
+    assert "challenger better by 0.00160 " in comparison_line(better, 10)
