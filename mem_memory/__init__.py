@@ -5,7 +5,8 @@ Imports nothing from mem_pipelines or mem_serving. See docs/memory.md and docs/C
 
 from mem_memory.config import DEFAULT_PARAMETERS, PARAMETER_LIMITS, MemoryConfig
 from mem_memory.crypto import PREVIOUS_KEYS_ENV, key_id, new_key
-from mem_memory.engine import Enhanced, MemoryEngine, decide
+from mem_memory.decide import decide
+from mem_memory.engine import Enhanced, MemoryEngine
 from mem_memory.errors import (
     CorruptRecord,
     DuplicateDecision,

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.backend import SQLITE
 from mem_memory.config import MemoryConfig
+from mem_memory.decide import decide_many
 from mem_memory.errors import (
     CorruptRecord,
     DuplicateOutcome,
@@ -41,8 +42,6 @@ from mem_memory.index import Similar, WorkingMemory
 from mem_memory.requests import Conflict, validate_request_id
 from mem_memory.rules import discovery as discovery_rules
 from mem_memory.rules import parameters as prules
-from mem_memory.rules.adapter import adapt
-from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.rules.context import decision_context
 from mem_memory.rules.strategy_stats import update_strategy
 from mem_memory.store import MemoryStore, PreparedDecision
@@ -63,7 +62,6 @@ from mem_memory.types import (
     Parameters,
     SignalRequest,
     StrategySpec,
-    trusted,
 )
 from mem_memory.write_health import WriteHealth
 from mem_memory.writer import WriterProcess
@@ -278,24 +276,27 @@ class MemoryEngine:
             return sorted(specs, key=lambda s: s.name)
 
     # ------------------------------------------------------------------ enhancement
-    def _retrieve(self, request: SignalRequest) -> tuple[Parameters, StrategySpec | None, Similar | None]:
-        """What the memory knows for ``request``, from the in-process index only (no store
-        read): the current parameters, the first matching strategy and the similar trades."""
+    def _prepare(
+        self, requests: Sequence[SignalRequest], fingerprints: Sequence[str]
+    ) -> list[tuple[Decision, PreparedDecision]]:
+        """The decisions for ``requests`` (not yet stored) and their encoded forms (JSON + AES-GCM
+        outside any lock): ``decide_many`` on what the in-process index holds (no store read),
+        read under one hold of the index lock: the parameters, per request the first matching
+        strategy and the similar trades (none for a HOLD)."""
         cfg = self.config
+        retrieved: list[tuple[Parameters, StrategySpec | None, Similar | None]] = []
         with self._lock:
             params = self._params
-            if request.action == "HOLD":
-                return params, None, None
-            matches = self._wm.matching(request.action, decision_context(request.features, request.time))
-            sim = self._wm.similar(request.action, request.features, cfg.neighbours, cfg.similar_radius)
-        return params, (matches[0] if matches else None), sim
-
-    def _prepare(self, request: SignalRequest, fingerprint: str) -> tuple[Decision, PreparedDecision]:
-        """The decision for ``request`` (not yet stored) and its encoded form (JSON + AES-GCM
-        outside any lock)."""
-        params, spec, sim = self._retrieve(request)
-        decision = decide(request, params, spec, sim, self.config, str(uuid.uuid4()))
-        return decision, self.store.prepare_decision(decision, request.request_id, fingerprint)
+            for r in requests:
+                if r.action == "HOLD":
+                    retrieved.append((params, None, None))
+                    continue
+                matches = self._wm.matching(r.action, decision_context(r.features, r.time))
+                sim = self._wm.similar(r.action, r.features, cfg.neighbours, cfg.similar_radius)
+                retrieved.append((params, matches[0] if matches else None, sim))
+        decisions = decide_many(requests, retrieved, cfg, [str(uuid.uuid4()) for _ in requests])
+        prepare = self.store.prepare_decision
+        return [(d, prepare(d, r.request_id, fp)) for d, r, fp in zip(decisions, requests, fingerprints, strict=True)]
 
     def _index(self, decision: Decision) -> Callable[[Any], None]:
         """What a committed decision adds to the index (nothing for a replayed request id)."""
@@ -333,7 +334,7 @@ class MemoryEngine:
         ``request.request_id`` already recorded: its stored decision, nothing written (and
         ``RequestConflict`` when ``fingerprint`` says the request differs)."""
         self.refresh(force=False)
-        decision, prepared = self._prepare(request, fingerprint)
+        ((decision, prepared),) = self._prepare([request], [fingerprint])
         try:
             written: Any = self._group.submit_decision(prepared, self._index(decision))
         except Exception as exc:
@@ -351,7 +352,7 @@ class MemoryEngine:
             self._checked = _time.monotonic()
             self._catch_up()
         fps = list(fingerprints) if fingerprints is not None else [""] * len(requests)
-        made = [self._prepare(r, fp) for r, fp in zip(requests, fps, strict=True)]
+        made = self._prepare(requests, fps)
         prepared = [p for _, p in made]
         applies = [self._index(d) for d, _ in made]
         results: list[Any]
@@ -663,129 +664,6 @@ class Enhanced(NamedTuple):
 
     decision: Decision
     replayed: bool
-
-
-def decide(
-    request: SignalRequest,
-    params: Parameters,
-    spec: StrategySpec | None,
-    sim: Similar | None,
-    cfg: MemoryConfig,
-    decision_id: str,
-) -> Decision:
-    """The decision record for ``request`` (pure: no I/O, no clock). Inputs: the request with
-    its ML prediction (``ml_confidence``/``ml_direction``) and feature snapshot, the current
-    parameters, the first matching learned strategy and the similar closed trades (both None
-    for a HOLD). Combines base, ML and memory confidence, applies the HOLD rule and sizes the
-    trade from the parameters, adjusted by the strategy and the regime (docs/memory.md). The
-    record is built unchecked (``trusted``): its inputs are validated records and the rules keep
-    confidences in [0, 1] and sizes >= 0 (tests/memory/test_decide.py checks it passes the checks)."""
-    features = request.features
-    base_action = request.action
-    ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
-    adaptation = adapt(features, request.strategy, cfg)
-    memory: float | None = None
-    memory_note = "memory silent"
-    if sim is not None:
-        memory, memory_note = memory_confidence(sim.wins, sim.n, spec.confidence if spec else None, cfg.min_similar)
-    final = combine(request.base_confidence, ml, memory, cfg)
-    action = base_action if base_action == "HOLD" else hold_rule(base_action, final, params["ml_confidence_min"])
-    if action == "HOLD":
-        size = stop = target = 0.0
-        stop_price = take_price = 0.0
-        sizing_note = ""
-    else:
-        sz = prules.sizing(params, spec, adaptation, cfg)
-        size, stop, target, sizing_note = sz.size, sz.stop_loss_pct, sz.take_profit_pct, sz.note
-        sign = 1.0 if action == "BUY" else -1.0
-        stop_price = request.price * (1.0 - sign * stop)
-        take_price = request.price * (1.0 + sign * target)
-    reasoning = _reasoning(
-        request,
-        action,
-        final,
-        ml,
-        memory,
-        memory_note,
-        spec,
-        adaptation.regime,
-        params["ml_confidence_min"],
-        sizing_note,
-    )
-    return trusted(
-        Decision,
-        decision_id=decision_id,
-        time=request.time,
-        symbol=request.symbol,
-        strategy=request.strategy,
-        action=action,
-        base_action=base_action,
-        price=request.price,
-        base_confidence=request.base_confidence,
-        ml_confidence=request.ml_confidence,
-        memory_confidence=memory,
-        confidence=final,
-        size=size,
-        stop_loss=stop_price,
-        take_profit=take_price,
-        stop_loss_pct=stop,
-        take_profit_pct=target,
-        reasoning=reasoning,
-        learned_strategy=spec.name if spec else None,
-        model_version=request.model_version,
-        ml_direction=request.ml_direction,
-        features=features,
-        regime=adaptation.regime,
-        parameters_version=params.version,
-        session_id=request.session_id,
-        market_context=request.market_context,
-    )
-
-
-# ---------------------------------------------------------------------- sentences
-def _reasoning(
-    req: SignalRequest,
-    action: str,
-    final: float,
-    ml: float | None,
-    memory: float | None,
-    memory_note: str,
-    spec: StrategySpec | None,
-    regime: str,
-    minimum: float,
-    sizing_note: str,
-) -> str:
-    if req.action == "HOLD":
-        return f"HOLD kept: the base strategy {req.strategy or 'signal'} said HOLD."
-    parts = [f"base {req.base_confidence:.2f}"]
-    if ml is not None:
-        if req.ml_direction is None:
-            parts.append(f"ML {ml:.2f}")
-        else:
-            verb = "supports" if ml == req.ml_confidence else "opposes"
-            parts.append(f"ML {ml:.2f} ({req.ml_direction} reversal {verb} {req.action})")
-    else:
-        parts.append(f"no ML ({req.ml_absent_reason})" if req.ml_absent_reason else "no ML")
-    parts.append(f"memory {memory:.2f} ({memory_note})" if memory is not None else "memory silent")
-    weights = {"base": req.base_confidence - final}
-    if ml is not None:
-        weights["ML"] = ml - final
-    if memory is not None:
-        weights["memory"] = memory - final
-    driver = max(weights, key=lambda k: abs(weights[k])) if len(weights) > 1 else "base"
-    head = (
-        f"{action} at {final:.2f}"
-        if action != "HOLD"
-        else f"HOLD: final confidence {final:.2f} below minimum {minimum:.2f}"
-    )
-    tail = [f"driven most by {driver}"]
-    if spec is not None:
-        tail.append(f"learned strategy {spec.name} matched")
-    if regime != "normal":
-        tail.append(f"regime {regime}")
-    if sizing_note:
-        tail.append(sizing_note)
-    return f"{head} ({', '.join(parts)}); {'; '.join(tail)}."
 
 
 def _outcome_summary(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mem_memory import Decision, MemoryConfig, Parameters, Similar, decide
 from mem_memory.config import PARAMETER_LIMITS
+from mem_memory.decide import decide_many
 from mem_memory.types import Condition, StrategySpec, StrategyStats
 
 from .helpers import request
@@ -66,3 +67,46 @@ def test_decide_is_pure_and_its_record_is_valid(action, base, ml, direction, pri
     assert decide(req, params, spec, sim, CONFIG, "d-1") == d
     assert Decision.from_dict(d.to_dict()) == d  # the checked constructor accepts it, unchanged
     assert Decision(**{f: getattr(d, f) for f in d.__slots__}) == d  # type: ignore[attr-defined]
+
+
+@st.composite
+def features(draw: st.DrawFn) -> dict[str, float]:
+    """Snapshots in every regime of the adapter (high volatility, uptrend, choppy, normal)."""
+    return {
+        "hl_range": draw(st.sampled_from([0.001, 0.03])),
+        "sma20": draw(st.sampled_from([0.001, 0.012])),
+        "sma50": 0.025,
+        "macd_hist": draw(st.sampled_from([-0.1, 0.2])),
+        "rsi14": draw(st.sampled_from([30.0, 50.0])),
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n=st.integers(1, 12))
+def test_decide_many_equals_decide_item_by_item(data: st.DataObject, n: int) -> None:
+    """The batch form shares sizings, adaptations and minimums between items: on batches mixing
+    two parameter sets, two strategies, regimes and strategy families, every decision equals
+    ``decide`` of that item alone."""
+    param_sets = [data.draw(parameters()), data.draw(parameters())]
+    specs = [data.draw(strategies()), data.draw(strategies())]
+    requests, retrieved = [], []
+    for i in range(n):
+        action = data.draw(st.sampled_from(["BUY", "SELL", "HOLD"]))
+        req = request(
+            symbol=f"S{i}USDT",
+            action=action,
+            base=data.draw(unit),
+            ml=data.draw(st.none() | unit),
+            direction=data.draw(st.sampled_from(["bullish", "bearish", None])),
+            price=data.draw(st.floats(1e-3, 1e6)),
+            features=data.draw(features()),
+            strategy=data.draw(st.sampled_from(["momentum", "mean_reversion", "bench", ""])),
+            time=T0 + timedelta(minutes=i),
+        )
+        spec = data.draw(st.sampled_from(specs)) if action == "BUY" else None
+        sim = None if action == "HOLD" else Similar(10, data.draw(st.integers(0, 10)), ())
+        requests.append(req)
+        retrieved.append((data.draw(st.sampled_from(param_sets)), spec, sim))
+    ids = [f"d-{i}" for i in range(n)]
+    alone = [decide(r, p, s, m, CONFIG, d) for r, (p, s, m), d in zip(requests, retrieved, ids, strict=True)]
+    assert decide_many(requests, retrieved, CONFIG, ids) == alone

@@ -122,8 +122,8 @@ def test_a_repeated_decision_id_fails_only_its_own_caller(db: Path) -> None:
     store = MemoryStore.open(db)
     engine = MemoryEngine(store, writer_process=True)
     committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
-    first = engine._prepare(request(), "")[1]
-    others = [engine._prepare(request(price=101.0 + i), "")[1] for i in range(5)]
+    first = engine._prepare([request()], [""])[0][1]
+    others = [p for _, p in engine._prepare([request(price=101.0 + i) for i in range(5)], [""] * 5)]
 
     async def main() -> list:
         await committer.submit_many([first], [None])
