@@ -17,10 +17,10 @@ Failures, each to the callers of its batch only:
   ``DuplicateDecision``;
 - a full store in the child (disk full, size cap): ``StoreFull``, nothing stored;
 - another SQLite error in the child (lock timeout): ``MemoryStoreError``, nothing stored;
-- the child died: the batch is in doubt, so the parent looks its ids up in the store. Those
-  committed are acknowledged; the rest were certainly not (one transaction, and the child is
-  gone), so they are sent once more to a new child, and get ``MemoryUnavailable`` if that one
-  fails them too.
+- the child died: the batch is in doubt, so the parent looks its ids up in the store (on a
+  worker thread; nothing is sent until it answers). Those committed are acknowledged; the rest
+  were certainly not (one transaction, and the child is gone), so they are sent once more to a
+  new child, and get ``MemoryUnavailable`` if that one fails them too.
 """
 
 from __future__ import annotations
@@ -187,15 +187,34 @@ class AsyncDecisionCommitter:
             _settle(p.future, e)
 
     def _writer_lost(self, batch: list[_Pending], exc: MemoryUnavailable) -> None:
-        """The child died with ``batch`` in flight (or before it could be sent): acknowledge
-        what the store holds, fail the rest."""
+        """The child died with ``batch`` in flight (or before it could be sent): look up which of
+        its decisions the store holds, on a worker thread when called on the loop (which never
+        reads the store; nothing is sent meanwhile), then ``_in_doubt_settled``."""
         self._drop_reader()
         self.writer.stop()
+        ids = [p.prepared.decision_id for p in batch]
+        loop = self._loop
+        if loop is None or not _on_loop_thread(loop) or self._closed:
+            self._in_doubt_settled(batch, exc, self._lookup(ids), resume=False)
+            return
+        self._inflight = batch
+        looked_up = loop.run_in_executor(None, self._lookup, ids)
+        looked_up.add_done_callback(lambda f: self._in_doubt_settled(batch, exc, f.result(), resume=True))
+
+    def _lookup(self, ids: list[str]) -> dict[str, int]:
         try:
-            stored = self.store.decision_event_ids([p.prepared.decision_id for p in batch])
+            return self.store.decision_event_ids(ids)
         except Exception:
             log.exception("looking up an in-doubt batch failed")
-            stored = {}
+            return {}
+
+    def _in_doubt_settled(
+        self, batch: list[_Pending], exc: MemoryUnavailable, stored: dict[str, int], resume: bool
+    ) -> None:
+        """Acknowledge what the store holds of a lost batch, fail the rest or queue it again
+        (``resume``: then send the queue, unless ``close`` settled the batch meanwhile)."""
+        if resume and self._inflight is not batch:
+            return
         log.warning("%s with %d decisions in flight; %d of them were committed", exc, len(batch), len(stored))
         done = [(p, stored[p.prepared.decision_id]) for p in batch if p.prepared.decision_id in stored]
         if done:
@@ -207,6 +226,10 @@ class AsyncDecisionCommitter:
                 _fail(p.future, lost)
         for p in reversed([p for p in again if not p.future.done()]):
             self._queue.appendleft(p)
+        if resume:
+            self._inflight = None
+            if not self._closed:
+                self._send_next()
 
     async def _one_by_one(self, p: _Pending) -> None:
         assert self._loop is not None

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,6 +145,14 @@ def test_a_killed_writer_loses_no_acknowledged_decision_and_is_replaced(db: Path
     first_pid = engine._async.writer.pid  # type: ignore[union-attr]
     acked: list[str] = []
     failed: list[BaseException] = []
+    lookups: list[threading.Thread] = []  # where the in-doubt batch was looked up
+    lookup = store.decision_event_ids
+
+    def recorded(ids: list[str]) -> dict[str, int]:
+        lookups.append(threading.current_thread())
+        return lookup(ids)
+
+    store.decision_event_ids = recorded  # type: ignore[method-assign]
 
     async def caller(k: int) -> None:
         for i in range(150):
@@ -168,6 +177,7 @@ def test_a_killed_writer_loses_no_acknowledged_decision_and_is_replaced(db: Path
     assert engine._async.writer.starts == 2  # type: ignore[union-attr]
     # in-doubt decisions are looked up, the rest resent once: nobody sees the crash
     assert failed == [] and len(acked) == 1200
+    assert lookups and threading.main_thread() not in lookups  # not on the event loop's thread
     engine.close()
     stored = store.decision_event_ids(acked)
     assert len(stored) == len(acked)
