@@ -280,13 +280,13 @@ class Handlers:
                 out[i] = block if isinstance(block, Exception) else InvalidArgument("candles", "none")
                 continue
             key = (block.newest_key(), model.version)
-            cached = self.predictions.get(items[i][0], key)
-            if cached is not None:
-                self.metrics.prediction_cache.labels("hit").inc()
-                out[i] = cached
-            else:
-                self.metrics.prediction_cache.labels("miss").inc()
+            out[i] = cached = self.predictions.get(items[i][0], key)
+            if cached is None:
                 misses.append((i, key, block))
+        hits = sum(isinstance(o, Prediction) for o in out)
+        for outcome, count in (("hit", hits), ("miss", len(misses))):
+            if count:
+                self.metrics.prediction_cache.labels(outcome).inc(count)
         if not misses:
             return [o if o is not None else InvalidArgument("candles", "no prediction") for o in out]
         budget.check("computing features")

@@ -1,0 +1,158 @@
+"""The candle close as bursts of single calls: N concurrent EnhanceSignal calls (one new candle
+each) against ``mem serve``, beside the same N calls against a do-nothing grpc.aio servicer of the
+same RPC (the floor). Prints one JSON object.
+
+Set-up as in bench_sustained.py: a champion (default ``hist_gb`` over ``regime_v1``) fitted on
+real BTCUSDT candles in a temporary SQLite MLflow store, ``mem serve`` run as a process with its
+writer process. The floor is a process serving ``mem.v1.MemService/EnhanceSignal`` with grpc.aio
+that decodes the request and answers an empty ``EnhancedSignal``. One client process, one
+grpc.aio channel per server: each round sends N calls at once (every symbol's next candle) to
+the floor, then to ``mem serve``, and times first send to last answer. Target (issue 27): the
+median burst within 2x of the floor's.
+
+    .venv/bin/python bench/bench_burst.py [--symbols 1000] [--rounds 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bench_serving as common
+
+from mem_testing.serve_process import proc_cpu, start_serve, stop
+
+ENHANCE = "/mem.v1.MemService/EnhanceSignal"
+
+
+async def _floor_server() -> None:
+    """The do-nothing servicer: prints its port, serves until stdin closes."""
+    import grpc
+
+    from mem_serving.api import pb
+
+    async def enhance(request: object, context: object) -> object:
+        return pb.EnhancedSignal()
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(
+        enhance,
+        request_deserializer=pb.EnhanceSignalRequest.FromString,
+        response_serializer=pb.EnhancedSignal.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("mem.v1.MemService", {"EnhanceSignal": handler})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(1)
+
+
+async def _bursts(real: str, floor: str, rounds: list[list[bytes]], history: list[bytes]) -> dict[str, list[float]]:
+    import grpc
+
+    async with grpc.aio.insecure_channel(real) as rch, grpc.aio.insecure_channel(floor) as fch:
+        r_call = rch.unary_unary(ENHANCE)
+        f_call = fch.unary_unary(ENHANCE)
+        for k in range(0, len(history), 50):  # every symbol's history, 50 calls at a time
+            await asyncio.gather(*(r_call(h, timeout=120) for h in history[k : k + 50]))
+        out: dict[str, list[float]] = {"floor_ms": [], "real_ms": []}
+        for burst in rounds:
+            for key, call in (("floor_ms", f_call), ("real_ms", r_call)):
+                t = time.perf_counter()
+                await asyncio.gather(*(call(b, timeout=120) for b in burst))
+                out[key].append(round((time.perf_counter() - t) * 1000, 1))
+        return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--symbols", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="a smaller champion (faster set-up)")
+    ap.add_argument("--estimator", default="hist_gb")
+    ap.add_argument("--feature-set", default="regime_v1")
+    ap.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.floor_server:
+        asyncio.run(_floor_server())
+        return
+
+    from mem_core.features import SERVING_HISTORY
+    from mem_core.questdb.local import free_port
+    from mem_serving.api import pb
+
+    tmp = Path(tempfile.mkdtemp(prefix="mem-bench-burst-"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    version, fit_s = common._train_champion(uri, args.quick, args.estimator, args.feature_set)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))}
+    env.update(MLFLOW_TRACKING_URI=uri, MEM_HOME=str(tmp), PYTHONUNBUFFERED="1", MEM_QUESTDB_PG_PORT=str(free_port()))
+    env["MEM_SERVING_CANDLE_SINK"] = "off"
+    rows = common._rows(0, SERVING_HISTORY + args.rounds)
+    symbols = [f"B{j:04d}USDT" for j in range(args.symbols)]
+    past = [common._candle(pb, r) for r in rows[:SERVING_HISTORY]]
+
+    def enhance(symbol: str, candles: list[object], price: float) -> bytes:
+        return pb.EnhanceSignalRequest(
+            symbol=symbol, action=pb.ACTION_BUY, base_confidence=0.65, price=price, strategy="burst", candles=candles
+        ).SerializeToString()
+
+    history = [enhance(s, past, float(rows[SERVING_HISTORY - 1][4])) for s in symbols]
+    rounds = [
+        [
+            enhance(s, [common._candle(pb, rows[SERVING_HISTORY + k])], float(rows[SERVING_HISTORY + k][4]))
+            for s in symbols
+        ]
+        for k in range(args.rounds)
+    ]
+    server, info = start_serve(tmp / "memory.db", env=env, tracking_uri=uri, stderr=open(tmp / "serve.log", "w"))  # noqa: SIM115
+    floor = subprocess.Popen(
+        [sys.executable, __file__, "--floor-server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        port = int(floor.stdout.readline())  # type: ignore[union-attr]
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        cpu0 = proc_cpu(server.pid)
+        got = asyncio.run(_bursts(info["grpc"], f"127.0.0.1:{port}", rounds, history))
+        server_cpu_s = proc_cpu(server.pid) - cpu0
+        load_after = [round(x, 2) for x in os.getloadavg()]
+    finally:
+        floor.stdin.close()  # type: ignore[union-attr]
+        floor.wait(timeout=10)
+        stop(server)
+    real, flo = statistics.median(got["real_ms"]), statistics.median(got["floor_ms"])
+    print(
+        json.dumps(
+            {
+                "benchmark": "burst",
+                "model": {"version": version, "estimator": args.estimator, "feature_set": args.feature_set},
+                "fit_s": round(fit_s, 2),
+                "symbols": args.symbols,
+                "rounds": args.rounds,
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+                "burst_ms_median": real,
+                "floor_ms_median": flo,
+                "ratio_to_floor": round(real / flo, 2),
+                "burst_ms": got["real_ms"],
+                "floor_ms": got["floor_ms"],
+                "server_cpu_s_incl_warm_up": round(server_cpu_s, 2),
+                "target_ratio": 2.0,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
