@@ -197,9 +197,17 @@ class AsyncDecisionCommitter:
         if loop is None or not _on_loop_thread(loop) or self._closed:
             self._in_doubt_settled(batch, exc, self._lookup(ids), resume=False)
             return
+        try:
+            looked_up = loop.run_in_executor(None, self._lookup, ids)
+        except RuntimeError:  # the loop's executor is shut down (the server is stopping)
+            self._in_doubt_settled(batch, exc, self._lookup(ids), resume=False)
+            return
         self._inflight = batch
-        looked_up = loop.run_in_executor(None, self._lookup, ids)
-        looked_up.add_done_callback(lambda f: self._in_doubt_settled(batch, exc, f.result(), resume=True))
+        looked_up.add_done_callback(
+            lambda f: self._in_doubt_settled(
+                batch, exc, self._lookup(ids) if f.cancelled() else f.result(), resume=True
+            )
+        )
 
     def _lookup(self, ids: list[str]) -> dict[str, int]:
         try:
