@@ -211,11 +211,6 @@ class Handlers:
             raise ShortHistory(symbol, len(run), need)
         return run
 
-    @staticmethod
-    def _features(block: CandleBlock, feature_set: FeatureSet = SEED) -> tuple[dict[str, float], str]:
-        """Features of the newest candle and the direction a reversal would take."""
-        return newest_features(block, feature_set), newest_direction(block.ohlcv[:, 3])
-
     def _model(self) -> Any:
         model = self.models.model
         if model is None:
@@ -428,19 +423,17 @@ class Handlers:
         if candles is not None:
             self.history.merge(symbol, candles)  # QuestDB gets what it accepts (on_change) first
 
-    def _snapshot(self, query: EnhanceQuery, budget: Budget, merged: bool = False) -> dict[str, float]:
+    def _snapshot(self, query: EnhanceQuery, budget: Budget) -> dict[str, float]:
         """Features for the decision snapshot when the caller brought its own ML prediction (or
         there is no champion): from the newest contiguous run after merging the candles given;
         none when it is too short."""
-        if query.candles is None or merged:
-            block = self.history.run(query.symbol)
-        else:
-            block = self.history.merge(query.symbol, query.candles)
+        candles = query.candles
+        block = self.history.run(query.symbol) if candles is None else self.history.merge(query.symbol, candles)
         if len(block) < feats.MIN_HISTORY:
             return {}
         budget.check("computing features")
         try:
-            return self._features(block)[0]
+            return newest_features(block)
         except feats.InsufficientHistory:
             return {}
 
