@@ -6,7 +6,12 @@ then each round every symbol brings one new candle in ONE EnhanceSignals request
 through the servicer's steps (parse, validate, ``Handlers.enhance``: one feature pass, one model
 call, one commit; build and serialize the reply) on the server's loop thread, without gRPC's
 transport. Reported: the median and worst wall time per batch, and the loop thread's CPU per item.
-The transport's share is what ``../shared/tools/burst_over_grpc.py`` adds on top.
+
+Beside it, in the same run, the floor of the same batch: in process, a do-nothing servicer
+(parse the request bytes, build one minimal ``EnhancedSignal`` per item with its fields echoed,
+serialize); over gRPC, that servicer as a grpc.aio process, called by a client process with the
+same next-candle batches as ``mem serve``'s own port (``over_grpc``: median wall per batch, first
+send to answer). ``ratio_to_floor`` is mem's figure over the floor's.
 
     .venv/bin/python bench/bench_candle_close.py [--symbols 1000] [--rounds 5] [--quick]
 """
@@ -17,13 +22,73 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
+import pickle
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import bench_serving as common
+
+ENHANCE_MANY = "/mem.v1.MemService/EnhanceSignals"
+
+
+def floor_reply(data: bytes) -> bytes:
+    """The do-nothing servicer of EnhanceSignals: parse, one minimal signal per item (symbol,
+    action and confidence echoed), serialize."""
+    from mem_serving.api import pb
+
+    req = pb.EnhanceSignalsRequest.FromString(data)
+    return pb.EnhanceSignalsResponse(
+        results=[
+            pb.EnhanceSignalResult(
+                signal=pb.EnhancedSignal(
+                    symbol=r.symbol, action=r.action, confidence=r.base_confidence, base_confidence=r.base_confidence
+                )
+            )
+            for r in req.requests
+        ]
+    ).SerializeToString()
+
+
+async def _floor_server() -> None:
+    """``floor_reply`` as a grpc.aio servicer: prints its port, serves until stdin closes."""
+    import grpc
+
+    async def enhance_many(request: bytes, context: object) -> bytes:
+        return floor_reply(request)
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(enhance_many)  # bytes in, bytes out
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("mem.v1.MemService", {"EnhanceSignals": handler})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(1)
+
+
+async def _client(job: Path) -> None:
+    """Each batch of ``job`` to the floor, then to mem; prints the wall ms of each as JSON."""
+    import grpc
+
+    spec = pickle.loads(job.read_bytes())
+    out: dict[str, list[float]] = {"floor_ms": [], "mem_ms": []}
+    async with grpc.aio.insecure_channel(spec["floor"]) as fch, grpc.aio.insecure_channel(spec["mem"]) as mch:
+        calls = {"floor_ms": fch.unary_unary(ENHANCE_MANY), "mem_ms": mch.unary_unary(ENHANCE_MANY)}
+        await calls["floor_ms"](spec["batches"][0], timeout=60)  # the connection, warm
+        for data in spec["batches"]:
+            for key, call in calls.items():
+                t = time.perf_counter()
+                await call(data, timeout=60)
+                out[key].append(round((time.perf_counter() - t) * 1000, 2))
+    print(json.dumps(out), flush=True)
 
 
 def main() -> None:
@@ -33,7 +98,15 @@ def main() -> None:
     ap.add_argument("--estimator", default="hist_gb")
     ap.add_argument("--feature-set", default="regime_v1")
     ap.add_argument("--quick", action="store_true", help="a smaller champion (faster set-up)")
+    ap.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--client", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.floor_server:
+        asyncio.run(_floor_server())
+        return
+    if args.client:
+        asyncio.run(_client(args.client))
+        return
 
     from mem_core.features import SERVING_HISTORY
     from mem_serving import converters as conv
@@ -52,7 +125,7 @@ def main() -> None:
     app = build_app(settings, start_metrics=False)
     try:
         h, mx = app.handlers, settings.max_candles
-        rows = common._rows(0, SERVING_HISTORY + args.rounds + 1)
+        rows = common._rows(0, SERVING_HISTORY + 2 * args.rounds + 1)
         symbols = [f"C{j:04d}USDT" for j in range(args.symbols)]
 
         async def inline(fn: Callable[[], object]) -> object:
@@ -88,11 +161,19 @@ def main() -> None:
             assert reply and ok == len(symbols), [a for a in answers if isinstance(a, Exception)][:3]
             return time.perf_counter() - wall, time.thread_time() - cpu, ok
 
-        walls, cpus = [], []
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        walls, cpus, floor_walls, floor_cpus = [], [], [], []
         for k in range(args.rounds):
-            wall, cpu, _ = asyncio.run_coroutine_threadsafe(one(batch(k)), app.loop).result()
+            data = batch(k)
+            wall, cpu, _ = asyncio.run_coroutine_threadsafe(one(data), app.loop).result()
             walls.append(wall * 1000)
             cpus.append(cpu * 1000 / len(symbols))
+            c0, w0 = time.thread_time(), time.perf_counter()
+            floor_reply(data)
+            floor_walls.append((time.perf_counter() - w0) * 1000)
+            floor_cpus.append((time.thread_time() - c0) * 1000 / len(symbols))
+        grpc_run = _over_grpc(tmp, f"127.0.0.1:{app.port}", [batch(args.rounds + k) for k in range(args.rounds)])
+        mem_ms, floor_ms = statistics.median(walls), statistics.median(floor_walls)
         report = {
             "benchmark": "candle_close",
             "model": {"version": version, "estimator": args.estimator, "feature_set": args.feature_set, "fit_s": fit_s},
@@ -102,10 +183,45 @@ def main() -> None:
             "batch_ms_max": round(max(walls), 2),
             "loop_cpu_ms_per_item_median": round(statistics.median(cpus), 4),
             "group_commit": app.handlers.engine.group_stats,  # type: ignore[attr-defined]
+            "floor_in_process": {
+                "batch_ms_median": round(floor_ms, 2),
+                "cpu_ms_per_item_median": round(statistics.median(floor_cpus), 4),
+                "ratio_to_floor": round(mem_ms / floor_ms, 1),
+            },
+            "over_grpc": grpc_run,
+            "target_batch_ms": 50.0,
+            "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
         }
     finally:
         app.stop(1)
     print(json.dumps(report, indent=2))
+
+
+def _over_grpc(tmp: Path, mem: str, batches: list[bytes]) -> dict[str, float | list[float]]:
+    """The batches to mem's port and to the floor's grpc.aio process, from a client process."""
+    floor = subprocess.Popen(
+        [sys.executable, __file__, "--floor-server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = int(floor.stdout.readline())  # type: ignore[union-attr]
+        job = tmp / "client-job.pickle"
+        job.write_bytes(pickle.dumps({"floor": f"127.0.0.1:{port}", "mem": mem, "batches": batches}))
+        done = subprocess.run(
+            [sys.executable, __file__, "--client", str(job)], capture_output=True, text=True, check=True, timeout=600
+        )
+    finally:
+        floor.stdin.close()  # type: ignore[union-attr]
+        floor.wait(timeout=10)
+    got = json.loads(done.stdout)
+    mem_ms, floor_ms = statistics.median(got["mem_ms"]), statistics.median(got["floor_ms"])
+    return {
+        "mem_batch_ms_median": mem_ms,
+        "floor_batch_ms_median": floor_ms,
+        "ratio_to_floor": round(mem_ms / floor_ms, 1),
+        "mem_ms": got["mem_ms"],
+        "floor_ms": got["floor_ms"],
+    }
 
 
 if __name__ == "__main__":
