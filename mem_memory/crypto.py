@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -130,7 +131,18 @@ class Codec:
         raise TypeError("Codec holds key material and cannot be pickled")
 
     def encode(self, kind: str, record: Mapping[str, Any]) -> bytes:
-        data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+        """``record`` as compact JSON (sealed with the writing key). A decision, whose numbers its
+        record checked finite, is written by orjson (a fifteenth of the time; the same values
+        decoded, non-ASCII as UTF-8 rather than escapes); a value orjson refuses, and every
+        other kind, by ``json`` as before (NaN refused)."""
+        data = None
+        if kind == "decision":
+            try:
+                data = orjson.dumps(record)
+            except orjson.JSONEncodeError:  # numpy scalars, lone surrogates, big ints: json's rules
+                pass
+        if data is None:
+            data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
         return data if self._write is None else self._seal(kind, data)
 
     def _seal(self, kind: str, data: bytes) -> bytes:
