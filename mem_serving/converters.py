@@ -56,17 +56,19 @@ NO_FUTURE = FutureLimit()
 # ---- validation helpers ------------------------------------------------------------------
 
 
-def symbol(value: str, field: str = "symbol") -> str:
-    """The symbol rule of the whole system (``mem_memory.symbols``), as an ``InvalidArgument``."""
-    problem = symbol_problem(value)
+def symbol(value: str, field: str = "symbol", _good: set[str] = set()) -> str:  # noqa: B006  # the cache
+    """The symbol rule of the whole system (``mem_memory.symbols``), as an ``InvalidArgument``;
+    ``_good`` remembers up to 65,536 symbols that passed it unchanged (the same ones every candle)."""
+    problem = None if value in _good else symbol_problem(value)
     if problem is not None:
         raise InvalidArgument(field, problem)
+    if len(_good) < 65536 and value == value.strip():
+        _good.add(value)
     return value.strip()
 
 
 def request_id(value: str, field: str = "request_id") -> str:
-    """The request-id rule of the memory (``mem_memory.requests``), as an ``InvalidArgument``;
-    "" is no id."""
+    """The request-id rule of the memory (``mem_memory.requests``) as an ``InvalidArgument``; "" is no id."""
     problem = request_id_problem(value)
     if problem is not None:
         raise InvalidArgument(field, problem)
@@ -339,11 +341,8 @@ def outcome_query(req: pb.LogOutcomeRequest, limit: FutureLimit = NO_FUTURE) -> 
 def ts_pb(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    ts = Timestamp()
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
+    d = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH  # FromDatetime's, in integers
+    return Timestamp(seconds=d.days * 86400 + d.seconds, nanos=d.microseconds * 1000)
 
 
 def ms_pb(ms: int) -> Timestamp:
