@@ -57,14 +57,14 @@ class ShortHistory(FailedPrecondition):
 
 class _Series:
     """One symbol's ring: rows ``head .. head+n-1`` (mod capacity), ascending unique open times;
-    ``run`` is the length of the newest contiguous run."""
+    ``run`` is the length of the newest contiguous run, ``last`` the newest open time (when ``n``)."""
 
-    __slots__ = ("ts", "ohlcv", "head", "n", "run")
+    __slots__ = ("ts", "ohlcv", "head", "n", "run", "last")
 
     def __init__(self, capacity: int) -> None:
         self.ts = np.zeros(capacity, dtype=np.int64)
         self.ohlcv = np.zeros((capacity, 5), dtype=np.float64)
-        self.head = self.n = self.run = 0
+        self.head = self.n = self.run = self.last = 0
 
     def tail(self, k: int) -> CandleBlock:
         """A copy of the newest ``k`` rows (``k <= n``)."""
@@ -78,16 +78,13 @@ class _Series:
             np.concatenate((self.ts[start:], self.ts[:wrap])), np.concatenate((self.ohlcv[start:], self.ohlcv[:wrap]))
         )
 
-    def newest(self) -> int:
-        return int(self.ts[(self.head + self.n - 1) % len(self.ts)])
-
     def append(self, block: CandleBlock, bar: int) -> None:
-        """Write ``block`` (all newer than ``newest()``, ascending, at most capacity rows) at the end."""
+        """Write ``block`` (all newer than ``last``, ascending, at most capacity rows) at the end."""
         cap, k = len(self.ts), len(block)
         inner = _run_length(block.ts_ms, bar) if k > 1 else 1
         if inner < k:  # a gap inside the block
             run = inner
-        elif self.n and int(block.ts_ms[0]) - self.newest() == bar:
+        elif self.n and int(block.ts_ms[0]) - self.last == bar:
             run = self.run + k
         else:
             run = k
@@ -98,11 +95,12 @@ class _Series:
         self.head = (self.head + over) % cap
         self.n += k - over
         self.run = min(run, self.n)
+        self.last = int(block.ts_ms[-1])
 
     def replace_all(self, block: CandleBlock, bar: int) -> None:
         k = len(block)
         self.ts[:k], self.ohlcv[:k] = block.ts_ms, block.ohlcv
-        self.head, self.n = 0, k
+        self.head, self.n, self.last = 0, k, int(block.ts_ms[-1])
         breaks = np.flatnonzero(np.diff(block.ts_ms) != bar)
         self.run = k - 1 - int(breaks[-1]) if len(breaks) else k
 
@@ -159,7 +157,7 @@ class CandleHistory:
                 return min(s.run, self.view) if s is not None else 0
             if s is None or s.n == 0:
                 return min(_run_length(block.ts_ms, self.bar_ms), self.view)
-            newest = s.newest()
+            newest = s.last
             if int(block.ts_ms[0]) > newest:  # the common case: newer candles
                 steps = np.diff(block.ts_ms)
                 breaks = np.flatnonzero(steps != self.bar_ms)
@@ -199,7 +197,7 @@ class CandleHistory:
         newest held (all its newest when nothing is held). The read runs outside the lock."""
         with self._symbol_lock(symbol):
             s = self._series.get(symbol)
-            until = s.newest() if s is not None and s.n else None
+            until = s.last if s is not None and s.n else None
         block = read(symbol, self.capacity, until)
         if until is not None and len(block) and int(block.ts_ms[-1]) > until:  # a source that ignores the bound
             keep = block.ts_ms <= until
@@ -241,8 +239,7 @@ class CandleHistory:
             self._changed(symbol, block, revise)
             s.replace_all(block, self.bar_ms)
             return
-        newest = s.newest()
-        first = int(block.ts_ms[0])
+        newest, first = s.last, int(block.ts_ms[0])
         if first > newest:  # the hot path: new candles
             self._changed(symbol, block, revise)
             s.append(block, self.bar_ms)
