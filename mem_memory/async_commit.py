@@ -105,7 +105,15 @@ class AsyncDecisionCommitter:
             futures.append(future)
         if self._inflight is None:
             self._send_next()
-        return list(await asyncio.gather(*futures, return_exceptions=True))
+        try:  # gather's answer without its callback per future: a batch is settled at once
+            for f in futures:
+                if not f.done():
+                    await asyncio.wait((f,))
+        except asyncio.CancelledError:  # as gather: the caller's futures are cancelled with it
+            for f in futures:
+                f.cancel()
+            raise
+        return [asyncio.CancelledError() if f.cancelled() else f.exception() or f.result() for f in futures]
 
     # ------------------------------------------------------------------ the cycle
     def _ensure_writer(self) -> None:
