@@ -187,6 +187,7 @@ def main() -> None:
                 "batch_ms_median": round(floor_ms, 2),
                 "cpu_ms_per_item_median": round(statistics.median(floor_cpus), 4),
                 "ratio_to_floor": round(mem_ms / floor_ms, 1),
+                "cpu_ratio_to_floor": round(statistics.median(cpus) / statistics.median(floor_cpus), 1),
             },
             "over_grpc": grpc_run,
             "target_batch_ms": 50.0,
@@ -216,8 +217,8 @@ def _over_grpc(tmp: Path, mem: str, batches: list[bytes]) -> dict[str, float | l
     got = json.loads(done.stdout)
     mem_ms, floor_ms = statistics.median(got["mem_ms"]), statistics.median(got["floor_ms"])
     return {
-        "mem_batch_ms_median": mem_ms,
-        "floor_batch_ms_median": floor_ms,
+        "mem_batch_ms_median": round(mem_ms, 2),
+        "floor_batch_ms_median": round(floor_ms, 2),
         "ratio_to_floor": round(mem_ms / floor_ms, 1),
         "mem_ms": got["mem_ms"],
         "floor_ms": got["floor_ms"],
