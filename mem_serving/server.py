@@ -382,7 +382,6 @@ def build_app(
     try:
         feature_sets.warm_up()
         mark("feature kernels")
-        models.subscribe(model_listener(metrics, models.tracking_uri))
         models.start()
         mark("champion")
         writer_started.result()
@@ -406,6 +405,8 @@ def build_app(
             stop()
         raise
     mark("gRPC server")
+    # after the start: its registry read of the champion's times imports MLflow (seconds of CPU)
+    models.subscribe(model_listener(metrics, models.tracking_uri))
     models.subscribe(lambda model: running.set_model_health(model is not None))
     watch_memory(running, engine)
     running.stoppers.append(models.stop)

@@ -7,8 +7,8 @@ always gives the same model.
 
 One row through ``predict_proba`` costs 1-2.5 ms (scikit-learn's per-call checks and one OpenMP
 region per tree), and the trees are not public. ``compile_hist_gradient_boosting`` therefore
-reads the fitted trees through skl2onnx's converter and walks them in one numba loop: a few
-microseconds per row.
+reads the fitted trees through skl2onnx's converter and walks them in one numba loop
+(``flat_trees``): a few microseconds per row.
 
 Exactness. skl2onnx's converter for this model writes thresholds and leaf values as float32
 attributes of a ``TreeEnsembleClassifier``; a feature equal to a threshold (HistGradientBoosting
@@ -24,16 +24,14 @@ otherwise falls back to ``predict_proba``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from numba import njit
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from mem_core.estimators.flat_trees import FlatTrees, from_state, predictor
 from mem_core.model import OnePredictor, ReversalModel
 
 
@@ -68,9 +66,7 @@ class HistGB(ReversalModel):
     def compile_one_row_from(self, state: Mapping[str, np.ndarray]) -> OnePredictor | None:
         if not _binary(self.estimator):
             return None
-        fields: dict[str, Any] = {name: np.asarray(state[name]) for name in FlatTrees.__dataclass_fields__}
-        fields["base"] = float(fields["base"])
-        return _predictor(FlatTrees(**fields), int(self.estimator.n_features_in_))
+        return from_state(state, int(self.estimator.n_features_in_))
 
 
 def _binary(model: Any) -> bool:
@@ -121,25 +117,6 @@ def tree_attributes(model: HistGradientBoostingClassifier) -> dict[str, Any]:
     if len(captured) != 1:
         raise ValueError(f"expected one tree ensemble from skl2onnx, got {len(captured)}")
     return captured[0]
-
-
-@dataclass(frozen=True)
-class FlatTrees:
-    """A binary logistic tree ensemble as flat arrays, one entry per interior node: the feature it
-    tests, its split (go "true" when ``x <= split``, or when ``x`` is NaN and ``missing_true``),
-    and for each side the next node or, when ``*_leaf``, the index of a leaf weight. ``roots``
-    holds each tree's first node in tree order; P(class 1) = logistic(base + sum of the leaves)."""
-
-    base: float
-    roots: np.ndarray
-    feature: np.ndarray
-    split: np.ndarray
-    true_id: np.ndarray
-    true_leaf: np.ndarray
-    false_id: np.ndarray
-    false_leaf: np.ndarray
-    missing_true: np.ndarray
-    leaf_weights: np.ndarray
 
 
 def flat_trees(attrs: Mapping[str, Any]) -> FlatTrees:
@@ -213,67 +190,10 @@ def flat_trees(attrs: Mapping[str, Any]) -> FlatTrees:
     )
 
 
-@njit(cache=True)
-def _leaf_sum(
-    x: np.ndarray,
-    roots: np.ndarray,
-    feature: np.ndarray,
-    split: np.ndarray,
-    true_id: np.ndarray,
-    true_leaf: np.ndarray,
-    false_id: np.ndarray,
-    false_leaf: np.ndarray,
-    missing_true: np.ndarray,
-    leaf_weights: np.ndarray,
-) -> float:
-    """The sum of the leaf weights ``x`` reaches, tree by tree."""
-    total = 0.0
-    for root in roots:
-        node = root
-        while True:
-            v = x[feature[node]]
-            if v <= split[node] or (v != v and missing_true[node]):
-                nxt, leaf = true_id[node], true_leaf[node]
-            else:
-                nxt, leaf = false_id[node], false_leaf[node]
-            if leaf:
-                total += leaf_weights[nxt]
-                break
-            node = nxt
-    return total
-
-
 def compile_hist_gradient_boosting(model: Any) -> OnePredictor | None:
     """A function row -> P(class 1) for a fitted binary HistGradientBoostingClassifier (its trees
     walked in one compiled loop), else None. Serving verifies it against ``predict_proba``
     before use."""
     if not _binary(model):
         return None
-    return _predictor(flat_trees(tree_attributes(model)), int(model.n_features_in_))
-
-
-def _predictor(t: FlatTrees, n_features: int) -> OnePredictor:
-    """Row -> P(class 1) over ``t``, compiled (or loaded from numba's cache) before it returns."""
-    arrays = (
-        t.roots,
-        t.feature,
-        t.split,
-        t.true_id,
-        t.true_leaf,
-        t.false_id,
-        t.false_leaf,
-        t.missing_true,
-        t.leaf_weights,
-    )
-    base, exp = t.base, math.exp
-
-    def predict_one(x: np.ndarray) -> float:
-        row = np.ascontiguousarray(x, dtype=np.float64).reshape(n_features)
-        raw = base + _leaf_sum(row, *arrays)
-        if raw >= 0.0:
-            return 1.0 / (1.0 + exp(-raw))
-        odds = exp(raw)
-        return odds / (1.0 + odds)
-
-    predict_one(np.zeros(n_features))  # compile (or load from numba's cache) now, not on the first call
-    return predict_one
+    return predictor(flat_trees(tree_attributes(model)), int(model.n_features_in_))
