@@ -24,7 +24,6 @@ from mem_core.model import OnePredictor, ReversalModel
 
 if TYPE_CHECKING:
     from mem_core.registry import LoadedModel
-    from mem_serving.model_cache import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,15 @@ def one_row_predictor(
     if fast is None or not _agrees(fast, probe, model.predict_proba(np.asarray(probe, dtype=np.float64))):
         return model.predict_one, False
     return fast, True
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The parts of an MLflow run GetModelInfo reads."""
+
+    params: Mapping[str, str]
+    tags: Mapping[str, str]
+    metrics: Mapping[str, float]
 
 
 @dataclass(frozen=True)

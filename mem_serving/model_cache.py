@@ -32,7 +32,6 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from mem_core import feature_sets, registry
-from mem_serving.fast_predict import ServingModel, probe_rows
+from mem_serving.fast_predict import RunRecord, ServingModel, probe_rows
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +49,6 @@ META, MODEL, ONE_ROW, CHAMPION = "meta.json", "model.skops", "one_row.npz", "cha
 #: The layout of an entry; an entry of another layout is fetched again (raise it when the
 #: meaning of a kept file changes, e.g. ``one_row_state``'s arrays).
 FORMAT = 2
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """The parts of an MLflow run GetModelInfo reads."""
-
-    params: Mapping[str, str]
-    tags: Mapping[str, str]
-    metrics: Mapping[str, float]
 
 
 def read_run(run_id: str, tracking_uri: str) -> RunRecord:
