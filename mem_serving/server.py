@@ -373,7 +373,9 @@ def build_app(
     mark("memory store")
     # the writer process starts (its interpreter and imports, on another core) while this thread
     # loads the feature kernels and the champion; this thread only waits on its pipe meanwhile
-    writer_started = _in_thread(engine.start_writer, "mem-writer-start")
+    starter = futures.ThreadPoolExecutor(1, thread_name_prefix="mem-writer-start")
+    writer_started = starter.submit(engine.start_writer)
+    starter.shutdown(wait=False)  # the thread ends with its one task
     metrics = ServingMetrics()
     cache = None
     if settings.model_cache is not None:
@@ -392,8 +394,15 @@ def build_app(
             stop()
         raise
     source = questdb_source(questdb)
-    sink = candle_sink(settings, questdb)
-    if sink is not None:
+    sink: CandleSink | None = None
+    if settings.candle_sink:  # the write-behind of accepted candles to QuestDB
+        sink = CandleSink(
+            questdb,
+            max_rows=settings.candle_queue_rows,
+            batch_rows=settings.candle_batch_rows,
+            flush_s=settings.candle_flush_s,
+            drain_s=settings.candle_drain_s,
+        )
         sink.register(metrics.registry)
         source = observing(source, sink)
     handlers = Handlers(settings, models, engine, metrics, source, sink)
@@ -427,33 +436,6 @@ def build_app(
             running.stop(grace=0)
             raise
     return running
-
-
-def _in_thread(fn: Callable[[], Any], name: str) -> concurrent.futures.Future[Any]:
-    """``fn()`` run in a thread of its own; its outcome as a future."""
-    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            done.set_result(fn())
-        except BaseException as exc:  # handed to whoever waits for it
-            done.set_exception(exc)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return done
-
-
-def candle_sink(settings: ServingSettings, questdb: QuestDBSettings) -> CandleSink | None:
-    """The write-behind of accepted candles to QuestDB, or None when ``settings.candle_sink`` is off."""
-    if not settings.candle_sink:
-        return None
-    return CandleSink(
-        questdb,
-        max_rows=settings.candle_queue_rows,
-        batch_rows=settings.candle_batch_rows,
-        flush_s=settings.candle_flush_s,
-        drain_s=settings.candle_drain_s,
-    )
 
 
 def start_metrics_http(running: RunningServer, settings: ServingSettings) -> None:
