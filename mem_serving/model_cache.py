@@ -7,7 +7,6 @@ Layout, under the cache folder (``MEM_SERVING_MODEL_CACHE``, default
 one-row path, when its type keeps any: ``ReversalModel.one_row_state``) and ``meta.json`` (model
 type, feature set, training ranges, the run's params, tags and metrics for GetModelInfo, the types
 skops must trust, all scikit-learn's own, and ``predict_proba``'s answers on the probe rows).
-``<registry>/<model name>/champion`` names the version this registry's server served last.
 ``<registry>`` is a hash of the tracking URI without credentials, so two registries never share
 an entry.
 
@@ -45,7 +44,7 @@ log = logging.getLogger(__name__)
 
 #: Versions kept per model (the champion and the ones before it, for a quick roll-back).
 KEEP = 3
-META, MODEL, ONE_ROW, CHAMPION = "meta.json", "model.skops", "one_row.npz", "champion"
+META, MODEL, ONE_ROW = "meta.json", "model.skops", "one_row.npz"
 #: The layout of an entry; an entry of another layout is fetched again (raise it when the
 #: meaning of a kept file changes, e.g. ``one_row_state``'s arrays).
 FORMAT = 2
@@ -91,30 +90,19 @@ class ModelCache:
         self.folder = Path(root) / key / model_name
         self.tracking_uri = tracking_uri
 
-    def last(self) -> str | None:
-        """The version this registry's server served last, if its entry is here."""
+    def prune(self, serving: str) -> None:
+        """Remove the entries beyond the newest ``KEEP`` (never ``serving``'s, the one served now)."""
         try:
-            version = (self.folder / CHAMPION).read_text().strip()
-        except OSError:
-            return None
-        return version if version and (self.folder / version / META).is_file() else None
-
-    def remember(self, version: str) -> None:
-        """``version`` is the one served now; older entries beyond ``KEEP`` are removed."""
-        try:
-            tmp = self.folder / f".{CHAMPION}.tmp"
-            tmp.write_bytes(version.encode())
-            os.replace(tmp, self.folder / CHAMPION)
             entries = sorted(
                 (p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
                 key=lambda p: p.stat().st_mtime,
                 reverse=True,
             )
             for old in entries[KEEP:]:
-                if old.name != version:
+                if old.name != serving:
                     shutil.rmtree(old, ignore_errors=True)
         except OSError as exc:
-            log.warning("cannot update the model cache %s: %s", self.folder, exc)
+            log.warning("cannot prune the model cache %s: %s", self.folder, exc)
 
     def load(self, version: str) -> ServingModel | None:
         """The cached entry of ``version`` ready to serve, or None (not cached, or unreadable: then

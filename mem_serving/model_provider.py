@@ -118,7 +118,7 @@ class ModelProvider:
         self._model = model
         self.last_error = None
         if self._cache is not None:
-            self._cache.remember(model.version)
+            self._cache.prune(model.version)
         log.info(
             "serving champion version %s (was %s; %s over feature set %s; compiled one-row predictor: %s)",
             model.version,
