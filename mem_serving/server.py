@@ -54,10 +54,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     server runs (``mem_serving.credentials``).
     """
 
-    def __init__(self, token: str | TokenSet, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
-        if not token:
-            raise ValueError("empty bearer token")
-        self._tokens = token if isinstance(token, TokenSet) else TokenSet([token])
+    def __init__(self, tokens: TokenSet, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
+        self._tokens = tokens
         self._exempt = exempt_prefixes
 
     async def intercept_service(
