@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mem_core.questdb.store import CandleStoreError, newest_candle_times
 from mem_core.settings import QuestDBSettings
+from mem_serving.metrics import Scraped
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class CandleAgeWatcher:
     def register(self, registry: CollectorRegistry) -> None:
         """Export ``mem_candles_newest_age_seconds{symbol}`` from the watcher's own reads (for a
         server without the candle write-behind, whose sink exports it otherwise)."""
-        registry.register(_AgeCollector(lambda: dict(self._newest)))
+        registry.register(Scraped(lambda: newest_age(dict(self._newest))))
 
     def start(self) -> CandleAgeWatcher:
         self._thread.start()
@@ -88,20 +89,16 @@ class CandleAgeWatcher:
             self._thread.join(timeout=10)
 
 
-class _AgeCollector:
-    def __init__(self, newest: Callable[[], dict[str, int]]) -> None:
-        self._newest = newest
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        age = GaugeMetricFamily(
-            "mem_candles_newest_age_seconds",
-            "Seconds since the open time of the newest candle known in QuestDB",
-            labels=["symbol"],
-        )
-        now = time.time()
-        for symbol, ts_ms in sorted(self._newest().items()):
-            age.add_metric([symbol], now - ts_ms / 1000.0)
-        yield age
+def newest_age(newest: Mapping[str, int]) -> Iterator[Metric]:
+    """``mem_candles_newest_age_seconds{symbol}`` from each symbol's newest open time (epoch ms);
+    never negative: a candle ahead of this clock (skew allowed by time_sanity, or one QuestDB got
+    elsewhere) must not hold the freshness alert off."""
+    age = GaugeMetricFamily(
+        "mem_candles_newest_age_seconds",
+        "Seconds since the open time of the newest candle known in QuestDB (0 for one that opens later)",
+        labels=["symbol"],
+    )
+    now = time.time()
+    for symbol, ts_ms in sorted(newest.items()):
+        age.add_metric([symbol], max(0.0, now - ts_ms / 1000.0))
+    yield age

@@ -23,11 +23,7 @@ is written unless the server stops while QuestDB is still unreachable, so
   (``dropped{reason="error"}``, logged with its traceback) rather than retried forever.
 
 Metrics (registered into the server's registry, read at scrape time, nothing on the hot path):
-``mem_candles_queued_total``, ``mem_candles_written_total``, ``mem_candles_dropped_total{reason}``,
-``mem_candles_pending``, ``mem_candles_write_failures_total``,
-``mem_candles_last_write_timestamp_seconds`` and ``mem_candles_newest_age_seconds{symbol}``: the
-seconds since the open time of the newest candle of each symbol known to be in QuestDB (written
-by this sink, or read from QuestDB by the server).
+the ``mem_candles_*`` series of docs/serving.md ("Metrics").
 """
 
 from __future__ import annotations
@@ -53,6 +49,8 @@ from mem_core.questdb.store import (
     wait_for_wal,
 )
 from mem_core.settings import QuestDBSettings
+from mem_serving.candle_age import newest_age
+from mem_serving.metrics import Scraped
 from mem_serving.types import CandleBlock
 
 log = logging.getLogger(__name__)
@@ -267,7 +265,7 @@ class CandleSink:
 
     def register(self, registry: CollectorRegistry) -> None:
         """Expose the sink's metrics (module doc) in ``registry``."""
-        registry.register(_SinkCollector(self))
+        registry.register(Scraped(lambda: _sink_metrics(self)))
 
     # ---- the writer thread ------------------------------------------------------------------
 
@@ -373,41 +371,21 @@ def observing(source: Any, sink: CandleSink) -> Any:
     return read
 
 
-class _SinkCollector:
+def _sink_metrics(sink: CandleSink) -> Iterator[Metric]:
     """The sink's counters and gauges, computed when Prometheus scrapes."""
-
-    def __init__(self, sink: CandleSink) -> None:
-        self._sink = sink
-
-    def describe(self) -> list[Metric]:
-        return []  # no fixed description: the registry does not collect at registration
-
-    def collect(self) -> Iterator[Metric]:
-        s = self._sink.stats()
-        yield CounterMetricFamily(
-            "mem_candles_queued", "Candles queued for QuestDB by the write-behind", value=s.queued
+    s = sink.stats()
+    yield CounterMetricFamily("mem_candles_queued", "Candles queued for QuestDB by the write-behind", value=s.queued)
+    yield CounterMetricFamily("mem_candles_written", "Queued candles written to QuestDB", value=s.written)
+    dropped = CounterMetricFamily(
+        "mem_candles_dropped", "Candles not written: queue full, shutdown, error", labels=["reason"]
+    )
+    for reason, n in s.dropped.items():
+        dropped.add_metric([reason], n)
+    yield dropped
+    yield GaugeMetricFamily("mem_candles_pending", "Queued candles not yet written", value=s.pending)
+    yield CounterMetricFamily("mem_candles_write_failures", "Failed write attempts (retried)", value=s.failures)
+    if s.last_write is not None:  # absent until the first write: no NaN in the exposition
+        yield GaugeMetricFamily(
+            "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write", value=s.last_write
         )
-        yield CounterMetricFamily("mem_candles_written", "Queued candles written to QuestDB", value=s.written)
-        dropped = CounterMetricFamily(
-            "mem_candles_dropped", "Candles not written: queue full, shutdown, error", labels=["reason"]
-        )
-        for reason, n in s.dropped.items():
-            dropped.add_metric([reason], n)
-        yield dropped
-        yield GaugeMetricFamily("mem_candles_pending", "Queued candles not yet written", value=s.pending)
-        yield CounterMetricFamily("mem_candles_write_failures", "Failed write attempts (retried)", value=s.failures)
-        if s.last_write is not None:  # absent until the first write: no NaN in the exposition
-            yield GaugeMetricFamily(
-                "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write", value=s.last_write
-            )
-        age = GaugeMetricFamily(
-            "mem_candles_newest_age_seconds",
-            "Seconds since the open time of the newest candle known in QuestDB (0 for one that opens later)",
-            labels=["symbol"],
-        )
-        now = time.time()
-        for symbol, ts_ms in sorted(self._sink.newest_stored().items()):
-            # never negative: a candle ahead of this clock (skew allowed by time_sanity, or one
-            # QuestDB got elsewhere) must not hold the freshness alert off
-            age.add_metric([symbol], max(0.0, now - ts_ms / 1000.0))
-        yield age
+    yield from newest_age(sink.newest_stored())

@@ -11,7 +11,7 @@ channel is TLS. For the raw wire types, see ``mem_serving.api``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -232,9 +232,10 @@ class MemClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, name: str, request: Any) -> Any:
+    def _call(self, name: str, request: Any, method: Any = None) -> Any:
+        """``method`` (default: the MemService call ``name``) with the deadline and the token."""
         try:
-            return getattr(self._stub, name)(request, timeout=self.timeout_s, metadata=self._metadata)
+            return (method or getattr(self._stub, name))(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             code = exc.code()
             raise MemClientError(f"{name} at {self.address} failed: {code.name}: {exc.details()}", code) from None
@@ -242,27 +243,14 @@ class MemClient:
     # ------------------------------------------------------------------ calls
     def health(self, service: str = SERVICE_NAME) -> str:
         """The standard health status of ``service`` ("SERVING", "NOT_SERVING", ...); "" = the server's."""
-        try:
-            reply = health_pb2_grpc.HealthStub(self._channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s
-            )
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise MemClientError(f"Health at {self.address} failed: {code.name}: {exc.details()}", code) from None
+        check = health_pb2_grpc.HealthStub(self._channel).Check
+        reply = self._call("Health", health_pb2.HealthCheckRequest(service=service), check)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def predict_reversal(self, symbol: str, candles: pd.DataFrame | None = None) -> ReversalPrediction:
         """Is the newest candle a reversal? Without ``candles`` the server reads them from QuestDB."""
         r = self._call("PredictReversal", pb.PredictReversalRequest(symbol=symbol, candles=_candles(candles)))
-        return ReversalPrediction(
-            is_reversal=bool(r.is_reversal),
-            confidence=float(r.confidence),
-            direction=_DIRECTION_NAMES.get(r.direction, ""),
-            model_version=r.model_version,
-            symbol=r.symbol,
-            out_of_range_features=tuple(r.out_of_range_features),
-            candle_ts=_datetime(r.candle_ts) if r.HasField("candle_ts") else None,
-        )
+        return _record(ReversalPrediction, r, direction=_DIRECTION_NAMES.get(r.direction, ""))
 
     def enhance_signal(
         self,
@@ -284,20 +272,8 @@ class MemClient:
         of this call; a retry with the same id (after a deadline, a cancel, UNAVAILABLE) gets the
         first answer (``replayed``) and records nothing new; the same id with a different
         request is refused (ALREADY_EXISTS)."""
-        req = _enhance_request(
-            symbol,
-            action,
-            base_confidence,
-            price,
-            time,
-            strategy=strategy,
-            candles=candles,
-            ml=ml,
-            session_id=session_id,
-            market_context=market_context,
-            request_id=request_id,
-        )
-        return _signal(self._call("EnhanceSignal", req))
+        args = {k: v for k, v in locals().items() if k != "self"}  # this call's parameters, as given
+        return _signal(self._call("EnhanceSignal", _enhance_request(**args)))
 
     def enhance_signals(self, items: Sequence[Mapping[str, Any]]) -> list[EnhancedSignal | MemClientError]:
         """EnhanceSignal for many symbols in one call (the candle close): each item holds the
@@ -345,79 +321,33 @@ class MemClient:
                 shadow=shadow,
             ),
         )
-        return OutcomeLearning(
-            decision_id=r.decision_id,
-            win=bool(r.win),
-            strategy=r.strategy,
-            strategy_stats=_stats(r.strategy_stats),
-            adjustments=tuple(
-                ParameterChange(
-                    a.parameter,
-                    a.from_value,
-                    a.to_value,
-                    a.reason,
-                    a.trigger,
-                    _datetime(a.time) if a.HasField("time") else None,
-                )
-                for a in r.adjustments
-            ),
-            parameters_version=r.parameters_version,
-            summary=r.summary,
-            shadow=bool(r.shadow),
-            replayed=bool(r.replayed),
+        return _record(
+            OutcomeLearning,
+            r,
+            strategy_stats=_record(TradeStats, r.strategy_stats),
+            adjustments=tuple(_record(ParameterChange, a) for a in r.adjustments),
         )
 
     def get_parameters(self) -> ParameterSet:
         r = self._call("GetParameters", pb.GetParametersRequest())
-        return ParameterSet(
-            values=dict(r.parameters),
-            version=r.version,
-            updated_at=_datetime(r.updated_at) if r.HasField("updated_at") else None,
-        )
+        return _record(ParameterSet, r, values=dict(r.parameters))
 
     def get_model_info(self) -> ModelInfo:
         """The served champion (version, run, training window, skill) and the server's memory store."""
         r = self._call("GetModelInfo", pb.GetModelInfoRequest())
-        window = None
-        if r.HasField("training_window"):
-            w = r.training_window
-            window = TrainingWindow(
-                first_candle=_datetime(w.first_candle) if w.HasField("first_candle") else None,
-                last_candle=_datetime(w.last_candle),
-                label_horizon=int(w.label_horizon),
-                last_label_candle=_datetime(w.last_label_candle),
-            )
-        return ModelInfo(
-            ml_usable=bool(r.ml_usable),
-            reason=r.reason,
-            champion_version=r.champion_version,
-            run_id=r.run_id,
-            estimator=r.estimator,
-            feature_set=r.feature_set,
-            feature_names=tuple(r.feature_names),
-            training_window=window,
-            holdout_skill=dict(r.holdout_skill),
-            walk_forward_skill=dict(r.walk_forward_skill),
-            memory_store=StoreIdentity(r.memory_store.store_id, r.memory_store.location),
-            registry=r.registry,
-        )
+        window = _record(TrainingWindow, r.training_window) if r.HasField("training_window") else None
+        store = _record(StoreIdentity, r.memory_store)
+        return _record(ModelInfo, r, training_window=window, memory_store=store)
 
     def list_strategies(self, include_deprecated: bool = False) -> list[StrategyInfo]:
         r = self._call("ListStrategies", pb.ListStrategiesRequest(include_deprecated=include_deprecated))
         return [
-            StrategyInfo(
-                name=s.name,
+            _record(
+                StrategyInfo,
+                s,
                 conditions=tuple((c.feature, c.op, c.threshold) for c in s.conditions),
                 action=_ACTION_NAMES.get(s.action, ""),
-                confidence=s.confidence,
-                size=s.size,
-                stop_loss_pct=s.stop_loss_pct,
-                take_profit_pct=s.take_profit_pct,
-                stats=_stats(s.stats),
-                deprecated=s.deprecated,
-                deprecated_reason=s.deprecated_reason,
-                created_at=_datetime(s.created_at) if s.HasField("created_at") else None,
-                updated_at=_datetime(s.updated_at) if s.HasField("updated_at") else None,
+                stats=_record(TradeStats, s.stats),
             )
             for s in r.strategies
         ]
@@ -462,25 +392,29 @@ def _enhance_request(
 
 
 def _signal(r: pb.EnhancedSignal) -> EnhancedSignal:
-    return EnhancedSignal(
-        decision_id=r.decision_id,
-        action=_ACTION_NAMES.get(r.action, "HOLD"),
-        confidence=float(r.confidence),
-        size=float(r.size),
-        stop_loss=float(r.stop_loss),
-        take_profit=float(r.take_profit),
-        learned_strategy=r.learned_strategy,
-        model_version=r.model_version,
-        symbol=r.symbol,
-        reasoning=r.reasoning,
-        base_confidence=float(r.base_confidence),
-        ml_confidence=float(r.ml_confidence) if r.HasField("ml_confidence") else None,
-        memory_confidence=float(r.memory_confidence) if r.HasField("memory_confidence") else None,
-        time=_datetime(r.time) if r.HasField("time") else None,
-        ml_absent=bool(r.ml_absent),
-        ml_absent_reason=r.ml_absent_reason,
-        replayed=bool(r.replayed),
-    )
+    return _record(EnhancedSignal, r, action=_ACTION_NAMES.get(r.action, "HOLD"))
+
+
+def _record[R](cls: type[R], msg: Any, **given: Any) -> R:
+    """A ``cls`` of ``given`` and, for its other fields, the same-named fields of ``msg``: a
+    timestamp as a UTC datetime, a repeated field as a tuple, a map as a dict, an optional field
+    that is not set as None."""
+    proto = msg.DESCRIPTOR.fields_by_name
+    for f in fields(cls):  # type: ignore[arg-type]  # cls is a dataclass
+        d = proto.get(f.name)
+        if f.name in given or d is None:
+            continue
+        value = getattr(msg, f.name)
+        if d.message_type is not None and d.message_type.GetOptions().map_entry:
+            value = dict(value)
+        elif d.is_repeated:
+            value = tuple(value)
+        elif d.has_presence and not msg.HasField(f.name):
+            value = None
+        elif d.message_type is not None:  # google.protobuf.Timestamp: the only other message here
+            value = _datetime(value)
+        given[f.name] = value
+    return cls(**given)
 
 
 def _timestamp(t: datetime) -> Timestamp:

@@ -141,9 +141,12 @@ class CertificatePair:
         """Read and check the pair. A key open to others and an expired certificate are logged at
         start (as the server always did) and refused on a reload."""
         from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives import hashes, serialization
 
-        cert_pem = _read_cert(self.cert_path)
+        try:
+            cert_pem = self.cert_path.read_bytes()
+        except OSError as exc:
+            raise CredentialError(f"cannot read the certificate {self.cert_path}: {exc.strerror}") from None
         key_pem = _private_text(self.key_path, "TLS key", strict=not at_start)
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
@@ -164,7 +167,7 @@ class CertificatePair:
             if not at_start:
                 raise CredentialError(message)
             log.warning("%s", message)
-        return key_pem, cert_pem, cert.fingerprint(_sha256()).hex()[:16], not_after
+        return key_pem, cert_pem, cert.fingerprint(hashes.SHA256()).hex()[:16], not_after
 
     def server_credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(self._initial, self._fetch, require_client_authentication=False)
@@ -186,19 +189,6 @@ class CertificatePair:
             self._current = (key_pem, cert_pem)
             self.fingerprint, self.not_after = fp, not_after
         return True
-
-
-def _read_cert(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CredentialError(f"cannot read the certificate {path}: {exc.strerror}") from None
-
-
-def _sha256() -> Any:
-    from cryptography.hazmat.primitives import hashes
-
-    return hashes.SHA256()
 
 
 class ServingCredentials:

@@ -46,13 +46,6 @@ class NoModel(FailedPrecondition):
     with the ML silent)."""
 
 
-class Unavailable(ServingError):
-    """A dependency is missing or unreachable (no champion model yet, QuestDB down); the caller
-    may retry later, typically with backoff."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-
-
 class DeadlineExceeded(ServingError):
     """The caller's deadline ran out before expensive work started; nothing was recorded."""
 

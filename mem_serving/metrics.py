@@ -1,60 +1,11 @@
 """Prometheus metrics of one server (own registry, so several servers can live in one process).
 
-=============================================  =========  ==========================================
-name                                           type       meaning
-=============================================  =========  ==========================================
-mem_build_info{version,git_commit}             gauge      1; the package version and git commit
-process_* / python_info                        various    CPU, resident memory, open files, start
-                                                          time of this process; the interpreter
-mem_decisions_total{action}                    counter    enhanced signals recorded (rate()/increase())
-mem_outcomes_total{result}                     counter    outcomes logged, result = win | loss
-mem_win_rate_24h_ratio                         gauge      wins / trades closed in the last 24 h (0..1),
-                                                          from the memory store; absent when none
-mem_ml_latency_seconds                         histogram  features + model inference of one prediction
-mem_predicted_probability_ratio                histogram  P(reversal) of each computed prediction
-mem_predictions_out_of_range_total             counter    predictions with a feature outside the
-                                                          champion's training min/max
-mem_out_of_range_features_total{feature}       counter    features met outside that range, by name
-mem_memory_load_seconds                        histogram  the memory engine's part of one enhancement
-mem_enhancement_seconds                        histogram  one EnhanceSignal end to end in the handler
-mem_request_duration_seconds{method}           histogram  every RPC, received to answered, any status
-mem_strategies{state}                          gauge      learned strategies, state = active | deprecated
-mem_requests_total{method,code}                counter    gRPC calls by final status code
-mem_prediction_cache_total{result}             counter    prediction cache hit | miss
-mem_model_info{version}                        gauge      1 for the champion version being served
-mem_model_loaded                               gauge      1 while a champion is served, else 0
-mem_model_version                              gauge      the served champion's version number
-mem_model_training_end_timestamp_seconds       gauge      when the champion's training run ended
-mem_model_promoted_timestamp_seconds           gauge      when it was made champion (audit tag of
-                                                          ``mem model promote``, else the version's
-                                                          last update: the gate's verdict)
-mem_model_loads_total{result}                  counter    champion loads: ok | refused | error
-mem_model_swaps_total                          counter    loads that replaced a served champion
-mem_model_load_seconds                         gauge      duration of the last successful load
-mem_replays_total{method}                      counter    calls answered with the first answer to
-                                                          their repeated request id (nothing recorded)
-mem_ml_absent_total                            counter    EnhanceSignal decisions taken with the ML
-                                                          silent (no champion model)
-mem_memory_corrupt_records                     gauge      corrupt records the memory has met (left
-                                                          out of every read; ``mem memory verify``)
-mem_memory_writes_ok                           gauge      1 while the memory's writes succeed, 0 while
-                                                          they fail (disk full, store out of reach)
-mem_health_serving{service}                    gauge      1 when the gRPC health of ``service``
-                                                          ("" = the server) is SERVING, else 0
-mem_candles_newest_age_seconds{symbol}         gauge      seconds since the newest candle of each
-                                                          symbol in QuestDB (read at start-up and
-                                                          every minute; ``candle_age``)
-=============================================  =========  ==========================================
-
-The candle write-behind adds its own ``mem_candles_*`` series (``mem_serving.candle_sink``).
-
-Conventions (prometheus.io/docs/practices): every known label set is exported from the start
-at zero (every method x status code, as go-grpc-prometheus does), so ``rate()`` and alerts see
-the first event; counters, not windowed gauges (decisions per hour is
-``increase(mem_decisions_total[1h])``); no ``_created`` series; base units in names (seconds,
-ratio); no NaN values: a gauge with nothing to report is absent. The 24 h win rate and the
-strategy counts come from the memory store (all processes). deploy/prometheus/alerts.yml and
-deploy/grafana/mem.json are built on these names (tests/serving/test_ops_metrics.py).
+The series, their meaning and the conventions they follow (every known label set exported at
+zero from the start, counters not windowed gauges, no ``_created`` series, base units in names,
+no NaN: a gauge with nothing to report is absent) are listed in docs/serving.md ("Metrics");
+deploy/prometheus/alerts.yml and deploy/grafana/mem.json are built on these names
+(tests/serving/test_ops_metrics.py). The candle write-behind adds its own ``mem_candles_*``
+series (``mem_serving.candle_sink``).
 """
 
 from __future__ import annotations
@@ -154,7 +105,7 @@ class ServingMetrics:
         self.model_info = Gauge("mem_model_info", "Champion version being served (value 1)", ["version"], registry=r)
         self.model_loaded_gauge = Gauge("mem_model_loaded", "1 while a champion model is served, else 0", registry=r)
         self._served: tuple[str, ModelTimes] | None = None
-        r.register(_ServedModelCollector(lambda: self._served))
+        r.register(Scraped(lambda: _served_model(self._served)))
         self.model_loads = Counter(
             "mem_model_loads",
             "Attempts to load a champion version: ok, refused (unknown kind), error",
@@ -229,7 +180,7 @@ class ServingMetrics:
         """Read the 24 h win rate and the strategy counts from the memory store at scrape time
         (``stats`` returns a ``MemoryStats``; cached by the caller), so trades and strategies
         written by other processes (Dagster) count too."""
-        self.registry.register(_WinRateCollector(stats))
+        self.registry.register(Scraped(lambda: _win_rate(stats().win_rate_24h)))
         self.strategies.labels("active").set_function(lambda: stats().active_strategies)
         self.strategies.labels("deprecated").set_function(lambda: stats().deprecated_strategies)
         self.corrupt_records.set_function(lambda: stats().corrupt_records)
@@ -255,7 +206,7 @@ class ServingMetrics:
 
     def bind_health(self, serving: Callable[[], Mapping[str, bool]]) -> None:
         """``mem_health_serving{service}`` read at scrape time from ``serving()`` (service -> SERVING)."""
-        self.registry.register(_HealthCollector(serving))
+        self.registry.register(Scraped(lambda: _health(serving())))
 
 
 @dataclass(frozen=True)
@@ -346,72 +297,55 @@ def _git_commit() -> str:
     return commit if done.returncode == 0 and commit else "unknown"
 
 
-class _ServedModelCollector:
+class Scraped:
+    """A collector whose metrics ``collect()`` computes at scrape time (nothing at registration)."""
+
+    def __init__(self, collect: Callable[[], Iterator[Metric]]) -> None:
+        self.collect = collect
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+def _served_model(served: tuple[str, ModelTimes] | None) -> Iterator[Metric]:
     """``mem_model_version`` and the champion's timestamps; absent while nothing is served or a
     time is unknown (never a misleading 0)."""
-
-    def __init__(self, served: Callable[[], tuple[str, ModelTimes] | None]) -> None:
-        self._served = served
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        served = self._served()
-        if served is None:
-            return
-        version, times = served
-        try:
-            yield GaugeMetricFamily(
-                "mem_model_version", "Version number of the champion being served", value=float(version)
-            )
-        except ValueError:
-            pass
-        if times.training_end is not None:
-            yield GaugeMetricFamily(
-                "mem_model_training_end_timestamp_seconds",
-                "Unix time the served champion's training run ended",
-                value=times.training_end,
-            )
-        if times.promoted is not None:
-            yield GaugeMetricFamily(
-                "mem_model_promoted_timestamp_seconds",
-                "Unix time the served champion was made champion",
-                value=times.promoted,
-            )
-
-
-class _HealthCollector:
-    """``mem_health_serving{service}`` at scrape time."""
-
-    def __init__(self, serving: Callable[[], Mapping[str, bool]]) -> None:
-        self._serving = serving
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", labels=["service"]
+    if served is None:
+        return
+    version, times = served
+    try:
+        yield GaugeMetricFamily(
+            "mem_model_version", "Version number of the champion being served", value=float(version)
         )
-        for service, ok in sorted(self._serving().items()):
-            family.add_metric([service], 1.0 if ok else 0.0)
-        yield family
+    except ValueError:
+        pass
+    if times.training_end is not None:
+        yield GaugeMetricFamily(
+            "mem_model_training_end_timestamp_seconds",
+            "Unix time the served champion's training run ended",
+            value=times.training_end,
+        )
+    if times.promoted is not None:
+        yield GaugeMetricFamily(
+            "mem_model_promoted_timestamp_seconds",
+            "Unix time the served champion was made champion",
+            value=times.promoted,
+        )
 
 
-class _WinRateCollector:
-    """``mem_win_rate_24h_ratio`` at scrape time: absent while no trade closed in the last 24 h
-    (a ratio of nothing is not 0 and Prometheus's NaN breaks comparisons in alerts)."""
+def _health(serving: Mapping[str, bool]) -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", labels=["service"]
+    )
+    for service, ok in sorted(serving.items()):
+        family.add_metric([service], 1.0 if ok else 0.0)
+    yield family
 
-    def __init__(self, stats: Callable[[], Any]) -> None:
-        self._stats = stats
 
-    def describe(self) -> list[Metric]:
-        return []  # collected only when scraped
-
-    def collect(self) -> Iterator[Metric]:
-        rate = self._stats().win_rate_24h
-        if rate is not None:
-            yield GaugeMetricFamily(
-                "mem_win_rate_24h_ratio", "Wins / trades closed in the last 24 h (memory store)", value=float(rate)
-            )
+def _win_rate(rate: float | None) -> Iterator[Metric]:
+    """Absent while no trade closed in the last 24 h (a ratio of nothing is not 0, and
+    Prometheus's NaN breaks comparisons in alerts)."""
+    if rate is not None:
+        yield GaugeMetricFamily(
+            "mem_win_rate_24h_ratio", "Wins / trades closed in the last 24 h (memory store)", value=float(rate)
+        )

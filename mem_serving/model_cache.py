@@ -6,16 +6,18 @@ Layout, under the cache folder (``MEM_SERVING_MODEL_CACHE``, default
 (the estimator, in skops format: no pickle), ``one_row.npz`` (the arrays of the model's compiled
 one-row path, when its type keeps any: ``ReversalModel.one_row_state``) and ``meta.json`` (model
 type, feature set, training ranges, the run's params, tags and metrics for GetModelInfo, the types
-skops must trust, all scikit-learn's own). ``<registry>/<model name>/champion`` names the version
-this registry's server served last. ``<registry>`` is a hash of the tracking URI without
-credentials, so two registries never share an entry.
+skops must trust, all scikit-learn's own, and ``predict_proba``'s answers on the probe rows).
+``<registry>`` is a hash of the tracking URI without credentials, so two registries never share
+an entry.
 
-A registered version never changes, so an entry never goes stale; which version is the champion
-the registry says, at every start and poll (``champion_version``: for a SQLite registry one
-query of its alias table, without importing MLflow; else MLflow's client). The ``champion`` file
-records the version served last. An entry is written to a
-temporary folder and renamed into place (a crash never leaves half of one); an entry that cannot
-be read is removed and fetched again. The newest ``KEEP`` entries of a model are kept.
+An entry whose compiled path is a tree walk (``hist_gb``) is served from its arrays alone once
+they reproduce the kept probe answers: neither skops nor scikit-learn is imported (a second of
+CPU); any other entry loads its estimator. A registered version never changes, so an entry never
+goes stale; which version is the champion the registry says, at every start and poll
+(``champion_version``: for a SQLite registry one query of its alias table, without importing
+MLflow; else MLflow's client). An entry is written to a temporary folder and renamed into place
+(a crash never leaves half of one); an entry that cannot be read is removed and fetched again.
+The newest ``KEEP`` entries of a model are kept.
 """
 
 from __future__ import annotations
@@ -25,36 +27,27 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from mem_core import registry
-from mem_core.model import skops_trusted_types
+from mem_core import feature_sets, registry
+from mem_serving.fast_predict import RunRecord, ServingModel, probe_rows
 
 log = logging.getLogger(__name__)
 
 #: Versions kept per model (the champion and the ones before it, for a quick roll-back).
 KEEP = 3
-META, MODEL, ONE_ROW, CHAMPION = "meta.json", "model.skops", "one_row.npz", "champion"
+META, MODEL, ONE_ROW = "meta.json", "model.skops", "one_row.npz"
 #: The layout of an entry; an entry of another layout is fetched again (raise it when the
 #: meaning of a kept file changes, e.g. ``one_row_state``'s arrays).
-FORMAT = 1
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """The parts of an MLflow run GetModelInfo reads."""
-
-    params: Mapping[str, str]
-    tags: Mapping[str, str]
-    metrics: Mapping[str, float]
+FORMAT = 2
 
 
 def read_run(run_id: str, tracking_uri: str) -> RunRecord:
@@ -64,15 +57,12 @@ def read_run(run_id: str, tracking_uri: str) -> RunRecord:
 
 
 def champion_version(uri: str | None = None, model_name: str = registry.MODEL_NAME) -> str | None:
-    """The champion's version, as ``registry.champion_version``. A SQLite registry is read with
-    one query of MLflow's alias table (read-only; milliseconds, where importing MLflow's client
-    and store takes seconds of CPU); anything else, or a query that fails (another schema), goes
-    through MLflow's client."""
+    """The champion's version, as ``registry.champion_version``. A ``sqlite:///`` registry is read
+    with one query of MLflow's alias table (read-only; milliseconds, where importing MLflow takes
+    seconds of CPU); anything else, or a query that fails (another schema), asks MLflow."""
     uri = uri or registry.tracking_uri()
-    path = _sqlite_path(uri)
+    path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") and "?" not in uri else None
     if path is not None and path.is_file():
-        import sqlite3
-
         try:
             with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)) as db:
                 row = db.execute(
@@ -94,54 +84,29 @@ def public_location(uri: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    """The file of a ``sqlite:///`` tracking URI (relative to the working folder with three
-    slashes, absolute with four), or None for any other URI or one with options."""
-    if not uri.startswith("sqlite:///") or "?" in uri:
-        return None
-    return Path(uri[len("sqlite:///") :])
-
-
-@dataclass(frozen=True)
-class CachedModel:
-    """A version ready to prepare for serving: the model, its one-row state and its run."""
-
-    loaded: registry.LoadedModel
-    one_row_state: Mapping[str, np.ndarray] | None
-    run: RunRecord | None
-
-
 class ModelCache:
     def __init__(self, root: Path, tracking_uri: str, model_name: str = registry.MODEL_NAME) -> None:
         key = hashlib.sha256(public_location(tracking_uri).encode()).hexdigest()[:16]
         self.folder = Path(root) / key / model_name
         self.tracking_uri = tracking_uri
 
-    def last(self) -> str | None:
-        """The version this registry's server served last, if its entry is here."""
+    def prune(self, serving: str) -> None:
+        """Remove the entries beyond the newest ``KEEP`` (never ``serving``'s, the one served now)."""
         try:
-            version = (self.folder / CHAMPION).read_text().strip()
-        except OSError:
-            return None
-        return version if version and (self.folder / version / META).is_file() else None
-
-    def remember(self, version: str) -> None:
-        """``version`` is the one served now; older entries beyond ``KEEP`` are removed."""
-        try:
-            _write_atomic(self.folder / CHAMPION, version.encode())
             entries = sorted(
                 (p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
                 key=lambda p: p.stat().st_mtime,
                 reverse=True,
             )
             for old in entries[KEEP:]:
-                if old.name != version:
+                if old.name != serving:
                     shutil.rmtree(old, ignore_errors=True)
         except OSError as exc:
-            log.warning("cannot update the model cache %s: %s", self.folder, exc)
+            log.warning("cannot prune the model cache %s: %s", self.folder, exc)
 
-    def load(self, version: str) -> CachedModel | None:
-        """The cached entry of ``version``, or None (not cached, or unreadable: then removed)."""
+    def load(self, version: str) -> ServingModel | None:
+        """The cached entry of ``version`` ready to serve, or None (not cached, or unreadable: then
+        removed)."""
         entry = self.folder / version
         if not (entry / META).is_file():
             return None
@@ -152,7 +117,7 @@ class ModelCache:
             shutil.rmtree(entry, ignore_errors=True)
             return None
 
-    def fetch(self, version: str, load_fn: Callable[[str, str], registry.LoadedModel] | None = None) -> CachedModel:
+    def fetch(self, version: str, load_fn: Callable[[str, str], registry.LoadedModel] | None = None) -> ServingModel:
         """``version`` from the registry (downloaded), kept here for the next start."""
         log.info("downloading champion version %s from the registry", version)
         loaded = (load_fn or registry.load_version)(version, self.tracking_uri)
@@ -163,37 +128,44 @@ class ModelCache:
                 run = read_run(loaded.run_id, self.tracking_uri)
             except Exception as exc:  # GetModelInfo reads it later and says why it cannot
                 log.warning("cannot read run %s of version %s: %s", loaded.run_id, version, exc)
-        fetched = CachedModel(loaded, state, run)
+        model = ServingModel.prepare(loaded, state, run)
         try:
-            self._save(version, fetched)
+            self._save(model, state)
         except Exception as exc:  # serving goes on; the next start downloads again
             log.warning("cannot keep version %s in the model cache %s: %s", version, self.folder, exc)
-        return fetched
+        return model
 
-    def _save(self, version: str, fetched: CachedModel) -> None:
+    def _save(self, model: ServingModel, state: Mapping[str, np.ndarray] | None) -> None:
         import skops.io as sio
 
-        loaded = fetched.loaded
+        from mem_core.model import skops_trusted_types
+
+        assert model.loaded is not None  # fetched: the estimator is at hand
+        estimator = model.loaded.model.estimator
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.folder))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{model.version}-", dir=self.folder))
         try:
-            sio.dump(loaded.model.estimator, tmp / MODEL)
-            if fetched.one_row_state is not None:
-                arrays: dict[str, Any] = dict(fetched.one_row_state)
+            sio.dump(estimator, tmp / MODEL)
+            probe = None
+            if state is not None:
+                arrays: dict[str, Any] = dict(state)
                 np.savez(tmp / ONE_ROW, **arrays)
-            run = fetched.run
+            if state is not None and model.compiled:
+                probe = model.loaded.model.predict_proba(probe_rows(model.feature_names, model.feature_ranges))
+            run = model.run
             meta = {
                 "format": FORMAT,
-                "version": str(loaded.version),
-                "run_id": loaded.run_id or "",
-                "estimator": loaded.estimator,
-                "feature_set": loaded.feature_set.name,
-                "feature_ranges": {k: list(v) for k, v in loaded.feature_ranges.items()},
-                "trusted_types": skops_trusted_types(loaded.model.estimator),
+                "version": model.version,
+                "run_id": model.run_id,
+                "estimator": model.estimator,
+                "feature_set": model.feature_set.name,
+                "feature_ranges": {k: list(v) for k, v in model.feature_ranges.items()},
+                "trusted_types": skops_trusted_types(estimator),
                 "run": None if run is None else {"params": run.params, "tags": run.tags, "metrics": run.metrics},
+                "probe": None if probe is None else [float(p) for p in probe],
             }
             (tmp / META).write_text(json.dumps(meta))
-            target = self.folder / version
+            target = self.folder / model.version
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
         except BaseException:
@@ -201,34 +173,32 @@ class ModelCache:
             raise
 
 
-def _read(entry: Path) -> CachedModel:
-    import skops.io as sio
-
-    from mem_core import estimators, feature_sets
-
+def _read(entry: Path) -> ServingModel:
     meta = json.loads((entry / META).read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"written in format {meta.get('format')}, this code reads {FORMAT}")
-    features = feature_sets.get(meta["feature_set"])
-    model_type = estimators.get(meta["estimator"])
-    estimator = sio.load(entry / MODEL, trusted=list(meta["trusted_types"]))
-    ranges = {k: (float(v[0]), float(v[1])) for k, v in meta["feature_ranges"].items()}
-    loaded = registry.LoadedModel(
+    raw: Any = meta.get("run")
+    fields: dict[str, Any] = dict(
         version=str(meta["version"]),
-        model=model_type(estimator, features),
-        feature_ranges=ranges,
-        run_id=meta["run_id"] or None,
+        estimator=meta["estimator"],
+        feature_set=feature_sets.get(meta["feature_set"]),
+        feature_ranges={k: (float(v[0]), float(v[1])) for k, v in meta["feature_ranges"].items()},
+        run=None if raw is None else RunRecord(dict(raw["params"]), dict(raw["tags"]), dict(raw["metrics"])),
+        run_id=meta["run_id"] or "",
     )
     state = None
     if (entry / ONE_ROW).is_file():
         with np.load(entry / ONE_ROW) as arrays:
             state = {name: arrays[name] for name in arrays.files}
-    raw: Any = meta.get("run")
-    run = None if raw is None else RunRecord(dict(raw["params"]), dict(raw["tags"]), dict(raw["metrics"]))
-    return CachedModel(loaded, state, run)
+    if state is not None and meta.get("probe") is not None:
+        lean = ServingModel.from_state(state, np.array(meta["probe"], dtype=np.float64), **fields)
+        if lean is not None:
+            return lean
+    import skops.io as sio
 
+    from mem_core import estimators
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    estimator = sio.load(entry / MODEL, trusted=list(meta["trusted_types"]))
+    model = estimators.get(fields["estimator"])(estimator, fields["feature_set"])
+    loaded = registry.LoadedModel(fields["version"], model, fields["feature_ranges"], fields["run_id"] or None)
+    return ServingModel.prepare(loaded, state, fields["run"])

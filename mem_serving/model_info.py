@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from mem_serving.model_cache import RunRecord, public_location, read_run
+from mem_serving.model_cache import public_location, read_run
 from mem_serving.model_provider import ModelProvider
 
 log = logging.getLogger(__name__)
@@ -114,17 +114,13 @@ def _skill(metrics: Mapping[str, float], prefixes: tuple[str, ...]) -> dict[str,
 class ModelInfoSource:
     """Builds ``ServedModelInfo`` from the model provider and the memory engine's store.
 
-    ``read_run(run_id, tracking_uri)`` is the registry read (replaceable in tests). A failed read
-    is not an error of the call: the answer then says the window is unknown (and the reason), so a
-    caller that needs the window refuses.
+    A failed read of the run is not an error of the call: the answer then says the window is
+    unknown (and the reason), so a caller that needs the window refuses.
     """
 
-    def __init__(
-        self, models: ModelProvider, store: Any | None, run_reader: Callable[[str, str], RunRecord] = read_run
-    ) -> None:
+    def __init__(self, models: ModelProvider, store: Any | None) -> None:
         self.models = models
         self.store = store
-        self._read_run = run_reader
         self._lock = threading.Lock()
         self._cache: tuple[str, ServedModelInfo] | None = None
 
@@ -157,7 +153,7 @@ class ModelInfoSource:
                 **base,
             )
         try:
-            run = model.run if model.run is not None else self._read_run(run_id, self.models.tracking_uri)
+            run = model.run if model.run is not None else read_run(run_id, self.models.tracking_uri)
         except Exception as exc:  # the registry is unreachable: answer what is known, say why
             log.warning("cannot read run %s of champion version %s: %s", run_id, model.version, exc)
             return ServedModelInfo(

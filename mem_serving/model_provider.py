@@ -26,69 +26,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from mem_core import registry
 from mem_core.estimators import UnknownEstimator
-from mem_core.feature_sets import FeatureSet, UnknownFeatureSet
-from mem_core.model import OnePredictor
-from mem_serving.fast_predict import one_row_predictor
-from mem_serving.model_cache import CachedModel, ModelCache, RunRecord, champion_version
+from mem_core.feature_sets import UnknownFeatureSet
+from mem_serving.fast_predict import ServingModel
+from mem_serving.model_cache import ModelCache, champion_version
 
 if TYPE_CHECKING:
     from mem_serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServingModel:
-    """A loaded champion prepared for one-row predictions: the feature set serving computes for
-    it, its training ranges and its fastest exact one-row predictor (see ``fast_predict``)."""
-
-    version: str
-    estimator: str
-    feature_set: FeatureSet
-    feature_ranges: dict[str, tuple[float, float]]
-    predict_one: OnePredictor
-    compiled: bool
-    loaded: registry.LoadedModel | None = None
-    #: The training run as read when the version was loaded (None: GetModelInfo reads it).
-    run: RunRecord | None = None
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self.feature_set.names
-
-    @property
-    def run_id(self) -> str:
-        """The MLflow run that trained this version ("" when the loader does not say)."""
-        return str(getattr(self.loaded, "run_id", None) or "")
-
-    @classmethod
-    def prepare(
-        cls,
-        loaded: registry.LoadedModel,
-        one_row_state: Mapping[str, np.ndarray] | None = None,
-        run: RunRecord | None = None,
-    ) -> ServingModel:
-        names = loaded.feature_names
-        ranges = dict(loaded.feature_ranges)
-        lo = np.array([ranges.get(n, (-1.0, 1.0))[0] for n in names])
-        hi = np.array([ranges.get(n, (-1.0, 1.0))[1] for n in names])
-        probe = lo + (hi - lo) * np.random.default_rng(0).random((256, len(names)))
-        predict_one, compiled = one_row_predictor(loaded.model, probe, one_row_state)
-        return cls(
-            str(loaded.version), loaded.estimator, loaded.feature_set, ranges, predict_one, compiled, loaded, run
-        )
-
-    @classmethod
-    def from_cache(cls, cached: CachedModel) -> ServingModel:
-        return cls.prepare(cached.loaded, cached.one_row_state, cached.run)
 
 
 class ModelProvider:
@@ -160,8 +110,7 @@ class ModelProvider:
         """``version`` ready to serve: from the cache, else from the registry (then cached)."""
         if self._cache is None:
             return ServingModel.prepare(self._load_fn(version, self.tracking_uri))
-        cached = self._cache.load(version) or self._cache.fetch(version, self._load_fn)
-        return ServingModel.from_cache(cached)
+        return self._cache.load(version) or self._cache.fetch(version, self._load_fn)
 
     def _swap(self, model: ServingModel, current: ServingModel | None, seconds: float) -> None:
         if self._metrics is not None:
@@ -169,7 +118,7 @@ class ModelProvider:
         self._model = model
         self.last_error = None
         if self._cache is not None:
-            self._cache.remember(model.version)
+            self._cache.prune(model.version)
         log.info(
             "serving champion version %s (was %s; %s over feature set %s; compiled one-row predictor: %s)",
             model.version,

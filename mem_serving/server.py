@@ -54,10 +54,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     server runs (``mem_serving.credentials``).
     """
 
-    def __init__(self, token: str | TokenSet, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
-        if not token:
-            raise ValueError("empty bearer token")
-        self._tokens = token if isinstance(token, TokenSet) else TokenSet([token])
+    def __init__(self, tokens: TokenSet, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
+        self._tokens = tokens
         self._exempt = exempt_prefixes
 
     async def intercept_service(
@@ -373,7 +371,9 @@ def build_app(
     mark("memory store")
     # the writer process starts (its interpreter and imports, on another core) while this thread
     # loads the feature kernels and the champion; this thread only waits on its pipe meanwhile
-    writer_started = _in_thread(engine.start_writer, "mem-writer-start")
+    starter = futures.ThreadPoolExecutor(1, thread_name_prefix="mem-writer-start")
+    writer_started = starter.submit(engine.start_writer)
+    starter.shutdown(wait=False)  # the thread ends with its one task
     metrics = ServingMetrics()
     cache = None
     if settings.model_cache is not None:
@@ -382,7 +382,6 @@ def build_app(
     try:
         feature_sets.warm_up()
         mark("feature kernels")
-        models.subscribe(model_listener(metrics, models.tracking_uri))
         models.start()
         mark("champion")
         writer_started.result()
@@ -393,8 +392,15 @@ def build_app(
             stop()
         raise
     source = questdb_source(questdb)
-    sink = candle_sink(settings, questdb)
-    if sink is not None:
+    sink: CandleSink | None = None
+    if settings.candle_sink:  # the write-behind of accepted candles to QuestDB
+        sink = CandleSink(
+            questdb,
+            max_rows=settings.candle_queue_rows,
+            batch_rows=settings.candle_batch_rows,
+            flush_s=settings.candle_flush_s,
+            drain_s=settings.candle_drain_s,
+        )
         sink.register(metrics.registry)
         source = observing(source, sink)
     handlers = Handlers(settings, models, engine, metrics, source, sink)
@@ -406,6 +412,8 @@ def build_app(
             stop()
         raise
     mark("gRPC server")
+    # after the start: its registry read of the champion's times imports MLflow (seconds of CPU)
+    models.subscribe(model_listener(metrics, models.tracking_uri))
     models.subscribe(lambda model: running.set_model_health(model is not None))
     watch_memory(running, engine)
     running.stoppers.append(models.stop)
@@ -426,33 +434,6 @@ def build_app(
             running.stop(grace=0)
             raise
     return running
-
-
-def _in_thread(fn: Callable[[], Any], name: str) -> concurrent.futures.Future[Any]:
-    """``fn()`` run in a thread of its own; its outcome as a future."""
-    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            done.set_result(fn())
-        except BaseException as exc:  # handed to whoever waits for it
-            done.set_exception(exc)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return done
-
-
-def candle_sink(settings: ServingSettings, questdb: QuestDBSettings) -> CandleSink | None:
-    """The write-behind of accepted candles to QuestDB, or None when ``settings.candle_sink`` is off."""
-    if not settings.candle_sink:
-        return None
-    return CandleSink(
-        questdb,
-        max_rows=settings.candle_queue_rows,
-        batch_rows=settings.candle_batch_rows,
-        flush_s=settings.candle_flush_s,
-        drain_s=settings.candle_drain_s,
-    )
 
 
 def start_metrics_http(running: RunningServer, settings: ServingSettings) -> None:

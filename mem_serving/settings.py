@@ -1,55 +1,7 @@
 """Serving configuration: the only module of ``mem_serving`` that reads the environment (never
 at import time). The defaults it shares with the rest of the project (ports, the memory store's
-path, the MLflow store) are declared in ``mem_core.settings``.
-
-=============================  =========================================  ==================
-variable                       meaning                                    default
-=============================  =========================================  ==================
-MEM_SERVING_HOST               address the gRPC server binds              127.0.0.1
-MEM_SERVING_PORT               gRPC port (0 = pick a free one)            50051
-MEM_SERVING_METRICS_PORT       Prometheus HTTP port (0 = free, -1 = off)  5001
-MEM_SERVING_WORKERS            threads for the calls that block (QuestDB  8
-                               reads, SQLite commits); the rest run on
-                               the server's event loop
-MEM_SERVING_MEMORY_WRITER      how decisions are committed: ``process``   process
-                               (the memory's writer process) or
-                               ``inline`` (in-process group commit)
-MEM_SERVING_MODEL_POLL_S       seconds between champion checks            5
-MEM_SERVING_MODEL_CACHE        local copies of champion versions, so a    <MEM_HOME>/.mem/
-                               restart loads without a download (``off``: cache/models
-                               none)
-MEM_SERVING_CANDLE_SINK        write the candles the engine sends to      on
-                               QuestDB in the background (``on``/``off``)
-MEM_SERVING_CANDLE_QUEUE       candles the write-behind queue holds at    100000
-                               most (more are dropped and counted)
-MEM_SERVING_CANDLE_FLUSH_S     seconds between background writes          1
-MEM_SERVING_TOKEN              bearer token the engine must send          (none: no auth)
-MEM_SERVING_TOKEN_FILE         file of accepted tokens, one per line      (none)
-                               (0600; re-read on SIGHUP and when it
-                               changes); instead of MEM_SERVING_TOKEN
-MEM_SERVING_CREDENTIALS_POLL_S seconds between checks of the token file   2
-                               and TLS files (0 = only on SIGHUP)
-MEM_SERVING_TLS_CERT/_TLS_KEY  PEM files; both set = TLS; reloaded like  (none: plaintext)
-                               the token file
-MEM_SERVING_MAX_CLOCK_SKEW_S   seconds a candle or decision time may lie  120
-                               ahead of the server's clock beyond one
-                               candle interval (5 min); later: refused
-MEM_SERVING_KEEPALIVE_S        seconds without traffic before the server  60
-                               pings a connection (0 = no pings)
-MEM_SERVING_KEEPALIVE_TIMEOUT_S
-                               seconds a ping may go unanswered before    20
-                               the connection is closed
-MEM_SERVING_MAX_IDLE_S         seconds a connection may hold no call      300
-                               before it is closed (0 = never)
-MEM_SERVING_MAX_CONNECTION_AGE_S
-                               seconds after which a connection is asked  3600
-                               to go away (0 = never)
-MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S
-                               seconds its calls in flight then get       30
-MEM_SERVING_MAX_STREAMS        calls in flight on one connection at most  2048
-MEM_MEMORY_DB                  memory store (SQLite) path                 <MEM_HOME>/.mem/memory/memory.db
-MLFLOW_TRACKING_URI            MLflow tracking/registry store             sqlite:///<root>/mlflow.db
-=============================  =========================================  ==================
+path, the MLflow store) are declared in ``mem_core.settings``; the variables, their meaning and
+defaults are listed in docs/serving.md ("Configuration").
 """
 
 from __future__ import annotations
@@ -135,31 +87,19 @@ class ServingSettings:
         token_file = env.get("MEM_SERVING_TOKEN_FILE") or None
         if token_file and env.get("MEM_SERVING_TOKEN"):
             raise ValueError("set MEM_SERVING_TOKEN or MEM_SERVING_TOKEN_FILE, not both")
+        numbers = {field: _number(env, var, getattr(cls, field), low) for field, (var, low) in _NUMBERS.items()}
         settings = cls(
             host=env.get("MEM_SERVING_HOST", "127.0.0.1"),
-            port=_number(env, "MEM_SERVING_PORT", DEFAULT_SERVING_PORT, int),
-            metrics_port=_number(env, "MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT, int),
             memory_db=memory_db_path(env=env),
             tracking_uri=tracking_uri(env),
-            max_workers=_number(env, "MEM_SERVING_WORKERS", 8, int),
-            memory_writer_process=_writer_mode(env.get("MEM_SERVING_MEMORY_WRITER", "process")),
-            model_poll_s=_number(env, "MEM_SERVING_MODEL_POLL_S", 5.0, float),
+            memory_writer_process=_choice(env, "MEM_SERVING_MEMORY_WRITER", "process", "inline") == "process",
             model_cache=_model_cache(env),
-            candle_sink=_on_off("MEM_SERVING_CANDLE_SINK", env.get("MEM_SERVING_CANDLE_SINK", "on")),
-            candle_queue_rows=_number(env, "MEM_SERVING_CANDLE_QUEUE", 100_000, int),
-            candle_flush_s=_number(env, "MEM_SERVING_CANDLE_FLUSH_S", 1.0, float),
+            candle_sink=_choice(env, "MEM_SERVING_CANDLE_SINK", "on", "off") == "on",
             token=env.get("MEM_SERVING_TOKEN") or None,
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
             token_file=Path(token_file) if token_file else None,
-            credentials_poll_s=float(env.get("MEM_SERVING_CREDENTIALS_POLL_S", 2.0)),
-            max_clock_skew_s=_at_least(env, "MEM_SERVING_MAX_CLOCK_SKEW_S", DEFAULT_MAX_CLOCK_SKEW_S, float, 0),
-            keepalive_s=_at_least(env, "MEM_SERVING_KEEPALIVE_S", 60.0, float, 0),
-            keepalive_timeout_s=_at_least(env, "MEM_SERVING_KEEPALIVE_TIMEOUT_S", 20.0, float, 0.001),
-            max_idle_s=_at_least(env, "MEM_SERVING_MAX_IDLE_S", 300.0, float, 0),
-            max_connection_age_s=_at_least(env, "MEM_SERVING_MAX_CONNECTION_AGE_S", 3600.0, float, 0),
-            max_connection_age_grace_s=_at_least(env, "MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S", 30.0, float, 0),
-            max_streams=_at_least(env, "MEM_SERVING_MAX_STREAMS", 2048, int, 1),
+            **numbers,
         )
         clean: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings
@@ -184,30 +124,49 @@ class ClientSettings:
         return cls(token=env.get("MEM_SERVING_TOKEN") or None, root_cert=Path(cert) if cert else None)
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
-    """``kind(env[name])`` (``default`` when unset); ``ValueError`` naming the variable."""
+#: Numeric settings read from the environment: field -> (variable, lowest value accepted; None:
+#: any). The default is the field's.
+_NUMBERS: dict[str, tuple[str, float | None]] = {
+    "port": ("MEM_SERVING_PORT", None),
+    "metrics_port": ("MEM_SERVING_METRICS_PORT", None),
+    "max_workers": ("MEM_SERVING_WORKERS", None),
+    "model_poll_s": ("MEM_SERVING_MODEL_POLL_S", None),
+    "candle_queue_rows": ("MEM_SERVING_CANDLE_QUEUE", None),
+    "candle_flush_s": ("MEM_SERVING_CANDLE_FLUSH_S", None),
+    "credentials_poll_s": ("MEM_SERVING_CREDENTIALS_POLL_S", None),
+    "max_clock_skew_s": ("MEM_SERVING_MAX_CLOCK_SKEW_S", 0),
+    "keepalive_s": ("MEM_SERVING_KEEPALIVE_S", 0),
+    "keepalive_timeout_s": ("MEM_SERVING_KEEPALIVE_TIMEOUT_S", 0.001),
+    "max_idle_s": ("MEM_SERVING_MAX_IDLE_S", 0),
+    "max_connection_age_s": ("MEM_SERVING_MAX_CONNECTION_AGE_S", 0),
+    "max_connection_age_grace_s": ("MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S", 0),
+    "max_streams": ("MEM_SERVING_MAX_STREAMS", 1),
+}
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float | None = None) -> Any:
+    """``env[name]`` as the type of ``default`` (``default`` when unset), at least ``low``;
+    ``ValueError`` naming the variable."""
     raw = env.get(name)
     if raw is None or raw == "":
-        return kind(default)
+        return default
+    kind = type(default)
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-
-
-def _at_least(env: Mapping[str, str], name: str, default: float, kind: type, low: float) -> Any:
-    """``_number``, refused below ``low`` (``ValueError`` naming the variable)."""
-    value = _number(env, name, default, kind)
-    if not math.isfinite(value) or value < low:
-        raise ValueError(f"{name} must be >= {low:g}, got {env.get(name)!r}")
+    if low is not None and (not math.isfinite(value) or value < low):
+        raise ValueError(f"{name} must be >= {low:g}, got {raw!r}")
     return value
 
 
-def _writer_mode(value: str) -> bool:
+def _choice(env: Mapping[str, str], name: str, default: str, other: str) -> str:
+    """``env[name]`` (``default`` when unset), which must be ``default`` or ``other``."""
+    value = env.get(name, default)
     mode = value.strip().lower()
-    if mode not in ("process", "inline"):
-        raise ValueError(f"MEM_SERVING_MEMORY_WRITER must be 'process' or 'inline', got {value!r}")
-    return mode == "process"
+    if mode not in (default, other):
+        raise ValueError(f"{name} must be '{default}' or '{other}', got {value!r}")
+    return mode
 
 
 def _model_cache(env: Mapping[str, str]) -> Path | None:
@@ -216,13 +175,6 @@ def _model_cache(env: Mapping[str, str]) -> Path | None:
     if raw.lower() == "off":
         return None
     return Path(raw) if raw else project_paths(env).state / "cache" / "models"
-
-
-def _on_off(name: str, value: str) -> bool:
-    mode = value.strip().lower()
-    if mode not in ("on", "off"):
-        raise ValueError(f"{name} must be 'on' or 'off', got {value!r}")
-    return mode == "on"
 
 
 def git_commit_override(env: Mapping[str, str] | None = None) -> str:

@@ -12,23 +12,29 @@ name                model
 ==================  ===========================================================================
 
 A new model type is one module here with one ``ReversalModel`` subclass, listed in ``_BUILT_IN``.
+The built-in types are imported on first use (scikit-learn takes a second of CPU to import;
+``mem serve`` starting from its model cache never needs it).
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mem_core.estimators.hist_gb import HistGB
-from mem_core.estimators.random_forest import RandomForest
-from mem_core.estimators.seed_gbc import SeedGBC
 from mem_core.feature_sets import SEED, FeatureSet
-from mem_core.model import ReversalModel
+
+if TYPE_CHECKING:
+    from mem_core.model import ReversalModel
 
 #: The seed's model; any other one only when named in the training config.
-DEFAULT = SeedGBC.name
+DEFAULT = "seed_gbc"
 
 ESTIMATORS: dict[str, type[ReversalModel]] = {}
+#: module:class of the built-in types, registered by ``_known()`` on first use.
+_BUILT_IN = ["seed_gbc:SeedGBC", "hist_gb:HistGB", "random_forest:RandomForest"]
+_BUILT_IN_LOCK = threading.Lock()
 
 
 class UnknownEstimator(ValueError):
@@ -37,25 +43,31 @@ class UnknownEstimator(ValueError):
 
 def register(cls: type[ReversalModel]) -> type[ReversalModel]:
     """Make ``cls`` available under ``cls.name`` (usable as a class decorator)."""
-    taken = ESTIMATORS.get(cls.name)
+    taken = _known().get(cls.name)
     if taken is not None and taken is not cls:
         raise ValueError(f"estimator name {cls.name!r} is taken by {taken.__qualname__}")
     ESTIMATORS[cls.name] = cls
     return cls
 
 
-for _cls in (SeedGBC, HistGB, RandomForest):
-    register(_cls)
+def _known() -> dict[str, type[ReversalModel]]:
+    """``ESTIMATORS``, with the built-in types imported and registered the first time."""
+    with _BUILT_IN_LOCK:
+        while _BUILT_IN:
+            module, name = _BUILT_IN.pop(0).split(":")
+            cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+            ESTIMATORS.setdefault(cls.name, cls)
+    return ESTIMATORS
 
 
 def names() -> list[str]:
-    return sorted(ESTIMATORS)
+    return sorted(_known())
 
 
 def get(name: str) -> type[ReversalModel]:
     """The model type called ``name``; ``UnknownEstimator`` otherwise."""
     try:
-        return ESTIMATORS[name]
+        return _known()[name]
     except KeyError:
         raise UnknownEstimator(f"unknown estimator {name!r}; choose one of {names()}") from None
 
@@ -70,7 +82,7 @@ def create(
 def for_estimator(estimator: Any) -> type[ReversalModel]:
     """The model type wrapping exactly this estimator class (versions registered without an
     ``estimator`` tag); ``UnknownEstimator`` when none does."""
-    for cls in ESTIMATORS.values():
+    for cls in _known().values():
         if type(estimator) is cls.estimator_type:
             return cls
     raise UnknownEstimator(f"no model type wraps {type(estimator).__qualname__}; known: {names()}")

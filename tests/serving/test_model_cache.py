@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,7 +56,7 @@ def test_a_restart_serves_the_champion_from_the_cache_without_downloading_it(
     first = _provider(mlflow_uri, cache, first_loads)
     assert first.version == model_store.v1 and first_loads.versions == [model_store.v1]
     first.stop()
-    assert cache.last() == model_store.v1
+    assert (cache.folder / model_store.v1 / META).is_file()
 
     again = CountingLoads()
     second = _provider(mlflow_uri, cache, again)
@@ -84,7 +86,7 @@ def test_a_champion_promoted_while_the_server_was_down_is_the_one_a_restart_serv
     provider.start()
     try:
         assert provider.version == model_store.v2 and swaps == [model_store.v2]
-        assert loads.versions == [model_store.v2] and cache.last() == model_store.v2
+        assert loads.versions == [model_store.v2] and (cache.folder / model_store.v2 / META).is_file()
     finally:
         provider.stop()
 
@@ -155,6 +157,49 @@ def test_hist_gb_compiled_path_is_rebuilt_from_its_kept_arrays(tmp_path: Path) -
     rows = rng.normal(size=(200, X.shape[1]))
     rows[::7, 2] = np.nan  # missing values go the learned way
     np.testing.assert_allclose([rebuilt(r) for r in rows], model.estimator.predict_proba(rows)[:, 1], rtol=0, atol=1e-9)
+
+
+def _hist_gb_entry(tmp_path: Path) -> tuple[ModelCache, HistGB, np.ndarray]:
+    """A small hist_gb version fetched into a cache (as a server's first start does)."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, len(REGIME_V1.names)))
+    y = (X[:, 0] - 0.5 * X[:, 2] + rng.normal(scale=0.5, size=3000) > 0).astype(int)
+    model = HistGB(HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y), REGIME_V1)
+    ranges = {n: (float(X[:, i].min()), float(X[:, i].max())) for i, n in enumerate(REGIME_V1.names)}
+    cache = ModelCache(tmp_path / "cache", "sqlite:////nowhere/mlflow.db")
+    fetched = cache.fetch("7", lambda version, uri: registry.LoadedModel(version, model, ranges))
+    assert fetched.compiled and fetched.loaded is not None
+    return cache, model, rng.normal(size=(50, X.shape[1]))
+
+
+def test_a_cached_hist_gb_is_served_from_its_arrays_without_scikit_learn_skops_or_mlflow(tmp_path: Path) -> None:
+    cache, model, rows = _hist_gb_entry(tmp_path)
+    np.save(tmp_path / "rows.npy", rows)
+    script = f"""
+import sys, json, numpy as np
+from pathlib import Path
+from mem_serving.model_cache import ModelCache
+served = ModelCache(Path({str(tmp_path / "cache")!r}), "sqlite:////nowhere/mlflow.db").load("7")
+rows = np.load({str(tmp_path / "rows.npy")!r})
+print(json.dumps({{
+    "compiled": served.compiled, "estimator_loaded": served.loaded is not None,
+    "p": [served.predict_one(r) for r in rows],
+    "imported": sorted(m for m in ("sklearn", "skops", "mlflow", "skl2onnx") if m in sys.modules),
+}}))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert out["compiled"] and not out["estimator_loaded"] and out["imported"] == []
+    np.testing.assert_allclose(out["p"], model.predict_proba(rows), rtol=0, atol=1e-9)
+
+
+def test_arrays_that_no_longer_give_the_kept_answers_are_not_served_alone(tmp_path: Path) -> None:
+    cache, model, rows = _hist_gb_entry(tmp_path)
+    meta = json.loads((cache.folder / "7" / META).read_text())
+    meta["probe"] = [p + 0.01 for p in meta["probe"]]  # the arrays disagree with what predict_proba said
+    (cache.folder / "7" / META).write_text(json.dumps(meta))
+    served = cache.load("7")
+    assert served is not None and served.loaded is not None  # the estimator, checked against itself again
+    np.testing.assert_allclose([served.predict_one(r) for r in rows], model.predict_proba(rows), rtol=0, atol=1e-9)
 
 
 def test_mem_serve_downloads_the_champion_once_and_starts_from_the_cache_after(
