@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mem_memory.async_commit import AsyncDecisionCommitter
-from mem_memory.backend import SQLITE
 from mem_memory.config import MemoryConfig
 from mem_memory.errors import (
     CorruptRecord,
@@ -95,7 +94,7 @@ class MemoryEngine:
             self.write_health.failed(StoreFull(store.read_only_reason))
         self._group = GroupCommitter(store, self._after_commit)
         self._async: AsyncDecisionCommitter | None = None
-        if writer_process and store.backend == SQLITE:  # PostgreSQL: psycopg waits without the GIL
+        if writer_process and store.dialect.files:  # PostgreSQL: psycopg waits without the GIL
             self._async = AsyncDecisionCommitter(
                 WriterProcess(store.path), store, self._after_commit, self._group.submit_decision
             )
