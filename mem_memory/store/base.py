@@ -7,9 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mem_memory.backend import (
-    Conn,
-)
+from mem_memory.backend import Conn
 from mem_memory.crypto import Codec
 from mem_memory.dialect import dialect_of
 from mem_memory.errors import StoreClosed
