@@ -49,7 +49,7 @@ def _again(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("db", PLAIN, ids=lambda p: p.parent.name)
 def test_every_fixture_record_is_written_again_byte_for_byte(db: Path) -> None:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)  # leaves the fixture untouched
     try:
         events = conn.execute("SELECT kind, payload FROM events ORDER BY event_id").fetchall()
         replies = conn.execute("SELECT reply FROM requests WHERE kind = 'outcome'").fetchall()
