@@ -520,9 +520,12 @@ EVENT_KINDS: tuple[str, ...] = (DECISION, OUTCOME, PARAMETER_ADJUSTMENT, STRATEG
 class Event:
     """One appended change. ``payload`` is the decrypted record as a dict: for ``decision`` a
     Decision, ``outcome`` an Outcome, ``parameter_adjustment`` {"parameters", "adjustments"},
-    ``strategy_upsert`` a StrategySpec (``to_dict`` forms)."""
+    ``strategy_upsert`` a StrategySpec (``to_dict`` forms). ``record``: the record the store
+    built (and so validated) from it when it read the event — a Decision, an Outcome, a
+    StrategySpec, or (Parameters, adjustments, state) — so readers do not build it again."""
 
     event_id: int
     kind: str
     subject: str
     payload: Mapping[str, Any]
+    record: Any = field(default=None, compare=False, repr=False)

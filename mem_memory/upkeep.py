@@ -114,11 +114,13 @@ class IndexUpkeep:
             self._catching_up = False
 
     def _apply(self, event: Event) -> None:
-        p = event.payload
+        """Apply one event to the index: the record the store built reading it (validated
+        there, once), or built from its payload when the event came without one."""
+        p, built = event.payload, event.record
         if event.kind == DECISION:
-            self._wm.add_decision(Decision.from_dict(p))
+            self._wm.add_decision(built if built is not None else Decision.from_dict(p))
         elif event.kind in (OUTCOME, SHADOW_OUTCOME):
-            outcome = Outcome.from_dict(p)
+            outcome = built if built is not None else Outcome.from_dict(p)
             decision = self._held(outcome.decision_id)
             if decision is None:
                 try:
@@ -127,9 +129,9 @@ class IndexUpkeep:
                     return
             self._wm.add_outcome(decision, outcome)
         elif event.kind == PARAMETER_ADJUSTMENT:
-            self._params = Parameters.from_dict(p["parameters"])
+            self._params = built[0] if built is not None else Parameters.from_dict(p["parameters"])
         elif event.kind == STRATEGY_UPSERT:
-            self._wm.put_strategy(StrategySpec.from_dict(p))
+            self._wm.put_strategy(built if built is not None else StrategySpec.from_dict(p))
 
     def _held(self, decision_id: str) -> Decision | None:
         symbol = self._wm.open_ids.get(decision_id)

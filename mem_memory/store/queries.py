@@ -52,11 +52,11 @@ class StoreQueries(StoreRequestIds):
         for i, k, s, p in rows:
             try:
                 payload = self._payload(i, k, p)
-                self._record(i, k, s, p, payload)
+                record = self._record(i, k, s, p, payload)
             except CorruptRecord as exc:
                 self._report(exc)
                 continue
-            out.append(Event(int(i), k, s, payload))
+            out.append(Event(int(i), k, s, payload, record))
         return out, int(rows[-1][0]) if rows else int(event_id)
 
     def events_since(self, event_id: int, limit: int = 1000) -> list[Event]:
