@@ -11,7 +11,9 @@
   (the statement is translated by ``backend.PgConnection``);
 - upserts: ``INSERT ... ON CONFLICT ... DO UPDATE`` is the same SQL on both;
 - maintenance: ``PRAGMA integrity_check`` / the server's own checksums; WAL checkpoints and page
-  caps (``max_bytes``) exist on SQLite only.
+  caps (``max_bytes``) exist on SQLite only;
+- files: a SQLite store is a file on this machine (its ``<db>.lock``, file modes, the writer
+  process, its real path naming it in the audit trail); a PostgreSQL store is its URL.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class StoreDialect:
     size_cap: bool
     #: Whether the engine keeps a WAL that ``checkpoint`` moves into the database file.
     checkpoints: bool
+    #: Whether the store is a file on this machine (the writer process can share it).
+    files: bool
 
     def ddl(self, tables: tuple[str, ...] | None = None) -> list[str]:
         from mem_memory import schema  # SQLAlchemy is imported only to create or migrate a store
@@ -70,8 +74,8 @@ class StoreDialect:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-SQLITE_DIALECT = StoreDialect(SQLITE, size_cap=True, checkpoints=True)
-POSTGRESQL_DIALECT = StoreDialect(POSTGRESQL, size_cap=False, checkpoints=False)
+SQLITE_DIALECT = StoreDialect(SQLITE, size_cap=True, checkpoints=True, files=True)
+POSTGRESQL_DIALECT = StoreDialect(POSTGRESQL, size_cap=False, checkpoints=False, files=False)
 
 
 def dialect_of(conn: Conn) -> StoreDialect:

@@ -2,8 +2,10 @@
 
 Validation raises ``InvalidRecord`` naming the field, so the gRPC edge can answer
 INVALID_ARGUMENT with it. Times are timezone-aware UTC ``datetime`` (naive times are rejected:
-a trading log in local time is a bug). Serialisation (``to_dict``/``from_dict``) is explicit so
-the stored form stays stable when a field is added with a default.
+a trading log in local time is a bug). The stored records serialise through one codec
+(``mem_memory.serial``: ``to_dict``/``from_dict`` generated from the fields, in declaration
+order), so the stored form stays stable when a field is added with a default. Validation runs
+once, at construction; ``trusted`` builds a record from values validated already.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal
 
 from mem_memory.errors import InvalidRecord
 from mem_memory.requests import validate_request_id
+from mem_memory.serial import OMIT_DEFAULT, STORED_NOT, Record
 from mem_memory.symbols import validate_symbol
 
 Action = Literal["BUY", "SELL", "HOLD"]
@@ -152,14 +155,6 @@ def _context(name: str, value: Any) -> Mapping[str, str]:
     return MappingProxyType(dict(sorted(out.items())))
 
 
-def _time_str(t: datetime) -> str:
-    return t.isoformat()
-
-
-def _parse_time(s: str) -> datetime:
-    return datetime.fromisoformat(s)
-
-
 # ---------------------------------------------------------------------------------- requests
 @dataclass(frozen=True, slots=True)
 class SignalRequest:
@@ -209,7 +204,7 @@ class SignalRequest:
 
 # ---------------------------------------------------------------------------------- decisions
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(Record):
     """One enhanced signal as recorded. ``confidence`` is the final (combined) confidence;
     ``stop_loss``/``take_profit`` are price levels, ``*_pct`` the distances they came from."""
 
@@ -260,44 +255,9 @@ class Decision:
     def final_confidence(self) -> float:
         return self.confidence
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "decision_id": self.decision_id,
-            "time": _time_str(self.time),
-            "symbol": self.symbol,
-            "strategy": self.strategy,
-            "action": self.action,
-            "base_action": self.base_action,
-            "price": self.price,
-            "base_confidence": self.base_confidence,
-            "ml_confidence": self.ml_confidence,
-            "memory_confidence": self.memory_confidence,
-            "confidence": self.confidence,
-            "size": self.size,
-            "stop_loss": self.stop_loss,
-            "take_profit": self.take_profit,
-            "stop_loss_pct": self.stop_loss_pct,
-            "take_profit_pct": self.take_profit_pct,
-            "reasoning": self.reasoning,
-            "learned_strategy": self.learned_strategy,
-            "model_version": self.model_version,
-            "ml_direction": self.ml_direction,
-            "features": dict(self.features),
-            "regime": self.regime,
-            "parameters_version": self.parameters_version,
-            "session_id": self.session_id,
-            "market_context": dict(self.market_context),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Decision:
-        values = dict(d)
-        values["time"] = _parse_time(values["time"])
-        return cls(**values)
-
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(Record):
     """The close of a decision's trade. ``pnl_pct`` is a fraction (0.012 = +1.2%).
 
     ``shadow``: not a trade but what a HOLD decision's base signal would have done had it been
@@ -311,7 +271,7 @@ class Outcome:
     pnl_pct: float
     exit_reason: str
     time: datetime
-    shadow: bool = False
+    shadow: bool = field(default=False, metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -329,27 +289,6 @@ class Outcome:
     def win(self) -> bool:
         return self.pnl > 0
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "decision_id": self.decision_id,
-            "entry_price": self.entry_price,
-            "exit_price": self.exit_price,
-            "size": self.size,
-            "pnl": self.pnl,
-            "pnl_pct": self.pnl_pct,
-            "exit_reason": self.exit_reason,
-            "time": _time_str(self.time),
-        }
-        if self.shadow:
-            d["shadow"] = True
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Outcome:
-        values = dict(d)
-        values["time"] = _parse_time(values["time"])
-        return cls(**values)
-
 
 @dataclass(frozen=True, slots=True)
 class DecisionView:
@@ -361,7 +300,7 @@ class DecisionView:
 
 # ---------------------------------------------------------------------------------- parameters
 @dataclass(frozen=True, slots=True)
-class ParameterAdjustment:
+class ParameterAdjustment(Record):
     """One change of one parameter, with why (``reason``) and what caused it (``trigger``, e.g.
     ``outcome:<decision id>``, ``monitor``, ``restore:<version>``). ``impact`` is filled in by the
     export (win rate of the trades after vs before the change), never stored."""
@@ -372,7 +311,7 @@ class ParameterAdjustment:
     reason: str
     trigger: str
     time: datetime
-    impact: str | None = None
+    impact: str | None = field(default=None, metadata=STORED_NOT)
 
     def __post_init__(self) -> None:
         if not IDENTIFIER.match(self.parameter):
@@ -380,23 +319,6 @@ class ParameterAdjustment:
         _finite("from_value", self.from_value)
         _finite("to_value", self.to_value)
         object.__setattr__(self, "time", _aware_utc("time", self.time))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "parameter": self.parameter,
-            "from_value": self.from_value,
-            "to_value": self.to_value,
-            "reason": self.reason,
-            "trigger": self.trigger,
-            "time": _time_str(self.time),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ParameterAdjustment:
-        values = dict(d)
-        values["time"] = _parse_time(values["time"])
-        values.pop("impact", None)
-        return cls(**values)
 
 
 def parameters_version(values: Mapping[str, float]) -> str:
@@ -407,7 +329,7 @@ def parameters_version(values: Mapping[str, float]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Parameters:
+class Parameters(Record):
     """A parameter set, identified by the hash of its content (``version``)."""
 
     values: Mapping[str, float]
@@ -430,17 +352,10 @@ class Parameters:
     def with_values(self, changes: Mapping[str, float], at: datetime) -> Parameters:
         return Parameters({**self.values, **changes}, at)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"values": dict(self.values), "updated_at": _time_str(self.updated_at), "version": self.version}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Parameters:
-        return cls(dict(d["values"]), _parse_time(d["updated_at"]))
-
 
 # ---------------------------------------------------------------------------------- strategies
 @dataclass(frozen=True, slots=True)
-class Condition:
+class Condition(Record):
     """``feature op threshold`` on the decision-time feature snapshot."""
 
     feature: str
@@ -467,7 +382,7 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
-class StrategyStats:
+class StrategyStats(Record):
     """Running trade statistics (Welford for the variance of pnl_pct, so Sharpe updates in O(1)).
     Sharpe is per trade (mean / standard deviation of pnl_pct), not annualised."""
 
@@ -505,19 +420,9 @@ class StrategyStats:
             m2_pnl_pct=self.m2_pnl_pct + delta * (pnl_pct - mean),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "trades": self.trades,
-            "wins": self.wins,
-            "losses": self.losses,
-            "total_pnl": self.total_pnl,
-            "avg_pnl_pct": self.avg_pnl_pct,
-            "m2_pnl_pct": self.m2_pnl_pct,
-        }
-
 
 @dataclass(frozen=True, slots=True)
-class StrategySpec:
+class StrategySpec(Record):
     """A learned strategy: declarative, the source of truth (``strategy_modules.py`` is only a
     rendered view). ``name`` is an identifier; ``evidence`` says why it was created."""
 
@@ -557,36 +462,10 @@ class StrategySpec:
     def evolve(self, **changes: Any) -> StrategySpec:
         return replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "conditions": [{"feature": c.feature, "op": c.op, "threshold": c.threshold} for c in self.conditions],
-            "action": self.action,
-            "confidence": self.confidence,
-            "size": self.size,
-            "stop_loss_pct": self.stop_loss_pct,
-            "take_profit_pct": self.take_profit_pct,
-            "stats": self.stats.to_dict(),
-            "created_at": _time_str(self.created_at),
-            "updated_at": _time_str(self.updated_at),
-            "deprecated": self.deprecated,
-            "deprecated_reason": self.deprecated_reason,
-            "evidence": self.evidence,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> StrategySpec:
-        values = dict(d)
-        values["conditions"] = tuple(Condition(**c) for c in values["conditions"])
-        values["stats"] = StrategyStats(**values["stats"])
-        values["created_at"] = _parse_time(values["created_at"])
-        values["updated_at"] = _parse_time(values["updated_at"])
-        return cls(**values)
-
 
 # ---------------------------------------------------------------------------------- results
 @dataclass(frozen=True, slots=True)
-class LearningUpdate:
+class LearningUpdate(Record):
     """What one outcome taught the memory."""
 
     decision_id: str
@@ -599,36 +478,7 @@ class LearningUpdate:
     deprecated: bool = False
     shadow: bool = False  # the outcome of a held signal: learned from, but no trade
     #: True when this is the stored answer to a repeated request id (nothing was learned now).
-    replayed: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """As stored with its request id (``replayed`` is not stored)."""
-        return {
-            "decision_id": self.decision_id,
-            "win": self.win,
-            "strategy": self.strategy,
-            "strategy_stats": None if self.strategy_stats is None else self.strategy_stats.to_dict(),
-            "adjustments": [a.to_dict() for a in self.adjustments],
-            "parameters_version": self.parameters_version,
-            "summary": self.summary,
-            "deprecated": self.deprecated,
-            "shadow": self.shadow,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LearningUpdate:
-        stats = d["strategy_stats"]
-        return cls(
-            decision_id=d["decision_id"],
-            win=bool(d["win"]),
-            strategy=d["strategy"],
-            strategy_stats=None if stats is None else StrategyStats(**stats),
-            adjustments=tuple(ParameterAdjustment.from_dict(a) for a in d["adjustments"]),
-            parameters_version=d["parameters_version"],
-            summary=d["summary"],
-            deprecated=bool(d["deprecated"]),
-            shadow=bool(d.get("shadow", False)),
-        )
+    replayed: bool = field(default=False, metadata=STORED_NOT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,9 +520,12 @@ EVENT_KINDS: tuple[str, ...] = (DECISION, OUTCOME, PARAMETER_ADJUSTMENT, STRATEG
 class Event:
     """One appended change. ``payload`` is the decrypted record as a dict: for ``decision`` a
     Decision, ``outcome`` an Outcome, ``parameter_adjustment`` {"parameters", "adjustments"},
-    ``strategy_upsert`` a StrategySpec (``to_dict`` forms)."""
+    ``strategy_upsert`` a StrategySpec (``to_dict`` forms). ``record``: the record the store
+    built (and so validated) from it when it read the event — a Decision, an Outcome, a
+    StrategySpec, or (Parameters, adjustments, state) — so readers do not build it again."""
 
     event_id: int
     kind: str
     subject: str
     payload: Mapping[str, Any]
+    record: Any = field(default=None, compare=False, repr=False)

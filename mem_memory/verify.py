@@ -55,4 +55,4 @@ def verify(store: MemoryStore, page: int = 5000) -> VerifyReport:
             break
         events += n
         corrupt += bad
-    return VerifyReport(store.path if store.backend == "sqlite" else store.location, events, tuple(corrupt), integrity)
+    return VerifyReport(store.path if store.dialect.files else store.location, events, tuple(corrupt), integrity)

@@ -6,6 +6,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from mem_memory import (
     UnknownParameterVersion,
 )
 from mem_memory.config import DEFAULT_PARAMETERS
+from mem_memory.types import Decision, Parameters
 
 from .helpers import FEATURES, T0, make_decision, outcome, request
 
@@ -165,6 +167,37 @@ def test_other_processes_writes_become_visible(db: Path) -> None:
     assert views[0].outcome is not None
     assert b.parameters().version == a.parameters().version
     assert b.similar("BUY", FEATURES).n == 1
+
+
+def test_refresh_builds_each_record_once(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process's writes reach the index as the records the store built (and validated)
+    reading them: the index does not build them again from the payload."""
+    a = MemoryEngine(MemoryStore.open(db))
+    b = MemoryEngine(MemoryStore.open(db))
+    d = a.enhance(request(symbol="ETHUSDT"))
+    a.record_outcome(outcome(d, 0.01))
+    events = b.store.events_since(0)
+    assert [type(e.record).__name__ for e in events if e.kind in (DECISION, OUTCOME)] == ["Decision", "Outcome"]
+    built: list[str] = []
+    for cls in (Decision, Outcome, Parameters):
+        original = cls.from_dict
+
+        def counted(d: Any, cls: type = cls, original: Any = original) -> Any:
+            built.append(cls.__name__)
+            return original(d)
+
+        monkeypatch.setattr(cls, "from_dict", staticmethod(counted))
+    assert b.refresh() == len(events)
+    kinds = [e.kind for e in events]
+    assert sorted(built) == sorted(  # the store's one build per event, none by the index
+        ["Decision"] * kinds.count(DECISION)
+        + ["Outcome"] * kinds.count(OUTCOME)
+        + ["Parameters"] * kinds.count(PARAMETER_ADJUSTMENT)
+    )
+    views = b.recent_decisions("ETHUSDT", 50)
+    assert [v.decision for v in views] == [d]
+    assert views[0].outcome is not None and views[0].outcome.decision_id == d.decision_id
+    assert b.parameters().version == a.parameters().version
 
 
 def test_working_memory_is_capped_and_rebuilt_on_open(db: Path) -> None:
