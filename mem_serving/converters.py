@@ -315,23 +315,19 @@ def push_query(
 
 
 def outcome_query(req: pb.LogOutcomeRequest, limit: FutureLimit = NO_FUTURE) -> Outcome:
-    decision_id = req.decision_id.strip()
-    if not decision_id:
-        raise InvalidArgument("decision_id", "must not be empty")
-    text(decision_id, "decision_id", 128)
-    size = finite(req.size, "size")
-    if size < 0:
-        raise InvalidArgument("size", f"must be >= 0, got {size!r}")
+    """The outcome record of ``req``; its fields are checked once, by ``Outcome`` itself (an
+    ``InvalidRecord`` is INVALID_ARGUMENT naming the field); the edge adds only what the wire
+    needs: a missing time is now, and no time from the future."""
     return Outcome(
-        decision_id=decision_id,
-        entry_price=positive(req.entry_price, "entry_price"),
-        exit_price=positive(req.exit_price, "exit_price"),
-        size=size,
-        pnl=finite(req.pnl, "pnl"),
-        pnl_pct=finite(req.pnl_pct, "pnl_pct"),
-        exit_reason=text(req.exit_reason, "exit_reason"),
+        decision_id=req.decision_id.strip(),
+        entry_price=req.entry_price,
+        exit_price=req.exit_price,
+        size=req.size,
+        pnl=req.pnl,
+        pnl_pct=req.pnl_pct,
+        exit_reason=req.exit_reason,
         time=not_ahead(timestamp(req.time, "time", has=req.HasField("time"), default=now_utc), "time", limit),
-        shadow=bool(req.shadow),
+        shadow=req.shadow,
     )
 
 

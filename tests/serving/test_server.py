@@ -177,6 +177,18 @@ def test_invalid_inputs_get_invalid_argument_naming_the_field(stack: Stack, serv
 
     code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(decision_id="", entry_price=1, exit_price=1))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("decision_id:")
+    for field, bad in (
+        ("decision_id", {"decision_id": "d" * 65}),
+        ("entry_price", {"entry_price": 0.0}),
+        ("exit_price", {"exit_price": -1.0}),
+        ("size", {"size": -1.0}),
+        ("pnl", {"pnl": float("nan")}),
+        ("pnl_pct", {"pnl_pct": float("inf")}),
+        ("exit_reason", {"exit_reason": "r" * 257}),
+    ):  # each field is checked once, by the Outcome record, and named
+        fields = {"decision_id": "some-decision", "entry_price": 1.0, "exit_price": 1.0, "size": 1.0} | bad
+        code, details = _code(stack.stub.LogOutcome, pb.LogOutcomeRequest(**fields))  # type: ignore[arg-type]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"{field}:"), (field, details)
 
 
 def test_unknown_decision_is_not_found(stack: Stack) -> None:
