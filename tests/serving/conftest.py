@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -53,8 +53,9 @@ def mlflow_uri(model_store: ModelStore, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def empty_mlflow_uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'empty-mlflow.db'}"
+def empty_mlflow_uri(tmp_path: Path, new_mlflow_store: Callable[[Path], str]) -> str:
+    """A new MLflow store without any model."""
+    return new_mlflow_store(tmp_path / "empty-mlflow.db")
 
 
 @pytest.fixture(scope="session")
