@@ -33,10 +33,12 @@ def serve_candles(btc: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def model_store(btc: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+def model_store(
+    btc: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory, new_mlflow_store: Callable[[Path], str]
+) -> ModelStore:
     """Two registered versions (v1 champion, v2 challenger) in a session MLflow store."""
     folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = new_mlflow_store(folder / "mlflow.db")
     train = btc.iloc[:TRAIN_ROWS].reset_index(drop=True)
     v1 = train_version(train, uri, V1_PARAMS)
     v2 = train_version(train, uri, V2_PARAMS)
