@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typer.testing import CliRunner
 
 
-def run_mem(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``mem <args>`` in process: its exit code, stdout and stderr."""
+def run_mem(*args: str, env: Mapping[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """``mem <args>`` in process: its exit code, stdout and stderr (``env``: variables set for the
+    call, ``None`` removes one)."""
     from mem_cli.main import app
 
     result = CliRunner().invoke(app, list(args), env=dict(env) if env else None, catch_exceptions=True)

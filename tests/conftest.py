@@ -7,8 +7,9 @@ without the database).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,27 @@ def shared_candles() -> Path:
             pytest.fail(f"shared candles missing at {SHARED_CANDLES}")
         pytest.skip("shared candles not present")
     return SHARED_CANDLES
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store whose tables were made once for the session (MLflow's
+    migrations take seconds on every new database; a copy of this one takes milliseconds)."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()  # creates the tables
+    return db
+
+
+@pytest.fixture(scope="session")
+def new_mlflow_store(mlflow_template: Path) -> Callable[[Path], str]:
+    """``new_mlflow_store(db)``: a new, empty MLflow SQLite store at ``db`` (a copy of the session's
+    template; its artifacts go to ``mlruns/`` beside it, as for any new store); its URI."""
+
+    def make(db: Path) -> str:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(mlflow_template, db)
+        return f"sqlite:///{db}"
+
+    return make

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,30 +15,23 @@ from pathlib import Path
 import pytest
 
 from mem_memory import MemoryConfig, MemoryEngine, MemoryStore, StoreFull
+from mem_testing.cli import run_mem
 from tests.memory._history import events, populate
 from tests.memory.disk import SmallDisk, small_disk
 from tests.memory.helpers import b64, request
 
 pytestmark = pytest.mark.sqlite_only  # a file on a disk
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _cli(*args: str, key: bytes | None, previous: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEM_MEMORY_")}
+    """``mem memory <args>`` in this process (typer's runner: what matters is the full disk, not a
+    new process), with only the given keys in the environment."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MEM_MEMORY_")}
     if key is not None:
         env["MEM_MEMORY_KEY"] = b64(key)
     if previous is not None:
         env["MEM_MEMORY_KEY_PREVIOUS"] = b64(previous)
-    return subprocess.run(
-        [sys.executable, "-m", "mem_cli.main", "memory", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    return run_mem("memory", *args, env=env)
 
 
 def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from mem_memory import MemoryEngine, MemoryStore, StoreTooNew, migrations
 from mem_memory.backend import has_table
+from mem_testing.cli import run_mem
 from tests.memory.helpers import T0, raw_connect, request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,14 +96,7 @@ def test_a_newer_store_is_refused_in_one_line(db: Path | str) -> None:
     _set_meta(db, "format", str(migrations.head() + 1))
     with pytest.raises(StoreTooNew, match="newer than this MEM knows"):
         MemoryStore.open(db)
-    done = subprocess.run(
-        [sys.executable, "-m", "mem_cli.main", "memory", "verify", "--memory-db", str(db)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_mem("memory", "verify", "--memory-db", str(db))  # in process: the message is the point
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "newer than this MEM knows" in lines[0] and "upgrade MEM" in lines[0], done.stderr

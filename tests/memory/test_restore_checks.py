@@ -21,6 +21,7 @@ from mem_memory import MemoryStore, StoreInUse
 from mem_memory.backup import backup, restore
 from mem_memory.lock import lock_path
 from mem_memory.rekey import rekey
+from mem_testing.cli import run_mem
 from tests.memory import _every_kind
 from tests.memory._history import populate
 from tests.memory.helpers import b64
@@ -44,6 +45,15 @@ def _cli(*args: str, key: bytes | None, cwd: Path = ROOT) -> subprocess.Complete
         timeout=300,
         check=False,
     )
+
+
+def _in_process(*args: str, key: bytes | None) -> subprocess.CompletedProcess[str]:
+    """``mem memory <args>`` as ``_cli`` runs it, in this process (typer's runner): for refusals
+    that need no second process (the store's lock is a ``flock``, held against this process too)."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MEM_MEMORY_")}
+    if key is not None:
+        env["MEM_MEMORY_KEY"] = b64(key)
+    return run_mem("memory", *args, env=env)
 
 
 def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -159,7 +169,7 @@ def test_a_bad_backup_is_refused_with_one_line_even_with_force(
     before = db.read_bytes()
     bad = make(good, tmp_path / "backups")
     for flags in ((), ("--force",)):
-        line = _one_error_line(_cli("restore", str(bad), *flags, "--memory-db", str(db), key=key))
+        line = _one_error_line(_in_process("restore", str(bad), *flags, "--memory-db", str(db), key=key))
         assert bad.name in line  # about the backup, before anything about the target
     assert db.read_bytes() == before  # untouched: not moved aside, not replaced
     assert not list(db.parent.glob("*before-restore*")) and not list(db.parent.glob(".*restoring*"))
@@ -170,7 +180,7 @@ def test_a_bad_backup_is_refused_with_one_line_even_with_force(
         store.close()
     # into a new place too: nothing is created from a bad backup
     fresh = tmp_path / "fresh" / "memory.db"
-    _one_error_line(_cli("restore", str(bad), "--memory-db", str(fresh), key=key))
+    _one_error_line(_in_process("restore", str(bad), "--memory-db", str(fresh), key=key))
     assert not fresh.exists()
 
 

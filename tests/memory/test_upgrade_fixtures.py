@@ -18,13 +18,13 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mem_memory import MemoryEngine, MemoryStore, audit, migrations
+from mem_testing.cli import run_mem
 from tests.memory._schema_check import assert_declared_schema
 from tests.memory.helpers import raw_connect
 from tests.memory.helpers import request as signal_request
@@ -67,6 +67,14 @@ def _place(release: Path, name: str, tmp_path: Path, request: pytest.FixtureRequ
     return url
 
 
+def _verify(db: Path | str, key: bytes | None) -> subprocess.CompletedProcess[str]:
+    """``mem memory verify`` in this process (typer's runner), with only ``key`` in the environment."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MEM_MEMORY_")}
+    if key is not None:
+        env["MEM_MEMORY_KEY"] = base64.b64encode(key).decode()
+    return run_mem("memory", "verify", "--memory-db", str(db), env=env)
+
+
 @pytest.mark.parametrize(("release", "name"), CASES, ids=[f"{r}/{n}" for r, n in CASES])
 def test_a_release_fixture_opens_verifies_and_returns_every_record(
     release: str, name: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -83,18 +91,7 @@ def test_a_release_fixture_opens_verifies_and_returns_every_record(
         assert got[kind]["count"] == expected[kind]["count"] > 0, kind
         assert got[kind]["hashes"] == expected[kind]["hashes"], kind
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEM_MEMORY_")}
-    if key is not None:
-        env["MEM_MEMORY_KEY"] = base64.b64encode(key).decode()
-    verified = subprocess.run(
-        [sys.executable, "-m", "mem_cli.main", "memory", "verify", "--memory-db", str(db)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    verified = _verify(db, key)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
     conn = raw_connect(db)
@@ -137,15 +134,7 @@ def test_the_check_sees_a_record_changed_where_verify_cannot(tmp_path: Path, req
     conn.execute("UPDATE events SET payload = ? WHERE event_id = ?", (json.dumps(record).encode(), event_id))
     conn.commit()
     conn.close()
-    verified = subprocess.run(
-        [sys.executable, "-m", "mem_cli.main", "memory", "verify", "--memory-db", str(db)],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MEM_MEMORY_")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    verified = _verify(db, None)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     writer = _writer()
     got = writer.manifest(_restricted(writer.snapshot(db, None), expected))

@@ -66,9 +66,9 @@ def _train(frames: dict[str, pd.DataFrame], uri: str, end: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def champion(loaded, tmp_path_factory) -> str:
+def champion(loaded, tmp_path_factory, new_mlflow_store) -> str:
     _, frames = loaded
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     _train(frames, uri, TRAIN_END)
     return uri
 
@@ -138,13 +138,13 @@ def test_replay_through_the_real_server_is_deterministic(loaded, champion, tmp_p
 
 
 def test_the_guard_asks_the_server_whatever_registry_the_replay_was_given(
-    loaded, champion, tmp_path, monkeypatch
+    loaded, champion, tmp_path, monkeypatch, new_mlflow_store
 ) -> None:
     """The bypass of issue 11: the server scores with a version "1" trained into the window (its
     registry), while the replay's environment names another registry whose champion, also "1",
     was trained before the window. The replay must refuse, from what the server says."""
     settings, frames = loaded
-    leaky = f"sqlite:///{tmp_path / 'leaky-mlflow.db'}"
+    leaky = new_mlflow_store(tmp_path / "leaky-mlflow.db")
     assert _train(frames, leaky, "2025-06-02") == "1"  # sees the first replay day
     assert registry.champion_version(champion) == "1"  # the clean registry's champion has the same version
     monkeypatch.setenv("MLFLOW_TRACKING_URI", champion)

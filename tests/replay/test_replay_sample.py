@@ -53,7 +53,7 @@ def sample(questdb, read_csv):
 
 
 @pytest.fixture(scope="module")
-def champion_uri(sample, tmp_path_factory) -> tuple[str, pd.Timestamp]:
+def champion_uri(sample, tmp_path_factory, new_mlflow_store) -> tuple[str, pd.Timestamp]:
     """A regime_v1 champion trained on the days before the longest window (5 days)."""
     _, frames, end = sample
     train_end = end - pd.Timedelta(days=5) - pd.Timedelta(hours=1)
@@ -61,7 +61,7 @@ def champion_uri(sample, tmp_path_factory) -> tuple[str, pd.Timestamp]:
     for s, f in frames.items():
         part = f[f["ts"] < train_end].reset_index(drop=True)
         per_symbol[s] = (REGIME_V1.frame(part), reversal_labels(part))
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     version = train_and_log(
         build_dataset(per_symbol),
         tracking_uri=uri,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -33,10 +33,12 @@ def serve_candles(btc: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def model_store(btc: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+def model_store(
+    btc: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory, new_mlflow_store: Callable[[Path], str]
+) -> ModelStore:
     """Two registered versions (v1 champion, v2 challenger) in a session MLflow store."""
     folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = new_mlflow_store(folder / "mlflow.db")
     train = btc.iloc[:TRAIN_ROWS].reset_index(drop=True)
     v1 = train_version(train, uri, V1_PARAMS)
     v2 = train_version(train, uri, V2_PARAMS)
@@ -53,8 +55,9 @@ def mlflow_uri(model_store: ModelStore, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def empty_mlflow_uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'empty-mlflow.db'}"
+def empty_mlflow_uri(tmp_path: Path, new_mlflow_store: Callable[[Path], str]) -> str:
+    """A new MLflow store without any model."""
+    return new_mlflow_store(tmp_path / "empty-mlflow.db")
 
 
 @pytest.fixture(scope="session")

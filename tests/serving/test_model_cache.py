@@ -125,14 +125,14 @@ def test_a_damaged_copy_is_fetched_again_from_the_registry(
 
 
 def test_the_champion_is_read_from_a_sqlite_registry_as_mlflow_reads_it(
-    mlflow_uri: str, model_store: ModelStore, empty_mlflow_uri: str
+    mlflow_uri: str, model_store: ModelStore, tmp_path: Path
 ) -> None:
     assert champion_version(mlflow_uri) == registry.champion_version(mlflow_uri) == model_store.v1
     promote(mlflow_uri, model_store.v2)
     assert champion_version(mlflow_uri) == model_store.v2
     registry.client(mlflow_uri).delete_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION)
     assert champion_version(mlflow_uri) is None and registry.champion_version(mlflow_uri) is None
-    assert champion_version(empty_mlflow_uri) is None  # no registry yet: MLflow's answer
+    assert champion_version(f"sqlite:///{tmp_path / 'none.db'}") is None  # no registry yet: MLflow's answer
 
 
 def test_two_registries_never_share_a_copy(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ model's own ``predict_proba`` on those features (to 1e-9), without calling sciki
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,9 @@ SERVE = 1_000
 
 
 def test_regime_v1_hist_gb_is_served_through_its_fast_path(
-    shared_candles: Path, tmp_path: Path, warm_features: None
+    shared_candles: Path, tmp_path: Path, warm_features: None, new_mlflow_store: Callable[[Path], str]
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     candles = load_candles(shared_candles, SYMBOL, TRAIN + SERVE)
     train = candles.iloc[:TRAIN].reset_index(drop=True)
     dataset = build_dataset({SYMBOL: (REGIME_V1.frame(train), reversal_labels(train))}, feature_set=REGIME_V1)

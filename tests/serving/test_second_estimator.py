@@ -6,6 +6,7 @@ feature set serving does not compute is then refused, and the server keeps answe
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -43,9 +44,13 @@ def _register_on_unknown_set(uri: str, model, X: np.ndarray) -> str:
 
 
 def test_hist_gb_trained_gated_and_served(
-    btc: pd.DataFrame, serve_candles: pd.DataFrame, tmp_path: Path, warm_features: None
+    btc: pd.DataFrame,
+    serve_candles: pd.DataFrame,
+    tmp_path: Path,
+    warm_features: None,
+    new_mlflow_store: Callable[[Path], str],
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     candles = btc.iloc[:TRAIN_ROWS].reset_index(drop=True)
     dataset = build_dataset({SYMBOL: (compute_features(candles), reversal_labels(candles))})
     result = train_and_log(dataset, tracking_uri=uri, estimator="hist_gb", feature_set="seed")  # its default parameters
