@@ -4,6 +4,8 @@
 #   bash scripts/test.sh                 the whole suite (what CI runs)
 #   bash scripts/test.sh --fast          the fast loop: -m "not slow" (the slow tier: tests/conftest.py)
 #   bash scripts/test.sh tests/memory    any pytest arguments; MEM_TEST_COVERAGE=0 leaves coverage out
+# Two pytest-xdist workers, one test file each at a time (--dist loadfile: a file's module fixtures
+# start once); MEM_TEST_WORKERS=0 runs everything in this one process, MEM_TEST_WORKERS=N on N.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
@@ -16,4 +18,8 @@ cov=()
 if [ "${MEM_TEST_COVERAGE:-1}" != "0" ]; then
   cov=(--cov=mem_core --cov=mem_memory --cov=mem_serving --cov=mem_pipelines --cov=mem_cli --cov-report=term)
 fi
-exec .venv/bin/python -m pytest "${cov[@]}" "${args[@]}"
+workers=()
+if [ "${MEM_TEST_WORKERS:-2}" != "0" ]; then
+  workers=(-n "${MEM_TEST_WORKERS:-2}" --dist loadfile)
+fi
+exec .venv/bin/python -m pytest "${workers[@]}" "${cov[@]}" "${args[@]}"

@@ -68,6 +68,16 @@ SLOW = {
     "tests/serving/test_serve_process.py": "mem serve as a process, stopped and killed",
     "tests/serving/test_second_estimator.py": "a second estimator family trained and served",
     "tests/serving/test_regime_hist_gb.py": "the regime_v1 hist_gb champion trained and served",
+    "tests/serving/test_memory_store_ops.py": "mem serve processes on a full disk and holding a store",
+    "tests/serving/test_cli_interrupt.py": "mem serve processes interrupted with Ctrl-C",
+    "tests/serving/test_kill_during_batches.py": "a mem serve process killed during batches",
+    "tests/serving/test_ops_metrics.py": "mem serve processes scraped over HTTP",
+    "tests/serving/test_model_cache.py::test_mem_serve_downloads_the_champion_once_and_starts_from_the_cache_after": (
+        "mem serve started twice as a process"
+    ),
+    "tests/test_definitions.py::test_job_snapshots_do_not_depend_on_the_hash_seed": (
+        "the definitions loaded in subprocesses under several hash seeds"
+    ),
 }
 #: End-to-end tests (the product through its entry points: the main job, the UI, ``mem serve`` or
 #: a replay against a real server): ``pytest -m e2e`` runs only them.
