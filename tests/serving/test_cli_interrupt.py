@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .stack import ModelStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +31,20 @@ def _serve(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
     )
 
 
+def _stopped(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """``proc``'s output once it exits; if it does not within ``timeout``, the test fails with
+    every thread's stack (faulthandler's dump on SIGABRT), to show where the stop hangs."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"mem serve did not stop within {timeout:.0f} s of SIGINT; its threads:\n{err[-12000:]}")
+
+
 def _env(mlflow_uri: str, tmp_path: Path) -> dict[str, str]:
     env = {**os.environ, "MEM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_uri, "MEM_QUESTDB_PG_PORT": "1"}
+    env["PYTHONFAULTHANDLER"] = "1"  # a server that does not stop: SIGABRT dumps its threads (_stopped)
     for name in ("MEM_SERVING_TOKEN", "MEM_MEMORY_KEY", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
         env.pop(name, None)
     return env
@@ -44,7 +58,7 @@ def test_ctrl_c_stops_a_serving_mem_serve_with_one_line(
         assert proc.stdout is not None and proc.stdout.readline(), "no ready line"
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = _stopped(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -60,7 +74,7 @@ def test_ctrl_c_while_mem_serve_starts_is_one_line(mlflow_uri: str, tmp_path: Pa
     try:
         time.sleep(1.0)  # importing the libraries or starting: long before the ready line
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = _stopped(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
