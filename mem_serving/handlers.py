@@ -25,6 +25,7 @@ import numpy as np
 from mem_core import features as feats
 from mem_core.feature_sets import SEED, FeatureSet
 from mem_core.labels import newest_direction
+from mem_core.questdb.store import CandleStoreError
 from mem_memory import (
     PUSH,
     Enhanced,
@@ -206,7 +207,10 @@ class Handlers:
             if not may_read:
                 raise WouldReadCandles(symbol)
             budget.check("reading candles from QuestDB")
-            run = self.history.fill_from(symbol, source)
+            try:
+                run = self.history.fill_from(symbol, source)
+            except CandleStoreError as exc:  # the call brought candles: too short, not unavailable
+                log.debug("no QuestDB fill for %s: %s", symbol, exc)
         if len(run) < need:
             raise ShortHistory(symbol, len(run), need)
         return run

@@ -328,6 +328,17 @@ def test_symbol_alone_reads_recent_candles_from_questdb(
         assert code == grpc.StatusCode.FAILED_PRECONDITION and f"0 of {MIN_HISTORY} contiguous candles" in details
         code, details = _code(down.stub.PredictReversal, pb.PredictReversalRequest(symbol="QDBSERVE"))
         assert code == grpc.StatusCode.UNAVAILABLE and "QuestDB" in details
+        # candles given but too few, QuestDB down: the fill is skipped, the call is not failed
+        few = candles_pb(history.iloc[-20:])
+        code, details = _code(down.stub.PredictReversal, pb.PredictReversalRequest(symbol="FEWDOWN", candles=few))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and f"20 of {MIN_HISTORY} contiguous" in details
+        signal = down.stub.EnhanceSignal(
+            pb.EnhanceSignalRequest(
+                symbol="FEWDOWN2", action=pb.ACTION_BUY, base_confidence=0.7, price=100.0, candles=few
+            ),
+            timeout=10,
+        )
+        assert signal.ml_absent and f"20 of {MIN_HISTORY} contiguous" in signal.ml_absent_reason and signal.decision_id
     finally:
         for x in (s, down):
             x.channel.close()
