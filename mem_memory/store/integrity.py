@@ -142,11 +142,10 @@ class StoreIntegrity(StoreState):
                 cur.close()
         return None
 
-    def check_events(self, after: int = 0, limit: int = 5000) -> tuple[int, list[CorruptRecord], int]:
-        """Check the records of up to ``limit`` events after ``after`` without reporting them:
-        (rows read, the corrupt ones, the cursor to continue from). ``mem memory verify``."""
+    def _event_rows(self, after: int, limit: int) -> list[tuple[int, str, str, bytes]]:
+        """Up to ``limit`` raw event rows (id, kind, subject, payload) after ``after``, oldest first."""
         with self._lock:
-            rows = (
+            return (
                 self._c()
                 .execute(
                     "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
@@ -154,6 +153,11 @@ class StoreIntegrity(StoreState):
                 )
                 .fetchall()
             )
+
+    def check_events(self, after: int = 0, limit: int = 5000) -> tuple[int, list[CorruptRecord], int]:
+        """Check the records of up to ``limit`` events after ``after`` without reporting them:
+        (rows read, the corrupt ones, the cursor to continue from). ``mem memory verify``."""
+        rows = self._event_rows(after, limit)
         bad = []
         for i, k, s, p in rows:
             try:

@@ -39,15 +39,7 @@ class StoreQueries(StoreRequestIds):
         """Events with id > ``event_id``, oldest first, from at most ``limit`` rows, and the id of
         the last row read (the cursor to continue from: it moves past a corrupt event, which is
         left out and reported)."""
-        with self._lock:
-            rows = (
-                self._c()
-                .execute(
-                    "SELECT event_id, kind, subject, payload FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
-                    (int(event_id), int(limit)),
-                )
-                .fetchall()
-            )
+        rows = self._event_rows(event_id, limit)
         out = []
         for i, k, s, p in rows:
             try:
