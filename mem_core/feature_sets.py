@@ -27,11 +27,12 @@ The newest row of ``regime_v1`` also needs the candle's open time (UTC) for the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from mem_core import features, regime_features
 
@@ -46,10 +47,12 @@ class UnknownFeatureSet(KeyError):
 #: Serving's newest-row function: (n, 5) OHLCV rows (open, high, low, close, volume, oldest
 #: first) and the newest candle's open time in epoch milliseconds (UTC) -> ``{name: value}``.
 NewestFn = Callable[[np.ndarray, int], dict[str, float]]
-#: ``newest_many(blocks, newest_open_ms)``: the newest row of many symbols' OHLCV arrays (each at
-#: least ``min_history`` rows) as one ``(k, len(names))`` matrix, in one compiled pass; unchecked
-#: (a row may hold non-finite values: ``features.finite_values`` checks one).
-NewestManyFn = Callable[[Sequence[np.ndarray], Sequence[int]], np.ndarray]
+#: ``newest_ring(ring, slots, ends, lengths, newest_open_ms)``: the newest row of many symbols
+#: read where their candles are held: ``ring`` is ``(symbols, capacity, 5)`` OHLCV rings, and
+#: item k's candles are the ``lengths[k]`` rows (at least ``min_history``) that end before ring
+#: position ``ends[k]`` (wrapping) of row ``slots[k]``. One ``(k, len(names))`` matrix in one
+#: compiled pass, unchecked (a row may hold non-finite values: ``features.finite_values``).
+NewestRingFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,8 @@ class FeatureSet:
     #: Serving: the newest candle's ``{name: value}`` (see ``NewestFn``); raises
     #: ``features.InsufficientHistory`` below ``min_history`` candles or when a value is not finite.
     newest: NewestFn
-    #: Serving, many symbols at once (the candle close): see ``NewestManyFn``.
-    newest_many: NewestManyFn
+    #: Serving, many symbols at once (the candle close): see ``NewestRingFn``.
+    newest_ring: NewestRingFn
 
     def matrix(self, rows: pd.DataFrame) -> np.ndarray:
         """The model's input matrix of ``rows`` (columns in ``names`` order)."""
@@ -88,6 +91,43 @@ def _need(ohlcv: np.ndarray, rows: int) -> None:
         raise features.InsufficientHistory(f"need at least {rows} candles, got {ohlcv.shape[0]}")
 
 
+_VIEW, _SEED_COLS, _REGIME_ROWS = features.SERVING_HISTORY, len(features.FEATURE_NAMES), regime_features.REGIME_HISTORY
+_seed_kernel, _regime_kernel = features._last_row_kernel, regime_features._newest_kernel
+
+
+@njit(cache=True, error_model="numpy")
+def _ring_kernel(
+    ring: np.ndarray, slots: np.ndarray, ends: np.ndarray, lengths: np.ndarray, minutes: np.ndarray, out: np.ndarray
+) -> None:
+    """Per item: its newest rows (at most ``SERVING_HISTORY``) gathered from the ring into one
+    scratch block, then the seed kernel on them and, with ``minutes`` (the regime set), the regime
+    kernel on their newest ``REGIME_HISTORY``: the newest-row kernels on the same rows as
+    ``newest``, so the values are the same to the bit."""
+    cap = ring.shape[1]
+    scratch = np.empty((_VIEW, 5))
+    for k in range(slots.shape[0]):
+        m = min(lengths[k], _VIEW)
+        s, start = slots[k], ends[k] - m
+        for i in range(m):
+            j = (start + i) % cap
+            for c in range(5):
+                scratch[i, c] = ring[s, j, c]
+        _seed_kernel(scratch[:m], out[k, :_SEED_COLS])
+        if minutes.shape[0]:
+            _regime_kernel(scratch[m - _REGIME_ROWS : m], minutes[k], out[k, _SEED_COLS:])
+
+
+def _newest_ring(
+    ring: np.ndarray, slots: np.ndarray, ends: np.ndarray, lengths: np.ndarray, newest_open_ms: np.ndarray | None
+) -> np.ndarray:
+    """``newest_ring`` of the seed set (``newest_open_ms`` None) or of ``regime_v1``."""
+    names = features.FEATURE_NAMES if newest_open_ms is None else _REGIME_V1_NAMES
+    minutes = np.empty(0, np.int64) if newest_open_ms is None else (np.asarray(newest_open_ms) // 60_000) % 1440
+    out = np.empty((len(slots), len(names)))
+    _ring_kernel(ring, *(np.asarray(a, dtype=np.int64) for a in (slots, ends, lengths, minutes)), out)
+    return out
+
+
 SEED = FeatureSet(
     name="seed",
     names=features.FEATURE_NAMES,
@@ -95,7 +135,7 @@ SEED = FeatureSet(
     history=features.SERVING_HISTORY,
     frame=features.compute_features,
     newest=_seed_newest,
-    newest_many=lambda blocks, newest_open_ms: features.newest_rows(blocks),
+    newest_ring=lambda ring, slots, ends, lengths, newest_open_ms: _newest_ring(ring, slots, ends, lengths, None),
 )
 
 
@@ -118,10 +158,6 @@ def _regime_v1_newest(ohlcv: np.ndarray, newest_open_ms: int) -> dict[str, float
     return features.finite_values(_REGIME_V1_NAMES, np.concatenate((seed, regime)))
 
 
-def _regime_v1_newest_many(blocks: Sequence[np.ndarray], newest_open_ms: Sequence[int]) -> np.ndarray:
-    return np.hstack((features.newest_rows(blocks), regime_features.newest_rows(blocks, newest_open_ms)))
-
-
 _REGIME_V1_NAMES = features.FEATURE_NAMES + regime_features.REGIME_NAMES
 
 REGIME_V1 = FeatureSet(
@@ -131,7 +167,7 @@ REGIME_V1 = FeatureSet(
     history=max(features.SERVING_HISTORY, regime_features.REGIME_HISTORY),
     frame=_regime_v1_frame,
     newest=_regime_v1_newest,
-    newest_many=_regime_v1_newest_many,
+    newest_ring=_newest_ring,
 )
 
 FEATURE_SETS: dict[str, FeatureSet] = {s.name: s for s in (SEED, REGIME_V1)}
@@ -154,3 +190,6 @@ def warm_up() -> None:
     rows = np.column_stack((close, close * 1.001, close * 0.999, close, np.full(n, 10.0)))
     features.newest_row(rows[-features.SERVING_HISTORY :])
     regime_features.newest_row(rows, 0)
+    ring, one = rows[None], np.zeros(1, np.int64)
+    for fs in FEATURE_SETS.values():
+        fs.newest_ring(ring, one, np.full(1, n), np.full(1, n), one)

@@ -33,7 +33,7 @@ tests/core/test_features.py). ``compute_features`` therefore drops the first
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -323,26 +323,6 @@ def newest_row(ohlcv: np.ndarray) -> np.ndarray:
         x = x.copy()
     out = np.empty(len(FEATURE_NAMES))
     _last_row_kernel(x, out)
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def _last_rows_kernel(x: np.ndarray, stops: np.ndarray, out: np.ndarray) -> None:
-    """``_last_row_kernel`` of every block of ``x`` (rows ``stops[k-1]:stops[k]``) into ``out[k]``."""
-    start = 0
-    for k in range(stops.shape[0]):
-        _last_row_kernel(x[start : stops[k]], out[k])
-        start = stops[k]
-
-
-def newest_rows(blocks: Sequence[np.ndarray]) -> np.ndarray:
-    """``newest_row`` of many symbols' ``(n_i, 5)`` arrays (each ``MIN_HISTORY <= n_i``; the newest
-    ``SERVING_HISTORY`` rows are read) in one compiled pass: row k of the result is block k's.
-    Unchecked, as ``newest_row``."""
-    tails = [b[-SERVING_HISTORY:] for b in blocks]
-    x = np.concatenate(tails).astype(np.float64, copy=False) if tails else np.empty((0, 5))
-    out = np.empty((len(tails), len(FEATURE_NAMES)))
-    _last_rows_kernel(np.ascontiguousarray(x), np.cumsum([len(t) for t in tails]).astype(np.int64), out)
     return out
 
 

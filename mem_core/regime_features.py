@@ -32,7 +32,6 @@ Every window is a plain rolling window (no exponential average), so the newest r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -187,25 +186,6 @@ def newest_row(ohlcv: np.ndarray, newest_open_ms: int) -> np.ndarray:
         x = x.copy()
     out = np.empty(len(REGIME_NAMES))
     _newest_kernel(x, (int(newest_open_ms) // 60_000) % 1440, out)
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def _newest_rows_kernel(x: np.ndarray, minutes: np.ndarray, out: np.ndarray) -> None:
-    """``_newest_kernel`` of every ``REGIME_HISTORY``-row block of ``x`` into ``out[k]``."""
-    for k in range(minutes.shape[0]):
-        _newest_kernel(x[k * REGIME_HISTORY : (k + 1) * REGIME_HISTORY], minutes[k], out[k])
-
-
-def newest_rows(blocks: Sequence[np.ndarray], newest_open_ms: Sequence[int]) -> np.ndarray:
-    """``newest_row`` of many symbols' ``(n_i, 5)`` arrays (each at least ``REGIME_HISTORY``
-    rows) and their newest candles' open times, in one compiled pass (row k: block k's)."""
-    if any(b.shape[0] < REGIME_HISTORY for b in blocks):
-        raise ValueError(f"need {REGIME_HISTORY} candles for the regime features")
-    x = np.concatenate([b[-REGIME_HISTORY:] for b in blocks]) if blocks else np.empty((0, 5))
-    minutes = (np.asarray(newest_open_ms, dtype=np.int64) // 60_000) % 1440
-    out = np.empty((len(blocks), len(REGIME_NAMES)))
-    _newest_rows_kernel(np.ascontiguousarray(x, dtype=np.float64), minutes, out)
     return out
 
 

@@ -16,15 +16,20 @@ The rule (docs/serving.md, "Candle history"), per symbol, with ``bar_ms`` the ca
   replaces a candle held, and never sends the source's candles back to it.
 
 Merging the same candles again changes nothing, and the result depends only on which candles
-were given and, for an open time given twice at or after the then newest, which came last. The
-storage is one fixed ring of ``capacity`` rows per symbol (open times and OHLCV in numpy); the
-common call (one new or revised candle) is an O(1) write, and the run returned is a copy.
+were given and, for an open time given twice at or after the then newest, which came last.
+
+Storage: every symbol is one row (a *slot*) of one block: a ring of ``capacity`` open times and
+OHLCV rows per slot (``ts``, ``ohlcv``) with its ``head``, count ``n``, newest run length ``run``
+and newest open time ``last`` in per-slot arrays. ``merge_many`` merges a batch (the candle
+close: one new candle per symbol is one vectorised write for all of them), and the features of
+many symbols are read straight from the block (``mem_core.feature_sets``' ``newest_ring``), so
+no run is copied on the hot path; ``run`` and ``held`` return copies.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -55,65 +60,14 @@ class ShortHistory(FailedPrecondition):
         return f"{self.have} of {self.need} contiguous candles of {self.symbol} held"
 
 
-class _Series:
-    """One symbol's ring: rows ``head .. head+n-1`` (mod capacity), ascending unique open times;
-    ``run`` is the length of the newest contiguous run, ``last`` the newest open time (when ``n``)."""
-
-    __slots__ = ("ts", "ohlcv", "head", "n", "run", "last")
-
-    def __init__(self, capacity: int) -> None:
-        self.ts = np.zeros(capacity, dtype=np.int64)
-        self.ohlcv = np.zeros((capacity, 5), dtype=np.float64)
-        self.head = self.n = self.run = self.last = 0
-
-    def tail(self, k: int) -> CandleBlock:
-        """A copy of the newest ``k`` rows (``k <= n``)."""
-        cap = len(self.ts)
-        start = (self.head + self.n - k) % cap
-        end = start + k
-        if end <= cap:
-            return CandleBlock(self.ts[start:end].copy(), self.ohlcv[start:end].copy())
-        wrap = end - cap
-        return CandleBlock(
-            np.concatenate((self.ts[start:], self.ts[:wrap])), np.concatenate((self.ohlcv[start:], self.ohlcv[:wrap]))
-        )
-
-    def append(self, block: CandleBlock, bar: int) -> None:
-        """Write ``block`` (all newer than ``last``, ascending, at most capacity rows) at the end."""
-        cap, k = len(self.ts), len(block)
-        inner = _run_length(block.ts_ms, bar) if k > 1 else 1
-        if inner < k:  # a gap inside the block
-            run = inner
-        elif self.n and int(block.ts_ms[0]) - self.last == bar:
-            run = self.run + k
-        else:
-            run = k
-        pos = (self.head + self.n + np.arange(k)) % cap if k > 1 else (self.head + self.n) % cap
-        self.ts[pos] = block.ts_ms if k > 1 else block.ts_ms[0]
-        self.ohlcv[pos] = block.ohlcv if k > 1 else block.ohlcv[0]
-        over = max(0, self.n + k - cap)
-        self.head = (self.head + over) % cap
-        self.n += k - over
-        self.run = min(run, self.n)
-        self.last = int(block.ts_ms[-1])
-
-    def replace_all(self, block: CandleBlock, bar: int) -> None:
-        k = len(block)
-        self.ts[:k], self.ohlcv[:k] = block.ts_ms, block.ohlcv
-        self.head, self.n, self.last = 0, k, int(block.ts_ms[-1])
-        breaks = np.flatnonzero(np.diff(block.ts_ms) != bar)
-        self.run = k - 1 - int(breaks[-1]) if len(breaks) else k
-
-
 class CandleHistory:
-    """Thread-safe per-symbol candle history under the module's rule.
+    """Thread-safe per-symbol candle history under the module's rule (one lock: merges run on the
+    server's event loop, fills from the candle source on its thread pool).
 
-    One lock per symbol serialises merges of that symbol; the table-wide lock is taken only to
-    add a symbol (and evict the oldest added when ``max_symbols`` are held), so calls for
-    different symbols never wait for each other. ``on_change(symbol, rows)``, when given, hears
-    the rows a merge accepted (new candles, changed values) before the history holds them: the
-    candle sink's way to QuestDB. ``view``: the longest run returned (default ``SERVING_HISTORY``,
-    at most ``capacity``)."""
+    At most ``max_symbols`` symbols (adding one more evicts the oldest added). ``on_change(symbol,
+    rows)``, when given, hears the rows a merge accepted (new candles, changed values) before the
+    history holds them: the candle sink's way to QuestDB. ``view``: the longest run returned
+    (default ``SERVING_HISTORY``, at most ``capacity``)."""
 
     def __init__(
         self,
@@ -129,131 +83,202 @@ class CandleHistory:
             raise ValueError("need 0 < view <= capacity")
         self.capacity, self.view, self.bar_ms, self.max_symbols = capacity, view, bar_ms, max_symbols
         self.on_change = on_change
-        self._series: dict[str, _Series] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._lock = threading.Lock()
+        self.slots: dict[str, int] = {}  # symbol -> its row of the block, oldest added first
+        self.ts: np.ndarray = np.zeros((0, capacity), dtype=np.int64)
+        self.ohlcv: np.ndarray = np.zeros((0, capacity, 5), dtype=np.float64)
+        self.head: np.ndarray
+        self.n: np.ndarray
+        self.run_len: np.ndarray
+        self.last: np.ndarray
+        self.head, self.n, self.run_len, self.last = (np.zeros(0, dtype=np.int64) for _ in range(4))
+        self.lock = threading.Lock()
 
     # ---- reads ---------------------------------------------------------------------------------
 
     def run(self, symbol: str) -> CandleBlock:
         """The newest contiguous run held (at most ``view`` candles; empty when none)."""
-        with self._symbol_lock(symbol):
-            return self._run(self._series.get(symbol))
+        with self.lock:
+            s = self.slots.get(symbol)
+            return self._tail(s, min(int(self.run_len[s]), self.view)) if s is not None else CandleBlock.empty()
 
     def held(self, symbol: str) -> CandleBlock | None:
         """Every candle held for ``symbol`` (holes and all), ascending; None when none."""
-        with self._symbol_lock(symbol):
-            s = self._series.get(symbol)
-            return s.tail(s.n) if s is not None and s.n else None
+        with self.lock:
+            s = self.slots.get(symbol)
+            return self._tail(s, int(self.n[s])) if s is not None and self.n[s] else None
 
     get = held
+
+    def views(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per slot: the end of its newest run in its ring (``head + n``, not wrapped) and the
+        run's length (at most ``view``): what ``newest_ring`` reads. Call it holding ``lock``."""
+        return self.head[slots] + self.n[slots], np.minimum(self.run_len[slots], self.view)
 
     def run_length_after(self, symbol: str, block: CandleBlock | None) -> int:
         """How long the newest contiguous run would be after ``merge(symbol, block)``, capped at
         ``view``; stores nothing (a concurrent merge of the same symbol may change the answer)."""
-        with self._symbol_lock(symbol):
-            s = self._series.get(symbol)
+        with self.lock:
+            s = self.slots.get(symbol)
+            if s is None or self.n[s] == 0:
+                return min(_run_length(block.ts_ms, self.bar_ms), self.view) if block is not None else 0
             if block is None or len(block) == 0:
-                return min(s.run, self.view) if s is not None else 0
-            if s is None or s.n == 0:
-                return min(_run_length(block.ts_ms, self.bar_ms), self.view)
-            newest = s.last
-            if int(block.ts_ms[0]) > newest:  # the common case: newer candles
-                steps = np.diff(block.ts_ms)
-                breaks = np.flatnonzero(steps != self.bar_ms)
-                if len(breaks):
-                    return min(len(block) - 1 - int(breaks[-1]), self.view)
-                if int(block.ts_ms[0]) - newest == self.bar_ms:
-                    return min(s.run + len(block), self.view, s.n + len(block))
-                return min(len(block), self.view)
-            merged, _ = _combine(s.tail(s.n), block, newest, revise=True, capacity=self.capacity)
+                return min(int(self.run_len[s]), self.view)
+            merged, _ = _combine(self._tail(s, int(self.n[s])), block, int(self.last[s]), True, self.capacity)
             return min(_run_length(merged.ts_ms, self.bar_ms), self.view)
 
     def __len__(self) -> int:
-        return len(self._series)
+        return len(self.slots)
 
     # ---- writes --------------------------------------------------------------------------------
 
     def merge(self, symbol: str, block: CandleBlock | None) -> CandleBlock:
         """Merge a call's candles (the rule above); return the newest contiguous run."""
-        with self._symbol_lock(symbol):
-            s = self._series_for(symbol)
-            if block is not None and len(block):
-                self._merge(symbol, s, block, revise=True)
-            return self._run(s)
+        self.merge_many([symbol], [block])
+        return self.run(symbol)
+
+    def merge_many(self, symbols: Sequence[str], blocks: Sequence[CandleBlock | None]) -> np.ndarray:
+        """Merge each call's candles into its symbol's history, in order; the symbols' slots.
+        The common item (a held symbol, one candle newer than its newest, the symbol's first item
+        here) is written for all of them at once; the others one by one after them (a symbol's
+        later items after its first: the order per symbol is kept)."""
+        with self.lock:
+            get, seen = self.slots.get, set()
+            fast: list[int] = []
+            fast_blocks: list[CandleBlock] = []
+            slow: list[int] = []
+            out = np.empty(len(symbols), dtype=np.int64)
+            for i, (symbol, block) in enumerate(zip(symbols, blocks, strict=True)):
+                s = get(symbol)
+                if s is None:
+                    s = self._slot_for(symbol)
+                if block is None:
+                    pass
+                elif symbol in seen or len(block) != 1 or self.n[s] == 0 or block.ts_ms[0] <= self.last[s]:
+                    slow.append(i)
+                else:
+                    fast.append(i)
+                    fast_blocks.append(block)
+                seen.add(symbol)
+                out[i] = s
+            if fast:
+                self._append_ones(out[fast], [symbols[i] for i in fast], fast_blocks)
+            for i in slow:
+                self._merge(symbols[i], int(out[i]), blocks[i], revise=True)  # type: ignore[arg-type]
+            return out
 
     def fill(self, symbol: str, block: CandleBlock) -> CandleBlock:
         """Merge candles read from the candle source: they fill holes and extend the history but
         never replace a candle held (a call's revision is newer than what the source stored) and
         are not passed to ``on_change``. Returns the newest contiguous run."""
-        with self._symbol_lock(symbol):
-            s = self._series_for(symbol)
+        with self.lock:
+            s = self._slot_for(symbol)
             if len(block):
                 self._merge(symbol, s, block, revise=False)
-            return self._run(s)
+        return self.run(symbol)
 
     def fill_from(self, symbol: str, read: SourceRead) -> CandleBlock:
         """``fill`` from ``read``: the ``capacity`` newest candles of the source at or before the
         newest held (all its newest when nothing is held). The read runs outside the lock."""
-        with self._symbol_lock(symbol):
-            s = self._series.get(symbol)
-            until = s.last if s is not None and s.n else None
+        with self.lock:
+            s = self.slots.get(symbol)
+            until = int(self.last[s]) if s is not None and self.n[s] else None
         block = read(symbol, self.capacity, until)
         if until is not None and len(block) and int(block.ts_ms[-1]) > until:  # a source that ignores the bound
             keep = block.ts_ms <= until
             block = CandleBlock(block.ts_ms[keep], block.ohlcv[keep])
         return self.fill(symbol, block)
 
-    # ---- internals -----------------------------------------------------------------------------
+    # ---- internals (called holding ``lock``) ---------------------------------------------------
 
-    def _symbol_lock(self, symbol: str) -> threading.Lock:
-        lock = self._locks.get(symbol)
-        if lock is None:
-            with self._lock:
-                lock = self._locks.setdefault(symbol, threading.Lock())
-        return lock
-
-    def _series_for(self, symbol: str) -> _Series:
-        """The symbol's series, created (and the oldest symbol evicted when full) on first use;
-        called with the symbol's lock held."""
-        s = self._series.get(symbol)
+    def _slot_for(self, symbol: str) -> int:
+        """The symbol's slot, taken (the oldest symbol's, when ``max_symbols`` are held) on first use."""
+        s = self.slots.get(symbol)
         if s is not None:
             return s
-        with self._lock:
-            if len(self._series) >= self.max_symbols:
-                oldest = next(iter(self._series))  # the first added
-                del self._series[oldest]
-                self._locks.pop(oldest, None)
-            s = self._series[symbol] = _Series(self.capacity)
+        if len(self.slots) >= self.max_symbols:
+            s = self.slots.pop(next(iter(self.slots)))  # the first added
+        else:
+            s = len(self.slots)
+            if s == len(self.n):  # the block is full: twice the slots (at most max_symbols)
+                grow = min(max(16, 2 * s), self.max_symbols) - s
+                self.ts = np.concatenate((self.ts, np.zeros((grow, self.capacity), dtype=np.int64)))
+                self.ohlcv = np.concatenate((self.ohlcv, np.zeros((grow, self.capacity, 5))))
+                self.head, self.n, self.run_len, self.last = (
+                    np.concatenate((a, np.zeros(grow, dtype=np.int64)))
+                    for a in (self.head, self.n, self.run_len, self.last)
+                )
+        self.slots[symbol] = s
+        self.head[s] = self.n[s] = self.run_len[s] = self.last[s] = 0
         return s
 
-    def _run(self, s: _Series | None) -> CandleBlock:
-        if s is None or s.run == 0:
-            return CandleBlock.empty()
-        return s.tail(min(s.run, self.view))
+    def _tail(self, s: int, k: int) -> CandleBlock:
+        """A copy of slot ``s``'s newest ``k`` rows (``k <= n``)."""
+        rows = (self.head[s] + self.n[s] - k + np.arange(k)) % self.capacity
+        return CandleBlock(self.ts[s, rows], self.ohlcv[s, rows])
 
-    def _merge(self, symbol: str, s: _Series, block: CandleBlock, revise: bool) -> None:
+    def _append_ones(self, s: np.ndarray, symbols: list[str], blocks: list[CandleBlock]) -> None:
+        """One candle (``blocks``) newer than the newest held, for each of the distinct slots ``s``."""
+        if self.on_change is not None:
+            for symbol, block in zip(symbols, blocks, strict=True):
+                self.on_change(symbol, block)
+        ts = np.concatenate([b.ts_ms for b in blocks])
+        ohlcv = np.concatenate([b.ohlcv for b in blocks])
+        n, cap = self.n[s], self.capacity
+        pos = (self.head[s] + n) % cap
+        self.ts[s, pos] = ts
+        self.ohlcv[s, pos] = ohlcv
+        full = n == cap
+        self.head[s] = (self.head[s] + full) % cap
+        self.n[s] = n + ~full
+        self.run_len[s] = np.minimum(np.where(ts - self.last[s] == self.bar_ms, self.run_len[s] + 1, 1), self.n[s])
+        self.last[s] = ts
+
+    def _append(self, s: int, block: CandleBlock) -> None:
+        """Write ``block`` (all newer than ``last``, ascending, at most capacity rows) at the end."""
+        cap, k, n = self.capacity, len(block), int(self.n[s])
+        inner = _run_length(block.ts_ms, self.bar_ms)
+        if inner < k:  # a gap inside the block
+            run = inner
+        elif n and int(block.ts_ms[0]) - int(self.last[s]) == self.bar_ms:
+            run = int(self.run_len[s]) + k
+        else:
+            run = k
+        pos = (self.head[s] + n + np.arange(k)) % cap
+        self.ts[s, pos], self.ohlcv[s, pos] = block.ts_ms, block.ohlcv
+        over = max(0, n + k - cap)
+        self.head[s] = (self.head[s] + over) % cap
+        self.n[s] = n + k - over
+        self.run_len[s] = min(run, n + k - over)
+        self.last[s] = block.ts_ms[-1]
+
+    def _replace(self, s: int, block: CandleBlock) -> None:
+        k = len(block)
+        self.ts[s, :k], self.ohlcv[s, :k] = block.ts_ms, block.ohlcv
+        self.head[s], self.n[s], self.last[s] = 0, k, block.ts_ms[-1]
+        self.run_len[s] = _run_length(block.ts_ms, self.bar_ms)
+
+    def _merge(self, symbol: str, s: int, block: CandleBlock, revise: bool) -> None:
         if len(block) > self.capacity:  # only the newest ``capacity`` open times can be held
             block = block.tail(self.capacity)
-        if s.n == 0:
+        if self.n[s] == 0:
             self._changed(symbol, block, revise)
-            s.replace_all(block, self.bar_ms)
+            self._replace(s, block)
             return
-        newest, first = s.last, int(block.ts_ms[0])
-        if first > newest:  # the hot path: new candles
+        newest, first = int(self.last[s]), int(block.ts_ms[0])
+        if first > newest:  # new candles
             self._changed(symbol, block, revise)
-            s.append(block, self.bar_ms)
+            self._append(s, block)
             return
         if len(block) == 1 and first == newest:  # the newest candle again (a revision, or a repeat)
-            last = (s.head + s.n - 1) % self.capacity
-            if revise and not np.array_equal(s.ohlcv[last], block.ohlcv[0]):
+            last = (self.head[s] + self.n[s] - 1) % self.capacity
+            if revise and not np.array_equal(self.ohlcv[s, last], block.ohlcv[0]):
                 self._changed(symbol, block, revise)
-                s.ohlcv[last] = block.ohlcv[0]
+                self.ohlcv[s, last] = block.ohlcv[0]
             return
-        merged, accepted = _combine(s.tail(s.n), block, newest, revise, self.capacity)
+        merged, accepted = _combine(self._tail(s, int(self.n[s])), block, newest, revise, self.capacity)
         if accepted is not None:
             self._changed(symbol, accepted, revise)
-            s.replace_all(merged, self.bar_ms)
+            self._replace(s, merged)
 
     def _changed(self, symbol: str, rows: CandleBlock, revise: bool) -> None:
         if revise and self.on_change is not None:

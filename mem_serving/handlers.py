@@ -16,15 +16,17 @@ candles given) leave the loop, together in one hop to the thread pool (``blockin
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from mem_core import features as feats
 from mem_core.feature_sets import SEED, FeatureSet
-from mem_core.labels import newest_direction
+from mem_core.labels import TREND_LOOKBACK, reversal_direction
 from mem_core.questdb.store import CandleStoreError
 from mem_memory import (
     PUSH,
@@ -133,20 +135,6 @@ def questdb_source(settings: Any) -> CandleSource:
     return read
 
 
-def newest_features(block: CandleBlock, feature_set: FeatureSet = SEED) -> dict[str, float]:
-    """The newest candle's features of ``feature_set`` (the champion's), from the block's numpy
-    columns without building a DataFrame.
-
-    For the seed set that is ``features.latest_features_arrays`` over the block's columns (a
-    fraction of the time of ``latest_features``' pandas indexing); it cuts the history to
-    ``SERVING_HISTORY``, raises ``InsufficientHistory`` below ``MIN_HISTORY`` and checks
-    finiteness. ``regime_v1`` adds the regime features, which also read the newest candle's open
-    time. tests/serving/test_features_path.py proves both equal to the training frame on real
-    candles.
-    """
-    return feature_set.newest(block.ohlcv, block.newest_ts_ms)
-
-
 class Handlers:
     """Serving's calls. Thread-safe: the memory engine locks itself; caches and the candle history
     have their own locks; the model reference is swapped atomically by the provider."""
@@ -179,42 +167,6 @@ class Handlers:
 
     # ---- candles and features ----------------------------------------------------------
 
-    def _candles(
-        self,
-        symbol: str,
-        given: CandleBlock | None,
-        budget: Budget,
-        may_read: bool = True,
-        need: int = feats.MIN_HISTORY,
-        merged: bool = False,
-    ) -> CandleBlock:
-        """The newest contiguous run of ``symbol`` to compute features on (at least ``need``
-        candles): ``given`` merged into the history once (``merged``: it already was), QuestDB's
-        newest when no candles are given, and the run filled from QuestDB when it is short.
-        ``ShortHistory`` (FAILED_PRECONDITION) when it is still short; ``may_read=False``:
-        ``WouldReadCandles`` rather than read QuestDB."""
-        source = self.candle_source
-        if given is None and source is not None:
-            if not may_read:
-                raise WouldReadCandles(symbol)
-            budget.check("reading candles from QuestDB")
-            run = self.history.fill(symbol, source(symbol, feats.SERVING_HISTORY, None))
-        elif given is None or merged:
-            run = self.history.run(symbol)
-        else:
-            run = self.history.merge(symbol, given)
-        if len(run) < need and source is not None and given is not None:
-            if not may_read:
-                raise WouldReadCandles(symbol)
-            budget.check("reading candles from QuestDB")
-            try:
-                run = self.history.fill_from(symbol, source)
-            except CandleStoreError as exc:  # the call brought candles: too short, not unavailable
-                log.debug("no QuestDB fill for %s: %s", symbol, exc)
-        if len(run) < need:
-            raise ShortHistory(symbol, len(run), need)
-        return run
-
     def _model(self) -> Any:
         model = self.models.model
         if model is None:
@@ -245,78 +197,143 @@ class Handlers:
         blocking: Blocking,
     ) -> list[Prediction | Exception]:
         """Predictions for many (symbol, candles) at once, each its own answer or error: the
-        candles merged into the history on the loop; the QuestDB reads, if any, together in one
-        hop to the thread pool; the features of every prediction-cache miss in one compiled pass
-        over the symbols (``FeatureSet.newest_many``); the model on the stacked rows (``_predict_rows``)."""
-        need = model.feature_set.min_history
-        n = len(items)
-        blocks: list[CandleBlock | Exception | None] = [None] * n
-        reads: list[int] = []
-        for i, (symbol, candles) in enumerate(items):
-            try:
-                blocks[i] = self._candles(symbol, candles, budget, False, need)
-            except WouldReadCandles:
-                reads.append(i)
-            except Exception as exc:
-                blocks[i] = exc
-        if reads:
+        candles merged into the history (one write for the common item), the QuestDB reads, if
+        any, together in one hop to the thread pool (no candles given: the newest there; a run
+        too short: filled), then per symbol a cache lookup, and for the misses the features in
+        one compiled pass over the history's block, ONE model call (``_predict_rows``) and the
+        checks vectorised. A symbol given twice is read after each of its items (in rounds)."""
+        fs, need, version, source = model.feature_set, model.feature_set.min_history, model.version, self.candle_source
+        out: list[Prediction | Exception | None] = [None] * len(items)
+        for idx in _rounds([s for s, _ in items]):
+            symbols = [items[i][0] for i in idx]
+            given = [items[i][1] for i in idx]
+            slots = self.history.merge_many(symbols, given)
+            if source is not None:
+                with self.history.lock:
+                    short = self.history.views(slots)[1] < need
+                reads = [k for k, c in enumerate(given) if c is None or short[k]]
+                if reads:
+                    for k, exc in zip(reads, await blocking(partial(self._fill, symbols, given, reads, budget))):
+                        if exc is not None:
+                            out[idx[k]] = exc
+                    slots = self.history.merge_many(symbols, [None] * len(symbols))  # evicted meanwhile: empty
+            todo = [k for k in range(len(idx)) if out[idx[k]] is None]
+            for k, got in zip(
+                todo, self._predict_held([symbols[k] for k in todo], slots[todo], model, fs, need, version, budget)
+            ):
+                out[idx[k]] = got
+        return out  # type: ignore[return-value]  # every item answered
 
-            def read() -> list[CandleBlock | Exception]:
-                got: list[CandleBlock | Exception] = []
-                for i in reads:
+    def _fill(
+        self, symbols: list[str], given: list[CandleBlock | None], reads: list[int], budget: Budget
+    ) -> list[Exception | None]:
+        """On the thread pool: each read symbol's history from QuestDB (its newest when the call
+        gave no candles; else filled behind a run too short, a failed read only logged)."""
+        source, got = self.candle_source, list[Exception | None]()
+        assert source is not None
+        for k in reads:
+            try:
+                budget.check("reading candles from QuestDB")
+                if given[k] is None:
+                    self.history.fill(symbols[k], source(symbols[k], feats.SERVING_HISTORY, None))
+                else:
                     try:
-                        got.append(self._candles(items[i][0], items[i][1], budget, True, need, merged=True))
-                    except Exception as exc:
-                        got.append(exc)
-                return got
+                        self.history.fill_from(symbols[k], source)
+                    except CandleStoreError as exc:  # the call brought candles: too short, not unavailable
+                        log.debug("no QuestDB fill for %s: %s", symbols[k], exc)
+                got.append(None)
+            except Exception as exc:
+                got.append(exc)
+        return got
 
-            for i, block in zip(reads, await blocking(read)):
-                blocks[i] = block
-        out: list[Prediction | Exception | None] = [None] * n
-        misses: list[tuple[int, tuple[Any, ...], CandleBlock]] = []
-        for i, block in enumerate(blocks):
-            if not isinstance(block, CandleBlock):
-                out[i] = block if isinstance(block, Exception) else InvalidArgument("candles", "none")
-                continue
-            key = (block.newest_key(), model.version)
-            out[i] = cached = self.predictions.get(items[i][0], key)
-            if cached is None:
-                misses.append((i, key, block))
-        hits = sum(isinstance(o, Prediction) for o in out)
-        for outcome, count in (("hit", hits), ("miss", len(misses))):
-            if count:
-                self.metrics.prediction_cache.labels(outcome).inc(count)
-        if not misses:
-            return [o if o is not None else InvalidArgument("candles", "no prediction") for o in out]
-        budget.check("computing features")
-        started = time.perf_counter()
-        names = model.feature_names
-        matrix = model.feature_set.newest_many([b.ohlcv for _, _, b in misses], [b.newest_ts_ms for _, _, b in misses])
-        rows: list[tuple[int, tuple[Any, ...], CandleBlock, dict[str, float]]] = []
-        for (i, key, block), row in zip(misses, matrix):
+    def _predict_held(
+        self,
+        symbols: list[str],
+        slots: np.ndarray,
+        model: ServingModel,
+        fs: FeatureSet,
+        need: int,
+        version: str,
+        budget: Budget,
+    ) -> list[Prediction | Exception]:
+        """The predictions of the held newest runs of ``symbols`` (their ``slots``)."""
+        h, cap = self.history, self.history.capacity
+        out: list[Prediction | Exception | None] = [None] * len(symbols)
+        with h.lock:
+            ends, lengths = h.views(slots)
+            newest = (ends - 1) % cap
+            ts = h.ts[slots, newest].tolist()
+            rows = h.ohlcv[slots, newest]
+            up = (rows[:, 3] >= h.ohlcv[slots, (ends - 1 - TREND_LOOKBACK) % cap, 3]).tolist()
+            misses: list[int] = []
+            keys = list(zip(ts, map(tuple, rows.tolist())))
+            for k, (symbol, n) in enumerate(zip(symbols, lengths.tolist())):
+                if n < need:
+                    out[k] = ShortHistory(symbol, n, need)
+                elif (cached := self.predictions.get(symbol, (keys[k], version))) is not None:
+                    out[k] = cached
+                else:
+                    misses.append(k)
+            hits = len(symbols) - len(misses) - sum(isinstance(o, Exception) for o in out)
+            for outcome, count in (("hit", hits), ("miss", len(misses))):
+                if count:
+                    self.metrics.prediction_cache.labels(outcome).inc(count)
+            if not misses:
+                return out  # type: ignore[return-value]
+            budget.check("computing features")
+            started = time.perf_counter()
+            matrix = fs.newest_ring(h.ohlcv, slots[misses], ends[misses], lengths[misses], np.asarray(ts)[misses])
+        finite = np.isfinite(matrix).all(axis=1)
+        names = fs.names
+        for k, row in zip(misses, matrix[~finite]):
             try:
-                rows.append((i, key, block, feats.finite_values(names, row)))
+                feats.finite_values(names, row)
             except feats.InsufficientHistory as exc:
-                out[i] = exc
-        ok = [k for k, (i, _, _) in enumerate(misses) if out[i] is None]
-        probabilities = _predict_rows(model, matrix[ok]) if ok else []
+                out[k] = exc
+        ok = [k for k, good in zip(misses, finite.tolist()) if good]
+        matrix = matrix[finite]
+        probabilities = _predict_rows(model, matrix) if ok else []
         self.metrics.ml_latency.observe(time.perf_counter() - started)
-        for (i, key, block, values), probability in zip(rows, probabilities):
-            out_of_range = feats.out_of_range(values, model.feature_ranges)
+        ranges = [
+            (j, name, lo, hi) for name, (lo, hi) in model.feature_ranges.items() if (j := _index(names, name)) >= 0
+        ]
+        cols = [j for j, *_ in ranges]
+        lo, hi = (np.array([r[m] for r in ranges], dtype=np.float64) for m in (2, 3))
+        outside = ~((matrix[:, cols] >= lo) & (matrix[:, cols] <= hi))
+        flagged = set(np.flatnonzero(outside.any(axis=1)).tolist())
+        threshold = self.settings.reversal_threshold
+        for r, (k, values, probability) in enumerate(zip(ok, matrix.tolist(), probabilities)):
+            out_of_range = tuple(ranges[j][1] for j in np.flatnonzero(outside[r])) if r in flagged else ()
             self.metrics.prediction(probability, out_of_range)
             prediction = Prediction(
-                symbol=items[i][0],
-                is_reversal=probability >= self.settings.reversal_threshold,
+                symbol=symbols[k],
+                is_reversal=probability >= threshold,
                 confidence=probability,
-                direction=newest_direction(block.ohlcv[:, 3]),
-                model_version=model.version,
+                direction=reversal_direction("up" if up[k] else "down"),
+                model_version=version,
                 out_of_range_features=out_of_range,
-                candle_ts_ms=block.newest_ts_ms,
-                features=values,
+                candle_ts_ms=ts[k],
+                features=dict(zip(names, values)),
             )
-            self.predictions.put(items[i][0], key, prediction)
-            out[i] = prediction
-        return [o if o is not None else InvalidArgument("candles", "no prediction") for o in out]
+            self.predictions.put(symbols[k], (keys[k], version), prediction)
+            out[k] = prediction
+        return out  # type: ignore[return-value]
+
+    def _snapshots(self, items: Sequence[tuple[str, CandleBlock | None]], budget: Budget) -> list[dict[str, float]]:
+        """The decision's feature snapshot of the seed set for items with the caller's own ML
+        prediction (or no champion): their candles merged, none when the run is too short."""
+        out: list[dict[str, float]] = [{} for _ in items]
+        for idx in _rounds([s for s, _ in items]):
+            slots = self.history.merge_many([items[i][0] for i in idx], [items[i][1] for i in idx])
+            budget.check("computing features")
+            with self.history.lock:
+                ends, lengths = self.history.views(slots)
+                long = lengths >= SEED.min_history
+                matrix = SEED.newest_ring(self.history.ohlcv, slots[long], ends[long], lengths[long], None)
+            for i, values in zip(np.asarray(idx)[long].tolist(), matrix.tolist()):
+                if all(map(math.isfinite, values)):
+                    out[i] = dict(zip(SEED.names, values))
+        return out
 
     async def enhance(
         self, queries: Sequence[EnhanceQuery], budget: Budget, blocking: Blocking
@@ -347,16 +364,14 @@ class Handlers:
                 else:
                     predictions[i] = p
         absent = self.models.absent_reason() if model is None else ""
+        rest = [i for i, q in enumerate(queries) if q.ml is not None or model is None]
+        snapshots = dict(zip(rest, self._snapshots([(queries[i].symbol, queries[i].candles) for i in rest], budget)))
         requests: list[SignalRequest] = []
         taken: list[int] = []
         for i, q in enumerate(queries):
-            if out[i] is not None:
-                continue
-            try:
-                requests.append(self._signal_request(q, predictions.get(i), budget, short.get(i, absent), i in short))
+            if out[i] is None:
+                requests.append(self._signal_request(q, predictions.get(i), snapshots.get(i, {}), short.get(i, absent)))
                 taken.append(i)
-            except Exception as exc:
-                out[i] = exc
         budget.check("recording the decisions")
         memory_started = time.perf_counter()
         answers = await self.engine.enhance_many(requests, [queries[i].fingerprint for i in taken]) if requests else []
@@ -385,21 +400,19 @@ class Handlers:
         return [o if o is not None else InvalidArgument("request", "not answered") for o in out]
 
     def _signal_request(
-        self, q: EnhanceQuery, prediction: Prediction | None, budget: Budget, absent: str, short: bool = False
+        self, q: EnhanceQuery, prediction: Prediction | None, snapshot: dict[str, float], absent: str
     ) -> SignalRequest:
         """The memory's request for ``q``: the ML prediction made (or the caller's), and the
-        feature snapshot it was made on (or one from the candles given or held; none when the
-        history was too ``short`` for the model: its candles are merged already)."""
+        feature snapshot it was made on (else ``snapshot``, from the candles given or held)."""
+        features: Mapping[str, float] = snapshot
         if prediction is not None:
             ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
-            features: dict[str, float] = dict(prediction.features)
+            features = prediction.features
         elif q.ml is not None:
             ml_confidence, ml_direction, version = q.ml.confidence, q.ml.direction, q.ml.model_version
-            features = self._snapshot(q, budget)
             absent = ""
         else:
             ml_confidence, ml_direction, version = None, None, ""
-            features = {} if short else self._snapshot(q, budget)
         # market_context is stored with the decision (encrypted like the rest); the feature
         # snapshot is what drives strategies and similarity. Validated at the edge already
         # (converters): built without checking again.
@@ -426,20 +439,6 @@ class Handlers:
         the call: an expired or cancelled call never loses the candles it brought."""
         if candles is not None:
             self.history.merge(symbol, candles)  # QuestDB gets what it accepts (on_change) first
-
-    def _snapshot(self, query: EnhanceQuery, budget: Budget) -> dict[str, float]:
-        """Features for the decision snapshot when the caller brought its own ML prediction (or
-        there is no champion): from the newest contiguous run after merging the candles given;
-        none when it is too short."""
-        candles = query.candles
-        block = self.history.run(query.symbol) if candles is None else self.history.merge(query.symbol, candles)
-        if len(block) < feats.MIN_HISTORY:
-            return {}
-        budget.check("computing features")
-        try:
-            return newest_features(block)
-        except feats.InsufficientHistory:
-            return {}
 
     def push_candles(self, symbol: str, block: CandleBlock, request_id: str = "", fingerprint: str = "") -> PushAnswer:
         """Queue a bulk block of candles for QuestDB (the held history is left as it is); with a
@@ -502,3 +501,20 @@ class Handlers:
         """Counts and the 24 h win rate from the store (for the metrics; cached like memory queries)."""
         self._fresh_memory_cache()
         return self.memory_cache.get_or_compute(("stats",), self.engine.stats)
+
+
+def _rounds(symbols: Sequence[str]) -> list[list[int]]:
+    """Item indices in rounds: round r holds every symbol's r-th item (one round when no symbol
+    repeats), so an item's features see its own candles and those of the items before it."""
+    seen: dict[str, int] = {}
+    rounds: list[list[int]] = []
+    for i, symbol in enumerate(symbols):
+        r = seen[symbol] = seen.get(symbol, -1) + 1
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(i)
+    return rounds
+
+
+def _index(names: tuple[str, ...], name: str) -> int:
+    return names.index(name) if name in names else -1

@@ -52,11 +52,23 @@ def test_the_features_of_many_symbols_in_one_pass_equal_one_at_a_time(feature_se
     ts = serve_candles["ts"].dt.as_unit("ms").astype("int64").to_numpy()
     ohlcv = serve_candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
     ends = [feature_set.min_history, SERVING_HISTORY, SERVING_HISTORY + 37, len(ts)]  # lengths differ
-    blocks = [ohlcv[end - min(end, 2 * SERVING_HISTORY) : end] for end in ends]
-    many = feature_set.newest_many(blocks, [int(ts[end - 1]) for end in ends])
+    cap = 2 * SERVING_HISTORY
+    ring = np.zeros((len(ends), cap, 5))
+    for k, end in enumerate(ends):  # symbol k's newest candles end at ring position 100 * k + 30 (wrapping)
+        rows = ohlcv[end - min(end, cap) : end]
+        ring[k, (100 * k + 30 - len(rows) + np.arange(len(rows))) % cap] = rows
+    lengths = [min(end, SERVING_HISTORY) for end in ends]
+    newest = [int(ts[end - 1]) for end in ends]
+    many = feature_set.newest_ring(
+        ring,
+        np.arange(len(ends)),
+        np.array([100 * k + 30 for k in range(len(ends))]),
+        np.array(lengths),
+        np.array(newest),
+    )
     assert many.shape == (len(ends), len(feature_set.names))
-    for row, block, end in zip(many, blocks, ends):
-        assert list(row) == list(feature_set.newest(block, int(ts[end - 1])).values())  # bit for bit
+    for row, end in zip(many, ends):
+        assert list(row) == list(feature_set.newest(ohlcv[:end], int(ts[end - 1])).values())  # bit for bit
 
 
 def test_the_candle_close_in_one_call(

@@ -5,7 +5,7 @@ The property: after any interleaving of calls (appends, revisions of the newest 
 repeated calls, gaps, a caller restarting from an older point, candles with holes, several
 symbols), what the server answers from (the newest contiguous run, at most SERVING_HISTORY
 candles) is the reference's newest contiguous run, and the features serving computes on it are
-the reference's; or both agree that the run is too short (the ShortHistory counts included).
+the reference's; or both agree that the run is too short (no features).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from mem_core.feature_sets import SEED
 from mem_core.features import MIN_HISTORY, SERVING_HISTORY
 from mem_serving.candles import BAR_MS, CAPACITY, CandleHistory, ShortHistory
-from mem_serving.handlers import UNLIMITED, Handlers, newest_features
+from mem_serving.handlers import UNLIMITED, Handlers
 from mem_serving.model_provider import ModelProvider
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock
@@ -151,26 +151,6 @@ def test_fill_never_replaces_a_held_candle_and_is_bounded_by_the_newest() -> Non
     assert _slots(h.fill("A", _block("A", range(25, 27)))) == list(range(0, 27))[-30:]  # a fill may extend
 
 
-def test_run_length_after_is_what_merge_returns() -> None:
-    h = CandleHistory(capacity=12, view=10)
-    cases = [
-        ("X", [0, 1, 2, 3]),
-        ("X", [4]),
-        ("X", [4, 5]),
-        ("X", range(6, 14)),
-        ("X", [30, 31]),
-        ("X", [20, 21, 22]),
-        ("X", range(22, 30)),
-        ("Y", range(0, 15)),
-        ("Y", [3, 5, 7]),
-    ]
-    for symbol, slots in cases:
-        block = _block(symbol, slots)
-        expected = h.run_length_after(symbol, block)
-        assert len(h.merge(symbol, block)) == expected
-        assert h.run_length_after(symbol, None) == expected
-
-
 def test_short_history_names_the_counts() -> None:
     err = ShortHistory("ETHUSDT", 57, 289)
     assert err.reason == "57 of 289 contiguous candles of ETHUSDT held"
@@ -231,16 +211,26 @@ def test_the_server_answers_from_the_references_newest_contiguous_run(ops: list[
         ref.merge(symbol, block)
         newest[symbol] = max(newest.get(symbol, -1), _slots(block)[-1])
         want = ref.run(symbol)
-        try:
-            got = handlers._candles(symbol, block, UNLIMITED, need=SEED.min_history)
-        except ShortHistory as short:
-            assert len(want) < SEED.min_history, op
-            assert (short.have, short.need) == (len(want), SEED.min_history)
-            continue
-        assert _same(got, want), op
-        assert newest_features(got) == SEED.newest(want.ohlcv, want.newest_ts_ms)
+        (got,) = handlers._snapshots([(symbol, block)], UNLIMITED)  # merged, features read from the ring
+        assert _same(handlers.history.run(symbol), want), op
+        if len(want) < SEED.min_history:
+            assert got == {}, op
+        else:
+            assert got == SEED.newest(want.ohlcv, want.newest_ts_ms), op
     for symbol in SYMBOLS:  # every symbol's history, not only the last one called
         assert _same(handlers.history.run(symbol), ref.run(symbol))
+    # the same calls in batches of 4 (one merge_many per round): each item's features as if alone
+    batched, ref = _handlers(), Reference()
+    for start in range(0, len(calls), 4):
+        chunk = calls[start : start + 4]
+        wanted = []
+        for symbol, block in chunk:
+            ref.merge(symbol, block)
+            want = ref.run(symbol)
+            wanted.append(SEED.newest(want.ohlcv, want.newest_ts_ms) if len(want) >= SEED.min_history else {})
+        assert batched._snapshots(chunk, UNLIMITED) == wanted, chunk
+    for symbol in SYMBOLS:
+        assert _same(batched.history.run(symbol), ref.run(symbol))
 
 
 def test_the_property_reaches_long_runs_and_short_ones() -> None:

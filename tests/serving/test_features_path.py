@@ -1,6 +1,6 @@
-"""Serving's feature path (the candle block's rows, through the public ``newest_row`` behind
-``latest_features_arrays``) equals the pipeline's latest_features; for ``regime_v1`` it equals
-the training frame."""
+"""Serving's feature path (a feature set's ``newest`` on a candle block, and ``newest_ring`` on
+the server's candle history, the same kernels on the same rows) equals the pipeline's
+latest_features; for ``regime_v1`` it equals the training frame."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mem_core import features as feats
-from mem_core.feature_sets import REGIME_V1
+from mem_core.feature_sets import REGIME_V1, SEED, FeatureSet
 from mem_core.features import (
     FEATURE_NAMES,
     MIN_HISTORY,
@@ -19,8 +18,15 @@ from mem_core.features import (
     latest_features_arrays,
 )
 from mem_serving import handlers
-from mem_serving.handlers import newest_features
+from mem_serving.candles import CAPACITY
+from mem_serving.handlers import UNLIMITED, Handlers
+from mem_serving.model_provider import ModelProvider
+from mem_serving.settings import ServingSettings
 from mem_serving.types import OHLCV, CandleBlock
+
+
+def newest_features(block: CandleBlock, feature_set: FeatureSet = SEED) -> dict[str, float]:
+    return feature_set.newest(block.ohlcv, block.newest_ts_ms)
 
 
 def _block(frame: pd.DataFrame) -> CandleBlock:
@@ -44,21 +50,16 @@ def test_too_short_history_raises_like_latest_features(serve_candles: pd.DataFra
         newest_features(_block(serve_candles.iloc[: MIN_HISTORY - 1]))
 
 
-def test_serving_uses_the_public_function(serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No private feature internals in serving: the block's newest rows go to ``newest_row``, the
-    function behind ``latest_features_arrays`` too."""
-    frame = serve_candles.iloc[: SERVING_HISTORY + 50].reset_index(drop=True)
-    expected = latest_features(frame)
-    calls: list[int] = []
-    real = feats.newest_row
-
-    def spy(ohlcv: np.ndarray) -> np.ndarray:
-        calls.append(len(ohlcv))
-        return real(ohlcv)
-
-    monkeypatch.setattr(feats, "newest_row", spy)
-    assert newest_features(_block(frame)) == expected
-    assert calls == [SERVING_HISTORY]
+def test_serving_reads_the_features_from_its_candle_history(serve_candles: pd.DataFrame) -> None:
+    """The features serving computes from its history (the ring, through ``newest_ring``) equal
+    latest_features, before and after the ring wrapped; no private feature internals in serving."""
+    h = Handlers(ServingSettings(), models=ModelProvider(None, poll_s=0), engine=None)  # type: ignore[arg-type]
+    frame = serve_candles.iloc[: CAPACITY + 150].reset_index(drop=True)
+    h.history.merge("X", _block(frame.iloc[:SERVING_HISTORY]))
+    for end in range(SERVING_HISTORY + 1, len(frame) + 1):
+        (got,) = h._snapshots([("X", _block(frame.iloc[end - 1 : end]))], UNLIMITED)
+        if end % 37 == 0 or end == len(frame):
+            assert got == latest_features(frame.iloc[end - SERVING_HISTORY : end].reset_index(drop=True)), end
     assert "_kernel" not in open(handlers.__file__, encoding="utf-8").read()
 
 
