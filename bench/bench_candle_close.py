@@ -5,7 +5,9 @@ process, the handlers) runs in this process. ``--symbols`` symbols are seeded wi
 then each round every symbol brings one new candle in ONE EnhanceSignals request, which goes
 through the servicer's steps (parse, validate, ``Handlers.enhance``: one feature pass, one model
 call, one commit; build and serialize the reply) on the server's loop thread, without gRPC's
-transport. Reported: the median and worst wall time per batch, and the loop thread's CPU per item.
+transport. Reported: the median and worst wall time per batch, and the loop thread's CPU per item
+and per batch by step (parse and validate, the handlers, the reply). The process runs as ``mem
+serve`` does (its GIL switch interval; ``settle_heap`` after the symbols are seeded).
 
 Beside it, in the same run, the floor of the same batch: in process, a do-nothing servicer
 (parse the request bytes, build one minimal ``EnhancedSignal`` per item with its fields echoed,
@@ -112,7 +114,7 @@ def main() -> None:
     from mem_serving import converters as conv
     from mem_serving.api import pb
     from mem_serving.handlers import Budget
-    from mem_serving.server import build_app
+    from mem_serving.server import GIL_SWITCH_INTERVAL_S, build_app, settle_heap
     from mem_serving.settings import ServingSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="mem-bench-close-"))
@@ -122,6 +124,7 @@ def main() -> None:
         {"MEM_HOME": str(tmp), "MLFLOW_TRACKING_URI": uri, "MEM_SERVING_CANDLE_SINK": "off"}
     )
     settings = dataclasses.replace(settings, port=0, metrics_port=-1, memory_db=tmp / "memory.db", tracking_uri=uri)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # as ``mem serve`` runs
     app = build_app(settings, start_metrics=False)
     try:
         h, mx = app.handlers, settings.max_candles
@@ -135,6 +138,8 @@ def main() -> None:
         for s in symbols:  # each symbol's history (the same candles: the cost does not depend on them)
             query = conv.predict_query(pb.PredictReversalRequest(symbol=s, candles=history), mx)
             asyncio.run_coroutine_threadsafe(h.predict(query, Budget(None), inline), app.loop).result()
+
+        settle_heap()  # as ``mem serve`` does after its start (the seeded histories included here)
 
         def batch(k: int) -> bytes:
             row = rows[SERVING_HISTORY + k]
@@ -151,23 +156,28 @@ def main() -> None:
             ]
             return pb.EnhanceSignalsRequest(requests=items).SerializeToString()
 
-        async def one(data: bytes) -> tuple[float, float, int]:
-            cpu, wall = time.thread_time(), time.perf_counter()
+        async def one(data: bytes) -> tuple[float, list[float]]:
+            """Wall seconds, and the loop's CPU seconds for: parse and validate, the handlers, the reply."""
+            cpu, wall = [time.thread_time()], time.perf_counter()
             items = conv.enhance_queries(pb.EnhanceSignalsRequest.FromString(data), mx, conv.MAX_BATCH_ITEMS)
             queries = [q for q in items if not isinstance(q, Exception)]
+            cpu.append(time.thread_time())
             answers = await h.enhance(queries, Budget(None), inline)
+            cpu.append(time.thread_time())
             reply = conv.enhance_results_pb(list(answers), "EnhanceSignals").SerializeToString()
+            cpu.append(time.thread_time())
             ok = sum(not isinstance(a, Exception) for a in answers)
             assert reply and ok == len(symbols), [a for a in answers if isinstance(a, Exception)][:3]
-            return time.perf_counter() - wall, time.thread_time() - cpu, ok
+            return time.perf_counter() - wall, [b - a for a, b in zip(cpu, cpu[1:])]
 
         load_before = [round(x, 2) for x in os.getloadavg()]
-        walls, cpus, floor_walls, floor_cpus = [], [], [], []
+        walls, cpus, floor_walls, floor_cpus, steps = [], [], [], [], []
         for k in range(args.rounds):
             data = batch(k)
-            wall, cpu, _ = asyncio.run_coroutine_threadsafe(one(data), app.loop).result()
+            wall, step = asyncio.run_coroutine_threadsafe(one(data), app.loop).result()
             walls.append(wall * 1000)
-            cpus.append(cpu * 1000 / len(symbols))
+            cpus.append(sum(step) * 1000 / len(symbols))
+            steps.append(step)
             c0, w0 = time.thread_time(), time.perf_counter()
             floor_reply(data)
             floor_walls.append((time.perf_counter() - w0) * 1000)
@@ -182,6 +192,10 @@ def main() -> None:
             "batch_ms_median": round(statistics.median(walls), 2),
             "batch_ms_max": round(max(walls), 2),
             "loop_cpu_ms_per_item_median": round(statistics.median(cpus), 4),
+            "loop_cpu_ms_per_batch_median": {  # the steps of the loop's CPU
+                name: round(statistics.median(s[j] for s in steps) * 1000, 2)
+                for j, name in enumerate(("parse_validate", "handlers", "reply"))
+            },
             "group_commit": app.handlers.engine.group_stats,  # type: ignore[attr-defined]
             "floor_in_process": {
                 "batch_ms_median": round(floor_ms, 2),
