@@ -65,8 +65,22 @@ def _leaf_sum(
     return total
 
 
+@njit(cache=True)
+def _probabilities(x: np.ndarray, base: float, arrays: tuple, out: np.ndarray) -> None:
+    """P(class 1) of every row of ``x`` into ``out``: ``_leaf_sum`` and the logistic of
+    ``predict_one``, row by row, in one compiled call (the same arithmetic, the same bits)."""
+    for i in range(x.shape[0]):
+        raw = base + _leaf_sum(x[i], *arrays)
+        if raw >= 0.0:
+            out[i] = 1.0 / (1.0 + math.exp(-raw))
+        else:
+            odds = math.exp(raw)
+            out[i] = odds / (1.0 + odds)
+
+
 def predictor(t: FlatTrees, n_features: int) -> OnePredictor:
-    """Row -> P(class 1) over ``t``, compiled (or loaded from numba's cache) before it returns."""
+    """Row -> P(class 1) over ``t``, compiled (or loaded from numba's cache) before it returns;
+    its ``many`` attribute: an ``(n, n_features)`` matrix -> the ``n`` probabilities at once."""
     arrays = (
         t.roots,
         t.feature,
@@ -88,7 +102,14 @@ def predictor(t: FlatTrees, n_features: int) -> OnePredictor:
         odds = exp(raw)
         return odds / (1.0 + odds)
 
+    def many(x: np.ndarray) -> np.ndarray:
+        out = np.empty(x.shape[0])
+        _probabilities(np.ascontiguousarray(x, dtype=np.float64).reshape(-1, n_features), base, arrays, out)
+        return out
+
+    predict_one.many = many  # type: ignore[attr-defined]
     predict_one(np.zeros(n_features))  # compile (or load from numba's cache) now, not on the first call
+    many(np.zeros((1, n_features)))
     return predict_one
 
 
