@@ -9,7 +9,7 @@ index holds); output: the decision record. No I/O, no clock, no lock: the engine
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -146,16 +146,21 @@ def _reasoning(
     return f"{head} ({', '.join(parts)}); {'; '.join(tail)}."
 
 
-#: A decision's slot setters in field order: ``_record`` writes them without ``__post_init__``.
-_SLOTS = tuple(getattr(Decision, f.name).__set__ for f in fields(Decision))
+def record_maker[R](cls: type[R]) -> Callable[..., R]:
+    """A function building a record of ``cls`` (a frozen slots dataclass) from every field's value
+    in field order, unchecked like ``trusted``: straight-line slot writes, a fraction of the time
+    of ``trusted`` or of the checked constructor (for values validated already)."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    env: dict[str, Any] = {"new": object.__new__, "cls": cls} | {
+        f"s{i}": getattr(cls, n).__set__ for i, n in enumerate(names)
+    }
+    args = ", ".join(f"a{i}" for i in range(len(names)))
+    body = "".join(f"    s{i}(r, a{i})\n" for i in range(len(names)))
+    exec(f"def make({args}):\n    r = new(cls)\n{body}    return r\n", env)  # noqa: S102  # generated from the field names
+    return env["make"]
 
 
-def _record(values: tuple[Any, ...]) -> Decision:
-    """``trusted(Decision, ...)`` from every field's value in field order (half its time)."""
-    record = object.__new__(Decision)
-    for put, value in zip(_SLOTS, values, strict=True):
-        put(record, value)
-    return record
+_record = record_maker(Decision)
 
 
 def decide_many(
@@ -204,33 +209,31 @@ def decide_many(
         )
         out.append(
             _record(
-                (
-                    decision_id,
-                    request.time,
-                    request.symbol,
-                    request.strategy,
-                    action,
-                    base_action,
-                    request.price,
-                    request.base_confidence,
-                    request.ml_confidence,
-                    memory,
-                    final,
-                    size,
-                    stop_price,
-                    take_price,
-                    stop,
-                    target,
-                    reasoning,
-                    spec.name if spec else None,
-                    request.model_version,
-                    request.ml_direction,
-                    features,
-                    adaptation.regime,
-                    params.version,
-                    request.session_id,
-                    request.market_context,
-                )
+                decision_id,
+                request.time,
+                request.symbol,
+                request.strategy,
+                action,
+                base_action,
+                request.price,
+                request.base_confidence,
+                request.ml_confidence,
+                memory,
+                final,
+                size,
+                stop_price,
+                take_price,
+                stop,
+                target,
+                reasoning,
+                spec.name if spec else None,
+                request.model_version,
+                request.ml_direction,
+                features,
+                adaptation.regime,
+                params.version,
+                request.session_id,
+                request.market_context,
             )
         )
     return out

@@ -335,10 +335,12 @@ def outcome_query(req: pb.LogOutcomeRequest, limit: FutureLimit = NO_FUTURE) -> 
 
 
 def ts_pb(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
+    return None if value is None else Timestamp(**_ts_fields(value))
+
+
+def _ts_fields(value: datetime) -> dict[str, int]:
     d = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH  # FromDatetime's, in integers
-    return Timestamp(seconds=d.days * 86400 + d.seconds, nanos=d.microseconds * 1000)
+    return {"seconds": d.days * 86400 + d.seconds, "nanos": d.microseconds * 1000}
 
 
 def ms_pb(ms: int) -> Timestamp:
@@ -367,43 +369,50 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 # ---- memory records -> replies ---------------------------------------------------------------
 
 
-def enhanced_pb(result: EnhanceResult) -> pb.EnhancedSignal:
+def signal_fields(result: EnhanceResult) -> dict[str, Any]:
+    """The fields of ``result``'s ``EnhancedSignal`` as a dict (a batch's reply is built from
+    these in one pass, ~3x faster than message objects copied into their results)."""
     d = result.decision  # for a repeated request id, the first call's decision: its symbol and time
-    reply = pb.EnhancedSignal(
-        decision_id=str(d.decision_id),
-        action=ACTION_ENUMS.get(str(d.action).upper(), pb.ACTION_UNSPECIFIED),
-        symbol=d.symbol,
-        confidence=float(d.confidence),
-        size=float(d.size),
-        stop_loss=float(d.stop_loss),
-        take_profit=float(d.take_profit),
-        reasoning=str(d.reasoning),
-        base_confidence=float(d.base_confidence),
-        learned_strategy=str(d.learned_strategy or ""),
-        model_version=str(d.model_version or result.model_version or ""),
-        time=ts_pb(d.time),
-        replayed=result.replayed,
-    )
+    fields: dict[str, Any] = {
+        "decision_id": str(d.decision_id),
+        "action": ACTION_ENUMS.get(str(d.action).upper(), pb.ACTION_UNSPECIFIED),
+        "symbol": d.symbol,
+        "confidence": float(d.confidence),
+        "size": float(d.size),
+        "stop_loss": float(d.stop_loss),
+        "take_profit": float(d.take_profit),
+        "reasoning": str(d.reasoning),
+        "base_confidence": float(d.base_confidence),
+        "learned_strategy": str(d.learned_strategy or ""),
+        "model_version": str(d.model_version or result.model_version or ""),
+        "time": _ts_fields(d.time),
+        "replayed": result.replayed,
+    }
     if d.ml_confidence is not None:
-        reply.ml_confidence = float(d.ml_confidence)
+        fields["ml_confidence"] = float(d.ml_confidence)
     else:
-        reply.ml_absent = True
-        reply.ml_absent_reason = result.ml_absent_reason
+        fields["ml_absent"] = True
+        fields["ml_absent_reason"] = result.ml_absent_reason
     if d.memory_confidence is not None:
-        reply.memory_confidence = float(d.memory_confidence)
-    return reply
+        fields["memory_confidence"] = float(d.memory_confidence)
+    return fields
+
+
+def enhanced_pb(result: EnhanceResult) -> pb.EnhancedSignal:
+    return pb.EnhancedSignal(**signal_fields(result))
 
 
 def enhance_results_pb(results: list[EnhanceResult | Exception], method: str) -> pb.EnhanceSignalsResponse:
     """One result per item, in order: its signal, or its status code and message."""
-    out = []
+    reply = pb.EnhanceSignalsResponse()
+    add = reply.results.add
     for r in results:
         if isinstance(r, Exception):
             code, message = to_status(r, method)
-            out.append(pb.EnhanceSignalResult(code=code.value[0], message=message))
+            add(code=code.value[0], message=message)
         else:
-            out.append(pb.EnhanceSignalResult(signal=enhanced_pb(r)))
-    return pb.EnhanceSignalsResponse(results=out)
+            add(signal=signal_fields(r))
+    return reply
 
 
 def stats_pb(stats: StrategyStats | None) -> pb.StrategyStats:

@@ -37,8 +37,8 @@ from mem_memory import (
     Parameters,
     SignalRequest,
     StrategySpec,
-    trusted,
 )
+from mem_memory.decide import record_maker
 from mem_serving.caches import NewestPerKey, TTLCache
 from mem_serving.candle_sink import CandleSink
 from mem_serving.candles import CandleHistory, ShortHistory
@@ -50,6 +50,8 @@ from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, Prediction, PredictQuery, PushAnswer
 
 log = logging.getLogger(__name__)
+#: ``SignalRequest`` from every field's value in order, unchecked (validated at the edge).
+_signal = record_maker(SignalRequest)
 
 #: Work is not started when less than this many seconds of the caller's deadline remain.
 MIN_BUDGET_S = 0.0005
@@ -412,23 +414,22 @@ class Handlers:
             ml_confidence, ml_direction, version = None, None, ""
         # market_context is stored with the decision (encrypted like the rest); the feature
         # snapshot is what drives strategies and similarity. Validated at the edge already
-        # (converters): built without checking again.
-        return trusted(
-            SignalRequest,
-            symbol=q.symbol,
-            action=q.action,
-            base_confidence=q.base_confidence,
-            price=q.price,
-            time=q.time,
-            strategy=q.strategy,
-            ml_confidence=ml_confidence,
-            ml_direction=ml_direction,
-            model_version=version or None,
-            features=features,
-            session_id=q.session_id,
-            market_context=q.market_context,
-            request_id=q.request_id,
-            ml_absent_reason=absent if ml_confidence is None else "",
+        # (converters): built without checking again, every field in order.
+        return _signal(
+            q.symbol,
+            q.action,
+            q.base_confidence,
+            q.price,
+            q.time,
+            q.strategy,
+            ml_confidence,
+            ml_direction,
+            version or None,
+            features,
+            q.session_id,
+            q.market_context,
+            q.request_id,
+            absent if ml_confidence is None else "",
         )
 
     def keep_candles(self, symbol: str, candles: CandleBlock | None) -> None:
