@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -50,6 +51,8 @@ from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock, EnhanceQuery, EnhanceResult, Prediction, PredictQuery, PushAnswer
 
 log = logging.getLogger(__name__)
+#: The reversal the labels test for a prior trend down (False) and up (True).
+_DIRECTIONS = (reversal_direction("down"), reversal_direction("up"))
 #: ``SignalRequest`` from every field's value in order, unchecked (validated at the edge).
 _signal = record_maker(SignalRequest)
 
@@ -300,22 +303,28 @@ class Handlers:
         lo, hi = (np.array([r[m] for r in ranges], dtype=np.float64) for m in (2, 3))
         outside = ~((matrix[:, cols] >= lo) & (matrix[:, cols] <= hi))
         flagged = set(np.flatnonzero(outside.any(axis=1)).tolist())
-        threshold = self.settings.reversal_threshold
+        threshold, observe, put = (
+            self.settings.reversal_threshold,
+            self.metrics.predicted_probability.observe,
+            self.predictions.put,
+        )
         for r, (k, values, probability) in enumerate(zip(ok, matrix.tolist(), probabilities)):
             out_of_range = tuple(ranges[j][1] for j in np.flatnonzero(outside[r])) if r in flagged else ()
-            self.metrics.prediction(probability, out_of_range)
-            prediction = Prediction(
-                symbol=symbols[k],
-                is_reversal=probability >= threshold,
-                confidence=probability,
-                direction=reversal_direction("up" if up[k] else "down"),
-                model_version=version,
-                out_of_range_features=out_of_range,
-                candle_ts_ms=ts[k],
-                features=dict(zip(names, values)),
+            if out_of_range:
+                self.metrics.prediction(probability, out_of_range)
+            else:
+                observe(probability)
+            out[k] = prediction = Prediction(
+                symbols[k],
+                probability >= threshold,
+                probability,
+                _DIRECTIONS[up[k]],
+                version,
+                out_of_range,
+                ts[k],
+                dict(zip(names, values)),
             )
-            self.predictions.put(symbols[k], (keys[k], version), prediction)
-            out[k] = prediction
+            put(symbols[k], (keys[k], version), prediction)
         return out  # type: ignore[return-value]
 
     def _snapshots(self, items: Sequence[tuple[str, CandleBlock | None]], budget: Budget) -> list[dict[str, float]]:
@@ -375,25 +384,27 @@ class Handlers:
         memory_started = time.perf_counter()
         answers = await self.engine.enhance_many(requests, [queries[i].fingerprint for i in taken]) if requests else []
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
+        decided: Counter[str] = Counter()  # metrics counted once per batch
+        replays = silent = 0
         for i, request, answer in zip(taken, requests, answers):
             if isinstance(answer, Exception):
                 out[i] = answer
                 continue
-            if answer.replayed:
-                self.metrics.replays.labels("EnhanceSignal").inc()
+            replayed = answer.replayed
+            if replayed:
+                replays += 1
             else:
-                self.metrics.decision(answer.decision.action)
-                if request.ml_confidence is None:
-                    self.metrics.ml_absent.inc()
-            prediction = predictions.get(i)
-            out[i] = EnhanceResult(
-                decision=answer.decision,
-                prediction=prediction,
-                model_version=request.model_version or "",
-                replayed=answer.replayed,
-                ml_absent_reason="" if answer.replayed else request.ml_absent_reason,
-            )
-        if any(isinstance(a, Enhanced) and not a.replayed for a in answers):
+                decided[answer.decision.action] += 1
+                silent += request.ml_confidence is None
+            reason = "" if replayed else request.ml_absent_reason
+            out[i] = EnhanceResult(answer.decision, predictions.get(i), request.model_version or "", replayed, reason)
+        for action, count in decided.items():
+            self.metrics.decisions.labels(action).inc(count)
+        if replays:
+            self.metrics.replays.labels("EnhanceSignal").inc(replays)
+        if silent:
+            self.metrics.ml_absent.inc(silent)
+        if decided:
             self.memory_cache.clear()  # memory queries (stats) include decisions
         self.metrics.enhancement.observe(time.perf_counter() - started)
         return [o if o is not None else InvalidArgument("request", "not answered") for o in out]
