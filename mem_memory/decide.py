@@ -16,7 +16,7 @@ from typing import Any
 from mem_memory.config import MemoryConfig
 from mem_memory.index import Similar
 from mem_memory.rules import parameters as prules
-from mem_memory.rules.adapter import Adaptation, adapt, classify_regime
+from mem_memory.rules.adapter import Adaptation, adapt, regime_of
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.types import Decision, Parameters, SignalRequest, StrategySpec, trusted
 
@@ -171,7 +171,7 @@ def decide_many(
     and the regime (the adaptation, the sizing, the HOLD minimum) is computed once per batch, and
     the records are written slot by slot. The arithmetic per item is ``decide``'s, in the same
     order, so the numbers are the same to the last bit."""
-    adaptations: dict[tuple[str, str, str], Adaptation] = {}
+    adaptations: dict[tuple[str, str], Adaptation] = {}
     sizings: dict[tuple[int, int, float, float, float], prules.Sizing] = {}
     minimums: dict[int, float] = {}
     out: list[Decision] = []
@@ -179,10 +179,10 @@ def decide_many(
         features = request.features
         base_action = request.action
         ml = ml_support(base_action, request.ml_confidence, request.ml_direction)
-        regime, trigger = classify_regime(features, cfg)
-        adaptation = adaptations.get((regime, trigger, request.strategy))
-        if adaptation is None:  # a function of the regime, its trigger and the strategy (adapt)
-            adaptation = adaptations[regime, trigger, request.strategy] = adapt(features, request.strategy, cfg)
+        regime = regime_of(features, cfg)
+        adaptation = adaptations.get((regime, request.strategy))
+        if adaptation is None:  # its regime and multipliers are a function of the regime and the strategy (adapt)
+            adaptation = adaptations[regime, request.strategy] = adapt(features, request.strategy, cfg)
         memory: float | None = None
         memory_note = "memory silent"
         if sim is not None:

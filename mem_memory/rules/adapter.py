@@ -49,11 +49,11 @@ def strategy_family(strategy: str) -> str:
     return "other"
 
 
-def classify_regime(features: Mapping[str, float], cfg: MemoryConfig = MemoryConfig()) -> tuple[str, str]:
-    """The regime name and the trigger text (precise definitions in the module docstring)."""
+def regime_of(features: Mapping[str, float], cfg: MemoryConfig = MemoryConfig()) -> str:
+    """The regime name (precise definitions in the module docstring)."""
     hl = features.get("hl_range")
     if hl is not None and hl >= cfg.high_vol_hl_range:
-        return "high_volatility", f"hl_range={hl:.4g} >= {cfg.high_vol_hl_range:g}"
+        return "high_volatility"
     s20, s50, mh = features.get("sma20"), features.get("sma50"), features.get("macd_hist")
     if (
         s20 is not None
@@ -63,15 +63,34 @@ def classify_regime(features: Mapping[str, float], cfg: MemoryConfig = MemoryCon
         and s50 >= cfg.uptrend_sma50
         and mh > 0
     ):
-        return (
-            "strong_uptrend",
-            f"sma20={s20:.4g} >= {cfg.uptrend_sma20:g}, sma50={s50:.4g} >= {cfg.uptrend_sma50:g}, macd_hist={mh:.3g} > 0",
-        )
+        return "strong_uptrend"
     rsi = features.get("rsi14")
     lo, hi = cfg.choppy_rsi
     if s20 is not None and rsi is not None and abs(s20) < cfg.choppy_abs_sma20 and lo <= rsi <= hi:
-        return "choppy", f"|sma20|={abs(s20):.4g} < {cfg.choppy_abs_sma20:g}, rsi14={rsi:.4g} in [{lo:g}, {hi:g}]"
-    return "normal", ""
+        return "choppy"
+    return "normal"
+
+
+def classify_regime(features: Mapping[str, float], cfg: MemoryConfig = MemoryConfig()) -> tuple[str, str]:
+    """The regime name (``regime_of``) and the trigger text: the feature values that put the
+    snapshot in it."""
+    regime = regime_of(features, cfg)
+    f = features
+    if regime == "high_volatility":
+        return regime, f"hl_range={f['hl_range']:.4g} >= {cfg.high_vol_hl_range:g}"
+    if regime == "strong_uptrend":
+        return (
+            regime,
+            f"sma20={f['sma20']:.4g} >= {cfg.uptrend_sma20:g}, sma50={f['sma50']:.4g} >= {cfg.uptrend_sma50:g}, "
+            f"macd_hist={f['macd_hist']:.3g} > 0",
+        )
+    if regime == "choppy":
+        lo, hi = cfg.choppy_rsi
+        return (
+            regime,
+            f"|sma20|={abs(f['sma20']):.4g} < {cfg.choppy_abs_sma20:g}, rsi14={f['rsi14']:.4g} in [{lo:g}, {hi:g}]",
+        )
+    return regime, ""
 
 
 def adapt(features: Mapping[str, float], strategy: str, cfg: MemoryConfig = MemoryConfig()) -> Adaptation:
