@@ -249,12 +249,19 @@ def predict_query(req: pb.PredictReversalRequest, max_candles: int, limit: Futur
     return PredictQuery(symbol=symbol(req.symbol), candles=candles(req.candles, max_candles, limit=limit))
 
 
-def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int, limit: FutureLimit = NO_FUTURE) -> EnhanceQuery:
+def enhance_query(
+    req: pb.EnhanceSignalRequest, max_candles: int, limit: FutureLimit = NO_FUTURE, now: datetime | None = None
+) -> EnhanceQuery:
+    """The request record of ``req``; an unset ``time`` is ``now`` (default: the clock now; a
+    batch reads it once), which no limit refuses."""
     sym = symbol(req.symbol)
     act = action(req.action)
     base = probability(req.base_confidence, "base_confidence")
     price_ = price(req.price, "price")
-    when = not_ahead(timestamp(req.time, "time", has=req.HasField("time"), default=now_utc), "time", limit)
+    if req.HasField("time"):
+        when = not_ahead(timestamp(req.time, "time", has=True, default=None), "time", limit)
+    else:
+        when = now or now_utc()
     ml = None
     if req.HasField("ml_prediction"):
         m = req.ml_prediction
@@ -263,22 +270,25 @@ def enhance_query(req: pb.EnhanceSignalRequest, max_candles: int, limit: FutureL
             direction=direction(m.direction, "ml_prediction.direction"),
             model_version=text(m.model_version, "ml_prediction.model_version", 64),
         )
-    if len(req.market_context) > MAX_CONTEXT_ITEMS:
-        raise InvalidArgument("market_context", f"at most {MAX_CONTEXT_ITEMS} entries")
-    context = {text(k, "market_context", 64): text(v, f"market_context[{k}]") for k, v in req.market_context.items()}
+    context: dict[str, str] = {}
+    if mc := req.market_context:
+        if len(mc) > MAX_CONTEXT_ITEMS:
+            raise InvalidArgument("market_context", f"at most {MAX_CONTEXT_ITEMS} entries")
+        context = {text(k, "market_context", 64): text(v, f"market_context[{k}]") for k, v in mc.items()}
+    rid = req.request_id
     return EnhanceQuery(
-        symbol=sym,
-        action=act,
-        base_confidence=base,
-        price=price_,
-        time=when,
-        strategy=text(req.strategy, "strategy", 128),
-        ml=ml,
-        candles=candles(req.candles, max_candles, limit=limit),
-        market_context=context,
-        session_id=text(req.session_id, "session_id", 128),
-        request_id=request_id(req.request_id),
-        fingerprint=request_fingerprint(req),
+        sym,
+        act,
+        base,
+        price_,
+        when,
+        text(req.strategy, "strategy", 128),
+        ml,
+        candles(req.candles, max_candles, limit=limit),
+        context,
+        text(req.session_id, "session_id", 128),
+        request_id(rid) if rid else "",
+        request_fingerprint(req) if rid else "",
     )
 
 
@@ -296,9 +306,10 @@ def enhance_queries(
     if len(req.requests) > max_items:
         raise InvalidArgument("requests", f"at most {max_items} requests per call, got {len(req.requests)}")
     out: list[EnhanceQuery | Exception] = []
+    now = now_utc()
     for item in req.requests:
         try:
-            out.append(enhance_query(item, max_candles, limit))
+            out.append(enhance_query(item, max_candles, limit, now))
         except InvalidArgument as exc:  # as EnhanceSignal answers that request alone
             out.append(exc)
     return out
