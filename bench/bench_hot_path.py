@@ -79,7 +79,7 @@ def main() -> None:
             q = conv.enhance_query(pb.EnhanceSignalRequest.FromString(next(payloads)), mx)
             (result,) = await h.enhance([q], Budget(None), inline)
             assert not isinstance(result, Exception), result
-            conv.enhanced_pb(result).SerializeToString()
+            pb.EnhancedSignal(**conv.signal_fields(result)).SerializeToString()
 
         async def concurrent(n: int) -> None:
             sem = asyncio.Semaphore(8)

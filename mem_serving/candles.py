@@ -114,18 +114,6 @@ class CandleHistory:
         run's length (at most ``view``): what ``newest_ring`` reads. Call it holding ``lock``."""
         return self.head[slots] + self.n[slots], np.minimum(self.run_len[slots], self.view)
 
-    def run_length_after(self, symbol: str, block: CandleBlock | None) -> int:
-        """How long the newest contiguous run would be after ``merge(symbol, block)``, capped at
-        ``view``; stores nothing (a concurrent merge of the same symbol may change the answer)."""
-        with self.lock:
-            s = self.slots.get(symbol)
-            if s is None or self.n[s] == 0:
-                return min(_run_length(block.ts_ms, self.bar_ms), self.view) if block is not None else 0
-            if block is None or len(block) == 0:
-                return min(int(self.run_len[s]), self.view)
-            merged, _ = _combine(self._tail(s, int(self.n[s])), block, int(self.last[s]), True, self.capacity)
-            return min(_run_length(merged.ts_ms, self.bar_ms), self.view)
-
     def __len__(self) -> int:
         return len(self.slots)
 
@@ -233,24 +221,6 @@ class CandleHistory:
         self.run_len[s] = np.minimum(np.where(ts - self.last[s] == self.bar_ms, self.run_len[s] + 1, 1), self.n[s])
         self.last[s] = ts
 
-    def _append(self, s: int, block: CandleBlock) -> None:
-        """Write ``block`` (all newer than ``last``, ascending, at most capacity rows) at the end."""
-        cap, k, n = self.capacity, len(block), int(self.n[s])
-        inner = _run_length(block.ts_ms, self.bar_ms)
-        if inner < k:  # a gap inside the block
-            run = inner
-        elif n and int(block.ts_ms[0]) - int(self.last[s]) == self.bar_ms:
-            run = int(self.run_len[s]) + k
-        else:
-            run = k
-        pos = (self.head[s] + n + np.arange(k)) % cap
-        self.ts[s, pos], self.ohlcv[s, pos] = block.ts_ms, block.ohlcv
-        over = max(0, n + k - cap)
-        self.head[s] = (self.head[s] + over) % cap
-        self.n[s] = n + k - over
-        self.run_len[s] = min(run, n + k - over)
-        self.last[s] = block.ts_ms[-1]
-
     def _replace(self, s: int, block: CandleBlock) -> None:
         k = len(block)
         self.ts[s, :k], self.ohlcv[s, :k] = block.ts_ms, block.ohlcv
@@ -265,10 +235,6 @@ class CandleHistory:
             self._replace(s, block)
             return
         newest, first = int(self.last[s]), int(block.ts_ms[0])
-        if first > newest:  # new candles
-            self._changed(symbol, block, revise)
-            self._append(s, block)
-            return
         if len(block) == 1 and first == newest:  # the newest candle again (a revision, or a repeat)
             last = (self.head[s] + self.n[s] - 1) % self.capacity
             if revise and not np.array_equal(self.ohlcv[s, last], block.ohlcv[0]):

@@ -409,10 +409,6 @@ def signal_fields(result: EnhanceResult) -> dict[str, Any]:
     return fields
 
 
-def enhanced_pb(result: EnhanceResult) -> pb.EnhancedSignal:
-    return pb.EnhancedSignal(**signal_fields(result))
-
-
 def enhance_results_pb(results: list[EnhanceResult | Exception], method: str) -> pb.EnhanceSignalsResponse:
     """One result per item, in order: its signal, or its status code and message."""
     reply = pb.EnhanceSignalsResponse()

@@ -6,10 +6,10 @@ edge), awaits a method here and converts the result back. Errors are raised as
 ``errors.to_status``; the batch calls return one answer or error per item instead.
 
 One path per call, on the server's event loop: EnhanceSignal is EnhanceSignals with one item.
-Merge each item's candles into its symbol's history (numpy) -> prediction cache lookup ->
-features of the newest row of every miss -> ONE model call on the stacked rows -> the memory's
-decisions (pure ``mem_memory.decide`` on the in-process index) committed together, each request
-id checked inside that commit -> metrics. Only reads of QuestDB (a history too short, or no
+Merge the items' candles into the history (one block: ``mem_serving.candles``) -> prediction
+cache lookup -> the features of every miss read from the block in one compiled pass -> ONE
+model call on the stacked rows -> the memory's decisions (pure ``mem_memory.decide`` on the
+in-process index) committed together, each request id checked inside that commit -> metrics. Only reads of QuestDB (a history too short, or no
 candles given) leave the loop, together in one hop to the thread pool (``blocking``).
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from mem_core import features as feats
-from mem_core.feature_sets import SEED, FeatureSet
+from mem_core.feature_sets import SEED
 from mem_core.labels import TREND_LOOKBACK, reversal_direction
 from mem_core.questdb.store import CandleStoreError
 from mem_memory import (
@@ -167,25 +167,14 @@ class Handlers:
         self._memory_seen = -1  # the engine's newest applied event when the cache was last checked
         self.model_info_source = ModelInfoSource(models, getattr(engine, "store", None))
 
-    # ---- candles and features ----------------------------------------------------------
-
-    def _model(self) -> Any:
-        model = self.models.model
-        if model is None:
-            raise NoModel(self.models.absent_reason())
-        return model
-
     # ---- calls -------------------------------------------------------------------------
 
     async def predict(self, query: PredictQuery, budget: Budget, blocking: Blocking) -> Prediction:
         """The champion's reversal prediction for the newest candle of ``query.symbol``."""
-        try:
-            model = self._model()
-        except NoModel:
-            # no champion yet (a new deployment): the candles are still kept, for QuestDB and the
-            # first training, and for when a champion arrives
-            self.keep_candles(query.symbol, query.candles)
-            raise
+        model = self.models.model
+        if model is None:  # no champion yet (a new deployment): the candles are still kept (QuestDB, training)
+            self.history.merge_many([query.symbol], [query.candles])
+            raise NoModel(self.models.absent_reason())
         (prediction,) = await self._predictions([(query.symbol, query.candles)], model, budget, blocking)
         if isinstance(prediction, Exception):
             raise prediction
@@ -204,7 +193,7 @@ class Handlers:
         too short: filled), then per symbol a cache lookup, and for the misses the features in
         one compiled pass over the history's block, ONE model call (``_predict_rows``) and the
         checks vectorised. A symbol given twice is read after each of its items (in rounds)."""
-        fs, need, version, source = model.feature_set, model.feature_set.min_history, model.version, self.candle_source
+        need, source = model.feature_set.min_history, self.candle_source
         out: list[Prediction | Exception | None] = [None] * len(items)
         for idx in _rounds([s for s, _ in items]):
             symbols = [items[i][0] for i in idx]
@@ -220,9 +209,7 @@ class Handlers:
                             out[idx[k]] = exc
                     slots = self.history.merge_many(symbols, [None] * len(symbols))  # evicted meanwhile: empty
             todo = [k for k in range(len(idx)) if out[idx[k]] is None]
-            for k, got in zip(
-                todo, self._predict_held([symbols[k] for k in todo], slots[todo], model, fs, need, version, budget)
-            ):
+            for k, got in zip(todo, self._predict_held([symbols[k] for k in todo], slots[todo], model, budget)):
                 out[idx[k]] = got
         return out  # type: ignore[return-value]  # every item answered
 
@@ -249,16 +236,10 @@ class Handlers:
         return got
 
     def _predict_held(
-        self,
-        symbols: list[str],
-        slots: np.ndarray,
-        model: ServingModel,
-        fs: FeatureSet,
-        need: int,
-        version: str,
-        budget: Budget,
+        self, symbols: list[str], slots: np.ndarray, model: ServingModel, budget: Budget
     ) -> list[Prediction | Exception]:
         """The predictions of the held newest runs of ``symbols`` (their ``slots``)."""
+        fs, need, version = model.feature_set, model.feature_set.min_history, model.version
         h, cap = self.history, self.history.capacity
         out: list[Prediction | Exception | None] = [None] * len(symbols)
         with h.lock:
@@ -296,9 +277,7 @@ class Handlers:
         matrix = matrix[finite]
         probabilities = _predict_rows(model, matrix) if ok else []
         self.metrics.ml_latency.observe(time.perf_counter() - started)
-        ranges = [
-            (j, name, lo, hi) for name, (lo, hi) in model.feature_ranges.items() if (j := _index(names, name)) >= 0
-        ]
+        ranges = [(names.index(n), n, lo, hi) for n, (lo, hi) in model.feature_ranges.items() if n in names]
         cols = [j for j, *_ in ranges]
         lo, hi = (np.array([r[m] for r in ranges], dtype=np.float64) for m in (2, 3))
         outside = ~((matrix[:, cols] >= lo) & (matrix[:, cols] <= hi))
@@ -443,12 +422,6 @@ class Handlers:
             absent if ml_confidence is None else "",
         )
 
-    def keep_candles(self, symbol: str, candles: CandleBlock | None) -> None:
-        """Merge a request's candles into the symbol's history now, before anything can cancel
-        the call: an expired or cancelled call never loses the candles it brought."""
-        if candles is not None:
-            self.history.merge(symbol, candles)  # QuestDB gets what it accepts (on_change) first
-
     def push_candles(self, symbol: str, block: CandleBlock, request_id: str = "", fingerprint: str = "") -> PushAnswer:
         """Queue a bulk block of candles for QuestDB (the held history is left as it is); with a
         ``request_id``, at most once per id (a repeat gets the first answer, replayed)."""
@@ -523,7 +496,3 @@ def _rounds(symbols: Sequence[str]) -> list[list[int]]:
             rounds.append([])
         rounds[r].append(i)
     return rounds
-
-
-def _index(names: tuple[str, ...], name: str) -> int:
-    return names.index(name) if name in names else -1

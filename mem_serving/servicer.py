@@ -146,7 +146,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
             (result,) = await self.h.enhance([query], budget, self._blocking)
             if isinstance(result, Exception):
                 raise result
-            return conv.enhanced_pb(result)
+            return pb.EnhancedSignal(**conv.signal_fields(result))
 
         return await self._run("EnhanceSignal", request, context, work)
 

@@ -34,10 +34,6 @@ class CandleBlock:
     def newest_ts_ms(self) -> int:
         return int(self.ts_ms[-1])
 
-    def newest_key(self) -> tuple[float, ...]:
-        """The newest candle's time and values: a new or revised candle gives a new key."""
-        return (float(self.ts_ms[-1]), *map(float, self.ohlcv[-1]))
-
     def tail(self, n: int) -> CandleBlock:
         return self if len(self) <= n else CandleBlock(self.ts_ms[-n:], self.ohlcv[-n:])
 
