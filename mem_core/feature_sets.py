@@ -47,8 +47,8 @@ class UnknownFeatureSet(KeyError):
 #: Serving's newest-row function: (n, 5) OHLCV rows (open, high, low, close, volume, oldest
 #: first) and the newest candle's open time in epoch milliseconds (UTC) -> ``{name: value}``.
 NewestFn = Callable[[np.ndarray, int], dict[str, float]]
-#: ``newest_ring(ring, slots, ends, lengths, newest_open_ms)``: the newest row of many symbols
-#: read where their candles are held: ``ring`` is ``(symbols, capacity, 5)`` OHLCV rings, and
+#: ``newest_ring(ring, slots, ends, lengths, newest_open_ms)`` (int64 arrays): the newest row of
+#: many symbols read where their candles are held: ``ring`` is ``(symbols, capacity, 5)`` OHLCV rings, and
 #: item k's candles are the ``lengths[k]`` rows (at least ``min_history``) that end before ring
 #: position ``ends[k]`` (wrapping) of row ``slots[k]``. One ``(k, len(names))`` matrix in one
 #: compiled pass, unchecked (a row may hold non-finite values: ``features.finite_values``).
@@ -122,10 +122,13 @@ def _newest_ring(
 ) -> np.ndarray:
     """``newest_ring`` of the seed set (``newest_open_ms`` None) or of ``regime_v1``."""
     names = features.FEATURE_NAMES if newest_open_ms is None else _REGIME_V1_NAMES
-    minutes = np.empty(0, np.int64) if newest_open_ms is None else (np.asarray(newest_open_ms) // 60_000) % 1440
+    minutes = _NO_MINUTES if newest_open_ms is None else (newest_open_ms // 60_000) % 1440
     out = np.empty((len(slots), len(names)))
-    _ring_kernel(ring, *(np.asarray(a, dtype=np.int64) for a in (slots, ends, lengths, minutes)), out)
+    _ring_kernel(ring, slots, ends, lengths, minutes, out)
     return out
+
+
+_NO_MINUTES = np.empty(0, np.int64)
 
 
 SEED = FeatureSet(

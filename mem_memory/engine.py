@@ -21,14 +21,13 @@ import asyncio
 import logging
 import threading
 import time as _time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
-from mem_memory.decide import decide_many
+from mem_memory.decide import decide_many, new_decision_ids
 from mem_memory.errors import (
     InvalidRecord,
     MemoryUnavailable,
@@ -168,7 +167,7 @@ class MemoryEngine(Learning, Reporting):
                 matches = self._wm.matching(r.action, decision_context(r.features, r.time))
                 sim = self._wm.similar(r.action, r.features, cfg.neighbours, cfg.similar_radius)
                 retrieved.append((params, matches[0] if matches else None, sim))
-        decisions = decide_many(requests, retrieved, cfg, [str(uuid.uuid4()) for _ in requests])
+        decisions = decide_many(requests, retrieved, cfg, new_decision_ids(len(requests)))
         prepare = self.store.prepare_decision
         return [(d, prepare(d, r.request_id, fp)) for d, r, fp in zip(decisions, requests, fingerprints, strict=True)]
 

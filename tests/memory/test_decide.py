@@ -3,6 +3,7 @@ passes the checks a stored decision must pass (it is built with ``trusted``)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from mem_memory import Decision, MemoryConfig, Parameters, Similar, decide
 from mem_memory.config import PARAMETER_LIMITS
-from mem_memory.decide import decide_many
+from mem_memory.decide import decide_many, new_decision_ids
 from mem_memory.types import Condition, StrategySpec, StrategyStats
 
 from .helpers import request
@@ -110,3 +111,11 @@ def test_decide_many_equals_decide_item_by_item(data: st.DataObject, n: int) -> 
     ids = [f"d-{i}" for i in range(n)]
     alone = [decide(r, p, s, m, CONFIG, d) for r, (p, s, m), d in zip(requests, retrieved, ids, strict=True)]
     assert decide_many(requests, retrieved, CONFIG, ids) == alone
+
+
+def test_new_decision_ids_are_distinct_version_4_uuids_as_uuid4_writes_them() -> None:
+    ids = new_decision_ids(2000)
+    assert len(set(ids)) == 2000 and new_decision_ids(0) == []
+    for i in ids:
+        u = uuid.UUID(i)
+        assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, i)
