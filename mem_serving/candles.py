@@ -29,7 +29,7 @@ no run is copied on the hot path; ``run`` and ``held`` return copies.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 import numpy as np
 
@@ -130,7 +130,7 @@ class CandleHistory:
         here) is written for all of them at once; the others one by one after them (a symbol's
         later items after its first: the order per symbol is kept)."""
         with self.lock:
-            get, seen = self.slots.get, set()
+            get, seen = self.slots.get, set[str]()
             fast: list[int] = []
             fast_blocks: list[CandleBlock] = []
             slow: list[int] = []
@@ -138,7 +138,7 @@ class CandleHistory:
             for i, (symbol, block) in enumerate(zip(symbols, blocks, strict=True)):
                 s = get(symbol)
                 if s is None:
-                    s = self._slot_for(symbol)
+                    s = self._slot_for(symbol, seen)
                 if block is None:
                     pass
                 elif symbol in seen or len(block) != 1 or self.n[s] == 0 or block.ts_ms[0] <= self.last[s]:
@@ -178,13 +178,14 @@ class CandleHistory:
 
     # ---- internals (called holding ``lock``) ---------------------------------------------------
 
-    def _slot_for(self, symbol: str) -> int:
-        """The symbol's slot, taken (the oldest symbol's, when ``max_symbols`` are held) on first use."""
+    def _slot_for(self, symbol: str, keep: Container[str] = ()) -> int:
+        """The symbol's slot, taken on first use (when ``max_symbols`` are held: the slot of the
+        first added symbol not in ``keep``, the batch being merged)."""
         s = self.slots.get(symbol)
         if s is not None:
             return s
         if len(self.slots) >= self.max_symbols:
-            s = self.slots.pop(next(iter(self.slots)))  # the first added
+            s = self.slots.pop(next(old for old in self.slots if old not in keep))
         else:
             s = len(self.slots)
             if s == len(self.n):  # the block is full: twice the slots (at most max_symbols)

@@ -125,6 +125,19 @@ def test_symbols_are_independent_and_the_oldest_symbol_is_evicted() -> None:
     assert len(h) == 2 and len(h.run("A")) == 0 and len(h.run("B")) == 5
 
 
+def test_a_batch_never_evicts_its_own_symbols() -> None:
+    h, ref = CandleHistory(capacity=10, view=10, max_symbols=2), Reference()
+    for symbol in ("A", "B"):
+        h.merge(symbol, _block(symbol, range(3)))
+        ref.merge(symbol, _block(symbol, range(3)))
+    batch = [("B", _block("B", [3])), ("C", _block("C", range(4))), ("B", _block("B", [4]))]
+    h.merge_many([s for s, _ in batch], [b for _, b in batch])  # C takes A's slot, not B's
+    for symbol, block in batch:
+        ref.merge(symbol, block)
+    assert len(h) == 2 and len(h.run("A")) == 0
+    assert _same(h.run("B"), ref.run("B")) and _same(h.run("C"), ref.run("C"))
+
+
 def test_merging_the_same_candles_again_changes_nothing_and_reports_no_change() -> None:
     changes: list[tuple[str, list[int]]] = []
     h = CandleHistory(capacity=30, on_change=lambda s, rows: changes.append((s, _slots(rows))))
