@@ -282,11 +282,7 @@ class Handlers:
         lo, hi = (np.array([r[m] for r in ranges], dtype=np.float64) for m in (2, 3))
         outside = ~((matrix[:, cols] >= lo) & (matrix[:, cols] <= hi))
         flagged = set(np.flatnonzero(outside.any(axis=1)).tolist())
-        threshold, observe, put = (
-            self.settings.reversal_threshold,
-            self.metrics.predicted_probability.observe,
-            self.predictions.put,
-        )
+        threshold, observe = self.settings.reversal_threshold, self.metrics.predicted_probability.observe
         for r, (k, values, probability) in enumerate(zip(ok, matrix.tolist(), probabilities)):
             out_of_range = tuple(ranges[j][1] for j in np.flatnonzero(outside[r])) if r in flagged else ()
             if out_of_range:
@@ -303,7 +299,7 @@ class Handlers:
                 ts[k],
                 dict(zip(names, values)),
             )
-            put(symbols[k], (keys[k], version), prediction)
+            self.predictions.put(symbols[k], (keys[k], version), prediction)
         return out  # type: ignore[return-value]
 
     def _snapshots(self, items: Sequence[tuple[str, CandleBlock | None]], budget: Budget) -> list[dict[str, float]]:
