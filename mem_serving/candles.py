@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Container, Sequence
 
 import numpy as np
+from numba import njit
 
 from mem_core import features as feats
 from mem_serving.errors import FailedPrecondition
@@ -108,6 +109,29 @@ class CandleHistory:
             return self._tail(s, int(self.n[s])) if s is not None and self.n[s] else None
 
     get = held
+
+    def newest(self, slots: np.ndarray, back: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per slot (one compiled pass): ``views``' end and length, the newest open time, the
+        newest OHLCV row, and the close ``back`` candles before it. Call it holding ``lock``."""
+        k = len(slots)
+        ends, lengths, ts = (np.empty(k, np.int64) for _ in range(3))
+        rows, closes = np.empty((k, 5)), np.empty(k)
+        _newest_kernel(
+            self.ts,
+            self.ohlcv,
+            self.head,
+            self.n,
+            self.run_len,
+            slots,
+            self.view,
+            back,
+            ends,
+            lengths,
+            ts,
+            rows,
+            closes,
+        )
+        return ends, lengths, ts, rows, closes
 
     def views(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per slot: the end of its newest run in its ring (``head + n``, not wrapped) and the
@@ -210,17 +234,8 @@ class CandleHistory:
         if self.on_change is not None:
             for symbol, block in zip(symbols, blocks, strict=True):
                 self.on_change(symbol, block)
-        ts = np.concatenate([b.ts_ms for b in blocks])
-        ohlcv = np.concatenate([b.ohlcv for b in blocks])
-        n, cap = self.n[s], self.capacity
-        pos = (self.head[s] + n) % cap
-        self.ts[s, pos] = ts
-        self.ohlcv[s, pos] = ohlcv
-        full = n == cap
-        self.head[s] = (self.head[s] + full) % cap
-        self.n[s] = n + ~full
-        self.run_len[s] = np.minimum(np.where(ts - self.last[s] == self.bar_ms, self.run_len[s] + 1, 1), self.n[s])
-        self.last[s] = ts
+        ts, ohlcv = np.concatenate([b.ts_ms for b in blocks]), np.concatenate([b.ohlcv for b in blocks])
+        _append_kernel(self.ts, self.ohlcv, self.head, self.n, self.run_len, self.last, s, ts, ohlcv, self.bar_ms)
 
     def _replace(self, s: int, block: CandleBlock) -> None:
         k = len(block)
@@ -250,6 +265,63 @@ class CandleHistory:
     def _changed(self, symbol: str, rows: CandleBlock, revise: bool) -> None:
         if revise and self.on_change is not None:
             self.on_change(symbol, rows)
+
+
+@njit(cache=True)
+def _append_kernel(
+    ts: np.ndarray,
+    ohlcv: np.ndarray,
+    head: np.ndarray,
+    n: np.ndarray,
+    run: np.ndarray,
+    last: np.ndarray,
+    slots: np.ndarray,
+    new_ts: np.ndarray,
+    new_ohlcv: np.ndarray,
+    bar: int,
+) -> None:
+    """Write candle k (newer than the newest held) at the end of distinct slot ``slots[k]``'s ring."""
+    cap = ts.shape[1]
+    for k in range(slots.shape[0]):
+        s = slots[k]
+        pos = (head[s] + n[s]) % cap
+        ts[s, pos] = new_ts[k]
+        for c in range(5):
+            ohlcv[s, pos, c] = new_ohlcv[k, c]
+        if n[s] == cap:
+            head[s] = (head[s] + 1) % cap
+        else:
+            n[s] += 1
+        run[s] = min(run[s] + 1 if new_ts[k] - last[s] == bar else 1, n[s])
+        last[s] = new_ts[k]
+
+
+@njit(cache=True)
+def _newest_kernel(
+    ts: np.ndarray,
+    ohlcv: np.ndarray,
+    head: np.ndarray,
+    n: np.ndarray,
+    run: np.ndarray,
+    slots: np.ndarray,
+    view: int,
+    back: int,
+    ends: np.ndarray,
+    lengths: np.ndarray,
+    newest_ts: np.ndarray,
+    rows: np.ndarray,
+    closes: np.ndarray,
+) -> None:
+    """``CandleHistory.newest`` into its five output arrays."""
+    cap = ts.shape[1]
+    for k in range(slots.shape[0]):
+        s = slots[k]
+        end = head[s] + n[s]
+        j = (end - 1) % cap
+        ends[k], lengths[k], newest_ts[k] = end, min(run[s], view), ts[s, j]
+        for c in range(5):
+            rows[k, c] = ohlcv[s, j, c]
+        closes[k] = ohlcv[s, (end - 1 - back) % cap, 3]
 
 
 def _run_length(ts: np.ndarray, bar: int) -> int:

@@ -166,6 +166,8 @@ class Handlers:
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
         self._memory_seen = -1  # the engine's newest applied event when the cache was last checked
         self.model_info_source = ModelInfoSource(models, getattr(engine, "store", None))
+        #: Per model version: its features' training ranges as columns, names and bounds.
+        self._ranges: dict[str, tuple[list[int], list[str], np.ndarray, np.ndarray]] = {}
 
     # ---- calls -------------------------------------------------------------------------
 
@@ -240,14 +242,11 @@ class Handlers:
     ) -> list[Prediction | Exception]:
         """The predictions of the held newest runs of ``symbols`` (their ``slots``)."""
         fs, need, version = model.feature_set, model.feature_set.min_history, model.version
-        h, cap = self.history, self.history.capacity
+        h = self.history
         out: list[Prediction | Exception | None] = [None] * len(symbols)
         with h.lock:
-            ends, lengths = h.views(slots)
-            newest = (ends - 1) % cap
-            ts = h.ts[slots, newest].tolist()
-            rows = h.ohlcv[slots, newest]
-            up = (rows[:, 3] >= h.ohlcv[slots, (ends - 1 - TREND_LOOKBACK) % cap, 3]).tolist()
+            ends, lengths, ts_ms, rows, before = h.newest(slots, TREND_LOOKBACK)
+            ts, up = ts_ms.tolist(), (rows[:, 3] >= before).tolist()
             misses: list[int] = []
             keys = list(zip(ts, map(tuple, rows.tolist())))
             for k, (symbol, n) in enumerate(zip(symbols, lengths.tolist())):
@@ -265,26 +264,36 @@ class Handlers:
                 return out  # type: ignore[return-value]
             budget.check("computing features")
             started = time.perf_counter()
-            matrix = fs.newest_ring(h.ohlcv, slots[misses], ends[misses], lengths[misses], np.asarray(ts)[misses])
-        finite = np.isfinite(matrix).all(axis=1)
+            sel = slice(None) if len(misses) == len(symbols) else misses  # all: views, no copies
+            matrix = fs.newest_ring(h.ohlcv, slots[sel], ends[sel], lengths[sel], ts_ms[sel])
         names = fs.names
-        for k, row in zip(misses, matrix[~finite]):
-            try:
-                feats.finite_values(names, row)
-            except feats.InsufficientHistory as exc:
-                out[k] = exc
-        ok = [k for k, good in zip(misses, finite.tolist()) if good]
-        matrix = matrix[finite]
+        finite = np.isfinite(matrix).all(axis=1)
+        ok = misses
+        if not finite.all():
+            for k, row in zip(misses, matrix[~finite]):
+                try:
+                    feats.finite_values(names, row)
+                except feats.InsufficientHistory as exc:
+                    out[k] = exc
+            ok, matrix = [k for k, good in zip(misses, finite.tolist()) if good], matrix[finite]
         probabilities = _predict_rows(model, matrix) if ok else []
         self.metrics.ml_latency.observe(time.perf_counter() - started)
-        ranges = [(names.index(n), n, lo, hi) for n, (lo, hi) in model.feature_ranges.items() if n in names]
-        cols = [j for j, *_ in ranges]
-        lo, hi = (np.array([r[m] for r in ranges], dtype=np.float64) for m in (2, 3))
-        outside = ~((matrix[:, cols] >= lo) & (matrix[:, cols] <= hi))
+        ranges = self._ranges.get(version)
+        if ranges is None:  # the training ranges of the model's features, in ``feature_ranges`` order
+            named = [(n, lo, hi) for n, (lo, hi) in model.feature_ranges.items() if n in names]
+            ranges = self._ranges[version] = (
+                [names.index(n) for n, _, _ in named],
+                [n for n, _, _ in named],
+                np.array([lo for _, lo, _ in named], dtype=np.float64),
+                np.array([hi for _, _, hi in named], dtype=np.float64),
+            )
+        cols, bad, lo, hi = ranges
+        within = matrix[:, cols]
+        outside = ~((within >= lo) & (within <= hi))
         flagged = set(np.flatnonzero(outside.any(axis=1)).tolist())
         threshold, observe = self.settings.reversal_threshold, self.metrics.predicted_probability.observe
         for r, (k, values, probability) in enumerate(zip(ok, matrix.tolist(), probabilities)):
-            out_of_range = tuple(ranges[j][1] for j in np.flatnonzero(outside[r])) if r in flagged else ()
+            out_of_range = tuple(bad[j] for j in np.flatnonzero(outside[r])) if r in flagged else ()
             if out_of_range:
                 self.metrics.prediction(probability, out_of_range)
             else:
