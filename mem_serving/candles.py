@@ -110,33 +110,17 @@ class CandleHistory:
 
     get = held
 
-    def newest(self, slots: np.ndarray, back: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per slot (one compiled pass): ``views``' end and length, the newest open time, the
-        newest OHLCV row, and the close ``back`` candles before it. Call it holding ``lock``."""
+    def newest(self, slots: np.ndarray, back: int = 0) -> tuple[np.ndarray, ...]:
+        """Per slot, in one compiled pass: the end of its newest run in its ring (``head + n``,
+        not wrapped) and the run's length (at most ``view``): what ``newest_ring`` reads; the
+        newest open time, OHLCV row, and close ``back`` candles before it. Hold ``lock``."""
         k = len(slots)
-        ends, lengths, ts = (np.empty(k, np.int64) for _ in range(3))
-        rows, closes = np.empty((k, 5)), np.empty(k)
-        _newest_kernel(
-            self.ts,
-            self.ohlcv,
-            self.head,
-            self.n,
-            self.run_len,
-            slots,
-            self.view,
-            back,
-            ends,
-            lengths,
-            ts,
-            rows,
-            closes,
-        )
-        return ends, lengths, ts, rows, closes
+        out = (np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k, np.int64), np.empty((k, 5)), np.empty(k))
+        _newest_kernel(self._rings(), slots, self.view, back, out)
+        return out
 
-    def views(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per slot: the end of its newest run in its ring (``head + n``, not wrapped) and the
-        run's length (at most ``view``): what ``newest_ring`` reads. Call it holding ``lock``."""
-        return self.head[slots] + self.n[slots], np.minimum(self.run_len[slots], self.view)
+    def _rings(self) -> tuple[np.ndarray, ...]:
+        return self.ts, self.ohlcv, self.head, self.n, self.run_len, self.last
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -235,7 +219,7 @@ class CandleHistory:
             for symbol, block in zip(symbols, blocks, strict=True):
                 self.on_change(symbol, block)
         ts, ohlcv = np.concatenate([b.ts_ms for b in blocks]), np.concatenate([b.ohlcv for b in blocks])
-        _append_kernel(self.ts, self.ohlcv, self.head, self.n, self.run_len, self.last, s, ts, ohlcv, self.bar_ms)
+        _append_kernel(self._rings(), s, ts, ohlcv, self.bar_ms)
 
     def _replace(self, s: int, block: CandleBlock) -> None:
         k = len(block)
@@ -268,19 +252,9 @@ class CandleHistory:
 
 
 @njit(cache=True)
-def _append_kernel(
-    ts: np.ndarray,
-    ohlcv: np.ndarray,
-    head: np.ndarray,
-    n: np.ndarray,
-    run: np.ndarray,
-    last: np.ndarray,
-    slots: np.ndarray,
-    new_ts: np.ndarray,
-    new_ohlcv: np.ndarray,
-    bar: int,
-) -> None:
+def _append_kernel(rings: tuple, slots: np.ndarray, new_ts: np.ndarray, new_ohlcv: np.ndarray, bar: int) -> None:
     """Write candle k (newer than the newest held) at the end of distinct slot ``slots[k]``'s ring."""
+    ts, ohlcv, head, n, run, last = rings
     cap = ts.shape[1]
     for k in range(slots.shape[0]):
         s = slots[k]
@@ -297,22 +271,10 @@ def _append_kernel(
 
 
 @njit(cache=True)
-def _newest_kernel(
-    ts: np.ndarray,
-    ohlcv: np.ndarray,
-    head: np.ndarray,
-    n: np.ndarray,
-    run: np.ndarray,
-    slots: np.ndarray,
-    view: int,
-    back: int,
-    ends: np.ndarray,
-    lengths: np.ndarray,
-    newest_ts: np.ndarray,
-    rows: np.ndarray,
-    closes: np.ndarray,
-) -> None:
-    """``CandleHistory.newest`` into its five output arrays."""
+def _newest_kernel(rings: tuple, slots: np.ndarray, view: int, back: int, out: tuple) -> None:
+    """``CandleHistory.newest`` into its five output arrays ``out``."""
+    ts, ohlcv, head, n, run, _ = rings
+    ends, lengths, newest_ts, rows, closes = out
     cap = ts.shape[1]
     for k in range(slots.shape[0]):
         s = slots[k]

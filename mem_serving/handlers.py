@@ -203,7 +203,7 @@ class Handlers:
             slots = self.history.merge_many(symbols, given)
             if source is not None:
                 with self.history.lock:
-                    short = self.history.views(slots)[1] < need
+                    short = self.history.newest(slots)[1] < need
                 reads = [k for k, c in enumerate(given) if c is None or short[k]]
                 if reads:
                     for k, exc in zip(reads, await blocking(partial(self._fill, symbols, given, reads, budget))):
@@ -319,7 +319,7 @@ class Handlers:
             slots = self.history.merge_many([items[i][0] for i in idx], [items[i][1] for i in idx])
             budget.check("computing features")
             with self.history.lock:
-                ends, lengths = self.history.views(slots)
+                ends, lengths = self.history.newest(slots)[:2]
                 long = lengths >= SEED.min_history
                 matrix = SEED.newest_ring(self.history.ohlcv, slots[long], ends[long], lengths[long], None)
             for i, values in zip(np.asarray(idx)[long].tolist(), matrix.tolist()):
