@@ -1,29 +1,17 @@
 """Recent candles per symbol held by the server, so an engine can send only the newest candle.
 
-The rule (docs/serving.md, "Candle history"), per symbol, with ``bar_ms`` the candle interval
-(5 minutes) and ``capacity`` the candles held (``SERVING_HISTORY`` plus a margin):
+The rule (docs/serving.md, "Candle history"): a call's candles are merged once, as a whole,
+against the newest open time held before it: a candle at that time or later replaces or
+extends (the newest value per open time wins), an older one fills a hole or is ignored; nothing
+older ever truncates newer candles. The newest ``capacity`` open times are held (holes allowed);
+a call is answered from the *newest contiguous run* (at most ``view`` = ``SERVING_HISTORY``).
+``fill`` (from QuestDB) fills holes and extends, never replaces a candle held.
 
-- A call's candles are merged once, as a whole, against the newest open time held before it
-  (``newest``): a candle at ``newest`` or later replaces or extends (the newest value per open
-  time wins, so a revision of the newest candle replaces it); an older candle fills a hole, or is
-  ignored when that open time is already held. Nothing older ever truncates newer candles.
-- The history holds the newest ``capacity`` open times ever given (holes allowed); a candle older
-  than all of them, with the history full, is ignored.
-- What a call is answered from is the *newest contiguous run*: the newest candle held and the
-  ones before it back to the first hole (at most ``view`` = ``SERVING_HISTORY`` of them, what
-  the features read). A gap therefore leaves a short run until the missing candles arrive (a late
-  call fills them) or ``fill`` brings them from the candle source (QuestDB); ``fill`` never
-  replaces a candle held, and never sends the source's candles back to it.
-
-Merging the same candles again changes nothing, and the result depends only on which candles
-were given and, for an open time given twice at or after the then newest, which came last.
-
-Storage: every symbol is one row (a *slot*) of one block: a ring of ``capacity`` open times and
-OHLCV rows per slot (``ts``, ``ohlcv``) with its ``head``, count ``n``, newest run length ``run``
-and newest open time ``last`` in per-slot arrays. ``merge_many`` merges a batch (the candle
-close: one new candle per symbol is one vectorised write for all of them), and the features of
-many symbols are read straight from the block (``mem_core.feature_sets``' ``newest_ring``), so
-no run is copied on the hot path; ``run`` and ``held`` return copies.
+Storage: every symbol is one row (a *slot*) of one block, a ring of ``capacity`` open times and
+OHLCV rows (``ts``, ``ohlcv``) with per-slot ``head``, count ``n``, newest run length
+``run_len`` and newest open time ``last``. A batch's new candles are one compiled write
+(``merge_many``), and the features are read from the block in place (``newest`` and
+``mem_core.feature_sets``' ``newest_ring``); ``run`` and ``held`` return copies.
 """
 
 from __future__ import annotations
@@ -87,11 +75,8 @@ class CandleHistory:
         self.slots: dict[str, int] = {}  # symbol -> its row of the block, oldest added first
         self.ts: np.ndarray = np.zeros((0, capacity), dtype=np.int64)
         self.ohlcv: np.ndarray = np.zeros((0, capacity, 5), dtype=np.float64)
-        self.head: np.ndarray
-        self.n: np.ndarray
-        self.run_len: np.ndarray
-        self.last: np.ndarray
-        self.head, self.n, self.run_len, self.last = (np.zeros(0, dtype=np.int64) for _ in range(4))
+        meta: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(4)]  # per slot
+        self.head, self.n, self.run_len, self.last = meta
         self.lock = threading.Lock()
 
     # ---- reads ---------------------------------------------------------------------------------
@@ -139,9 +124,7 @@ class CandleHistory:
         later items after its first: the order per symbol is kept)."""
         with self.lock:
             get, seen = self.slots.get, set[str]()
-            fast: list[int] = []
-            fast_blocks: list[CandleBlock] = []
-            slow: list[int] = []
+            fast, slow, fast_blocks = list[int](), list[int](), list[CandleBlock]()
             out = np.empty(len(symbols), dtype=np.int64)
             for i, (symbol, block) in enumerate(zip(symbols, blocks, strict=True)):
                 s = get(symbol)

@@ -275,21 +275,10 @@ def enhance_query(
         if len(mc) > MAX_CONTEXT_ITEMS:
             raise InvalidArgument("market_context", f"at most {MAX_CONTEXT_ITEMS} entries")
         context = {text(k, "market_context", 64): text(v, f"market_context[{k}]") for k, v in mc.items()}
-    rid = req.request_id
-    return EnhanceQuery(
-        sym,
-        act,
-        base,
-        price_,
-        when,
-        text(req.strategy, "strategy", 128),
-        ml,
-        candles(req.candles, max_candles, limit=limit),
-        context,
-        text(req.session_id, "session_id", 128),
-        request_id(rid) if rid else "",
-        request_fingerprint(req) if rid else "",
-    )
+    strategy, block = text(req.strategy, "strategy", 128), candles(req.candles, max_candles, limit=limit)
+    session, rid = text(req.session_id, "session_id", 128), req.request_id  # checked in the fields' order
+    ids = (request_id(rid), request_fingerprint(req)) if rid else ("", "")
+    return EnhanceQuery(sym, act, base, price_, when, strategy, ml, block, context, session, *ids)
 
 
 def request_fingerprint(req: Any) -> str:

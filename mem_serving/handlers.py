@@ -189,12 +189,9 @@ class Handlers:
         budget: Budget,
         blocking: Blocking,
     ) -> list[Prediction | Exception]:
-        """Predictions for many (symbol, candles) at once, each its own answer or error: the
-        candles merged into the history (one write for the common item), the QuestDB reads, if
-        any, together in one hop to the thread pool (no candles given: the newest there; a run
-        too short: filled), then per symbol a cache lookup, and for the misses the features in
-        one compiled pass over the history's block, ONE model call (``_predict_rows``) and the
-        checks vectorised. A symbol given twice is read after each of its items (in rounds)."""
+        """Predictions for many (symbol, candles), each its own answer or error: the candles
+        merged, the QuestDB reads (no candles given, or a run too short) in one hop to the thread
+        pool, then ``_predict_held``. A symbol given twice is read after each of its items."""
         need, source = model.feature_set.min_history, self.candle_source
         out: list[Prediction | Exception | None] = [None] * len(items)
         for idx in _rounds([s for s, _ in items]):
@@ -240,7 +237,9 @@ class Handlers:
     def _predict_held(
         self, symbols: list[str], slots: np.ndarray, model: ServingModel, budget: Budget
     ) -> list[Prediction | Exception]:
-        """The predictions of the held newest runs of ``symbols`` (their ``slots``)."""
+        """The predictions of the held newest runs of ``symbols`` (their ``slots``): per symbol a
+        cache lookup; for the misses the features in one compiled pass over the history's block,
+        ONE model call (``_predict_rows``), the checks vectorised."""
         fs, need, version = model.feature_set, model.feature_set.min_history, model.version
         h = self.history
         out: list[Prediction | Exception | None] = [None] * len(symbols)
@@ -292,21 +291,12 @@ class Handlers:
         outside = ~((within >= lo) & (within <= hi))
         flagged = set(np.flatnonzero(outside.any(axis=1)).tolist())
         threshold, observe = self.settings.reversal_threshold, self.metrics.predicted_probability.observe
-        for r, (k, values, probability) in enumerate(zip(ok, matrix.tolist(), probabilities)):
-            out_of_range = tuple(bad[j] for j in np.flatnonzero(outside[r])) if r in flagged else ()
-            if out_of_range:
-                self.metrics.prediction(probability, out_of_range)
-            else:
-                observe(probability)
+        for r, (k, values, p) in enumerate(zip(ok, matrix.tolist(), probabilities)):
+            oor = tuple(bad[j] for j in np.flatnonzero(outside[r])) if r in flagged else ()
+            self.metrics.prediction(p, oor) if oor else observe(p)
+            features = dict(zip(names, values))
             out[k] = prediction = Prediction(
-                symbols[k],
-                probability >= threshold,
-                probability,
-                _DIRECTIONS[up[k]],
-                version,
-                out_of_range,
-                ts[k],
-                dict(zip(names, values)),
+                symbols[k], p >= threshold, p, _DIRECTIONS[up[k]], version, oor, ts[k], features
             )
             self.predictions.put(symbols[k], (keys[k], version), prediction)
         return out  # type: ignore[return-value]
@@ -330,16 +320,13 @@ class Handlers:
     async def enhance(
         self, queries: Sequence[EnhanceQuery], budget: Budget, blocking: Blocking
     ) -> list[EnhanceResult | Exception]:
-        """Enhanced signals for many requests at once (EnhanceSignal is a batch of one), each its
-        own answer or error: the ML predictions of the items without one (``_predictions``), the
-        memory's decisions of all items committed together (``MemoryEngine.enhance_many``: one
-        transaction, each request id checked inside it). Without a champion, or with too short a
-        candle history, the ML is silent: the memory decides on base and memory alone and the
-        decision says why."""
+        """Enhanced signals for many requests (EnhanceSignal is a batch of one), each its own
+        answer or error: the ML predictions of the items without one, the memory's decisions
+        committed together (``MemoryEngine.enhance_many``, each request id checked inside). With
+        no champion or too short a history the ML is silent and the decision says why."""
         started = time.perf_counter()
         model = self.models.model
-        n = len(queries)
-        out: list[EnhanceResult | Exception | None] = [None] * n
+        out: list[EnhanceResult | Exception | None] = [None] * len(queries)
         predictions: dict[int, Prediction] = {}
         short: dict[int, str] = {}  # items whose candle history is too short for the model: why
         predict = [i for i, q in enumerate(queries) if q.ml is None and model is not None]
@@ -358,12 +345,11 @@ class Handlers:
         absent = self.models.absent_reason() if model is None else ""
         rest = [i for i, q in enumerate(queries) if q.ml is not None or model is None]
         snapshots = dict(zip(rest, self._snapshots([(queries[i].symbol, queries[i].candles) for i in rest], budget)))
-        requests: list[SignalRequest] = []
-        taken: list[int] = []
-        for i, q in enumerate(queries):
-            if out[i] is None:
-                requests.append(self._signal_request(q, predictions.get(i), snapshots.get(i, {}), short.get(i, absent)))
-                taken.append(i)
+        taken = [i for i, o in enumerate(out) if o is None]
+        requests = [
+            self._signal_request(queries[i], predictions.get(i), snapshots.get(i, {}), short.get(i, absent))
+            for i in taken
+        ]
         budget.check("recording the decisions")
         memory_started = time.perf_counter()
         answers = await self.engine.enhance_many(requests, [queries[i].fingerprint for i in taken]) if requests else []
