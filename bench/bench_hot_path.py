@@ -11,7 +11,8 @@ gRPC. Reported: that thread's CPU per call (``time.thread_time`` on the loop) in
 
 Set-up as in ``bench_serving.py``: a champion (default ``hist_gb`` over ``regime_v1``) fitted on
 real BTCUSDT candles in a temporary SQLite MLflow store, 16 symbols seeded with their history,
-then each call brings one new candle. gRPC's own cost per call is the difference to the
+then each call brings one new candle; the process runs as ``mem serve`` does (its GIL switch
+interval, ``settle_heap`` after the seeding). gRPC's own cost per call is the difference to the
 sustained bench's loop figure (docs/serving.md, "Performance").
 
     .venv/bin/python bench/bench_hot_path.py [--calls 3000] [--gap-ms 2]
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -46,7 +48,7 @@ def main() -> None:
     from mem_serving import converters as conv
     from mem_serving.api import pb
     from mem_serving.handlers import Budget
-    from mem_serving.server import build_app
+    from mem_serving.server import GIL_SWITCH_INTERVAL_S, build_app, settle_heap
     from mem_serving.settings import ServingSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="mem-bench-hot-"))
@@ -56,6 +58,7 @@ def main() -> None:
         {"MEM_HOME": str(tmp), "MLFLOW_TRACKING_URI": uri, "MEM_SERVING_CANDLE_SINK": "off"}
     )
     settings = dataclasses.replace(settings, port=0, metrics_port=-1, memory_db=tmp / "memory.db", tracking_uri=uri)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # as ``mem serve`` runs
     app = build_app(settings, start_metrics=False)
     try:
         h, mx = app.handlers, settings.max_candles
@@ -72,6 +75,7 @@ def main() -> None:
             asyncio.run_coroutine_threadsafe(
                 h.predict(conv.predict_query(req, mx), Budget(None), inline), app.loop
             ).result()
+        settle_heap()  # as ``mem serve`` does after its start (a full GC otherwise lands in one mode or another)
         by_symbol = [common._enhance_bytes(pb, s, rows[SERVING_HISTORY:]) for s in symbols]
         payloads = iter([by_symbol[i % SYMBOLS][i // SYMBOLS] for i in range(SYMBOLS * (per_symbol - 1))])
 
