@@ -12,7 +12,7 @@ from pathlib import Path
 UNKNOWN_TEST_SECONDS = 1.0
 
 
-def test_file(nodeid: str) -> str:
+def file_of(nodeid: str) -> str:
     """The file part of a node id (``tests/a.py::test_x[1]`` -> ``tests/a.py``)."""
     return nodeid.split("::", 1)[0]
 
@@ -31,7 +31,7 @@ def longest_first(nodeids: Sequence[str], seconds: Mapping[str, float]) -> list[
     their order."""
     files: dict[str, list[int]] = {}
     for i, nodeid in enumerate(nodeids):
-        files.setdefault(test_file(nodeid), []).append(i)
+        files.setdefault(file_of(nodeid), []).append(i)
 
     def cost(item: tuple[str, list[int]]) -> float:
         name, indexes = item
@@ -46,7 +46,7 @@ def per_file(phases: Iterable[tuple[str, float]], before: Mapping[str, float]) -
     rounded to 0.1 s; the files of ``before`` not run keep theirs; longest first."""
     total: dict[str, float] = {}
     for nodeid, duration in phases:
-        name = test_file(nodeid)
+        name = file_of(nodeid)
         total[name] = total.get(name, 0.0) + duration
     merged = {**before, **{k: round(v, 1) for k, v in total.items()}}
     return dict(sorted(merged.items(), key=lambda kv: (-kv[1], kv[0])))
