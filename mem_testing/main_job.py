@@ -1,6 +1,6 @@
 """One ``mem main`` as a new user runs it, in a fresh MEM_HOME with free ports and its own QuestDB:
 its exit code, seconds, the line that failed, the champion's lines and the report's three rows
-(``bench/bench_replay_main.py`` and the slow replay test)."""
+(``bench/bench_replay_main.py``)."""
 
 from __future__ import annotations
 

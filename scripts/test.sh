@@ -5,7 +5,9 @@
 #   bash scripts/test.sh --fast          the fast loop: -m "not slow" (the slow tier: tests/conftest.py)
 #   bash scripts/test.sh tests/memory    any pytest arguments; MEM_TEST_COVERAGE=0 leaves coverage out
 # Two pytest-xdist workers, one test file each at a time (--dist loadfile: a file's module fixtures
-# start once); MEM_TEST_WORKERS=0 runs everything in this one process, MEM_TEST_WORKERS=N on N.
+# start once), the longest files first (tests/durations.json; --no-loadscope-reorder keeps that
+# order); MEM_TEST_WORKERS=0 runs everything in this one process, MEM_TEST_WORKERS=N on N.
+# The 25 slowest tests are listed at the end.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
@@ -20,6 +22,6 @@ if [ "${MEM_TEST_COVERAGE:-1}" != "0" ]; then
 fi
 workers=()
 if [ "${MEM_TEST_WORKERS:-2}" != "0" ]; then
-  workers=(-n "${MEM_TEST_WORKERS:-2}" --dist loadfile)
+  workers=(-n "${MEM_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 fi
-exec .venv/bin/python -m pytest "${workers[@]}" "${cov[@]}" "${args[@]}"
+exec .venv/bin/python -m pytest "${workers[@]}" "${cov[@]}" --durations=25 "${args[@]}"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from mem_core.settings import QuestDBSettings
+from mem_testing.durations import longest_first, read_durations, record_durations
 from mem_testing.questdb import drop_candles, local_questdb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,13 +99,36 @@ def _listed(nodeid: str, prefixes: Iterable[str]) -> bool:
     return any(nodeid == p or nodeid.startswith(p + "::") for p in prefixes)
 
 
+#: Seconds per test file on two xdist workers (``mem_testing/durations.py``): each worker collects
+#: the files longest first, so ``--dist loadfile --no-loadscope-reorder`` (scripts/test.sh) starts
+#: the long ones first. Refresh: ``MEM_TEST_DURATIONS=write bash scripts/test.sh``.
+DURATIONS = Path(__file__).with_name("durations.json")
+_phases: list[tuple[str, float]] = []
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tiers listed above (``slow``, ``e2e``) on the collected tests."""
+    """Mark the tiers listed above (``slow``, ``e2e``) on the collected tests; on an xdist worker,
+    order the files longest first (``DURATIONS``)."""
     for item in items:
         if _listed(item.nodeid, SLOW):
             item.add_marker(pytest.mark.slow)
         if _listed(item.nodeid, E2E):
             item.add_marker(pytest.mark.e2e)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        order = longest_first([item.nodeid for item in items], read_durations(DURATIONS))
+        items[:] = [items[i] for i in order]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("MEM_TEST_DURATIONS") == "write":
+        _phases.append((report.nodeid, report.duration))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With ``MEM_TEST_DURATIONS=write``, the controller records the seconds of each file run
+    (files not run keep theirs)."""
+    if os.environ.get("MEM_TEST_DURATIONS") == "write" and not hasattr(session.config, "workerinput"):
+        record_durations(DURATIONS, _phases)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,8 @@
-"""The README's main job, shortened: a fresh MEM_HOME, free ports, the whole story in a subprocess.
+"""The README's main job as a new user runs it, in a fresh MEM_HOME with free ports: ``mem main
+--replay-days 1`` in a subprocess (the default training window; one day replayed, the shortest
+replay the report is made for; the 2 and 5-day replays of the sample:
+``bench/bench_replay_main.py sample --replay-days 1 2 5``, and their cheap check
+tests/replay/test_replay_sample.py).
 
 With no ``--csv`` it runs on the shipped sample of real candles (data/sample). It must produce
 the three-way report, show progress while it trains, keep third-party INFO logs out of its
@@ -9,6 +13,7 @@ workspace's code location.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -139,7 +144,7 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
     for var in ("MEM_QUESTDB_HOST", "MEM_MEMORY_DB"):
         env.pop(var, None)
     proc = subprocess.run(
-        [sys.executable, "-m", "mem_cli.main", "main", "--train-days", "10", "--replay-days", "2"],
+        [sys.executable, "-m", "mem_cli.main", "main", "--replay-days", "1"],
         cwd=home,
         env=env,
         capture_output=True,
@@ -152,6 +157,9 @@ def test_main_job_end_to_end_leaves_report_and_no_processes(tmp_path: Path) -> N
     text = report.read_text()
     for row in ("Base strategy alone", "Base + ML filter", "Base + ML + memory (full system)"):
         assert f"| {row} |" in text
+    with (home / "reports" / "comparison.csv").open() as f:
+        variants = list(csv.DictReader(f))
+    assert len(variants) == 3 and all(v["variant"] and v["signals"] for v in variants), variants
     assert (home / "reports" / "equity.png").stat().st_size > 1000
     assert "holdout accuracy" in proc.stdout and "majority baseline" in proc.stdout
     assert "candles[BTCUSDT]: ok" in proc.stdout and "candles[ETHUSDT]: ok" in proc.stdout

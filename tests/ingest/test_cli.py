@@ -1,6 +1,7 @@
 """The `mem` CLI as a user runs it: questdb start/stop leaves nothing behind; ingest errors (bad rows, a bad
 or missing symbol, a header without rows, a bad --days) are one line, exit code 1, nothing written; a
-byte-order mark is not data."""
+byte-order mark is not data. The refusals after the first run in process (``run_mem``): the process
+itself is what the first, the good ingests and start/stop show."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from mem_core.questdb import store
 from mem_core.questdb.local import free_port
 from mem_core.settings import QuestDBSettings
+from mem_testing.cli import run_mem
 
 MEM = str(Path(sys.executable).with_name("mem"))
 
@@ -26,6 +28,13 @@ def _env(tmp_path, http_port, pg_port):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEM_QUESTDB")}
     env.update(MEM_HOME=str(tmp_path), MEM_QUESTDB_HTTP_PORT=str(http_port), MEM_QUESTDB_PG_PORT=str(pg_port))
     return env
+
+
+def _env_in_process(tmp_path, http_port, pg_port):
+    """``_env``'s changes for ``run_mem`` (``None`` removes a variable)."""
+    return {k: None for k in os.environ if k.startswith("MEM_QUESTDB")} | {
+        k: v for k, v in _env(tmp_path, http_port, pg_port).items() if k.startswith(("MEM_HOME", "MEM_QUESTDB"))
+    }
 
 
 def test_start_ingest_stop_leaves_no_process(tmp_path):
@@ -80,7 +89,7 @@ def test_start_ingest_stop_leaves_no_process(tmp_path):
                 "symbol 'BAD SYM': must be printable, without spaces",
             ),
         ]:
-            refused = run(["ingest", *args], env)
+            refused = run_mem("ingest", *args, env=_env_in_process(tmp_path, http_port, pg_port))
             assert refused.returncode == 1, (args[:3], refused.stdout)
             assert refused.stderr.count("\n") == 1 and refused.stderr.startswith(f"error: {message}"), refused.stderr
             assert refused.stdout == ""

@@ -1,6 +1,7 @@
 """Start-up configuration errors, as an operator meets them: `mem serve`, `mem questdb start` and
 `mem main` say what is wrong in one line naming the port, file or variable, exit 1, and leave no
-traceback and no process behind."""
+traceback and no process behind. The refusals of a setting read before anything starts run in
+process (``run_mem``); the ports, the memory store and one refusal of each command stay processes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mem_memory import MemoryStore
+from mem_testing.cli import run_mem
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +35,18 @@ def _mem(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
     base.update(MEM_HOME=str(tmp_path), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", **env)
     return subprocess.run(
         [sys.executable, "-m", "mem_cli.main", *args], cwd=ROOT, env=base, capture_output=True, text=True, timeout=120
+    )
+
+
+def _mem_in_process(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``_mem`` in this process (``mem_testing.cli.run_mem``), for a refusal of a setting the
+    command reads before it starts anything (``None`` removes a variable)."""
+    unset: dict[str, str | None] = {
+        k: None for k in os.environ if k.startswith(("MEM_SERVING", "MEM_MEMORY", "MEM_QUESTDB"))
+    }
+    return run_mem(
+        *args,
+        env=unset | {"MEM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", **env},
     )
 
 
@@ -63,12 +77,14 @@ def test_mem_serve_names_the_problem(tmp_path: Path, busy_port: int) -> None:
     )
     missing = tmp_path / "nowhere" / "server.crt"
     _one_line_error(
-        _mem(serve, tmp_path, MEM_SERVING_TLS_CERT=str(missing), MEM_SERVING_TLS_KEY=str(tmp_path / "server.key")),
+        _mem_in_process(
+            serve, tmp_path, MEM_SERVING_TLS_CERT=str(missing), MEM_SERVING_TLS_KEY=str(tmp_path / "server.key")
+        ),
         f"MEM_SERVING_TLS_CERT names {missing}, which cannot be read",
     )
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     _one_line_error(
-        _mem(
+        _mem_in_process(
             serve,
             tmp_path,
             MEM_SERVING_TLS_CERT=str(tmp_path / "junk.pem"),
@@ -77,17 +93,21 @@ def test_mem_serve_names_the_problem(tmp_path: Path, busy_port: int) -> None:
         "MEM_SERVING_TLS_CERT",
         "not a PEM certificate",
     )
-    _one_line_error(_mem(serve, tmp_path, MEM_MEMORY_KEY="garbage!"), "MEM_MEMORY_KEY is not valid base64")
+    _one_line_error(_mem_in_process(serve, tmp_path, MEM_MEMORY_KEY="garbage!"), "MEM_MEMORY_KEY is not valid base64")
     _one_line_error(
-        _mem(serve, tmp_path, MEM_MEMORY_KEY=base64.b64encode(b"short").decode()), "MEM_MEMORY_KEY decodes to 5 bytes"
+        _mem_in_process(serve, tmp_path, MEM_MEMORY_KEY=base64.b64encode(b"short").decode()),
+        "MEM_MEMORY_KEY decodes to 5 bytes",
     )
     MemoryStore.open(tmp_path / "m.db", key=os.urandom(32)).close()
     _one_line_error(_mem(serve, tmp_path, MEM_MEMORY_KEY=_key()), "MEM_MEMORY_KEY", f"{tmp_path / 'm.db'}")
     _one_line_error(_mem(serve, tmp_path), "encrypted", "MEM_MEMORY_KEY")
     _one_line_error(
-        _mem(serve, tmp_path, MEM_SERVING_WORKERS="many"), "MEM_SERVING_WORKERS must be an integer, got 'many'"
+        _mem_in_process(serve, tmp_path, MEM_SERVING_WORKERS="many"),
+        "MEM_SERVING_WORKERS must be an integer, got 'many'",
     )
-    _one_line_error(_mem(serve, tmp_path, MEM_QUESTDB_PG_PORT="99999"), "MEM_QUESTDB_PG_PORT must be a TCP port")
+    _one_line_error(
+        _mem_in_process(serve, tmp_path, MEM_QUESTDB_PG_PORT="99999"), "MEM_QUESTDB_PG_PORT must be a TCP port"
+    )
     (tmp_path / "a-folder.db").mkdir()
     _one_line_error(
         _mem([*serve, "--memory-db", str(tmp_path / "a-folder.db")], tmp_path),
@@ -101,10 +121,13 @@ def test_mem_questdb_start_and_mem_main_name_the_problem(tmp_path: Path) -> None
         _mem(["questdb", "start"], tmp_path, MEM_QUESTDB_HTTP_PORT="http"),
         "MEM_QUESTDB_HTTP_PORT must be a TCP port (1-65535), got 'http'",
     )
-    _one_line_error(_mem(["questdb", "start", "--pg-port", "-3"], tmp_path), "--pg-port -3: must be a TCP port")
-    _one_line_error(_mem(["main"], tmp_path, MEM_MEMORY_KEY="garbage!"), "MEM_MEMORY_KEY is not valid base64")
-    _one_line_error(_mem(["main"], tmp_path, MEM_SERVING_PORT="x"), "MEM_SERVING_PORT must be an integer")
     _one_line_error(
-        _mem(["main", "--replay-days", "nan"], tmp_path), "--replay-days nan: must be a finite number of days > 0"
+        _mem_in_process(["questdb", "start", "--pg-port", "-3"], tmp_path), "--pg-port -3: must be a TCP port"
+    )
+    _one_line_error(_mem(["main"], tmp_path, MEM_MEMORY_KEY="garbage!"), "MEM_MEMORY_KEY is not valid base64")
+    _one_line_error(_mem_in_process(["main"], tmp_path, MEM_SERVING_PORT="x"), "MEM_SERVING_PORT must be an integer")
+    _one_line_error(
+        _mem_in_process(["main", "--replay-days", "nan"], tmp_path),
+        "--replay-days nan: must be a finite number of days > 0",
     )
     assert not (tmp_path / ".mem" / "questdb" / "questdb.pid").exists()
