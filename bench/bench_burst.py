@@ -5,8 +5,8 @@ same RPC (the floor). Prints one JSON object.
 Set-up as in bench_sustained.py: a champion (default ``hist_gb`` over ``regime_v1``) fitted on
 real BTCUSDT candles in a temporary SQLite MLflow store, ``mem serve`` run as a process with its
 writer process. The floor is a process serving ``mem.v1.MemService/EnhanceSignal`` with grpc.aio
-that decodes the request and answers an empty ``EnhancedSignal``. One client process, one
-grpc.aio channel per server: each round sends N calls at once (every symbol's next candle) to
+that decodes the request and answers an empty ``EnhancedSignal`` (``bench/floor_server.py``).
+One client process, one grpc.aio channel per server: each round sends N calls at once (every symbol's next candle) to
 the floor, then to ``mem serve``, and times first send to last answer. Target (issue 27): the
 median burst within 2x of the floor's.
 
@@ -20,42 +20,16 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import bench_serving as common
+import floor_server
 
 from mem_testing.serve_process import proc_cpu, start_serve, stop
 
 ENHANCE = "/mem.v1.MemService/EnhanceSignal"
-
-
-async def _floor_server() -> None:
-    """The do-nothing servicer: prints its port, serves until stdin closes."""
-    import grpc
-
-    from mem_serving.api import pb
-
-    async def enhance(request: object, context: object) -> object:
-        return pb.EnhancedSignal()
-
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(
-        enhance,
-        request_deserializer=pb.EnhanceSignalRequest.FromString,
-        response_serializer=pb.EnhancedSignal.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("mem.v1.MemService", {"EnhanceSignal": handler})]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await server.stop(1)
 
 
 async def _bursts(real: str, floor: str, rounds: list[list[bytes]], history: list[bytes]) -> dict[str, list[float]]:
@@ -82,11 +56,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smaller champion (faster set-up)")
     ap.add_argument("--estimator", default="hist_gb")
     ap.add_argument("--feature-set", default="regime_v1")
-    ap.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.floor_server:
-        asyncio.run(_floor_server())
-        return
 
     from mem_core.features import SERVING_HISTORY
     from mem_core.questdb.local import free_port
@@ -116,19 +86,15 @@ def main() -> None:
         for k in range(args.rounds)
     ]
     server, info = start_serve(tmp / "memory.db", env=env, tracking_uri=uri, stderr=open(tmp / "serve.log", "w"))  # noqa: SIM115
-    floor = subprocess.Popen(
-        [sys.executable, __file__, "--floor-server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-    )
+    floor, floor_address = floor_server.start(env)
     try:
-        port = int(floor.stdout.readline())  # type: ignore[union-attr]
         load_before = [round(x, 2) for x in os.getloadavg()]
         cpu0 = proc_cpu(server.pid)
-        got = asyncio.run(_bursts(info["grpc"], f"127.0.0.1:{port}", rounds, history))
+        got = asyncio.run(_bursts(info["grpc"], floor_address, rounds, history))
         server_cpu_s = proc_cpu(server.pid) - cpu0
         load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
-        floor.stdin.close()  # type: ignore[union-attr]
-        floor.wait(timeout=10)
+        floor_server.finish(floor)
         stop(server)
     real, flo = statistics.median(got["real_ms"]), statistics.median(got["floor_ms"])
     print(
