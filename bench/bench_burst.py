@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import statistics
@@ -57,18 +58,24 @@ async def _bursts(
             f"{key}_{what}": [] for key in ("floor", "real") for what in ("ms", "server_cpu_ms", "client_cpu_ms")
         }
         out["real_batches"] = []
+        out["floor_failed"], out["real_failed"] = [], []
+        codes: dict[str, collections.Counter[str]] = {"floor": collections.Counter(), "real": collections.Counter()}
         for burst in rounds:
             for key, call in (("floor", f_call), ("real", r_call)):
                 server0, client0, t = sum(proc_cpu(p) for p in pids[key]), time.process_time(), time.perf_counter()
-                await asyncio.gather(*(call(b, timeout=120) for b in burst))
+                answers = await asyncio.gather(*(call(b, timeout=120) for b in burst), return_exceptions=True)
                 out[f"{key}_ms"].append(round((time.perf_counter() - t) * 1000, 1))
+                failed = [a for a in answers if isinstance(a, BaseException)]
+                out[f"{key}_failed"].append(len(failed))
+                for a in failed:  # a status (RESOURCE_EXHAUSTED: more calls in flight than the limit) or a bug
+                    codes[key][str(a.code().name) if isinstance(a, grpc.aio.AioRpcError) else repr(a)] += 1
                 out[f"{key}_client_cpu_ms"].append(round((time.process_time() - client0) * 1000, 1))
                 await asyncio.sleep(0.05)  # the servers' last answers' bookkeeping, before their CPU is read
                 out[f"{key}_server_cpu_ms"].append(round((sum(proc_cpu(p) for p in pids[key]) - server0) * 1000, 1))
             batches = common._server_side(metrics)["enhancement"]["count"]
             out["real_batches"].append(batches - seen)
             seen = batches
-        return out
+        return out | {"failed_codes": {k: dict(v) for k, v in codes.items()}}  # type: ignore[dict-item]
 
 
 def main() -> None:
@@ -118,7 +125,7 @@ def main() -> None:
         floor_server.finish(floor)
         stop(server)
     real, flo = statistics.median(got["real_ms"]), statistics.median(got["floor_ms"])
-    med = {k: statistics.median(v) for k, v in got.items()}
+    med = {k: statistics.median(v) for k, v in got.items() if k != "failed_codes"}
     print(
         json.dumps(
             {
@@ -141,6 +148,7 @@ def main() -> None:
                     "client_calling_floor": med["floor_client_cpu_ms"],
                 },
                 "handler_batches_per_burst_median": med["real_batches"],
+                "failed_calls": {"mem": sum(got["real_failed"]), "floor": sum(got["floor_failed"])},
                 "per_burst": got,
                 "target_ratio": 2.0,
             },
