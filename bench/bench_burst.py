@@ -5,10 +5,11 @@ same RPC (the floor). Prints one JSON object.
 Set-up as in bench_sustained.py: a champion (default ``hist_gb`` over ``regime_v1``) fitted on
 real BTCUSDT candles in a temporary SQLite MLflow store, ``mem serve`` run as a process with its
 writer process. The floor is a process serving ``mem.v1.MemService/EnhanceSignal`` with grpc.aio
-that decodes the request and answers an empty ``EnhancedSignal``. One client process, one
-grpc.aio channel per server: each round sends N calls at once (every symbol's next candle) to
-the floor, then to ``mem serve``, and times first send to last answer. Target (issue 27): the
-median burst within 2x of the floor's.
+that decodes the request and answers an empty ``EnhancedSignal`` (``bench/floor_server.py``).
+One client process, one grpc.aio channel per server: each round sends N calls at once (every symbol's next candle) to
+the floor, then to ``mem serve``, and times first send to last answer; beside each burst, the CPU
+it cost the server (``mem serve`` and its writer process; the floor's one process) and the
+client (/proc, process times). Target (issue 27): the median burst within 2x of the floor's.
 
     .venv/bin/python bench/bench_burst.py [--symbols 1000] [--rounds 5] [--quick]
 """
@@ -17,48 +18,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import bench_serving as common
+import floor_server
 
-from mem_testing.serve_process import proc_cpu, start_serve, stop
+from mem_testing.serve_process import children, proc_cpu, start_serve, stop
 
 ENHANCE = "/mem.v1.MemService/EnhanceSignal"
 
 
-async def _floor_server() -> None:
-    """The do-nothing servicer: prints its port, serves until stdin closes."""
-    import grpc
-
-    from mem_serving.api import pb
-
-    async def enhance(request: object, context: object) -> object:
-        return pb.EnhancedSignal()
-
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(
-        enhance,
-        request_deserializer=pb.EnhanceSignalRequest.FromString,
-        response_serializer=pb.EnhancedSignal.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("mem.v1.MemService", {"EnhanceSignal": handler})]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await server.stop(1)
-
-
-async def _bursts(real: str, floor: str, rounds: list[list[bytes]], history: list[bytes]) -> dict[str, list[float]]:
+async def _bursts(
+    real: str,
+    floor: str,
+    rounds: list[list[bytes]],
+    history: list[bytes],
+    pids: dict[str, list[int]],
+    metrics: str,
+) -> dict[str, list[float]]:
+    """Each round: the burst to the floor, then to mem serve; per burst its wall time, the CPU
+    of the server's processes (``pids``: ``real`` mem serve and its writer, ``floor`` the
+    do-nothing servicer) and of this client process; and the batches mem's handlers ran for each
+    burst (the count of ``mem_enhancement_seconds``, observed once per batch, from ``metrics``)."""
     import grpc
 
     async with grpc.aio.insecure_channel(real) as rch, grpc.aio.insecure_channel(floor) as fch:
@@ -66,13 +53,29 @@ async def _bursts(real: str, floor: str, rounds: list[list[bytes]], history: lis
         f_call = fch.unary_unary(ENHANCE)
         for k in range(0, len(history), 50):  # every symbol's history, 50 calls at a time
             await asyncio.gather(*(r_call(h, timeout=120) for h in history[k : k + 50]))
-        out: dict[str, list[float]] = {"floor_ms": [], "real_ms": []}
+        seen = common._server_side(metrics)["enhancement"]["count"]
+        out: dict[str, list[float]] = {
+            f"{key}_{what}": [] for key in ("floor", "real") for what in ("ms", "server_cpu_ms", "client_cpu_ms")
+        }
+        out["real_batches"] = []
+        out["floor_failed"], out["real_failed"] = [], []
+        codes: dict[str, collections.Counter[str]] = {"floor": collections.Counter(), "real": collections.Counter()}
         for burst in rounds:
-            for key, call in (("floor_ms", f_call), ("real_ms", r_call)):
-                t = time.perf_counter()
-                await asyncio.gather(*(call(b, timeout=120) for b in burst))
-                out[key].append(round((time.perf_counter() - t) * 1000, 1))
-        return out
+            for key, call in (("floor", f_call), ("real", r_call)):
+                server0, client0, t = sum(proc_cpu(p) for p in pids[key]), time.process_time(), time.perf_counter()
+                answers = await asyncio.gather(*(call(b, timeout=120) for b in burst), return_exceptions=True)
+                out[f"{key}_ms"].append(round((time.perf_counter() - t) * 1000, 1))
+                failed = [a for a in answers if isinstance(a, BaseException)]
+                out[f"{key}_failed"].append(len(failed))
+                for a in failed:  # a status (RESOURCE_EXHAUSTED: more calls in flight than the limit) or a bug
+                    codes[key][str(a.code().name) if isinstance(a, grpc.aio.AioRpcError) else repr(a)] += 1
+                out[f"{key}_client_cpu_ms"].append(round((time.process_time() - client0) * 1000, 1))
+                await asyncio.sleep(0.05)  # the servers' last answers' bookkeeping, before their CPU is read
+                out[f"{key}_server_cpu_ms"].append(round((sum(proc_cpu(p) for p in pids[key]) - server0) * 1000, 1))
+            batches = common._server_side(metrics)["enhancement"]["count"]
+            out["real_batches"].append(batches - seen)
+            seen = batches
+        return out | {"failed_codes": {k: dict(v) for k, v in codes.items()}}  # type: ignore[dict-item]
 
 
 def main() -> None:
@@ -82,11 +85,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smaller champion (faster set-up)")
     ap.add_argument("--estimator", default="hist_gb")
     ap.add_argument("--feature-set", default="regime_v1")
-    ap.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.floor_server:
-        asyncio.run(_floor_server())
-        return
 
     from mem_core.features import SERVING_HISTORY
     from mem_core.questdb.local import free_port
@@ -116,21 +115,17 @@ def main() -> None:
         for k in range(args.rounds)
     ]
     server, info = start_serve(tmp / "memory.db", env=env, tracking_uri=uri, stderr=open(tmp / "serve.log", "w"))  # noqa: SIM115
-    floor = subprocess.Popen(
-        [sys.executable, __file__, "--floor-server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-    )
+    floor, floor_address = floor_server.start(env)
     try:
-        port = int(floor.stdout.readline())  # type: ignore[union-attr]
         load_before = [round(x, 2) for x in os.getloadavg()]
-        cpu0 = proc_cpu(server.pid)
-        got = asyncio.run(_bursts(info["grpc"], f"127.0.0.1:{port}", rounds, history))
-        server_cpu_s = proc_cpu(server.pid) - cpu0
+        pids = {"real": [server.pid, *children(server.pid)], "floor": [floor.pid]}
+        got = asyncio.run(_bursts(info["grpc"], floor_address, rounds, history, pids, info["metrics"]))
         load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
-        floor.stdin.close()  # type: ignore[union-attr]
-        floor.wait(timeout=10)
+        floor_server.finish(floor)
         stop(server)
     real, flo = statistics.median(got["real_ms"]), statistics.median(got["floor_ms"])
+    med = {k: statistics.median(v) for k, v in got.items() if k != "failed_codes"}
     print(
         json.dumps(
             {
@@ -146,7 +141,15 @@ def main() -> None:
                 "ratio_to_floor": round(real / flo, 2),
                 "burst_ms": got["real_ms"],
                 "floor_ms": got["floor_ms"],
-                "server_cpu_s_incl_warm_up": round(server_cpu_s, 2),
+                "cpu_ms_per_burst_median": {
+                    "mem_serve_and_writer": med["real_server_cpu_ms"],
+                    "floor_server": med["floor_server_cpu_ms"],
+                    "client_calling_mem": med["real_client_cpu_ms"],
+                    "client_calling_floor": med["floor_client_cpu_ms"],
+                },
+                "handler_batches_per_burst_median": med["real_batches"],
+                "failed_calls": {"mem": sum(got["real_failed"]), "floor": sum(got["floor_failed"])},
+                "per_burst": got,
                 "target_ratio": 2.0,
             },
             indent=2,

@@ -16,16 +16,23 @@ One ghz run covers a warm-up of ``--warmup`` seconds (its calls fill the server'
 caches and working memory; ``--skipFirst`` leaves them out of the figures), then ``--seconds``
 measured seconds at the same rate. The server's resident memory (the server process and,
 separately, its writer process, from /proc) is taken after the warm-up and at the end; the
-difference is the growth (target <= 50 MB). Targets for the measured phase: 0 errors, p99 within
-2x of the floor below.
+difference is the growth (target <= 50 MB). The CPU per call counts ``mem serve`` and its writer
+process (/proc utime + stime of both), from the end of the warm-up until the last answer is in,
+divided by the measured calls (target <= 0.40 ms at 500/s). Targets for the measured phase: 0
+errors, p99 within 2x of the floor below.
 
     .venv/bin/python bench/bench_sustained.py [--rate 1000] [--connections 4] [--warmup 30]
-        [--seconds 60] [--symbols 64] [--servers 1] [--refused]
+        [--seconds 60] [--symbols 64] [--servers 1] [--floors both|refused|do-nothing|none]
 
-``--refused`` measures the floor under the same load: the same client, requests and server, but
-the requests carry no symbol, so the server refuses each one (INVALID_ARGUMENT, counted here as
-the answer) as soon as it has decoded it: the transport, the event loop and the servicer's
-bookkeeping, without the features, the model and the memory's durable write.
+Then, in the same run, the floors under the same load (``--floors``, both by default; one server
+only), each its own ghz run of warm-up and measured seconds, with its CPU per call and mem's
+ratio to it:
+- ``refused``: the same client and server, but the requests carry no symbol, so the server
+  refuses each one (INVALID_ARGUMENT, counted here as the answer) as soon as it has decoded it:
+  the transport, the event loop and the servicer's bookkeeping, without the features, the model
+  and the memory's durable write (the writer process idles; its CPU is counted all the same);
+- ``do-nothing``: mem's own requests to a do-nothing grpc.aio servicer of the RPC
+  (``bench/floor_server.py``: decode, answer an empty ``EnhancedSignal``), one process.
 
 ``--servers n`` starts n ``mem serve`` replicas over the same memory store, each with its own
 symbols and ghz process at rate / n, as engines that route their symbols to replicas would
@@ -45,6 +52,7 @@ import time
 from pathlib import Path
 
 import bench_serving as common  # the champion, real candles, request bytes, ghz and /proc readers
+import floor_server
 import numpy as np
 
 from mem_testing.serve_process import children, proc_cpu, rss_mb, start_serve, stop
@@ -146,6 +154,67 @@ def _measured(reports: list[dict], answer: str) -> dict:
     }
 
 
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds used so far by the processes ``pids`` together."""
+    return sum(proc_cpu(p) for p in pids)
+
+
+def _phase(
+    exe: str,
+    targets: list[tuple[str, Path]],
+    cpu_of: dict[str, list[int]],
+    args: argparse.Namespace,
+    total: int,
+    skip: int,
+    out_dir: Path,
+    name: str,
+    answer: str = "OK",
+    rss_of: dict[str, int] | None = None,
+) -> dict:
+    """One ghz run per (address, payload file) at ``args.rate`` / len(targets) each: the warm-up,
+    then the measured seconds. The CPU of the processes ``cpu_of`` (by role) is read at the end of
+    the warm-up and when the last answer is in; per call = that CPU / the measured calls. ``rss_of``:
+    processes whose RSS is sampled every 5 s."""
+    per_server = args.rate / len(targets)
+    outs = [out_dir / f"ghz-{name}-{i}.json" for i in range(len(targets))]
+    client_cpu0 = common._children_cpu()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    start_at = time.time()
+    ghz = [
+        _ghz(exe, address, f, per_server, total, skip, args.connections, o)
+        for (address, f), o in zip(targets, outs, strict=True)
+    ]
+    samples: list[dict] = []
+    cpu_warm: dict[str, float] | None = None
+    while any(g.poll() is None for g in ghz):
+        elapsed = time.time() - start_at
+        if cpu_warm is None and elapsed >= args.warmup:
+            cpu_warm = {role: _cpu(pids) for role, pids in cpu_of.items()}
+            if rss_of:
+                samples.append({"s": round(elapsed), **{f"{k}_mb": rss_mb(p) for k, p in rss_of.items()}})
+        elif rss_of and (not samples or elapsed - samples[-1]["s"] >= 5):
+            samples.append({"s": round(elapsed), **{f"{k}_mb": rss_mb(p) for k, p in rss_of.items()}})
+        time.sleep(min(0.1, max(0.0, args.warmup - elapsed)) if cpu_warm is None else 0.2)
+    cpu_end = {role: _cpu(pids) for role, pids in cpu_of.items()}
+    wall = time.time() - start_at
+    if cpu_warm is None:  # ghz ended within the warm-up (it failed): the figures below say so
+        cpu_warm = cpu_end
+    for g, o in zip(ghz, outs, strict=True):
+        if g.returncode != 0 and not o.exists():
+            sys.exit(f"bench_sustained: ghz failed: {g.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+    measured = _measured([json.loads(o.read_text()) for o in outs], answer)
+    calls = (total - skip) * len(targets)
+    cpu_ms = {role: round((cpu_end[role] - cpu_warm[role]) / max(1, calls) * 1000.0, 3) for role in cpu_of}
+    return measured | {
+        "answered_per_s": round(measured["answered"] / args.seconds, 1),
+        "client_cpu_share_of_machine": round((common._children_cpu() - client_cpu0) / wall / (os.cpu_count() or 1), 3),
+        "cpu_ms_per_call": cpu_ms | {"total": round(sum(cpu_ms.values()), 3)},
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "rss_samples": samples,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=1000.0, help="calls per second, all servers together")
@@ -166,10 +235,10 @@ def main() -> None:
         "--servers", type=int, default=1, help="mem serve replicas sharing the memory store, each with its own symbols"
     )
     ap.add_argument(
-        "--refused",
-        action="store_true",
-        help="the floor: requests without a symbol, refused (INVALID_ARGUMENT) right after decoding; "
-        "their answers are what is measured",
+        "--floors",
+        choices=("both", "refused", "do-nothing", "none"),
+        default="both",
+        help="the floors measured after mem in the same run (module docstring); one server only",
     )
     args = ap.parse_args()
 
@@ -196,46 +265,58 @@ def main() -> None:
             stop(p)
         raise
     server, info = servers[0]  # its RSS is the one tracked
+    floors = (
+        () if args.servers > 1 else {"both": ("refused", "do-nothing"), "none": ()}.get(args.floors, (args.floors,))
+    )
     try:
-        writer = children(server.pid)[0]
+        writers = [children(p.pid)[0] for p, _ in servers]
         per_server = args.rate / args.servers
         total = int(round(per_server * (args.warmup + args.seconds)))
         skip = int(round(per_server * args.warmup))
         files = []
         for i, (_, inf) in enumerate(servers):
             path = tmp / f"ghz-{i}.bin"
-            _payload_file(inf["grpc"], f"S{i}_", args.symbols, total, SERVING_HISTORY, path, args.refused)
+            _payload_file(inf["grpc"], f"S{i}_", args.symbols, total, SERVING_HISTORY, path)
             files.append(path)
-        load_before = [round(x, 2) for x in os.getloadavg()]
-        rss_start = {"server": rss_mb(server.pid), "writer": rss_mb(writer)}
-        cpu0 = sum(proc_cpu(p.pid) for p, _ in servers)
-        client_cpu0 = common._children_cpu()
-        start_at = time.time()
-        outs = [tmp / f"ghz-{i}.json" for i in range(len(servers))]
-        ghz = [
-            _ghz(exe, inf["grpc"], f, per_server, total, skip, args.connections, o)
-            for (_, inf), f, o in zip(servers, files, outs, strict=True)
-        ]
-        samples = []
-        rss_warm = None
-        while any(g.poll() is None for g in ghz):
-            time.sleep(1.0)
-            elapsed = round(time.time() - start_at)
-            if elapsed % 5 == 0 or rss_warm is None and elapsed >= args.warmup:
-                samples.append({"s": elapsed, "server_mb": rss_mb(server.pid), "writer_mb": rss_mb(writer)})
-            if rss_warm is None and elapsed >= args.warmup:
-                rss_warm = {"server": samples[-1]["server_mb"], "writer": samples[-1]["writer_mb"], "at_s": elapsed}
-        wall = time.time() - start_at
-        server_cpu = sum(proc_cpu(p.pid) for p, _ in servers) - cpu0
-        client_cpu = common._children_cpu() - client_cpu0
-        rss_end = {"server": rss_mb(server.pid), "writer": rss_mb(writer)}
-        load_after = [round(x, 2) for x in os.getloadavg()]
-        for g in ghz:
-            if g.returncode != 0 and not outs[ghz.index(g)].exists():
-                sys.exit(f"bench_sustained: ghz failed: {g.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
-        reports = [json.loads(o.read_text()) for o in outs]
-        measured = _measured(reports, "InvalidArgument" if args.refused else "OK")
+        rss_start = {"server": rss_mb(server.pid), "writer": rss_mb(writers[0])}
+        cpu_of = {"server": [p.pid for p, _ in servers], "writer": writers}
+        measured = _phase(
+            exe,
+            [(inf["grpc"], f) for (_, inf), f in zip(servers, files, strict=True)],
+            cpu_of,
+            args,
+            total,
+            skip,
+            tmp,
+            "mem",
+            rss_of={"server": server.pid, "writer": writers[0]},
+        )
+        server_side = (
+            [common._server_side(i["metrics"]) for _, i in servers]
+            if len(servers) > 1
+            else common._server_side(info["metrics"])
+        )
+        samples = measured.pop("rss_samples")
+        rss_end = {"server": rss_mb(server.pid), "writer": rss_mb(writers[0])}
+        warm = next((s for s in samples if s["s"] >= args.warmup), None)
+        rss_warm = {"server": warm["server_mb"], "writer": warm["writer_mb"], "at_s": warm["s"]} if warm else None
         growth = round(rss_end["server"] - rss_warm["server"], 1) if rss_warm else float("nan")
+        floor_figures: dict[str, dict] = {}
+        if "refused" in floors:  # the same server, requests without a symbol
+            path = tmp / "ghz-refused.bin"
+            _payload_file(info["grpc"], "R_", args.symbols, total, SERVING_HISTORY, path, refused=True)
+            floor_figures["refused"] = _phase(
+                exe, [(info["grpc"], path)], cpu_of, args, total, skip, tmp, "refused", "InvalidArgument"
+            )
+        if "do-nothing" in floors:  # mem's own requests to a do-nothing servicer
+            proc, address = floor_server.start(env)
+            try:
+                floor_figures["do_nothing"] = _phase(
+                    exe, [(address, files[0])], {"server": [proc.pid]}, args, total, skip, tmp, "do-nothing"
+                )
+            finally:
+                floor_server.finish(proc)
+        mem_cpu = measured["cpu_ms_per_call"]["total"]
         report = {
             "benchmark": "sustained",
             "model": {
@@ -246,21 +327,22 @@ def main() -> None:
             },
             "client": f"ghz {common.GHZ_VERSION} --async --rps",
             "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
             "offered_rate_per_s": args.rate,
             "candle_sink": args.candle_sink,
             "connections_per_server": args.connections,
-            "refused_floor": args.refused,
             "servers": args.servers,
             "symbols": args.servers * args.symbols,
             "warmup_s": args.warmup,
             "measured_s": args.seconds,
-            "measured": measured
-            | {
-                "answered_per_s": round(measured["answered"] / args.seconds, 1),
-                "client_cpu_share_of_machine": round(client_cpu / wall / (os.cpu_count() or 1), 3),
-                "server_cpu_ms_per_call": round(server_cpu / max(1, total * len(servers)) * 1000.0, 3),
+            "cpu_counted": "mem serve and its writer process (/proc utime+stime), from the end of the warm-up "
+            "until the last answer, divided by the measured calls; the do-nothing servicer is one process",
+            "measured": measured,
+            "floors": floor_figures,
+            "cpu_ms_per_call": {"mem": mem_cpu} | {k: f["cpu_ms_per_call"]["total"] for k, f in floor_figures.items()},
+            "cpu_ratio_to_floor": {
+                k: round(mem_cpu / f["cpu_ms_per_call"]["total"], 2)
+                for k, f in floor_figures.items()
+                if f["cpu_ms_per_call"]["total"] > 0
             },
             "rss_mb": {
                 "start": rss_start,
@@ -271,16 +353,15 @@ def main() -> None:
                 "calls_measured": total - skip,
                 "samples": samples,
             },
-            "server_side": [common._server_side(i["metrics"]) for _, i in servers]
-            if len(servers) > 1
-            else common._server_side(info["metrics"]),
-            "targets": {"errors": 0, "rss_growth_mb": 50.0},
+            "server_side": server_side,
+            "targets": {"errors": 0, "rss_growth_mb": 50.0, "server_cpu_ms_per_call": 0.40},
         }
         if measured["errors"]:  # the server's own account of what went wrong
             report["server_log_tail"] = (tmp / "serve.log").read_text().splitlines()[-15:]
         report["meets"] = {
             "no_errors": measured["errors"] == 0 and measured["answered"] == (total - skip) * len(servers),
             "rss_growth": growth <= 50.0,
+            "cpu_per_call": mem_cpu <= 0.40,
         }
         print(json.dumps(report, indent=2))
     finally:

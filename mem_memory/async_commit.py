@@ -105,14 +105,17 @@ class AsyncDecisionCommitter:
             futures.append(future)
         if self._inflight is None:
             self._send_next()
-        try:  # gather's answer without its callback per future: a batch is settled at once
-            for f in futures:
-                if not f.done():
-                    await asyncio.wait((f,))
-        except asyncio.CancelledError:  # as gather: the caller's futures are cancelled with it
-            for f in futures:
-                f.cancel()
-            raise
+        for f in futures:  # gather's answer without its callback per future: a batch is settled at once
+            if f.done():
+                continue
+            try:
+                await f  # not asyncio.wait: no waiter future, set and callbacks per decision
+            except BaseException as exc:
+                if f.done() and not f.cancelled() and exc is f.exception():
+                    continue  # this decision's own error, answered below
+                for g in futures:  # the caller was cancelled: as gather, its futures with it
+                    g.cancel()
+                raise
         return [asyncio.CancelledError() if f.cancelled() else f.exception() or f.result() for f in futures]
 
     # ------------------------------------------------------------------ the cycle

@@ -97,14 +97,21 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self._executor = executor
         self._requests = handlers.metrics.requests
         self._durations = handlers.metrics.request_duration
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}  # (method, code) -> (duration, count)
         self._max_candles = handlers.settings.max_candles
         self._no_future = FutureLimit(handlers.settings.max_clock_skew_s)
 
     def _finished(self, method: str, code: str, started: float) -> None:
         """Count the call's final status and observe its duration, before the status is sent (a
         client that got its answer finds the call in the metrics)."""
-        self._durations.labels(method).observe(time.perf_counter() - started)
-        self._requests.labels(method, code).inc()
+        children = self._children.get((method, code))
+        if children is None:  # prometheus_client's labels() locks and checks on every call
+            children = self._children[method, code] = (
+                self._durations.labels(method),
+                self._requests.labels(method, code),
+            )
+        children[0].observe(time.perf_counter() - started)
+        children[1].inc()
 
     async def _run(
         self, method: str, request: Any, context: grpc.aio.ServicerContext, work: Callable[[Budget], Awaitable[Any]]
