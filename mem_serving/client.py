@@ -10,6 +10,7 @@ channel is TLS. For the raw wire types, see ``mem_serving.api``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -23,9 +24,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mem_core.settings import DEFAULT_SERVER_ADDRESS
 from mem_serving.api import SERVICE_NAME, MemServiceStub, pb
 from mem_serving.settings import ClientSettings
-
-#: Where ``mem serve`` listens by default.
-DEFAULT_ADDRESS = DEFAULT_SERVER_ADDRESS
 
 _ACTIONS = {"BUY": pb.ACTION_BUY, "SELL": pb.ACTION_SELL, "HOLD": pb.ACTION_HOLD}
 _ACTION_NAMES = {v: k for k, v in _ACTIONS.items()}
@@ -191,7 +189,7 @@ class MemClient:
     """
 
     @classmethod
-    def from_env(cls, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0, **kwargs: Any) -> MemClient:
+    def from_env(cls, address: str = DEFAULT_SERVER_ADDRESS, timeout_s: float = 30.0, **kwargs: Any) -> MemClient:
         """Token and trust root as ``mem serve`` is configured (``ClientSettings.from_env``)."""
         settings = ClientSettings.from_env()
         root_cert = settings.root_cert.read_bytes() if settings.root_cert is not None else None
@@ -199,7 +197,7 @@ class MemClient:
 
     def __init__(
         self,
-        address: str = DEFAULT_ADDRESS,
+        address: str = DEFAULT_SERVER_ADDRESS,
         timeout_s: float = 30.0,
         *,
         token: str | None = None,
@@ -272,14 +270,17 @@ class MemClient:
         of this call; a retry with the same id (after a deadline, a cancel, UNAVAILABLE) gets the
         first answer (``replayed``) and records nothing new; the same id with a different
         request is refused (ALREADY_EXISTS)."""
-        args = {k: v for k, v in locals().items() if k != "self"}  # this call's parameters, as given
-        return _signal(self._call("EnhanceSignal", _enhance_request(**args)))
+        return _signal(self._call("EnhanceSignal", _enhance_request(locals())))
 
     def enhance_signals(self, items: Sequence[Mapping[str, Any]]) -> list[EnhancedSignal | MemClientError]:
         """EnhanceSignal for many symbols in one call (the candle close): each item holds the
         keyword arguments of ``enhance_signal``. One answer per item, in order: its signal, or a
         ``MemClientError`` with the item's own status (one bad item never fails the others)."""
-        req = pb.EnhanceSignalsRequest(requests=[_enhance_request(**item) for item in items])
+        req = pb.EnhanceSignalsRequest()
+        for item in items:
+            args = inspect.signature(self.enhance_signal).bind(**item)  # a missing or unknown argument: TypeError
+            args.apply_defaults()
+            req.requests.append(_enhance_request(args.arguments))
         out: list[EnhancedSignal | MemClientError] = []
         for r in self._call("EnhanceSignals", req).results:
             if r.code == 0:
@@ -353,30 +354,19 @@ class MemClient:
         ]
 
 
-def _enhance_request(
-    symbol: str,
-    action: str,
-    base_confidence: float,
-    price: float,
-    time: datetime,
-    *,
-    strategy: str = "",
-    candles: pd.DataFrame | None = None,
-    ml: ReversalPrediction | None = None,
-    session_id: str = "",
-    market_context: Mapping[str, str] | None = None,
-    request_id: str = "",
-) -> pb.EnhanceSignalRequest:
+def _enhance_request(args: Mapping[str, Any]) -> pb.EnhanceSignalRequest:
+    """The request of ``enhance_signal``'s arguments (all of them, defaults included)."""
+    ml = args["ml"]
     req = pb.EnhanceSignalRequest(
-        symbol=symbol,
-        action=_ACTIONS[action],
-        base_confidence=float(base_confidence),
-        price=float(price),
-        time=_timestamp(time),
-        strategy=strategy,
-        candles=_candles(candles),
-        session_id=session_id,
-        request_id=request_id,
+        symbol=args["symbol"],
+        action=_ACTIONS[args["action"]],
+        base_confidence=float(args["base_confidence"]),
+        price=float(args["price"]),
+        time=_timestamp(args["time"]),
+        strategy=args["strategy"],
+        candles=_candles(args["candles"]),
+        session_id=args["session_id"],
+        request_id=args["request_id"],
     )
     if ml is not None:
         req.ml_prediction.CopyFrom(
@@ -386,8 +376,8 @@ def _enhance_request(
                 model_version=ml.model_version,
             )
         )
-    if market_context:
-        req.market_context.update(market_context)
+    if args["market_context"]:
+        req.market_context.update(args["market_context"])
     return req
 
 
@@ -412,7 +402,7 @@ def _record[R](cls: type[R], msg: Any, **given: Any) -> R:
         elif d.has_presence and not msg.HasField(f.name):
             value = None
         elif d.message_type is not None:  # google.protobuf.Timestamp: the only other message here
-            value = _datetime(value)
+            value = value.ToDatetime(tzinfo=UTC)
         given[f.name] = value
     return cls(**given)
 
@@ -423,27 +413,11 @@ def _timestamp(t: datetime) -> Timestamp:
     return out
 
 
-def _datetime(t: Timestamp) -> datetime:
-    return t.ToDatetime(tzinfo=UTC)
-
-
-def _candles(frame: pd.DataFrame | None) -> list[Any]:
+def _candles(frame: pd.DataFrame | None) -> list[pb.Candle]:
     if frame is None:
         return []
-    out = []
-    for ts, o, h, lo, c, v in zip(
-        frame["ts"],
-        frame["open"].to_numpy(),
-        frame["high"].to_numpy(),
-        frame["low"].to_numpy(),
-        frame["close"].to_numpy(),
-        frame["volume"].to_numpy(),
-    ):
-        out.append(
-            pb.Candle(ts=_timestamp(ts), open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v))
-        )
-    return out
-
-
-def _stats(s: Any) -> TradeStats:
-    return TradeStats(int(s.trades), int(s.wins), float(s.win_rate), float(s.total_pnl), float(s.avg_pnl_pct))
+    columns = (frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume"))
+    return [
+        pb.Candle(ts=_timestamp(ts), open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v))
+        for ts, o, h, lo, c, v in zip(frame["ts"], *columns, strict=True)
+    ]
