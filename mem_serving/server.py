@@ -1,12 +1,6 @@
-"""Build and run the gRPC server.
-
-The server is a ``grpc.aio`` server on its own asyncio event loop, in one daemon thread
-("mem-grpc-loop"); the API here stays synchronous. ``create_running_server(settings, handlers)``
-returns a started ``RunningServer`` (MemService, standard health checking, reflection, the
-bearer-token interceptor when a token is set, TLS when cert and key are set, and a thread pool of
-``settings.max_workers`` threads for the calls that block); ``build_app(settings)`` wires the
-real parts (champion provider, memory store, QuestDB, metrics); ``serve(settings)`` runs
-everything until SIGINT/SIGTERM and stops gracefully.
+"""Build and run the gRPC server (docs/serving.md, "Server"): ``create_running_server`` starts a
+``grpc.aio`` server on its own event-loop thread behind a synchronous API; ``build_app`` wires the
+real parts; ``serve`` runs them until SIGINT/SIGTERM and stops gracefully.
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,14 +77,9 @@ async def _deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> 
 
 def _deny_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """A handler of the same streaming kind as ``handler`` that refuses the call."""
-    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(_deny, **kw)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(_deny, **kw)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(_deny, **kw)
-    return grpc.unary_unary_rpc_method_handler(_deny, **kw)
+    kind = "_".join("stream" if s else "unary" for s in (handler.request_streaming, handler.response_streaming))
+    make = getattr(grpc, f"{kind}_rpc_method_handler")
+    return make(_deny, handler.request_deserializer, handler.response_serializer)
 
 
 #: What a call to a method without a handler gets without a token (the request is not parsed).
@@ -125,7 +114,7 @@ def connection_options(settings: ServingSettings) -> list[tuple[str, int]]:
 class RunningServer:
     """A started gRPC server on its event-loop thread, and the pieces to stop it cleanly.
 
-    ``stop`` is called from another thread than the loop's; ``set_condition`` from any."""
+    ``stop`` is called from another thread than the loop's; ``set_memory_health`` from any."""
 
     server: grpc.aio.Server
     port: int
@@ -137,35 +126,22 @@ class RunningServer:
     credentials: ServingCredentials | None = None
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
-    #: The conditions of the health (``set_condition``).
-    conditions: dict[str, bool] = field(default_factory=lambda: {"memory": True})
-    #: Whether a champion is loaded (``set_model_health``); not a health condition: without one
-    #: EnhanceSignal answers with the ML silent and GetModelInfo says why.
-    model_loaded: bool = False
+    #: Whether the memory's writes find space: the health of the service and of the server. A
+    #: champion is not a condition: without one EnhanceSignal answers with the ML silent.
+    memory_ok: bool = True
     _stopped: bool = field(default=False, repr=False)
     _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def _on_loop(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
-        """Run ``coro`` on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def set_model_health(self, serving: bool) -> None:
-        """Whether a champion is loaded (callable from any thread, e.g. the model poller's). The
-        health does not depend on it: the service answers without a model (the ML silent)."""
-        self.model_loaded = serving
-
-    def set_condition(self, name: str, ok: bool) -> None:
-        """One condition of the health: ``memory`` (the memory's writes find space). ``mem.v1.MemService`` is SERVING when every condition
-        holds; the server as a whole (``""``) when the memory can write, since no decision can be
-        recorded otherwise. Callable from any thread; ignored once the server is stopping."""
+    def set_memory_health(self, ok: bool) -> None:
+        """Whether the memory's writes find space: ``mem.v1.MemService`` and the server (``""``)
+        are SERVING while they do, since no decision can be recorded otherwise. Callable from any
+        thread; ignored once the server is stopping."""
         if self._stopped or self.loop.is_closed():
             return
-        on_loop = threading.current_thread() is self.thread
         with self._health_lock:  # statuses are queued on the loop in the order they are decided
-            self.conditions[name] = ok
-            service, process = all(self.conditions.values()), self.conditions.get("memory", True)
-            coros = [self.health.set(SERVICE_NAME, _status(service)), self.health.set("", _status(process))]
-            if on_loop:  # on the loop itself: waiting would deadlock
+            self.memory_ok = ok
+            coros = [self.health.set(service, _status(ok)) for service in (SERVICE_NAME, "")]
+            if threading.current_thread() is self.thread:  # on the loop itself: waiting would deadlock
                 for coro in coros:
                     self.loop.create_task(coro)
                 return
@@ -175,13 +151,8 @@ class RunningServer:
                 for coro in coros:
                     coro.close()
                 return
-        for future in pending:
-            try:
-                future.result(timeout=5.0)
-            except concurrent.futures.TimeoutError:
-                log.warning("the event loop did not set the health within 5 s")
-            except (concurrent.futures.CancelledError, RuntimeError):  # the loop stopped meanwhile
-                pass
+        if concurrent.futures.wait(pending, timeout=5.0).not_done:
+            log.warning("the event loop did not set the health within 5 s")
 
     def reload_credentials(self, reason: str = "request") -> dict[str, Any]:
         """Re-read the token file and TLS pair now (what SIGHUP does); returns what is in force."""
@@ -194,7 +165,7 @@ class RunningServer:
             return
         self._stopped = True
         try:
-            self._on_loop(self._shutdown(grace))
+            asyncio.run_coroutine_threadsafe(self._shutdown(grace), self.loop).result()
         except Exception:
             log.exception("error while stopping the gRPC server")
         finally:
@@ -238,8 +209,6 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
         thread=thread,
         executor=executor,
         credentials=credentials,
-        conditions={"memory": True},
-        model_loaded=handlers.models.model is not None,
     )
     credentials.start_watching()
     running.stoppers.append(credentials.stop)
@@ -258,14 +227,12 @@ def _status(serving: bool) -> int:
 
 
 def watch_memory(running: RunningServer, engine: Any) -> None:
-    """Report the memory's write health (``engine.write_health``) as the ``memory`` condition, and
-    both in the metrics (``mem_memory_writes_ok``, ``mem_health_serving{service}``)."""
-    engine.write_health.subscribe(lambda ok: running.set_condition("memory", ok))
+    """Report the memory's write health (``engine.write_health``) as the gRPC health, and both in
+    the metrics (``mem_memory_writes_ok``, ``mem_health_serving{service}``)."""
+    engine.write_health.subscribe(running.set_memory_health)
     metrics = running.handlers.metrics
     engine.write_health.subscribe(metrics.set_memory_writes)
-    metrics.bind_health(
-        lambda: {SERVICE_NAME: all(running.conditions.values()), "": running.conditions.get("memory", True)}
-    )
+    metrics.bind_health(lambda: {SERVICE_NAME: running.memory_ok, "": running.memory_ok})
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -414,7 +381,6 @@ def build_app(
     mark("gRPC server")
     # after the start: its registry read of the champion's times imports MLflow (seconds of CPU)
     models.subscribe(model_listener(metrics, models.tracking_uri))
-    models.subscribe(lambda model: running.set_model_health(model is not None))
     watch_memory(running, engine)
     running.stoppers.append(models.stop)
     running.stoppers.append(store.close)
