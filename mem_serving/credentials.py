@@ -1,18 +1,10 @@
-"""Serving credentials that rotate without a restart: the bearer-token set and the TLS pair.
+"""Serving credentials that rotate without a restart: the bearer-token set (``MEM_SERVING_TOKEN``
+or ``MEM_SERVING_TOKEN_FILE``) and the TLS pair (docs/serving.md, docs/security.md).
 
-- Tokens: ``MEM_SERVING_TOKEN`` (one, fixed for the process's life) or ``MEM_SERVING_TOKEN_FILE``
-  (one token per line, ``#`` comments; the file must not be readable by group or others). A call
-  is accepted when its ``authorization: Bearer <t>`` (the scheme in any case) matches any token
-  of the current set (compared in constant time against every one), so a rotation is: add the
-  next token, reload, move the clients, remove the old one, reload.
-- TLS: the certificate and key files are served through ``grpc.dynamic_ssl_server_credentials``;
-  after a reload every new handshake gets the new pair, established connections keep theirs.
-
-A reload happens on SIGHUP (``mem serve``) and, every ``credentials_poll_s`` seconds, when a
-watched file changed (inode, size or mtime). A file that fails its checks (unreadable, empty,
-open to others, a certificate that does not match its key) is refused with a log line and the
-credentials in force stay: a bad edit never locks clients out. Logs name token fingerprints
-(the first 12 hex digits of their SHA-256) and the certificate's fingerprint, never a secret.
+A reload happens on SIGHUP and, every ``credentials_poll_s`` seconds, when a watched file changed
+(inode, size or mtime). A file that fails its checks is refused with a log line and the
+credentials in force stay: a bad edit never locks clients out. Logs name fingerprints (the first
+hex digits of a SHA-256), never a secret.
 """
 
 from __future__ import annotations
@@ -63,20 +55,13 @@ class TokenSet:
         compared, in constant time, whatever matches first."""
         scheme, _, rest = given.partition(b" ")
         token = rest.lstrip(b" ")
-        ok = scheme.lower() == b"bearer"
         match = False
         for expected in self._expected:
             match |= hmac.compare_digest(token, expected)
-        return ok and match
-
-    def __len__(self) -> int:
-        return len(self._expected)
+        return scheme.lower() == b"bearer" and match
 
     def fingerprints(self) -> list[str]:
         return [fingerprint(e) for e in self._expected]
-
-    def __repr__(self) -> str:
-        return f"TokenSet({len(self)} tokens)"
 
 
 def parse_tokens(text: str) -> tuple[str, ...]:
@@ -132,11 +117,6 @@ class CertificatePair:
         self._current = (key_pem, cert_pem)
         self._initial = grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)])
 
-    @property
-    def current(self) -> tuple[bytes, bytes]:
-        """The pair in force: (key PEM, certificate PEM)."""
-        return self._current
-
     def _load(self, at_start: bool = False) -> tuple[bytes, bytes, str, datetime]:
         """Read and check the pair. A key open to others and an expired certificate are logged at
         start (as the server always did) and refused on a reload."""
@@ -146,16 +126,22 @@ class CertificatePair:
         try:
             cert_pem = self.cert_path.read_bytes()
         except OSError as exc:
-            raise CredentialError(f"cannot read the certificate {self.cert_path}: {exc.strerror}") from None
-        key_pem = _private_text(self.key_path, "TLS key", strict=not at_start)
+            raise CredentialError(
+                f"MEM_SERVING_TLS_CERT names {self.cert_path}, which cannot be read ({exc.strerror})"
+            ) from None
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError:
-            raise CredentialError(f"{self.cert_path} is not a PEM certificate") from None
+            raise CredentialError(
+                f"MEM_SERVING_TLS_CERT names {self.cert_path}, which is not a PEM certificate"
+            ) from None
+        key_pem = _private_text(self.key_path, "TLS key", strict=not at_start)
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError):
-            raise CredentialError(f"{self.key_path} is not an unencrypted PEM private key") from None
+            raise CredentialError(
+                f"MEM_SERVING_TLS_KEY names {self.key_path}, which is not an unencrypted PEM private key"
+            ) from None
         pub = serialization.PublicFormat.SubjectPublicKeyInfo
         if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(
             serialization.Encoding.DER, pub
@@ -206,7 +192,6 @@ class ServingCredentials:
             CertificatePair(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
         )
         self.poll_s = settings.credentials_poll_s
-        self.reloads = 0  # reloads that changed something
         self._reload_lock = threading.Lock()
         self._stamps = self._stat()
         self._stop = threading.Event()
@@ -253,8 +238,6 @@ class ServingCredentials:
                         changed.append("certificate")
                 except CredentialError as exc:
                     log.error("certificate reload (%s) refused, the certificate in force stays: %s", reason, exc)
-            if changed:
-                self.reloads += 1
             state = self.describe()
             log.info(
                 "serving credentials reloaded (%s): %s changed; %s",
