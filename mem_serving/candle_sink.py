@@ -1,29 +1,9 @@
-"""Write-behind of the candles the engine sends, so QuestDB stays current without touching the hot path.
-
-``CandleSink.offer`` only appends to a bounded in-memory queue (a lock and a deque append, a few
-µs); the handlers call it (through ``offer_changes``) with the candles of a PredictReversal or
-EnhanceSignal request that are new or revised against the history the server holds, and
-PushCandles with a whole bulk block. A background thread ("mem-candle-sink") wakes every
-``flush_s`` seconds (at once when ``batch_rows`` are queued) and writes what is queued through one
-kept-open ``CandleWriter`` (the official questdb client, ILP over HTTP): a written candle is
-committed to the table's WAL (durable) and readable once QuestDB applies it, within milliseconds.
-The table's DEDUP UPSERT KEYS(ts, symbol) make every write idempotent: a batch written again
-after a failure, or after a restart, changes nothing, and the last revision of a candle wins.
-
-Accounting, in candles (rows): every offered row is either *queued* or *dropped*. A queued row
-is written unless the server stops while QuestDB is still unreachable, so
-``queued = written + pending + dropped(shutdown) + dropped(error)`` at all times.
-
-- QuestDB unreachable: the failed batch goes back to the front of the queue (order kept) and is
-  retried after 0.5 s, doubling to ``retry_max_s``; calls keep succeeding meanwhile.
-- Queue full (``max_rows`` pending): the offer is dropped whole, ``dropped{reason="queue_full"}``.
-- ``close``: drains for ``drain_s`` seconds; rows still pending then count as
-  ``dropped{reason="shutdown"}`` (logged).
-- A batch that fails with anything but ``CandleStoreError`` (a bug, not an outage) is dropped
-  (``dropped{reason="error"}``, logged with its traceback) rather than retried forever.
-
-Metrics (registered into the server's registry, read at scrape time, nothing on the hot path):
-the ``mem_candles_*`` series of docs/serving.md ("Metrics").
+"""Write-behind of the candles the engine sends, so QuestDB stays current without touching the hot
+path (docs/serving.md, "Candles to QuestDB"): ``offer`` appends to a bounded queue (a lock and a
+deque append); a thread ("mem-candle-sink") writes it through one kept-open ``CandleWriter``.
+Every offered row is queued or dropped, and ``queued = written + pending + dropped(shutdown) +
+dropped(error)`` at all times. A batch that fails with anything but ``CandleStoreError`` (a bug,
+not an outage) is dropped and logged rather than retried forever.
 """
 
 from __future__ import annotations
@@ -82,33 +62,6 @@ class SinkStats:
     last_error: str | None
 
 
-def new_or_revised(held: CandleBlock | None, given: CandleBlock) -> CandleBlock | None:
-    """The rows of ``given`` that ``held`` does not already hold with the same values (None when
-    there are none): what a request brings that QuestDB may not have yet."""
-    n = len(given)
-    if n == 0:
-        return None
-    if held is None or len(held) == 0:
-        return given
-    last = held.ts_ms[-1]
-    if n == 1:  # the hot path: one new or revised candle
-        t = given.ts_ms[0]
-        if t > last:
-            return given
-        if t == last:
-            return None if bool((held.ohlcv[-1] == given.ohlcv[0]).all()) else given
-    if given.ts_ms[0] > last:
-        return given
-    at = np.minimum(np.searchsorted(held.ts_ms, given.ts_ms), len(held) - 1)
-    same = (held.ts_ms[at] == given.ts_ms) & (held.ohlcv[at] == given.ohlcv).all(axis=1)
-    if same.all():
-        return None
-    if not same.any():
-        return given
-    keep = ~same
-    return CandleBlock(given.ts_ms[keep], given.ohlcv[keep])
-
-
 def batch_frame(items: list[tuple[str, CandleBlock]]) -> pd.DataFrame:
     """Queued blocks as one candle frame in the store's column order and dtypes; of the rows with
     the same (symbol, ts) only the last (the newest revision) is kept."""
@@ -135,8 +88,8 @@ def batch_frame(items: list[tuple[str, CandleBlock]]) -> pd.DataFrame:
 class CandleSink:
     """A bounded queue of candles and the thread that writes it to QuestDB (see the module doc).
 
-    ``offer`` and ``offer_changes`` never block on I/O; ``flush`` waits for the rows queued before
-    it; ``close`` drains (at most ``drain_s``) and stops the thread. Thread-safe."""
+    ``offer`` never blocks on I/O; ``flush`` waits for the rows queued before it; ``close``
+    drains (at most ``drain_s``) and stops the thread. Thread-safe."""
 
     def __init__(
         self,
@@ -195,13 +148,6 @@ class CandleSink:
         if wake:
             self._wake.set()
         return Offer(n, 0, pending)
-
-    def offer_changes(self, symbol: str, given: CandleBlock, held: CandleBlock | None) -> None:
-        """Queue the rows of ``given`` that are new or revised against ``held`` (the history the
-        server holds before merging ``given``)."""
-        rows = new_or_revised(held, given)
-        if rows is not None:
-            self.offer(symbol, rows)
 
     def observe_stored(self, symbol: str, newest_ts_ms: int) -> None:
         """QuestDB is known to hold a candle of ``symbol`` opened at ``newest_ts_ms`` (a read saw it)."""

@@ -20,7 +20,7 @@ from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.questdb.store import read_candles, wait_for_wal
 from mem_core.settings import QuestDBSettings
 from mem_serving.api import pb
-from mem_serving.candle_sink import CandleSink, new_or_revised, observing
+from mem_serving.candle_sink import CandleSink, observing
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock
 
@@ -77,29 +77,6 @@ def _as_stored(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame[["ts", *PRICES]].reset_index(drop=True).copy()
     out["ts"] = pd.to_datetime(out["ts"], utc=True).astype("datetime64[us, UTC]")
     return out.astype({c: "float64" for c in PRICES})
-
-
-# ---- which rows a request brings --------------------------------------------------------------
-
-
-def test_new_or_revised_keeps_only_what_the_history_lacks(serve_candles: pd.DataFrame) -> None:
-    held = _block(serve_candles.iloc[:100])
-    assert new_or_revised(None, held) is held
-    assert new_or_revised(held, _block(serve_candles.iloc[:100])) is None  # nothing new
-    assert new_or_revised(held, _block(serve_candles.iloc[99:100])) is None  # the newest, unchanged
-    nxt = _block(serve_candles.iloc[100:101])
-    assert new_or_revised(held, nxt) is nxt
-    revised = _block(pd.DataFrame([_revised(serve_candles.iloc[99])]))
-    assert new_or_revised(held, revised) is revised
-    old_revised = _block(pd.DataFrame([_revised(serve_candles.iloc[10])]))  # an older candle corrected
-    assert new_or_revised(held, old_revised) is old_revised
-    # a window overlapping the history: the unchanged rows go, the revised and the new stay
-    window = serve_candles.iloc[90:105].copy()
-    window.iloc[5] = _revised(window.iloc[5])
-    got = new_or_revised(held, _block(window))
-    assert got is not None
-    assert got.ts_ms.tolist() == [_block(window).ts_ms[5], *_block(serve_candles.iloc[100:105]).ts_ms.tolist()]
-    assert new_or_revised(held, _block(serve_candles.iloc[:0])) is None
 
 
 # ---- through the server -----------------------------------------------------------------------
