@@ -1,14 +1,5 @@
-"""What ``GetModelInfo`` answers: the model the server scores with and the memory store it writes.
-
-Gathered from what the server already holds: the champion the model provider loaded (its
-version and MLflow run id), that run's lineage (``data.start`` / ``data.end`` = the first and last
-labelled candle, ``label.horizon``, ``estimator``, the feature list and set) and metrics
-(``holdout_*``; ``walkforward_*`` once training logs them), and the memory engine's store (its id
-and path). The run is read from the registry once per champion version and cached: a promotion
-gives a new version, so a new read.
-
-A caller that must not use a model trained on its data (the replay) compares
-``training_window.last_label_candle`` — the last candle any label looked at — with its own data.
+"""What ``GetModelInfo`` answers (docs/serving.md, "API"): the champion the model provider loaded,
+its run's lineage and skill (read once per version), and the memory store the server writes.
 """
 
 from __future__ import annotations
@@ -30,11 +21,6 @@ log = logging.getLogger(__name__)
 
 #: The candles the models are trained and served on.
 CANDLE = timedelta(minutes=5)
-#: Run metrics with these prefixes are the skill summaries (the prefix is dropped in the answer).
-HOLDOUT_PREFIX = "holdout_"
-WALK_FORWARD_PREFIXES = ("walkforward_", "walk_forward_", "wf_")
-#: The feature set a run used, when it names one (else inferred from its feature list).
-FEATURE_SET_KEYS = ("feature_set", "features.set")
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
 
@@ -91,9 +77,9 @@ def _utc(text: str) -> datetime:
 
 
 def _feature_set(lineage: Mapping[str, str], names: tuple[str, ...]) -> str:
-    for key in FEATURE_SET_KEYS:
-        if lineage.get(key):
-            return lineage[key]
+    """The run's ``feature_set`` param, else inferred from its feature list."""
+    if lineage.get("feature_set"):
+        return lineage["feature_set"]
     from mem_core.features import FEATURE_NAMES
 
     if names and tuple(names) == tuple(FEATURE_NAMES):
@@ -101,14 +87,9 @@ def _feature_set(lineage: Mapping[str, str], names: tuple[str, ...]) -> str:
     return "custom" if names else ""
 
 
-def _skill(metrics: Mapping[str, float], prefixes: tuple[str, ...]) -> dict[str, float]:
-    out = {}
-    for key in sorted(metrics):
-        for prefix in prefixes:
-            if key.startswith(prefix):
-                out[key[len(prefix) :]] = float(metrics[key])
-                break
-    return out
+def _skill(metrics: Mapping[str, float], prefix: str) -> Mapping[str, float]:
+    """The run metrics named ``<prefix><name>``, as name -> value."""
+    return MappingProxyType({k[len(prefix) :]: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)})
 
 
 class ModelInfoSource:
@@ -170,7 +151,7 @@ class ModelInfoSource:
             estimator=lineage.get("estimator", ""),
             feature_set=_feature_set(lineage, names),
             training_window=window,
-            holdout_skill=MappingProxyType(_skill(run.metrics, (HOLDOUT_PREFIX,))),
-            walk_forward_skill=MappingProxyType(_skill(run.metrics, WALK_FORWARD_PREFIXES)),
+            holdout_skill=_skill(run.metrics, "holdout_"),
+            walk_forward_skill=_skill(run.metrics, "walk_forward_"),
             **base,
         )
