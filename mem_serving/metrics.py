@@ -1,11 +1,6 @@
-"""Prometheus metrics of one server (own registry, so several servers can live in one process).
-
-The series, their meaning and the conventions they follow (every known label set exported at
-zero from the start, counters not windowed gauges, no ``_created`` series, base units in names,
-no NaN: a gauge with nothing to report is absent) are listed in docs/serving.md ("Metrics");
-deploy/prometheus/alerts.yml and deploy/grafana/mem.json are built on these names
-(tests/serving/test_ops_metrics.py). The candle write-behind adds its own ``mem_candles_*``
-series (``mem_serving.candle_sink``).
+"""Prometheus metrics of one server, in its own registry (several servers can live in one process).
+The series and their conventions: docs/serving.md ("Metrics"); deploy/prometheus/alerts.yml and
+deploy/grafana/mem.json are built on these names.
 """
 
 from __future__ import annotations
@@ -185,14 +180,14 @@ class ServingMetrics:
         self.strategies.labels("deprecated").set_function(lambda: stats().deprecated_strategies)
         self.corrupt_records.set_function(lambda: stats().corrupt_records)
 
-    def set_model(self, version: str | None, times: ModelTimes | None = None) -> None:
-        """The champion being served (None: none), with its training-end and promotion times."""
+    def set_model(self, version: str | None) -> None:
+        """The champion being served (None: none); its times follow (``set_model_times``)."""
         with self._model_lock:
             self.model_info.clear()
             self.model_loaded_gauge.set(0 if version is None else 1)
             if version is not None:
                 self.model_info.labels(version).set(1)
-            self._served = None if version is None else (version, times or ModelTimes())
+            self._served = None if version is None else (version, ModelTimes())
 
     def set_model_times(self, version: str, times: ModelTimes) -> None:
         """The times of ``version``, read after it was loaded; ignored when another is served by now."""
@@ -308,29 +303,25 @@ class Scraped:
 
 
 def _served_model(served: tuple[str, ModelTimes] | None) -> Iterator[Metric]:
-    """``mem_model_version`` and the champion's timestamps; absent while nothing is served or a
-    time is unknown (never a misleading 0)."""
+    """The champion's version and times; each absent while unknown (never a misleading 0)."""
     if served is None:
         return
     version, times = served
-    try:
-        yield GaugeMetricFamily(
-            "mem_model_version", "Version number of the champion being served", value=float(version)
-        )
-    except ValueError:
-        pass
-    if times.training_end is not None:
-        yield GaugeMetricFamily(
-            "mem_model_training_end_timestamp_seconds",
-            "Unix time the served champion's training run ended",
-            value=times.training_end,
-        )
-    if times.promoted is not None:
-        yield GaugeMetricFamily(
-            "mem_model_promoted_timestamp_seconds",
-            "Unix time the served champion was made champion",
-            value=times.promoted,
-        )
+    values = {
+        "mem_model_version": float(version) if version.isdigit() else None,
+        "mem_model_training_end_timestamp_seconds": times.training_end,
+        "mem_model_promoted_timestamp_seconds": times.promoted,
+    }
+    for name, value in values.items():
+        if value is not None:
+            yield GaugeMetricFamily(name, _SERVED_HELP[name], value=value)
+
+
+_SERVED_HELP = {
+    "mem_model_version": "Version number of the champion being served",
+    "mem_model_training_end_timestamp_seconds": "Unix time the served champion's training run ended",
+    "mem_model_promoted_timestamp_seconds": "Unix time the served champion was made champion",
+}
 
 
 def _health(serving: Mapping[str, bool]) -> Iterator[Metric]:
