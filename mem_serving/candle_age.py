@@ -1,13 +1,7 @@
 """The newest candle of each symbol in QuestDB, read at start-up and every minute, so that
-``mem_candles_newest_age_seconds{symbol}`` has a series from the server's start (an alert on
-stale candles is not silent after a restart) and follows candles written by others (``mem
-ingest``, another replica), not only those this server wrote or read.
-
-A daemon thread ("mem-candle-age") runs one ``LATEST ON ts PARTITION BY symbol`` query per
-``interval_s`` and hands each symbol's newest open time to ``observe`` (the candle write-behind's
-``observe_stored``, which exports the gauge). With the write-behind off there is no such sink:
-``register`` exports the gauge from what the watcher read. QuestDB out of reach: logged once,
-retried at the next interval; nothing waits for it.
+``mem_candles_newest_age_seconds{symbol}`` has a series from the server's start and follows
+candles written by others (``mem ingest``, another replica). QuestDB out of reach: logged once,
+retried at the next interval.
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
-"""The local copy of champion versions: a restart of ``mem serve`` loads its champion from disk,
-without a download and without the registry's libraries (MLflow) on the way to SERVING.
+"""The local copy of champion versions, so a restart loads its champion from disk without a
+download or MLflow (docs/serving.md, "Start-up").
 
-Layout, under the cache folder (``MEM_SERVING_MODEL_CACHE``, default
-``<MEM_HOME>/.mem/cache/models``): ``<registry>/<model name>/<version>/`` holds ``model.skops``
-(the estimator, in skops format: no pickle), ``one_row.npz`` (the arrays of the model's compiled
-one-row path, when its type keeps any: ``ReversalModel.one_row_state``) and ``meta.json`` (model
-type, feature set, training ranges, the run's params, tags and metrics for GetModelInfo, the types
-skops must trust, all scikit-learn's own, and ``predict_proba``'s answers on the probe rows).
-``<registry>`` is a hash of the tracking URI without credentials, so two registries never share
-an entry.
-
-An entry whose compiled path is a tree walk (``hist_gb``) is served from its arrays alone once
-they reproduce the kept probe answers: neither skops nor scikit-learn is imported (a second of
-CPU); any other entry loads its estimator. A registered version never changes, so an entry never
-goes stale; which version is the champion the registry says, at every start and poll
-(``champion_version``: for a SQLite registry one query of its alias table, without importing
-MLflow; else MLflow's client). An entry is written to a temporary folder and renamed into place
-(a crash never leaves half of one); an entry that cannot be read is removed and fetched again.
-The newest ``KEEP`` entries of a model are kept.
+An entry, ``<root>/<hash of the registry URI without credentials>/<model name>/<version>/``,
+holds ``model.skops`` (the estimator, no pickle), ``one_row.npz`` (the arrays of the compiled
+one-row path, when the model type keeps any) and ``meta.json`` (model type, feature set, ranges,
+the run's params, tags and metrics, the types skops must trust, and ``predict_proba``'s answers on
+the probe rows). It is written to a temporary folder and renamed into place; one that cannot be
+read is removed and fetched again.
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
-"""The champion model for serving: loaded from the MLflow registry, swapped when it changes.
+"""The champion model for serving, loaded from the registry (or the model cache) and swapped when
+it changes (docs/serving.md, "Champion model").
 
-A background thread asks the registry for the champion's version every ``poll_s`` seconds
-(one cheap query); when it differs from the loaded one it loads that version completely and only
-then swaps the reference (one attribute assignment, atomic under the GIL). A call in flight
-keeps the model object it started with, so a promotion never fails a call; the next prediction
-uses the new champion.
-
-The champion's version tags name its model type and its feature set (``mem_core.model``);
-serving computes that set for every prediction. A champion whose feature set or model type this
-code does not know is refused (logged, the current one stays). When the registry loses the
-alias, the loaded model keeps serving (logged): a trading engine is better served by
-yesterday's champion than by none.
-
-With a ``cache`` (``mem_serving.model_cache``), versions are kept on local disk: a version the
-cache holds is loaded from there (no download, no MLflow), one it does not hold is downloaded
-once and kept. The champion's version is asked of the registry at every start and poll as
-before (``model_cache.champion_version``: one SQL query for a SQLite registry).
-
-With ``metrics``, every load is counted (``mem_model_loads_total{result}``), every swap of a
-served champion too (``mem_model_swaps_total``), and the last load's duration is a gauge.
+A thread asks the registry for the champion's version every ``poll_s`` seconds; a new version is
+loaded completely, then swapped in with one attribute assignment, so a call in flight keeps the
+model it started with. A version this code cannot serve is refused (logged, the current one
+stays); when the registry loses the alias, the loaded model keeps serving.
 """
 
 from __future__ import annotations
