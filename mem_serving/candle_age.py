@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -25,55 +25,47 @@ INTERVAL_S = 60.0
 
 
 class CandleAgeWatcher:
-    """Reads the newest candle per symbol from QuestDB now and every ``interval_s``; ``stop`` ends it."""
+    """The newest candle per symbol known in QuestDB: read from it now and every ``interval_s``
+    (``start``; ``stop`` ends it), and told by whoever writes or reads candles (``observe``)."""
 
-    def __init__(
-        self,
-        settings: QuestDBSettings,
-        observe: Callable[[str, int], None] | None = None,
-        interval_s: float = INTERVAL_S,
-    ) -> None:
+    def __init__(self, settings: QuestDBSettings, interval_s: float = INTERVAL_S) -> None:
         self.settings = settings
         self.interval_s = interval_s
-        self._newest: dict[str, int] = {}  # symbol -> newest open time (epoch ms) read
-        self._observe = observe or self._keep
+        self.newest: dict[str, int] = {}  # symbol -> newest open time (epoch ms)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._failing = False
         self.reads = 0  # successful reads (for tests)
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
 
-    def _keep(self, symbol: str, ts_ms: int) -> None:
-        self._newest[symbol] = max(ts_ms, self._newest.get(symbol, ts_ms))
+    def observe(self, symbol: str, ts_ms: int) -> None:
+        """QuestDB holds a candle of ``symbol`` opened at ``ts_ms`` (epoch ms)."""
+        with self._lock:
+            self.newest[symbol] = max(ts_ms, self.newest.get(symbol, ts_ms))
 
     def register(self, registry: CollectorRegistry) -> None:
-        """Export ``mem_candles_newest_age_seconds{symbol}`` from the watcher's own reads (for a
-        server without the candle write-behind, whose sink exports it otherwise)."""
-        registry.register(Scraped(lambda: newest_age(dict(self._newest))))
+        """Export ``mem_candles_newest_age_seconds{symbol}``."""
+        registry.register(Scraped(lambda: newest_age(dict(self.newest))))
 
     def start(self) -> CandleAgeWatcher:
         self._thread.start()
         return self
 
-    def read_once(self) -> bool:
-        """One read; True when QuestDB answered."""
-        try:
-            newest = newest_candle_times(self.settings)
-        except CandleStoreError as exc:
-            if not self._failing:
-                log.warning(
-                    "cannot read the newest candles from QuestDB (retrying every %.0f s): %s", self.interval_s, exc
-                )
-            self._failing = True
-            return False
-        self._failing = False
-        for symbol, ts in newest.items():
-            self._observe(symbol, int(ts.value // 1_000_000))  # ns -> ms
-        self.reads += 1
-        return True
-
     def _run(self) -> None:
         while True:
-            self.read_once()
+            try:
+                newest = newest_candle_times(self.settings)
+            except CandleStoreError as exc:
+                if not self._failing:
+                    log.warning(
+                        "cannot read the newest candles from QuestDB (retrying every %.0f s): %s", self.interval_s, exc
+                    )
+                self._failing = True
+            else:
+                self._failing = False
+                for symbol, ts in newest.items():
+                    self.observe(symbol, int(ts.value // 1_000_000))  # ns -> ms
+                self.reads += 1
             if self._stop.wait(self.interval_s):
                 return
 

@@ -13,8 +13,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,6 @@ from mem_core.questdb.store import (
     wait_for_wal,
 )
 from mem_core.settings import QuestDBSettings
-from mem_serving.candle_age import newest_age
 from mem_serving.metrics import Scraped
 from mem_serving.types import CandleBlock
 
@@ -49,17 +48,17 @@ class Offer:
     pending: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SinkStats:
-    queued: int
-    written: int
-    dropped: dict[str, int]
-    pending: int
-    failures: int
+    queued: int = 0
+    written: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    pending: int = 0
+    failures: int = 0
     #: Unix time of the last successful write; None before the first.
-    last_write: float | None
+    last_write: float | None = None
     #: The last write error (None once a write succeeds again).
-    last_error: str | None
+    last_error: str | None = None
 
 
 def batch_frame(items: list[tuple[str, CandleBlock]]) -> pd.DataFrame:
@@ -100,6 +99,7 @@ class CandleSink:
         flush_s: float = 1.0,
         drain_s: float = 10.0,
         retry_max_s: float = 30.0,
+        on_written: Callable[[str, int], None] = lambda symbol, ts_ms: None,
     ) -> None:
         if max_rows <= 0 or batch_rows <= 0 or flush_s <= 0:
             raise ValueError("max_rows, batch_rows and flush_s must be positive")
@@ -109,17 +109,11 @@ class CandleSink:
         self.flush_s = flush_s
         self.drain_s = drain_s
         self.retry_max_s = max(retry_max_s, RETRY_MIN_S)
+        self._on_written = on_written  # (symbol, newest open time in ms) of each block written
         self._lock = threading.Lock()
         self._done_cond = threading.Condition(self._lock)
         self._queue: deque[tuple[str, CandleBlock]] = deque()
-        self._pending = 0
-        self._queued = 0
-        self._written = 0
-        self._dropped = dict.fromkeys(DROP_REASONS, 0)
-        self._failures = 0
-        self._last_write: float | None = None
-        self._last_error: str | None = None
-        self._stored: dict[str, int] = {}  # symbol -> newest open time (ms) known in QuestDB
+        self._stats = SinkStats()  # under the lock
         self._wake = threading.Event()
         self._closing = False
         self._deadline = math.inf
@@ -134,56 +128,37 @@ class CandleSink:
         n = len(block)
         with self._lock:
             if n == 0:
-                return Offer(0, 0, self._pending)
-            if self._closing or self._pending + n > self.max_rows:
-                self._dropped["shutdown" if self._closing else "queue_full"] += n
-                return Offer(0, n, self._pending)
+                return Offer(0, 0, self._stats.pending)
+            if self._closing or self._stats.pending + n > self.max_rows:
+                self._stats.dropped["shutdown" if self._closing else "queue_full"] += n
+                return Offer(0, n, self._stats.pending)
             self._queue.append((symbol, block))
-            self._pending += n
-            self._queued += n
-            pending = self._pending
+            self._stats.pending += n
+            self._stats.queued += n
+            pending = self._stats.pending
             # a full batch is written at once, but not during an outage: there the writer keeps
             # its backoff (waking it on every call made a retry storm that starved the calls)
-            wake = pending >= self.batch_rows and self._last_error is None
+            wake = pending >= self.batch_rows and self._stats.last_error is None
         if wake:
             self._wake.set()
         return Offer(n, 0, pending)
-
-    def observe_stored(self, symbol: str, newest_ts_ms: int) -> None:
-        """QuestDB is known to hold a candle of ``symbol`` opened at ``newest_ts_ms`` (a read saw it)."""
-        with self._lock:
-            if newest_ts_ms > self._stored.get(symbol, -1):
-                self._stored[symbol] = newest_ts_ms
 
     # ---- state -----------------------------------------------------------------------------
 
     def stats(self) -> SinkStats:
         with self._lock:
-            return SinkStats(
-                self._queued,
-                self._written,
-                dict(self._dropped),
-                self._pending,
-                self._failures,
-                self._last_write,
-                self._last_error,
-            )
-
-    def newest_stored(self) -> dict[str, int]:
-        """Per symbol, the open time (epoch ms) of the newest candle known to be in QuestDB."""
-        with self._lock:
-            return dict(self._stored)
+            return replace(self._stats, dropped=dict(self._stats.dropped))
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Write now and wait until every row queued before this call is written (or dropped) and
         QuestDB has applied it (readable); False when ``timeout`` ran out first (QuestDB down)."""
         deadline = time.monotonic() + timeout
         with self._done_cond:
-            target = self._queued
+            target = self._stats.queued
             self._wake.set()
             if not self._done_cond.wait_for(lambda: self._done() >= target, timeout):
                 return False
-            wrote = self._written > 0
+            wrote = self._stats.written > 0
         if wrote:
             try:
                 wait_for_wal(self.settings, timeout=max(0.1, deadline - time.monotonic()))
@@ -206,7 +181,7 @@ class CandleSink:
             log.error(
                 "the candle write-behind did not stop within %.0f s; %d candles pending",
                 self.drain_s + 15.0,
-                self._pending,
+                self._stats.pending,
             )
 
     def register(self, registry: CollectorRegistry) -> None:
@@ -216,7 +191,7 @@ class CandleSink:
     # ---- the writer thread ------------------------------------------------------------------
 
     def _done(self) -> int:
-        return self._written + self._dropped["shutdown"] + self._dropped["error"]
+        return self._stats.written + self._stats.dropped["shutdown"] + self._stats.dropped["error"]
 
     def _run(self) -> None:
         delay, backoff = self.flush_s, RETRY_MIN_S
@@ -225,7 +200,7 @@ class CandleSink:
             self._wake.clear()
             ok = self._drain()
             closing, deadline = self._closing, self._deadline
-            if closing and (self._pending == 0 or time.monotonic() >= deadline):
+            if closing and (self._stats.pending == 0 or time.monotonic() >= deadline):
                 break
             if ok:
                 delay, backoff = self.flush_s, RETRY_MIN_S
@@ -235,13 +210,13 @@ class CandleSink:
                 delay = min(delay, max(0.0, deadline - time.monotonic()))
         self._writer.close()
         with self._done_cond:
-            left = self._pending
+            left = self._stats.pending
             self._queue.clear()
-            self._pending = 0
-            self._dropped["shutdown"] += left
+            self._stats.pending = 0
+            self._stats.dropped["shutdown"] += left
             self._done_cond.notify_all()
         if left:
-            log.error("stopped with %d candles not written to QuestDB (last error: %s)", left, self._last_error)
+            log.error("stopped with %d candles not written to QuestDB (last error: %s)", left, self._stats.last_error)
 
     def _take(self) -> tuple[list[tuple[str, CandleBlock]], int]:
         """The oldest queued blocks, up to ``batch_rows`` rows (at least one block)."""
@@ -260,7 +235,7 @@ class CandleSink:
         steady trickle costs one write per ``flush_s``."""
         first = True
         while True:
-            if not first and self._pending < self.batch_rows and not self._closing:
+            if not first and self._stats.pending < self.batch_rows and not self._closing:
                 return True
             first = False
             items, rows = self._take()
@@ -272,44 +247,45 @@ class CandleSink:
             except CandleStoreError as exc:
                 with self._lock:
                     self._queue.extendleft(reversed(items))
-                    self._failures += 1
-                    new_outage = self._last_error is None
-                    self._last_error = str(exc)
+                    self._stats.failures += 1
+                    new_outage = self._stats.last_error is None
+                    self._stats.last_error = str(exc)
                 if new_outage:
                     log.warning(
-                        "cannot write candles to QuestDB, keeping %d in the queue and retrying: %s", self._pending, exc
+                        "cannot write candles to QuestDB, keeping %d in the queue and retrying: %s",
+                        self._stats.pending,
+                        exc,
                     )
                 return False
             except Exception:  # not an outage: retrying would block the queue forever
                 log.exception("dropping a batch of %d candles that cannot be written", rows)
                 with self._done_cond:
-                    self._pending -= rows
-                    self._dropped["error"] += rows
+                    self._stats.pending -= rows
+                    self._stats.dropped["error"] += rows
                     self._done_cond.notify_all()
                 continue
             with self._done_cond:
-                self._pending -= rows
-                self._written += rows
-                self._last_write = time.time()
-                recovered = self._last_error is not None
-                self._last_error = None
+                self._stats.pending -= rows
+                self._stats.written += rows
+                self._stats.last_write = time.time()
+                recovered = self._stats.last_error is not None
+                self._stats.last_error = None
                 for symbol, block in items:
-                    ms = int(block.ts_ms[-1])  # blocks are ascending
-                    if ms > self._stored.get(symbol, -1):
-                        self._stored[symbol] = ms
+                    self._on_written(symbol, int(block.ts_ms[-1]))  # blocks are ascending
                 self._done_cond.notify_all()
             if recovered:
-                log.info("QuestDB takes candles again; %d pending", self._pending)
+                log.info("QuestDB takes candles again; %d pending", self._stats.pending)
 
 
-def observing(source: Any, sink: CandleSink) -> Any:
-    """``source`` (a handlers ``CandleSource``) that tells ``sink`` the newest candle it read, so
-    the freshness metric covers symbols served from QuestDB too; keeps ``close`` and ``reader``."""
+def observing(source: Any, observe: Callable[[str, int], None]) -> Any:
+    """``source`` (a handlers ``CandleSource``) that tells ``observe`` (``CandleAgeWatcher``) the
+    newest candle it read, so the freshness metric covers symbols served from QuestDB too; keeps
+    ``close`` and ``reader``."""
 
     def read(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
         block = source(symbol, n, until_ms)
         if len(block):
-            sink.observe_stored(symbol, block.newest_ts_ms)
+            observe(symbol, block.newest_ts_ms)
         return block
 
     read.close = getattr(source, "close", lambda: None)  # type: ignore[attr-defined]
@@ -334,4 +310,3 @@ def _sink_metrics(sink: CandleSink) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write", value=s.last_write
         )
-    yield from newest_age(sink.newest_stored())

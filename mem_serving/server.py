@@ -42,15 +42,11 @@ WORKER_THREAD_PREFIX = "mem-grpc-worker"
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` naming a token of the current set
-    (UNAUTHENTICATED).
+    (UNAUTHENTICATED; the set may change while the server runs). The token is never logged or
+    echoed."""
 
-    Compared in constant time; the token is never logged or echoed. The set may change while the
-    server runs (``mem_serving.credentials``).
-    """
-
-    def __init__(self, tokens: TokenSet, exempt_prefixes: tuple[str, ...] = AUTH_EXEMPT_PREFIXES) -> None:
+    def __init__(self, tokens: TokenSet) -> None:
         self._tokens = tokens
-        self._exempt = exempt_prefixes
 
     async def intercept_service(
         self,
@@ -59,7 +55,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         # authentication before routing: a caller without a token learns nothing of the methods
         # (an unknown one is UNAUTHENTICATED too, not UNIMPLEMENTED)
-        if details.method.startswith(self._exempt) or self._authorized(details.invocation_metadata):
+        if details.method.startswith(AUTH_EXEMPT_PREFIXES) or self._authorized(details.invocation_metadata):
             return await continuation(details)
         handler = await continuation(details)  # only for its streaming kind
         return _DENY if handler is None else _deny_like(handler)
@@ -123,6 +119,8 @@ class RunningServer:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     executor: futures.ThreadPoolExecutor
+    #: Set (on the loop) to end the loop thread.
+    done: asyncio.Event
     credentials: ServingCredentials | None = None
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
@@ -165,11 +163,12 @@ class RunningServer:
             return
         self._stopped = True
         try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(grace), self.loop).result()
+            asyncio.run_coroutine_threadsafe(self.health.enter_graceful_shutdown(), self.loop).result()
+            asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result()
         except Exception:
             log.exception("error while stopping the gRPC server")
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.loop.call_soon_threadsafe(self.done.set)
             self.thread.join()
             self.executor.shutdown(wait=True)  # blocking calls still running end before the stores close
         for stop in reversed(self.stoppers):
@@ -178,17 +177,13 @@ class RunningServer:
             except Exception:  # keep stopping the rest; the failure is logged
                 log.exception("error while stopping")
 
-    async def _shutdown(self, grace: float | None) -> None:
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
-
 
 def create_running_server(settings: ServingSettings, handlers: Handlers) -> RunningServer:
     """A started server bound to ``settings.host:settings.port`` (0 = a free port: see ``.port``);
     ``stop(grace)`` stops it."""
     credentials = ServingCredentials(settings)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=_run_loop, args=(loop,), name=LOOP_THREAD_NAME, daemon=True)
+    loop, done = asyncio.new_event_loop(), asyncio.Event()
+    thread = threading.Thread(target=_run_loop, args=(loop, done), name=LOOP_THREAD_NAME, daemon=True)
     thread.start()
     executor = futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=WORKER_THREAD_PREFIX)
     try:
@@ -196,7 +191,7 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
             _start(settings, handlers, executor, credentials), loop
         ).result()
     except BaseException:
-        loop.call_soon_threadsafe(loop.stop)
+        loop.call_soon_threadsafe(done.set)
         thread.join()
         executor.shutdown(wait=False)
         raise
@@ -208,6 +203,7 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
         loop=loop,
         thread=thread,
         executor=executor,
+        done=done,
         credentials=credentials,
     )
     credentials.start_watching()
@@ -235,23 +231,11 @@ def watch_memory(running: RunningServer, engine: Any) -> None:
     metrics.bind_health(lambda: {SERVICE_NAME: running.memory_ok, "": running.memory_ok})
 
 
-def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """The loop thread: run until stopped, then cancel what is left and close the loop."""
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        try:
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())  # e.g. the memory's commits
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+def _run_loop(loop: asyncio.AbstractEventLoop, done: asyncio.Event) -> None:
+    """The loop thread: run until ``done``, then cancel what is left (e.g. the memory's commits in
+    the default executor) and close the loop."""
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        runner.run(done.wait())
 
 
 async def _start(
@@ -285,9 +269,8 @@ async def _start(
             f"cannot bind the gRPC server to {address}; choose another port with MEM_SERVING_PORT or --port"
         )
     await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    # SERVING without a champion too: EnhanceSignal answers with the ML silent
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    for service in ("", SERVICE_NAME):  # SERVING without a champion too: the ML is silent then
+        await health_servicer.set(service, _status(True))
     return server, health_servicer, port
 
 
@@ -342,10 +325,9 @@ def build_app(
     writer_started = starter.submit(engine.start_writer)
     starter.shutdown(wait=False)  # the thread ends with its one task
     metrics = ServingMetrics()
-    cache = None
-    if settings.model_cache is not None:
-        cache = ModelCache(settings.model_cache, settings.tracking_uri or registry.tracking_uri())
-    models = ModelProvider(settings.tracking_uri, settings.model_poll_s, metrics=metrics, cache=cache)
+    uri = settings.tracking_uri or registry.tracking_uri()
+    cache = ModelCache(settings.model_cache, uri) if settings.model_cache is not None else None
+    models = ModelProvider(uri, settings.model_poll_s, metrics=metrics, cache=cache)
     try:
         feature_sets.warm_up()
         mark("feature kernels")
@@ -358,7 +340,9 @@ def build_app(
         for stop in (models.stop, engine.close, store.close):
             stop()
         raise
-    source = questdb_source(questdb)
+    ages = CandleAgeWatcher(questdb)  # the newest candle per symbol in QuestDB: read, written, or read by calls
+    ages.register(metrics.registry)
+    source = observing(questdb_source(questdb), ages.observe)
     sink: CandleSink | None = None
     if settings.candle_sink:  # the write-behind of accepted candles to QuestDB
         sink = CandleSink(
@@ -367,32 +351,27 @@ def build_app(
             batch_rows=settings.candle_batch_rows,
             flush_s=settings.candle_flush_s,
             drain_s=settings.candle_drain_s,
+            on_written=ages.observe,
         )
         sink.register(metrics.registry)
-        source = observing(source, sink)
     handlers = Handlers(settings, models, engine, metrics, source, sink)
     metrics.bind_memory(handlers.memory_stats)
     try:
         running = create_running_server(settings, handlers)
     except BaseException:
-        for stop in (source.close, engine.close, store.close, models.stop):  # type: ignore[attr-defined]  # questdb_source's reader has close()
+        for stop in (source.close, engine.close, store.close, models.stop):
             stop()
         raise
     mark("gRPC server")
     # after the start: its registry read of the champion's times imports MLflow (seconds of CPU)
     models.subscribe(model_listener(metrics, models.tracking_uri))
     watch_memory(running, engine)
-    running.stoppers.append(models.stop)
-    running.stoppers.append(store.close)
-    running.stoppers.append(engine.close)  # stoppers run in reverse: the writer process stops before the store closes
-    running.stoppers.append(source.close)  # type: ignore[attr-defined]  # questdb_source's reader has close()
+    # stoppers run in reverse: the writer process stops before the store closes, the sink after
+    # the server stopped (no call offers any more)
+    running.stoppers += [models.stop, store.close, engine.close, source.close]
     if sink is not None:
-        running.stoppers.append(sink.close)  # after the server stopped: no call offers any more
-        running.stoppers.append(CandleAgeWatcher(questdb, sink.observe_stored).start().stop)
-    else:  # no write-behind to export the candle ages: the watcher does
-        ages = CandleAgeWatcher(questdb)
-        ages.register(metrics.registry)
-        running.stoppers.append(ages.start().stop)
+        running.stoppers.append(sink.close)
+    running.stoppers.append(ages.start().stop)
     if start_metrics:
         try:
             start_metrics_http(running, settings)
