@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import logging
 import signal
@@ -128,29 +129,20 @@ class RunningServer:
     #: champion is not a condition: without one EnhanceSignal answers with the ML silent.
     memory_ok: bool = True
     _stopped: bool = field(default=False, repr=False)
-    _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set_memory_health(self, ok: bool) -> None:
         """Whether the memory's writes find space: ``mem.v1.MemService`` and the server (``""``)
         are SERVING while they do, since no decision can be recorded otherwise. Callable from any
-        thread; ignored once the server is stopping."""
-        if self._stopped or self.loop.is_closed():
-            return
-        with self._health_lock:  # statuses are queued on the loop in the order they are decided
-            self.memory_ok = ok
-            coros = [self.health.set(service, _status(ok)) for service in (SERVICE_NAME, "")]
-            if threading.current_thread() is self.thread:  # on the loop itself: waiting would deadlock
-                for coro in coros:
-                    self.loop.create_task(coro)
-                return
-            try:
-                pending = [asyncio.run_coroutine_threadsafe(coro, self.loop) for coro in coros]
-            except RuntimeError:  # the loop closed meanwhile: the server is stopping
-                for coro in coros:
-                    coro.close()
-                return
-        if concurrent.futures.wait(pending, timeout=5.0).not_done:
-            log.warning("the event loop did not set the health within 5 s")
+        thread (the statuses are set on the loop in the order they are decided); ignored once the
+        server is stopping."""
+        self.memory_ok = ok
+        if not self._stopped and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the server is stopping
+                self.loop.call_soon_threadsafe(self._set_health, ok)
+
+    def _set_health(self, ok: bool) -> None:
+        for service in (SERVICE_NAME, ""):
+            self.loop.create_task(self.health.set(service, _status(ok)))
 
     def reload_credentials(self, reason: str = "request") -> dict[str, Any]:
         """Re-read the token file and TLS pair now (what SIGHUP does); returns what is in force."""
@@ -397,19 +389,8 @@ def start_metrics_http(running: RunningServer, settings: ServingSettings) -> Non
             "choose another with MEM_SERVING_METRICS_PORT or --metrics-port"
         ) from None
     running.metrics_port = httpd.server_address[1]
-    running.stoppers.append(httpd.server_close)
-    running.stoppers.append(httpd.shutdown)
+    running.stoppers += [httpd.server_close, httpd.shutdown]
     log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, running.metrics_port)
-
-
-def settle_heap() -> None:
-    """Take what start-up allocated (the libraries, the champion, the memory's index) out of the
-    cyclic garbage collector's view. A full collection otherwise walks those millions of objects
-    and stops every call for ~250 ms, about once a minute under load; objects made later (calls,
-    decisions, a newer champion) are collected as before. For a process that only serves (not
-    for a test process that builds many servers: frozen objects are never freed)."""
-    gc.collect()
-    gc.freeze()
 
 
 #: The GIL switch interval while serving (Python's default: 5 ms). The event-loop thread answers
@@ -423,10 +404,15 @@ def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServe
     """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace_s``);
     SIGHUP re-reads the token file and the TLS pair."""
     settings = settings or ServingSettings.from_env()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # this process only serves (like settle_heap)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # this process only serves (like gc.freeze below)
     clock = StartupClock()
     running = build_app(settings, clock=clock)
-    settle_heap()
+    # what start-up allocated (libraries, champion, the memory's index) leaves the cyclic GC's
+    # view: a full collection walked those millions of objects and stopped every call for ~250 ms
+    # about once a minute under load; objects made later are collected as before (only for a
+    # process that serves: a test building many servers would never free frozen objects)
+    gc.collect()
+    gc.freeze()
     clock.mark("heap")
     log.info("started in %s", clock.summary())
     stop = threading.Event()
