@@ -40,14 +40,11 @@ class TokenSet:
     """The bearer tokens accepted now; ``replace`` swaps the whole set atomically."""
 
     def __init__(self, tokens: Iterable[str]) -> None:
-        self._expected: tuple[bytes, ...] = ()
         self.replace(tokens)
 
     def replace(self, tokens: Iterable[str]) -> None:
-        expected = tuple(t.encode() for t in tokens)
-        if not expected:
-            raise CredentialError("the token set is empty")
-        self._expected = expected
+        """``tokens``: never empty (``parse_tokens`` refuses a file without one)."""
+        self._expected = tuple(t.encode() for t in tokens)
 
     def accepts(self, given: bytes) -> bool:
         """Whether ``given`` (the authorization header: the scheme ``Bearer`` in any case, as RFC
@@ -55,10 +52,8 @@ class TokenSet:
         compared, in constant time, whatever matches first."""
         scheme, _, rest = given.partition(b" ")
         token = rest.lstrip(b" ")
-        match = False
-        for expected in self._expected:
-            match |= hmac.compare_digest(token, expected)
-        return scheme.lower() == b"bearer" and match
+        matches = [hmac.compare_digest(token, expected) for expected in self._expected]  # all of them
+        return scheme.lower() == b"bearer" and any(matches)
 
     def fingerprints(self) -> list[str]:
         return [fingerprint(e) for e in self._expected]
@@ -142,10 +137,7 @@ class CertificatePair:
             raise CredentialError(
                 f"MEM_SERVING_TLS_KEY names {self.key_path}, which is not an unencrypted PEM private key"
             ) from None
-        pub = serialization.PublicFormat.SubjectPublicKeyInfo
-        if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(
-            serialization.Encoding.DER, pub
-        ):
+        if key.public_key() != cert.public_key():
             raise CredentialError(f"the TLS key {self.key_path} does not belong to the certificate {self.cert_path}")
         not_after = cert.not_valid_after_utc
         if not_after <= datetime.now(UTC):
@@ -225,9 +217,8 @@ class ServingCredentials:
             changed: list[str] = []
             if self.token_file is not None and self.tokens is not None:
                 try:
-                    tokens = read_token_file(self.token_file)
                     before = self.tokens.fingerprints()
-                    self.tokens.replace(tokens)
+                    self.tokens.replace(read_token_file(self.token_file))
                     if self.tokens.fingerprints() != before:
                         changed.append("tokens")
                 except CredentialError as exc:
