@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from mem_serving.client import TrainingWindow  # the one record of a window, the client's
 from mem_serving.model_cache import public_location, read_run
 from mem_serving.model_provider import ModelProvider
 
@@ -23,16 +24,6 @@ log = logging.getLogger(__name__)
 CANDLE = timedelta(minutes=5)
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class TrainingWindow:
-    """The candles a model was trained on (open times, UTC)."""
-
-    first_candle: datetime | None
-    last_candle: datetime  # the last labelled row
-    label_horizon: int  # candles each label looks ahead
-    last_label_candle: datetime  # last_candle + label_horizon candles
 
 
 @dataclass(frozen=True)
@@ -93,11 +84,8 @@ def _skill(metrics: Mapping[str, float], prefix: str) -> Mapping[str, float]:
 
 
 class ModelInfoSource:
-    """Builds ``ServedModelInfo`` from the model provider and the memory engine's store.
-
-    A failed read of the run is not an error of the call: the answer then says the window is
-    unknown (and the reason), so a caller that needs the window refuses.
-    """
+    """Builds ``ServedModelInfo`` from the model provider and the memory engine's store. A failed
+    read of the run is not an error of the call: the answer says the window is unknown, and why."""
 
     def __init__(self, models: ModelProvider, store: Any | None) -> None:
         self.models = models
