@@ -35,7 +35,6 @@ class ModelProvider:
         *,
         version_fn: Callable[[str | None], str | None] | None = None,
         load_fn: Callable[[str, str | None], registry.LoadedModel] | None = None,
-        on_change: Callable[[ServingModel | None], None] | None = None,
         metrics: ServingMetrics | None = None,
         cache: ModelCache | None = None,
     ) -> None:
@@ -43,7 +42,7 @@ class ModelProvider:
         self.poll_s = poll_s
         self._version_fn = version_fn or champion_version
         self._load_fn = load_fn or (lambda version, uri: registry.load_version(version, uri))
-        self._listeners: list[Callable[[ServingModel | None], None]] = [on_change] if on_change else []
+        self._listeners: list[Callable[[ServingModel | None], None]] = []
         self._metrics = metrics
         self._cache = cache
         self._model: ServingModel | None = None
