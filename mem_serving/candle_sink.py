@@ -121,8 +121,6 @@ class CandleSink:
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
-    # ---- the hot path ----------------------------------------------------------------------
-
     def offer(self, symbol: str, block: CandleBlock) -> Offer:
         """Queue ``block`` for QuestDB, or drop it whole when the queue cannot take it."""
         n = len(block)
@@ -142,8 +140,6 @@ class CandleSink:
         if wake:
             self._wake.set()
         return Offer(n, 0, pending)
-
-    # ---- state -----------------------------------------------------------------------------
 
     def stats(self) -> SinkStats:
         with self._lock:
@@ -187,8 +183,6 @@ class CandleSink:
     def register(self, registry: CollectorRegistry) -> None:
         """Expose the sink's metrics (module doc) in ``registry``."""
         registry.register(Scraped(lambda: _sink_metrics(self)))
-
-    # ---- the writer thread ------------------------------------------------------------------
 
     def _done(self) -> int:
         return self._stats.written + self._stats.dropped["shutdown"] + self._stats.dropped["error"]
@@ -242,8 +236,7 @@ class CandleSink:
             if not items:
                 return True
             try:
-                frame = batch_frame(items)
-                self._writer.write(frame)
+                self._writer.write(batch_frame(items))
             except CandleStoreError as exc:
                 with self._lock:
                     self._queue.extendleft(reversed(items))

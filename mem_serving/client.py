@@ -1,11 +1,7 @@
-"""The public Python client of ``mem.v1.MemService`` (docs/CONTRACTS.md, docs/serving.md).
-
-``MemClient`` takes plain Python values (a candle frame as in docs/CONTRACTS.md, actions "BUY" /
-"SELL" / "HOLD", directions "bullish" / "bearish", tz-aware times) and returns frozen records;
-protobuf stays inside this module. Every call has a deadline (``timeout_s``); a failed call raises
-``MemClientError`` naming the call, the address and the status code (a token never appears in it).
-With ``token`` every call carries ``authorization: Bearer <token>``; with ``root_cert`` (PEM) the
-channel is TLS. For the raw wire types, see ``mem_serving.api``.
+"""The public Python client of ``mem.v1.MemService`` (docs/CONTRACTS.md, docs/serving.md): plain
+Python values in (a candle frame, "BUY"/"SELL"/"HOLD", "bullish"/"bearish", tz-aware times),
+frozen records out; protobuf stays inside this module. A failed call raises ``MemClientError``
+naming the call, the address and the status code (never the token).
 """
 
 from __future__ import annotations
@@ -180,13 +176,9 @@ class ModelInfo:
 
 
 class MemClient:
-    """A channel to the server at ``address`` (host:port) and typed calls over it.
-
-    The constructor waits up to ``timeout_s`` for the channel to be ready, so a missing server
-    fails here with a clear message rather than at the first call. ``options`` are gRPC channel
-    options (e.g. ``("grpc.max_receive_message_length", ...)``). Use it as a context manager, or
-    call ``close()``.
-    """
+    """A channel to the server at ``address`` (host:port) and typed calls over it, each with the
+    deadline ``timeout_s``; ``token``: the bearer token, ``root_cert`` (PEM): TLS. The constructor
+    waits up to ``timeout_s`` for the channel, so a missing server fails here, clearly."""
 
     @classmethod
     def from_env(cls, address: str = DEFAULT_SERVER_ADDRESS, timeout_s: float = 30.0, **kwargs: Any) -> MemClient:
@@ -238,7 +230,6 @@ class MemClient:
             code = exc.code()
             raise MemClientError(f"{name} at {self.address} failed: {code.name}: {exc.details()}", code) from None
 
-    # ------------------------------------------------------------------ calls
     def health(self, service: str = SERVICE_NAME) -> str:
         """The standard health status of ``service`` ("SERVING", "NOT_SERVING", ...); "" = the server's."""
         check = health_pb2_grpc.HealthStub(self._channel).Check

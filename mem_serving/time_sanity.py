@@ -28,13 +28,9 @@ class FutureLimit:
     max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
     clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
 
-    @property
-    def ahead_s(self) -> float:
-        return CANDLE_INTERVAL_S + self.max_clock_skew_s
-
     def latest_ms(self) -> int:
         """The newest time accepted now, in Unix milliseconds."""
-        return int((self.clock() + self.ahead_s) * 1000)
+        return int((self.clock() + CANDLE_INTERVAL_S + self.max_clock_skew_s) * 1000)
 
     def problem(self, when: datetime) -> str | None:
         """Why ``when`` (aware) is refused, or None."""
