@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -159,20 +159,21 @@ class StoreIdentity:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """GetModelInfo's answer: the model the server scores with and the store it writes."""
+    """GetModelInfo's answer: the model the server scores with and the store it writes (empty
+    fields when unknown; the server builds its answer as this record too)."""
 
     ml_usable: bool  # the server has a champion it scores with
     reason: str
-    champion_version: str
-    run_id: str
-    estimator: str
-    feature_set: str
-    feature_names: tuple[str, ...]
-    training_window: TrainingWindow | None  # None: the champion's run records none
-    holdout_skill: dict[str, float]
-    walk_forward_skill: dict[str, float]
-    memory_store: StoreIdentity
-    registry: str
+    champion_version: str = ""
+    run_id: str = ""
+    estimator: str = ""
+    feature_set: str = ""
+    feature_names: tuple[str, ...] = ()
+    training_window: TrainingWindow | None = None  # None: the champion's run records none
+    holdout_skill: dict[str, float] = field(default_factory=dict)
+    walk_forward_skill: dict[str, float] = field(default_factory=dict)
+    memory_store: StoreIdentity = StoreIdentity("", "")
+    registry: str = ""
 
 
 class MemClient:

@@ -7,14 +7,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
 
-from mem_serving.client import TrainingWindow  # the one record of a window, the client's
+from mem_serving.client import ModelInfo, StoreIdentity, TrainingWindow  # one record each, the client's
 from mem_serving.model_cache import public_location, read_run
 from mem_serving.model_provider import ModelProvider
 
@@ -22,27 +21,8 @@ log = logging.getLogger(__name__)
 
 #: The candles the models are trained and served on.
 CANDLE = timedelta(minutes=5)
-
-_EMPTY: Mapping[str, float] = MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class ServedModelInfo:
-    """The served champion (empty fields when unknown) and the memory store the server writes."""
-
-    ml_usable: bool
-    reason: str
-    champion_version: str = ""
-    run_id: str = ""
-    estimator: str = ""
-    feature_set: str = ""
-    feature_names: tuple[str, ...] = ()
-    training_window: TrainingWindow | None = None
-    holdout_skill: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
-    walk_forward_skill: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
-    store_id: str = ""
-    store_location: str = ""
-    registry: str = ""
+#: GetModelInfo's answer as handlers and converters name it.
+ServedModelInfo = ModelInfo
 
 
 def training_window(lineage: Mapping[str, str]) -> TrainingWindow | None:
@@ -78,22 +58,22 @@ def _feature_set(lineage: Mapping[str, str], names: tuple[str, ...]) -> str:
     return "custom" if names else ""
 
 
-def _skill(metrics: Mapping[str, float], prefix: str) -> Mapping[str, float]:
+def _skill(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
     """The run metrics named ``<prefix><name>``, as name -> value."""
-    return MappingProxyType({k[len(prefix) :]: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)})
+    return {k[len(prefix) :]: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
 
 
 class ModelInfoSource:
-    """Builds ``ServedModelInfo`` from the model provider and the memory engine's store. A failed
+    """Builds ``ModelInfo`` from the model provider and the memory engine's store. A failed
     read of the run is not an error of the call: the answer says the window is unknown, and why."""
 
     def __init__(self, models: ModelProvider, store: Any | None) -> None:
         self.models = models
         self.store = store
         self._lock = threading.Lock()
-        self._cache: tuple[str, ServedModelInfo] | None = None
+        self._cache: tuple[str, ModelInfo] | None = None
 
-    def current(self) -> ServedModelInfo:
+    def current(self) -> ModelInfo:
         store_id = str(getattr(self.store, "store_id", "") or "")
         path = getattr(self.store, "path", None)
         if getattr(self.store, "backend", "sqlite") != "sqlite":  # a database URL, without its password
@@ -104,19 +84,19 @@ class ModelInfoSource:
         model = self.models.model
         if model is None:
             reason = self.models.absent_reason()
-            return ServedModelInfo(False, reason, store_id=store_id, store_location=location, registry=registry)
+            return ModelInfo(False, reason, memory_store=StoreIdentity(store_id, location), registry=registry)
         with self._lock:
             if self._cache is None or self._cache[0] != model.version:
                 self._cache = (model.version, self._describe(model))
             info = self._cache[1]
-        return replace(info, store_id=store_id, store_location=location, registry=registry)
+        return replace(info, memory_store=StoreIdentity(store_id, location), registry=registry)
 
-    def _describe(self, model: Any) -> ServedModelInfo:
+    def _describe(self, model: Any) -> ModelInfo:
         names = tuple(model.feature_names)
         run_id = model.run_id
         base = dict(champion_version=model.version, run_id=run_id, feature_names=names)
         if not run_id:
-            return ServedModelInfo(
+            return ModelInfo(
                 True,
                 f"serving version {model.version}; its run is not recorded, so its training window is unknown",
                 **base,
@@ -125,7 +105,7 @@ class ModelInfoSource:
             run = model.run if model.run is not None else read_run(run_id, self.models.tracking_uri)
         except Exception as exc:  # the registry is unreachable: answer what is known, say why
             log.warning("cannot read run %s of champion version %s: %s", run_id, model.version, exc)
-            return ServedModelInfo(
+            return ModelInfo(
                 True, f"serving version {model.version}; its run {run_id} could not be read: {exc}", **base
             )
         lineage = {**run.tags, **run.params}
@@ -133,7 +113,7 @@ class ModelInfoSource:
         reason = f"serving version {model.version}"
         if window is None:
             reason += f"; run {run_id} records no training window (data.end)"
-        return ServedModelInfo(
+        return ModelInfo(
             True,
             reason,
             estimator=lineage.get("estimator", ""),
