@@ -9,7 +9,7 @@ import functools
 import logging
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mem_memory.types import ACTIONS
 from mem_serving._gen.mem.v1 import mem_pb2
+from mem_serving.api import SERVICE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,10 @@ class ServingMetrics:
         self.memory_writes_ok = Gauge(
             "mem_memory_writes_ok", "1 while the memory's writes succeed, 0 while they fail", registry=r
         )
-        self.memory_writes_ok.set(1)
+        self.health_serving = Gauge(
+            "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", ["service"], registry=r
+        )
+        self.set_memory_writes(True)
         self._model_lock = threading.Lock()
         self._initialise_labels()
 
@@ -196,12 +200,11 @@ class ServingMetrics:
                 self._served = (version, times)
 
     def set_memory_writes(self, ok: bool) -> None:
-        """The memory's write health (``WriteHealth`` listener)."""
+        """The memory's write health (``WriteHealth`` listener), which is the gRPC health of the
+        service and of the server too (``RunningServer.set_memory_health``)."""
         self.memory_writes_ok.set(1 if ok else 0)
-
-    def bind_health(self, serving: Callable[[], Mapping[str, bool]]) -> None:
-        """``mem_health_serving{service}`` read at scrape time from ``serving()`` (service -> SERVING)."""
-        self.registry.register(Scraped(lambda: _health(serving())))
+        for service in (SERVICE_NAME, ""):
+            self.health_serving.labels(service).set(1 if ok else 0)
 
 
 @dataclass(frozen=True)
@@ -322,15 +325,6 @@ _SERVED_HELP = {
     "mem_model_training_end_timestamp_seconds": "Unix time the served champion's training run ended",
     "mem_model_promoted_timestamp_seconds": "Unix time the served champion was made champion",
 }
-
-
-def _health(serving: Mapping[str, bool]) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", labels=["service"]
-    )
-    for service, ok in sorted(serving.items()):
-        family.add_metric([service], 1.0 if ok else 0.0)
-    yield family
 
 
 def _win_rate(rate: float | None) -> Iterator[Metric]:

@@ -43,8 +43,7 @@ WORKER_THREAD_PREFIX = "mem-grpc-worker"
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` naming a token of the current set
-    (UNAUTHENTICATED; the set may change while the server runs). The token is never logged or
-    echoed."""
+    (UNAUTHENTICATED; the set may change while the server runs); the token is never logged."""
 
     def __init__(self, tokens: TokenSet) -> None:
         self._tokens = tokens
@@ -109,9 +108,8 @@ def connection_options(settings: ServingSettings) -> list[tuple[str, int]]:
 
 @dataclass
 class RunningServer:
-    """A started gRPC server on its event-loop thread, and the pieces to stop it cleanly.
-
-    ``stop`` is called from another thread than the loop's; ``set_memory_health`` from any."""
+    """A started gRPC server on its event-loop thread, and the pieces to stop it cleanly (``stop``,
+    from another thread than the loop's)."""
 
     server: grpc.aio.Server
     port: int
@@ -125,17 +123,12 @@ class RunningServer:
     credentials: ServingCredentials | None = None
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     metrics_port: int | None = None
-    #: Whether the memory's writes find space: the health of the service and of the server. A
-    #: champion is not a condition: without one EnhanceSignal answers with the ML silent.
-    memory_ok: bool = True
     _stopped: bool = field(default=False, repr=False)
 
     def set_memory_health(self, ok: bool) -> None:
-        """Whether the memory's writes find space: ``mem.v1.MemService`` and the server (``""``)
-        are SERVING while they do, since no decision can be recorded otherwise. Callable from any
-        thread (the statuses are set on the loop in the order they are decided); ignored once the
-        server is stopping."""
-        self.memory_ok = ok
+        """Whether the memory's writes find space: ``mem.v1.MemService`` and the server (``""``) are
+        SERVING while they do (no decision can be recorded otherwise; a champion is not a condition).
+        From any thread, set on the loop in the order decided; ignored once the server is stopping."""
         if not self._stopped and not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the server is stopping
                 self.loop.call_soon_threadsafe(self._set_health, ok)
@@ -218,9 +211,7 @@ def watch_memory(running: RunningServer, engine: Any) -> None:
     """Report the memory's write health (``engine.write_health``) as the gRPC health, and both in
     the metrics (``mem_memory_writes_ok``, ``mem_health_serving{service}``)."""
     engine.write_health.subscribe(running.set_memory_health)
-    metrics = running.handlers.metrics
-    engine.write_health.subscribe(metrics.set_memory_writes)
-    metrics.bind_health(lambda: {SERVICE_NAME: running.memory_ok, "": running.memory_ok})
+    engine.write_health.subscribe(running.handlers.metrics.set_memory_writes)
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop, done: asyncio.Event) -> None:
@@ -254,12 +245,10 @@ async def _start(
             port = server.add_secure_port(address, credentials.tls.server_credentials())
         else:
             port = server.add_insecure_port(address)
-    except RuntimeError:  # grpc.aio raises where the sync server returned 0
-        port = 0
-    if not port:
+    except RuntimeError:  # grpc.aio's bind failure (it never returns 0)
         raise StartupError(
             f"cannot bind the gRPC server to {address}; choose another port with MEM_SERVING_PORT or --port"
-        )
+        ) from None
     await server.start()
     for service in ("", SERVICE_NAME):  # SERVING without a champion too: the ML is silent then
         await health_servicer.set(service, _status(True))
