@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mem_core.questdb.store import CandleStoreError, newest_candle_times
 from mem_core.settings import QuestDBSettings
-from mem_serving.metrics import Scraped
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,21 @@ class CandleAgeWatcher:
             self.newest[symbol] = max(ts_ms, self.newest.get(symbol, ts_ms))
 
     def register(self, registry: CollectorRegistry) -> None:
-        """Export ``mem_candles_newest_age_seconds{symbol}``."""
-        registry.register(Scraped(lambda: newest_age(dict(self.newest))))
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        """``mem_candles_newest_age_seconds{symbol}`` at scrape time; never negative: a candle ahead
+        of this clock (skew allowed by time_sanity, or one QuestDB got elsewhere) must not hold the
+        freshness alert off."""
+        age = GaugeMetricFamily(
+            "mem_candles_newest_age_seconds",
+            "Seconds since the open time of the newest candle known in QuestDB (0 for one that opens later)",
+            labels=["symbol"],
+        )
+        now = time.time()
+        for symbol, ts_ms in sorted(dict(self.newest).items()):
+            age.add_metric([symbol], max(0.0, now - ts_ms / 1000.0))
+        yield age
 
     def start(self) -> CandleAgeWatcher:
         self._thread.start()
@@ -73,18 +85,3 @@ class CandleAgeWatcher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-
-
-def newest_age(newest: Mapping[str, int]) -> Iterator[Metric]:
-    """``mem_candles_newest_age_seconds{symbol}`` from each symbol's newest open time (epoch ms);
-    never negative: a candle ahead of this clock (skew allowed by time_sanity, or one QuestDB got
-    elsewhere) must not hold the freshness alert off."""
-    age = GaugeMetricFamily(
-        "mem_candles_newest_age_seconds",
-        "Seconds since the open time of the newest candle known in QuestDB (0 for one that opens later)",
-        labels=["symbol"],
-    )
-    now = time.time()
-    for symbol, ts_ms in sorted(newest.items()):
-        age.add_metric([symbol], max(0.0, now - ts_ms / 1000.0))
-    yield age
