@@ -349,7 +349,7 @@ class MemClient:
 def _enhance_request(args: Mapping[str, Any]) -> pb.EnhanceSignalRequest:
     """The request of ``enhance_signal``'s arguments (all of them, defaults included)."""
     ml = args["ml"]
-    req = pb.EnhanceSignalRequest(
+    return pb.EnhanceSignalRequest(
         symbol=args["symbol"],
         action=_ACTIONS[args["action"]],
         base_confidence=float(args["base_confidence"]),
@@ -359,18 +359,15 @@ def _enhance_request(args: Mapping[str, Any]) -> pb.EnhanceSignalRequest:
         candles=_candles(args["candles"]),
         session_id=args["session_id"],
         request_id=args["request_id"],
+        market_context=args["market_context"],  # None: no entries
+        ml_prediction=None  # None: the server predicts
+        if ml is None
+        else pb.MlPrediction(
+            confidence=ml.confidence,
+            direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED),
+            model_version=ml.model_version,
+        ),
     )
-    if ml is not None:
-        req.ml_prediction.CopyFrom(
-            pb.MlPrediction(
-                confidence=ml.confidence,
-                direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED),
-                model_version=ml.model_version,
-            )
-        )
-    if args["market_context"]:
-        req.market_context.update(args["market_context"])
-    return req
 
 
 def _signal(r: pb.EnhancedSignal) -> EnhancedSignal:
