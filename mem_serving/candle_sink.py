@@ -85,10 +85,8 @@ def batch_frame(items: list[tuple[str, CandleBlock]]) -> pd.DataFrame:
 
 
 class CandleSink:
-    """A bounded queue of candles and the thread that writes it to QuestDB (see the module doc).
-
-    ``offer`` never blocks on I/O; ``flush`` waits for the rows queued before it; ``close``
-    drains (at most ``drain_s``) and stops the thread. Thread-safe."""
+    """A bounded queue of candles and the thread that writes it to QuestDB (module doc); thread-safe.
+    ``offer`` never blocks on I/O; ``flush`` waits for the rows queued before it; ``close`` drains."""
 
     def __init__(
         self,

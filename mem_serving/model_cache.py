@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -137,10 +137,9 @@ class ModelCache:
             sio.dump(estimator, tmp / MODEL)
             probe = None
             if state is not None:
-                arrays: dict[str, Any] = dict(state)
-                np.savez(tmp / ONE_ROW, **arrays)
-            if state is not None and model.compiled:
-                probe = model.loaded.model.predict_proba(probe_rows(model.feature_names, model.feature_ranges))
+                np.savez(tmp / ONE_ROW, **cast(dict[str, Any], state))
+                if model.compiled:
+                    probe = model.loaded.model.predict_proba(probe_rows(model.feature_names, model.feature_ranges))
             run = model.run
             meta = {
                 "format": FORMAT,

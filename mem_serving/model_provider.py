@@ -57,8 +57,7 @@ class ModelProvider:
 
     @property
     def version(self) -> str | None:
-        m = self._model
-        return None if m is None else m.version
+        return None if self._model is None else self._model.version
 
     def refresh(self) -> bool:
         """Check the registry once; load and swap in a new champion. True when the model changed."""
