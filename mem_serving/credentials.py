@@ -184,6 +184,7 @@ class ServingCredentials:
             CertificatePair(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
         )
         self.poll_s = settings.credentials_poll_s
+        self._watched = [p for p in (settings.token_file, settings.tls_cert, settings.tls_key) if p is not None]
         self._reload_lock = threading.Lock()
         self._stamps = self._stat()
         self._stop = threading.Event()
@@ -193,15 +194,9 @@ class ServingCredentials:
     def auth(self) -> bool:
         return self.tokens is not None
 
-    def _watched(self) -> list[Path]:
-        paths = [self.token_file] if self.token_file is not None else []
-        if self.tls is not None:
-            paths += [self.tls.cert_path, self.tls.key_path]
-        return paths
-
     def _stat(self) -> dict[Path, tuple[int, int, int] | None]:
         out: dict[Path, tuple[int, int, int] | None] = {}
-        for p in self._watched():
+        for p in self._watched:
             try:
                 st = p.stat()
                 out[p] = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -247,7 +242,7 @@ class ServingCredentials:
 
     def start_watching(self) -> None:
         """Poll the watched files every ``poll_s`` seconds (no thread when 0 or nothing to watch)."""
-        if self.poll_s <= 0 or not self._watched() or self._thread is not None:
+        if self.poll_s <= 0 or not self._watched or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._watch, name="mem-credentials-watch", daemon=True)
         self._thread.start()
