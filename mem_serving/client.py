@@ -268,9 +268,9 @@ class MemClient:
         """EnhanceSignal for many symbols in one call (the candle close): each item holds the
         keyword arguments of ``enhance_signal``. One answer per item, in order: its signal, or a
         ``MemClientError`` with the item's own status (one bad item never fails the others)."""
-        req = pb.EnhanceSignalsRequest()
+        req, signature = pb.EnhanceSignalsRequest(), inspect.signature(self.enhance_signal)
         for item in items:
-            args = inspect.signature(self.enhance_signal).bind(**item)  # a missing or unknown argument: TypeError
+            args = signature.bind(**item)  # a missing or unknown argument: TypeError
             args.apply_defaults()
             req.requests.append(_enhance_request(args.arguments))
         out: list[EnhancedSignal | MemClientError] = []
