@@ -24,23 +24,19 @@ def _env(variable: str, default: Any, low: float | None = None) -> Any:
 
 @dataclass(frozen=True)
 class ServingSettings:
+    """``mem serve``'s settings; each variable's meaning and default: docs/serving.md ("Configuration",
+    "Connections", "Limits")."""
+
     host: str = "127.0.0.1"
     port: int = _env("MEM_SERVING_PORT", DEFAULT_SERVING_PORT)
-    #: Prometheus HTTP port; 0 picks a free one, a negative value disables the endpoint.
     metrics_port: int = _env("MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT)
     metrics_host: str = "127.0.0.1"
     memory_db: Path | None = None
     tracking_uri: str | None = None
-    #: Threads of the pool that runs the calls that block (QuestDB reads, SQLite commits, memory
-    #: queries); the hot path (EnhanceSignal with candles) runs on the server's event loop.
     max_workers: int = _env("MEM_SERVING_WORKERS", 8)
-    #: Commit EnhanceSignal's decisions through the memory's writer process (docs/memory.md);
-    #: False: the in-process group commit on a worker thread.
     memory_writer_process: bool = True
-    #: Calls beyond this many in flight are refused with RESOURCE_EXHAUSTED (load shedding).
     max_concurrent_rpcs: int = 512
     model_poll_s: float = _env("MEM_SERVING_MODEL_POLL_S", 5.0)
-    #: Folder of the local copies of champion versions (``mem_serving.model_cache``); None: none.
     model_cache: Path | None = None
     prediction_ttl_s: float = 300.0
     memory_ttl_s: float = 60.0
@@ -48,39 +44,24 @@ class ServingSettings:
     token: str | None = field(default=None, repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    #: File of accepted bearer tokens (one per line), re-read on SIGHUP and when it changes.
     token_file: Path | None = None
-    #: Seconds between checks of the token file and TLS files for changes; 0 = SIGHUP only.
     credentials_poll_s: float = _env("MEM_SERVING_CREDENTIALS_POLL_S", 2.0)
-    #: Largest number of candles accepted in one request.
     max_candles: int = 5000
     #: Probability at or above which a prediction counts as a reversal.
     reversal_threshold: float = 0.5
-    #: Write every new or revised candle a call brings (and PushCandles) to QuestDB in the
-    #: background (``mem_serving.candle_sink``); False: candles stay in the in-memory history.
     candle_sink: bool = True
-    #: Rows the write-behind queue holds at most; an offer that does not fit is dropped and counted.
     candle_queue_rows: int = _env("MEM_SERVING_CANDLE_QUEUE", 100_000)
-    #: Seconds between background writes (a full batch is written at once).
     candle_flush_s: float = _env("MEM_SERVING_CANDLE_FLUSH_S", 1.0)
     #: Rows per background write.
     candle_batch_rows: int = 10_000
     #: Seconds ``stop`` lets the write-behind drain its queue into QuestDB.
     candle_drain_s: float = 10.0
-    #: Seconds a candle or decision time may lie ahead of the server's clock beyond one candle
-    #: interval; a later one is refused (``mem_serving.time_sanity``).
     max_clock_skew_s: float = _env("MEM_SERVING_MAX_CLOCK_SKEW_S", DEFAULT_MAX_CLOCK_SKEW_S, 0)
-    #: Connections (docs/serving.md, "Connections"): seconds without traffic before the server
-    #: pings (0 = no pings) and seconds it waits for the answer before closing the connection.
     keepalive_s: float = _env("MEM_SERVING_KEEPALIVE_S", 60.0, 0)
     keepalive_timeout_s: float = _env("MEM_SERVING_KEEPALIVE_TIMEOUT_S", 20.0, 0.001)
-    #: Seconds a connection may hold no call before the server closes it (0 = never).
     max_idle_s: float = _env("MEM_SERVING_MAX_IDLE_S", 300.0, 0)
-    #: Seconds after which a connection is asked to go away (GOAWAY; clients reconnect, which
-    #: spreads them over replicas), then the seconds its calls in flight get to end (0 = never).
     max_connection_age_s: float = _env("MEM_SERVING_MAX_CONNECTION_AGE_S", 3600.0, 0)
     max_connection_age_grace_s: float = _env("MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S", 30.0, 0)
-    #: Calls in flight on one connection at most (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
     max_streams: int = _env("MEM_SERVING_MAX_STREAMS", 2048, 1)
 
     @classmethod
