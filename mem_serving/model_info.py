@@ -47,17 +47,6 @@ def _utc(text: str) -> datetime:
     return ts.to_pydatetime()
 
 
-def _feature_set(lineage: Mapping[str, str], names: tuple[str, ...]) -> str:
-    """The run's ``feature_set`` param, else inferred from its feature list."""
-    if lineage.get("feature_set"):
-        return lineage["feature_set"]
-    from mem_core.features import FEATURE_NAMES
-
-    if names and tuple(names) == tuple(FEATURE_NAMES):
-        return "seed"
-    return "custom" if names else ""
-
-
 def _skill(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
     """The run metrics named ``<prefix><name>``, as name -> value."""
     return {k[len(prefix) :]: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
@@ -117,7 +106,7 @@ class ModelInfoSource:
             True,
             reason,
             estimator=lineage.get("estimator", ""),
-            feature_set=_feature_set(lineage, names),
+            feature_set=lineage.get("feature_set") or model.feature_set.name,
             training_window=window,
             holdout_skill=_skill(run.metrics, "holdout_"),
             walk_forward_skill=_skill(run.metrics, "walk_forward_"),
