@@ -1,7 +1,6 @@
-"""The newest candle of each symbol in QuestDB, read at start-up and every minute, so that
-``mem_candles_newest_age_seconds{symbol}`` has a series from the server's start and follows
-candles written by others (``mem ingest``, another replica). QuestDB out of reach: logged once,
-retried at the next interval.
+"""``mem_candles_newest_age_seconds{symbol}``: the newest candle of each symbol in QuestDB, read at
+start-up and every minute (candles written by others: ``mem ingest``, another replica) and told
+by the server's own reads and writes. QuestDB out of reach: logged once, retried.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """The local copy of champion versions, so a restart loads its champion from disk without a
-download or MLflow (docs/serving.md, "Start-up").
-
-An entry, ``<root>/<hash of the registry URI without credentials>/<model name>/<version>/``,
-holds ``model.skops`` (the estimator, no pickle), ``one_row.npz`` (the arrays of the compiled
-one-row path, when the model type keeps any) and ``meta.json`` (model type, feature set, ranges,
-the run's params, tags and metrics, the types skops must trust, and ``predict_proba``'s answers on
-the probe rows). It is written to a temporary folder and renamed into place; one that cannot be
-read is removed and fetched again.
+download or MLflow (docs/serving.md, "Start-up"). An entry,
+``<root>/<hash of the registry URI without credentials>/<model name>/<version>/``, is written to a
+temporary folder and renamed into place; one that cannot be read is removed and fetched again.
 """
 
 from __future__ import annotations

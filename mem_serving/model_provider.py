@@ -1,10 +1,5 @@
-"""The champion model for serving, loaded from the registry (or the model cache) and swapped when
-it changes (docs/serving.md, "Champion model").
-
-A thread asks the registry for the champion's version every ``poll_s`` seconds; a new version is
-loaded completely, then swapped in with one attribute assignment, so a call in flight keeps the
-model it started with. A version this code cannot serve is refused (logged, the current one
-stays); when the registry loses the alias, the loaded model keeps serving.
+"""The champion model for serving, loaded from the registry (or the model cache) and swapped in,
+with one attribute assignment, when it changes (docs/serving.md, "Champion model").
 """
 
 from __future__ import annotations
@@ -77,15 +72,15 @@ class ModelProvider:
             started = time.perf_counter()
             try:
                 model = self._prepare(str(version))
-            except (UnknownFeatureSet, UnknownEstimator) as exc:
-                self._error(f"champion version {version} refused: {exc}")
-                if self._metrics is not None:
-                    self._metrics.model_load_failed(refused=True)
-                return False
             except Exception as exc:
-                self._error(f"cannot load champion version {version}: {exc}")
+                refused = isinstance(exc, UnknownFeatureSet | UnknownEstimator)  # a kind this code does not know
+                self._error(
+                    f"champion version {version} refused: {exc}"
+                    if refused
+                    else f"cannot load champion version {version}: {exc}"
+                )
                 if self._metrics is not None:
-                    self._metrics.model_load_failed(refused=False)
+                    self._metrics.model_load_failed(refused)
                 return False
             self._swap(model, current, time.perf_counter() - started)
             return True

@@ -1,8 +1,5 @@
-"""Times from the future are refused: a candle or a decision time more than one candle interval
-plus the allowed clock skew ahead of the server's clock is a client's bug (a wrong clock, a unit
-mix-up), and accepting it would poison the history, QuestDB and the freshness metrics.
-
-Pure: the caller passes the clock. A replay of history (times in the past) is never affected.
+"""Times from the future are refused (docs/serving.md, "Times from the future"): a client's bug
+that would poison the history, QuestDB and the freshness metrics. Pure: the caller passes the clock.
 """
 
 from __future__ import annotations
