@@ -1,10 +1,7 @@
-"""Serving credentials that rotate without a restart: the bearer-token set (``MEM_SERVING_TOKEN``
-or ``MEM_SERVING_TOKEN_FILE``) and the TLS pair (docs/serving.md, docs/security.md).
-
-A reload happens on SIGHUP and, every ``credentials_poll_s`` seconds, when a watched file changed
-(inode, size or mtime). A file that fails its checks is refused with a log line and the
-credentials in force stay: a bad edit never locks clients out. Logs name fingerprints (the first
-hex digits of a SHA-256), never a secret.
+"""Serving credentials that rotate without a restart: the bearer-token set and the TLS pair
+(docs/serving.md, docs/security.md). A file that fails its checks on a reload is refused with a
+log line and the credentials in force stay: a bad edit never locks clients out. Logs name
+fingerprints, never a secret.
 """
 
 from __future__ import annotations
@@ -189,10 +186,6 @@ class ServingCredentials:
         self._stamps = self._stat()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @property
-    def auth(self) -> bool:
-        return self.tokens is not None
 
     def _stat(self) -> dict[Path, tuple[int, int, int] | None]:
         out: dict[Path, tuple[int, int, int] | None] = {}

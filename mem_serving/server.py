@@ -6,7 +6,6 @@ real parts; ``serve`` runs them until SIGINT/SIGTERM and stops gracefully.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -180,17 +179,7 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
         thread.join()
         executor.shutdown(wait=False)
         raise
-    running = RunningServer(
-        server=server,
-        port=port,
-        health=health_servicer,
-        handlers=handlers,
-        loop=loop,
-        thread=thread,
-        executor=executor,
-        done=done,
-        credentials=credentials,
-    )
+    running = RunningServer(server, port, health_servicer, handlers, loop, thread, executor, done, credentials)
     credentials.start_watching()
     running.stoppers.append(credentials.stop)
     log.info(
@@ -198,7 +187,7 @@ def create_running_server(settings: ServingSettings, handlers: Handlers) -> Runn
         settings.host,
         port,
         "TLS" if settings.tls else "plaintext",
-        "on" if credentials.auth else "off",
+        "on" if credentials.tokens is not None else "off",
     )
     return running
 
@@ -317,7 +306,7 @@ def build_app(
         writer_started.result()
         mark("memory writer")
     except BaseException:
-        concurrent.futures.wait([writer_started])  # nothing is left starting
+        futures.wait([writer_started])  # nothing is left starting
         for stop in (models.stop, engine.close, store.close):
             stop()
         raise
