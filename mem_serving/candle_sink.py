@@ -225,11 +225,7 @@ class CandleSink:
         """Write what is queued (True), or stop at the first failed write (False). Rows that
         arrive meanwhile wait for the next wake-up unless a whole batch of them is queued, so a
         steady trickle costs one write per ``flush_s``."""
-        first = True
         while True:
-            if not first and self._stats.pending < self.batch_rows and not self._closing:
-                return True
-            first = False
             items, rows = self._take()
             if not items:
                 return True
@@ -254,18 +250,20 @@ class CandleSink:
                     self._stats.pending -= rows
                     self._stats.dropped["error"] += rows
                     self._done_cond.notify_all()
-                continue
-            with self._done_cond:
-                self._stats.pending -= rows
-                self._stats.written += rows
-                self._stats.last_write = time.time()
-                recovered = self._stats.last_error is not None
-                self._stats.last_error = None
-                for symbol, block in items:
-                    self._on_written(symbol, int(block.ts_ms[-1]))  # blocks are ascending
-                self._done_cond.notify_all()
-            if recovered:
-                log.info("QuestDB takes candles again; %d pending", self._stats.pending)
+            else:
+                with self._done_cond:
+                    self._stats.pending -= rows
+                    self._stats.written += rows
+                    self._stats.last_write = time.time()
+                    recovered = self._stats.last_error is not None
+                    self._stats.last_error = None
+                    for symbol, block in items:
+                        self._on_written(symbol, int(block.ts_ms[-1]))  # blocks are ascending
+                    self._done_cond.notify_all()
+                if recovered:
+                    log.info("QuestDB takes candles again; %d pending", self._stats.pending)
+            if self._stats.pending < self.batch_rows and not self._closing:
+                return True
 
 
 def observing(source: Any, observe: Callable[[str, int], None]) -> Any:

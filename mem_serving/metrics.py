@@ -42,12 +42,11 @@ LOAD_RESULTS = ("ok", "refused", "error")
 
 
 class ServingMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self) -> None:
         # ``<name>_created`` series are off for the whole process: their values are the process's
         # start time, one extra series per labelled child, and Prometheus ignores them
         prometheus_client.disable_created_metrics()
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         PlatformCollector(registry=r)  # python_info
         self.build_info = Gauge(
@@ -133,22 +132,20 @@ class ServingMetrics:
 
     def _initialise_labels(self) -> None:
         """Every known label set at zero, so a series exists before its first event."""
-        for action in ACTIONS:
-            self.decisions.labels(action)
-        for result in ("win", "loss"):
-            self.outcomes.labels(result)
+        for metric, values in (
+            (self.decisions, ACTIONS),
+            (self.outcomes, ("win", "loss")),
+            (self.request_duration, METHODS),
+            (self.prediction_cache, ("hit", "miss")),
+            (self.replays, REPLAYED_METHODS),
+            (self.model_loads, LOAD_RESULTS),
+            (self.strategies, ("active", "deprecated")),
+        ):
+            for value in values:
+                metric.labels(value)
         for method in METHODS:
-            self.request_duration.labels(method)
             for code in CODES:
                 self.requests.labels(method, code)
-        for result in ("hit", "miss"):
-            self.prediction_cache.labels(result)
-        for method in REPLAYED_METHODS:
-            self.replays.labels(method)
-        for result in LOAD_RESULTS:
-            self.model_loads.labels(result)
-        for state in ("active", "deprecated"):
-            self.strategies.labels(state)
 
     def decision(self, action: str) -> None:
         self.decisions.labels(action).inc()
@@ -224,11 +221,8 @@ def model_times(version: str, tracking_uri: str) -> ModelTimes:
 
     client = registry.client(tracking_uri)
     mv = client.get_model_version(registry.MODEL_NAME, str(version))
-    trained = (mv.creation_timestamp or 0) / 1000.0 or None
-    if mv.run_id:
-        end = client.get_run(mv.run_id).info.end_time
-        if end:
-            trained = end / 1000.0
+    end = client.get_run(mv.run_id).info.end_time if mv.run_id else None
+    trained = (end or mv.creation_timestamp or 0) / 1000.0 or None
     promoted: float | None = (mv.last_updated_timestamp or 0) / 1000.0 or None
     stamp = (mv.tags or {}).get(PROMOTED_AT_TAG)
     if stamp:
@@ -245,11 +239,9 @@ def model_listener(metrics: ServingMetrics, tracking_uri: str) -> Callable[[Any]
 
     def fill_times(version: str) -> None:
         try:
-            times = model_times(version, tracking_uri)
+            metrics.set_model_times(version, model_times(version, tracking_uri))
         except Exception as exc:  # the registry is out of reach: serve anyway, times unknown
             log.warning("cannot read the times of champion version %s: %s", version, exc)
-            return
-        metrics.set_model_times(version, times)
 
     def listen(model: Any) -> None:
         if model is None:
