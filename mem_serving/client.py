@@ -70,11 +70,9 @@ class EnhancedSignal:
     ml_confidence: float | None = None  # None: no ML prediction was available
     memory_confidence: float | None = None  # None: the memory had nothing to say
     time: datetime | None = None
-    #: The decision was taken with the ML silent (the server has no champion model): why.
-    ml_absent: bool = False
+    ml_absent: bool = False  # decided with the ML silent (the server has no champion model)
     ml_absent_reason: str = ""
-    #: The stored answer of an earlier call with the same request_id (nothing recorded now).
-    replayed: bool = False
+    replayed: bool = False  # the stored answer of an earlier call with the same request_id
 
 
 @dataclass(frozen=True)
@@ -299,21 +297,8 @@ class MemClient:
         """Report the exit of a trade opened from ``decision_id``; the memory learns from it.
         ``request_id``: as for ``enhance_signal`` (a retry learns nothing twice). ``shadow``:
         ``decision_id`` was a HOLD and this is what its signal would have done."""
-        r = self._call(
-            "LogOutcome",
-            pb.LogOutcomeRequest(
-                decision_id=decision_id,
-                entry_price=float(entry_price),
-                exit_price=float(exit_price),
-                size=float(size),
-                pnl=float(pnl),
-                pnl_pct=float(pnl_pct),
-                exit_reason=exit_reason,
-                time=_timestamp(time),
-                request_id=request_id,
-                shadow=shadow,
-            ),
-        )
+        args = {name: value for name, value in locals().items() if name != "self"}  # the request's fields, by name
+        r = self._call("LogOutcome", pb.LogOutcomeRequest(**{**args, "time": _timestamp(time)}))
         return _record(
             OutcomeLearning,
             r,
