@@ -49,44 +49,30 @@ class ServingMetrics:
         self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         PlatformCollector(registry=r)  # python_info
-        self.build_info = Gauge(
-            "mem_build_info",
-            "The running code: package version and git commit (value 1)",
-            ["version", "git_commit"],
-            registry=r,
+        counter, gauge = functools.partial(Counter, registry=r), functools.partial(Gauge, registry=r)
+        latency = functools.partial(Histogram, buckets=_LATENCY_BUCKETS, registry=r)
+        self.build_info = gauge(
+            "mem_build_info", "The running code: package version and git commit (value 1)", ["version", "git_commit"]
         )
         self.build_info.labels(*build_info()).set(1)
-        self.decisions = Counter("mem_decisions", "Enhanced signals recorded", ["action"], registry=r)
-        self.outcomes = Counter("mem_outcomes", "Outcomes logged", ["result"], registry=r)
-        self.ml_latency = Histogram(
-            "mem_ml_latency_seconds", "Features + inference of one prediction", buckets=_LATENCY_BUCKETS, registry=r
-        )
+        self.decisions = counter("mem_decisions", "Enhanced signals recorded", ["action"])
+        self.outcomes = counter("mem_outcomes", "Outcomes logged", ["result"])
+        self.ml_latency = latency("mem_ml_latency_seconds", "Features + inference of one prediction")
         self.predicted_probability = Histogram(
             "mem_predicted_probability_ratio",
             "P(reversal) of each computed prediction (cache hits not counted again)",
             buckets=PROBABILITY_BUCKETS,
             registry=r,
         )
-        self.out_of_range_predictions = Counter(
+        self.out_of_range_predictions = counter(
             "mem_predictions_out_of_range",
             "Predictions with at least one feature outside the champion's training min/max",
-            registry=r,
         )
-        self.out_of_range_features = Counter(
-            "mem_out_of_range_features",
-            "Features outside the champion's training min/max, by feature",
-            ["feature"],
-            registry=r,
+        self.out_of_range_features = counter(
+            "mem_out_of_range_features", "Features outside the champion's training min/max, by feature", ["feature"]
         )
-        self.memory_load = Histogram(
-            "mem_memory_load_seconds", "Memory engine time of one enhancement", buckets=_LATENCY_BUCKETS, registry=r
-        )
-        self.enhancement = Histogram(
-            "mem_enhancement_seconds",
-            "One EnhanceSignal end to end in the handler",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.memory_load = latency("mem_memory_load_seconds", "Memory engine time of one enhancement")
+        self.enhancement = latency("mem_enhancement_seconds", "One EnhanceSignal end to end in the handler")
         self.request_duration = Histogram(
             "mem_request_duration_seconds",
             "One RPC from receipt to answer, whatever its status",
@@ -94,37 +80,31 @@ class ServingMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.strategies = Gauge("mem_strategies", "Learned strategies", ["state"], registry=r)
+        self.strategies = gauge("mem_strategies", "Learned strategies", ["state"])
         self.requests = Counter("mem_requests", "gRPC calls by final status", ["method", "code"], registry=r)
-        self.prediction_cache = Counter("mem_prediction_cache", "Prediction cache lookups", ["result"], registry=r)
-        self.model_info = Gauge("mem_model_info", "Champion version being served (value 1)", ["version"], registry=r)
-        self.model_loaded_gauge = Gauge("mem_model_loaded", "1 while a champion model is served, else 0", registry=r)
+        self.prediction_cache = counter("mem_prediction_cache", "Prediction cache lookups", ["result"])
+        self.model_info = gauge("mem_model_info", "Champion version being served (value 1)", ["version"])
+        self.model_loaded_gauge = gauge("mem_model_loaded", "1 while a champion model is served, else 0")
         self._served: tuple[str, ModelTimes] | None = None
-        r.register(Scraped(lambda: _served_model(self._served)))
-        self.model_loads = Counter(
-            "mem_model_loads",
-            "Attempts to load a champion version: ok, refused (unknown kind), error",
-            ["result"],
-            registry=r,
+        self._memory_stats: Callable[[], Any] | None = None
+        r.register(self)  # collect: the series computed at scrape time
+        self.model_loads = counter(
+            "mem_model_loads", "Attempts to load a champion version: ok, refused (unknown kind), error", ["result"]
         )
-        self.model_swaps = Counter("mem_model_swaps", "Loads that replaced the champion being served", registry=r)
-        self.model_load_seconds = Gauge(
-            "mem_model_load_seconds",
-            "Duration of the last successful champion load (registry + preparation)",
-            registry=r,
+        self.model_swaps = counter("mem_model_swaps", "Loads that replaced the champion being served")
+        self.model_load_seconds = gauge(
+            "mem_model_load_seconds", "Duration of the last successful champion load (registry + preparation)"
         )
-        self.replays = Counter("mem_replays", "Calls answered again for a repeated request id", ["method"], registry=r)
-        self.ml_absent = Counter(
-            "mem_ml_absent", "EnhanceSignal decisions taken with the ML silent (no champion model)", registry=r
+        self.replays = counter("mem_replays", "Calls answered again for a repeated request id", ["method"])
+        self.ml_absent = counter(
+            "mem_ml_absent", "EnhanceSignal decisions taken with the ML silent (no champion model)"
         )
-        self.corrupt_records = Gauge(
-            "mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)", registry=r
+        self.corrupt_records = gauge(
+            "mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)"
         )
-        self.memory_writes_ok = Gauge(
-            "mem_memory_writes_ok", "1 while the memory's writes succeed, 0 while they fail", registry=r
-        )
-        self.health_serving = Gauge(
-            "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", ["service"], registry=r
+        self.memory_writes_ok = gauge("mem_memory_writes_ok", "1 while the memory's writes succeed, 0 while they fail")
+        self.health_serving = gauge(
+            "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", ["service"]
         )
         self.set_memory_writes(True)
         self._model_lock = threading.Lock()
@@ -176,7 +156,7 @@ class ServingMetrics:
         """Read the 24 h win rate and the strategy counts from the memory store at scrape time
         (``stats`` returns a ``MemoryStats``; cached by the caller), so trades and strategies
         written by other processes (Dagster) count too."""
-        self.registry.register(Scraped(lambda: _win_rate(stats().win_rate_24h)))
+        self._memory_stats = stats
         self.strategies.labels("active").set_function(lambda: stats().active_strategies)
         self.strategies.labels("deprecated").set_function(lambda: stats().deprecated_strategies)
         self.corrupt_records.set_function(lambda: stats().corrupt_records)
@@ -202,6 +182,20 @@ class ServingMetrics:
         self.memory_writes_ok.set(1 if ok else 0)
         for service in (SERVICE_NAME, ""):
             self.health_serving.labels(service).set(1 if ok else 0)
+
+    def collect(self) -> Iterator[Metric]:
+        """The served champion's version and times, and the 24 h win rate (``bind_memory``); each
+        absent while unknown (never a misleading 0; a ratio of no trade is not 0, and NaN breaks alerts)."""
+        version, times = self._served or ("", ModelTimes())
+        values = {
+            "mem_model_version": float(version) if version.isdigit() else None,
+            "mem_model_training_end_timestamp_seconds": times.training_end,
+            "mem_model_promoted_timestamp_seconds": times.promoted,
+            "mem_win_rate_24h_ratio": self._memory_stats().win_rate_24h if self._memory_stats is not None else None,
+        }
+        for name, value in values.items():
+            if value is not None:
+                yield GaugeMetricFamily(name, _HELP[name], value=float(value))
 
 
 @dataclass(frozen=True)
@@ -287,42 +281,10 @@ def _git_commit() -> str:
     return commit if done.returncode == 0 and commit else "unknown"
 
 
-class Scraped:
-    """A collector whose metrics ``collect()`` computes at scrape time (nothing at registration)."""
-
-    def __init__(self, collect: Callable[[], Iterator[Metric]]) -> None:
-        self.collect = collect
-
-    def describe(self) -> list[Metric]:
-        return []
-
-
-def _served_model(served: tuple[str, ModelTimes] | None) -> Iterator[Metric]:
-    """The champion's version and times; each absent while unknown (never a misleading 0)."""
-    if served is None:
-        return
-    version, times = served
-    values = {
-        "mem_model_version": float(version) if version.isdigit() else None,
-        "mem_model_training_end_timestamp_seconds": times.training_end,
-        "mem_model_promoted_timestamp_seconds": times.promoted,
-    }
-    for name, value in values.items():
-        if value is not None:
-            yield GaugeMetricFamily(name, _SERVED_HELP[name], value=value)
-
-
-_SERVED_HELP = {
+#: The help of the series ``ServingMetrics.collect`` computes.
+_HELP = {
     "mem_model_version": "Version number of the champion being served",
     "mem_model_training_end_timestamp_seconds": "Unix time the served champion's training run ended",
     "mem_model_promoted_timestamp_seconds": "Unix time the served champion was made champion",
+    "mem_win_rate_24h_ratio": "Wins / trades closed in the last 24 h (memory store)",
 }
-
-
-def _win_rate(rate: float | None) -> Iterator[Metric]:
-    """Absent while no trade closed in the last 24 h (a ratio of nothing is not 0, and
-    Prometheus's NaN breaks comparisons in alerts)."""
-    if rate is not None:
-        yield GaugeMetricFamily(
-            "mem_win_rate_24h_ratio", "Wins / trades closed in the last 24 h (memory store)", value=float(rate)
-        )
