@@ -1,9 +1,7 @@
 """Write-behind of the candles the engine sends, so QuestDB stays current without touching the hot
-path (docs/serving.md, "Candles to QuestDB"): ``offer`` appends to a bounded queue (a lock and a
-deque append); a thread ("mem-candle-sink") writes it through one kept-open ``CandleWriter``.
-Every offered row is queued or dropped, and ``queued = written + pending + dropped(shutdown) +
-dropped(error)`` at all times. A batch that fails with anything but ``CandleStoreError`` (a bug,
-not an outage) is dropped and logged rather than retried forever.
+path (docs/serving.md, "Candles to QuestDB"): ``offer`` appends to a bounded queue; a thread writes
+it through one kept-open ``CandleWriter``. Every offered row is queued or dropped, and
+``queued = written + pending + dropped(shutdown) + dropped(error)`` at all times.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from mem_core.questdb.store import (
     wait_for_wal,
 )
 from mem_core.settings import QuestDBSettings
-from mem_serving.metrics import Scraped
 from mem_serving.types import CandleBlock
 
 log = logging.getLogger(__name__)
@@ -69,19 +66,10 @@ def batch_frame(items: list[tuple[str, CandleBlock]]) -> pd.DataFrame:
     names = sorted({s for s, _ in items})
     index = {name: i for i, name in enumerate(names)}
     codes = np.repeat(np.array([index[s] for s, _ in items], dtype=np.int32), [len(b) for _, b in items])
-    if len(items) > 1:
-        n = len(ts)
-        order = np.lexsort((np.arange(n), ts, codes))  # by symbol, then time, then arrival
-        c, t = codes[order], ts[order]
-        last = np.ones(n, dtype=bool)
-        last[:-1] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
-        if not last.all():
-            keep = np.sort(order[last])
-            ts, ohlcv, codes = ts[keep], ohlcv[keep], codes[keep]
     columns: dict[str, Any] = {"symbol": pd.Categorical.from_codes(codes, names)}
     columns.update((c, ohlcv[:, j]) for j, c in enumerate(PRICE_COLUMNS))
     columns["ts"] = pd.DatetimeIndex((ts * 1000).astype("datetime64[us]")).tz_localize("UTC")
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns).drop_duplicates(["symbol", "ts"], keep="last", ignore_index=True)
 
 
 class CandleSink:
@@ -180,7 +168,27 @@ class CandleSink:
 
     def register(self, registry: CollectorRegistry) -> None:
         """Expose the sink's metrics (module doc) in ``registry``."""
-        registry.register(Scraped(lambda: _sink_metrics(self)))
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        """The sink's counters and gauges, computed when Prometheus scrapes."""
+        s = self.stats()
+        yield CounterMetricFamily(
+            "mem_candles_queued", "Candles queued for QuestDB by the write-behind", value=s.queued
+        )
+        yield CounterMetricFamily("mem_candles_written", "Queued candles written to QuestDB", value=s.written)
+        dropped = CounterMetricFamily(
+            "mem_candles_dropped", "Candles not written: queue full, shutdown, error", labels=["reason"]
+        )
+        for reason, n in s.dropped.items():
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield GaugeMetricFamily("mem_candles_pending", "Queued candles not yet written", value=s.pending)
+        yield CounterMetricFamily("mem_candles_write_failures", "Failed write attempts (retried)", value=s.failures)
+        if s.last_write is not None:  # absent until the first write: no NaN in the exposition
+            yield GaugeMetricFamily(
+                "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write", value=s.last_write
+            )
 
     def _done(self) -> int:
         return self._stats.written + self._stats.dropped["shutdown"] + self._stats.dropped["error"]
@@ -280,22 +288,3 @@ def observing(source: Any, observe: Callable[[str, int], None]) -> Any:
     read.close = getattr(source, "close", lambda: None)  # type: ignore[attr-defined]
     read.reader = getattr(source, "reader", None)  # type: ignore[attr-defined]
     return read
-
-
-def _sink_metrics(sink: CandleSink) -> Iterator[Metric]:
-    """The sink's counters and gauges, computed when Prometheus scrapes."""
-    s = sink.stats()
-    yield CounterMetricFamily("mem_candles_queued", "Candles queued for QuestDB by the write-behind", value=s.queued)
-    yield CounterMetricFamily("mem_candles_written", "Queued candles written to QuestDB", value=s.written)
-    dropped = CounterMetricFamily(
-        "mem_candles_dropped", "Candles not written: queue full, shutdown, error", labels=["reason"]
-    )
-    for reason, n in s.dropped.items():
-        dropped.add_metric([reason], n)
-    yield dropped
-    yield GaugeMetricFamily("mem_candles_pending", "Queued candles not yet written", value=s.pending)
-    yield CounterMetricFamily("mem_candles_write_failures", "Failed write attempts (retried)", value=s.failures)
-    if s.last_write is not None:  # absent until the first write: no NaN in the exposition
-        yield GaugeMetricFamily(
-            "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write", value=s.last_write
-        )
