@@ -23,8 +23,7 @@ log = logging.getLogger(__name__)
 
 def probe_rows(names: tuple[str, ...], ranges: Mapping[str, tuple[float, float]]) -> np.ndarray:
     """256 rows drawn uniformly (seed 0) inside each feature's training range."""
-    lo = np.array([ranges.get(n, (-1.0, 1.0))[0] for n in names])
-    hi = np.array([ranges.get(n, (-1.0, 1.0))[1] for n in names])
+    lo, hi = np.array([ranges.get(n, (-1.0, 1.0)) for n in names], dtype=np.float64).reshape(-1, 2).T
     return lo + (hi - lo) * np.random.default_rng(0).random((256, len(names)))
 
 

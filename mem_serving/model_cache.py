@@ -40,18 +40,17 @@ def read_run(run_id: str, tracking_uri: str) -> RunRecord:
     return RunRecord(dict(run.data.params), dict(run.data.tags), {k: float(v) for k, v in run.data.metrics.items()})
 
 
-def champion_version(uri: str | None = None, model_name: str = registry.MODEL_NAME) -> str | None:
+def champion_version(uri: str) -> str | None:
     """The champion's version, as ``registry.champion_version``. A ``sqlite:///`` registry is read
     with one query of MLflow's alias table (read-only; milliseconds, where importing MLflow takes
     seconds of CPU); anything else, or a query that fails (another schema), asks MLflow."""
-    uri = uri or registry.tracking_uri()
     path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") and "?" not in uri else None
     if path is not None and path.is_file():
         try:
             with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)) as db:
                 row = db.execute(
                     "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
-                    (model_name, registry.CHAMPION),
+                    (registry.MODEL_NAME, registry.CHAMPION),
                 ).fetchone()
             return None if row is None else str(row[0])
         except sqlite3.Error as exc:
@@ -69,9 +68,9 @@ def public_location(uri: str) -> str:
 
 
 class ModelCache:
-    def __init__(self, root: Path, tracking_uri: str, model_name: str = registry.MODEL_NAME) -> None:
+    def __init__(self, root: Path, tracking_uri: str) -> None:
         key = hashlib.sha256(public_location(tracking_uri).encode()).hexdigest()[:16]
-        self.folder = Path(root) / key / model_name
+        self.folder = Path(root) / key / registry.MODEL_NAME
         self.tracking_uri = tracking_uri
 
     def prune(self, serving: str) -> None:

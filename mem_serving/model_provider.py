@@ -28,7 +28,7 @@ class ModelProvider:
         tracking_uri: str | None,
         poll_s: float = 5.0,
         *,
-        version_fn: Callable[[str | None], str | None] | None = None,
+        version_fn: Callable[[str], str | None] | None = None,
         load_fn: Callable[[str, str | None], registry.LoadedModel] | None = None,
         metrics: ServingMetrics | None = None,
         cache: ModelCache | None = None,
@@ -40,19 +40,15 @@ class ModelProvider:
         self._listeners: list[Callable[[ServingModel | None], None]] = []
         self._metrics = metrics
         self._cache = cache
-        self._model: ServingModel | None = None
+        self.model: ServingModel | None = None  # swapped by one assignment: a call keeps the one it read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
         self.last_error: str | None = None
 
     @property
-    def model(self) -> ServingModel | None:
-        return self._model
-
-    @property
     def version(self) -> str | None:
-        return None if self._model is None else self._model.version
+        return None if self.model is None else self.model.version
 
     def refresh(self) -> bool:
         """Check the registry once; load and swap in a new champion. True when the model changed."""
@@ -62,7 +58,7 @@ class ModelProvider:
             except Exception as exc:  # registry unreachable: keep serving what we have
                 self._error(f"cannot read the champion version from {self.tracking_uri}: {exc}")
                 return False
-            current = self._model
+            current = self.model
             if version is None:
                 if current is not None:
                     self._error(f"the registry has no champion any more; still serving version {current.version}")
@@ -94,7 +90,7 @@ class ModelProvider:
     def _swap(self, model: ServingModel, current: ServingModel | None, seconds: float) -> None:
         if self._metrics is not None:
             self._metrics.model_loaded(seconds, swapped=current is not None)
-        self._model = model
+        self.model = model
         self.last_error = None
         if self._cache is not None:
             self._cache.prune(model.version)
@@ -112,7 +108,7 @@ class ModelProvider:
     def subscribe(self, listener: Callable[[ServingModel | None], None]) -> None:
         """Call ``listener(model)`` after every swap (and once now with the current model)."""
         self._listeners.append(listener)
-        listener(self._model)
+        listener(self.model)
 
     def _error(self, message: str) -> None:
         if message != self.last_error:
