@@ -117,12 +117,11 @@ class CertificatePair:
 
         try:
             cert_pem = self.cert_path.read_bytes()
+            cert = x509.load_pem_x509_certificate(cert_pem)
         except OSError as exc:
             raise CredentialError(
                 f"MEM_SERVING_TLS_CERT names {self.cert_path}, which cannot be read ({exc.strerror})"
             ) from None
-        try:
-            cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError:
             raise CredentialError(
                 f"MEM_SERVING_TLS_CERT names {self.cert_path}, which is not a PEM certificate"

@@ -40,8 +40,7 @@ class FailedPrecondition(ServingError):
 
 
 class NoModel(FailedPrecondition):
-    """No champion model to score with: PredictReversal cannot answer (EnhanceSignal still does,
-    with the ML silent)."""
+    """No champion model: PredictReversal cannot answer (EnhanceSignal still does, with the ML silent)."""
 
 
 class DeadlineExceeded(ServingError):

@@ -33,12 +33,7 @@ def training_window(lineage: Mapping[str, str]) -> TrainingWindow | None:
     horizon = int(float(lineage.get("label.horizon", "0") or 0))
     last = _utc(end)
     start = lineage.get("data.start")
-    return TrainingWindow(
-        first_candle=_utc(start) if start else None,
-        last_candle=last,
-        label_horizon=horizon,
-        last_label_candle=last + horizon * CANDLE,
-    )
+    return TrainingWindow(_utc(start) if start else None, last, horizon, last + horizon * CANDLE)
 
 
 def _utc(text: str) -> datetime:

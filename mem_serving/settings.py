@@ -1,7 +1,5 @@
 """Serving configuration: the only module of ``mem_serving`` that reads the environment (never
-at import time). The defaults it shares with the rest of the project (ports, the memory store's
-path, the MLflow store) are declared in ``mem_core.settings``; the variables, their meaning and
-defaults are listed in docs/serving.md ("Configuration").
+at import time); the defaults shared with the rest of the project are in ``mem_core.settings``.
 """
 
 from __future__ import annotations

@@ -32,16 +32,12 @@ class FutureLimit:
     def problem(self, when: datetime) -> str | None:
         """Why ``when`` (aware) is refused, or None."""
         latest = self.latest_ms()
-        if when.astimezone(UTC).timestamp() * 1000 > latest:
-            return self._message(latest)
-        return None
+        return self._message(latest) if when.astimezone(UTC).timestamp() * 1000 > latest else None
 
     def first_ahead(self, ts_ms: np.ndarray) -> tuple[int, str] | None:
         """(index, why) of the first of ``ts_ms`` (ascending, Unix ms) that is refused, or None."""
-        if len(ts_ms) == 0:
-            return None
         latest = self.latest_ms()
-        if ts_ms[-1] <= latest:  # ascending: the newest decides (the hot path: one comparison)
+        if len(ts_ms) == 0 or ts_ms[-1] <= latest:  # ascending: the newest decides (the hot path: one comparison)
             return None
         return int(np.searchsorted(ts_ms, latest, side="right")), self._message(latest)
 
