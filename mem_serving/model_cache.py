@@ -61,10 +61,7 @@ def champion_version(uri: str) -> str | None:
 def public_location(uri: str) -> str:
     """``uri`` without user name or password (a path is returned as it is)."""
     parts = urlsplit(uri)
-    if not parts.netloc or "@" not in parts.netloc:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])) if "@" in parts.netloc else uri
 
 
 class ModelCache:
