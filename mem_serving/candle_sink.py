@@ -1,29 +1,7 @@
-"""Write-behind of the candles the engine sends, so QuestDB stays current without touching the hot path.
-
-``CandleSink.offer`` only appends to a bounded in-memory queue (a lock and a deque append, a few
-µs); the handlers call it (through ``offer_changes``) with the candles of a PredictReversal or
-EnhanceSignal request that are new or revised against the history the server holds, and
-PushCandles with a whole bulk block. A background thread ("mem-candle-sink") wakes every
-``flush_s`` seconds (at once when ``batch_rows`` are queued) and writes what is queued through one
-kept-open ``CandleWriter`` (the official questdb client, ILP over HTTP): a written candle is
-committed to the table's WAL (durable) and readable once QuestDB applies it, within milliseconds.
-The table's DEDUP UPSERT KEYS(ts, symbol) make every write idempotent: a batch written again
-after a failure, or after a restart, changes nothing, and the last revision of a candle wins.
-
-Accounting, in candles (rows): every offered row is either *queued* or *dropped*. A queued row
-is written unless the server stops while QuestDB is still unreachable, so
+"""Write-behind of the candles the engine sends, so QuestDB stays current without touching the hot
+path (docs/serving.md, "Candles to QuestDB"): ``offer`` appends to a bounded queue; a thread writes
+it through one kept-open ``CandleWriter``. Every offered row is queued or dropped, and
 ``queued = written + pending + dropped(shutdown) + dropped(error)`` at all times.
-
-- QuestDB unreachable: the failed batch goes back to the front of the queue (order kept) and is
-  retried after 0.5 s, doubling to ``retry_max_s``; calls keep succeeding meanwhile.
-- Queue full (``max_rows`` pending): the offer is dropped whole, ``dropped{reason="queue_full"}``.
-- ``close``: drains for ``drain_s`` seconds; rows still pending then count as
-  ``dropped{reason="shutdown"}`` (logged).
-- A batch that fails with anything but ``CandleStoreError`` (a bug, not an outage) is dropped
-  (``dropped{reason="error"}``, logged with its traceback) rather than retried forever.
-
-Metrics (registered into the server's registry, read at scrape time, nothing on the hot path):
-the ``mem_candles_*`` series of docs/serving.md ("Metrics").
 """
 
 from __future__ import annotations
@@ -33,8 +11,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,8 +27,6 @@ from mem_core.questdb.store import (
     wait_for_wal,
 )
 from mem_core.settings import QuestDBSettings
-from mem_serving.candle_age import newest_age
-from mem_serving.metrics import Scraped
 from mem_serving.types import CandleBlock
 
 log = logging.getLogger(__name__)
@@ -69,44 +45,17 @@ class Offer:
     pending: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SinkStats:
-    queued: int
-    written: int
-    dropped: dict[str, int]
-    pending: int
-    failures: int
+    queued: int = 0
+    written: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    pending: int = 0
+    failures: int = 0
     #: Unix time of the last successful write; None before the first.
-    last_write: float | None
+    last_write: float | None = None
     #: The last write error (None once a write succeeds again).
-    last_error: str | None
-
-
-def new_or_revised(held: CandleBlock | None, given: CandleBlock) -> CandleBlock | None:
-    """The rows of ``given`` that ``held`` does not already hold with the same values (None when
-    there are none): what a request brings that QuestDB may not have yet."""
-    n = len(given)
-    if n == 0:
-        return None
-    if held is None or len(held) == 0:
-        return given
-    last = held.ts_ms[-1]
-    if n == 1:  # the hot path: one new or revised candle
-        t = given.ts_ms[0]
-        if t > last:
-            return given
-        if t == last:
-            return None if bool((held.ohlcv[-1] == given.ohlcv[0]).all()) else given
-    if given.ts_ms[0] > last:
-        return given
-    at = np.minimum(np.searchsorted(held.ts_ms, given.ts_ms), len(held) - 1)
-    same = (held.ts_ms[at] == given.ts_ms) & (held.ohlcv[at] == given.ohlcv).all(axis=1)
-    if same.all():
-        return None
-    if not same.any():
-        return given
-    keep = ~same
-    return CandleBlock(given.ts_ms[keep], given.ohlcv[keep])
+    last_error: str | None = None
 
 
 def batch_frame(items: list[tuple[str, CandleBlock]]) -> pd.DataFrame:
@@ -117,26 +66,15 @@ def batch_frame(items: list[tuple[str, CandleBlock]]) -> pd.DataFrame:
     names = sorted({s for s, _ in items})
     index = {name: i for i, name in enumerate(names)}
     codes = np.repeat(np.array([index[s] for s, _ in items], dtype=np.int32), [len(b) for _, b in items])
-    if len(items) > 1:
-        n = len(ts)
-        order = np.lexsort((np.arange(n), ts, codes))  # by symbol, then time, then arrival
-        c, t = codes[order], ts[order]
-        last = np.ones(n, dtype=bool)
-        last[:-1] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
-        if not last.all():
-            keep = np.sort(order[last])
-            ts, ohlcv, codes = ts[keep], ohlcv[keep], codes[keep]
     columns: dict[str, Any] = {"symbol": pd.Categorical.from_codes(codes, names)}
     columns.update((c, ohlcv[:, j]) for j, c in enumerate(PRICE_COLUMNS))
     columns["ts"] = pd.DatetimeIndex((ts * 1000).astype("datetime64[us]")).tz_localize("UTC")
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns).drop_duplicates(["symbol", "ts"], keep="last", ignore_index=True)
 
 
 class CandleSink:
-    """A bounded queue of candles and the thread that writes it to QuestDB (see the module doc).
-
-    ``offer`` and ``offer_changes`` never block on I/O; ``flush`` waits for the rows queued before
-    it; ``close`` drains (at most ``drain_s``) and stops the thread. Thread-safe."""
+    """A bounded queue of candles and the thread that writes it to QuestDB (module doc); thread-safe.
+    ``offer`` never blocks on I/O; ``flush`` waits for the rows queued before it; ``close`` drains."""
 
     def __init__(
         self,
@@ -147,6 +85,7 @@ class CandleSink:
         flush_s: float = 1.0,
         drain_s: float = 10.0,
         retry_max_s: float = 30.0,
+        on_written: Callable[[str, int], None] = lambda symbol, ts_ms: None,
     ) -> None:
         if max_rows <= 0 or batch_rows <= 0 or flush_s <= 0:
             raise ValueError("max_rows, batch_rows and flush_s must be positive")
@@ -156,17 +95,11 @@ class CandleSink:
         self.flush_s = flush_s
         self.drain_s = drain_s
         self.retry_max_s = max(retry_max_s, RETRY_MIN_S)
+        self._on_written = on_written  # (symbol, newest open time in ms) of each block written
         self._lock = threading.Lock()
         self._done_cond = threading.Condition(self._lock)
         self._queue: deque[tuple[str, CandleBlock]] = deque()
-        self._pending = 0
-        self._queued = 0
-        self._written = 0
-        self._dropped = dict.fromkeys(DROP_REASONS, 0)
-        self._failures = 0
-        self._last_write: float | None = None
-        self._last_error: str | None = None
-        self._stored: dict[str, int] = {}  # symbol -> newest open time (ms) known in QuestDB
+        self._stats = SinkStats()  # under the lock
         self._wake = threading.Event()
         self._closing = False
         self._deadline = math.inf
@@ -174,70 +107,40 @@ class CandleSink:
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
-    # ---- the hot path ----------------------------------------------------------------------
-
     def offer(self, symbol: str, block: CandleBlock) -> Offer:
         """Queue ``block`` for QuestDB, or drop it whole when the queue cannot take it."""
         n = len(block)
         with self._lock:
             if n == 0:
-                return Offer(0, 0, self._pending)
-            if self._closing or self._pending + n > self.max_rows:
-                self._dropped["shutdown" if self._closing else "queue_full"] += n
-                return Offer(0, n, self._pending)
+                return Offer(0, 0, self._stats.pending)
+            if self._closing or self._stats.pending + n > self.max_rows:
+                self._stats.dropped["shutdown" if self._closing else "queue_full"] += n
+                return Offer(0, n, self._stats.pending)
             self._queue.append((symbol, block))
-            self._pending += n
-            self._queued += n
-            pending = self._pending
+            self._stats.pending += n
+            self._stats.queued += n
+            pending = self._stats.pending
             # a full batch is written at once, but not during an outage: there the writer keeps
             # its backoff (waking it on every call made a retry storm that starved the calls)
-            wake = pending >= self.batch_rows and self._last_error is None
+            wake = pending >= self.batch_rows and self._stats.last_error is None
         if wake:
             self._wake.set()
         return Offer(n, 0, pending)
 
-    def offer_changes(self, symbol: str, given: CandleBlock, held: CandleBlock | None) -> None:
-        """Queue the rows of ``given`` that are new or revised against ``held`` (the history the
-        server holds before merging ``given``)."""
-        rows = new_or_revised(held, given)
-        if rows is not None:
-            self.offer(symbol, rows)
-
-    def observe_stored(self, symbol: str, newest_ts_ms: int) -> None:
-        """QuestDB is known to hold a candle of ``symbol`` opened at ``newest_ts_ms`` (a read saw it)."""
-        with self._lock:
-            if newest_ts_ms > self._stored.get(symbol, -1):
-                self._stored[symbol] = newest_ts_ms
-
-    # ---- state -----------------------------------------------------------------------------
-
     def stats(self) -> SinkStats:
         with self._lock:
-            return SinkStats(
-                self._queued,
-                self._written,
-                dict(self._dropped),
-                self._pending,
-                self._failures,
-                self._last_write,
-                self._last_error,
-            )
-
-    def newest_stored(self) -> dict[str, int]:
-        """Per symbol, the open time (epoch ms) of the newest candle known to be in QuestDB."""
-        with self._lock:
-            return dict(self._stored)
+            return replace(self._stats, dropped=dict(self._stats.dropped))
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Write now and wait until every row queued before this call is written (or dropped) and
         QuestDB has applied it (readable); False when ``timeout`` ran out first (QuestDB down)."""
         deadline = time.monotonic() + timeout
         with self._done_cond:
-            target = self._queued
+            target = self._stats.queued
             self._wake.set()
             if not self._done_cond.wait_for(lambda: self._done() >= target, timeout):
                 return False
-            wrote = self._written > 0
+            wrote = self._stats.written > 0
         if wrote:
             try:
                 wait_for_wal(self.settings, timeout=max(0.1, deadline - time.monotonic()))
@@ -260,17 +163,35 @@ class CandleSink:
             log.error(
                 "the candle write-behind did not stop within %.0f s; %d candles pending",
                 self.drain_s + 15.0,
-                self._pending,
+                self._stats.pending,
             )
 
     def register(self, registry: CollectorRegistry) -> None:
         """Expose the sink's metrics (module doc) in ``registry``."""
-        registry.register(Scraped(lambda: _sink_metrics(self)))
+        registry.register(self)
 
-    # ---- the writer thread ------------------------------------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        """The sink's counters and gauges, computed when Prometheus scrapes."""
+        s = self.stats()
+        yield CounterMetricFamily(
+            "mem_candles_queued", "Candles queued for QuestDB by the write-behind", value=s.queued
+        )
+        yield CounterMetricFamily("mem_candles_written", "Queued candles written to QuestDB", value=s.written)
+        dropped = CounterMetricFamily(
+            "mem_candles_dropped", "Candles not written: queue full, shutdown, error", labels=["reason"]
+        )
+        for reason, n in s.dropped.items():
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield GaugeMetricFamily("mem_candles_pending", "Queued candles not yet written", value=s.pending)
+        yield CounterMetricFamily("mem_candles_write_failures", "Failed write attempts (retried)", value=s.failures)
+        if s.last_write is not None:  # absent until the first write: no NaN in the exposition
+            yield GaugeMetricFamily(
+                "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write", value=s.last_write
+            )
 
     def _done(self) -> int:
-        return self._written + self._dropped["shutdown"] + self._dropped["error"]
+        return self._stats.written + self._stats.dropped["shutdown"] + self._stats.dropped["error"]
 
     def _run(self) -> None:
         delay, backoff = self.flush_s, RETRY_MIN_S
@@ -279,7 +200,7 @@ class CandleSink:
             self._wake.clear()
             ok = self._drain()
             closing, deadline = self._closing, self._deadline
-            if closing and (self._pending == 0 or time.monotonic() >= deadline):
+            if closing and (self._stats.pending == 0 or time.monotonic() >= deadline):
                 break
             if ok:
                 delay, backoff = self.flush_s, RETRY_MIN_S
@@ -289,13 +210,13 @@ class CandleSink:
                 delay = min(delay, max(0.0, deadline - time.monotonic()))
         self._writer.close()
         with self._done_cond:
-            left = self._pending
+            left = self._stats.pending
             self._queue.clear()
-            self._pending = 0
-            self._dropped["shutdown"] += left
+            self._stats.pending = 0
+            self._stats.dropped["shutdown"] += left
             self._done_cond.notify_all()
         if left:
-            log.error("stopped with %d candles not written to QuestDB (last error: %s)", left, self._last_error)
+            log.error("stopped with %d candles not written to QuestDB (last error: %s)", left, self._stats.last_error)
 
     def _take(self) -> tuple[list[tuple[str, CandleBlock]], int]:
         """The oldest queued blocks, up to ``batch_rows`` rows (at least one block)."""
@@ -312,80 +233,58 @@ class CandleSink:
         """Write what is queued (True), or stop at the first failed write (False). Rows that
         arrive meanwhile wait for the next wake-up unless a whole batch of them is queued, so a
         steady trickle costs one write per ``flush_s``."""
-        first = True
         while True:
-            if not first and self._pending < self.batch_rows and not self._closing:
-                return True
-            first = False
             items, rows = self._take()
             if not items:
                 return True
             try:
-                frame = batch_frame(items)
-                self._writer.write(frame)
+                self._writer.write(batch_frame(items))
             except CandleStoreError as exc:
                 with self._lock:
                     self._queue.extendleft(reversed(items))
-                    self._failures += 1
-                    new_outage = self._last_error is None
-                    self._last_error = str(exc)
+                    self._stats.failures += 1
+                    new_outage = self._stats.last_error is None
+                    self._stats.last_error = str(exc)
                 if new_outage:
                     log.warning(
-                        "cannot write candles to QuestDB, keeping %d in the queue and retrying: %s", self._pending, exc
+                        "cannot write candles to QuestDB, keeping %d in the queue and retrying: %s",
+                        self._stats.pending,
+                        exc,
                     )
                 return False
             except Exception:  # not an outage: retrying would block the queue forever
                 log.exception("dropping a batch of %d candles that cannot be written", rows)
                 with self._done_cond:
-                    self._pending -= rows
-                    self._dropped["error"] += rows
+                    self._stats.pending -= rows
+                    self._stats.dropped["error"] += rows
                     self._done_cond.notify_all()
-                continue
-            with self._done_cond:
-                self._pending -= rows
-                self._written += rows
-                self._last_write = time.time()
-                recovered = self._last_error is not None
-                self._last_error = None
-                for symbol, block in items:
-                    ms = int(block.ts_ms[-1])  # blocks are ascending
-                    if ms > self._stored.get(symbol, -1):
-                        self._stored[symbol] = ms
-                self._done_cond.notify_all()
-            if recovered:
-                log.info("QuestDB takes candles again; %d pending", self._pending)
+            else:
+                with self._done_cond:
+                    self._stats.pending -= rows
+                    self._stats.written += rows
+                    self._stats.last_write = time.time()
+                    recovered = self._stats.last_error is not None
+                    self._stats.last_error = None
+                    for symbol, block in items:
+                        self._on_written(symbol, int(block.ts_ms[-1]))  # blocks are ascending
+                    self._done_cond.notify_all()
+                if recovered:
+                    log.info("QuestDB takes candles again; %d pending", self._stats.pending)
+            if self._stats.pending < self.batch_rows and not self._closing:
+                return True
 
 
-def observing(source: Any, sink: CandleSink) -> Any:
-    """``source`` (a handlers ``CandleSource``) that tells ``sink`` the newest candle it read, so
-    the freshness metric covers symbols served from QuestDB too; keeps ``close`` and ``reader``."""
+def observing(source: Any, observe: Callable[[str, int], None]) -> Any:
+    """``source`` (a handlers ``CandleSource``) that tells ``observe`` (``CandleAgeWatcher``) the
+    newest candle it read, so the freshness metric covers symbols served from QuestDB too; keeps
+    ``close`` and ``reader``."""
 
     def read(symbol: str, n: int, until_ms: int | None = None) -> CandleBlock:
         block = source(symbol, n, until_ms)
         if len(block):
-            sink.observe_stored(symbol, block.newest_ts_ms)
+            observe(symbol, block.newest_ts_ms)
         return block
 
     read.close = getattr(source, "close", lambda: None)  # type: ignore[attr-defined]
     read.reader = getattr(source, "reader", None)  # type: ignore[attr-defined]
     return read
-
-
-def _sink_metrics(sink: CandleSink) -> Iterator[Metric]:
-    """The sink's counters and gauges, computed when Prometheus scrapes."""
-    s = sink.stats()
-    yield CounterMetricFamily("mem_candles_queued", "Candles queued for QuestDB by the write-behind", value=s.queued)
-    yield CounterMetricFamily("mem_candles_written", "Queued candles written to QuestDB", value=s.written)
-    dropped = CounterMetricFamily(
-        "mem_candles_dropped", "Candles not written: queue full, shutdown, error", labels=["reason"]
-    )
-    for reason, n in s.dropped.items():
-        dropped.add_metric([reason], n)
-    yield dropped
-    yield GaugeMetricFamily("mem_candles_pending", "Queued candles not yet written", value=s.pending)
-    yield CounterMetricFamily("mem_candles_write_failures", "Failed write attempts (retried)", value=s.failures)
-    if s.last_write is not None:  # absent until the first write: no NaN in the exposition
-        yield GaugeMetricFamily(
-            "mem_candles_last_write_timestamp_seconds", "Unix time of the last successful write", value=s.last_write
-        )
-    yield from newest_age(sink.newest_stored())

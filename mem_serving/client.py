@@ -1,17 +1,14 @@
-"""The public Python client of ``mem.v1.MemService`` (docs/CONTRACTS.md, docs/serving.md).
-
-``MemClient`` takes plain Python values (a candle frame as in docs/CONTRACTS.md, actions "BUY" /
-"SELL" / "HOLD", directions "bullish" / "bearish", tz-aware times) and returns frozen records;
-protobuf stays inside this module. Every call has a deadline (``timeout_s``); a failed call raises
-``MemClientError`` naming the call, the address and the status code (a token never appears in it).
-With ``token`` every call carries ``authorization: Bearer <token>``; with ``root_cert`` (PEM) the
-channel is TLS. For the raw wire types, see ``mem_serving.api``.
+"""The public Python client of ``mem.v1.MemService`` (docs/CONTRACTS.md, docs/serving.md): plain
+Python values in (a candle frame, "BUY"/"SELL"/"HOLD", "bullish"/"bearish", tz-aware times),
+frozen records out; protobuf stays inside this module. A failed call raises ``MemClientError``
+naming the call, the address and the status code (never the token).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -23,9 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mem_core.settings import DEFAULT_SERVER_ADDRESS
 from mem_serving.api import SERVICE_NAME, MemServiceStub, pb
 from mem_serving.settings import ClientSettings
-
-#: Where ``mem serve`` listens by default.
-DEFAULT_ADDRESS = DEFAULT_SERVER_ADDRESS
 
 _ACTIONS = {"BUY": pb.ACTION_BUY, "SELL": pb.ACTION_SELL, "HOLD": pb.ACTION_HOLD}
 _ACTION_NAMES = {v: k for k, v in _ACTIONS.items()}
@@ -76,11 +70,9 @@ class EnhancedSignal:
     ml_confidence: float | None = None  # None: no ML prediction was available
     memory_confidence: float | None = None  # None: the memory had nothing to say
     time: datetime | None = None
-    #: The decision was taken with the ML silent (the server has no champion model): why.
-    ml_absent: bool = False
+    ml_absent: bool = False  # decided with the ML silent (the server has no champion model)
     ml_absent_reason: str = ""
-    #: The stored answer of an earlier call with the same request_id (nothing recorded now).
-    replayed: bool = False
+    replayed: bool = False  # the stored answer of an earlier call with the same request_id
 
 
 @dataclass(frozen=True)
@@ -165,33 +157,30 @@ class StoreIdentity:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """GetModelInfo's answer: the model the server scores with and the store it writes."""
+    """GetModelInfo's answer: the model the server scores with and the store it writes (empty
+    fields when unknown; the server builds its answer as this record too)."""
 
     ml_usable: bool  # the server has a champion it scores with
     reason: str
-    champion_version: str
-    run_id: str
-    estimator: str
-    feature_set: str
-    feature_names: tuple[str, ...]
-    training_window: TrainingWindow | None  # None: the champion's run records none
-    holdout_skill: dict[str, float]
-    walk_forward_skill: dict[str, float]
-    memory_store: StoreIdentity
-    registry: str
+    champion_version: str = ""
+    run_id: str = ""
+    estimator: str = ""
+    feature_set: str = ""
+    feature_names: tuple[str, ...] = ()
+    training_window: TrainingWindow | None = None  # None: the champion's run records none
+    holdout_skill: dict[str, float] = field(default_factory=dict)
+    walk_forward_skill: dict[str, float] = field(default_factory=dict)
+    memory_store: StoreIdentity = StoreIdentity("", "")
+    registry: str = ""
 
 
 class MemClient:
-    """A channel to the server at ``address`` (host:port) and typed calls over it.
-
-    The constructor waits up to ``timeout_s`` for the channel to be ready, so a missing server
-    fails here with a clear message rather than at the first call. ``options`` are gRPC channel
-    options (e.g. ``("grpc.max_receive_message_length", ...)``). Use it as a context manager, or
-    call ``close()``.
-    """
+    """A channel to the server at ``address`` (host:port) and typed calls over it, each with the
+    deadline ``timeout_s``; ``token``: the bearer token, ``root_cert`` (PEM): TLS. The constructor
+    waits up to ``timeout_s`` for the channel, so a missing server fails here, clearly."""
 
     @classmethod
-    def from_env(cls, address: str = DEFAULT_ADDRESS, timeout_s: float = 30.0, **kwargs: Any) -> MemClient:
+    def from_env(cls, address: str = DEFAULT_SERVER_ADDRESS, timeout_s: float = 30.0, **kwargs: Any) -> MemClient:
         """Token and trust root as ``mem serve`` is configured (``ClientSettings.from_env``)."""
         settings = ClientSettings.from_env()
         root_cert = settings.root_cert.read_bytes() if settings.root_cert is not None else None
@@ -199,7 +188,7 @@ class MemClient:
 
     def __init__(
         self,
-        address: str = DEFAULT_ADDRESS,
+        address: str = DEFAULT_SERVER_ADDRESS,
         timeout_s: float = 30.0,
         *,
         token: str | None = None,
@@ -240,7 +229,6 @@ class MemClient:
             code = exc.code()
             raise MemClientError(f"{name} at {self.address} failed: {code.name}: {exc.details()}", code) from None
 
-    # ------------------------------------------------------------------ calls
     def health(self, service: str = SERVICE_NAME) -> str:
         """The standard health status of ``service`` ("SERVING", "NOT_SERVING", ...); "" = the server's."""
         check = health_pb2_grpc.HealthStub(self._channel).Check
@@ -272,14 +260,17 @@ class MemClient:
         of this call; a retry with the same id (after a deadline, a cancel, UNAVAILABLE) gets the
         first answer (``replayed``) and records nothing new; the same id with a different
         request is refused (ALREADY_EXISTS)."""
-        args = {k: v for k, v in locals().items() if k != "self"}  # this call's parameters, as given
-        return _signal(self._call("EnhanceSignal", _enhance_request(**args)))
+        return _signal(self._call("EnhanceSignal", _enhance_request(locals())))
 
     def enhance_signals(self, items: Sequence[Mapping[str, Any]]) -> list[EnhancedSignal | MemClientError]:
         """EnhanceSignal for many symbols in one call (the candle close): each item holds the
         keyword arguments of ``enhance_signal``. One answer per item, in order: its signal, or a
         ``MemClientError`` with the item's own status (one bad item never fails the others)."""
-        req = pb.EnhanceSignalsRequest(requests=[_enhance_request(**item) for item in items])
+        req, signature = pb.EnhanceSignalsRequest(), inspect.signature(self.enhance_signal)
+        for item in items:
+            args = signature.bind(**item)  # a missing or unknown argument: TypeError
+            args.apply_defaults()
+            req.requests.append(_enhance_request(args.arguments))
         out: list[EnhancedSignal | MemClientError] = []
         for r in self._call("EnhanceSignals", req).results:
             if r.code == 0:
@@ -306,21 +297,8 @@ class MemClient:
         """Report the exit of a trade opened from ``decision_id``; the memory learns from it.
         ``request_id``: as for ``enhance_signal`` (a retry learns nothing twice). ``shadow``:
         ``decision_id`` was a HOLD and this is what its signal would have done."""
-        r = self._call(
-            "LogOutcome",
-            pb.LogOutcomeRequest(
-                decision_id=decision_id,
-                entry_price=float(entry_price),
-                exit_price=float(exit_price),
-                size=float(size),
-                pnl=float(pnl),
-                pnl_pct=float(pnl_pct),
-                exit_reason=exit_reason,
-                time=_timestamp(time),
-                request_id=request_id,
-                shadow=shadow,
-            ),
-        )
+        args = {name: value for name, value in locals().items() if name != "self"}  # the request's fields, by name
+        r = self._call("LogOutcome", pb.LogOutcomeRequest(**{**args, "time": _timestamp(time)}))
         return _record(
             OutcomeLearning,
             r,
@@ -353,42 +331,28 @@ class MemClient:
         ]
 
 
-def _enhance_request(
-    symbol: str,
-    action: str,
-    base_confidence: float,
-    price: float,
-    time: datetime,
-    *,
-    strategy: str = "",
-    candles: pd.DataFrame | None = None,
-    ml: ReversalPrediction | None = None,
-    session_id: str = "",
-    market_context: Mapping[str, str] | None = None,
-    request_id: str = "",
-) -> pb.EnhanceSignalRequest:
-    req = pb.EnhanceSignalRequest(
-        symbol=symbol,
-        action=_ACTIONS[action],
-        base_confidence=float(base_confidence),
-        price=float(price),
-        time=_timestamp(time),
-        strategy=strategy,
-        candles=_candles(candles),
-        session_id=session_id,
-        request_id=request_id,
+def _enhance_request(args: Mapping[str, Any]) -> pb.EnhanceSignalRequest:
+    """The request of ``enhance_signal``'s arguments (all of them, defaults included)."""
+    ml = args["ml"]
+    return pb.EnhanceSignalRequest(
+        symbol=args["symbol"],
+        action=_ACTIONS[args["action"]],
+        base_confidence=float(args["base_confidence"]),
+        price=float(args["price"]),
+        time=_timestamp(args["time"]),
+        strategy=args["strategy"],
+        candles=_candles(args["candles"]),
+        session_id=args["session_id"],
+        request_id=args["request_id"],
+        market_context=args["market_context"],  # None: no entries
+        ml_prediction=None  # None: the server predicts
+        if ml is None
+        else pb.MlPrediction(
+            confidence=ml.confidence,
+            direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED),
+            model_version=ml.model_version,
+        ),
     )
-    if ml is not None:
-        req.ml_prediction.CopyFrom(
-            pb.MlPrediction(
-                confidence=ml.confidence,
-                direction=_DIRECTIONS.get(ml.direction, pb.DIRECTION_UNSPECIFIED),
-                model_version=ml.model_version,
-            )
-        )
-    if market_context:
-        req.market_context.update(market_context)
-    return req
 
 
 def _signal(r: pb.EnhancedSignal) -> EnhancedSignal:
@@ -412,7 +376,7 @@ def _record[R](cls: type[R], msg: Any, **given: Any) -> R:
         elif d.has_presence and not msg.HasField(f.name):
             value = None
         elif d.message_type is not None:  # google.protobuf.Timestamp: the only other message here
-            value = _datetime(value)
+            value = value.ToDatetime(tzinfo=UTC)
         given[f.name] = value
     return cls(**given)
 
@@ -423,27 +387,11 @@ def _timestamp(t: datetime) -> Timestamp:
     return out
 
 
-def _datetime(t: Timestamp) -> datetime:
-    return t.ToDatetime(tzinfo=UTC)
-
-
-def _candles(frame: pd.DataFrame | None) -> list[Any]:
+def _candles(frame: pd.DataFrame | None) -> list[pb.Candle]:
     if frame is None:
         return []
-    out = []
-    for ts, o, h, lo, c, v in zip(
-        frame["ts"],
-        frame["open"].to_numpy(),
-        frame["high"].to_numpy(),
-        frame["low"].to_numpy(),
-        frame["close"].to_numpy(),
-        frame["volume"].to_numpy(),
-    ):
-        out.append(
-            pb.Candle(ts=_timestamp(ts), open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v))
-        )
-    return out
-
-
-def _stats(s: Any) -> TradeStats:
-    return TradeStats(int(s.trades), int(s.wins), float(s.win_rate), float(s.total_pnl), float(s.avg_pnl_pct))
+    columns = (frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume"))
+    return [
+        pb.Candle(ts=_timestamp(ts), open=float(o), high=float(h), low=float(lo), close=float(c), volume=float(v))
+        for ts, o, h, lo, c, v in zip(frame["ts"], *columns, strict=True)
+    ]

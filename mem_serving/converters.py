@@ -490,7 +490,7 @@ def model_info_pb(info: ServedModelInfo) -> pb.ModelInfo:
         feature_names=list(info.feature_names),
         holdout_skill=_as_float_map(info.holdout_skill),
         walk_forward_skill=_as_float_map(info.walk_forward_skill),
-        memory_store=pb.MemoryStoreIdentity(store_id=info.store_id, location=info.store_location),
+        memory_store=pb.MemoryStoreIdentity(store_id=info.memory_store.store_id, location=info.memory_store.location),
         registry=info.registry,
     )
     w = info.training_window

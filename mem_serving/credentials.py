@@ -1,18 +1,7 @@
-"""Serving credentials that rotate without a restart: the bearer-token set and the TLS pair.
-
-- Tokens: ``MEM_SERVING_TOKEN`` (one, fixed for the process's life) or ``MEM_SERVING_TOKEN_FILE``
-  (one token per line, ``#`` comments; the file must not be readable by group or others). A call
-  is accepted when its ``authorization: Bearer <t>`` (the scheme in any case) matches any token
-  of the current set (compared in constant time against every one), so a rotation is: add the
-  next token, reload, move the clients, remove the old one, reload.
-- TLS: the certificate and key files are served through ``grpc.dynamic_ssl_server_credentials``;
-  after a reload every new handshake gets the new pair, established connections keep theirs.
-
-A reload happens on SIGHUP (``mem serve``) and, every ``credentials_poll_s`` seconds, when a
-watched file changed (inode, size or mtime). A file that fails its checks (unreadable, empty,
-open to others, a certificate that does not match its key) is refused with a log line and the
-credentials in force stay: a bad edit never locks clients out. Logs name token fingerprints
-(the first 12 hex digits of their SHA-256) and the certificate's fingerprint, never a secret.
+"""Serving credentials that rotate without a restart: the bearer-token set and the TLS pair
+(docs/serving.md, docs/security.md). A file that fails its checks on a reload is refused with a
+log line and the credentials in force stay: a bad edit never locks clients out. Logs name
+fingerprints, never a secret.
 """
 
 from __future__ import annotations
@@ -48,14 +37,11 @@ class TokenSet:
     """The bearer tokens accepted now; ``replace`` swaps the whole set atomically."""
 
     def __init__(self, tokens: Iterable[str]) -> None:
-        self._expected: tuple[bytes, ...] = ()
         self.replace(tokens)
 
     def replace(self, tokens: Iterable[str]) -> None:
-        expected = tuple(t.encode() for t in tokens)
-        if not expected:
-            raise CredentialError("the token set is empty")
-        self._expected = expected
+        """``tokens``: never empty (``parse_tokens`` refuses a file without one)."""
+        self._expected = tuple(t.encode() for t in tokens)
 
     def accepts(self, given: bytes) -> bool:
         """Whether ``given`` (the authorization header: the scheme ``Bearer`` in any case, as RFC
@@ -63,20 +49,11 @@ class TokenSet:
         compared, in constant time, whatever matches first."""
         scheme, _, rest = given.partition(b" ")
         token = rest.lstrip(b" ")
-        ok = scheme.lower() == b"bearer"
-        match = False
-        for expected in self._expected:
-            match |= hmac.compare_digest(token, expected)
-        return ok and match
-
-    def __len__(self) -> int:
-        return len(self._expected)
+        matches = [hmac.compare_digest(token, expected) for expected in self._expected]  # all of them
+        return scheme.lower() == b"bearer" and any(matches)
 
     def fingerprints(self) -> list[str]:
         return [fingerprint(e) for e in self._expected]
-
-    def __repr__(self) -> str:
-        return f"TokenSet({len(self)} tokens)"
 
 
 def parse_tokens(text: str) -> tuple[str, ...]:
@@ -132,11 +109,6 @@ class CertificatePair:
         self._current = (key_pem, cert_pem)
         self._initial = grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)])
 
-    @property
-    def current(self) -> tuple[bytes, bytes]:
-        """The pair in force: (key PEM, certificate PEM)."""
-        return self._current
-
     def _load(self, at_start: bool = False) -> tuple[bytes, bytes, str, datetime]:
         """Read and check the pair. A key open to others and an expired certificate are logged at
         start (as the server always did) and refused on a reload."""
@@ -145,21 +117,23 @@ class CertificatePair:
 
         try:
             cert_pem = self.cert_path.read_bytes()
-        except OSError as exc:
-            raise CredentialError(f"cannot read the certificate {self.cert_path}: {exc.strerror}") from None
-        key_pem = _private_text(self.key_path, "TLS key", strict=not at_start)
-        try:
             cert = x509.load_pem_x509_certificate(cert_pem)
+        except OSError as exc:
+            raise CredentialError(
+                f"MEM_SERVING_TLS_CERT names {self.cert_path}, which cannot be read ({exc.strerror})"
+            ) from None
         except ValueError:
-            raise CredentialError(f"{self.cert_path} is not a PEM certificate") from None
+            raise CredentialError(
+                f"MEM_SERVING_TLS_CERT names {self.cert_path}, which is not a PEM certificate"
+            ) from None
+        key_pem = _private_text(self.key_path, "TLS key", strict=not at_start)
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError):
-            raise CredentialError(f"{self.key_path} is not an unencrypted PEM private key") from None
-        pub = serialization.PublicFormat.SubjectPublicKeyInfo
-        if key.public_key().public_bytes(serialization.Encoding.DER, pub) != cert.public_key().public_bytes(
-            serialization.Encoding.DER, pub
-        ):
+            raise CredentialError(
+                f"MEM_SERVING_TLS_KEY names {self.key_path}, which is not an unencrypted PEM private key"
+            ) from None
+        if key.public_key() != cert.public_key():
             raise CredentialError(f"the TLS key {self.key_path} does not belong to the certificate {self.cert_path}")
         not_after = cert.not_valid_after_utc
         if not_after <= datetime.now(UTC):
@@ -206,25 +180,15 @@ class ServingCredentials:
             CertificatePair(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
         )
         self.poll_s = settings.credentials_poll_s
-        self.reloads = 0  # reloads that changed something
+        self._watched = [p for p in (settings.token_file, settings.tls_cert, settings.tls_key) if p is not None]
         self._reload_lock = threading.Lock()
         self._stamps = self._stat()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @property
-    def auth(self) -> bool:
-        return self.tokens is not None
-
-    def _watched(self) -> list[Path]:
-        paths = [self.token_file] if self.token_file is not None else []
-        if self.tls is not None:
-            paths += [self.tls.cert_path, self.tls.key_path]
-        return paths
-
     def _stat(self) -> dict[Path, tuple[int, int, int] | None]:
         out: dict[Path, tuple[int, int, int] | None] = {}
-        for p in self._watched():
+        for p in self._watched:
             try:
                 st = p.stat()
                 out[p] = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -240,9 +204,8 @@ class ServingCredentials:
             changed: list[str] = []
             if self.token_file is not None and self.tokens is not None:
                 try:
-                    tokens = read_token_file(self.token_file)
                     before = self.tokens.fingerprints()
-                    self.tokens.replace(tokens)
+                    self.tokens.replace(read_token_file(self.token_file))
                     if self.tokens.fingerprints() != before:
                         changed.append("tokens")
                 except CredentialError as exc:
@@ -253,8 +216,6 @@ class ServingCredentials:
                         changed.append("certificate")
                 except CredentialError as exc:
                     log.error("certificate reload (%s) refused, the certificate in force stays: %s", reason, exc)
-            if changed:
-                self.reloads += 1
             state = self.describe()
             log.info(
                 "serving credentials reloaded (%s): %s changed; %s",
@@ -273,7 +234,7 @@ class ServingCredentials:
 
     def start_watching(self) -> None:
         """Poll the watched files every ``poll_s`` seconds (no thread when 0 or nothing to watch)."""
-        if self.poll_s <= 0 or not self._watched() or self._thread is not None:
+        if self.poll_s <= 0 or not self._watched or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._watch, name="mem-credentials-watch", daemon=True)
         self._thread.start()

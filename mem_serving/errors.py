@@ -1,8 +1,6 @@
-"""Serving's exceptions and the one place where any exception becomes a gRPC status.
-
-Handlers raise the domain errors below (or let the memory / pipeline errors through);
-``to_status`` maps each to a status code and a message for the caller. Anything unexpected
-becomes INTERNAL with a generic message; the traceback is logged server-side, never sent.
+"""Serving's exceptions and ``to_status``, the one place where any exception (these, the memory's,
+the pipeline's) becomes a gRPC status (docs/serving.md, "Status codes"). Anything unexpected is
+INTERNAL with a generic message; its traceback is logged on the server, never sent.
 """
 
 from __future__ import annotations
@@ -42,8 +40,7 @@ class FailedPrecondition(ServingError):
 
 
 class NoModel(FailedPrecondition):
-    """No champion model to score with: PredictReversal cannot answer (EnhanceSignal still does,
-    with the ML silent)."""
+    """No champion model: PredictReversal cannot answer (EnhanceSignal still does, with the ML silent)."""
 
 
 class DeadlineExceeded(ServingError):

@@ -1,13 +1,6 @@
-"""The champion as serving holds it (``ServingModel``) and its one-row predictor: the model's
-compiled path when it has one and it agrees with ``predict_proba``, else the model's always-right
-``predict_one``.
-
-A model type offers a compiled path through ``ReversalModel.compile_one_row`` (``seed_gbc`` walks
-its trees in numpy, ``hist_gb`` in one numba loop). It is checked on probe rows (``probe_rows``:
-the same 256 rows inside the training ranges every time) and refused when any probability differs
-from ``predict_proba``'s by more than 1e-9. A version read back from the model cache without its
-estimator (``ServingModel.from_state``) is checked against the probabilities ``predict_proba``
-gave on those rows when the copy was made.
+"""The champion as serving holds it (``ServingModel``) and its one-row predictor: the model type's
+compiled path (``ReversalModel.compile_one_row``) when it agrees with ``predict_proba`` within
+1e-9 on the same 256 probe rows every time (``probe_rows``), else the model's ``predict_one``.
 """
 
 from __future__ import annotations
@@ -30,8 +23,7 @@ log = logging.getLogger(__name__)
 
 def probe_rows(names: tuple[str, ...], ranges: Mapping[str, tuple[float, float]]) -> np.ndarray:
     """256 rows drawn uniformly (seed 0) inside each feature's training range."""
-    lo = np.array([ranges.get(n, (-1.0, 1.0))[0] for n in names])
-    hi = np.array([ranges.get(n, (-1.0, 1.0))[1] for n in names])
+    lo, hi = np.array([ranges.get(n, (-1.0, 1.0)) for n in names], dtype=np.float64).reshape(-1, 2).T
     return lo + (hi - lo) * np.random.default_rng(0).random((256, len(names)))
 
 

@@ -1,11 +1,6 @@
-"""Prometheus metrics of one server (own registry, so several servers can live in one process).
-
-The series, their meaning and the conventions they follow (every known label set exported at
-zero from the start, counters not windowed gauges, no ``_created`` series, base units in names,
-no NaN: a gauge with nothing to report is absent) are listed in docs/serving.md ("Metrics");
-deploy/prometheus/alerts.yml and deploy/grafana/mem.json are built on these names
-(tests/serving/test_ops_metrics.py). The candle write-behind adds its own ``mem_candles_*``
-series (``mem_serving.candle_sink``).
+"""Prometheus metrics of one server, in its own registry (several servers can live in one process).
+The series and their conventions: docs/serving.md ("Metrics"); deploy/prometheus/alerts.yml and
+deploy/grafana/mem.json are built on these names.
 """
 
 from __future__ import annotations
@@ -14,7 +9,7 @@ import functools
 import logging
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mem_memory.types import ACTIONS
 from mem_serving._gen.mem.v1 import mem_pb2
+from mem_serving.api import SERVICE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -46,52 +42,37 @@ LOAD_RESULTS = ("ok", "refused", "error")
 
 
 class ServingMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self) -> None:
         # ``<name>_created`` series are off for the whole process: their values are the process's
         # start time, one extra series per labelled child, and Prometheus ignores them
         prometheus_client.disable_created_metrics()
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         PlatformCollector(registry=r)  # python_info
-        self.build_info = Gauge(
-            "mem_build_info",
-            "The running code: package version and git commit (value 1)",
-            ["version", "git_commit"],
-            registry=r,
+        counter, gauge = functools.partial(Counter, registry=r), functools.partial(Gauge, registry=r)
+        latency = functools.partial(Histogram, buckets=_LATENCY_BUCKETS, registry=r)
+        self.build_info = gauge(
+            "mem_build_info", "The running code: package version and git commit (value 1)", ["version", "git_commit"]
         )
         self.build_info.labels(*build_info()).set(1)
-        self.decisions = Counter("mem_decisions", "Enhanced signals recorded", ["action"], registry=r)
-        self.outcomes = Counter("mem_outcomes", "Outcomes logged", ["result"], registry=r)
-        self.ml_latency = Histogram(
-            "mem_ml_latency_seconds", "Features + inference of one prediction", buckets=_LATENCY_BUCKETS, registry=r
-        )
+        self.decisions = counter("mem_decisions", "Enhanced signals recorded", ["action"])
+        self.outcomes = counter("mem_outcomes", "Outcomes logged", ["result"])
+        self.ml_latency = latency("mem_ml_latency_seconds", "Features + inference of one prediction")
         self.predicted_probability = Histogram(
             "mem_predicted_probability_ratio",
             "P(reversal) of each computed prediction (cache hits not counted again)",
             buckets=PROBABILITY_BUCKETS,
             registry=r,
         )
-        self.out_of_range_predictions = Counter(
+        self.out_of_range_predictions = counter(
             "mem_predictions_out_of_range",
             "Predictions with at least one feature outside the champion's training min/max",
-            registry=r,
         )
-        self.out_of_range_features = Counter(
-            "mem_out_of_range_features",
-            "Features outside the champion's training min/max, by feature",
-            ["feature"],
-            registry=r,
+        self.out_of_range_features = counter(
+            "mem_out_of_range_features", "Features outside the champion's training min/max, by feature", ["feature"]
         )
-        self.memory_load = Histogram(
-            "mem_memory_load_seconds", "Memory engine time of one enhancement", buckets=_LATENCY_BUCKETS, registry=r
-        )
-        self.enhancement = Histogram(
-            "mem_enhancement_seconds",
-            "One EnhanceSignal end to end in the handler",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.memory_load = latency("mem_memory_load_seconds", "Memory engine time of one enhancement")
+        self.enhancement = latency("mem_enhancement_seconds", "One EnhanceSignal end to end in the handler")
         self.request_duration = Histogram(
             "mem_request_duration_seconds",
             "One RPC from receipt to answer, whatever its status",
@@ -99,57 +80,52 @@ class ServingMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.strategies = Gauge("mem_strategies", "Learned strategies", ["state"], registry=r)
+        self.strategies = gauge("mem_strategies", "Learned strategies", ["state"])
         self.requests = Counter("mem_requests", "gRPC calls by final status", ["method", "code"], registry=r)
-        self.prediction_cache = Counter("mem_prediction_cache", "Prediction cache lookups", ["result"], registry=r)
-        self.model_info = Gauge("mem_model_info", "Champion version being served (value 1)", ["version"], registry=r)
-        self.model_loaded_gauge = Gauge("mem_model_loaded", "1 while a champion model is served, else 0", registry=r)
+        self.prediction_cache = counter("mem_prediction_cache", "Prediction cache lookups", ["result"])
+        self.model_info = gauge("mem_model_info", "Champion version being served (value 1)", ["version"])
+        self.model_loaded_gauge = gauge("mem_model_loaded", "1 while a champion model is served, else 0")
         self._served: tuple[str, ModelTimes] | None = None
-        r.register(Scraped(lambda: _served_model(self._served)))
-        self.model_loads = Counter(
-            "mem_model_loads",
-            "Attempts to load a champion version: ok, refused (unknown kind), error",
-            ["result"],
-            registry=r,
+        self._memory_stats: Callable[[], Any] | None = None
+        r.register(self)  # collect: the series computed at scrape time
+        self.model_loads = counter(
+            "mem_model_loads", "Attempts to load a champion version: ok, refused (unknown kind), error", ["result"]
         )
-        self.model_swaps = Counter("mem_model_swaps", "Loads that replaced the champion being served", registry=r)
-        self.model_load_seconds = Gauge(
-            "mem_model_load_seconds",
-            "Duration of the last successful champion load (registry + preparation)",
-            registry=r,
+        self.model_swaps = counter("mem_model_swaps", "Loads that replaced the champion being served")
+        self.model_load_seconds = gauge(
+            "mem_model_load_seconds", "Duration of the last successful champion load (registry + preparation)"
         )
-        self.replays = Counter("mem_replays", "Calls answered again for a repeated request id", ["method"], registry=r)
-        self.ml_absent = Counter(
-            "mem_ml_absent", "EnhanceSignal decisions taken with the ML silent (no champion model)", registry=r
+        self.replays = counter("mem_replays", "Calls answered again for a repeated request id", ["method"])
+        self.ml_absent = counter(
+            "mem_ml_absent", "EnhanceSignal decisions taken with the ML silent (no champion model)"
         )
-        self.corrupt_records = Gauge(
-            "mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)", registry=r
+        self.corrupt_records = gauge(
+            "mem_memory_corrupt_records", "Corrupt memory records met (left out; see mem memory verify)"
         )
-        self.memory_writes_ok = Gauge(
-            "mem_memory_writes_ok", "1 while the memory's writes succeed, 0 while they fail", registry=r
+        self.memory_writes_ok = gauge("mem_memory_writes_ok", "1 while the memory's writes succeed, 0 while they fail")
+        self.health_serving = gauge(
+            "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", ["service"]
         )
-        self.memory_writes_ok.set(1)
+        self.set_memory_writes(True)
         self._model_lock = threading.Lock()
         self._initialise_labels()
 
     def _initialise_labels(self) -> None:
         """Every known label set at zero, so a series exists before its first event."""
-        for action in ACTIONS:
-            self.decisions.labels(action)
-        for result in ("win", "loss"):
-            self.outcomes.labels(result)
+        for metric, values in (
+            (self.decisions, ACTIONS),
+            (self.outcomes, ("win", "loss")),
+            (self.request_duration, METHODS),
+            (self.prediction_cache, ("hit", "miss")),
+            (self.replays, REPLAYED_METHODS),
+            (self.model_loads, LOAD_RESULTS),
+            (self.strategies, ("active", "deprecated")),
+        ):
+            for value in values:
+                metric.labels(value)
         for method in METHODS:
-            self.request_duration.labels(method)
             for code in CODES:
                 self.requests.labels(method, code)
-        for result in ("hit", "miss"):
-            self.prediction_cache.labels(result)
-        for method in REPLAYED_METHODS:
-            self.replays.labels(method)
-        for result in LOAD_RESULTS:
-            self.model_loads.labels(result)
-        for state in ("active", "deprecated"):
-            self.strategies.labels(state)
 
     def decision(self, action: str) -> None:
         self.decisions.labels(action).inc()
@@ -180,19 +156,19 @@ class ServingMetrics:
         """Read the 24 h win rate and the strategy counts from the memory store at scrape time
         (``stats`` returns a ``MemoryStats``; cached by the caller), so trades and strategies
         written by other processes (Dagster) count too."""
-        self.registry.register(Scraped(lambda: _win_rate(stats().win_rate_24h)))
+        self._memory_stats = stats
         self.strategies.labels("active").set_function(lambda: stats().active_strategies)
         self.strategies.labels("deprecated").set_function(lambda: stats().deprecated_strategies)
         self.corrupt_records.set_function(lambda: stats().corrupt_records)
 
-    def set_model(self, version: str | None, times: ModelTimes | None = None) -> None:
-        """The champion being served (None: none), with its training-end and promotion times."""
+    def set_model(self, version: str | None) -> None:
+        """The champion being served (None: none); its times follow (``set_model_times``)."""
         with self._model_lock:
             self.model_info.clear()
             self.model_loaded_gauge.set(0 if version is None else 1)
             if version is not None:
                 self.model_info.labels(version).set(1)
-            self._served = None if version is None else (version, times or ModelTimes())
+            self._served = None if version is None else (version, ModelTimes())
 
     def set_model_times(self, version: str, times: ModelTimes) -> None:
         """The times of ``version``, read after it was loaded; ignored when another is served by now."""
@@ -201,12 +177,25 @@ class ServingMetrics:
                 self._served = (version, times)
 
     def set_memory_writes(self, ok: bool) -> None:
-        """The memory's write health (``WriteHealth`` listener)."""
+        """The memory's write health (``WriteHealth`` listener), which is the gRPC health of the
+        service and of the server too (``RunningServer.set_memory_health``)."""
         self.memory_writes_ok.set(1 if ok else 0)
+        for service in (SERVICE_NAME, ""):
+            self.health_serving.labels(service).set(1 if ok else 0)
 
-    def bind_health(self, serving: Callable[[], Mapping[str, bool]]) -> None:
-        """``mem_health_serving{service}`` read at scrape time from ``serving()`` (service -> SERVING)."""
-        self.registry.register(Scraped(lambda: _health(serving())))
+    def collect(self) -> Iterator[Metric]:
+        """The served champion's version and times, and the 24 h win rate (``bind_memory``); each
+        absent while unknown (never a misleading 0; a ratio of no trade is not 0, and NaN breaks alerts)."""
+        version, times = self._served or ("", ModelTimes())
+        values = {
+            "mem_model_version": float(version) if version.isdigit() else None,
+            "mem_model_training_end_timestamp_seconds": times.training_end,
+            "mem_model_promoted_timestamp_seconds": times.promoted,
+            "mem_win_rate_24h_ratio": self._memory_stats().win_rate_24h if self._memory_stats is not None else None,
+        }
+        for name, value in values.items():
+            if value is not None:
+                yield GaugeMetricFamily(name, _HELP[name], value=float(value))
 
 
 @dataclass(frozen=True)
@@ -226,11 +215,8 @@ def model_times(version: str, tracking_uri: str) -> ModelTimes:
 
     client = registry.client(tracking_uri)
     mv = client.get_model_version(registry.MODEL_NAME, str(version))
-    trained = (mv.creation_timestamp or 0) / 1000.0 or None
-    if mv.run_id:
-        end = client.get_run(mv.run_id).info.end_time
-        if end:
-            trained = end / 1000.0
+    end = client.get_run(mv.run_id).info.end_time if mv.run_id else None
+    trained = (end or mv.creation_timestamp or 0) / 1000.0 or None
     promoted: float | None = (mv.last_updated_timestamp or 0) / 1000.0 or None
     stamp = (mv.tags or {}).get(PROMOTED_AT_TAG)
     if stamp:
@@ -247,11 +233,9 @@ def model_listener(metrics: ServingMetrics, tracking_uri: str) -> Callable[[Any]
 
     def fill_times(version: str) -> None:
         try:
-            times = model_times(version, tracking_uri)
+            metrics.set_model_times(version, model_times(version, tracking_uri))
         except Exception as exc:  # the registry is out of reach: serve anyway, times unknown
             log.warning("cannot read the times of champion version %s: %s", version, exc)
-            return
-        metrics.set_model_times(version, times)
 
     def listen(model: Any) -> None:
         if model is None:
@@ -297,55 +281,10 @@ def _git_commit() -> str:
     return commit if done.returncode == 0 and commit else "unknown"
 
 
-class Scraped:
-    """A collector whose metrics ``collect()`` computes at scrape time (nothing at registration)."""
-
-    def __init__(self, collect: Callable[[], Iterator[Metric]]) -> None:
-        self.collect = collect
-
-    def describe(self) -> list[Metric]:
-        return []
-
-
-def _served_model(served: tuple[str, ModelTimes] | None) -> Iterator[Metric]:
-    """``mem_model_version`` and the champion's timestamps; absent while nothing is served or a
-    time is unknown (never a misleading 0)."""
-    if served is None:
-        return
-    version, times = served
-    try:
-        yield GaugeMetricFamily(
-            "mem_model_version", "Version number of the champion being served", value=float(version)
-        )
-    except ValueError:
-        pass
-    if times.training_end is not None:
-        yield GaugeMetricFamily(
-            "mem_model_training_end_timestamp_seconds",
-            "Unix time the served champion's training run ended",
-            value=times.training_end,
-        )
-    if times.promoted is not None:
-        yield GaugeMetricFamily(
-            "mem_model_promoted_timestamp_seconds",
-            "Unix time the served champion was made champion",
-            value=times.promoted,
-        )
-
-
-def _health(serving: Mapping[str, bool]) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "mem_health_serving", "1 when the gRPC health of the service is SERVING, else 0", labels=["service"]
-    )
-    for service, ok in sorted(serving.items()):
-        family.add_metric([service], 1.0 if ok else 0.0)
-    yield family
-
-
-def _win_rate(rate: float | None) -> Iterator[Metric]:
-    """Absent while no trade closed in the last 24 h (a ratio of nothing is not 0, and
-    Prometheus's NaN breaks comparisons in alerts)."""
-    if rate is not None:
-        yield GaugeMetricFamily(
-            "mem_win_rate_24h_ratio", "Wins / trades closed in the last 24 h (memory store)", value=float(rate)
-        )
+#: The help of the series ``ServingMetrics.collect`` computes.
+_HELP = {
+    "mem_model_version": "Version number of the champion being served",
+    "mem_model_training_end_timestamp_seconds": "Unix time the served champion's training run ended",
+    "mem_model_promoted_timestamp_seconds": "Unix time the served champion was made champion",
+    "mem_win_rate_24h_ratio": "Wins / trades closed in the last 24 h (memory store)",
+}

@@ -1,23 +1,7 @@
-"""The local copy of champion versions: a restart of ``mem serve`` loads its champion from disk,
-without a download and without the registry's libraries (MLflow) on the way to SERVING.
-
-Layout, under the cache folder (``MEM_SERVING_MODEL_CACHE``, default
-``<MEM_HOME>/.mem/cache/models``): ``<registry>/<model name>/<version>/`` holds ``model.skops``
-(the estimator, in skops format: no pickle), ``one_row.npz`` (the arrays of the model's compiled
-one-row path, when its type keeps any: ``ReversalModel.one_row_state``) and ``meta.json`` (model
-type, feature set, training ranges, the run's params, tags and metrics for GetModelInfo, the types
-skops must trust, all scikit-learn's own, and ``predict_proba``'s answers on the probe rows).
-``<registry>`` is a hash of the tracking URI without credentials, so two registries never share
-an entry.
-
-An entry whose compiled path is a tree walk (``hist_gb``) is served from its arrays alone once
-they reproduce the kept probe answers: neither skops nor scikit-learn is imported (a second of
-CPU); any other entry loads its estimator. A registered version never changes, so an entry never
-goes stale; which version is the champion the registry says, at every start and poll
-(``champion_version``: for a SQLite registry one query of its alias table, without importing
-MLflow; else MLflow's client). An entry is written to a temporary folder and renamed into place
-(a crash never leaves half of one); an entry that cannot be read is removed and fetched again.
-The newest ``KEEP`` entries of a model are kept.
+"""The local copy of champion versions, so a restart loads its champion from disk without a
+download or MLflow (docs/serving.md, "Start-up"). An entry,
+``<root>/<hash of the registry URI without credentials>/<model name>/<version>/``, is written to a
+temporary folder and renamed into place; one that cannot be read is removed and fetched again.
 """
 
 from __future__ import annotations
@@ -32,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -56,18 +40,17 @@ def read_run(run_id: str, tracking_uri: str) -> RunRecord:
     return RunRecord(dict(run.data.params), dict(run.data.tags), {k: float(v) for k, v in run.data.metrics.items()})
 
 
-def champion_version(uri: str | None = None, model_name: str = registry.MODEL_NAME) -> str | None:
+def champion_version(uri: str) -> str | None:
     """The champion's version, as ``registry.champion_version``. A ``sqlite:///`` registry is read
     with one query of MLflow's alias table (read-only; milliseconds, where importing MLflow takes
     seconds of CPU); anything else, or a query that fails (another schema), asks MLflow."""
-    uri = uri or registry.tracking_uri()
     path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") and "?" not in uri else None
     if path is not None and path.is_file():
         try:
             with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)) as db:
                 row = db.execute(
                     "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
-                    (model_name, registry.CHAMPION),
+                    (registry.MODEL_NAME, registry.CHAMPION),
                 ).fetchone()
             return None if row is None else str(row[0])
         except sqlite3.Error as exc:
@@ -78,16 +61,13 @@ def champion_version(uri: str | None = None, model_name: str = registry.MODEL_NA
 def public_location(uri: str) -> str:
     """``uri`` without user name or password (a path is returned as it is)."""
     parts = urlsplit(uri)
-    if not parts.netloc or "@" not in parts.netloc:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])) if "@" in parts.netloc else uri
 
 
 class ModelCache:
-    def __init__(self, root: Path, tracking_uri: str, model_name: str = registry.MODEL_NAME) -> None:
+    def __init__(self, root: Path, tracking_uri: str) -> None:
         key = hashlib.sha256(public_location(tracking_uri).encode()).hexdigest()[:16]
-        self.folder = Path(root) / key / model_name
+        self.folder = Path(root) / key / registry.MODEL_NAME
         self.tracking_uri = tracking_uri
 
     def prune(self, serving: str) -> None:
@@ -148,10 +128,9 @@ class ModelCache:
             sio.dump(estimator, tmp / MODEL)
             probe = None
             if state is not None:
-                arrays: dict[str, Any] = dict(state)
-                np.savez(tmp / ONE_ROW, **arrays)
-            if state is not None and model.compiled:
-                probe = model.loaded.model.predict_proba(probe_rows(model.feature_names, model.feature_ranges))
+                np.savez(tmp / ONE_ROW, **cast(dict[str, Any], state))
+                if model.compiled:
+                    probe = model.loaded.model.predict_proba(probe_rows(model.feature_names, model.feature_ranges))
             run = model.run
             meta = {
                 "format": FORMAT,

@@ -1,14 +1,5 @@
-"""What ``GetModelInfo`` answers: the model the server scores with and the memory store it writes.
-
-Gathered from what the server already holds: the champion the model provider loaded (its
-version and MLflow run id), that run's lineage (``data.start`` / ``data.end`` = the first and last
-labelled candle, ``label.horizon``, ``estimator``, the feature list and set) and metrics
-(``holdout_*``; ``walkforward_*`` once training logs them), and the memory engine's store (its id
-and path). The run is read from the registry once per champion version and cached: a promotion
-gives a new version, so a new read.
-
-A caller that must not use a model trained on its data (the replay) compares
-``training_window.last_label_candle`` — the last candle any label looked at — with its own data.
+"""What ``GetModelInfo`` answers (docs/serving.md, "API"): the champion the model provider loaded,
+its run's lineage and skill (read once per version), and the memory store the server writes.
 """
 
 from __future__ import annotations
@@ -16,13 +7,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
 
+from mem_serving.client import ModelInfo, StoreIdentity, TrainingWindow  # one record each, the client's
 from mem_serving.model_cache import public_location, read_run
 from mem_serving.model_provider import ModelProvider
 
@@ -30,42 +21,8 @@ log = logging.getLogger(__name__)
 
 #: The candles the models are trained and served on.
 CANDLE = timedelta(minutes=5)
-#: Run metrics with these prefixes are the skill summaries (the prefix is dropped in the answer).
-HOLDOUT_PREFIX = "holdout_"
-WALK_FORWARD_PREFIXES = ("walkforward_", "walk_forward_", "wf_")
-#: The feature set a run used, when it names one (else inferred from its feature list).
-FEATURE_SET_KEYS = ("feature_set", "features.set")
-
-_EMPTY: Mapping[str, float] = MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class TrainingWindow:
-    """The candles a model was trained on (open times, UTC)."""
-
-    first_candle: datetime | None
-    last_candle: datetime  # the last labelled row
-    label_horizon: int  # candles each label looks ahead
-    last_label_candle: datetime  # last_candle + label_horizon candles
-
-
-@dataclass(frozen=True)
-class ServedModelInfo:
-    """The served champion (empty fields when unknown) and the memory store the server writes."""
-
-    ml_usable: bool
-    reason: str
-    champion_version: str = ""
-    run_id: str = ""
-    estimator: str = ""
-    feature_set: str = ""
-    feature_names: tuple[str, ...] = ()
-    training_window: TrainingWindow | None = None
-    holdout_skill: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
-    walk_forward_skill: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
-    store_id: str = ""
-    store_location: str = ""
-    registry: str = ""
+#: GetModelInfo's answer as handlers and converters name it.
+ServedModelInfo = ModelInfo
 
 
 def training_window(lineage: Mapping[str, str]) -> TrainingWindow | None:
@@ -76,12 +33,7 @@ def training_window(lineage: Mapping[str, str]) -> TrainingWindow | None:
     horizon = int(float(lineage.get("label.horizon", "0") or 0))
     last = _utc(end)
     start = lineage.get("data.start")
-    return TrainingWindow(
-        first_candle=_utc(start) if start else None,
-        last_candle=last,
-        label_horizon=horizon,
-        last_label_candle=last + horizon * CANDLE,
-    )
+    return TrainingWindow(_utc(start) if start else None, last, horizon, last + horizon * CANDLE)
 
 
 def _utc(text: str) -> datetime:
@@ -90,41 +42,22 @@ def _utc(text: str) -> datetime:
     return ts.to_pydatetime()
 
 
-def _feature_set(lineage: Mapping[str, str], names: tuple[str, ...]) -> str:
-    for key in FEATURE_SET_KEYS:
-        if lineage.get(key):
-            return lineage[key]
-    from mem_core.features import FEATURE_NAMES
-
-    if names and tuple(names) == tuple(FEATURE_NAMES):
-        return "seed"
-    return "custom" if names else ""
-
-
-def _skill(metrics: Mapping[str, float], prefixes: tuple[str, ...]) -> dict[str, float]:
-    out = {}
-    for key in sorted(metrics):
-        for prefix in prefixes:
-            if key.startswith(prefix):
-                out[key[len(prefix) :]] = float(metrics[key])
-                break
-    return out
+def _skill(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
+    """The run metrics named ``<prefix><name>``, as name -> value."""
+    return {k[len(prefix) :]: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
 
 
 class ModelInfoSource:
-    """Builds ``ServedModelInfo`` from the model provider and the memory engine's store.
-
-    A failed read of the run is not an error of the call: the answer then says the window is
-    unknown (and the reason), so a caller that needs the window refuses.
-    """
+    """Builds ``ModelInfo`` from the model provider and the memory engine's store. A failed
+    read of the run is not an error of the call: the answer says the window is unknown, and why."""
 
     def __init__(self, models: ModelProvider, store: Any | None) -> None:
         self.models = models
         self.store = store
         self._lock = threading.Lock()
-        self._cache: tuple[str, ServedModelInfo] | None = None
+        self._cache: tuple[str, ModelInfo] | None = None
 
-    def current(self) -> ServedModelInfo:
+    def current(self) -> ModelInfo:
         store_id = str(getattr(self.store, "store_id", "") or "")
         path = getattr(self.store, "path", None)
         if getattr(self.store, "backend", "sqlite") != "sqlite":  # a database URL, without its password
@@ -135,19 +68,19 @@ class ModelInfoSource:
         model = self.models.model
         if model is None:
             reason = self.models.absent_reason()
-            return ServedModelInfo(False, reason, store_id=store_id, store_location=location, registry=registry)
+            return ModelInfo(False, reason, memory_store=StoreIdentity(store_id, location), registry=registry)
         with self._lock:
             if self._cache is None or self._cache[0] != model.version:
                 self._cache = (model.version, self._describe(model))
             info = self._cache[1]
-        return replace(info, store_id=store_id, store_location=location, registry=registry)
+        return replace(info, memory_store=StoreIdentity(store_id, location), registry=registry)
 
-    def _describe(self, model: Any) -> ServedModelInfo:
+    def _describe(self, model: Any) -> ModelInfo:
         names = tuple(model.feature_names)
         run_id = model.run_id
         base = dict(champion_version=model.version, run_id=run_id, feature_names=names)
         if not run_id:
-            return ServedModelInfo(
+            return ModelInfo(
                 True,
                 f"serving version {model.version}; its run is not recorded, so its training window is unknown",
                 **base,
@@ -156,7 +89,7 @@ class ModelInfoSource:
             run = model.run if model.run is not None else read_run(run_id, self.models.tracking_uri)
         except Exception as exc:  # the registry is unreachable: answer what is known, say why
             log.warning("cannot read run %s of champion version %s: %s", run_id, model.version, exc)
-            return ServedModelInfo(
+            return ModelInfo(
                 True, f"serving version {model.version}; its run {run_id} could not be read: {exc}", **base
             )
         lineage = {**run.tags, **run.params}
@@ -164,13 +97,13 @@ class ModelInfoSource:
         reason = f"serving version {model.version}"
         if window is None:
             reason += f"; run {run_id} records no training window (data.end)"
-        return ServedModelInfo(
+        return ModelInfo(
             True,
             reason,
             estimator=lineage.get("estimator", ""),
-            feature_set=_feature_set(lineage, names),
+            feature_set=lineage.get("feature_set") or model.feature_set.name,
             training_window=window,
-            holdout_skill=MappingProxyType(_skill(run.metrics, (HOLDOUT_PREFIX,))),
-            walk_forward_skill=MappingProxyType(_skill(run.metrics, WALK_FORWARD_PREFIXES)),
+            holdout_skill=_skill(run.metrics, "holdout_"),
+            walk_forward_skill=_skill(run.metrics, "walk_forward_"),
             **base,
         )

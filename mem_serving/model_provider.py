@@ -1,24 +1,5 @@
-"""The champion model for serving: loaded from the MLflow registry, swapped when it changes.
-
-A background thread asks the registry for the champion's version every ``poll_s`` seconds
-(one cheap query); when it differs from the loaded one it loads that version completely and only
-then swaps the reference (one attribute assignment, atomic under the GIL). A call in flight
-keeps the model object it started with, so a promotion never fails a call; the next prediction
-uses the new champion.
-
-The champion's version tags name its model type and its feature set (``mem_core.model``);
-serving computes that set for every prediction. A champion whose feature set or model type this
-code does not know is refused (logged, the current one stays). When the registry loses the
-alias, the loaded model keeps serving (logged): a trading engine is better served by
-yesterday's champion than by none.
-
-With a ``cache`` (``mem_serving.model_cache``), versions are kept on local disk: a version the
-cache holds is loaded from there (no download, no MLflow), one it does not hold is downloaded
-once and kept. The champion's version is asked of the registry at every start and poll as
-before (``model_cache.champion_version``: one SQL query for a SQLite registry).
-
-With ``metrics``, every load is counted (``mem_model_loads_total{result}``), every swap of a
-served champion too (``mem_model_swaps_total``), and the last load's duration is a gauge.
+"""The champion model for serving, loaded from the registry (or the model cache) and swapped in,
+with one attribute assignment, when it changes (docs/serving.md, "Champion model").
 """
 
 from __future__ import annotations
@@ -47,9 +28,8 @@ class ModelProvider:
         tracking_uri: str | None,
         poll_s: float = 5.0,
         *,
-        version_fn: Callable[[str | None], str | None] | None = None,
+        version_fn: Callable[[str], str | None] | None = None,
         load_fn: Callable[[str, str | None], registry.LoadedModel] | None = None,
-        on_change: Callable[[ServingModel | None], None] | None = None,
         metrics: ServingMetrics | None = None,
         cache: ModelCache | None = None,
     ) -> None:
@@ -57,23 +37,18 @@ class ModelProvider:
         self.poll_s = poll_s
         self._version_fn = version_fn or champion_version
         self._load_fn = load_fn or (lambda version, uri: registry.load_version(version, uri))
-        self._listeners: list[Callable[[ServingModel | None], None]] = [on_change] if on_change else []
+        self._listeners: list[Callable[[ServingModel | None], None]] = []
         self._metrics = metrics
         self._cache = cache
-        self._model: ServingModel | None = None
+        self.model: ServingModel | None = None  # swapped by one assignment: a call keeps the one it read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
         self.last_error: str | None = None
 
     @property
-    def model(self) -> ServingModel | None:
-        return self._model
-
-    @property
     def version(self) -> str | None:
-        m = self._model
-        return None if m is None else m.version
+        return None if self.model is None else self.model.version
 
     def refresh(self) -> bool:
         """Check the registry once; load and swap in a new champion. True when the model changed."""
@@ -83,7 +58,7 @@ class ModelProvider:
             except Exception as exc:  # registry unreachable: keep serving what we have
                 self._error(f"cannot read the champion version from {self.tracking_uri}: {exc}")
                 return False
-            current = self._model
+            current = self.model
             if version is None:
                 if current is not None:
                     self._error(f"the registry has no champion any more; still serving version {current.version}")
@@ -93,15 +68,15 @@ class ModelProvider:
             started = time.perf_counter()
             try:
                 model = self._prepare(str(version))
-            except (UnknownFeatureSet, UnknownEstimator) as exc:
-                self._error(f"champion version {version} refused: {exc}")
-                if self._metrics is not None:
-                    self._metrics.model_load_failed(refused=True)
-                return False
             except Exception as exc:
-                self._error(f"cannot load champion version {version}: {exc}")
+                refused = isinstance(exc, UnknownFeatureSet | UnknownEstimator)  # a kind this code does not know
+                self._error(
+                    f"champion version {version} refused: {exc}"
+                    if refused
+                    else f"cannot load champion version {version}: {exc}"
+                )
                 if self._metrics is not None:
-                    self._metrics.model_load_failed(refused=False)
+                    self._metrics.model_load_failed(refused)
                 return False
             self._swap(model, current, time.perf_counter() - started)
             return True
@@ -115,7 +90,7 @@ class ModelProvider:
     def _swap(self, model: ServingModel, current: ServingModel | None, seconds: float) -> None:
         if self._metrics is not None:
             self._metrics.model_loaded(seconds, swapped=current is not None)
-        self._model = model
+        self.model = model
         self.last_error = None
         if self._cache is not None:
             self._cache.prune(model.version)
@@ -133,7 +108,7 @@ class ModelProvider:
     def subscribe(self, listener: Callable[[ServingModel | None], None]) -> None:
         """Call ``listener(model)`` after every swap (and once now with the current model)."""
         self._listeners.append(listener)
-        listener(self._model)
+        listener(self.model)
 
     def _error(self, message: str) -> None:
         if message != self.last_error:

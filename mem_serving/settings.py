@@ -1,7 +1,5 @@
 """Serving configuration: the only module of ``mem_serving`` that reads the environment (never
-at import time). The defaults it shares with the rest of the project (ports, the memory store's
-path, the MLflow store) are declared in ``mem_core.settings``; the variables, their meaning and
-defaults are listed in docs/serving.md ("Configuration").
+at import time); the defaults shared with the rest of the project are in ``mem_core.settings``.
 """
 
 from __future__ import annotations
@@ -9,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +15,26 @@ from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT, memory
 from mem_serving.time_sanity import DEFAULT_MAX_CLOCK_SKEW_S
 
 
+def _env(variable: str, default: Any, low: float | None = None) -> Any:
+    """A field ``from_env`` reads from ``variable`` (a number, at least ``low``)."""
+    return field(default=default, metadata={"env": variable, "low": low})
+
+
 @dataclass(frozen=True)
 class ServingSettings:
+    """``mem serve``'s settings; each variable's meaning and default: docs/serving.md ("Configuration",
+    "Connections", "Limits")."""
+
     host: str = "127.0.0.1"
-    port: int = DEFAULT_SERVING_PORT
-    #: Prometheus HTTP port; 0 picks a free one, a negative value disables the endpoint.
-    metrics_port: int = DEFAULT_METRICS_PORT
+    port: int = _env("MEM_SERVING_PORT", DEFAULT_SERVING_PORT)
+    metrics_port: int = _env("MEM_SERVING_METRICS_PORT", DEFAULT_METRICS_PORT)
     metrics_host: str = "127.0.0.1"
     memory_db: Path | None = None
     tracking_uri: str | None = None
-    #: Threads of the pool that runs the calls that block (QuestDB reads, SQLite commits, memory
-    #: queries); the hot path (EnhanceSignal with candles) runs on the server's event loop.
-    max_workers: int = 8
-    #: Commit EnhanceSignal's decisions through the memory's writer process (docs/memory.md);
-    #: False: the in-process group commit on a worker thread.
+    max_workers: int = _env("MEM_SERVING_WORKERS", 8)
     memory_writer_process: bool = True
-    #: Calls beyond this many in flight are refused with RESOURCE_EXHAUSTED (load shedding).
     max_concurrent_rpcs: int = 512
-    model_poll_s: float = 5.0
-    #: Folder of the local copies of champion versions (``mem_serving.model_cache``); None: none.
+    model_poll_s: float = _env("MEM_SERVING_MODEL_POLL_S", 5.0)
     model_cache: Path | None = None
     prediction_ttl_s: float = 300.0
     memory_ttl_s: float = 60.0
@@ -43,40 +42,25 @@ class ServingSettings:
     token: str | None = field(default=None, repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    #: File of accepted bearer tokens (one per line), re-read on SIGHUP and when it changes.
     token_file: Path | None = None
-    #: Seconds between checks of the token file and TLS files for changes; 0 = SIGHUP only.
-    credentials_poll_s: float = 2.0
-    #: Largest number of candles accepted in one request.
+    credentials_poll_s: float = _env("MEM_SERVING_CREDENTIALS_POLL_S", 2.0)
     max_candles: int = 5000
     #: Probability at or above which a prediction counts as a reversal.
     reversal_threshold: float = 0.5
-    #: Write every new or revised candle a call brings (and PushCandles) to QuestDB in the
-    #: background (``mem_serving.candle_sink``); False: candles stay in the in-memory history.
     candle_sink: bool = True
-    #: Rows the write-behind queue holds at most; an offer that does not fit is dropped and counted.
-    candle_queue_rows: int = 100_000
-    #: Seconds between background writes (a full batch is written at once).
-    candle_flush_s: float = 1.0
+    candle_queue_rows: int = _env("MEM_SERVING_CANDLE_QUEUE", 100_000)
+    candle_flush_s: float = _env("MEM_SERVING_CANDLE_FLUSH_S", 1.0)
     #: Rows per background write.
     candle_batch_rows: int = 10_000
     #: Seconds ``stop`` lets the write-behind drain its queue into QuestDB.
     candle_drain_s: float = 10.0
-    #: Seconds a candle or decision time may lie ahead of the server's clock beyond one candle
-    #: interval; a later one is refused (``mem_serving.time_sanity``).
-    max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
-    #: Connections (docs/serving.md, "Connections"): seconds without traffic before the server
-    #: pings (0 = no pings) and seconds it waits for the answer before closing the connection.
-    keepalive_s: float = 60.0
-    keepalive_timeout_s: float = 20.0
-    #: Seconds a connection may hold no call before the server closes it (0 = never).
-    max_idle_s: float = 300.0
-    #: Seconds after which a connection is asked to go away (GOAWAY; clients reconnect, which
-    #: spreads them over replicas), then the seconds its calls in flight get to end (0 = never).
-    max_connection_age_s: float = 3600.0
-    max_connection_age_grace_s: float = 30.0
-    #: Calls in flight on one connection at most (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
-    max_streams: int = 2048
+    max_clock_skew_s: float = _env("MEM_SERVING_MAX_CLOCK_SKEW_S", DEFAULT_MAX_CLOCK_SKEW_S, 0)
+    keepalive_s: float = _env("MEM_SERVING_KEEPALIVE_S", 60.0, 0)
+    keepalive_timeout_s: float = _env("MEM_SERVING_KEEPALIVE_TIMEOUT_S", 20.0, 0.001)
+    max_idle_s: float = _env("MEM_SERVING_MAX_IDLE_S", 300.0, 0)
+    max_connection_age_s: float = _env("MEM_SERVING_MAX_CONNECTION_AGE_S", 3600.0, 0)
+    max_connection_age_grace_s: float = _env("MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S", 30.0, 0)
+    max_streams: int = _env("MEM_SERVING_MAX_STREAMS", 2048, 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServingSettings:
@@ -87,7 +71,9 @@ class ServingSettings:
         token_file = env.get("MEM_SERVING_TOKEN_FILE") or None
         if token_file and env.get("MEM_SERVING_TOKEN"):
             raise ValueError("set MEM_SERVING_TOKEN or MEM_SERVING_TOKEN_FILE, not both")
-        numbers = {field: _number(env, var, getattr(cls, field), low) for field, (var, low) in _NUMBERS.items()}
+        numbers = {
+            f.name: _number(env, f.metadata["env"], f.default, f.metadata["low"]) for f in fields(cls) if f.metadata
+        }
         settings = cls(
             host=env.get("MEM_SERVING_HOST", "127.0.0.1"),
             memory_db=memory_db_path(env=env),
@@ -124,27 +110,7 @@ class ClientSettings:
         return cls(token=env.get("MEM_SERVING_TOKEN") or None, root_cert=Path(cert) if cert else None)
 
 
-#: Numeric settings read from the environment: field -> (variable, lowest value accepted; None:
-#: any). The default is the field's.
-_NUMBERS: dict[str, tuple[str, float | None]] = {
-    "port": ("MEM_SERVING_PORT", None),
-    "metrics_port": ("MEM_SERVING_METRICS_PORT", None),
-    "max_workers": ("MEM_SERVING_WORKERS", None),
-    "model_poll_s": ("MEM_SERVING_MODEL_POLL_S", None),
-    "candle_queue_rows": ("MEM_SERVING_CANDLE_QUEUE", None),
-    "candle_flush_s": ("MEM_SERVING_CANDLE_FLUSH_S", None),
-    "credentials_poll_s": ("MEM_SERVING_CREDENTIALS_POLL_S", None),
-    "max_clock_skew_s": ("MEM_SERVING_MAX_CLOCK_SKEW_S", 0),
-    "keepalive_s": ("MEM_SERVING_KEEPALIVE_S", 0),
-    "keepalive_timeout_s": ("MEM_SERVING_KEEPALIVE_TIMEOUT_S", 0.001),
-    "max_idle_s": ("MEM_SERVING_MAX_IDLE_S", 0),
-    "max_connection_age_s": ("MEM_SERVING_MAX_CONNECTION_AGE_S", 0),
-    "max_connection_age_grace_s": ("MEM_SERVING_MAX_CONNECTION_AGE_GRACE_S", 0),
-    "max_streams": ("MEM_SERVING_MAX_STREAMS", 1),
-}
-
-
-def _number(env: Mapping[str, str], name: str, default: float, low: float | None = None) -> Any:
+def _number(env: Mapping[str, str], name: str, default: Any, low: float | None = None) -> Any:
     """``env[name]`` as the type of ``default`` (``default`` when unset), at least ``low``;
     ``ValueError`` naming the variable."""
     raw = env.get(name)

@@ -1,9 +1,5 @@
-"""What ``mem serve`` checks before it starts anything, and the one error it raises when the
-configuration cannot work: ``StartupError``, whose message is one sentence naming the port, the
-file or the variable to fix. The command prints it on one line and exits 1 (no traceback).
-
-Checking first means nothing is half started when a port is taken or a file is missing, and
-gRPC's C core never gets to log its own bind failure.
+"""What ``mem serve`` checks before it starts anything, so that nothing is half started when a port
+is taken or a file is missing; ``StartupError`` names the port, file or variable to fix.
 """
 
 from __future__ import annotations
@@ -14,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+from mem_serving.credentials import CertificatePair
 from mem_serving.settings import ServingSettings
 
 
@@ -40,44 +37,15 @@ def check_port(host: str, port: int, what: str, setting: str) -> None:
             raise StartupError(f"the {what} port {host}:{port} {problem}; choose another with {setting}") from None
 
 
-def check_file(path: Path | None, variable: str) -> bytes:
-    """The bytes of ``path`` (named by ``variable``), or ``StartupError`` saying why not."""
-    if path is None:
-        raise StartupError(f"{variable} is not set")
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise StartupError(f"{variable} names {path}, which cannot be read ({exc.strerror})") from None
-
-
-def check_tls(settings: ServingSettings) -> None:
-    """Both PEM files readable and parseable (certificate, private key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    cert = check_file(settings.tls_cert, "MEM_SERVING_TLS_CERT")
-    key = check_file(settings.tls_key, "MEM_SERVING_TLS_KEY")
-    try:
-        x509.load_pem_x509_certificate(cert)
-    except ValueError:
-        raise StartupError(f"MEM_SERVING_TLS_CERT names {settings.tls_cert}, which is not a PEM certificate") from None
-    try:
-        serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError):
-        raise StartupError(
-            f"MEM_SERVING_TLS_KEY names {settings.tls_key}, which is not an unencrypted PEM private key"
-        ) from None
-
-
 def preflight(settings: ServingSettings) -> None:
-    """Every check that needs nothing started: ports free, TLS files usable."""
+    """Every check that needs nothing started: ports free, TLS files usable (``CredentialError``)."""
     check_port(settings.host, settings.port, "gRPC", "MEM_SERVING_PORT or --port")
     if settings.metrics_port > 0:
         check_port(
             settings.metrics_host, settings.metrics_port, "metrics", "MEM_SERVING_METRICS_PORT or --metrics-port"
         )
-    if settings.tls:
-        check_tls(settings)
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        CertificatePair(settings.tls_cert, settings.tls_key)
 
 
 def process_age_s() -> float:

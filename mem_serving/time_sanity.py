@@ -1,8 +1,5 @@
-"""Times from the future are refused: a candle or a decision time more than one candle interval
-plus the allowed clock skew ahead of the server's clock is a client's bug (a wrong clock, a unit
-mix-up), and accepting it would poison the history, QuestDB and the freshness metrics.
-
-Pure: the caller passes the clock. A replay of history (times in the past) is never affected.
+"""Times from the future are refused (docs/serving.md, "Times from the future"): a client's bug
+that would poison the history, QuestDB and the freshness metrics. Pure: the caller passes the clock.
 """
 
 from __future__ import annotations
@@ -28,27 +25,19 @@ class FutureLimit:
     max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
     clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
 
-    @property
-    def ahead_s(self) -> float:
-        return CANDLE_INTERVAL_S + self.max_clock_skew_s
-
     def latest_ms(self) -> int:
         """The newest time accepted now, in Unix milliseconds."""
-        return int((self.clock() + self.ahead_s) * 1000)
+        return int((self.clock() + CANDLE_INTERVAL_S + self.max_clock_skew_s) * 1000)
 
     def problem(self, when: datetime) -> str | None:
         """Why ``when`` (aware) is refused, or None."""
         latest = self.latest_ms()
-        if when.astimezone(UTC).timestamp() * 1000 > latest:
-            return self._message(latest)
-        return None
+        return self._message(latest) if when.astimezone(UTC).timestamp() * 1000 > latest else None
 
     def first_ahead(self, ts_ms: np.ndarray) -> tuple[int, str] | None:
         """(index, why) of the first of ``ts_ms`` (ascending, Unix ms) that is refused, or None."""
-        if len(ts_ms) == 0:
-            return None
         latest = self.latest_ms()
-        if ts_ms[-1] <= latest:  # ascending: the newest decides (the hot path: one comparison)
+        if len(ts_ms) == 0 or ts_ms[-1] <= latest:  # ascending: the newest decides (the hot path: one comparison)
             return None
         return int(np.searchsorted(ts_ms, latest, side="right")), self._message(latest)
 

@@ -71,7 +71,6 @@ def start_stack(
     handlers = Handlers(config, models, engine, metrics, candle_source, candle_sink)
     metrics.bind_memory(handlers.memory_stats)
     running = create_running_server(config, handlers)
-    models.subscribe(lambda m: running.set_model_health(m is not None))
     watch_memory(running, engine)
     running.stoppers += [models.stop, store.close, engine.close]  # run in reverse: the writer stops first
     start_metrics_http(running, config)

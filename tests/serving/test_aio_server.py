@@ -215,7 +215,7 @@ def test_stop_ends_the_loop_thread_and_the_pool(mlflow_uri: str, tmp_path: Path,
     names = [t.name for t in threading.enumerate()]
     assert LOOP_THREAD_NAME not in names and not any(n.startswith(WORKER_THREAD_PREFIX) for n in names), names
     s.running.stop(grace=1.0)  # idempotent
-    s.running.set_model_health(True)  # e.g. a late poller callback: ignored
+    s.running.set_memory_health(True)  # e.g. a late write-health callback: ignored
 
 
 def test_a_killed_memory_writer_is_replaced_without_a_failed_call(stack: Stack, serve_candles: pd.DataFrame) -> None:

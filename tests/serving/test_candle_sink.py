@@ -20,7 +20,8 @@ from mem_core.questdb.local import LocalQuestDB, default_jar, free_port
 from mem_core.questdb.store import read_candles, wait_for_wal
 from mem_core.settings import QuestDBSettings
 from mem_serving.api import pb
-from mem_serving.candle_sink import CandleSink, new_or_revised, observing
+from mem_serving.candle_age import CandleAgeWatcher
+from mem_serving.candle_sink import CandleSink, observing
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock
 
@@ -79,38 +80,17 @@ def _as_stored(frame: pd.DataFrame) -> pd.DataFrame:
     return out.astype({c: "float64" for c in PRICES})
 
 
-# ---- which rows a request brings --------------------------------------------------------------
-
-
-def test_new_or_revised_keeps_only_what_the_history_lacks(serve_candles: pd.DataFrame) -> None:
-    held = _block(serve_candles.iloc[:100])
-    assert new_or_revised(None, held) is held
-    assert new_or_revised(held, _block(serve_candles.iloc[:100])) is None  # nothing new
-    assert new_or_revised(held, _block(serve_candles.iloc[99:100])) is None  # the newest, unchanged
-    nxt = _block(serve_candles.iloc[100:101])
-    assert new_or_revised(held, nxt) is nxt
-    revised = _block(pd.DataFrame([_revised(serve_candles.iloc[99])]))
-    assert new_or_revised(held, revised) is revised
-    old_revised = _block(pd.DataFrame([_revised(serve_candles.iloc[10])]))  # an older candle corrected
-    assert new_or_revised(held, old_revised) is old_revised
-    # a window overlapping the history: the unchanged rows go, the revised and the new stay
-    window = serve_candles.iloc[90:105].copy()
-    window.iloc[5] = _revised(window.iloc[5])
-    got = new_or_revised(held, _block(window))
-    assert got is not None
-    assert got.ts_ms.tolist() == [_block(window).ts_ms[5], *_block(serve_candles.iloc[100:105]).ts_ms.tolist()]
-    assert new_or_revised(held, _block(serve_candles.iloc[:0])) is None
-
-
 # ---- through the server -----------------------------------------------------------------------
 
 
 def test_the_engines_candles_reach_questdb_once_and_a_revision_wins(
     mlflow_uri: str, tmp_path: Path, warm_features: None, fresh_questdb: QuestDBSettings, serve_candles: pd.DataFrame
 ) -> None:
-    sink = CandleSink(fresh_questdb, flush_s=0.05)
+    ages = CandleAgeWatcher(fresh_questdb)
+    sink = CandleSink(fresh_questdb, flush_s=0.05, on_written=ages.observe)
     stack = start_stack(mlflow_uri, tmp_path / "memory" / "memory.db", candle_sink=sink)
     sink.register(stack.handlers.metrics.registry)
+    ages.register(stack.handlers.metrics.registry)
     try:
         history = serve_candles.iloc[:SERVING_HISTORY]
         stack.stub.PredictReversal(pb.PredictReversalRequest(symbol=SYMBOL, candles=candles_pb(history)), timeout=10)
@@ -331,21 +311,20 @@ def test_reads_from_questdb_tell_the_freshness_of_symbols_the_server_never_wrote
     from mem_serving.handlers import questdb_source
 
     write_candles(fresh_questdb, serve_candles.iloc[:60].assign(symbol="READUSDT"))
-    sink = CandleSink(fresh_questdb, flush_s=60.0)
-    source = observing(questdb_source(fresh_questdb), sink)
+    ages = CandleAgeWatcher(fresh_questdb)
+    source = observing(questdb_source(fresh_questdb), ages.observe)
     try:
-        assert sink.newest_stored() == {}
+        assert ages.newest == {}
         block = source("READUSDT", 50)
         assert len(block) == 50 and source("NONEUSDT", 50).ts_ms.size == 0
         assert (
-            sink.newest_stored()
+            ages.newest
             == {"READUSDT": block.newest_ts_ms}
             == {"READUSDT": _block(serve_candles.iloc[59:60]).newest_ts_ms}
         )
         assert source.reader is not None
     finally:
         source.close()
-        sink.close()
     assert source.reader.closed
 
 

@@ -80,12 +80,11 @@ def test_a_champion_promoted_while_the_server_was_down_is_the_one_a_restart_serv
     promote(mlflow_uri, model_store.v2)
     loads = CountingLoads()
     swaps: list[str | None] = []
-    provider = ModelProvider(
-        mlflow_uri, 0.0, load_fn=loads, cache=cache, on_change=lambda m: swaps.append(m and m.version)
-    )
+    provider = ModelProvider(mlflow_uri, 0.0, load_fn=loads, cache=cache)
+    provider.subscribe(lambda m: swaps.append(m and m.version))
     provider.start()
     try:
-        assert provider.version == model_store.v2 and swaps == [model_store.v2]
+        assert provider.version == model_store.v2 and swaps == [None, model_store.v2]
         assert loads.versions == [model_store.v2] and (cache.folder / model_store.v2 / META).is_file()
     finally:
         provider.stop()

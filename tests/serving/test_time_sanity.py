@@ -23,6 +23,7 @@ from mem_core.features import SERVING_HISTORY
 from mem_core.questdb.store import read_candles, write_candles
 from mem_core.settings import QuestDBSettings
 from mem_serving.api import pb
+from mem_serving.candle_age import CandleAgeWatcher
 from mem_serving.candle_sink import CandleSink, observing
 from mem_serving.settings import ServingSettings
 from mem_serving.time_sanity import CANDLE_INTERVAL_S, FutureLimit
@@ -73,9 +74,11 @@ def _age_metric(registry, symbol: str) -> float:
 
 @pytest.fixture
 def sunk(mlflow_uri: str, tmp_path: Path, warm_features: None, fresh_questdb: QuestDBSettings):
-    sink = CandleSink(fresh_questdb, flush_s=0.05)
+    ages = CandleAgeWatcher(fresh_questdb)
+    sink = CandleSink(fresh_questdb, flush_s=0.05, on_written=ages.observe)
     stack = start_stack(mlflow_uri, tmp_path / "memory" / "memory.db", candle_sink=sink, max_clock_skew_s=SKEW_S)
     sink.register(stack.handlers.metrics.registry)
+    ages.register(stack.handlers.metrics.registry)
     yield stack, sink
     stack.channel.close()
     stack.running.stop(grace=1.0)
@@ -190,10 +193,10 @@ def test_the_candle_age_metric_never_goes_negative(fresh_questdb: QuestDBSetting
     future.loc[future.index[-1], "ts"] = pd.Timestamp("2030-01-01", tz="UTC")
     write_candles(fresh_questdb, future.assign(symbol="FUTUREUSDT"))
     write_candles(fresh_questdb, serve_candles.iloc[:60].assign(symbol="PASTUSDT"))
-    sink = CandleSink(fresh_questdb, flush_s=60.0)
+    ages = CandleAgeWatcher(fresh_questdb)
     registry = CollectorRegistry()
-    sink.register(registry)
-    source = observing(questdb_source(fresh_questdb), sink)
+    ages.register(registry)
+    source = observing(questdb_source(fresh_questdb), ages.observe)
     try:
         assert len(source("FUTUREUSDT", 60)) == 60 and len(source("PASTUSDT", 60)) == 60
         assert _age_metric(registry, "FUTUREUSDT") == 0.0
@@ -201,7 +204,6 @@ def test_the_candle_age_metric_never_goes_negative(fresh_questdb: QuestDBSetting
         assert _age_metric(registry, "PASTUSDT") == pytest.approx(time.time() - past, abs=60)
     finally:
         source.close()
-        sink.close()
 
 
 def test_the_limit_is_one_candle_interval_plus_the_skew() -> None:
