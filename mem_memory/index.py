@@ -13,7 +13,7 @@ It is rebuilt from the store at start and kept current from the event log (``Mem
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,3 +197,24 @@ class WorkingMemory:
         found = [s for s in self.strategies.values() if s.matches(action, features)]
         found.sort(key=lambda s: (-s.confidence, s.name))
         return found
+
+    def candidates(self, action: str) -> list[StrategySpec]:
+        """The active strategies of ``action`` in ``matching``'s order: the first of them whose
+        conditions hold (``first_match``) is ``matching(action, ...)[0]`` (a batch sorts once)."""
+        found = [s for s in self.strategies.values() if not s.deprecated and s.action == action]
+        found.sort(key=lambda s: (-s.confidence, s.name))
+        return found
+
+    def similar_to_nothing(self, action: str) -> bool:
+        """Whether ``similar(action, ...)`` is empty whatever the snapshot (no closed trade or no
+        feature indexed for ``action``): a batch skips the queries."""
+        ring = self.rings.get(action)
+        return ring is None or ring.n == 0 or not ring.names
+
+
+def first_match(candidates: Sequence[StrategySpec], features: Mapping[str, float]) -> StrategySpec | None:
+    """The first of ``candidates`` (``WorkingMemory.candidates``) whose conditions hold on ``features``."""
+    for s in candidates:
+        if all(c.holds(features) for c in s.conditions):
+            return s
+    return None
