@@ -164,7 +164,12 @@ class MemoryEngine(Learning, Reporting):
             params = self._params
             held = (params, None, None)
             candidates = {a: wm.candidates(a) for a in ("BUY", "SELL")}
-            nothing = {a: Similar(0, 0, ()) for a in ("BUY", "SELL") if wm.similar_to_nothing(a)}
+            sims = {  # per action: the similar trades of its requests, in order
+                a: iter(wm.similar_many(a, [r.features for r in requests if r.action == a], k, radius))
+                for a in ("BUY", "SELL")
+                if not wm.similar_to_nothing(a)
+            }
+            nothing = Similar(0, 0, ())
             for r in requests:
                 action = r.action
                 if action == "HOLD":
@@ -172,10 +177,8 @@ class MemoryEngine(Learning, Reporting):
                     continue
                 specs = candidates[action]
                 spec = first_match(specs, decision_context(r.features, r.time)) if specs else None
-                sim = nothing.get(action)
-                if sim is None:
-                    sim = wm.similar(action, r.features, k, radius)
-                retrieved.append((params, spec, sim))
+                found = sims.get(action)
+                retrieved.append((params, spec, nothing if found is None else next(found)))
         decisions = decide_many(requests, retrieved, cfg, new_decision_ids(len(requests)))
         prepare = self.store.prepare_decision
         return [(d, prepare(d, r.request_id, fp)) for d, r, fp in zip(decisions, requests, fingerprints, strict=True)]
