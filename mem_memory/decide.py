@@ -114,37 +114,43 @@ def _reasoning(
     minimum: float,
     sizing_note: str,
 ) -> str:
-    if req.action == "HOLD":
+    """The decision's reasoning text: its head, the three inputs, the input that moved the final
+    confidence most (first of base, ML, memory on a tie) and what adjusted it."""
+    base_action = req.action
+    if base_action == "HOLD":
         return f"HOLD kept: the base strategy {req.strategy or 'signal'} said HOLD."
-    parts = [f"base {req.base_confidence:.2f}"]
-    if ml is not None:
-        if req.ml_direction is None:
-            parts.append(f"ML {ml:.2f}")
+    base = req.base_confidence
+    driver, pull = "base", abs(base - final)
+    if ml is None:
+        ml_part = f"no ML ({req.ml_absent_reason})" if req.ml_absent_reason else "no ML"
+    else:
+        direction = req.ml_direction
+        if direction is None:
+            ml_part = f"ML {ml:.2f}"
         else:
             verb = "supports" if ml == req.ml_confidence else "opposes"
-            parts.append(f"ML {ml:.2f} ({req.ml_direction} reversal {verb} {req.action})")
+            ml_part = f"ML {ml:.2f} ({direction} reversal {verb} {base_action})"
+        if abs(ml - final) > pull:
+            driver, pull = "ML", abs(ml - final)
+    if memory is None:
+        memory_part = "memory silent"
     else:
-        parts.append(f"no ML ({req.ml_absent_reason})" if req.ml_absent_reason else "no ML")
-    parts.append(f"memory {memory:.2f} ({memory_note})" if memory is not None else "memory silent")
-    weights = {"base": req.base_confidence - final}
-    if ml is not None:
-        weights["ML"] = ml - final
-    if memory is not None:
-        weights["memory"] = memory - final
-    driver = max(weights, key=lambda k: abs(weights[k])) if len(weights) > 1 else "base"
+        memory_part = f"memory {memory:.2f} ({memory_note})"
+        if abs(memory - final) > pull:
+            driver = "memory"
     head = (
         f"{action} at {final:.2f}"
         if action != "HOLD"
         else f"HOLD: final confidence {final:.2f} below minimum {minimum:.2f}"
     )
-    tail = [f"driven most by {driver}"]
+    tail = f"driven most by {driver}"
     if spec is not None:
-        tail.append(f"learned strategy {spec.name} matched")
+        tail += f"; learned strategy {spec.name} matched"
     if regime != "normal":
-        tail.append(f"regime {regime}")
+        tail += f"; regime {regime}"
     if sizing_note:
-        tail.append(sizing_note)
-    return f"{head} ({', '.join(parts)}); {'; '.join(tail)}."
+        tail += f"; {sizing_note}"
+    return f"{head} (base {base:.2f}, {ml_part}, {memory_part}); {tail}."
 
 
 def new_decision_ids(n: int) -> list[str]:

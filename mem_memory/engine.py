@@ -35,7 +35,7 @@ from mem_memory.errors import (
     StoreFull,
 )
 from mem_memory.group import GroupCommitter
-from mem_memory.index import Similar, WorkingMemory
+from mem_memory.index import Similar, WorkingMemory, first_match
 from mem_memory.learning import _EPOCH, Learning
 from mem_memory.reporting import Reporting
 from mem_memory.requests import Conflict, validate_request_id
@@ -157,16 +157,28 @@ class MemoryEngine(Learning, Reporting):
         read under one hold of the index lock: the parameters, per request the first matching
         strategy and the similar trades (none for a HOLD)."""
         cfg = self.config
+        k, radius = cfg.neighbours, cfg.similar_radius
         retrieved: list[tuple[Parameters, StrategySpec | None, Similar | None]] = []
-        with self._lock:
+        wm = self._wm
+        with self._lock:  # per action once: its strategies in order, whether any trade is indexed
             params = self._params
+            held = (params, None, None)
+            candidates = {a: wm.candidates(a) for a in ("BUY", "SELL")}
+            sims = {  # per action: the similar trades of its requests, in order
+                a: iter(wm.similar_many(a, [r.features for r in requests if r.action == a], k, radius))
+                for a in ("BUY", "SELL")
+                if not wm.similar_to_nothing(a)
+            }
+            nothing = Similar(0, 0, ())
             for r in requests:
-                if r.action == "HOLD":
-                    retrieved.append((params, None, None))
+                action = r.action
+                if action == "HOLD":
+                    retrieved.append(held)
                     continue
-                matches = self._wm.matching(r.action, decision_context(r.features, r.time))
-                sim = self._wm.similar(r.action, r.features, cfg.neighbours, cfg.similar_radius)
-                retrieved.append((params, matches[0] if matches else None, sim))
+                specs = candidates[action]
+                spec = first_match(specs, decision_context(r.features, r.time)) if specs else None
+                found = sims.get(action)
+                retrieved.append((params, spec, nothing if found is None else next(found)))
         decisions = decide_many(requests, retrieved, cfg, new_decision_ids(len(requests)))
         prepare = self.store.prepare_decision
         return [(d, prepare(d, r.request_id, fp)) for d, r, fp in zip(decisions, requests, fingerprints, strict=True)]

@@ -13,7 +13,7 @@ It is rebuilt from the store at start and kept current from the event log (``Mem
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +131,53 @@ class Ring:
         idx = idx[d2[idx] + float(z @ z) <= radius * radius * f]
         return Similar(int(idx.size), int(self.win[idx].sum()), tuple(self.ids[i] for i in idx))
 
+    def query_many(self, many: Sequence[Mapping[str, float]], k: int, radius: float) -> list[Similar]:
+        """``query`` of each snapshot, the same answers (the same float32 arithmetic per snapshot:
+        its own matrix-vector product and squared norm), with the vectors, their standardisation
+        and the neighbour selection done for ``_CHUNK`` snapshots at a time."""
+        n, f = self.n, len(self.names)
+        if n == 0 or f == 0:
+            return [Similar(0, 0, ()) for _ in many]
+        out: list[Similar] = []
+        for start in range(0, len(many), _CHUNK):
+            out += self._query_chunk(many[start : start + _CHUNK], k, radius)
+        return out
+
+    def _query_chunk(self, many: Sequence[Mapping[str, float]], k: int, radius: float) -> list[Similar]:
+        n, f, col = self.n, len(self.names), self.col
+        X = np.full((len(many), f), np.nan, dtype=np.float32)
+        for x, features in zip(X, many):
+            for key, v in features.items():
+                i = col.get(key)
+                if i is not None:
+                    x[i] = v
+        missing = np.isnan(X)
+        silent = np.asarray(missing.all(axis=1)).tolist()  # nothing to compare on: memory silent
+        Zq = (X - self.mean) / self.std
+        Zq[missing] = 0.0
+        Z, two = self.Z[:n], np.float32(-2.0)
+        D = np.zeros((len(many), n), dtype=np.float32)
+        norms = [0.0] * len(many)
+        for j, z in enumerate(Zq):
+            if not silent[j]:
+                D[j] = Z @ (z * two)
+                norms[j] = float(z @ z)
+        D += self.sq[:n]
+        picked = np.argpartition(D, k, axis=1)[:, :k] if n > k else np.broadcast_to(np.arange(n), (len(many), n))
+        limit = radius * radius * f
+        out: list[Similar] = []
+        for j, idx in enumerate(picked):
+            if silent[j]:
+                out.append(Similar(0, 0, ()))
+                continue
+            idx = idx[D[j][idx] + norms[j] <= limit]
+            out.append(Similar(int(idx.size), int(self.win[idx].sum()), tuple(self.ids[i] for i in idx)))
+        return out
+
+
+#: Snapshots per block of ``Ring.query_many`` (a block's distances: _CHUNK x closed_window float32).
+_CHUNK = 128
+
 
 class WorkingMemory:
     def __init__(self, recent_per_symbol: int, max_symbols: int, closed_window: int) -> None:
@@ -193,7 +240,35 @@ class WorkingMemory:
             return Similar(0, 0, ())
         return ring.query(features, k, radius)
 
+    def similar_many(self, action: str, many: Sequence[Mapping[str, float]], k: int, radius: float) -> list[Similar]:
+        """``similar`` of each snapshot (the same answers, in one pass over the ring's blocks)."""
+        ring = self.rings.get(action)
+        if ring is None:
+            return [Similar(0, 0, ()) for _ in many]
+        return ring.query_many(many, k, radius)
+
     def matching(self, action: str, features: Mapping[str, float]) -> list[StrategySpec]:
         found = [s for s in self.strategies.values() if s.matches(action, features)]
         found.sort(key=lambda s: (-s.confidence, s.name))
         return found
+
+    def candidates(self, action: str) -> list[StrategySpec]:
+        """The active strategies of ``action`` in ``matching``'s order: the first of them whose
+        conditions hold (``first_match``) is ``matching(action, ...)[0]`` (a batch sorts once)."""
+        found = [s for s in self.strategies.values() if not s.deprecated and s.action == action]
+        found.sort(key=lambda s: (-s.confidence, s.name))
+        return found
+
+    def similar_to_nothing(self, action: str) -> bool:
+        """Whether ``similar(action, ...)`` is empty whatever the snapshot (no closed trade or no
+        feature indexed for ``action``): a batch skips the queries."""
+        ring = self.rings.get(action)
+        return ring is None or ring.n == 0 or not ring.names
+
+
+def first_match(candidates: Sequence[StrategySpec], features: Mapping[str, float]) -> StrategySpec | None:
+    """The first of ``candidates`` (``WorkingMemory.candidates``) whose conditions hold on ``features``."""
+    for s in candidates:
+        if all(c.holds(features) for c in s.conditions):
+            return s
+    return None

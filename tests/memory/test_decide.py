@@ -4,6 +4,7 @@ passes the checks a stored decision must pass (it is built with ``trusted``)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -104,6 +105,7 @@ def test_decide_many_equals_decide_item_by_item(data: st.DataObject, n: int) -> 
             strategy=data.draw(st.sampled_from(["momentum", "mean_reversion", "bench", ""])),
             time=T0 + timedelta(minutes=i),
         )
+        req = replace(req, ml_absent_reason=data.draw(st.sampled_from(["", "no champion model"])))
         spec = data.draw(st.sampled_from(specs)) if action == "BUY" else None
         sim = None if action == "HOLD" else Similar(10, data.draw(st.integers(0, 10)), ())
         requests.append(req)
