@@ -378,6 +378,15 @@ def start_metrics_http(running: RunningServer, settings: ServingSettings) -> Non
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
+def settle_heap() -> None:
+    """Move what start-up allocated (libraries, champion, the memory's index) out of the cyclic GC's
+    view: a full collection walked those millions of objects and stopped every call for ~250 ms
+    about once a minute under load; objects made later are collected as before. Only for a
+    process that serves (and the benches that run as it does): frozen objects are never freed."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServer], None] | None = None) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace_s``);
     SIGHUP re-reads the token file and the TLS pair."""
@@ -385,12 +394,7 @@ def serve(settings: ServingSettings | None = None, ready: Callable[[RunningServe
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # this process only serves (like gc.freeze below)
     clock = StartupClock()
     running = build_app(settings, clock=clock)
-    # what start-up allocated (libraries, champion, the memory's index) leaves the cyclic GC's
-    # view: a full collection walked those millions of objects and stopped every call for ~250 ms
-    # about once a minute under load; objects made later are collected as before (only for a
-    # process that serves: a test building many servers would never free frozen objects)
-    gc.collect()
-    gc.freeze()
+    settle_heap()
     clock.mark("heap")
     log.info("started in %s", clock.summary())
     stop = threading.Event()
