@@ -159,3 +159,20 @@ def test_questdb_status_reads_the_running_servers_own_ports(
     assert status["running"] and status["queryable"]
     assert (status["pg_port"], status["http_port"]) == (questdb.pg_port, questdb.http_port)
     assert status["env_ports"] == {"http_port": other_http, "pg_port": other_pg}
+
+
+def test_ctrl_c_before_a_command_handles_it_is_one_line_and_other_errors_keep_their_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The excepthook `mem` installs: whether a real Ctrl-C lands while the libraries load
+    (test_cli_interrupt) depends on timing, so both of its branches are checked here."""
+    from mem_cli.main import _interrupted_quietly
+
+    _interrupted_quietly(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert capsys.readouterr().err == "mem: interrupted\n"
+    try:
+        raise ValueError("boom")
+    except ValueError as exc:
+        _interrupted_quietly(ValueError, exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: boom" in err
