@@ -31,9 +31,11 @@ import grpc
 from mem_serving import converters as conv
 from mem_serving._gen.mem.v1 import mem_pb2 as pb
 from mem_serving._gen.mem.v1 import mem_pb2_grpc
+from mem_serving.coalesce import Coalescer
 from mem_serving.errors import to_status
 from mem_serving.handlers import Budget, Handlers
 from mem_serving.time_sanity import FutureLimit
+from mem_serving.types import EnhanceQuery, EnhanceResult
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,10 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}  # (method, code) -> (duration, count)
         self._max_candles = handlers.settings.max_candles
         self._no_future = FutureLimit(handlers.settings.max_clock_skew_s)
+        #: Concurrent EnhanceSignal calls go through the batch path together (``mem_serving.coalesce``).
+        self._singles: Coalescer[EnhanceQuery, EnhanceResult] = Coalescer(
+            lambda queries, remaining: self.h.enhance(queries, Budget(remaining), self._blocking)
+        )
 
     def _finished(self, method: str, code: str, started: float) -> None:
         """Count the call's final status and observe its duration, before the status is sent (a
@@ -150,7 +156,7 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
     ) -> pb.EnhancedSignal:
         async def work(budget: Budget) -> pb.EnhancedSignal:
             query = conv.enhance_query(request, self._max_candles, self._no_future)
-            (result,) = await self.h.enhance([query], budget, self._blocking)
+            result = await self._singles.one(query, context.time_remaining)  # with the calls of this loop turn
             if isinstance(result, Exception):
                 raise result
             return pb.EnhancedSignal(**conv.signal_fields(result))
