@@ -56,6 +56,10 @@ def test_promote_by_hand_moves_the_champion_with_an_audit_tag_and_serving_swaps_
     assert info.champion_version == v2
     get = stack.handlers.metrics.registry.get_sample_value
     assert get("mem_model_version") == float(v2)
+    # the times follow the swap: read from the registry after the version is served
+    while get("mem_model_promoted_timestamp_seconds") is None:
+        assert time.monotonic() < deadline, "the promoted version's times never reached the metrics"
+        time.sleep(0.05)
     assert get("mem_model_promoted_timestamp_seconds") == promoted_at.timestamp()
     after = _list(uri)
     assert "champion" in after[v2][1] and after[v1][1] == "-"
