@@ -64,16 +64,9 @@ async def _floor_server() -> None:
     async def enhance_many(request: bytes, context: object) -> bytes:
         return floor_reply(request)
 
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(enhance_many)  # bytes in, bytes out
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("mem.v1.MemService", {"EnhanceSignals": handler})]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await server.stop(1)
+    from floor_server import serve  # this script's folder is on sys.path
+
+    await serve("EnhanceSignals", grpc.unary_unary_rpc_method_handler(enhance_many))  # bytes in, bytes out
 
 
 async def _client(job: Path) -> None:

@@ -15,6 +15,20 @@ import sys
 from collections.abc import Mapping
 
 
+async def serve(method: str, handler: object) -> None:
+    """``handler`` as ``mem.v1.MemService/<method>`` on a grpc.aio server on a free loopback port:
+    prints the port, serves until stdin closes (bench_candle_close's batch floor uses it too)."""
+    import grpc
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("mem.v1.MemService", {method: handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(1)
+
+
 async def _serve() -> None:
     import grpc
 
@@ -23,20 +37,12 @@ async def _serve() -> None:
     async def enhance(request: object, context: object) -> object:
         return pb.EnhancedSignal()
 
-    server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(
         enhance,
         request_deserializer=pb.EnhanceSignalRequest.FromString,
         response_serializer=pb.EnhancedSignal.SerializeToString,
     )
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("mem.v1.MemService", {"EnhanceSignal": handler})]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await server.stop(1)
+    await serve("EnhanceSignal", handler)
 
 
 def start(env: Mapping[str, str]) -> tuple[subprocess.Popen[str], str]:
