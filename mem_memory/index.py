@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mem_memory.types import Decision, DecisionView, Outcome, StrategySpec
+from mem_memory.types import Decision, DecisionView, Outcome, StrategySpec, record_maker
+
+#: ``DecisionView(decision, outcome)`` unchecked (a new view per indexed decision).
+_view = record_maker(DecisionView)
 
 
 @dataclass(frozen=True)
@@ -190,22 +193,23 @@ class WorkingMemory:
 
     # -------------------------------------------------------------- updates
     def add_decision(self, decision: Decision, outcome: Outcome | None = None) -> None:
-        if decision.decision_id in self.open_ids:
+        open_ids, decision_id, symbol = self.open_ids, decision.decision_id, decision.symbol
+        if decision_id in open_ids:
             return
-        dq = self.recent.get(decision.symbol)
+        recent = self.recent
+        dq = recent.get(symbol)
         if dq is None:
-            if len(self.recent) >= self.max_symbols:
-                _, old = self.recent.popitem(last=False)
+            if len(recent) >= self.max_symbols:
+                _, old = recent.popitem(last=False)
                 for v in old:
-                    self.open_ids.pop(v.decision.decision_id, None)
-            dq = self.recent[decision.symbol] = deque()
+                    open_ids.pop(v.decision.decision_id, None)
+            dq = recent[symbol] = deque()
         else:
-            self.recent.move_to_end(decision.symbol)
+            recent.move_to_end(symbol)
         if len(dq) >= self.recent_cap:
-            gone = dq.popleft()
-            self.open_ids.pop(gone.decision.decision_id, None)
-        dq.append(DecisionView(decision, outcome))
-        self.open_ids[decision.decision_id] = decision.symbol
+            open_ids.pop(dq.popleft().decision.decision_id, None)
+        dq.append(_view(decision, outcome))
+        open_ids[decision_id] = symbol
 
     def add_outcome(self, decision: Decision, outcome: Outcome) -> None:
         symbol = self.open_ids.get(outcome.decision_id)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -106,6 +106,38 @@ def trusted[R](cls: type[R], **values: Any) -> R:
 
 
 _FIELDS: dict[type, list[tuple[str, Any, Any]]] = {}
+
+
+def record_maker[R](cls: type[R]) -> Callable[..., R]:
+    """A function building a record of ``cls`` (a frozen slots dataclass) from every field's value
+    in field order, unchecked like ``trusted`` (for values validated already): the slots are
+    written on a twin class of the same layout (plain attribute stores, which the interpreter
+    specialises), then the object becomes a ``cls`` (``__class__`` assignment, allowed between
+    layouts that match): a third of the time of writing each slot through its descriptor, and
+    a fraction of ``trusted`` or of the checked constructor."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    args = ", ".join(f"a{i}" for i in range(len(names)))
+    twin = type(f"_{cls.__name__}Slots", cls.__bases__, {"__slots__": tuple(getattr(cls, "__slots__", ()))})
+    env: dict[str, Any] = {"new": object.__new__, "cls": cls, "twin": twin, "setattr": object.__setattr__}
+    body = "".join(f"    r.{n} = a{i}\n" for i, n in enumerate(names))
+    src = f"def make({args}):\n    r = new(twin)\n{body}    setattr(r, '__class__', cls)\n    return r\n"
+    if not _twins(cls, twin, names):  # not a slots class of its own fields: each slot through its descriptor
+        env |= {f"s{i}": getattr(cls, n).__set__ for i, n in enumerate(names)}
+        body = "".join(f"    s{i}(r, a{i})\n" for i in range(len(names)))
+        src = f"def make({args}):\n    r = new(cls)\n{body}    return r\n"
+    exec(src, env)  # noqa: S102  # generated from the field names
+    return env["make"]
+
+
+def _twins(cls: type, twin: type, names: list[str]) -> bool:
+    """Whether an object of ``twin`` can become a ``cls``: both hold exactly the fields, in slots."""
+    if "__dict__" in dir(cls) or list(getattr(cls, "__slots__", ())) != names:
+        return False
+    try:
+        object.__setattr__(object.__new__(twin), "__class__", cls)
+    except TypeError:
+        return False
+    return True
 
 
 def _fields_of(cls: type) -> list[tuple[str, Any, Any]]:

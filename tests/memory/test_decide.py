@@ -86,8 +86,9 @@ def features(draw: st.DrawFn) -> dict[str, float]:
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), n=st.integers(1, 12))
 def test_decide_many_equals_decide_item_by_item(data: st.DataObject, n: int) -> None:
-    """The batch form shares sizings, adaptations and minimums between items: on batches mixing
-    two parameter sets, two strategies, regimes and strategy families, every decision equals
+    """The batch form shares sizings, adaptations and minimums between items and inlines the rules'
+    arithmetic: on batches mixing two parameter sets, two strategies, regimes, strategy families,
+    ML present or absent in both directions and memory silent or not, every decision equals
     ``decide`` of that item alone."""
     param_sets = [data.draw(parameters()), data.draw(parameters())]
     specs = [data.draw(strategies()), data.draw(strategies())]
@@ -107,12 +108,14 @@ def test_decide_many_equals_decide_item_by_item(data: st.DataObject, n: int) -> 
         )
         req = replace(req, ml_absent_reason=data.draw(st.sampled_from(["", "no champion model"])))
         spec = data.draw(st.sampled_from(specs)) if action == "BUY" else None
-        sim = None if action == "HOLD" else Similar(10, data.draw(st.integers(0, 10)), ())
+        n_similar = data.draw(st.integers(0, 12))  # below and above min_similar (5)
+        sim = None if action == "HOLD" else Similar(n_similar, data.draw(st.integers(0, n_similar)), ())
         requests.append(req)
         retrieved.append((data.draw(st.sampled_from(param_sets)), spec, sim))
     ids = [f"d-{i}" for i in range(n)]
     alone = [decide(r, p, s, m, CONFIG, d) for r, (p, s, m), d in zip(requests, retrieved, ids, strict=True)]
-    assert decide_many(requests, retrieved, CONFIG, ids) == alone
+    batch = decide_many(requests, retrieved, CONFIG, ids)
+    assert batch == alone and repr(batch) == repr(alone)  # repr: -0.0 is not 0.0
 
 
 def test_new_decision_ids_are_distinct_version_4_uuids_as_uuid4_writes_them() -> None:
