@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mem_memory.errors import CorruptRecord, MalformedMemoryKey, MissingMemoryKey
+from mem_memory.serial import Record, json_values
 
 KEY_ENV = "MEM_MEMORY_KEY"
 #: Earlier keys still accepted for reading (comma-separated base64): a rotation's old key.
@@ -135,15 +136,33 @@ class Codec:
         record checked finite, is written by orjson (a fifteenth of the time; the same values
         decoded, non-ASCII as UTF-8 rather than escapes); a value orjson refuses, and every
         other kind, by ``json`` as before (NaN refused)."""
-        data = None
-        if kind == "decision":
-            try:
-                data = orjson.dumps(record)
-            except orjson.JSONEncodeError:  # numpy scalars, lone surrogates, big ints: json's rules
-                pass
-        if data is None:
-            data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+        data = _json(kind, record)
         return data if self._write is None else self._seal(kind, data)
+
+    def encode_many(self, kind: str, records: Sequence[Record]) -> list[bytes]:
+        """``encode(kind, r.to_dict())`` of each record, the same JSON (before sealing) in a
+        fraction of the time for decisions: orjson writes ``json_values`` (no dict copies, no
+        time text) and the nonces come from one read of the OS's randomness."""
+        out: list[bytes] = []
+        if kind == "decision":
+            dumps, values = orjson.dumps, json_values
+            for r in records:
+                try:
+                    out.append(dumps(values(r)))
+                except orjson.JSONEncodeError:  # what orjson refuses in one form it refuses in the other
+                    out.append(_json(kind, r.to_dict()))
+        else:
+            out = [_json(kind, r.to_dict()) for r in records]
+        write = self._write
+        if write is None:
+            return out
+        encrypt, aad, head = self._aeads[write].encrypt, kind.encode(), _HEADER + write
+        nonces = os.urandom(_NONCE * len(out))
+        sealed = []
+        for i, data in enumerate(out):
+            nonce = nonces[i * _NONCE : (i + 1) * _NONCE]
+            sealed.append(head + nonce + encrypt(nonce, data, aad))
+        return sealed
 
     def _seal(self, kind: str, data: bytes) -> bytes:
         assert self._write is not None
@@ -213,6 +232,16 @@ class Codec:
             return aead.decrypt(check[:_NONCE], check[_NONCE:], b"key-check") == _KEY_CHECK_PLAINTEXT
         except InvalidTag:
             return False
+
+
+def _json(kind: str, record: Mapping[str, Any]) -> bytes:
+    """The JSON of ``Codec.encode``, before sealing."""
+    if kind == "decision":
+        try:
+            return orjson.dumps(record)
+        except orjson.JSONEncodeError:  # numpy scalars, lone surrogates, big ints: json's rules
+            pass
+    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
 
 
 def payload_key_id(blob: bytes) -> str | None:

@@ -180,8 +180,8 @@ class MemoryEngine(Learning, Reporting):
                 found = sims.get(action)
                 retrieved.append((params, spec, nothing if found is None else next(found)))
         decisions = decide_many(requests, retrieved, cfg, new_decision_ids(len(requests)))
-        prepare = self.store.prepare_decision
-        return [(d, prepare(d, r.request_id, fp)) for d, r, fp in zip(decisions, requests, fingerprints, strict=True)]
+        prepared = self.store.prepare_decisions(decisions, [r.request_id for r in requests], fingerprints)
+        return list(zip(decisions, prepared, strict=True))
 
     def _index(self, decision: Decision) -> Callable[[Any], None]:
         """What a committed decision adds to the index (nothing for a replayed request id)."""
@@ -238,8 +238,9 @@ class MemoryEngine(Learning, Reporting):
             self._catch_up()
         fps = list(fingerprints) if fingerprints is not None else [""] * len(requests)
         made = self._prepare(requests, fps)
+        decisions = [d for d, _ in made]
         prepared = [p for _, p in made]
-        applies = [self._index(d) for d, _ in made]
+        applies = [self._index(d) for d in decisions]
         results: list[Any]
 
         def apply_all(written: list[Any]) -> None:
@@ -254,9 +255,13 @@ class MemoryEngine(Learning, Reporting):
                     self._group.submit, lambda store: list[Any](store.append_prepared_checked(prepared)), apply_all
                 )
         except Exception as exc:
-            results = [exc] * len(made)
+            results = [exc] * len(decisions)
         answers: list[Enhanced | Exception] = []
-        for r, (d, _), w in zip(requests, made, results):
+        new = tuple.__new__  # Enhanced(d, False) without its Python frame: the answer of a new decision
+        for r, d, w in zip(requests, decisions, results):
+            if type(w) is int:
+                answers.append(new(Enhanced, (d, False)))
+                continue
             try:
                 answers.append(self._answer(r, d, w))
             except Exception as exc:

@@ -43,14 +43,31 @@ class StoreWrites(StoreQueries):
         so concurrent writers do it before they queue for the commit. ``request_id``: the
         caller's id of the request (``mem_memory.requests``), stored with the tag of the
         request's ``fingerprint``."""
-        tag = self._codec.tag
-        return PreparedDecision(
-            decision.decision_id,
-            tag(decision.symbol),
-            self._codec.encode(DECISION, decision.to_dict()),
-            tag(request_id) if request_id else None,
-            tag(fingerprint) if request_id and fingerprint else None,
-        )
+        return self.prepare_decisions([decision], [request_id], [fingerprint])[0]
+
+    def prepare_decisions(
+        self, decisions: Sequence[Decision], request_ids: Sequence[str], fingerprints: Sequence[str]
+    ) -> list[PreparedDecision]:
+        """``prepare_decision`` of each decision with its request id and fingerprint (the same
+        records, encoded together: ``Codec.encode_many``)."""
+        codec = self._codec
+        tag = codec.tag
+        make = tuple.__new__  # PreparedDecision's own __new__, without its Python frame
+        return [
+            make(
+                PreparedDecision,
+                (
+                    d.decision_id,
+                    tag(d.symbol),
+                    payload,
+                    tag(request_id) if request_id else None,
+                    tag(fingerprint) if request_id and fingerprint else None,
+                ),
+            )
+            for d, payload, request_id, fingerprint in zip(
+                decisions, codec.encode_many(DECISION, decisions), request_ids, fingerprints, strict=True
+            )
+        ]
 
     def append_prepared_checked(self, prepared: Sequence[PreparedDecision]) -> list[int | Replay | Conflict]:
         """Write prepared decisions inside the current transaction, checking their request ids
