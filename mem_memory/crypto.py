@@ -41,6 +41,8 @@ _KEY_CHECK_PLAINTEXT = b"mem-memory key check v1"
 _HEADER = b"\xffMK1"
 _PREFIX = len(_HEADER) + KEY_ID_BYTES  # header + key id, then nonce || ciphertext
 _NONCE = 12
+#: Symbols whose lookup tags a codec remembers (they recur at every candle close); then it starts over.
+_SYMBOL_TAGS = 16384
 
 
 def decode_key(raw: str, name: str) -> bytes:
@@ -76,7 +78,7 @@ class Codec:
     Lookup tags and unlabelled payloads use the store's key, ``key`` until ``use_store_key``.
     """
 
-    __slots__ = ("_aeads", "_store", "_tag_keys", "_write")
+    __slots__ = ("_aeads", "_store", "_symbol_tags", "_tag_keys", "_write")
 
     def __init__(self, key: bytes | None, previous: Sequence[bytes] = ()) -> None:
         if key is None and previous:
@@ -93,6 +95,7 @@ class Codec:
             if self._write is None:
                 self._write = kid
         self._store = self._write
+        self._symbol_tags: dict[str, str] = {}
 
     @property
     def encrypted(self) -> bool:
@@ -122,6 +125,7 @@ class Codec:
         if raw not in self._aeads:
             raise MissingMemoryKey(f"no key with id {kid} was given")
         self._store = raw
+        self._symbol_tags.clear()
 
     def __repr__(self) -> str:
         return f"Codec(encrypted={self.encrypted})"
@@ -214,6 +218,20 @@ class Codec:
             return text
         tag_key = self._tag_keys[self._store if kid is None else _raw_id(kid)]
         return hmac.new(tag_key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def symbol_tags(self, symbols: Sequence[str]) -> list[str]:
+        """``tag`` of each symbol, remembered for the next batch (at most ``_SYMBOL_TAGS`` symbols)."""
+        if self._store is None:
+            return list(symbols)
+        known, out = self._symbol_tags, []
+        for symbol in symbols:
+            t = known.get(symbol)
+            if t is None:
+                if len(known) >= _SYMBOL_TAGS:
+                    known.clear()
+                t = known[symbol] = self.tag(symbol)
+            out.append(t)
+        return out
 
     def key_check(self, kid: str | None = None) -> bytes:
         """A key-check record for the writing key (or the held key ``kid``)."""

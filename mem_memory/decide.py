@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from mem_memory.config import MemoryConfig
 from mem_memory.index import Similar
 from mem_memory.rules import parameters as prules
-from mem_memory.rules.adapter import Adaptation, adapt, regime_of
+from mem_memory.rules.adapter import Adaptation, adapt, regime_rule
 from mem_memory.rules.combine import combine, hold_rule, memory_confidence, ml_support
 from mem_memory.types import Decision, Parameters, SignalRequest, StrategySpec, record_maker, trusted
 
@@ -174,7 +174,7 @@ def decide_many(
 ) -> list[Decision]:
     """``decide`` of every request (with its ``retrieved`` inputs and decision id), equal to it item
     by item, in a fraction of the time on a batch: what depends only on the parameters, the
-    strategy and the regime (the adaptation, the sizing, the HOLD minimum and its text) is
+    strategy and the regime (the adaptation, the sizing, the HOLD minimum) is
     computed once per batch, ``combine`` is inlined, and the records are built unchecked
     (``record_maker``). The arithmetic per item is ``decide``'s, in the same order, so the
     numbers are the same to the last bit (tests/memory/test_decide.py)."""
@@ -182,7 +182,7 @@ def decide_many(
     sizings: dict[tuple[int, int, int], prules.Sizing] = {}
     minimums: dict[int, float] = {}
     w_base, w_ml, w_memory, min_similar = cfg.weight_base, cfg.weight_ml, cfg.weight_memory, cfg.min_similar
-    record, reasoning = _record, _reasoning
+    record, reasoning, regime_of = _record, _reasoning, regime_rule(cfg)
     out: list[Decision] = []
     for request, (params, spec, sim), decision_id in zip(requests, retrieved, decision_ids, strict=True):
         features = request.features
@@ -192,7 +192,7 @@ def decide_many(
         direction = request.ml_direction
         if ml is not None and direction is not None and base_action != "HOLD":  # ml_support
             ml = ml if (direction == "bullish") == (base_action == "BUY") else 1.0 - ml
-        regime = regime_of(features, cfg)
+        regime = regime_of(features)
         adaptation = adaptations.get((regime, request.strategy))
         if adaptation is None:  # its regime and multipliers are a function of the regime and the strategy (adapt)
             adaptation = adaptations[regime, request.strategy] = adapt(features, request.strategy, cfg)

@@ -23,6 +23,7 @@ import threading
 import time as _time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 from mem_memory.async_commit import AsyncDecisionCommitter
@@ -152,6 +153,12 @@ class MemoryEngine(Learning, Reporting):
     def _prepare(
         self, requests: Sequence[SignalRequest], fingerprints: Sequence[str]
     ) -> list[tuple[Decision, PreparedDecision]]:
+        """``_decide`` as pairs: each decision with its encoded form."""
+        return list(zip(*self._decide(requests, fingerprints), strict=True))
+
+    def _decide(
+        self, requests: Sequence[SignalRequest], fingerprints: Sequence[str]
+    ) -> tuple[list[Decision], list[PreparedDecision]]:
         """The decisions for ``requests`` (not yet stored) and their encoded forms (JSON + AES-GCM
         outside any lock): ``decide_many`` on what the in-process index holds (no store read),
         read under one hold of the index lock: the parameters, per request the first matching
@@ -169,7 +176,8 @@ class MemoryEngine(Learning, Reporting):
                 for a in ("BUY", "SELL")
                 if not wm.similar_to_nothing(a)
             }
-            nothing = Similar(0, 0, ())
+            silent = (params, None, Similar(0, 0, ()))  # no strategy, no similar trade: one tuple for all
+            nothing = silent[2]
             for r in requests:
                 action = r.action
                 if action == "HOLD":
@@ -178,19 +186,21 @@ class MemoryEngine(Learning, Reporting):
                 specs = candidates[action]
                 spec = first_match(specs, decision_context(r.features, r.time)) if specs else None
                 found = sims.get(action)
-                retrieved.append((params, spec, nothing if found is None else next(found)))
+                if spec is None and found is None:
+                    retrieved.append(silent)
+                else:
+                    retrieved.append((params, spec, nothing if found is None else next(found)))
         decisions = decide_many(requests, retrieved, cfg, new_decision_ids(len(requests)))
-        prepared = self.store.prepare_decisions(decisions, [r.request_id for r in requests], fingerprints)
-        return list(zip(decisions, prepared, strict=True))
+        return decisions, self.store.prepare_decisions(decisions, [r.request_id for r in requests], fingerprints)
 
     def _index(self, decision: Decision) -> Callable[[Any], None]:
-        """What a committed decision adds to the index (nothing for a replayed request id)."""
+        """What a committed decision adds to the index (nothing for a replayed request id): one
+        object per decision (a partial, not a closure and its cell: fewer for the GC to count)."""
+        return partial(self._add_written, decision)
 
-        def apply(written: Any) -> None:
-            if isinstance(written, int):
-                self._wm.add_decision(decision)
-
-        return apply
+    def _add_written(self, decision: Decision, written: Any) -> None:
+        if isinstance(written, int):
+            self._wm.add_decision(decision)
 
     def _answer(self, request: SignalRequest, decision: Decision, written: Any) -> Enhanced:
         """The answer to ``request`` once its commit returned ``written``: its new decision, or
@@ -237,10 +247,9 @@ class MemoryEngine(Learning, Reporting):
             self._checked = _time.monotonic()
             self._catch_up()
         fps = list(fingerprints) if fingerprints is not None else [""] * len(requests)
-        made = self._prepare(requests, fps)
-        decisions = [d for d, _ in made]
-        prepared = [p for _, p in made]
-        applies = [self._index(d) for d in decisions]
+        decisions, prepared = self._decide(requests, fps)
+        add = self._add_written
+        applies = [partial(add, d) for d in decisions]
         results: list[Any]
 
         def apply_all(written: list[Any]) -> None:

@@ -21,7 +21,7 @@ parameters, so they never compound.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mem_memory.config import MemoryConfig
@@ -51,24 +51,28 @@ def strategy_family(strategy: str) -> str:
 
 def regime_of(features: Mapping[str, float], cfg: MemoryConfig = MemoryConfig()) -> str:
     """The regime name (precise definitions in the module docstring)."""
-    hl = features.get("hl_range")
-    if hl is not None and hl >= cfg.high_vol_hl_range:
-        return "high_volatility"
-    s20, s50, mh = features.get("sma20"), features.get("sma50"), features.get("macd_hist")
-    if (
-        s20 is not None
-        and s50 is not None
-        and mh is not None
-        and s20 >= cfg.uptrend_sma20
-        and s50 >= cfg.uptrend_sma50
-        and mh > 0
-    ):
-        return "strong_uptrend"
-    rsi = features.get("rsi14")
-    lo, hi = cfg.choppy_rsi
-    if s20 is not None and rsi is not None and abs(s20) < cfg.choppy_abs_sma20 and lo <= rsi <= hi:
-        return "choppy"
-    return "normal"
+    return regime_rule(cfg)(features)
+
+
+def regime_rule(cfg: MemoryConfig = MemoryConfig()) -> Callable[[Mapping[str, float]], str]:
+    """``regime_of`` with ``cfg``'s thresholds read once (a batch classifies many snapshots)."""
+    hl_min, sma20_min, sma50_min = cfg.high_vol_hl_range, cfg.uptrend_sma20, cfg.uptrend_sma50
+    choppy_sma20, (lo, hi) = cfg.choppy_abs_sma20, cfg.choppy_rsi
+
+    def regime(features: Mapping[str, float]) -> str:
+        get = features.get
+        hl = get("hl_range")
+        if hl is not None and hl >= hl_min:
+            return "high_volatility"
+        s20, s50, mh = get("sma20"), get("sma50"), get("macd_hist")
+        if s20 is not None and s50 is not None and mh is not None and s20 >= sma20_min and s50 >= sma50_min and mh > 0:
+            return "strong_uptrend"
+        rsi = get("rsi14")
+        if s20 is not None and rsi is not None and abs(s20) < choppy_sma20 and lo <= rsi <= hi:
+            return "choppy"
+        return "normal"
+
+    return regime
 
 
 def classify_regime(features: Mapping[str, float], cfg: MemoryConfig = MemoryConfig()) -> tuple[str, str]:

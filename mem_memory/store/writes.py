@@ -58,14 +58,19 @@ class StoreWrites(StoreQueries):
                 PreparedDecision,
                 (
                     d.decision_id,
-                    tag(d.symbol),
+                    symbol_tag,
                     payload,
                     tag(request_id) if request_id else None,
                     tag(fingerprint) if request_id and fingerprint else None,
                 ),
             )
-            for d, payload, request_id, fingerprint in zip(
-                decisions, codec.encode_many(DECISION, decisions), request_ids, fingerprints, strict=True
+            for d, symbol_tag, payload, request_id, fingerprint in zip(
+                decisions,
+                codec.symbol_tags([d.symbol for d in decisions]),
+                codec.encode_many(DECISION, decisions),
+                request_ids,
+                fingerprints,
+                strict=True,
             )
         ]
 

@@ -159,3 +159,17 @@ def _fields() -> dict[str, Any]:
         "session_id": "",
         "market_context": {},
     }
+
+
+def test_symbol_tags_are_the_tags_of_the_store_key_even_remembered(monkeypatch: Any) -> None:
+    from mem_memory import crypto
+
+    monkeypatch.setattr(crypto, "_SYMBOL_TAGS", 3)
+    other = bytes(range(1, 33))
+    codec = Codec(KEY, [other])
+    symbols = ["BTCUSDT", "ETHUSDT", "BTCUSDT", "SOLUSDT", "DOGEUSDT", "ETHUSDT"]
+    assert Codec(None).symbol_tags(symbols) == symbols
+    for _ in range(2):  # the second time from what it remembers (up to 3)
+        assert codec.symbol_tags(symbols) == [codec.tag(s) for s in symbols]
+    codec.use_store_key(crypto.key_id(other))  # another store key: other tags
+    assert codec.symbol_tags(symbols) == [codec.tag(s) for s in symbols] == [Codec(other).tag(s) for s in symbols]
