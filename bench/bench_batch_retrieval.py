@@ -1,11 +1,14 @@
 """The memory engine's decisions for one batch (``MemoryEngine._prepare``: retrieval, ``decide_many``,
-encoding for the store), by how many closed trades the similarity window holds. Prints one JSON object.
+encoding for the store), by how many closed trades the similarity window holds, and their apply
+to the index once committed. Prints one JSON object.
 
 A memory store in a temporary directory; its BUY window is filled with ``--closed`` random trades
 over 14 features (each its own run), then ``--items`` BUY requests with random snapshots of the
-same features are prepared ``--repeat`` times. Reported: the CPU of one preparation (best and
-median, ``time.thread_time``) per window size. Nothing is committed: the bench reaches into the
-engine (its index's BUY ring, ``_prepare``) to time the preparation alone.
+same features are prepared ``--repeat`` times, and each time the decisions are applied to the
+index as after their commit. Reported per window size: the CPU of one preparation and of one
+apply (best and median, ``time.thread_time``). Nothing is committed: the bench reaches into the
+engine (its index's BUY ring, ``_prepare``, ``_after_commit`` with made-up event ids) to time
+the engine's own work alone.
 
     .venv/bin/python bench/bench_batch_retrieval.py [--items 1000] [--closed 0 2000 10000] [--repeat 7]
 """
@@ -55,15 +58,26 @@ def run(closed: int, items: int, repeat: int) -> dict[str, float]:
                 for j in range(items)
             ]
             fingerprints = [""] * items
-            cpu = []
+            cpu, apply = [], []
             for _ in range(repeat):
                 start = time.thread_time()
-                engine._prepare(requests, fingerprints)
+                made = engine._prepare(requests, fingerprints)
                 cpu.append((time.thread_time() - start) * 1000)
+                before = engine._last_seen
+                written = [(engine._index(d), before + 1 + i) for i, (d, _) in enumerate(made)]
+                start = time.thread_time()
+                engine._after_commit(before, before + len(made), written)
+                apply.append((time.thread_time() - start) * 1000)
             engine.close()
         finally:
             store.close()
-    return {"closed": closed, "cpu_ms_best": round(min(cpu), 2), "cpu_ms_median": round(statistics.median(cpu), 2)}
+    return {
+        "closed": closed,
+        "cpu_ms_best": round(min(cpu), 2),
+        "cpu_ms_median": round(statistics.median(cpu), 2),
+        "apply_cpu_ms_best": round(min(apply), 2),
+        "apply_cpu_ms_median": round(statistics.median(apply), 2),
+    }
 
 
 def main() -> None:
