@@ -1,7 +1,8 @@
 """The in-process working memory the hot path reads (size-capped, like Letta's core blocks).
 
-- recent decisions per symbol: a deque of at most ``recent_per_symbol`` (100) views, for at most
-  ``max_symbols`` symbols (least recently used evicted);
+- recent decisions per symbol: a deque of at most ``recent_per_symbol`` (100) decisions, for at
+  most ``max_symbols`` symbols (least recently used evicted), and the outcomes of those closed
+  (a read pairs them: ``last``);
 - closed trades per action for similarity search: a ring of the last ``closed_window`` (10,000)
   feature snapshots as a contiguous float32 matrix, standardised per feature (z-scores over the
   ring, re-estimated as it fills); a query is one matrix-vector product plus ``argpartition``;
@@ -12,6 +13,7 @@ It is rebuilt from the store at start and kept current from the event log (``Mem
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import numpy as np
 
 from mem_memory.types import Decision, DecisionView, Outcome, StrategySpec, record_maker
 
-#: ``DecisionView(decision, outcome)`` unchecked (a new view per indexed decision).
+#: ``DecisionView(decision, outcome)`` unchecked (the views ``last`` reads).
 _view = record_maker(DecisionView)
 
 
@@ -186,8 +188,9 @@ class WorkingMemory:
     def __init__(self, recent_per_symbol: int, max_symbols: int, closed_window: int) -> None:
         self.recent_cap = recent_per_symbol
         self.max_symbols = max_symbols
-        self.recent: OrderedDict[str, deque[DecisionView]] = OrderedDict()
-        self.open_ids: dict[str, str] = {}  # decision id -> symbol, for views held in ``recent``
+        self.recent: OrderedDict[str, deque[Decision]] = OrderedDict()
+        self.open_ids: dict[str, str] = {}  # decision id -> symbol, for the decisions held in ``recent``
+        self.outcomes: dict[str, Outcome] = {}  # decision id -> outcome, for those of them closed
         self.rings = {"BUY": Ring(closed_window), "SELL": Ring(closed_window)}
         self.strategies: dict[str, StrategySpec] = {}
 
@@ -196,29 +199,30 @@ class WorkingMemory:
         open_ids, decision_id, symbol = self.open_ids, decision.decision_id, decision.symbol
         if decision_id in open_ids:
             return
-        recent = self.recent
+        recent, outcomes = self.recent, self.outcomes
         dq = recent.get(symbol)
         if dq is None:
             if len(recent) >= self.max_symbols:
                 _, old = recent.popitem(last=False)
-                for v in old:
-                    open_ids.pop(v.decision.decision_id, None)
+                for d in old:
+                    open_ids.pop(d.decision_id, None)
+                    outcomes.pop(d.decision_id, None)
             dq = recent[symbol] = deque()
         else:
             recent.move_to_end(symbol)
         if len(dq) >= self.recent_cap:
-            open_ids.pop(dq.popleft().decision.decision_id, None)
-        dq.append(_view(decision, outcome))
+            gone = dq.popleft().decision_id
+            open_ids.pop(gone, None)
+            if outcomes:
+                outcomes.pop(gone, None)
+        dq.append(decision)
         open_ids[decision_id] = symbol
+        if outcome is not None:
+            outcomes[decision_id] = outcome
 
     def add_outcome(self, decision: Decision, outcome: Outcome) -> None:
-        symbol = self.open_ids.get(outcome.decision_id)
-        if symbol is not None:
-            dq = self.recent[symbol]
-            for i in range(len(dq) - 1, -1, -1):
-                if dq[i].decision.decision_id == outcome.decision_id:
-                    dq[i] = DecisionView(dq[i].decision, outcome)
-                    break
+        if outcome.decision_id in self.open_ids:
+            self.outcomes[outcome.decision_id] = outcome
         self.add_closed(decision, outcome)
 
     def add_closed(self, decision: Decision, outcome: Outcome) -> None:
@@ -235,8 +239,8 @@ class WorkingMemory:
         dq = self.recent.get(symbol)
         if not dq:
             return []
-        k = min(n, len(dq))
-        return [dq[-1 - i] for i in range(k)]
+        outcome = self.outcomes.get
+        return [_view(d, outcome(d.decision_id)) for d in itertools.islice(reversed(dq), max(n, 0))]
 
     def similar(self, action: str, features: Mapping[str, float], k: int, radius: float) -> Similar:
         ring = self.rings.get(action)

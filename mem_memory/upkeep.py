@@ -137,9 +137,9 @@ class IndexUpkeep:
         symbol = self._wm.open_ids.get(decision_id)
         if symbol is None:
             return None
-        for view in reversed(self._wm.recent[symbol]):
-            if view.decision.decision_id == decision_id:
-                return view.decision
+        for decision in reversed(self._wm.recent[symbol]):
+            if decision.decision_id == decision_id:
+                return decision
         return None
 
     def _after_commit(self, before: int, after: int, applies: Any) -> None:

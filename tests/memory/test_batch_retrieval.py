@@ -16,7 +16,7 @@ from mem_memory import index
 from mem_memory.engine import MemoryEngine
 from mem_memory.index import Similar, WorkingMemory, first_match
 from mem_memory.store import MemoryStore
-from mem_memory.types import OPS, Condition, StrategySpec, StrategyStats
+from mem_memory.types import OPS, Condition, Decision, DecisionView, StrategySpec, StrategyStats
 
 from .helpers import FEATURES as SNAPSHOT
 from .helpers import make_decision, outcome, request
@@ -132,3 +132,46 @@ def test_a_batch_decides_as_its_requests_one_by_one(tmp_path: Path) -> None:
         assert any(d.memory_confidence is not None for d in batch)
     finally:
         store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["decide", "decide_closed", "close"]), st.integers(0, 3), st.integers(0, 30)),
+        max_size=40,
+    )
+)
+def test_recent_decisions_with_their_outcomes_follow_a_plain_model(ops: list[tuple[str, int, int]]) -> None:
+    """The index keeps the recent decisions and, apart, the outcomes of those closed: what ``last``
+    reads equals a plain model's lists of views (3 per symbol, 2 symbols, least recently used out)."""
+    wm = WorkingMemory(3, 2, 10)
+    model: dict[str, list[DecisionView]] = {}  # symbol -> views, oldest first, in LRU order
+    made: dict[int, Decision] = {}
+    for op, s, i in ops:
+        symbol = f"S{s}USDT"
+        if op == "close":
+            if i not in made:
+                continue
+            d = made[i]
+            o = outcome(d, 0.01)
+            wm.add_outcome(d, o)
+            for views in model.values():
+                views[:] = [
+                    DecisionView(v.decision, o) if v.decision.decision_id == d.decision_id else v for v in views
+                ]
+            continue
+        d = made.setdefault(i, make_decision(i, symbol=symbol))
+        o = outcome(d, -0.01) if op == "decide_closed" else None
+        wm.add_decision(d, o)
+        if any(v.decision.decision_id == d.decision_id for views in model.values() for v in views):
+            continue
+        views = model.pop(d.symbol, None)
+        if views is None and len(model) >= 2:
+            model.pop(next(iter(model)))
+        model[d.symbol] = (views or [])[-2:] + [DecisionView(d, o)]
+    for s in range(4):
+        symbol = f"S{s}USDT"
+        for n in (0, 1, 3, 5):
+            assert wm.last(symbol, n) == model.get(symbol, [])[::-1][:n]
+    assert set(wm.open_ids) == {v.decision.decision_id for views in model.values() for v in views}
+    assert set(wm.outcomes) <= set(wm.open_ids)
