@@ -155,15 +155,30 @@ def _reasoning(
 
 def new_decision_ids(n: int) -> list[str]:
     """``n`` random version-4 UUIDs as ``str(uuid.uuid4())`` writes them, from one read of the
-    OS's randomness (a third of the time of ``uuid4`` one by one)."""
+    OS's randomness (a third of the time of ``uuid4`` one by one; a tenth for a batch, whose
+    digits are placed column by column: each of the 32 hex digits of every id in one slice)."""
     raw = bytearray(os.urandom(16 * n))
-    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # the version: 4
-    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # the variant: RFC 4122
-    h = raw.hex()
-    return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 32 * n, 32)
-    ]
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_VARIANT_RFC_4122)
+    if n < 64:
+        h = raw.hex()
+        return [
+            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+            for i in range(0, 32 * n, 32)
+        ]
+    digits = raw.hex().encode()
+    text = bytearray(b"-" * (37 * n))  # per id: its 36 characters, then a space
+    for i, at in enumerate(_DIGIT_PLACES):
+        text[at::37] = digits[i::32]
+    text[36::37] = b" " * n
+    return text.decode().split()
+
+
+#: A UUID's 7th byte with the version (4) in its high bits; its 9th with the variant (RFC 4122).
+_VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))
+_VARIANT_RFC_4122 = bytes(b & 0x3F | 0x80 for b in range(256))
+#: Where each of a UUID's 32 hex digits goes in its text (8-4-4-4-12 digits, dashes between).
+_DIGIT_PLACES = [i + (i >= 8) + (i >= 12) + (i >= 16) + (i >= 20) for i in range(32)]
 
 
 _record = record_maker(Decision)

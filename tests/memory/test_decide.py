@@ -121,6 +121,8 @@ def test_decide_many_equals_decide_item_by_item(data: st.DataObject, n: int) -> 
 def test_new_decision_ids_are_distinct_version_4_uuids_as_uuid4_writes_them() -> None:
     ids = new_decision_ids(2000)
     assert len(set(ids)) == 2000 and new_decision_ids(0) == []
+    for n in (1, 2, 63, 64, 65):  # one by one below 64, column by column from there
+        ids += new_decision_ids(n)
     for i in ids:
         u = uuid.UUID(i)
         assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, i)
