@@ -4,6 +4,7 @@ under a key a payload that opens to them and reads back as the same record."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
@@ -129,6 +130,14 @@ def test_record_maker_builds_the_record_trusted_builds() -> None:
     made = record_maker(Decision)(*values.values())
     assert type(made) is Decision and made == trusted(Decision, **values) == Decision(**values)
     assert Decision.from_dict(made.to_dict()) == made
+
+    @dataclass(frozen=True, slots=True, weakref_slot=True)  # a slot besides the fields: no twin layout
+    class Weak:
+        a: int
+        b: str = "x"
+
+    weak = record_maker(Weak)(1, "y")
+    assert type(weak) is Weak and weak == Weak(1, "y")
 
 
 def _fields() -> dict[str, Any]:
