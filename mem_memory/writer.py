@@ -178,21 +178,40 @@ def _commit(store: MemoryStore, max_pages: int | None, rows: list[tuple[Any, ...
     return ("ok", results)
 
 
-def checkpoint_in_background(path: str, every_s: float = CHECKPOINT_EVERY_S) -> threading.Event:
-    """PASSIVE WAL checkpoints on a thread of their own, until the returned event is set.
+class Checkpoints:
+    """PASSIVE WAL checkpoints on a thread of their own: right after each commit (``kick``) and
+    every ``every_s`` otherwise, until ``stop``.
 
-    SQLite checkpoints inside the COMMIT that takes the WAL past 1,000 pages; copying them and
-    fsyncing the database file made that commit take 20-30 ms, the writer's p99. Here the copying
-    happens beside the commits (a PASSIVE checkpoint never waits for the writer, and sqlite3
-    releases the GIL while it runs), so the commit that crosses 1,000 pages finds little left to
-    copy, and resets the WAL as before."""
-    stop = threading.Event()
+    A COMMIT that takes the WAL past ``wal_autocheckpoint`` pages copies it into the database
+    file and fsyncs it inside the commit: 20-30 ms, the writer's p99. Here the copying happens
+    beside the commits, while the parent acknowledges the batch and prepares the next (a PASSIVE
+    checkpoint never waits for the writer, and sqlite3 releases the GIL while it runs), so the
+    next commit finds the WAL copied and starts it from the beginning: it never checkpoints
+    itself while this thread keeps up (the writer's connection raises ``wal_autocheckpoint``:
+    ``store.connect.WRITER_PRAGMAS``)."""
 
-    def run() -> None:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    def __init__(self, path: str, every_s: float = CHECKPOINT_EVERY_S) -> None:
+        self._wake = threading.Event()
+        self._stopped = False
+        self._path, self._every_s = path, every_s
+        threading.Thread(target=self._run, name="wal-checkpoint", daemon=True).start()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         failing = False
         try:
-            while not stop.wait(every_s):
+            while True:
+                self._wake.wait(self._every_s)
+                self._wake.clear()
+                if self._stopped:
+                    return
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # the commits' own checkpoints still bound the WAL
@@ -203,9 +222,6 @@ def checkpoint_in_background(path: str, every_s: float = CHECKPOINT_EVERY_S) -> 
                     failing = False
         finally:
             conn.close()
-
-    threading.Thread(target=run, name="wal-checkpoint", daemon=True).start()
-    return stop
 
 
 def main(argv: list[str]) -> int:
@@ -220,7 +236,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         outbox.send(("failed", f"{exc.__class__.__name__}: {exc}"))
         return 1
-    checkpoints = checkpoint_in_background(path)
+    checkpoints = Checkpoints(path)
     outbox.send(("ready", os.getpid()))
     try:
         while True:
@@ -229,8 +245,9 @@ def main(argv: list[str]) -> int:
             except EOFError:
                 return 0
             outbox.send(_commit(store, max_pages, rows))
+            checkpoints.kick()
     except (BrokenPipeError, OSError):
         return 0  # the parent is gone; whatever was committed stays committed
     finally:
-        checkpoints.set()
+        checkpoints.stop()
         store.close()

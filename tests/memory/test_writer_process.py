@@ -242,6 +242,31 @@ def test_the_writer_copies_the_wal_into_the_database_file_between_commits(db: Pa
     store.close()
 
 
+def test_big_batches_leave_a_short_wal_copied_beside_the_commits(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    wal = Path(f"{db}-wal")
+
+    async def main() -> list[int]:
+        sizes = []
+        for k in range(6):  # ~700 WAL pages each: past SQLite's default 1,000 in two
+            made = engine._prepare([request(symbol=f"S{i}", price=100.0 + k) for i in range(1000)], [""] * 1000)
+            results = await committer.submit_many([p for _, p in made], [None] * 1000)
+            assert all(isinstance(r, int) for r in results)
+            await asyncio.sleep(0.3)  # the checkpoint thread copies the batch meanwhile
+            sizes.append(wal.stat().st_size)
+        return sizes
+
+    sizes = asyncio.run(main())
+    engine.close()
+    assert store.counts()["decisions"] == 6000
+    store.close()
+    # the commits never checkpoint (wal_autocheckpoint is 8,192 pages in the writer), the thread
+    # does: each commit restarts the copied WAL, which stays one batch long
+    assert max(sizes) < 2 * min(sizes), sizes
+
+
 def test_close_stops_the_writer_and_later_calls_fail_clearly(db: Path) -> None:
     store = MemoryStore.open(db)
     engine = MemoryEngine(store, writer_process=True)
