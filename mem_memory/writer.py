@@ -13,9 +13,9 @@ statements as the in-process group commit (``MemoryStore.append_prepared_checked
 ``BEGIN IMMEDIATE`` transaction. Other processes' writers are serialised by SQLite as usual.
 
 Protocol (``multiprocessing.connection`` framing over two pipes): the child sends
-``("ready", pid)`` once the store is open, then answers every batch ``(max_pages, [(id, tag,
-payload, request tag, fingerprint tag), ...])`` (``max_pages``: the store's size cap,
-``MemoryStore.set_max_bytes``) with ``("ok", results)`` (per decision its event id, or a
+``("ready", pid)`` once the store is open, then answers every batch ``(max_pages, [ids, tags,
+payloads, request tags, fingerprint tags])`` (a tuple per field, a value per decision;
+``max_pages``: the store's size cap, ``MemoryStore.set_max_bytes``) with ``("ok", results)`` (per decision its event id, or a
 ``Replay``/``Conflict`` of its request id, checked inside the transaction:
 ``MemoryStore.append_prepared_checked``), ``("integrity", message)`` (a repeated decision id:
 nothing written), ``("full", message)`` (the disk is full or the cap reached: nothing written)
@@ -27,8 +27,10 @@ of the pipe closes, which also happens when the parent dies, so it never outlive
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -50,6 +52,8 @@ READY_TIMEOUT_S = 30.0
 CHECKPOINT_EVERY_S = 0.1
 #: The child's program (``-c`` rather than ``-m``: the package imports this module first).
 _CHILD = "import sys; from mem_memory.writer import main; sys.exit(main(sys.argv[1:]))"
+#: The size the pipe to the child asks for (``_widen``).
+PIPE_BYTES = 1 << 20
 Reply = tuple[Any, ...]
 
 
@@ -94,6 +98,7 @@ class WriterProcess:
             raise
         os.close(c_read)
         os.close(c_write)
+        _widen(p_write)
         self._proc, self.pid = proc, proc.pid
         self._to_child = Connection(p_write, readable=False)
         self._from_child = Connection(p_read, writable=False)
@@ -126,7 +131,8 @@ class WriterProcess:
         if self._to_child is None:
             raise MemoryUnavailable("the memory writer process is not running")
         try:
-            self._to_child.send((max_pages, [tuple(p) for p in batch]))
+            # columns, not rows: pickled in 0.2 ms rather than 1.4 ms (1,000 decisions, 1.4 MB)
+            self._to_child.send_bytes(pickle.dumps((max_pages, list(zip(*batch))), pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, OSError) as exc:
             raise MemoryUnavailable(f"the memory writer process is gone ({exc.__class__.__name__})") from None
 
@@ -162,6 +168,16 @@ class WriterProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe to the child hold most of a batch of 1,000 decisions (~1.4 MB; 64 KiB by
+    default, so the loop's write waited for the child to read it 64 KiB at a time): 1 MiB,
+    Linux's limit for an unprivileged process. Elsewhere, or when refused, it keeps its size."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (AttributeError, OSError):
+        pass
 
 
 def _commit(store: MemoryStore, max_pages: int | None, rows: list[tuple[Any, ...]]) -> Reply:
@@ -241,10 +257,10 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                max_pages, rows = inbox.recv()
+                max_pages, columns = inbox.recv()
             except EOFError:
                 return 0
-            outbox.send(_commit(store, max_pages, rows))
+            outbox.send(_commit(store, max_pages, list(zip(*columns))))
             checkpoints.kick()
     except (BrokenPipeError, OSError):
         return 0  # the parent is gone; whatever was committed stays committed
