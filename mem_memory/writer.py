@@ -15,11 +15,11 @@ statements as the in-process group commit (``MemoryStore.append_prepared_checked
 Protocol (``multiprocessing.connection`` framing over two pipes): the child sends
 ``("ready", pid)`` once the store is open, then answers every batch ``(max_pages, [ids, tags,
 payloads, request tags, fingerprint tags])`` (a tuple per field, a value per decision;
-``max_pages``: the store's size cap, ``MemoryStore.set_max_bytes``) with ``("ok", results)`` (per decision its event id, or a
-``Replay``/``Conflict`` of its request id, checked inside the transaction:
-``MemoryStore.append_prepared_checked``), ``("integrity", message)`` (a repeated decision id:
-nothing written), ``("full", message)`` (the disk is full or the cap reached: nothing written)
-or ``("error", message)`` (nothing written). It exits when the parent's end
+``max_pages``: the store's size cap, ``MemoryStore.set_max_bytes``) with ``("ok", results)``
+(per decision its event id, or a ``Replay``/``Conflict`` of its request id, checked inside the
+transaction: ``MemoryStore.append_prepared_checked``), ``("integrity", message)`` (a repeated
+decision id: nothing written), ``("full", message)`` (the disk is full or the cap reached:
+nothing written) or ``("error", message)`` (nothing written). It exits when the parent's end
 of the pipe closes, which also happens when the parent dies, so it never outlives its server.
 
     python -c "<_CHILD>" <db path> <read fd> <write fd>
