@@ -138,6 +138,32 @@ def test_a_repeated_decision_id_fails_only_its_own_caller(db: Path) -> None:
     store.close()
 
 
+def test_a_cancelled_caller_leaves_the_others_of_its_batch_answered_and_its_decisions_stored(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    made = [p for _, p in engine._prepare([request(price=100.0 + i) for i in range(30)], [""] * 30)]
+
+    async def main() -> tuple[list, list]:
+        first = asyncio.ensure_future(committer.submit_many(made[:10], [None] * 10))
+        await asyncio.sleep(0)  # sent: in flight
+        gone = asyncio.ensure_future(committer.submit_many(made[10:20], [None] * 10))
+        kept = asyncio.ensure_future(committer.submit_many(made[20:], [None] * 10))
+        await asyncio.sleep(0)  # both queued behind the first: one batch
+        gone.cancel()
+        answered = await kept
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await first, answered
+
+    first, answered = asyncio.run(main())
+    assert all(isinstance(r, int) for r in first + answered), (first, answered)
+    assert answered == sorted(answered) and len(set(answered)) == 10
+    engine.close()
+    assert len(store.decision_event_ids([p.decision_id for p in made])) == 30  # the cancelled ones too
+    store.close()
+
+
 def test_a_killed_writer_loses_no_acknowledged_decision_and_is_replaced(db: Path) -> None:
     store = MemoryStore.open(db)
     engine = MemoryEngine(store, writer_process=True)
