@@ -10,6 +10,7 @@ index holds); output: the decision record. No I/O, no clock, no lock: the engine
 from __future__ import annotations
 
 import os
+import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -154,11 +155,17 @@ def _reasoning(
 
 
 def new_decision_ids(n: int) -> list[str]:
-    """``n`` random version-4 UUIDs as ``str(uuid.uuid4())`` writes them, from one read of the
-    OS's randomness (a third of the time of ``uuid4`` one by one)."""
+    """``n`` version-7 UUIDs (RFC 9562: the Unix time in ms, then 74 random bits) in the form
+    ``str(uuid.uuid4())`` writes, from one read of the OS's randomness. Time first, so a batch's
+    ids land at the end of the store's indexes on them (``decisions``' key, ``events_subject``)
+    rather than on a random page each: with version 4, a 1,000-decision commit wrote 716 WAL
+    pages on an empty store and 3,299 at 150,000 decisions (inserts + COMMIT 31 -> 92 ms);
+    with version 7, 600 and 1,428."""
     raw = bytearray(os.urandom(16 * n))
-    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # the version: 4
-    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # the variant: RFC 4122
+    for k, b in enumerate(int(_time.time() * 1000).to_bytes(6, "big")):
+        raw[k::16] = bytes((b,)) * n
+    raw[6::16] = bytes(b & 0x0F | 0x70 for b in raw[6::16])  # the version: 7
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # the variant: RFC 4122/9562
     h = raw.hex()
     return [
         f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
