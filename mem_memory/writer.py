@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 30.0
 #: How often the child copies the WAL into the database file, between commits.
 CHECKPOINT_EVERY_S = 0.1
+#: Decisions in a batch (~0.7 WAL pages each) after which its checkpoint runs at once rather than
+#: at the next tick: a candle close's batch, not the few of each paced single call (a checkpoint
+#: per commit would add an fsync of the database file to each).
+KICK_AFTER = 100
 #: The child's program (``-c`` rather than ``-m``: the package imports this module first).
 _CHILD = "import sys; from mem_memory.writer import main; sys.exit(main(sys.argv[1:]))"
 Reply = tuple[Any, ...]
@@ -219,7 +223,7 @@ def _commit(store: MemoryStore, max_pages: int | None, rows: list[tuple[Any, ...
 
 
 class Checkpoints:
-    """PASSIVE WAL checkpoints on a thread of their own: right after each commit (``kick``) and
+    """PASSIVE WAL checkpoints on a thread of their own: right after a big commit (``kick``) and
     every ``every_s`` otherwise, until ``stop``.
 
     A COMMIT that takes the WAL past ``wal_autocheckpoint`` pages copies it into the database
@@ -284,8 +288,10 @@ def main(argv: list[str]) -> int:
                 max_pages, columns = pickle.loads(_read_from_start(buffer, inbox.recv()))
             except EOFError:
                 return 0
-            outbox.send(_commit(store, max_pages, list(zip(*columns))))
-            checkpoints.kick()
+            rows = list(zip(*columns))
+            outbox.send(_commit(store, max_pages, rows))
+            if len(rows) >= KICK_AFTER:
+                checkpoints.kick()
     except (BrokenPipeError, OSError):
         return 0  # the parent is gone; whatever was committed stays committed
     finally:
