@@ -14,9 +14,9 @@ statements as the in-process group commit (``MemoryStore.append_prepared_checked
 
 Protocol (``multiprocessing.connection`` framing over two pipes, and a file in memory shared
 with the child for the batches): the child sends ``("ready", pid)`` once the store is open, then
-answers every batch (the parent writes ``(max_pages, [ids, tags, payloads, request tags,
-fingerprint tags])`` pickled at the start of the file, a tuple per field and a value per
-decision, and sends its length; ``max_pages``: the store's size cap,
+answers every batch (``(max_pages, [ids, tags, payloads, request tags, fingerprint tags])``
+pickled, a tuple per field and a value per decision: through the pipe up to 64 KiB, else
+written at the start of the file and its length sent; ``max_pages``: the store's size cap,
 ``MemoryStore.set_max_bytes``) with ``("ok", results)``
 (per decision its event id, or a ``Replay``/``Conflict`` of its request id, checked inside the
 transaction: ``MemoryStore.append_prepared_checked``), ``("integrity", message)`` (a repeated
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 30.0
 #: How often the child copies the WAL into the database file, between commits.
 CHECKPOINT_EVERY_S = 0.1
+#: Largest pickled batch sent through the pipe itself (Linux's pipe holds 64 KiB); a bigger one
+#: goes through the file in memory shared with the child, and the pipe carries its length.
+INLINE_BYTES = 65536
 #: Decisions in a batch (~0.7 WAL pages each) after which its checkpoint runs at once rather than
 #: at the next tick: a candle close's batch, not the few of each paced single call (a checkpoint
 #: per commit would add an fsync of the database file to each).
@@ -139,8 +142,11 @@ class WriterProcess:
         # columns, not rows: pickled in 0.2 ms rather than 1.4 ms (1,000 decisions, 1.4 MB)
         data = pickle.dumps((max_pages, list(zip(*batch))), pickle.HIGHEST_PROTOCOL)
         try:
-            _write_at_start(self._buffer, data)  # never waits for the child, as a pipe of 64 KiB did
-            self._to_child.send(len(data))
+            if len(data) <= INLINE_BYTES:  # fits the pipe (empty: the child read the last batch)
+                self._to_child.send_bytes(data)
+            else:
+                _write_at_start(self._buffer, data)  # never waits for the child, as the pipe did
+                self._to_child.send(len(data))
         except (BrokenPipeError, OSError) as exc:
             raise MemoryUnavailable(f"the memory writer process is gone ({exc.__class__.__name__})") from None
 
@@ -285,7 +291,8 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                max_pages, columns = pickle.loads(_read_from_start(buffer, inbox.recv()))
+                batch = inbox.recv()
+                max_pages, columns = pickle.loads(_read_from_start(buffer, batch)) if isinstance(batch, int) else batch
             except EOFError:
                 return 0
             rows = list(zip(*columns))
