@@ -14,9 +14,11 @@ statements as the in-process group commit (``MemoryStore.append_prepared_checked
 
 Protocol (``multiprocessing.connection`` framing over two pipes, and a file in memory shared
 with the child for the batches): the child sends ``("ready", pid)`` once the store is open, then
-answers every batch (``(max_pages, [ids, tags, payloads, request tags, fingerprint tags])``
-pickled, a tuple per field and a value per decision: through the pipe up to 64 KiB, else
-written at the start of the file and its length sent; ``max_pages``: the store's size cap,
+answers every batch (``("batch", max_pages, [ids, tags, payloads, request tags, fingerprint
+tags])``, a tuple per field and a value per decision, through the pipe for up to 16 decisions;
+a bigger one is written to the file, its payloads one after the other and then the rest
+pickled with their lengths in their place, and the pipe carries ``("file", offset of the rest,
+its length)``; ``max_pages``: the store's size cap,
 ``MemoryStore.set_max_bytes``) with ``("ok", results)``
 (per decision its event id, or a ``Replay``/``Conflict`` of its request id, checked inside the
 transaction: ``MemoryStore.append_prepared_checked``), ``("integrity", message)`` (a repeated
@@ -52,9 +54,9 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 30.0
 #: How often the child copies the WAL into the database file, between commits.
 CHECKPOINT_EVERY_S = 0.1
-#: Largest pickled batch sent through the pipe itself (Linux's pipe holds 64 KiB); a bigger one
-#: goes through the file in memory shared with the child, and the pipe carries its length.
-INLINE_BYTES = 65536
+#: Most decisions sent through the pipe itself (~1.5 KB each; Linux's pipe holds 64 KiB); a
+#: bigger batch goes through the file in memory shared with the child, the pipe says where.
+INLINE_DECISIONS = 16
 #: Decisions in a batch (~0.7 WAL pages each) after which its checkpoint runs at once rather than
 #: at the next tick: a candle close's batch, not the few of each paced single call (a checkpoint
 #: per commit would add an fsync of the database file to each).
@@ -139,14 +141,16 @@ class WriterProcess:
         (``MemoryUnavailable`` if it is gone)."""
         if self._to_child is None or self._buffer is None:
             raise MemoryUnavailable("the memory writer process is not running")
-        # columns, not rows: pickled in 0.2 ms rather than 1.4 ms (1,000 decisions, 1.4 MB)
-        data = pickle.dumps((max_pages, list(zip(*batch))), pickle.HIGHEST_PROTOCOL)
+        columns = list(zip(*batch))  # columns, not rows: pickled in 0.2 ms rather than 1.4 ms
         try:
-            if len(data) <= INLINE_BYTES:  # fits the pipe (empty: the child read the last batch)
-                self._to_child.send_bytes(data)
-            else:
-                _write_at_start(self._buffer, data)  # never waits for the child, as the pipe did
-                self._to_child.send(len(data))
+            if len(batch) <= INLINE_DECISIONS:  # fits the pipe (empty: the child read the last batch)
+                self._to_child.send(("batch", max_pages, columns))
+            else:  # the payloads as they are, then the rest pickled: never waits for the child
+                at = _write_payloads(self._buffer, columns[2])
+                columns[2] = tuple(map(len, columns[2]))
+                data = pickle.dumps((max_pages, columns), pickle.HIGHEST_PROTOCOL)
+                _write_at(self._buffer, data, at)
+                self._to_child.send(("file", at, len(data)))
         except (BrokenPipeError, OSError) as exc:
             raise MemoryUnavailable(f"the memory writer process is gone ({exc.__class__.__name__})") from None
 
@@ -197,21 +201,44 @@ def _batch_buffer() -> int:
         return fd
 
 
-def _write_at_start(fd: int, data: bytes) -> None:
+def _write_payloads(fd: int, payloads: Sequence[bytes]) -> int:
+    """Write ``payloads`` one after the other from the start of ``fd`` (``pwritev``: no copy of
+    them in this process); returns the bytes written."""
+    at = 0
+    for i in range(0, len(payloads), 1024):  # Linux's IOV_MAX
+        chunk = payloads[i : i + 1024]
+        size = sum(map(len, chunk))
+        done = os.pwritev(fd, chunk, at) if hasattr(os, "pwritev") else 0
+        if done < size:  # short (not seen on a memfd), or no pwritev here
+            _write_at(fd, b"".join(chunk)[done:], at + done)
+        at += size
+    return at
+
+
+def _write_at(fd: int, data: bytes, at: int) -> None:
     view, done = memoryview(data), 0
     while done < len(view):
-        done += os.pwrite(fd, view[done:], done)
+        done += os.pwrite(fd, view[done:], at + done)
 
 
-def _read_from_start(fd: int, n: int) -> bytes:
+def _read_batch(fd: int, at: int, n: int) -> tuple[int | None, list[Any]]:
+    """The batch ``WriterProcess.send`` wrote to ``fd``: its payloads, then ``n`` bytes at ``at``
+    (the rest, pickled, with the payloads' lengths in their place)."""
     parts, done = [], 0
-    while done < n:
-        part = os.pread(fd, n - done, done)
+    while done < at + n:
+        part = os.pread(fd, at + n - done, done)
         if not part:
-            raise EOFError(f"the batch buffer holds {done} of {n} bytes")
+            raise EOFError(f"the batch file holds {done} of {at + n} bytes")
         parts.append(part)
         done += len(part)
-    return b"".join(parts)
+    data = b"".join(parts)
+    max_pages, columns = pickle.loads(memoryview(data)[at:])
+    payloads, start = [], 0
+    for size in columns[2]:
+        payloads.append(data[start : start + size])
+        start += size
+    columns[2] = payloads
+    return max_pages, columns
 
 
 def _commit(store: MemoryStore, max_pages: int | None, rows: list[tuple[Any, ...]]) -> Reply:
@@ -291,8 +318,8 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                batch = inbox.recv()
-                max_pages, columns = pickle.loads(_read_from_start(buffer, batch)) if isinstance(batch, int) else batch
+                kind, first, second = inbox.recv()
+                max_pages, columns = (first, second) if kind == "batch" else _read_batch(buffer, first, second)
             except EOFError:
                 return 0
             rows = list(zip(*columns))
