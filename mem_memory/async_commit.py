@@ -29,7 +29,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from mem_memory.errors import MemoryStoreError, MemoryUnavailable, StoreFull
@@ -39,6 +38,7 @@ from mem_memory.store import MemoryStore, PreparedDecision
 from mem_memory.writer import WriterProcess
 
 log = logging.getLogger(__name__)
+_UNSET: Any = object()  # a decision of a call without its answer yet
 
 #: Sends of one decision to a writer process before its caller gets ``MemoryUnavailable``.
 MAX_ATTEMPTS = 2
@@ -51,12 +51,40 @@ Apply = Callable[[int], None] | None
 Fallback = Callable[[PreparedDecision, Apply], Written]
 
 
-@dataclass(eq=False)
+class _Call:
+    """One ``submit_many`` call: one future answers all its decisions (a future per decision
+    cost ~0.5 ms of the loop's CPU per 1,000: made, set, read)."""
+
+    __slots__ = ("future", "left", "results")
+
+    def __init__(self, future: asyncio.Future[list[Written | BaseException]], n: int) -> None:
+        self.future = future
+        self.results: list[Any] = [_UNSET] * n
+        self.left = n
+
+
 class _Pending:
-    prepared: PreparedDecision
-    apply: Apply
-    future: asyncio.Future[Written]
-    attempts: int = 0
+    """One decision of a call, queued or in flight."""
+
+    __slots__ = ("apply", "attempts", "call", "index", "prepared")
+
+    def __init__(self, prepared: PreparedDecision, apply: Apply, call: _Call, index: int) -> None:
+        self.prepared, self.apply, self.call, self.index, self.attempts = prepared, apply, call, index, 0
+
+    @property
+    def done(self) -> bool:
+        """Answered, or its caller is gone (cancelled)."""
+        return self.call.results[self.index] is not _UNSET or self.call.future.done()
+
+    def settle(self, outcome: Written | BaseException) -> None:
+        """This decision's result or error; the call's future once every decision has one."""
+        call = self.call
+        if call.results[self.index] is not _UNSET:
+            return
+        call.results[self.index] = outcome
+        call.left -= 1
+        if not call.left:
+            _settle(call.future, call.results)
 
 
 class AsyncDecisionCommitter:
@@ -98,25 +126,16 @@ class AsyncDecisionCommitter:
             self._loop = loop
         elif loop is not self._loop:
             raise RuntimeError("AsyncDecisionCommitter serves one event loop; this is another")
-        futures: list[asyncio.Future[Written]] = []
-        for p, a in zip(prepared, apply, strict=True):
-            future: asyncio.Future[Written] = loop.create_future()
-            self._queue.append(_Pending(p, a, future))
-            futures.append(future)
+        if not prepared:
+            return []
+        call = _Call(loop.create_future(), len(prepared))
+        queue = self._queue
+        for i, (p, a) in enumerate(zip(prepared, apply, strict=True)):
+            queue.append(_Pending(p, a, call, i))
         if self._inflight is None:
             self._send_next()
-        for f in futures:  # gather's answer without its callback per future: a batch is settled at once
-            if f.done():
-                continue
-            try:
-                await f  # not asyncio.wait: no waiter future, set and callbacks per decision
-            except BaseException as exc:
-                if f.done() and not f.cancelled() and exc is f.exception():
-                    continue  # this decision's own error, answered below
-                for g in futures:  # the caller was cancelled: as gather, its futures with it
-                    g.cancel()
-                raise
-        return [asyncio.CancelledError() if f.cancelled() else f.exception() or f.result() for f in futures]
+        # a cancelled caller cancels the call's future: its decisions are stored all the same
+        return await call.future
 
     # ------------------------------------------------------------------ the cycle
     def _ensure_writer(self) -> None:
@@ -169,18 +188,18 @@ class AsyncDecisionCommitter:
         elif status == "full":
             full = StoreFull(reply[1])
             for p in batch:
-                _fail(p.future, full)
+                p.settle(full)
         else:
             error = MemoryStoreError(f"the memory writer could not commit: {reply[1]}")
             for p in batch:
-                _fail(p.future, error)
+                p.settle(error)
         self._send_next()
 
     def _committed(self, batch: list[_Pending], results: list[Written]) -> None:
         if len(results) != len(batch):  # cannot happen: one result per decision; be loud
             error = MemoryStoreError(f"the memory writer answered {len(results)} results for {len(batch)} decisions")
             for p in batch:
-                _fail(p.future, error)
+                p.settle(error)
             return
         self._acknowledge(list(zip(batch, results)))
 
@@ -195,7 +214,7 @@ class AsyncDecisionCommitter:
             except Exception:  # the records are durable; the index catches up from the log later
                 log.exception("applying a committed batch to the in-process index failed")
         for p, e in done:  # a cancelled caller's decision is stored all the same
-            _settle(p.future, e)
+            p.settle(e)
 
     def _writer_lost(self, batch: list[_Pending], exc: MemoryUnavailable) -> None:
         """The child died with ``batch`` in flight (or before it could be sent): look up which of
@@ -239,11 +258,11 @@ class AsyncDecisionCommitter:
         if done:
             self._acknowledge(sorted(done, key=lambda x: x[1]))
         lost = MemoryUnavailable(f"{exc}; the decision was not stored")
-        again = [p for p in batch if p.prepared.decision_id not in stored and not p.future.done()]
+        again = [p for p in batch if p.prepared.decision_id not in stored and not p.done]
         for p in again:
             if p.attempts >= MAX_ATTEMPTS or self._closed:
-                _fail(p.future, lost)
-        for p in reversed([p for p in again if not p.future.done()]):
+                p.settle(lost)
+        for p in reversed([p for p in again if not p.done]):
             self._queue.appendleft(p)
         if resume:
             self._inflight = None
@@ -255,9 +274,9 @@ class AsyncDecisionCommitter:
         try:
             event_id = await self._loop.run_in_executor(None, self.fallback, p.prepared, p.apply)
         except BaseException as exc:
-            _fail(p.future, exc)
+            p.settle(exc)
         else:
-            _settle(p.future, event_id)
+            p.settle(event_id)
 
     def _count(self, n: int) -> None:
         self.stats.commits += 1
@@ -300,18 +319,14 @@ class AsyncDecisionCommitter:
                         self._committed(inflight, reply[1])
                     else:
                         for p in inflight:
-                            _fail(p.future, MemoryUnavailable("the memory engine closed"))
+                            p.settle(MemoryUnavailable("the memory engine closed"))
                 except MemoryUnavailable as exc:
                     self._writer_lost(inflight, exc)
             closed = MemoryUnavailable("the memory engine closed before the decision was stored")
             while self._queue:
-                _fail(self._queue.popleft().future, closed)
+                self._queue.popleft().settle(closed)
         finally:
             self.writer.stop()
-
-
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    _settle(future, exc)
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

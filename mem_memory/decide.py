@@ -10,6 +10,7 @@ index holds); output: the decision record. No I/O, no clock, no lock: the engine
 from __future__ import annotations
 
 import os
+import time as _time
 from collections.abc import Sequence
 
 from mem_memory.config import MemoryConfig
@@ -154,11 +155,17 @@ def _reasoning(
 
 
 def new_decision_ids(n: int) -> list[str]:
-    """``n`` random version-4 UUIDs as ``str(uuid.uuid4())`` writes them, from one read of the
-    OS's randomness (a third of the time of ``uuid4`` one by one; a tenth for a batch, whose
-    digits are placed column by column: each of the 32 hex digits of every id in one slice)."""
+    """``n`` version-7 UUIDs (RFC 9562: the Unix time in ms, then 74 random bits) in the form
+    ``str(uuid.uuid4())`` writes, from one read of the OS's randomness. Time first, so a batch's
+    ids land at the end of the store's indexes on them (``decisions``' key, ``events_subject``)
+    rather than on a random page each: with version 4, a 1,000-decision commit wrote 716 WAL
+    pages on an empty store and 3,299 at 150,000 decisions (inserts + COMMIT 31 -> 92 ms);
+    with version 7, 600 and 1,428. A batch's digits are placed column by column (each of the
+    32 hex digits of every id in one slice)."""
     raw = bytearray(os.urandom(16 * n))
-    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    for k, b in enumerate(int(_time.time() * 1000).to_bytes(6, "big")):
+        raw[k::16] = bytes((b,)) * n
+    raw[6::16] = raw[6::16].translate(_VERSION_7)
     raw[8::16] = raw[8::16].translate(_VARIANT_RFC_4122)
     if n < 64:
         h = raw.hex()
@@ -174,8 +181,8 @@ def new_decision_ids(n: int) -> list[str]:
     return text.decode().split()
 
 
-#: A UUID's 7th byte with the version (4) in its high bits; its 9th with the variant (RFC 4122).
-_VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))
+#: A UUID's 7th byte with the version (7) in its high bits; its 9th with the variant (RFC 4122).
+_VERSION_7 = bytes(b & 0x0F | 0x70 for b in range(256))
 _VARIANT_RFC_4122 = bytes(b & 0x3F | 0x80 for b in range(256))
 #: Where each of a UUID's 32 hex digits goes in its text (8-4-4-4-12 digits, dashes between).
 _DIGIT_PLACES = [i + (i >= 8) + (i >= 12) + (i >= 16) + (i >= 20) for i in range(32)]

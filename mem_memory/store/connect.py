@@ -18,6 +18,13 @@ BUSY_TIMEOUT_MS = 30_000
 
 #: ``PRAGMA max_page_count`` without a cap (SQLite clamps it to its compile-time maximum).
 NO_PAGE_CAP = 4294967294
+#: The writer process's connection (``attach_prepared_writer``). A batch of 1,000 decisions
+#: dirties ~700 pages: SQLite's default 2 MiB cache spilled them into the WAL mid-transaction
+#: (decisions INSERT 7 -> 4.5 ms with 32 MiB), and its default checkpoint at 1,000 WAL pages
+#: ran inside every other COMMIT (17-20 ms against 6-9 without). The writer's checkpoint thread
+#: runs right after a big commit instead (``mem_memory.writer``); the commit's own checkpoint is
+#: left for a WAL that thread could not keep short (8,192 pages: 32 MiB).
+WRITER_PRAGMAS = ("PRAGMA cache_size = -32768", "PRAGMA wal_autocheckpoint = 8192")
 #: Bytes the write probe needs (a few pages beyond what a full store has).
 PROBE_BYTES = 16384
 

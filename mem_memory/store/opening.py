@@ -37,6 +37,7 @@ from mem_memory.lock import StoreLock, file_holders
 from mem_memory.lock import describe as describe_pids
 from mem_memory.store.connect import (
     PROBE_BYTES,
+    WRITER_PRAGMAS,
     _connect,
     _create_private,
     _full,
@@ -232,6 +233,8 @@ class StoreOpening(StoreWrites):
         try:
             if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'decisions'").fetchone()[0] != 1:
                 raise StoreClosed(f"{p} is not a memory store (no decisions table)")
+            for pragma in WRITER_PRAGMAS:
+                conn.execute(pragma)
         except BaseException:
             conn.close()
             lock.release()

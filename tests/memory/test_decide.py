@@ -3,6 +3,7 @@ passes the checks a stored decision must pass (it is built with ``trusted``)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -118,11 +119,16 @@ def test_decide_many_equals_decide_item_by_item(data: st.DataObject, n: int) -> 
     assert batch == alone and repr(batch) == repr(alone)  # repr: -0.0 is not 0.0
 
 
-def test_new_decision_ids_are_distinct_version_4_uuids_as_uuid4_writes_them() -> None:
+def test_new_decision_ids_are_distinct_version_7_uuids_in_time_order() -> None:
+    before = int(time.time() * 1000)
     ids = new_decision_ids(2000)
     assert len(set(ids)) == 2000 and new_decision_ids(0) == []
     for n in (1, 2, 63, 64, 65):  # one by one below 64, column by column from there
         ids += new_decision_ids(n)
+    after = int(time.time() * 1000)
     for i in ids:
         u = uuid.UUID(i)
-        assert (u.version, u.variant, str(u)) == (4, uuid.RFC_4122, i)
+        assert (u.version, u.variant, str(u)) == (7, uuid.RFC_4122, i)
+        assert before <= int.from_bytes(u.bytes[:6], "big") <= after  # the Unix time in ms, first
+    time.sleep(0.002)
+    assert min(new_decision_ids(100)) > max(ids)  # a later batch sorts after: the indexes grow at their end

@@ -138,6 +138,32 @@ def test_a_repeated_decision_id_fails_only_its_own_caller(db: Path) -> None:
     store.close()
 
 
+def test_a_cancelled_caller_leaves_the_others_of_its_batch_answered_and_its_decisions_stored(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    made = [p for _, p in engine._prepare([request(price=100.0 + i) for i in range(30)], [""] * 30)]
+
+    async def main() -> tuple[list, list]:
+        first = asyncio.ensure_future(committer.submit_many(made[:10], [None] * 10))
+        await asyncio.sleep(0)  # sent: in flight
+        gone = asyncio.ensure_future(committer.submit_many(made[10:20], [None] * 10))
+        kept = asyncio.ensure_future(committer.submit_many(made[20:], [None] * 10))
+        await asyncio.sleep(0)  # both queued behind the first: one batch
+        gone.cancel()
+        answered = await kept
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await first, answered
+
+    first, answered = asyncio.run(main())
+    assert all(isinstance(r, int) for r in first + answered), (first, answered)
+    assert answered == sorted(answered) and len(set(answered)) == 10
+    engine.close()
+    assert len(store.decision_event_ids([p.decision_id for p in made])) == 30  # the cancelled ones too
+    store.close()
+
+
 def test_a_killed_writer_loses_no_acknowledged_decision_and_is_replaced(db: Path) -> None:
     store = MemoryStore.open(db)
     engine = MemoryEngine(store, writer_process=True)
@@ -240,6 +266,31 @@ def test_the_writer_copies_the_wal_into_the_database_file_between_commits(db: Pa
     assert held == 16, "the background checkpoint did not copy the committed decisions"
     engine.close()
     store.close()
+
+
+def test_big_batches_leave_a_short_wal_copied_beside_the_commits(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    wal = Path(f"{db}-wal")
+
+    async def main() -> list[int]:
+        sizes = []
+        for k in range(6):  # ~700 WAL pages each: past SQLite's default 1,000 in two
+            made = engine._prepare([request(symbol=f"S{i}", price=100.0 + k) for i in range(1000)], [""] * 1000)
+            results = await committer.submit_many([p for _, p in made], [None] * 1000)
+            assert all(isinstance(r, int) for r in results)
+            await asyncio.sleep(0.3)  # the checkpoint thread copies the batch meanwhile
+            sizes.append(wal.stat().st_size)
+        return sizes
+
+    sizes = asyncio.run(main())
+    engine.close()
+    assert store.counts()["decisions"] == 6000
+    store.close()
+    # the commits never checkpoint (wal_autocheckpoint is 8,192 pages in the writer), the thread
+    # does: each commit restarts the copied WAL, which stays one batch long
+    assert max(sizes) < 2 * min(sizes), sizes
 
 
 def test_close_stops_the_writer_and_later_calls_fail_clearly(db: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from mem_serving.api import pb
 from mem_serving.candles import ShortHistory
 from mem_serving.handlers import UNLIMITED, Handlers
 from mem_serving.model_provider import ModelProvider
-from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX
+from mem_serving.server import LOOP_THREAD_NAME, WORKER_THREAD_PREFIX, YOUNG_GC_THRESHOLD, settle_heap
 from mem_serving.settings import ServingSettings
 from mem_serving.types import CandleBlock, EnhanceQuery, MLInput, PredictQuery
 
@@ -236,3 +237,14 @@ def test_a_killed_memory_writer_is_replaced_without_a_failed_call(stack: Stack, 
     assert len(stack.engine.store.decision_event_ids(ids)) == 20  # every answered decision is stored
     health = health_pb2_grpc.HealthStub(stack.channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_settle_heap_freezes_start_up_and_collects_young_objects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
