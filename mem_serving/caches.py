@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -27,13 +27,19 @@ class TTLCache(Generic[V]):
         return None if item is None or item[0] <= self._clock() else item[1]
 
     def put(self, key: Hashable, value: V) -> None:
+        self.put_many(((key, value),))
+
+    def put_many(self, items: Iterable[tuple[Hashable, V]]) -> None:
+        """``put`` of each (key, value) in order, under one lock and one clock read."""
         if self.ttl_s <= 0:
             return
         with self._lock:
-            self._items[key] = (self._clock() + self.ttl_s, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            entries, expires = self._items, self._clock() + self.ttl_s
+            for key, value in items:
+                entries[key] = (expires, value)
+                entries.move_to_end(key)
+            while len(entries) > self.max_items:
+                entries.popitem(last=False)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
         value = self.get(key)
@@ -58,12 +64,16 @@ class NewestPerKey(Generic[V]):
     def __init__(self, ttl_s: float, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._cache: TTLCache[tuple[Hashable, V]] = TTLCache(ttl_s, max_keys, clock)
 
-    def get(self, key: Hashable, version: Hashable) -> V | None:
-        item = self._cache.get(key)
-        return None if item is None or item[0] != version else item[1]
+    def get_many(self, keys: Sequence[Hashable], versions: Sequence[Hashable]) -> list[V | None]:
+        """Per key, its value when stored for that version and not expired (one clock read)."""
+        get, now = self._cache._items.get, self._cache._clock()
+        return [
+            None if (item := get(k)) is None or item[0] <= now or item[1][0] != v else item[1][1]
+            for k, v in zip(keys, versions, strict=True)
+        ]
 
-    def put(self, key: Hashable, version: Hashable, value: V) -> None:
-        self._cache.put(key, (version, value))
+    def put_many(self, keys: Sequence[Hashable], versions: Sequence[Hashable], values: Sequence[V]) -> None:
+        self._cache.put_many(zip(keys, zip(versions, values, strict=True), strict=True))
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -56,14 +56,17 @@ NO_FUTURE = FutureLimit()
 # ---- validation helpers ------------------------------------------------------------------
 
 
-def symbol(value: str, field: str = "symbol", _good: set[str] = set()) -> str:  # noqa: B006  # the cache
-    """The symbol rule of the whole system (``mem_memory.symbols``), as an ``InvalidArgument``;
-    ``_good`` remembers up to 65,536 symbols that passed it unchanged (the same ones every candle)."""
-    problem = None if value in _good else symbol_problem(value)
+#: Up to 65,536 symbols that passed the rule unchanged (the same ones every candle).
+_GOOD_SYMBOLS: set[str] = set()
+
+
+def symbol(value: str, field: str = "symbol") -> str:
+    """The symbol rule of the whole system (``mem_memory.symbols``), as an ``InvalidArgument``."""
+    problem = None if value in _GOOD_SYMBOLS else symbol_problem(value)
     if problem is not None:
         raise InvalidArgument(field, problem)
-    if len(_good) < 65536 and value == value.strip():
-        _good.add(value)
+    if len(_GOOD_SYMBOLS) < 65536 and value == value.strip():
+        _GOOD_SYMBOLS.add(value)
     return value.strip()
 
 
@@ -250,14 +253,22 @@ def predict_query(req: pb.PredictReversalRequest, max_candles: int, limit: Futur
 
 
 def enhance_query(
-    req: pb.EnhanceSignalRequest, max_candles: int, limit: FutureLimit = NO_FUTURE, now: datetime | None = None
+    req: pb.EnhanceSignalRequest,
+    max_candles: int,
+    limit: FutureLimit = NO_FUTURE,
+    now: datetime | None = None,
+    block: CandleBlock | None = None,
 ) -> EnhanceQuery:
     """The request record of ``req``; an unset ``time`` is ``now`` (default: the clock now; a
-    batch reads it once), which no limit refuses."""
-    sym = symbol(req.symbol)
-    act = action(req.action)
-    base = probability(req.base_confidence, "base_confidence")
-    price_ = price(req.price, "price")
+    batch reads it once), which no limit refuses. ``block``: its candles, checked already (a
+    batch's one-candle items: ``enhance_queries``). The common values pass one comparison; the
+    others go through the field's check, which names the problem."""
+    sym = req.symbol
+    sym = sym if sym in _GOOD_SYMBOLS else symbol(sym)
+    act = ACTIONS.get(req.action) or action(req.action)
+    base, price_ = req.base_confidence, req.price
+    base = base if 0.0 <= base <= 1.0 else probability(base, "base_confidence")
+    price_ = price_ if MIN_PRICE <= price_ <= MAX_PRICE else price(price_, "price")
     if req.HasField("time"):
         when = not_ahead(timestamp(req.time, "time", has=True, default=None), "time", limit)
     else:
@@ -275,7 +286,9 @@ def enhance_query(
         if len(mc) > MAX_CONTEXT_ITEMS:
             raise InvalidArgument("market_context", f"at most {MAX_CONTEXT_ITEMS} entries")
         context = {text(k, "market_context", 64): text(v, f"market_context[{k}]") for k, v in mc.items()}
-    strategy, block = text(req.strategy, "strategy", 128), candles(req.candles, max_candles, limit=limit)
+    strategy = text(req.strategy, "strategy", 128)
+    if block is None:
+        block = candles(req.candles, max_candles, limit=limit)
     session, rid = text(req.session_id, "session_id", 128), req.request_id  # checked in the fields' order
     ids = (request_id(rid), request_fingerprint(req)) if rid else ("", "")
     return EnhanceQuery(sym, act, base, price_, when, strategy, ml, block, context, session, *ids)
@@ -287,21 +300,65 @@ def request_fingerprint(req: Any) -> str:
     return fingerprint(req.SerializeToString(deterministic=True)) if req.request_id else ""
 
 
+#: Stands in for a batch item's one candle until ``enhance_queries`` checked them all.
+_LATER = CandleBlock.empty()
+
+
 def enhance_queries(
     req: pb.EnhanceSignalsRequest, max_candles: int, max_items: int, limit: FutureLimit = NO_FUTURE
 ) -> list[EnhanceQuery | Exception]:
     """Each item of a batch as ``enhance_query`` makes it, or its validation error (an item's
-    error is its own answer)."""
-    if len(req.requests) > max_items:
-        raise InvalidArgument("requests", f"at most {max_items} requests per call, got {len(req.requests)}")
+    error is its own answer). The items with one candle (the candle close) have their candles
+    read into columns and checked together; an item whose candle fails is parsed again alone,
+    for the error ``enhance_query`` names."""
+    items = req.requests
+    if len(items) > max_items:
+        raise InvalidArgument("requests", f"at most {max_items} requests per call, got {len(items)}")
     out: list[EnhanceQuery | Exception] = []
-    now = now_utc()
-    for item in req.requests:
+    now, latest_ms = now_utc(), limit.latest_ms()
+    ones: list[int] = []  # the items of one candle, whose values follow
+    secs, nanos, rows = list[int](), list[int](), list[tuple[float, ...]]()
+    for item in items:
         try:
-            out.append(enhance_query(item, max_candles, limit, now))
+            if len(cs := item.candles) == 1 and max_candles >= 1:
+                c = cs[0]
+                t = c.ts
+                secs.append(t.seconds)
+                nanos.append(t.nanos)
+                rows.append((c.open, c.high, c.low, c.close, c.volume))
+                ones.append(len(out))
+                out.append(enhance_query(item, max_candles, limit, now, _LATER))
+            else:
+                out.append(enhance_query(item, max_candles, limit, now))
         except InvalidArgument as exc:  # as EnhanceSignal answers that request alone
             out.append(exc)
+    if ones:
+        ts_ms, ohlcv, good = _one_candles(secs, nanos, rows, latest_ms)
+        for k, i in enumerate(ones):
+            q = out[i]
+            if not good[k]:
+                try:
+                    out[i] = enhance_query(items[i], max_candles, limit, now)
+                except InvalidArgument as exc:
+                    out[i] = exc
+            elif isinstance(q, EnhanceQuery):
+                q.candles = CandleBlock(ts_ms[k : k + 1], ohlcv[k : k + 1])
     return out
+
+
+def _one_candles(
+    secs: list[int], nanos: list[int], rows: list[tuple[float, ...]], latest_ms: int
+) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """One candle per item as columns: open times (ms), OHLCV rows, and whether each passes
+    every check of ``candles`` (``latest_ms``: the newest time accepted)."""
+    s, ns = np.array(secs, dtype=np.int64), np.array(nanos, dtype=np.int64)
+    ohlcv = np.array(rows, dtype=np.float64)
+    good = (s > 0) & (s <= _MAX_SECONDS) & (ns >= 0) & (ns < 1_000_000_000)
+    ts_ms = np.where(good, s, 0) * 1000 + np.where(good, ns, 0) // 1_000_000
+    o, h, lo, c, v = ohlcv.T
+    good &= (ts_ms <= latest_ms) & np.isfinite(ohlcv).all(axis=1) & (lo >= MIN_PRICE) & (h <= MAX_PRICE)
+    good &= (h >= lo) & (lo <= o) & (o <= h) & (lo <= c) & (c <= h) & (v >= 0)
+    return ts_ms, ohlcv, good.tolist()
 
 
 def push_query(

@@ -246,12 +246,12 @@ class Handlers:
         with h.lock:
             ends, lengths, ts_ms, rows, before = h.newest(slots, TREND_LOOKBACK)
             ts, up = ts_ms.tolist(), (rows[:, 3] >= before).tolist()
+            keys = [(t, tuple(row), version) for t, row in zip(ts, rows.tolist())]  # the newest candle, the model
             misses: list[int] = []
-            keys = list(zip(ts, map(tuple, rows.tolist())))
-            for k, (symbol, n) in enumerate(zip(symbols, lengths.tolist())):
+            for k, (n, cached) in enumerate(zip(lengths.tolist(), self.predictions.get_many(symbols, keys))):
                 if n < need:
-                    out[k] = ShortHistory(symbol, n, need)
-                elif (cached := self.predictions.get(symbol, (keys[k], version))) is not None:
+                    out[k] = ShortHistory(symbols[k], n, need)
+                elif cached is not None:
                     out[k] = cached
                 else:
                     misses.append(k)
@@ -289,16 +289,19 @@ class Handlers:
         cols, bad, lo, hi = ranges
         within = matrix[:, cols]
         outside = ~((within >= lo) & (within <= hi))
-        flagged = set(np.flatnonzero(outside.any(axis=1)).tolist())
-        threshold, observe = self.settings.reversal_threshold, self.metrics.predicted_probability.observe
+        oor = {
+            r: tuple(bad[j] for j in np.flatnonzero(outside[r])) for r in np.flatnonzero(outside.any(axis=1)).tolist()
+        }
+        if probabilities:
+            self.metrics.predictions(probabilities, list(oor.values()))
+        threshold, made = self.settings.reversal_threshold, list[Prediction]()
         for r, (k, values, p) in enumerate(zip(ok, matrix.tolist(), probabilities)):
-            oor = tuple(bad[j] for j in np.flatnonzero(outside[r])) if r in flagged else ()
-            self.metrics.prediction(p, oor) if oor else observe(p)
             features = dict(zip(names, values))
             out[k] = prediction = Prediction(
-                symbols[k], p >= threshold, p, _DIRECTIONS[up[k]], version, oor, ts[k], features
+                symbols[k], p >= threshold, p, _DIRECTIONS[up[k]], version, oor.get(r, ()), ts[k], features
             )
-            self.predictions.put(symbols[k], (keys[k], version), prediction)
+            made.append(prediction)
+        self.predictions.put_many([symbols[k] for k in ok], [keys[k] for k in ok], made)
         return out  # type: ignore[return-value]
 
     def _snapshots(self, items: Sequence[tuple[str, CandleBlock | None]], budget: Budget) -> list[dict[str, float]]:
@@ -479,6 +482,8 @@ class Handlers:
 def _rounds(symbols: Sequence[str]) -> list[list[int]]:
     """Item indices in rounds: round r holds every symbol's r-th item (one round when no symbol
     repeats), so an item's features see its own candles and those of the items before it."""
+    if len(set(symbols)) == len(symbols):  # the common batch: one round
+        return [list(range(len(symbols)))] if symbols else []
     seen: dict[str, int] = {}
     rounds: list[list[int]] = []
     for i, symbol in enumerate(symbols):
