@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -23,8 +23,12 @@ class TTLCache(Generic[V]):
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> V | None:
-        item = self._items.get(key)
-        return None if item is None or item[0] <= self._clock() else item[1]
+        return self.get_many((key,))[0]
+
+    def get_many(self, keys: Iterable[Hashable]) -> list[V | None]:
+        """``get`` of each key, with one clock read."""
+        get, now = self._items.get, self._clock()
+        return [None if (item := get(key)) is None or item[0] <= now else item[1] for key in keys]
 
     def put(self, key: Hashable, value: V) -> None:
         self.put_many(((key, value),))
@@ -54,26 +58,3 @@ class TTLCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-class NewestPerKey(Generic[V]):
-    """One value per key, for one version of it (e.g. per symbol, for its newest candle and the
-    model): a lookup hits only that version; storing another version replaces it. At most
-    ``max_keys`` keys (the least recently stored is evicted); entries expire after ``ttl_s``."""
-
-    def __init__(self, ttl_s: float, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._cache: TTLCache[tuple[Hashable, V]] = TTLCache(ttl_s, max_keys, clock)
-
-    def get_many(self, keys: Sequence[Hashable], versions: Sequence[Hashable]) -> list[V | None]:
-        """Per key, its value when stored for that version and not expired (one clock read)."""
-        get, now = self._cache._items.get, self._cache._clock()
-        return [
-            None if (item := get(k)) is None or item[0] <= now or item[1][0] != v else item[1][1]
-            for k, v in zip(keys, versions, strict=True)
-        ]
-
-    def put_many(self, keys: Sequence[Hashable], versions: Sequence[Hashable], values: Sequence[V]) -> None:
-        self._cache.put_many(zip(keys, zip(versions, values, strict=True), strict=True))
-
-    def __len__(self) -> int:
-        return len(self._cache)

@@ -93,8 +93,6 @@ class CandleHistory:
             s = self.slots.get(symbol)
             return self._tail(s, int(self.n[s])) if s is not None and self.n[s] else None
 
-    get = held
-
     def newest(self, slots: np.ndarray, back: int = 0) -> tuple[np.ndarray, ...]:
         """Per slot, in one compiled pass: the end of its newest run in its ring (``head + n``,
         not wrapped) and the run's length (at most ``view``): what ``newest_ring`` reads; the

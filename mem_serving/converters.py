@@ -51,13 +51,11 @@ DIRECTIONS = {pb.DIRECTION_BULLISH: "bullish", pb.DIRECTION_BEARISH: "bearish"}
 DIRECTION_ENUMS = {v: k for k, v in DIRECTIONS.items()}
 #: Times more than one candle interval plus the default clock skew ahead of now are refused.
 NO_FUTURE = FutureLimit()
+_GOOD_SYMBOLS: set[str] = set()  # up to 65,536 symbols that passed the rule unchanged (the same every candle)
+_LATER = CandleBlock.empty()  # a batch item's one candle, until the batch's columns are made
 
 
 # ---- validation helpers ------------------------------------------------------------------
-
-
-#: Up to 65,536 symbols that passed the rule unchanged (the same ones every candle).
-_GOOD_SYMBOLS: set[str] = set()
 
 
 def symbol(value: str, field: str = "symbol") -> str:
@@ -163,6 +161,17 @@ def not_ahead(value: datetime, field: str, limit: FutureLimit) -> datetime:
 # ---- candles -----------------------------------------------------------------------------
 
 
+def _one_row(c: pb.Candle, latest_ms: int) -> tuple[Any, ...] | None:
+    """A candle's open time (ms) and OHLCV when it passes every check of ``candles`` (opened
+    by ``latest_ms``), else None. (Prices within the bounds are finite, so is 0 <= volume < inf.)"""
+    t = c.ts
+    s, ns, o, h, lo, cl, v = t.seconds, t.nanos, c.open, c.high, c.low, c.close, c.volume
+    if 0 < s <= _MAX_SECONDS and 0 <= ns < 1_000_000_000 and (ms := s * 1000 + ns // 1_000_000) <= latest_ms:
+        if MIN_PRICE <= lo <= o <= h <= MAX_PRICE and lo <= cl <= h and 0 <= v < math.inf:
+            return ms, o, h, lo, cl, v
+    return None
+
+
 def candles(items: Any, max_candles: int, field: str = "candles", limit: FutureLimit = NO_FUTURE) -> CandleBlock | None:
     """Repeated Candle -> CandleBlock (None when empty). Checks every value (times from the
     future: ``limit``); names the first bad one."""
@@ -171,32 +180,8 @@ def candles(items: Any, max_candles: int, field: str = "candles", limit: FutureL
         return None
     if n > max_candles:
         raise InvalidArgument(field, f"at most {max_candles} candles per request, got {n}")
-    if n == 1:  # the hot path (one new candle): the same checks on Python floats, no numpy
-        c = items[0]
-        t = c.ts
-        s, ns = t.seconds, t.nanos
-        o, h, lo, cl, v = c.open, c.high, c.low, c.close, c.volume
-        isfinite = math.isfinite
-        if (
-            0 < s <= _MAX_SECONDS
-            and 0 <= ns < 1_000_000_000
-            and s * 1000 + ns // 1_000_000 <= limit.latest_ms()
-            and isfinite(o)
-            and isfinite(h)
-            and isfinite(lo)
-            and isfinite(cl)
-            and isfinite(v)
-            and lo >= MIN_PRICE
-            and h <= MAX_PRICE
-            and h >= lo
-            and lo <= o <= h
-            and lo <= cl <= h
-            and v >= 0
-        ):
-            return CandleBlock(
-                np.array([s * 1000 + ns // 1_000_000], dtype=np.int64), np.array([[o, h, lo, cl, v]], dtype=np.float64)
-            )
-        # else: the general path below names the first bad field
+    if n == 1 and (row := _one_row(items[0], limit.latest_ms())) is not None:  # the hot path: no numpy checks
+        return CandleBlock(np.array(row[:1], dtype=np.int64), np.array([row[1:]], dtype=np.float64))
     secs = np.empty(n, dtype=np.int64)
     nanos = np.empty(n, dtype=np.int64)
     ohlcv = np.empty((n, 5), dtype=np.float64)
@@ -260,9 +245,8 @@ def enhance_query(
     block: CandleBlock | None = None,
 ) -> EnhanceQuery:
     """The request record of ``req``; an unset ``time`` is ``now`` (default: the clock now; a
-    batch reads it once), which no limit refuses. ``block``: its candles, checked already (a
-    batch's one-candle items: ``enhance_queries``). The common values pass one comparison; the
-    others go through the field's check, which names the problem."""
+    batch reads it once), which no limit refuses; ``block``: its candles, checked already. A
+    common value passes one comparison; the others go through the check that names the problem."""
     sym = req.symbol
     sym = sym if sym in _GOOD_SYMBOLS else symbol(sym)
     act = ACTIONS.get(req.action) or action(req.action)
@@ -300,65 +284,35 @@ def request_fingerprint(req: Any) -> str:
     return fingerprint(req.SerializeToString(deterministic=True)) if req.request_id else ""
 
 
-#: Stands in for a batch item's one candle until ``enhance_queries`` checked them all.
-_LATER = CandleBlock.empty()
-
-
 def enhance_queries(
     req: pb.EnhanceSignalsRequest, max_candles: int, max_items: int, limit: FutureLimit = NO_FUTURE
 ) -> list[EnhanceQuery | Exception]:
     """Each item of a batch as ``enhance_query`` makes it, or its validation error (an item's
-    error is its own answer). The items with one candle (the candle close) have their candles
-    read into columns and checked together; an item whose candle fails is parsed again alone,
-    for the error ``enhance_query`` names."""
+    error is its own answer). The good one-candle items (the candle close) have their candles
+    read into two columns for the batch."""
     items = req.requests
     if len(items) > max_items:
         raise InvalidArgument("requests", f"at most {max_items} requests per call, got {len(items)}")
     out: list[EnhanceQuery | Exception] = []
     now, latest_ms = now_utc(), limit.latest_ms()
-    ones: list[int] = []  # the items of one candle, whose values follow
-    secs, nanos, rows = list[int](), list[int](), list[tuple[float, ...]]()
+    ones, rows = list[int](), list[tuple[Any, ...]]()  # the items of one good candle, its values
     for item in items:
         try:
-            if len(cs := item.candles) == 1 and max_candles >= 1:
-                c = cs[0]
-                t = c.ts
-                secs.append(t.seconds)
-                nanos.append(t.nanos)
-                rows.append((c.open, c.high, c.low, c.close, c.volume))
-                ones.append(len(out))
-                out.append(enhance_query(item, max_candles, limit, now, _LATER))
-            else:
+            if len(cs := item.candles) != 1 or max_candles < 1 or (row := _one_row(cs[0], latest_ms)) is None:
                 out.append(enhance_query(item, max_candles, limit, now))
+                continue
+            ones.append(len(out))
+            rows.append(row)
+            out.append(enhance_query(item, max_candles, limit, now, _LATER))
         except InvalidArgument as exc:  # as EnhanceSignal answers that request alone
             out.append(exc)
     if ones:
-        ts_ms, ohlcv, good = _one_candles(secs, nanos, rows, latest_ms)
+        columns = np.array(rows, dtype=np.float64)
+        ts_ms, ohlcv = columns[:, 0].astype(np.int64), np.ascontiguousarray(columns[:, 1:])
         for k, i in enumerate(ones):
-            q = out[i]
-            if not good[k]:
-                try:
-                    out[i] = enhance_query(items[i], max_candles, limit, now)
-                except InvalidArgument as exc:
-                    out[i] = exc
-            elif isinstance(q, EnhanceQuery):
+            if isinstance(q := out[i], EnhanceQuery):
                 q.candles = CandleBlock(ts_ms[k : k + 1], ohlcv[k : k + 1])
     return out
-
-
-def _one_candles(
-    secs: list[int], nanos: list[int], rows: list[tuple[float, ...]], latest_ms: int
-) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-    """One candle per item as columns: open times (ms), OHLCV rows, and whether each passes
-    every check of ``candles`` (``latest_ms``: the newest time accepted)."""
-    s, ns = np.array(secs, dtype=np.int64), np.array(nanos, dtype=np.int64)
-    ohlcv = np.array(rows, dtype=np.float64)
-    good = (s > 0) & (s <= _MAX_SECONDS) & (ns >= 0) & (ns < 1_000_000_000)
-    ts_ms = np.where(good, s, 0) * 1000 + np.where(good, ns, 0) // 1_000_000
-    o, h, lo, c, v = ohlcv.T
-    good &= (ts_ms <= latest_ms) & np.isfinite(ohlcv).all(axis=1) & (lo >= MIN_PRICE) & (h <= MAX_PRICE)
-    good &= (h >= lo) & (lo <= o) & (o <= h) & (lo <= c) & (c <= h) & (v >= 0)
-    return ts_ms, ohlcv, good.tolist()
 
 
 def push_query(
@@ -426,32 +380,36 @@ def _as_float_map(values: Mapping[str, Any]) -> dict[str, float]:
 # ---- memory records -> replies ---------------------------------------------------------------
 
 
-def signal_fields(result: EnhanceResult) -> dict[str, Any]:
+def signal_fields(result: EnhanceResult, _time: list[tuple[Any, Any]] = [(None, None)]) -> dict[str, Any]:  # noqa: B006
     """The fields of ``result``'s ``EnhancedSignal`` as a dict (a batch's reply is built from
-    these in one pass, ~3x faster than message objects copied into their results)."""
+    these in one pass, ~3x faster than message objects copied into their results). The
+    decision's values are typed already; ``_time``: the last time converted (a batch's items
+    share one)."""
     d = result.decision  # for a repeated request id, the first call's decision: its symbol and time
+    if (memo := _time[0])[0] is not d.time:
+        memo = _time[0] = (d.time, _ts_fields(d.time))
     fields: dict[str, Any] = {
-        "decision_id": str(d.decision_id),
-        "action": ACTION_ENUMS.get(str(d.action).upper(), pb.ACTION_UNSPECIFIED),
+        "decision_id": d.decision_id,
+        "action": ACTION_ENUMS.get(d.action) or ACTION_ENUMS.get(str(d.action).upper(), pb.ACTION_UNSPECIFIED),
         "symbol": d.symbol,
-        "confidence": float(d.confidence),
-        "size": float(d.size),
-        "stop_loss": float(d.stop_loss),
-        "take_profit": float(d.take_profit),
-        "reasoning": str(d.reasoning),
-        "base_confidence": float(d.base_confidence),
-        "learned_strategy": str(d.learned_strategy or ""),
-        "model_version": str(d.model_version or result.model_version or ""),
-        "time": _ts_fields(d.time),
+        "confidence": d.confidence,
+        "size": d.size,
+        "stop_loss": d.stop_loss,
+        "take_profit": d.take_profit,
+        "reasoning": d.reasoning,
+        "base_confidence": d.base_confidence,
+        "learned_strategy": d.learned_strategy or "",
+        "model_version": d.model_version or result.model_version or "",
+        "time": memo[1],
         "replayed": result.replayed,
     }
     if d.ml_confidence is not None:
-        fields["ml_confidence"] = float(d.ml_confidence)
+        fields["ml_confidence"] = d.ml_confidence
     else:
         fields["ml_absent"] = True
         fields["ml_absent_reason"] = result.ml_absent_reason
     if d.memory_confidence is not None:
-        fields["memory_confidence"] = float(d.memory_confidence)
+        fields["memory_confidence"] = d.memory_confidence
     return fields
 
 

@@ -130,9 +130,6 @@ class ServingMetrics:
             for code in CODES:
                 self.requests.labels(method, code)
 
-    def decision(self, action: str) -> None:
-        self.decisions.labels(action).inc()
-
     def predictions(self, probabilities: Sequence[float], out_of_range: Sequence[Sequence[str]]) -> None:
         """Computed predictions: their probabilities and, of those with some, the features outside
         the training range. The histogram gets what ``observe`` of each would add (prometheus_client

@@ -198,8 +198,7 @@ def test_every_dashboard_and_alert_query_names_an_exported_metric(
 
 def test_counters_replace_windowed_gauges() -> None:
     metrics = ServingMetrics()
-    metrics.decision("BUY")
-    metrics.decision("BUY")
+    metrics.decisions.labels("BUY").inc(2)
     assert metrics.registry.get_sample_value("mem_decisions_total", {"action": "BUY"}) == 2.0
     assert metrics.registry.get_sample_value("mem_decisions_last_hour") is None
     metrics.predictions([0.42, 0.91], [["rsi", "macd"]])

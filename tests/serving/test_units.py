@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mem_serving import converters as conv
 from mem_serving.api import pb
-from mem_serving.caches import NewestPerKey, TTLCache
+from mem_serving.caches import TTLCache
 from mem_serving.errors import InvalidArgument
 
 STEP = 300_000
@@ -186,16 +186,11 @@ def test_the_model_cache_folder_comes_from_the_environment(tmp_path: Path) -> No
 
 def test_the_prediction_cache_holds_one_entry_per_symbol_however_many_candles_arrive() -> None:
     now = [0.0]
-    cache: NewestPerKey[int] = NewestPerKey(ttl_s=60, max_keys=3, clock=lambda: now[0])
+    cache: TTLCache[tuple[int, int]] = TTLCache(ttl_s=60, max_items=3, clock=lambda: now[0])
     for candle in range(10_000):  # a new candle per call: each replaces the symbol's entry
-        cache.put_many(["BTCUSDT"], [(candle, "v1")], [candle])
-    assert len(cache) == 1 and cache.get_many(["BTCUSDT"], [(9_999, "v1")]) == [9_999]
-    assert cache.get_many(["BTCUSDT"] * 2, [(9_998, "v1"), (9_999, "v2")]) == [None, None]  # other candle, other model
-    cache.put_many(["A", "B", "C"], [(0, "v1")] * 3, [0, 1, 2])
-    assert len(cache) == 3 and cache.get_many(["BTCUSDT", "A", "C"], [(9_999, "v1"), (0, "v1"), (0, "v1")]) == [
-        None,  # the least recently stored symbol went
-        0,
-        2,
-    ]
+        cache.put_many([("BTCUSDT", (candle, candle))])
+    assert len(cache) == 1 and cache.get_many(["BTCUSDT", "ETHUSDT"]) == [(9_999, 9_999), None]
+    cache.put_many((s, (0, i)) for i, s in enumerate(("A", "B", "C")))
+    assert len(cache) == 3 and cache.get_many(["BTCUSDT", "A", "C"]) == [None, (0, 0), (0, 2)]  # the oldest stored went
     now[0] = 61
-    assert cache.get_many(["C"], [(0, "v1")]) == [None]  # expired
+    assert cache.get_many(["C"]) == [None]  # expired
