@@ -22,9 +22,6 @@ class TTLCache(Generic[V]):
         self._items: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> V | None:
-        return self.get_many((key,))[0]
-
     def get_many(self, keys: Iterable[Hashable]) -> list[V | None]:
         """``get`` of each key, with one clock read."""
         get, now = self._items.get, self._clock()
@@ -46,7 +43,7 @@ class TTLCache(Generic[V]):
                 entries.popitem(last=False)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
-        value = self.get(key)
+        (value,) = self.get_many((key,))
         if value is None:
             value = compute()
             self.put(key, value)

@@ -132,7 +132,10 @@ class CandleHistory:
             if ones:  # a one-candle item newer than the newest held (of a held symbol) is appended
                 at = slots[ones]
                 ts = np.concatenate([blocks[i].ts_ms for i in ones])  # type: ignore[union-attr]
-                newer = ((self.n[at] > 0) & (ts > self.last[at])).tolist()
+                if len(ones) < 4:  # a few (EnhanceSignal): numpy scalars cost less than its vector calls
+                    newer = [bool(self.n[s] and t > self.last[s]) for s, t in zip(at.tolist(), ts.tolist())]
+                else:
+                    newer = ((self.n[at] > 0) & (ts > self.last[at])).tolist()
                 fast = [i for i, new in zip(ones, newer) if new]
                 if len(fast) < len(ones):
                     slow = sorted(slow + [i for i, new in zip(ones, newer) if not new])

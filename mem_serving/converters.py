@@ -287,9 +287,8 @@ def request_fingerprint(req: Any) -> str:
 def enhance_queries(
     req: pb.EnhanceSignalsRequest, max_candles: int, max_items: int, limit: FutureLimit = NO_FUTURE
 ) -> list[EnhanceQuery | Exception]:
-    """Each item of a batch as ``enhance_query`` makes it, or its validation error (an item's
-    error is its own answer). The good one-candle items (the candle close) have their candles
-    read into two columns for the batch."""
+    """Each item of a batch as ``enhance_query`` makes it, or its validation error (an item's error is
+    its own answer); the candles of the good one-candle items (the candle close) read into two columns."""
     items = req.requests
     if len(items) > max_items:
         raise InvalidArgument("requests", f"at most {max_items} requests per call, got {len(items)}")

@@ -148,11 +148,12 @@ def test_ttl_cache_expires_and_clears() -> None:
     now = [0.0]
     cache: TTLCache[int] = TTLCache(ttl_s=60, max_items=2, clock=lambda: now[0])
     cache.put("a", 1)
-    assert cache.get("a") == 1
+    assert cache.get_many(["a"]) == [1]
     now[0] = 61
-    assert cache.get("a") is None
+    assert cache.get_many(["a"]) == [None]
     cache.put("a", 1), cache.put("b", 2), cache.put("c", 3)
-    assert cache.get("a") is None and cache.get("c") == 3  # evicted beyond max_items
+    assert cache.get_many(["a", "c"]) == [None, 3]  # evicted beyond max_items
+    assert cache.get_or_compute("d", lambda: 4) == 4 and cache.get_or_compute("d", lambda: 5) == 4
     cache.clear()
     assert len(cache) == 0
 
