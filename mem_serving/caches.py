@@ -27,9 +27,6 @@ class TTLCache(Generic[V]):
         get, now = self._items.get, self._clock()
         return [None if (item := get(key)) is None or item[0] <= now else item[1] for key in keys]
 
-    def put(self, key: Hashable, value: V) -> None:
-        self.put_many(((key, value),))
-
     def put_many(self, items: Iterable[tuple[Hashable, V]]) -> None:
         """``put`` of each (key, value) in order, under one lock and one clock read."""
         if self.ttl_s <= 0:
@@ -46,7 +43,7 @@ class TTLCache(Generic[V]):
         (value,) = self.get_many((key,))
         if value is None:
             value = compute()
-            self.put(key, value)
+            self.put_many(((key, value),))
         return value
 
     def clear(self) -> None:

@@ -244,9 +244,8 @@ def enhance_query(
     now: datetime | None = None,
     block: CandleBlock | None = None,
 ) -> EnhanceQuery:
-    """The request record of ``req``; an unset ``time`` is ``now`` (default: the clock now; a
-    batch reads it once), which no limit refuses; ``block``: its candles, checked already. A
-    common value passes one comparison; the others go through the check that names the problem."""
+    """The request record of ``req`` (an unset ``time`` is ``now``, default the clock, which no limit refuses;
+    ``block``: its candles, checked already). A common value passes one comparison, others the named check."""
     sym = req.symbol
     sym = sym if sym in _GOOD_SYMBOLS else symbol(sym)
     act = ACTIONS.get(req.action) or action(req.action)
@@ -294,7 +293,8 @@ def enhance_queries(
         raise InvalidArgument("requests", f"at most {max_items} requests per call, got {len(items)}")
     out: list[EnhanceQuery | Exception] = []
     now, latest_ms = now_utc(), limit.latest_ms()
-    ones, rows = list[int](), list[tuple[Any, ...]]()  # the items of one good candle, its values
+    ones: list[int] = []  # the items of one good candle, and its values
+    rows: list[tuple[Any, ...]] = []
     for item in items:
         try:
             if len(cs := item.candles) != 1 or max_candles < 1 or (row := _one_row(cs[0], latest_ms)) is None:

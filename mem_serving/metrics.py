@@ -140,8 +140,7 @@ class ServingMetrics:
         else:  # prometheus_client has no batch observe; observe's bucket: the first bound >= p
             at = np.searchsorted(hist._upper_bounds, probabilities)
             for i, count in enumerate(np.bincount(at, minlength=len(hist._buckets) + 1)[:-1].tolist()):
-                if count:
-                    hist._buckets[i].inc(count)
+                hist._buckets[i].inc(count)
             hist._sum.set(functools.reduce(operator.add, probabilities, hist._sum.get()))
         if out_of_range:
             self.out_of_range_predictions.inc(len(out_of_range))

@@ -147,11 +147,11 @@ def test_a_batch_parses_each_item_as_enhance_query_does() -> None:
 def test_ttl_cache_expires_and_clears() -> None:
     now = [0.0]
     cache: TTLCache[int] = TTLCache(ttl_s=60, max_items=2, clock=lambda: now[0])
-    cache.put("a", 1)
+    cache.put_many([("a", 1)])
     assert cache.get_many(["a"]) == [1]
     now[0] = 61
     assert cache.get_many(["a"]) == [None]
-    cache.put("a", 1), cache.put("b", 2), cache.put("c", 3)
+    cache.put_many([("a", 1), ("b", 2), ("c", 3)])
     assert cache.get_many(["a", "c"]) == [None, 3]  # evicted beyond max_items
     assert cache.get_or_compute("d", lambda: 4) == 4 and cache.get_or_compute("d", lambda: 5) == 4
     cache.clear()
