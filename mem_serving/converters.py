@@ -269,11 +269,11 @@ def enhance_query(
         if len(mc) > MAX_CONTEXT_ITEMS:
             raise InvalidArgument("market_context", f"at most {MAX_CONTEXT_ITEMS} entries")
         context = {text(k, "market_context", 64): text(v, f"market_context[{k}]") for k, v in mc.items()}
-    strategy = text(req.strategy, "strategy", 128)
+    strategy = s if len(s := req.strategy) <= 128 else text(s, "strategy", 128)
     if block is None:
         block = candles(req.candles, max_candles, limit=limit)
-    session, rid = text(req.session_id, "session_id", 128), req.request_id  # checked in the fields' order
-    ids = (request_id(rid), request_fingerprint(req)) if rid else ("", "")
+    session = s if len(s := req.session_id) <= 128 else text(s, "session_id", 128)  # checked in the fields' order
+    ids = (request_id(rid), request_fingerprint(req)) if (rid := req.request_id) else ("", "")
     return EnhanceQuery(sym, act, base, price_, when, strategy, ml, block, context, session, *ids)
 
 

@@ -355,7 +355,7 @@ class Handlers:
         memory_started = time.perf_counter()
         answers = await self.engine.enhance_many(requests, [queries[i].fingerprint for i in taken]) if requests else []
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
-        decided: Counter[str] = Counter()  # metrics counted once per batch
+        actions: list[str] = []  # metrics counted once per batch
         replays = silent = 0
         for i, request, answer in zip(taken, requests, answers):
             if isinstance(answer, Exception):
@@ -364,17 +364,17 @@ class Handlers:
             if answer.replayed:
                 replays += 1
             else:
-                decided[answer.decision.action] += 1
+                actions.append(answer.decision.action)
                 silent += request.ml_confidence is None
             reason = "" if answer.replayed else request.ml_absent_reason
             out[i] = EnhanceResult(answer.decision, made[i], request.model_version or "", answer.replayed, reason)
-        for action, count in decided.items():
+        for action, count in Counter(actions).items():
             self.metrics.decisions.labels(action).inc(count)
         if replays:
             self.metrics.replays.labels("EnhanceSignal").inc(replays)
         if silent:
             self.metrics.ml_absent.inc(silent)
-        if decided:
+        if actions:
             self.memory_cache.clear()  # memory queries (stats) include decisions
         self.metrics.enhancement.observe(time.perf_counter() - started)
         return [o if o is not None else InvalidArgument("request", "not answered") for o in out]
