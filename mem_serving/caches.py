@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -22,24 +22,28 @@ class TTLCache(Generic[V]):
         self._items: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> V | None:
-        item = self._items.get(key)
-        return None if item is None or item[0] <= self._clock() else item[1]
+    def get_many(self, keys: Iterable[Hashable]) -> list[V | None]:
+        """``get`` of each key, with one clock read."""
+        get, now = self._items.get, self._clock()
+        return [None if (item := get(key)) is None or item[0] <= now else item[1] for key in keys]
 
-    def put(self, key: Hashable, value: V) -> None:
+    def put_many(self, items: Iterable[tuple[Hashable, V]]) -> None:
+        """``put`` of each (key, value) in order, under one lock and one clock read."""
         if self.ttl_s <= 0:
             return
         with self._lock:
-            self._items[key] = (self._clock() + self.ttl_s, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            entries, expires = self._items, self._clock() + self.ttl_s
+            for key, value in items:
+                entries[key] = (expires, value)
+                entries.move_to_end(key)
+            while len(entries) > self.max_items:
+                entries.popitem(last=False)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
-        value = self.get(key)
+        (value,) = self.get_many((key,))
         if value is None:
             value = compute()
-            self.put(key, value)
+            self.put_many(((key, value),))
         return value
 
     def clear(self) -> None:
@@ -48,22 +52,3 @@ class TTLCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-class NewestPerKey(Generic[V]):
-    """One value per key, for one version of it (e.g. per symbol, for its newest candle and the
-    model): a lookup hits only that version; storing another version replaces it. At most
-    ``max_keys`` keys (the least recently stored is evicted); entries expire after ``ttl_s``."""
-
-    def __init__(self, ttl_s: float, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._cache: TTLCache[tuple[Hashable, V]] = TTLCache(ttl_s, max_keys, clock)
-
-    def get(self, key: Hashable, version: Hashable) -> V | None:
-        item = self._cache.get(key)
-        return None if item is None or item[0] != version else item[1]
-
-    def put(self, key: Hashable, version: Hashable, value: V) -> None:
-        self._cache.put(key, (version, value))
-
-    def __len__(self) -> int:
-        return len(self._cache)

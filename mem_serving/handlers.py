@@ -40,7 +40,7 @@ from mem_memory import (
     StrategySpec,
 )
 from mem_memory.decide import record_maker
-from mem_serving.caches import NewestPerKey, TTLCache
+from mem_serving.caches import TTLCache
 from mem_serving.candle_sink import CandleSink
 from mem_serving.candles import CandleHistory, ShortHistory
 from mem_serving.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NoModel
@@ -160,8 +160,9 @@ class Handlers:
         #: The per-symbol candle history (``mem_serving.candles``: its merge rule); what it
         #: accepts from a call goes to QuestDB through the candle sink.
         self.history = CandleHistory(on_change=candle_sink.offer if candle_sink is not None else None)
-        self.predictions: NewestPerKey[Prediction] = NewestPerKey(
-            settings.prediction_ttl_s, max_keys=self.history.max_symbols
+        #: Per symbol: its last prediction and what it was made for (newest candle, model version).
+        self.predictions: TTLCache[tuple[tuple, Prediction]] = TTLCache(
+            settings.prediction_ttl_s, max_items=self.history.max_symbols
         )
         self.memory_cache: TTLCache[Any] = TTLCache(settings.memory_ttl_s, max_items=16)
         self._memory_seen = -1  # the engine's newest applied event when the cache was last checked
@@ -246,13 +247,13 @@ class Handlers:
         with h.lock:
             ends, lengths, ts_ms, rows, before = h.newest(slots, TREND_LOOKBACK)
             ts, up = ts_ms.tolist(), (rows[:, 3] >= before).tolist()
+            keys = [(t, tuple(row), version) for t, row in zip(ts, rows.tolist())]  # the newest candle, the model
             misses: list[int] = []
-            keys = list(zip(ts, map(tuple, rows.tolist())))
-            for k, (symbol, n) in enumerate(zip(symbols, lengths.tolist())):
+            for k, (n, cached) in enumerate(zip(lengths.tolist(), self.predictions.get_many(symbols))):
                 if n < need:
-                    out[k] = ShortHistory(symbol, n, need)
-                elif (cached := self.predictions.get(symbol, (keys[k], version))) is not None:
-                    out[k] = cached
+                    out[k] = ShortHistory(symbols[k], n, need)
+                elif cached is not None and cached[0] == keys[k]:
+                    out[k] = cached[1]
                 else:
                     misses.append(k)
             hits = len(symbols) - len(misses) - sum(isinstance(o, Exception) for o in out)
@@ -289,16 +290,20 @@ class Handlers:
         cols, bad, lo, hi = ranges
         within = matrix[:, cols]
         outside = ~((within >= lo) & (within <= hi))
-        flagged = set(np.flatnonzero(outside.any(axis=1)).tolist())
-        threshold, observe = self.settings.reversal_threshold, self.metrics.predicted_probability.observe
+        oor = {
+            r: tuple(bad[j] for j in np.flatnonzero(outside[r])) for r in np.flatnonzero(outside.any(axis=1)).tolist()
+        }
+        if probabilities:
+            self.metrics.predictions(probabilities, list(oor.values()))
+        threshold = self.settings.reversal_threshold
+        made: list[Prediction] = []  # (not list[Prediction](): a generic alias call costs ~0.5 us)
         for r, (k, values, p) in enumerate(zip(ok, matrix.tolist(), probabilities)):
-            oor = tuple(bad[j] for j in np.flatnonzero(outside[r])) if r in flagged else ()
-            self.metrics.prediction(p, oor) if oor else observe(p)
             features = dict(zip(names, values))
             out[k] = prediction = Prediction(
-                symbols[k], p >= threshold, p, _DIRECTIONS[up[k]], version, oor, ts[k], features
+                symbols[k], p >= threshold, p, _DIRECTIONS[up[k]], version, oor.get(r, ()), ts[k], features
             )
-            self.predictions.put(symbols[k], (keys[k], version), prediction)
+            made.append(prediction)
+        self.predictions.put_many((symbols[k], (keys[k], p)) for k, p in zip(ok, made))
         return out  # type: ignore[return-value]
 
     def _snapshots(self, items: Sequence[tuple[str, CandleBlock | None]], budget: Budget) -> list[dict[str, float]]:
@@ -327,8 +332,8 @@ class Handlers:
         started = time.perf_counter()
         model = self.models.model
         out: list[EnhanceResult | Exception | None] = [None] * len(queries)
-        predictions: dict[int, Prediction] = {}
-        short: dict[int, str] = {}  # items whose candle history is too short for the model: why
+        made: list[Prediction | None] = [None] * len(queries)
+        absent = [self.models.absent_reason() if model is None else ""] * len(queries)  # why the ML is silent
         predict = [i for i, q in enumerate(queries) if q.ml is None and model is not None]
         if predict:
             assert model is not None
@@ -337,81 +342,42 @@ class Handlers:
             )
             for i, p in zip(predict, got):
                 if isinstance(p, ShortHistory):  # the ML is silent, the decision is still taken
-                    short[i] = f"too short a candle history: {p.reason}"
+                    absent[i] = f"too short a candle history: {p.reason}"
                 elif isinstance(p, Exception):
                     out[i] = p
                 else:
-                    predictions[i] = p
-        absent = self.models.absent_reason() if model is None else ""
+                    made[i] = p
         rest = [i for i, q in enumerate(queries) if q.ml is not None or model is None]
         snapshots = dict(zip(rest, self._snapshots([(queries[i].symbol, queries[i].candles) for i in rest], budget)))
         taken = [i for i, o in enumerate(out) if o is None]
-        requests = [
-            self._signal_request(queries[i], predictions.get(i), snapshots.get(i, {}), short.get(i, absent))
-            for i in taken
-        ]
+        requests = [_signal_request(queries[i], made[i], snapshots.get(i), absent[i]) for i in taken]
         budget.check("recording the decisions")
         memory_started = time.perf_counter()
         answers = await self.engine.enhance_many(requests, [queries[i].fingerprint for i in taken]) if requests else []
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
-        decided: Counter[str] = Counter()  # metrics counted once per batch
+        actions: list[str] = []  # metrics counted once per batch
         replays = silent = 0
         for i, request, answer in zip(taken, requests, answers):
             if isinstance(answer, Exception):
                 out[i] = answer
                 continue
-            replayed = answer.replayed
-            if replayed:
+            if answer.replayed:
                 replays += 1
             else:
-                decided[answer.decision.action] += 1
+                actions.append(answer.decision.action)
                 silent += request.ml_confidence is None
-            reason = "" if replayed else request.ml_absent_reason
-            out[i] = EnhanceResult(answer.decision, predictions.get(i), request.model_version or "", replayed, reason)
-        for action, count in decided.items():
+            reason = "" if answer.replayed else request.ml_absent_reason
+            out[i] = EnhanceResult(answer.decision, made[i], request.model_version or "", answer.replayed, reason)
+        for action, count in Counter(actions).items():
             self.metrics.decisions.labels(action).inc(count)
         if replays:
             self.metrics.replays.labels("EnhanceSignal").inc(replays)
         if silent:
             self.metrics.ml_absent.inc(silent)
-        if decided:
+        if actions:
             self.memory_cache.clear()  # memory queries (stats) include decisions
         self.metrics.enhancement.observe(time.perf_counter() - started)
         return [o if o is not None else InvalidArgument("request", "not answered") for o in out]
-
-    def _signal_request(
-        self, q: EnhanceQuery, prediction: Prediction | None, snapshot: dict[str, float], absent: str
-    ) -> SignalRequest:
-        """The memory's request for ``q``: the ML prediction made (or the caller's), and the
-        feature snapshot it was made on (else ``snapshot``, from the candles given or held)."""
-        features: Mapping[str, float] = snapshot
-        if prediction is not None:
-            ml_confidence, ml_direction, version = prediction.confidence, prediction.direction, prediction.model_version
-            features = prediction.features
-        elif q.ml is not None:
-            ml_confidence, ml_direction, version = q.ml.confidence, q.ml.direction, q.ml.model_version
-            absent = ""
-        else:
-            ml_confidence, ml_direction, version = None, None, ""
-        # market_context is stored with the decision (encrypted like the rest); the feature
-        # snapshot is what drives strategies and similarity. Validated at the edge already
-        # (converters): built without checking again, every field in order.
-        return _signal(
-            q.symbol,
-            q.action,
-            q.base_confidence,
-            q.price,
-            q.time,
-            q.strategy,
-            ml_confidence,
-            ml_direction,
-            version or None,
-            features,
-            q.session_id,
-            q.market_context,
-            q.request_id,
-            absent if ml_confidence is None else "",
-        )
 
     def push_candles(self, symbol: str, block: CandleBlock, request_id: str = "", fingerprint: str = "") -> PushAnswer:
         """Queue a bulk block of candles for QuestDB (the held history is left as it is); with a
@@ -476,9 +442,31 @@ class Handlers:
         return self.memory_cache.get_or_compute(("stats",), self.engine.stats)
 
 
+def _signal_request(
+    q: EnhanceQuery, p: Prediction | None, snapshot: dict[str, float] | None, absent: str
+) -> SignalRequest:
+    """The memory's request for ``q``: the ML prediction made and the features it was made on,
+    else the caller's (with ``snapshot``, the features of the candles given or held), else none
+    (``absent``: why). Validated at the edge already: built unchecked, every field in order
+    (``market_context`` is stored with the decision, encrypted like the rest)."""
+    features: Mapping[str, float] | None
+    if p is not None:
+        ml, direction, version, features = p.confidence, p.direction, p.model_version or None, p.features
+    elif (m := q.ml) is not None:
+        ml, direction, version, features, absent = m.confidence, m.direction, m.model_version or None, snapshot, ""
+    else:
+        ml, direction, version, features = None, None, None, snapshot
+    return _signal(
+        q.symbol, q.action, q.base_confidence, q.price, q.time, q.strategy, ml, direction, version,
+        {} if features is None else features, q.session_id, q.market_context, q.request_id, absent if ml is None else "",
+    )  # fmt: skip
+
+
 def _rounds(symbols: Sequence[str]) -> list[list[int]]:
     """Item indices in rounds: round r holds every symbol's r-th item (one round when no symbol
     repeats), so an item's features see its own candles and those of the items before it."""
+    if len(set(symbols)) == len(symbols):  # the common batch: one round
+        return [list(range(len(symbols)))] if symbols else []
     seen: dict[str, int] = {}
     rounds: list[list[int]] = []
     for i, symbol in enumerate(symbols):

@@ -154,7 +154,7 @@ def test_push_candles_queues_bulk_history_without_touching_the_servers_history(
         bulk = serve_candles.iloc[:1000]
         reply = stack.stub.PushCandles(pb.PushCandlesRequest(symbol="PUSHUSDT", candles=candles_pb(bulk)), timeout=10)
         assert (reply.queued, reply.dropped) == (1000, 0) and reply.pending <= 1000
-        assert stack.handlers.history.get("PUSHUSDT") is None
+        assert stack.handlers.history.held("PUSHUSDT") is None
 
         for request, field in (
             (pb.PushCandlesRequest(symbol="PUSHUSDT"), "candles: must not be empty"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -197,12 +198,10 @@ def test_every_dashboard_and_alert_query_names_an_exported_metric(
 
 def test_counters_replace_windowed_gauges() -> None:
     metrics = ServingMetrics()
-    metrics.decision("BUY")
-    metrics.decision("BUY")
+    metrics.decisions.labels("BUY").inc(2)
     assert metrics.registry.get_sample_value("mem_decisions_total", {"action": "BUY"}) == 2.0
     assert metrics.registry.get_sample_value("mem_decisions_last_hour") is None
-    metrics.prediction(0.42, ["rsi", "macd"])
-    metrics.prediction(0.91, [])
+    metrics.predictions([0.42, 0.91], [["rsi", "macd"]])
     get = metrics.registry.get_sample_value
     assert get("mem_predicted_probability_ratio_bucket", {"le": "0.45"}) == 1.0
     assert get("mem_predicted_probability_ratio_bucket", {"le": "0.4"}) == 0.0
@@ -213,6 +212,33 @@ def test_counters_replace_windowed_gauges() -> None:
     metrics.set_model(None)
     assert get("mem_model_loaded") == 0.0
     assert get("mem_model_version") is None and get("mem_model_training_end_timestamp_seconds") is None
+
+
+def test_a_batch_of_predictions_is_exposed_as_observing_each_one() -> None:
+    from prometheus_client import generate_latest
+
+    rng = np.random.default_rng(7)
+    probabilities = [*rng.random(500).tolist(), 0.0, 0.1, 0.45, 0.5, 1.0, 1.5, -0.25]
+    out_of_range = [["rsi"], ["macd", "rsi"], ["atr"]]
+    batched, one_by_one = ServingMetrics(), ServingMetrics()
+    batched.predictions(probabilities[:200], out_of_range[:2])
+    batched.predictions(probabilities[200:], out_of_range[2:])
+    for p in probabilities:
+        one_by_one.predicted_probability.observe(p)
+    for names in out_of_range:
+        one_by_one.out_of_range_predictions.inc()
+        for name in names:
+            one_by_one.out_of_range_features.labels(name).inc()
+
+    def exposed(m: ServingMetrics) -> list[str]:
+        return [
+            line
+            for line in generate_latest(m.registry).decode().splitlines()
+            if line.startswith(("mem_predicted_probability", "mem_predictions_out", "mem_out_of_range"))
+        ]
+
+    assert exposed(batched) == exposed(one_by_one)
+    assert batched.registry.get_sample_value("mem_predicted_probability_ratio_count") == len(probabilities)
 
 
 def test_without_the_write_behind_the_watcher_exports_the_candle_ages(

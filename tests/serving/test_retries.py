@@ -162,7 +162,7 @@ def test_a_call_that_expires_before_it_runs_keeps_the_candles_it_brought(
         with pytest.raises(grpc.RpcError) as err:  # too short to seed from QuestDB: queued for the pool, expires there
             s.stub.EnhanceSignal(request, timeout=0.3)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        held = s.handlers.history.get("NEW")
+        held = s.handlers.history.held("NEW")
         assert held is not None and len(held) == len(first)  # kept although the call never ran
         source.release.set()
         blocked.exception()
@@ -178,7 +178,7 @@ def test_a_call_that_expires_before_it_runs_keeps_the_candles_it_brought(
             timeout=10,
         )
         assert reply.decision_id  # the 30 candles it brought plus the 30 kept
-        assert np.array_equal(s.handlers.history.get("NEW").ts_ms[:30], held.ts_ms)
+        assert np.array_equal(s.handlers.history.held("NEW").ts_ms[:30], held.ts_ms)
     finally:
         source.release.set()
         _stop(s)

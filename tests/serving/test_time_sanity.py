@@ -130,7 +130,7 @@ def test_candles_and_times_from_the_future_are_refused_naming_the_field_and_writ
     # nothing of the refused calls reached the write-behind, QuestDB, the history or the memory
     assert sink.stats().queued == queued
     assert stack.store.counts() == counts
-    assert stack.handlers.history.get("BTCUSDT").newest_ts_ms == int(history["ts"].iloc[-1].timestamp() * 1000)
+    assert stack.handlers.history.held("BTCUSDT").newest_ts_ms == int(history["ts"].iloc[-1].timestamp() * 1000)
     assert sink.flush(30.0)
     stored = read_candles(fresh_questdb, "BTCUSDT")
     assert len(stored) == SERVING_HISTORY and stored["ts"].max() == history["ts"].iloc[-1]
@@ -173,7 +173,7 @@ def test_a_call_refused_for_its_candles_prices_offers_nothing_to_questdb(
         stack.stub.PredictReversal, pb.PredictReversalRequest(symbol="HUGE", candles=candles_pb(tiny))
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"candles[{SERVING_HISTORY - 1}]."), details
-    assert sink.stats().queued == 0 and stack.handlers.history.get("HUGE") is None
+    assert sink.stats().queued == 0 and stack.handlers.history.held("HUGE") is None
     assert stack.store.counts()["decisions"] == 0
     assert sink.flush(30.0)
     assert read_candles(fresh_questdb, "HUGE").empty
