@@ -35,7 +35,7 @@ class DuplicateOutcome(MemoryStoreError):
 
 
 class DuplicateDecision(MemoryStoreError):
-    """A decision id that is already stored (ids are random UUIDs, so this means a replayed
+    """A decision id that is already stored (ids carry 74 random bits, so this means a replayed
     write). Nothing is written."""
 
 

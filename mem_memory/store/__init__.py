@@ -7,7 +7,7 @@ Layout (declared once for both engines in ``mem_memory.schema``; docs/memory.md)
   trail. Every change is one appended row; nothing is updated or deleted (a key rotation,
   ``mem_memory.rekey``, alone re-encrypts payloads in place with the same plaintext). ``payload`` is the
   record as JSON, AES-GCM encrypted when the store has a key. ``subject`` is the decision id
-  (random UUID) for decisions and outcomes, and a keyed HMAC tag of the strategy name or the
+  (a version-7 UUID: time, then random bits) for decisions and outcomes, and a keyed HMAC tag of the strategy name or the
   parameter version otherwise (the text itself without a key).
 - ``decisions(decision_id PRIMARY KEY, symbol_tag, event_id, outcome_event_id)`` — finds a
   decision, its symbol's recent decisions, and the closed trades; ``outcome_event_id`` set once
