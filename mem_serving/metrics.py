@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import operator
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -132,16 +130,10 @@ class ServingMetrics:
 
     def predictions(self, probabilities: Sequence[float], out_of_range: Sequence[Sequence[str]]) -> None:
         """Computed predictions: their probabilities and, of those with some, the features outside the
-        training range. A batch: what ``observe`` of each would add, per bucket in one ``inc``, the sum in order."""
-        hist = self.predicted_probability
-        if len(probabilities) < 16:  # a few (EnhanceSignal): observe costs less than numpy's calls
-            for p in probabilities:
-                hist.observe(p)
-        else:  # prometheus_client has no batch observe; observe's bucket: the first bound >= p
-            at = np.searchsorted(hist._upper_bounds, probabilities)
-            for i, count in enumerate(np.bincount(at, minlength=len(hist._buckets) + 1)[:-1].tolist()):
-                hist._buckets[i].inc(count)
-            hist._sum.set(functools.reduce(operator.add, probabilities, hist._sum.get()))
+        training range (counted once per batch)."""
+        observe = self.predicted_probability.observe
+        for p in probabilities:  # ~1 us each; prometheus_client has no public batch observe
+            observe(p)
         if out_of_range:
             self.out_of_range_predictions.inc(len(out_of_range))
             for name, count in collections.Counter(n for names in out_of_range for n in names).items():
