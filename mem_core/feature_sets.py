@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numba import njit
+from numba import get_num_threads, njit, prange
 
-from mem_core import features, regime_features
+from mem_core import compiled, features, regime_features
 
 
 class UnknownFeatureSet(KeyError):
@@ -96,16 +96,23 @@ _seed_kernel, _regime_kernel = features._last_row_kernel, regime_features._newes
 
 
 @njit(cache=True, error_model="numpy")
-def _ring_kernel(
-    ring: np.ndarray, slots: np.ndarray, ends: np.ndarray, lengths: np.ndarray, minutes: np.ndarray, out: np.ndarray
+def _ring_rows(
+    ring: np.ndarray,
+    slots: np.ndarray,
+    ends: np.ndarray,
+    lengths: np.ndarray,
+    minutes: np.ndarray,
+    out: np.ndarray,
+    first: int,
+    stop: int,
 ) -> None:
-    """Per item: its newest rows (at most ``SERVING_HISTORY``) gathered from the ring into one
-    scratch block, then the seed kernel on them and, with ``minutes`` (the regime set), the regime
-    kernel on their newest ``REGIME_HISTORY``: the newest-row kernels on the same rows as
-    ``newest``, so the values are the same to the bit."""
+    """Items ``first`` to ``stop``: each one's newest rows (at most ``SERVING_HISTORY``) gathered
+    from the ring into one scratch block, then the seed kernel on them and, with ``minutes`` (the
+    regime set), the regime kernel on their newest ``REGIME_HISTORY``: the newest-row kernels on
+    the same rows as ``newest``, so the values are the same to the bit."""
     cap = ring.shape[1]
     scratch = np.empty((_VIEW, 5))
-    for k in range(slots.shape[0]):
+    for k in range(first, stop):
         m = min(lengths[k], _VIEW)
         s, start = slots[k], ends[k] - m
         for i in range(m):
@@ -117,14 +124,36 @@ def _ring_kernel(
             _regime_kernel(scratch[m - _REGIME_ROWS : m], minutes[k], out[k, _SEED_COLS:])
 
 
+@njit(cache=True, error_model="numpy", parallel=True)
+def _ring_parallel(
+    ring: np.ndarray,
+    slots: np.ndarray,
+    ends: np.ndarray,
+    lengths: np.ndarray,
+    minutes: np.ndarray,
+    out: np.ndarray,
+    parts: int,
+) -> None:
+    """``_ring_rows`` of all items in ``parts`` contiguous shares, one per thread of numba's pool."""
+    n = slots.shape[0]
+    step = (n + parts - 1) // parts
+    for t in prange(parts):
+        _ring_rows(ring, slots, ends, lengths, minutes, out, t * step, min(n, (t + 1) * step))
+
+
 def _newest_ring(
     ring: np.ndarray, slots: np.ndarray, ends: np.ndarray, lengths: np.ndarray, newest_open_ms: np.ndarray | None
 ) -> np.ndarray:
     """``newest_ring`` of the seed set (``newest_open_ms`` None) or of ``regime_v1``."""
     names = features.FEATURE_NAMES if newest_open_ms is None else _REGIME_V1_NAMES
     minutes = _NO_MINUTES if newest_open_ms is None else (newest_open_ms // 60_000) % 1440
-    out = np.empty((len(slots), len(names)))
-    _ring_kernel(ring, slots, ends, lengths, minutes, out)
+    n = len(slots)
+    out = np.empty((n, len(names)))
+    if n < compiled.PARALLEL_MIN_ROWS:
+        _ring_rows(ring, slots, ends, lengths, minutes, out, 0, n)
+    else:
+        with compiled.LAUNCH:
+            _ring_parallel(ring, slots, ends, lengths, minutes, out, get_num_threads())
     return out
 
 
@@ -193,6 +222,8 @@ def warm_up() -> None:
     rows = np.column_stack((close, close * 1.001, close * 0.999, close, np.full(n, 10.0)))
     features.newest_row(rows[-features.SERVING_HISTORY :])
     regime_features.newest_row(rows, 0)
-    ring, one = rows[None], np.zeros(1, np.int64)
-    for fs in FEATURE_SETS.values():
-        fs.newest_ring(ring, one, np.full(1, n), np.full(1, n), one)
+    many = compiled.PARALLEL_MIN_ROWS  # the parallel kernel too
+    for k in (1, many):
+        ring, slots, full = np.repeat(rows[None], k, axis=0), np.arange(k), np.full(k, n)
+        for fs in FEATURE_SETS.values():
+            fs.newest_ring(ring, slots, full, full, np.zeros(k, np.int64))

@@ -11,8 +11,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import get_num_threads, njit, prange
 
+from mem_core import compiled
 from mem_core.model import OnePredictor
 
 
@@ -78,6 +79,15 @@ def _probabilities(x: np.ndarray, base: float, arrays: tuple, out: np.ndarray) -
             out[i] = odds / (1.0 + odds)
 
 
+@njit(cache=True, parallel=True)
+def _probabilities_parallel(x: np.ndarray, base: float, arrays: tuple, out: np.ndarray, parts: int) -> None:
+    """``_probabilities`` in ``parts`` contiguous shares of the rows, one per thread of numba's pool."""
+    n = x.shape[0]
+    step = (n + parts - 1) // parts
+    for t in prange(parts):
+        _probabilities(x[t * step : min(n, (t + 1) * step)], base, arrays, out[t * step : min(n, (t + 1) * step)])
+
+
 def predictor(t: FlatTrees, n_features: int) -> OnePredictor:
     """Row -> P(class 1) over ``t``, compiled (or loaded from numba's cache) before it returns;
     its ``many`` attribute: an ``(n, n_features)`` matrix -> the ``n`` probabilities at once."""
@@ -103,13 +113,19 @@ def predictor(t: FlatTrees, n_features: int) -> OnePredictor:
         return odds / (1.0 + odds)
 
     def many(x: np.ndarray) -> np.ndarray:
-        out = np.empty(x.shape[0])
-        _probabilities(np.ascontiguousarray(x, dtype=np.float64).reshape(-1, n_features), base, arrays, out)
+        rows = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, n_features)
+        out = np.empty(rows.shape[0])
+        if rows.shape[0] < compiled.PARALLEL_MIN_ROWS:
+            _probabilities(rows, base, arrays, out)
+        else:
+            with compiled.LAUNCH:
+                _probabilities_parallel(rows, base, arrays, out, get_num_threads())
         return out
 
     predict_one.many = many  # type: ignore[attr-defined]
     predict_one(np.zeros(n_features))  # compile (or load from numba's cache) now, not on the first call
     many(np.zeros((1, n_features)))
+    many(np.zeros((compiled.PARALLEL_MIN_ROWS, n_features)))
     return predict_one
 
 

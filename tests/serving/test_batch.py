@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mem_core.compiled import PARALLEL_MIN_ROWS
 from mem_core.feature_sets import REGIME_V1, SEED
 from mem_core.features import SERVING_HISTORY
 from mem_serving import handlers
@@ -47,11 +48,16 @@ def _window(serve_candles: pd.DataFrame, i: int, end: int) -> pd.DataFrame:
     return serve_candles.iloc[7 * i : 7 * i + end]
 
 
+@pytest.mark.parametrize("copies", [1, PARALLEL_MIN_ROWS // 4 + 1], ids=["serial", "parallel"])
 @pytest.mark.parametrize("feature_set", [SEED, REGIME_V1], ids=lambda f: f.name)
-def test_the_features_of_many_symbols_in_one_pass_equal_one_at_a_time(feature_set, serve_candles: pd.DataFrame) -> None:
+def test_the_features_of_many_symbols_in_one_pass_equal_one_at_a_time(
+    feature_set, copies: int, serve_candles: pd.DataFrame
+) -> None:
+    """Bit for bit, on the serial kernel and (``copies`` of the 4 symbols: 4 * copies rows) on
+    numba's thread pool."""
     ts = serve_candles["ts"].dt.as_unit("ms").astype("int64").to_numpy()
     ohlcv = serve_candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
-    ends = [feature_set.min_history, SERVING_HISTORY, SERVING_HISTORY + 37, len(ts)]  # lengths differ
+    ends = [feature_set.min_history, SERVING_HISTORY, SERVING_HISTORY + 37, len(ts)] * copies  # lengths differ
     cap = 2 * SERVING_HISTORY
     ring = np.zeros((len(ends), cap, 5))
     for k, end in enumerate(ends):  # symbol k's newest candles end at ring position 100 * k + 30 (wrapping)
@@ -62,7 +68,7 @@ def test_the_features_of_many_symbols_in_one_pass_equal_one_at_a_time(feature_se
     many = feature_set.newest_ring(
         ring,
         np.arange(len(ends)),
-        np.array([100 * k + 30 for k in range(len(ends))]),
+        np.array([(100 * k + 30) % cap for k in range(len(ends))]),
         np.array(lengths),
         np.array(newest),
     )

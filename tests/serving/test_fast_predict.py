@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mem_core import compiled as compiled_kernels
 from mem_core import estimators
 from mem_core.estimators.seed_gbc import SeedGBC
 from mem_core.feature_sets import REGIME_V1, SEED, FeatureSet
@@ -42,6 +43,8 @@ def test_hist_gb_compiled_path_matches_predict_proba(btc: pd.DataFrame) -> None:
     got = np.array([predict_one(row) for row in held_out])
     np.testing.assert_allclose(got, model.predict_proba(held_out), rtol=0, atol=1e-12)
     assert np.ptp(got) > 0.05  # a model that ranks, not a constant
+    for n in (1, compiled_kernels.PARALLEL_MIN_ROWS - 1, len(held_out)):  # serial, and on numba's pool
+        assert predict_one.many(held_out[:n]).tolist() == got[:n].tolist()  # type: ignore[attr-defined]  # bit for bit
 
     # trees that cannot split (every leaf would hold fewer rows than allowed) are single leaves
     stump = estimators.create("hist_gb", {"max_iter": 5, "min_samples_leaf": 3000}, REGIME_V1).fit(X[:4000], y[:4000])
