@@ -15,7 +15,10 @@ serialize); over gRPC, that servicer as a grpc.aio process, called by a client p
 same next-candle batches as ``mem serve``'s own port (``over_grpc``: median wall per batch, first
 send to answer). ``ratio_to_floor`` is mem's figure over the floor's.
 
-    .venv/bin/python bench/bench_candle_close.py [--symbols 1000] [--rounds 5] [--quick]
+``--stored-closes N`` first runs N candle closes through the same path, unmeasured: the memory
+store then holds N x symbols decisions more, as a server's does after N closes (e.g. 150: 12.5 h).
+
+    .venv/bin/python bench/bench_candle_close.py [--symbols 1000] [--rounds 5] [--stored-closes 0] [--quick]
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--symbols", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--stored-closes", type=int, default=0, help="unmeasured candle closes first")
     ap.add_argument("--estimator", default="hist_gb")
     ap.add_argument("--feature-set", default="regime_v1")
     ap.add_argument("--quick", action="store_true", help="a smaller champion (faster set-up)")
@@ -121,7 +125,7 @@ def main() -> None:
     app = build_app(settings, start_metrics=False)
     try:
         h, mx = app.handlers, settings.max_candles
-        rows = common._rows(0, SERVING_HISTORY + 2 * args.rounds + 1)
+        rows = common._rows(0, SERVING_HISTORY + args.stored_closes + 2 * args.rounds + 1)
         symbols = [f"C{j:04d}USDT" for j in range(args.symbols)]
 
         async def inline(fn: Callable[[], object]) -> object:
@@ -163,9 +167,11 @@ def main() -> None:
             assert reply and ok == len(symbols), [a for a in answers if isinstance(a, Exception)][:3]
             return time.perf_counter() - wall, [b - a for a, b in zip(cpu, cpu[1:])]
 
+        for k in range(args.stored_closes):
+            asyncio.run_coroutine_threadsafe(one(batch(k)), app.loop).result()
         load_before = [round(x, 2) for x in os.getloadavg()]
         walls, cpus, floor_walls, floor_cpus, steps = [], [], [], [], []
-        for k in range(args.rounds):
+        for k in range(args.stored_closes, args.stored_closes + args.rounds):
             data = batch(k)
             wall, step = asyncio.run_coroutine_threadsafe(one(data), app.loop).result()
             walls.append(wall * 1000)
@@ -175,13 +181,16 @@ def main() -> None:
             floor_reply(data)
             floor_walls.append((time.perf_counter() - w0) * 1000)
             floor_cpus.append((time.thread_time() - c0) * 1000 / len(symbols))
-        grpc_run = _over_grpc(tmp, f"127.0.0.1:{app.port}", [batch(args.rounds + k) for k in range(args.rounds)])
+        grpc_run = _over_grpc(
+            tmp, f"127.0.0.1:{app.port}", [batch(args.stored_closes + args.rounds + k) for k in range(args.rounds)]
+        )
         mem_ms, floor_ms = statistics.median(walls), statistics.median(floor_walls)
         report = {
             "benchmark": "candle_close",
             "model": {"version": version, "estimator": args.estimator, "feature_set": args.feature_set, "fit_s": fit_s},
             "symbols": args.symbols,
             "rounds": args.rounds,
+            "stored_decisions_before": args.stored_closes * args.symbols,
             "batch_ms_median": round(statistics.median(walls), 2),
             "batch_ms_max": round(max(walls), 2),
             "loop_cpu_ms_per_item_median": round(statistics.median(cpus), 4),
