@@ -5,7 +5,8 @@
   (a read pairs them: ``last``);
 - closed trades per action for similarity search: a ring of the last ``closed_window`` (10,000)
   feature snapshots as a contiguous float32 matrix, standardised per feature (z-scores over the
-  ring, re-estimated as it fills); a query is one matrix-vector product plus ``argpartition``;
+  ring, re-estimated as it fills); a query walks it once (``nearest``: compiled, all of a batch's snapshots
+  in one call), the newer trade first among equal distances;
 - the current parameters and the learned strategies.
 
 It is rebuilt from the store at start and kept current from the event log (``MemoryEngine``).
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mem_memory.nearest import nearest
 from mem_memory.types import Decision, DecisionView, Outcome, StrategySpec, record_maker
 
 #: ``DecisionView(decision, outcome)`` unchecked (the views ``last`` reads).
@@ -51,7 +53,7 @@ class Ring:
         self.names: list[str] = []
         self.col: dict[str, int] = {}
         self.X = np.zeros((capacity, 0), dtype=np.float32)  # raw values, NaN when missing
-        self.Z = np.zeros((capacity, 0), dtype=np.float32)  # standardised, 0 when missing
+        self.ZT = np.zeros((0, capacity), dtype=np.float32)  # standardised, 0 when missing; a row per feature
         self.sq = np.zeros(capacity, dtype=np.float32)
         self.win = np.zeros(capacity, dtype=bool)
         self.ids: list[str] = [""] * capacity
@@ -72,7 +74,7 @@ class Ring:
         X = np.full((self.capacity, f), np.nan, dtype=np.float32)
         X[:, : self.X.shape[1]] = self.X
         self.X = X
-        self.Z = np.zeros((self.capacity, f), dtype=np.float32)
+        self.ZT = np.zeros((f, self.capacity), dtype=np.float32)
         self._restat()
 
     def _restat(self) -> None:
@@ -89,7 +91,7 @@ class Ring:
         std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)  # type: ignore[assignment]  # 1-D by construction
         Z = np.nan_to_num((X - self.mean) / self.std).astype(np.float32)
-        self.Z[: self.n] = Z
+        self.ZT[:, : self.n] = Z.T
         self.sq[: self.n] = np.einsum("ij,ij->i", Z, Z)
         self._since_stats = 0
 
@@ -115,41 +117,20 @@ class Ring:
             self._restat()
         else:
             z = np.nan_to_num((x - self.mean) / self.std)
-            self.Z[i] = z
+            self.ZT[:, i] = z
             self.sq[i] = float(z @ z)
 
     def query(self, features: Mapping[str, float], k: int, radius: float) -> Similar:
-        n = self.n
-        f = len(self.names)
-        if n == 0 or f == 0:
-            return Similar(0, 0, ())
-        x = self.vector(features)
-        missing = np.isnan(x)
-        if missing.all():  # nothing to compare on: memory stays silent rather than guess
-            return Similar(0, 0, ())
-        z = (x - self.mean) / self.std
-        z[missing] = 0.0
-        # squared distance up to the query's own constant |z|^2, which does not change the order
-        d2 = self.Z[:n] @ (z * np.float32(-2.0))
-        d2 += self.sq[:n]
-        idx = np.argpartition(d2, k)[:k] if n > k else np.arange(n)
-        idx = idx[d2[idx] + float(z @ z) <= radius * radius * f]
-        return Similar(int(idx.size), int(self.win[idx].sum()), tuple(self.ids[i] for i in idx))
+        """The closed trades nearest ``features`` (``query_many`` of one snapshot)."""
+        return self.query_many([features], k, radius)[0]
 
     def query_many(self, many: Sequence[Mapping[str, float]], k: int, radius: float) -> list[Similar]:
-        """``query`` of each snapshot, the same answers (the same float32 arithmetic per snapshot:
-        its own matrix-vector product and squared norm), with the vectors, their standardisation
-        and the neighbour selection done for ``_CHUNK`` snapshots at a time."""
-        n, f = self.n, len(self.names)
-        if n == 0 or f == 0:
-            return [Similar(0, 0, ()) for _ in many]
-        out: list[Similar] = []
-        for start in range(0, len(many), _CHUNK):
-            out += self._query_chunk(many[start : start + _CHUNK], k, radius)
-        return out
-
-    def _query_chunk(self, many: Sequence[Mapping[str, float]], k: int, radius: float) -> list[Similar]:
+        """Per snapshot, its at most ``k`` nearest trades within an RMS distance of ``radius`` per
+        feature, standardised by the ring's statistics (missing features at the mean; a snapshot
+        with none of the ring's features finds nothing): ``nearest.nearest`` on all of them."""
         n, f, col = self.n, len(self.names), self.col
+        if n == 0 or f == 0 or k <= 0:
+            return [Similar(0, 0, ()) for _ in many]
         X = np.full((len(many), f), np.nan, dtype=np.float32)
         for x, features in zip(X, many):
             for key, v in features.items():
@@ -160,28 +141,28 @@ class Ring:
         silent = np.asarray(missing.all(axis=1)).tolist()  # nothing to compare on: memory silent
         Zq = (X - self.mean) / self.std
         Zq[missing] = 0.0
-        Z, two = self.Z[:n], np.float32(-2.0)
-        D = np.zeros((len(many), n), dtype=np.float32)
-        norms = [0.0] * len(many)
-        for j, z in enumerate(Zq):
-            if not silent[j]:
-                D[j] = Z @ (z * two)
-                norms[j] = float(z @ z)
-        D += self.sq[:n]
-        picked = np.argpartition(D, k, axis=1)[:, :k] if n > k else np.broadcast_to(np.arange(n), (len(many), n))
-        limit = radius * radius * f
-        out: list[Similar] = []
-        for j, idx in enumerate(picked):
-            if silent[j]:
+        picked = np.empty((len(many), min(k, n)), dtype=np.int64)
+        counts = np.empty(len(many), dtype=np.int64)
+        nearest(
+            self.ZT,
+            self.sq,
+            n,
+            (self.pos - 1) % n,
+            Zq,
+            np.einsum("ij,ij->i", Zq, Zq).astype(np.float64),
+            k,
+            float(radius * radius * f),
+            picked,
+            counts,
+        )
+        win, ids, out = self.win, self.ids, []
+        for j, (row, got) in enumerate(zip(picked.tolist(), counts.tolist())):
+            if silent[j] or not got:
                 out.append(Similar(0, 0, ()))
                 continue
-            idx = idx[D[j][idx] + norms[j] <= limit]
-            out.append(Similar(int(idx.size), int(self.win[idx].sum()), tuple(self.ids[i] for i in idx)))
+            row = row[:got]
+            out.append(Similar(got, int(win[row].sum()), tuple(ids[i] for i in row)))
         return out
-
-
-#: Snapshots per block of ``Ring.query_many`` (a block's distances: _CHUNK x closed_window float32).
-_CHUNK = 128
 
 
 class WorkingMemory:

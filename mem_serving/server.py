@@ -257,6 +257,7 @@ def build_app(
     from mem_core.settings import project_paths
     from mem_memory import MemoryEngine, MemoryKeyError, MemoryStore, StoreInUse, key_from_env, previous_keys_from_env
     from mem_memory.backend import describe, redact_text
+    from mem_memory.nearest import warm_up as warm_nearest
     from mem_serving.candle_age import CandleAgeWatcher
     from mem_serving.handlers import questdb_source
     from mem_serving.metrics import ServingMetrics, model_listener
@@ -291,7 +292,8 @@ def build_app(
     # loads the feature kernels and the champion; this thread only waits on its pipe meanwhile
     starter = futures.ThreadPoolExecutor(1, thread_name_prefix="mem-writer-start")
     writer_started = starter.submit(engine.start_writer)
-    starter.shutdown(wait=False)  # the thread ends with its one task
+    starter.submit(warm_nearest)  # the similarity kernel, beside the feature kernels
+    starter.shutdown(wait=False)  # the thread ends with its tasks
     metrics = ServingMetrics()
     uri = settings.tracking_uri or registry.tracking_uri()
     cache = ModelCache(settings.model_cache, uri) if settings.model_cache is not None else None

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,29 +75,48 @@ def test_similar_to_nothing_until_a_trade_of_that_action_is_indexed() -> None:
 snapshot = st.dictionaries(st.sampled_from(["rsi14", "sma20", "hl_range", "other"]), value, max_size=4)
 
 
+def _reference(ring: index.Ring, features: dict[str, float], k: int, radius: float) -> Similar:
+    """The definition, walked plainly: float32 distances up to the snapshot's constant (summed
+    in feature order), the k smallest, the newer trade first among equal ones, then the radius."""
+    f = len(ring.names)
+    x = ring.vector(features)
+    if ring.n == 0 or f == 0 or np.isnan(x).all() or k <= 0:
+        return Similar(0, 0, ())
+    z = np.nan_to_num((x - ring.mean) / ring.std).astype(np.float32)
+    two_z = z * np.float32(-2.0)
+    age = [(ring.pos - 1 - i) % ring.n for i in range(ring.n)]  # 0: the newest trade
+    dist = []
+    for i in range(ring.n):
+        acc = np.float32(0.0)
+        for c in range(f):
+            acc = np.float32(acc + ring.ZT[c, i] * two_z[c])
+        dist.append(np.float32(acc + ring.sq[i]))
+    order = sorted(range(ring.n), key=lambda i: (dist[i], age[i]))[:k]
+    norm = float(np.einsum("i,i->", z, z))
+    kept = [i for i in order if float(dist[i]) + norm <= radius * radius * f]
+    return Similar(len(kept), int(ring.win[kept].sum()), tuple(ring.ids[i] for i in kept))
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     trades=st.lists(st.tuples(snapshot, st.booleans()), max_size=40),
     queries=st.lists(snapshot, max_size=12),
     k=st.integers(1, 6),
     radius=st.sampled_from([0.1, 1.0, 1.5, 10.0]),
-    chunk=st.integers(1, 5),
 )
-def test_similar_many_answers_as_similar_does(
-    trades: list[tuple[dict[str, float], bool]], queries: list[dict[str, float]], k: int, radius: float, chunk: int
+def test_similar_many_answers_as_similar_does_and_as_the_definition(
+    trades: list[tuple[dict[str, float], bool]], queries: list[dict[str, float]], k: int, radius: float
 ) -> None:
-    """Same neighbours, wins and ids in the same order, on rings with repeated snapshots (ties in
-    distance), missing features and queries on nothing indexed, across blocks of ``chunk``."""
+    """Same neighbours, wins and ids in the same order as one query at a time and as a plain
+    reference, on rings with repeated snapshots (ties in distance: the newer trade first), missing
+    features, queries on nothing indexed, and a ring that wrapped."""
     wm = WorkingMemory(10, 10, 32)  # the ring wraps past 32 trades
     for i, (features, win) in enumerate(trades):
         d = make_decision(i, action="BUY", features=features or {"rsi14": 1.0})
         wm.add_closed(d, outcome(d, 0.01 if win else -0.01))
-    saved, index._CHUNK = index._CHUNK, chunk
-    try:
-        many = wm.similar_many("BUY", queries, k, radius)
-    finally:
-        index._CHUNK = saved
+    many = wm.similar_many("BUY", queries, k, radius)
     assert many == [wm.similar("BUY", q, k, radius) for q in queries]
+    assert many == [_reference(wm.rings["BUY"], q, k, radius) for q in queries]
     assert wm.similar_many("SELL", queries, k, radius) == [Similar(0, 0, ())] * len(queries)
 
 
@@ -175,3 +195,17 @@ def test_recent_decisions_with_their_outcomes_follow_a_plain_model(ops: list[tup
             assert wm.last(symbol, n) == model.get(symbol, [])[::-1][:n]
     assert set(wm.open_ids) == {v.decision.decision_id for views in model.values() for v in views}
     assert set(wm.outcomes) <= set(wm.open_ids)
+
+
+def test_warm_up_compiles_what_a_query_runs() -> None:
+    """After ``nearest.warm_up`` (serving's start) a query compiles nothing more."""
+    from mem_memory import nearest
+
+    nearest.warm_up()
+    compiled = list(nearest.nearest.signatures)
+    wm = WorkingMemory(10, 10, 100)
+    for i in range(30):
+        d = make_decision(i, action="BUY", features={"rsi14": float(i), "sma20": 0.01 * i})
+        wm.add_closed(d, outcome(d, 0.01))
+    assert wm.similar("BUY", {"rsi14": 3.0, "sma20": 0.02}, 5, 10.0).n == 5
+    assert list(nearest.nearest.signatures) == compiled and len(compiled) == 1
