@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from mem_memory import chains
 from mem_memory.errors import (
     CorruptRecord,
     UnknownDecision,
@@ -24,6 +25,10 @@ from mem_memory.types import (
     Parameters,
     StrategySpec,
 )
+
+
+def _event_id(row: Any) -> int:
+    return int(row[1])
 
 
 class StoreQueries(StoreRequestIds):
@@ -96,18 +101,18 @@ class StoreQueries(StoreRequestIds):
         return self._recent_by_tag(self._codec.tag(symbol), n)
 
     def _recent_by_tag(self, tag: str, n: int) -> list[tuple[Decision, Outcome | None]]:
+        if n <= 0:
+            return []
         with self._lock:
-            rows = (
-                self._c()
-                .execute(self._PAIR_SQL + "WHERE x.symbol_tag = ? ORDER BY x.event_id DESC LIMIT ?", (tag, int(n)))
-                .fetchall()
-            )
+            rows = self._c().execute(chains.RECENT_SQL, (tag, int(n))).fetchall()
+        rows.sort(key=_event_id, reverse=True)
         return self._pairs(rows)
 
     def recent_by_symbol(self, n: int) -> list[tuple[Decision, Outcome | None]]:
-        """The last ``n`` decisions of every symbol (for building the in-process index)."""
+        """The last ``n`` decisions of every symbol (for building the in-process index), symbol
+        by symbol (in tag order), each oldest first."""
         with self._lock:
-            tags = [r[0] for r in self._c().execute("SELECT DISTINCT symbol_tag FROM decisions").fetchall()]
+            tags = chains.tags(self._c())
         out: list[tuple[Decision, Outcome | None]] = []
         for tag in tags:
             out.extend(reversed(self._recent_by_tag(tag, n)))
