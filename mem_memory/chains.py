@@ -21,8 +21,8 @@ from mem_memory.types import SYMBOL_HEAD
 CHUNK = 5000
 
 #: A symbol's last ``n`` decisions with their outcomes (parameters: the symbol's tag, ``n``), in
-#: no particular order (newest first: by event id, descending): the walk from its head, each step
-#: the previous decision's event (whose subject is the decision id, the key of its row).
+#: no promised order (sort by event id, descending, for newest first): the walk from its head,
+#: each step the previous decision's event (whose subject is the decision id, the key of its row).
 RECENT_SQL = (
     "WITH RECURSIVE chain(event_id, payload, decision_id, outcome_event_id, prev_event_id, k) AS ("
     "SELECT e.event_id, e.payload, x.decision_id, x.outcome_event_id, x.prev_event_id, 1 FROM heads h "
