@@ -58,16 +58,20 @@ def _revision_2(conn: Conn, codec: Codec) -> bool:
     return True
 
 
+#: The revision from which a symbol's decisions are chained (``mem_memory.chains``).
+CHAINED = 3
 #: Decisions whose chain links one chunk of revision 3 writes (whole symbols: at least one).
 CHAIN_CHUNK = 20_000
-_CHAINED = "revision_3_chained"  # meta: the last symbol tag whose chain is written (tag order)
+_CHAIN_PROGRESS = "revision_3_chained"  # meta: the last symbol tag whose chain is written (tag order)
 
 
 def _revision_3(conn: Conn, codec: Codec) -> bool:
     """Each symbol's decisions as a chain (``mem_memory.chains``): the ``prev_event_id`` column,
     filled symbol by symbol in tag order from the ``decisions_symbol`` index, with the symbol's
     head; the chunk that finds no symbol left checks every head against the index once more
-    (a symbol written meanwhile is chained again), then drops the index."""
+    (a symbol written meanwhile is chained again), then drops the index. Online as far as this
+    code goes; a process of an older release that still writes decisions after it leaves them out
+    of their symbol's chain (found by decision id, not among its symbol's recent ones)."""
     from mem_memory import schema  # SQLAlchemy is imported only to create or migrate a store
 
     name = dialect_of(conn).name
@@ -75,7 +79,7 @@ def _revision_3(conn: Conn, codec: Codec) -> bool:
         kind = schema.decisions.c.prev_event_id.type.compile(dialect=schema.DIALECTS[name])
         conn.execute(f"ALTER TABLE decisions ADD COLUMN prev_event_id {kind}")
         conn.execute(schema.symbol_index(name))
-    row = conn.execute("SELECT v FROM meta WHERE k = ?", (_CHAINED,)).fetchone()
+    row = conn.execute("SELECT v FROM meta WHERE k = ?", (_CHAIN_PROGRESS,)).fetchone()
     after = "" if row is None else bytes(row[0]).decode()
     todo: list[str] = []
     written = 0
@@ -90,8 +94,8 @@ def _revision_3(conn: Conn, codec: Codec) -> bool:
     if todo:
         for tag in todo:
             _chain_symbol(conn, tag)
-        conn.execute("DELETE FROM meta WHERE k = ?", (_CHAINED,))
-        conn.execute("INSERT INTO meta VALUES (?, ?)", (_CHAINED, todo[-1].encode()))
+        conn.execute("DELETE FROM meta WHERE k = ?", (_CHAIN_PROGRESS,))
+        conn.execute("INSERT INTO meta VALUES (?, ?)", (_CHAIN_PROGRESS, todo[-1].encode()))
         return False
     stale = conn.execute(
         "SELECT t.symbol_tag FROM (SELECT symbol_tag, max(event_id) AS newest FROM decisions GROUP BY symbol_tag) t "
@@ -100,7 +104,7 @@ def _revision_3(conn: Conn, codec: Codec) -> bool:
     ).fetchall()
     for (tag,) in stale:
         _chain_symbol(conn, str(tag))
-    conn.execute("DELETE FROM meta WHERE k = ?", (_CHAINED,))
+    conn.execute("DELETE FROM meta WHERE k = ?", (_CHAIN_PROGRESS,))
     conn.execute("DROP INDEX IF EXISTS decisions_symbol")
     return True
 
@@ -135,7 +139,12 @@ def _has_column(conn: Conn, table: str, column: str) -> bool:
 #: Every migration, oldest first (revisions consecutive from FIRST + 1).
 STEPS: list[Step] = [
     Step(2, "the tables, indexes and store id that revision 1 stores gained later", True, _revision_2),
-    Step(3, "each symbol's decisions chained from its head instead of the decisions_symbol index", True, _revision_3),
+    Step(
+        CHAINED,
+        "each symbol's decisions chained from its head instead of the decisions_symbol index",
+        True,
+        _revision_3,
+    ),
 ]
 
 

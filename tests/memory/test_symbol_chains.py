@@ -16,6 +16,7 @@ import pytest
 from mem_memory import Decision, MemoryStore, migrations
 from mem_memory.backend import INTEGRITY_ERRORS
 from mem_memory.crypto import Codec
+from mem_memory.lock import StoreLock
 from mem_memory.rekey import rekey
 from mem_memory.types import DECISION, SYMBOL_HEAD
 from tests.memory.helpers import make_decision, outcome, raw_connect
@@ -229,3 +230,23 @@ def test_a_rekeyed_store_answers_as_before(db: Path | str) -> None:
             store.append_decision(make_decision(i, symbol=s))
             i += 1
         _check(store)
+
+
+@pytest.mark.sqlite_only
+def test_a_store_opened_read_only_before_its_migration_answers_from_its_index(db: Path) -> None:
+    """A full disk at the first open after the upgrade: the store opens read-only at revision 2
+    (not migrated) and answers from its ``decisions_symbol`` index; once writable, migrated."""
+    with MemoryStore.open(db) as store:
+        _write_randomly(store, random.Random(3), 0, 20)
+        before = _answers(store, 4), _answers(store, 1000)
+    _as_revision_2(db)
+    store = MemoryStore._open_read_only(db, Codec(None), StoreLock.acquire(db, False), "test", OSError("full"))
+    try:
+        assert not store.writable
+        assert (_answers(store, 4), _answers(store, 1000)) == before
+        store._reopen_writable()  # space again: migrated
+        assert store.writable and "decisions_symbol" not in _indexes(db)
+        assert (_answers(store, 4), _answers(store, 1000)) == before
+        _check(store)
+    finally:
+        store.close()
