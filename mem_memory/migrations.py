@@ -25,10 +25,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mem_memory.backend import Conn, has_table
+from mem_memory import chains
+from mem_memory.backend import SQLITE, Conn, has_table
 from mem_memory.crypto import Codec
 from mem_memory.dialect import dialect_of
 from mem_memory.errors import StoreNeedsUpgrade, StoreTooNew
+from mem_memory.types import SYMBOL_HEAD
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,93 @@ def _revision_2(conn: Conn, codec: Codec) -> bool:
     return True
 
 
+#: The revision from which a symbol's decisions are chained (``mem_memory.chains``).
+CHAINED = 3
+#: Decisions whose chain links one chunk of revision 3 writes (whole symbols: at least one).
+CHAIN_CHUNK = 20_000
+_CHAIN_PROGRESS = "revision_3_chained"  # meta: the last symbol tag whose chain is written (tag order)
+
+
+def _revision_3(conn: Conn, codec: Codec) -> bool:
+    """Each symbol's decisions as a chain (``mem_memory.chains``): the ``prev_event_id`` column,
+    filled symbol by symbol in tag order from the ``decisions_symbol`` index, with the symbol's
+    head; the chunk that finds no symbol left checks every head against the index once more
+    (a symbol written meanwhile is chained again), then drops the index. Online as far as this
+    code goes; a process of an older release that still writes decisions after it leaves them out
+    of their symbol's chain (found by decision id, not among its symbol's recent ones)."""
+    from mem_memory import schema  # SQLAlchemy is imported only to create or migrate a store
+
+    name = dialect_of(conn).name
+    if not _has_column(conn, "decisions", "prev_event_id"):
+        kind = schema.decisions.c.prev_event_id.type.compile(dialect=schema.DIALECTS[name])
+        conn.execute(f"ALTER TABLE decisions ADD COLUMN prev_event_id {kind}")
+        conn.execute(schema.symbol_index(name))
+    row = conn.execute("SELECT v FROM meta WHERE k = ?", (_CHAIN_PROGRESS,)).fetchone()
+    after = "" if row is None else bytes(row[0]).decode()
+    todo: list[str] = []
+    written = 0
+    for tag, n in conn.execute(
+        "SELECT symbol_tag, count(*) FROM decisions WHERE symbol_tag > ? GROUP BY symbol_tag ORDER BY symbol_tag",
+        (after,),
+    ).fetchall():
+        if todo and written + int(n) > CHAIN_CHUNK:
+            break
+        todo.append(str(tag))
+        written += int(n)
+    if todo:
+        for tag in todo:
+            _chain_symbol(conn, tag)
+        conn.execute("DELETE FROM meta WHERE k = ?", (_CHAIN_PROGRESS,))
+        conn.execute("INSERT INTO meta VALUES (?, ?)", (_CHAIN_PROGRESS, todo[-1].encode()))
+        return False
+    stale = conn.execute(
+        "SELECT t.symbol_tag FROM (SELECT symbol_tag, max(event_id) AS newest FROM decisions GROUP BY symbol_tag) t "
+        f"LEFT JOIN heads h ON h.kind = '{SYMBOL_HEAD}' AND h.subject = t.symbol_tag "
+        "WHERE h.event_id IS NULL OR h.event_id != t.newest"
+    ).fetchall()
+    for (tag,) in stale:
+        _chain_symbol(conn, str(tag))
+    conn.execute("DELETE FROM meta WHERE k = ?", (_CHAIN_PROGRESS,))
+    conn.execute("DROP INDEX IF EXISTS decisions_symbol")
+    return True
+
+
+def _chain_symbol(conn: Conn, tag: str) -> None:
+    """Write the chain of ``tag``'s decisions (each one's previous, the head) from the index."""
+    rows = conn.execute(
+        "SELECT decision_id, event_id, prev_event_id FROM decisions WHERE symbol_tag = ? ORDER BY event_id", (tag,)
+    ).fetchall()
+    prev: int | None = None
+    fix = []
+    for decision_id, event_id, stored in rows:
+        if stored != prev:
+            fix.append((prev, decision_id))
+        prev = int(event_id)
+    conn.executemany("UPDATE decisions SET prev_event_id = ? WHERE decision_id = ?", fix)
+    if prev is not None:
+        chains.set_heads(conn, {tag: prev})
+
+
+def _has_column(conn: Conn, table: str, column: str) -> bool:
+    if dialect_of(conn).name == SQLITE:
+        sql = "SELECT 1 FROM pragma_table_info(?) WHERE name = ?"
+    else:
+        sql = (
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ? AND column_name = ?"
+        )
+    return conn.execute(sql, (table, column)).fetchone() is not None
+
+
 #: Every migration, oldest first (revisions consecutive from FIRST + 1).
 STEPS: list[Step] = [
     Step(2, "the tables, indexes and store id that revision 1 stores gained later", True, _revision_2),
+    Step(
+        CHAINED,
+        "each symbol's decisions chained from its head instead of the decisions_symbol index",
+        True,
+        _revision_3,
+    ),
 ]
 
 

@@ -10,7 +10,7 @@ their codec. The work goes in batches, each its own durable transaction, in even
 2. every payload not yet under the new key is decrypted and encrypted again, byte-identical
    plaintext, same event id, kind and subject (the one rewrite the append-only log allows);
 3. one last transaction checks that no payload is left under another key, re-tags the lookup
-   columns (symbol tags, strategy names, parameter versions, strategy heads) with the new key,
+   columns (symbol tags, strategy names, parameter versions, strategy and symbol heads) with the new key,
    makes the new key the store's key (its key check) and writes ``rekey.finish``.
 
 A SIGKILL anywhere leaves either the old store, or a store whose records are under the old or
@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from mem_memory import audit, keys
+from mem_memory.backend import Conn
 from mem_memory.crypto import payload_key_id, payload_prefix
 from mem_memory.errors import CorruptRecord, MemoryKeyError
 from mem_memory.store import MemoryStore
-from mem_memory.types import DECISION, PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, Parameters
+from mem_memory.types import DECISION, PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, SYMBOL_HEAD, Parameters
 
 DEFAULT_BATCH = 2000
 COMMAND = "mem memory rekey"
@@ -145,9 +146,7 @@ def _finish(store: MemoryStore, from_id: str | None, to_id: str) -> int:
             Parameters.from_dict(record["parameters"]).version if kind == PARAMETER_ADJUSTMENT else str(record["name"])
         )
         subjects[(kind, subject)] = codec.tag(text, to_id)
-    conn.executemany(
-        "UPDATE decisions SET symbol_tag = ? WHERE symbol_tag = ?", [(new, old) for old, new in symbols.items()]
-    )
+    _retag_symbols(conn, symbols)
     conn.executemany(
         "UPDATE events SET subject = ? WHERE kind = ? AND subject = ?",
         [(new, k, old) for (k, old), new in subjects.items()],
@@ -158,6 +157,28 @@ def _finish(store: MemoryStore, from_id: str | None, to_id: str) -> int:
     )
     keys.finish(conn, codec)
     return len(symbols) + len(subjects)
+
+
+def _retag_symbols(conn: Conn, symbols: dict[str, str], page: int = 50_000) -> None:
+    """Re-tag the decisions (no index is keyed by symbol: one pass in decision-id order, each row
+    updated by its key) and their symbols' heads."""
+    after = ""
+    while True:
+        rows = conn.execute(
+            "SELECT decision_id, symbol_tag FROM decisions WHERE decision_id > ? ORDER BY decision_id LIMIT ?",
+            (after, page),
+        ).fetchall()
+        if not rows:
+            break
+        conn.executemany(
+            "UPDATE decisions SET symbol_tag = ? WHERE decision_id = ?",
+            [(symbols[tag], decision_id) for decision_id, tag in rows if tag in symbols],
+        )
+        after = rows[-1][0]
+    conn.executemany(
+        "UPDATE heads SET subject = ? WHERE kind = ? AND subject = ?",
+        [(new, SYMBOL_HEAD, old) for old, new in symbols.items()],
+    )
 
 
 def _decoded(store: MemoryStore, kind: str, event_id: int) -> dict[str, Any]:

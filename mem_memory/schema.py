@@ -61,8 +61,11 @@ decisions = Table(
     Column("symbol_tag", Text, nullable=False),
     Column("event_id", ID, nullable=False),
     Column("outcome_event_id", ID),
+    # The event id of the symbol's decision before this one (None for its first): a symbol's
+    # recent decisions are a chain from its ``heads`` row (kind ``SYMBOL_HEAD``), not an index
+    # keyed by symbol, which would make a batch of 1,000 symbols dirty ~1,000 index leaf pages.
+    Column("prev_event_id", ID),
 )
-Index("decisions_symbol", decisions.c.symbol_tag, decisions.c.event_id)
 _CLOSED = text("outcome_event_id IS NOT NULL")
 Index("decisions_closed", decisions.c.outcome_event_id, sqlite_where=_CLOSED, postgresql_where=_CLOSED)
 
@@ -121,6 +124,14 @@ def ddl(backend: str, tables: tuple[str, ...] | None = None) -> list[str]:
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             out.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)).strip())
     return out
+
+
+def symbol_index(backend: str) -> str:
+    """``CREATE INDEX IF NOT EXISTS`` of revision 2's ``decisions_symbol`` (symbol_tag, event_id):
+    no longer declared, migration 3 reads it to chain each symbol's decisions, then drops it."""
+    old = Table("decisions", MetaData(), Column("symbol_tag", Text), Column("event_id", ID))
+    index = Index("decisions_symbol", old.c.symbol_tag, old.c.event_id)
+    return str(CreateIndex(index, if_not_exists=True).compile(dialect=DIALECTS[backend])).strip()
 
 
 #: Every table of a store (the audit trail included).

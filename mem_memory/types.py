@@ -546,6 +546,8 @@ SHADOW_OUTCOME = "shadow_outcome"
 PARAMETER_ADJUSTMENT = "parameter_adjustment"
 STRATEGY_UPSERT = "strategy_upsert"
 EVENT_KINDS: tuple[str, ...] = (DECISION, OUTCOME, PARAMETER_ADJUSTMENT, STRATEGY_UPSERT, SHADOW_OUTCOME)
+#: The store's ``heads`` kind of a symbol's newest decision (subject: the symbol's lookup tag).
+SYMBOL_HEAD = "decision_symbol"
 
 
 @dataclass(frozen=True, slots=True)

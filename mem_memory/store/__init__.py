@@ -9,10 +9,12 @@ Layout (declared once for both engines in ``mem_memory.schema``; docs/memory.md)
   record as JSON, AES-GCM encrypted when the store has a key. ``subject`` is the decision id
   (a version-7 UUID: time, then random bits) for decisions and outcomes, and a keyed HMAC tag of the strategy name or the
   parameter version otherwise (the text itself without a key).
-- ``decisions(decision_id PRIMARY KEY, symbol_tag, event_id, outcome_event_id)`` — finds a
-  decision, its symbol's recent decisions, and the closed trades; ``outcome_event_id`` set once
-  makes "one outcome per decision" atomic across processes.
-- ``heads(kind, subject, event_id)`` — the latest event per strategy name.
+- ``decisions(decision_id PRIMARY KEY, symbol_tag, event_id, outcome_event_id, prev_event_id)`` —
+  finds a decision, its symbol's recent decisions (``prev_event_id``: the symbol's decision
+  before, ``mem_memory.chains``), and the closed trades; ``outcome_event_id`` set once makes "one
+  outcome per decision" atomic across processes.
+- ``heads(kind, subject, event_id)`` — the latest event per strategy name, and the newest
+  decision per symbol tag.
 - ``requests(kind, tag, event_id, reply, created)`` — callers' request ids (a keyed tag when
   encrypted) with the event their call wrote and ``reply``: for a decision the tag of the
   request's fingerprint, for an outcome or a push its (encrypted) answer with that tag; kept

@@ -135,8 +135,10 @@ class StoreOpening(StoreWrites):
         try:
             if not all(has_table(conn, t) for t in ("meta", "events", "decisions")):
                 raise cause
-            migrations.pending(migrations.revision_of(conn), str(p))  # a newer store: refused
+            revision = migrations.revision_of(conn)
+            migrations.pending(revision, str(p))  # a newer store: refused
             store = cls(p, conn, codec, lock)
+            store._unchained = revision is not None and revision < migrations.CHAINED
             store._command = command
             meta = {
                 k: v.decode() if isinstance(v, bytes) and k not in _BINARY_META else v
@@ -184,6 +186,7 @@ class StoreOpening(StoreWrites):
                 raise
             old.close()
             self.read_only_reason = ""
+            self._unchained = False  # migrated by _init_meta
             log.warning("the memory store %s has space again: open for writing", self.location)
         if self.max_pages is not None:
             self.apply_max_pages(self.max_pages)

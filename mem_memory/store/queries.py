@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from mem_memory import chains
 from mem_memory.errors import (
     CorruptRecord,
     UnknownDecision,
@@ -24,6 +25,10 @@ from mem_memory.types import (
     Parameters,
     StrategySpec,
 )
+
+
+def _event_id(row: Any) -> int:
+    return int(row[1])
 
 
 class StoreQueries(StoreRequestIds):
@@ -95,19 +100,28 @@ class StoreQueries(StoreRequestIds):
         """The last ``n`` decisions of ``symbol``, newest first, with outcomes."""
         return self._recent_by_tag(self._codec.tag(symbol), n)
 
+    #: True while the store is at a revision before the chains (opened read-only on a full disk,
+    #: so not migrated yet): a symbol's recent decisions come from the index that revision has.
+    _unchained = False
+
     def _recent_by_tag(self, tag: str, n: int) -> list[tuple[Decision, Outcome | None]]:
+        if n <= 0:
+            return []
+        sql = self._PAIR_SQL + "WHERE x.symbol_tag = ? ORDER BY x.event_id DESC LIMIT ?" if self._unchained else None
         with self._lock:
-            rows = (
-                self._c()
-                .execute(self._PAIR_SQL + "WHERE x.symbol_tag = ? ORDER BY x.event_id DESC LIMIT ?", (tag, int(n)))
-                .fetchall()
-            )
+            rows = self._c().execute(sql or chains.RECENT_SQL, (tag, int(n))).fetchall()
+        rows.sort(key=_event_id, reverse=True)
         return self._pairs(rows)
 
     def recent_by_symbol(self, n: int) -> list[tuple[Decision, Outcome | None]]:
-        """The last ``n`` decisions of every symbol (for building the in-process index)."""
+        """The last ``n`` decisions of every symbol (for building the in-process index), symbol
+        by symbol (in tag order), each oldest first."""
         with self._lock:
-            tags = [r[0] for r in self._c().execute("SELECT DISTINCT symbol_tag FROM decisions").fetchall()]
+            conn = self._c()
+            if self._unchained:
+                tags = [str(r[0]) for r in conn.execute("SELECT DISTINCT symbol_tag FROM decisions").fetchall()]
+            else:
+                tags = chains.tags(conn)
         out: list[tuple[Decision, Outcome | None]] = []
         for tag in tags:
             out.extend(reversed(self._recent_by_tag(tag, n)))

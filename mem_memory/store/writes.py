@@ -7,6 +7,7 @@ import time as _time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mem_memory import chains
 from mem_memory.backend import INTEGRITY_ERRORS
 from mem_memory.errors import (
     DuplicateDecision,
@@ -32,6 +33,9 @@ from mem_memory.types import (
 
 class StoreWrites(StoreQueries):
     """Appends to the event log and its lookup tables."""
+
+    #: How many symbol heads the store had when last read whole (``chains.heads_of``'s hint).
+    _symbol_heads = 0
 
     def _insert(self, kind: str, subject: str, record: dict[str, Any]) -> int:
         event_id = self.dialect.insert_events(self._c(), [(kind, subject, self._codec.encode(kind, record))])
@@ -120,8 +124,9 @@ class StoreWrites(StoreQueries):
         return [r for r in results if r is not None]
 
     def append_prepared_many(self, prepared: Sequence[PreparedDecision]) -> list[int]:
-        """Write several prepared decisions with two statements (one multi-row INSERT per table),
-        inside the current transaction; returns their event ids. No duplicate check of its own:
+        """Write several prepared decisions with four statements (one multi-row INSERT per table,
+        the lookup of their symbols' heads and its upsert: ``mem_memory.chains``), inside the
+        current transaction; returns their event ids. No duplicate check of its own:
         a repeated decision id fails the whole statement with ``sqlite3.IntegrityError`` (the
         caller rolls back), and so does a repeated request id. Few statements matter: each one lets other Python threads take the
         GIL, and the committing thread then waits to get it back."""
@@ -134,12 +139,17 @@ class StoreWrites(StoreQueries):
         with self._lock:
             last = self.dialect.insert_events(conn, [(DECISION, p.decision_id, p.payload) for p in prepared])
             first = last - n + 1  # one statement: consecutive ids in VALUES order
+            symbols = [p.symbol_tag for p in prepared]
+            heads, self._symbol_heads = chains.heads_of(conn, symbols, self._symbol_heads)
             dec_args: list[Any] = []
-            for i, p in enumerate(prepared):
-                dec_args += (p.decision_id, p.symbol_tag, first + i)
+            for i, (p, prev) in enumerate(zip(prepared, chains.link(symbols, first, heads))):
+                dec_args += (p.decision_id, p.symbol_tag, first + i, prev)
             conn.execute(
-                "INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES " + ",".join(["(?,?,?)"] * n), dec_args
+                "INSERT INTO decisions(decision_id, symbol_tag, event_id, prev_event_id) VALUES "
+                + ",".join(["(?,?,?,?)"] * n),
+                dec_args,
             )
+            chains.set_heads(conn, heads)
             tagged = [(p, first + i) for i, p in enumerate(prepared) if p.request_tag is not None]
             if tagged:
                 now, req_args = _time.time(), list[Any]()
@@ -217,16 +227,25 @@ class StoreWrites(StoreQueries):
             conn = self._c()
             next_id = self.dialect.next_event_id(conn, self.last_event_id())
             ev_rows: list[tuple[int, str, str, bytes]] = []
-            dec_rows: list[tuple[str, str, int]] = []
+            symbols: list[str] = []
             for d in decisions:
                 ev_rows.append((next_id, DECISION, d.decision_id, codec.encode(DECISION, d.to_dict())))
-                dec_rows.append((d.decision_id, codec.tag(d.symbol), next_id))
+                symbols.append(codec.tag(d.symbol))
                 next_id += 1
+            heads, self._symbol_heads = chains.heads_of(conn, symbols, self._symbol_heads)
+            first = next_id - len(ev_rows)
+            dec_rows = [
+                (e[2], tag, e[0], prev) for e, tag, prev in zip(ev_rows, symbols, chains.link(symbols, first, heads))
+            ]
             conn.executemany("INSERT INTO events(event_id, kind, subject, payload) VALUES (?, ?, ?, ?)", ev_rows)
             try:
-                conn.executemany("INSERT INTO decisions(decision_id, symbol_tag, event_id) VALUES (?, ?, ?)", dec_rows)
+                conn.executemany(
+                    "INSERT INTO decisions(decision_id, symbol_tag, event_id, prev_event_id) VALUES (?, ?, ?, ?)",
+                    dec_rows,
+                )
             except INTEGRITY_ERRORS as exc:
                 raise DuplicateDecision(f"bulk load repeats a stored decision id ({exc})") from None
+            chains.set_heads(conn, heads)
             n = len(ev_rows)
             ev_rows, out_rows = [], []
             for o in outcomes:

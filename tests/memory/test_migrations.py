@@ -69,7 +69,7 @@ def _worker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 
 def test_a_new_store_records_this_codes_revision(db: Path | str) -> None:
     MemoryStore.open(db).close()
-    assert _meta(db, "format") == str(migrations.head()) == "2"
+    assert _meta(db, "format") == str(migrations.head()) == "3"
 
 
 def test_a_first_release_store_is_migrated_on_open(db: Path | str) -> None:
@@ -87,7 +87,7 @@ def test_a_first_release_store_is_migrated_on_open(db: Path | str) -> None:
     conn = raw_connect(db)
     assert has_table(conn, "requests") and has_table(conn, "probe")
     conn.close()
-    assert _meta(db, "format") == "2"
+    assert _meta(db, "format") == str(migrations.head())
     assert _meta(db, "store_id") == store.store_id
 
 
@@ -109,15 +109,16 @@ def test_an_offline_step_needs_mem_memory_upgrade_which_takes_a_backup_first(db:
     refused = _worker("offline", "0", "mem", "memory", "verify", "--memory-db", str(db))
     assert refused.returncode == 1
     lines = refused.stderr.strip().splitlines()
-    assert len(lines) == 1 and "`mem memory upgrade`" in lines[0] and "revision 2" in lines[0], refused.stderr
-    assert _meta(db, "format") == "2"
+    head = migrations.head()
+    assert len(lines) == 1 and "`mem memory upgrade`" in lines[0] and f"revision {head}" in lines[0], refused.stderr
+    assert _meta(db, "format") == str(head)
     done = _worker("offline", "0", "mem", "memory", "upgrade", "--memory-db", str(db))
     assert done.returncode == 0, done.stderr
-    assert "is at revision 3" in done.stdout
-    assert _meta(db, "format") == "3"
+    assert f"is at revision {head + 1}" in done.stdout
+    assert _meta(db, "format") == str(head + 1)
     backups = sorted((db.parent / "pre-upgrade").glob("memory-*.db"))
     assert len(backups) == 1 and str(backups[0]) in done.stdout
-    assert _meta(backups[0], "format") == "2"  # taken before the migration
+    assert _meta(backups[0], "format") == str(head)  # taken before the migration
     conn = sqlite3.connect(db)
     assert [r[0] for r in conn.execute("SELECT event_id FROM migrated_ids ORDER BY 1")] == list(range(1, 8))
     conn.close()
@@ -152,11 +153,12 @@ def test_a_sigkill_in_the_middle_of_a_migration_leaves_a_store_that_opens_and_fi
     proc.wait()
     killed = _migrated(db)
     assert len(killed) in (10, 15) and killed == list(range(1, len(killed) + 1))  # whole chunks only
-    assert _meta(db, "format") == "2"  # the step is unfinished: the store's revision did not move
+    head = migrations.head()
+    assert _meta(db, "format") == str(head)  # the step is unfinished: the store's revision did not move
     with MemoryStore.open(db) as store:  # opens (this code does not know the test step)
         assert store.counts()["decisions"] == 23
     finished = _worker("online", "0", "open", str(db))
     assert finished.returncode == 0 and "opened" in finished.stdout, finished.stderr
-    assert "migrated to revision 3" in finished.stderr
+    assert f"migrated to revision {head + 1}" in finished.stderr
     assert _migrated(db) == list(range(1, 24))  # each event once: resumed where the kill stopped it
-    assert _meta(db, "format") == "3"
+    assert _meta(db, "format") == str(head + 1)
