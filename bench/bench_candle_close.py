@@ -159,9 +159,10 @@ def main() -> None:
             items = conv.enhance_queries(pb.EnhanceSignalsRequest.FromString(data), mx, conv.MAX_BATCH_ITEMS)
             queries = [q for q in items if not isinstance(q, Exception)]
             cpu.append(time.thread_time())
-            answers = await h.enhance(queries, Budget(None), inline)
+            made = conv.ReplyAhead()
+            answers = await h.enhance(queries, Budget(None), inline, made.ahead)
             cpu.append(time.thread_time())
-            reply = conv.enhance_results_pb(list(answers), "EnhanceSignals").SerializeToString()
+            reply = made.bytes_of(answers)
             cpu.append(time.thread_time())
             ok = sum(not isinstance(a, Exception) for a in answers)
             assert reply and ok == len(symbols), [a for a in answers if isinstance(a, Exception)][:3]

@@ -237,17 +237,23 @@ class MemoryEngine(Learning, Reporting):
         return self._answer(request, decision, written).decision
 
     async def enhance_many(
-        self, requests: Sequence[SignalRequest], fingerprints: Sequence[str] | None = None
+        self,
+        requests: Sequence[SignalRequest],
+        fingerprints: Sequence[str] | None = None,
+        meanwhile: Callable[[list[Decision]], object] | None = None,
     ) -> list[Enhanced | Exception]:
         """``enhance`` for asyncio callers and many requests at once: the decisions are committed
         together (one transaction), each request id checked inside it; per request its answer
         or its error. The event loop never reads the store: the index is refreshed on a worker
-        thread, and the commit runs in the writer process (or on a worker thread)."""
+        thread, and the commit runs in the writer process (or on a worker thread).
+        ``meanwhile(decisions)`` runs on the loop's next turn, while they commit."""
         if self._refresh_due():
             self._checked = _time.monotonic()
             self._catch_up()
         fps = list(fingerprints) if fingerprints is not None else [""] * len(requests)
         decisions, prepared = self._decide(requests, fps)
+        if meanwhile is not None:  # the next loop turn: after the submission below has sent them
+            asyncio.get_running_loop().call_soon(meanwhile, decisions)
         add = self._add_written
         applies = [partial(add, d) for d in decisions]
         results: list[Any]

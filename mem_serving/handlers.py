@@ -65,6 +65,7 @@ CandleSource = Callable[[str, int, "int | None"], CandleBlock]
 T = TypeVar("T")
 #: ``await blocking(fn)``: ``fn()`` on the server's thread pool (the QuestDB reads).
 Blocking = Callable[[Callable[[], T]], Awaitable[T]]
+Ahead = Callable[[list[Any]], object]  # ``Handlers.enhance``'s
 
 
 def _predict_rows(model: ServingModel, x: np.ndarray) -> list[float]:
@@ -103,7 +104,7 @@ class MemoryEngineLike(Protocol):
     """The part of ``mem_memory.MemoryEngine`` serving uses (thread-safe: it locks itself)."""
 
     async def enhance_many(
-        self, requests: Sequence[SignalRequest], fingerprints: Sequence[str] | None = None
+        self, requests: Sequence[SignalRequest], fingerprints: Sequence[str] | None = None, meanwhile: Any = None
     ) -> list[Enhanced | Exception]: ...
     def record_outcome(self, outcome: Outcome, request_id: str = "", fingerprint: str = "") -> LearningUpdate: ...
     def once(
@@ -323,12 +324,12 @@ class Handlers:
         return out
 
     async def enhance(
-        self, queries: Sequence[EnhanceQuery], budget: Budget, blocking: Blocking
+        self, queries: Sequence[EnhanceQuery], budget: Budget, blocking: Blocking, ahead: Ahead | None = None
     ) -> list[EnhanceResult | Exception]:
-        """Enhanced signals for many requests (EnhanceSignal is a batch of one), each its own
-        answer or error: the ML predictions of the items without one, the memory's decisions
-        committed together (``MemoryEngine.enhance_many``, each request id checked inside). With
-        no champion or too short a history the ML is silent and the decision says why."""
+        """Enhanced signals for many requests (EnhanceSignal is a batch of one), each its own answer or error:
+        the ML predictions of the items without one, the memory's decisions committed together (``enhance_many``,
+        each request id checked inside; with no champion or too short a history the ML is silent and the decision
+        says why). The results are made as new ones while they commit (given to ``ahead``), redone if not."""
         started = time.perf_counter()
         model = self.models.model
         out: list[EnhanceResult | Exception | None] = [None] * len(queries)
@@ -353,7 +354,15 @@ class Handlers:
         requests = [_signal_request(queries[i], made[i], snapshots.get(i), absent[i]) for i in taken]
         budget.check("recording the decisions")
         memory_started = time.perf_counter()
-        answers = await self.engine.enhance_many(requests, [queries[i].fingerprint for i in taken]) if requests else []
+
+        def as_new(decisions: list[Any], ahead: Ahead) -> None:  # on the loop while they commit
+            for i, r, d in zip(taken, requests, decisions):
+                out[i] = EnhanceResult(d, made[i], r.model_version or "", False, r.ml_absent_reason)
+            ahead(list[Any](out))
+
+        fps = [queries[i].fingerprint for i in taken]
+        soon = partial(as_new, ahead=ahead) if ahead is not None and not any(out) else None  # no error mapped twice
+        answers = await self.engine.enhance_many(requests, fps, soon) if requests else []
         self.metrics.memory_load.observe(time.perf_counter() - memory_started)
         actions: list[str] = []  # metrics counted once per batch
         replays = silent = 0
@@ -366,8 +375,9 @@ class Handlers:
             else:
                 actions.append(answer.decision.action)
                 silent += request.ml_confidence is None
-            reason = "" if answer.replayed else request.ml_absent_reason
-            out[i] = EnhanceResult(answer.decision, made[i], request.model_version or "", answer.replayed, reason)
+            if not isinstance(new := out[i], EnhanceResult) or new.decision is not answer.decision:  # not made ahead
+                reason = "" if answer.replayed else request.ml_absent_reason
+                out[i] = EnhanceResult(answer.decision, made[i], request.model_version or "", answer.replayed, reason)
         for action, count in Counter(actions).items():
             self.metrics.decisions.labels(action).inc(count)
         if replays:

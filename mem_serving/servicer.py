@@ -85,7 +85,7 @@ def add_to_server(servicer: MemServicer, server: grpc.aio.Server) -> dict[str, g
         handlers[name] = grpc.unary_unary_rpc_method_handler(
             h.unary_unary,
             request_deserializer=_lenient(h.request_deserializer),
-            response_serializer=h.response_serializer,
+            response_serializer=lambda r, s=h.response_serializer: r if type(r) is bytes else s(r),  # bytes: as is
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(got.service, handlers),))
     server.add_registered_method_handlers(got.service, handlers)
@@ -163,15 +163,13 @@ class MemServicer(mem_pb2_grpc.MemServiceServicer):
 
         return await self._run("EnhanceSignal", request, context, work)
 
-    async def EnhanceSignals(
-        self, request: pb.EnhanceSignalsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.EnhanceSignalsResponse:
-        async def work(budget: Budget) -> pb.EnhanceSignalsResponse:
+    async def EnhanceSignals(self, request: pb.EnhanceSignalsRequest, context: grpc.aio.ServicerContext) -> bytes:
+        async def work(budget: Budget) -> bytes:  # the serialized EnhanceSignalsResponse, sent as it is
             items = conv.enhance_queries(request, self._max_candles, conv.MAX_BATCH_ITEMS, self._no_future)
             queries = [q for q in items if not isinstance(q, Exception)]
-            answers = iter(await self.h.enhance(queries, budget, self._blocking) if queries else [])
-            results = [q if isinstance(q, Exception) else next(answers) for q in items]
-            return conv.enhance_results_pb(results, "EnhanceSignals")
+            reply = conv.ReplyAhead()  # made while the decisions commit
+            got = iter(await self.h.enhance(queries, budget, self._blocking, reply.ahead) if queries else [])
+            return reply.bytes_of([q if isinstance(q, Exception) else next(got) for q in items])
 
         return await self._run("EnhanceSignals", request, context, work)
 

@@ -120,9 +120,9 @@ def test_hot_path_runs_on_the_event_loop_without_the_thread_pool(
     )
     enhance_many = stack.engine.enhance_many
 
-    async def spy(requests, fingerprints=None):
+    async def spy(requests, fingerprints=None, meanwhile=None):
         ran_on.append(threading.current_thread().name)
-        return await enhance_many(requests, fingerprints)
+        return await enhance_many(requests, fingerprints, meanwhile)
 
     def no_sync(request):
         raise AssertionError("the synchronous enhance ran")
@@ -165,9 +165,9 @@ def test_calls_that_read_questdb_run_in_the_thread_pool(
         decided_on: list[str] = []
         enhance_many = s.engine.enhance_many
 
-        async def spy(requests, fingerprints=None):
+        async def spy(requests, fingerprints=None, meanwhile=None):
             decided_on.append(threading.current_thread().name)
-            return await enhance_many(requests, fingerprints)
+            return await enhance_many(requests, fingerprints, meanwhile)
 
         s.engine.enhance_many = spy
         assert s.stub.EnhanceSignal(_enhance_pb([], symbol="SEEDED"), timeout=10).decision_id  # symbol alone
@@ -187,13 +187,13 @@ def test_a_call_cancelled_by_its_deadline_is_not_internal(
     cancelled = threading.Event()
     enhance_many = stack.engine.enhance_many
 
-    async def slow(requests, fingerprints=None):
+    async def slow(requests, fingerprints=None, meanwhile=None):
         try:
             await asyncio.sleep(2.0)
         except asyncio.CancelledError:
             cancelled.set()
             raise
-        return await enhance_many(requests, fingerprints)
+        return await enhance_many(requests, fingerprints, meanwhile)
 
     monkeypatch.setattr(stack.engine, "enhance_many", slow)
     requests = stack.handlers.metrics.requests

@@ -6,6 +6,7 @@ the Python client and grpcurl (reflection only) call it."""
 from __future__ import annotations
 
 import json
+import operator
 
 import grpc
 import numpy as np
@@ -179,3 +180,87 @@ def test_the_client_and_grpcurl_call_it(grpcurl: str, stack: Stack, serve_candle
     )
     again = json.loads(_run(grpcurl, stack.address, "mem.v1.MemService/EnhanceSignals", data=request).stdout)["results"]
     assert again[0]["signal"]["replayed"] and again[0]["signal"]["decision_id"] == results[0]["signal"]["decision_id"]
+
+
+def test_the_replies_are_the_bytes_built_after_the_commit(
+    stack: Stack, serve_candles: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply made while the decisions commit is sent when every decision committed as new;
+    otherwise (a replay, a conflicting id, an item refused at the edge) it is made again. Either
+    way byte for byte the reply built from the final results, each item as EnhanceSignal answers
+    it alone."""
+    from mem_serving import converters as conv
+
+    finals: list[list] = []  # each call's results from the handlers
+    built: list[list] = []  # the results each reply message was built from
+    enhance, build = stack.handlers.enhance, conv.ReplyAhead.ahead
+
+    async def kept(*args):
+        finals.append(await enhance(*args))
+        return finals[-1]
+
+    monkeypatch.setattr(stack.handlers, "enhance", kept)
+    monkeypatch.setattr(conv.ReplyAhead, "ahead", lambda reply, results: built.append(results) or build(reply, results))
+    when = now_pb()
+    items = [
+        _item(s, candles_pb(_window(serve_candles, i, SERVING_HISTORY)), time=when) for i, s in enumerate(_symbols())
+    ]
+    for item in items[:3]:
+        item.request_id = f"first-{item.symbol}"
+    call, one = (
+        stack.channel.unary_unary("/mem.v1.MemService/EnhanceSignals"),
+        stack.channel.unary_unary("/mem.v1.MemService/EnhanceSignal"),
+    )
+
+    raw = call(pb.EnhanceSignalsRequest(requests=items).SerializeToString(), timeout=30)  # every decision new
+    assert len(built) == 1 and all(map(operator.is_, built[0], finals[-1]))  # made ahead, from the results sent
+    assert raw == _reply(finals[-1])
+    first = pb.EnhanceSignalsResponse.FromString(raw).results
+    assert [r.code for r in first] == [0] * N and not any(r.signal.replayed for r in first)
+
+    conflicting = pb.EnhanceSignalRequest()
+    conflicting.CopyFrom(items[1])
+    conflicting.base_confidence = 0.3  # another request with the id of items[1]
+    invalid = _item("BADUSDT", [], price=-1.0, time=when)
+    close = [
+        _item(s, [candle_pb(tuple(_window(serve_candles, i, SERVING_HISTORY + 1).iloc[-1]))], time=when)
+        for i, s in enumerate(_symbols())
+    ]
+    close[:2] = [items[0], conflicting]  # a replay, a conflicting id, new decisions
+    close[4].request_id = "new-one"
+    raw = call(pb.EnhanceSignalsRequest(requests=close).SerializeToString(), timeout=30)
+    assert len(built) == 3 and raw == _reply(finals[-1])  # made ahead, then again after the commit
+    got = pb.EnhanceSignalsResponse.FromString(raw).results
+    assert got[0].signal.replayed and got[0].signal.decision_id == first[0].signal.decision_id
+    assert got[1].code == grpc.StatusCode.ALREADY_EXISTS.value[0] and not any(r.signal.replayed for r in got[2:])
+    assert len(stack.store.decision_event_ids([r.signal.decision_id for r in got[2:]])) == N - 2
+    raw = call(pb.EnhanceSignalsRequest(requests=[invalid, items[2]]).SerializeToString(), timeout=30)
+    (refused,) = conv.enhance_queries(pb.EnhanceSignalsRequest(requests=[invalid]), 10, 10)
+    assert raw == _reply([refused, *finals[-1]])  # an item refused at the edge, a replay
+    bad, replayed = pb.EnhanceSignalsResponse.FromString(raw).results
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and replayed.signal.replayed
+
+    # each item alone: the replays' bytes, the same statuses (a new item: stored, then answered replayed)
+    assert one(items[0].SerializeToString(), timeout=10) == got[0].signal.SerializeToString()
+    assert one(items[2].SerializeToString(), timeout=10) == replayed.signal.SerializeToString()
+    for request, answer in ((conflicting, got[1]), (invalid, bad)):
+        with pytest.raises(grpc.RpcError) as err:
+            one(request.SerializeToString(), timeout=10)
+        assert (err.value.code().value[0], err.value.details()) == (answer.code, answer.message)
+    again = pb.EnhancedSignal.FromString(one(close[4].SerializeToString(), timeout=10))
+    assert again.replayed and again.decision_id == got[4].signal.decision_id
+
+
+def _reply(results: list) -> bytes:
+    """The reply to ``results`` as EnhanceSignals built it before any was made ahead."""
+    from mem_serving.converters import signal_fields
+    from mem_serving.errors import to_status
+
+    reply = pb.EnhanceSignalsResponse()
+    for r in results:
+        if isinstance(r, Exception):
+            code, message = to_status(r, "EnhanceSignals")
+            reply.results.add(code=code.value[0], message=message)
+        else:
+            reply.results.add(signal=signal_fields(r))
+    return reply.SerializeToString()

@@ -204,9 +204,9 @@ def test_concurrent_enhance_signal_calls_share_a_batch_over_grpc(
     sizes: list[int] = []
     enhance = stack.handlers.enhance
 
-    async def spy(queries, budget, blocking):
+    async def spy(queries, budget, blocking, encode=None):
         sizes.append(len(queries))
-        return await enhance(queries, budget, blocking)
+        return await enhance(queries, budget, blocking, encode)
 
     monkeypatch.setattr(stack.handlers, "enhance", spy)
     calls = [request(i, [candle_pb(tuple(w.iloc[-1]))]) for i, w in enumerate(windows)]
