@@ -3,7 +3,11 @@
 ``await committer.submit_many(prepared, apply)`` returns, per decision, its event id once the
 batch holding it is committed (fsynced) by the writer process (``mem_memory.writer``), or the
 ``Replay``/``Conflict`` of its request id found inside that transaction (nothing written). The
-decisions of one ``submit_many`` (a candle close's batch) go in one transaction. Everything
+decisions of one ``submit_many`` (a candle close's batch) go in one transaction. ``submit_made``
+is ``submit_many`` of decisions it makes part by part (``make``): with no batch in flight, a
+big call is sent to the child in parts as they are made, so that the child inserts one part
+(on the other core) while the caller makes the next, and commits them together after the
+last: the caller then waits for the last part's inserts and the COMMIT only. Everything
 runs on the caller's event loop, with no thread of its own: a submit that finds no batch in
 flight sends the queue as one batch; the child's reply arrives through ``add_reader``; the reply
 handler applies the batch to the engine's index (``after_commit``), resolves its callers and
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mem_memory.errors import MemoryStoreError, MemoryUnavailable, StoreFull
@@ -44,9 +48,14 @@ _UNSET: Any = object()  # a decision of a call without its answer yet
 MAX_ATTEMPTS = 2
 #: Most decisions in one batch (one transaction): a whole EnhanceSignals call.
 MAX_BATCH = 5000
+#: Decisions per part of a call sent in parts (``submit_made``); a call of no more goes in one
+#: part, as does every single call.
+PART = 250
 
 Written = int | Replay | Conflict
 Apply = Callable[[int], None] | None
+#: ``make(i, j) -> (prepared, apply)``: decisions ``i`` to ``j`` (excluded) of a call, made now.
+Make = Callable[[int, int], tuple[Sequence[PreparedDecision], Sequence[Apply]]]
 #: ``fallback(prepared, apply) -> result``: the in-process, blocking write of one decision.
 Fallback = Callable[[PreparedDecision, Apply], Written]
 
@@ -97,12 +106,14 @@ class AsyncDecisionCommitter:
         after_commit: AfterCommit,
         fallback: Fallback,
         max_batch: int = MAX_BATCH,
+        part: int = PART,
     ) -> None:
         self.writer = writer
         self.store = store
         self.after_commit = after_commit
         self.fallback = fallback
         self.max_batch = max_batch
+        self.part = part
         self.stats = GroupStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Pending] = deque()
@@ -119,6 +130,30 @@ class AsyncDecisionCommitter:
     async def submit_many(self, prepared: list[PreparedDecision], apply: list[Apply]) -> list[Written | BaseException]:
         """Commit ``prepared`` in the next batch (together); per decision its result once durable,
         or the error that kept it out (``apply[i]`` runs on its event id once committed)."""
+        loop = self._bind()
+        if not prepared:
+            return []
+        # a cancelled caller cancels the call's future: its decisions are stored all the same
+        return await self._queued(loop, prepared, apply)
+
+    async def submit_made(self, n: int, make: Make) -> list[Written | BaseException]:
+        """``submit_many`` of the ``n`` decisions that ``make`` makes: with no batch in flight
+        and more than one ``part`` of them, each part is sent to the writer as soon as it is
+        made (one transaction, committed after the last); otherwise they are made at once and
+        queued as ``submit_many``'s. An error raised by ``make`` is raised, and nothing of the
+        call is stored."""
+        loop = self._bind()
+        if not n:
+            return []
+        part = self.part
+        if n <= part or n > self.max_batch or self._inflight is not None or self._queue:
+            prepared, apply = make(0, n)
+            return await self._queued(loop, prepared, apply)
+        call = _Call(loop.create_future(), n)
+        self._stream(call, make, [*range(part, n, part), n])
+        return await call.future
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
         if self._closed:
             raise MemoryUnavailable("the memory engine is closed")
         loop = asyncio.get_running_loop()
@@ -126,16 +161,57 @@ class AsyncDecisionCommitter:
             self._loop = loop
         elif loop is not self._loop:
             raise RuntimeError("AsyncDecisionCommitter serves one event loop; this is another")
-        if not prepared:
-            return []
+        return loop
+
+    def _queued(
+        self, loop: asyncio.AbstractEventLoop, prepared: Sequence[PreparedDecision], apply: Sequence[Apply]
+    ) -> asyncio.Future[list[Written | BaseException]]:
+        """Queue one call's decisions (sent now if nothing is in flight): its future."""
         call = _Call(loop.create_future(), len(prepared))
         queue = self._queue
         for i, (p, a) in enumerate(zip(prepared, apply, strict=True)):
             queue.append(_Pending(p, a, call, i))
         if self._inflight is None:
             self._send_next()
-        # a cancelled caller cancels the call's future: its decisions are stored all the same
-        return await call.future
+        return call.future
+
+    def _stream(self, call: _Call, make: Make, ends: list[int]) -> None:
+        """Make and send ``call``'s decisions part by part, up to each of ``ends``, as one batch
+        (nothing is in flight). All of it runs in one step of the loop: no reply is handled and
+        no other call queues meanwhile."""
+        batch: list[_Pending] = []
+        self._inflight = batch
+        lost: MemoryUnavailable | None = None
+        try:
+            self._ensure_writer()  # once: a child started in mid-stream would miss the first parts
+        except MemoryUnavailable as exc:
+            lost = exc
+        start = 0
+        try:
+            for end in ends:
+                prepared, apply = make(start, end)
+                batch += [_Pending(p, a, call, i) for i, (p, a) in enumerate(zip(prepared, apply, strict=True), start)]
+                start = end
+                if lost is None:
+                    try:
+                        self.writer.send(prepared, self.store.max_pages, more=end < ends[-1])
+                    except MemoryUnavailable as exc:
+                        lost = exc
+        except BaseException:  # make failed: nothing of the call is stored, nobody is answered
+            call.future.cancel()
+            self._inflight = None
+            if start and lost is None:  # the child rolls back the parts it has
+                try:
+                    self.writer.abandon()
+                    self._inflight = []  # its reply settles nothing
+                except MemoryUnavailable as exc:
+                    self._writer_lost([], exc)
+            raise
+        for p in batch:
+            p.attempts += 1
+        if lost is not None:  # in doubt as a batch sent at once: _writer_lost finds none committed
+            self._inflight = None
+            self._writer_lost(batch, lost)
 
     # ------------------------------------------------------------------ the cycle
     def _ensure_writer(self) -> None:

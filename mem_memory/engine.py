@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from mem_memory.async_commit import AsyncDecisionCommitter
 from mem_memory.config import MemoryConfig
-from mem_memory.decide import decide_many, new_decision_ids
+from mem_memory.decide import Retrieved, decide_many, new_decision_ids
 from mem_memory.errors import (
     InvalidRecord,
     MemoryUnavailable,
@@ -159,13 +159,17 @@ class MemoryEngine(Learning, Reporting):
     def _decide(
         self, requests: Sequence[SignalRequest], fingerprints: Sequence[str]
     ) -> tuple[list[Decision], list[PreparedDecision]]:
-        """The decisions for ``requests`` (not yet stored) and their encoded forms (JSON + AES-GCM
-        outside any lock): ``decide_many`` on what the in-process index holds (no store read),
-        read under one hold of the index lock: the parameters, per request the first matching
-        strategy and the similar trades (none for a HOLD)."""
+        """The decisions for ``requests`` (not yet stored) and their encoded forms: ``_made`` of
+        what ``_retrieve`` reads."""
+        return self._made(requests, fingerprints, self._retrieve(requests), new_decision_ids(len(requests)))
+
+    def _retrieve(self, requests: Sequence[SignalRequest]) -> list[Retrieved]:
+        """What ``decide_many`` needs of the in-process index (no store read), read under one
+        hold of the index lock: the parameters, per request the first matching strategy and the
+        similar trades (none for a HOLD)."""
         cfg = self.config
         k, radius = cfg.neighbours, cfg.similar_radius
-        retrieved: list[tuple[Parameters, StrategySpec | None, Similar | None]] = []
+        retrieved: list[Retrieved] = []
         wm = self._wm
         with self._lock:  # per action once: its strategies in order, whether any trade is indexed
             params = self._params
@@ -190,7 +194,18 @@ class MemoryEngine(Learning, Reporting):
                     retrieved.append(silent)
                 else:
                     retrieved.append((params, spec, nothing if found is None else next(found)))
-        decisions = decide_many(requests, retrieved, cfg, new_decision_ids(len(requests)))
+        return retrieved
+
+    def _made(
+        self,
+        requests: Sequence[SignalRequest],
+        fingerprints: Sequence[str],
+        retrieved: Sequence[Retrieved],
+        decision_ids: Sequence[str],
+    ) -> tuple[list[Decision], list[PreparedDecision]]:
+        """``decide_many`` of ``requests`` and the decisions' encoded forms (JSON + AES-GCM
+        outside any lock)."""
+        decisions = decide_many(requests, retrieved, self.config, decision_ids)
         return decisions, self.store.prepare_decisions(decisions, [r.request_id for r in requests], fingerprints)
 
     def _index(self, decision: Decision) -> Callable[[Any], None]:
@@ -251,26 +266,30 @@ class MemoryEngine(Learning, Reporting):
             self._checked = _time.monotonic()
             self._catch_up()
         fps = list(fingerprints) if fingerprints is not None else [""] * len(requests)
-        decisions, prepared = self._decide(requests, fps)
-        if meanwhile is not None:  # the next loop turn: after the submission below has sent them
-            asyncio.get_running_loop().call_soon(meanwhile, decisions)
-        add = self._add_written
-        applies = [partial(add, d) for d in decisions]
         results: list[Any]
+        committer = self._async
+        if committer is not None and self.store.writable and len(requests) > committer.part:
+            decisions, results = await self._commit_in_parts(committer, requests, fps, meanwhile)
+        else:
+            decisions, prepared = self._decide(requests, fps)
+            if meanwhile is not None:  # the next loop turn: after the submission below has sent them
+                asyncio.get_running_loop().call_soon(meanwhile, decisions)
+            add = self._add_written
+            applies = [partial(add, d) for d in decisions]
 
-        def apply_all(written: list[Any]) -> None:
-            for apply, w in zip(applies, written):
-                apply(w)
+            def apply_all(written: list[Any]) -> None:
+                for apply, w in zip(applies, written):
+                    apply(w)
 
-        try:
-            if self._async is not None and self.store.writable:  # read-only: StoreFull from the store
-                results = await self._async.submit_many(prepared, list[Any](applies))
-            else:
-                results = await asyncio.to_thread(
-                    self._group.submit, lambda store: list[Any](store.append_prepared_checked(prepared)), apply_all
-                )
-        except Exception as exc:
-            results = [exc] * len(decisions)
+            try:
+                if committer is not None and self.store.writable:  # read-only: StoreFull from the store
+                    results = await committer.submit_many(prepared, list[Any](applies))
+                else:
+                    results = await asyncio.to_thread(
+                        self._group.submit, lambda store: list[Any](store.append_prepared_checked(prepared)), apply_all
+                    )
+            except Exception as exc:
+                results = [exc] * len(decisions)
         answers: list[Enhanced | Exception] = []
         new = tuple.__new__  # Enhanced(d, False) without its Python frame: the answer of a new decision
         for r, d, w in zip(requests, decisions, results):
@@ -282,6 +301,43 @@ class MemoryEngine(Learning, Reporting):
             except Exception as exc:
                 answers.append(exc)
         return answers
+
+    async def _commit_in_parts(
+        self,
+        committer: AsyncDecisionCommitter,
+        requests: Sequence[SignalRequest],
+        fps: list[str],
+        meanwhile: Callable[[list[Decision]], object] | None,
+    ) -> tuple[list[Decision], list[Any]]:
+        """``_decide`` and the commit of a big call through ``committer.submit_made``: the
+        decisions made part by part (from one read of the index), each part sent to the writer
+        while the next is made (all before ``submit_made`` first waits, when ``meanwhile`` runs).
+        The decisions and, per decision, its commit's result or error."""
+        n = len(requests)
+        retrieved, ids = self._retrieve(requests), new_decision_ids(n)
+        decisions: list[Decision] = []
+        failed: list[BaseException] = []
+        add = self._add_written
+
+        def make(i: int, j: int) -> tuple[list[PreparedDecision], list[Any]]:
+            try:
+                made, prepared = self._made(requests[i:j], fps[i:j], retrieved[i:j], ids[i:j])
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+            decisions.extend(made)
+            return prepared, [partial(add, d) for d in made]
+
+        if meanwhile is not None:  # not when making a part failed (the call raises)
+            asyncio.get_running_loop().call_soon(lambda: len(decisions) == n and meanwhile(decisions))
+        try:
+            return decisions, await committer.submit_made(n, make)
+        except Exception as exc:
+            if failed:  # _decide's own error, raised as it was before the commit
+                raise
+            if len(decisions) < n:  # the commit failed before they were made: made for the answers
+                decisions += self._made(requests, fps, retrieved, ids)[0][len(decisions) :]
+            return decisions, [exc] * n
 
     async def enhance_async(self, request: SignalRequest, fingerprint: str = "") -> Decision:
         """One request through ``enhance_many``: its decision (or error)."""

@@ -15,16 +15,20 @@ statements as the in-process group commit (``MemoryStore.append_prepared_checked
 Protocol (``multiprocessing.connection`` framing over two pipes, and a file in memory shared
 with the child for the batches): the child sends ``("ready", pid)`` once the store is open, then
 answers every batch (``("batch", max_pages, [ids, tags, payloads, request tags, fingerprint
-tags])``, a tuple per field and a value per decision, through the pipe for up to 16 decisions;
-a bigger one is written to the file, its payloads one after the other and then the rest
-pickled with their lengths in their place, and the pipe carries ``("file", offset of the rest,
-its length)``; ``max_pages``: the store's size cap,
-``MemoryStore.set_max_bytes``) with ``("ok", results)``
+tags], more)``, a tuple per field and a value per decision, through the pipe for up to 16
+decisions; a bigger one is written to the file, its payloads one after the other and then the
+rest pickled with their lengths in their place, and the pipe carries ``("file", offset of the
+payloads, offset of the rest, its length, more)``; ``max_pages``: the store's size cap,
+``MemoryStore.set_max_bytes``; ``more``: a part of a batch whose next part follows, each
+written to the file after the one before: the child inserts the parts as they come, in one
+transaction committed after the last, and ``("abandon",)`` in place of the next part rolls
+them back) with ``("ok", results)``
 (per decision its event id, or a ``Replay``/``Conflict`` of its request id, checked inside the
 transaction: ``MemoryStore.append_prepared_checked``), ``("integrity", message)`` (a repeated
 decision id: nothing written), ``("full", message)`` (the disk is full or the cap reached:
-nothing written) or ``("error", message)`` (nothing written). It exits when the parent's end
-of the pipe closes, which also happens when the parent dies, so it never outlives its server.
+nothing written) or ``("error", message)`` (nothing written, an abandoned batch too). It
+exits when the parent's end of the pipe closes, which also happens when the parent dies, so it
+never outlives its server (a batch whose last part never came is rolled back).
 
     python -c "<_CHILD>" <db path> <read fd> <write fd> <batch file fd>
 """
@@ -40,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -79,6 +83,7 @@ class WriterProcess:
         self._to_child: Connection | None = None
         self._from_child: Connection | None = None
         self._buffer: int | None = None
+        self._at = 0  # where the next part of a batch sent in parts goes in the file
         self.pid: int | None = None
         self.starts = 0
 
@@ -109,7 +114,7 @@ class WriterProcess:
             raise
         os.close(c_read)
         os.close(c_write)
-        self._buffer = buffer
+        self._buffer, self._at = buffer, 0
         self._proc, self.pid = proc, proc.pid
         self._to_child = Connection(p_write, readable=False)
         self._from_child = Connection(p_read, writable=False)
@@ -136,21 +141,38 @@ class WriterProcess:
             raise MemoryUnavailable("the memory writer process is not running")
         return self._from_child.fileno()
 
-    def send(self, batch: Sequence[PreparedDecision], max_pages: int | None = None) -> None:
+    def send(self, batch: Sequence[PreparedDecision], max_pages: int | None = None, *, more: bool = False) -> None:
         """Hand the child one batch to commit under the store's size cap ``max_pages``
-        (``MemoryUnavailable`` if it is gone)."""
+        (``MemoryUnavailable`` if it is gone). ``more``: a part of a batch, whose next part
+        follows (``send`` again, ``more`` until its last part, or ``abandon``): the child inserts
+        each part as it comes and commits them together after the last."""
         if self._to_child is None or self._buffer is None:
             raise MemoryUnavailable("the memory writer process is not running")
         columns = list(zip(*batch))  # columns, not rows: pickled in 0.2 ms rather than 1.4 ms
         try:
             if len(batch) <= INLINE_DECISIONS:  # fits the pipe (empty: the child read the last batch)
-                self._to_child.send(("batch", max_pages, columns))
+                self._to_child.send(("batch", max_pages, columns, more))
             else:  # the payloads as they are, then the rest pickled: never waits for the child
-                at = _write_payloads(self._buffer, columns[2])
+                start = self._at
+                at = _write_payloads(self._buffer, columns[2], start)
                 columns[2] = tuple(map(len, columns[2]))
                 data = pickle.dumps((max_pages, columns), pickle.HIGHEST_PROTOCOL)
                 _write_at(self._buffer, data, at)
-                self._to_child.send(("file", at, len(data)))
+                self._to_child.send(("file", start, at, len(data), more))
+                self._at = at + len(data)
+        except (BrokenPipeError, OSError) as exc:
+            raise MemoryUnavailable(f"the memory writer process is gone ({exc.__class__.__name__})") from None
+        if not more:  # the child has read every part of a batch before it answers it
+            self._at = 0
+
+    def abandon(self) -> None:
+        """End a batch sent in parts without its last part: the child rolls back what it
+        inserted of it and answers ``("error", ...)`` (``MemoryUnavailable`` if it is gone)."""
+        if self._to_child is None:
+            raise MemoryUnavailable("the memory writer process is not running")
+        self._at = 0
+        try:
+            self._to_child.send(("abandon",))
         except (BrokenPipeError, OSError) as exc:
             raise MemoryUnavailable(f"the memory writer process is gone ({exc.__class__.__name__})") from None
 
@@ -201,10 +223,9 @@ def _batch_buffer() -> int:
         return fd
 
 
-def _write_payloads(fd: int, payloads: Sequence[bytes]) -> int:
-    """Write ``payloads`` one after the other from the start of ``fd`` (``pwritev``: no copy of
-    them in this process); returns the bytes written."""
-    at = 0
+def _write_payloads(fd: int, payloads: Sequence[bytes], at: int) -> int:
+    """Write ``payloads`` one after the other into ``fd`` from offset ``at`` (``pwritev``: no
+    copy of them in this process); returns the offset after them."""
     for i in range(0, len(payloads), 1024):  # Linux's IOV_MAX
         chunk = payloads[i : i + 1024]
         size = sum(map(len, chunk))
@@ -221,10 +242,10 @@ def _write_at(fd: int, data: bytes, at: int) -> None:
         done += os.pwrite(fd, view[done:], at + done)
 
 
-def _read_batch(fd: int, at: int, n: int) -> tuple[int | None, list[Any]]:
-    """The batch ``WriterProcess.send`` wrote to ``fd``: its payloads, then ``n`` bytes at ``at``
-    (the rest, pickled, with the payloads' lengths in their place)."""
-    parts, done = [], 0
+def _read_batch(fd: int, start: int, at: int, n: int) -> tuple[int | None, list[Any]]:
+    """The batch ``WriterProcess.send`` wrote to ``fd``: its payloads from ``start``, then ``n``
+    bytes at ``at`` (the rest, pickled, with the payloads' lengths in their place)."""
+    parts, done = [], start
     while done < at + n:
         part = os.pread(fd, at + n - done, done)
         if not part:
@@ -232,27 +253,70 @@ def _read_batch(fd: int, at: int, n: int) -> tuple[int | None, list[Any]]:
         parts.append(part)
         done += len(part)
     data = b"".join(parts)
-    max_pages, columns = pickle.loads(memoryview(data)[at:])
-    payloads, start = [], 0
+    max_pages, columns = pickle.loads(memoryview(data)[at - start :])
+    payloads, begin = [], 0
     for size in columns[2]:
-        payloads.append(data[start : start + size])
-        start += size
+        payloads.append(data[begin : begin + size])
+        begin += size
     columns[2] = payloads
     return max_pages, columns
 
 
-def _commit(store: MemoryStore, max_pages: int | None, rows: list[tuple[Any, ...]]) -> Reply:
+#: A part of a batch as the child receives it: the store's size cap, the columns, whether more
+#: parts follow; None: the parent abandoned the batch.
+Part = tuple[int | None, list[Any], bool] | None
+
+
+def _receive(inbox: Connection, buffer: int) -> Part:
+    """The next batch, or part of one, from the parent (``EOFError`` once it is gone)."""
+    message = inbox.recv()
+    if message[0] == "batch":
+        return message[1], message[2], message[3]
+    if message[0] == "file":
+        return (*_read_batch(buffer, message[1], message[2], message[3]), message[4])
+    return None
+
+
+class _Abandoned(Exception):
+    """The parent ended a batch sent in parts without its last part."""
+
+
+def _commit(store: MemoryStore, first: tuple[int | None, list[Any], bool], receive: Callable[[], Part]) -> Reply:
+    """Commit the batch whose first part is ``first`` in one transaction: with ``more``, its next
+    parts come from ``receive``, each inserted as it comes (its request ids checked against the
+    store and the parts before), and the COMMIT follows the last. A failure rolls back the
+    whole batch; its parts still to come are read and dropped. ``EOFError`` (the parent is
+    gone) rolls back a batch whose last part never came, and is raised."""
+    max_pages, columns, more = first
+    results: list[Any] = []
+    written: dict[str, Any] | None = {} if more else None  # the request ids of the parts before
+    reply: Reply
     try:
         store.apply_max_pages(max_pages)
         with store.group_transaction():
-            results = store.append_prepared_checked([PreparedDecision(*r) for r in rows])
+            while True:
+                results += store.append_prepared_checked([PreparedDecision(*r) for r in zip(*columns)], written)
+                if not more:
+                    break
+                part = receive()
+                if part is None:
+                    raise _Abandoned
+                columns, more = part[1], part[2]
+        return ("ok", results)
+    except EOFError:
+        raise
+    except _Abandoned:
+        return ("error", "the server abandoned the batch before its last part")
     except sqlite3.IntegrityError as exc:
-        return ("integrity", str(exc))
+        reply = ("integrity", str(exc))
     except StoreFull as exc:
-        return ("full", str(exc))
+        reply = ("full", str(exc))
     except Exception as exc:  # nothing of the batch is stored (rolled back)
-        return ("error", f"{exc.__class__.__name__}: {exc}")
-    return ("ok", results)
+        reply = ("error", f"{exc.__class__.__name__}: {exc}")
+    while more:  # the parts of the failed batch still to come
+        part = receive()
+        more = part is not None and part[2]
+    return reply
 
 
 class Checkpoints:
@@ -318,13 +382,14 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                kind, first, second = inbox.recv()
-                max_pages, columns = (first, second) if kind == "batch" else _read_batch(buffer, first, second)
+                first = _receive(inbox, buffer)
+                if first is None:  # abandoning a batch the child already answered: nothing to do
+                    continue
+                reply = _commit(store, first, lambda: _receive(inbox, buffer))
             except EOFError:
-                return 0
-            rows = list(zip(*columns))
-            outbox.send(_commit(store, max_pages, rows))
-            if len(rows) >= KICK_AFTER:
+                return 0  # the parent is gone; a batch whose last part never came was rolled back
+            outbox.send(reply)
+            if reply[0] == "ok" and len(reply[1]) >= KICK_AFTER:
                 checkpoints.kick()
     except (BrokenPipeError, OSError):
         return 0  # the parent is gone; whatever was committed stays committed

@@ -78,16 +78,23 @@ class StoreWrites(StoreQueries):
             )
         ]
 
-    def append_prepared_checked(self, prepared: Sequence[PreparedDecision]) -> list[int | Replay | Conflict]:
+    def append_prepared_checked(
+        self, prepared: Sequence[PreparedDecision], written: dict[str, tuple[int, PreparedDecision]] | None = None
+    ) -> list[int | Replay | Conflict]:
         """Write prepared decisions inside the current transaction, checking their request ids
         there (the one check): per decision its new event id, or ``Replay`` (the id is recorded
         with the same fingerprint, or twice in ``prepared``: the first one's event) or
         ``Conflict`` (another fingerprint), which write nothing. One SELECT for the ids, then
-        ``append_prepared_many`` for the rest."""
+        ``append_prepared_many`` for the rest. ``written``: the request ids that calls before
+        this one wrote in the transaction (a batch written in parts), answered as a repeat
+        within ``prepared`` is; this call's are added to it."""
         conn = self._c()
         if not conn.in_transaction:
             raise RuntimeError("append_prepared_checked needs an open write transaction")
-        tags = list(dict.fromkeys(p.request_tag for p in prepared if p.request_tag is not None))
+        earlier = written or {}
+        tags = list(
+            dict.fromkeys(p.request_tag for p in prepared if p.request_tag is not None and p.request_tag not in earlier)
+        )
         known: dict[str, tuple[int, str | None, bytes]] = {}
         if tags:
             with self._lock:
@@ -102,7 +109,10 @@ class StoreWrites(StoreQueries):
         write: list[int] = []
         for i, p in enumerate(prepared):
             t = p.request_tag
-            if t is not None and t in known:
+            if t is not None and t in earlier:
+                seen_id, seen = earlier[t]
+                results[i] = Replay(seen_id, seen.payload) if seen.fingerprint == p.fingerprint else Conflict(seen_id)
+            elif t is not None and t in known:
                 event_id, fp, payload = known[t]
                 same = fp is None or fp == p.fingerprint
                 results[i] = Replay(event_id, payload, fp is not None) if same else Conflict(event_id)
@@ -114,6 +124,8 @@ class StoreWrites(StoreQueries):
                 write.append(i)
         for i, new_id in zip(write, self.append_prepared_many([prepared[i] for i in write])):
             results[i] = new_id
+            if written is not None and (t := prepared[i].request_tag) is not None:
+                written[t] = (new_id, prepared[i])
         for i, r in enumerate(results):
             if isinstance(r, int) and r < 0:
                 first = prepared[-1 - r]

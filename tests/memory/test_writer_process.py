@@ -11,12 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mem_memory import KEY_ENV, DuplicateDecision, MemoryEngine, MemoryStore, MemoryUnavailable, Outcome
 from mem_memory.async_commit import AsyncDecisionCommitter
+from mem_memory.requests import Conflict, Replay
 from mem_memory.writer import WriterProcess
 
 from .helpers import T0, b64, kill_after_lines, request
@@ -350,4 +352,194 @@ def test_enhance_async_without_the_writer_process_commits_in_process(db: Path) -
         d.decision_id for d in decisions
     }
     engine.close()  # a no-op here
+    store.close()
+
+
+# ---------------------------------------------------------------------- a batch sent in parts
+
+
+def _rows(db: Path) -> dict[str, list[tuple]]:
+    """Everything the decisions of a store wrote (the requests' times aside)."""
+    conn = sqlite3.connect(db)
+    try:
+        return {
+            "events": conn.execute("SELECT event_id, kind, subject, payload FROM events ORDER BY event_id").fetchall(),
+            "decisions": conn.execute("SELECT * FROM decisions ORDER BY decision_id").fetchall(),
+            "requests": conn.execute("SELECT kind, tag, event_id, reply FROM requests ORDER BY tag").fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+def _commit_through_the_writer(
+    db: Path, key: bytes, part: int, calls: list[list], in_parts: bool
+) -> tuple[list[list], list[bool]]:
+    """Each of ``calls`` (prepared decisions) committed through a writer process on ``db``, the
+    last one by ``submit_made`` (``in_parts``) or ``submit_many``: the answers, and ``more`` of
+    every send to the child."""
+    store = MemoryStore.open(db, key=key)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    committer.part = part
+    sends: list[bool] = []
+    send = committer.writer.send
+
+    def spy(prepared, max_pages=None, *, more=False):
+        sends.append(more)
+        send(prepared, max_pages, more=more)
+
+    committer.writer.send = spy  # type: ignore[method-assign]
+
+    async def main() -> list[list]:
+        answers = [await committer.submit_many(c, [None] * len(c)) for c in calls[:-1]]
+        last = calls[-1]
+        if in_parts:
+            answers.append(await committer.submit_made(len(last), lambda i, j: (last[i:j], [None] * (j - i))))
+        else:
+            answers.append(await committer.submit_many(last, [None] * len(last)))
+        return answers
+
+    try:
+        return asyncio.run(main()), sends
+    finally:
+        engine.close()
+        store.close()
+
+
+@pytest.mark.parametrize("part", [7, 100])  # parts through the pipe itself, and through the file
+def test_a_batch_sent_in_parts_stores_and_answers_what_one_send_does(tmp_path: Path, key: bytes, part: int) -> None:
+    n = 3 * part + part // 2  # four parts, the last a half
+    ids = [f"req-{i}" for i in range(n)]
+    fps = ["same"] * n
+    ids[part + 1] = ids[1]  # repeated in a later part: the first one's event (Replay)
+    ids[2 * part + 2] = ids[2]
+    fps[2 * part + 2] = "other"  # and with another fingerprint: Conflict
+    ids[4] = ids[3]  # repeated within a part
+    fps[6] = ""  # an id without a fingerprint, then with one in a later part: Conflict, as in one send
+    ids[2 * part + 4] = ids[6]
+    ids[3 * part + 1] = "stored-before"  # recorded by an earlier call: its stored answer
+    maker = MemoryStore.open(tmp_path / "maker.db", key=key)  # the same records for both stores
+    engine = MemoryEngine(maker)
+    earlier = [p for _, p in engine._prepare([replace(request(symbol="E"), request_id="stored-before")], ["same"])]
+    reqs = [replace(request(symbol=f"P{i:03d}", price=100.0 + i), request_id=ids[i]) for i in range(n)]
+    batch = [p for _, p in engine._prepare(reqs, fps)]
+    maker.close()
+
+    (_, parts), sent_parts = _commit_through_the_writer(tmp_path / "a.db", key, part, [earlier, batch], True)
+    (_, one), sent_one = _commit_through_the_writer(tmp_path / "b.db", key, part, [earlier, batch], False)
+    assert sent_parts == [False, True, True, True, False]  # the earlier call, then four parts
+    assert sent_one == [False, False]
+    assert parts == one
+    assert parts[part + 1] == Replay(parts[1], batch[1].payload)
+    assert parts[2 * part + 2] == Conflict(parts[2])
+    assert parts[4] == Replay(parts[3], batch[3].payload)
+    assert parts[2 * part + 4] == Conflict(parts[6])
+    assert parts[3 * part + 1] == Replay(1, earlier[0].payload)
+    assert sum(isinstance(r, int) for r in parts) == n - 5
+    stored = _rows(tmp_path / "a.db")
+    assert stored == _rows(tmp_path / "b.db") and len(stored["events"]) == n - 4
+
+
+def test_a_writer_killed_between_parts_commits_nothing_of_the_batch_and_the_batch_is_answered(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    committer.part = 50
+    engine.start_writer()
+    first_pid = committer.writer.pid
+    assert first_pid is not None
+    reqs = [replace(request(symbol=f"K{i:03d}", price=100.0 + i), request_id=f"close-{i}") for i in range(200)]
+    fps = [f"fp-{i}" for i in range(200)]
+    made = engine._made
+    parts: list[list[str]] = []
+    seen_after_kill: list[dict[str, int]] = []
+
+    def make_then_kill(*args):
+        decisions, prepared = made(*args)
+        parts.append([d.decision_id for d in decisions])
+        if len(parts) == 2:  # the child has the first part (inserted, uncommitted): kill it
+            time.sleep(0.3)
+            assert store.decision_event_ids(parts[0]) == {}
+            os.kill(first_pid, signal.SIGKILL)
+            assert _wait_dead(first_pid)
+            seen_after_kill.append(store.decision_event_ids(parts[0]))
+        return decisions, prepared
+
+    engine._made = make_then_kill  # type: ignore[method-assign]
+    lookup = store.decision_event_ids
+    in_doubt: list[dict[str, int]] = []
+
+    def looked_up(ids: list[str]) -> dict[str, int]:
+        found = lookup(ids)
+        if len(ids) == 200:
+            in_doubt.append(found)
+        return found
+
+    store.decision_event_ids = looked_up  # type: ignore[method-assign]
+
+    async def main() -> tuple[list, list]:
+        answers = await engine.enhance_many(reqs, fps)
+        return answers, await engine.enhance_many(reqs, fps)  # the caller retries: the stored answers
+
+    answers, again = asyncio.run(main())
+    assert len(parts) == 8  # made and sent in four parts, and the retry's four
+    assert seen_after_kill == [{}] and in_doubt == [{}]  # rolled back with the child, then looked up: none
+    assert all(not isinstance(a, Exception) and not a.replayed for a in answers), answers
+    assert committer.writer.starts == 2  # resent whole to a new child
+    assert store.counts()["decisions"] == 200
+    assert [a.decision for a in again if not isinstance(a, Exception) and a.replayed] == [a.decision for a in answers]
+    assert store.counts()["decisions"] == 200
+    engine.close()
+    store.close()
+
+
+def test_a_batch_whose_making_fails_between_parts_stores_nothing_and_the_next_commits(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    committer.part = 20
+    prepared = [p for _, p in engine._prepare([request(symbol=f"F{i}") for i in range(100)], [""] * 100)]
+
+    def make(i: int, j: int):
+        if i >= 60:
+            raise ValueError("no decision for you")
+        return prepared[i:j], [None] * (j - i)
+
+    async def main() -> list:
+        with pytest.raises(ValueError, match="no decision"):
+            await committer.submit_made(100, make)
+        return await committer.submit_many(prepared[60:], [None] * 40)  # once the child rolled back
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, int) for r in results)
+    assert store.counts()["decisions"] == 40
+    assert store.decision_event_ids([p.decision_id for p in prepared[:60]]) == {}
+    engine.close()
+    store.close()
+
+
+def test_a_call_of_one_part_or_less_is_one_send(db: Path) -> None:
+    store = MemoryStore.open(db)
+    engine = MemoryEngine(store, writer_process=True)
+    committer: AsyncDecisionCommitter = engine._async  # type: ignore[assignment]
+    committer.part = 10
+    engine.start_writer()
+    sends: list[tuple[int, bool]] = []
+    send = committer.writer.send
+
+    def spy(prepared, max_pages=None, *, more=False):
+        sends.append((len(prepared), more))
+        send(prepared, max_pages, more=more)
+
+    committer.writer.send = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await engine.enhance_async(request())
+        await engine.enhance_many([request(symbol=f"S{i}") for i in range(10)])
+        await engine.enhance_many([request(symbol=f"S{i}") for i in range(25)])
+
+    asyncio.run(main())
+    assert sends == [(1, False), (10, False), (10, True), (10, True), (5, False)]
+    assert store.counts()["decisions"] == 36
+    engine.close()
     store.close()

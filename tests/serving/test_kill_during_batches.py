@@ -19,7 +19,7 @@ from mem_serving.api import MemServiceStub, pb
 from .helpers import children, mem_serve_process, now_pb
 from .stack import ModelStore
 
-SYMBOLS = 50
+SYMBOLS = 300  # more than async_commit.PART: each batch goes to the writer in parts
 ML = pb.MlPrediction(confidence=0.8, direction=pb.DIRECTION_BULLISH, model_version="client")
 
 
