@@ -413,8 +413,7 @@ def signal_fields(result: EnhanceResult) -> dict[str, Any]:
 
 
 class ReplyAhead:
-    """EnhanceSignals' reply (per item its signal, or status code and message): made by ``ahead`` for the results
-    as if each decision commits as new, while they commit; ``bytes_of`` them: it if the same objects, else made."""
+    """EnhanceSignals' reply: ``ahead`` makes it while the decisions commit; ``bytes_of``: it, or remade if answered otherwise."""
 
     made: Sequence[Any] = ()
     data = b""

@@ -326,10 +326,9 @@ class Handlers:
     async def enhance(
         self, queries: Sequence[EnhanceQuery], budget: Budget, blocking: Blocking, ahead: Ahead | None = None
     ) -> list[EnhanceResult | Exception]:
-        """Enhanced signals for many requests (EnhanceSignal is a batch of one), each its own answer or error:
-        the ML predictions of the items without one, the memory's decisions committed together (``enhance_many``,
-        each request id checked inside; with no champion or too short a history the ML is silent and the decision
-        says why). The results are made as new ones while they commit (given to ``ahead``), redone if not."""
+        """Enhanced signals for many requests (a batch of one too), each its own answer or error: the ML predictions,
+        the decisions committed together (``enhance_many``, request ids checked inside; no champion or too short a
+        history: the ML silent, saying why). ``ahead`` gets the results as new while they commit (remade if not)."""
         started = time.perf_counter()
         model = self.models.model
         out: list[EnhanceResult | Exception | None] = [None] * len(queries)
