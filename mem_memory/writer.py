@@ -107,6 +107,7 @@ class WriterProcess:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 close_fds=True,
+                process_group=0,  # a Ctrl-C is the parent's to handle: it stops the child itself
             )
         except BaseException:
             for fd in (c_read, p_write, p_read, c_write, buffer):
