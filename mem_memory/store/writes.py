@@ -239,16 +239,14 @@ class StoreWrites(StoreQueries):
             conn = self._c()
             next_id = self.dialect.next_event_id(conn, self.last_event_id())
             ev_rows: list[tuple[int, str, str, bytes]] = []
-            symbols: list[str] = []
+            tags: list[str] = []
             for d in decisions:
                 ev_rows.append((next_id, DECISION, d.decision_id, codec.encode(DECISION, d.to_dict())))
-                symbols.append(codec.tag(d.symbol))
+                tags.append(codec.tag(d.symbol))
                 next_id += 1
-            heads, self._symbol_heads = chains.heads_of(conn, symbols, self._symbol_heads)
+            heads, self._symbol_heads = chains.heads_of(conn, tags, self._symbol_heads)
             first = next_id - len(ev_rows)
-            dec_rows = [
-                (e[2], tag, e[0], prev) for e, tag, prev in zip(ev_rows, symbols, chains.link(symbols, first, heads))
-            ]
+            dec_rows = [(e[2], tag, e[0], prev) for e, tag, prev in zip(ev_rows, tags, chains.link(tags, first, heads))]
             conn.executemany("INSERT INTO events(event_id, kind, subject, payload) VALUES (?, ?, ?, ?)", ev_rows)
             try:
                 conn.executemany(
