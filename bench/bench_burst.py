@@ -21,6 +21,7 @@ import asyncio
 import collections
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -124,6 +125,7 @@ def main() -> None:
     finally:
         floor_server.finish(floor)
         stop(server)
+        shutil.rmtree(tmp, ignore_errors=True)
     real, flo = statistics.median(got["real_ms"]), statistics.median(got["floor_ms"])
     med = {k: statistics.median(v) for k, v in got.items() if k != "failed_codes"}
     print(

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import pickle
+import shutil
 import statistics
 import subprocess
 import sys
@@ -213,6 +214,7 @@ def main() -> None:
         }
     finally:
         app.stop(1)
+        shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -123,6 +124,7 @@ def main() -> None:
         }
     finally:
         app.stop(1)
+        shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 
