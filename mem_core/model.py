@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Self
 
@@ -28,6 +29,14 @@ from mem_core.feature_sets import SEED, FeatureSet
 
 #: A compiled one-row predictor: feature row -> P(reversal).
 OnePredictor = Callable[[np.ndarray], float]
+
+
+def probe_rows(names: tuple[str, ...] | list[str], ranges: Mapping[str, tuple[float, float]]) -> np.ndarray:
+    """256 rows drawn uniformly (seed 0) inside each feature's training range: where a compiled
+    one-row path is checked against ``predict_proba``, at training and at every load."""
+    lo, hi = np.array([ranges.get(n, (-1.0, 1.0)) for n in names], dtype=np.float64).reshape(-1, 2).T
+    return lo + (hi - lo) * np.random.default_rng(0).random((256, len(names)))
+
 
 #: Types skops does not load by default that every tree ensemble holds.
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
@@ -118,6 +127,21 @@ def skops_trusted_types(estimator: Any) -> list[str]:
     if foreign:
         raise ValueError(f"model contains non-scikit-learn types skops would have to trust: {foreign}")
     return sorted(set(untrusted) | set(SKOPS_TRUSTED_TYPES))
+
+
+def save_estimator_file(estimator: Any, path: Path) -> list[str]:
+    """``estimator`` in skops' format at ``path``; the types to trust when reading it back."""
+    import skops.io as sio
+
+    sio.dump(estimator, path)
+    return skops_trusted_types(estimator)
+
+
+def load_estimator_file(path: Path, trusted: list[str]) -> Any:
+    """The estimator ``save_estimator_file`` wrote, trusting only ``trusted``."""
+    import skops.io as sio
+
+    return sio.load(path, trusted=trusted)
 
 
 def log_estimator(model: ReversalModel, X_train: np.ndarray) -> str:

@@ -10,7 +10,9 @@ the gate moves alias ``champion``. Model versions carry tags ``estimator`` and `
 (the model type and the feature set it reads: see ``mem_core.model``) and ``feature_names``, so
 serving can rebuild the model; the training min/max per feature (to flag out-of-distribution
 input) is the run's artifact ``feature_ranges.json`` (versions registered before it read their
-``feature_ranges`` tag). The experiment, the registered model and every version carry a
+``feature_ranges`` tag). A model with a compiled one-row path also logs its arrays and its
+probabilities on the probe rows (``one_row_state.npz``, named by the version's tag
+``one_row_state``), from which serving rebuilds that path without the estimator. The experiment, the registered model and every version carry a
 description (the version's: what it was trained on, then the gate's verdict).
 
 Models are stored through the one flavour of ``mem_core.model`` (scikit-learn, skops format).
@@ -24,7 +26,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -32,7 +34,7 @@ import numpy as np
 from mem_core import estimators, feature_sets
 from mem_core.feature_sets import FeatureSet
 from mem_core.features import out_of_range
-from mem_core.model import ReversalModel, load_estimator, log_estimator
+from mem_core.model import ReversalModel, load_estimator, log_estimator, probe_rows
 from mem_core.settings import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,12 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 EXPERIMENT = "mem-reversal"
 FEATURE_RANGES_ARTIFACT = "feature_ranges.json"
+#: The compiled one-row path's arrays (``ReversalModel.one_row_state``) with, under ``PROBE``, the
+#: model's P(reversal) on ``probe_rows``: logged with a model that has them, named by the version's
+#: tag ``ONE_ROW_TAG``. Serving rebuilds and checks that path from them without the estimator.
+ONE_ROW_ARTIFACT = "one_row_state.npz"
+ONE_ROW_TAG = "one_row_state"
+PROBE = "probe_expected"
 #: The description MLflow shows for a run, an experiment or a registered model (``mlflow.note.content``).
 NOTE_TAG = "mlflow.note.content"
 EXPERIMENT_DESCRIPTION = (
@@ -186,12 +194,7 @@ def _load(mv: Any, uri: str, model_name: str) -> LoadedModel:
     import mlflow
 
     tags = mv.tags or {}
-    features = feature_sets.get(tags.get("feature_set", feature_sets.SEED.name))
-    recorded = json.loads(tags["feature_names"]) if "feature_names" in tags else list(features.names)
-    if tuple(recorded) != features.names:
-        raise ValueError(
-            f"version {mv.version} records features {recorded}, but feature set {features.name!r} is {list(features.names)}"
-        )
+    features = _feature_set(mv, tags)
     model_type = estimators.get(tags["estimator"]) if "estimator" in tags else None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -201,6 +204,56 @@ def _load(mv: Any, uri: str, model_name: str) -> LoadedModel:
     return LoadedModel(
         version=str(mv.version), model=model_type(estimator, features), feature_ranges=ranges, run_id=mv.run_id
     )
+
+
+def _feature_set(mv: Any, tags: Mapping[str, str]) -> FeatureSet:
+    """The version's feature set (``UnknownFeatureSet`` when this code does not compute it)."""
+    features = feature_sets.get(tags.get("feature_set", feature_sets.SEED.name))
+    recorded = json.loads(tags["feature_names"]) if "feature_names" in tags else list(features.names)
+    if tuple(recorded) != features.names:
+        raise ValueError(
+            f"version {mv.version} records features {recorded}, but feature set {features.name!r} is {list(features.names)}"
+        )
+    return features
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """A registered version as its tags and logged arrays describe it, its estimator not loaded."""
+
+    version: str
+    estimator: str
+    feature_set: FeatureSet
+    feature_ranges: dict[str, tuple[float, float]]
+    run_id: str
+    one_row_state: dict[str, np.ndarray]
+    #: The model's P(reversal) on ``probe_rows``, as training computed it.
+    probe_expected: np.ndarray
+
+
+def read_version(version: str, uri: str | None = None, model_name: str = MODEL_NAME) -> VersionRecord | None:
+    """``version`` without its estimator (no scikit-learn): None when it was registered without
+    the one-row arrays (``load_version`` then). Refuses what ``load_version`` refuses."""
+    import tempfile
+
+    import mlflow
+
+    uri = uri or tracking_uri()
+    c = client(uri)
+    mv = c.get_model_version(model_name, str(version))
+    tags = mv.tags or {}
+    if ONE_ROW_TAG not in tags or "estimator" not in tags or not mv.run_id:
+        return None
+    features = _feature_set(mv, tags)
+    if not estimators.known(tags["estimator"]):
+        estimators.get(tags["estimator"])  # UnknownEstimator, naming the known ones
+    mlflow.set_tracking_uri(uri)
+    with tempfile.TemporaryDirectory(prefix="mem-one-row-") as tmp:
+        with np.load(c.download_artifacts(mv.run_id, tags[ONE_ROW_TAG], tmp)) as arrays:
+            state = {name: arrays[name] for name in arrays.files}
+    probe = state.pop(PROBE)
+    ranges = _feature_ranges(mv, tags)
+    return VersionRecord(str(mv.version), tags["estimator"], features, ranges, mv.run_id, state, probe)
 
 
 def _feature_ranges(mv: Any, tags: Mapping[str, str]) -> dict[str, tuple[float, float]]:
@@ -262,6 +315,9 @@ def log_model_version(
         )
     ranges = feature_ranges(X, names)
     mlflow.log_dict({k: list(v) for k, v in ranges.items()}, FEATURE_RANGES_ARTIFACT)
+    one_row = model.one_row_state()
+    if one_row is not None:
+        _log_arrays({**one_row, PROBE: model.predict_proba(probe_rows(names, ranges))}, ONE_ROW_ARTIFACT)
     model_uri = log_estimator(model, X)
     mlflow.set_registry_uri(uri)  # the fluent API is global: register where we were told
     mv = _register_quietly(model_uri, model_name)
@@ -270,6 +326,7 @@ def log_model_version(
         "estimator": model.name,
         "feature_set": model.feature_set.name,
         "feature_names": json.dumps(names),
+        **({ONE_ROW_TAG: ONE_ROW_ARTIFACT} if one_row is not None else {}),
         **(extra_version_tags or {}),
     }
     for key, value in tags.items():
@@ -281,6 +338,18 @@ def log_model_version(
     if alias:
         c.set_registered_model_alias(model_name, alias, mv.version)
     return str(mv.version)
+
+
+def _log_arrays(arrays: Mapping[str, np.ndarray], name: str) -> None:
+    """``arrays`` as the active run's artifact ``name`` (numpy's ``.npz``, no pickle)."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="mem-arrays-") as tmp:
+        path = Path(tmp) / name
+        np.savez(path, **cast(dict[str, Any], arrays))
+        mlflow.log_artifact(str(path))
 
 
 def _register_quietly(model_uri: str, model_name: str) -> Any:

@@ -13,18 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mem_core.feature_sets import FeatureSet
-from mem_core.model import OnePredictor, ReversalModel
+from mem_core.model import OnePredictor, ReversalModel, probe_rows
 
 if TYPE_CHECKING:
     from mem_core.registry import LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-def probe_rows(names: tuple[str, ...], ranges: Mapping[str, tuple[float, float]]) -> np.ndarray:
-    """256 rows drawn uniformly (seed 0) inside each feature's training range."""
-    lo, hi = np.array([ranges.get(n, (-1.0, 1.0)) for n in names], dtype=np.float64).reshape(-1, 2).T
-    return lo + (hi - lo) * np.random.default_rng(0).random((256, len(names)))
 
 
 def _agrees(fast: OnePredictor, probe: np.ndarray, expected: np.ndarray) -> bool:

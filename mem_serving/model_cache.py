@@ -22,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from mem_core import feature_sets, registry
-from mem_serving.fast_predict import RunRecord, ServingModel, probe_rows
+from mem_core.model import load_estimator_file, probe_rows, save_estimator_file
+from mem_serving.fast_predict import RunRecord, ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -98,39 +99,43 @@ class ModelCache:
             return None
 
     def fetch(self, version: str, load_fn: Callable[[str, str], registry.LoadedModel] | None = None) -> ServingModel:
-        """``version`` from the registry (downloaded), kept here for the next start."""
+        """``version`` from the registry, kept here for the next start: rebuilt from the one-row
+        arrays logged with it when it has them (no estimator loaded), else loaded whole."""
         log.info("downloading champion version %s from the registry", version)
-        loaded = (load_fn or registry.load_version)(version, self.tracking_uri)
-        state = loaded.model.one_row_state()
-        run = None
-        if loaded.run_id:
-            try:
-                run = read_run(loaded.run_id, self.tracking_uri)
-            except Exception as exc:  # GetModelInfo reads it later and says why it cannot
-                log.warning("cannot read run %s of version %s: %s", loaded.run_id, version, exc)
-        model = ServingModel.prepare(loaded, state, run)
+        record = registry.read_version(version, self.tracking_uri) if load_fn is None else None
+        model, state, probe = None, None, None
+        if record is not None:
+            state, probe = record.one_row_state, record.probe_expected
+            kept = ("version", "estimator", "feature_set", "feature_ranges", "run_id")
+            run = self._run(record.run_id, version)
+            model = ServingModel.from_state(state, probe, run=run, **{k: getattr(record, k) for k in kept})
+        if model is None:  # no arrays logged, or they do not reproduce the model's answers
+            loaded = (load_fn or registry.load_version)(version, self.tracking_uri)
+            state = loaded.model.one_row_state()
+            model = ServingModel.prepare(loaded, state, self._run(loaded.run_id, version))
+            if state is not None and model.compiled:
+                probe = loaded.model.predict_proba(probe_rows(model.feature_names, model.feature_ranges))
         try:
-            self._save(model, state)
+            self._save(model, state, probe)
         except Exception as exc:  # serving goes on; the next start downloads again
             log.warning("cannot keep version %s in the model cache %s: %s", version, self.folder, exc)
         return model
 
-    def _save(self, model: ServingModel, state: Mapping[str, np.ndarray] | None) -> None:
-        import skops.io as sio
+    def _run(self, run_id: str | None, version: str) -> RunRecord | None:
+        try:
+            return read_run(run_id, self.tracking_uri) if run_id else None
+        except Exception as exc:  # GetModelInfo reads it later and says why it cannot
+            log.warning("cannot read run %s of version %s: %s", run_id, version, exc)
+            return None
 
-        from mem_core.model import skops_trusted_types
-
-        assert model.loaded is not None  # fetched: the estimator is at hand
-        estimator = model.loaded.model.estimator
+    def _save(self, model: ServingModel, state: Mapping[str, np.ndarray] | None, probe: np.ndarray | None) -> None:
+        """The entry: meta, the one-row arrays, and the estimator (skops) when it was loaded."""
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = Path(tempfile.mkdtemp(prefix=f".{model.version}-", dir=self.folder))
         try:
-            sio.dump(estimator, tmp / MODEL)
-            probe = None
+            trusted = [] if model.loaded is None else save_estimator_file(model.loaded.model.estimator, tmp / MODEL)
             if state is not None:
                 np.savez(tmp / ONE_ROW, **cast(dict[str, Any], state))
-                if model.compiled:
-                    probe = model.loaded.model.predict_proba(probe_rows(model.feature_names, model.feature_ranges))
             run = model.run
             meta = {
                 "format": FORMAT,
@@ -139,7 +144,7 @@ class ModelCache:
                 "estimator": model.estimator,
                 "feature_set": model.feature_set.name,
                 "feature_ranges": {k: list(v) for k, v in model.feature_ranges.items()},
-                "trusted_types": skops_trusted_types(estimator),
+                "trusted_types": trusted,
                 "run": None if run is None else {"params": run.params, "tags": run.tags, "metrics": run.metrics},
                 "probe": None if probe is None else [float(p) for p in probe],
             }
@@ -173,11 +178,9 @@ def _read(entry: Path) -> ServingModel:
         lean = ServingModel.from_state(state, np.array(meta["probe"], dtype=np.float64), **fields)
         if lean is not None:
             return lean
-    import skops.io as sio
-
     from mem_core import estimators
 
-    estimator = sio.load(entry / MODEL, trusted=list(meta["trusted_types"]))
+    estimator = load_estimator_file(entry / MODEL, list(meta["trusted_types"]))
     model = estimators.get(fields["estimator"])(estimator, fields["feature_set"])
     loaded = registry.LoadedModel(fields["version"], model, fields["feature_ranges"], fields["run_id"] or None)
     return ServingModel.prepare(loaded, state, fields["run"])

@@ -36,7 +36,7 @@ class ModelProvider:
         self.tracking_uri = tracking_uri or registry.tracking_uri()
         self.poll_s = poll_s
         self._version_fn = version_fn or champion_version
-        self._load_fn = load_fn or (lambda version, uri: registry.load_version(version, uri))
+        self._load_fn = load_fn  # None: the registry's (the cache then reads logged arrays first)
         self._listeners: list[Callable[[ServingModel | None], None]] = []
         self._metrics = metrics
         self._cache = cache
@@ -84,7 +84,7 @@ class ModelProvider:
     def _prepare(self, version: str) -> ServingModel:
         """``version`` ready to serve: from the cache, else from the registry (then cached)."""
         if self._cache is None:
-            return ServingModel.prepare(self._load_fn(version, self.tracking_uri))
+            return ServingModel.prepare((self._load_fn or registry.load_version)(version, self.tracking_uri))
         return self._cache.load(version) or self._cache.fetch(version, self._load_fn)
 
     def _swap(self, model: ServingModel, current: ServingModel | None, seconds: float) -> None:

@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 DEFAULT = "seed_gbc"
 
 ESTIMATORS: dict[str, type[ReversalModel]] = {}
-#: module:class of the built-in types, registered by ``_known()`` on first use.
+#: module:class of the built-in types, registered by ``_known()`` on first use; each module is
+#: named after its type (``known`` relies on it).
 _BUILT_IN = ["seed_gbc:SeedGBC", "hist_gb:HistGB", "random_forest:RandomForest"]
+_BUILT_IN_NAMES = frozenset(entry.split(":")[0] for entry in _BUILT_IN)
 _BUILT_IN_LOCK = threading.Lock()
 
 
@@ -56,12 +58,21 @@ def _known() -> dict[str, type[ReversalModel]]:
         while _BUILT_IN:
             module, name = _BUILT_IN.pop(0).split(":")
             cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+            if cls.name != module:
+                raise RuntimeError(
+                    f"built-in model type {name} is called {cls.name!r}, not after its module {module!r}"
+                )
             ESTIMATORS.setdefault(cls.name, cls)
     return ESTIMATORS
 
 
 def names() -> list[str]:
     return sorted(_known())
+
+
+def known(name: str) -> bool:
+    """Whether ``name`` is a model type here, without importing the built-in ones (scikit-learn)."""
+    return name in ESTIMATORS or name in _BUILT_IN_NAMES
 
 
 def get(name: str) -> type[ReversalModel]:

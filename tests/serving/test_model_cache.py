@@ -12,11 +12,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import mlflow
 import numpy as np
+import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mem_core import registry
+from mem_core.estimators import UnknownEstimator
 from mem_core.estimators.hist_gb import HistGB
 from mem_core.feature_sets import REGIME_V1
 from mem_serving.model_cache import META, ModelCache, champion_version
@@ -224,3 +228,86 @@ def test_mem_serve_downloads_the_champion_once_and_starts_from_the_cache_after(
     assert "downloading champion version" not in logs[1] and f"serving champion version {model_store.v1}" in logs[1]
     assert "started in" in logs[1]
     assert (tmp_path / ".mem" / "cache" / "models").is_dir()
+
+
+def _registered_hist_gb(uri: str) -> tuple[str, HistGB]:
+    """A small hist_gb registered as training registers it (``registry.log_model_version``)."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(2000, len(REGIME_V1.names)))
+    y = (X[:, 1] + 0.5 * X[:, 4] + rng.normal(scale=0.5, size=2000) > 0).astype(int)
+    model = HistGB(HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(X, y), REGIME_V1)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=registry.ensure_experiment(uri)):
+        return registry.log_model_version(model, X_train=X, uri=uri), model
+
+
+def _logged_arrays(uri: str, version: str) -> Path:
+    mv = registry.client(uri).get_model_version(registry.MODEL_NAME, version)
+    assert mv.tags[registry.ONE_ROW_TAG] == registry.ONE_ROW_ARTIFACT
+    artifacts = registry.client(uri).get_run(mv.run_id).info.artifact_uri
+    path = Path(urlsplit(artifacts).path) / registry.ONE_ROW_ARTIFACT
+    assert path.is_file()
+    return path
+
+
+def test_a_first_start_builds_a_hist_gb_champion_from_its_logged_arrays_without_scikit_learn_or_skops(
+    mlflow_uri: str, tmp_path: Path
+) -> None:
+    version, model = _registered_hist_gb(mlflow_uri)
+    _logged_arrays(mlflow_uri, version)
+    rows = np.random.default_rng(3).normal(size=(50, len(REGIME_V1.names)))
+    rows[::5, 3] = np.nan
+    np.save(tmp_path / "rows.npy", rows)
+    script = f"""
+import sys, json, numpy as np
+from pathlib import Path
+from mem_serving.model_cache import ModelCache
+served = ModelCache(Path({str(tmp_path / "cache")!r}), {mlflow_uri!r}).fetch({version!r})
+rows = np.load({str(tmp_path / "rows.npy")!r})
+print(json.dumps({{
+    "compiled": served.compiled, "estimator_loaded": served.loaded is not None, "run": served.run is not None,
+    "ranges": len(served.feature_ranges), "p": [served.predict_one(r) for r in rows],
+    "imported": sorted(m for m in ("sklearn", "skops") if m in sys.modules),
+}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["compiled"] and not out["estimator_loaded"] and out["imported"] == []
+    assert out["run"] and out["ranges"] == len(REGIME_V1.names)
+    np.testing.assert_allclose(out["p"], model.predict_proba(rows), rtol=0, atol=1e-9)
+    entry = ModelCache(tmp_path / "cache", mlflow_uri).folder / version
+    assert (entry / META).is_file() and not (entry / "model.skops").exists()  # nothing to read it back with
+    again = ModelCache(tmp_path / "cache", mlflow_uri).load(version)  # the next start: from the entry
+    assert again is not None and again.compiled and again.loaded is None
+
+
+def test_logged_arrays_that_do_not_give_the_models_answers_are_not_served(mlflow_uri: str, tmp_path: Path) -> None:
+    version, model = _registered_hist_gb(mlflow_uri)
+    path = _logged_arrays(mlflow_uri, version)
+    with np.load(path) as kept:
+        arrays = {k: kept[k] for k in kept.files}
+    arrays[registry.PROBE] = arrays[registry.PROBE] + 0.01
+    np.savez(path, **arrays)
+    served = ModelCache(tmp_path / "cache", mlflow_uri).fetch(version)
+    assert served.loaded is not None and served.compiled  # the estimator, checked against itself
+    rows = np.random.default_rng(4).normal(size=(20, len(REGIME_V1.names)))
+    np.testing.assert_allclose([served.predict_one(r) for r in rows], model.predict_proba(rows), rtol=0, atol=1e-9)
+
+
+def test_a_version_without_logged_arrays_is_loaded_whole(
+    mlflow_uri: str, model_store: ModelStore, tmp_path: Path
+) -> None:
+    tags = registry.client(mlflow_uri).get_model_version(registry.MODEL_NAME, model_store.v1).tags
+    assert registry.ONE_ROW_TAG not in tags  # the seed's model has no one-row arrays
+    assert registry.read_version(model_store.v1, mlflow_uri) is None
+    served = ModelCache(tmp_path / "cache", mlflow_uri).fetch(model_store.v1)
+    assert served.loaded is not None and served.version == model_store.v1
+
+
+def test_a_version_of_an_unknown_model_type_is_refused_before_its_arrays_are_read(
+    mlflow_uri: str, tmp_path: Path
+) -> None:
+    version, _ = _registered_hist_gb(mlflow_uri)
+    registry.client(mlflow_uri).set_model_version_tag(registry.MODEL_NAME, version, "estimator", "xgb_someday")
+    with pytest.raises(UnknownEstimator, match="xgb_someday"):
+        registry.read_version(version, mlflow_uri)

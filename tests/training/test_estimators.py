@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -78,3 +82,14 @@ def test_a_taken_name_cannot_be_registered_by_another_type() -> None:
     with pytest.raises(ValueError, match="'hist_gb' is taken"):
         estimators.register(Impostor)
     assert estimators.get("hist_gb").__name__ == "HistGB"
+
+
+def test_known_names_the_built_in_types_without_importing_scikit_learn() -> None:
+    script = (
+        "import sys, json; from mem_core import estimators; "
+        "print(json.dumps([estimators.known(n) for n in ('seed_gbc', 'hist_gb', 'random_forest', 'nope')] "
+        "+ ['sklearn' in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == [True, True, True, False, False]
+    assert all(estimators.known(name) for name in estimators.names())
