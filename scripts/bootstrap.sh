@@ -41,6 +41,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 
+# 1b. numba's cache of the kernels mem serve loads, so its first start does not compile them
+.venv/bin/python scripts/warm_kernels.py || die "compiling the feature and model kernels failed (scripts/warm_kernels.py)"
+
 # 2. Java >= 17 and the QuestDB server jar
 JAR="$CACHE/questdb-$QUESTDB_VERSION.jar"
 if [ -z "${MEM_QUESTDB_HOST:-}" ]; then
