@@ -11,8 +11,7 @@ the gate moves alias ``champion``. Model versions carry tags ``estimator`` and `
 serving can rebuild the model; the training min/max per feature (to flag out-of-distribution
 input) is the run's artifact ``feature_ranges.json`` (versions registered before it read their
 ``feature_ranges`` tag). A model with a compiled one-row path also logs its arrays and its
-probabilities on the probe rows (``one_row_state.npz``, named by the version's tag
-``one_row_state``), from which serving rebuilds that path without the estimator. The experiment, the registered model and every version carry a
+probabilities on the probe rows (``one_row_state.npz``), from which serving rebuilds that path without the estimator. The experiment, the registered model and every version carry a
 description (the version's: what it was trained on, then the gate's verdict).
 
 Models are stored through the one flavour of ``mem_core.model`` (scikit-learn, skops format).
@@ -46,10 +45,9 @@ CHALLENGER = "challenger"
 EXPERIMENT = "mem-reversal"
 FEATURE_RANGES_ARTIFACT = "feature_ranges.json"
 #: The compiled one-row path's arrays (``ReversalModel.one_row_state``) with, under ``PROBE``, the
-#: model's P(reversal) on ``probe_rows``: logged with a model that has them, named by the version's
-#: tag ``ONE_ROW_TAG``. Serving rebuilds and checks that path from them without the estimator.
+#: model's P(reversal) on ``probe_rows``: the run's artifact when the model has them. Serving
+#: rebuilds and checks that path from them without the estimator.
 ONE_ROW_ARTIFACT = "one_row_state.npz"
-ONE_ROW_TAG = "one_row_state"
 PROBE = "probe_expected"
 #: The description MLflow shows for a run, an experiment or a registered model (``mlflow.note.content``).
 NOTE_TAG = "mlflow.note.content"
@@ -242,14 +240,16 @@ def read_version(version: str, uri: str | None = None, model_name: str = MODEL_N
     c = client(uri)
     mv = c.get_model_version(model_name, str(version))
     tags = mv.tags or {}
-    if ONE_ROW_TAG not in tags or "estimator" not in tags or not mv.run_id:
+    if "estimator" not in tags or not mv.run_id:
         return None
     features = _feature_set(mv, tags)
     if not estimators.known(tags["estimator"]):
         estimators.get(tags["estimator"])  # UnknownEstimator, naming the known ones
+    if ONE_ROW_ARTIFACT not in {a.path for a in c.list_artifacts(mv.run_id)}:
+        return None
     mlflow.set_tracking_uri(uri)
     with tempfile.TemporaryDirectory(prefix="mem-one-row-") as tmp:
-        with np.load(c.download_artifacts(mv.run_id, tags[ONE_ROW_TAG], tmp)) as arrays:
+        with np.load(c.download_artifacts(mv.run_id, ONE_ROW_ARTIFACT, tmp)) as arrays:
             state = {name: arrays[name] for name in arrays.files}
     probe = state.pop(PROBE)
     ranges = _feature_ranges(mv, tags)
@@ -326,7 +326,6 @@ def log_model_version(
         "estimator": model.name,
         "feature_set": model.feature_set.name,
         "feature_names": json.dumps(names),
-        **({ONE_ROW_TAG: ONE_ROW_ARTIFACT} if one_row is not None else {}),
         **(extra_version_tags or {}),
     }
     for key, value in tags.items():
