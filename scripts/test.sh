@@ -12,6 +12,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
+# a run writes ~0.7 GB under the temporary folder (pytest keeps the last 3 runs' folders): stop here
+# rather than let dozens of tests fail one by one with "No space left on device"
+TMP_DIR="${TMPDIR:-/tmp}"
+FREE_MB=$(( $(df -Pk "$TMP_DIR" | awk 'NR == 2 {print $4}') / 1024 ))
+if [ "$FREE_MB" -lt 2048 ]; then
+  echo "test.sh: only $FREE_MB MB free in $TMP_DIR; the suite needs about 2 GB (old runs' folders: $TMP_DIR/pytest-of-$(id -un))" >&2
+  exit 1
+fi
 args=()
 for a in "$@"; do
   if [ "$a" = "--fast" ]; then args+=(-m "not slow"); else args+=("$a"); fi
