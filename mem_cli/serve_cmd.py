@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
@@ -36,53 +36,50 @@ def serve(
     ),
 ) -> None:
     """Serve PredictReversal, EnhanceSignal, LogOutcome, GetParameters, ListStrategies over gRPC."""
+    # one handler for a Ctrl-C anywhere before serving (typer would turn one it sees into a
+    # silent exit 130); once serving, the server's own handler stops it gracefully instead
     try:
+        from mem_serving.credentials import CredentialError
         from mem_serving.server import StartupError
         from mem_serving.server import serve as run
         from mem_serving.settings import ServingSettings
-    except KeyboardInterrupt:  # Ctrl-C while the libraries load (seconds on a busy machine)
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            settings = ServingSettings.from_env(
+                host=host,
+                port=port,
+                metrics_port=metrics_port,
+                memory_db=memory_db,
+                tracking_uri=tracking_uri,
+                model_poll_s=model_poll,
+                max_workers=workers,
+            )
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        try:
+            run(settings, ready=lambda running: typer.echo(_ready_line(settings, running)))
+        except (StartupError, CredentialError) as exc:  # a configuration problem: one line, no traceback
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+    except KeyboardInterrupt:
         _interrupted()
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = ServingSettings.from_env(
-            host=host,
-            port=port,
-            metrics_port=metrics_port,
-            memory_db=memory_db,
-            tracking_uri=tracking_uri,
-            model_poll_s=model_poll,
-            max_workers=workers,
-        )
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
-    def ready(running) -> None:
-        typer.echo(
-            json.dumps(
-                {
-                    "grpc": f"{settings.host}:{running.port}",
-                    "tls": settings.tls,
-                    "auth": bool(settings.token or settings.token_file),
-                    "metrics": None
-                    if running.metrics_port is None
-                    else f"http://{settings.metrics_host}:{running.metrics_port}/metrics",
-                    "model_version": running.handlers.models.version,
-                }
-            ),
-            err=False,
-        )
-
-    from mem_serving.credentials import CredentialError
-
-    try:
-        run(settings, ready=ready)
-    except (StartupError, CredentialError) as exc:  # a configuration problem: one line, no traceback
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:  # Ctrl-C while starting (once serving, it stops gracefully instead)
-        _interrupted()
+def _ready_line(settings: Any, running: Any) -> str:
+    """The line printed once serving: where, and with which champion (JSON)."""
+    return json.dumps(
+        {
+            "grpc": f"{settings.host}:{running.port}",
+            "tls": settings.tls,
+            "auth": bool(settings.token or settings.token_file),
+            "metrics": None
+            if running.metrics_port is None
+            else f"http://{settings.metrics_host}:{running.metrics_port}/metrics",
+            "model_version": running.handlers.models.version,
+        }
+    )
 
 
 def _interrupted() -> NoReturn:

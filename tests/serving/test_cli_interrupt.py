@@ -83,10 +83,12 @@ def test_ctrl_c_while_mem_serve_starts_is_one_line(mlflow_uri: str, tmp_path: Pa
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     # 130 once a command runs; while Python still imports it re-raises SIGINT to die by it
     assert proc.returncode in (130, -signal.SIGINT)
-    # or nothing: a SIGINT in its first milliseconds, before Python installs its handler, kills it silently
+    # or nothing: a SIGINT in its first milliseconds, before Python installs its handler, kills it
+    # silently, and typer turns one that arrives in its own argument parsing (before the command
+    # runs: measured at 0.71 s, 1 in 40 Ctrl-Cs sent 0.05-1.3 s after the start) into exit 130
     lines = err.strip().splitlines()
     ok = lines[-1] in ("mem serve: interrupted while starting; stopped", "mem: interrupted") if lines else True
-    assert ok and (lines or proc.returncode == -signal.SIGINT), f"exit {proc.returncode}, stderr {err!r}"
+    assert ok, f"exit {proc.returncode}, stderr {err!r}"
 
 
 def test_mlflow_draws_a_download_bar_only_when_asked(mlflow_uri: str, model_store: ModelStore) -> None:
