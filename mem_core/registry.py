@@ -11,7 +11,8 @@ the gate moves alias ``champion``. Model versions carry tags ``estimator`` and `
 serving can rebuild the model; the training min/max per feature (to flag out-of-distribution
 input) is the run's artifact ``feature_ranges.json`` (versions registered before it read their
 ``feature_ranges`` tag). A model with a compiled one-row path also logs its arrays and its
-probabilities on the probe rows (``one_row_state.npz``), from which serving rebuilds that path without the estimator. The experiment, the registered model and every version carry a
+probabilities on the probe rows (``one_row_state.npz``), from which serving rebuilds that path
+without the estimator. The experiment, the registered model and every version carry a
 description (the version's: what it was trained on, then the gate's verdict).
 
 Models are stored through the one flavour of ``mem_core.model`` (scikit-learn, skops format).

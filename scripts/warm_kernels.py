@@ -21,9 +21,10 @@ nearest.warm_up()
 rng = np.random.default_rng(0)
 X = rng.normal(size=(400, len(REGIME_V1.names)))
 fitted = HistGradientBoostingClassifier(max_iter=2, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
-state = HistGB(fitted, REGIME_V1).one_row_state()
+walk = HistGB(fitted, REGIME_V1)
+state = walk.one_row_state()
 assert state is not None
-HistGB(fitted, REGIME_V1).compile_one_row_from(state)  # the walk, one row and many
+walk.compile_one_row_from(state)  # the walk, one row and many
 
 history = CandleHistory()
 ts = (np.arange(3, dtype=np.int64) + 10) * BAR_MS
