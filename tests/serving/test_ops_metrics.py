@@ -100,12 +100,15 @@ def served(
 def test_a_fresh_server_exports_process_build_model_and_candle_age_series(
     served: dict[str, Any], model_store: ModelStore, mlflow_uri: str
 ) -> None:
-    # the champion's times are read from the registry beside the start-up, not on its path
+    # two series are filled beside the start-up, each by its own thread: the champion's times
+    # (a registry read) and the candle ages (a QuestDB read); neither orders the other
+    promoted = ("mem_model_promoted_timestamp_seconds", ())
+    age_key = ("mem_candles_newest_age_seconds", (("symbol", SYMBOL),))
     deadline = time.monotonic() + 60
     while True:
         text = _scrape(served["metrics"])
         samples = _samples(text)
-        if ("mem_model_promoted_timestamp_seconds", ()) in samples or time.monotonic() > deadline:
+        if {promoted, age_key} <= samples.keys() or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     names = _names(text)
@@ -124,7 +127,8 @@ def test_a_fresh_server_exports_process_build_model_and_candle_age_series(
     assert samples[("mem_model_promoted_timestamp_seconds", ())] == pytest.approx(times.promoted)
     assert 0 < time.time() - times.training_end < 86400 * 30
     # the candle age of a symbol no call has named yet: read from QuestDB at start-up
-    age = samples[("mem_candles_newest_age_seconds", (("symbol", SYMBOL),))]
+    assert age_key in samples, "no candle age 60 s after the start"
+    age = samples[age_key]
     expected = time.time() - served["newest"].timestamp()
     assert abs(age - expected) < 120, (age, expected)
     # health and memory writes, counters only
