@@ -19,6 +19,10 @@ def _interrupted_quietly(kind: type[BaseException], exc: BaseException, tb: Trac
 
 sys.excepthook = _interrupted_quietly
 
+from mem_cli import interrupt  # noqa: E402
+
+interrupt.install()
+
 import typer  # noqa: E402  (after the hook: importing the commands' libraries takes seconds)
 
 from mem_cli import (  # noqa: E402

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from mem_cli import interrupt
 from mem_core.settings import DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT
 
 
@@ -59,12 +60,20 @@ def serve(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         try:
-            run(settings, ready=lambda running: typer.echo(_ready_line(settings, running)))
+            interrupt.defer("mem serve: stopping once started (Ctrl-C again to stop now)")
+            run(settings, ready=lambda running: _ready(settings, running))
         except (StartupError, CredentialError) as exc:  # a configuration problem: one line, no traceback
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
     except KeyboardInterrupt:
         _interrupted()
+
+
+def _ready(settings: Any, running: Any) -> None:
+    """Started: the ready line, or a stop for a Ctrl-C while starting (``serve`` stops the server)."""
+    if interrupt.requested.is_set():
+        raise KeyboardInterrupt
+    typer.echo(_ready_line(settings, running))
 
 
 def _ready_line(settings: Any, running: Any) -> str:

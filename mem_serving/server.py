@@ -288,16 +288,16 @@ def build_app(
         ) from None
     engine = MemoryEngine(store, writer_process=settings.memory_writer_process)
     mark("memory store")
+    metrics = ServingMetrics()
+    uri = settings.tracking_uri or registry.tracking_uri()
+    cache = ModelCache(settings.model_cache, uri) if settings.model_cache is not None else None
+    models = ModelProvider(uri, settings.model_poll_s, metrics=metrics, cache=cache)
     # the writer process starts (its interpreter and imports, on another core) while this thread
     # loads the feature kernels and the champion; this thread only waits on its pipe meanwhile
     starter = futures.ThreadPoolExecutor(1, thread_name_prefix="mem-writer-start")
     writer_started = starter.submit(engine.start_writer)
     starter.submit(warm_nearest)  # the similarity kernel, beside the feature kernels
     starter.shutdown(wait=False)  # the thread ends with its tasks
-    metrics = ServingMetrics()
-    uri = settings.tracking_uri or registry.tracking_uri()
-    cache = ModelCache(settings.model_cache, uri) if settings.model_cache is not None else None
-    models = ModelProvider(uri, settings.model_poll_s, metrics=metrics, cache=cache)
     try:
         feature_sets.warm_up()
         mark("feature kernels")

@@ -91,6 +91,48 @@ def test_ctrl_c_while_mem_serve_starts_is_one_line(mlflow_uri: str, tmp_path: Pa
     assert ok, f"exit {proc.returncode}, stderr {err!r}"
 
 
+#: ``mem serve`` after a Ctrl-C that Python drops: its KeyboardInterrupt is raised inside a
+#: finalizer (as inside numba's ctypes callbacks or the import system's weakref callbacks while
+#: the libraries load), printed as "Exception ignored" and lost; the command then goes on.
+_DROPPED_CTRL_C = """
+import os, signal, sys
+
+import mem_cli.main
+
+
+class Finalizer:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs before this method returns
+
+
+Finalizer()
+sys.argv[0] = "mem"
+mem_cli.main.app()
+"""
+
+
+def test_a_ctrl_c_python_drops_while_starting_still_stops_mem_serve(mlflow_uri: str, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DROPPED_CTRL_C, "serve", "--port", "0", "--metrics-port", "-1"]
+        + ["--memory-db", str(tmp_path / "m.db")],
+        cwd=ROOT,
+        env=_env(mlflow_uri, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = _stopped(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Exception ignored" in err and "KeyboardInterrupt" in err, err  # Python dropped it
+    assert "started in" in err  # the start went on, then stopped without serving
+    assert out == "" and proc.returncode == 130, (proc.returncode, err)
+    assert err.strip().splitlines()[-1] == "mem serve: interrupted while starting; stopped"
+
+
 def test_mlflow_draws_a_download_bar_only_when_asked(mlflow_uri: str, model_store: ModelStore) -> None:
     """The bar exists (asked for, it is drawn); by default the project turns it off."""
     code = f"from mem_core import registry; registry.load_version({model_store.v1!r}, {mlflow_uri!r})"
