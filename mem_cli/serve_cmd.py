@@ -60,8 +60,8 @@ def serve(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         try:
-            interrupt.defer("mem serve: stopping once started (Ctrl-C again to stop now)")
-            run(settings, ready=lambda running: _ready(settings, running))
+            with interrupt.deferred("mem serve: stopping once started (Ctrl-C again to stop now)"):
+                run(settings, ready=lambda running: _ready(settings, running))
         except (StartupError, CredentialError) as exc:  # a configuration problem: one line, no traceback
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None

@@ -6,8 +6,12 @@ would test nothing more here)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -16,6 +20,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from mem_cli import interrupt
 from mem_cli.help_style import label
 from mem_cli.main import app
 from mem_cli.reach import split_address, unreachable
@@ -176,3 +181,36 @@ def test_ctrl_c_before_a_command_handles_it_is_one_line_and_other_errors_keep_th
         _interrupted_quietly(ValueError, exc, exc.__traceback__)
     err = capsys.readouterr().err
     assert "Traceback" in err and "ValueError: boom" in err
+
+
+def test_a_deferred_ctrl_c_is_a_request_then_a_second_one_interrupts_at_once(capfd: pytest.CaptureFixture[str]) -> None:
+    """``mem serve``'s start (real SIGINTs to this process): the first Ctrl-C only sets the flag
+    and says so, the second raises; the handler before is back after. ``install`` leaves signals
+    alone off the main thread, where Python refuses them."""
+    before = signal.getsignal(signal.SIGINT)
+    interrupt.requested.clear()
+    try:
+        with interrupt.deferred("stopping once started"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs in this thread, between bytecodes
+            assert interrupt.requested.is_set()
+            assert capfd.readouterr().err == "stopping once started\n"
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+        assert signal.getsignal(signal.SIGINT) is before
+        failures: list[BaseException] = []
+        thread = threading.Thread(target=lambda: _record(interrupt.install, failures))
+        thread.start()
+        thread.join()
+        assert failures == [] and signal.getsignal(signal.SIGINT) is before
+    finally:
+        interrupt.requested.clear()
+        signal.signal(signal.SIGINT, before)
+
+
+def _record(call: Callable[[], None], failures: list[BaseException]) -> None:
+    try:
+        call()
+    except BaseException as exc:
+        failures.append(exc)
