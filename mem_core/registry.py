@@ -199,7 +199,7 @@ def _load(mv: Any, uri: str, model_name: str) -> LoadedModel:
     mlflow.set_registry_uri(uri)
     estimator = load_estimator(f"models:/{model_name}/{mv.version}")
     model_type = model_type or estimators.for_estimator(estimator)
-    ranges = _feature_ranges(mv, tags)
+    ranges = _feature_ranges(client(uri), mv, tags)
     return LoadedModel(
         version=str(mv.version), model=model_type(estimator, features), feature_ranges=ranges, run_id=mv.run_id
     )
@@ -235,9 +235,6 @@ def read_version(version: str, uri: str | None = None, model_name: str = MODEL_N
     the one-row arrays (``load_version`` then). Refuses what ``load_version`` refuses."""
     import tempfile
 
-    import mlflow
-
-    uri = uri or tracking_uri()
     c = client(uri)
     mv = c.get_model_version(model_name, str(version))
     tags = mv.tags or {}
@@ -248,24 +245,26 @@ def read_version(version: str, uri: str | None = None, model_name: str = MODEL_N
         estimators.get(tags["estimator"])  # UnknownEstimator, naming the known ones
     if ONE_ROW_ARTIFACT not in {a.path for a in c.list_artifacts(mv.run_id)}:
         return None
-    mlflow.set_tracking_uri(uri)
     with tempfile.TemporaryDirectory(prefix="mem-one-row-") as tmp:
         with np.load(c.download_artifacts(mv.run_id, ONE_ROW_ARTIFACT, tmp)) as arrays:
             state = {name: arrays[name] for name in arrays.files}
     probe = state.pop(PROBE)
-    ranges = _feature_ranges(mv, tags)
+    ranges = _feature_ranges(c, mv, tags)
     return VersionRecord(str(mv.version), tags["estimator"], features, ranges, mv.run_id, state, probe)
 
 
-def _feature_ranges(mv: Any, tags: Mapping[str, str]) -> dict[str, tuple[float, float]]:
-    """The training ranges: the run's ``feature_ranges.json``, else (older versions) the tag."""
+def _feature_ranges(c: Any, mv: Any, tags: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """The training ranges: the run's ``feature_ranges.json`` (through the client ``c``), else
+    (older versions) the tag."""
     raw: Mapping[str, Any] | None = None
     if mv.run_id:
-        import mlflow
+        import tempfile
+
         from mlflow.exceptions import MlflowException
 
         try:
-            raw = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{FEATURE_RANGES_ARTIFACT}")
+            with tempfile.TemporaryDirectory(prefix="mem-ranges-") as tmp:
+                raw = json.loads(Path(c.download_artifacts(mv.run_id, FEATURE_RANGES_ARTIFACT, tmp)).read_text())
         except (MlflowException, OSError, ValueError):
             raw = None
     if raw is None:
